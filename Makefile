@@ -1,0 +1,27 @@
+# The two set-up commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/scmwatch: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/scmwatch
+
+run: install
+	$(BIN)/scmwatch hunt examples/
+
+test: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/python bench/read_throughput.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from scmwatch.cli import main
+
+sys.exit(main())

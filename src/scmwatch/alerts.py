@@ -1,0 +1,63 @@
+"""The alert: what every detection produces and every sink writes.
+
+The JSON form (``Alert.to_dict``) is the machine-readable contract from
+``design/architecture.md``; tools and benchmarks depend on its keys, so change it only
+deliberately.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from scmwatch.events.model import Event, format_time
+
+LEVELS = ("informational", "low", "medium", "high", "critical")
+LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
+
+
+def event_dict(event: Event) -> dict[str, Any]:
+    """An event as it appears inside an alert: its fields plus where it came from."""
+    return {**event.fields, "source": event.source, "record_id": event.record_id}
+
+
+@dataclass(slots=True)
+class Alert:
+    rule_id: str
+    title: str
+    level: str
+    description: str
+    tags: list[str]
+    event: Event  # the matching event (for correlations: the last one)
+    events: list[Event] | None = None  # correlations only, time ordered
+    correlation: dict[str, Any] | None = None  # correlations only: type, group_by, window
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. maxpatrol_rule, rule path
+
+    @property
+    def time(self) -> float:
+        return self.event.time
+
+    @property
+    def host(self) -> str:
+        return str(self.event.fields.get("Computer") or "")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "rule_id": self.rule_id,
+            "title": self.title,
+            "level": self.level,
+            "description": self.description,
+            "tags": list(self.tags),
+            "timestamp": format_time(self.event.time) if self.event.time else None,
+            "host": self.host,
+            "source": self.event.source,
+            "record_id": self.event.record_id,
+            "event": dict(self.event.fields),
+        }
+        if self.events is not None:
+            out["events"] = [event_dict(e) for e in self.events]
+        if self.correlation is not None:
+            out["correlation"] = self.correlation
+        if self.extra:
+            out.update({k: v for k, v in self.extra.items() if k not in out})
+        return out

@@ -1,0 +1,58 @@
+"""The command line only: parse arguments, call the library, print.
+
+Each subcommand lives in its own module exposing ``register(subparsers)``; the module sets
+``func`` on its parser. Exit codes (architecture.md): 0 success (partial parse errors are
+reported and counted), 1 when an input could not be read at all or no rule could be loaded,
+2 usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from scmwatch import __version__
+
+# Subcommand modules, in the order `--help` lists them. A module that is missing (a feature
+# not yet built) is skipped rather than breaking the whole command line.
+SUBCOMMANDS = ("hunt", "events", "rules", "simulate", "audit")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scmwatch",
+        description="Find abuse of the Windows Service Control Manager (T1569.002) in event logs.",
+    )
+    parser.add_argument("--version", action="version", version=f"scmwatch {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"scmwatch.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"scmwatch.cli.{name}":
+                continue
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("scmwatch: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `scmwatch ... | head`: the reader went away; not an error worth a traceback.
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

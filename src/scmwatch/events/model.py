@@ -1,0 +1,148 @@
+"""The normalized event and the bookkeeping every reader shares.
+
+Every reader (EVTX, JSON, XML, Zeek) yields :class:`Event` objects whose ``fields`` use the
+names Windows itself writes (``EventID``, ``Channel``, ``Computer``, ``Image``,
+``ServiceName`` ...), because those are the names Sigma rules use. Keeping the fields in a
+plain ``dict`` (rather than attributes) lets the Sigma engine look fields up by the name a
+rule gives without any translation on the hot path. Provenance (which file, which record or
+line, which format) travels beside the fields, never inside them, so rules cannot match on it
+by accident.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+@dataclass(slots=True)
+class Event:
+    """One normalized log record.
+
+    ``fields`` is flat: System fields (``EventID`` int, ``Channel``, ``Provider_Name``,
+    ``Computer``, ``EventRecordID``, ``TimeCreated`` ISO-8601 UTC string, ``ProcessID``,
+    ``ThreadID``, ``UserID``, ...) and EventData/UserData fields at top level under their own
+    names. Values are kept exactly as written (no trimming).
+
+    ``source`` is the input file (``archive.zip!member`` for archive members), ``record_id``
+    the EVTX record id or the 1-based line/object number in text formats, ``fmt`` the reader
+    that produced it (``evtx``, ``json``, ``xml``, ``zeek``).
+    """
+
+    fields: dict[str, Any]
+    source: str
+    record_id: int | None
+    fmt: str
+    _epoch: float | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def time(self) -> float:
+        """Event time as POSIX seconds (UTC); 0.0 when the record carries no usable time.
+
+        Parsed lazily and cached: most events are never asked (only alerts and correlations
+        need it), and parsing ISO strings for every event would be wasted work.
+        """
+        if self._epoch is None:
+            self._epoch = parse_time(self.fields.get("TimeCreated"))
+        return self._epoch
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"source": self.source, "record_id": self.record_id, "format": self.fmt}
+
+
+def parse_time(value: Any) -> float:
+    """Parse the timestamps our readers emit (ISO 8601, any fraction length, ``Z``/offset)."""
+    if not value:
+        return 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip()
+    if text.endswith(" UTC"):
+        text = text[:-4]
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Python's fromisoformat accepts at most 6 fractional digits; EVTX writes 7.
+    dot = text.find(".")
+    if dot != -1:
+        end = dot + 1
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        text = text[: dot + 1] + text[dot + 1 : min(end, dot + 7)] + text[end:]
+    text = text.replace(" ", "T", 1) if "T" not in text else text
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return 0.0
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def format_time(epoch: float) -> str:
+    """POSIX seconds to the ISO 8601 UTC form used in alerts (``2019-03-03T09:20:28.621489Z``)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(slots=True)
+class ReadError:
+    """One problem with one input: reported as a single line, counted by ``kind``."""
+
+    source: str
+    kind: str  # e.g. "unreadable", "evtx-record", "json-line", "encoding", "empty", "format"
+    message: str
+    record: int | None = None
+
+    def line(self) -> str:
+        where = f"{self.source}" + (f" (record {self.record})" if self.record is not None else "")
+        return f"scmwatch: {where}: {self.kind}: {self.message}"
+
+
+@dataclass
+class ReadStats:
+    """What a read produced: the numbers that go into every closing summary.
+
+    Readers never raise for bad input; they call :meth:`error`, which counts the problem and
+    forwards it to ``on_error`` (the CLI prints it as one line on stderr).
+    """
+
+    files: int = 0
+    events: int = 0
+    bytes: int = 0
+    errors: Counter = field(default_factory=Counter)
+    files_failed: int = 0
+    on_error: Any = None  # Callable[[ReadError], None] | None
+    first_errors: list[ReadError] = field(default_factory=list)
+    max_kept_errors: int = 200
+
+    def error(self, source: str, kind: str, message: str, record: int | None = None) -> None:
+        err = ReadError(source, kind, message, record)
+        self.errors[kind] += 1
+        if len(self.first_errors) < self.max_kept_errors:
+            self.first_errors.append(err)
+        if self.on_error is not None:
+            self.on_error(err)
+
+    def merge(self, other: ReadStats) -> None:
+        """Add another worker's counts (used by ``--jobs``)."""
+        self.files += other.files
+        self.events += other.events
+        self.bytes += other.bytes
+        self.files_failed += other.files_failed
+        self.errors.update(other.errors)
+        room = self.max_kept_errors - len(self.first_errors)
+        if room > 0:
+            self.first_errors.extend(other.first_errors[:room])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "files_failed": self.files_failed,
+            "events": self.events,
+            "bytes": self.bytes,
+            "errors": dict(self.errors),
+        }
