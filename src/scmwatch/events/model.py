@@ -115,6 +115,8 @@ class ReadStats:
     bytes: int = 0
     errors: Counter = field(default_factory=Counter)
     files_failed: int = 0
+    named_failed: int = 0  # of those, inputs the user named: these make the exit code 1
+    files_skipped: int = 0  # in directory walks: files whose extension is not a log format
     on_error: Any = None  # Callable[[ReadError], None] | None
     first_errors: list[ReadError] = field(default_factory=list)
     max_kept_errors: int = 200
@@ -133,15 +135,23 @@ class ReadStats:
         self.events += other.events
         self.bytes += other.bytes
         self.files_failed += other.files_failed
+        self.files_skipped += other.files_skipped
+        self.named_failed += other.named_failed
         self.errors.update(other.errors)
         room = self.max_kept_errors - len(self.first_errors)
         if room > 0:
             self.first_errors.extend(other.first_errors[:room])
 
+    @property
+    def exit_code(self) -> int:
+        """1 when an input the user named could not be read at all (architecture.md), else 0."""
+        return 1 if self.named_failed else 0
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "files": self.files,
             "files_failed": self.files_failed,
+            "files_skipped": self.files_skipped,
             "events": self.events,
             "bytes": self.bytes,
             "errors": dict(self.errors),

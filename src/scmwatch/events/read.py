@@ -1,11 +1,33 @@
-"""Input discovery and reader dispatch (work in progress: real readers land next)."""
+"""Input discovery and reader dispatch.
+
+``discover`` expands the user's paths into readable units (files, directory trees, ``.zip``
+members; ``.gz`` is decompressed on the fly). ``read_input`` sniffs each unit's content —
+never trusting the extension alone — and hands it to the reader for its format. Every
+problem becomes a counted :class:`~scmwatch.events.model.ReadError`; nothing raises to the
+caller and the other inputs are still read.
+"""
 
 from __future__ import annotations
 
+import gzip
+import os
+import shutil
+import tempfile
+import zipfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
+from scmwatch.events.evtx_reader import MAGIC, read_evtx
+from scmwatch.events.json_reader import CHUNK, Prefixed, _sniff_encoding, read_json
 from scmwatch.events.model import Event, ReadStats
+from scmwatch.events.xml_reader import read_xml
+from scmwatch.events.zeek_reader import read_zeek_tsv, zeek_path_from_name
+
+# Extensions a directory walk picks up (explicitly named files are always tried).
+LOG_EXTENSIONS = frozenset({".evtx", ".json", ".jsonl", ".ndjson", ".xml", ".log", ".tsv", ".gz", ".zip"})
+ZEEK_LOGS = frozenset({"dce_rpc", "smb_files", "smb_mapping", "conn", "ntlm", "kerberos", "dns", "files", "rdp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,16 +37,129 @@ class InputFile:
     name: str  # provenance name: the path, or ``archive.zip!member``
     path: str  # the file on disk
     member: str | None = None
+    named: bool = True  # named by the user (not found by a directory walk): failure → exit 1
+
+    def open(self) -> BinaryIO:
+        if self.member is None:
+            return open(self.path, "rb")
+        archive = zipfile.ZipFile(self.path)
+        return archive.open(self.member)  # the member keeps the archive open until closed
+
+    @property
+    def inner_name(self) -> str:
+        """The name that says the format: without ``.gz``, of the member for archives."""
+        name = self.member or self.path
+        return name[:-3] if name.lower().endswith(".gz") else name
+
+
+def _is_log_name(name: str) -> bool:
+    lower = name.lower()
+    return os.path.splitext(lower)[1] in LOG_EXTENSIONS
 
 
 def discover(paths: Iterable[str], stats: ReadStats) -> Iterator[InputFile]:
-    raise NotImplementedError
+    """Expand paths (files, directories recursively, zip archives) into inputs, in a stable order."""
+    for path in paths:
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for fname in sorted(files):
+                    full = os.path.join(root, fname)
+                    if _is_log_name(fname):
+                        yield from _expand(full, stats, named=False)
+                    else:
+                        stats.files_skipped += 1
+        elif os.path.exists(path):
+            yield from _expand(path, stats, named=True)
+        else:
+            stats.files_failed += 1
+            stats.named_failed += 1
+            stats.error(path, "unreadable", "no such file or directory")
+
+
+def _expand(path: str, stats: ReadStats, named: bool) -> Iterator[InputFile]:
+    if not path.lower().endswith(".zip"):
+        yield InputFile(path, path, named=named)
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+    except (zipfile.BadZipFile, OSError) as exc:
+        stats.files_failed += 1
+        stats.named_failed += named
+        stats.error(path, "unreadable", f"not a readable zip archive ({exc})")
+        return
+    for member in members:
+        if _is_log_name(member.filename):
+            yield InputFile(f"{path}!{member.filename}", path, member.filename, named=False)
+        else:
+            stats.files_skipped += 1
 
 
 def read_input(inp: InputFile, stats: ReadStats) -> Iterator[Event]:
-    raise NotImplementedError
+    """Sniff one input and yield its normalized events; problems are counted, not raised."""
+    stats.files += 1
+    before = stats.events
+    failed_before = stats.files_failed
+    try:
+        raw = inp.open()
+    except OSError as exc:
+        stats.files_failed += 1
+        stats.named_failed += inp.named
+        stats.error(inp.name, "unreadable", exc.strerror or str(exc))
+        return
+    try:
+        stream: BinaryIO = gzip.GzipFile(fileobj=raw) if inp.name.lower().endswith(".gz") else raw
+        yield from _dispatch(inp, stream, stats)
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+        read = stats.events - before
+        stats.error(inp.name, "unreadable", f"read failed after {read} events: {exc}")
+        if not read:
+            stats.files_failed += 1
+    finally:
+        raw.close()
+        if inp.named and stats.files_failed > failed_before:
+            stats.named_failed += 1
+
+
+def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:
+    head = stream.read(CHUNK)
+    name = inp.name
+    if head.startswith(MAGIC):
+        if inp.member is None and stream is not None and not inp.name.lower().endswith(".gz"):
+            yield from read_evtx(name, inp.path, stats)
+        else:
+            # The EVTX parser needs to seek: spool a compressed/archived file to disk first.
+            with tempfile.TemporaryFile() as tmp:
+                tmp.write(head)
+                shutil.copyfileobj(stream, tmp, CHUNK)
+                yield from read_evtx(name, tmp, stats)
+        return
+    if not head.strip():
+        stats.error(name, "empty", "file is empty")
+        return
+    rest = Prefixed(head, stream)
+    encoding = _sniff_encoding(head)
+    if encoding is None:
+        stats.files_failed += 1
+        stats.error(name, "format", "binary content that is not EVTX, JSON, XML or a Zeek log")
+        return
+    text_head = head.decode(encoding, errors="replace").lstrip("\ufeff \t\r\n")
+    first = text_head[:1]
+    if text_head.startswith("#separator"):
+        yield from read_zeek_tsv(name, rest, stats)  # type: ignore[arg-type]
+    elif first in "{[":
+        zeek = zeek_path_from_name(inp.inner_name)
+        yield from read_json(name, rest, stats, zeek if zeek in ZEEK_LOGS else None)  # type: ignore[arg-type]
+    elif first == "<":
+        yield from read_xml(name, rest, stats)  # type: ignore[arg-type]
+    else:
+        stats.files_failed += 1
+        stats.error(name, "format", "not a supported log format (EVTX, JSON/NDJSON, Windows XML, Zeek)")
 
 
 def iter_events(paths: Iterable[str], stats: ReadStats) -> Iterator[Event]:
+    """All events of all inputs, file by file, in discovery order."""
     for inp in discover(paths, stats):
         yield from read_input(inp, stats)

@@ -1,0 +1,125 @@
+"""``scmwatch events``: print normalized events, for people writing and debugging rules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+
+from scmwatch.alerts import event_dict
+from scmwatch.events import Event, ReadError, ReadStats, discover, read_input
+from scmwatch.progress import Progress, summary_line
+
+TABLE_LIMIT = 1000  # a terminal table of more rows helps nobody; jsonl has no limit
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "events",
+        help="print normalized events (for writing rules)",
+        description="Read logs (EVTX, JSON/NDJSON, Windows XML, Zeek; dirs, .gz, .zip) and print the "
+        "normalized events with the field names Sigma rules use.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--format", choices=("jsonl", "table"), default="jsonl")
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="keep events whose FIELD equals VALUE (case-insensitive); FIELD~VALUE keeps those that "
+        "contain it. Repeat to AND several.",
+    )
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="stop after N printed events")
+    p.set_defaults(func=run)
+
+
+def parse_where(exprs: list[str]) -> Callable[[Event], bool]:
+    """``Image~psexec`` / ``EventID=7045`` → one predicate (AND of all)."""
+    tests: list[tuple[str, str, str]] = []
+    for expr in exprs:
+        op = "~" if "~" in expr and ("=" not in expr or expr.index("~") < expr.index("=")) else "="
+        field, sep, value = expr.partition(op)
+        if not sep or not field:
+            raise ValueError(f"--where {expr!r}: expected FIELD=VALUE or FIELD~VALUE")
+        tests.append((field, op, value.lower()))
+
+    def keep(event: Event) -> bool:
+        for field, op, value in tests:
+            have = event.fields.get(field)
+            if have is None:
+                return False
+            text = str(have).lower()
+            if (op == "=" and text != value) or (op == "~" and value not in text):
+                return False
+        return True
+
+    return keep
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        keep = parse_where(args.where)
+    except ValueError as exc:
+        print(f"scmwatch: {exc}", file=sys.stderr)
+        return 2
+    stats = ReadStats(on_error=lambda err: _print_error(err))
+    start = time.perf_counter()
+    inputs = list(discover(args.paths, stats))
+    limit = args.limit if args.limit is not None else (TABLE_LIMIT if args.format == "table" else None)
+    selected = _select(inputs, stats, keep, limit)
+    if args.format == "jsonl":
+        out = sys.stdout.buffer
+        for event in selected:
+            out.write(orjson.dumps(event_dict(event), default=str) + b"\n")
+        out.flush()
+    else:
+        _table(list(selected))
+    seconds = time.perf_counter() - start
+    print(summary_line(stats, seconds), file=sys.stderr)
+    return stats.exit_code
+
+
+def _select(inputs: list[Any], stats: ReadStats, keep: Callable[[Event], bool], limit: int | None) -> Iterator[Event]:
+    printed = 0
+    with Progress(inputs) as bar:
+        for inp in inputs:
+            for event in read_input(inp, stats):
+                if keep(event):
+                    yield event
+                    printed += 1
+                    if limit is not None and printed >= limit:
+                        return
+            bar.file_done(inp, stats.events)
+
+
+def _print_error(err: ReadError) -> None:
+    print(err.line(), file=sys.stderr)
+
+
+_SYSTEM = frozenset(
+    {"EventID", "Channel", "Computer", "TimeCreated", "EventRecordID", "Provider_Name", "Provider_Guid",
+     "Version", "Level", "Task", "Opcode", "Keywords", "ProcessID", "ThreadID", "UserID", "Correlation",
+     "EventID_Qualifiers", "Provider_EventSourceName"}
+)
+
+
+def _table(events: list[Event]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_lines=False)
+    table.add_column("time", no_wrap=True)
+    for col in ("computer", "channel", "id"):
+        table.add_column(col, overflow="fold", max_width=24)
+    table.add_column("data", overflow="fold", ratio=1)
+    for ev in events:
+        f = ev.fields
+        data = "  ".join(f"{k}={v}" for k, v in f.items() if k not in _SYSTEM and v not in (None, ""))
+        table.add_row(str(f.get("TimeCreated", "")), str(f.get("Computer", "")), str(f.get("Channel", "")),
+                      str(f.get("EventID", "")), data[:400])
+    Console().print(table)

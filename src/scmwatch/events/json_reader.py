@@ -1,0 +1,237 @@
+"""JSON exports: NDJSON, concatenated pretty-printed objects, and JSON arrays.
+
+Three layouts exist in the wild and a file does not say which it is:
+
+* NDJSON (Winlogbeat, NXLog, Security-Datasets): one object per line, parsed line by line
+  with ``orjson`` (fast path; a broken line is counted and skipped).
+* concatenated pretty-printed objects without an array (evtx_dump, SigmaHQ regression
+  ``.json``), and JSON arrays: parsed incrementally with ``JSONDecoder.raw_decode`` over a
+  sliding buffer, so no file is loaded whole.
+
+Each object is then routed by its shape (evtx_dump, ECS, flat, Zeek) to its normalizer. The
+provenance ``record_id`` is the line on which the object starts.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import json
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO
+
+import orjson
+
+from scmwatch.events.model import Event, ReadStats
+from scmwatch.events.normalize import from_ecs, from_evtx_dict, from_flat, shape_of
+
+CHUNK = 1 << 16
+MAX_OBJECT = 64 << 20  # an object larger than this is treated as corrupt, not buffered forever
+
+
+def _zeek_from_json(obj: dict[str, Any]) -> dict[str, Any]:
+    from scmwatch.events.zeek_reader import normalize_zeek
+
+    return normalize_zeek(obj, obj.get("_path"))
+
+
+_NORMALIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
+    "evtx": from_evtx_dict,
+    "ecs": from_ecs,
+    "flat": from_flat,
+    "zeek": _zeek_from_json,
+}
+
+
+class Prefixed(io.RawIOBase):
+    """A stream that replays the bytes already read for sniffing, then continues the source."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class _Sink:
+    """Turns decoded objects into events, counting the ones that are not events."""
+
+    __slots__ = ("name", "stats", "unknown")
+
+    def __init__(self, name: str, stats: ReadStats) -> None:
+        self.name = name
+        self.stats = stats
+        self.unknown = 0
+
+    def event(self, obj: Any, line: int, zeek_path: str | None) -> Event | None:
+        if type(obj) is not dict:
+            self._unknown(line, f"a JSON {type(obj).__name__}, not an object")
+            return None
+        shape = shape_of(obj)
+        if shape is None and zeek_path:
+            shape = "zeek"
+            obj.setdefault("_path", zeek_path)
+        if shape is None:
+            self._unknown(line, "object is not a Windows event (no Event/System, winlog, EventID or Channel)")
+            return None
+        fields = _NORMALIZERS[shape](obj)
+        if fields is None:
+            self._unknown(line, "object has no usable event data")
+            return None
+        self.stats.events += 1
+        return Event(fields, self.name, line, "zeek" if shape == "zeek" else "json")
+
+    def _unknown(self, line: int, why: str) -> None:
+        self.unknown += 1
+        # One line per file is enough to explain it; every occurrence is counted.
+        if self.unknown == 1:
+            self.stats.error(self.name, "json-not-event", why + " (further ones counted only)", line)
+        else:
+            self.stats.errors["json-not-event"] += 1
+
+
+def _sniff_encoding(head: bytes) -> str | None:
+    """UTF-8 (default), UTF-16 by BOM or by NUL pattern; None for binary content."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    sample = head[:4096]
+    if b"\x00" in sample:
+        if len(sample) >= 4 and sample[1::2].count(0) > len(sample) // 4 and sample[0::2].count(0) == 0:
+            return "utf-16-le"
+        if len(sample) >= 4 and sample[0::2].count(0) > len(sample) // 4 and sample[1::2].count(0) == 0:
+            return "utf-16-be"
+        return None
+    return "utf-8"
+
+
+def read_json(name: str, stream: BinaryIO, stats: ReadStats, zeek_path: str | None = None) -> Iterator[Event]:
+    """Yield normalized events from a JSON/NDJSON stream (see module docstring)."""
+    head = stream.read(CHUNK)
+    buffered = io.BufferedReader(Prefixed(head, stream), CHUNK)
+    if not head.strip():
+        stats.error(name, "empty", "file is empty")
+        return
+    encoding = _sniff_encoding(head)
+    if encoding is None:
+        stats.files_failed += 1
+        stats.error(name, "format", "binary content, not JSON")
+        return
+    sink = _Sink(name, stats)
+    if encoding == "utf-8":
+        first = head.lstrip()[:1]
+        first_line = head.lstrip().split(b"\n", 1)[0]
+        if first == b"{" and _is_object(first_line):
+            yield from _ndjson_bytes(buffered, sink, zeek_path)
+            return
+        text: io.TextIOBase = io.TextIOWrapper(buffered, encoding="utf-8", errors="replace", newline="")
+    else:
+        text = io.TextIOWrapper(buffered, encoding=encoding, errors="replace", newline="")
+    yield from _stream(text, sink, zeek_path, name, stats)
+
+
+def _is_object(line: bytes) -> bool:
+    try:
+        return type(orjson.loads(line)) is dict
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _ndjson_bytes(stream: BinaryIO, sink: _Sink, zeek_path: str | None) -> Iterator[Event]:
+    loads = orjson.loads
+    stats = sink.stats
+    name = sink.name
+    bad_utf8 = 0
+    for lineno, line in enumerate(stream, 1):
+        stats.bytes += len(line)
+        try:
+            obj = loads(line)
+        except orjson.JSONDecodeError as exc:
+            if not line.strip():
+                continue
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                bad_utf8 += 1
+                if bad_utf8 == 1:
+                    stats.error(name, "encoding", "invalid UTF-8 (bytes replaced with U+FFFD; further lines counted)", lineno)
+                else:
+                    stats.errors["encoding"] += 1
+                try:
+                    obj = loads(line.decode("utf-8", errors="replace"))
+                except orjson.JSONDecodeError as exc2:
+                    stats.error(name, "json-line", f"broken JSON: {exc2}", lineno)
+                    continue
+            else:
+                stats.error(name, "json-line", f"broken JSON: {exc}", lineno)
+                continue
+        event = sink.event(obj, lineno, zeek_path)
+        if event is not None:
+            yield event
+
+
+def _stream(text: io.TextIOBase, sink: _Sink, zeek_path: str | None, name: str, stats: ReadStats) -> Iterator[Event]:
+    """Concatenated objects or arrays, decoded incrementally from a text stream."""
+    decode = json.JSONDecoder().raw_decode
+    buf = ""
+    pos = 0
+    line = 1  # line number at buf[pos]
+    eof = False
+
+    def fill() -> bool:
+        nonlocal buf, pos, eof
+        chunk = text.read(CHUNK)
+        if not chunk:
+            eof = True
+            return False
+        stats.bytes += len(chunk)
+        buf = buf[pos:] + chunk
+        pos = 0
+        return True
+
+    fill()
+    while True:
+        # Skip separators: white space, and the brackets/commas of an array.
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n,[]":
+                ch = buf[pos]
+                if ch == "\n":
+                    line += 1
+                pos += 1
+            if pos < len(buf) or eof or not fill():
+                break
+        if pos >= len(buf):
+            break
+        start_line = line
+        try:
+            obj, end = decode(buf, pos)
+        except json.JSONDecodeError as exc:
+            if not eof and len(buf) - pos < MAX_OBJECT and fill():
+                continue  # object continues in the next chunk
+            # A real error: report it, then resynchronize on the next line that opens an object.
+            stats.error(name, "json-object", f"broken JSON: {exc.msg}", start_line + buf.count("\n", pos, exc.pos))
+            nxt = buf.find("\n{", pos + 1)
+            while nxt == -1 and not eof and fill():
+                nxt = buf.find("\n{", pos + 1)
+            if nxt == -1:
+                break
+            line += buf.count("\n", pos, nxt + 1)
+            pos = nxt + 1
+            continue
+        line += buf.count("\n", pos, end)
+        pos = end
+        event = sink.event(obj, start_line, zeek_path)
+        if event is not None:
+            yield event

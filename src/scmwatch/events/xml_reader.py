@@ -1,0 +1,124 @@
+"""Windows event XML as ``wevtutil qe /f:xml`` or Event Viewer "Save as XML" write it.
+
+``wevtutil`` writes ``<Event>`` elements back to back with no root element, which is not a
+well-formed document; the reader therefore feeds a synthetic root around the text (after
+dropping any XML declaration) into an incremental parser and clears each ``<Event>`` once it
+is normalized, so memory stays flat whatever the file size.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+from xml.etree.ElementTree import Element, ParseError, XMLPullParser
+
+from scmwatch.events.json_reader import CHUNK, _sniff_encoding
+from scmwatch.events.model import Event, ReadStats
+from scmwatch.events.normalize import SYSTEM_ATTRS, SYSTEM_INTS, _int, iso_utc
+
+_DECL = re.compile(r"^\s*(<\?xml[^>]*\?>)?", re.S)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1] if tag[:1] == "{" else tag
+
+
+def event_from_xml(elem: Element) -> dict[str, Any]:
+    """One ``<Event>`` element → flat fields, matching what the EVTX reader produces."""
+    out: dict[str, Any] = {}
+    for part in elem:
+        kind = _local(part.tag)
+        if kind == "System":
+            for child in part:
+                key = _local(child.tag)
+                if child.text is not None and child.text.strip():
+                    out[key] = _int(child.text) if key in SYSTEM_INTS else child.text
+                if child.attrib:
+                    names = SYSTEM_ATTRS.get(key)
+                    for attr, value in child.attrib.items():
+                        name = (names.get(attr) if names else None) or f"{key}_{attr}"
+                        out[name] = _int(value) if name in SYSTEM_INTS else value
+                elif key not in out:
+                    out[key] = None
+        elif kind == "EventData":
+            _data(part, out)
+        elif kind == "UserData":
+            for wrapper in part:
+                _data(wrapper, out)
+    if "TimeCreated" in out and out["TimeCreated"]:
+        out["TimeCreated"] = iso_utc(out["TimeCreated"])
+    return out
+
+
+def _data(parent: Element, out: dict[str, Any]) -> None:
+    unnamed: list[str] = []
+    for item in parent:
+        key = _local(item.tag)
+        text = item.text if item.text is not None else ""
+        name = item.get("Name") if key == "Data" else key
+        if name is None:
+            unnamed.append(text)
+            continue
+        if len(item):  # nested structure (rare): keep its text content
+            text = "".join(item.itertext())
+        out[name.replace(" ", "")] = text
+    if unnamed:
+        out["Data"] = unnamed if len(unnamed) > 1 else unnamed[0]
+
+
+def read_xml(name: str, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:
+    head = stream.read(CHUNK)
+    if not head.strip():
+        stats.error(name, "empty", "file is empty")
+        return
+    encoding = _sniff_encoding(head)
+    if encoding is None:
+        stats.files_failed += 1
+        stats.error(name, "format", "binary content, not XML")
+        return
+    from scmwatch.events.json_reader import Prefixed
+
+    text = io.TextIOWrapper(io.BufferedReader(Prefixed(head, stream)), encoding=encoding, errors="replace")
+    parser = XMLPullParser(events=("start", "end"))
+    parser.feed("<scmwatch-root>")
+    first = True
+    stack: list[Element] = []
+    count = 0
+    try:
+        while True:
+            chunk = text.read(CHUNK)
+            if not chunk:
+                break
+            stats.bytes += len(chunk)
+            if first:
+                chunk = _DECL.sub("", chunk, count=1)
+                first = False
+            parser.feed(chunk)
+            for event in _drain(parser, stack, name, stats):
+                count += 1
+                yield event
+        parser.feed("</scmwatch-root>")
+        yield from _drain(parser, stack, name, stats)
+        parser.close()
+    except ParseError as exc:
+        stats.error(name, "xml", f"malformed XML ({exc}); {count} events before it were read")
+
+
+def _drain(parser: XMLPullParser, stack: list[Element], name: str, stats: ReadStats) -> Iterator[Event]:
+    for kind, elem in parser.read_events():
+        if kind == "start":
+            stack.append(elem)
+            continue
+        stack.pop()
+        if _local(elem.tag) != "Event":
+            continue
+        fields = event_from_xml(elem)
+        if "EventID" not in fields:
+            stats.error(name, "xml", "<Event> without System/EventID skipped")
+        else:
+            stats.events += 1
+            yield Event(fields, name, fields.get("EventRecordID"), "xml")
+        if stack:
+            stack[-1].remove(elem)  # free it: the parent would otherwise keep every event

@@ -1,0 +1,85 @@
+"""Progress bar and closing summary line, shared by every command that reads logs.
+
+The bar goes to stderr and only when stderr is a terminal and the input is large enough to
+make waiting noticeable; pipes and CI logs get only the one-line summary.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from scmwatch.events.model import ReadStats
+
+LARGE_INPUT = 32 << 20  # bytes; below this a run finishes before a bar is worth drawing
+
+
+def input_size(paths: Sequence[Any]) -> int:
+    total = 0
+    for inp in paths:
+        try:
+            total += os.path.getsize(getattr(inp, "path", inp))
+        except OSError:
+            pass
+    return total
+
+
+class Progress:
+    """``with Progress(inputs) as bar: ... bar.file_done(inp); bar.events(n)``; a no-op off-terminal."""
+
+    def __init__(self, inputs: Sequence[Any], enabled: bool | None = None) -> None:
+        total = input_size(inputs)
+        if enabled is None:
+            enabled = sys.stderr.isatty() and total >= LARGE_INPUT
+        self._bar = None
+        self._task = None
+        self._done = 0
+        self._total = total
+        if enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
+
+    def __enter__(self) -> Progress:
+        if self._bar is not None:
+            self._bar.start()
+            self._task = self._bar.add_task("reading", total=self._total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def file_done(self, inp: Any, events: int) -> None:
+        if self._bar is None:
+            return
+        try:
+            self._done += os.path.getsize(getattr(inp, "path", inp))
+        except OSError:
+            pass
+        self._bar.update(self._task, completed=self._done, description=f"{events:,} events")
+
+
+def summary_line(stats: ReadStats, seconds: float, extra: str = "") -> str:
+    """``scmwatch: 278 files, 8,255 events in 0.26 s (31,750 events/s); errors: format 1``."""
+    rate = stats.events / seconds if seconds > 0 else 0.0
+    text = f"scmwatch: {stats.files:,} files, {stats.events:,} events in {seconds:.2f} s ({rate:,.0f} events/s)"
+    if stats.files_skipped:
+        text += f"; {stats.files_skipped} non-log files skipped"
+    if extra:
+        text += f"; {extra}"
+    if stats.errors:
+        text += "; errors: " + ", ".join(f"{kind} {n}" for kind, n in sorted(stats.errors.items()))
+    else:
+        text += "; no errors"
+    return text
