@@ -1,0 +1,495 @@
+"""Streaming evaluation of Sigma correlation rules in event time.
+
+State is kept per ``(correlation, group)`` where the group is the tuple of ``group-by`` values
+(after ``aliases``; string values compared case-insensitively, like Windows names). Each group
+holds the window's entries ``(time, seq, reference, event, value, evidence)`` in time order.
+
+Windows (``timespan`` T, integer microseconds so edges are exact):
+
+* *eager* rules (``gt``/``gte``, boolean conditions without ``not``) evaluate the sliding
+  window ``[t - T, t]`` ending at every new entry -- an entry exactly T older still counts.
+  When the condition holds the alert is emitted with every entry that contributed and the
+  group is cleared, so one burst gives one alert and the next alert needs fresh evidence.
+* *at-close* rules (``lt``/``lte``/``eq``/``neq``, conditions with ``not``) use a window that
+  opens at the group's first entry and closes at ``start + T``; it is evaluated when an entry
+  past its end arrives, when the group idles out, or at the end of input.
+
+Memory: a group whose newest entry is older than T (relative to the newest event processed)
+is finished and dropped; groups live in insertion-ordered dicts (least recently updated first)
+so the sweep is O(expired). Hard caps (``max_groups``, ``max_entries_per_group``) protect
+against adversarial cardinality; evictions are counted in :meth:`Correlator.summary`, and the
+high-water mark of retained entries/groups is reported as ``state_peak``/``groups_peak``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from scmwatch.alerts import Alert
+from scmwatch.correlate.links import EntityLinks
+from scmwatch.correlate.spec import (
+    NUMERIC_TYPES,
+    OPS,
+    VALUE_TYPES,
+    CorrSpec,
+    eval_expr,
+)
+from scmwatch.correlate.stream import Candidate, ReorderBuffer
+from scmwatch.events.model import Event, format_time
+
+# entry tuple indexes
+_T, _SEQ, _REF, _EV, _VAL, _EVID = range(6)
+
+
+class _Group:
+    __slots__ = ("entries", "start", "last", "display", "counts", "total")
+
+    def __init__(self, display: dict[str, Any]) -> None:
+        self.entries: deque = deque()
+        self.start = 0
+        self.last = 0
+        self.display = display  # group-by values as first seen (for the alert)
+        self.counts: Counter = Counter()  # value_count: values; temporal: references
+        self.total = 0.0  # value_sum / value_avg running sum
+
+
+@dataclass
+class _SpecState:
+    spec: CorrSpec
+    groups: dict[tuple, _Group] = field(default_factory=dict)
+    # outer correlations fed by this one (chained): list of (outer state, reference name)
+    parents: list[tuple[_SpecState, str]] = field(default_factory=list)
+    emit: bool = True  # False when only chained with generate: false
+    fired: int = 0
+
+
+def _numeric(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return float(int(text, 0))  # "0x10"
+    except ValueError:
+        return None
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * pct / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _key_part(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, list | dict):
+        return repr(value)
+    return value
+
+
+class Correlator:
+    """Feed candidates (any order within ``lateness``), collect correlation alerts.
+
+    >>> corr = Correlator(specs)
+    >>> for cand in candidates: alerts.extend(corr.push(cand))
+    >>> alerts.extend(corr.finish())
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[CorrSpec],
+        *,
+        lateness: float = 300.0,
+        max_groups: int = 200_000,
+        max_entries_per_group: int = 10_000,
+        links: EntityLinks | None = None,
+    ) -> None:
+        self.specs = list(specs)
+        self.buffer = ReorderBuffer(lateness)
+        self.links = links or EntityLinks()
+        self.max_groups = max_groups
+        self.max_entries = max_entries_per_group
+        self._states = [_SpecState(s) for s in self.specs]
+        by_key = {st.spec.key: st for st in self._states}
+        # rule_key -> [(state, reference name)]
+        self._routes: dict[str, list[tuple[_SpecState, str]]] = {}
+        referenced_by: dict[str, list[CorrSpec]] = {}
+        for st in self._states:
+            for ref in st.spec.refs:
+                target = st.spec.ref_keys[ref]
+                referenced_by.setdefault(target, []).append(st.spec)
+                inner = by_key.get(target)
+                if inner is not None:
+                    inner.parents.append((st, ref))
+                else:
+                    self._routes.setdefault(target, []).append((st, ref))
+        # generate: a referenced rule/correlation alerts on its own only if some correlation
+        # that references it says `generate: true` (pySigma disables it as soon as one says
+        # false, which makes the outcome depend on file order).
+        self.suppressed: frozenset[str] = frozenset(
+            k for k, specs in referenced_by.items() if not any(s.generate for s in specs)
+        )
+        for st in self._states:
+            st.emit = st.spec.key not in self.suppressed
+        self.referenced_keys: frozenset[str] = frozenset(self._routes)
+        self._seq = 0
+        self._now = 0
+        self._entries = 0
+        self._groups = 0
+        self.state_peak = 0
+        self.groups_peak = 0
+        self.candidates = 0
+        self.untimed = 0
+        self.missing_group = 0
+        self.missing_value = 0
+        self.groups_evicted = 0
+        self.entries_truncated = 0
+        self.alerts = 0
+
+    # -- input ----------------------------------------------------------------------------
+
+    def push(self, cand: Candidate) -> list[Alert]:
+        """Add one candidate; returns the alerts that became final."""
+        self.candidates += 1
+        if cand.time_us <= 0:
+            self.untimed += 1
+            return []
+        out: list[Alert] = []
+        for ready in self.buffer.push(cand):
+            self._process(ready, out)
+        return out
+
+    def feed(self, cands: Iterable[Candidate]) -> Iterator[Alert]:
+        for cand in cands:
+            yield from self.push(cand)
+        yield from self.finish()
+
+    def finish(self) -> list[Alert]:
+        """End of input: release the reorder buffer, close every open window."""
+        out: list[Alert] = []
+        for ready in self.buffer.drain():
+            self._process(ready, out)
+        for st in self._states:
+            for key in list(st.groups):
+                g = st.groups.get(key)
+                if g is None:
+                    continue
+                if not st.spec.eager and g.entries:
+                    self._close(st, key, g, out)
+                self._drop(st, key)
+        return out
+
+    def _process(self, cand: Candidate, out: list[Alert]) -> None:
+        t = cand.time_us
+        if t > self._now:
+            self._now = t
+            self._sweep(out)
+        if cand.fact is not None:
+            self.links.apply(cand.fact)
+        if cand.event is None:
+            return
+        for key in cand.keys:
+            for st, ref in self._routes.get(key, ()):
+                self._add(st, ref, cand.event, t, None, out)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _field(self, event: Event, name: str) -> Any:
+        fields = event.fields
+        value = fields.get(name)
+        if value is None and name.startswith("link."):
+            value = self.links.derive(fields, name)
+        return value
+
+    def _add(
+        self, st: _SpecState, ref: str, event: Event, t: int, evidence: list[Event] | None, out: list[Alert]
+    ) -> None:
+        spec = st.spec
+        display: dict[str, Any] = {}
+        key_parts = []
+        for name in spec.group_by:
+            value = self._field(event, spec.field_for(name, ref))
+            if value is None or value == "":
+                self.missing_group += 1
+                return
+            display[name] = value
+            key_parts.append(_key_part(value))
+        value = None
+        if spec.type in VALUE_TYPES:
+            value = self._field(event, spec.field_for(spec.field, ref))
+            if spec.type in NUMERIC_TYPES:
+                value = _numeric(value)
+            elif value is not None:
+                value = _key_part(value)
+            if value is None or value == "":
+                self.missing_value += 1
+                return
+        key = tuple(key_parts)
+        groups = st.groups
+        g = groups.get(key)
+        if g is None:
+            if self._groups >= self.max_groups:
+                self._evict_one(st, out)
+            g = _Group(display)
+            groups[key] = g
+            self._groups += 1
+            if self._groups > self.groups_peak:
+                self.groups_peak = self._groups
+        else:  # keep dict order = least recently updated first (for the sweep)
+            del groups[key]
+            groups[key] = g
+        span = spec.timespan_us
+        if not spec.eager and g.entries and t > g.start + span:
+            self._close(st, key, g, out)
+            self._clear(spec, g)
+        self._seq += 1
+        entry = (t, self._seq, ref, event, value, evidence)
+        if not g.entries:
+            g.start = t
+        entries = g.entries
+        if entries and t < entries[-1][_T]:
+            entries.insert(bisect.bisect_right(entries, t, key=lambda e: e[_T]), entry)
+        else:
+            entries.append(entry)
+        g.last = max(g.last, t)
+        self._count_in(spec, g, entry)
+        if len(entries) > self.max_entries:
+            self._count_out(spec, g, entries.popleft())
+            self.entries_truncated += 1
+        if spec.eager:
+            horizon = entries[-1][_T] - span
+            while entries and entries[0][_T] < horizon:
+                self._count_out(spec, g, entries.popleft())
+            chosen = self._evaluate(spec, g)
+            if chosen is not None:
+                self._fire(st, g, chosen, out)
+                self._clear(spec, g)
+
+    def _count_in(self, spec: CorrSpec, g: _Group, entry: tuple) -> None:
+        self._entries += 1
+        if self._entries > self.state_peak:
+            self.state_peak = self._entries
+        typ = spec.type
+        if typ == "value_count":
+            g.counts[entry[_VAL]] += 1
+        elif typ == "temporal":
+            g.counts[entry[_REF]] += 1
+        elif typ in ("value_sum", "value_avg"):
+            g.total += entry[_VAL]
+
+    def _count_out(self, spec: CorrSpec, g: _Group, entry: tuple) -> None:
+        self._entries -= 1
+        typ = spec.type
+        if typ in ("value_count", "temporal"):
+            k = entry[_VAL] if typ == "value_count" else entry[_REF]
+            n = g.counts[k] - 1
+            if n:
+                g.counts[k] = n
+            else:
+                del g.counts[k]
+        elif typ in ("value_sum", "value_avg"):
+            g.total -= entry[_VAL]
+
+    def _clear(self, spec: CorrSpec, g: _Group) -> None:
+        self._entries -= len(g.entries)
+        g.entries.clear()
+        g.counts.clear()
+        g.total = 0.0
+
+    def _drop(self, st: _SpecState, key: tuple) -> None:
+        g = st.groups.pop(key)
+        self._entries -= len(g.entries)
+        self._groups -= 1
+
+    def _evict_one(self, st: _SpecState, out: list[Alert]) -> None:
+        """Over the group cap: drop the least recently updated group (its own rule's first)."""
+        victim = st if st.groups else max(self._states, key=lambda s: len(s.groups))
+        key = next(iter(victim.groups))
+        self._drop(victim, key)
+        self.groups_evicted += 1
+
+    def _sweep(self, out: list[Alert]) -> None:
+        """Drop groups idle for longer than their timespan (closing at-close windows first)."""
+        now = self._now
+        for st in self._states:
+            groups = st.groups
+            if not groups:
+                continue
+            horizon = now - st.spec.timespan_us
+            while groups:
+                key = next(iter(groups))
+                g = groups[key]
+                if g.last >= horizon:
+                    break
+                if not st.spec.eager and g.entries:
+                    self._close(st, key, g, out)
+                self._drop(st, key)
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def _close(self, st: _SpecState, key: tuple, g: _Group, out: list[Alert]) -> None:
+        chosen = self._evaluate(st.spec, g)
+        if chosen is not None:
+            self._fire(st, g, chosen, out)
+
+    def _evaluate(self, spec: CorrSpec, g: _Group) -> list[tuple] | None:
+        """The contributing entries when the condition holds on the group's window, else None."""
+        entries = g.entries
+        if not entries:
+            return None
+        typ = spec.type
+        if typ == "temporal_ordered":
+            return self._ordered(spec, entries)
+        if typ == "temporal":
+            present = set(g.counts)
+            ok = eval_expr(spec.expr, present) if spec.expr is not None else OPS[spec.op](
+                len(present), spec.threshold
+            )
+            return list(entries) if ok else None
+        if typ == "event_count":
+            measure = float(len(entries))
+        elif typ == "value_count":
+            measure = float(len(g.counts))
+        elif typ == "value_sum":
+            measure = g.total
+        elif typ == "value_avg":
+            measure = g.total / len(entries)
+        else:  # value_percentile / value_median
+            measure = _percentile([e[_VAL] for e in entries], spec.percentile or 50.0)
+        return list(entries) if OPS[spec.op](measure, spec.threshold) else None
+
+    def _ordered(self, spec: CorrSpec, entries: deque) -> list[tuple] | None:
+        order = {ref: i for i, ref in enumerate(spec.refs)}
+        if spec.expr is not None:
+            # Boolean condition: the references found in list order (earliest first event of
+            # each, each after the previous one); `not x` means x did not follow in order.
+            chain: list[tuple] = []
+            pos = -1
+            items = list(entries)
+            for ref in spec.refs:
+                for j in range(pos + 1, len(items)):
+                    if items[j][_REF] == ref:
+                        chain.append(items[j])
+                        pos = j
+                        break
+            present = {e[_REF] for e in chain}
+            if not eval_expr(spec.expr, present):
+                return None
+            return chain if chain else list(entries)
+        # Count condition: the longest chain of distinct references in list order.
+        best: list[tuple[int, tuple] | None] = [None] * len(spec.refs)
+        for entry in entries:
+            i = order[entry[_REF]]
+            prev_len, prev_chain = 0, ()
+            for h in range(i):
+                b = best[h]
+                if b is not None and b[0] > prev_len:
+                    prev_len, prev_chain = b
+            cand = (prev_len + 1, (*prev_chain, entry))
+            if best[i] is None or cand[0] > best[i][0]:
+                best[i] = cand
+        top = max((b for b in best if b is not None), key=lambda b: b[0], default=(0, ()))
+        if OPS[spec.op](float(top[0]), spec.threshold):
+            return list(top[1])
+        return None
+
+    # -- output -------------------------------------------------------------------------------
+
+    def _fire(self, st: _SpecState, g: _Group, chosen: list[tuple], out: list[Alert]) -> None:
+        spec = st.spec
+        st.fired += 1
+        events: list[Event] = []
+        seen: set[int] = set()
+        chain: list[dict[str, Any]] = []
+        for entry in chosen:
+            evidence = entry[_EVID]
+            if evidence is None:
+                evidence = [entry[_EV]]
+            else:
+                chain.append(dict(entry[_EV].fields.get("_correlation") or {}))
+            for ev in evidence:
+                if id(ev) not in seen:
+                    seen.add(id(ev))
+                    events.append(ev)
+        events.sort(key=lambda e: e.time)
+        # the window spans the evidence (for chained rules: the inner alerts' events too)
+        first_t = min(min(e[_T] for e in chosen), int(round(events[0].time * 1e6)))
+        last_t = max(e[_T] for e in chosen)
+        corr: dict[str, Any] = {
+            "type": spec.type,
+            "group_by": dict(g.display),
+            "window": {
+                "start": format_time(first_t / 1e6),
+                "end": format_time(last_t / 1e6),
+                "timespan": spec.timespan,
+            },
+            "condition": spec.describe_condition(),
+            "rules": [
+                {"ref": e[_REF], "time": format_time(e[_T] / 1e6)} for e in sorted(chosen, key=lambda e: e[:2])
+            ],
+        }
+        if chain:
+            corr["chain"] = chain
+        extra = dict(spec.extra)
+        if spec.path:
+            extra.setdefault("rule_path", spec.path)
+        alert = Alert(
+            rule_id=spec.key,
+            title=spec.title,
+            level=spec.level,
+            description=spec.description,
+            tags=list(spec.tags),
+            event=events[-1],
+            events=events,
+            correlation=corr,
+            extra=extra,
+        )
+        if st.emit:
+            self.alerts += 1
+            out.append(alert)
+        for parent, ref in st.parents:
+            fields = dict(g.display)
+            fields["_correlation"] = {"rule_id": spec.key, "title": spec.title, **corr}
+            synthetic = Event(fields=fields, source=f"correlation:{spec.key}", record_id=None, fmt="correlation")
+            synthetic._epoch = last_t / 1e6
+            self._add(parent, ref, synthetic, last_t, events, out)
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """The ``correlation`` object of the hunt summary."""
+        return {
+            "rules": len(self.specs),
+            "candidates": self.candidates,
+            "alerts": self.alerts,
+            "late_events": self.buffer.late,
+            "late_examples": list(self.buffer.late_examples),
+            "untimed_events": self.untimed,
+            "lateness_seconds": self.buffer.lateness_us / 1e6,
+            "reorder_peak": self.buffer.peak,
+            "state_peak": self.state_peak,
+            "groups_peak": self.groups_peak,
+            "groups_evicted": self.groups_evicted,
+            "entries_truncated": self.entries_truncated,
+            "missing_group_field": self.missing_group,
+            "missing_value_field": self.missing_value,
+            "link_facts": self.links.facts,
+            "link_entries": self.links.size(),
+        }
