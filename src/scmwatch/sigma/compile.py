@@ -1,0 +1,730 @@
+"""pySigma condition trees → Python predicates over a flat event dict.
+
+A predicate is ``pred(fields, low) -> bool`` where ``fields`` is ``Event.fields`` and ``low`` a
+per-event :class:`Low` cache of lower-cased string values (each field is lower-cased at most
+once per event, however many rules look at it).
+
+Semantics (sigma-engine-notes §4.4), all decided here:
+
+* strings are case-insensitive unless ``|cased``; ``*``/``?`` wildcards, escapes already
+  resolved by pySigma (we read ``SigmaString.s``, never the original text);
+* a list of values is OR (``|all`` → AND), a map is AND, a list of maps is OR — pySigma already
+  turned these into ``ConditionOR``/``ConditionAND`` nodes; OR-ed string values on one field are
+  grouped here into one set / tuple-``startswith`` / tuple-``endswith`` check;
+* ``|re`` uses RE2 (linear time), case-sensitive unless ``|i``; ``m``/``s`` flags honoured;
+  unanchored (search);
+* ``null`` matches a missing field, ``None`` or ``""``; ``''`` matches only a present empty
+  string; ``|exists`` tests key presence; ``not`` over a missing field is True;
+* numbers match ints and numeric strings both ways (``EventID: 4688`` vs ``"4688"``);
+  ``gt``/``gte``/``lt``/``lte`` parse decimal strings, hex only on fields a source declares hex;
+  time-part modifiers (``|hour`` ...) compare the part of the field's timestamp, not the field;
+* ``cidr`` parses the value as an IP address (IPv4-mapped IPv6 does not match an IPv4 net);
+* ``fieldref`` compares two fields case-insensitively (equals / startswith / endswith / contains);
+* keyword (field-less) values are substring matches over every non-System field value;
+* ``expand`` placeholders take values from the placeholder config; unresolved ones fail the
+  rule with a one-line reason instead of silently matching or not matching.
+
+Alternate sources (Security 4688 for process_creation) compile the same tree with a
+:class:`~scmwatch.sigma.logsource.FieldMap`: fields renamed, and leaves on unavailable fields
+replaced by the constant that makes the rule *certainly* true only when it would be whatever the
+missing value is (False in positive position, True under ``not``). The folded result tells
+whether the rule can fire on that source at all.
+
+Alongside each predicate the compiler derives a *necessary-literal set*: lower-cased strings of
+which at least one must occur in the event's text for the rule to match (None: no such set).
+The index uses it as an Aho-Corasick prefilter.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionNOT,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.types import (
+    CompareOperators,
+    Placeholder,
+    SigmaBool,
+    SigmaCasedString,
+    SigmaCIDRExpression,
+    SigmaCompareExpression,
+    SigmaExists,
+    SigmaExpansion,
+    SigmaFieldReference,
+    SigmaNull,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaRegularExpressionFlag,
+    SigmaString,
+    SigmaTimestampPart,
+    SpecialChars,
+    TimestampPart,
+)
+
+from scmwatch.events.model import parse_time
+from scmwatch.sigma.logsource import FieldMap
+from scmwatch.sigma.values import (
+    CompileError,
+    as_text,
+    classify,
+    compile_re2,
+    glob_matcher,
+    lower_parts,
+    necessary_literal,
+    string_parts,
+    text_matcher,
+)
+
+Pred = Callable[[dict, "Low"], bool]
+Node = Pred | bool  # a predicate, or a constant after folding
+
+# Fields a keyword search does not look at: System metadata, not message content.
+SYSTEM_FIELDS = frozenset({
+    "EventID", "EventID_Qualifiers", "Channel", "Provider_Name", "Provider_Guid",
+    "Provider_EventSourceName", "Computer", "EventRecordID", "TimeCreated", "TimeCreated_SystemTime",
+    "ProcessID", "ThreadID", "Execution_ProcessID", "Execution_ThreadID", "UserID", "Security_UserID",
+    "Level", "Task", "Opcode", "Keywords", "Version", "Correlation_ActivityID",
+    "Correlation_RelatedActivityID",
+})
+# Literals on these fields say nothing once the index has gated on channel/EventID.
+GATE_FIELDS = frozenset({"EventID", "Channel", "Provider_Name", "Provider_Guid", "EventType"})
+MIN_LITERAL = 3
+# Substrings present in most Windows events: poor prefilter keys.
+COMMON_LITERALS = frozenset({
+    "c:\\", "\\windows\\", "windows", "\\system32\\", "system32", ".exe", "\\appdata\\", ".dll",
+    "\\users\\", "\\program files", "microsoft", "\\microsoft\\", "software", "hklm\\", "\\software\\",
+    "\\currentversion\\", "cmd.exe", "\\cmd.exe", "powershell",
+})
+
+
+class Low(dict):
+    """Per-event cache: field name → lower-cased value (None unless the value is a str)."""
+
+    __slots__ = ("f",)
+
+    def __init__(self, fields: dict) -> None:
+        self.f = fields
+
+    def __missing__(self, key: str) -> str | None:
+        v = self.f.get(key)
+        r = v.lower() if v.__class__ is str else None
+        self[key] = r
+        return r
+
+
+@dataclass
+class Compiled:
+    pred: Node
+    literals: frozenset[str] | None
+    unavailable_used: set[str] = field(default_factory=set)
+
+
+def _slow(v: Any, test: Callable[[str], bool], lower: bool = True) -> bool:
+    """Non-str field values: lists are any-of, numbers/bools compare as their text."""
+    if v is None:
+        return False
+    if isinstance(v, list | tuple):
+        for x in v:
+            t = x if isinstance(x, str) else as_text(x)
+            if t is not None and test(t.lower() if lower else t):
+                return True
+        return False
+    t = as_text(v)
+    return t is not None and test(t.lower() if lower else t)
+
+
+# ----------------------------------------------------------------------------- combinators
+
+
+def _and(children: list[Node]) -> Node:
+    preds = []
+    for c in children:
+        if c is False:
+            return False
+        if c is not True:
+            preds.append(c)
+    if not preds:
+        return True
+    if len(preds) == 1:
+        return preds[0]
+    if len(preds) == 2:
+        a, b = preds
+        return lambda f, low: a(f, low) and b(f, low)
+    if len(preds) == 3:
+        a, b, c = preds
+        return lambda f, low: a(f, low) and b(f, low) and c(f, low)
+    preds_t = tuple(preds)
+
+    def all_of(f, low):
+        for p in preds_t:
+            if not p(f, low):
+                return False
+        return True
+
+    return all_of
+
+
+def _or(children: list[Node]) -> Node:
+    preds = []
+    for c in children:
+        if c is True:
+            return True
+        if c is not False:
+            preds.append(c)
+    if not preds:
+        return False
+    if len(preds) == 1:
+        return preds[0]
+    if len(preds) == 2:
+        a, b = preds
+        return lambda f, low: a(f, low) or b(f, low)
+    preds_t = tuple(preds)
+
+    def any_of(f, low):
+        for p in preds_t:
+            if p(f, low):
+                return True
+        return False
+
+    return any_of
+
+
+def _not(child: Node) -> Node:
+    if child is True or child is False:
+        return not child
+    return lambda f, low: not child(f, low)
+
+
+def _lit_and(sets: list[frozenset[str] | None]) -> frozenset[str] | None:
+    """Any one child's set is necessary for an AND; keep the most selective."""
+    cands = [s for s in sets if s is not None]
+    if not cands:
+        return None
+    return max(cands, key=_lit_score)
+
+
+def _lit_or(sets: list[frozenset[str] | None]) -> frozenset[str] | None:
+    if any(s is None for s in sets):
+        return None
+    out: set[str] = set()
+    for s in sets:
+        out |= s  # type: ignore[operator]
+    return frozenset(out)
+
+
+def _lit_score(s: frozenset[str]) -> float:
+    if not s:
+        return 1e9
+    worst = min((len(x) - (8 if x in COMMON_LITERALS else 0)) for x in s)
+    return worst - 0.05 * len(s)
+
+
+# ----------------------------------------------------------------------------- string groups
+
+
+def _ci_group(fname: str, specs: list[tuple[str, Any]]) -> Pred:
+    """One predicate for OR-ed case-insensitive string values on one field."""
+    eqs = frozenset(p for k, p in specs if k == "eq")
+    starts = tuple(p for k, p in specs if k == "starts")
+    ends = tuple(p for k, p in specs if k == "ends")
+    contains = tuple(p for k, p in specs if k == "contains")
+    globs = tuple(glob_matcher(p) for k, p in specs if k == "glob")
+    anyv = any(k == "any" for k, _ in specs)
+    kinds = sum(bool(x) for x in (eqs, starts, ends, contains, globs))
+    if anyv:
+        def test(v: str) -> bool:
+            return True
+    elif kinds == 1 and eqs:
+        if len(eqs) == 1:
+            (e,) = eqs
+            test = e.__eq__
+        else:
+            test = eqs.__contains__
+    elif kinds == 1 and starts:
+        def test(v: str) -> bool:
+            return v.startswith(starts)
+    elif kinds == 1 and ends:
+        def test(v: str) -> bool:
+            return v.endswith(ends)
+    elif kinds == 1 and len(contains) == 1:
+        (c0,) = contains
+
+        def test(v: str) -> bool:
+            return c0 in v
+    elif kinds == 1 and contains:
+        def test(v: str) -> bool:
+            for c in contains:
+                if c in v:
+                    return True
+            return False
+    else:
+        def test(v: str) -> bool:
+            if v in eqs or v.startswith(starts) or v.endswith(ends):
+                return True
+            for c in contains:
+                if c in v:
+                    return True
+            for g in globs:
+                if g(v):
+                    return True
+            return False
+
+    def pred(f, low):
+        v = low[fname]
+        if v is None:
+            return _slow(f.get(fname), test)
+        return test(v)
+
+    return pred
+
+
+def _cased_pred(fname: str, specs: list[tuple[str, Any]]) -> Pred:
+    tests = [text_matcher(k, p) for k, p in specs]
+
+    def test(v: str) -> bool:
+        return any(t(v) for t in tests)
+
+    def pred(f, low):
+        v = f.get(fname)
+        if v.__class__ is str:
+            return test(v)
+        return _slow(v, test, lower=False)
+
+    return pred
+
+
+# ----------------------------------------------------------------------------- compiler
+
+
+class _Compiler:
+    def __init__(self, fieldmap: FieldMap | None, placeholders: dict[str, list[str]] | None) -> None:
+        self.fm = fieldmap
+        self.placeholders = placeholders or {}
+        self.unavailable_used: set[str] = set()
+
+    # -- fields
+    def field(self, name: str) -> str | None:
+        """Mapped field name for this source, or None when the source lacks it."""
+        if self.fm is None:
+            return name
+        if name in self.fm.unavailable:
+            self.unavailable_used.add(name)
+            return None
+        return self.fm.rename.get(name, name)
+
+    # -- values
+    def expand_placeholders(self, s: SigmaString) -> list[SigmaString]:
+        if not s.contains_placeholder():
+            return [s]
+        missing = [p.name for p in s.s if isinstance(p, Placeholder) and p.name not in self.placeholders]
+        if missing:
+            raise CompileError(f"unresolved placeholder %{missing[0]}% (give values with --placeholders)")
+
+        def cb(p):
+            for v in self.placeholders[p.name]:
+                yield SigmaString(str(v))
+
+        return s.replace_placeholders(cb)
+
+    def string_specs(self, val: Any) -> list[tuple[str, Any]] | None:
+        """(kind, lower-cased payload) list for a case-insensitive string value, else None."""
+        if isinstance(val, SigmaExpansion):
+            out: list[tuple[str, Any]] = []
+            for v in val.values:
+                sub = self.string_specs(v)
+                if sub is None:
+                    return None
+                out.extend(sub)
+            return out
+        if isinstance(val, SigmaString) and not isinstance(val, SigmaCasedString):
+            return [classify(lower_parts(string_parts(s))) for s in self.expand_placeholders(val)]
+        return None
+
+    @staticmethod
+    def spec_literals(specs: list[tuple[str, Any]]) -> frozenset[str] | None:
+        lits = set()
+        for kind, payload in specs:
+            if kind == "any":
+                return None
+            lit = necessary_literal(payload) if kind == "glob" else payload
+            if len(lit) < MIN_LITERAL:
+                return None
+            lits.add(lit)
+        return frozenset(lits)
+
+    # -- nodes
+    def node(self, n: Any, positive: bool) -> tuple[Node, frozenset[str] | None]:
+        if isinstance(n, ConditionAND):
+            # Filters (NOT) last: selections usually reject first and cheaper.
+            args = sorted(n.args, key=lambda a: isinstance(a, ConditionNOT))
+            parts = [self.node(a, positive) for a in args]
+            return _and([p for p, _ in parts]), _lit_and([lit for _, lit in parts])
+        if isinstance(n, ConditionOR):
+            return self.or_node(n.args, positive)
+        if isinstance(n, ConditionNOT):
+            inner, _ = self.node(n.args[0], not positive)
+            return _not(inner), None
+        if isinstance(n, ConditionFieldEqualsValueExpression):
+            return self.leaf(n.field, n.value, positive)
+        if isinstance(n, ConditionValueExpression):
+            return self.keyword(n.value)
+        raise CompileError(f"unsupported condition element {type(n).__name__}")
+
+    def or_node(self, args: list, positive: bool) -> tuple[Node, frozenset[str] | None]:
+        groups: dict[str, list[tuple[str, Any]]] = {}
+        others: list[tuple[Node, frozenset[str] | None]] = []
+        for a in args:
+            if isinstance(a, ConditionFieldEqualsValueExpression) and a.field is not None:
+                specs = self.string_specs(a.value)
+                if specs is not None:
+                    mapped = self.field(a.field)
+                    if mapped is None:
+                        others.append((not positive, frozenset() if positive else None))
+                    else:
+                        groups.setdefault(mapped, []).extend(specs)
+                    continue
+            others.append(self.node(a, positive))
+        for fname, specs in groups.items():
+            lits = None if fname in GATE_FIELDS else self.spec_literals(specs)
+            others.append((_ci_group(fname, specs), lits))
+        return _or([p for p, _ in others]), _lit_or([lit for _, lit in others])
+
+    def leaf(self, fname: str, val: Any, positive: bool) -> tuple[Node, frozenset[str] | None]:
+        specs = self.string_specs(val)
+        mapped = self.field(fname)
+        if mapped is None:
+            return (not positive), (frozenset() if positive else None)
+        if specs is not None:
+            lits = None if mapped in GATE_FIELDS else self.spec_literals(specs)
+            return _ci_group(mapped, specs), lits
+        if isinstance(val, SigmaExpansion):
+            parts = [self.leaf(fname, v, positive) for v in val.values]
+            return _or([p for p, _ in parts]), _lit_or([lit for _, lit in parts])
+        if isinstance(val, SigmaCasedString):
+            specs = [classify(string_parts(s)) for s in self.expand_placeholders(val)]
+            lits = self.spec_literals([(k, lower_parts(p) if k == "glob" else p.lower() if p else p)
+                                       for k, p in specs])
+            return _cased_pred(mapped, specs), lits
+        hexok = self.fm is not None and mapped in self.fm.hex_fields
+        return self.typed_leaf(mapped, val, hexok), None
+
+    def typed_leaf(self, fname: str, val: Any, hexok: bool) -> Pred:
+        if isinstance(val, SigmaRegularExpression):
+            return self.regex_leaf(fname, val)
+        if isinstance(val, SigmaTimestampPart):  # before SigmaNumber: it subclasses it
+            return _timepart_leaf(fname, val.timestamp_part, val.number)
+        if isinstance(val, SigmaNumber):
+            return _number_leaf(fname, val.number, hexok)
+        if isinstance(val, SigmaCompareExpression):
+            return _compare_leaf(fname, val.op, val.number.number, hexok)
+        if isinstance(val, SigmaNull):
+            return lambda f, low: f.get(fname) in (None, "")
+        if isinstance(val, SigmaExists):
+            want = val.exists
+            return lambda f, low: (fname in f) is want
+        if isinstance(val, SigmaBool):
+            return _bool_leaf(fname, val.boolean)
+        if isinstance(val, SigmaCIDRExpression):
+            return _cidr_leaf(fname, val.network)
+        if isinstance(val, SigmaFieldReference):
+            other = self.field(val.field)
+            if other is None:
+                raise CompileError(f"fieldref to unavailable field {val.field}")
+            return _fieldref_leaf(fname, other, val.starts_with, val.ends_with)
+        raise CompileError(f"unsupported value type {type(val).__name__} on field {fname}")
+
+    def regex_leaf(self, fname: str, val: SigmaRegularExpression) -> Pred:
+        flags = ""
+        if SigmaRegularExpressionFlag.IGNORECASE in val.flags:
+            flags += "i"
+        if SigmaRegularExpressionFlag.MULTILINE in val.flags:
+            flags += "m"
+        if SigmaRegularExpressionFlag.DOTALL in val.flags:
+            flags += "s"
+        if val.regexp.contains_placeholder():
+            raise CompileError("placeholders inside regular expressions are not supported")
+        rx = compile_re2(str(val.regexp), flags)
+        search = rx.search
+
+        def test(v: str) -> bool:
+            return search(v) is not None
+
+        def pred(f, low):
+            v = f.get(fname)
+            if v.__class__ is str:
+                return search(v) is not None
+            return _slow(v, test, lower=False)
+
+        return pred
+
+    def keyword(self, val: Any) -> tuple[Node, frozenset[str] | None]:
+        """Field-less value: substring (wildcards honoured) over every non-System value."""
+        cased = isinstance(val, SigmaCasedString)
+        if isinstance(val, SigmaRegularExpression):
+            rx = compile_re2(str(val.regexp))
+            tests = [lambda v, s=rx.search: s(v) is not None]
+            lits = None
+            cased = True
+        else:
+            values = val.values if isinstance(val, SigmaExpansion) else [val]
+            specs = []
+            for v in values:
+                if not isinstance(v, SigmaString):
+                    specs.append(("eq", as_text(getattr(v, "number", v)) or ""))
+                    continue
+                for s in self.expand_placeholders(v):
+                    parts = string_parts(s)
+                    parts = parts if cased else lower_parts(parts)
+                    if not parts or parts[0] is not SpecialChars.WILDCARD_MULTI:
+                        parts = [SpecialChars.WILDCARD_MULTI, *parts]
+                    if parts[-1] is not SpecialChars.WILDCARD_MULTI:
+                        parts = [*parts, SpecialChars.WILDCARD_MULTI]
+                    specs.append(classify(parts))
+            tests = [text_matcher(k, p) for k, p in specs]
+            lits = self.spec_literals([(k, p if k == "glob" else p.lower()) for k, p in specs])
+
+        def test(v: str) -> bool:
+            for t in tests:
+                if t(v):
+                    return True
+            return False
+
+        lower = not cased
+
+        def pred(f, low):
+            for k, v in f.items():
+                if k in SYSTEM_FIELDS:
+                    continue
+                if v.__class__ is str:
+                    if test(low[k] if lower else v):
+                        return True
+                elif v is not None and _slow(v, test, lower):
+                    return True
+            return False
+
+        return pred, lits
+
+
+# ----------------------------------------------------------------------------- typed leaves
+
+
+def _to_number(v: Any, hexok: bool) -> float | int | None:
+    if v.__class__ is int or v.__class__ is float:
+        return v
+    if isinstance(v, str):
+        s = v.strip()
+        try:
+            return int(s)
+        except ValueError:
+            pass
+        if hexok and s[:2].lower() == "0x":
+            try:
+                return int(s, 16)
+            except ValueError:
+                return None
+        try:
+            return float(s)
+        except ValueError:
+            return None
+    if isinstance(v, bool):
+        return None
+    return None
+
+
+def _number_leaf(fname: str, n: int | float, hexok: bool) -> Pred:
+    sn = str(n)
+
+    def one(v: Any) -> bool:
+        if v.__class__ is int:
+            return v == n
+        if v.__class__ is str and v == sn:
+            return True
+        x = _to_number(v, hexok)
+        return x is not None and x == n
+
+    def pred(f, low):
+        v = f.get(fname)
+        if v.__class__ is int:
+            return v == n
+        if v is None:
+            return False
+        if isinstance(v, list):
+            return any(one(x) for x in v)
+        return one(v)
+
+    return pred
+
+
+_OPS = {
+    CompareOperators.LT: lambda a, b: a < b,
+    CompareOperators.LTE: lambda a, b: a <= b,
+    CompareOperators.GT: lambda a, b: a > b,
+    CompareOperators.GTE: lambda a, b: a >= b,
+}
+if hasattr(CompareOperators, "NEQ"):
+    _OPS[CompareOperators.NEQ] = lambda a, b: a != b
+
+
+def _compare_leaf(fname: str, op: Any, n: int | float, hexok: bool) -> Pred:
+    cmp = _OPS[op]
+
+    def one(v: Any) -> bool:
+        x = _to_number(v, hexok)
+        return x is not None and cmp(x, n)
+
+    def pred(f, low):
+        v = f.get(fname)
+        if v is None:
+            return False
+        if isinstance(v, list):
+            return any(one(x) for x in v)
+        return one(v)
+
+    return pred
+
+
+def _bool_leaf(fname: str, b: bool) -> Pred:
+    text = "true" if b else "false"
+
+    def pred(f, low):
+        v = f.get(fname)
+        if isinstance(v, bool):
+            return v is b
+        return isinstance(v, str) and v.strip().lower() == text
+
+    return pred
+
+
+def _cidr_leaf(fname: str, net: Any) -> Pred:
+    cache: dict[str, bool] = {}
+
+    def one(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        r = cache.get(v)
+        if r is None:
+            try:
+                r = ipaddress.ip_address(v.strip()) in net
+            except ValueError:
+                r = False
+            if len(cache) < 4096:
+                cache[v] = r
+        return r
+
+    def pred(f, low):
+        v = f.get(fname)
+        if isinstance(v, list):
+            return any(one(x) for x in v)
+        return one(v)
+
+    return pred
+
+
+def _fieldref_leaf(fname: str, other: str, starts: bool, ends: bool) -> Pred:
+    def text(f, low, name):
+        v = low[name]
+        if v is None:
+            t = as_text(f.get(name))
+            return t.lower() if t is not None else None
+        return v
+
+    def pred(f, low):
+        a = text(f, low, fname)
+        b = text(f, low, other)
+        if a is None or b is None:
+            return False
+        if starts and ends:
+            return b in a
+        if starts:
+            return a.startswith(b)
+        if ends:
+            return a.endswith(b)
+        return a == b
+
+    return pred
+
+
+def _timepart_leaf(fname: str, part: TimestampPart, n: int) -> Pred:
+    def pred(f, low):
+        t = parse_time(f.get(fname))
+        if not t:
+            return False
+        d = datetime.fromtimestamp(t, UTC)
+        got = {
+            TimestampPart.MINUTE: d.minute,
+            TimestampPart.HOUR: d.hour,
+            TimestampPart.DAY: d.day,
+            TimestampPart.WEEK: d.isocalendar()[1],
+            TimestampPart.MONTH: d.month,
+            TimestampPart.YEAR: d.year,
+        }[part]
+        return got == n
+
+    return pred
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def compile_condition(trees: list, fieldmap: FieldMap | None = None,
+                      placeholders: dict[str, list[str]] | None = None) -> Compiled:
+    """Compile a rule's parsed condition trees (a condition list is OR) for one source."""
+    c = _Compiler(fieldmap, placeholders)
+    parts = [c.node(t, True) for t in trees]
+    return Compiled(_or([p for p, _ in parts]), _lit_or([lit for _, lit in parts]), c.unavailable_used)
+
+
+def required_eventids(trees: list) -> set[int] | None:
+    """EventIDs a rule's condition requires (equality, ∩ over AND, ∪ over OR); None if unknown."""
+
+    def walk(n: Any) -> set[int] | None:
+        if isinstance(n, ConditionFieldEqualsValueExpression):
+            if n.field != "EventID":
+                return None
+            vals = n.value.values if isinstance(n.value, SigmaExpansion) else [n.value]
+            out = set()
+            for v in vals:
+                if isinstance(v, SigmaNumber) and not isinstance(v, SigmaTimestampPart):
+                    out.add(int(v.number))
+                elif isinstance(v, SigmaString) and not v.contains_special():
+                    try:
+                        out.add(int(str(v)))
+                    except ValueError:
+                        return None
+                else:
+                    return None
+            return out
+        if isinstance(n, ConditionOR):
+            out = set()
+            for a in n.args:
+                s = walk(a)
+                if s is None:
+                    return None
+                out |= s
+            return out
+        if isinstance(n, ConditionAND):
+            sets = [s for s in (walk(a) for a in n.args) if s is not None]
+            if not sets:
+                return None
+            out = sets[0]
+            for s in sets[1:]:
+                out = out & s
+            return out
+        return None
+
+    total: set[int] = set()
+    for t in trees:
+        s = walk(t)
+        if s is None:
+            return None
+        total |= s
+    return total

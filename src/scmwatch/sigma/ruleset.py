@@ -1,0 +1,178 @@
+"""Compiled rules and the rule set: pySigma rules + logsource → per-source predicates.
+
+``load_rules`` is the one entry point: load (``load.py``) → gate (``logsource.py``) → compile
+(``compile.py``). A rule that cannot be compiled for any source is rejected with a reason; a
+rule that runs on fewer sources than its logsource names (e.g. process_creation rules that need
+Sysmon-only fields, so cannot fire on Security 4688) carries a flag saying so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sigma.correlations import SigmaCorrelationRule
+from sigma.rule import SigmaRule
+
+from scmwatch.sigma.compile import Pred, compile_condition, required_eventids
+from scmwatch.sigma.load import load_placeholders, load_sigma, one_line
+from scmwatch.sigma.logsource import Key, sources_for
+from scmwatch.sigma.values import CompileError
+
+
+@dataclass(eq=False, slots=True)
+class Unit:
+    """One rule on one event source: what the index stores."""
+
+    rule: CompiledRule
+    source: str
+    keys: list[Key]
+    pred: Pred | bool
+    literals: frozenset[str] | None
+    order: int = 0
+
+
+@dataclass(eq=False)
+class CompiledRule:
+    """A single-event Sigma rule ready to run. Hashable by identity."""
+
+    id: str
+    title: str
+    level: str
+    description: str
+    tags: list[str]
+    name: str | None
+    custom: dict[str, Any]
+    logsource: dict[str, str | None]
+    path: str
+    sigma: SigmaRule = field(repr=False)
+    status: str | None = None
+    fields: list[str] = field(default_factory=list)  # Sigma ``fields:``: what explains a hit
+    sources: list[str] = field(default_factory=list)  # labels of the sources it runs on
+    flags: list[str] = field(default_factory=list)  # e.g. not run on Security/4688 because ...
+    units: list[Unit] = field(default_factory=list, repr=False)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+@dataclass
+class RuleSet:
+    rules: list[CompiledRule] = field(default_factory=list)
+    correlations: list[SigmaCorrelationRule] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    not_run: list[tuple[CompiledRule, str]] = field(default_factory=list)  # compiled, no event source
+    files: int = 0
+
+    def by_id(self) -> dict[str, CompiledRule]:
+        return {r.id: r for r in self.rules}
+
+
+def _tags(rule: SigmaRule) -> list[str]:
+    return [f"{t.namespace}.{t.name}" for t in (rule.tags or [])]
+
+
+def _text(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def compile_rule(rule: SigmaRule, path: str, trees: list,
+                 placeholders: dict[str, list[str]] | None = None) -> tuple[CompiledRule, str | None]:
+    """Compile one pySigma rule for every source its logsource maps to.
+
+    Returns the rule and, when it has no runnable source, the reason (the rule still exists so
+    ``rules check`` and coverage can list it). Raises :class:`CompileError` for broken values.
+    """
+    ls = rule.logsource
+    level = _text(rule.level).lower() or "informational"
+    cr = CompiledRule(
+        id=str(rule.id) if rule.id else f"{path}#{rule.title}",
+        title=_text(rule.title),
+        level=level,
+        description=_text(rule.description).strip(),
+        tags=_tags(rule),
+        name=rule.name,
+        custom=dict(rule.custom_attributes or {}),
+        logsource={"product": ls.product, "category": ls.category, "service": ls.service},
+        path=path,
+        sigma=rule,
+        status=_text(rule.status).lower() or None,
+        fields=[str(f) for f in (rule.fields or [])],
+    )
+    # Compile the plain form once, whatever the source: a rule broken in itself is rejected.
+    base = compile_condition(trees, None, placeholders)
+    specs, reason = sources_for(ls)
+    for spec in specs:
+        comp = base if spec.fieldmap is None else compile_condition(trees, spec.fieldmap, placeholders)
+        if comp.pred is False:
+            need = ", ".join(sorted(comp.unavailable_used)) or "?"
+            cr.flags.append(f"not run on {spec.fieldmap.name if spec.fieldmap else spec.label}: "
+                            f"condition needs field(s) {need} that this source lacks")
+            continue
+        if comp.unavailable_used:
+            cr.flags.append(f"on {spec.fieldmap.name}: field(s) {', '.join(sorted(comp.unavailable_used))} "
+                            "unavailable; branches using them never match, filters on them exclude")
+        keys = spec.keys
+        if spec.needs_eventid_narrowing:
+            eids = required_eventids(trees)
+            if eids:
+                keys = [(ch, e) for ch, _ in spec.keys for e in sorted(eids)]
+        pred = comp.pred
+        if spec.extra:
+            pred = _with_extra(pred, spec.extra)
+        cr.units.append(Unit(cr, spec.label, keys, pred, comp.literals))
+        cr.sources.append(spec.label)
+    if reason is None and not cr.units:
+        reason = "cannot fire on any source: " + "; ".join(cr.flags)
+    return cr, reason
+
+
+def _with_extra(pred: Pred | bool, extra: dict[str, frozenset[str]]) -> Pred:
+    checks = tuple(extra.items())
+
+    def gated(f, low):
+        for name, allowed in checks:
+            if low[name] not in allowed:
+                return False
+        return pred if isinstance(pred, bool) else pred(f, low)
+
+    return gated
+
+
+def load_rules(paths: Iterable[str | os.PathLike] | str | os.PathLike,
+               placeholders: str | os.PathLike | dict | None = None) -> RuleSet:
+    """Load, gate and compile Sigma rules from files/directories. Never raises for bad rules."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    rs = RuleSet()
+    try:
+        values = load_placeholders(placeholders)
+    except Exception as exc:
+        rs.rejected.append((str(placeholders), f"placeholder file: {one_line(exc)}"))
+        values = {}
+    loaded = load_sigma(paths)
+    rs.files = loaded.files
+    rs.rejected.extend(loaded.rejected)
+    rs.warnings.extend(loaded.warnings)
+    rs.correlations = loaded.correlations
+    order = 0
+    for rule, path, trees in loaded.rules:
+        try:
+            cr, reason = compile_rule(rule, path, trees, values)
+        except CompileError as exc:
+            rs.rejected.append((path, f"'{rule.title}': {exc}"))
+            continue
+        except Exception as exc:  # a pySigma object shape we did not foresee: report, go on
+            why = f"cannot compile: {type(exc).__name__}: {one_line(exc)}"
+            rs.rejected.append((path, f"'{rule.title}': {why}"))
+            continue
+        for u in cr.units:
+            u.order = order
+            order += 1
+        rs.rules.append(cr)
+        if reason is not None:
+            rs.not_run.append((cr, reason))
+    return rs
