@@ -64,7 +64,9 @@ class CandidateSelector:
     keys: frozenset[str]  # rule keys some correlation references
     links: bool  # whether any correlation uses a derived link.* field
 
-    def select(self, event: Event, matched: Iterable[Any], file_index: int, position: int) -> Candidate | None:
+    def select(
+        self, event: Event, matched: Iterable[Any], file_index: int, position: int
+    ) -> Candidate | None:
         keys: tuple[str, ...] = ()
         if matched and self.keys:
             keys = tuple(k for k in (rule_key(r) for r in matched) if k in self.keys)

@@ -359,8 +359,10 @@ class Correlator:
             return self._ordered(spec, entries)
         if typ == "temporal":
             present = set(g.counts)
-            ok = eval_expr(spec.expr, present) if spec.expr is not None else OPS[spec.op](
-                len(present), spec.threshold
+            ok = (
+                eval_expr(spec.expr, present)
+                if spec.expr is not None
+                else OPS[spec.op](len(present), spec.threshold)
             )
             return list(entries) if ok else None
         if typ == "event_count":
@@ -442,7 +444,8 @@ class Correlator:
             },
             "condition": spec.describe_condition(),
             "rules": [
-                {"ref": e[_REF], "time": format_time(e[_T] / 1e6)} for e in sorted(chosen, key=lambda e: e[:2])
+                {"ref": e[_REF], "time": format_time(e[_T] / 1e6)}
+                for e in sorted(chosen, key=lambda e: e[:2])
             ],
         }
         if chain:
@@ -467,7 +470,7 @@ class Correlator:
         for parent, ref in st.parents:
             fields = dict(g.display)
             fields["_correlation"] = {"rule_id": spec.key, "title": spec.title, **corr}
-            synthetic = Event(fields=fields, source=f"correlation:{spec.key}", record_id=None, fmt="correlation")
+            synthetic = Event(fields, f"correlation:{spec.key}", None, "correlation")
             synthetic._epoch = last_t / 1e6
             self._add(parent, ref, synthetic, last_t, events, out)
 

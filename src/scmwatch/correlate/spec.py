@@ -178,9 +178,7 @@ def spec_from_sigma(rule: SigmaCorrelationRule) -> CorrSpec:
         if target is None:
             raise ValueError(f"correlation {rule.title!r}: reference {r.reference!r} is not resolved")
         ref_keys[r.reference] = rule_key(target)
-    aliases = {
-        a.alias: {ref.reference: fld for ref, fld in a.mapping.items()} for a in (rule.aliases or [])
-    }
+    aliases = {a.alias: {ref.reference: fld for ref, fld in a.mapping.items()} for a in (rule.aliases or [])}
     op = threshold = fieldref = percentile = expr = None
     cond = rule.condition
     eager = True

@@ -77,7 +77,7 @@ class ReorderBuffer:
                     {
                         "source": cand.event.source,
                         "record_id": cand.event.record_id,
-                        "behind_seconds": round((self._released[0] - cand.time_us) / 1e6, 6),
+                        "behind_seconds": round((self._newest - cand.time_us) / 1e6, 6),
                     }
                 )
             return
