@@ -728,3 +728,20 @@ def required_eventids(trees: list) -> set[int] | None:
             return None
         total |= s
     return total
+
+
+def condition_fields(trees: list) -> list[str]:
+    """Field names a condition tests, in first-seen order (what explains a hit)."""
+    out: dict[str, None] = {}
+
+    def walk(n: Any) -> None:
+        if isinstance(n, ConditionFieldEqualsValueExpression):
+            if n.field:
+                out.setdefault(n.field, None)
+            return
+        for a in getattr(n, "args", None) or []:
+            walk(a)
+
+    for t in trees:
+        walk(t)
+    return list(out)

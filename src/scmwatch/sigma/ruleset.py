@@ -16,7 +16,7 @@ from typing import Any
 from sigma.correlations import SigmaCorrelationRule
 from sigma.rule import SigmaRule
 
-from scmwatch.sigma.compile import Pred, compile_condition, required_eventids
+from scmwatch.sigma.compile import Pred, compile_condition, condition_fields, required_eventids
 from scmwatch.sigma.load import load_placeholders, load_sigma, one_line
 from scmwatch.sigma.logsource import Key, sources_for
 from scmwatch.sigma.values import CompileError
@@ -50,6 +50,7 @@ class CompiledRule:
     sigma: SigmaRule = field(repr=False)
     status: str | None = None
     fields: list[str] = field(default_factory=list)  # Sigma ``fields:``: what explains a hit
+    detection_fields: list[str] = field(default_factory=list)  # fields the condition tests, in order
     sources: list[str] = field(default_factory=list)  # labels of the sources it runs on
     flags: list[str] = field(default_factory=list)  # e.g. not run on Security/4688 because ...
     units: list[Unit] = field(default_factory=list, repr=False)
@@ -101,6 +102,7 @@ def compile_rule(rule: SigmaRule, path: str, trees: list,
         sigma=rule,
         status=_text(rule.status).lower() or None,
         fields=[str(f) for f in (rule.fields or [])],
+        detection_fields=condition_fields(trees),
     )
     # Compile the plain form once, whatever the source: a rule broken in itself is rejected.
     base = compile_condition(trees, None, placeholders)

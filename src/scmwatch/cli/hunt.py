@@ -1,0 +1,88 @@
+"""``scmwatch hunt``: run Sigma rules over logs and print alerts (library: ``scmwatch.hunt``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from scmwatch.alerts import LEVELS
+from scmwatch.events.model import ReadError
+from scmwatch.hunt import BUILTIN_RULES, builtin_rule_files, run_hunt
+from scmwatch.progress import summary_line
+from scmwatch.sigma import load_rules
+from scmwatch.sinks import FORMATS, write_alerts
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "hunt",
+        help="run Sigma rules over logs and report alerts",
+        description="Read logs (EVTX, JSON/NDJSON, Windows XML, Zeek; dirs, .gz, .zip), match every event "
+        "against Sigma rules (the built-in pack unless --rules is given), correlate, and report alerts.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--rules", action="append", default=None, metavar="PATH",
+                   help="Sigma rule file or directory (repeatable); default: the built-in pack")
+    p.add_argument("--placeholders", metavar="FILE", default=None,
+                   help="YAML mapping placeholder name -> list of values for |expand rules")
+    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--output", "-o", metavar="FILE", default=None, help="write alerts here instead of stdout")
+    p.add_argument("--summary", metavar="FILE", default=None, help="write the run summary as JSON here")
+    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N", help="worker processes over files")
+    p.add_argument("--min-level", choices=LEVELS, default=None, help="drop alerts below this level")
+    p.set_defaults(func=run)
+
+
+def _print_error(err: ReadError) -> None:
+    print(err.line(), file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        print("scmwatch: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    rule_paths = args.rules
+    if not rule_paths:
+        if not builtin_rule_files():
+            print(f"scmwatch: the built-in rule pack ({BUILTIN_RULES}) is empty; give --rules PATH",
+                  file=sys.stderr)
+            return 2
+        rule_paths = [str(BUILTIN_RULES)]
+    start = time.perf_counter()
+    ruleset = load_rules(rule_paths, placeholders=args.placeholders)
+    for path, reason in ruleset.rejected:
+        print(f"scmwatch: {path}: rule rejected: {reason}", file=sys.stderr)
+    if not ruleset.rules and not ruleset.correlations:
+        print("scmwatch: no rule could be loaded", file=sys.stderr)
+        return 1
+    result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level, on_error=_print_error,
+                      show_progress=None)
+    rules = ruleset.by_id()
+    try:
+        if args.output:
+            with open(args.output, "w", encoding="utf-8", newline="") as out:
+                write_alerts(result.alerts, args.format, out, rules, color=False)
+        else:
+            write_alerts(result.alerts, args.format, sys.stdout, rules)
+            sys.stdout.flush()
+    except OSError as exc:
+        print(f"scmwatch: {args.output}: cannot write alerts: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - start
+    result.summary["seconds_total"] = round(seconds, 3)
+    if args.summary:
+        try:
+            with open(args.summary, "wb") as fh:
+                fh.write(orjson.dumps(result.summary, option=orjson.OPT_INDENT_2) + b"\n")
+        except OSError as exc:
+            print(f"scmwatch: {args.summary}: cannot write summary: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    extra = f"{len(result.alerts):,} alerts from {len(ruleset.rules):,} rules"
+    if ruleset.rejected:
+        extra += f" ({len(ruleset.rejected)} rejected)"
+    print(summary_line(result.stats, result.summary["seconds"], extra), file=sys.stderr)
+    return result.exit_code

@@ -1,0 +1,62 @@
+"""``scmwatch rules ...``: work with Sigma rules. A subparser group, one function per subcommand.
+
+To add a subcommand, write ``_register_<name>(sub)`` that adds its parser and sets ``func``,
+and append it to :data:`SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from scmwatch.sigma import load_rules
+
+
+def _register_check(sub: Any) -> None:
+    p = sub.add_parser(
+        "check",
+        help="list rules that fail to load or compile, with reasons",
+        description="Load and compile Sigma rules the way hunt does; print every rejected rule as "
+        "'PATH: reason'. Exit 1 when any rule is rejected.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--placeholders", metavar="FILE", default=None)
+    p.add_argument("--verbose", "-v", action="store_true",
+                   help="also list rules that compile but cannot run on some event source, and why")
+    p.set_defaults(func=run_check)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    rs = load_rules(args.paths, placeholders=args.placeholders)
+    for path, reason in rs.rejected:
+        print(f"{path}: {reason}")
+    if args.verbose:
+        for rule, reason in rs.not_run:
+            print(f"{rule.path}: not run: {reason}")
+        for rule in rs.rules:
+            for flag in rule.flags:
+                print(f"{rule.path}: note: {flag}")
+        for w in rs.warnings:
+            print(f"warning: {w}")
+    print(f"scmwatch: {rs.files} files: {len(rs.rules)} rules ok, {len(rs.correlations)} correlations, "
+          f"{len(rs.rejected)} rejected, {len(rs.not_run)} without an event source", file=sys.stderr)
+    return 1 if rs.rejected else 0
+
+
+SUBCOMMANDS: list[Callable[[Any], None]] = [_register_check]
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("rules", help="check, list, test Sigma rules",
+                              description="Work with Sigma rules.")
+    sub = p.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
+    for reg in SUBCOMMANDS:
+        reg(sub)
+
+    def usage(_args: argparse.Namespace) -> int:
+        p.print_help(sys.stderr)
+        return 2
+
+    p.set_defaults(func=usage)

@@ -1,0 +1,43 @@
+"""Table for people: time-sorted, host, level (coloured), rule title, the fields that explain it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import IO, Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from scmwatch.alerts import Alert
+from scmwatch.events.model import format_time
+from scmwatch.sinks.explain import explain
+
+LEVEL_STYLE = {
+    "critical": "bold white on red",
+    "high": "bold red",
+    "medium": "yellow",
+    "low": "cyan",
+    "informational": "dim",
+}
+
+
+def write_table(alerts: Sequence[Alert], stream: IO[Any], rules: Mapping[str, Any],
+                color: bool | None = None) -> None:
+    console = Console(file=stream, force_terminal=color, no_color=(color is False), soft_wrap=False,
+                      width=None if getattr(stream, "isatty", lambda: False)() else 200)
+    if not alerts:
+        console.print("no alerts")
+        return
+    table = Table(show_lines=False, header_style="bold")
+    table.add_column("time (UTC)", no_wrap=True)
+    table.add_column("host", overflow="fold", max_width=22)
+    table.add_column("level", no_wrap=True)
+    table.add_column("rule", overflow="fold", max_width=48)
+    table.add_column("why", overflow="fold", ratio=1)
+    for a in alerts:
+        ts = format_time(a.time)[:23].replace("T", " ") if a.time else "-"
+        why = "\n".join(f"[bold]{escape(k)}[/]={escape(v)}" for k, v in explain(a, rules.get(a.rule_id)))
+        table.add_row(ts, escape(a.host or "-"), f"[{LEVEL_STYLE.get(a.level, '')}]{a.level}[/]",
+                      escape(a.title), why)
+    console.print(table)
