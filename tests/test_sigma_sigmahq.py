@@ -41,7 +41,9 @@ def _regression_cases() -> list[tuple[str, str, Path, int]]:
         rule_id = str(data["rule_metadata"][0]["id"])
         for test in data.get("regression_tests_info") or []:
             evtx = SIGMAHQ / test["path"]
-            cases.append((str(info.parent.relative_to(root)), rule_id, evtx, int(test.get("match_count") or 1)))
+            cases.append(
+                (str(info.parent.relative_to(root)), rule_id, evtx, int(test.get("match_count") or 1))
+            )
     return cases
 
 
