@@ -21,6 +21,13 @@ event-time order, and exposes their answers as derived fields that ``group-by`` 
     the remote host named on a source-side command line (``psexec \\\\B``, ``sc \\\\B create``,
     ``paexec \\\\10.0.0.5``); an address is turned into a name when the logs tie it to one.
 
+``link.service``
+    the service key name an event is about: ``...\\Services\\<name>\\...`` in ``TargetObject``
+    (Sysmon 12/13) or ``ObjectName`` (4657), else ``ServiceName`` (7045/4697; 7045 may carry the
+    display name, detections.md §0.1), lower-case.
+``link.target_dir``
+    the directory of ``TargetFilename`` (Sysmon 11), lower-case: "many files in one directory".
+
 All names are short and lower-case so an FQDN ``Computer`` meets a NetBIOS ``WorkstationName``.
 The maps are LRU-bounded (``max_entries``) so memory stays flat on endless streams.
 
@@ -39,10 +46,18 @@ from typing import Any
 # 4624 network logon, 5140/5145 share access (SubjectLogonId + IpAddress), Sysmon 3 network
 # connection, Sysmon 22 DNS query.
 LINK_EVENT_IDS = frozenset({4624, 5140, 5145, 3, 22})
-DERIVED_FIELDS = ("link.host", "link.source_ip", "link.source_host", "link.target_host")
+DERIVED_FIELDS = (
+    "link.host",
+    "link.source_ip",
+    "link.source_host",
+    "link.target_host",
+    "link.service",
+    "link.target_dir",
+)
 
 _LOCAL_IPS = frozenset({"", "-", "127.0.0.1", "::1", "0.0.0.0", "::", "localhost"})
 _UNC_HOST = re.compile(r"""(?:^|[\s"'=])\\\\([^\s\\"']+)""")
+_SERVICE_KEY = re.compile(r"(?i)\\services\\([^\\]+)")
 _IP_TOKEN = re.compile(r"(?:::ffff:)?(\d{1,3}(?:\.\d{1,3}){3})|([0-9a-fA-F:]{3,}:[0-9a-fA-F]{1,4})")
 
 
@@ -153,6 +168,18 @@ def extract_fact(fields: dict[str, Any]) -> tuple | None:
     return facts[0] if len(facts) == 1 else ("multi", *facts)
 
 
+def service_name(fields: dict[str, Any]) -> str | None:
+    """Service key name from a registry path (Sysmon 13 / 4657), else ``ServiceName``."""
+    for name in ("TargetObject", "ObjectName"):
+        path = fields.get(name)
+        if path:
+            m = _SERVICE_KEY.search(str(path))
+            if m:
+                return m.group(1).lower()
+    svc = fields.get("ServiceName")
+    return str(svc).strip().lower() or None if svc else None
+
+
 class _LRU(OrderedDict):
     def __init__(self, cap: int) -> None:
         super().__init__()
@@ -208,6 +235,15 @@ class EntityLinks:
             return self.ip_names.get(ip) if ip else None
         if name == "link.target_host":
             return self.target_host(fields)
+        if name == "link.service":
+            return service_name(fields)
+        if name == "link.target_dir":
+            path = fields.get("TargetFilename")
+            if not path:
+                return None
+            text = str(path).replace("/", "\\").lower()
+            cut = text.rfind("\\")
+            return text[:cut] if cut > 0 else None
         return None
 
     def _source(self, fields: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -61,8 +61,13 @@ def rule_key(rule: Any) -> str:
 
     The UUID when the rule has one (what alerts carry as ``rule_id``), else its ``name``, else
     its title: Sigma lets a correlation reference a rule by either id or name, and both sides
-    of the join must compute the same string.
+    of the join must compute the same string. A compiled rule (``scmwatch.sigma.CompiledRule``)
+    is keyed through the pySigma rule it was built from (``.sigma``), whose ``id`` may be
+    absent where the compiled rule made one up.
     """
+    sig = getattr(rule, "sigma", None)
+    if sig is not None:
+        rule = sig
     rid = getattr(rule, "id", None)
     if rid:
         return str(rid)
