@@ -1,0 +1,559 @@
+"""The mitigation checks (ATT&CK T1569.002: M1026, M1040, M1022), run on one host's data.
+
+Every finding says which principal can do what, through which ACE, and gives a fix an
+administrator can paste. Rights are always evaluated with the access check of ``sd.py``
+(stored ACE order, deny/allow, inherit-only skipped, generic rights mapped per object type) for a
+realistic non-admin token (``principals.token_for``), never by looking at single ACEs.
+"""
+
+from __future__ import annotations
+
+import copy
+import ntpath
+from dataclasses import dataclass
+
+from scmwatch.audit import principals as P
+from scmwatch.audit.model import Finding, HostData, Service
+from scmwatch.audit.paths import ImagePath, is_network_path, parse_image_path, user_writable_location
+from scmwatch.audit.sd import (
+    DIRECTORY,
+    FILE,
+    SCM,
+    SERVICE,
+    SYNCHRONIZE,
+    WRITE_DAC,
+    WRITE_OWNER,
+    ObjectType,
+    SecurityDescriptor,
+    effective_access,
+    parse_sddl,
+)
+from scmwatch.audit.snapshot import path_key
+
+ASR_PSEXEC_WMI = "d1e49aac-8f56-4280-b9ba-993a6d77406c"
+ASR_ACTIONS = {0: "disabled", 1: "block", 2: "audit", 6: "warn"}
+
+SERVICE_CHANGE_CONFIG = 0x2
+SC_MANAGER_CONNECT = 0x1
+SC_MANAGER_CREATE_SERVICE = 0x2
+FILE_WRITE_DATA = 0x2  # = FILE_ADD_FILE on a directory
+FILE_APPEND_DATA = 0x4  # = FILE_ADD_SUBDIRECTORY on a directory
+FILE_DELETE_CHILD = 0x40
+DELETE = 0x10000
+
+SERVICE_DANGEROUS = SERVICE_CHANGE_CONFIG | WRITE_DAC | WRITE_OWNER
+SCM_DANGEROUS = SC_MANAGER_CREATE_SERVICE | WRITE_DAC | WRITE_OWNER
+SC_MANAGER_LOCK = 0x8
+SC_MANAGER_MODIFY_BOOT_CONFIG = 0x20
+# Also taken from non-admins in the proposed SCM DACL: no non-admin needs to lock the database or
+# change the boot configuration.
+SCM_STRIP = SCM_DANGEROUS | SC_MANAGER_LOCK | SC_MANAGER_MODIFY_BOOT_CONFIG
+FILE_DANGEROUS = FILE_WRITE_DATA | FILE_APPEND_DATA | WRITE_DAC | WRITE_OWNER | DELETE
+PARENT_DIR_DANGEROUS = FILE_WRITE_DATA | FILE_DELETE_CHILD | WRITE_DAC | WRITE_OWNER
+ANCESTOR_DIR_DANGEROUS = WRITE_DAC | WRITE_OWNER
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    mitigation: str
+    title: str
+    needs: str  # which input provides the data
+
+
+CHECKS: dict[str, Check] = {
+    c.id: c
+    for c in (
+        Check(
+            "AUD-M1026-001",
+            "M1026",
+            "Non-admins can reconfigure a service (service DACL)",
+            "service SDDL (snapshot, .reg Security value, sc sdshow)",
+        ),
+        Check(
+            "AUD-M1026-002",
+            "M1026",
+            "Non-admins can create services or rewrite the SCM's DACL",
+            "SCM SDDL (snapshot, sc sdshow scmanager)",
+        ),
+        Check(
+            "AUD-M1026-003",
+            "M1026",
+            "Remote non-admins have SCM access beyond connect",
+            "SCM SDDL (snapshot, sc sdshow scmanager)",
+        ),
+        Check(
+            "AUD-M1040-001",
+            "M1040",
+            "ASR rule 'Block process creations from PSExec and WMI' not in block mode",
+            "Defender preferences (snapshot)",
+        ),
+        Check("AUD-M1022-001", "M1022", "Service binary writable by non-admins", "file SDDL (snapshot)"),
+        Check(
+            "AUD-M1022-002",
+            "M1022",
+            "Directory on the service binary's path writable by non-admins",
+            "directory SDDL (snapshot)",
+        ),
+        Check(
+            "AUD-M1022-003",
+            "M1022",
+            "Unquoted service path with spaces (path interception)",
+            "ImagePath (+ directory SDDL from a snapshot)",
+        ),
+        Check("AUD-M1022-004", "M1022", "Service binary on a network share", "ImagePath"),
+        Check("AUD-M1022-005", "M1022", "Service binary in a user-writable location", "ImagePath"),
+    )
+}
+
+
+def is_local_system(svc: Service) -> bool:
+    acct = (svc.account or "").strip().lower()
+    if not acct:
+        return not svc.is_driver  # Win32 services without ObjectName run as LocalSystem
+    return acct in ("localsystem", ".\\localsystem", "nt authority\\system", "system")
+
+
+@dataclass
+class Grant:
+    sid: str
+    rights: int  # dangerous rights this principal's token ends up with
+    via: list[str]  # the ACEs (SDDL) naming this principal that grant them, or "owner"
+    inherited: bool = False
+
+
+def nonadmin_grants(sd: SecurityDescriptor, objtype: ObjectType, dangerous: int) -> list[Grant]:
+    """Non-admin principals named in the DACL (or owning the object) whose realistic token is
+    granted any of ``dangerous`` by the full access check, and that contribute those rights."""
+    candidates: list[str] = []
+    if sd.dacl is None:
+        candidates.append(P.EVERYONE)
+    else:
+        for ace in sd.dacl.aces:
+            if (
+                ace.is_allow
+                and not ace.inherit_only
+                and not P.is_admin(ace.sid)
+                and ace.sid not in candidates
+            ):
+                candidates.append(ace.sid)
+    if sd.owner and not P.is_admin(sd.owner) and sd.owner not in candidates:
+        candidates.append(sd.owner)
+    out = []
+    for sid in candidates:
+        eff = effective_access(sd, P.token_for(sid), objtype) & dangerous
+        if not eff:
+            continue
+        via, own, inherited = [], 0, False
+        if sd.dacl is None:
+            via.append("NULL DACL (no DACL: everyone has full access)")
+            own = eff
+        else:
+            for ace in sd.dacl.aces:
+                if ace.sid == sid and ace.is_allow and not ace.inherit_only:
+                    m = objtype.map_generic(ace.mask) & eff
+                    if m:
+                        own |= m
+                        via.append(ace.to_sddl())
+                        inherited = inherited or ace.inherited
+            if sid == sd.owner and eff & WRITE_DAC:
+                own |= WRITE_DAC
+                via.append("owner (implicit WRITE_DAC)")
+        if own:
+            out.append(Grant(sid, own, via, inherited))
+    return out
+
+
+def _describe(grants: list[Grant], objtype: ObjectType) -> str:
+    return "; ".join(
+        f"{P.name(g.sid)}: {', '.join(objtype.names(g.rights))} via {' '.join(g.via)}" for g in grants
+    )
+
+
+def proposed_sddl(
+    sd: SecurityDescriptor, objtype: ObjectType, strip: int, only: set[str] | None = None
+) -> str:
+    """The same DACL with ``strip`` removed from every non-admin allow ACE (or those in ``only``)."""
+    new = copy.deepcopy(sd)
+    new.owner = new.group = None  # sc.exe sdset needs no owner change; setting one may be refused
+    if new.dacl is None:
+        return "D:(A;;GA;;;SY)(A;;GA;;;BA)(A;;GR;;;AU)"
+    kept = []
+    for ace in new.dacl.aces:
+        target = (ace.sid in only) if only is not None else not P.is_admin(ace.sid)
+        if ace.is_allow and target:
+            mapped = objtype.map_generic(ace.mask)
+            if mapped & strip:
+                ace.mask = mapped & ~strip
+                if not ace.mask & ~SYNCHRONIZE:
+                    continue
+        kept.append(ace)
+    new.dacl.aces = kept
+    return new.to_sddl()
+
+
+# ---- M1026 -----------------------------------------------------------------------------------
+
+
+def check_service_dacl(hd: HostData, svc: Service) -> list[Finding]:
+    if not svc.sddl:
+        return []
+    sd = parse_sddl(svc.sddl)
+    grants = nonadmin_grants(sd, SERVICE, SERVICE_DANGEROUS)
+    if not grants:
+        return []
+    system = is_local_system(svc)
+    acct = svc.account or ("LocalSystem" if system else "?")
+    return [
+        Finding(
+            "AUD-M1026-001",
+            CHECKS["AUD-M1026-001"].title,
+            "critical" if system else "high",
+            "M1026",
+            hd.host,
+            svc.name,
+            f"service runs as {acct}; {_describe(grants, SERVICE)}",
+            f'sc.exe sdset {svc.name} "{proposed_sddl(sd, SERVICE, SERVICE_DANGEROUS)}"  '
+            "(removes SERVICE_CHANGE_CONFIG/WRITE_DAC/WRITE_OWNER from non-admin ACEs; "
+            "with them anyone listed can point the service at their own binary and start it"
+            + (" as SYSTEM)" if system else ")"),
+            svc.source,
+            {
+                "account": acct,
+                "principals": [
+                    {"sid": g.sid, "name": P.name(g.sid), "rights": SERVICE.names(g.rights), "via": g.via}
+                    for g in grants
+                ],
+                "sddl": svc.sddl,
+            },
+        )
+    ]
+
+
+def check_scm(hd: HostData) -> list[Finding]:
+    if not hd.scm_sddl:
+        return []
+    sd = parse_sddl(hd.scm_sddl)
+    out = []
+    grants = nonadmin_grants(sd, SCM, SCM_DANGEROUS)
+    if grants:
+        out.append(
+            Finding(
+                "AUD-M1026-002",
+                CHECKS["AUD-M1026-002"].title,
+                "critical",
+                "M1026",
+                hd.host,
+                "SCM",
+                _describe(grants, SCM),
+                f'sc.exe sdset scmanager "{proposed_sddl(sd, SCM, SCM_STRIP)}"  '
+                "(a non-admin who can create a "
+                "service gets code run as LocalSystem)",
+                hd.sources[0] if hd.sources else "",
+                {
+                    "principals": [
+                        {"sid": g.sid, "name": P.name(g.sid), "rights": SCM.names(g.rights), "via": g.via}
+                        for g in grants
+                    ],
+                    "sddl": hd.scm_sddl,
+                },
+            )
+        )
+    remote = effective_access(sd, P.REMOTE_USER_TOKEN, SCM) & ~(SC_MANAGER_CONNECT | SYNCHRONIZE)
+    if remote:
+        names = SCM.names(remote)
+        remote_fix = proposed_sddl(sd, SCM, ~SC_MANAGER_CONNECT & 0xFFFFFFFF, set(P.REMOTE_USER_TOKEN))
+        sev = "high" if remote & SCM_DANGEROUS else "medium"
+        out.append(
+            Finding(
+                "AUD-M1026-003",
+                CHECKS["AUD-M1026-003"].title,
+                sev,
+                "M1026",
+                hd.host,
+                "SCM",
+                "a non-admin network logon (Everyone, Authenticated Users, Users, NETWORK) gets "
+                f"{', '.join(names)} "
+                "on the SCM: remote service enumeration/reconnaissance"
+                + (" and service creation" if remote & SC_MANAGER_CREATE_SERVICE else ""),
+                f'sc.exe sdset scmanager "{remote_fix}"  (Windows 10 1709+ default: Authenticated Users get '
+                "SC_MANAGER_CONNECT only; admins keep KA)",
+                hd.sources[0] if hd.sources else "",
+                {"rights": names, "sddl": hd.scm_sddl},
+            )
+        )
+    return out
+
+
+# ---- M1040 -----------------------------------------------------------------------------------
+
+ASR_FIX = (
+    f"Add-MpPreference -AttackSurfaceReductionRules_Ids {ASR_PSEXEC_WMI} "
+    "-AttackSurfaceReductionRules_Actions Enabled  (or the same rule in Intune/GPO; note Microsoft "
+    "documents this rule as incompatible with ConfigMgr client management)"
+)
+
+
+def asr_state(hd: HostData) -> str:
+    """block / audit / warn / disabled / absent / unavailable / unknown (not collected)."""
+    if hd.defender is None:
+        return "unknown"
+    if not hd.defender.available:
+        return "unavailable"
+    for r in hd.defender.asr_rules:
+        if r.id == ASR_PSEXEC_WMI:
+            return ASR_ACTIONS.get(r.action, f"action {r.action}") if r.action is not None else "absent"
+    return "absent"
+
+
+def check_asr(hd: HostData) -> list[Finding]:
+    state = asr_state(hd)
+    if state in ("block", "unknown"):
+        return []
+    if state == "unavailable":
+        sev, ev = (
+            "medium",
+            (
+                f"Defender preferences could not be read ({hd.defender.error or 'no detail'}); "
+                "the rule cannot be shown to be enforced"
+            ),
+        )
+    elif state in ("audit", "warn"):
+        sev, ev = (
+            "medium",
+            f"rule {ASR_PSEXEC_WMI} is in {state} mode: PsExec/WMI process creation is logged, not blocked",
+        )
+    else:
+        sev, ev = "high", f"rule {ASR_PSEXEC_WMI} is {state}"
+    src = hd.defender.source if hd.defender else None
+    return [
+        Finding(
+            "AUD-M1040-001",
+            CHECKS["AUD-M1040-001"].title,
+            sev,
+            "M1040",
+            hd.host,
+            "Defender ASR",
+            ev + (f" (read via {src})" if src else ""),
+            ASR_FIX,
+            hd.sources[0] if hd.sources else "",
+            {"state": state},
+        )
+    ]
+
+
+# ---- M1022 -----------------------------------------------------------------------------------
+
+
+def _acl(hd: HostData, path: str) -> SecurityDescriptor | None:
+    acl = hd.paths.get(path_key(path))
+    if acl is None or not acl.sddl:
+        return None
+    return parse_sddl(acl.sddl)
+
+
+def _icacls_fix(path: str, grants: list[Grant]) -> str:
+    cmds = [f'icacls "{path}" /remove:g *{g.sid}' for g in grants]
+    if any(g.inherited for g in grants):
+        cmds.append(
+            f'(inherited ACEs: fix the parent where they are defined, or run icacls "{path}" '
+            "/inheritance:d first)"
+        )
+    return "; ".join(cmds)
+
+
+def check_paths(hd: HostData, svc: Service) -> list[Finding]:
+    if not svc.image_path and not svc.binary:
+        return []
+    ip: ImagePath = parse_image_path(svc.image_path or svc.binary or "", svc.binary)
+    system = is_local_system(svc)
+    acct = svc.account or ("LocalSystem" if system else "?")
+    src = svc.source
+    out: list[Finding] = []
+    exe = ip.executable
+
+    # 001: the binary itself.
+    sd = _acl(hd, exe)
+    binary_writable = False
+    if sd is not None:
+        grants = nonadmin_grants(sd, FILE, FILE_DANGEROUS)
+        if grants:
+            binary_writable = True
+            out.append(
+                Finding(
+                    "AUD-M1022-001",
+                    CHECKS["AUD-M1022-001"].title,
+                    "critical" if system else "high",
+                    "M1022",
+                    hd.host,
+                    svc.name,
+                    f"{exe} (service runs as {acct}): {_describe(grants, FILE)}",
+                    _icacls_fix(exe, grants),
+                    src,
+                    {
+                        "path": exe,
+                        "principals": [
+                            {
+                                "sid": g.sid,
+                                "name": P.name(g.sid),
+                                "rights": FILE.names(g.rights),
+                                "via": g.via,
+                            }
+                            for g in grants
+                        ],
+                    },
+                )
+            )
+
+    # 002: the directories leading to it.
+    writable_dirs = []
+    for n, d in enumerate(ip.directories):
+        dsd = _acl(hd, d)
+        if dsd is None:
+            continue
+        mask = PARENT_DIR_DANGEROUS if n == 0 else ANCESTOR_DIR_DANGEROUS
+        grants = nonadmin_grants(dsd, DIRECTORY, mask)
+        if grants:
+            writable_dirs.append((d, n == 0, grants))
+    if writable_dirs:
+        parent = any(p for _, p, _ in writable_dirs)
+        sev = ("critical" if system else "high") if parent else ("high" if system else "medium")
+        out.append(
+            Finding(
+                "AUD-M1022-002",
+                CHECKS["AUD-M1022-002"].title,
+                sev,
+                "M1022",
+                hd.host,
+                svc.name,
+                f"service runs as {acct}; "
+                + " | ".join(f"{d}: {_describe(g, DIRECTORY)}" for d, _, g in writable_dirs),
+                " ; ".join(_icacls_fix(d, g) for d, _, g in writable_dirs),
+                src,
+                {
+                    "directories": [
+                        {
+                            "path": d,
+                            "parent": p,
+                            "principals": [
+                                {
+                                    "sid": g.sid,
+                                    "name": P.name(g.sid),
+                                    "rights": DIRECTORY.names(g.rights),
+                                    "via": g.via,
+                                }
+                                for g in gs
+                            ],
+                        }
+                        for d, p, gs in writable_dirs
+                    ]
+                },
+            )
+        )
+
+    # 003: unquoted path with spaces.
+    if not ip.quoted and ip.hijack_candidates:
+        quoted = f'\\"{exe}\\"' + (f" {ip.arguments}" if ip.arguments else "")
+        fix = f'sc.exe config {svc.name} binPath= "{quoted}"'
+        writable, unknown = [], []
+        for cand in ip.hijack_candidates:
+            d = ntpath.dirname(cand)
+            d = d if not d.endswith(":") else d + "\\"
+            dsd = _acl(hd, d)
+            if dsd is None:
+                unknown.append(cand)
+                continue
+            grants = nonadmin_grants(dsd, DIRECTORY, FILE_WRITE_DATA | WRITE_DAC | WRITE_OWNER)
+            if grants:
+                writable.append((cand, d, grants))
+        if writable:
+            out.append(
+                Finding(
+                    "AUD-M1022-003",
+                    CHECKS["AUD-M1022-003"].title,
+                    "critical" if system else "high",
+                    "M1022",
+                    hd.host,
+                    svc.name,
+                    f"ImagePath {svc.image_path!r} is unquoted; "
+                    + " | ".join(
+                        f"{c} can be planted ({d}: {_describe(g, DIRECTORY)})" for c, d, g in writable
+                    ),
+                    fix,
+                    src,
+                    {"candidates": [c for c, _, _ in writable], "image_path": svc.image_path},
+                )
+            )
+        elif unknown:
+            out.append(
+                Finding(
+                    "AUD-M1022-003",
+                    CHECKS["AUD-M1022-003"].title,
+                    "low",
+                    "M1022",
+                    hd.host,
+                    svc.name,
+                    f"ImagePath {svc.image_path!r} is unquoted with spaces; the SCM tries "
+                    f"{', '.join(unknown)} first; directory ACLs were not collected, "
+                    "so writability is unverified",
+                    fix,
+                    src,
+                    {"candidates": unknown, "image_path": svc.image_path, "verified": False},
+                )
+            )
+
+    # 004 / 005: location.
+    if is_network_path(exe):
+        out.append(
+            Finding(
+                "AUD-M1022-004",
+                CHECKS["AUD-M1022-004"].title,
+                "critical" if system else "high",
+                "M1022",
+                hd.host,
+                svc.name,
+                f"{exe} is loaded from a network share (service runs as {acct}); whoever can write the share "
+                "(or spoof the server) runs code on this host",
+                f"copy the binary to a local admin-only directory (e.g. C:\\Program Files\\<vendor>\\) and "
+                f'sc.exe config {svc.name} binPath= "\\"<local path>\\"..."',
+                src,
+                {"path": exe},
+            )
+        )
+    else:
+        where = user_writable_location(exe)
+        if where:
+            verified = sd is not None and not binary_writable and not writable_dirs
+            sev = "low" if verified else ("high" if system else "medium")
+            note = (
+                "; collected ACLs show no non-admin write access here"
+                if verified
+                else "; such locations are writable by users unless locked down"
+            )
+            out.append(
+                Finding(
+                    "AUD-M1022-005",
+                    CHECKS["AUD-M1022-005"].title,
+                    sev,
+                    "M1022",
+                    hd.host,
+                    svc.name,
+                    f"{exe} is in {where} (service runs as {acct}){note}",
+                    "move the binary under C:\\Program Files\\ (admin-only) and "
+                    f"sc.exe config {svc.name} binPath= ...",
+                    src,
+                    {"path": exe, "location": where},
+                )
+            )
+    return out
+
+
+def audit_host(hd: HostData) -> list[Finding]:
+    """All findings for one host, most severe first."""
+    out = check_scm(hd) + check_asr(hd)
+    for svc in sorted(hd.services.values(), key=lambda s: s.name.lower()):
+        out += check_service_dacl(hd, svc)
+        out += check_paths(hd, svc)
+    order = {s: i for i, s in enumerate(("critical", "high", "medium", "low", "info"))}
+    out.sort(key=lambda f: (order.get(f.severity, 9), f.check, f.target.lower()))
+    return out

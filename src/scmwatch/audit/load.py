@@ -1,0 +1,139 @@
+"""Find audit inputs, recognise each by content, read it, and merge inputs per host.
+
+No input is trusted: every problem becomes one message naming the file (``AuditLog``), the
+file or item is skipped, and every other host is still audited.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scmwatch.audit.model import HostData
+from scmwatch.audit.regfile import RegError, reg_to_host
+from scmwatch.audit.sctext import ScTextError, looks_like_sc, sc_to_host
+from scmwatch.audit.sd import SDError, parse_sddl
+from scmwatch.audit.snapshot import SnapshotError, decode_text, read_snapshot
+
+DIR_SUFFIXES = (".json", ".reg", ".txt", ".sddl")
+MAX_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class AuditLog:
+    """Problems met while reading: (file, message), plus how many files were read at all."""
+
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    files_seen: int = 0
+    files_read: int = 0
+
+    def error(self, source: str, message: str) -> None:
+        self.problems.append((source, message))
+
+    @property
+    def files_failed(self) -> int:
+        return self.files_seen - self.files_read
+
+
+def discover(paths: list[str], log: AuditLog) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for f in sorted(files):
+                    if f.lower().endswith(DIR_SUFFIXES):
+                        out.append(Path(root) / f)
+        elif path.exists():
+            out.append(path)
+        else:
+            log.files_seen += 1
+            log.error(p, "no such file or directory")
+    return out
+
+
+def read_one(path: Path, log: AuditLog) -> HostData | None:
+    """Read one input file of any supported kind; None (and a logged problem) when unreadable."""
+    src = str(path)
+    log.files_seen += 1
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            log.error(src, f"larger than {MAX_BYTES // 2**20} MiB, skipped")
+            return None
+        data = path.read_bytes()
+    except OSError as exc:
+        log.error(src, f"cannot read: {exc.strerror or exc}")
+        return None
+    try:
+        hd = _dispatch(data, src)
+    except (SnapshotError, RegError, ScTextError) as exc:
+        log.error(src, str(exc))
+        return None
+    _validate_sddl(hd)
+    for msg in hd.errors:
+        log.error(src, msg)
+    log.files_read += 1
+    return hd
+
+
+def _dispatch(data: bytes, src: str) -> HostData:
+    if data.startswith(b"\xff\xfe"):
+        probe = data[2:402]
+        probe_text = probe[: len(probe) // 2 * 2].decode("utf-16-le", "replace")
+    else:
+        probe_text = data[:400].decode("utf-8", "replace").lstrip("\ufeff")
+    p = probe_text.lstrip()
+    if p.startswith("{"):
+        return read_snapshot(data, src)
+    if p.startswith(("Windows Registry Editor", "REGEDIT4")):
+        return reg_to_host(data, src)
+    try:
+        text = decode_text(data)
+    except UnicodeDecodeError:
+        raise ScTextError(
+            "unrecognised input (binary; not a snapshot, .reg export or sc.exe output)"
+        ) from None
+    if not looks_like_sc(text):
+        raise ScTextError("unrecognised input (not a scmwatch snapshot, .reg export or sc.exe output)")
+    return sc_to_host(text, src)
+
+
+def _validate_sddl(hd: HostData) -> None:
+    """Reject invalid SDDL item by item, so one bad string does not hide the rest of the host."""
+    if hd.scm_sddl is not None:
+        try:
+            parse_sddl(hd.scm_sddl)
+        except SDError as exc:
+            hd.errors.append(f"SCM: invalid SDDL: {exc}")
+            hd.scm_sddl = None
+    for svc in hd.services.values():
+        if svc.sddl is not None:
+            try:
+                parse_sddl(svc.sddl)
+            except SDError as exc:
+                hd.errors.append(f"service {svc.name}: invalid SDDL: {exc}")
+                svc.sddl = None
+    for acl in hd.paths.values():
+        if acl.sddl is not None:
+            try:
+                parse_sddl(acl.sddl)
+            except SDError as exc:
+                hd.errors.append(f"path {acl.path}: invalid SDDL: {exc}")
+                acl.sddl = None
+
+
+def load(paths: list[str], log: AuditLog) -> list[HostData]:
+    """Read every input and merge them per host (case-insensitive host name), in input order."""
+    hosts: dict[str, HostData] = {}
+    for path in discover(paths, log):
+        hd = read_one(path, log)
+        if hd is None:
+            continue
+        key = hd.host.lower()
+        if key in hosts:
+            hosts[key].merge(hd)
+        else:
+            hosts[key] = hd
+    return list(hosts.values())

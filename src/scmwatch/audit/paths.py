@@ -1,0 +1,131 @@
+"""Service ImagePath handling: which file runs, which directories lead to it, where it lives.
+
+An ImagePath is a command line. Quoted, the executable is the quoted part. Unquoted, the SCM
+(CreateProcess) tries every prefix that ends at a space, appending ``.exe``: for
+``C:\\Program Files\\A B\\svc.exe -x`` it tries ``C:\\Program.exe``, then
+``C:\\Program Files\\A.exe``, then the real binary; whoever can create one of the earlier files
+gets code run as the service account (M1022 "path interception by unquoted path").
+"""
+
+from __future__ import annotations
+
+import ntpath
+import re
+from dataclasses import dataclass, field
+
+# Expansions for inputs that carry unexpanded paths (reg export, sc.exe qc). The collector expands
+# with the host's real environment; these are the Windows defaults.
+DEFAULT_ENV = {
+    "systemroot": "C:\\Windows",
+    "windir": "C:\\Windows",
+    "systemdrive": "C:",
+    "programfiles": "C:\\Program Files",
+    "programfiles(x86)": "C:\\Program Files (x86)",
+    "programw6432": "C:\\Program Files",
+    "programdata": "C:\\ProgramData",
+    "allusersprofile": "C:\\ProgramData",
+    "commonprogramfiles": "C:\\Program Files\\Common Files",
+    "public": "C:\\Users\\Public",
+}
+_ENV_RE = re.compile(r"%([^%]+)%")
+_EXT_RE = re.compile(r"\.(exe|com|bat|cmd|sys|dll|scr)(?=\s|$)", re.IGNORECASE)
+
+
+def expand(raw: str) -> str:
+    """Expand %VARS% (Windows defaults) and the kernel prefixes drivers use."""
+    s = raw.strip().strip("\0")
+    s = _ENV_RE.sub(lambda m: DEFAULT_ENV.get(m.group(1).lower(), m.group(0)), s)
+    low = s.lower()
+    if low.startswith("\\systemroot\\"):
+        s = "C:\\Windows\\" + s[12:]
+    elif low.startswith("\\??\\"):
+        s = s[4:]
+    elif low.startswith("system32\\") or low.startswith("syswow64\\"):
+        s = "C:\\Windows\\" + s
+    return s
+
+
+@dataclass
+class ImagePath:
+    raw: str
+    executable: str
+    quoted: bool
+    arguments: str = ""
+    # Unquoted paths with spaces: files the SCM would try before the real executable.
+    hijack_candidates: list[str] = field(default_factory=list)
+
+    @property
+    def directories(self) -> list[str]:
+        """Every directory from the executable's parent up to the drive or share root."""
+        return ancestors(self.executable)
+
+
+def parse_image_path(raw: str, resolved: str | None = None) -> ImagePath:
+    """Split an ImagePath into executable and arguments, and list interception candidates."""
+    s = expand(raw)
+    if s.startswith('"'):
+        end = s.find('"', 1)
+        exe = s[1:end] if end > 0 else s[1:]
+        args = s[end + 1 :].strip() if end > 0 else ""
+        return ImagePath(raw, resolved or exe, True, args)
+    if resolved:
+        exe = resolved
+        rest = s[len(resolved) :].strip() if s.lower().startswith(resolved.lower()) else ""
+    else:
+        m = _EXT_RE.search(s)
+        if m:
+            exe, rest = s[: m.end()], s[m.end() :].strip()
+        else:
+            exe, _, rest = s.partition(" ")
+    candidates = []
+    for i, c in enumerate(exe):
+        if c == " ":
+            prefix = exe[:i]
+            if prefix and not prefix.endswith("\\"):
+                candidates.append(prefix + ".exe")
+    return ImagePath(raw, exe, False, rest, candidates)
+
+
+def ancestors(path: str) -> list[str]:
+    out = []
+    cur = path
+    while True:
+        parent = ntpath.dirname(cur.rstrip("\\")) if cur not in ntpath.splitdrive(cur)[0] else cur
+        if not parent or parent == cur:
+            break
+        drive, tail = ntpath.splitdrive(parent)
+        if tail in ("", "\\"):
+            out.append(drive + "\\")
+            break
+        out.append(parent)
+        cur = parent
+    return out
+
+
+def is_network_path(path: str) -> bool:
+    """UNC paths (``\\\\server\\share``), except the local device namespaces ``\\\\?\\``/``\\\\.\\``."""
+    p = path.replace("/", "\\")
+    return p.startswith("\\\\") and not p.startswith(("\\\\?\\", "\\\\.\\"))
+
+
+# Microsoft's own ProgramData subtrees that ship with locked-down ACLs.
+_PROGRAMDATA_TRUSTED = (
+    "\\programdata\\microsoft\\windows defender\\",
+    "\\programdata\\microsoft\\windows defender advanced threat protection\\",
+)
+
+
+def user_writable_location(path: str) -> str | None:
+    """Name the conventionally user-writable location a path is in, or None."""
+    low = path.lower().replace("/", "\\")
+    _drive, tail = ntpath.splitdrive(low)
+    if re.search(r"\\(temp|tmp)\\", tail):
+        return "a Temp directory"
+    if tail.startswith("\\users\\"):
+        return "a user profile (\\Users)"
+    if tail.startswith("\\programdata\\") and tail.count("\\") >= 3:
+        if not any(t in tail for t in _PROGRAMDATA_TRUSTED):
+            return "a ProgramData subfolder"
+    if tail.startswith("\\$recycle.bin\\"):
+        return "the recycle bin"
+    return None

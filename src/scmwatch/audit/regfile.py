@@ -1,0 +1,232 @@
+"""Read ``reg export HKLM\\SYSTEM\\CurrentControlSet\\Services`` files.
+
+Windows writes them UTF-16LE with a BOM, wraps ``hex:`` data over lines ending in ``\\``, stores
+ImagePath as ``hex(2):`` (REG_EXPAND_SZ, UTF-16LE bytes) and each service's DACL as the binary
+``Security`` value of the ``<service>\\Security`` subkey (a self-relative security descriptor).
+A cut-off file is reported (naming the key and value where it ends) and what was complete is kept.
+"""
+
+from __future__ import annotations
+
+import ntpath
+import re
+from dataclasses import dataclass, field
+
+from scmwatch.audit.model import HostData, Service
+from scmwatch.audit.sd import SDError, parse_binary
+
+HEADERS = ("Windows Registry Editor Version 5.00", "REGEDIT4")
+START_TYPES = {0: "Boot", 1: "System", 2: "Auto", 3: "Manual", 4: "Disabled"}
+_SERVICES_RE = re.compile(
+    r"^HKEY_LOCAL_MACHINE\\SYSTEM\\(?:CurrentControlSet|ControlSet\d{3})\\Services\\(.+)$", re.IGNORECASE
+)
+# Where the SCM keeps its own security descriptor, if the export happens to include it.
+_SCM_KEY_RE = re.compile(
+    r"^HKEY_LOCAL_MACHINE\\SYSTEM\\(?:CurrentControlSet|ControlSet\d{3})\\Control\\"
+    r"ServiceGroupOrder\\Security$",
+    re.IGNORECASE,
+)
+_HOST_RE = re.compile(r"^;\s*host\s*[:=]\s*(\S+)", re.IGNORECASE)
+
+
+class RegError(ValueError):
+    """The file is not a readable .reg export."""
+
+
+@dataclass
+class RegValue:
+    type: str  # "sz", "dword", "hex", "hex(2)", ...
+    data: object  # str, int, bytes or list[str]
+    line: int
+
+
+@dataclass
+class RegFile:
+    keys: dict[str, dict[str, RegValue]] = field(default_factory=dict)
+    host: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def decode_reg(data: bytes) -> tuple[str, list[str]]:
+    errors = []
+    if data.startswith(b"\xff\xfe"):
+        body = data[2:]
+        if len(body) % 2:
+            errors.append("truncated: odd number of bytes in UTF-16 text")
+            body = body[:-1]
+        text = body.decode("utf-16-le", errors="strict")
+    elif data.startswith(b"\xef\xbb\xbf"):
+        text = data[3:].decode("utf-8")
+    else:
+        text = data.decode("utf-8")
+    return text, errors
+
+
+def _unescape(s: str) -> str:
+    return s.replace('\\"', '"').replace("\\\\", "\\")
+
+
+def _parse_name(line: str) -> tuple[str, str]:
+    if line.startswith("@="):
+        return "", line[2:]
+    if not line.startswith('"'):
+        raise RegError("value line does not start with a quoted name")
+    i = 1
+    while i < len(line):
+        if line[i] == "\\":
+            i += 2
+            continue
+        if line[i] == '"':
+            break
+        i += 1
+    if i >= len(line) or line[i + 1 : i + 2] != "=":
+        raise RegError("unterminated value name")
+    return _unescape(line[1:i]), line[i + 2 :]
+
+
+def _hex_bytes(s: str) -> bytes:
+    s = s.replace(" ", "").rstrip(",")
+    if not s:
+        return b""
+    try:
+        return bytes(int(x, 16) for x in s.split(","))
+    except ValueError:
+        raise RegError("bad hex data") from None
+
+
+def _parse_data(raw: str) -> tuple[str, object]:
+    if raw.startswith('"'):
+        if len(raw) < 2 or not raw.endswith('"'):
+            raise RegError("unterminated string")
+        return "sz", _unescape(raw[1:-1])
+    if raw.startswith("dword:"):
+        try:
+            return "dword", int(raw[6:], 16)
+        except ValueError:
+            raise RegError("bad dword") from None
+    m = re.match(r"hex(?:\(([0-9a-fA-F]+)\))?:(.*)$", raw)
+    if m:
+        b = _hex_bytes(m.group(2))
+        kind = int(m.group(1), 16) if m.group(1) else 3
+        if kind in (1, 2):  # REG_SZ / REG_EXPAND_SZ as UTF-16LE
+            return f"hex({kind})", b.decode("utf-16-le", errors="replace").split("\0")[0]
+        if kind == 7:  # REG_MULTI_SZ
+            return "hex(7)", [x for x in b.decode("utf-16-le", errors="replace").split("\0") if x]
+        if kind == 4 and len(b) == 4:
+            return "dword", int.from_bytes(b, "little")
+        if kind == 0xB and len(b) == 8:
+            return "qword", int.from_bytes(b, "little")
+        return f"hex({kind})" if m.group(1) else "hex", b
+    if raw == "-":
+        return "delete", None
+    raise RegError(f"unknown data type {raw[:12]!r}")
+
+
+def parse_reg(data: bytes) -> RegFile:
+    """Parse a .reg file into keys and values. Raises RegError when it is not a .reg export."""
+    try:
+        text, errors = decode_reg(data)
+    except UnicodeDecodeError as exc:
+        raise RegError(f"cannot decode: {exc}") from None
+    lines = text.splitlines()
+    if not lines or lines[0].strip() not in HEADERS:
+        raise RegError("not a .reg export (no 'Windows Registry Editor Version 5.00' header)")
+    rf = RegFile(errors=errors)
+    current: dict[str, RegValue] | None = None
+    key_name = ""
+    i = 1
+    while i < len(lines):
+        start = i
+        line = lines[i]
+        i += 1
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.startswith(";"):
+            m = _HOST_RE.match(stripped)
+            if m:
+                rf.host = m.group(1)
+            continue
+        if stripped.startswith("["):
+            if not stripped.endswith("]"):
+                rf.errors.append(f"line {start + 1}: truncated key name {stripped[:60]!r}")
+                current = None
+                continue
+            key_name = stripped[1:-1]
+            if key_name.startswith("-"):
+                current = None
+                continue
+            current = rf.keys.setdefault(key_name, {})
+            continue
+        # Join continuation lines (hex data wrapped at ~80 columns, ending in a backslash).
+        logical = stripped
+        while logical.endswith("\\") and not logical.endswith('"'):
+            if i >= len(lines):
+                rf.errors.append(f"line {start + 1}: truncated: file ends inside value of [{key_name}]")
+                logical = None
+                break
+            logical = logical[:-1] + lines[i].strip()
+            i += 1
+        if logical is None:
+            break
+        if current is None:
+            continue
+        try:
+            name, raw = _parse_name(logical)
+            typ, val = _parse_data(raw)
+        except RegError as exc:
+            rf.errors.append(f"line {start + 1}: [{key_name}]: {exc}")
+            continue
+        current[name] = RegValue(typ, val, start + 1)
+    return rf
+
+
+def reg_to_host(data: bytes, source: str) -> HostData:
+    """Turn a Services export into HostData (host name from a '; host: NAME' line or the file name)."""
+    rf = parse_reg(data)
+    host = rf.host or ntpath.basename(source.replace("/", "\\")).split(".")[0]
+    hd = HostData(host=host, sources=[source], errors=list(rf.errors))
+    services: dict[str, Service] = {}
+    for key, values in rf.keys.items():
+        if _SCM_KEY_RE.match(key):
+            sec = values.get("Security")
+            if sec and isinstance(sec.data, bytes):
+                try:
+                    hd.scm_sddl = parse_binary(sec.data).to_sddl()
+                except SDError as exc:
+                    hd.errors.append(f"SCM Security value (line {sec.line}): {exc}")
+            continue
+        m = _SERVICES_RE.match(key)
+        if not m:
+            continue
+        parts = m.group(1).split("\\")
+        name = parts[0]
+        svc = services.setdefault(name.lower(), Service(name=name, source=source))
+        if len(parts) == 1:
+            v = values
+            if "ImagePath" in v and isinstance(v["ImagePath"].data, str):
+                svc.image_path = v["ImagePath"].data
+            if "DisplayName" in v and isinstance(v["DisplayName"].data, str):
+                svc.display_name = v["DisplayName"].data
+            if "ObjectName" in v and isinstance(v["ObjectName"].data, str):
+                svc.account = v["ObjectName"].data
+            if "Start" in v and isinstance(v["Start"].data, int):
+                svc.start_type = START_TYPES.get(v["Start"].data, str(v["Start"].data))
+            if "Type" in v and isinstance(v["Type"].data, int):
+                svc.service_type = v["Type"].data
+        elif len(parts) == 2 and parts[1].lower() == "security":
+            sec = values.get("Security")
+            if sec is None:
+                continue
+            if not isinstance(sec.data, bytes):
+                hd.errors.append(f"service {name}: Security value is not binary (line {sec.line})")
+                continue
+            try:
+                svc.sddl = parse_binary(sec.data).to_sddl()
+            except SDError as exc:
+                hd.errors.append(f"service {name}: Security value (line {sec.line}): {exc}")
+    for svc in services.values():
+        # Keys without Type or ImagePath are parameter holders, not services.
+        if svc.service_type is not None or svc.image_path is not None:
+            hd.add_service(svc)
+    return hd
