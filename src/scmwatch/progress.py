@@ -73,7 +73,9 @@ class Progress:
 def summary_line(stats: ReadStats, seconds: float, extra: str = "") -> str:
     """``scmwatch: 278 files, 8,255 events in 0.26 s (31,750 events/s); errors: format 1``."""
     rate = stats.events / seconds if seconds > 0 else 0.0
-    text = f"scmwatch: {stats.files:,} files, {stats.events:,} events in {seconds:.2f} s ({rate:,.0f} events/s)"
+    text = (
+        f"scmwatch: {stats.files:,} files, {stats.events:,} events in {seconds:.2f} s ({rate:,.0f} events/s)"
+    )
     if stats.files_skipped:
         text += f"; {stats.files_skipped} non-log files skipped"
     if extra:

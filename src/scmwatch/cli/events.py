@@ -84,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     return stats.exit_code
 
 
-def _select(inputs: list[Any], stats: ReadStats, keep: Callable[[Event], bool], limit: int | None) -> Iterator[Event]:
+def _select(
+    inputs: list[Any], stats: ReadStats, keep: Callable[[Event], bool], limit: int | None
+) -> Iterator[Event]:
     printed = 0
     with Progress(inputs) as bar:
         for inp in inputs:
@@ -102,9 +104,26 @@ def _print_error(err: ReadError) -> None:
 
 
 _SYSTEM = frozenset(
-    {"EventID", "Channel", "Computer", "TimeCreated", "EventRecordID", "Provider_Name", "Provider_Guid",
-     "Version", "Level", "Task", "Opcode", "Keywords", "ProcessID", "ThreadID", "UserID", "Correlation",
-     "EventID_Qualifiers", "Provider_EventSourceName"}
+    {
+        "EventID",
+        "Channel",
+        "Computer",
+        "TimeCreated",
+        "EventRecordID",
+        "Provider_Name",
+        "Provider_Guid",
+        "Version",
+        "Level",
+        "Task",
+        "Opcode",
+        "Keywords",
+        "ProcessID",
+        "ThreadID",
+        "UserID",
+        "Correlation",
+        "EventID_Qualifiers",
+        "Provider_EventSourceName",
+    }
 )
 
 
@@ -120,6 +139,12 @@ def _table(events: list[Event]) -> None:
     for ev in events:
         f = ev.fields
         data = "  ".join(f"{k}={v}" for k, v in f.items() if k not in _SYSTEM and v not in (None, ""))
-        table.add_row(str(f.get("TimeCreated", "")), str(f.get("Computer", "")), str(f.get("Channel", "")),
-                      str(f.get("EventID", "")), data[:400])
-    Console().print(table)
+        table.add_row(
+            str(f.get("TimeCreated", "")),
+            str(f.get("Computer", "")),
+            str(f.get("Channel", "")),
+            str(f.get("EventID", "")),
+            data[:400],
+        )
+    # Piped output has no terminal width; 80 columns would fold every value into slivers.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -63,22 +63,26 @@ def read_evtx(name: str, source: str | BinaryIO, stats: ReadStats) -> Iterator[E
     stats.bytes += size
     records = parser.records_json()
     errors = 0
+    count = 0  # counted locally and added once: this loop runs for every record
     loads = orjson.loads
-    while True:
-        try:
-            rec = next(records)
-        except StopIteration:
-            break
-        except (RuntimeError, OSError, ValueError) as exc:
-            errors += 1
-            stats.error(name, "evtx-record", str(exc).split("\n", 1)[0][:300])
-            if errors >= MAX_RECORD_ERRORS:
-                stats.error(name, "evtx-abandoned", f"{errors} undecodable records: rest of file skipped")
+    try:
+        while True:
+            try:
+                rec = next(records)
+            except StopIteration:
                 break
-            continue
-        fields = from_evtx_dict(loads(rec["data"]))
-        if fields is None:
-            stats.error(name, "evtx-record", "record has no Event element", rec.get("event_record_id"))
-            continue
-        stats.events += 1
-        yield Event(fields, name, rec["event_record_id"], "evtx")
+            except (RuntimeError, OSError, ValueError) as exc:
+                errors += 1
+                stats.error(name, "evtx-record", str(exc).split("\n", 1)[0][:300])
+                if errors >= MAX_RECORD_ERRORS:
+                    stats.error(name, "evtx-abandoned", f"{errors} undecodable records: rest of file skipped")
+                    break
+                continue
+            fields = from_evtx_dict(loads(rec["data"]))
+            if fields is None:
+                stats.error(name, "evtx-record", "record has no Event element", rec.get("event_record_id"))
+                continue
+            count += 1
+            yield Event(fields, name, rec["event_record_id"], "evtx")
+    finally:
+        stats.events += count

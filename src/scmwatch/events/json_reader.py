@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
@@ -24,22 +25,17 @@ import orjson
 
 from scmwatch.events.model import Event, ReadStats
 from scmwatch.events.normalize import from_ecs, from_evtx_dict, from_flat, shape_of
+from scmwatch.events.zeek_reader import normalize_zeek
 
 CHUNK = 1 << 16
+_SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not valid in the declared encoding
 MAX_OBJECT = 64 << 20  # an object larger than this is treated as corrupt, not buffered forever
-
-
-def _zeek_from_json(obj: dict[str, Any]) -> dict[str, Any]:
-    from scmwatch.events.zeek_reader import normalize_zeek
-
-    return normalize_zeek(obj, obj.get("_path"))
 
 
 _NORMALIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
     "evtx": from_evtx_dict,
     "ecs": from_ecs,
     "flat": from_flat,
-    "zeek": _zeek_from_json,
 }
 
 
@@ -81,11 +77,13 @@ class _Sink:
         shape = shape_of(obj)
         if shape is None and zeek_path:
             shape = "zeek"
-            obj.setdefault("_path", zeek_path)
         if shape is None:
             self._unknown(line, "object is not a Windows event (no Event/System, winlog, EventID or Channel)")
             return None
-        fields = _NORMALIZERS[shape](obj)
+        if shape == "zeek":
+            fields = normalize_zeek(obj, obj.get("_path") or zeek_path)
+        else:
+            fields = _NORMALIZERS[shape](obj)
         if fields is None:
             self._unknown(line, "object has no usable event data")
             return None
@@ -136,15 +134,17 @@ def read_json(name: str, stream: BinaryIO, stats: ReadStats, zeek_path: str | No
         if first == b"{" and _is_object(first_line):
             yield from _ndjson_bytes(buffered, sink, zeek_path)
             return
-        text: io.TextIOBase = io.TextIOWrapper(buffered, encoding="utf-8", errors="replace", newline="")
+        text: io.TextIOBase = io.TextIOWrapper(
+            buffered, encoding="utf-8", errors="surrogateescape", newline=""
+        )
     else:
-        text = io.TextIOWrapper(buffered, encoding=encoding, errors="replace", newline="")
+        text = io.TextIOWrapper(buffered, encoding=encoding, errors="surrogateescape", newline="")
     yield from _stream(text, sink, zeek_path, name, stats)
 
 
 def _is_object(line: bytes) -> bool:
     try:
-        return type(orjson.loads(line)) is dict
+        return type(orjson.loads(line.decode("utf-8", errors="replace"))) is dict
     except orjson.JSONDecodeError:
         return False
 
@@ -166,7 +166,12 @@ def _ndjson_bytes(stream: BinaryIO, sink: _Sink, zeek_path: str | None) -> Itera
             except UnicodeDecodeError:
                 bad_utf8 += 1
                 if bad_utf8 == 1:
-                    stats.error(name, "encoding", "invalid UTF-8 (bytes replaced with U+FFFD; further lines counted)", lineno)
+                    stats.error(
+                        name,
+                        "encoding",
+                        "invalid UTF-8 (bytes replaced with U+FFFD; further lines counted)",
+                        lineno,
+                    )
                 else:
                     stats.errors["encoding"] += 1
                 try:
@@ -182,21 +187,34 @@ def _ndjson_bytes(stream: BinaryIO, sink: _Sink, zeek_path: str | None) -> Itera
             yield event
 
 
-def _stream(text: io.TextIOBase, sink: _Sink, zeek_path: str | None, name: str, stats: ReadStats) -> Iterator[Event]:
+def _stream(
+    text: io.TextIOBase, sink: _Sink, zeek_path: str | None, name: str, stats: ReadStats
+) -> Iterator[Event]:
     """Concatenated objects or arrays, decoded incrementally from a text stream."""
     decode = json.JSONDecoder().raw_decode
     buf = ""
     pos = 0
     line = 1  # line number at buf[pos]
     eof = False
+    bad_text = False
 
     def fill() -> bool:
-        nonlocal buf, pos, eof
+        nonlocal buf, pos, eof, bad_text
         chunk = text.read(CHUNK)
         if not chunk:
             eof = True
             return False
         stats.bytes += len(chunk)
+        if _SURROGATE.search(chunk):
+            bad = len(_SURROGATE.findall(chunk))  # counted in undecodable bytes
+            if not bad_text:
+                bad_text = True
+                stats.error(
+                    name, "encoding", "bytes invalid in the file's encoding (replaced with U+FFFD)", line
+                )
+                bad -= 1
+            stats.errors["encoding"] += bad
+            chunk = _SURROGATE.sub("\ufffd", chunk)
         buf = buf[pos:] + chunk
         pos = 0
         return True
@@ -221,7 +239,9 @@ def _stream(text: io.TextIOBase, sink: _Sink, zeek_path: str | None, name: str, 
             if not eof and len(buf) - pos < MAX_OBJECT and fill():
                 continue  # object continues in the next chunk
             # A real error: report it, then resynchronize on the next line that opens an object.
-            stats.error(name, "json-object", f"broken JSON: {exc.msg}", start_line + buf.count("\n", pos, exc.pos))
+            stats.error(
+                name, "json-object", f"broken JSON: {exc.msg}", start_line + buf.count("\n", pos, exc.pos)
+            )
             nxt = buf.find("\n{", pos + 1)
             while nxt == -1 and not eof and fill():
                 nxt = buf.find("\n{", pos + 1)

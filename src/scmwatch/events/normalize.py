@@ -21,16 +21,42 @@ from typing import Any
 # <System> child element → {attribute: top-level name}. Children not listed here keep the
 # generic ``<Child>_<Attr>`` form (the Sigma/evtx convention, e.g. ``Correlation_ActivityID``).
 SYSTEM_ATTRS: dict[str, dict[str, str]] = {
-    "Provider": {"Name": "Provider_Name", "Guid": "Provider_Guid", "EventSourceName": "Provider_EventSourceName"},
+    "Provider": {
+        "Name": "Provider_Name",
+        "Guid": "Provider_Guid",
+        "EventSourceName": "Provider_EventSourceName",
+    },
     "TimeCreated": {"SystemTime": "TimeCreated"},
-    "Execution": {"ProcessID": "ProcessID", "ThreadID": "ThreadID"},
+    "Execution": {
+        "ProcessID": "ProcessID",
+        "ThreadID": "ThreadID",
+        "ProcessorID": "Execution_ProcessorID",
+        "SessionID": "Execution_SessionID",
+        "KernelTime": "Execution_KernelTime",
+        "UserTime": "Execution_UserTime",
+        "ProcessorTime": "Execution_ProcessorTime",
+    },
+    "Correlation": {
+        "ActivityID": "Correlation_ActivityID",
+        "RelatedActivityID": "Correlation_RelatedActivityID",
+    },
     "Security": {"UserID": "UserID"},
     "EventID": {"Qualifiers": "EventID_Qualifiers"},
 }
 
 # System fields that are integers in EVTX; text-based formats are converted to match.
 SYSTEM_INTS = frozenset(
-    {"EventID", "Version", "Level", "Task", "Opcode", "EventRecordID", "ProcessID", "ThreadID", "EventID_Qualifiers"}
+    {
+        "EventID",
+        "Version",
+        "Level",
+        "Task",
+        "Opcode",
+        "EventRecordID",
+        "ProcessID",
+        "ThreadID",
+        "EventID_Qualifiers",
+    }
 )
 
 # Winlogbeat / ECS dotted path → Windows name. ``winlog.event_data`` and ``winlog.user_data``
@@ -90,22 +116,101 @@ def _int(value: Any) -> Any:
     return value
 
 
-def flatten_system(system: dict[str, Any], out: dict[str, Any]) -> None:
-    """``Event.System`` → top-level names (see ``SYSTEM_ATTRS``)."""
-    for key, value in system.items():
-        if type(value) is not dict:
-            out[key] = value
-            continue
-        attrs = value.get("#attributes")
-        if "#text" in value:
-            out[key] = value["#text"]
-        if attrs:
-            names = SYSTEM_ATTRS.get(key)
+# <System> children that EVTX renders as objects (attributes, or attributes plus text).
+_SYSTEM_OBJECTS = ("Provider", "EventID", "TimeCreated", "Correlation", "Execution", "Security")
+
+
+def _system_object(key: str, value: dict[str, Any], out: dict[str, Any]) -> None:
+    attrs = value.get("#attributes")
+    if "#text" in value:
+        out[key] = value["#text"]
+    elif attrs:
+        del out[key]
+    else:
+        out[key] = None
+        return
+    if attrs:
+        names = SYSTEM_ATTRS.get(key)
+        try:  # all attributes known: map the names in C, no Python loop
+            out.update(zip(map(names.__getitem__, attrs), attrs.values(), strict=True))  # type: ignore[union-attr]
+        except (KeyError, AttributeError):
             for attr, attr_value in attrs.items():
                 name = names.get(attr) if names else None
                 out[name or f"{key}_{attr}"] = attr_value
-        elif key not in out:
-            out[key] = None
+
+
+def _system_standard(sy: dict[str, Any]) -> dict[str, Any]:
+    """The layout EVTX writes for nearly every record, flattened with one dict display.
+
+    Raises KeyError/TypeError for any other layout (the caller then takes the generic path);
+    ``tests/test_events_corpus.py`` checks both paths agree on every real record.
+    """
+    provider = sy["Provider"]["#attributes"]
+    execution = sy["Execution"]["#attributes"]
+    out = {
+        "Provider_Name": provider["Name"],
+        "Provider_Guid": provider["Guid"],
+        "EventID": sy["EventID"],
+        "Version": sy["Version"],
+        "Level": sy["Level"],
+        "Task": sy["Task"],
+        "Opcode": sy["Opcode"],
+        "Keywords": sy["Keywords"],
+        "TimeCreated": sy["TimeCreated"]["#attributes"]["SystemTime"],
+        "EventRecordID": sy["EventRecordID"],
+        "Correlation": sy["Correlation"],
+        "ProcessID": execution["ProcessID"],
+        "ThreadID": execution["ThreadID"],
+        "Channel": sy["Channel"],
+        "Computer": sy["Computer"],
+    }
+    if len(sy) != 14 or len(provider) != 2 or len(execution) != 2 or out["Correlation"] is not None:
+        raise KeyError("not the standard layout")
+    security = sy["Security"]
+    if security is None:
+        out["Security"] = None
+    else:
+        out["UserID"] = security["#attributes"]["UserID"]
+        if len(security) != 1 or len(security["#attributes"]) != 1:
+            raise KeyError("not the standard layout")
+    if type(out["EventID"]) is dict:
+        raise KeyError("EventID with attributes")
+    return out
+
+
+def flatten_system(system: dict[str, Any], out: dict[str, Any]) -> None:
+    """``Event.System`` → top-level names (see ``SYSTEM_ATTRS``).
+
+    This runs for every event, so it copies the mapping in C and then fixes only the few
+    children that are objects, instead of looping over every key in Python.
+    """
+    out.update(system)
+    for key in _SYSTEM_OBJECTS:
+        value = out.get(key)
+        if type(value) is dict:
+            _system_object(key, value, out)
+    if dict in map(type, out.values()):  # an unusual layout: fix whatever else is an object
+        for key, value in list(out.items()):
+            if type(value) is dict:
+                _system_object(key, value, out)
+
+
+# EventData key layouts already checked to need no renaming (cache: layouts are few per
+# provider/EventID, so this turns a Python loop per event into one tuple lookup).
+_CLEAN_LAYOUTS: dict[tuple[str, ...], bool] = {}
+
+
+def _layout_is_clean(data: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    """A layout needs no fixing when no name has a space, ``#`` or a System name, and no value
+    is an object. Value types follow the provider's template, so the first record of a
+    layout decides for all (an object value later would pass through unflattened, not be lost).
+    """
+    clean = not any(" " in k or k[:1] == "#" or k in _CORE or k == "Data" for k in keys) and (
+        dict not in map(type, data.values())
+    )
+    if len(_CLEAN_LAYOUTS) < 4096:
+        _CLEAN_LAYOUTS[keys] = clean
+    return clean
 
 
 def flatten_data(data: Any, out: dict[str, Any]) -> None:
@@ -118,6 +223,13 @@ def flatten_data(data: Any, out: dict[str, Any]) -> None:
     if type(data) is not dict:
         if data is not None:
             out["Data"] = data
+        return
+    keys = tuple(data)
+    clean = _CLEAN_LAYOUTS.get(keys)
+    if clean is None:
+        clean = _layout_is_clean(data, keys)
+    if clean:
+        out.update(data)
         return
     for key, value in data.items():
         if key == "#attributes":
@@ -152,16 +264,37 @@ def from_evtx_dict(record: dict[str, Any]) -> dict[str, Any] | None:
     event = record.get("Event")
     if type(event) is not dict:
         return None
-    out: dict[str, Any] = {}
     system = event.get("System")
-    if type(system) is dict:
-        flatten_system(system, out)
+    try:
+        out = _system_standard(system)  # type: ignore[arg-type]
+    except (KeyError, TypeError):
+        out = {}
+        if type(system) is dict:
+            flatten_system(system, out)
     data = event.get("EventData")
     if data is not None:
         flatten_data(data, out)
     user = event.get("UserData")
     if user is not None:
         flatten_user_data(user, out)
+    eid = out.get("EventID")
+    if type(eid) is not int and eid is not None:
+        out["EventID"] = _int(eid)
+    return out
+
+
+def from_evtx_dict_generic(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The same without the standard-layout fast path (the reference the tests compare with)."""
+    event = record.get("Event")
+    if type(event) is not dict:
+        return None
+    out: dict[str, Any] = {}
+    if type(event.get("System")) is dict:
+        flatten_system(event["System"], out)
+    if event.get("EventData") is not None:
+        flatten_data(event["EventData"], out)
+    if event.get("UserData") is not None:
+        flatten_user_data(event["UserData"], out)
     eid = out.get("EventID")
     if type(eid) is not int and eid is not None:
         out["EventID"] = _int(eid)

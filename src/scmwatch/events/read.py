@@ -27,7 +27,9 @@ from scmwatch.events.zeek_reader import read_zeek_tsv, zeek_path_from_name
 
 # Extensions a directory walk picks up (explicitly named files are always tried).
 LOG_EXTENSIONS = frozenset({".evtx", ".json", ".jsonl", ".ndjson", ".xml", ".log", ".tsv", ".gz", ".zip"})
-ZEEK_LOGS = frozenset({"dce_rpc", "smb_files", "smb_mapping", "conn", "ntlm", "kerberos", "dns", "files", "rdp"})
+ZEEK_LOGS = frozenset(
+    {"dce_rpc", "smb_files", "smb_mapping", "conn", "ntlm", "kerberos", "dns", "files", "rdp"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +125,14 @@ def read_input(inp: InputFile, stats: ReadStats) -> Iterator[Event]:
             stats.named_failed += 1
 
 
+SNIFF = 4096  # enough to tell the formats apart; the EVTX parser re-reads the file itself
+
+
 def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:
-    head = stream.read(CHUNK)
+    head = stream.read(SNIFF)
     name = inp.name
     if head.startswith(MAGIC):
-        if inp.member is None and stream is not None and not inp.name.lower().endswith(".gz"):
+        if inp.member is None and not inp.name.lower().endswith(".gz"):
             yield from read_evtx(name, inp.path, stats)
         else:
             # The EVTX parser needs to seek: spool a compressed/archived file to disk first.

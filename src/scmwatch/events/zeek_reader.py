@@ -15,6 +15,7 @@ from typing import Any, BinaryIO
 from scmwatch.events.model import Event, ReadStats, format_time
 
 _INT_TYPES = frozenset({"count", "int", "port"})
+_FLOAT_TYPES = frozenset({"time", "interval", "double"})
 
 
 def zeek_path_from_name(name: str) -> str:
@@ -95,9 +96,9 @@ def read_zeek_tsv(name: str, stream: BinaryIO, stats: ReadStats) -> Iterator[Eve
                 record[field] = [] if kind.startswith(("set", "vector")) else ""
             elif kind.startswith(("set", "vector")):
                 record[field] = value.split(set_sep)
-            elif kind in _INT_TYPES:
+            elif kind in _INT_TYPES or kind in _FLOAT_TYPES:
                 try:
-                    record[field] = int(value)
+                    record[field] = int(value) if kind in _INT_TYPES else float(value)
                 except ValueError:
                     record[field] = value
             else:

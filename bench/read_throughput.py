@@ -1,0 +1,86 @@
+"""Reader + normalizer throughput vs the raw ``evtx`` parse, on the shared EVTX corpus.
+
+Prints events/s for (1) raw ``PyEvtxParser.records_json()`` + ``orjson.loads`` and (2)
+scmwatch's ``read_input`` (sniff, parse, normalize to the event model), interleaved round by
+round on the same files so machine noise hits both alike, plus their ratio and peak RSS.
+The target of issue 2 is a ratio >= 0.8.
+
+    python bench/read_throughput.py [--seconds 5] [PATH ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import evtx
+import orjson
+
+from scmwatch.events import ReadStats, read_input
+from scmwatch.events.read import InputFile
+
+DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "evtx-attack-samples"
+
+
+def raw_pass(files: list[str]) -> int:
+    n = 0
+    loads = orjson.loads
+    for path in files:
+        it = evtx.PyEvtxParser(path).records_json()
+        while True:
+            try:
+                rec = next(it)
+            except StopIteration:
+                break
+            except RuntimeError:
+                continue
+            loads(rec["data"])
+            n += 1
+    return n
+
+
+def scmwatch_pass(files: list[str]) -> int:
+    stats = ReadStats()
+    for path in files:
+        for _ in read_input(InputFile(path, path), stats):
+            pass
+    return stats.events
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("paths", nargs="*", default=[str(DEFAULT)])
+    ap.add_argument("--seconds", type=float, default=5.0, help="minimum time per side")
+    args = ap.parse_args()
+    files = sorted(
+        str(p)
+        for root in args.paths
+        for p in (Path(root).rglob("*.evtx") if Path(root).is_dir() else [Path(root)])
+    )
+    if not files:
+        print(f"no .evtx files under {args.paths}", file=sys.stderr)
+        return 1
+    totals = {"raw": [0, 0.0], "scmwatch": [0, 0.0]}
+    rounds = 0
+    while min(t for _, t in totals.values()) < args.seconds:
+        for name, fn in (("raw", raw_pass), ("scmwatch", scmwatch_pass)):
+            t0 = time.perf_counter()
+            totals[name][0] += fn(files)
+            totals[name][1] += time.perf_counter() - t0
+        rounds += 1
+    raw_rate = totals["raw"][0] / totals["raw"][1]
+    our_rate = totals["scmwatch"][0] / totals["scmwatch"][1]
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"files: {len(files)}  events/pass: {totals['raw'][0] // rounds}  rounds: {rounds}")
+    print(f"raw evtx+orjson      : {raw_rate:12,.0f} events/s")
+    print(f"scmwatch read+normal.: {our_rate:12,.0f} events/s")
+    print(f"ratio                : {our_rate / raw_rate:12.3f}   (target >= 0.8)")
+    print(f"peak RSS             : {rss:12.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

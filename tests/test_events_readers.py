@@ -1,0 +1,266 @@
+"""Readers and normalization on the project's own fixtures (no ../shared needed)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from pathlib import Path
+
+import orjson
+import pytest
+
+from paths import FIXTURES
+from scmwatch.events import ReadStats, iter_events
+from scmwatch.events.model import parse_time
+
+EV = FIXTURES / "events"
+
+
+def read(*paths: Path | str) -> tuple[list, ReadStats]:
+    stats = ReadStats()
+    events = list(iter_events([str(p) for p in paths], stats))
+    return events, stats
+
+
+def only(events: list, event_id: int):
+    found = [e for e in events if e.fields.get("EventID") == event_id]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "security_4688.xml",
+        "security_4688_rooted.xml",
+        "security_4688_ecs.ndjson",
+        "security_4688_flat.ndjson",
+        "security_4688_evtxdump.json",
+    ],
+)
+def test_same_4688_from_every_format(name: str) -> None:
+    events, stats = read(EV / name)
+    assert not stats.errors
+    ev = only(events, 4688)
+    f = ev.fields
+    assert f["EventID"] == 4688 and isinstance(f["EventID"], int)
+    assert f["Channel"] == "Security"
+    assert f["Computer"] == "WS1.corp.local"
+    assert f["NewProcessName"] == "C:\\Windows\\System32\\cmd.exe"
+    assert f["ParentProcessName"] == "C:\\Windows\\System32\\services.exe"
+    # trailing space kept: rules with endswith depend on exact text
+    assert f["CommandLine"] == "cmd.exe /c echo hello > \\\\127.0.0.1\\C$\\__output 2>&1 "
+    assert f["EventRecordID"] == 5501
+    assert f["Provider_Name"] == "Microsoft-Windows-Security-Auditing"
+    assert abs(ev.time - parse_time("2024-05-01T10:00:00.123Z")) < 0.001
+    assert f["TimeCreated"].endswith("Z") and len(f["TimeCreated"]) == 27
+    assert ev.source == str(EV / name)
+    assert ev.record_id is not None
+
+
+def test_xml_system_attributes_and_types() -> None:
+    events, _ = read(EV / "security_4688.xml")
+    ev = only(events, 7045)
+    f = ev.fields
+    assert f["EventID_Qualifiers"] == 16384
+    assert f["ProcessID"] == 640 and f["ThreadID"] == 700
+    assert f["UserID"] == "S-1-5-18"
+    assert f["Provider_EventSourceName"] == "Service Control Manager"
+    assert f["TimeCreated"] == "2024-05-01T10:00:01.000000Z"
+    assert f["ImagePath"].startswith("%COMSPEC% /Q /c echo whoami ^> \\\\127.0.0.1\\C$\\__output")
+    assert ev.record_id == 901 and ev.fmt == "xml"
+    assert "Message" not in f  # RenderingInfo is presentation, not data
+
+
+def test_xml_space_stripped_names_unnamed_data_userdata_and_empty_values() -> None:
+    events, stats = read(EV / "security_4688_rooted.xml")
+    assert stats.events == 3 and not stats.errors
+    assert only(events, 4688).fields["EmptyOne"] == ""
+    defender = only(events, 1116).fields
+    assert defender["ThreatName"] == "HackTool:Win32/PsExec"
+    assert defender["Data"] == ["unnamed-1", "unnamed-2"]
+    wmi = only(events, 5858).fields
+    assert wmi["Operation"].startswith("Start IWbemServices::ExecQuery")
+
+
+def test_evtxdump_concatenated_objects_and_qualifiers() -> None:
+    events, stats = read(EV / "security_4688_evtxdump.json")
+    assert [e.fields["EventID"] for e in events] == [4688, 7045]
+    assert events[1].fields["EventID_Qualifiers"] == 16384
+    assert [e.record_id for e in events] == [1, 22]  # line where each object starts
+    assert events[0].fields["Correlation"] is None
+
+
+def test_json_array_and_string_event_id() -> None:
+    events, stats = read(EV / "array.json")
+    assert [e.fields["EventID"] for e in events] == [7045, 4697]
+    assert events[1].fields["ServiceStartType"] == 3
+    assert events[1].fields["TimeCreated"] == "2024-05-01T11:00:00.500000Z"
+
+
+def test_zeek_tsv_dce_rpc() -> None:
+    events, stats = read(EV / "dce_rpc.log")
+    assert not stats.errors
+    assert [e.fields["operation"] for e in events] == ["CreateServiceW", "StartServiceW"]
+    first, second = (e.fields for e in events)
+    assert first["Channel"] == "zeek:dce_rpc" and first["endpoint"] == "svcctl"
+    assert first["Computer"] == "10.0.0.20" and first["id.orig_h"] == "10.0.0.5"
+    assert first["id.resp_p"] == 445
+    assert first["TimeCreated"] == "2024-05-01T10:00:00.123456Z"
+    assert "rtt" not in second  # unset field '-' is missing, not the text '-'
+    assert events[0].record_id == 9 and events[0].fmt == "zeek"
+
+
+def test_zeek_json_log_named_by_file() -> None:
+    events, _ = read(EV / "smb_files.log")
+    (ev,) = events
+    assert ev.fields["Channel"] == "zeek:smb_files"
+    assert ev.fields["name"] == "PSEXESVC.exe"
+    assert ev.fmt == "zeek"
+
+
+def test_directory_walk_is_recursive_and_skips_non_logs(tmp_path: Path) -> None:
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    (sub / "x.ndjson").write_bytes((EV / "security_4688_flat.ndjson").read_bytes())
+    (tmp_path / "README.md").write_text("not a log")
+    events, stats = read(tmp_path)
+    assert len(events) == 1 and stats.files == 1 and stats.files_skipped == 1
+    assert stats.exit_code == 0
+
+
+def test_gzip_and_zip_archives(tmp_path: Path) -> None:
+    gz = tmp_path / "sec.ndjson.gz"
+    gz.write_bytes(gzip.compress((EV / "security_4688_ecs.ndjson").read_bytes()))
+    zpath = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.write(EV / "security_4688.xml", "logs/sec.xml")
+        zf.write(EV / "dce_rpc.log", "zeek/dce_rpc.log")
+        zf.writestr("notes.txt", "hello")
+    events, stats = read(gz, zpath)
+    assert stats.errors == {}
+    assert stats.files_skipped == 1  # notes.txt
+    assert sorted(e.source for e in events) == sorted(
+        [str(gz)] + [f"{zpath}!logs/sec.xml"] * 2 + [f"{zpath}!zeek/dce_rpc.log"] * 2
+    )
+    from_zip = [e for e in events if e.source == f"{zpath}!logs/sec.xml"]
+    assert only(from_zip, 4688).fields["NewProcessName"].endswith("cmd.exe")
+
+
+def test_utf16_json_and_xml(tmp_path: Path) -> None:
+    j = tmp_path / "ps_export.json"
+    j.write_bytes(
+        b"\xff\xfe" + (EV / "array.json").read_text().replace("SRV2", "SRV2-\u00e9").encode("utf-16-le")
+    )
+    x = tmp_path / "wevtutil.xml"
+    x.write_bytes((EV / "security_4688.xml").read_text().encode("utf-16"))
+    events, stats = read(j, x)
+    assert not stats.errors
+    assert {e.fields["Computer"] for e in events} == {"SRV2-\u00e9", "WS1.corp.local"}
+    assert len(events) == 4
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_broken_json_line_is_counted_and_rest_read(tmp_path: Path) -> None:
+    good = (EV / "security_4688_flat.ndjson").read_text().strip()
+    p = tmp_path / "mixed.ndjson"
+    p.write_text("\n".join([good, '{"EventID": 4688, "Channel": "Sec', good, "", good]) + "\n")
+    events, stats = read(p)
+    assert len(events) == 3
+    assert stats.errors == {"json-line": 1}
+    assert stats.first_errors[0].record == 2
+    assert [e.record_id for e in events] == [1, 3, 5]
+
+
+def test_invalid_utf8_is_replaced_and_counted(tmp_path: Path) -> None:
+    p = tmp_path / "latin1.ndjson"
+    p.write_bytes(
+        b'{"EventID": 7045, "Channel": "System", "ServiceName": "caf\xe9"}\n'
+        b'{"EventID": 7045, "Channel": "System", "ServiceName": "ok"}\n'
+    )
+    events, stats = read(p)
+    assert [e.fields["ServiceName"] for e in events] == ["caf\ufffd", "ok"]
+    assert stats.errors == {"encoding": 1}
+
+
+def test_binary_file_named_json(tmp_path: Path) -> None:
+    p = tmp_path / "blob.json"
+    p.write_bytes(bytes(range(256)) * 10)
+    ok = tmp_path / "ok.ndjson"
+    ok.write_bytes((EV / "security_4688_flat.ndjson").read_bytes())
+    events, stats = read(p, ok)
+    assert len(events) == 1
+    assert stats.errors == {"format": 1}
+    assert stats.files_failed == 1 and stats.exit_code == 1
+    assert "blob.json" in stats.first_errors[0].line()
+
+
+def test_empty_and_missing_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_bytes(b"")
+    events, stats = read(empty, tmp_path / "nope.evtx")
+    assert events == []
+    assert stats.errors == {"empty": 1, "unreadable": 1}
+    assert stats.exit_code == 1  # a named path could not be read at all
+
+
+def test_json_without_event_shape_is_counted(tmp_path: Path) -> None:
+    p = tmp_path / "other.ndjson"
+    p.write_text('{"hello": 1}\n{"hello": 2}\n{"EventID": 1, "Channel": "x"}\n')
+    events, stats = read(p)
+    assert len(events) == 1
+    assert stats.errors == {"json-not-event": 2}
+
+
+def test_broken_object_in_concatenated_json_resyncs(tmp_path: Path) -> None:
+    text = (EV / "security_4688_evtxdump.json").read_text()
+    first, second = text.split("\n}\n{", 1)
+    broken = first + "\n}\n" + '{\n  "Event": {"System": {"EventID": 1,,,\n}\n' + "{" + second
+    p = tmp_path / "broken.json"
+    p.write_text(broken)
+    events, stats = read(p)
+    assert [e.fields["EventID"] for e in events] == [4688, 7045]
+    assert stats.errors == {"json-object": 1}
+
+
+def test_truncated_gzip_keeps_what_was_read(tmp_path: Path) -> None:
+    lines = (EV / "security_4688_flat.ndjson").read_bytes() * 2000
+    p = tmp_path / "cut.ndjson.gz"
+    data = gzip.compress(lines)
+    p.write_bytes(data[: len(data) // 2])
+    events, stats = read(p)
+    assert 0 < len(events) < 2000
+    assert stats.errors.get("unreadable") == 1
+
+
+def test_large_stream_crosses_chunk_boundaries(tmp_path: Path) -> None:
+    obj = orjson.loads(b"[" + (EV / "array.json").read_bytes().split(b"[", 1)[1])[0]
+    buf = io.StringIO()
+    for i in range(3000):  # pretty-printed, ~600 KB: many 64 KiB chunks
+        obj["EventRecordID"] = i
+        buf.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+    p = tmp_path / "big.json"
+    p.write_text(buf.getvalue())
+    events, stats = read(p)
+    assert [e.fields["EventRecordID"] for e in events] == list(range(3000))
+    lines_per_obj = orjson.dumps(obj, option=orjson.OPT_INDENT_2).count(b"\n") + 1
+    assert events[10].record_id == 10 * lines_per_obj + 1
+
+
+def test_huge_field_is_kept_whole(tmp_path: Path) -> None:
+    big = "A" * (5 << 20)
+    p = tmp_path / "huge.ndjson"
+    p.write_bytes(orjson.dumps({"EventID": 4104, "Channel": "x", "ScriptBlockText": big}) + b"\n")
+    events, stats = read(p)
+    assert events[0].fields["ScriptBlockText"] == big and not stats.errors
+
+
+def test_invalid_utf8_in_pretty_json_is_replaced_and_counted(tmp_path: Path) -> None:
+    p = tmp_path / "pretty.json"
+    p.write_bytes(b'{\n  "EventID": 7045,\n  "Channel": "System",\n  "ServiceName": "caf\xe9\xe9"\n}\n')
+    events, stats = read(p)
+    assert [e.fields["ServiceName"] for e in events] == ["caf\ufffd\ufffd"]
+    assert stats.errors == {"encoding": 2}
