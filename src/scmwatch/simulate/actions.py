@@ -1,0 +1,386 @@
+"""Reusable multi-event steps: a network logon, opening svcctl, installing and starting a service.
+
+Scenarios are sequences of these steps. Each step emits every event Windows (and Zeek) would
+record for it, on the right host, with identifiers that agree across events — e.g. the 4697
+carries the ``SubjectLogonId`` of the 4624 that opened the session (spec §0.2). A step takes
+the detections each emitted event must raise, because *which* of a step's events is
+suspicious depends on the scenario (a 7045 of ``PSEXESVC`` is, of ``BITS`` is not).
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from scmwatch.simulate import build as b
+from scmwatch.simulate.records import Label, Rec
+from scmwatch.simulate.world import SYSTEM, Account, Host, Logon, Proc, World
+
+_B62 = string.ascii_letters + string.digits
+
+
+@dataclass
+class Ctx:
+    """What a scenario writes into: the world, a random source, and the events of one episode."""
+
+    world: World
+    rng: random.Random
+    recs: list[Rec] = field(default_factory=list)
+    label: Label | None = None  # set for attack instances; None for benign background
+    # Correlation detections the whole instance must raise (their evidence: this instance's events)
+    corr: set[str] = field(default_factory=set)
+
+    def expect_correlation(self, *keys: str) -> None:
+        self.corr.update(keys)
+
+    def add(self, rec: Rec, *expect: str) -> Rec:
+        if self.label is not None:
+            rec.label = Label(self.label.instance, self.label.scenario, tuple(expect))
+        elif expect:
+            raise ValueError("benign background cannot expect detections")
+        self.recs.append(rec)
+        return rec
+
+    def zeek(self, t: float, log: str, fields: dict, *expect: str) -> Rec:
+        return self.add(Rec(t, None, f"zeek/{log}", 0, {"ts": t, **fields}), *expect)
+
+    def uid(self) -> str:
+        return "C" + "".join(self.rng.choice(_B62) for _ in range(17))
+
+    def port(self) -> int:
+        return self.rng.randrange(49152, 65535)
+
+
+# --- network ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """An SMB session from a source to a target: the logon and the TCP connection under it."""
+
+    target: Host
+    logon: Logon
+    src_ip: str
+    src_port: int
+    uid: str  # Zeek connection uid
+
+
+def smb_session(
+    ctx: Ctx,
+    t: float,
+    target: Host,
+    src_ip: str,
+    account: Account,
+    auth: str = "Kerberos",
+    workstation: str = "-",
+    admin_privs: bool = True,
+    expect_logon: Iterable[str] = (),
+) -> Session:
+    """TCP 445 + network logon (4624 type 3, 4672 for admins) on the target, Zeek conn."""
+    port = ctx.port()
+    lg = Logon(target.new_logon_id(), account, 3, src_ip, port, workstation, auth, _guid(ctx.rng))
+    uid = ctx.uid()
+    ctx.add(b.sec4624(target, t, lg), *expect_logon)
+    if admin_privs and account.admin:
+        ctx.add(b.sec4672(target, t, lg))
+    ctx.zeek(
+        t - 0.002,
+        "conn",
+        {
+            "uid": uid,
+            "id.orig_h": src_ip,
+            "id.orig_p": port,
+            "id.resp_h": target.ip,
+            "id.resp_p": 445,
+            "proto": "tcp",
+            "service": "smb,gssapi" if auth == "Kerberos" else "smb,ntlm,gssapi",
+            "duration": round(ctx.rng.uniform(1.0, 30.0), 6),
+            "orig_bytes": ctx.rng.randrange(2000, 90000),
+            "resp_bytes": ctx.rng.randrange(2000, 90000),
+            "conn_state": "SF",
+            "local_orig": True,
+            "local_resp": True,
+            "missed_bytes": 0,
+            "history": "ShADadfF",
+            "orig_pkts": 40,
+            "orig_ip_bytes": 9000,
+            "resp_pkts": 38,
+            "resp_ip_bytes": 8000,
+        },
+    )
+    return Session(target, lg, src_ip, port, uid)
+
+
+def _zid(s: Session) -> dict:
+    return {
+        "uid": s.uid,
+        "id.orig_h": s.src_ip,
+        "id.orig_p": s.src_port,
+        "id.resp_h": s.target.ip,
+        "id.resp_p": 445,
+    }
+
+
+def tree_connect(ctx: Ctx, t: float, s: Session, share: str, *expect: str, mask: int = 0x1) -> None:
+    """5140 share access + Zeek smb_mapping."""
+    ctx.add(b.sec5140(s.target, t, s.logon, share, mask), *expect)
+    ctx.zeek(
+        t,
+        "smb_mapping",
+        {
+            **_zid(s),
+            "path": f"\\\\{s.target.name}\\{share}",
+            "service": "IPC" if share == "IPC$" else "A:",
+            "native_file_system": "-" if share == "IPC$" else "NTFS",
+            "share_type": "PIPE" if share == "IPC$" else "DISK",
+        },
+    )
+
+
+def file_write(
+    ctx: Ctx,
+    t: float,
+    s: Session,
+    share: str,
+    rel: str,
+    *expect: str,
+    mask: int = 0x120196,
+    writer_pid_4: bool = True,
+    local_path: str | None = None,
+    expect_zeek: Iterable[str] = (),
+    expect_file: Iterable[str] = (),
+) -> None:
+    """5145 write on a share, Zeek smb_files, Sysmon 11 by System (the SMB server writes files)."""
+    ctx.add(b.sec5145(s.target, t, s.logon, share, rel, mask), *expect)
+    ctx.zeek(
+        t,
+        "smb_files",
+        {
+            **_zid(s),
+            "fuid": "F" + ctx.uid()[1:],
+            "action": "SMB::FILE_WRITE",
+            "path": f"\\\\{s.target.name}\\{share}",
+            "name": rel,
+            "size": ctx.rng.randrange(40000, 400000),
+            "times.modified": t,
+            "times.accessed": t,
+            "times.created": t,
+            "times.changed": t,
+        },
+        *expect_zeek,
+    )
+    if local_path:
+        ctx.add(b.sysmon11(s.target, t + 0.001, s.target.core["System"], local_path), *expect_file)
+
+
+def pipe_open(
+    ctx: Ctx,
+    t: float,
+    s: Session,
+    pipe: str,
+    *expect: str,
+    mask: int = 0x12019F,
+    sysmon: bool = True,
+    expect_sysmon: Iterable[str] = (),
+) -> None:
+    """5145 on IPC$ for a named pipe, and Sysmon 18 ConnectPipe by System on the target."""
+    ctx.add(b.sec5145(s.target, t, s.logon, "IPC$", pipe, mask), *expect)
+    if sysmon:
+        ctx.add(
+            b.sysmon_pipe(s.target, t + 0.0004, s.target.core["System"], "\\" + pipe, True), *expect_sysmon
+        )
+
+
+def dce_rpc(ctx: Ctx, t: float, s: Session, endpoint: str, ops: Iterable[str], *expect: str) -> float:
+    """Zeek dce_rpc.log lines, one per operation, 5-50 ms apart; returns the time after the last."""
+    for op in ops:
+        ctx.zeek(
+            t,
+            "dce_rpc",
+            {
+                **_zid(s),
+                "rtt": round(ctx.rng.uniform(0.0003, 0.004), 6),
+                "named_pipe": f"\\pipe\\{endpoint}",
+                "endpoint": endpoint,
+                "operation": op,
+            },
+            *expect,
+        )
+        t += ctx.rng.uniform(0.005, 0.05)
+    return t
+
+
+def logoff(ctx: Ctx, t: float, s: Session) -> None:
+    ctx.add(b.sec4634(s.target, t, s.logon))
+
+
+# --- services --------------------------------------------------------------------------------
+
+
+@dataclass
+class Expect:
+    """Detections expected on each event a service step emits (empty = must stay quiet)."""
+
+    e4697: tuple[str, ...] = ()
+    e7045: tuple[str, ...] = ()
+    e13: tuple[str, ...] = ()  # Sysmon 13 ImagePath by services.exe
+    e12: tuple[str, ...] = ()  # Sysmon 12 CreateKey by services.exe
+    e_proc: tuple[str, ...] = ()  # Sysmon 1 + 4688 of the service process
+    e_4688: tuple[str, ...] | None = None  # 4688 when it differs (no OriginalFileName in 4688)
+    e7036: tuple[str, ...] = ()
+    e_timeout: tuple[str, ...] = ()  # 7009 / 7000
+
+
+def install_service(
+    ctx: Ctx,
+    t: float,
+    h: Host,
+    installer: Account,
+    logon_id: str,
+    name: str,
+    path: str,
+    ex: Expect,
+    start: str = "demand start",
+    account: str = "LocalSystem",
+    display: str | None = None,
+    stype: str = "user mode service",
+) -> float:
+    """CreateService: Sysmon 12/13 by services.exe, 4697, 7045. Returns the time after it."""
+    services = h.core["services"]
+    key = b.SERVICES_KEY + name
+    start_num = {"boot start": 0, "system start": 1, "auto start": 2, "demand start": 3, "disabled": 4}[start]
+    ctx.add(b.sysmon12(h, t, services, key), *ex.e12)
+    ctx.add(
+        b.sysmon13(
+            h, t + 0.0002, services, key + "\\Type", b.dword(0x10 if stype == "user mode service" else 0x1)
+        )
+    )
+    ctx.add(b.sysmon13(h, t + 0.0003, services, key + "\\Start", b.dword(start_num)))
+    ctx.add(b.sysmon13(h, t + 0.0004, services, key + "\\ErrorControl", b.dword(0)))
+    ctx.add(b.sysmon13(h, t + 0.0005, services, key + "\\ImagePath", b.sysmon_details(path)), *ex.e13)
+    if display:
+        ctx.add(b.sysmon13(h, t + 0.0006, services, key + "\\DisplayName", display))
+    ctx.add(b.sysmon13(h, t + 0.0007, services, key + "\\ObjectName", account))
+    ctx.add(
+        b.sec4697(
+            h,
+            t + 0.001,
+            installer,
+            logon_id,
+            name,
+            path,
+            start_num,
+            "0x10" if stype == "user mode service" else "0x1",
+            account,
+        ),
+        *ex.e4697,
+    )
+    ctx.add(b.sys7045(h, t + 0.002, installer.sid, display or name, path, start, stype, account), *ex.e7045)
+    h.services[name] = (display or name, path, start)
+    return t + 0.003
+
+
+def run_service(
+    ctx: Ctx,
+    t: float,
+    h: Host,
+    name: str,
+    display: str,
+    image: str,
+    cmdline: str,
+    ex: Expect,
+    is_service: bool = True,
+    original: str | None = None,
+) -> tuple[Proc, float]:
+    """StartService: the SCM spawns the binary (Sysmon 1 + 4688, child of services.exe).
+
+    A real service reports 7036 running; a command line that is not a service makes the SCM
+    wait 30 s and log 7009 + 7000 ``%%1053`` (spec §0.9).
+    """
+    services = h.core["services"]
+    p = h.spawn(t, image, cmdline, services, user=SYSTEM, logon_id="0x3e7", integrity="System")
+    ctx.add(b.sysmon1(h, t, p, original), *ex.e_proc)
+    ctx.add(b.sec4688(h, t + 0.0001, p), *(ex.e_proc if ex.e_4688 is None else ex.e_4688))
+    if is_service:
+        ctx.add(b.sys7036(h, t + 0.05, display, name, True), *ex.e7036)
+        return p, t + 0.06
+    ctx.add(b.sys7009(h, t + 30.0, display), *ex.e_timeout)
+    ctx.add(b.sys7000(h, t + 30.001, display), *ex.e_timeout)
+    return p, t + 30.01
+
+
+def child(
+    ctx: Ctx,
+    t: float,
+    h: Host,
+    parent: Proc,
+    image: str,
+    cmdline: str,
+    *expect: str,
+    user: Account | None = None,
+    logon_id: str | None = None,
+) -> Proc:
+    """A process and its two process-creation events (Sysmon 1 and 4688)."""
+    p = h.spawn(t, image, cmdline, parent, user=user, logon_id=logon_id)
+    ctx.add(b.sysmon1(h, t, p), *expect)
+    ctx.add(b.sec4688(h, t + 0.0001, p), *expect)
+    return p
+
+
+def stop_service(ctx: Ctx, t: float, h: Host, name: str, display: str, *expect: str) -> None:
+    ctx.add(b.sys7036(h, t, display, name, False), *expect)
+
+
+def delete_service(ctx: Ctx, t: float, h: Host, name: str) -> None:
+    """DeleteService: services.exe marks the key (``DeleteFlag``=1, ``Start``=4; spec §0.8)."""
+    services = h.core["services"]
+    key = b.SERVICES_KEY + name
+    ctx.add(b.sysmon13(h, t, services, key + "\\DeleteFlag", b.dword(1)))
+    ctx.add(b.sysmon13(h, t + 0.0002, services, key + "\\Start", b.dword(4)))
+    h.services.pop(name, None)
+
+
+def set_image_path(ctx: Ctx, t: float, h: Host, name: str, path: str, *expect: str) -> None:
+    """ChangeServiceConfig(binPath): one Sysmon 13 by services.exe (no 7045/4697)."""
+    ctx.add(
+        b.sysmon13(h, t, h.core["services"], b.SERVICES_KEY + name + "\\ImagePath", b.sysmon_details(path)),
+        *expect,
+    )
+
+
+def _guid(rng: random.Random) -> str:
+    return (
+        f"{rng.getrandbits(32):08X}-{rng.getrandbits(16):04X}-{rng.getrandbits(16):04X}-"
+        f"{rng.getrandbits(16):04X}-{rng.getrandbits(48):012X}"
+    )
+
+
+def operator_shell(ctx: Ctx, t: float, h: Host, account: Account) -> Proc:
+    """An elevated ``cmd.exe`` of an interactive admin on ``h`` (the parent of operator tools)."""
+    key = f"explorer:{account.name}"
+    if key not in h.core:
+        lg_id = h.new_logon_id()
+        h.core[key] = h.spawn(
+            t - 3600,
+            "C:\\Windows\\explorer.exe",
+            "C:\\Windows\\Explorer.EXE",
+            h.core["wininit"],
+            user=account,
+            logon_id=lg_id,
+            integrity="Medium",
+        )
+    explorer = h.core[key]
+    p = h.spawn(
+        t,
+        "C:\\Windows\\System32\\cmd.exe",
+        '"C:\\Windows\\system32\\cmd.exe" ',
+        explorer,
+        user=account,
+        logon_id=explorer.logon_id,
+        integrity="High",
+    )
+    ctx.add(b.sysmon1(h, t, p))
+    ctx.add(b.sec4688(h, t + 0.0001, p))
+    return p

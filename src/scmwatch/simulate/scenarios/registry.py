@@ -1,0 +1,131 @@
+"""RemoteRegistry enabled over svcctl (secretsdump/DonPAPI) and a service hidden in the registry
+(spec §2.13, §2.14)."""
+
+from __future__ import annotations
+
+from scmwatch.simulate import actions as a
+from scmwatch.simulate import build as b
+from scmwatch.simulate.actions import Ctx, Expect
+from scmwatch.simulate.scenarios import CLI, HIDDEN, REMREG, SVCCTL, scenario
+from scmwatch.simulate.world import LOCAL_SERVICE, Host, rand_letters
+
+RR_KEY = b.SERVICES_KEY + "RemoteRegistry\\Start"
+
+
+@scenario(
+    "remote-registry", "secretsdump-style: enable + start RemoteRegistry over svcctl, dump, restore", "linux"
+)
+def remote_registry(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
+    rng = ctx.rng
+    admin = ctx.world.admins[2]
+    services = dst.core["services"]
+    s = a.smb_session(ctx, t, dst, src.ip, admin, "NTLM", workstation="-")
+    a.tree_connect(ctx, t + 0.01, s, "IPC$")
+    a.pipe_open(ctx, t + 0.02, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
+    t1 = a.dce_rpc(
+        ctx,
+        t + 0.03,
+        s,
+        "svcctl",
+        [
+            "OpenSCManagerW",
+            "OpenServiceW",
+            "QueryServiceStatus",
+            "QueryServiceConfigW",
+            "ChangeServiceConfigW",
+        ],
+    )
+    ctx.add(
+        b.sec4674(dst, t1, admin, s.logon.logon_id, "SERVICE OBJECT", "RemoteRegistry", "0x10014"), REMREG
+    )
+    ctx.add(b.sysmon13(dst, t1 + 0.01, services, RR_KEY, b.dword(3)), REMREG)
+    ctx.add(
+        b.sys7040(dst, t1 + 0.02, admin.sid, "Remote Registry", "disabled", "demand start", "RemoteRegistry"),
+        REMREG,
+    )
+    t2 = a.dce_rpc(ctx, t1 + 0.05, s, "svcctl", ["StartServiceW"])
+    rr = dst.spawn(
+        t2,
+        "C:\\Windows\\System32\\svchost.exe",
+        "C:\\Windows\\system32\\svchost.exe -k localService -p -s RemoteRegistry",
+        services,
+        user=LOCAL_SERVICE,
+        logon_id="0x3e5",
+    )
+    ctx.add(b.sysmon1(dst, t2, rr), REMREG)
+    ctx.add(b.sec4688(dst, t2 + 0.0001, rr), REMREG)
+    ctx.add(b.sys7036(dst, t2 + 0.1, "Remote Registry", "RemoteRegistry", True), REMREG)
+    t3 = t2 + 1.0
+    a.pipe_open(ctx, t3, s, "winreg")
+    t4 = a.dce_rpc(
+        ctx,
+        t3 + 0.01,
+        s,
+        "winreg",
+        [
+            "OpenLocalMachine",
+            "BaseRegOpenKey",
+            "BaseRegQueryInfoKey",
+            "BaseRegSaveKey",
+            "BaseRegSaveKey",
+            "BaseRegCloseKey",
+        ],
+    )
+    a.tree_connect(ctx, t4, s, "ADMIN$")
+    for _ in range(2):
+        tmp = rand_letters(rng, 8) + ".tmp"
+        ctx.add(b.sysmon11(dst, t4 + 0.01, rr, f"C:\\Windows\\System32\\{tmp}"))
+        ctx.add(b.sec5145(dst, t4 + 0.2, s.logon, "ADMIN$", f"SYSTEM32\\{tmp}", 0x120089))
+        ctx.add(b.sec5145(dst, t4 + 0.5, s.logon, "ADMIN$", f"SYSTEM32\\{tmp}", 0x10080))
+        t4 += 0.6
+    # restore: stop, set back to disabled
+    t5 = a.dce_rpc(
+        ctx, t4 + 0.2, s, "svcctl", ["ControlService", "ChangeServiceConfigW", "CloseServiceHandle"]
+    )
+    a.stop_service(ctx, t5, dst, "RemoteRegistry", "Remote Registry")
+    ctx.add(b.sysmon13(dst, t5 + 0.01, services, RR_KEY, b.dword(4)))
+    ctx.add(
+        b.sys7040(dst, t5 + 0.02, admin.sid, "Remote Registry", "demand start", "disabled", "RemoteRegistry")
+    )
+    a.logoff(ctx, t5 + 0.5, s)
+    ctx.expect_correlation(REMREG)
+
+
+@scenario(
+    "hidden-service",
+    "service registered by reg.exe writing HKLM\\...\\Services\\<name> (no 7045/4697)",
+    "local",
+)
+def hidden_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
+    rng = ctx.rng
+    op = ctx.world.admins[1]
+    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), dst, op)
+    name = rng.choice(["WinDefendUpdate", "MsCtfMonitor", "NetSvcHelper", "DiagTrackSvc2"])
+    exe = f"C:\\ProgramData\\{rand_letters(rng, 6).lower()}\\{name.lower()}.exe"
+    key = f"HKLM\\SYSTEM\\CurrentControlSet\\Services\\{name}"
+    values = [
+        ("Type", "REG_DWORD", "16", b.dword(16), (HIDDEN,), ()),
+        ("Start", "REG_DWORD", "2", b.dword(2), (HIDDEN,), (CLI,)),
+        ("ErrorControl", "REG_DWORD", "1", b.dword(1), (), ()),
+        ("ImagePath", "REG_EXPAND_SZ", f'"{exe}"', exe, (HIDDEN,), (CLI,)),
+        ("ObjectName", "REG_SZ", "LocalSystem", "LocalSystem", (HIDDEN,), ()),
+    ]
+    tt = t
+    first = True
+    for value, kind, data, details, e13, ecli in values:
+        reg = a.child(
+            ctx,
+            tt,
+            dst,
+            shell,
+            "C:\\Windows\\System32\\reg.exe",
+            f"reg  add {key} /v {value} /t {kind} /d {data} /f",
+            *ecli,
+        )
+        if first:
+            ctx.add(b.sysmon12(dst, tt + 0.01, reg, b.SERVICES_KEY + name), HIDDEN)
+            first = False
+        ctx.add(b.sysmon13(dst, tt + 0.011, reg, b.SERVICES_KEY + f"{name}\\{value}", details), *e13)
+        tt += rng.uniform(0.5, 3)
+    _ = Expect  # service appears only after reboot: nothing more in this window
+    ctx.expect_correlation(HIDDEN)
