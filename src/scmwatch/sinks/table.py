@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from scmwatch.alerts import Alert
+from scmwatch.correlate.render import evidence_lines
 from scmwatch.events.model import format_time
 from scmwatch.sinks.explain import explain
 
@@ -38,6 +39,8 @@ def write_table(alerts: Sequence[Alert], stream: IO[Any], rules: Mapping[str, An
     for a in alerts:
         ts = format_time(a.time)[:23].replace("T", " ") if a.time else "-"
         why = "\n".join(f"[bold]{escape(k)}[/]={escape(v)}" for k, v in explain(a, rules.get(a.rule_id)))
+        if a.correlation and a.events:  # a correlation: one alert, then its chain of events
+            why += "\n" + "\n".join(f"[dim]→[/] {escape(line)}" for line in evidence_lines(a))
         table.add_row(ts, escape(a.host or "-"), f"[{LEVEL_STYLE.get(a.level, '')}]{a.level}[/]",
                       escape(a.title), why)
     console.print(table)
