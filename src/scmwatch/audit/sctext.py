@@ -43,8 +43,9 @@ def sc_to_host(text: str, source: str) -> HostData:
     stem_parts = base.split(".")
     host = stem_parts[0]
     file_target = None
-    if "sdshow" in [p.lower() for p in stem_parts] and len(stem_parts) >= 3:
-        file_target = stem_parts[1]
+    lowered = [p.lower() for p in stem_parts]
+    if "sdshow" in lowered and lowered.index("sdshow") >= 2:  # <host>.<service>.sdshow[.txt]
+        file_target = stem_parts[lowered.index("sdshow") - 1]
     target: str | None = None  # from the last echoed command / marker
     current: Service | None = None  # from the last SERVICE_NAME
     last_field = ""
@@ -100,7 +101,7 @@ def sc_to_host(text: str, source: str) -> HostData:
         elif current is not None and stripped.startswith(":") and last_field == "DEPENDENCIES":
             continue
     if not found:
-        raise ScTextError("no sc.exe qc/sdshow output found")
+        raise ScTextError(hd.errors[0] if hd.errors else "no sc.exe qc/sdshow output found")
     return hd
 
 
