@@ -35,21 +35,21 @@ DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "evtx-attack-samples"
 EXPECTED: dict[str, str] = {
     "Lateral Movement/LM_renamed_psexecsvc_5145.evtx": "PsExec -r renamed service (5145 ADMIN$ + pipes)",
     "Defense Evasion/DE_renamed_psexec_service_sysmon_17_18.evtx": "PsExec -r svchost, renamed pipes",
-    "Lateral Movement/remote_file_copy_system_proc_file_write_sysmon_11.evtx": "PSEXESVC.exe started by services.exe",
+    "Lateral Movement/remote_file_copy_system_proc_file_write_sysmon_11.evtx": "PSEXESVC.exe process",
     "Privilege Escalation/sysmon_privesc_psexec_dwell.evtx": "renamed PsExec client + PSEXESVC",
     "Persistence/persist_valid_account_guest_rid_hijack.evtx": "PsExec EulaAccepted + PSEXESVC service key",
     "Persistence/persistence_sysmon_11_13_1_shime_appfix.evtx": "PSEXESVC.exe and services.exe -> cmd /c",
     "Lateral Movement/LM_REMCOM_5145_TargetHost.evtx": "RemCom: RemComSvc.exe over ADMIN$, svcctl",
-    "Lateral Movement/LM_sysmon_psexec_smb_meterpreter.evtx": "Metasploit psexec_psh (\\ntsvcs, %COMSPEC% service)",
+    "Lateral Movement/LM_sysmon_psexec_smb_meterpreter.evtx": "Metasploit psexec_psh (\\ntsvcs pipe)",
     "Lateral Movement/LM_Remote_Service01_5145_svcctl.evtx": "remote service creation: svcctl bind",
     "Lateral Movement/LM_Remote_Service02_7045.evtx": "remote service creation: 7045 cmd.exe/calc.exe",
     "Privilege Escalation/sysmon_13_1_meterpreter_getsystem_NamedPipeImpersonation.evtx":
         "Meterpreter getsystem: cmd.exe /c echo > \\\\.\\pipe service",
-    "Privilege Escalation/System_7045_namedpipe_privesc.evtx": "WinPwnage %COMSPEC% service (named-pipe privesc)",
+    "Privilege Escalation/System_7045_namedpipe_privesc.evtx": "WinPwnage %COMSPEC% service",
     "AutomatedTestingTools/PanacheSysmon_vs_AtomicRedTeam01.evtx": "sc.exe create AtomicTestService",
     "Defense Evasion/apt10_jjs_sideloading_prochollowing_persist_as_service_sysmon_1_7_8_13.evtx":
         "persistence as a service from C:\\Users",
-    "Lateral Movement/lm_remote_registry_sysmon_1_13_3.evtx": "RemoteRegistry started (svchost -s RemoteRegistry)",
+    "Lateral Movement/lm_remote_registry_sysmon_1_13_3.evtx": "RemoteRegistry service started",
 }
 
 
