@@ -57,8 +57,10 @@ function Get-SdShow([string]$Name) {
 function Expand-ImagePath([string]$PathName) {
     if (-not $PathName) { return $null }
     $p = [Environment]::ExpandEnvironmentVariables($PathName.Trim())
-    if ($p -like '\??\*') { $p = $p.Substring(4) }
-    if ($p -like '\SystemRoot\*') { $p = $env:SystemRoot + $p.Substring(11) }
+    # StartsWith, not -like: '?' is a wildcard for -like.
+    $ci = [StringComparison]::OrdinalIgnoreCase
+    if ($p.StartsWith('\??\')) { $p = $p.Substring(4) }
+    if ($p.StartsWith('\SystemRoot\', $ci)) { $p = $env:SystemRoot + $p.Substring(11) }
     if ($p -like 'system32\*' -or $p -like 'SysWOW64\*') { $p = Join-Path $env:SystemRoot $p }
     return $p
 }
