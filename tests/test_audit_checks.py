@@ -176,12 +176,16 @@ def test_binary_writable_positive(fleet):
     hr = fleet[0]["WS01"]
     tools = finding(hr, "AUD-M1022-001", "ToolsSvc")
     assert tools.severity == "critical" and "FILE_WRITE_DATA" in tools.evidence and "inherited" in tools.fix
+    dll = finding(hr, "AUD-M1022-001", "DllHostSvc")
+    assert (
+        dll.details["kind"] == "service DLL" and dll.details["path"] == "C:\\Windows\\System32\\acmehost.dll"
+    )
     upd = finding(hr, "AUD-M1022-001", "PublicUpd")
     assert "owner" in upd.evidence and "WRITE_DAC" in upd.evidence  # non-admin owner
 
 
 @pytest.mark.parametrize(
-    "svc", ["Spooler", "WeakSvc", "GoodApp", "DeniedSvc", "DefSvc", "acmedrv", "AcmeAgent"]
+    "svc", ["Spooler", "WeakSvc", "GenericSvc", "GoodApp", "DeniedSvc", "DefSvc", "acmedrv", "AcmeAgent"]
 )
 def test_binary_writable_negative(fleet, svc):
     assert ("AUD-M1022-001", svc) not in keys(fleet[0]["WS01"])

@@ -63,6 +63,7 @@ def test_reg_binary_security_values_decode_to_the_generator_sddl():
     assert parse_sddl(deny.sddl).to_sddl() == parse_sddl("O:SYG:SY" + GEN.SVC_DENY_FIRST).to_sddl()
     assert weak.image_path == "%SystemRoot%\\System32\\svchost.exe -k weak"  # hex(2), UTF-16LE, NUL dropped
     assert weak.start_type == "Auto" and weak.service_type == 0x20 and weak.account is None
+    assert weak.service_dll == "C:\\Windows\\System32\\WeakSvc.dll"  # from the Parameters subkey
     drv = hd.services["acmedrv"]
     assert drv.is_driver and drv.sddl is None and drv.start_type == "System"
     assert "parameters" not in hd.services and "security" not in hd.services

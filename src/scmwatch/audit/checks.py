@@ -14,7 +14,13 @@ from dataclasses import dataclass
 
 from scmwatch.audit import principals as P
 from scmwatch.audit.model import Finding, HostData, Service
-from scmwatch.audit.paths import ImagePath, is_network_path, parse_image_path, user_writable_location
+from scmwatch.audit.paths import (
+    ImagePath,
+    ancestors,
+    is_network_path,
+    parse_image_path,
+    user_writable_location,
+)
 from scmwatch.audit.sd import (
     DIRECTORY,
     FILE,
@@ -352,6 +358,12 @@ def _acl(hd: HostData, path: str) -> SecurityDescriptor | None:
     return parse_sddl(acl.sddl)
 
 
+def _principals(grants: list[Grant], objtype: ObjectType) -> list[dict]:
+    return [
+        {"sid": g.sid, "name": P.name(g.sid), "rights": objtype.names(g.rights), "via": g.via} for g in grants
+    ]
+
+
 def _icacls_fix(path: str, grants: list[Grant]) -> str:
     cmds = [f'icacls "{path}" /remove:g *{g.sid}' for g in grants]
     if any(g.inherited for g in grants):
@@ -371,50 +383,47 @@ def check_paths(hd: HostData, svc: Service) -> list[Finding]:
     src = svc.source
     out: list[Finding] = []
     exe = ip.executable
+    targets = [(exe, "binary")]
+    if svc.service_dll:
+        targets.append((parse_image_path(svc.service_dll).executable, "service DLL"))
 
-    # 001: the binary itself.
-    sd = _acl(hd, exe)
+    # 001: the binary (and the ServiceDll that svchost loads) itself.
     binary_writable = False
-    if sd is not None:
-        grants = nonadmin_grants(sd, FILE, FILE_DANGEROUS)
-        if grants:
-            binary_writable = True
-            out.append(
-                Finding(
-                    "AUD-M1022-001",
-                    CHECKS["AUD-M1022-001"].title,
-                    "critical" if system else "high",
-                    "M1022",
-                    hd.host,
-                    svc.name,
-                    f"{exe} (service runs as {acct}): {_describe(grants, FILE)}",
-                    _icacls_fix(exe, grants),
-                    src,
-                    {
-                        "path": exe,
-                        "principals": [
-                            {
-                                "sid": g.sid,
-                                "name": P.name(g.sid),
-                                "rights": FILE.names(g.rights),
-                                "via": g.via,
-                            }
-                            for g in grants
-                        ],
-                    },
-                )
+    for path, what in targets:
+        sd = _acl(hd, path)
+        grants = nonadmin_grants(sd, FILE, FILE_DANGEROUS) if sd is not None else []
+        if not grants:
+            continue
+        binary_writable = True
+        out.append(
+            Finding(
+                "AUD-M1022-001",
+                CHECKS["AUD-M1022-001"].title,
+                "critical" if system else "high",
+                "M1022",
+                hd.host,
+                svc.name,
+                f"{what} {path} (service runs as {acct}): {_describe(grants, FILE)}",
+                _icacls_fix(path, grants),
+                src,
+                {"path": path, "kind": what, "principals": _principals(grants, FILE)},
             )
+        )
 
-    # 002: the directories leading to it.
+    # 002: the directories leading to them.
+    is_parent: dict[str, bool] = {}  # directory -> holds a target directly (else an ancestor)
+    for path, _what in targets:
+        for n, d in enumerate(ancestors(path)):
+            is_parent[d] = is_parent.get(d, False) or n == 0
     writable_dirs = []
-    for n, d in enumerate(ip.directories):
+    for d, parent_dir in is_parent.items():
         dsd = _acl(hd, d)
         if dsd is None:
             continue
-        mask = PARENT_DIR_DANGEROUS if n == 0 else ANCESTOR_DIR_DANGEROUS
+        mask = PARENT_DIR_DANGEROUS if parent_dir else ANCESTOR_DIR_DANGEROUS
         grants = nonadmin_grants(dsd, DIRECTORY, mask)
         if grants:
-            writable_dirs.append((d, n == 0, grants))
+            writable_dirs.append((d, parent_dir, grants))
     if writable_dirs:
         parent = any(p for _, p, _ in writable_dirs)
         sev = ("critical" if system else "high") if parent else ("high" if system else "medium")
@@ -432,19 +441,7 @@ def check_paths(hd: HostData, svc: Service) -> list[Finding]:
                 src,
                 {
                     "directories": [
-                        {
-                            "path": d,
-                            "parent": p,
-                            "principals": [
-                                {
-                                    "sid": g.sid,
-                                    "name": P.name(g.sid),
-                                    "rights": DIRECTORY.names(g.rights),
-                                    "via": g.via,
-                                }
-                                for g in gs
-                            ],
-                        }
+                        {"path": d, "parent": p, "principals": _principals(gs, DIRECTORY)}
                         for d, p, gs in writable_dirs
                     ]
                 },
@@ -523,7 +520,7 @@ def check_paths(hd: HostData, svc: Service) -> list[Finding]:
     else:
         where = user_writable_location(exe)
         if where:
-            verified = sd is not None and not binary_writable and not writable_dirs
+            verified = _acl(hd, exe) is not None and not binary_writable and not writable_dirs
             sev = "low" if verified else ("high" if system else "medium")
             note = (
                 "; collected ACLs show no non-admin write access here"

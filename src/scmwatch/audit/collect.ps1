@@ -7,8 +7,8 @@
     nothing on the host is changed. Run it elevated: sc.exe sdshow and some file ACLs need admin.
 
     It records every service and driver (name, display name, ImagePath, start type, account,
-    service DACL from 'sc.exe sdshow'), the SCM's own DACL ('sc.exe sdshow scmanager'), the ACL
-    (SDDL) of each service binary and of every directory above it, the Defender ASR rules
+    service DACL from 'sc.exe sdshow', ServiceDll), the SCM's own DACL ('sc.exe sdshow scmanager'),
+    the ACL (SDDL) of each service binary / DLL and of every directory above it, the Defender ASR rules
     (Get-MpPreference, else the ASR policy registry key), host name and OS version.
 
     Output: <OutDir>\<COMPUTERNAME>.scmwatch.json (UTF-8). Collect the files from all hosts, then:
@@ -132,6 +132,12 @@ foreach ($s in $all) {
         $type = (Get-ItemProperty -LiteralPath ('HKLM:\SYSTEM\CurrentControlSet\Services\' + $s.Name) `
             -Name Type -ErrorAction Stop).Type
     } catch { }
+    $dll = $null
+    try {
+        $dll = (Get-ItemProperty -LiteralPath ('HKLM:\SYSTEM\CurrentControlSet\Services\' + $s.Name + '\Parameters') `
+            -Name ServiceDll -ErrorAction Stop).ServiceDll
+        if ($dll) { $dll = Expand-ImagePath $dll }
+    } catch { }
     $sd = Get-SdShow $s.Name
     $binary = Resolve-ServiceBinary $s.PathName
     $account = $null
@@ -146,14 +152,17 @@ foreach ($s in $all) {
         account      = $account
         sddl         = $sd.sddl
         sddl_error   = $sd.error
+        service_dll  = $dll
     })
-    # The binary and every directory above it, once each.
-    $p = $binary
-    while ($p) {
-        $key = $p.ToLowerInvariant()
-        if ($pathSet.ContainsKey($key)) { break }
-        $pathSet[$key] = $p
-        try { $p = [System.IO.Path]::GetDirectoryName($p) } catch { $p = $null }
+    # The binary, the service DLL and every directory above them, once each.
+    foreach ($start in @($binary, $dll)) {
+        $p = $start
+        while ($p) {
+            $key = $p.ToLowerInvariant()
+            if ($pathSet.ContainsKey($key)) { break }
+            $pathSet[$key] = $p
+            try { $p = [System.IO.Path]::GetDirectoryName($p) } catch { $p = $null }
+        }
     }
 }
 $paths = New-Object System.Collections.ArrayList

@@ -23,6 +23,7 @@ class Service:
     account: str | None = None
     sddl: str | None = None  # service DACL as SDDL (from sc.exe sdshow or the binary Security value)
     binary: str | None = None  # resolved executable path, when the collector resolved it
+    service_dll: str | None = None  # Parameters\ServiceDll of svchost-hosted services: the code that runs
     source: str = ""
 
     @property

@@ -214,6 +214,10 @@ def reg_to_host(data: bytes, source: str) -> HostData:
                 svc.start_type = START_TYPES.get(v["Start"].data, str(v["Start"].data))
             if "Type" in v and isinstance(v["Type"].data, int):
                 svc.service_type = v["Type"].data
+        elif len(parts) == 2 and parts[1].lower() == "parameters":
+            dll = values.get("ServiceDll")
+            if dll and isinstance(dll.data, str) and dll.data:
+                svc.service_dll = dll.data
         elif len(parts) == 2 and parts[1].lower() == "security":
             sec = values.get("Security")
             if sec is None:

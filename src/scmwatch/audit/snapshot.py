@@ -38,6 +38,7 @@ SERVICE_FIELDS = (
     "account",
     "sddl",
     "sddl_error",
+    "service_dll",
 )
 PATH_FIELDS = ("path", "sddl", "exists", "is_dir", "error")
 DEFENDER_FIELDS = ("available", "source", "asr_rules", "error")
@@ -125,6 +126,7 @@ def read_snapshot(data: bytes, source: str) -> HostData:
                 service_type=int(st) if st not in (None, "") else None,
                 account=_str(s.get("account")),
                 sddl=_str(s.get("sddl")) or None,
+                service_dll=_str(s.get("service_dll")) or None,
                 source=source,
             )
         except (SnapshotError, ValueError, TypeError) as exc:
