@@ -667,24 +667,44 @@ def test_links_learn_host_ips_from_sysmon_network_and_dns():
     assert links.ip_names["10.0.0.8"] == "charlie"
 
 
-def test_selector_gates_link_events_by_event_id():
-    sel = CandidateSelector(frozenset({"k"}), links=True)
-    ev = Event({"EventID": 4688, "Computer": "x", "TimeCreated": ts(0)}, "f", 1, "json")
-    assert sel.select(ev, [], 0, 0) is None
-    logon = Event(
-        {
-            "EventID": "4624",
-            "Computer": "b",
-            "TargetLogonId": "0x1",
-            "IpAddress": "10.1.1.1",
-            "TimeCreated": ts(0),
-        },
-        "f",
-        2,
-        "json",
+def _ev(n: int, t: float, **fields) -> Event:
+    return Event({"TimeCreated": ts(t), **fields}, "f", n, "json")
+
+
+def test_selector_gates_link_events_by_event_id_and_need():
+    sessions = CandidateSelector(frozenset({"k"}), needs={"sessions"})
+    names = CandidateSelector(frozenset({"k"}), needs={"names"})
+    nothing = CandidateSelector(frozenset({"k"}))
+    assert sessions.select(_ev(1, 0, EventID=4688, Computer="x"), [], 0, 0) is None
+    logon = _ev(
+        2, 0, EventID="4624", Computer="b", TargetLogonId="0x1", IpAddress="10.1.1.1", WorkstationName="A"
     )
-    c = sel.select(logon, [], 0, 1)
+    c = sessions.select(logon, [], 0, 1)
     assert c is not None and c.event is None and c.fact[0] == "session"
+    assert names.select(logon, [], 0, 1).fact == ("ipname", "10.1.1.1", "a")
+    assert nothing.select(logon, [], 0, 1) is None
+    share = _ev(
+        3, 0, EventID=5145, Channel="Security", Computer="b", SubjectLogonId="0x2", IpAddress="10.1.1.1"
+    )
+    assert names.select(share, [], 0, 2) is None and sessions.select(share, [], 0, 2) is not None
+
+
+def test_selector_skips_repeated_name_facts_within_a_file_only():
+    sel = CandidateSelector(frozenset(), needs={"names"})
+    conn = {
+        "EventID": 3,
+        "Channel": "Microsoft-Windows-Sysmon/Operational",
+        "Computer": "alpha",
+        "Initiated": "true",
+        "SourceIp": "10.0.0.5",
+        "DestinationIp": "8.8.8.8",
+    }
+    assert sel.select(_ev(1, 0, **conn), [], 0, 0) is not None
+    assert sel.select(_ev(2, 30, **conn), [], 0, 1) is None  # same fact 30 s later: skipped
+    assert sel.select(_ev(3, 61, **conn), [], 0, 2) is not None  # refreshed after 60 s
+    moved = dict(conn, Computer="bravo")  # the address now belongs to another host: emitted
+    assert sel.select(_ev(4, 62, **moved), [], 0, 3).fact == ("ipname", "10.0.0.5", "bravo")
+    assert sel.select(_ev(5, 63, **conn), [], 1, 0) is not None  # a new file starts afresh
 
 
 def test_cross_host_chain_via_links():

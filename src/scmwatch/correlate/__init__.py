@@ -18,12 +18,19 @@ position)`` order, ``--jobs N`` gives exactly the alerts of ``--jobs 1``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from scmwatch.alerts import Alert
 from scmwatch.correlate.engine import Correlator
-from scmwatch.correlate.links import DERIVED_FIELDS, LINK_EVENT_IDS, EntityLinks, extract_fact
+from scmwatch.correlate.links import (
+    DERIVED_FIELDS,
+    LINK_EVENT_IDS,
+    NAME_EVENT_IDS,
+    NEEDS,
+    SESSION_EVENT_IDS,
+    EntityLinks,
+    extract_fact,
+)
 from scmwatch.correlate.spec import CorrSpec, rule_key, spec_from_sigma, specs_from_sigma
 from scmwatch.correlate.stream import Candidate, ReorderBuffer, merge_by_time, time_us
 from scmwatch.events.model import Event
@@ -47,39 +54,100 @@ __all__ = [
 ]
 
 
-def _uses_links(specs: Iterable[CorrSpec]) -> bool:
+def _link_needs(specs: Iterable[CorrSpec]) -> set[str]:
+    """Which learned maps ("sessions", "names") the correlations' derived fields need."""
+    need: set[str] = set()
     for spec in specs:
         names = list(spec.group_by) + [spec.field or ""]
         for mapping in spec.aliases.values():
             names.extend(mapping.values())
-        if any(n.startswith("link.") for n in names):
-            return True
-    return False
+        for n in names:
+            need.update(NEEDS.get(n, ()))
+    return need
 
 
-@dataclass(frozen=True, slots=True)
+def _gate(ids: Iterable[int]) -> frozenset:
+    # readers give EventID as int (EVTX, most JSON) or as a string (some exports)
+    ids = list(ids)
+    return frozenset(ids) | frozenset(str(i) for i in ids)
+
+
 class CandidateSelector:
-    """The worker-side gate: small and picklable (it travels to ``--jobs`` workers)."""
+    """The worker-side gate; small and picklable (it travels to ``--jobs`` workers).
 
-    keys: frozenset[str]  # rule keys some correlation references
-    links: bool  # whether any correlation uses a derived link.* field
+    Most events match no referenced rule and are no link event: one dict lookup and one set
+    lookup. Link facts are emitted only for the maps some correlation needs, and a fact identical
+    to one emitted from the same file less than ``FACT_REFRESH`` seconds earlier (in event time)
+    is skipped -- background traffic repeats the same host/address pairs endlessly. The dedupe
+    state is per file, so ``--jobs N`` (whole files per worker) selects exactly what ``--jobs 1``
+    selects.
+    """
+
+    FACT_REFRESH_US = 60_000_000
+
+    def __init__(self, keys: frozenset[str], needs: Iterable[str] = ()) -> None:
+        self.keys = keys
+        self.needs = frozenset(needs)
+        self.sessions = "sessions" in self.needs
+        self.names = "names" in self.needs
+        ids: set[int] = set()
+        if self.sessions:
+            ids |= SESSION_EVENT_IDS
+        if self.names:
+            ids |= NAME_EVENT_IDS
+        self.gate = _gate(ids)
+        self._key_cache: dict[Any, str | None] = {}
+        self._file = -1
+        self._seen: dict[str, tuple[str, int]] = {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_key_cache"] = {}
+        return state
 
     def select(
         self, event: Event, matched: Iterable[Any], file_index: int, position: int
     ) -> Candidate | None:
         keys: tuple[str, ...] = ()
         if matched and self.keys:
-            keys = tuple(k for k in (rule_key(r) for r in matched) if k in self.keys)
+            cache = self._key_cache
+            found = []
+            for r in matched:
+                k = cache.get(r, False)
+                if k is False:
+                    k = rule_key(r)
+                    k = cache[r] = k if k in self.keys else None
+                if k is not None:
+                    found.append(k)
+            keys = tuple(found)
         fact = None
-        if self.links and event.fields.get("EventID") in _LINK_GATE:
-            fact = extract_fact(event.fields)
+        if self.gate and event.fields.get("EventID") in self.gate:
+            fact = extract_fact(event.fields, self.sessions, self.names)
+            if fact is not None:
+                fact = self._fresh(fact, time_us(event), file_index)
         if not keys and fact is None:
             return None
         return Candidate(time_us(event), file_index, position, event if keys else None, keys, fact)
 
-
-# EventID gate for link facts: readers give ints (EVTX) or strings (some JSON exports).
-_LINK_GATE = frozenset(LINK_EVENT_IDS) | frozenset(str(i) for i in LINK_EVENT_IDS)
+    def _fresh(self, fact: tuple, t: int, file_index: int) -> tuple | None:
+        if file_index != self._file:
+            self._file = file_index
+            self._seen.clear()
+        parts = fact[1:] if fact[0] == "multi" else (fact,)
+        keep = []
+        seen = self._seen
+        for f in parts:
+            if f[0] == "ipname":
+                last = seen.get(f[1])  # address -> (name, time emitted)
+                if last is not None and last[0] == f[2] and 0 <= t - last[1] < self.FACT_REFRESH_US:
+                    continue
+                if len(seen) > 100_000:
+                    seen.clear()
+                seen[f[1]] = (f[2], t)
+            keep.append(f)
+        if not keep:
+            return None
+        return keep[0] if len(keep) == 1 else ("multi", *keep)
 
 
 class CorrelationStage:
@@ -100,7 +168,7 @@ class CorrelationStage:
         self.correlator = Correlator(
             self.specs, lateness=lateness, max_groups=max_groups, max_entries_per_group=max_entries_per_group
         )
-        self.selector = CandidateSelector(self.correlator.referenced_keys, _uses_links(self.specs))
+        self.selector = CandidateSelector(self.correlator.referenced_keys, _link_needs(self.specs))
 
     @property
     def active(self) -> bool:

@@ -41,11 +41,20 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Any
 
 # 4624 network logon, 5140/5145 share access (SubjectLogonId + IpAddress), Sysmon 3 network
 # connection, Sysmon 22 DNS query.
 LINK_EVENT_IDS = frozenset({4624, 5140, 5145, 3, 22})
+SESSION_EVENT_IDS = frozenset({4624, 5140, 5145})  # teach (host, logon id) -> source
+NAME_EVENT_IDS = frozenset({4624, 3, 22})  # teach address -> host name
+# which maps each derived field needs (the others are computed from the event alone)
+NEEDS = {
+    "link.source_ip": ("sessions",),
+    "link.source_host": ("sessions", "names"),
+    "link.target_host": ("names",),
+}
 DERIVED_FIELDS = (
     "link.host",
     "link.source_ip",
@@ -65,7 +74,12 @@ def short_host(name: Any) -> str | None:
     """``WIN-7.example.corp`` -> ``win-7``; IP addresses are kept whole."""
     if name is None:
         return None
-    text = str(name).strip().strip("\\").lower()
+    return _short_host(str(name))
+
+
+@lru_cache(maxsize=65536)  # host names and addresses repeat endlessly in logs
+def _short_host(name: str) -> str | None:
+    text = name.strip().strip("\\").lower()
     if not text or text in _LOCAL_IPS:
         return None
     if _is_ip(text):
@@ -77,7 +91,12 @@ def norm_ip(value: Any) -> str | None:
     """Normalize an address field; local/placeholder values give ``None``."""
     if value is None:
         return None
-    text = str(value).strip().lower()
+    return _norm_ip(str(value))
+
+
+@lru_cache(maxsize=65536)
+def _norm_ip(value: str) -> str | None:
+    text = value.strip().lower()
     if text.startswith("::ffff:"):
         text = text[7:]
     if text.startswith("[") and text.endswith("]"):
@@ -87,7 +106,15 @@ def norm_ip(value: Any) -> str | None:
     return text
 
 
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.%")
+
+
 def _is_ip(text: str) -> bool:
+    if _IPV4.fullmatch(text):
+        return all(int(part) < 256 for part in text.split("."))
+    if ":" not in text or not _IPV6_CHARS.issuperset(text):
+        return False  # the common case (a host name) without the slow parser
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -114,11 +141,12 @@ def _event_id(fields: dict[str, Any]) -> int | None:
         return None
 
 
-def extract_fact(fields: dict[str, Any]) -> tuple | None:
+def extract_fact(fields: dict[str, Any], sessions: bool = True, names: bool = True) -> tuple | None:
     """What a link-teaching event contributes, as a small picklable tuple (or ``None``).
 
-    Kinds: ``("session", host, logon_id, ip, workstation)`` and ``("ipname", ip, name)``.
-    Several facts from one event come back as ``("multi", fact, ...)``.
+    Kinds: ``("session", host, logon_id, ip, workstation)`` (wanted when ``sessions``) and
+    ``("ipname", ip, name)`` (wanted when ``names``). Several facts from one event come back as
+    ``("multi", fact, ...)``.
     """
     eid = _event_id(fields)
     if eid not in LINK_EVENT_IDS:
@@ -127,22 +155,22 @@ def extract_fact(fields: dict[str, Any]) -> tuple | None:
     facts: list[tuple] = []
     if eid == 4624:
         ip = norm_ip(fields.get("IpAddress"))
-        lid = _int_id(fields.get("TargetLogonId"))
         ws = short_host(fields.get("WorkstationName"))
-        if ip or ws:
+        if sessions and (ip or ws):
+            lid = _int_id(fields.get("TargetLogonId"))
             if lid is not None and host:
                 facts.append(("session", host, lid, ip, ws))
-            if ip and ws and not _is_ip(ws):
-                facts.append(("ipname", ip, ws))
+        if names and ip and ws and not _is_ip(ws):
+            facts.append(("ipname", ip, ws))
     elif eid in (5140, 5145):
-        if str(fields.get("Channel", "Security")).lower() != "security":
+        if not sessions or str(fields.get("Channel", "Security")).lower() != "security":
             return None
         ip = norm_ip(fields.get("IpAddress"))
         lid = _int_id(fields.get("SubjectLogonId"))
         if ip and lid is not None and host:
             facts.append(("session", host, lid, ip, None))
     elif eid == 3:
-        if "sysmon" not in str(fields.get("Channel", "")).lower():
+        if not names or "sysmon" not in str(fields.get("Channel", "")).lower():
             return None
         for ip_f, name_f in (("SourceIp", "SourceHostname"), ("DestinationIp", "DestinationHostname")):
             ip = norm_ip(fields.get(ip_f))
@@ -154,7 +182,7 @@ def extract_fact(fields: dict[str, Any]) -> tuple | None:
             if ip:
                 facts.append(("ipname", ip, host))
     elif eid == 22:
-        if "sysmon" not in str(fields.get("Channel", "")).lower():
+        if not names or "sysmon" not in str(fields.get("Channel", "")).lower():
             return None
         name = short_host(fields.get("QueryName"))
         results = str(fields.get("QueryResults") or "")

@@ -60,7 +60,8 @@ class ReorderBuffer:
 
     def __init__(self, lateness: float = 300.0, max_examples: int = 20) -> None:
         self.lateness_us = int(lateness * 1_000_000)
-        self._heap: list[Candidate] = []
+        self._heap: list[tuple] = []
+        self._n = 0
         self._newest = None  # newest time pushed
         self._released: tuple[int, int, int] | None = None
         self.late = 0
@@ -81,25 +82,27 @@ class ReorderBuffer:
                     }
                 )
             return
-        heapq.heappush(self._heap, cand)
-        if len(self._heap) > self.peak:
-            self.peak = len(self._heap)
+        heap = self._heap
+        self._n += 1
+        # plain tuples: comparing ints is much cheaper than calling __lt__ on dataclasses
+        heapq.heappush(heap, (cand.time_us, cand.file_index, cand.position, self._n, cand))
+        if len(heap) > self.peak:
+            self.peak = len(heap)
         if self._newest is None or cand.time_us > self._newest:
             self._newest = cand.time_us
         horizon = self._newest - self.lateness_us
-        heap = self._heap
-        while heap and heap[0].time_us <= horizon:
-            out = heapq.heappop(heap)
-            self._released = out.sort_key()
-            yield out
+        while heap and heap[0][0] <= horizon:
+            item = heapq.heappop(heap)
+            self._released = item[:3]
+            yield item[4]
 
     def drain(self) -> Iterator[Candidate]:
         """End of input: release everything still held."""
         heap = self._heap
         while heap:
-            out = heapq.heappop(heap)
-            self._released = out.sort_key()
-            yield out
+            item = heapq.heappop(heap)
+            self._released = item[:3]
+            yield item[4]
 
     def __len__(self) -> int:
         return len(self._heap)
