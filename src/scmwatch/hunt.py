@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from scmwatch import readiness
 from scmwatch.alerts import LEVEL_RANK, Alert
 from scmwatch.events.model import Event, ReadError, ReadStats
 from scmwatch.events.read import InputFile, discover, read_input
@@ -49,6 +50,7 @@ class FileResult:
     candidates: list[Any] = field(default_factory=list)  # correlation candidates, file order
     stats: ReadStats | None = None
     seconds: float = 0.0
+    seen: set[tuple[Any, Any]] = field(default_factory=set)  # (Channel, EventID) present: readiness
 
 
 @dataclass
@@ -57,6 +59,7 @@ class HuntResult:
     summary: dict[str, Any]
     stats: ReadStats
     exit_code: int
+    readiness: Any = None  # scmwatch.readiness.Readiness: rules that could not fire on this input
 
 
 class _Context:
@@ -112,7 +115,10 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
     min_rank = ctx.min_rank
     rank = ctx.rule_rank
     hits = res.hits
+    seen_add = res.seen.add
     for pos, ev in enumerate(read_input(inp, stats)):
+        f = ev.fields
+        seen_add((f.get("Channel"), f.get("EventID")))
         rules = match(ev)
         if rules:
             for r in rules:
@@ -152,6 +158,7 @@ def run_hunt(
     stage = make_correlation_stage(ruleset)
     min_rank = LEVEL_RANK.get(min_level, 0) if min_level else 0
     _CTX = _Context(engine, stage, min_rank, on_error)
+    suppressed_ids = _CTX.suppressed_ids
     jobs = max(1, min(jobs, len(inputs))) if inputs else 1
     results: list[FileResult] = []
     bar = Progress(inputs, enabled=show_progress)
@@ -197,9 +204,12 @@ def run_hunt(
     alerts.sort(key=alert_sort_key)
     seconds = time.perf_counter() - start
     summary = make_summary(stats, ruleset, alerts, seconds, jobs)
+    ready = readiness.compute(ruleset, set().union(*(r.seen for r in results)), min_rank, LEVEL_RANK,
+                              exclude_ids=suppressed_ids)
+    summary["readiness"] = ready.to_dict()
     if stage is not None:
         summary["correlation"] = stage.summary()
-    return HuntResult(alerts, summary, stats, stats.exit_code)
+    return HuntResult(alerts, summary, stats, stats.exit_code, ready)
 
 
 def _hunt_star(args: tuple[int, InputFile]) -> FileResult:

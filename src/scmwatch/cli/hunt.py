@@ -37,6 +37,24 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _write_readiness(result: Any, fmt: str, out: Any) -> None:
+    """End of the table output: which rules could not fire for lack of events (readiness.py).
+
+    Machine formats (jsonl/csv) keep their stream clean; there the gaps go to stderr in one line
+    and in full to ``--summary``.
+    """
+    ready = getattr(result, "readiness", None)
+    if ready is None or not ready.gaps:
+        return
+    if fmt == "table":
+        print("", file=out)
+        for line in ready.lines():
+            print(line, file=out)
+    else:
+        print(f"scmwatch: readiness: {ready.rules_blind} of {ready.rules_total} rules could not fire for "
+              "lack of events (details: table output or --summary)", file=sys.stderr)
+
+
 def _print_error(err: ReadError) -> None:
     print(err.line(), file=sys.stderr)
 
@@ -66,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
         if args.output:
             with open(args.output, "w", encoding="utf-8", newline="") as out:
                 write_alerts(result.alerts, args.format, out, rules, color=False)
+                _write_readiness(result, args.format, out)
         else:
             write_alerts(result.alerts, args.format, sys.stdout, rules)
+            _write_readiness(result, args.format, sys.stdout)
             sys.stdout.flush()
     except OSError as exc:
         print(f"scmwatch: {args.output}: cannot write alerts: {exc.strerror or exc}", file=sys.stderr)

@@ -1,0 +1,215 @@
+"""Readiness: which rules could not fire on this input because its logs lack what they read.
+
+A hunt that finds nothing over a Security log without 4697 events has not shown the host is
+clean; it has shown that service-install auditing is off. Given the loaded rule set and the set of
+(Channel, EventID) pairs actually present in the input, :func:`compute` returns the rules none of
+whose event sources occurred, grouped by what is missing, each group with the advice that would
+make those rules work (an audit subcategory, a Sysmon event, script block logging ...).
+
+The event sources of a rule are the index keys the engine compiled for it (``Unit.keys``:
+lower-cased channel plus EventID, ``None`` = any), so readiness and matching can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from scmwatch.sigma import CompiledRule, RuleSet
+
+SYSMON = "microsoft-windows-sysmon/operational"
+PS = "microsoft-windows-powershell/operational"
+
+# (lower-cased channel, EventID) -> (short label, how to get these events)
+_AUDIT = "enable *{}* (Advanced Audit Policy)"
+ADVICE: dict[tuple[str, int | None], tuple[str, str]] = {
+    ("system", 7045): ("System 7045", "collect the System event log (7045 is written by default)"),
+    ("system", 7036): ("System 7036", "collect the System event log"),
+    ("system", 7040): ("System 7040", "collect the System event log"),
+    ("system", 7009): ("System 7009", "collect the System event log"),
+    ("system", 7000): ("System 7000", "collect the System event log"),
+    ("security", 4697): ("Security 4697", _AUDIT.format("Audit Security System Extension")),
+    ("security", 4688): ("Security 4688", _AUDIT.format("Audit Process Creation")
+                         + " and *Include command line in process creation events*"),
+    ("security", 5145): ("Security 5145", _AUDIT.format("Audit Detailed File Share")),
+    ("security", 5140): ("Security 5140", _AUDIT.format("Audit File Share")),
+    ("security", 5156): ("Security 5156", _AUDIT.format("Audit Filtering Platform Connection")),
+    ("security", 4624): ("Security 4624", _AUDIT.format("Audit Logon")),
+    ("security", 4657): ("Security 4657", _AUDIT.format("Audit Registry")
+                         + " and a SACL (Set Value) on HKLM\\SYSTEM\\CurrentControlSet\\Services"),
+    ("security", 4674): ("Security 4674", _AUDIT.format("Audit Sensitive Privilege Use")),
+    ("application", 33205): ("Application 33205", "create a SQL Server Audit writing to the Application log "
+                             "(EXECUTE on xp_cmdshell / xp_servicecontrol)"),
+    ("microsoft-windows-windows defender/operational", 1121):
+        ("Defender 1121", "put ASR rule d1e49aac-8f56-4280-b9ba-993a6d77406c in block mode and collect the "
+         "Defender Operational log"),
+    ("microsoft-windows-windows defender/operational", 1122):
+        ("Defender 1122", "put ASR rule d1e49aac-8f56-4280-b9ba-993a6d77406c in audit mode and collect the "
+         "Defender Operational log"),
+    (PS, 4104): ("PowerShell 4104", "enable PowerShell *Script Block Logging* (GPO: Windows PowerShell)"),
+    (PS, 4103): ("PowerShell 4103", "enable PowerShell *Module Logging*"),
+}
+# Events Windows writes whenever the thing happens, with no audit setting: when their channel is
+# present at all, their absence means "did not happen", not "not logged".
+DEFAULT_ON: frozenset[tuple[str, int]] = frozenset({
+    ("system", 7045), ("system", 7036), ("system", 7040), ("system", 7009), ("system", 7000),
+})
+SYSMON_EVENTS = {
+    1: "process creation", 3: "network connection", 7: "image load", 11: "file create",
+    12: "registry create/delete", 13: "registry value set", 14: "registry rename", 17: "pipe created",
+    18: "pipe connected", 22: "DNS query",
+}
+
+
+def describe(key: tuple[str | None, int | None]) -> tuple[str, str]:
+    """Human label and advice for one event source key."""
+    ch, eid = key
+    if key in ADVICE:
+        return ADVICE[key]
+    if ch == SYSMON:
+        what = SYSMON_EVENTS.get(eid or -1, "events")
+        return (f"Sysmon {eid}" if eid is not None else "Sysmon",
+                f"run Sysmon with a configuration that logs event {eid} ({what})")
+    if ch == "powershellcore/operational" and (PS, eid) in ADVICE:
+        return ADVICE[(PS, eid)]
+    if ch is None and eid is None:
+        return ("any event", "give input logs")
+    label = f"{ch or 'any channel'} {eid if eid is not None else ''}".strip()
+    return (label, f"collect the '{ch}' channel" + (f" with EventID {eid}" if eid is not None else ""))
+
+
+def rule_keys(rule: CompiledRule) -> list[tuple[str | None, int | None]]:
+    """The (channel, EventID) keys a rule listens to, over all its sources, in order."""
+    out: list[tuple[str | None, int | None]] = []
+    for unit in rule.units:
+        for k in unit.keys:
+            if k not in out:
+                out.append(k)
+    return out
+
+
+def normalize_seen(pairs: Iterable[tuple[Any, Any]]) -> set[tuple[str | None, int | None]]:
+    """Raw (Channel, EventID) pairs as events carry them → the engine's key form."""
+    out: set[tuple[str | None, int | None]] = set()
+    for ch, eid in pairs:
+        c = ch.lower() if isinstance(ch, str) else None
+        try:
+            e = int(eid) if eid is not None and not isinstance(eid, bool) else None
+        except (TypeError, ValueError):
+            e = None
+        out.add((c, e))
+    return out
+
+
+def _covered(key: tuple[str | None, int | None], seen: set[tuple[str | None, int | None]],
+             channels: set[str | None]) -> bool:
+    ch, eid = key
+    if ch is None and eid is None:
+        return bool(seen)
+    if eid is None:
+        return ch in channels
+    if key in DEFAULT_ON and ch in channels:
+        return True
+    if ch is None:
+        return any(e == eid for _, e in seen)
+    return (ch, eid) in seen
+
+
+@dataclass
+class Gap:
+    """Rules that could not fire for the same missing source(s)."""
+
+    needs: list[str]  # labels: any one of these would do
+    advice: list[str]
+    rules: list[CompiledRule] = field(default_factory=list)
+
+    def line(self) -> str:
+        need = " or ".join(self.needs)
+        names = ", ".join(r.name or r.title for r in self.rules[:4])
+        more = f", +{len(self.rules) - 4} more" if len(self.rules) > 4 else ""
+        return (f"no {need}: {len(self.rules)} rule(s) could not fire ({names}{more}); "
+                f"{'; or '.join(self.advice)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "needs": self.needs,
+            "advice": self.advice,
+            "rules": [{"id": r.id, "name": r.name, "title": r.title, "level": r.level} for r in self.rules],
+        }
+
+
+@dataclass
+class Readiness:
+    rules_total: int
+    rules_ready: int
+    gaps: list[Gap]
+
+    @property
+    def rules_blind(self) -> int:
+        return self.rules_total - self.rules_ready
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rules_ready": self.rules_ready,
+            "rules_blind": self.rules_blind,
+            "missing": [g.to_dict() for g in self.gaps],
+        }
+
+    def lines(self) -> list[str]:
+        if not self.gaps:
+            return [f"readiness: all {self.rules_total} rules had events of the kind they read"]
+        head = (f"readiness: {self.rules_blind} of {self.rules_total} rules could not fire - the input has "
+                "no events of the kind they read (a clean result is not a clean host):")
+        return [head] + [f"  - {g.line()}" for g in self.gaps]
+
+
+def _describe_all(keys: list[tuple[str | None, int | None]]) -> tuple[list[str], list[str]]:
+    """Labels and advice for a set of alternative keys; Sysmon events share one line of advice."""
+    labels: list[str] = []
+    advice: list[str] = []
+    sysmon = [e for c, e in keys if c == SYSMON and e is not None]
+    for key in keys:
+        label, adv = describe(key)
+        if label not in labels:
+            labels.append(label)
+        if key[0] == SYSMON and key[1] is not None:
+            continue
+        if adv not in advice:
+            advice.append(adv)
+    if sysmon:
+        what = ", ".join(f"{e} ({SYSMON_EVENTS.get(e, 'events')})" for e in sysmon)
+        plural = "s" if len(sysmon) > 1 else ""
+        advice.insert(0, f"run Sysmon with a configuration that logs event{plural} {what}")
+    return labels, advice
+
+
+def compute(ruleset: RuleSet, seen_pairs: Iterable[tuple[Any, Any]], min_level_rank: int = 0,
+            level_rank: dict[str, int] | None = None, exclude_ids: Iterable[str] = ()) -> Readiness:
+    """Rules of ``ruleset`` none of whose event sources appear in ``seen_pairs``.
+
+    ``seen_pairs`` are raw ``(Channel, EventID)`` values as events carry them (or engine keys).
+    Rules below ``min_level_rank`` (``--min-level``) are left out: they could not alert anyway;
+    so are ``exclude_ids`` (building blocks whose own alerts correlations suppress).
+    """
+    excluded = set(exclude_ids)
+    seen = normalize_seen(seen_pairs)
+    channels = {c for c, _ in seen}
+    rules = [r for r in ruleset.rules
+             if r.units and r.id not in excluded
+             and (level_rank is None or level_rank.get(r.level, 0) >= min_level_rank)]
+    groups: dict[tuple, Gap] = {}
+    ready = 0
+    for rule in rules:
+        keys = rule_keys(rule)
+        if any(_covered(k, seen, channels) for k in keys):
+            ready += 1
+            continue
+        sig = tuple(keys)
+        gap = groups.get(sig)
+        if gap is None:
+            labels, advice = _describe_all(keys)
+            gap = groups[sig] = Gap(labels, advice)
+        gap.rules.append(rule)
+    gaps = sorted(groups.values(), key=lambda g: (-len(g.rules), g.needs))
+    return Readiness(len(rules), ready, gaps)
