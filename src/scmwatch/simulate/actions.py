@@ -31,13 +31,25 @@ class Ctx:
     label: Label | None = None  # set for attack instances; None for benign background
     # Correlation detections the whole instance must raise (their evidence: this instance's events)
     corr: set[str] = field(default_factory=set)
+    corr_allowed: set[str] = field(default_factory=set)
+    # EventID → detections any event of that id in this instance may (not must) raise
+    allowed: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     def expect_correlation(self, *keys: str) -> None:
         self.corr.update(keys)
 
+    def allow_correlation(self, *keys: str) -> None:
+        self.corr_allowed.update(keys)
+
+    def allow(self, eids: Iterable[int], *keys: str) -> None:
+        """Tolerate ``keys`` on events of these ids: rule overlaps the spec leaves open (see labels)."""
+        for eid in eids:
+            self.allowed[eid] = tuple(dict.fromkeys(self.allowed.get(eid, ()) + keys))
+
     def add(self, rec: Rec, *expect: str) -> Rec:
         if self.label is not None:
-            rec.label = Label(self.label.instance, self.label.scenario, tuple(expect))
+            allow = self.allowed.get(rec.eid, ()) if rec.host is not None else ()
+            rec.label = Label(self.label.instance, self.label.scenario, tuple(expect), allow)
         elif expect:
             raise ValueError("benign background cannot expect detections")
         self.recs.append(rec)
@@ -227,6 +239,7 @@ class Expect:
     e7045: tuple[str, ...] = ()
     e13: tuple[str, ...] = ()  # Sysmon 13 ImagePath by services.exe
     e12: tuple[str, ...] = ()  # Sysmon 12 CreateKey by services.exe
+    e_key: tuple[str, ...] = ()  # every Sysmon 13 under the new service's key (name-based rules)
     e_proc: tuple[str, ...] = ()  # Sysmon 1 + 4688 of the service process
     e_4688: tuple[str, ...] | None = None  # 4688 when it differs (no OriginalFileName in 4688)
     e7036: tuple[str, ...] = ()
@@ -251,18 +264,16 @@ def install_service(
     services = h.core["services"]
     key = b.SERVICES_KEY + name
     start_num = {"boot start": 0, "system start": 1, "auto start": 2, "demand start": 3, "disabled": 4}[start]
+    kx = ex.e_key
     ctx.add(b.sysmon12(h, t, services, key), *ex.e12)
-    ctx.add(
-        b.sysmon13(
-            h, t + 0.0002, services, key + "\\Type", b.dword(0x10 if stype == "user mode service" else 0x1)
-        )
-    )
-    ctx.add(b.sysmon13(h, t + 0.0003, services, key + "\\Start", b.dword(start_num)))
-    ctx.add(b.sysmon13(h, t + 0.0004, services, key + "\\ErrorControl", b.dword(0)))
-    ctx.add(b.sysmon13(h, t + 0.0005, services, key + "\\ImagePath", b.sysmon_details(path)), *ex.e13)
+    stype_num = 0x10 if stype == "user mode service" else 0x1
+    ctx.add(b.sysmon13(h, t + 0.0002, services, key + "\\Type", b.dword(stype_num)), *kx)
+    ctx.add(b.sysmon13(h, t + 0.0003, services, key + "\\Start", b.dword(start_num)), *kx)
+    ctx.add(b.sysmon13(h, t + 0.0004, services, key + "\\ErrorControl", b.dword(0)), *kx)
+    ctx.add(b.sysmon13(h, t + 0.0005, services, key + "\\ImagePath", b.sysmon_details(path)), *ex.e13, *kx)
     if display:
-        ctx.add(b.sysmon13(h, t + 0.0006, services, key + "\\DisplayName", display))
-    ctx.add(b.sysmon13(h, t + 0.0007, services, key + "\\ObjectName", account))
+        ctx.add(b.sysmon13(h, t + 0.0006, services, key + "\\DisplayName", display), *kx)
+    ctx.add(b.sysmon13(h, t + 0.0007, services, key + "\\ObjectName", account), *kx)
     ctx.add(
         b.sec4697(
             h,
@@ -333,12 +344,12 @@ def stop_service(ctx: Ctx, t: float, h: Host, name: str, display: str, *expect: 
     ctx.add(b.sys7036(h, t, display, name, False), *expect)
 
 
-def delete_service(ctx: Ctx, t: float, h: Host, name: str) -> None:
+def delete_service(ctx: Ctx, t: float, h: Host, name: str, *expect: str) -> None:
     """DeleteService: services.exe marks the key (``DeleteFlag``=1, ``Start``=4; spec §0.8)."""
     services = h.core["services"]
     key = b.SERVICES_KEY + name
-    ctx.add(b.sysmon13(h, t, services, key + "\\DeleteFlag", b.dword(1)))
-    ctx.add(b.sysmon13(h, t + 0.0002, services, key + "\\Start", b.dword(4)))
+    ctx.add(b.sysmon13(h, t, services, key + "\\DeleteFlag", b.dword(1)), *expect)
+    ctx.add(b.sysmon13(h, t + 0.0002, services, key + "\\Start", b.dword(4)), *expect)
     h.services.pop(name, None)
 
 

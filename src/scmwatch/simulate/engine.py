@@ -165,11 +165,12 @@ def simulate(opts: Options) -> Result:
                     "file": rel,
                     "line": line,
                     "record_id": rid,
-                    "Channel": rec.channel,
-                    "EventID": rec.eid or None,
-                    "Computer": rec.host.computer if rec.host else None,
+                    "channel": rec.channel,
+                    "event_id": rec.eid or None,
+                    "computer": rec.host.computer if rec.host else None,
                     "time": writer.clock.iso(rec.t),
                     "expect": list(lab.expect),
+                    "allow": [d for d in lab.allow if d not in lab.expect],
                 }
                 if rules_by_det:
                     entry["rules"] = sorted({r for d in lab.expect for r in rules_by_det.get(d, ())})
@@ -204,6 +205,7 @@ def simulate(opts: Options) -> Result:
                 "source_ip": src.ip,
                 "target_ip": dst.ip,
                 "correlations": sorted(ictx.corr),
+                "allowed_correlations": sorted(ictx.corr_allowed - ictx.corr),
                 "events": 0,
                 "first": float("inf"),
                 "last": 0.0,

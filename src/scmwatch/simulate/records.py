@@ -155,6 +155,9 @@ class Label:
     instance: int
     scenario: str
     expect: tuple[str, ...] = ()
+    # Detections that may fire on this event without being required: defensible overlaps
+    # between the pack's rules (e.g. a Metasploit logon rule filed under MS17-010).
+    allow: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -45,7 +45,7 @@ class _Clock:
 
 
 def channel_file(channel: str) -> str:
-    """``Microsoft-Windows-Sysmon/Operational`` → ``Microsoft-Windows-Sysmon%4Operational`` (as Windows names it)."""
+    """``Microsoft-Windows-Sysmon/Operational`` → ``Microsoft-Windows-Sysmon%4Operational`` like Windows."""
     return channel.replace("/", "%4")
 
 

@@ -5,12 +5,21 @@ The attacker runs them from a Linux box: the only traces are on the target (and 
 
 from __future__ import annotations
 
-import string
-
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx, Expect
-from scmwatch.simulate.scenarios import IMPACKET, ODDPATH, SMBEXEC, SVC_CMD, SVCCTL, UNC, scenario
+from scmwatch.simulate.scenarios import (
+    IMPACKET,
+    ODDPATH,
+    SMBEXEC,
+    SVC_CMD,
+    SVCCTL,
+    UNC,
+    allow_interpreter_paths,
+    allow_new_imagepath_rule,
+    allow_timeout_rules,
+    scenario,
+)
 from scmwatch.simulate.world import SYSTEM, Host, rand_letters
 
 
@@ -27,11 +36,15 @@ def _impacket_psexec(ctx: Ctx, t: float, src: Host, dst: Host, share: str) -> No
             f"%systemroot%\\{binary}",
             Expect(e4697=(IMPACKET, ODDPATH), e7045=(IMPACKET, ODDPATH), e13=(ODDPATH,)),
         )
+        on_disk = (IMPACKET,)  # Sysmon 11: random 8-letter exe in C:\Windows written by System
     else:
         local = f"D:\\Shares\\{share}\\{binary}"
         path = f"\\\\{dst.ip}\\{share}\\{binary}"
-        ex = Expect(e4697=(IMPACKET, UNC, ODDPATH), e7045=(IMPACKET, UNC, ODDPATH), e13=(UNC, ODDPATH))
-    a.file_write(ctx, t + 0.02, s, share, binary, mask=0x2, local_path=local)
+        ex = Expect(e4697=(IMPACKET, UNC), e7045=(IMPACKET, UNC), e13=(UNC,), e_proc=(UNC,))
+        on_disk = ()
+        ctx.allow((4697, 7045, 13), ODDPATH)  # pack's PT-CR-257 leaves UNC paths to PT-CR-1752 (reported)
+    allow_new_imagepath_rule(ctx)
+    a.file_write(ctx, t + 0.02, s, share, binary, mask=0x2, local_path=local, expect_file=on_disk)
     a.tree_connect(ctx, t + 0.2, s, "IPC$")
     a.pipe_open(ctx, t + 0.21, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
     t1 = a.dce_rpc(
@@ -51,13 +64,13 @@ def _impacket_psexec(ctx: Ctx, t: float, src: Host, dst: Host, share: str) -> No
     tt = t3 + 2.0
     for exe, line in [("whoami.exe", "whoami"), ("hostname.exe", "hostname"), ("ipconfig.exe", "ipconfig")]:
         a.child(ctx, tt, dst, cmd, f"C:\\Windows\\system32\\{exe}", line)
-        tt += rng.uniform(2, 10)
+        tt += rng.uniform(1, 5)
     a.stop_service(ctx, tt, dst, svc, svc)
     a.dce_rpc(ctx, tt, s, "svcctl", ["ControlService", "DeleteService", "CloseServiceHandle"])
     a.delete_service(ctx, tt + 0.05, dst, svc)
     ctx.add(b.sec5145(dst, tt + 0.2, s.logon, share, binary, 0x10080))
     a.logoff(ctx, tt + 0.3, s)
-    ctx.expect_correlation(IMPACKET)
+    ctx.expect_correlation(SVCCTL, SMBEXEC)  # svcctl then install; service deleted within 30 s
 
 
 @scenario(
@@ -88,14 +101,15 @@ def impacket_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     a.pipe_open(ctx, t + 0.02, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
     a.tree_connect(ctx, t + 0.03, s, "C$")
     machine = dst.machine_account
+    allow_interpreter_paths(ctx)
+    allow_new_imagepath_rule(ctx)
+    allow_timeout_rules(ctx)
     tt = t + 0.5
     commands = rng.sample(["whoami", "hostname", "ipconfig /all", "net user", "tasklist", "systeminfo"], 3)
     for command in commands:
         echo = f"echo {command} ^> \\\\127.0.0.1\\C$\\__output 2^>^&1 > %TEMP%\\execute.bat"
         path = f"%COMSPEC% /Q /c {echo} & %COMSPEC% /Q /c %TEMP%\\execute.bat & del %TEMP%\\execute.bat"
-        ex = Expect(
-            e4697=(SMBEXEC, ODDPATH), e7045=(SMBEXEC, ODDPATH), e13=(ODDPATH,), e_proc=(SMBEXEC, SVC_CMD)
-        )
+        ex = Expect(e4697=(SMBEXEC,), e7045=(SMBEXEC,), e_proc=(SMBEXEC, SVC_CMD), e_key=(SMBEXEC,))
         t1 = a.dce_rpc(
             ctx, tt, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "OpenServiceW", "StartServiceW"]
         )
@@ -132,7 +146,7 @@ def impacket_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         ctx.add(b.sec5145(dst, t2 + 0.6, s.logon, "C$", "__output", 0x120089), SMBEXEC)
         ctx.add(b.sec5145(dst, t2 + 0.7, s.logon, "C$", "__output", 0x10080), SMBEXEC)
         a.dce_rpc(ctx, t2 + 0.8, s, "svcctl", ["DeleteService", "CloseServiceHandle"])
-        a.delete_service(ctx, t2 + 0.85, dst, "BTOBTO")
+        a.delete_service(ctx, t2 + 0.85, dst, "BTOBTO", SMBEXEC)
         tt = t2 + rng.uniform(3, 15)
     a.logoff(ctx, tt, s)
-    _ = string  # keep import for name generators used by variants
+    ctx.expect_correlation(SVCCTL, SMBEXEC)

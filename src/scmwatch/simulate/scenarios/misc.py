@@ -6,7 +6,15 @@ from __future__ import annotations
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx, Expect
-from scmwatch.simulate.scenarios import CLI, MSSQL, ODDPATH, WANNA, WANNA_SUB, scenario
+from scmwatch.simulate.scenarios import (
+    CLI,
+    MSSQL,
+    ODDPATH,
+    WANNA,
+    WANNA_SUB,
+    allow_new_imagepath_rule,
+    scenario,
+)
 from scmwatch.simulate.world import NETWORK_SERVICE, SYSTEM, Account, Host, rand_letters
 
 SQLSERVR = "C:\\Program Files\\Microsoft SQL Server\\MSSQL15.MSSQLSERVER\\MSSQL\\Binn\\sqlservr.exe"
@@ -72,10 +80,13 @@ def mssql_service_control(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         ),
         MSSQL,
     )
-    cmd = a.child(ctx, t2 + 0.05, dst, sql, "C:\\Windows\\System32\\cmd.exe", 'cmd.exe /c "sc stop MpsSvc"')
-    a.child(ctx, t2 + 0.07, dst, cmd, "C:\\Windows\\System32\\sc.exe", "sc  stop MpsSvc", MSSQL)
+    # sqlservr.exe → cmd.exe /c "sc stop ..." is the single-event signal; the sc.exe grandchild
+    # shows only cmd.exe as its parent
+    cmd = a.child(
+        ctx, t2 + 0.05, dst, sql, "C:\\Windows\\System32\\cmd.exe", 'cmd.exe /c "sc stop MpsSvc"', MSSQL
+    )
+    a.child(ctx, t2 + 0.07, dst, cmd, "C:\\Windows\\System32\\sc.exe", "sc  stop MpsSvc")
     ctx.add(b.sys7036(dst, t2 + 0.5, "Windows Defender Firewall", "MpsSvc", False))
-    ctx.expect_correlation(MSSQL)
 
 
 WANNA_WORDS = [
@@ -142,7 +153,9 @@ def wannamine(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     group = f"{name}Group"
     path = f"%SystemRoot%\\System32\\svchost.exe -k {group}"
     t1 = a.install_service(ctx, t + 1, dst, SYSTEM, "0x3e7", name, path, Expect(), start="auto start")
-    ctx.add(b.sysmon13(dst, t1, dropper, b.SERVICES_KEY + f"{name}\\Parameters\\ServiceDll", dll), WANNA_SUB)
+    ctx.add(
+        b.sysmon13(dst, t1, dropper, b.SERVICES_KEY + f"{name}\\Parameters\\ServiceDll", dll), WANNA_SUB, CLI
+    )
     host = dst.spawn(
         t1 + 1,
         "C:\\Windows\\System32\\svchost.exe",
@@ -152,7 +165,8 @@ def wannamine(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     ctx.add(b.sysmon1(dst, t1 + 1, host))
     ctx.add(b.sec4688(dst, t1 + 1.0001, host))
     ctx.add(b.sys7036(dst, t1 + 1.1, name, name, True))
-    ctx.add(b.sysmon22(dst, t1 + 5, host, rng.choice(POOLS), "::ffff:45.9.148.21;"), WANNA_SUB)
+    # mining-pool DNS (spec s1) is threat-intel driven: the pack ships no list, so no expectation
+    ctx.add(b.sysmon22(dst, t1 + 5, host, rng.choice(POOLS), "::ffff:45.9.148.21;"))
     tt = t1 + 20
     for f in KIT:
         ctx.add(b.sysmon11(dst, tt, host, f"C:\\Windows\\NetworkDistribution\\{f}"), WANNA_SUB)
@@ -163,8 +177,8 @@ def wannamine(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         "C:\\Windows\\NetworkDistribution\\spoolsv.exe",
         host,
     )
-    ctx.add(b.sysmon1(dst, tt + 5, spool))
-    ctx.add(b.sec4688(dst, tt + 5.0001, spool))
+    ctx.add(b.sysmon1(dst, tt + 5, spool), WANNA_SUB)
+    ctx.add(b.sec4688(dst, tt + 5.0001, spool), WANNA_SUB)
     ctx.add(b.sysmon7(dst, tt + 5.05, spool, "C:\\Windows\\NetworkDistribution\\x64.dll", False), WANNA_SUB)
     targets = rng.sample(ctx.world.windows_hosts, min(5, len(ctx.world.windows_hosts)))
     for i, other in enumerate(targets):
@@ -202,6 +216,7 @@ def powershell_new_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     )
     ctx.add(b.ps4104(dst, t, ps, text), CLI)
     ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
+    allow_new_imagepath_rule(ctx)
     t1 = a.install_service(ctx, t + 0.1, dst, op, ps.logon_id, name, exe, ex, start="auto start")
     ctx.add(b.ps4104(dst, t1 + 5, ps, f'Start-Service -Name "{name}"'))
     a.run_service(ctx, t1 + 5.1, dst, name, name, exe, exe, Expect())
@@ -241,6 +256,7 @@ def odd_path_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         CLI,
     )
     ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
+    allow_new_imagepath_rule(ctx)
     # sc.exe's CreateService runs under the admin's interactive logon
     a.install_service(
         ctx,

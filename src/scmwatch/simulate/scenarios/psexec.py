@@ -11,7 +11,7 @@ from __future__ import annotations
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx, Expect
-from scmwatch.simulate.scenarios import ODDPATH, PSEXEC, PSEXEC_SRC, SVCCTL, scenario
+from scmwatch.simulate.scenarios import ODDPATH, PSEXEC, PSEXEC_SRC, SMBEXEC, SVCCTL, scenario
 from scmwatch.simulate.world import Host
 
 COMMANDS = [
@@ -47,7 +47,10 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None) -> None:
     s = a.smb_session(ctx, t + 0.1, dst, src.ip, op, "Kerberos")
     t1 = t + 0.12
     a.tree_connect(ctx, t1, s, "ADMIN$")
-    a.file_write(ctx, t1 + 0.01, s, "ADMIN$", binary, local_path=f"C:\\Windows\\{binary}")
+    own = () if svc else (PSEXEC,)  # detections keyed on the PSEXESVC name miss a renamed copy
+    a.file_write(
+        ctx, t1 + 0.01, s, "ADMIN$", binary, *own, local_path=f"C:\\Windows\\{binary}", expect_file=own
+    )
     a.tree_connect(ctx, t1 + 0.1, s, "IPC$")
     a.pipe_open(ctx, t1 + 0.11, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))
     t2 = a.dce_rpc(ctx, t1 + 0.12, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
@@ -55,7 +58,13 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None) -> None:
     if svc:  # renamed: only OriginalFileName (Sysmon 1) and the pipe names still say PsExec
         ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,), e_proc=(PSEXEC,), e_4688=())
     else:
-        ex = Expect(e4697=(PSEXEC, ODDPATH), e7045=(PSEXEC, ODDPATH), e13=(ODDPATH,), e_proc=(PSEXEC,))
+        ex = Expect(
+            e4697=(PSEXEC, ODDPATH),
+            e7045=(PSEXEC, ODDPATH),
+            e13=(ODDPATH,),
+            e_proc=(PSEXEC,),
+            e_key=(PSEXEC,),
+        )
     t3 = a.install_service(ctx, t2, dst, op, s.logon.logon_id, name, path, ex)
     svc_proc, t4 = a.run_service(
         ctx,
@@ -68,8 +77,8 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None) -> None:
         ex,
         original="psexesvc.exe",
     )
-    ctx.add(b.sysmon_pipe(dst, t4, svc_proc, f"\\{name}", False))
-    ctx.add(b.sec5145(dst, t4 + 0.01, s.logon, "IPC$", name, 0x12019F))
+    ctx.add(b.sysmon_pipe(dst, t4, svc_proc, f"\\{name}", False), *own)
+    ctx.add(b.sec5145(dst, t4 + 0.01, s.logon, "IPC$", name, 0x12019F), *own)
     for i, std in enumerate(("stdin", "stdout", "stderr")):
         pipe = f"{name}-{src.name}-{tool.pid}-{std}"
         ctx.add(b.sysmon_pipe(dst, t4 + 0.02 + i * 0.001, svc_proc, "\\" + pipe, False), PSEXEC)
@@ -83,7 +92,7 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None) -> None:
         svc_proc,
         "C:\\Windows\\System32\\cmd.exe",
         remote_cmd,
-        *(() if svc else (PSEXEC,)),
+        *own,
         user=op,
         logon_id=s.logon.logon_id,
     )
@@ -91,8 +100,10 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None) -> None:
     t6 = t5 + rng.uniform(0.5, 3.0)
     a.stop_service(ctx, t6, dst, name, name)
     a.dce_rpc(ctx, t6, s, "svcctl", ["ControlService", "DeleteService", "CloseServiceHandle"])
-    a.delete_service(ctx, t6 + 0.05, dst, name)
+    a.delete_service(ctx, t6 + 0.05, dst, name, *own)
     a.logoff(ctx, t6 + 0.2, s)
+    # svcctl then install; PsExec on A then a service on B; service deleted within seconds
+    ctx.expect_correlation(SVCCTL, PSEXEC_SRC, SMBEXEC)
 
 
 @scenario("psexec", "Sysinternals PsExec \\\\target -s cmd /c ... (PSEXESVC)", "windows")

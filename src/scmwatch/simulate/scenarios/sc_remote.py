@@ -5,7 +5,16 @@ from __future__ import annotations
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx, Expect, Session
-from scmwatch.simulate.scenarios import BINPATH, CLI, NIMEXEC, ODDPATH, SVC_CMD, SVCCTL, scenario
+from scmwatch.simulate.scenarios import (
+    BINPATH,
+    CLI,
+    NIMEXEC,
+    ODDPATH,
+    PSEXEC_SRC,
+    SVC_CMD,
+    SVCCTL,
+    scenario,
+)
 from scmwatch.simulate.world import Host, Proc, rand_letters
 
 SC = "C:\\Windows\\System32\\sc.exe"
@@ -78,6 +87,7 @@ def sc_remote(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     a.dce_rpc(ctx, t6 + 2.05, s, "svcctl", ["OpenSCManagerW", "OpenServiceW", "DeleteService"])
     a.delete_service(ctx, t6 + 2.1, dst, name)
     a.logoff(ctx, t6 + 3, s)
+    ctx.expect_correlation(SVCCTL, PSEXEC_SRC)  # svcctl then install; sc \\B create on A then 7045 on B
 
 
 def _swap(ctx: Ctx, t: float, dst: Host, s: Session, payload: str, ops_extra: list[str]) -> float:
@@ -85,10 +95,10 @@ def _swap(ctx: Ctx, t: float, dst: Host, s: Session, payload: str, ops_extra: li
     rng = ctx.rng
     key, display, original = rng.choice(EXISTING)
     t1 = _svcctl(ctx, t, s, ["OpenSCManagerW", "OpenServiceW", "QueryServiceConfigW", *ops_extra])
-    a.set_image_path(ctx, t1, dst, key, payload)
+    a.set_image_path(ctx, t1, dst, key, payload, BINPATH)
     t2 = a.dce_rpc(ctx, t1 + 0.01, s, "svcctl", ["StartServiceW"])
     exe, _, args = payload.partition(" ")
-    ex = Expect(e_proc=(SVC_CMD,))
+    ex = Expect(e_proc=(SVC_CMD,), e_timeout=(BINPATH,))
     _, t3 = a.run_service(ctx, t2, dst, key, display, exe, payload, ex, is_service=False)
     t4 = a.dce_rpc(ctx, t3, s, "svcctl", ["ChangeServiceConfigW", "CloseServiceHandle"])
     a.set_image_path(ctx, t4, dst, key, original)
@@ -112,19 +122,28 @@ def sc_binpath(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     t2 = t1 + rng.uniform(2, 8)
     _sc(ctx, t2, src, shell, dst, f'config {key} binPath= "{payload}"', CLI, BINPATH)
     t3 = a.dce_rpc(ctx, t2 + 0.05, s, "svcctl", ["OpenSCManagerW", "OpenServiceW", "ChangeServiceConfigW"])
-    a.set_image_path(ctx, t3, dst, key, payload)
+    a.set_image_path(ctx, t3, dst, key, payload, BINPATH)
     t4 = t3 + rng.uniform(1, 5)
     _sc(ctx, t4, src, shell, dst, f"start {key}")
     t5 = a.dce_rpc(ctx, t4 + 0.05, s, "svcctl", ["OpenSCManagerW", "OpenServiceW", "StartServiceW"])
     exe = payload.partition(" ")[0]
     _, t6 = a.run_service(
-        ctx, t5, dst, key, display, exe, payload, Expect(e_proc=(SVC_CMD,)), is_service=False
+        ctx,
+        t5,
+        dst,
+        key,
+        display,
+        exe,
+        payload,
+        Expect(e_proc=(SVC_CMD,), e_timeout=(BINPATH,)),
+        is_service=False,
     )
     _sc(ctx, t6 + 1, src, shell, dst, f'config {key} binPath= "{original}"', CLI, BINPATH)
     t7 = a.dce_rpc(ctx, t6 + 1.05, s, "svcctl", ["OpenSCManagerW", "OpenServiceW", "ChangeServiceConfigW"])
     a.set_image_path(ctx, t7, dst, key, original)
     a.logoff(ctx, t7 + 1, s)
     ctx.expect_correlation(BINPATH)
+    ctx.allow_correlation(NIMEXEC)  # same set-start-restore shape as NimExec
 
 
 @scenario("nimexec", "NimExec: NTLM, swap an existing LocalSystem service's binPath, start, restore", "linux")

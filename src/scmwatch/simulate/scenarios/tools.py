@@ -8,7 +8,20 @@ import string
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx, Expect
-from scmwatch.simulate.scenarios import MS17, ODDPATH, SLIVER, SVC_CMD, SVCCTL, WINEXEC, scenario
+from scmwatch.simulate.scenarios import (
+    IMPACKET,
+    MS17,
+    ODDPATH,
+    SLIVER,
+    SMBEXEC,
+    SVC_CMD,
+    SVCCTL,
+    WINEXEC,
+    allow_interpreter_paths,
+    allow_new_imagepath_rule,
+    allow_timeout_rules,
+    scenario,
+)
 from scmwatch.simulate.world import SYSTEM, Account, Host, Logon, rand_letters
 
 PSH_PAYLOAD = (
@@ -28,7 +41,14 @@ def winexe(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     s = a.smb_session(ctx, t, dst, src.ip, admin, "NTLM", workstation="KALI")
     a.tree_connect(ctx, t + 0.01, s, "ADMIN$")
     a.file_write(
-        ctx, t + 0.02, s, "ADMIN$", "winexesvc.exe", WINEXEC, local_path="C:\\Windows\\winexesvc.exe"
+        ctx,
+        t + 0.02,
+        s,
+        "ADMIN$",
+        "winexesvc.exe",
+        WINEXEC,
+        local_path="C:\\Windows\\winexesvc.exe",
+        expect_file=(WINEXEC,),
     )
     a.tree_connect(ctx, t + 0.1, s, "IPC$")
     a.pipe_open(ctx, t + 0.11, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
@@ -59,6 +79,7 @@ def winexe(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         a.child(ctx, tt, dst, cmd, f"C:\\Windows\\System32\\{line}.exe", line)
         tt += ctx.rng.uniform(2, 8)
     a.logoff(ctx, tt + 1, s)  # winexe leaves its service installed
+    ctx.expect_correlation(SVCCTL)
 
 
 def sliver_name(rng) -> str:
@@ -92,12 +113,15 @@ def sliver_psexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     exe = sliver_name(rng)
     s = a.smb_session(ctx, t + 0.01, dst, src.ip, op, "Kerberos")
     a.tree_connect(ctx, t + 0.02, s, "C$")
-    a.file_write(ctx, t + 0.03, s, "C$", f"windows\\temp\\{exe}", local_path=f"C:\\Windows\\Temp\\{exe}")
+    a.file_write(
+        ctx, t + 0.03, s, "C$", f"windows\\temp\\{exe}", SLIVER, local_path=f"C:\\Windows\\Temp\\{exe}"
+    )
     a.tree_connect(ctx, t + 5.0, s, "IPC$")  # psexec.go waits 5 s after the upload
     a.pipe_open(ctx, t + 5.01, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))
     t1 = a.dce_rpc(ctx, t + 5.02, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
     path = f"c:\\windows\\temp\\{exe}"
-    ex = Expect(e4697=(SLIVER, ODDPATH), e7045=(SLIVER, ODDPATH), e13=(ODDPATH,))
+    ex = Expect(e4697=(SLIVER, ODDPATH), e7045=(SLIVER, ODDPATH), e13=(ODDPATH,), e_key=(SLIVER,))
+    allow_new_imagepath_rule(ctx)
     t2 = a.install_service(ctx, t1, dst, op, s.logon.logon_id, "Sliver", path, ex)
     ctx.add(
         b.sysmon13(dst, t2, dst.core["services"], b.SERVICES_KEY + "Sliver\\Description", "Sliver implant"),
@@ -105,14 +129,21 @@ def sliver_psexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     )
     _, t3 = a.run_service(ctx, t2 + 0.05, dst, "Sliver", "Sliver", f"C:\\Windows\\Temp\\{exe}", path, ex)
     a.dce_rpc(ctx, t3 + 0.5, s, "svcctl", ["OpenServiceW", "DeleteService", "CloseServiceHandle"])
-    a.delete_service(ctx, t3 + 0.6, dst, "Sliver")
+    a.delete_service(ctx, t3 + 0.6, dst, "Sliver", SLIVER)
     a.logoff(ctx, t3 + 1, s)
+    ctx.expect_correlation(SVCCTL, SMBEXEC)  # svcctl then install; service deleted within 30 s
 
 
 def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
     rng = ctx.rng
     admin = ctx.world.admins[2]
     ws = rand_letters(rng, 16, string.ascii_letters + string.digits)
+    # the pack files Metasploit's 16-character workstation name and psh launcher under MS17-010,
+    # and SCM timeouts under PT-CR-785: tolerated here, not required
+    ctx.allow((4624, 1, 4688), MS17)
+    ctx.allow((11,), IMPACKET)  # same random 8-letter exe in C:\Windows as impacket (spec §2.5)
+    allow_timeout_rules(ctx)
+    allow_new_imagepath_rule(ctx)
     s = a.smb_session(ctx, t, dst, src.ip, admin, "NTLM", workstation=ws)
     a.tree_connect(ctx, t + 0.01, s, "IPC$")
     a.tree_connect(ctx, t + 0.02, s, "ADMIN$")
@@ -128,7 +159,8 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
             "C:\\Windows\\System32\\cmd.exe",
             path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe"),
         )
-        ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,), e_proc=(SVC_CMD,))
+        ex = Expect(e_proc=(SVC_CMD,))
+        allow_interpreter_paths(ctx)
     else:
         binary = rand_letters(rng, 8) + ".exe"
         a.file_write(ctx, t + 0.03, s, "ADMIN$", binary, mask=0x2, local_path=f"C:\\Windows\\{binary}")
@@ -151,6 +183,7 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
     a.dce_rpc(ctx, t2 + 1.0, s, "svcctl", ["DeleteService", "CloseServiceHandle"])
     a.delete_service(ctx, t2 + 1.05, dst, svc)
     a.logoff(ctx, t3 + 1, s)
+    ctx.expect_correlation(SVCCTL, SMBEXEC)
 
 
 @scenario("metasploit-psexec", "Metasploit exploit/windows/smb/psexec (native exe on ADMIN$)", "linux")
@@ -187,17 +220,19 @@ def ms17_010(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         admin_privs=False,
         expect_logon=(MS17,),
     )
-    a.tree_connect(ctx, t + 1.6, s, "IPC$", MS17)
+    a.tree_connect(ctx, t + 1.6, s, "IPC$")
     a.pipe_open(ctx, t + 1.61, s, "svcctl", SVCCTL, MS17, mask=0x3, expect_sysmon=(SVCCTL,))
     a.tree_connect(ctx, t + 1.7, s, "ADMIN$", MS17)
     ctx.add(
-        b.sec5145(dst, t + 1.71, s.logon, "ADMIN$", "System32\\WindowsPowerShell\\v1.0\\powershell.exe", 0x1),
-        MS17,
+        b.sec5145(dst, t + 1.71, s.logon, "ADMIN$", "System32\\WindowsPowerShell\\v1.0\\powershell.exe", 0x1)
     )
     t1 = a.dce_rpc(ctx, t + 1.72, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
     svc = rand_letters(rng, 16)
     path = f'%COMSPEC% /b /c start /b /min powershell.exe -nop -w hidden -noni -c "{PSH_PAYLOAD}"'
-    ex = Expect(e4697=(ODDPATH, MS17), e7045=(ODDPATH, MS17), e13=(ODDPATH,), e_proc=(SVC_CMD, MS17))
+    ex = Expect(e_proc=(SVC_CMD, MS17))
+    allow_interpreter_paths(ctx)
+    allow_new_imagepath_rule(ctx)
+    allow_timeout_rules(ctx)
     t2 = a.install_service(ctx, t1, dst, dst.machine_account, s.logon.logon_id, svc, path, ex)
     cmdline = path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe")
     p, t3 = a.run_service(
@@ -214,4 +249,4 @@ def ms17_010(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     a.dce_rpc(ctx, t2 + 1.0, s, "svcctl", ["DeleteService", "CloseServiceHandle"])
     a.delete_service(ctx, t2 + 1.05, dst, svc)
     a.logoff(ctx, t3 + 1, s)
-    ctx.expect_correlation(MS17)
+    ctx.expect_correlation(MS17, SVCCTL, SMBEXEC)
