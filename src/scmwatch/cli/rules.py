@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from scmwatch.cli import rules_pack
 from scmwatch.sigma import load_rules
 
 
@@ -45,7 +46,7 @@ def run_check(args: argparse.Namespace) -> int:
     return 1 if rs.rejected else 0
 
 
-SUBCOMMANDS: list[Callable[[Any], None]] = [_register_check]
+SUBCOMMANDS: list[Callable[[Any], None]] = [_register_check, *rules_pack.REGISTER]
 
 
 def register(subparsers: Any) -> None:

@@ -1,0 +1,182 @@
+"""Coverage of a loaded rule set against the T1569.002 seed list and ATT&CK data components.
+
+The seed list is the 18 MaxPatrol SIEM rules of Positive Technologies' T1569.002 article plus the
+MITRE analytic services.exe -> cmd.exe (design/detections.md). A seed is covered by every rule
+(single-event or correlation) whose ``maxpatrol_rule`` attribute names it; building blocks used
+only inside correlations count for the seeds of the correlations that use them. Data components
+come from the (Channel, EventID) sources each rule reads (the engine's index keys), so coverage
+says what telemetry the pack actually consumes, not what its tags claim.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from scmwatch.packtest import inherited_attrs
+from scmwatch.readiness import SYSMON, describe, rule_keys
+from scmwatch.sigma import CompiledRule, RuleSet
+
+ATTR = "maxpatrol_rule"
+MITRE = "none"
+
+# (seed id, seed name, detections.md section, known limits of the single-event/correlation form)
+SEEDS: list[tuple[str, str, str, str]] = [
+    ("PT-CR-215", "Remoting_WinExec", "2.1 winexe", ""),
+    ("PT-CR-785", "Modify_And_Start_Remote_Service", "2.2 remote binPath change",
+     "set/start/restore needs the correlation; 4657 variants need a SACL on the Services key"),
+    ("PT-CR-1752", "Service_From_Remote_File_Creation", "2.3 UNC service binary", ""),
+    ("PT-CR-1981", "SVCCTL_Connection", "2.4 svcctl bind",
+     "Zeek dce_rpc / RPC Firewall sources are not Windows event logs (no event source in scmwatch)"),
+    ("PT-CR-226", "Remoting_Impacket_PsExec", "2.5 impacket psexec", ""),
+    ("PT-CR-589", "Remoting_SysInternals_PsExec", "2.6 PsExec (target)", ""),
+    ("PT-CR-425", "MSSQL_Windows_Service_Control", "2.7 MSSQL service control",
+     "xp_servicecontrol -> 7036/7040 link is a correlation"),
+    ("PT-CR-1838", "NimExec_Activity", "2.8 NimExec", "the NimExec chain itself is a correlation"),
+    ("PT-CR-2756", "Subrule_WannaMine_Usage", "2.9 WannaMine (signals)",
+     "DNS signal needs a miner-pool domain list (only a keyword list ships)"),
+    ("PT-CR-2757", "WannaMine_Usage", "2.9 WannaMine (host correlation)", "correlation only"),
+    ("PT-CR-523", "Remote_Connection_Through_SMBEXEC_WinXP", "2.10 smbexec",
+     "Windows XP/2003 .evt logs (Security 601/592) cannot be read; modern-Windows evidence is matched"),
+    ("PT-CR-1356", "Sliver_PsExec", "2.11 Sliver psexec", ""),
+    ("PT-CR-2754", "MS17_010_SMB_Code_Execution", "2.12 MS17-010 follow-up",
+     "single events match any computer account from a remote IP; 'own account' needs the correlation"),
+    ("PT-CR-1962", "Remote_Registry_Enable", "2.13 RemoteRegistry enable", ""),
+    ("PT-CR-778", "Hidden_Service_Create", "2.14 hidden service",
+     "the 'no 7045/4697 for that key' absence check is a correlation"),
+    ("PT-CR-257", "Windows_Service_Installed", "2.15 service outside system dirs",
+     "no signer in the logs: Program Files is trusted by path"),
+    ("PT-CR-217", "Execute_PSEXEC", "2.16 PsExec (source)", ""),
+    ("PT-CR-271", "Service_Created_Or_Modified", "2.17 CLI/PowerShell service change", ""),
+    (MITRE, "MITRE analytic: services.exe -> cmd.exe /c", "2.18 services.exe spawns a shell",
+     "needs the parent image: Sysmon 1 or 4688 on Windows 10/2016+"),
+]
+
+# ATT&CK detection strategy DET0421 (analytic AN1185) for T1569.002 names these data components.
+T1569_COMPONENTS = [
+    "Service Creation (DC0060)",
+    "Process Creation (DC0032)",
+    "Windows Registry Key Modification (DC0063)",
+    "Network Connection Creation (DC0082)",
+]
+
+
+def component(key: tuple[str | None, int | None]) -> str:
+    """ATT&CK data component of one (lower-cased channel, EventID) source."""
+    ch, eid = key
+    if ch == SYSMON:
+        return {
+            1: T1569_COMPONENTS[1], 3: T1569_COMPONENTS[3], 7: "Module Load", 11: "File Creation",
+            12: T1569_COMPONENTS[2], 13: T1569_COMPONENTS[2], 14: T1569_COMPONENTS[2],
+            17: "Named Pipe Metadata", 18: "Named Pipe Metadata", 22: "Network Traffic Content (DNS)",
+        }.get(eid, "Sysmon (other)")
+    table = {
+        ("security", 4688): T1569_COMPONENTS[1],
+        ("security", 4697): T1569_COMPONENTS[0],
+        ("system", 7045): T1569_COMPONENTS[0],
+        ("security", 4657): T1569_COMPONENTS[2],
+        ("security", 5156): T1569_COMPONENTS[3],
+        ("security", 5145): "Network Share Access",
+        ("security", 5140): "Network Share Access",
+        ("security", 4624): "Logon Session Creation",
+        ("security", 4674): "Service Metadata",
+        ("system", 7036): "Service Metadata",
+        ("system", 7009): "Service Metadata",
+        ("system", 7000): "Service Metadata",
+        ("system", 7040): "Service Modification",
+        ("application", 33205): "Application Log Content",
+    }
+    if key in table:
+        return table[key]
+    if ch and "powershell" in ch:
+        return "Command Execution"
+    if ch and "defender" in ch:
+        return "Application Log Content"
+    return "other"
+
+
+@dataclass
+class SeedCoverage:
+    seed: str
+    name: str
+    section: str
+    limits: str
+    rules: list[CompiledRule] = field(default_factory=list)
+    correlations: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def covered(self) -> bool:
+        return bool(self.rules or self.correlations)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "maxpatrol_rule": self.seed if self.seed == MITRE else f"{self.seed} {self.name}",
+            "detection": self.section,
+            "covered": self.covered,
+            "rules": [r.name or r.id for r in self.rules],
+            "correlations": self.correlations,
+            "sources": self.sources,
+            "limits": self.limits,
+        }
+
+
+@dataclass
+class Coverage:
+    seeds: list[SeedCoverage]
+    components: dict[str, list[str]]  # component -> rule names
+    unattributed: list[CompiledRule]  # rules naming no seed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seeds_covered": sum(s.covered for s in self.seeds),
+            "seeds_total": len(self.seeds),
+            "seeds": [s.to_dict() for s in self.seeds],
+            "t1569_002_components": {c: len(self.components.get(c, [])) for c in T1569_COMPONENTS},
+            "components": {c: len(v) for c, v in sorted(self.components.items())},
+            "unattributed_rules": [r.name or r.id for r in self.unattributed],
+        }
+
+
+def seed_of(value: Any) -> str | None:
+    """``"PT-CR-589 Remoting_SysInternals_PsExec"`` -> ``"PT-CR-589"``; ``none`` -> ``"none"``."""
+    text = str(value or "").strip()
+    if not text:
+        return None
+    if text.lower() == MITRE:
+        return MITRE
+    return text.split()[0]
+
+
+def compute(ruleset: RuleSet) -> Coverage:
+    seeds = {s[0]: SeedCoverage(*s) for s in SEEDS}
+    inherited = inherited_attrs(ruleset, ATTR)
+    components: dict[str, list[str]] = {}
+    unattributed: list[CompiledRule] = []
+    for rule in ruleset.rules:
+        values = {rule.custom.get(ATTR)} if rule.custom.get(ATTR) else set()
+        for ref in (rule.name, rule.id):
+            if ref:
+                values |= inherited.get(ref, set())
+        ids = {seed_of(v) for v in values} - {None}
+        if not ids:
+            unattributed.append(rule)
+        keys = rule_keys(rule)
+        for sid in ids:
+            if sid in seeds:
+                sc = seeds[sid]
+                if rule.custom.get(ATTR):
+                    sc.rules.append(rule)
+                for k in keys:
+                    label = describe(k)[0]
+                    if label not in sc.sources:
+                        sc.sources.append(label)
+        for k in keys:
+            names = components.setdefault(component(k), [])
+            if (rule.name or rule.id) not in names:
+                names.append(rule.name or rule.id)
+    for corr in ruleset.correlations:
+        sid = seed_of((corr.custom_attributes or {}).get(ATTR))
+        if sid in seeds:
+            seeds[sid].correlations.append(corr.name or str(corr.id))
+    return Coverage(list(seeds.values()), components, unattributed)
