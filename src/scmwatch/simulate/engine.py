@@ -94,6 +94,7 @@ def simulate(opts: Options) -> Result:
 
     writer = Writer(opts.out, opts.fmt)
     allowed = set(opts.telemetry)
+    full = allowed >= set(ALL_TELEMETRY)
     channel_ok: dict[str, bool] = {}
 
     def keep(rec: Rec) -> bool:
@@ -158,6 +159,10 @@ def simulate(opts: Options) -> Result:
                 info["first"] = min(info["first"], rec.t)
                 info["last"] = max(info["last"], rec.t)
                 result.labelled += 1
+                expect, allow = lab.expect, lab.allow
+                if opts.fmt == "ecs" and "Data" in rec.data:
+                    # Winlogbeat renames unnamed <Data> to param1..N: rules on Data cannot see it
+                    expect, allow = (), lab.allow + lab.expect
                 entry = {
                     "kind": "event",
                     "instance": lab.instance,
@@ -169,11 +174,11 @@ def simulate(opts: Options) -> Result:
                     "event_id": rec.eid or None,
                     "computer": rec.host.computer if rec.host else None,
                     "time": writer.clock.iso(rec.t),
-                    "expect": list(lab.expect),
-                    "allow": [d for d in lab.allow if d not in lab.expect],
+                    "expect": list(expect),
+                    "allow": [d for d in allow if d not in expect],
                 }
                 if rules_by_det:
-                    entry["rules"] = sorted({r for d in lab.expect for r in rules_by_det.get(d, ())})
+                    entry["rules"] = sorted({r for d in expect for r in rules_by_det.get(d, ())})
                 label_lines.append(orjson.dumps(entry) + b"\n")
 
     ctx = Ctx(world, rng)
@@ -204,8 +209,11 @@ def simulate(opts: Options) -> Result:
                 "target": dst.computer,
                 "source_ip": src.ip,
                 "target_ip": dst.ip,
-                "correlations": sorted(ictx.corr),
-                "allowed_correlations": sorted(ictx.corr_allowed - ictx.corr),
+                # correlations join several sources: only required when every source is written
+                "correlations": sorted(ictx.corr) if full else [],
+                "allowed_correlations": sorted(
+                    (ictx.corr_allowed | ictx.corr) - (ictx.corr if full else set())
+                ),
                 "events": 0,
                 "first": float("inf"),
                 "last": 0.0,

@@ -237,11 +237,11 @@ class Writer:
         for name, value in rec.data.items():
             if name == "Data":
                 for item in value if isinstance(value, list) else [value]:
-                    parts.append(f"<Data>{escape(_text(item))}</Data>")
+                    parts.append(f"<Data>{_xml_text(item)}</Data>")
             elif name == "Binary":
                 parts.append(f"<Binary>{_text(value)}</Binary>")
             else:
-                parts.append(f"<Data Name='{name}'>{escape(_text(value))}</Data>")
+                parts.append(f"<Data Name='{name}'>{_xml_text(value)}</Data>")
         parts.append("</EventData></Event>")
         return "".join(parts)
 
@@ -279,10 +279,18 @@ class Writer:
             "event": {"code": str(rec.eid), "kind": "event", "provider": m.provider, "created": ts},
             "host": {"name": rec.host.computer.lower()},
             "winlog": winlog,
-            "log": {"level": "information" if m.level in (0, 4) else "error"},
+            "log": {"level": _LEVELS.get(m.level, "information")},
             "agent": {"type": "winlogbeat", "version": "8.12.0"},
             "ecs": {"version": "8.0.0"},
         }
+
+
+_LEVELS = {0: "information", 1: "critical", 2: "error", 3: "warning", 4: "information", 5: "verbose"}
+
+
+def _xml_text(value: Any) -> str:
+    """Escaped element text; ``\r`` as ``&#13;`` so an XML parser returns Windows' CRLF intact."""
+    return escape(_text(value)).replace("\r", "&#13;")
 
 
 def _text(value: Any) -> str:
