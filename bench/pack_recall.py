@@ -1,7 +1,8 @@
 """Recall of the built-in rule pack on the shared EVTX attack-sample corpus.
 
-Runs every single-event rule of the pack (``scmwatch.rules``) over each recording in
-``../shared/corpora/evtx-attack-samples/`` and prints, per file, which rules fired and how often.
+Hunts each recording in ``../shared/corpora/evtx-attack-samples/`` with the built-in pack exactly
+as ``scmwatch hunt`` does (single-event rules, correlation rules, building blocks suppressed) and
+prints, per file, which rules fired and how often.
 Files we classify as service-based execution (PsExec and clones, RemCom, Metasploit psexec,
 smbexec, remote service creation over svcctl/7045, services.exe spawning a shell, sc.exe /
 PowerShell service changes) are listed in ``EXPECTED`` with the reason; the script ends with
@@ -22,8 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from scmwatch.events.model import ReadStats
-from scmwatch.events.read import iter_events
+from scmwatch.hunt import run_hunt
 from scmwatch.rules import pack_paths
 from scmwatch.sigma import Engine, load_rules
 
@@ -67,18 +67,22 @@ def main(argv: list[str] | None = None) -> int:
         for path, why in ruleset.rejected:
             print(f"pack_recall: rejected {path}: {why}", file=sys.stderr)
     engine = Engine(ruleset)
+    names = {r.id: r.name or r.id for r in ruleset.rules}
+    names.update({str(c.id): c.name or str(c.id) for c in ruleset.correlations})
     files = sorted(p for p in corpus.rglob("*.evtx"))
     per_file: dict[str, Counter] = {}
     n_events = 0
     t0 = time.perf_counter()
     for path in files:
+        # What `scmwatch hunt FILE` reports: single-event alerts minus correlation building blocks
+        # (generate: false), plus correlation alerts; each recording is hunted on its own.
         rel = path.relative_to(corpus).as_posix()
-        stats = ReadStats()
+        result = run_hunt([str(path)], ruleset, engine=engine)
+        n_events += result.stats.events
         hits: Counter = Counter()
-        for ev in iter_events([str(path)], stats):
-            n_events += 1
-            for rule in engine.match(ev):
-                hits[f"{rule.name or rule.id} [{rule.level}]"] += 1
+        for alert in result.alerts:
+            kind = "corr " if alert.correlation else ""
+            hits[f"{kind}{names.get(alert.rule_id, alert.rule_id)} [{alert.level}]"] += 1
         per_file[rel] = hits
     secs = time.perf_counter() - t0
 
