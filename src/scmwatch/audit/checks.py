@@ -32,7 +32,7 @@ from scmwatch.audit.sd import (
     ObjectType,
     SecurityDescriptor,
     effective_access,
-    parse_sddl,
+    parse_sddl_cached,
 )
 from scmwatch.audit.snapshot import path_key
 
@@ -170,6 +170,23 @@ def nonadmin_grants(sd: SecurityDescriptor, objtype: ObjectType, dangerous: int)
     return out
 
 
+_GRANTS_CACHE: dict[tuple[int, str, int], tuple[SecurityDescriptor, list[Grant]]] = {}
+
+
+def _grants(sd: SecurityDescriptor, objtype: ObjectType, dangerous: int) -> list[Grant]:
+    """:func:`nonadmin_grants` memoised per shared descriptor (see ``parse_sddl_cached``); the entry
+    keeps a reference to ``sd`` so its id cannot be reused while cached."""
+    key = (id(sd), objtype.name, dangerous)
+    hit = _GRANTS_CACHE.get(key)
+    if hit is not None and hit[0] is sd:
+        return hit[1]
+    if len(_GRANTS_CACHE) > 65536:
+        _GRANTS_CACHE.clear()
+    res = nonadmin_grants(sd, objtype, dangerous)
+    _GRANTS_CACHE[key] = (sd, res)
+    return res
+
+
 def _describe(grants: list[Grant], objtype: ObjectType) -> str:
     return "; ".join(
         f"{P.name(g.sid)}: {', '.join(objtype.names(g.rights))} via {' '.join(g.via)}" for g in grants
@@ -204,8 +221,8 @@ def proposed_sddl(
 def check_service_dacl(hd: HostData, svc: Service) -> list[Finding]:
     if not svc.sddl:
         return []
-    sd = parse_sddl(svc.sddl)
-    grants = nonadmin_grants(sd, SERVICE, SERVICE_DANGEROUS)
+    sd = parse_sddl_cached(svc.sddl)
+    grants = _grants(sd, SERVICE, SERVICE_DANGEROUS)
     if not grants:
         return []
     system = is_local_system(svc)
@@ -239,7 +256,7 @@ def check_service_dacl(hd: HostData, svc: Service) -> list[Finding]:
 def check_scm(hd: HostData) -> list[Finding]:
     if not hd.scm_sddl:
         return []
-    sd = parse_sddl(hd.scm_sddl)
+    sd = parse_sddl_cached(hd.scm_sddl)
     out = []
     grants = nonadmin_grants(sd, SCM, SCM_DANGEROUS)
     if grants:
@@ -355,7 +372,7 @@ def _acl(hd: HostData, path: str) -> SecurityDescriptor | None:
     acl = hd.paths.get(path_key(path))
     if acl is None or not acl.sddl:
         return None
-    return parse_sddl(acl.sddl)
+    return parse_sddl_cached(acl.sddl)
 
 
 def _principals(grants: list[Grant], objtype: ObjectType) -> list[dict]:
@@ -391,7 +408,7 @@ def check_paths(hd: HostData, svc: Service) -> list[Finding]:
     binary_writable = False
     for path, what in targets:
         sd = _acl(hd, path)
-        grants = nonadmin_grants(sd, FILE, FILE_DANGEROUS) if sd is not None else []
+        grants = _grants(sd, FILE, FILE_DANGEROUS) if sd is not None else []
         if not grants:
             continue
         binary_writable = True
@@ -421,7 +438,7 @@ def check_paths(hd: HostData, svc: Service) -> list[Finding]:
         if dsd is None:
             continue
         mask = PARENT_DIR_DANGEROUS if parent_dir else ANCESTOR_DIR_DANGEROUS
-        grants = nonadmin_grants(dsd, DIRECTORY, mask)
+        grants = _grants(dsd, DIRECTORY, mask)
         if grants:
             writable_dirs.append((d, parent_dir, grants))
     if writable_dirs:
@@ -460,7 +477,7 @@ def check_paths(hd: HostData, svc: Service) -> list[Finding]:
             if dsd is None:
                 unknown.append(cand)
                 continue
-            grants = nonadmin_grants(dsd, DIRECTORY, FILE_WRITE_DATA | WRITE_DAC | WRITE_OWNER)
+            grants = _grants(dsd, DIRECTORY, FILE_WRITE_DATA | WRITE_DAC | WRITE_OWNER)
             if grants:
                 writable.append((cand, d, grants))
         if writable:

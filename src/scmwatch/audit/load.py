@@ -13,7 +13,7 @@ from pathlib import Path
 from scmwatch.audit.model import HostData
 from scmwatch.audit.regfile import RegError, reg_to_host
 from scmwatch.audit.sctext import ScTextError, looks_like_sc, sc_to_host
-from scmwatch.audit.sd import SDError, parse_sddl
+from scmwatch.audit.sd import SDError, parse_sddl_cached
 from scmwatch.audit.snapshot import SnapshotError, decode_text, read_snapshot
 
 DIR_SUFFIXES = (".json", ".reg", ".txt", ".sddl")
@@ -104,21 +104,21 @@ def _validate_sddl(hd: HostData) -> None:
     """Reject invalid SDDL item by item, so one bad string does not hide the rest of the host."""
     if hd.scm_sddl is not None:
         try:
-            parse_sddl(hd.scm_sddl)
+            parse_sddl_cached(hd.scm_sddl)
         except SDError as exc:
             hd.errors.append(f"SCM: invalid SDDL: {exc}")
             hd.scm_sddl = None
     for svc in hd.services.values():
         if svc.sddl is not None:
             try:
-                parse_sddl(svc.sddl)
+                parse_sddl_cached(svc.sddl)
             except SDError as exc:
                 hd.errors.append(f"service {svc.name}: invalid SDDL: {exc}")
                 svc.sddl = None
     for acl in hd.paths.values():
         if acl.sddl is not None:
             try:
-                parse_sddl(acl.sddl)
+                parse_sddl_cached(acl.sddl)
             except SDError as exc:
                 hd.errors.append(f"path {acl.path}: invalid SDDL: {exc}")
                 acl.sddl = None

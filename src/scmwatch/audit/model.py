@@ -7,7 +7,7 @@ into one before it is audited.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
@@ -108,4 +108,6 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "finding", **asdict(self)}
+        # Shallow on purpose: details are built JSON-ready, and asdict's deep copy dominated
+        # the run time of fleet-sized JSONL reports.
+        return {"type": "finding", **{f.name: getattr(self, f.name) for f in fields(self)}}

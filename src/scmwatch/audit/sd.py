@@ -16,6 +16,7 @@ the object itself; generic rights are mapped with the object type's own generic 
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass, field
@@ -613,6 +614,13 @@ def parse_sddl(text: str) -> SecurityDescriptor:
     if "D" not in seen:
         sd.dacl = None  # no DACL component: NULL DACL
     return sd
+
+
+@functools.lru_cache(maxsize=16384)
+def parse_sddl_cached(text: str) -> SecurityDescriptor:
+    """:func:`parse_sddl` memoised: a fleet repeats the same few hundred descriptors thousands of
+    times (every svchost service, every System32 directory). The result is shared: do not mutate it."""
+    return parse_sddl(text)
 
 
 # ---- binary (self-relative) ----------------------------------------------------------------
