@@ -314,3 +314,18 @@ def test_audit_host_on_parsed_sd_matches_sddl_text():
     b = audit_host(HostData("a", services={"s": Service("S", sddl=via_bin)}))
     assert [(f.check, f.severity, f.evidence) for f in a] == [(f.check, f.severity, f.evidence) for f in b]
     assert a and a[0].check == "AUD-M1026-001"
+
+
+def test_owner_rights_ace_is_attributed_to_a_non_admin_owner():
+    u = "S-1-5-21-1-2-3-1001"
+    p = "C:\\Apps\\a.exe"
+    hd = HostData("x", paths={"c:\\apps\\a.exe": PathAcl(p, f"O:{u}D:(A;;FA;;;SY)(A;;FW;;;OW)")})
+    (f,) = [
+        f
+        for f in check_paths(hd, Service("A", image_path=p, account="LocalSystem"))
+        if f.check == "AUD-M1022-001"
+    ]
+    assert "(A;;FW;;;OW)" in f.evidence and "implicit" not in f.evidence
+    # OWNER RIGHTS granting only read removes the owner's implicit WRITE_DAC: nothing to report.
+    hd.paths["c:\\apps\\a.exe"] = PathAcl(p, f"O:{u}D:(A;;FA;;;SY)(A;;FR;;;OW)")
+    assert [f for f in check_paths(hd, Service("A", image_path=p)) if f.check == "AUD-M1022-001"] == []

@@ -24,6 +24,7 @@ from scmwatch.audit.paths import (
 from scmwatch.audit.sd import (
     DIRECTORY,
     FILE,
+    OWNER_RIGHTS,
     SCM,
     SERVICE,
     SYNCHRONIZE,
@@ -155,14 +156,17 @@ def nonadmin_grants(sd: SecurityDescriptor, objtype: ObjectType, dangerous: int)
             via.append("NULL DACL (no DACL: everyone has full access)")
             own = eff
         else:
+            is_owner = sid == sd.owner
+            owner_rights_ace = any(a.sid == OWNER_RIGHTS and not a.inherit_only for a in sd.dacl.aces)
             for ace in sd.dacl.aces:
-                if ace.sid == sid and ace.is_allow and not ace.inherit_only:
+                mine = ace.sid == sid or (is_owner and ace.sid == OWNER_RIGHTS)
+                if mine and ace.is_allow and not ace.inherit_only:
                     m = objtype.map_generic(ace.mask) & eff
                     if m:
                         own |= m
                         via.append(ace.to_sddl())
                         inherited = inherited or ace.inherited
-            if sid == sd.owner and eff & WRITE_DAC:
+            if is_owner and not owner_rights_ace and eff & WRITE_DAC:
                 own |= WRITE_DAC
                 via.append("owner (implicit WRITE_DAC)")
         if own:
