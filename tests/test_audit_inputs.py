@@ -357,3 +357,10 @@ def test_collector_parses_in_powershell(tmp_path):
     )
     r = subprocess.run(["pwsh", "-NoProfile", "-Command", cmd], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_sc_text_saved_by_powershell_redirection_is_utf16(tmp_path):
+    p = tmp_path / "WS03.sc.txt"
+    p.write_bytes(b"\xff\xfe" + (FLEET / "WS03.sc.txt").read_text().encode("utf-16-le"))
+    hd = read_one(p, AuditLog())
+    assert hd is not None and hd.host == "WS03" and hd.services["weaksvc"].sddl == GEN.SVC_WEAK_AU
