@@ -699,12 +699,16 @@ def test_selector_skips_repeated_name_facts_within_a_file_only():
         "SourceIp": "10.0.0.5",
         "DestinationIp": "8.8.8.8",
     }
-    assert sel.select(_ev(1, 0, **conn), [], 0, 0) is not None
-    assert sel.select(_ev(2, 30, **conn), [], 0, 1) is None  # same fact 30 s later: skipped
-    assert sel.select(_ev(3, 61, **conn), [], 0, 2) is not None  # refreshed after 60 s
-    moved = dict(conn, Computer="bravo")  # the address now belongs to another host: emitted
-    assert sel.select(_ev(4, 62, **moved), [], 0, 3).fact == ("ipname", "10.0.0.5", "bravo")
-    assert sel.select(_ev(5, 63, **conn), [], 1, 0) is not None  # a new file starts afresh
+    assert sel.select(_ev(1, 0, **conn), [], 0, 0).fact == ("ipname", "10.0.0.5", "alpha")
+    assert sel.select(_ev(2, 30, **conn), [], 0, 1) is None  # same raw event again: skipped unparsed
+    other = dict(conn, DestinationIp="1.1.1.1")  # new raw values, same fact within 60 s: dropped
+    assert sel.select(_ev(3, 40, **other), [], 0, 2) is None
+    assert sel.select(_ev(4, 61, **dict(conn, DestinationIp="9.9.9.9")), [], 0, 3) is not None  # refreshed
+    moved = dict(conn, Computer="bravo")  # the address now belongs to another host: emitted at once
+    assert sel.select(_ev(5, 62, **moved), [], 0, 4).fact == ("ipname", "10.0.0.5", "bravo")
+    assert sel.select(_ev(6, 63, **conn), [], 1, 0) is not None  # a new file starts afresh
+    sel.RAW_REFRESH = 3
+    assert sel.select(_ev(7, 200, **conn), [], 1, 3) is not None  # raw repeat, but 3 events later
 
 
 def test_cross_host_chain_via_links():

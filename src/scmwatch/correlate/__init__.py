@@ -72,18 +72,25 @@ def _gate(ids: Iterable[int]) -> frozenset:
     return frozenset(ids) | frozenset(str(i) for i in ids)
 
 
+# the raw fields extract_fact reads for address -> name facts (its memo key)
+_NAME_RAW = ("EventID", "Computer", "IpAddress", "WorkstationName", "SourceIp", "DestinationIp",
+             "DestinationHostname", "QueryName")
+
+
 class CandidateSelector:
     """The worker-side gate; small and picklable (it travels to ``--jobs`` workers).
 
     Most events match no referenced rule and are no link event: one dict lookup and one set
-    lookup. Link facts are emitted only for the maps some correlation needs, and a fact identical
-    to one emitted from the same file less than ``FACT_REFRESH`` seconds earlier (in event time)
-    is skipped -- background traffic repeats the same host/address pairs endlessly. The dedupe
-    state is per file, so ``--jobs N`` (whole files per worker) selects exactly what ``--jobs 1``
-    selects.
+    lookup. Link facts are emitted only for the maps some correlation needs. Background traffic
+    repeats the same host/address pairs endlessly, so an address->name event whose raw values
+    were seen in the last ``RAW_REFRESH`` events of the same file is skipped before any parsing,
+    and a fact identical to one emitted from the same file less than ``FACT_REFRESH`` seconds
+    earlier (event time) is dropped; a *changed* mapping is always emitted. The dedupe state is
+    per file, so ``--jobs N`` (whole files per worker) selects exactly what ``--jobs 1`` selects.
     """
 
     FACT_REFRESH_US = 60_000_000
+    RAW_REFRESH = 5_000  # events
 
     def __init__(self, keys: frozenset[str], needs: Iterable[str] = ()) -> None:
         self.keys = keys
@@ -99,10 +106,13 @@ class CandidateSelector:
         self._key_cache: dict[Any, str | None] = {}
         self._file = -1
         self._seen: dict[str, tuple[str, int]] = {}
+        self._raw_file = -1
+        self._raw_seen: dict[tuple, int] = {}
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_key_cache"] = {}
+        state["_raw_seen"] = {}
         return state
 
     def select(
@@ -121,13 +131,32 @@ class CandidateSelector:
                     found.append(k)
             keys = tuple(found)
         fact = None
-        if self.gate and event.fields.get("EventID") in self.gate:
-            fact = extract_fact(event.fields, self.sessions, self.names)
+        t = -1
+        fields = event.fields
+        if self.gate and fields.get("EventID") in self.gate:
+            if self.sessions:
+                fact = extract_fact(fields, True, self.names)
+            else:
+                # Address -> name facts repeat endlessly (the same host/address pairs): skip an
+                # event whose raw values were seen in the last RAW_REFRESH events of this file.
+                if file_index != self._raw_file:
+                    self._raw_file = file_index
+                    self._raw_seen.clear()
+                raw = tuple(fields.get(n) for n in _NAME_RAW)
+                last = self._raw_seen.get(raw)
+                if last is None or position - last >= self.RAW_REFRESH:
+                    if len(self._raw_seen) > 100_000:
+                        self._raw_seen.clear()
+                    self._raw_seen[raw] = position
+                    fact = extract_fact(fields, False, True)
             if fact is not None:
-                fact = self._fresh(fact, time_us(event), file_index)
+                t = time_us(event)
+                fact = self._fresh(fact, t, file_index)
         if not keys and fact is None:
             return None
-        return Candidate(time_us(event), file_index, position, event if keys else None, keys, fact)
+        if t < 0:
+            t = time_us(event)
+        return Candidate(t, file_index, position, event if keys else None, keys, fact)
 
     def _fresh(self, fact: tuple, t: int, file_index: int) -> tuple | None:
         if file_index != self._file:

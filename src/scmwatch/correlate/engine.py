@@ -151,6 +151,7 @@ class Correlator:
         self.referenced_keys: frozenset[str] = frozenset(self._routes)
         self._seq = 0
         self._now = 0
+        self._next_sweep = 0
         self._entries = 0
         self._groups = 0
         self.state_peak = 0
@@ -200,7 +201,9 @@ class Correlator:
         t = cand.time_us
         if t > self._now:
             self._now = t
-            self._sweep(out)
+            if t >= self._next_sweep:  # idle groups are dropped at most 1 s (event time) late
+                self._next_sweep = t + 1_000_000
+                self._sweep(out)
         if cand.fact is not None:
             self.links.apply(cand.fact)
         if cand.event is None:
