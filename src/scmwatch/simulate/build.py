@@ -9,6 +9,7 @@ doubles ``%`` in ``Details``; Security PIDs are hex strings, Sysmon PIDs integer
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from scmwatch.simulate.records import APP, META_4688_V1, PS, SEC, SYS, SYSMON, Rec
@@ -40,9 +41,16 @@ def access_list(mask: int) -> str:
     return "".join(f"{code}\r\n\t\t\t\t" for bit, code in _ACCESS_BITS if mask & bit)
 
 
+_UTC_SEC = [-1, ""]
+
+
 def utc_ms(t: float) -> str:
-    """Sysmon ``UtcTime``: ``2024-05-01 10:00:00.123``."""
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    """Sysmon ``UtcTime``: ``2024-05-01 10:00:00.123`` (the second's text is cached: events cluster)."""
+    sec = int(t)
+    if sec != _UTC_SEC[0]:
+        _UTC_SEC[0] = sec
+        _UTC_SEC[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{_UTC_SEC[1]}.{int((t - sec) * 1000):03d}"
 
 
 def sysmon_details(value: str) -> str:
@@ -123,6 +131,7 @@ _VERSION["OneDrive.exe"] = (
 )
 
 
+@lru_cache(maxsize=4096)
 def version_info(image: str, original: str | None = None) -> tuple[str, str, str, str, str]:
     exe = image.rsplit("\\", 1)[-1]
     info = _VERSION.get(exe)

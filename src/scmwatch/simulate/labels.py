@@ -18,6 +18,7 @@ import orjson
 import yaml
 
 PACK_DIR = Path(__file__).resolve().parents[1] / "rules"
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def detection_key(maxpatrol: Any) -> str | None:
@@ -36,7 +37,7 @@ def iter_pack_rules(pack: Path = PACK_DIR) -> Iterator[tuple[Path, dict[str, Any
         return
     for path in sorted(pack.rglob("*.yml")):
         try:
-            docs = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+            docs = list(yaml.load_all(path.read_text(encoding="utf-8"), Loader=_Loader))
         except (OSError, yaml.YAMLError):
             continue
         for doc in docs:

@@ -15,6 +15,7 @@ import hashlib
 import random
 import string
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 DOMAIN = "CORP"
 DNS_DOMAIN = "corp.example.com"
@@ -132,8 +133,7 @@ class Host:
         return hex(self._logon)
 
     def guid(self, t: float) -> str:
-        """A Sysmon-style process GUID: host-stable prefix, time, counter (like the real ones)."""
-        self._pid += 0  # keep attribute access cheap; GUID uniqueness comes from the counter below
+        """A Sysmon-style process GUID: host-stable prefix, creation time, random tail (as real ones)."""
         n = self.rng.getrandbits(48)
         ts = int(t) & 0xFFFFFFFF
         return f"{self._guid_seed}-{ts >> 16:04X}-{ts & 0xFFFF:04X}-0000-{n:012X}"
@@ -189,6 +189,7 @@ def rand_letters(rng: random.Random, n: int, alphabet: str = string.ascii_letter
     return "".join(rng.choice(alphabet) for _ in range(n))
 
 
+@lru_cache(maxsize=4096)
 def fake_hashes(image: str) -> str:
     """Deterministic Sysmon ``Hashes`` value for an image path (stable across runs)."""
     h = hashlib.sha256(image.lower().encode()).hexdigest().upper()
