@@ -329,3 +329,22 @@ def test_owner_rights_ace_is_attributed_to_a_non_admin_owner():
     # OWNER RIGHTS granting only read removes the owner's implicit WRITE_DAC: nothing to report.
     hd.paths["c:\\apps\\a.exe"] = PathAcl(p, f"O:{u}D:(A;;FA;;;SY)(A;;FR;;;OW)")
     assert [f for f in check_paths(hd, Service("A", image_path=p)) if f.check == "AUD-M1022-001"] == []
+
+
+def test_drivers_count_as_fully_privileged():
+    drv = Service(
+        "d",
+        image_path="\\SystemRoot\\System32\\drivers\\d.sys",
+        service_type=1,
+        sddl="D:(A;;GA;;;SY)(A;;DC;;;BU)",
+    )
+    (f,) = check_service_dacl(HostData("x"), drv)
+    assert f.severity == "critical" and "kernel driver" in f.evidence and "in the kernel" in f.fix
+    own = Service(
+        "o",
+        image_path="C:\\x.exe",
+        service_type=0x10,
+        account="NT AUTHORITY\\LocalService",
+        sddl="D:(A;;GA;;;SY)(A;;DC;;;BU)",
+    )
+    assert check_service_dacl(HostData("x"), own)[0].severity == "high"

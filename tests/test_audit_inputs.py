@@ -364,3 +364,14 @@ def test_sc_text_saved_by_powershell_redirection_is_utf16(tmp_path):
     p.write_bytes(b"\xff\xfe" + (FLEET / "WS03.sc.txt").read_text().encode("utf-16-le"))
     hd = read_one(p, AuditLog())
     assert hd is not None and hd.host == "WS03" and hd.services["weaksvc"].sddl == GEN.SVC_WEAK_AU
+
+
+def test_collector_functions_are_defined_before_use_and_try_has_catch():
+    code = _ps_code_only(PS)
+    defined = {m.group(1): m.start(1) for m in re.finditer(r"\bfunction\s+([\w-]+)", code)}
+    assert set(defined) >= {"Get-SdShow", "Resolve-ServiceBinary", "Get-PathAcl", "Expand-ImagePath"}
+    for name, pos in defined.items():
+        found = re.finditer(rf"(?<![\w-]){re.escape(name)}(?![\w-])", code)
+        uses = [m.start() for m in found if m.start() != pos]
+        assert uses and min(uses) > pos, f"{name} used before it is defined (or never used)"
+    assert len(re.findall(r"\btry\s*\{", code)) == len(re.findall(r"\}\s*catch\s*\{", code))

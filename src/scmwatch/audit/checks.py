@@ -121,6 +121,14 @@ def is_local_system(svc: Service) -> bool:
     return acct in ("localsystem", ".\\localsystem", "nt authority\\system", "system")
 
 
+def runs_as(svc: Service) -> tuple[bool, str]:
+    """(runs with full privileges?, label): LocalSystem services and kernel drivers both do."""
+    if svc.is_driver:
+        return True, "kernel driver"
+    system = is_local_system(svc)
+    return system, svc.account or ("LocalSystem" if system else "unknown account")
+
+
 @dataclass
 class Grant:
     sid: str
@@ -229,8 +237,7 @@ def check_service_dacl(hd: HostData, svc: Service) -> list[Finding]:
     grants = _grants(sd, SERVICE, SERVICE_DANGEROUS)
     if not grants:
         return []
-    system = is_local_system(svc)
-    acct = svc.account or ("LocalSystem" if system else "?")
+    system, acct = runs_as(svc)
     return [
         Finding(
             "AUD-M1026-001",
@@ -243,7 +250,7 @@ def check_service_dacl(hd: HostData, svc: Service) -> list[Finding]:
             f'sc.exe sdset {svc.name} "{proposed_sddl(sd, SERVICE, SERVICE_DANGEROUS)}"  '
             "(removes SERVICE_CHANGE_CONFIG/WRITE_DAC/WRITE_OWNER from non-admin ACEs; "
             "with them anyone listed can point the service at their own binary and start it"
-            + (" as SYSTEM)" if system else ")"),
+            + (" in the kernel)" if svc.is_driver else " as SYSTEM)" if system else ")"),
             svc.source,
             {
                 "account": acct,
@@ -399,8 +406,7 @@ def check_paths(hd: HostData, svc: Service) -> list[Finding]:
     if not svc.image_path and not svc.binary:
         return []
     ip: ImagePath = parse_image_path(svc.image_path or svc.binary or "", svc.binary)
-    system = is_local_system(svc)
-    acct = svc.account or ("LocalSystem" if system else "?")
+    system, acct = runs_as(svc)
     src = svc.source
     out: list[Finding] = []
     exe = ip.executable
