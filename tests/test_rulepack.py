@@ -210,6 +210,8 @@ def test_readiness_names_missing_sources_with_advice(pack):
     assert ("Sysmon 1", "Security 4688") in gaps
     # System 7036 is written by default: with the System channel present its absence is not blindness
     assert not any("System 7036" in g.needs for g in ready.gaps)
+    assert "corr_2757_wannamine" in ready.correlations_blind  # Sysmon-only correlation
+    assert "corr_svcctl_then_service_install" not in ready.correlations_blind  # 7045 is one of its rules
     both = readiness.compute(pack, {("System", 7045), ("Security", 4697), ("Security", 4688)})
     assert ("Security 4697",) not in {tuple(g.needs) for g in both.gaps}
     assert both.rules_ready > ready.rules_ready

@@ -144,6 +144,7 @@ class Readiness:
     rules_total: int
     rules_ready: int
     gaps: list[Gap]
+    correlations_blind: list[str] = field(default_factory=list)  # names: no referenced rule can fire
 
     @property
     def rules_blind(self) -> int:
@@ -154,6 +155,7 @@ class Readiness:
             "rules_ready": self.rules_ready,
             "rules_blind": self.rules_blind,
             "missing": [g.to_dict() for g in self.gaps],
+            "correlations_blind": self.correlations_blind,
         }
 
     def lines(self) -> list[str]:
@@ -161,7 +163,11 @@ class Readiness:
             return [f"readiness: all {self.rules_total} rules had events of the kind they read"]
         head = (f"readiness: {self.rules_blind} of {self.rules_total} rules could not fire - the input has "
                 "no events of the kind they read (a clean result is not a clean host):")
-        return [head] + [f"  - {g.line()}" for g in self.gaps]
+        out = [head] + [f"  - {g.line()}" for g in self.gaps]
+        if self.correlations_blind:
+            out.append(f"  - correlations that could not fire (no event for any of their rules): "
+                       f"{', '.join(self.correlations_blind)}")
+        return out
 
 
 def _describe_all(keys: list[tuple[str | None, int | None]]) -> tuple[list[str], list[str]]:
@@ -212,4 +218,36 @@ def compute(ruleset: RuleSet, seen_pairs: Iterable[tuple[Any, Any]], min_level_r
             gap = groups[sig] = Gap(labels, advice)
         gap.rules.append(rule)
     gaps = sorted(groups.values(), key=lambda g: (-len(g.rules), g.needs))
-    return Readiness(len(rules), ready, gaps)
+    return Readiness(len(rules), ready, gaps, _blind_correlations(ruleset, seen, channels))
+
+
+def _blind_correlations(ruleset: RuleSet, seen: set[tuple[str | None, int | None]],
+                        channels: set[str | None]) -> list[str]:
+    """Correlations none of whose (transitively) referenced single-event rules can fire."""
+    by_ref: dict[str, CompiledRule] = {}
+    for r in ruleset.rules:
+        for k in (r.name, r.id):
+            if k:
+                by_ref[k] = r
+
+    def leaves(corr: Any, seen_corr: set[int]) -> list[CompiledRule]:
+        if id(corr) in seen_corr:
+            return []
+        seen_corr.add(id(corr))
+        out: list[CompiledRule] = []
+        for ref in getattr(corr, "rules", []) or []:
+            target = getattr(ref, "rule", None)
+            if target is not None and hasattr(target, "rules") and not hasattr(target, "detection"):
+                out.extend(leaves(target, seen_corr))
+                continue
+            rule = by_ref.get(getattr(ref, "reference", "")) or by_ref.get(getattr(target, "name", "") or "")
+            if rule is not None:
+                out.append(rule)
+        return out
+
+    blind = []
+    for corr in ruleset.correlations:
+        rules = leaves(corr, set())
+        if rules and not any(_covered(k, seen, channels) for r in rules for k in rule_keys(r)):
+            blind.append(corr.name or str(corr.id))
+    return blind
