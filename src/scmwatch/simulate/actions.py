@@ -239,7 +239,7 @@ class Expect:
     e7045: tuple[str, ...] = ()
     e13: tuple[str, ...] = ()  # Sysmon 13 ImagePath by services.exe
     e12: tuple[str, ...] = ()  # Sysmon 12 CreateKey by services.exe
-    e_key: tuple[str, ...] = ()  # every Sysmon 13 under the new service's key (name-based rules)
+    e_key: tuple[str, ...] = ()  # name-based rules on the new service's key (ImagePath value)
     e_proc: tuple[str, ...] = ()  # Sysmon 1 + 4688 of the service process
     e_4688: tuple[str, ...] | None = None  # 4688 when it differs (no OriginalFileName in 4688)
     e7036: tuple[str, ...] = ()
@@ -267,13 +267,13 @@ def install_service(
     kx = ex.e_key
     ctx.add(b.sysmon12(h, t, services, key), *ex.e12)
     stype_num = 0x10 if stype == "user mode service" else 0x1
-    ctx.add(b.sysmon13(h, t + 0.0002, services, key + "\\Type", b.dword(stype_num)), *kx)
-    ctx.add(b.sysmon13(h, t + 0.0003, services, key + "\\Start", b.dword(start_num)), *kx)
-    ctx.add(b.sysmon13(h, t + 0.0004, services, key + "\\ErrorControl", b.dword(0)), *kx)
+    ctx.add(b.sysmon13(h, t + 0.0002, services, key + "\\Type", b.dword(stype_num)))
+    ctx.add(b.sysmon13(h, t + 0.0003, services, key + "\\Start", b.dword(start_num)))
+    ctx.add(b.sysmon13(h, t + 0.0004, services, key + "\\ErrorControl", b.dword(0)))
     ctx.add(b.sysmon13(h, t + 0.0005, services, key + "\\ImagePath", b.sysmon_details(path)), *ex.e13, *kx)
     if display:
-        ctx.add(b.sysmon13(h, t + 0.0006, services, key + "\\DisplayName", display), *kx)
-    ctx.add(b.sysmon13(h, t + 0.0007, services, key + "\\ObjectName", account), *kx)
+        ctx.add(b.sysmon13(h, t + 0.0006, services, key + "\\DisplayName", display))
+    ctx.add(b.sysmon13(h, t + 0.0007, services, key + "\\ObjectName", account))
     ctx.add(
         b.sec4697(
             h,

@@ -146,7 +146,7 @@ def impacket_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         ctx.add(b.sec5145(dst, t2 + 0.6, s.logon, "C$", "__output", 0x120089), SMBEXEC)
         ctx.add(b.sec5145(dst, t2 + 0.7, s.logon, "C$", "__output", 0x10080), SMBEXEC)
         a.dce_rpc(ctx, t2 + 0.8, s, "svcctl", ["DeleteService", "CloseServiceHandle"])
-        a.delete_service(ctx, t2 + 0.85, dst, "BTOBTO", SMBEXEC)
+        a.delete_service(ctx, t2 + 0.85, dst, "BTOBTO")
         tt = t2 + rng.uniform(3, 15)
     a.logoff(ctx, tt, s)
     ctx.expect_correlation(SVCCTL, SMBEXEC)

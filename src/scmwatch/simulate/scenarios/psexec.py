@@ -100,7 +100,7 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None) -> None:
     t6 = t5 + rng.uniform(0.5, 3.0)
     a.stop_service(ctx, t6, dst, name, name)
     a.dce_rpc(ctx, t6, s, "svcctl", ["ControlService", "DeleteService", "CloseServiceHandle"])
-    a.delete_service(ctx, t6 + 0.05, dst, name, *own)
+    a.delete_service(ctx, t6 + 0.05, dst, name)
     a.logoff(ctx, t6 + 0.2, s)
     # svcctl then install; PsExec on A then a service on B; service deleted within seconds
     ctx.expect_correlation(SVCCTL, PSEXEC_SRC, SMBEXEC)

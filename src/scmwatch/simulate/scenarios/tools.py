@@ -129,7 +129,7 @@ def sliver_psexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     )
     _, t3 = a.run_service(ctx, t2 + 0.05, dst, "Sliver", "Sliver", f"C:\\Windows\\Temp\\{exe}", path, ex)
     a.dce_rpc(ctx, t3 + 0.5, s, "svcctl", ["OpenServiceW", "DeleteService", "CloseServiceHandle"])
-    a.delete_service(ctx, t3 + 0.6, dst, "Sliver", SLIVER)
+    a.delete_service(ctx, t3 + 0.6, dst, "Sliver")
     a.logoff(ctx, t3 + 1, s)
     ctx.expect_correlation(SVCCTL, SMBEXEC)  # svcctl then install; service deleted within 30 s
 
