@@ -81,7 +81,7 @@ class _Context:
 _CTX: _Context | None = None
 
 
-def make_correlation_stage(ruleset: RuleSet) -> Any:
+def make_correlation_stage(ruleset: RuleSet, lateness: float = 300.0) -> Any:
     """CORRELATION HOOK: build the correlation stage for this rule set (None when not needed).
 
     The correlation engine (``scmwatch.correlate.CorrelationStage``) exposes ``selector``
@@ -92,7 +92,7 @@ def make_correlation_stage(ruleset: RuleSet) -> Any:
         return None
     from scmwatch.correlate import CorrelationStage
 
-    stage = CorrelationStage(ruleset.correlations)
+    stage = CorrelationStage(ruleset.correlations, lateness=lateness)
     return stage if stage.active else None
 
 
@@ -148,6 +148,7 @@ def run_hunt(
     on_error: Callable[[ReadError], None] | None = None,
     show_progress: bool | None = False,
     engine: Engine | None = None,
+    lateness: float = 300.0,
 ) -> HuntResult:
     """Hunt over ``paths`` with ``ruleset``; returns sorted alerts and the summary dict."""
     global _CTX
@@ -155,7 +156,7 @@ def run_hunt(
     stats = ReadStats(on_error=on_error)
     inputs = list(discover(paths, stats))
     engine = engine or Engine(ruleset)
-    stage = make_correlation_stage(ruleset)
+    stage = make_correlation_stage(ruleset, lateness)
     min_rank = LEVEL_RANK.get(min_level, 0) if min_level else 0
     _CTX = _Context(engine, stage, min_rank, on_error)
     suppressed_ids = _CTX.suppressed_ids

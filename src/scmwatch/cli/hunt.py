@@ -34,6 +34,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--summary", metavar="FILE", default=None, help="write the run summary as JSON here")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N", help="worker processes over files")
     p.add_argument("--min-level", choices=LEVELS, default=None, help="drop alerts below this level")
+    p.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
+                   help="correlation: how far (event time) an event may arrive behind newer ones and still "
+                   "be correlated; later ones are counted as late_events (default: 300)")
     p.set_defaults(func=run)
 
 
@@ -60,6 +63,9 @@ def _print_error(err: ReadError) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.lateness < 0:
+        print("scmwatch: --lateness must not be negative", file=sys.stderr)
+        return 2
     if args.jobs < 1:
         print("scmwatch: --jobs must be at least 1", file=sys.stderr)
         return 2
@@ -78,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         print("scmwatch: no rule could be loaded", file=sys.stderr)
         return 1
     result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level, on_error=_print_error,
+                      lateness=args.lateness,
                       show_progress=None)
     rules = ruleset.by_id()
     try:
