@@ -178,6 +178,7 @@ def run_hunt(
                 results.append(r)
                 progress(inp, r.stats.events if r.stats else 0)
         else:
+            engine.warm()  # build indexes once here, not once per forked worker
             _CTX.on_error = _worker_error if on_error is not None else None
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(jobs) as pool:

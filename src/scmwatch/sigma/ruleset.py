@@ -31,6 +31,7 @@ class Unit:
     keys: list[Key]
     pred: Pred | bool
     literals: frozenset[str] | None
+    literal_fields: frozenset[str] | None = None  # fields the literals can occur in; None: any
     order: int = 0
 
 
@@ -125,7 +126,7 @@ def compile_rule(rule: SigmaRule, path: str, trees: list,
         pred = comp.pred
         if spec.extra:
             pred = _with_extra(pred, spec.extra)
-        cr.units.append(Unit(cr, spec.label, keys, pred, comp.literals))
+        cr.units.append(Unit(cr, spec.label, keys, pred, comp.literals, comp.literal_fields))
         cr.sources.append(spec.label)
     if reason is None and not cr.units:
         reason = "cannot fire on any source: " + "; ".join(cr.flags)
