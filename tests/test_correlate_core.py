@@ -739,3 +739,21 @@ def test_cross_host_chain_via_links():
     alerts = h.finish()
     assert len(alerts) == 1
     assert alerts[0].correlation["group_by"] == {"target": "bravo", "source": "alpha"}
+
+
+def test_fast_time_parse_agrees_with_the_event_model():
+    from scmwatch.correlate.stream import _fast_us
+    from scmwatch.events.model import parse_time
+
+    rng = random.Random(3)
+    for _ in range(2000):
+        when = datetime(1971, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.uniform(0, 4e9))
+        for text in (
+            when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            when.strftime("%Y-%m-%dT%H:%M:%S.%f") + "3Z",
+        ):  # EVTX writes 7 digits
+            assert _fast_us(text) == round(parse_time(text) * 1_000_000), text
+    assert _fast_us("2024-05-01 10:00:00") is None  # other shapes fall back to Event.time
+    ev = Event({"TimeCreated": "2024-05-01T10:00:00+02:00"}, "f", 1, "json")
+    assert time_us(ev) == round(parse_time("2024-05-01T08:00:00Z") * 1_000_000)

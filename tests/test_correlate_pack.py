@@ -134,3 +134,31 @@ def test_corpus_remote_service_halves_give_one_linked_alert(tmp_path):
         rc = cli_main(["hunt", str(f), "--format", "jsonl", "--output", str(out)])
         assert rc == 0
         assert not [x for x in out.read_text().splitlines() if '"correlation"' in x]
+
+
+def test_cli_lateness_option_counts_late_events(tmp_path):
+    """The out-of-order fixture correlates with the default lateness and not with --lateness 0."""
+    fixture = PACK / "corr_svcctl_then_service_install__pos_out_of_order.ndjson"
+    for lateness, linked, late in (("300", 1, 0), ("0", 0, 1)):
+        out, summary = tmp_path / f"a{lateness}.jsonl", tmp_path / f"s{lateness}.json"
+        rc = cli_main(
+            [
+                "hunt",
+                str(fixture),
+                "--lateness",
+                lateness,
+                "--format",
+                "jsonl",
+                "--output",
+                str(out),
+                "--summary",
+                str(summary),
+            ]
+        )
+        assert rc == 0
+        got = [json.loads(x) for x in out.read_text().splitlines()]
+        assert len([a for a in got if a.get("correlation")]) == linked
+        corr = json.loads(summary.read_text())["correlation"]
+        assert corr["late_events"] == late and corr["lateness_seconds"] == float(lateness)
+        if late:
+            assert corr["late_examples"][0]["source"] == str(fixture)
