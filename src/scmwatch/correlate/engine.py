@@ -24,7 +24,7 @@ high-water mark of retained entries/groups is reported as ``state_peak``/``group
 from __future__ import annotations
 
 import bisect
-from collections import Counter, deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +43,7 @@ from scmwatch.events.model import Event, format_time
 
 # entry tuple indexes
 _T, _SEQ, _REF, _EV, _VAL, _EVID = range(6)
+_ORDER: dict[tuple[str, ...], dict[str, int]] = {}  # reference list -> position (temporal_ordered)
 
 
 class _Group:
@@ -53,14 +54,16 @@ class _Group:
         self.start = 0
         self.last = 0
         self.display = display  # group-by values as first seen (for the alert)
-        self.counts: Counter = Counter()  # value_count: values; temporal: references
+        self.counts: dict = {}  # value_count: values; temporal: references (-> occurrences)
         self.total = 0.0  # value_sum / value_avg running sum
 
 
 @dataclass
 class _SpecState:
     spec: CorrSpec
-    groups: dict[tuple, _Group] = field(default_factory=dict)
+    # least recently updated first; an OrderedDict because a plain dict slows down finding its
+    # first live key after many deletions at the front (the sweep does exactly that)
+    groups: OrderedDict = field(default_factory=OrderedDict)
     # outer correlations fed by this one (chained): list of (outer state, reference name)
     parents: list[tuple[_SpecState, str]] = field(default_factory=list)
     emit: bool = True  # False when only chained with generate: false
@@ -256,8 +259,7 @@ class Correlator:
             if self._groups > self.groups_peak:
                 self.groups_peak = self._groups
         else:  # keep dict order = least recently updated first (for the sweep)
-            del groups[key]
-            groups[key] = g
+            groups.move_to_end(key)
         span = spec.timespan_us
         if not spec.eager and g.entries and t > g.start + span:
             self._close(st, key, g, out)
@@ -271,7 +273,8 @@ class Correlator:
             entries.insert(bisect.bisect_right(entries, t, key=lambda e: e[_T]), entry)
         else:
             entries.append(entry)
-        g.last = max(g.last, t)
+        if t > g.last:
+            g.last = t
         self._count_in(spec, g, entry)
         if len(entries) > self.max_entries:
             self._count_out(spec, g, entries.popleft())
@@ -290,10 +293,10 @@ class Correlator:
         if self._entries > self.state_peak:
             self.state_peak = self._entries
         typ = spec.type
-        if typ == "value_count":
-            g.counts[entry[_VAL]] += 1
-        elif typ == "temporal":
-            g.counts[entry[_REF]] += 1
+        if typ == "value_count" or typ == "temporal":
+            k = entry[_VAL] if typ == "value_count" else entry[_REF]
+            counts = g.counts
+            counts[k] = counts.get(k, 0) + 1
         elif typ in ("value_sum", "value_avg"):
             g.total += entry[_VAL]
 
@@ -381,7 +384,9 @@ class Correlator:
         return list(entries) if OPS[spec.op](measure, spec.threshold) else None
 
     def _ordered(self, spec: CorrSpec, entries: deque) -> list[tuple] | None:
-        order = {ref: i for i, ref in enumerate(spec.refs)}
+        order = _ORDER.get(spec.refs)
+        if order is None:
+            order = _ORDER[spec.refs] = {ref: i for i, ref in enumerate(spec.refs)}
         if spec.expr is not None:
             # Boolean condition: the references found in list order (earliest first event of
             # each, each after the previous one); `not x` means x did not follow in order.
