@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean demo
 
 $(BIN)/scmwatch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ run: install
 test: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
+
+# Regenerate the bundled demo (examples/demo) and its ground truth; tests/test_simulate_demo.py
+# checks both are what the simulator writes for this command.
+demo: install
+	rm -rf examples/demo
+	$(BIN)/scmwatch simulate all --events 1500 --hosts 5 --seed 42 --gzip --out examples/demo \
+		--labels tests/fixtures/simulate/demo-labels.jsonl
 
 bench: install
 	$(BIN)/python bench/read_throughput.py

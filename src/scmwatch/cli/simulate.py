@@ -41,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=",".join(ALL_TELEMETRY),
         help=f"comma-separated sources to write (default: {','.join(ALL_TELEMETRY)})",
     )
+    p.add_argument("--gzip", action="store_true", help="write gzip-compressed logs (*.jsonl.gz, ...)")
     p.add_argument("--labels", type=Path, help="where to write labels.jsonl (default: OUT/labels.jsonl)")
     p.set_defaults(func=run)
 
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         telemetry=telemetry,
         instances=args.instances,
         labels=args.labels,
+        compress=args.gzip,
     )
     res = simulate(opts)
     rate = res.events / res.seconds if res.seconds else 0.0

@@ -42,6 +42,7 @@ class Options:
     telemetry: tuple[str, ...] = ALL_TELEMETRY
     instances: int = 1  # instances of each scenario
     labels: Path | None = None  # default: out / "labels.jsonl"
+    compress: bool = False  # gzip the log files
 
 
 @dataclass
@@ -92,7 +93,7 @@ def simulate(opts: Options) -> Result:
     opts.out.mkdir(parents=True, exist_ok=True)
     from scmwatch.simulate.writers import Writer
 
-    writer = Writer(opts.out, opts.fmt)
+    writer = Writer(opts.out, opts.fmt, opts.compress)
     allowed = set(opts.telemetry)
     full = allowed >= set(ALL_TELEMETRY)
     channel_ok: dict[str, bool] = {}

@@ -64,7 +64,10 @@ def verify(labels_path: Path, alerts: list[dict[str, Any]], root: Path | None = 
     root = root or labels_path.parent
     events, instances = read_labels(labels_path)
     # Alerts name events by line/object number in NDJSON, by EventRecordID in XML (the readers' choice)
-    by_loc = {(e["file"], e["record_id"] if e["file"].endswith(".xml") else e["line"]): e for e in events}
+    by_loc = {
+        (e["file"], e["record_id"] if e["file"].endswith((".xml", ".xml.gz")) else e["line"]): e
+        for e in events
+    }
     inst_corr = {i["instance"]: set(i.get("correlations", ())) for i in instances}
     inst_ok = {
         i["instance"]: inst_corr[i["instance"]] | set(i.get("allowed_correlations", ())) for i in instances
@@ -117,7 +120,7 @@ def verify(labels_path: Path, alerts: list[dict[str, Any]], root: Path | None = 
         elif det in lab["expect"]:
             raised[loc].add(det)
     for e in events:
-        loc = (e["file"], e["record_id"] if e["file"].endswith(".xml") else e["line"])
+        loc = (e["file"], e["record_id"] if e["file"].endswith((".xml", ".xml.gz")) else e["line"])
         for det in e["expect"]:
             if det in raised.get(loc, ()):
                 verdict.matched += 1

@@ -9,10 +9,11 @@ log; the writer returns where each event went so labels can point at it.
 
 from __future__ import annotations
 
+import gzip
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from xml.sax.saxutils import escape, quoteattr
 
 import orjson
@@ -52,11 +53,13 @@ def channel_file(channel: str) -> str:
 class Writer:
     """Renders :class:`Rec` objects into one format under ``out``; returns (file, line, record id)."""
 
-    def __init__(self, out: Path, fmt: str) -> None:
+    def __init__(self, out: Path, fmt: str, compress: bool = False) -> None:
         if fmt not in EXT:
             raise ValueError(f"unknown format {fmt!r} (jsonl, xml, ecs)")
         self.out = out
         self.fmt = fmt
+        self.compress = compress  # gzip every file (``.jsonl.gz``): the readers take .gz as is
+        self._gz = ".gz" if compress else ""
         self.clock = _Clock()
         self._buf: dict[str, list[bytes]] = {}
         self._buffered = 0
@@ -71,7 +74,7 @@ class Writer:
 
     def write(self, rec: Rec) -> tuple[str, int, int | None]:
         if rec.host is None:
-            rel = f"zeek/{rec.channel.split('/', 1)[1]}.log"
+            rel = f"zeek/{rec.channel.split('/', 1)[1]}.log{self._gz}"
             line = self._append(rel, orjson.dumps(rec.data) + b"\n")
             return rel, line, None
         host = rec.host
@@ -81,7 +84,7 @@ class Writer:
             rid = 1000 + host.rng.randrange(1, 50000) * 10 if rec.channel != "Application" else 5000
         rid += 1
         self._records[key] = rid
-        rel = f"{host.name}/{channel_file(rec.channel)}{EXT[self.fmt]}"
+        rel = f"{host.name}/{channel_file(rec.channel)}{EXT[self.fmt]}{self._gz}"
         if self.fmt == "jsonl":
             payload = orjson.dumps(self._flat(rec, rid)) + b"\n"
         elif self.fmt == "xml":
@@ -94,8 +97,8 @@ class Writer:
     def close(self) -> None:
         self._flush()
         if self.fmt == "xml":
-            for rel in self._started:
-                with open(self.out / rel, "ab") as fh:
+            for rel in sorted(self._started):
+                with self._open(self.out / rel) as fh:
                     fh.write(b"</Events>\n")
 
     # -- buffering -----------------------------------------------------------------------------
@@ -123,13 +126,19 @@ class Writer:
                 self.files.add(rel)
                 if path.exists():
                     os.remove(path)
-            with open(path, "ab") as fh:
-                if self.fmt == "xml" and rel.endswith(".xml") and rel not in self._started:
+            with self._open(path) as fh:
+                if self.fmt == "xml" and not rel.startswith("zeek/") and rel not in self._started:
                     self._started.add(rel)
                     fh.write(b'<?xml version="1.0" encoding="utf-8"?>\n<Events>\n')
                 fh.writelines(lines)
             lines.clear()
         self._buffered = 0
+
+    def _open(self, path: Path) -> BinaryIO:
+        """Append mode; gzip appends a member per flush (valid gzip), with mtime 0 for reproducible bytes."""
+        if self.compress:
+            return gzip.GzipFile(filename=str(path), mode="ab", compresslevel=9, mtime=0)  # type: ignore[return-value]
+        return open(path, "ab")
 
     # -- System header -------------------------------------------------------------------------
 
