@@ -33,7 +33,13 @@ def test_demo_is_what_the_simulator_writes(tmp_path: Path) -> None:
     out, labels = tmp_path / "demo", tmp_path / "labels.jsonl"
     assert main(["simulate", *DEMO_ARGS, "--out", str(out), "--labels", str(labels)]) == 0
     assert _tree(out) == _tree(DEMO), "examples/demo is stale: run `make demo`"
-    assert labels.read_bytes() == LABELS.read_bytes(), "demo labels are stale: run `make demo`"
+    assert _truth(labels) == _truth(LABELS), "demo labels are stale: run `make demo`"
+
+
+def _truth(path: Path) -> list[dict]:
+    """Labels without the rule ids resolved from the pack (those follow the pack, not the simulator)."""
+    rows = [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+    return [{k: v for k, v in r.items() if k not in ("rules", "correlation_rules")} for r in rows]
 
 
 def test_hunting_the_examples_gives_exactly_the_labelled_alerts(tmp_path: Path) -> None:
