@@ -22,7 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("--out", type=Path, help="output directory")
-    p.add_argument("--hosts", type=int, default=8, help="Windows hosts in the simulated domain (default 8)")
+    p.add_argument(
+        "--hosts",
+        type=int,
+        default=8,
+        help="Windows hosts in the simulated domain (default 8), besides the attacker's foothold WS9001 "
+        "and Linux box",
+    )
     p.add_argument(
         "--events", type=int, default=20000, help="approximate total number of events (default 20000)"
     )

@@ -360,6 +360,6 @@ KINDS: list[tuple[str, float, Callable[[Ctx, float, Host], None], str]] = [
     ("sc_query", 1.5, sc_query, "any"),
     ("powershell", 1.5, powershell, "any"),
     ("sql_audit", 2, sql_audit, "sql"),
-    ("system_install", 0.4, system_install, "any"),
+    ("system_install", 0.15, system_install, "any"),
 ]
 AVG_EVENTS_PER_EPISODE = 2.6  # measured on the mix above; used to size the timeline
