@@ -332,10 +332,11 @@ def child(
     *expect: str,
     user: Account | None = None,
     logon_id: str | None = None,
+    original: str | None = None,
 ) -> Proc:
     """A process and its two process-creation events (Sysmon 1 and 4688)."""
     p = h.spawn(t, image, cmdline, parent, user=user, logon_id=logon_id)
-    ctx.add(b.sysmon1(h, t, p), *expect)
+    ctx.add(b.sysmon1(h, t, p, original), *expect)
     ctx.add(b.sec4688(h, t + 0.0001, p), *expect)
     return p
 

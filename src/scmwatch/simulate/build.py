@@ -140,6 +140,8 @@ def version_info(image: str, original: str | None = None) -> tuple[str, str, str
             if key.lower() == exe.lower():
                 info = val
                 break
+    if info is None and original is not None:  # a renamed copy keeps its version resource
+        info = next((v for v in _VERSION.values() if v[4].lower() == original.lower()), None)
     if info is None:
         info = ("-", "-", "-", "-", "-")
     if original is not None:
@@ -551,6 +553,34 @@ def sec5145(h: Host, t: float, lg: Logon, share: str, target: str, mask: int) ->
             "AccessMask": hex(mask),
             "AccessList": access_list(mask),
             "AccessReason": "-",
+        },
+    )
+
+
+def sec5156(
+    h: Host, t: float, p: Proc, local: str, lport: int, remote: str, rport: int, inbound: bool
+) -> Rec:
+    """WFP allowed a connection; for inbound ones Source* is the local end (as Windows writes it)."""
+    app = "\\device\\harddiskvolume2" + p.image[2:].lower() if p.image[1:2] == ":" else p.image
+    return Rec(
+        t,
+        h,
+        SEC,
+        5156,
+        {
+            "ProcessID": p.pid,
+            "Application": app,
+            "Direction": "%%14592" if inbound else "%%14593",
+            "SourceAddress": local,
+            "SourcePort": str(lport),
+            "DestAddress": remote,
+            "DestPort": str(rport),
+            "Protocol": 6,
+            "FilterRTID": 67658,
+            "LayerName": "%%14610" if inbound else "%%14611",
+            "LayerRTID": 44 if inbound else 48,
+            "RemoteUserID": "S-1-0-0",
+            "RemoteMachineID": "S-1-0-0",
         },
     )
 

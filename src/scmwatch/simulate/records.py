@@ -95,6 +95,7 @@ META: dict[tuple[str, int], Meta] = {
     (SEC, 4697): _sec(12289, 0),
     (SEC, 5140): _sec(12808, 1, "system"),
     (SEC, 5145): _sec(12811, 0, "system"),
+    (SEC, 5156): _sec(12810, 1, "system"),
     (SYS, 7045): _scm(16384, 4, True),
     (SYS, 7036): _scm(16384, 4, False),
     (SYS, 7040): _scm(16384, 4, True),

@@ -30,12 +30,19 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None) -> None:
     rng = ctx.rng
     op = ctx.world.admins[1]
     shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
-    exe = rng.choice(["PsExec.exe", "PsExec64.exe"])
-    image = f"C:\\Tools\\SysinternalsSuite\\{exe}"
+    if svc:
+        # the pack's PsExec-client rule also matches the renamed *service* binary by its Product
+        ctx.allow((1,), PSEXEC_SRC)
+    if svc:  # the operator renamed the client too: only its version resource and command line tell
+        exe = rng.choice(["svcmgr.exe", "update.exe", "pe64.exe"])
+        image = f"C:\\ProgramData\\{exe}"
+    else:
+        exe = rng.choice(["PsExec.exe", "PsExec64.exe"])
+        image = f"C:\\Tools\\SysinternalsSuite\\{exe}"
     _, remote_cmd, grandchild, grandchild_cmd = rng.choice(COMMANDS)
     rename = f" -r {svc}" if svc else ""
     cmdline = f"{exe}  \\\\{dst.name}{rename} -accepteula -s {remote_cmd}"
-    tool = a.child(ctx, t, src, shell, image, cmdline, PSEXEC_SRC)
+    tool = a.child(ctx, t, src, shell, image, cmdline, PSEXEC_SRC, original="psexec.c")
     eula = f"HKU\\{op.sid}\\Software\\Sysinternals\\PsExec\\EulaAccepted"
     ctx.add(b.sysmon13(src, t + 0.03, tool, eula, b.dword(1)), PSEXEC_SRC)
     ctx.add(b.sysmon22(src, t + 0.05, tool, dst.fqdn, f"::ffff:{dst.ip};"))
@@ -103,7 +110,11 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None) -> None:
     a.delete_service(ctx, t6 + 0.05, dst, name)
     a.logoff(ctx, t6 + 0.2, s)
     # svcctl then install; PsExec on A then a service on B; service deleted within seconds
-    ctx.expect_correlation(SVCCTL, PSEXEC_SRC, SMBEXEC)
+    ctx.expect_correlation(SVCCTL, SMBEXEC)
+    if svc:  # the pack's lateral-chain block knows the client by file name only (reported)
+        ctx.allow_correlation(PSEXEC_SRC)
+    else:
+        ctx.expect_correlation(PSEXEC_SRC)
 
 
 @scenario("psexec", "Sysinternals PsExec \\\\target -s cmd /c ... (PSEXESVC)", "windows")

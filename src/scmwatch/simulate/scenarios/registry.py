@@ -130,3 +130,130 @@ def hidden_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     _ = Expect  # service appears only after reboot: nothing more in this window
     # the spec's absence correlation (no 7045/4697 within 5 min) is not in the pack: the
     # Sysmon 12 CreateKey by a non-SCM process is the hidden-service signal
+
+
+@scenario(
+    "remote-registry-sc",
+    "sc \\\\host config RemoteRegistry start= demand + start (and Set-Service locally)",
+    "windows",
+)
+def remote_registry_sc(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
+    """The CLI variant of §2.13: an operator enables RemoteRegistry with sc.exe, then reads the registry."""
+    rng = ctx.rng
+    op = ctx.world.admins[1]
+    services = dst.core["services"]
+    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
+    s = a.smb_session(ctx, t, dst, src.ip, op, "Kerberos")
+    a.child(
+        ctx,
+        t,
+        src,
+        shell,
+        "C:\\Windows\\System32\\sc.exe",
+        f"sc.exe  \\\\{dst.name} config RemoteRegistry start= demand",
+        REMREG,
+        CLI,
+    )
+    a.tree_connect(ctx, t + 0.05, s, "IPC$")
+    a.pipe_open(ctx, t + 0.06, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))
+    t1 = a.dce_rpc(ctx, t + 0.07, s, "svcctl", ["OpenSCManagerW", "OpenServiceW", "ChangeServiceConfigW"])
+    ctx.add(b.sysmon13(dst, t1, services, RR_KEY, b.dword(3)), REMREG)
+    ctx.add(
+        b.sys7040(dst, t1 + 0.01, op.sid, "Remote Registry", "disabled", "demand start", "RemoteRegistry"),
+        REMREG,
+    )
+    t2 = t1 + rng.uniform(1, 4)
+    a.child(
+        ctx,
+        t2,
+        src,
+        shell,
+        "C:\\Windows\\System32\\sc.exe",
+        f"sc.exe  \\\\{dst.name} start RemoteRegistry",
+        REMREG,
+    )
+    t3 = a.dce_rpc(ctx, t2 + 0.05, s, "svcctl", ["OpenSCManagerW", "OpenServiceW", "StartServiceW"])
+    rr = dst.spawn(
+        t3,
+        "C:\\Windows\\System32\\svchost.exe",
+        "C:\\Windows\\system32\\svchost.exe -k localService -p -s RemoteRegistry",
+        services,
+        user=LOCAL_SERVICE,
+        logon_id="0x3e5",
+    )
+    ctx.add(b.sysmon1(dst, t3, rr), REMREG)
+    ctx.add(b.sec4688(dst, t3 + 0.0001, rr), REMREG)
+    ctx.add(b.sys7036(dst, t3 + 0.1, "Remote Registry", "RemoteRegistry", True), REMREG)
+    a.child(
+        ctx,
+        t3 + 2,
+        src,
+        shell,
+        "C:\\Windows\\System32\\reg.exe",
+        f"reg  query \\\\{dst.name}\\HKLM\\SYSTEM\\CurrentControlSet\\Control\\Lsa",
+    )
+    a.pipe_open(ctx, t3 + 2.05, s, "winreg")
+    a.logoff(ctx, t3 + 10, s)
+
+
+@scenario(
+    "powershell-remote-registry",
+    "PowerShell Set-Service/Start-Service RemoteRegistry on the host itself",
+    "local",
+    target="server",
+)
+def powershell_remote_registry(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
+    op = ctx.world.admins[0]
+    services = dst.core["services"]
+    shell = a.operator_shell(ctx, t - 20, dst, op)
+    ps = a.child(
+        ctx,
+        t - 10,
+        dst,
+        shell,
+        "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+        "powershell.exe",
+    )
+    ctx.add(b.ps4104(dst, t, ps, "Set-Service -Name RemoteRegistry -StartupType Manual"), REMREG)
+    ctx.add(b.sysmon13(dst, t + 0.05, services, RR_KEY, b.dword(3)), REMREG)
+    ctx.add(
+        b.sys7040(dst, t + 0.06, op.sid, "Remote Registry", "disabled", "demand start", "RemoteRegistry"),
+        REMREG,
+    )
+    ctx.add(b.ps4104(dst, t + 3, ps, "Start-Service -Name RemoteRegistry"), REMREG)
+    rr = dst.spawn(
+        t + 3.1,
+        "C:\\Windows\\System32\\svchost.exe",
+        "C:\\Windows\\system32\\svchost.exe -k localService -p -s RemoteRegistry",
+        services,
+        user=LOCAL_SERVICE,
+        logon_id="0x3e5",
+    )
+    ctx.add(b.sysmon1(dst, t + 3.1, rr), REMREG)
+    ctx.add(b.sec4688(dst, t + 3.1001, rr), REMREG)
+    ctx.add(b.sys7036(dst, t + 3.2, "Remote Registry", "RemoteRegistry", True), REMREG)
+
+
+@scenario(
+    "hidden-service-sdset",
+    "sc sdset with deny ACEs hides a service from enumeration (Services.msc, sc query)",
+    "local",
+)
+def hidden_service_sdset(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
+    op = ctx.world.admins[1]
+    shell = a.operator_shell(ctx, t - 15, dst, op)
+    name = ctx.rng.choice(["SWCUEngine", "UpdaterSvc", "SensorDataSvc"])
+    sddl = (
+        "D:(D;;DCLCWPDTSD;;;IU)(D;;DCLCWPDTSD;;;SU)(D;;DCLCWPDTSD;;;BA)(A;;CCLCSWLOCRRC;;;IU)"
+        "(A;;CCLCSWLOCRRC;;;SU)(A;;CCLCSWRPWPDTLOCRRC;;;SY)(A;;CCDCLCSWRPWPDTLOCRSDRCWDWO;;;BA)"
+        "S:(AU;FA;CCDCLCSWRPWPDTLOCRSDRCWDWO;;;WD)"
+    )
+    a.child(
+        ctx, t, dst, shell, "C:\\Windows\\System32\\sc.exe", f'sc.exe  sdset {name} "{sddl}"', HIDDEN, CLI
+    )
+    ctx.add(
+        b.sysmon13(
+            dst, t + 0.02, dst.core["services"], b.SERVICES_KEY + f"{name}\\Security\\Security", "Binary Data"
+        )
+    )
+    a.child(ctx, t + 5, dst, shell, "C:\\Windows\\System32\\sc.exe", f"sc.exe  query {name}")

@@ -250,3 +250,175 @@ def ms17_010(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     a.delete_service(ctx, t2 + 1.05, dst, svc)
     a.logoff(ctx, t3 + 1, s)
     ctx.expect_correlation(MS17, SVCCTL, SMBEXEC)
+
+
+EMPIRE_ENC = (
+    "SQBGACgAJABQAFMAVgBlAHIAcwBpAG8AbgBUAGEAYgBsAGUALgBQAFMAVgBlAHIAcwBpAG8AbgAuAE0AYQBqAG8AcgAgAC0AZwBlACAAMwAp"
+    "AHsAJABHAFAARgA9AFsAcgBlAGYAXQAuAEEAcwBzAGUAbQBiAGwAeQAuAEcAZQB0AFQAeQBwAGUAKAAnAFMAeQBzAHQAZQBtAC4A"
+)
+
+
+@scenario(
+    "empire-psexec-tcp",
+    "Empire invoke_psexec over RPC/TCP (no SMB pipe): service 'Updater', %COMSPEC% /C start",
+    "linux",
+)
+def empire_psexec_tcp(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
+    """SCM over RPC/TCP leaves no 5145: Sysmon 3 and 5156 of services.exe accepting (spec §0.7)."""
+    rng = ctx.rng
+    admin = ctx.world.admins[2]
+    allow_interpreter_paths(ctx)
+    allow_new_imagepath_rule(ctx)
+    allow_timeout_rules(ctx)
+    port = ctx.port()
+    lg = Logon(
+        dst.new_logon_id(), admin, 3, src.ip, port, "-", "NTLM", "00000000-0000-0000-0000-000000000000"
+    )
+    ctx.add(b.sec4624(dst, t, lg))
+    ctx.add(b.sec4672(dst, t, lg))
+    uid135, uid_dyn = ctx.uid(), ctx.uid()
+    dyn = rng.randrange(49664, 49690)  # services.exe's RPC endpoint
+    ctx.zeek(
+        t - 0.01,
+        "conn",
+        {
+            "uid": uid135,
+            "id.orig_h": src.ip,
+            "id.orig_p": port - 1,
+            "id.resp_h": dst.ip,
+            "id.resp_p": 135,
+            "proto": "tcp",
+            "service": "dce_rpc",
+            "duration": 0.02,
+            "orig_bytes": 220,
+            "resp_bytes": 180,
+            "conn_state": "SF",
+            "local_orig": True,
+            "local_resp": True,
+            "missed_bytes": 0,
+            "history": "ShADadFf",
+            "orig_pkts": 6,
+            "orig_ip_bytes": 540,
+            "resp_pkts": 5,
+            "resp_ip_bytes": 400,
+        },
+    )
+    ctx.zeek(
+        t - 0.005,
+        "dce_rpc",
+        {
+            "uid": uid135,
+            "id.orig_h": src.ip,
+            "id.orig_p": port - 1,
+            "id.resp_h": dst.ip,
+            "id.resp_p": 135,
+            "rtt": 0.0008,
+            "named_pipe": "135",
+            "endpoint": "epmapper",
+            "operation": "ept_map",
+        },
+    )
+    ctx.zeek(
+        t,
+        "conn",
+        {
+            "uid": uid_dyn,
+            "id.orig_h": src.ip,
+            "id.orig_p": port,
+            "id.resp_h": dst.ip,
+            "id.resp_p": dyn,
+            "proto": "tcp",
+            "service": "dce_rpc",
+            "duration": 1.3,
+            "orig_bytes": 2900,
+            "resp_bytes": 900,
+            "conn_state": "SF",
+            "local_orig": True,
+            "local_resp": True,
+            "missed_bytes": 0,
+            "history": "ShADadFf",
+            "orig_pkts": 14,
+            "orig_ip_bytes": 3600,
+            "resp_pkts": 12,
+            "resp_ip_bytes": 1500,
+        },
+    )
+    services = dst.core["services"]
+    ctx.add(b.sysmon3(dst, t + 0.001, services, src.ip, port, dst.ip, dyn, False, "", dst.fqdn), SVCCTL)
+    ctx.add(b.sec5156(dst, t + 0.001, services, dst.ip, dyn, src.ip, port, True), SVCCTL)
+    tt = t + 0.01
+    for op in ("OpenSCManager2", "CreateServiceA", "OpenServiceA", "StartServiceA"):
+        ctx.zeek(
+            tt,
+            "dce_rpc",
+            {
+                "uid": uid_dyn,
+                "id.orig_h": src.ip,
+                "id.orig_p": port,
+                "id.resp_h": dst.ip,
+                "id.resp_p": dyn,
+                "rtt": 0.0011,
+                "named_pipe": str(dyn),
+                "endpoint": "svcctl",
+                "operation": op,
+            },
+        )
+        tt += 0.02
+    ps = "C:\\Windows\\System32\\WindowsPowershell\\v1.0\\powershell"
+    path = f"%COMSPEC% /C start /b {ps} -noP -sta -w 1 -enc {EMPIRE_ENC}"
+    ex = Expect(e_proc=(SVC_CMD,))
+    t2 = a.install_service(ctx, tt, dst, admin, lg.logon_id, "Updater", path, ex)
+    cmdline = path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe")
+    p, _ = a.run_service(
+        ctx,
+        t2 + 0.05,
+        dst,
+        "Updater",
+        "Updater",
+        "C:\\Windows\\System32\\cmd.exe",
+        cmdline,
+        ex,
+        is_service=False,
+    )
+    a.child(
+        ctx,
+        t2 + 0.08,
+        dst,
+        p,
+        "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+        "C:\\Windows\\System32\\WindowsPowershell\\v1.0\\powershell  -noP -sta -w 1 -enc " + EMPIRE_ENC,
+    )
+    a.delete_service(ctx, t2 + 0.5, dst, "Updater")
+    ctx.add(b.sec4634(dst, t2 + 1.0, lg))
+    ctx.expect_correlation(SMBEXEC)  # installed and deleted within seconds
+
+
+@scenario(
+    "sliver-psexec-renamed", "Sliver psexec with --service-name/--service-description changed", "windows"
+)
+def sliver_psexec_renamed(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
+    """Only the C:\\Windows\\Temp binary path and the start/delete shape remain (spec §2.11)."""
+    rng = ctx.rng
+    op = ctx.world.admins[1]
+    name = rng.choice(["WinHealthSvc", "MsUpdateAgent", "NetTelemetry"])
+    exe = sliver_name(rng)
+    s = a.smb_session(ctx, t + 0.01, dst, src.ip, op, "Kerberos")
+    a.tree_connect(ctx, t + 0.02, s, "C$")
+    a.file_write(
+        ctx, t + 0.03, s, "C$", f"windows\\temp\\{exe}", SLIVER, local_path=f"C:\\Windows\\Temp\\{exe}"
+    )
+    a.tree_connect(ctx, t + 5.0, s, "IPC$")
+    a.pipe_open(ctx, t + 5.01, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))
+    t1 = a.dce_rpc(ctx, t + 5.02, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
+    path = f"c:\\windows\\temp\\{exe}"
+    ex = Expect(e4697=(SLIVER, ODDPATH), e7045=(SLIVER, ODDPATH), e13=(ODDPATH,))
+    allow_new_imagepath_rule(ctx)
+    t2 = a.install_service(ctx, t1, dst, op, s.logon.logon_id, name, path, ex)
+    ctx.add(
+        b.sysmon13(dst, t2, dst.core["services"], b.SERVICES_KEY + f"{name}\\Description", "Health agent")
+    )
+    _, t3 = a.run_service(ctx, t2 + 0.05, dst, name, name, f"C:\\Windows\\Temp\\{exe}", path, ex)
+    a.dce_rpc(ctx, t3 + 0.5, s, "svcctl", ["OpenServiceW", "DeleteService", "CloseServiceHandle"])
+    a.delete_service(ctx, t3 + 0.6, dst, name)
+    a.logoff(ctx, t3 + 1, s)
+    ctx.expect_correlation(SVCCTL, SMBEXEC)
