@@ -162,6 +162,11 @@ def test_remote_installs_join_to_their_network_logon(events) -> None:
     shares = defaultdict(list)
     for f in _by(events, "Security", 5145):
         shares[(f["Computer"], f["SubjectLogonId"])].append(f)
+    wfp = {
+        (f["Computer"], f["DestAddress"])
+        for f in _by(events, "Security", 5156)
+        if f["Application"].endswith("\\services.exe") and f["Direction"] == "%%14592"
+    }
     remote = 0
     for f in _by(events, "Security", 4697):
         if f["SubjectLogonId"] == "0x3e7":
@@ -174,7 +179,9 @@ def test_remote_installs_join_to_their_network_logon(events) -> None:
         svcctl = [
             s for s in shares[(f["Computer"], f["SubjectLogonId"])] if s["RelativeTargetName"] == "svcctl"
         ]
-        assert svcctl and all(s["IpAddress"] == logon["IpAddress"] for s in svcctl)
+        assert all(s["IpAddress"] == logon["IpAddress"] for s in svcctl)
+        if not svcctl:  # SCM over RPC/TCP (spec §0.7): services.exe accepted a connection from that address
+            assert (f["Computer"], logon["IpAddress"]) in wfp
     assert remote >= 8
 
 
