@@ -114,6 +114,21 @@ SYSTEM_INSTALLS = [
         "LocalSystem",
     ),
     (
+        "ClickToRunSvc",
+        '"C:\\Program Files\\Common Files\\Microsoft Shared\\ClickToRun\\OfficeClickToRun.exe" /service',
+        "user mode service",
+        "auto start",
+        "LocalSystem",
+    ),
+    (
+        "MpKslc0b0f2a1",
+        "C:\\ProgramData\\Microsoft\\Windows Defender\\Definition Updates\\"
+        "{4C7FA4D5-22B3-4E43-8B73-4D1A3F3C5E1B}\\MpKslDrv.sys",
+        "kernel mode driver",
+        "demand start",
+        "",
+    ),
+    (
         "UsoSvc",
         "C:\\Windows\\system32\\svchost.exe -k netsvcs -p",
         "user mode service",
