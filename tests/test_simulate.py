@@ -129,7 +129,10 @@ def test_files_are_time_ordered_with_increasing_record_ids(dataset) -> None:
 
 
 def test_event_count_near_request(dataset, events) -> None:
-    assert 8000 <= len(events) <= 8000 * 1.1
+    """--events is met by background; instances scheduled late in the timeline may add theirs on top."""
+    _, labels = dataset
+    labelled = len(read_labels(labels)[0])
+    assert 8000 <= len(events) <= 8000 + labelled
 
 
 def test_labels_point_at_the_events_they_describe(dataset) -> None:
