@@ -15,6 +15,7 @@ be pickled) are shared copy-on-write; only (rule id, event) pairs and candidates
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -178,8 +179,13 @@ def run_hunt(
                 results.append(r)
                 progress(inp, r.stats.events if r.stats else 0)
         else:
-            engine.warm()  # build indexes once here, not once per forked worker
+            # Buckets are built lazily in each worker for the (channel, EventID) pairs it meets:
+            # in parallel, and only those needed (warming all 300+ SigmaHQ buckets up front
+            # costs ~1 s of Hyperscan compilation in the parent alone).
             _CTX.on_error = _worker_error if on_error is not None else None
+            # Compiled rules are read-only from here on: keep the cyclic GC from walking (and so
+            # copy-on-write duplicating) them in every worker.
+            gc.freeze()
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(jobs) as pool:
                 # Largest files first so one big file does not finish last alone.

@@ -125,7 +125,7 @@ class Low(dict):
 @dataclass
 class Compiled:
     pred: Node
-    literals: frozenset[str] | None
+    literals: Gates  # all gates must be hit for the rule to be able to match; () = always run
     unavailable_used: set[str] = field(default_factory=set)
     literal_fields: frozenset[str] | None = None  # where literals can occur (None: any field)
 
@@ -206,21 +206,37 @@ def _not(child: Node) -> Node:
     return lambda f, low: not child(f, low)
 
 
-def _lit_and(sets: list[frozenset[str] | None]) -> frozenset[str] | None:
-    """Any one child's set is necessary for an AND; keep the most selective."""
-    cands = [s for s in sets if s is not None]
-    if not cands:
-        return None
-    return max(cands, key=_lit_score)
+# Literal requirements ("gates"): a tuple of literal sets that must ALL be hit, each by at least
+# one of its literals. () = no requirement (always evaluate); (frozenset(),) = can never match.
+Gates = tuple[frozenset[str], ...]
+MAX_GATES = 3  # per rule: more gates cost more per-event bookkeeping than they save
 
 
-def _lit_or(sets: list[frozenset[str] | None]) -> frozenset[str] | None:
-    if any(s is None for s in sets):
-        return None
+def _gates(x: frozenset[str] | Gates | None) -> Gates:
+    if x is None:
+        return ()
+    if isinstance(x, frozenset):
+        return (x,)
+    return x
+
+
+def _lit_and(sets: list) -> Gates:
+    """Every child's gates are necessary for an AND; keep the most selective few."""
+    allg = {g for x in sets for g in _gates(x)}
+    if frozenset() in allg:
+        return (frozenset(),)
+    return tuple(sorted(allg, key=lambda g: (-_lit_score(g), sorted(g)))[:MAX_GATES])
+
+
+def _lit_or(sets: list) -> Gates:
+    """An OR needs one of its children: the union of each child's best gate."""
     out: set[str] = set()
-    for s in sets:
-        out |= s  # type: ignore[operator]
-    return frozenset(out)
+    for x in sets:
+        gs = _gates(x)
+        if not gs:
+            return ()
+        out |= max(gs, key=_lit_score)
+    return (frozenset(out),)
 
 
 def _lit_score(s: frozenset[str]) -> float:
@@ -735,6 +751,8 @@ def compile_condition(trees: list, fieldmap: FieldMap | None = None,
     c = _Compiler(fieldmap, placeholders)
     parts = [c.node(t, True) for t in trees]
     lits = _lit_or([lit for _, lit in parts])
+    if lits == (frozenset(),) and _or([p for p, _ in parts]) is not False:
+        lits = ()  # defensive: never gate a rule that can match behind an impossible requirement
     fields = frozenset(c.lit_fields) if c.lit_fields is not None else None
     return Compiled(_or([p for p, _ in parts]), lits, c.unavailable_used, fields)
 

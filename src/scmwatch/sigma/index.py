@@ -40,10 +40,16 @@ def make_scanner(literals: list[str], use_hyperscan: bool = True) -> Callable[[s
     """``scan(lower_text) -> ids`` of the literals occurring in it (ids index ``literals``)."""
     if use_hyperscan and hyperscan is not None:
         try:
-            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             n = len(literals)
-            db.compile(expressions=[_hs_escape(x) for x in literals], ids=list(range(n)), elements=n,
-                       flags=[hyperscan.HS_FLAG_SINGLEMATCH] * n)
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+            try:  # pure-literal compiler (Hyperscan >= 5.2): half the compile time
+                db.compile(expressions=[x.encode("utf-8", "surrogatepass") for x in literals],
+                           ids=list(range(n)), elements=n, flags=[hyperscan.HS_FLAG_SINGLEMATCH] * n,
+                           literal=True)
+            except Exception:  # noqa: BLE001 - older Hyperscan: escaped byte regexes
+                db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+                db.compile(expressions=[_hs_escape(x) for x in literals], ids=list(range(n)), elements=n,
+                           flags=[hyperscan.HS_FLAG_SINGLEMATCH] * n)
             scan_db = db.scan
 
             def hs_scan(text: str) -> list[int]:
@@ -73,12 +79,16 @@ class Bucket:
     units: tuple[Unit, ...]
     always: tuple[int, ...]  # positions of units evaluated on every event of this key
     scan: Callable[[str], list[int]] | None  # lower-cased text -> literal ids
-    lit_units: tuple[tuple[int, ...], ...]  # literal id -> positions of the units it gates
+    lit_units: tuple[tuple[int, ...], ...]  # literal id -> gate ids (unit position * GATE_SLOTS + k)
     empty: bool
     text_fields: tuple[str, ...] | None = None  # fields scanned by the prefilter; None: all
+    need: tuple[int, ...] = ()  # per unit: how many gates must be hit
+    single_gate: bool = True  # every gated unit has one gate: no counting needed
 
 
 EMPTY = Bucket((), (), None, (), True)
+GATE_BITS = 3
+GATE_SLOTS = 1 << GATE_BITS  # gate ids: unit position * GATE_SLOTS + gate index (MAX_GATES <= 8)
 # Above this many distinct literal fields, joining every value is as cheap as picking fields.
 MAX_TEXT_FIELDS = 24
 
@@ -96,6 +106,7 @@ class Engine:
                     self.by_key.setdefault(k, []).append(u)
         self._buckets: dict[tuple, Bucket] = {}  # raw (Channel, EventID) as events carry them
         self._normalized: dict[tuple, Bucket] = {}  # (lower-cased channel, int EventID)
+        self._scanners: dict[tuple[str, ...], Callable[[str], list[int]]] = {}
         self.stats_candidates = 0  # predicates evaluated (for benchmarks / tuning)
 
     # ------------------------------------------------------------------ index
@@ -124,25 +135,34 @@ class Engine:
         units = tuple(sorted(seen.values(), key=lambda u: u.order))
         always = []
         by_lit: dict[str, list[int]] = {}
+        need = [0] * len(units)
         fields: set[str] | None = set()
         for i, u in enumerate(units):
             if u.pred is False:
                 continue
-            if u.literals is None:
+            if not u.literals:
                 always.append(i)
             else:
-                for lit in u.literals:
-                    by_lit.setdefault(lit, []).append(i)
+                need[i] = len(u.literals)
+                for k, gate in enumerate(u.literals):
+                    for lit in gate:
+                        by_lit.setdefault(lit, []).append(i * GATE_SLOTS + k)
                 if u.literal_fields is None:
                     fields = None
                 elif fields is not None:
                     fields |= u.literal_fields
         scan = None
-        lits = list(by_lit)
+        lits = sorted(by_lit)
         if lits:
-            scan = make_scanner(lits, self.use_hyperscan)
+            # Buckets often share one literal set (PowerShell's two channels, channel-wide
+            # service rules): compile each distinct set once.
+            key = tuple(lits)
+            scan = self._scanners.get(key)
+            if scan is None:
+                scan = self._scanners[key] = make_scanner(lits, self.use_hyperscan)
         text_fields = tuple(sorted(fields)) if fields is not None and len(fields) <= MAX_TEXT_FIELDS else None
-        return Bucket(units, tuple(always), scan, tuple(tuple(by_lit[x]) for x in lits), False, text_fields)
+        return Bucket(units, tuple(always), scan, tuple(tuple(sorted(set(by_lit[x]))) for x in lits), False,
+                      text_fields, tuple(need), max(need, default=0) <= 1)
 
     def warm(self) -> None:
         """Build the buckets of every (channel, EventID) the rules name, e.g. before forking
@@ -172,10 +192,21 @@ class Engine:
                     else:
                         parts.append(str(v))
             text = "\x00".join(parts).lower()
-            cand = set(b.always)
+            gates: set[int] = set()
             lit_units = b.lit_units
             for i in b.scan(text):
-                cand.update(lit_units[i])
+                gates.update(lit_units[i])
+            if b.single_gate:
+                cand = {g >> GATE_BITS for g in gates}
+            else:
+                counts: dict[int, int] = {}
+                for g in gates:
+                    u = g >> GATE_BITS
+                    counts[u] = counts.get(u, 0) + 1
+                need = b.need
+                cand = {u for u, c in counts.items() if c == need[u]}
+            if b.always:
+                cand.update(b.always)
             if not cand:
                 return []
             order = sorted(cand)

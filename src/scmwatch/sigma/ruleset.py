@@ -30,7 +30,7 @@ class Unit:
     source: str
     keys: list[Key]
     pred: Pred | bool
-    literals: frozenset[str] | None
+    literals: tuple[frozenset[str], ...]  # prefilter gates: all must be hit; () = always evaluate
     literal_fields: frozenset[str] | None = None  # fields the literals can occur in; None: any
     order: int = 0
 
