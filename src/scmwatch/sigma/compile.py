@@ -144,66 +144,85 @@ def _slow(v: Any, test: Callable[[str], bool], lower: bool = True) -> bool:
     return t is not None and test(t.lower() if lower else t)
 
 
-# ----------------------------------------------------------------------------- combinators
+# ----------------------------------------------------------------------------- code generation
+#
+# A rule's whole condition becomes ONE generated function ``lambda f, low: <expr>``: AND/OR/NOT
+# are Python's own ``and``/``or``/``not`` and the common string tests are inlined
+# (``(_v.endswith(T3) if (_v := low['Image']) is not None else slow(...))``), so evaluating a
+# candidate rule costs no call per condition node. Anything unusual (regex, cidr, keywords ...)
+# is a call to a small closure kept in the function's namespace. Measured ~2x fewer us per
+# candidate than nested closures.
 
 
-def _and(children: list[Node]) -> Node:
-    preds = []
+class Code:
+    """A boolean Python expression over ``f`` and ``low``; names refer to the emitter's namespace."""
+
+    __slots__ = ("expr", "depth")
+
+    def __init__(self, expr: str, depth: int = 0) -> None:
+        self.expr = expr
+        self.depth = depth
+
+
+MAX_DEPTH = 40  # deeper subtrees are split into helper functions (the parser limits nesting)
+
+
+class Emitter:
+    def __init__(self) -> None:
+        self.ns: dict[str, Any] = {"_slow": _slow}
+        self.n = 0
+
+    def name(self, obj: Any) -> str:
+        self.n += 1
+        key = f"k{self.n}"
+        self.ns[key] = obj
+        return key
+
+    def call(self, pred: Pred) -> Code:
+        return Code(f"{self.name(pred)}(f, low)")
+
+    def function(self, node: Node) -> Node:
+        """Turn a node into a callable (constants stay constants)."""
+        if node is True or node is False:
+            return node
+        return eval(f"lambda f, low: {node.expr}", self.ns)  # noqa: S307 - our own generated code
+
+    def split(self, node: Code) -> Code:
+        return self.call(self.function(node)) if node.depth > MAX_DEPTH else node
+
+
+def _and(children: list, em: Emitter) -> Node:
+    parts = []
     for c in children:
         if c is False:
             return False
         if c is not True:
-            preds.append(c)
-    if not preds:
+            parts.append(c)
+    if not parts:
         return True
-    if len(preds) == 1:
-        return preds[0]
-    if len(preds) == 2:
-        a, b = preds
-        return lambda f, low: a(f, low) and b(f, low)
-    if len(preds) == 3:
-        a, b, c = preds
-        return lambda f, low: a(f, low) and b(f, low) and c(f, low)
-    preds_t = tuple(preds)
-
-    def all_of(f, low):
-        for p in preds_t:
-            if not p(f, low):
-                return False
-        return True
-
-    return all_of
+    if len(parts) == 1:
+        return parts[0]
+    return em.split(Code("(" + " and ".join(p.expr for p in parts) + ")", 1 + max(p.depth for p in parts)))
 
 
-def _or(children: list[Node]) -> Node:
-    preds = []
+def _or(children: list, em: Emitter) -> Node:
+    parts = []
     for c in children:
         if c is True:
             return True
         if c is not False:
-            preds.append(c)
-    if not preds:
+            parts.append(c)
+    if not parts:
         return False
-    if len(preds) == 1:
-        return preds[0]
-    if len(preds) == 2:
-        a, b = preds
-        return lambda f, low: a(f, low) or b(f, low)
-    preds_t = tuple(preds)
-
-    def any_of(f, low):
-        for p in preds_t:
-            if p(f, low):
-                return True
-        return False
-
-    return any_of
+    if len(parts) == 1:
+        return parts[0]
+    return em.split(Code("(" + " or ".join(p.expr for p in parts) + ")", 1 + max(p.depth for p in parts)))
 
 
-def _not(child: Node) -> Node:
+def _not(child: Node, em: Emitter) -> Node:
     if child is True or child is False:
         return not child
-    return lambda f, low: not child(f, low)
+    return em.split(Code(f"(not {child.expr})", child.depth + 1))
 
 
 # Literal requirements ("gates"): a tuple of literal sets that must ALL be hit, each by at least
@@ -343,7 +362,29 @@ def _ci_group(fname: str, specs: list[tuple[str, Any]]) -> Pred:
             return _slow(f.get(fname), test)
         return test(v)
 
+    pred.test = test  # type: ignore[attr-defined]
     return pred
+
+
+def _ci_code(fname: str, specs: list[tuple[str, Any]], em: Emitter) -> Code:
+    """Inline expression for OR-ed case-insensitive strings on one field (see ``_ci_group``)."""
+    test = _ci_group(fname, specs).test  # type: ignore[attr-defined]
+    kinds = {k for k, _ in specs}
+    vals = [p for _, p in specs]
+    if kinds == {"eq"} and len(vals) == 1:
+        inline = f"_v == {em.name(vals[0])}"
+    elif kinds == {"eq"}:
+        inline = f"_v in {em.name(frozenset(vals))}"
+    elif kinds == {"starts"}:
+        inline = f"_v.startswith({em.name(tuple(vals))})"
+    elif kinds == {"ends"}:
+        inline = f"_v.endswith({em.name(tuple(vals))})"
+    elif kinds == {"contains"} and len(vals) == 1:
+        inline = f"{em.name(vals[0])} in _v"
+    else:
+        inline = f"{em.name(test)}(_v)"
+    fk = em.name(fname)
+    return Code(f"(({inline}) if (_v := low[{fk}]) is not None else _slow(f.get({fk}), {em.name(test)}))")
 
 
 def _cased_pred(fname: str, specs: list[tuple[str, Any]]) -> Pred:
@@ -369,6 +410,7 @@ class _Compiler:
         self.fm = fieldmap
         self.placeholders = placeholders or {}
         self.unavailable_used: set[str] = set()
+        self.em = Emitter()
         # Fields whose values can hold a literal of this rule's set (None: any field, keywords).
         self.lit_fields: set[str] | None = set()
 
@@ -432,12 +474,12 @@ class _Compiler:
             # Filters (NOT) last: selections usually reject first and cheaper.
             args = sorted(n.args, key=lambda a: isinstance(a, ConditionNOT))
             parts = [self.node(a, positive) for a in args]
-            return _and([p for p, _ in parts]), _lit_and([lit for _, lit in parts])
+            return _and([p for p, _ in parts], self.em), _lit_and([lit for _, lit in parts])
         if isinstance(n, ConditionOR):
             return self.or_node(n.args, positive)
         if isinstance(n, ConditionNOT):
             inner, _ = self.node(n.args[0], not positive)
-            return _not(inner), None
+            return _not(inner, self.em), None
         if isinstance(n, ConditionFieldEqualsValueExpression):
             return self.leaf(n.field, n.value, positive)
         if isinstance(n, ConditionValueExpression):
@@ -461,8 +503,8 @@ class _Compiler:
         for fname, specs in groups.items():
             lits = None if fname in GATE_FIELDS else self.spec_literals(specs)
             self.note_fields(fname, lits)
-            others.append((_ci_group(fname, specs), lits))
-        return _or([p for p, _ in others]), _lit_or([lit for _, lit in others])
+            others.append((_ci_code(fname, specs, self.em), lits))
+        return _or([p for p, _ in others], self.em), _lit_or([lit for _, lit in others])
 
     def leaf(self, fname: str, val: Any, positive: bool) -> tuple[Node, frozenset[str] | None]:
         specs = self.string_specs(val)
@@ -472,23 +514,23 @@ class _Compiler:
         if specs is not None:
             lits = None if mapped in GATE_FIELDS else self.spec_literals(specs)
             self.note_fields(mapped, lits)
-            return _ci_group(mapped, specs), lits
+            return _ci_code(mapped, specs, self.em), lits
         if isinstance(val, SigmaExpansion):
             parts = [self.leaf(fname, v, positive) for v in val.values]
-            return _or([p for p, _ in parts]), _lit_or([lit for _, lit in parts])
+            return _or([p for p, _ in parts], self.em), _lit_or([lit for _, lit in parts])
         if isinstance(val, SigmaCasedString):
             specs = [classify(string_parts(s)) for s in self.expand_placeholders(val)]
             lits = self.spec_literals([(k, lower_parts(p) if k == "glob" else p.lower() if p else p)
                                        for k, p in specs])
             self.note_fields(mapped, lits)
-            return _cased_pred(mapped, specs), lits
+            return self.em.call(_cased_pred(mapped, specs)), lits
         hexok = self.fm is not None and mapped in self.fm.hex_fields
         lits = None
         if isinstance(val, SigmaRegularExpression) and mapped not in GATE_FIELDS:
             lits = regex_literals(str(val.regexp))
             if lits:
                 self.lit_fields.add(mapped)
-        return self.typed_leaf(mapped, val, hexok), lits
+        return self.em.call(self.typed_leaf(mapped, val, hexok)), lits
 
     def typed_leaf(self, fname: str, val: Any, hexok: bool) -> Pred:
         if isinstance(val, SigmaRegularExpression):
@@ -581,7 +623,7 @@ class _Compiler:
                     return True
             return False
 
-        return pred, lits
+        return self.em.call(pred), lits
 
 
 # ----------------------------------------------------------------------------- typed leaves
@@ -751,10 +793,11 @@ def compile_condition(trees: list, fieldmap: FieldMap | None = None,
     c = _Compiler(fieldmap, placeholders)
     parts = [c.node(t, True) for t in trees]
     lits = _lit_or([lit for _, lit in parts])
-    if lits == (frozenset(),) and _or([p for p, _ in parts]) is not False:
+    node = _or([p for p, _ in parts], c.em)
+    if lits == (frozenset(),) and node is not False:
         lits = ()  # defensive: never gate a rule that can match behind an impossible requirement
     fields = frozenset(c.lit_fields) if c.lit_fields is not None else None
-    return Compiled(_or([p for p, _ in parts]), lits, c.unavailable_used, fields)
+    return Compiled(c.em.function(node), lits, c.unavailable_used, fields)
 
 
 def required_eventids(trees: list) -> set[int] | None:
