@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from scmwatch.simulate.records import APP, META_4688_V1, PS, SEC, SYS, SYSMON, Rec
-from scmwatch.simulate.world import SYSTEM, Account, Host, Logon, Proc, fake_hashes
+from scmwatch.simulate.world import DOMAIN, SYSTEM, Account, Host, Logon, Proc, fake_hashes
 
 # --- value helpers -------------------------------------------------------------------------
 
@@ -360,7 +360,15 @@ def sysmon22(h: Host, t: float, p: Proc, query: str, results: str) -> Rec:
 # --- Security -------------------------------------------------------------------------------
 
 
-def _subject(a: Account, logon_id: str) -> dict[str, Any]:
+def _subject(h: Host, a: Account, logon_id: str) -> dict[str, Any]:
+    """Subject fields; LocalSystem is written as the computer account (``WS01$``, domain ``CORP``)."""
+    if a.sid == SYSTEM.sid:
+        return {
+            "SubjectUserSid": a.sid,
+            "SubjectUserName": f"{h.name}$",
+            "SubjectDomainName": DOMAIN,
+            "SubjectLogonId": logon_id,
+        }
     return {
         "SubjectUserSid": a.sid,
         "SubjectUserName": a.name,
@@ -435,7 +443,7 @@ ADMIN_PRIVS = (
 
 
 def sec4672(h: Host, t: float, lg: Logon) -> Rec:
-    return Rec(t, h, SEC, 4672, {**_subject(lg.account, lg.logon_id), "PrivilegeList": ADMIN_PRIVS})
+    return Rec(t, h, SEC, 4672, {**_subject(h, lg.account, lg.logon_id), "PrivilegeList": ADMIN_PRIVS})
 
 
 def sec4688(h: Host, t: float, p: Proc) -> Rec:
@@ -443,7 +451,7 @@ def sec4688(h: Host, t: float, p: Proc) -> Rec:
     creator = parent.user if parent else SYSTEM
     creator_logon = parent.logon_id if parent else "0x3e7"
     data = {
-        **_subject(creator, creator_logon),
+        **_subject(h, creator, creator_logon),
         "NewProcessId": hex(p.pid),
         "NewProcessName": p.image,
         "TokenElevationType": "%%1936" if p.user is SYSTEM or p.integrity in ("System", "High") else "%%1938",
@@ -484,7 +492,7 @@ def sec4697(
         SEC,
         4697,
         {
-            **_subject(a, logon_id),
+            **_subject(h, a, logon_id),
             "ServiceName": name,
             "ServiceFileName": path,
             "ServiceType": stype,
@@ -501,7 +509,7 @@ def sec4674(h: Host, t: float, a: Account, logon_id: str, obj_type: str, obj: st
         SEC,
         4674,
         {
-            **_subject(a, logon_id),
+            **_subject(h, a, logon_id),
             "ObjectServer": "SC Manager",
             "ObjectType": obj_type,
             "ObjectName": obj,
@@ -524,7 +532,7 @@ def sec5140(h: Host, t: float, lg: Logon, share: str, mask: int = 0x1) -> Rec:
         SEC,
         5140,
         {
-            **_subject(lg.account, lg.logon_id),
+            **_subject(h, lg.account, lg.logon_id),
             "ObjectType": "File",
             "IpAddress": lg.ip,
             "IpPort": str(lg.port),
@@ -543,7 +551,7 @@ def sec5145(h: Host, t: float, lg: Logon, share: str, target: str, mask: int) ->
         SEC,
         5145,
         {
-            **_subject(lg.account, lg.logon_id),
+            **_subject(h, lg.account, lg.logon_id),
             "ObjectType": "File",
             "IpAddress": lg.ip,
             "IpPort": str(lg.port),

@@ -14,7 +14,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import escape
 
 import orjson
 
@@ -209,11 +209,11 @@ class Writer:
         guid = m.guid
         if guid and not guid.startswith("{"):
             guid = "{" + guid.lower() + "}"
-        prov = f"<Provider Name={quoteattr(m.provider)}"
+        prov = f"<Provider Name='{_attr(m.provider)}'"
         if guid:
             prov += f" Guid='{guid}'"
         if m.source_name:
-            prov += f" EventSourceName={quoteattr(m.source_name)}"
+            prov += f" EventSourceName='{_attr(m.source_name)}'"
         parts = [f"<Event xmlns='{EVENT_NS}'><System>", prov, "/>"]
         if m.qualifiers is not None:
             parts.append(f"<EventID Qualifiers='{m.qualifiers}'>{rec.eid}</EventID>")
@@ -250,6 +250,8 @@ class Writer:
             elif name == "Binary":
                 parts.append(f"<Binary>{_text(value)}</Binary>")
             else:
+                if name.endswith("Guid") and value and not str(value).startswith("{"):
+                    value = "{" + str(value) + "}"  # wevtutil renders GUID-typed data in braces
                 parts.append(f"<Data Name='{name}'>{_xml_text(value)}</Data>")
         parts.append("</EventData></Event>")
         return "".join(parts)
@@ -295,6 +297,11 @@ class Writer:
 
 
 _LEVELS = {0: "information", 1: "critical", 2: "error", 3: "warning", 4: "information", 5: "verbose"}
+
+
+def _attr(value: str) -> str:
+    """Attribute text for wevtutil's single-quoted attributes."""
+    return escape(value, {"'": "&apos;"})
 
 
 def _xml_text(value: Any) -> str:
