@@ -267,3 +267,18 @@ def test_every_output_format_reads_back_the_same_events(tmp_path: Path) -> None:
             ):
                 if name in fields:
                     assert str(other[name]) == str(fields[name]), (fmt, key, name)
+
+
+def test_check_scores_a_hunt_against_the_labels(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "o"
+    assert main(["simulate", "psexec", "sc-binpath", "--out", str(out), "--events", "2000"]) == 0
+    alerts = tmp_path / "alerts.jsonl"
+    assert main(["hunt", str(out), "--format", "jsonl", "--output", str(alerts)]) == 0
+    capsys.readouterr()
+    assert main(["simulate", "--check", str(alerts), "--out", str(out)]) == 0
+    assert "0 false positives, 0 unexpected, 0 missing" in capsys.readouterr().out
+    # a pack that misses detections fails the check
+    some = tmp_path / "some.jsonl"
+    some.write_bytes(b"".join(alerts.read_bytes().splitlines(keepends=True)[:3]))
+    assert main(["simulate", "--check", str(some), "--out", str(out)]) == 1
+    assert "missing: {'detection'" in capsys.readouterr().out

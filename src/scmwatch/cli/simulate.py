@@ -49,6 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--gzip", action="store_true", help="write gzip-compressed logs (*.jsonl.gz, ...)")
     p.add_argument("--labels", type=Path, help="where to write labels.jsonl (default: OUT/labels.jsonl)")
+    p.add_argument(
+        "--check",
+        type=Path,
+        metavar="ALERTS",
+        help="instead of generating: compare `hunt --format jsonl` alerts of OUT with its labels "
+        "(exit 1 on any false positive, unexpected or missing detection)",
+    )
     p.set_defaults(func=run)
 
 
@@ -62,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         for name, sc in registry.items():
             print(f"{name:<{width}}  {sc.summary}")
         return 0
+    if args.check is not None:
+        return _check(args)
     if not args.scenarios:
         print("scmwatch: simulate: name at least one SCENARIO (or 'all'; see --list)", file=sys.stderr)
         return 2
@@ -110,3 +119,23 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Score a hunt against the ground truth: how a detection engineer tests a changed pack."""
+    import orjson
+
+    from scmwatch.simulate.verify import verify
+
+    if args.out is None:
+        print("scmwatch: simulate: --check needs --out DIR (the simulated logs)", file=sys.stderr)
+        return 2
+    labels = args.labels or args.out / "labels.jsonl"
+    try:
+        alerts = [orjson.loads(x) for x in args.check.read_bytes().splitlines() if x.strip()]
+        verdict = verify(labels, alerts, args.out)
+    except (OSError, orjson.JSONDecodeError, KeyError) as exc:
+        print(f"scmwatch: simulate: --check: {exc}", file=sys.stderr)
+        return 1
+    print(verdict.summary(limit=50))
+    return 0 if verdict.ok else 1
