@@ -271,6 +271,8 @@ def install_service(
     ctx.add(b.sysmon13(h, t + 0.0003, services, key + "\\Start", b.dword(start_num)))
     ctx.add(b.sysmon13(h, t + 0.0004, services, key + "\\ErrorControl", b.dword(0)))
     ctx.add(b.sysmon13(h, t + 0.0005, services, key + "\\ImagePath", b.sysmon_details(path)), *ex.e13, *kx)
+    if h.registry_audit:
+        ctx.add(b.sec4657(h, t + 0.0006, services, key, "ImagePath", None, path))
     if display:
         ctx.add(b.sysmon13(h, t + 0.0006, services, key + "\\DisplayName", display))
     ctx.add(b.sysmon13(h, t + 0.0007, services, key + "\\ObjectName", account))
@@ -354,12 +356,21 @@ def delete_service(ctx: Ctx, t: float, h: Host, name: str, *expect: str) -> None
     h.services.pop(name, None)
 
 
-def set_image_path(ctx: Ctx, t: float, h: Host, name: str, path: str, *expect: str) -> None:
-    """ChangeServiceConfig(binPath): one Sysmon 13 by services.exe (no 7045/4697)."""
-    ctx.add(
-        b.sysmon13(h, t, h.core["services"], b.SERVICES_KEY + name + "\\ImagePath", b.sysmon_details(path)),
-        *expect,
-    )
+def set_image_path(
+    ctx: Ctx,
+    t: float,
+    h: Host,
+    name: str,
+    path: str,
+    *expect: str,
+    old: str = "",
+    expect_4657: Iterable[str] = (),
+) -> None:
+    """ChangeServiceConfig(binPath): Sysmon 13 by services.exe (no 7045/4697), and 4657 where audited."""
+    key = b.SERVICES_KEY + name
+    ctx.add(b.sysmon13(h, t, h.core["services"], key + "\\ImagePath", b.sysmon_details(path)), *expect)
+    if h.registry_audit:
+        ctx.add(b.sec4657(h, t + 0.0001, h.core["services"], key, "ImagePath", old, path), *expect_4657)
 
 
 def _guid(rng: random.Random) -> str:

@@ -304,15 +304,21 @@ def registry(ctx: Ctx, t: float, h: Host) -> None:
     if rng.random() < 0.15:
         # start-type change of an ordinary service (7040 + Sysmon 13 by services.exe on ...\Start)
         old, new = rng.choice([("auto start", "demand start"), ("demand start", "auto start")])
-        ctx.add(
-            b.sysmon13(
-                h,
-                t,
-                h.core["services"],
-                b.SERVICES_KEY + "BITS\\Start",
-                b.dword(2 if new == "auto start" else 3),
+        num = 2 if new == "auto start" else 3
+        ctx.add(b.sysmon13(h, t, h.core["services"], b.SERVICES_KEY + "BITS\\Start", b.dword(num)))
+        if h.registry_audit:
+            ctx.add(
+                b.sec4657(
+                    h,
+                    t,
+                    h.core["services"],
+                    b.SERVICES_KEY + "BITS",
+                    "Start",
+                    str(5 - num),
+                    str(num),
+                    "REG_DWORD",
+                )
             )
-        )
         ctx.add(
             b.sys7040(h, t + 0.01, SYSTEM.sid, "Background Intelligent Transfer Service", old, new, "BITS")
         )

@@ -565,6 +565,40 @@ def sec5145(h: Host, t: float, lg: Logon, share: str, target: str, mask: int) ->
     )
 
 
+# 4657 value types: REG_SZ %%1873, REG_EXPAND_SZ %%1874, REG_DWORD %%1876 (message ids
+# from msobjs.dll as commonly documented: **unverified** against a recording).
+REG_TYPES = {"REG_SZ": "%%1873", "REG_EXPAND_SZ": "%%1874", "REG_DWORD": "%%1876"}
+
+
+def sec4657(
+    h: Host, t: float, p: Proc, key: str, value: str, old: str | None, new: str, kind: str = "REG_EXPAND_SZ"
+) -> Rec:
+    """A value under ``HKLM\\SYSTEM\\CurrentControlSet\\Services`` written (needs a SACL on the key).
+
+    ``old is None`` means a new value (%%1904), else a modification (%%1905).
+    """
+    sub = key.split("\\Services\\", 1)[1]
+    return Rec(
+        t,
+        h,
+        SEC,
+        4657,
+        {
+            **_subject(h, p.user, p.logon_id),
+            "ObjectName": "\\REGISTRY\\MACHINE\\SYSTEM\\ControlSet001\\Services\\" + sub,
+            "ObjectValueName": value,
+            "HandleId": hex(h.rng.randrange(0x100, 0xFFFF, 4)),
+            "OperationType": "%%1904" if old is None else "%%1905",
+            "OldValueType": "-" if old is None else REG_TYPES[kind],
+            "OldValue": "-" if old is None else old,
+            "NewValueType": REG_TYPES[kind],
+            "NewValue": new,
+            "ProcessId": hex(p.pid),
+            "ProcessName": p.image,
+        },
+    )
+
+
 def sec5156(
     h: Host, t: float, p: Proc, local: str, lport: int, remote: str, rport: int, inbound: bool
 ) -> Rec:

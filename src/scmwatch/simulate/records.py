@@ -90,6 +90,7 @@ META: dict[tuple[str, int], Meta] = {
     (SEC, 4624): _sec(12544, 2),
     (SEC, 4634): _sec(12545, 0),
     (SEC, 4672): _sec(12548, 0),
+    (SEC, 4657): _sec(12801, 0, "system"),
     (SEC, 4674): _sec(13056, 0),
     (SEC, 4688): _sec(13312, 2, "system"),
     (SEC, 4697): _sec(12289, 0),

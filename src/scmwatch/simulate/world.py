@@ -114,6 +114,11 @@ class Host:
         return self.fqdn
 
     @property
+    def registry_audit(self) -> bool:
+        """Servers audit the Services key (SACL + *Audit Registry*): they log 4657 for its values."""
+        return self.role in ("dc", "fileserver", "sql", "server")
+
+    @property
     def machine_account(self) -> Account:
         return Account(f"{self.name}$", DOMAIN, self.machine_sid)
 

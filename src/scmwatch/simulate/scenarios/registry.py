@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
-from scmwatch.simulate.actions import Ctx, Expect
+from scmwatch.simulate.actions import Ctx
 from scmwatch.simulate.scenarios import CLI, HIDDEN, REMREG, SVCCTL, scenario
 from scmwatch.simulate.world import LOCAL_SERVICE, Host, rand_letters
 
@@ -126,8 +126,11 @@ def hidden_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
             ctx.add(b.sysmon12(dst, tt + 0.01, reg, b.SERVICES_KEY + name), HIDDEN)
             first = False
         ctx.add(b.sysmon13(dst, tt + 0.011, reg, b.SERVICES_KEY + f"{name}\\{value}", details), *e13)
-        tt += rng.uniform(0.5, 3)
-    _ = Expect  # service appears only after reboot: nothing more in this window
+        if dst.registry_audit:  # a new ImagePath value written by anything but the SCM (§2.14)
+            new = details if kind != "REG_DWORD" else data
+            e4657 = (HIDDEN,) if value == "ImagePath" else ()
+            ctx.add(b.sec4657(dst, tt + 0.012, reg, b.SERVICES_KEY + name, value, None, new, kind), *e4657)
+        tt += rng.uniform(0.5, 3)  # service appears only after reboot: nothing more in this window
     # the spec's absence correlation (no 7045/4697 within 5 min) is not in the pack: the
     # Sysmon 12 CreateKey by a non-SCM process is the hidden-service signal
 

@@ -90,18 +90,30 @@ def sc_remote(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     ctx.expect_correlation(SVCCTL, PSEXEC_SRC)  # svcctl then install; sc \\B create on A then 7045 on B
 
 
+def _set(ctx: Ctx, t: float, dst: Host, key: str, original: str, payload: str) -> None:
+    """binPath → command: Sysmon 13 (785); on audited hosts 4657, which NimExec's rule flags when the
+    service was a shared svchost (spec §2.8)."""
+    from_svchost = (NIMEXEC,) if "svchost.exe -k" in original else ()
+    a.set_image_path(ctx, t, dst, key, payload, BINPATH, old=original, expect_4657=from_svchost)
+
+
+def _restore(ctx: Ctx, t: float, dst: Host, key: str, original: str, payload: str) -> None:
+    """binPath back to the original: 4657 from a command line to a program is NimExec's restore tell."""
+    a.set_image_path(ctx, t, dst, key, original, old=payload, expect_4657=(NIMEXEC,))
+
+
 def _swap(ctx: Ctx, t: float, dst: Host, s: Session, payload: str, ops_extra: list[str]) -> float:
     """The target side of a binPath swap: set, start (times out), restore. Returns end time."""
     rng = ctx.rng
     key, display, original = rng.choice(EXISTING)
     t1 = _svcctl(ctx, t, s, ["OpenSCManagerW", "OpenServiceW", "QueryServiceConfigW", *ops_extra])
-    a.set_image_path(ctx, t1, dst, key, payload, BINPATH)
+    _set(ctx, t1, dst, key, original, payload)
     t2 = a.dce_rpc(ctx, t1 + 0.01, s, "svcctl", ["StartServiceW"])
     exe, _, args = payload.partition(" ")
     ex = Expect(e_proc=(SVC_CMD,), e_timeout=(BINPATH,))
     _, t3 = a.run_service(ctx, t2, dst, key, display, exe, payload, ex, is_service=False)
     t4 = a.dce_rpc(ctx, t3, s, "svcctl", ["ChangeServiceConfigW", "CloseServiceHandle"])
-    a.set_image_path(ctx, t4, dst, key, original)
+    _restore(ctx, t4, dst, key, original, payload)
     return t4 + 0.1
 
 
@@ -122,7 +134,7 @@ def sc_binpath(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     t2 = t1 + rng.uniform(2, 8)
     _sc(ctx, t2, src, shell, dst, f'config {key} binPath= "{payload}"', CLI, BINPATH)
     t3 = a.dce_rpc(ctx, t2 + 0.05, s, "svcctl", ["OpenSCManagerW", "OpenServiceW", "ChangeServiceConfigW"])
-    a.set_image_path(ctx, t3, dst, key, payload, BINPATH)
+    _set(ctx, t3, dst, key, original, payload)
     t4 = t3 + rng.uniform(1, 5)
     _sc(ctx, t4, src, shell, dst, f"start {key}")
     t5 = a.dce_rpc(ctx, t4 + 0.05, s, "svcctl", ["OpenSCManagerW", "OpenServiceW", "StartServiceW"])
@@ -140,13 +152,18 @@ def sc_binpath(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     )
     _sc(ctx, t6 + 1, src, shell, dst, f'config {key} binPath= "{original}"', CLI, BINPATH)
     t7 = a.dce_rpc(ctx, t6 + 1.05, s, "svcctl", ["OpenSCManagerW", "OpenServiceW", "ChangeServiceConfigW"])
-    a.set_image_path(ctx, t7, dst, key, original)
+    _restore(ctx, t7, dst, key, original, payload)
     a.logoff(ctx, t7 + 1, s)
     ctx.expect_correlation(BINPATH)
     ctx.allow_correlation(NIMEXEC)  # same set-start-restore shape as NimExec
 
 
-@scenario("nimexec", "NimExec: NTLM, swap an existing LocalSystem service's binPath, start, restore", "linux")
+@scenario(
+    "nimexec",
+    "NimExec: NTLM, swap an existing LocalSystem service's binPath, start, restore",
+    "linux",
+    target="server",  # servers audit the Services key: 4657 as well as Sysmon 13
+)
 def nimexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     admin = ctx.world.admins[2]
     s = a.smb_session(ctx, t, dst, src.ip, admin, "NTLM", workstation="-")
