@@ -170,6 +170,7 @@ def test_remote_installs_join_to_their_network_logon(events) -> None:
         for f in _by(events, "Security", 5156)
         if f["Application"].endswith("\\services.exe") and f["Direction"] == "%%14592"
     }
+    wmi = {f["Computer"] for f in _by(events, SYSMON, 1) if f["Image"].endswith("\\WmiPrvSE.exe")}
     remote = 0
     for f in _by(events, "Security", 4697):
         if f["SubjectLogonId"] == "0x3e7":
@@ -183,8 +184,8 @@ def test_remote_installs_join_to_their_network_logon(events) -> None:
             s for s in shares[(f["Computer"], f["SubjectLogonId"])] if s["RelativeTargetName"] == "svcctl"
         ]
         assert all(s["IpAddress"] == logon["IpAddress"] for s in svcctl)
-        if not svcctl:  # SCM over RPC/TCP (spec §0.7): services.exe accepted a connection from that address
-            assert (f["Computer"], logon["IpAddress"]) in wfp
+        if not svcctl:  # SCM over RPC/TCP (§0.7: services.exe accepted the address), or via WMI
+            assert (f["Computer"], logon["IpAddress"]) in wfp or f["Computer"] in wmi
     assert remote >= 8
 
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from scmwatch.simulate.records import APP, META_4688_V1, PS, SEC, SYS, SYSMON, Rec
+from scmwatch.simulate.records import APP, DEFENDER, META_4688_V1, PS, SEC, SYS, SYSMON, Rec
 from scmwatch.simulate.world import DOMAIN, SYSTEM, Account, Host, Logon, Proc, fake_hashes
 
 # --- value helpers -------------------------------------------------------------------------
@@ -683,6 +683,40 @@ def sys7009(h: Host, t: float, display: str) -> Rec:
 
 def sys7000(h: Host, t: float, display: str) -> Rec:
     return Rec(t, h, SYS, 7000, {"param1": display, "param2": "%%1053"})
+
+
+# --- Defender -------------------------------------------------------------------------------
+
+ASR_PSEXEC_WMI = "d1e49aac-8f56-4280-b9ba-993a6d77406c"
+
+
+def defender1121(
+    h: Host, t: float, rule_id: str, user: Account, path: str, process: str, target_cmd: str, parent_cmd: str
+) -> Rec:
+    """ASR rule in block mode stopped a process creation (names with spaces, as Defender writes them)."""
+    return Rec(
+        t,
+        h,
+        DEFENDER,
+        1121,
+        {
+            "Product Name": "Microsoft Defender Antivirus",
+            "Product Version": "4.18.24030.9",
+            "Unused": "",
+            "ID": rule_id,
+            "Detection Time": datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+            "User": user.qualified,
+            "Path": path,
+            "Process Name": process,
+            "Security intelligence Version": "1.409.374.0",
+            "Engine Version": "1.1.24030.4",
+            "Target Commandline": target_cmd,
+            "Parent Commandline": parent_cmd,
+            "Involved File": "",
+            "Inherited from parent": "",
+        },
+        user_sid=SYSTEM.sid,
+    )
 
 
 # --- PowerShell / Application --------------------------------------------------------------

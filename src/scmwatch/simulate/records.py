@@ -17,11 +17,19 @@ SYS = "System"
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
 PS = "Microsoft-Windows-PowerShell/Operational"
 APP = "Application"
+DEFENDER = "Microsoft-Windows-Windows Defender/Operational"
 ZEEK = "zeek"  # channel prefix for network records: "zeek/conn", "zeek/dce_rpc", ...
 
 # Which --telemetry name turns a channel on.
-TELEMETRY_OF = {SEC: "security", SYS: "system", SYSMON: "sysmon", PS: "powershell", APP: "application"}
-ALL_TELEMETRY = ("sysmon", "security", "system", "powershell", "application", "zeek")
+TELEMETRY_OF = {
+    SEC: "security",
+    SYS: "system",
+    SYSMON: "sysmon",
+    PS: "powershell",
+    APP: "application",
+    DEFENDER: "defender",
+}
+ALL_TELEMETRY = ("sysmon", "security", "system", "powershell", "application", "defender", "zeek")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,7 @@ class Meta:
     has_user: bool = False  # <Security UserID=...> present (else <Security />)
     has_correlation: bool = True  # <Correlation/> element present
     has_execution: bool = True
+    spaced_names: bool = False  # EventData names with spaces ("Process Name"): flat output strips them
 
 
 _SECG = "54849625-5478-4994-A5BA-3E3B0328C30D"
@@ -113,6 +122,18 @@ META: dict[tuple[str, int], Meta] = {
     (SYSMON, 22): _sysmon(22, 5),
     (PS, 4104): Meta(
         "Microsoft-Windows-PowerShell", _PSG, 1, 5, 2, 15, "0x0", exec_from="proc", has_user=True
+    ),
+    (DEFENDER, 1121): Meta(
+        "Microsoft-Windows-Windows Defender",
+        "11CD958A-C507-4EF3-B3F2-5FD9DFBD2C78",
+        0,
+        3,
+        0,
+        0,
+        "0x8000000000000000",
+        exec_from="defender",
+        has_user=True,
+        spaced_names=True,
     ),
     (APP, 33205): Meta(
         "MSSQLSERVER",

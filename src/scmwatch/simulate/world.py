@@ -261,6 +261,8 @@ def _make_host(rng: random.Random, name: str, ip: str, os: str, role: str, boot:
     h.core["wininit"] = wininit
     services = h.core["services"]
     h.core["sysmon"] = h.spawn(boot + 5, CORE_PROCESSES["sysmon"], "C:\\Windows\\Sysmon64.exe", services)
+    mpeng = "C:\\ProgramData\\Microsoft\\Windows Defender\\Platform\\4.18.24030.9-0\\MsMpEng.exe"
+    h.core["defender"] = h.spawn(boot + 6, mpeng, f'"{mpeng}"', services)
     h.core["eventlog"] = h.spawn(
         boot + 2,
         CORE_PROCESSES["eventlog"],

@@ -200,7 +200,10 @@ class Writer:
             d["Correlation_ActivityID"] = rec.activity
         if m.has_execution:
             d["ProcessID"], d["ThreadID"] = self._exec(rec, m)
-        d.update(rec.data)
+        if m.spaced_names:  # the readers strip spaces from EventData names, as Sigma does
+            d.update((k.replace(" ", ""), v) for k, v in rec.data.items())
+        else:
+            d.update(rec.data)
         return d
 
     def _xml(self, rec: Rec, rid: int) -> str:

