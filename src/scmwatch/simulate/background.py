@@ -272,12 +272,11 @@ def sc_query(ctx: Ctx, t: float, h: Host) -> None:
 
 def scheduled_task(ctx: Ctx, t: float, h: Host) -> None:
     parent = h.core["netsvcs"]
-    p = a.child(ctx, t, h, parent, W32 + "taskhostw.exe", "taskhostw.exe Install $(Arg0)")
+    a.child(ctx, t, h, parent, W32 + "taskhostw.exe", "taskhostw.exe Install $(Arg0)")
     if ctx.rng.random() < 0.3:
         admin = ctx.world.admins[0]
         shell = a.operator_shell(ctx, t - 1, h, admin)
         a.child(ctx, t + 0.5, h, shell, W32 + "schtasks.exe", "schtasks.exe  /query /fo LIST /v")
-    _ = p
 
 
 def dns(ctx: Ctx, t: float, h: Host) -> None:

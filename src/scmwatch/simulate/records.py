@@ -197,8 +197,3 @@ class Rec:
     meta: Meta | None = None  # override of META[(channel, eid)]
     label: Label | None = None
     activity: str | None = None  # <Correlation ActivityID=...>
-
-    def expect(self, *keys: str) -> Rec:
-        """Mark the detections this event must raise (set by scenarios, read by labels)."""
-        self.label = Label(-1, "", tuple(keys))
-        return self

@@ -15,7 +15,7 @@ from scmwatch.simulate.scenarios import (
     allow_new_imagepath_rule,
     scenario,
 )
-from scmwatch.simulate.world import NETWORK_SERVICE, SYSTEM, Account, Host, rand_letters
+from scmwatch.simulate.world import SYSTEM, Account, Host, rand_letters
 
 SQLSERVR = "C:\\Program Files\\Microsoft SQL Server\\MSSQL15.MSSQLSERVER\\MSSQL\\Binn\\sqlservr.exe"
 
@@ -273,4 +273,3 @@ def odd_path_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     )
     if stype != "kernel mode driver":
         a.run_service(ctx, t + 3, dst, name, name, path, path, Expect())
-    _ = NETWORK_SERVICE
