@@ -163,6 +163,7 @@ def run_hunt(
     suppressed_ids = _CTX.suppressed_ids
     jobs = max(1, min(jobs, len(inputs))) if inputs else 1
     results: list[FileResult] = []
+    frozen = False
     bar = Progress(inputs, enabled=show_progress)
     events_seen = 0
 
@@ -187,6 +188,7 @@ def run_hunt(
             # copy-on-write duplicating) them in every worker.
             gc.freeze()
             ctx = multiprocessing.get_context("fork")
+            frozen = True
             with ctx.Pool(jobs) as pool:
                 # Largest files first so one big file does not finish last alone; batches of
                 # files per task, because a Pool round trip costs ~0.5 ms of parent CPU and
@@ -200,6 +202,8 @@ def run_hunt(
     finally:
         bar.__exit__(None, None, None)
         _CTX = None
+        if frozen:
+            gc.unfreeze()
     results.sort(key=lambda r: r.index)
     for r in results:
         if r.stats is not None:

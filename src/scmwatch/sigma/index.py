@@ -99,9 +99,12 @@ MAX_TEXT_FIELDS = 24
 class Engine:
     """Single-event matching over a :class:`RuleSet`. ``match(event)`` → matching rules."""
 
-    def __init__(self, ruleset: RuleSet, use_hyperscan: bool = True) -> None:
+    def __init__(self, ruleset: RuleSet, use_hyperscan: bool = True,
+                 hyperscan_after: int | None = None) -> None:
+        """``hyperscan_after``: scans before a bucket compiles Hyperscan (None: adaptive, 0: at once)."""
         self.ruleset = ruleset
         self.use_hyperscan = use_hyperscan
+        self.hyperscan_after = hyperscan_after
         self.by_key: dict[tuple, list[Unit]] = {}
         for rule in ruleset.rules:
             for u in rule.units:
@@ -168,11 +171,15 @@ class Engine:
             scan = self._scanners.get(key)
             if scan is None:
                 hs_ready = self.use_hyperscan and hyperscan is not None
-                scan = make_scanner(lits, use_hyperscan=False)
-                if hs_ready:
-                    upgrade_in = max(HS_MIN_SCANS, len(lits) // 2)
+                if hs_ready and self.hyperscan_after == 0:
+                    scan = self._scanners[key] = make_scanner(lits, use_hyperscan=True)
                 else:
-                    self._scanners[key] = scan
+                    scan = make_scanner(lits, use_hyperscan=False)
+                    if hs_ready:
+                        after = self.hyperscan_after
+                        upgrade_in = max(HS_MIN_SCANS, len(lits) // 2) if after is None else after
+                    else:
+                        self._scanners[key] = scan
         text_fields = tuple(sorted(fields)) if fields is not None and len(fields) <= MAX_TEXT_FIELDS else None
         return Bucket(units, tuple(always), scan, tuple(tuple(sorted(set(by_lit[x]))) for x in lits), False,
                       text_fields=text_fields, need=tuple(need), single_gate=max(need, default=0) <= 1,
