@@ -45,5 +45,6 @@ def explain(alert: Alert, rule: Any | None, max_fields: int = MAX_FIELDS) -> lis
 
 def _short(v: Any) -> str:
     text = v if isinstance(v, str) else str(v)
-    text = text.replace("\r", " ").replace("\n", " ")
+    if not text.isprintable() or "  " in text:
+        text = " ".join(text.split())  # display only: multi-line / tab-padded values on one line
     return text if len(text) <= MAX_VALUE else text[: MAX_VALUE - 1] + "…"

@@ -32,9 +32,9 @@ def write_table(alerts: Sequence[Alert], stream: IO[Any], rules: Mapping[str, An
         return
     table = Table(show_lines=False, header_style="bold")
     table.add_column("time (UTC)", no_wrap=True)
-    table.add_column("host", overflow="fold", max_width=22)
+    table.add_column("host", overflow="fold", max_width=30)
     table.add_column("level", no_wrap=True)
-    table.add_column("rule", overflow="fold", max_width=48)
+    table.add_column("rule", overflow="fold", max_width=44)
     table.add_column("why", overflow="fold", ratio=1)
     for a in alerts:
         ts = format_time(a.time)[:23].replace("T", " ") if a.time else "-"
