@@ -60,6 +60,7 @@ SVC_CMD = "none"
 def load_all() -> dict[str, Scenario]:
     """Import every family module (each registers its scenarios) and return the registry."""
     from scmwatch.simulate.scenarios import (  # noqa: F401
+        clones,
         impacket,
         misc,
         psexec,
@@ -68,7 +69,7 @@ def load_all() -> dict[str, Scenario]:
         tools,
     )
 
-    order = ["psexec", "impacket", "sc_remote", "tools", "registry", "misc"]
+    order = ["psexec", "impacket", "clones", "sc_remote", "tools", "registry", "misc"]
     ranked = sorted(SCENARIOS.values(), key=lambda sc: order.index(sc.run.__module__.rsplit(".", 1)[-1]))
     SCENARIOS.clear()
     SCENARIOS.update((sc.name, sc) for sc in ranked)
