@@ -178,8 +178,6 @@ def simulate(opts: Options) -> Result:
                     "expect": list(expect),
                     "allow": [d for d in allow if d not in expect],
                 }
-                if rules_by_det:
-                    entry["rules"] = sorted({r for d in expect for r in rules_by_det.get(d, ())})
                 label_lines.append(orjson.dumps(entry) + b"\n")
 
     ctx = Ctx(world, rng)
@@ -233,6 +231,8 @@ def simulate(opts: Options) -> Result:
     writer.close()
 
     with open(labels_path, "wb") as fh:
+        # the rule ids behind each detection key, once (events and instances name detections)
+        fh.write(orjson.dumps({"kind": "pack", "rules_by_detection": rules_by_det}) + b"\n")
         fh.writelines(label_lines)
         for k in sorted(inst_info):
             info = inst_info[k]
@@ -241,10 +241,6 @@ def simulate(opts: Options) -> Result:
                 info["last"] = writer.clock.iso(info["last"])
             else:
                 info["first"] = info["last"] = None
-            if rules_by_det:
-                info["correlation_rules"] = sorted(
-                    {r for d in info["correlations"] for r in rules_by_det.get(d, ())}
-                )
             fh.write(orjson.dumps(info) + b"\n")
     result.events = writer.events
     result.files = len(writer.files)

@@ -5,7 +5,7 @@ Scenarios name detections by the MaxPatrol code the rule pack puts in each rule'
 ``none`` for the MITRE analytic). Keying labels on the detection, not on one rule file, keeps
 them valid however the pack splits a detection into files (Sysmon/Security variants,
 correlations); ``labels.jsonl`` also lists the concrete rule ids found in the pack at
-generation time.
+generation time (its first line, ``{"kind": "pack", "rules_by_detection": {...}}``).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def rule_detection_map(pack: Path = PACK_DIR) -> dict[str, str]:
 
 
 def read_labels(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``labels.jsonl`` → (event entries, instance entries)."""
+    """``labels.jsonl`` → (event entries, instance entries); the ``pack`` line is skipped."""
     events: list[dict[str, Any]] = []
     instances: list[dict[str, Any]] = []
     with open(path, "rb") as fh:
@@ -74,5 +74,9 @@ def read_labels(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
             if not line.strip():
                 continue
             obj = orjson.loads(line)
-            (instances if obj.get("kind") == "instance" else events).append(obj)
+            kind = obj.get("kind")
+            if kind == "instance":
+                instances.append(obj)
+            elif kind == "event":
+                events.append(obj)
     return events, instances
