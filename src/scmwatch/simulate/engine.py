@@ -84,6 +84,29 @@ def _targets(world: World, sc: Scenario) -> list[Host]:
     return pool or [h for h in world.windows_hosts if h is not foothold]
 
 
+# Keep instances on one host apart, so each label set stands alone: correlation windows reach
+# 2 min (binPath hijack) and 1 h (WannaMine, for repeats of the same scenario).
+GUARD_ANY = 600.0
+GUARD_SAME = 3900.0
+
+
+def _pick_target(
+    rng: random.Random, pool: list[Host], name: str, at: float, used: list[tuple[float, str, Host]]
+) -> Host:
+    """A random target not attacked within the guard windows; the least recently hit one otherwise."""
+
+    def busy(h: Host) -> bool:
+        return any(
+            h is u and (at - t0 < GUARD_ANY or (n == name and at - t0 < GUARD_SAME)) for t0, n, u in used
+        )
+
+    free = [h for h in pool if not busy(h)]
+    if free:
+        return rng.choice(free)
+    last = {id(h): max((t0 for t0, _, u in used if u is h), default=0.0) for h in pool}
+    return min(pool, key=lambda h: last[id(h)])
+
+
 def simulate(opts: Options) -> Result:
     t_begin = time.perf_counter()
     registry = load_all()
@@ -181,6 +204,7 @@ def simulate(opts: Options) -> Result:
                 label_lines.append(orjson.dumps(entry) + b"\n")
 
     ctx = Ctx(world, rng)
+    used: list[tuple[float, str, Host]] = []  # (start, scenario, target) of the instances so far
     t = opts.start
     next_i = 0
     while True:
@@ -193,7 +217,8 @@ def simulate(opts: Options) -> Result:
             next_i += 1
             sc = registry[name]
             irng = random.Random(f"{opts.seed}/{k}/{name}")
-            dst = irng.choice(_targets(world, sc))
+            dst = _pick_target(irng, _targets(world, sc), name, at, used)
+            used.append((at, name, dst))
             src = {"windows": world.attacker_windows, "linux": world.attacker_linux}.get(sc.source, dst)
             ictx = Ctx(world, irng, label=Label(k, name))
             sc.run(ictx, at, src, dst)

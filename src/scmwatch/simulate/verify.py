@@ -92,12 +92,13 @@ def verify(labels_path: Path, alerts: list[dict[str, Any]], root: Path | None = 
                 verdict.false_positives.append(
                     {**brief, "correlation": True, "host": alert.get("host"), "time": alert.get("timestamp")}
                 )
-            elif len(owners) > 1 or benign or det not in inst_ok.get(next(iter(owners)), set()):
+            elif benign or any(det not in inst_ok.get(o, set()) for o in owners):
                 verdict.corr_unexpected.append(
                     {**brief, "instances": sorted(owners), "benign_events": benign}
                 )
-            else:
-                corr_raised[next(iter(owners))].add(det)
+            else:  # several instances may share one window (two WannaMine infections of a host)
+                for o in owners:
+                    corr_raised[o].add(det)
             continue
         loc = (_rel(str(alert.get("source", "")), root), alert.get("record_id"))
         lab = by_loc.get(loc)
