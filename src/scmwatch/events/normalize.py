@@ -16,6 +16,7 @@ are turned into ints so that ``EventID`` is an int whatever the source.
 
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import Any
 
 # <System> child element → {attribute: top-level name}. Children not listed here keep the
@@ -139,42 +140,64 @@ def _system_object(key: str, value: dict[str, Any], out: dict[str, Any]) -> None
                 out[name or f"{key}_{attr}"] = attr_value
 
 
+_SYSTEM_GET = itemgetter(
+    "Provider", "EventID", "Version", "Level", "Task", "Opcode", "Keywords",
+    "TimeCreated", "EventRecordID", "Correlation", "Execution", "Channel", "Computer", "Security",
+)  # fmt: skip
+_PROVIDER_NAMES = SYSTEM_ATTRS["Provider"].__getitem__
+_EXECUTION_NAMES = SYSTEM_ATTRS["Execution"].__getitem__
+_CORRELATION_NAMES = SYSTEM_ATTRS["Correlation"].__getitem__
+
+
 def _system_standard(sy: dict[str, Any]) -> dict[str, Any]:
-    """The layout EVTX writes for nearly every record, flattened with one dict display.
+    """The 14-child layout EVTX writes for nearly every record, flattened without a Python loop.
 
     Raises KeyError/TypeError for any other layout (the caller then takes the generic path);
     ``tests/test_events_corpus.py`` checks both paths agree on every real record.
     """
-    provider = sy["Provider"]["#attributes"]
-    execution = sy["Execution"]["#attributes"]
-    out = {
-        "Provider_Name": provider["Name"],
-        "Provider_Guid": provider["Guid"],
-        "EventID": sy["EventID"],
-        "Version": sy["Version"],
-        "Level": sy["Level"],
-        "Task": sy["Task"],
-        "Opcode": sy["Opcode"],
-        "Keywords": sy["Keywords"],
-        "TimeCreated": sy["TimeCreated"]["#attributes"]["SystemTime"],
-        "EventRecordID": sy["EventRecordID"],
-        "Correlation": sy["Correlation"],
-        "ProcessID": execution["ProcessID"],
-        "ThreadID": execution["ThreadID"],
-        "Channel": sy["Channel"],
-        "Computer": sy["Computer"],
-    }
-    if len(sy) != 14 or len(provider) != 2 or len(execution) != 2 or out["Correlation"] is not None:
+    prov, eid, ver, level, task, opcode, kw, created, rid, corr, execution, channel, computer, sec = (
+        _SYSTEM_GET(sy)
+    )
+    if len(sy) != 14:
         raise KeyError("not the standard layout")
-    security = sy["Security"]
-    if security is None:
+    out = {
+        "EventID": eid,
+        "Version": ver,
+        "Level": level,
+        "Task": task,
+        "Opcode": opcode,
+        "Keywords": kw,
+        "TimeCreated": created["#attributes"]["SystemTime"],
+        "EventRecordID": rid,
+        "Channel": channel,
+        "Computer": computer,
+    }
+    if len(created) != 1 or len(created["#attributes"]) != 1:
+        raise KeyError("TimeCreated with more than SystemTime")
+    attrs = prov["#attributes"]
+    out.update(zip(map(_PROVIDER_NAMES, attrs), attrs.values(), strict=True))
+    attrs = execution["#attributes"]
+    out.update(zip(map(_EXECUTION_NAMES, attrs), attrs.values(), strict=True))
+    if len(prov) != 1 or len(execution) != 1:
+        raise KeyError("object with text")
+    if corr is None:
+        out["Correlation"] = None
+    else:
+        attrs = corr["#attributes"]
+        out.update(zip(map(_CORRELATION_NAMES, attrs), attrs.values(), strict=True))
+        if len(corr) != 1:
+            raise KeyError("Correlation with text")
+    if sec is None:
         out["Security"] = None
     else:
-        out["UserID"] = security["#attributes"]["UserID"]
-        if len(security) != 1 or len(security["#attributes"]) != 1:
-            raise KeyError("not the standard layout")
-    if type(out["EventID"]) is dict:
-        raise KeyError("EventID with attributes")
+        out["UserID"] = sec["#attributes"]["UserID"]
+        if len(sec) != 1 or len(sec["#attributes"]) != 1:
+            raise KeyError("Security with more than UserID")
+    if type(eid) is dict:
+        out["EventID"] = eid["#text"]
+        out["EventID_Qualifiers"] = eid["#attributes"]["Qualifiers"]
+        if len(eid) != 2 or len(eid["#attributes"]) != 1:
+            raise KeyError("EventID with other attributes")
     return out
 
 
