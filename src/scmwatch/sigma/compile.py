@@ -99,6 +99,13 @@ SYSTEM_FIELDS = frozenset({
 # Literals on these fields say nothing once the index has gated on channel/EventID.
 GATE_FIELDS = frozenset({"EventID", "Channel", "Provider_Name", "Provider_Guid", "EventType"})
 MIN_LITERAL = 3
+# Two-character literals made only of these are rare enough in event text to gate on
+# (cmd obfuscation: '^^', ',;', '(,' ...); letters, spaces, quotes, slashes and '%' are not.
+RARE_PUNCT = frozenset("^,;|()`~{}[]$@!#+=<>&")
+
+
+def _rare_pair(lit: str) -> bool:
+    return len(lit) == 2 and lit[0] in RARE_PUNCT and lit[1] in RARE_PUNCT
 # Substrings present in most Windows events: poor prefilter keys.
 COMMON_LITERALS = frozenset({
     "c:\\", "\\windows\\", "windows", "\\system32\\", "system32", ".exe", "\\appdata\\", ".dll",
@@ -463,7 +470,7 @@ class _Compiler:
             if kind == "any":
                 return None
             lit = necessary_literal(payload) if kind == "glob" else payload
-            if len(lit) < MIN_LITERAL:
+            if len(lit) < MIN_LITERAL and not _rare_pair(lit):
                 return None
             lits.add(lit)
         return frozenset(lits)
