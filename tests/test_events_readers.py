@@ -264,3 +264,20 @@ def test_invalid_utf8_in_pretty_json_is_replaced_and_counted(tmp_path: Path) -> 
     events, stats = read(p)
     assert [e.fields["ServiceName"] for e in events] == ["caf\ufffd\ufffd"]
     assert stats.errors == {"encoding": 2}
+
+
+def test_ndjson_with_lines_longer_than_a_chunk_stays_line_oriented(tmp_path: Path) -> None:
+    long_line = orjson.dumps({"EventID": 4104, "Channel": "x", "ScriptBlockText": "B" * 200_000})
+    p = tmp_path / "long.ndjson"
+    p.write_bytes(b"\n" + long_line + b"\n" + b'{"EventID": 1, "Chan\n' + long_line + b"\n")
+    events, stats = read(p)
+    assert [e.record_id for e in events] == [2, 4]
+    assert stats.errors == {"json-line": 1}  # a line error, not a resync of a pretty-printed stream
+
+
+def test_invalid_bytes_in_xml_are_replaced_and_counted(tmp_path: Path) -> None:
+    p = tmp_path / "bad.xml"
+    p.write_bytes((EV / "security_4688.xml").read_bytes().replace(b"BTOBTO", b"BTO\xff\xfeBTO"))
+    events, stats = read(p)
+    assert only(events, 7045).fields["ServiceName"] == "BTO\ufffd\ufffdBTO"
+    assert stats.errors == {"encoding": 2}

@@ -14,21 +14,19 @@ provenance ``record_id`` is the line on which the object starts.
 
 from __future__ import annotations
 
-import codecs
 import io
+import itertools
 import json
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
 import orjson
 
 from scmwatch.events.model import Event, ReadStats
 from scmwatch.events.normalize import from_ecs, from_evtx_dict, from_flat, shape_of
+from scmwatch.events.text import CHUNK, Prefixed, TextChunks
 from scmwatch.events.zeek_reader import normalize_zeek
 
-CHUNK = 1 << 16
-_SURROGATE = re.compile("[\udc80-\udcff]")  # bytes that were not valid in the declared encoding
 MAX_OBJECT = 64 << 20  # an object larger than this is treated as corrupt, not buffered forever
 
 
@@ -37,27 +35,6 @@ _NORMALIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
     "ecs": from_ecs,
     "flat": from_flat,
 }
-
-
-class Prefixed(io.RawIOBase):
-    """A stream that replays the bytes already read for sniffing, then continues the source."""
-
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self._head = memoryview(head)
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        data = self._rest.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 class _Sink:
@@ -99,47 +76,28 @@ class _Sink:
             self.stats.errors["json-not-event"] += 1
 
 
-def _sniff_encoding(head: bytes) -> str | None:
-    """UTF-8 (default), UTF-16 by BOM or by NUL pattern; None for binary content."""
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    sample = head[:4096]
-    if b"\x00" in sample:
-        if len(sample) >= 4 and sample[1::2].count(0) > len(sample) // 4 and sample[0::2].count(0) == 0:
-            return "utf-16-le"
-        if len(sample) >= 4 and sample[0::2].count(0) > len(sample) // 4 and sample[1::2].count(0) == 0:
-            return "utf-16-be"
-        return None
-    return "utf-8"
+def read_json(
+    name: str, stream: BinaryIO, stats: ReadStats, encoding: str = "utf-8", zeek_path: str | None = None
+) -> Iterator[Event]:
+    """Yield normalized events from a JSON/NDJSON stream (see module docstring).
 
-
-def read_json(name: str, stream: BinaryIO, stats: ReadStats, zeek_path: str | None = None) -> Iterator[Event]:
-    """Yield normalized events from a JSON/NDJSON stream (see module docstring)."""
-    head = stream.read(CHUNK)
-    buffered = io.BufferedReader(Prefixed(head, stream), CHUNK)
-    if not head.strip():
-        stats.error(name, "empty", "file is empty")
-        return
-    encoding = _sniff_encoding(head)
-    if encoding is None:
-        stats.files_failed += 1
-        stats.error(name, "format", "binary content, not JSON")
-        return
+    ``encoding`` is what :func:`~scmwatch.events.text.sniff_encoding` found; NDJSON in UTF-8
+    (the common case) takes the bytes fast path, everything else is decoded in chunks.
+    """
     sink = _Sink(name, stats)
     if encoding == "utf-8":
-        first = head.lstrip()[:1]
-        first_line = head.lstrip().split(b"\n", 1)[0]
-        if first == b"{" and _is_object(first_line):
-            yield from _ndjson_bytes(buffered, sink, zeek_path)
+        # NDJSON iff the first non-blank line is a whole object (lines may be far longer than a chunk).
+        skipped = b""
+        first = stream.readline(MAX_OBJECT)
+        while first and not first.strip():
+            skipped += first
+            first = stream.readline(MAX_OBJECT)
+        if first.lstrip()[:1] == b"{" and _is_object(first):
+            lines = itertools.chain([b""] * skipped.count(b"\n"), [first], stream)
+            yield from _ndjson_bytes(lines, sink, zeek_path)
             return
-        text: io.TextIOBase = io.TextIOWrapper(
-            buffered, encoding="utf-8", errors="surrogateescape", newline=""
-        )
-    else:
-        text = io.TextIOWrapper(buffered, encoding=encoding, errors="surrogateescape", newline="")
-    yield from _stream(text, sink, zeek_path, name, stats)
+        stream = io.BufferedReader(Prefixed(skipped + first, stream), CHUNK)
+    yield from _stream(TextChunks(name, stream, encoding, stats), sink, zeek_path, name, stats)
 
 
 def _is_object(line: bytes) -> bool:
@@ -149,7 +107,7 @@ def _is_object(line: bytes) -> bool:
         return False
 
 
-def _ndjson_bytes(stream: BinaryIO, sink: _Sink, zeek_path: str | None) -> Iterator[Event]:
+def _ndjson_bytes(stream: Iterable[bytes], sink: _Sink, zeek_path: str | None) -> Iterator[Event]:
     loads = orjson.loads
     stats = sink.stats
     name = sink.name
@@ -188,7 +146,7 @@ def _ndjson_bytes(stream: BinaryIO, sink: _Sink, zeek_path: str | None) -> Itera
 
 
 def _stream(
-    text: io.TextIOBase, sink: _Sink, zeek_path: str | None, name: str, stats: ReadStats
+    text: TextChunks, sink: _Sink, zeek_path: str | None, name: str, stats: ReadStats
 ) -> Iterator[Event]:
     """Concatenated objects or arrays, decoded incrementally from a text stream."""
     decode = json.JSONDecoder().raw_decode
@@ -196,25 +154,13 @@ def _stream(
     pos = 0
     line = 1  # line number at buf[pos]
     eof = False
-    bad_text = False
 
     def fill() -> bool:
-        nonlocal buf, pos, eof, bad_text
-        chunk = text.read(CHUNK)
+        nonlocal buf, pos, eof
+        chunk = text.read(line)
         if not chunk:
             eof = True
             return False
-        stats.bytes += len(chunk)
-        if _SURROGATE.search(chunk):
-            bad = len(_SURROGATE.findall(chunk))  # counted in undecodable bytes
-            if not bad_text:
-                bad_text = True
-                stats.error(
-                    name, "encoding", "bytes invalid in the file's encoding (replaced with U+FFFD)", line
-                )
-                bad -= 1
-            stats.errors["encoding"] += bad
-            chunk = _SURROGATE.sub("\ufffd", chunk)
         buf = buf[pos:] + chunk
         pos = 0
         return True

@@ -10,6 +10,7 @@ caller and the other inputs are still read.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import shutil
 import tempfile
@@ -20,8 +21,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from scmwatch.events.evtx_reader import MAGIC, read_evtx
-from scmwatch.events.json_reader import CHUNK, Prefixed, _sniff_encoding, read_json
+from scmwatch.events.json_reader import read_json
 from scmwatch.events.model import Event, ReadStats
+from scmwatch.events.text import CHUNK, Prefixed, sniff_encoding
 from scmwatch.events.xml_reader import read_xml
 from scmwatch.events.zeek_reader import read_zeek_tsv, zeek_path_from_name
 
@@ -144,8 +146,8 @@ def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Ev
     if not head.strip():
         stats.error(name, "empty", "file is empty")
         return
-    rest = Prefixed(head, stream)
-    encoding = _sniff_encoding(head)
+    rest = io.BufferedReader(Prefixed(head, stream), CHUNK)
+    encoding = sniff_encoding(head)
     if encoding is None:
         stats.files_failed += 1
         stats.error(name, "format", "binary content that is not EVTX, JSON, XML or a Zeek log")
@@ -153,12 +155,12 @@ def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Ev
     text_head = head.decode(encoding, errors="replace").lstrip("\ufeff \t\r\n")
     first = text_head[:1]
     if text_head.startswith("#separator"):
-        yield from read_zeek_tsv(name, rest, stats)  # type: ignore[arg-type]
+        yield from read_zeek_tsv(name, rest, stats)
     elif first in "{[":
         zeek = zeek_path_from_name(inp.inner_name)
-        yield from read_json(name, rest, stats, zeek if zeek in ZEEK_LOGS else None)  # type: ignore[arg-type]
+        yield from read_json(name, rest, stats, encoding, zeek if zeek in ZEEK_LOGS else None)
     elif first == "<":
-        yield from read_xml(name, rest, stats)  # type: ignore[arg-type]
+        yield from read_xml(name, rest, stats, encoding)
     else:
         stats.files_failed += 1
         stats.error(name, "format", "not a supported log format (EVTX, JSON/NDJSON, Windows XML, Zeek)")

@@ -8,15 +8,14 @@ is normalized, so memory stays flat whatever the file size.
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
-from scmwatch.events.json_reader import CHUNK, _sniff_encoding
 from scmwatch.events.model import Event, ReadStats
 from scmwatch.events.normalize import SYSTEM_ATTRS, SYSTEM_INTS, _int, iso_utc
+from scmwatch.events.text import TextChunks
 
 _DECL = re.compile(r"^\s*(<\?xml[^>]*\?>)?", re.S)
 
@@ -68,19 +67,9 @@ def _data(parent: Element, out: dict[str, Any]) -> None:
         out["Data"] = unnamed if len(unnamed) > 1 else unnamed[0]
 
 
-def read_xml(name: str, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:
-    head = stream.read(CHUNK)
-    if not head.strip():
-        stats.error(name, "empty", "file is empty")
-        return
-    encoding = _sniff_encoding(head)
-    if encoding is None:
-        stats.files_failed += 1
-        stats.error(name, "format", "binary content, not XML")
-        return
-    from scmwatch.events.json_reader import Prefixed
-
-    text = io.TextIOWrapper(io.BufferedReader(Prefixed(head, stream)), encoding=encoding, errors="replace")
+def read_xml(name: str, stream: BinaryIO, stats: ReadStats, encoding: str = "utf-8") -> Iterator[Event]:
+    """Yield normalized events from Windows event XML (``encoding`` as sniffed by the dispatcher)."""
+    text = TextChunks(name, stream, encoding, stats)
     parser = XMLPullParser(events=("start", "end"))
     parser.feed("<scmwatch-root>")
     first = True
@@ -88,10 +77,9 @@ def read_xml(name: str, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:
     count = 0
     try:
         while True:
-            chunk = text.read(CHUNK)
+            chunk = text.read()
             if not chunk:
                 break
-            stats.bytes += len(chunk)
             if first:
                 chunk = _DECL.sub("", chunk, count=1)
                 first = False

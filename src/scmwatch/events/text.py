@@ -1,0 +1,88 @@
+"""Text plumbing shared by the text-based readers (JSON, XML): sniffing and decoding.
+
+Formats are told apart from the first bytes, so the dispatcher reads a small head first;
+``Prefixed`` replays it in front of the rest of the stream. ``TextChunks`` decodes in fixed
+chunks and, rather than failing or silently substituting, replaces bytes that are invalid in
+the file's encoding with U+FFFD and counts them (kind ``encoding``): one report line per file,
+every occurrence counted.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import re
+from typing import Any, BinaryIO
+
+from scmwatch.events.model import ReadStats
+
+CHUNK = 1 << 16
+_SURROGATE = re.compile("[\udc80-\udcff]")  # surrogateescape's stand-ins for undecodable bytes
+
+
+class Prefixed(io.RawIOBase):
+    """A stream that replays the bytes already read for sniffing, then continues the source."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            n = min(len(buffer), len(self._head))
+            buffer[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def sniff_encoding(head: bytes) -> str | None:
+    """UTF-8 (default), UTF-8/16 by BOM, UTF-16 by its NUL pattern; None for binary content."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    sample = head[:4096]
+    if b"\x00" in sample:
+        even, odd = sample[0::2].count(0), sample[1::2].count(0)
+        if len(sample) >= 4 and odd > len(sample) // 4 and even == 0:
+            return "utf-16-le"
+        if len(sample) >= 4 and even > len(sample) // 4 and odd == 0:
+            return "utf-16-be"
+        return None
+    return "utf-8"
+
+
+class TextChunks:
+    """Decoded text of a binary stream, chunk by chunk, with invalid bytes replaced and counted."""
+
+    def __init__(self, name: str, stream: BinaryIO, encoding: str, stats: ReadStats) -> None:
+        raw = stream if isinstance(stream, io.BufferedIOBase) else io.BufferedReader(stream, CHUNK)  # type: ignore[arg-type]
+        self._text = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
+        self._name = name
+        self._stats = stats
+        self._reported = False
+
+    def read(self, line: int | None = None) -> str:
+        """The next chunk ('' at the end); ``line`` locates the first bad byte in the report."""
+        chunk = self._text.read(CHUNK)
+        self._stats.bytes += len(chunk)
+        if chunk and _SURROGATE.search(chunk):
+            bad = len(_SURROGATE.findall(chunk))
+            if not self._reported:
+                self._reported = True
+                self._stats.error(
+                    self._name,
+                    "encoding",
+                    "bytes invalid in the file's encoding (replaced with U+FFFD)",
+                    line,
+                )
+                bad -= 1
+            self._stats.errors["encoding"] += bad
+            chunk = _SURROGATE.sub("\ufffd", chunk)
+        return chunk
