@@ -462,3 +462,17 @@ def test_neq_via_not(check):
         [{"Image": "x.exe", "User": "bob"}],
         {"Image": "x.exe", "User": "system"},
     )
+
+
+def test_deeply_nested_condition(check):
+    """Conditions nested deeper than the generated code may nest are split into helper functions."""
+    n = 60
+    sels = "".join(f"s{i}:\n  CommandLine|contains: 'tok{i}x'\n" for i in range(n))
+    cond = "s0"
+    for i in range(1, n):
+        cond = f"(s{i} {'and' if i % 2 else 'or'} {cond})"
+    check(
+        sels + f"condition: {cond}",
+        {"CommandLine": " ".join(f"tok{i}x" for i in range(n))},
+        {"CommandLine": " ".join(f"tok{i}x" for i in range(n) if i != n - 1)},
+    )

@@ -86,7 +86,7 @@ from scmwatch.sigma.values import (
 )
 
 Pred = Callable[[dict, "Low"], bool]
-Node = Pred | bool  # a predicate, or a constant after folding
+Node = Any  # a Code expression while compiling, a Pred once emitted, or a folded constant bool
 
 # Fields a keyword search does not look at: System metadata, not message content.
 SYSTEM_FIELDS = frozenset({
@@ -102,16 +102,16 @@ MIN_LITERAL = 3
 # Two-character literals made only of these are rare enough in event text to gate on
 # (cmd obfuscation: '^^', ',;', '(,' ...); letters, spaces, quotes, slashes and '%' are not.
 RARE_PUNCT = frozenset("^,;|()`~{}[]$@!#+=<>&")
-
-
-def _rare_pair(lit: str) -> bool:
-    return len(lit) == 2 and lit[0] in RARE_PUNCT and lit[1] in RARE_PUNCT
 # Substrings present in most Windows events: poor prefilter keys.
 COMMON_LITERALS = frozenset({
     "c:\\", "\\windows\\", "windows", "\\system32\\", "system32", ".exe", "\\appdata\\", ".dll",
     "\\users\\", "\\program files", "microsoft", "\\microsoft\\", "software", "hklm\\", "\\software\\",
     "\\currentversion\\", "cmd.exe", "\\cmd.exe", "powershell",
 })
+
+
+def _rare_pair(lit: str) -> bool:
+    return len(lit) == 2 and lit[0] in RARE_PUNCT and lit[1] in RARE_PUNCT
 
 
 class Low(dict):
