@@ -14,6 +14,9 @@ from scmwatch.correlate.render import evidence_lines
 from scmwatch.events.model import format_time
 from scmwatch.sinks.explain import explain
 
+# A terminal table of more rows helps nobody and rich takes seconds to lay it out.
+MAX_ROWS = 5000
+
 LEVEL_STYLE = {
     "critical": "bold white on red",
     "high": "bold red",
@@ -36,7 +39,7 @@ def write_table(alerts: Sequence[Alert], stream: IO[Any], rules: Mapping[str, An
     table.add_column("level", no_wrap=True)
     table.add_column("rule", overflow="fold", max_width=44)
     table.add_column("why", overflow="fold", ratio=1)
-    for a in alerts:
+    for a in alerts[:MAX_ROWS]:
         ts = format_time(a.time)[:23].replace("T", " ") if a.time else "-"
         why = "\n".join(f"[bold]{escape(k)}[/]={escape(v)}" for k, v in explain(a, rules.get(a.rule_id)))
         if a.correlation and a.events:  # a correlation: one alert, then its chain of events
@@ -44,3 +47,6 @@ def write_table(alerts: Sequence[Alert], stream: IO[Any], rules: Mapping[str, An
         table.add_row(ts, escape(a.host or "-"), f"[{LEVEL_STYLE.get(a.level, '')}]{a.level}[/]",
                       escape(a.title), why)
     console.print(table)
+    if len(alerts) > MAX_ROWS:
+        console.print(f"… {len(alerts) - MAX_ROWS:,} more alerts not shown (first {MAX_ROWS:,} by time); "
+                      "use --format jsonl or csv for all of them, or --min-level to narrow")
