@@ -476,3 +476,14 @@ def test_deeply_nested_condition(check):
         {"CommandLine": " ".join(f"tok{i}x" for i in range(n))},
         {"CommandLine": " ".join(f"tok{i}x" for i in range(n) if i != n - 1)},
     )
+
+
+def test_field_names_with_spaces_match_stripped_event_names(check):
+    defender = {"Channel": "Microsoft-Windows-Windows Defender/Operational", "EventID": 1116}
+    check(
+        "sel:\n  Threat Name|contains: 'Mimikatz'\ncondition: sel",
+        {"ThreatName": "HackTool:Win32/Mimikatz.D"},
+        {"ThreatName": "Trojan:Win32/Other"},
+        base=defender,
+        logsource="product: windows\n  service: windefend",
+    )

@@ -423,7 +423,12 @@ class _Compiler:
 
     # -- fields
     def field(self, name: str) -> str | None:
-        """Mapped field name for this source, or None when the source lacks it."""
+        """Mapped field name for this source, or None when the source lacks it.
+
+        Spaces are dropped, as the readers drop them from EventData names (Defender's
+        ``Threat Name`` is ``ThreatName`` in events), so either spelling in a rule matches."""
+        if " " in name:
+            name = name.replace(" ", "")
         if self.fm is None:
             return name
         if name in self.fm.unavailable:
