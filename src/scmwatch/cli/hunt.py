@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Any
@@ -68,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.jobs < 1:
         print("scmwatch: --jobs must be at least 1", file=sys.stderr)
+        return 2
+    if args.placeholders and not os.path.isfile(args.placeholders):
+        print(f"scmwatch: {args.placeholders}: placeholder file not found", file=sys.stderr)
         return 2
     rule_paths = args.rules
     if not rule_paths:
