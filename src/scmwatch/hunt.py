@@ -140,7 +140,25 @@ def _worker_error(err: ReadError) -> None:
     print(err.line(), file=sys.stderr, flush=True)
 
 
-def run_hunt(
+def run_hunt(paths: Sequence[str], ruleset: RuleSet, **kwargs: Any) -> HuntResult:
+    """Hunt over ``paths`` with ``ruleset``; returns sorted alerts and the summary dict.
+
+    Keyword arguments: ``jobs``, ``min_level``, ``on_error``, ``show_progress``, ``engine``,
+    ``lateness`` (see :func:`_run_hunt`).
+
+    The compiled rules, indexes and pySigma objects are millions of long-lived objects: the
+    cyclic GC is frozen for the run so that collections triggered by per-event allocations do
+    not walk them again and again (measured: ~0.2 s per 15k alerts), and forked workers do not
+    copy-on-write them by touching GC headers.
+    """
+    gc.freeze()
+    try:
+        return _run_hunt(paths, ruleset, **kwargs)
+    finally:
+        gc.unfreeze()
+
+
+def _run_hunt(
     paths: Sequence[str],
     ruleset: RuleSet,
     *,
@@ -151,7 +169,6 @@ def run_hunt(
     engine: Engine | None = None,
     lateness: float = 300.0,
 ) -> HuntResult:
-    """Hunt over ``paths`` with ``ruleset``; returns sorted alerts and the summary dict."""
     global _CTX
     start = time.perf_counter()
     stats = ReadStats(on_error=on_error)
@@ -163,7 +180,6 @@ def run_hunt(
     suppressed_ids = _CTX.suppressed_ids
     jobs = max(1, min(jobs, len(inputs))) if inputs else 1
     results: list[FileResult] = []
-    frozen = False
     bar = Progress(inputs, enabled=show_progress)
     events_seen = 0
 
@@ -184,11 +200,7 @@ def run_hunt(
             # in parallel, and only those needed (warming all 300+ SigmaHQ buckets up front
             # costs ~1 s of Hyperscan compilation in the parent alone).
             _CTX.on_error = _worker_error if on_error is not None else None
-            # Compiled rules are read-only from here on: keep the cyclic GC from walking (and so
-            # copy-on-write duplicating) them in every worker.
-            gc.freeze()
             ctx = multiprocessing.get_context("fork")
-            frozen = True
             with ctx.Pool(jobs) as pool:
                 # Largest files first so one big file does not finish last alone; batches of
                 # files per task, because a Pool round trip costs ~0.5 ms of parent CPU and
@@ -202,8 +214,6 @@ def run_hunt(
     finally:
         bar.__exit__(None, None, None)
         _CTX = None
-        if frozen:
-            gc.unfreeze()
     results.sort(key=lambda r: r.index)
     for r in results:
         if r.stats is not None:
