@@ -124,6 +124,7 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
         if rules:
             for r in rules:
                 if rank[r.id] >= min_rank and r.id not in suppressed:
+                    ev.time  # noqa: B018 - parse the timestamp here, in the worker: the parent sorts by it
                     hits.append((r.id, ev))
         if select is not None:
             cand = select(ev, rules, index, pos)
