@@ -281,3 +281,10 @@ def test_invalid_bytes_in_xml_are_replaced_and_counted(tmp_path: Path) -> None:
     events, stats = read(p)
     assert only(events, 7045).fields["ServiceName"] == "BTO\ufffd\ufffdBTO"
     assert stats.errors == {"encoding": 2}
+
+
+def test_simulator_labels_file_is_skipped_not_read(tmp_path: Path) -> None:
+    (tmp_path / "labels.jsonl").write_text('{"kind":"pack","rules_by_detection":{}}\n{"kind":"event"}\n')
+    (tmp_path / "x.ndjson").write_bytes((EV / "security_4688_flat.ndjson").read_bytes())
+    events, stats = read(tmp_path)
+    assert len(events) == 1 and stats.files == 1 and stats.files_skipped == 1 and not stats.errors

@@ -29,6 +29,9 @@ from scmwatch.events.zeek_reader import read_zeek_tsv, zeek_path_from_name
 
 # Extensions a directory walk picks up (explicitly named files are always tried).
 LOG_EXTENSIONS = frozenset({".evtx", ".json", ".jsonl", ".ndjson", ".xml", ".log", ".tsv", ".gz", ".zip"})
+# The first bytes of the ground-truth file `scmwatch simulate` writes beside its logs
+# (simulate/labels.py): not a log, so it is counted as skipped rather than read as events.
+SIMULATOR_LABELS = b'{"kind":"pack"'
 ZEEK_LOGS = frozenset(
     {"dce_rpc", "smb_files", "smb_mapping", "conn", "ntlm", "kerberos", "dns", "files", "rdp"}
 )
@@ -145,6 +148,10 @@ def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Ev
         return
     if not head.strip():
         stats.error(name, "empty", "file is empty")
+        return
+    if head.startswith(SIMULATOR_LABELS):
+        stats.files -= 1
+        stats.files_skipped += 1
         return
     rest = io.BufferedReader(Prefixed(head, stream), CHUNK)
     encoding = sniff_encoding(head)
