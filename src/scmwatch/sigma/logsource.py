@@ -22,8 +22,10 @@ The table
   channel), every EventID of that channel (the condition's own ``EventID`` test still applies,
   and the index narrows on EventIDs it can derive from the condition).
 * ``product: windows`` only: every Windows event (any channel).
+* ``product: zeek`` + ``service: <log>``: channel ``zeek:<log>`` as the Zeek reader names it
+  (``zeek:dce_rpc``, ``zeek:smb_files``, ...), any record of that log.
 * categories without a channel (``file_access``, ``file_rename`` are ETW Kernel-File) and
-  products other than Windows: no event source here → the rule is loaded and compiled but not
+  products other than Windows and Zeek: no event source here → the rule is loaded and compiled but not
   run; a warning says why (never silently run on unrelated events).
 """
 
@@ -131,9 +133,14 @@ def sources_for(logsource) -> tuple[list[SourceSpec], str | None]:
     product = (logsource.product or "").lower()
     category = (logsource.category or "").lower()
     service = (logsource.service or "").lower()
+    if product == "zeek":
+        # The Zeek reader names each log's events Channel "zeek:<log>" (events/zeek_reader.py).
+        if not service:
+            return [], "logsource product 'zeek' without a service (log name) cannot be gated"
+        return [SourceSpec(f"zeek {service}", [(f"zeek:{service}", None)])], None
     if product != "windows":
         what = product or category or service or "none"
-        return [], f"logsource product '{what}' has no event source in scmwatch (Windows logs only)"
+        return [], f"logsource product '{what}' has no event source in scmwatch (Windows and Zeek logs only)"
     if category:
         if category not in CATEGORY_SOURCES:
             return [], f"logsource category '{category}' has no Windows event-log channel to gate on"
