@@ -78,16 +78,7 @@ def load_all() -> dict[str, Scenario]:
 
 # Overlaps the rule pack has chosen that the spec leaves open. They may fire (labels "allow")
 # but are not required; each is listed in the simulator's report to the rule-pack owner.
-def allow_timeout_rules(ctx) -> None:
-    """7009/7000 timeouts: the pack files generic SCM-timeout rules under PT-CR-785."""
-    ctx.allow((7009, 7000), BINPATH)
-
-
-def allow_new_imagepath_rule(ctx) -> None:
-    """Sysmon 13 ImagePath of a *new* service: the pack's PT-CR-785 rule cannot tell it from a change."""
-    ctx.allow((13,), BINPATH)
-
-
 def allow_interpreter_paths(ctx) -> None:
-    """Interpreter one-liner ImagePaths: PT-CR-257 leaves them to §2.10/§2.18, PT-CR-523 flags any."""
-    ctx.allow((4697, 7045, 13), ODDPATH, SMBEXEC)
+    """Interpreter one-liner ImagePaths: PT-CR-523's generic %COMSPEC% rules flag any (PT-CR-257 is
+    required on their 7045/4697: scenarios put it in their Expect)."""
+    ctx.allow((4697, 7045, 13), SMBEXEC)

@@ -17,8 +17,6 @@ from scmwatch.simulate.scenarios import (
     SVC_CMD,
     SVCCTL,
     allow_interpreter_paths,
-    allow_new_imagepath_rule,
-    allow_timeout_rules,
     scenario,
 )
 from scmwatch.simulate.world import SYSTEM, Host, rand_letters
@@ -66,7 +64,6 @@ def paexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     name = f"PAExec-{tool.pid}-{src.name}"
     s = a.smb_session(ctx, t + 0.1, dst, src.ip, op, "Kerberos")
     ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
-    allow_new_imagepath_rule(ctx)
     t1 = _upload_and_install(
         ctx,
         t + 0.12,
@@ -162,7 +159,6 @@ def csexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     a.child(ctx, t, src, shell, "C:\\Tools\\CSExec.exe", f"CSExec.exe  \\\\{dst.name} cmd.exe", PSEXEC_SRC)
     s = a.smb_session(ctx, t + 0.1, dst, src.ip, op, "Kerberos")
     ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
-    allow_new_imagepath_rule(ctx)
     t1 = _upload_and_install(
         ctx,
         t + 0.12,
@@ -201,8 +197,6 @@ def csexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
 def empire_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     admin = ctx.world.admins[2]
     allow_interpreter_paths(ctx)
-    allow_new_imagepath_rule(ctx)
-    allow_timeout_rules(ctx)
     s = a.smb_session(ctx, t, dst, src.ip, admin, "NTLM", workstation="-")
     a.tree_connect(ctx, t + 0.01, s, "IPC$")
     a.pipe_open(ctx, t + 0.02, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
@@ -214,7 +208,7 @@ def empire_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         "C:\\Windows\\System32\\WindowsPowershell\\v1.0\\powershell -noP -sta -w 1 -enc SQBmACgAJABQAFMAVgBl"
     )
     path = f'%COMSPEC% /C "%COMSPEC% /C start /b {launcher}"'
-    ex = Expect(e_proc=(SVC_CMD,))
+    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD,))
     t2 = a.install_service(ctx, t1, dst, admin, s.logon.logon_id, name, path, ex)
     cmdline = path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe")
     p, _ = a.run_service(
@@ -306,10 +300,8 @@ def meterpreter_getsystem(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     name = rand_letters(rng, 6).lower()
     path = f"cmd.exe /c echo {pipe} > \\\\.\\pipe\\{pipe}"
     allow_interpreter_paths(ctx)
-    allow_new_imagepath_rule(ctx)
-    allow_timeout_rules(ctx)
     ctx.add(b.sysmon_pipe(dst, t - 0.1, beacon, f"\\{pipe}", False))
-    ex = Expect(e_proc=(SVC_CMD,))
+    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD,))
     t1 = a.install_service(ctx, t, dst, user, beacon.logon_id, name, path, ex)
     a.run_service(
         ctx,

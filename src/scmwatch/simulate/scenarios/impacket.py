@@ -16,8 +16,6 @@ from scmwatch.simulate.scenarios import (
     SVCCTL,
     UNC,
     allow_interpreter_paths,
-    allow_new_imagepath_rule,
-    allow_timeout_rules,
     scenario,
 )
 from scmwatch.simulate.world import SYSTEM, Host, rand_letters
@@ -40,10 +38,10 @@ def _impacket_psexec(ctx: Ctx, t: float, src: Host, dst: Host, share: str) -> No
     else:
         local = f"D:\\Shares\\{share}\\{binary}"
         path = f"\\\\{dst.ip}\\{share}\\{binary}"
-        ex = Expect(e4697=(IMPACKET, UNC), e7045=(IMPACKET, UNC), e13=(UNC,), e_proc=(UNC,))
+        ex = Expect(
+            e4697=(IMPACKET, UNC, ODDPATH), e7045=(IMPACKET, UNC, ODDPATH), e13=(UNC,), e_proc=(UNC,)
+        )
         on_disk = ()
-        ctx.allow((4697, 7045, 13), ODDPATH)  # pack's PT-CR-257 leaves UNC paths to PT-CR-1752 (reported)
-    allow_new_imagepath_rule(ctx)
     a.file_write(ctx, t + 0.02, s, share, binary, mask=0x2, local_path=local, expect_file=on_disk)
     a.tree_connect(ctx, t + 0.2, s, "IPC$")
     a.pipe_open(ctx, t + 0.21, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
@@ -102,14 +100,14 @@ def impacket_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     a.tree_connect(ctx, t + 0.03, s, "C$")
     machine = dst.machine_account
     allow_interpreter_paths(ctx)
-    allow_new_imagepath_rule(ctx)
-    allow_timeout_rules(ctx)
     tt = t + 0.5
     commands = rng.sample(["whoami", "hostname", "ipconfig /all", "net user", "tasklist", "systeminfo"], 3)
     for command in commands:
         echo = f"echo {command} ^> \\\\127.0.0.1\\C$\\__output 2^>^&1 > %TEMP%\\execute.bat"
         path = f"%COMSPEC% /Q /c {echo} & %COMSPEC% /Q /c %TEMP%\\execute.bat & del %TEMP%\\execute.bat"
-        ex = Expect(e4697=(SMBEXEC,), e7045=(SMBEXEC,), e_proc=(SMBEXEC, SVC_CMD), e_key=(SMBEXEC,))
+        ex = Expect(
+            e4697=(SMBEXEC, ODDPATH), e7045=(SMBEXEC, ODDPATH), e_proc=(SMBEXEC, SVC_CMD), e_key=(SMBEXEC,)
+        )
         t1 = a.dce_rpc(
             ctx, tt, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "OpenServiceW", "StartServiceW"]
         )

@@ -12,7 +12,6 @@ from scmwatch.simulate.scenarios import (
     ODDPATH,
     WANNA,
     WANNA_SUB,
-    allow_new_imagepath_rule,
     scenario,
 )
 from scmwatch.simulate.world import SYSTEM, Account, Host, rand_letters
@@ -216,7 +215,6 @@ def powershell_new_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     )
     ctx.add(b.ps4104(dst, t, ps, text), CLI)
     ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
-    allow_new_imagepath_rule(ctx)
     t1 = a.install_service(ctx, t + 0.1, dst, op, ps.logon_id, name, exe, ex, start="auto start")
     ctx.add(b.ps4104(dst, t1 + 5, ps, f'Start-Service -Name "{name}"'))
     a.run_service(ctx, t1 + 5.1, dst, name, name, exe, exe, Expect())
@@ -256,7 +254,6 @@ def odd_path_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         CLI,
     )
     ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
-    allow_new_imagepath_rule(ctx)
     # sc.exe's CreateService runs under the admin's interactive logon
     a.install_service(
         ctx,

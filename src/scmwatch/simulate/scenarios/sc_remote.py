@@ -13,7 +13,6 @@ from scmwatch.simulate.scenarios import (
     PSEXEC_SRC,
     SVC_CMD,
     SVCCTL,
-    allow_new_imagepath_rule,
     scenario,
 )
 from scmwatch.simulate.world import NETWORK_SERVICE, Host, Proc, rand_letters
@@ -93,10 +92,11 @@ def sc_remote(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
 
 
 def _set(ctx: Ctx, t: float, dst: Host, key: str, original: str, payload: str) -> None:
-    """binPath → command: Sysmon 13 (785); on audited hosts 4657, which NimExec's rule flags when the
-    service was a shared svchost (spec §2.8)."""
+    """binPath → command: Sysmon 13 (a 785 building block only: alone it cannot tell a change from a
+    new service); on audited hosts 4657, which NimExec's rule flags when the service was a shared
+    svchost (spec §2.8)."""
     from_svchost = (NIMEXEC,) if "svchost.exe -k" in original else ()
-    a.set_image_path(ctx, t, dst, key, payload, BINPATH, old=original, expect_4657=from_svchost)
+    a.set_image_path(ctx, t, dst, key, payload, old=original, expect_4657=from_svchost)
 
 
 def _restore(ctx: Ctx, t: float, dst: Host, key: str, original: str, payload: str) -> None:
@@ -112,7 +112,7 @@ def _swap(ctx: Ctx, t: float, dst: Host, s: Session, payload: str, ops_extra: li
     _set(ctx, t1, dst, key, original, payload)
     t2 = a.dce_rpc(ctx, t1 + 0.01, s, "svcctl", ["StartServiceW"])
     exe, _, args = payload.partition(" ")
-    ex = Expect(e_proc=(SVC_CMD,), e_timeout=(BINPATH,))
+    ex = Expect(e_proc=(SVC_CMD,))
     _, t3 = a.run_service(ctx, t2, dst, key, display, exe, payload, ex, is_service=False)
     t4 = a.dce_rpc(ctx, t3, s, "svcctl", ["ChangeServiceConfigW", "CloseServiceHandle"])
     _restore(ctx, t4, dst, key, original, payload)
@@ -149,7 +149,7 @@ def sc_binpath(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         display,
         exe,
         payload,
-        Expect(e_proc=(SVC_CMD,), e_timeout=(BINPATH,)),
+        Expect(e_proc=(SVC_CMD,)),
         is_service=False,
     )
     _sc(ctx, t6 + 1, src, shell, dst, f'config {key} binPath= "{original}"', CLI, BINPATH)
@@ -211,6 +211,5 @@ def wmic_service_create(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     ctx.add(b.sysmon1(dst, t + 0.3, wmi))
     ctx.add(b.sec4688(dst, t + 0.3001, wmi))
     ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
-    allow_new_imagepath_rule(ctx)
     a.install_service(ctx, t + 0.5, dst, op, s.logon.logon_id, name, path, ex, start="demand start")
     a.logoff(ctx, t + 5, s)

@@ -18,8 +18,6 @@ from scmwatch.simulate.scenarios import (
     SVCCTL,
     WINEXEC,
     allow_interpreter_paths,
-    allow_new_imagepath_rule,
-    allow_timeout_rules,
     scenario,
 )
 from scmwatch.simulate.world import SYSTEM, Account, Host, Logon, rand_letters
@@ -121,7 +119,6 @@ def sliver_psexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     t1 = a.dce_rpc(ctx, t + 5.02, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
     path = f"c:\\windows\\temp\\{exe}"
     ex = Expect(e4697=(SLIVER, ODDPATH), e7045=(SLIVER, ODDPATH), e13=(ODDPATH,), e_key=(SLIVER,))
-    allow_new_imagepath_rule(ctx)
     t2 = a.install_service(ctx, t1, dst, op, s.logon.logon_id, "Sliver", path, ex)
     ctx.add(
         b.sysmon13(dst, t2, dst.core["services"], b.SERVICES_KEY + "Sliver\\Description", "Sliver implant"),
@@ -142,8 +139,6 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
     # and SCM timeouts under PT-CR-785: tolerated here, not required
     ctx.allow((4624, 1, 4688), MS17)
     ctx.allow((11,), IMPACKET)  # same random 8-letter exe in C:\Windows as impacket (spec §2.5)
-    allow_timeout_rules(ctx)
-    allow_new_imagepath_rule(ctx)
     s = a.smb_session(ctx, t, dst, src.ip, admin, "NTLM", workstation=ws)
     a.tree_connect(ctx, t + 0.01, s, "IPC$")
     a.tree_connect(ctx, t + 0.02, s, "ADMIN$")
@@ -159,7 +154,7 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
             "C:\\Windows\\System32\\cmd.exe",
             path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe"),
         )
-        ex = Expect(e_proc=(SVC_CMD,))
+        ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD,))
         allow_interpreter_paths(ctx)
     else:
         binary = rand_letters(rng, 8) + ".exe"
@@ -229,10 +224,8 @@ def ms17_010(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     t1 = a.dce_rpc(ctx, t + 1.72, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
     svc = rand_letters(rng, 16)
     path = f'%COMSPEC% /b /c start /b /min powershell.exe -nop -w hidden -noni -c "{PSH_PAYLOAD}"'
-    ex = Expect(e_proc=(SVC_CMD, MS17))
+    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD, MS17))
     allow_interpreter_paths(ctx)
-    allow_new_imagepath_rule(ctx)
-    allow_timeout_rules(ctx)
     t2 = a.install_service(ctx, t1, dst, dst.machine_account, s.logon.logon_id, svc, path, ex)
     cmdline = path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe")
     p, t3 = a.run_service(
@@ -268,8 +261,6 @@ def empire_psexec_tcp(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     rng = ctx.rng
     admin = ctx.world.admins[2]
     allow_interpreter_paths(ctx)
-    allow_new_imagepath_rule(ctx)
-    allow_timeout_rules(ctx)
     port = ctx.port()
     lg = Logon(
         dst.new_logon_id(), admin, 3, src.ip, port, "-", "NTLM", "00000000-0000-0000-0000-000000000000"
@@ -366,7 +357,7 @@ def empire_psexec_tcp(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         tt += 0.02
     ps = "C:\\Windows\\System32\\WindowsPowershell\\v1.0\\powershell"
     path = f"%COMSPEC% /C start /b {ps} -noP -sta -w 1 -enc {EMPIRE_ENC}"
-    ex = Expect(e_proc=(SVC_CMD,))
+    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD,))
     t2 = a.install_service(ctx, tt, dst, admin, lg.logon_id, "Updater", path, ex)
     cmdline = path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe")
     p, _ = a.run_service(
@@ -412,7 +403,6 @@ def sliver_psexec_renamed(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     t1 = a.dce_rpc(ctx, t + 5.02, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
     path = f"c:\\windows\\temp\\{exe}"
     ex = Expect(e4697=(SLIVER, ODDPATH), e7045=(SLIVER, ODDPATH), e13=(ODDPATH,))
-    allow_new_imagepath_rule(ctx)
     t2 = a.install_service(ctx, t1, dst, op, s.logon.logon_id, name, path, ex)
     ctx.add(
         b.sysmon13(dst, t2, dst.core["services"], b.SERVICES_KEY + f"{name}\\Description", "Health agent")
