@@ -30,9 +30,6 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None, asr: bool
     rng = ctx.rng
     op = ctx.world.admins[1]
     shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
-    if svc:
-        # the pack's PsExec-client rule also matches the renamed *service* binary by its Product
-        ctx.allow((1,), PSEXEC_SRC)
     if svc:  # the operator renamed the client too: only its version resource and command line tell
         exe = rng.choice(["svcmgr.exe", "update.exe", "pe64.exe"])
         image = f"C:\\ProgramData\\{exe}"

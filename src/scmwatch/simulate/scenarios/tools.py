@@ -135,11 +135,10 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
     rng = ctx.rng
     admin = ctx.world.admins[2]
     ws = rand_letters(rng, 16, string.ascii_letters + string.digits)
-    # the pack files Metasploit's 16-character workstation name and psh launcher under MS17-010,
-    # and SCM timeouts under PT-CR-785: tolerated here, not required
-    ctx.allow((4624, 1, 4688), MS17)
-    ctx.allow((11,), IMPACKET)  # same random 8-letter exe in C:\Windows as impacket (spec §2.5)
-    s = a.smb_session(ctx, t, dst, src.ip, admin, "NTLM", workstation=ws)
+    # the pack files Metasploit's 16-character workstation name and psh launcher under MS17-010
+    # (spec §2.12 evidence; the rule titles say "Metasploit", not MS17-010) and the random 8-letter
+    # exe in C:\Windows under impacket psexec (spec §2.5: the file write cannot tell them apart)
+    s = a.smb_session(ctx, t, dst, src.ip, admin, "NTLM", workstation=ws, expect_logon=(MS17,))
     a.tree_connect(ctx, t + 0.01, s, "IPC$")
     a.tree_connect(ctx, t + 0.02, s, "ADMIN$")
     svc = rand_letters(rng, rng.choice([8, 16]))
@@ -154,11 +153,20 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
             "C:\\Windows\\System32\\cmd.exe",
             path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe"),
         )
-        ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD,))
+        ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD, MS17))
         allow_interpreter_paths(ctx)
     else:
         binary = rand_letters(rng, 8) + ".exe"
-        a.file_write(ctx, t + 0.03, s, "ADMIN$", binary, mask=0x2, local_path=f"C:\\Windows\\{binary}")
+        a.file_write(
+            ctx,
+            t + 0.03,
+            s,
+            "ADMIN$",
+            binary,
+            mask=0x2,
+            local_path=f"C:\\Windows\\{binary}",
+            expect_file=(IMPACKET,),
+        )
         path = f"%SYSTEMROOT%\\{binary}"
         image = cmdline = f"C:\\Windows\\{binary}"
         ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
