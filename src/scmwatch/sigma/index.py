@@ -28,6 +28,13 @@ except ImportError:  # pragma: no cover - depends on the environment
     hyperscan = None
 
 
+def _as_text(v: object) -> str:
+    """A non-str field value as prefilter text (list items joined, numbers as digits)."""
+    if v.__class__ is list:
+        return "\x00".join(x if x.__class__ is str else str(x) for x in v)  # type: ignore[union-attr]
+    return str(v)
+
+
 def _hs_collect(lit_id: int, start: int, end: int, flags: int, hits: list) -> None:
     hits.append(lit_id)
 
@@ -84,6 +91,8 @@ class Bucket:
     text_fields: tuple[str, ...] | None = None  # fields scanned by the prefilter; None: all
     upgrade_in: int = -1  # scans left before switching to Hyperscan; -1: final scanner
     literals: tuple[str, ...] = ()
+    preds: tuple = ()  # per unit position: its predicate (hot-loop copy of units[i].pred)
+    rules: tuple = ()  # per unit position: its CompiledRule
     need: tuple[int, ...] = ()  # per unit: how many gates must be hit
     single_gate: bool = True  # every gated unit has one gate: no counting needed
 
@@ -183,7 +192,8 @@ class Engine:
         text_fields = tuple(sorted(fields)) if fields is not None and len(fields) <= MAX_TEXT_FIELDS else None
         return Bucket(units, tuple(always), scan, tuple(tuple(sorted(set(by_lit[x]))) for x in lits), False,
                       text_fields=text_fields, need=tuple(need), single_gate=max(need, default=0) <= 1,
-                      upgrade_in=upgrade_in, literals=tuple(lits))
+                      upgrade_in=upgrade_in, literals=tuple(lits), preds=tuple(u.pred for u in units),
+                      rules=tuple(u.rule for u in units))
 
     def _upgrade(self, b: Bucket) -> None:
         key = b.literals
@@ -210,17 +220,12 @@ class Engine:
             return []
         cand: set[int] | list[int]
         if b.scan is not None:
-            parts = []
             tf = b.text_fields
-            for v in (f.values() if tf is None else [f.get(k) for k in tf]):
-                if v.__class__ is str:
-                    parts.append(v)
-                elif v is not None:
-                    if v.__class__ is list:
-                        parts.extend(x if x.__class__ is str else str(x) for x in v)
-                    else:
-                        parts.append(str(v))
-            text = "\x00".join(parts).lower()
+            text = "\x00".join([
+                v if v.__class__ is str else _as_text(v)
+                for v in (f.values() if tf is None else map(f.get, tf))
+                if v is not None
+            ]).lower()
             if b.upgrade_in >= 0:
                 b.upgrade_in -= 1
                 if b.upgrade_in < 0:
@@ -246,14 +251,13 @@ class Engine:
         else:
             order = b.always
         low = Low(f)
-        units = b.units
+        preds = b.preds
         out = []
         self.stats_candidates += len(order)
         for i in order:
-            u = units[i]
-            p = u.pred
+            p = preds[i]
             if p is True or p(f, low):
-                out.append(u.rule)
+                out.append(b.rules[i])
         if len(out) > 1:
             # One rule, several sources can never both apply to one event, but stay safe.
             out = list(dict.fromkeys(out))
