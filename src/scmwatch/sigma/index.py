@@ -101,6 +101,7 @@ EMPTY = Bucket((), (), None, (), True)
 HS_MIN_SCANS = 256  # never compile Hyperscan for a bucket before this many events
 GATE_BITS = 3
 GATE_SLOTS = 1 << GATE_BITS  # gate ids: unit position * GATE_SLOTS + gate index (MAX_GATES <= 8)
+MAX_BUCKETS = 50_000  # distinct (Channel, EventID) pairs cached; real logs have hundreds
 # Above this many distinct literal fields, joining every value is as cheap as picking fields.
 MAX_TEXT_FIELDS = 24
 
@@ -136,8 +137,11 @@ class Engine:
                 e = None
             b = self._normalized.get((ch, e))
             if b is None:
-                b = self._normalized[(ch, e)] = self._build(ch, e)
-            self._buckets[key] = b
+                b = self._build(ch, e)
+                if len(self._normalized) < MAX_BUCKETS:  # garbage inputs must not grow memory
+                    self._normalized[(ch, e)] = b
+            if len(self._buckets) < MAX_BUCKETS:
+                self._buckets[key] = b
         return b
 
     def _build(self, ch: str | None, e: int | None) -> Bucket:
