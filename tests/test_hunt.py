@@ -7,6 +7,8 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from scmwatch import hunt as hunt_mod
 from scmwatch.cli import main
 from scmwatch.hunt import run_hunt
@@ -101,7 +103,8 @@ def test_csv_and_table(capsys, tmp_path):
     assert "PsExec service installed" in out and "WS2" in out and "ImagePath" in out
 
 
-def test_bad_input_one_line_and_run_continues(capsys):
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_bad_input_one_line_and_run_continues(capsys, jobs):
     rc, out, err = run_cli(
         capsys,
         str(FIX / "broken.json"),
@@ -111,6 +114,8 @@ def test_bad_input_one_line_and_run_continues(capsys):
         RULES,
         "--format",
         "jsonl",
+        "--jobs",
+        jobs,
     )
     assert rc == 1  # a named input could not be read at all
     assert len(out.splitlines()) == 2  # a.ndjson still hunted

@@ -18,7 +18,6 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +51,7 @@ class FileResult:
     stats: ReadStats | None = None
     seconds: float = 0.0
     seen: set[tuple[Any, Any]] = field(default_factory=set)  # (Channel, EventID) present: readiness
+    errors: list[ReadError] = field(default_factory=list)  # --jobs: reported by the parent, in order
 
 
 @dataclass
@@ -107,8 +107,14 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
     """Match one input file (runs in a worker for ``--jobs``)."""
     ctx = _CTX
     assert ctx is not None, "hunt context not initialised"
-    stats = ReadStats(on_error=ctx.on_error)
     res = FileResult(index)
+    on_error = ctx.on_error
+    if on_error is _collect_errors:  # in a --jobs worker: hand the errors to the parent
+        def on_error(err: ReadError) -> None:
+            if len(res.errors) < MAX_WORKER_ERRORS:
+                res.errors.append(err)
+
+    stats = ReadStats(on_error=on_error)
     start = time.perf_counter()
     match = ctx.engine.match
     select = ctx.selector.select if ctx.selector is not None else None
@@ -137,8 +143,11 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
     return res
 
 
-def _worker_error(err: ReadError) -> None:
-    print(err.line(), file=sys.stderr, flush=True)
+MAX_WORKER_ERRORS = 10_000  # per file; the counts in the summary stay exact beyond it
+
+
+def _collect_errors(err: ReadError) -> None:
+    """Marker: workers collect read errors in their FileResult for the parent to report."""
 
 
 def run_hunt(paths: Sequence[str], ruleset: RuleSet, **kwargs: Any) -> HuntResult:
@@ -200,7 +209,9 @@ def _run_hunt(
             # Buckets are built lazily in each worker for the (channel, EventID) pairs it meets:
             # in parallel, and only those needed (warming all 300+ SigmaHQ buckets up front
             # costs ~1 s of Hyperscan compilation in the parent alone).
-            _CTX.on_error = _worker_error if on_error is not None else None
+            # Workers hand read errors back with their results; the parent reports them (one
+            # line each, in file order per batch) so they reach whatever stderr the caller has.
+            _CTX.on_error = _collect_errors if on_error is not None else None
             ctx = multiprocessing.get_context("fork")
             with ctx.Pool(jobs) as pool:
                 # Largest files first so one big file does not finish last alone; batches of
@@ -211,6 +222,9 @@ def _run_hunt(
                 for batch in pool.imap_unordered(_hunt_batch, batches, chunksize=1):
                     for r in batch:
                         results.append(r)
+                        if on_error is not None:
+                            for err in r.errors:
+                                on_error(err)
                         progress(inputs[r.index], r.stats.events if r.stats else 0)
     finally:
         bar.__exit__(None, None, None)
