@@ -121,12 +121,9 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None, asr: bool
     a.dce_rpc(ctx, t6, s, "svcctl", ["ControlService", "DeleteService", "CloseServiceHandle"])
     a.delete_service(ctx, t6 + 0.05, dst, name)
     a.logoff(ctx, t6 + 0.2, s)
-    # svcctl then install; PsExec on A then a service on B; service deleted within seconds
-    ctx.expect_correlation(SVCCTL, SMBEXEC)
-    if svc:  # the pack's lateral-chain block knows the client by file name only (reported)
-        ctx.allow_correlation(PSEXEC_SRC)
-    else:
-        ctx.expect_correlation(PSEXEC_SRC)
+    # svcctl then install; PsExec on A then a service on B (a renamed client is known by its version
+    # resource / `\\host -accepteula` shape); service deleted within seconds
+    ctx.expect_correlation(SVCCTL, SMBEXEC, PSEXEC_SRC)
 
 
 @scenario("psexec", "Sysinternals PsExec \\\\target -s cmd /c ... (PSEXESVC)", "windows")

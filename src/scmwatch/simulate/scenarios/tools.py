@@ -389,7 +389,8 @@ def empire_psexec_tcp(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     )
     a.delete_service(ctx, t2 + 0.5, dst, "Updater")
     ctx.add(b.sec4634(dst, t2 + 1.0, lg))
-    ctx.expect_correlation(SMBEXEC)  # installed and deleted within seconds
+    # installed and deleted within seconds; services.exe's inbound RPC/TCP connection then the install
+    ctx.expect_correlation(SMBEXEC, SVCCTL)
 
 
 @scenario(
