@@ -63,7 +63,8 @@ def paexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     )
     name = f"PAExec-{tool.pid}-{src.name}"
     s = a.smb_session(ctx, t + 0.1, dst, src.ip, op, "Kerberos")
-    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
+    # target side of a PsExec analogue: the pack files it under PT-CR-217 with the client (spec §2.16)
+    ex = Expect(e4697=(PSEXEC_SRC, ODDPATH), e7045=(PSEXEC_SRC, ODDPATH), e13=(ODDPATH,))
     t1 = _upload_and_install(
         ctx,
         t + 0.12,
@@ -74,6 +75,7 @@ def paexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         name,
         f"%SystemRoot%\\{name}.exe",
         ex,
+        file_expect=(PSEXEC_SRC,),
     )
     svc, t2 = a.run_service(
         ctx,
@@ -83,12 +85,12 @@ def paexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         name,
         f"C:\\Windows\\{name}.exe",
         f"C:\\Windows\\{name}.exe -service",
-        Expect(),
+        Expect(e_proc=(PSEXEC_SRC,)),
     )
     for i, kind in enumerate(("In", "Out", "Err")):
         pipe = f"PaExec{kind}{src.name}{tool.pid}"
-        ctx.add(b.sysmon_pipe(dst, t2 + 0.01 * i, svc, "\\" + pipe, False))
-        ctx.add(b.sec5145(dst, t2 + 0.01 * i + 0.005, s.logon, "IPC$", pipe, 0x12019F))
+        ctx.add(b.sysmon_pipe(dst, t2 + 0.01 * i, svc, "\\" + pipe, False), PSEXEC_SRC)
+        ctx.add(b.sec5145(dst, t2 + 0.01 * i + 0.005, s.logon, "IPC$", pipe, 0x12019F), PSEXEC_SRC)
     a.child(ctx, t2 + 0.1, dst, svc, "C:\\Windows\\System32\\cmd.exe", "cmd.exe /c whoami", user=SYSTEM)
     a.stop_service(ctx, t2 + 1.0, dst, name, name)
     a.delete_service(ctx, t2 + 1.05, dst, name)
@@ -158,7 +160,7 @@ def csexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
     a.child(ctx, t, src, shell, "C:\\Tools\\CSExec.exe", f"CSExec.exe  \\\\{dst.name} cmd.exe", PSEXEC_SRC)
     s = a.smb_session(ctx, t + 0.1, dst, src.ip, op, "Kerberos")
-    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
+    ex = Expect(e4697=(PSEXEC_SRC, ODDPATH), e7045=(PSEXEC_SRC, ODDPATH), e13=(ODDPATH,))
     t1 = _upload_and_install(
         ctx,
         t + 0.12,
@@ -169,6 +171,7 @@ def csexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         "csexecsvc",
         "%SystemRoot%\\csexecsvc.exe",
         ex,
+        file_expect=(PSEXEC_SRC,),
     )
     svc, t2 = a.run_service(
         ctx,
@@ -178,10 +181,10 @@ def csexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         "csexecsvc",
         "C:\\Windows\\csexecsvc.exe",
         "C:\\Windows\\csexecsvc.exe",
-        Expect(),
+        Expect(e_proc=(PSEXEC_SRC,)),
     )
-    ctx.add(b.sysmon_pipe(dst, t2, svc, "\\csexecsvc", False))
-    ctx.add(b.sec5145(dst, t2 + 0.01, s.logon, "IPC$", "csexecsvc", 0x12019F))
+    ctx.add(b.sysmon_pipe(dst, t2, svc, "\\csexecsvc", False), PSEXEC_SRC)
+    ctx.add(b.sec5145(dst, t2 + 0.01, s.logon, "IPC$", "csexecsvc", 0x12019F), PSEXEC_SRC)
     a.child(ctx, t2 + 0.2, dst, svc, "C:\\Windows\\System32\\cmd.exe", "cmd.exe", user=SYSTEM)
     a.stop_service(ctx, t2 + 5, dst, "csexecsvc", "csexecsvc")
     a.delete_service(ctx, t2 + 5.05, dst, "csexecsvc")
