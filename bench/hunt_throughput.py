@@ -164,7 +164,7 @@ def main() -> int:
     eng_a, eng_x10, eng_b = Engine(rs_a), Engine(rs_x10), Engine(rs_b)
     run_b = sum(1 for r in rs_b.rules if r.units)
     print(f"corpus: {len(files)} .evtx files   rules: (a) {len(rs_a.rules)}  (a x10) {len(rs_x10.rules)}  "
-          f"(b) {len(rs_b.rules)} loaded, {run_b} with a Windows event source (load+compile {t_b:.1f} s)")
+          f"(b) {len(rs_b.rules)} loaded, {run_b} with an event source (load+compile {t_b:.1f} s)")
     print(f"(a) = {builtin} built-in + {len(rs_a.rules) - builtin} SigmaHQ service rules "
           f"(load {t1 - t0:.1f} s)")
 
