@@ -116,7 +116,7 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
 
     stats = ReadStats(on_error=on_error)
     start = time.perf_counter()
-    match = ctx.engine.match
+    match = ctx.engine.match_fields
     select = ctx.selector.select if ctx.selector is not None else None
     suppressed = ctx.suppressed_ids
     min_rank = ctx.min_rank
@@ -126,7 +126,7 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
     for pos, ev in enumerate(read_input(inp, stats)):
         f = ev.fields
         seen_add((f.get("Channel"), f.get("EventID")))
-        rules = match(ev)
+        rules = match(f)
         if rules:
             for r in rules:
                 if rank[r.id] >= min_rank and r.id not in suppressed:
