@@ -131,8 +131,9 @@ def hidden_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
             e4657 = (HIDDEN,) if value == "ImagePath" else ()
             ctx.add(b.sec4657(dst, tt + 0.012, reg, b.SERVICES_KEY + name, value, None, new, kind), *e4657)
         tt += rng.uniform(0.5, 3)  # service appears only after reboot: nothing more in this window
-    # the spec's absence correlation (no 7045/4697 within 5 min) is not in the pack: the
-    # Sysmon 12 CreateKey by a non-SCM process is the hidden-service signal
+    # ... and the SCM never installs it: the pack's absence correlation (no 7045/4697 or SCM write of
+    # that key within 5 min) confirms the single-event signal (Sysmon 12 CreateKey by a non-SCM process)
+    ctx.expect_correlation(HIDDEN)
 
 
 @scenario(
