@@ -225,6 +225,9 @@ def simulate(opts: Options) -> Result:
             for rec in ictx.recs:
                 if rec.t < at - LOOKBACK:
                     raise AssertionError(f"{name}: event {rec.eid} earlier than its lookback window")
+            corr_full = full and not (
+                opts.fmt == "ecs" and any("Data" in rec.data for rec in ictx.recs if rec.label is not None)
+            )
             inst_info[k] = {
                 "kind": "instance",
                 "instance": k,
@@ -234,9 +237,10 @@ def simulate(opts: Options) -> Result:
                 "source_ip": src.ip,
                 "target_ip": dst.ip,
                 # correlations join several sources: only required when every source is written
-                "correlations": sorted(ictx.corr) if full else [],
+                # (and, in ECS, when no event of the instance lost its unnamed <Data> to param1..N)
+                "correlations": sorted(ictx.corr) if corr_full else [],
                 "allowed_correlations": sorted(
-                    (ictx.corr_allowed | ictx.corr) - (ictx.corr if full else set())
+                    (ictx.corr_allowed | ictx.corr) - (ictx.corr if corr_full else set())
                 ),
                 "events": 0,
                 "first": float("inf"),

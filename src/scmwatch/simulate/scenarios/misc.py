@@ -61,6 +61,7 @@ def mssql_service_control(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         MSSQL,
     )
     ctx.add(b.sys7036(dst, t + 0.4, "SQL Server VSS Writer", "SQLWriter", False))
+    ctx.expect_correlation(MSSQL)  # 33205 xp_servicecontrol then the SCM's 7036 (spec §2.7 corr)
     t1 = t + rng.uniform(10, 40)
     ctx.add(b.mssql15457(dst, t1, "show advanced options", "0", "1"))
     ctx.add(b.mssql15457(dst, t1 + 0.2, "xp_cmdshell", "0", "1"))
