@@ -167,7 +167,9 @@ def test_rules_test_command_on_a_user_pack(tmp_path, capsys):
     ([{**GOOD[0], "_expect": []}, GOOD[1]], "unexpected"),
     ([GOOD[0], {**GOOD[1], "ServiceName": "EVIL"}], "near-miss fired"),
     ([{**GOOD[0], "_expect": ["nope"]}, GOOD[1]], "unknown rule"),
-    ([{k: v for k, v in GOOD[0].items() if k != "Channel"}, GOOD[1]], "needs EventID and Channel"),
+    ([{k: v for k, v in GOOD[0].items() if k != "Channel"}, GOOD[1]], "fixture needs Channel"),
+    # only Zeek records (Channel "zeek:<log>") may omit the EventID
+    ([{k: v for k, v in GOOD[0].items() if k != "EventID"}, GOOD[1]], "EventID unless it is a Zeek record"),
 ])
 def test_rules_test_command_fails_on_bad_fixtures(tmp_path, capsys, fixtures, problem):
     pack = _user_pack(tmp_path, RULE, fixtures)

@@ -245,8 +245,13 @@ def _run_file(rule_file: Path, ruleset, engine: Engine, required_attrs: Sequence
         if unknown:
             rep.failures.append(f"{where}: unknown rule(s) {', '.join(map(str, unknown))} (not in this file)")
             continue
-        if "EventID" not in obj or "Channel" not in obj:
-            rep.failures.append(f"{where}: fixture needs EventID and Channel (logsource gating uses them)")
+        # Zeek records have no EventID: the reader names them Channel "zeek:<log>" and gating uses that
+        zeek = str(obj.get("Channel", "")).startswith("zeek:")
+        if "Channel" not in obj or ("EventID" not in obj and not zeek):
+            rep.failures.append(
+                f"{where}: fixture needs Channel, and EventID unless it is a Zeek record "
+                "(Channel 'zeek:<log>'; logsource gating uses them)"
+            )
             continue
         expected = {by_ref[r].id for r in expect_refs}
         near = {by_ref[r].id for r in near_refs}

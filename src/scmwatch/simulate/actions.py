@@ -205,8 +205,26 @@ def pipe_open(
         )
 
 
+# MS-SCMR operations the pack's Zeek rules flag on their own (PT-CR-1981, detections.md §0.11/§2.4):
+# a remote create / binPath change / start. In an attack instance every such dce_rpc line must raise it.
+SVCCTL_KEY = "PT-CR-1981"
+SVCCTL_FLAGGED_OPS = frozenset(
+    {"CreateServiceW", "CreateServiceA", "ChangeServiceConfigW", "ChangeServiceConfigA", "StartServiceW",
+     "StartServiceA"}
+)
+
+
+def svcctl_expect(endpoint: str, op: str, expect: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``expect`` plus PT-CR-1981 when ``op`` on ``endpoint`` is one the pack's Zeek rules flag."""
+    if endpoint in ("svcctl", "ntsvcs") and op in SVCCTL_FLAGGED_OPS and SVCCTL_KEY not in expect:
+        return (*expect, SVCCTL_KEY)
+    return expect
+
+
 def dce_rpc(ctx: Ctx, t: float, s: Session, endpoint: str, ops: Iterable[str], *expect: str) -> float:
-    """Zeek dce_rpc.log lines, one per operation, 5-50 ms apart; returns the time after the last."""
+    """Zeek dce_rpc.log lines, one per operation, 5-50 ms apart; returns the time after the last.
+
+    Remote create/change/start operations on svcctl expect PT-CR-1981 (see :func:`svcctl_expect`)."""
     for op in ops:
         ctx.zeek(
             t,
@@ -218,7 +236,7 @@ def dce_rpc(ctx: Ctx, t: float, s: Session, endpoint: str, ops: Iterable[str], *
                 "endpoint": endpoint,
                 "operation": op,
             },
-            *expect,
+            *(svcctl_expect(endpoint, op, expect) if ctx.label is not None else expect),
         )
         t += ctx.rng.uniform(0.005, 0.05)
     return t

@@ -39,7 +39,15 @@ def _upload_and_install(
     CreateService. Returns the time after it."""
     a.tree_connect(ctx, t, s, "ADMIN$")
     a.file_write(
-        ctx, t + 0.01, s, "ADMIN$", binary_rel, *file_expect, local_path=local, expect_file=file_expect
+        ctx,
+        t + 0.01,
+        s,
+        "ADMIN$",
+        binary_rel,
+        *file_expect,
+        local_path=local,
+        expect_file=file_expect,
+        expect_zeek=file_expect,
     )
     a.tree_connect(ctx, t + 0.1, s, "IPC$")
     a.pipe_open(ctx, t + 0.11, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))

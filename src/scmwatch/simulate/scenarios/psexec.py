@@ -53,7 +53,15 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None, asr: bool
     a.tree_connect(ctx, t1, s, "ADMIN$")
     own = () if svc else (PSEXEC,)  # detections keyed on the PSEXESVC name miss a renamed copy
     a.file_write(
-        ctx, t1 + 0.01, s, "ADMIN$", binary, *own, local_path=f"C:\\Windows\\{binary}", expect_file=own
+        ctx,
+        t1 + 0.01,
+        s,
+        "ADMIN$",
+        binary,
+        *own,
+        local_path=f"C:\\Windows\\{binary}",
+        expect_file=own,
+        expect_zeek=own,
     )
     a.tree_connect(ctx, t1 + 0.1, s, "IPC$")
     a.pipe_open(ctx, t1 + 0.11, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))

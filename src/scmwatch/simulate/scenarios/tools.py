@@ -47,6 +47,7 @@ def winexe(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         WINEXEC,
         local_path="C:\\Windows\\winexesvc.exe",
         expect_file=(WINEXEC,),
+        expect_zeek=(WINEXEC,),
     )
     a.tree_connect(ctx, t + 0.1, s, "IPC$")
     a.pipe_open(ctx, t + 0.11, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
@@ -112,7 +113,14 @@ def sliver_psexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     s = a.smb_session(ctx, t + 0.01, dst, src.ip, op, "Kerberos")
     a.tree_connect(ctx, t + 0.02, s, "C$")
     a.file_write(
-        ctx, t + 0.03, s, "C$", f"windows\\temp\\{exe}", SLIVER, local_path=f"C:\\Windows\\Temp\\{exe}"
+        ctx,
+        t + 0.03,
+        s,
+        "C$",
+        f"windows\\temp\\{exe}",
+        SLIVER,
+        local_path=f"C:\\Windows\\Temp\\{exe}",
+        expect_zeek=(SLIVER,),
     )
     a.tree_connect(ctx, t + 5.0, s, "IPC$")  # psexec.go waits 5 s after the upload
     a.pipe_open(ctx, t + 5.01, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))
@@ -166,6 +174,7 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
             mask=0x2,
             local_path=f"C:\\Windows\\{binary}",
             expect_file=(IMPACKET,),
+            expect_zeek=(IMPACKET,),
         )
         path = f"%SYSTEMROOT%\\{binary}"
         image = cmdline = f"C:\\Windows\\{binary}"
@@ -361,6 +370,7 @@ def empire_psexec_tcp(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
                 "endpoint": "svcctl",
                 "operation": op,
             },
+            *a.svcctl_expect("svcctl", op),
         )
         tt += 0.02
     ps = "C:\\Windows\\System32\\WindowsPowershell\\v1.0\\powershell"
@@ -405,7 +415,14 @@ def sliver_psexec_renamed(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     s = a.smb_session(ctx, t + 0.01, dst, src.ip, op, "Kerberos")
     a.tree_connect(ctx, t + 0.02, s, "C$")
     a.file_write(
-        ctx, t + 0.03, s, "C$", f"windows\\temp\\{exe}", SLIVER, local_path=f"C:\\Windows\\Temp\\{exe}"
+        ctx,
+        t + 0.03,
+        s,
+        "C$",
+        f"windows\\temp\\{exe}",
+        SLIVER,
+        local_path=f"C:\\Windows\\Temp\\{exe}",
+        expect_zeek=(SLIVER,),
     )
     a.tree_connect(ctx, t + 5.0, s, "IPC$")
     a.pipe_open(ctx, t + 5.01, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))
