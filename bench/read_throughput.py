@@ -85,7 +85,10 @@ def main() -> int:
     raw_best = events["raw"] / best["raw"]
     our_best = events["scmwatch"] / best["scmwatch"]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"files: {len(files)}  events/pass: {events['raw']}  rounds: {rounds}")
+    from scmwatch.events import normalize
+
+    impl = "C (_flatten)" if normalize.from_evtx_dict is not normalize.from_evtx_dict_py else "pure Python"
+    print(f"files: {len(files)}  events/pass: {events['raw']}  rounds: {rounds}  normalizer: {impl}")
     print(f"{'':22s} {'mean':>12s} {'best round':>12s}")
     print(f"raw evtx+orjson      : {raw_rate:12,.0f} {raw_best:12,.0f} events/s")
     print(f"scmwatch read+normal.: {our_rate:12,.0f} {our_best:12,.0f} events/s")

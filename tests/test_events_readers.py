@@ -288,3 +288,75 @@ def test_simulator_labels_file_is_skipped_not_read(tmp_path: Path) -> None:
     (tmp_path / "x.ndjson").write_bytes((EV / "security_4688_flat.ndjson").read_bytes())
     events, stats = read(tmp_path)
     assert len(events) == 1 and stats.files == 1 and stats.files_skipped == 1 and not stats.errors
+
+
+ODD_RECORDS = [
+    # EventID with Qualifiers, Provider with an unmapped attribute, Execution with ETW extras
+    {
+        "Event": {
+            "System": {
+                "Provider": {"#attributes": {"Name": "P", "Odd": "x"}},
+                "EventID": {"#attributes": {"Qualifiers": 16384}, "#text": 7045},
+                "Execution": {"#attributes": {"ProcessID": 4, "KernelTime": 9}},
+                "Correlation": {"#attributes": {"ActivityID": "{A}"}},
+                "Security": None,
+                "Channel": "System",
+                "Computer": "H",
+                "Weird": {"#text": "t", "#attributes": {"a": 1}},
+                "Empty": {},
+            },
+            "EventData": {
+                "Threat Name": "x",
+                "Channel": "collides",
+                "Level": "overrides",
+                "Nested": {"#text": "inner"},
+                "Bare": {"#attributes": {"k": "v"}},
+                "Kept": {"a": 1, "b": 2},
+                "#attributes": {"Name": "drop"},
+            },
+        }
+    },
+    {"Event": {"System": {"EventID": "0x10", "Channel": "C"}, "EventData": {"Data": {"#text": ["a", "b"]}}}},
+    {
+        "Event": {
+            "System": {"EventID": "4688"},
+            "EventData": "just text",
+            "UserData": {"Wrapper": {"Operation": "op", "#attributes": {"xmlns": "u"}}, "Loose": 5},
+        }
+    },
+    {"Event": {"System": {"EventID": None}, "EventData": None}},
+    {"Event": "not an object"},
+    {"NoEvent": 1},
+]
+
+
+@pytest.mark.parametrize("record", ODD_RECORDS, ids=range(len(ODD_RECORDS)))
+def test_c_and_python_flatten_agree_on_odd_layouts(record: dict) -> None:
+    from scmwatch.events import normalize
+
+    expected = normalize.from_evtx_dict_py(orjson.loads(orjson.dumps(record)))
+    if normalize._flatten is None:
+        pytest.skip("the C extension was not built")
+    assert normalize._flatten.from_evtx_dict(orjson.loads(orjson.dumps(record))) == expected
+
+
+def test_python_flatten_semantics_on_odd_layout() -> None:
+    from scmwatch.events.normalize import from_evtx_dict_py
+
+    f = from_evtx_dict_py(ODD_RECORDS[0])
+    assert f["EventID"] == 7045 and f["EventID_Qualifiers"] == 16384
+    assert f["Provider_Name"] == "P" and f["Provider_Odd"] == "x"
+    assert f["ProcessID"] == 4 and f["Execution_KernelTime"] == 9
+    assert f["Correlation_ActivityID"] == "{A}" and "Correlation" not in f
+    assert f["Weird"] == "t" and f["Weird_a"] == 1 and f["Empty"] is None
+    assert f["ThreatName"] == "x"
+    assert f["Channel"] == "System" and f["EventData_Channel"] == "collides"  # System names are kept
+    assert f["Level"] == "overrides"  # only the core System names are protected
+    assert f["Nested"] == "inner" and f["Bare"] is None and f["Kept"] == {"a": 1, "b": 2}
+    assert "Name" not in f
+    assert from_evtx_dict_py(ODD_RECORDS[1])["EventID"] == 16
+    assert from_evtx_dict_py(ODD_RECORDS[1])["Data"] == ["a", "b"]
+    third = from_evtx_dict_py(ODD_RECORDS[2])
+    assert third["EventID"] == 4688 and third["Data"] == "just text" and third["Operation"] == "op"
+    assert third["Loose"] == 5
+    assert from_evtx_dict_py(ODD_RECORDS[4]) is None and from_evtx_dict_py(ODD_RECORDS[5]) is None

@@ -41,13 +41,20 @@ def _check_truncation(name: str, head: bytes, size: int, stats: ReadStats) -> No
         )
 
 
-def read_evtx(name: str, source: str | BinaryIO, stats: ReadStats) -> Iterator[Event]:
-    """Yield normalized events from an EVTX file (path or seekable binary file object)."""
+def read_evtx(
+    name: str, source: str | BinaryIO, stats: ReadStats, head: bytes | None = None, size: int | None = None
+) -> Iterator[Event]:
+    """Yield normalized events from an EVTX file (path or seekable binary file object).
+
+    ``head`` (the file's first bytes) and ``size`` may be passed by a caller that already has
+    them, saving a second open per file.
+    """
     try:
         if isinstance(source, str):
-            size = os.path.getsize(source)
-            with open(source, "rb") as fh:
-                head = fh.read(128)
+            if head is None or size is None or len(head) < 128:
+                size = os.path.getsize(source)
+                with open(source, "rb") as fh:
+                    head = fh.read(128)
         else:
             source.seek(0, os.SEEK_END)
             size = source.tell()
@@ -65,11 +72,19 @@ def read_evtx(name: str, source: str | BinaryIO, stats: ReadStats) -> Iterator[E
     errors = 0
     count = 0  # counted locally and added once: this loop runs for every record
     loads = orjson.loads
+    flatten = from_evtx_dict
     try:
-        while True:
+        while True:  # the parser raises for a record it cannot decode, then goes on with the next
             try:
-                rec = next(records)
-            except StopIteration:
+                for rec in records:
+                    fields = flatten(loads(rec["data"]))
+                    if fields is None:
+                        stats.error(
+                            name, "evtx-record", "record has no Event element", rec.get("event_record_id")
+                        )
+                        continue
+                    count += 1
+                    yield Event(fields, name, rec["event_record_id"], "evtx")
                 break
             except (RuntimeError, OSError, ValueError) as exc:
                 errors += 1
@@ -77,12 +92,5 @@ def read_evtx(name: str, source: str | BinaryIO, stats: ReadStats) -> Iterator[E
                 if errors >= MAX_RECORD_ERRORS:
                     stats.error(name, "evtx-abandoned", f"{errors} undecodable records: rest of file skipped")
                     break
-                continue
-            fields = from_evtx_dict(loads(rec["data"]))
-            if fields is None:
-                stats.error(name, "evtx-record", "record has no Event element", rec.get("event_record_id"))
-                continue
-            count += 1
-            yield Event(fields, name, rec["event_record_id"], "evtx")
     finally:
         stats.events += count

@@ -16,7 +16,7 @@ are turned into ints so that ``EventID`` is an int whatever the source.
 
 from __future__ import annotations
 
-from operator import itemgetter
+import os
 from typing import Any
 
 # <System> child element → {attribute: top-level name}. Children not listed here keep the
@@ -117,11 +117,8 @@ def _int(value: Any) -> Any:
     return value
 
 
-# <System> children that EVTX renders as objects (attributes, or attributes plus text).
-_SYSTEM_OBJECTS = ("Provider", "EventID", "TimeCreated", "Correlation", "Execution", "Security")
-
-
 def _system_object(key: str, value: dict[str, Any], out: dict[str, Any]) -> None:
+    """One ``<System>`` child that evtx rendered as an object (attributes, maybe text)."""
     attrs = value.get("#attributes")
     if "#text" in value:
         out[key] = value["#text"]
@@ -132,108 +129,17 @@ def _system_object(key: str, value: dict[str, Any], out: dict[str, Any]) -> None
         return
     if attrs:
         names = SYSTEM_ATTRS.get(key)
-        try:  # all attributes known: map the names in C, no Python loop
-            out.update(zip(map(names.__getitem__, attrs), attrs.values(), strict=True))  # type: ignore[union-attr]
-        except (KeyError, AttributeError):
-            for attr, attr_value in attrs.items():
-                name = names.get(attr) if names else None
-                out[name or f"{key}_{attr}"] = attr_value
-
-
-_SYSTEM_GET = itemgetter(
-    "Provider", "EventID", "Version", "Level", "Task", "Opcode", "Keywords",
-    "TimeCreated", "EventRecordID", "Correlation", "Execution", "Channel", "Computer", "Security",
-)  # fmt: skip
-_PROVIDER_NAMES = SYSTEM_ATTRS["Provider"].__getitem__
-_EXECUTION_NAMES = SYSTEM_ATTRS["Execution"].__getitem__
-_CORRELATION_NAMES = SYSTEM_ATTRS["Correlation"].__getitem__
-
-
-def _system_standard(sy: dict[str, Any]) -> dict[str, Any]:
-    """The 14-child layout EVTX writes for nearly every record, flattened without a Python loop.
-
-    Raises KeyError/TypeError for any other layout (the caller then takes the generic path);
-    ``tests/test_events_corpus.py`` checks both paths agree on every real record.
-    """
-    prov, eid, ver, level, task, opcode, kw, created, rid, corr, execution, channel, computer, sec = (
-        _SYSTEM_GET(sy)
-    )
-    if len(sy) != 14:
-        raise KeyError("not the standard layout")
-    out = {
-        "EventID": eid,
-        "Version": ver,
-        "Level": level,
-        "Task": task,
-        "Opcode": opcode,
-        "Keywords": kw,
-        "TimeCreated": created["#attributes"]["SystemTime"],
-        "EventRecordID": rid,
-        "Channel": channel,
-        "Computer": computer,
-    }
-    if len(created) != 1 or len(created["#attributes"]) != 1:
-        raise KeyError("TimeCreated with more than SystemTime")
-    attrs = prov["#attributes"]
-    out.update(zip(map(_PROVIDER_NAMES, attrs), attrs.values(), strict=True))
-    attrs = execution["#attributes"]
-    out.update(zip(map(_EXECUTION_NAMES, attrs), attrs.values(), strict=True))
-    if len(prov) != 1 or len(execution) != 1:
-        raise KeyError("object with text")
-    if corr is None:
-        out["Correlation"] = None
-    else:
-        attrs = corr["#attributes"]
-        out.update(zip(map(_CORRELATION_NAMES, attrs), attrs.values(), strict=True))
-        if len(corr) != 1:
-            raise KeyError("Correlation with text")
-    if sec is None:
-        out["Security"] = None
-    else:
-        out["UserID"] = sec["#attributes"]["UserID"]
-        if len(sec) != 1 or len(sec["#attributes"]) != 1:
-            raise KeyError("Security with more than UserID")
-    if type(eid) is dict:
-        out["EventID"] = eid["#text"]
-        out["EventID_Qualifiers"] = eid["#attributes"]["Qualifiers"]
-        if len(eid) != 2 or len(eid["#attributes"]) != 1:
-            raise KeyError("EventID with other attributes")
-    return out
+        for attr, attr_value in attrs.items():
+            name = names.get(attr) if names else None
+            out[name or f"{key}_{attr}"] = attr_value
 
 
 def flatten_system(system: dict[str, Any], out: dict[str, Any]) -> None:
-    """``Event.System`` → top-level names (see ``SYSTEM_ATTRS``).
-
-    This runs for every event, so it copies the mapping in C and then fixes only the few
-    children that are objects, instead of looping over every key in Python.
-    """
+    """``Event.System`` → top-level names (see ``SYSTEM_ATTRS``): copy, then fix the objects."""
     out.update(system)
-    for key in _SYSTEM_OBJECTS:
-        value = out.get(key)
+    for key, value in system.items():
         if type(value) is dict:
             _system_object(key, value, out)
-    if dict in map(type, out.values()):  # an unusual layout: fix whatever else is an object
-        for key, value in list(out.items()):
-            if type(value) is dict:
-                _system_object(key, value, out)
-
-
-# EventData key layouts already checked to need no renaming (cache: layouts are few per
-# provider/EventID, so this turns a Python loop per event into one tuple lookup).
-_CLEAN_LAYOUTS: dict[tuple[str, ...], bool] = {}
-
-
-def _layout_is_clean(data: dict[str, Any], keys: tuple[str, ...]) -> bool:
-    """A layout needs no fixing when no name has a space, ``#`` or a System name, and no value
-    is an object. Value types follow the provider's template, so the first record of a
-    layout decides for all (an object value later would pass through unflattened, not be lost).
-    """
-    clean = not any(" " in k or k[:1] == "#" or k in _CORE or k == "Data" for k in keys) and (
-        dict not in map(type, data.values())
-    )
-    if len(_CLEAN_LAYOUTS) < 4096:
-        _CLEAN_LAYOUTS[keys] = clean
-    return clean
 
 
 def flatten_data(data: Any, out: dict[str, Any]) -> None:
@@ -246,13 +152,6 @@ def flatten_data(data: Any, out: dict[str, Any]) -> None:
     if type(data) is not dict:
         if data is not None:
             out["Data"] = data
-        return
-    keys = tuple(data)
-    clean = _CLEAN_LAYOUTS.get(keys)
-    if clean is None:
-        clean = _layout_is_clean(data, keys)
-    if clean:
-        out.update(data)
         return
     for key, value in data.items():
         if key == "#attributes":
@@ -282,32 +181,11 @@ def flatten_user_data(user_data: Any, out: dict[str, Any]) -> None:
             out[key] = value
 
 
-def from_evtx_dict(record: dict[str, Any]) -> dict[str, Any] | None:
-    """evtx / evtx_dump JSON (``{"Event": {"System": ..., "EventData": ...}}``) → flat fields."""
-    event = record.get("Event")
-    if type(event) is not dict:
-        return None
-    system = event.get("System")
-    try:
-        out = _system_standard(system)  # type: ignore[arg-type]
-    except (KeyError, TypeError):
-        out = {}
-        if type(system) is dict:
-            flatten_system(system, out)
-    data = event.get("EventData")
-    if data is not None:
-        flatten_data(data, out)
-    user = event.get("UserData")
-    if user is not None:
-        flatten_user_data(user, out)
-    eid = out.get("EventID")
-    if type(eid) is not int and eid is not None:
-        out["EventID"] = _int(eid)
-    return out
+def from_evtx_dict_py(record: dict[str, Any]) -> dict[str, Any] | None:
+    """evtx / evtx_dump JSON (``{"Event": {"System": ..., "EventData": ...}}``) → flat fields.
 
-
-def from_evtx_dict_generic(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The same without the standard-layout fast path (the reference the tests compare with)."""
+    ``from_evtx_dict`` is this function, or its C twin from ``_flatten.c`` when that was built.
+    """
     event = record.get("Event")
     if type(event) is not dict:
         return None
@@ -412,3 +290,17 @@ def shape_of(record: dict[str, Any]) -> str | None:
     if "_path" in record or ("uid" in record and "ts" in record):
         return "zeek"
     return None
+
+
+# The C version of ``from_evtx_dict_py`` (events/_flatten.c), when it was compiled at
+# install time; SCMWATCH_PURE_PYTHON=1 forces the Python code (tests compare the two).
+try:
+    from scmwatch.events import _flatten
+except ImportError:  # no compiler at install time
+    _flatten = None  # type: ignore[assignment]
+
+from_evtx_dict = from_evtx_dict_py
+if _flatten is not None:
+    _flatten.configure(SYSTEM_ATTRS, _CORE, _int)
+    if not os.environ.get("SCMWATCH_PURE_PYTHON"):
+        from_evtx_dict = _flatten.from_evtx_dict

@@ -134,43 +134,46 @@ SNIFF = 4096  # enough to tell the formats apart; the EVTX parser re-reads the f
 
 
 def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:
+    """The reader for this input's content (a plain function: one generator layer less per event)."""
     head = stream.read(SNIFF)
     name = inp.name
     if head.startswith(MAGIC):
         if inp.member is None and not inp.name.lower().endswith(".gz"):
-            yield from read_evtx(name, inp.path, stats)
-        else:
-            # The EVTX parser needs to seek: spool a compressed/archived file to disk first.
-            with tempfile.TemporaryFile() as tmp:
-                tmp.write(head)
-                shutil.copyfileobj(stream, tmp, CHUNK)
-                yield from read_evtx(name, tmp, stats)
-        return
+            return read_evtx(name, inp.path, stats, head, os.fstat(stream.fileno()).st_size)
+        return _spooled_evtx(name, head, stream, stats)
     if not head.strip():
         stats.error(name, "empty", "file is empty")
-        return
+        return iter(())
     if head.startswith(SIMULATOR_LABELS):
         stats.files -= 1
         stats.files_skipped += 1
-        return
+        return iter(())
     rest = io.BufferedReader(Prefixed(head, stream), CHUNK)
     encoding = sniff_encoding(head)
     if encoding is None:
         stats.files_failed += 1
         stats.error(name, "format", "binary content that is not EVTX, JSON, XML or a Zeek log")
-        return
+        return iter(())
     text_head = head.decode(encoding, errors="replace").lstrip("\ufeff \t\r\n")
     first = text_head[:1]
     if text_head.startswith("#separator"):
-        yield from read_zeek_tsv(name, rest, stats)
-    elif first in "{[":
+        return read_zeek_tsv(name, rest, stats)
+    if first in "{[":
         zeek = zeek_path_from_name(inp.inner_name)
-        yield from read_json(name, rest, stats, encoding, zeek if zeek in ZEEK_LOGS else None)
-    elif first == "<":
-        yield from read_xml(name, rest, stats, encoding)
-    else:
-        stats.files_failed += 1
-        stats.error(name, "format", "not a supported log format (EVTX, JSON/NDJSON, Windows XML, Zeek)")
+        return read_json(name, rest, stats, encoding, zeek if zeek in ZEEK_LOGS else None)
+    if first == "<":
+        return read_xml(name, rest, stats, encoding)
+    stats.files_failed += 1
+    stats.error(name, "format", "not a supported log format (EVTX, JSON/NDJSON, Windows XML, Zeek)")
+    return iter(())
+
+
+def _spooled_evtx(name: str, head: bytes, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:
+    """The EVTX parser needs to seek: a compressed or archived EVTX file is spooled to disk first."""
+    with tempfile.TemporaryFile() as tmp:
+        tmp.write(head)
+        shutil.copyfileobj(stream, tmp, CHUNK)
+        yield from read_evtx(name, tmp, stats)
 
 
 def iter_events(paths: Iterable[str], stats: ReadStats) -> Iterator[Event]:
