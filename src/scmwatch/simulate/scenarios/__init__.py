@@ -75,10 +75,3 @@ def load_all() -> dict[str, Scenario]:
     SCENARIOS.update((sc.name, sc) for sc in ranked)
     return SCENARIOS
 
-
-# Overlaps the rule pack has chosen that the spec leaves open. They may fire (labels "allow")
-# but are not required; each is listed in the simulator's report to the rule-pack owner.
-def allow_interpreter_paths(ctx) -> None:
-    """Interpreter one-liner ImagePaths: PT-CR-523's generic %COMSPEC% rules flag any (PT-CR-257 is
-    required on their 7045/4697: scenarios put it in their Expect)."""
-    ctx.allow((4697, 7045, 13), SMBEXEC)

@@ -16,7 +16,6 @@ from scmwatch.simulate.scenarios import (
     SMBEXEC,
     SVC_CMD,
     SVCCTL,
-    allow_interpreter_paths,
     scenario,
 )
 from scmwatch.simulate.world import SYSTEM, Host, rand_letters
@@ -207,7 +206,6 @@ def csexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
 )
 def empire_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     admin = ctx.world.admins[2]
-    allow_interpreter_paths(ctx)
     s = a.smb_session(ctx, t, dst, src.ip, admin, "NTLM", workstation="-")
     a.tree_connect(ctx, t + 0.01, s, "IPC$")
     a.pipe_open(ctx, t + 0.02, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
@@ -219,7 +217,9 @@ def empire_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         "C:\\Windows\\System32\\WindowsPowershell\\v1.0\\powershell -noP -sta -w 1 -enc SQBmACgAJABQAFMAVgBl"
     )
     path = f'%COMSPEC% /C "%COMSPEC% /C start /b {launcher}"'
-    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD,))
+    # the nested %COMSPEC% /C "%COMSPEC% /C ..." is invoke_smbexec's own shape (PT-CR-523 on the install,
+    # the registry write and the 4697); the interpreter one-liner is also an unusual path (PT-CR-257)
+    ex = Expect(e4697=(SMBEXEC, ODDPATH), e7045=(SMBEXEC, ODDPATH), e13=(SMBEXEC,), e_proc=(SVC_CMD,))
     t2 = a.install_service(ctx, t1, dst, admin, s.logon.logon_id, name, path, ex)
     cmdline = path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe")
     p, _ = a.run_service(
@@ -310,7 +310,6 @@ def meterpreter_getsystem(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     pipe = rand_letters(rng, 6).lower()
     name = rand_letters(rng, 6).lower()
     path = f"cmd.exe /c echo {pipe} > \\\\.\\pipe\\{pipe}"
-    allow_interpreter_paths(ctx)
     ctx.add(b.sysmon_pipe(dst, t - 0.1, beacon, f"\\{pipe}", False))
     ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD,))
     t1 = a.install_service(ctx, t, dst, user, beacon.logon_id, name, path, ex)

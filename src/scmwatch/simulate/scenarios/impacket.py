@@ -15,7 +15,6 @@ from scmwatch.simulate.scenarios import (
     SVC_CMD,
     SVCCTL,
     UNC,
-    allow_interpreter_paths,
     scenario,
 )
 from scmwatch.simulate.world import SYSTEM, Host, rand_letters
@@ -102,7 +101,6 @@ def impacket_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     a.pipe_open(ctx, t + 0.02, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
     a.tree_connect(ctx, t + 0.03, s, "C$")
     machine = dst.machine_account
-    allow_interpreter_paths(ctx)
     tt = t + 0.5
     commands = rng.sample(["whoami", "hostname", "ipconfig /all", "net user", "tasklist", "systeminfo"], 3)
     for command in commands:

@@ -17,7 +17,6 @@ from scmwatch.simulate.scenarios import (
     SVC_CMD,
     SVCCTL,
     WINEXEC,
-    allow_interpreter_paths,
     scenario,
 )
 from scmwatch.simulate.world import SYSTEM, Account, Host, Logon, rand_letters
@@ -162,7 +161,6 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
             path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe"),
         )
         ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD, MS17))
-        allow_interpreter_paths(ctx)
     else:
         binary = rand_letters(rng, 8) + ".exe"
         a.file_write(
@@ -242,7 +240,6 @@ def ms17_010(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     svc = rand_letters(rng, 16)
     path = f'%COMSPEC% /b /c start /b /min powershell.exe -nop -w hidden -noni -c "{PSH_PAYLOAD}"'
     ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD, MS17))
-    allow_interpreter_paths(ctx)
     t2 = a.install_service(ctx, t1, dst, dst.machine_account, s.logon.logon_id, svc, path, ex)
     cmdline = path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe")
     p, t3 = a.run_service(
@@ -277,7 +274,6 @@ def empire_psexec_tcp(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     """SCM over RPC/TCP leaves no 5145: Sysmon 3 and 5156 of services.exe accepting (spec §0.7)."""
     rng = ctx.rng
     admin = ctx.world.admins[2]
-    allow_interpreter_paths(ctx)
     port = ctx.port()
     lg = Logon(
         dst.new_logon_id(), admin, 3, src.ip, port, "-", "NTLM", "00000000-0000-0000-0000-000000000000"
