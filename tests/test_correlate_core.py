@@ -458,6 +458,30 @@ def test_chained_inner_generate_true_is_emitted_too():
     assert [a.title for a in h.finish()] == ["pair"]
 
 
+# An inner correlation evaluated when its window closes (`not` condition), listed AFTER the
+# correlation that references it: closing must still go inner-first.
+CHAIN_CLOSE_OUTER_FIRST = (
+    corr("type: event_count\nrules: [lone]\ngroup-by: [Computer]\ntimespan: 1h\ncondition: {lte: 3}", "outer")
+    + "\n---\n"
+    + corr(
+        "type: temporal\nrules: [a, b]\ngroup-by: [Computer]\ntimespan: 1m\ncondition: a and not b", "lone"
+    )
+)
+
+
+@pytest.mark.parametrize("at_end", [True, False], ids=["end-of-input", "sweep"])
+@pytest.mark.parametrize("outer_first", [True, False], ids=["outer-listed-first", "inner-listed-first"])
+def test_chain_with_close_evaluated_inner_does_not_depend_on_rule_order(at_end: bool, outer_first: bool):
+    h = Harness(CHAIN_CLOSE_OUTER_FIRST)
+    specs = sorted(h.specs, key=lambda s: (s.title != "outer") if outer_first else (s.title == "outer"))
+    assert (specs[0].title == "outer") == outer_first
+    h.corr = Correlator(specs, lateness=0)
+    h.push("a", 0)  # no b follows within a minute: "lone" holds when its window closes
+    if not at_end:
+        h.push("c", 300, Computer="HOST2")  # later traffic sweeps the closed window
+    assert [a.title for a in h.finish()] == ["outer"]
+
+
 # ---------------------------------------------------------------- ordering and lateness
 
 

@@ -152,6 +152,21 @@ class Correlator:
         for st in self._states:
             st.emit = st.spec.key not in self.suppressed
         self.referenced_keys: frozenset[str] = frozenset(self._routes)
+        # Close windows inner-first: a chained correlation's inner rule may fire when its own
+        # window closes (at a sweep or at end of input), and its parent must still be open to
+        # receive that. Sorting by nesting depth makes this independent of the rules' file order.
+        depth: dict[str, int] = {}
+
+        def nesting(st: _SpecState, seen: frozenset[str] = frozenset()) -> int:
+            key = st.spec.key
+            if key not in depth:
+                inner = [by_key[st.spec.ref_keys[r]] for r in st.spec.refs if st.spec.ref_keys[r] in by_key]
+                depth[key] = 1 + max(
+                    (nesting(i, seen | {key}) for i in inner if i.spec.key not in seen), default=0
+                )
+            return depth[key]
+
+        self._states.sort(key=nesting)
         self._seq = 0
         self._now = 0
         self._next_sweep = 0
