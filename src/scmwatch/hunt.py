@@ -6,11 +6,20 @@ Data flow per input file (inline for ``jobs=1``, in a worker process for ``jobs>
                                            → correlation candidates (CorrelationStage.selector)
 
 The parent then merges every file's candidates by time and runs correlation once
-(``CorrelationStage.run``), so ``--jobs N`` gives exactly the alerts of ``--jobs 1``. Alerts are
-sorted by (time, source, record id, rule id) for the same reason.
+(``CorrelationStage.correlate``), so ``--jobs N`` gives exactly the alerts of ``--jobs 1``. Alerts
+are sorted by (time, source, record id, rule id) for the same reason.
+
+Bounded memory: nothing can be emitted before every file is read, yet holding every file's hits
+and candidates (each with its whole event) made peak RSS grow with the input. So each file's
+candidates go to a spill file in file order and its hits to sorted spill runs
+(:mod:`scmwatch.spill`); at the end the candidate files are k-way merged by time into the
+correlator, correlation alerts are spilled the same way as hits, and one last k-way merge of all
+alert runs streams the alerts, in order, to the caller's sink. The summary's ``memory`` object
+reports how much was held at once (``alerts_buffered_peak`` <= ``run_size``, ``merge_open_peak``
+<= ``fan_in``).
 
 Workers are forked after the rules are compiled, so compiled predicates (closures, which cannot
-be pickled) are shared copy-on-write; only (rule id, event) pairs and candidates travel back.
+be pickled) are shared copy-on-write; only spill file names and counts travel back.
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ import gc
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +40,12 @@ from scmwatch.events.model import Event, ReadError, ReadStats
 from scmwatch.events.read import InputFile, discover, read_input
 from scmwatch.progress import Progress
 from scmwatch.sigma import CompiledRule, Engine, RuleSet
+from scmwatch.spill import SortedSpiller, SpillDir, StreamWriter, default_fan_in, merge_runs
+
+# Hits (or correlation alerts) one sort buffer holds before it is written out as a sorted run.
+RUN_SIZE = 4096
+_KEY = itemgetter(0)  # spilled alert records: (sort key, ...)
+_CAND_KEY = itemgetter(0, 1, 2)  # spilled candidate records: (time_us, file index, position, ...)
 
 BUILTIN_RULES = Path(__file__).resolve().parent / "rules"
 
@@ -46,8 +62,11 @@ class FileResult:
     """What one input file produced (returned by workers to the parent)."""
 
     index: int
-    hits: list[tuple[str, Event]] = field(default_factory=list)  # (rule id, event), file order
-    candidates: list[Any] = field(default_factory=list)  # correlation candidates, file order
+    hit_runs: list[str] = field(default_factory=list)  # spill files: sorted runs of alert records
+    hits: int = 0
+    hits_peak: int = 0  # most hits held in memory at once (the sort buffer)
+    candidates_path: str | None = None  # spill file: correlation candidates, file order
+    candidates: int = 0
     stats: ReadStats | None = None
     seconds: float = 0.0
     seen: set[tuple[Any, Any]] = field(default_factory=set)  # (Channel, EventID) present: readiness
@@ -56,7 +75,7 @@ class FileResult:
 
 @dataclass
 class HuntResult:
-    alerts: list[Alert]
+    alerts: list[Alert]  # empty when the caller passed a ``sink`` (alerts were streamed to it)
     summary: dict[str, Any]
     stats: ReadStats
     exit_code: int
@@ -66,8 +85,11 @@ class HuntResult:
 class _Context:
     """Everything a worker needs; a module global so forked workers inherit it unpickled."""
 
-    def __init__(self, engine: Engine, stage: Any, min_rank: int, on_error: Callable | None) -> None:
+    def __init__(self, engine: Engine, stage: Any, min_rank: int, on_error: Callable | None,
+                 spill: SpillDir, run_size: int) -> None:
         self.engine = engine
+        self.spill = spill
+        self.run_size = run_size
         self.stage = stage
         self.selector = stage.selector if stage is not None else None
         suppressed = stage.suppressed if stage is not None else frozenset()
@@ -121,8 +143,11 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
     suppressed = ctx.suppressed_ids
     min_rank = ctx.min_rank
     rank = ctx.rule_rank
-    hits = res.hits
+    hits = SortedSpiller(ctx.spill, f"hits{index}", _KEY, ctx.run_size)
+    add_hit = hits.add
+    cands = StreamWriter(ctx.spill.new_path(f"cand{index}"))
     seen_add = res.seen.add
+    n = 0
     for pos, ev in enumerate(read_input(inp, stats)):
         f = ev.fields
         seen_add((f.get("Channel"), f.get("EventID")))
@@ -130,12 +155,21 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
         if rules:
             for r in rules:
                 if rank[r.id] >= min_rank and r.id not in suppressed:
-                    ev.time  # noqa: B018 - parse the timestamp here, in the worker: the parent sorts by it
-                    hits.append((r.id, ev))
+                    # the sort key of the alert (alert_sort_key), then (hit, file, n): the order a
+                    # stable sort of all files' hits in file order, then correlation alerts, gives
+                    rid = ev.record_id
+                    add_hit(((ev.time, ev.source, rid if rid is not None else -1, r.id, 0, index, n),
+                             f, rid, ev.fmt))
+                    n += 1
         if select is not None:
             cand = select(ev, rules, index, pos)
             if cand is not None:
-                res.candidates.append(cand)
+                cands.write(cand.to_record())
+    res.hit_runs = hits.close()
+    res.hits = hits.count
+    res.hits_peak = hits.peak
+    res.candidates_path = cands.close()
+    res.candidates = cands.count
     res.stats = stats
     res.seconds = time.perf_counter() - start
     # Keep the (possibly huge) stats callback out of the pickled result.
@@ -154,7 +188,10 @@ def run_hunt(paths: Sequence[str], ruleset: RuleSet, **kwargs: Any) -> HuntResul
     """Hunt over ``paths`` with ``ruleset``; returns sorted alerts and the summary dict.
 
     Keyword arguments: ``jobs``, ``min_level``, ``on_error``, ``show_progress``, ``engine``,
-    ``lateness`` (see :func:`_run_hunt`).
+    ``lateness``, ``sink``, ``run_size``, ``fan_in``, ``spill_dir`` (see :func:`_run_hunt`).
+    With ``sink`` (a callable taking one :class:`Alert`) the alerts are streamed to it in order
+    and never collected, so memory stays flat however many there are; without it they are
+    returned in ``HuntResult.alerts``.
 
     The compiled rules, indexes and pySigma objects are millions of long-lived objects: the
     cyclic GC is frozen for the run so that collections triggered by per-event allocations do
@@ -178,7 +215,22 @@ def _run_hunt(
     show_progress: bool | None = False,
     engine: Engine | None = None,
     lateness: float = 300.0,
+    sink: Callable[[Alert], None] | None = None,
+    run_size: int = RUN_SIZE,
+    fan_in: int | None = None,
+    spill_dir: str | None = None,
 ) -> HuntResult:
+    spill = SpillDir(spill_dir)
+    try:
+        return _hunt(paths, ruleset, spill, jobs, min_level, on_error, show_progress, engine, lateness,
+                     sink, run_size, fan_in or default_fan_in())
+    finally:
+        spill.cleanup()
+
+
+def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, jobs: int, min_level: str | None,
+          on_error: Callable[[ReadError], None] | None, show_progress: bool | None, engine: Engine | None,
+          lateness: float, sink: Callable[[Alert], None] | None, run_size: int, fan_in: int) -> HuntResult:
     global _CTX
     start = time.perf_counter()
     stats = ReadStats(on_error=on_error)
@@ -186,7 +238,7 @@ def _run_hunt(
     engine = engine or Engine(ruleset)
     stage = make_correlation_stage(ruleset, lateness)
     min_rank = LEVEL_RANK.get(min_level, 0) if min_level else 0
-    _CTX = _Context(engine, stage, min_rank, on_error)
+    _CTX = _Context(engine, stage, min_rank, on_error, spill, run_size)
     suppressed_ids = _CTX.suppressed_ids
     jobs = max(1, min(jobs, len(inputs))) if inputs else 1
     results: list[FileResult] = []
@@ -225,6 +277,7 @@ def _run_hunt(
                         if on_error is not None:
                             for err in r.errors:
                                 on_error(err)
+                        r.errors = []
                         progress(inputs[r.index], r.stats.events if r.stats else 0)
     finally:
         bar.__exit__(None, None, None)
@@ -235,22 +288,117 @@ def _run_hunt(
             r.stats.on_error = None
             stats.merge(r.stats)
 
-    by_id = ruleset.by_id()
-    alerts = [_alert(by_id[rid], ev) for r in results for rid, ev in r.hits]
-    corr_alerts: list[Alert] = []
+    seen: set[tuple[Any, Any]] = set()
+    for r in results:
+        seen |= r.seen
+        r.seen = set()
+    memory = _Memory(run_size, fan_in)
+    memory.alerts_buffered_peak = max((r.hits_peak for r in results), default=0)
+    memory.hits_spilled = sum(r.hits for r in results)
+    memory.candidates_spilled = sum(r.candidates for r in results)
+    runs = [p for r in results for p in r.hit_runs]
+
     if stage is not None:
-        corr_alerts = [a for a in stage.run([r.candidates for r in results])
-                       if LEVEL_RANK.get(a.level, 0) >= min_rank]
-    alerts.extend(corr_alerts)
-    alerts.sort(key=alert_sort_key)
+        # Correlation alerts come out in decision order, not time order: spill them as sorted
+        # runs too. Tie-break (1, 0, n) puts them after hits with an equal key, as before.
+        corr = SortedSpiller(spill, "corr", _KEY, run_size)
+        paths_c = [r.candidates_path for r in results if r.candidates_path is not None]
+        memory.open(len(paths_c))
+        from scmwatch.correlate import Candidate
+
+        merged = map(Candidate.from_record, merge_runs(paths_c, _CAND_KEY, spill, fan_in))
+        for n, a in enumerate(stage.correlate(merged)):
+            if LEVEL_RANK.get(a.level, 0) >= min_rank:
+                corr.add((alert_sort_key(a) + (1, 0, n), a))
+        runs.extend(corr.close())
+        memory.alerts_buffered_peak = max(memory.alerts_buffered_peak, corr.peak)
+        memory.correlation_alerts_spilled = corr.count
+
+    memory.runs = len(runs)
+    memory.spill_bytes = _dir_bytes(spill.path)
+    memory.open(len(runs))
+    counts = _AlertCounts()
+    collected: list[Alert] = []
+    emit = sink if sink is not None else collected.append
+    for alert in _alerts_from(merge_runs(runs, _KEY, spill, fan_in), ruleset.by_id()):
+        counts.add(alert)
+        emit(alert)
     seconds = time.perf_counter() - start
-    summary = make_summary(stats, ruleset, alerts, seconds, jobs)
-    ready = readiness.compute(ruleset, set().union(*(r.seen for r in results)), min_rank, LEVEL_RANK,
-                              exclude_ids=suppressed_ids)
+    summary = make_summary(stats, ruleset, counts, seconds, jobs)
+    ready = readiness.compute(ruleset, seen, min_rank, LEVEL_RANK, exclude_ids=suppressed_ids)
     summary["readiness"] = ready.to_dict()
     if stage is not None:
         summary["correlation"] = stage.summary()
-    return HuntResult(alerts, summary, stats, stats.exit_code, ready)
+    summary["memory"] = memory.to_dict()
+    return HuntResult(collected, summary, stats, stats.exit_code, ready)
+
+
+@dataclass
+class _Memory:
+    """How much of the hunt's per-file results were held in memory at once (summary ``memory``).
+
+    ``alerts_buffered_peak`` is the most hits / correlation alerts one sort buffer held (never
+    more than ``run_size``); ``merge_open_peak`` the most spill files one merge read at once
+    (never more than ``fan_in``; each holds one record in memory). Neither depends on the input
+    size: that is the bounded-memory property, asserted by tests/test_hunt_memory.py.
+    """
+
+    run_size: int
+    fan_in: int
+    alerts_buffered_peak: int = 0
+    merge_open_peak: int = 0
+    hits_spilled: int = 0
+    candidates_spilled: int = 0
+    correlation_alerts_spilled: int = 0
+    runs: int = 0
+    spill_bytes: int = 0
+
+    def open(self, files: int) -> None:
+        self.merge_open_peak = max(self.merge_open_peak, min(files, self.fan_in))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _AlertCounts:
+    """The summary's alert counts, kept while alerts stream past (no alert list needed)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_level: dict[str, int] = {}
+        self.by_rule: dict[str, int] = {}
+
+    def add(self, a: Alert) -> None:
+        self.total += 1
+        self.by_level[a.level] = self.by_level.get(a.level, 0) + 1
+        self.by_rule[a.title] = self.by_rule.get(a.title, 0) + 1
+
+
+def _alerts_from(records: Iterator[tuple], by_id: dict[str, CompiledRule]) -> Iterator[Alert]:
+    """Alerts from merged spill records: ``(key, alert)`` (correlations) or ``(key, fields,
+    record id, format)`` (single-event hits; key = time, source, -, rule id, ...)."""
+    extras: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if len(rec) == 2:
+            yield rec[1]
+            continue
+        key, fields, rid, fmt = rec
+        rule = by_id[key[3]]
+        extra = extras.get(rule.id)
+        if extra is None:
+            extra = extras[rule.id] = _extra(rule)
+        ev = Event(fields, key[1], rid, fmt, key[0])
+        yield Alert(rule.id, rule.title, rule.level, rule.description, list(rule.tags), ev, extra=dict(extra))
+
+
+def _dir_bytes(path: str) -> int:
+    total = 0
+    for entry in os.scandir(path):
+        try:
+            total += entry.stat().st_size
+        except OSError:
+            pass
+    return total
 
 
 def _hunt_batch(batch: list[tuple[int, InputFile]]) -> list[FileResult]:
@@ -283,31 +431,27 @@ def _size(inp: InputFile) -> int:
         return 0
 
 
-def _alert(rule: CompiledRule, ev: Event) -> Alert:
-    extra: dict[str, Any] = {}
-    if rule.custom:
-        extra.update({k: v for k, v in rule.custom.items() if isinstance(v, str | int | float | bool | list)})
-    return Alert(rule.id, rule.title, rule.level, rule.description, list(rule.tags), ev, extra=extra)
+def _extra(rule: CompiledRule) -> dict[str, Any]:
+    """The rule's custom attributes that travel with its alerts (e.g. ``maxpatrol_rule``)."""
+    if not rule.custom:
+        return {}
+    return {k: v for k, v in rule.custom.items() if isinstance(v, str | int | float | bool | list)}
 
 
 def alert_sort_key(a: Alert) -> tuple:
     return (a.time, a.event.source, a.event.record_id if a.event.record_id is not None else -1, a.rule_id)
 
 
-def make_summary(stats: ReadStats, ruleset: RuleSet, alerts: Iterable[Alert], seconds: float,
+def make_summary(stats: ReadStats, ruleset: RuleSet, counts: _AlertCounts, seconds: float,
                  jobs: int) -> dict[str, Any]:
-    alerts = list(alerts)
-    by_level: dict[str, int] = {}
-    by_rule: dict[str, int] = {}
-    for a in alerts:
-        by_level[a.level] = by_level.get(a.level, 0) + 1
-        by_rule[a.title] = by_rule.get(a.title, 0) + 1
+    by_level = counts.by_level
+    by_rule = counts.by_rule
     return {
         "files": stats.files,
         "files_failed": stats.files_failed,
         "files_skipped": stats.files_skipped,
         "events": stats.events,
-        "alerts": len(alerts),
+        "alerts": counts.total,
         "seconds": round(seconds, 3),
         "events_per_second": round(stats.events / seconds, 1) if seconds > 0 else 0.0,
         "errors": dict(stats.errors),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -15,7 +16,7 @@ from scmwatch.events.model import ReadError
 from scmwatch.hunt import BUILTIN_RULES, builtin_rule_files, run_hunt
 from scmwatch.progress import summary_line
 from scmwatch.sigma import load_rules
-from scmwatch.sinks import FORMATS, write_alerts
+from scmwatch.sinks import FORMATS, open_sink
 
 
 def register(subparsers: Any) -> None:
@@ -63,6 +64,10 @@ def _print_error(err: ReadError) -> None:
     print(err.line(), file=sys.stderr)
 
 
+class _OutputError(Exception):
+    """Writing an alert failed (disk full, closed pipe): told apart from spill-file errors."""
+
+
 def run(args: argparse.Namespace) -> int:
     if args.lateness < 0:
         print("scmwatch: --lateness must not be negative", file=sys.stderr)
@@ -87,22 +92,50 @@ def run(args: argparse.Namespace) -> int:
     if not ruleset.rules and not ruleset.correlations:
         print("scmwatch: no rule could be loaded", file=sys.stderr)
         return 1
-    result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level, on_error=_print_error,
-                      lateness=args.lateness,
-                      show_progress=None)
     rules = ruleset.by_id()
+    # Alerts are streamed to the sink as the hunt's final merge produces them (never collected),
+    # so the output is opened first.
+    out_fh = None
+    if args.output:
+        try:
+            out_fh = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            print(f"scmwatch: {args.output}: cannot write alerts: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    stream = out_fh if out_fh is not None else sys.stdout
+    where = args.output or "<stdout>"
     try:
-        if args.output:
-            with open(args.output, "w", encoding="utf-8", newline="") as out:
-                write_alerts(result.alerts, args.format, out, rules, color=False)
-                _write_readiness(result, args.format, out)
-        else:
-            write_alerts(result.alerts, args.format, sys.stdout, rules)
-            _write_readiness(result, args.format, sys.stdout)
-            sys.stdout.flush()
-    except OSError as exc:
-        print(f"scmwatch: {args.output}: cannot write alerts: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        sink = open_sink(args.format, stream, rules, color=False if out_fh is not None else None)
+
+        def emit(alert: Any) -> None:
+            try:
+                sink.write(alert)
+            except OSError as exc:
+                raise _OutputError(exc.strerror or str(exc)) from exc
+
+        try:
+            result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level,
+                              on_error=_print_error, lateness=args.lateness, show_progress=None, sink=emit)
+        except _OutputError as exc:
+            print(f"scmwatch: {where}: cannot write alerts: {exc}", file=sys.stderr)
+            return 1
+        except OSError as exc:
+            print(f"scmwatch: {tempfile.gettempdir()}: cannot write temporary spill files (set TMPDIR "
+                  f"elsewhere?): {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        try:
+            sink.close()
+            _write_readiness(result, args.format, stream)
+            stream.flush()
+        except OSError as exc:
+            print(f"scmwatch: {where}: cannot write alerts: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+    finally:
+        if out_fh is not None:
+            try:
+                out_fh.close()
+            except OSError:
+                pass
     seconds = time.perf_counter() - start
     result.summary["seconds_total"] = round(seconds, 3)
     if args.summary:
@@ -112,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"scmwatch: {args.summary}: cannot write summary: {exc.strerror or exc}", file=sys.stderr)
             return 1
-    extra = f"{len(result.alerts):,} alerts from {len(ruleset.rules):,} rules"
+    extra = f"{result.summary['alerts']:,} alerts from {len(ruleset.rules):,} rules"
     if ruleset.rejected:
         extra += f" ({len(ruleset.rejected)} rejected)"
     print(summary_line(result.stats, result.summary["seconds"], extra), file=sys.stderr)

@@ -8,8 +8,9 @@ How the hunt loop uses it (see :class:`CorrelationStage`):
    the whole stream;
 2. drop single-event alerts of rules in ``stage.suppressed`` (``generate: false``);
 3. after all files, ``stage.run(per_file_candidate_lists)`` merges the lists by time and
-   returns the correlation alerts; ``stage.summary()`` goes into the hunt summary under
-   ``correlation``.
+   returns the correlation alerts (the hunt itself merges per-file spill files and streams
+   them through ``stage.correlate(merged)``); ``stage.summary()`` goes into the hunt summary
+   under ``correlation``.
 
 Because the parent always merges the same per-file lists in the same ``(time, file,
 position)`` order, ``--jobs N`` gives exactly the alerts of ``--jobs 1``.
@@ -17,7 +18,7 @@ position)`` order, ``--jobs N`` gives exactly the alerts of ``--jobs 1``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from scmwatch.alerts import Alert
@@ -213,11 +214,18 @@ class CorrelationStage:
 
     def run(self, per_file: Iterable[Iterable[Candidate]]) -> list[Alert]:
         """Merge per-file candidate streams by time and correlate them; returns the alerts."""
-        out: list[Alert] = []
-        for cand in merge_by_time(per_file):
-            out.extend(self.correlator.push(cand))
-        out.extend(self.correlator.finish())
-        return out
+        return list(self.correlate(merge_by_time(per_file)))
+
+    def correlate(self, merged: Iterable[Candidate]) -> Iterator[Alert]:
+        """Correlate an already merged candidate stream, yielding alerts as they become final.
+
+        The hunt feeds it from spill files (``scmwatch.spill.merge_runs``) so neither the
+        candidates nor the alerts are ever all in memory.
+        """
+        push = self.correlator.push
+        for cand in merged:
+            yield from push(cand)
+        yield from self.correlator.finish()
 
     def summary(self) -> dict[str, Any]:
         data = self.correlator.summary()

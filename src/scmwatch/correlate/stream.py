@@ -41,6 +41,21 @@ class Candidate:
     def __lt__(self, other: Candidate) -> bool:  # heap ordering
         return self.sort_key() < other.sort_key()
 
+    def to_record(self) -> tuple:
+        """A plain tuple for spill files (``scmwatch.spill``): cheaper to pickle than the object."""
+        ev = self.event
+        if ev is None:
+            return (self.time_us, self.file_index, self.position, self.keys, self.fact, None)
+        return (self.time_us, self.file_index, self.position, self.keys, self.fact,
+                ev.fields, ev.source, ev.record_id, ev.fmt, ev._epoch)
+
+    @staticmethod
+    def from_record(rec: tuple) -> Candidate:
+        if rec[5] is None:
+            return Candidate(rec[0], rec[1], rec[2], None, rec[3], rec[4])
+        ev = Event(rec[5], rec[6], rec[7], rec[8], rec[9])
+        return Candidate(rec[0], rec[1], rec[2], ev, rec[3], rec[4])
+
 
 def time_us(event: Event) -> int:
     """Event time in integer microseconds; 0 when the record has no usable time.

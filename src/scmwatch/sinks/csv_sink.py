@@ -13,11 +13,29 @@ from scmwatch.sinks.explain import explain
 COLUMNS = ("timestamp", "level", "title", "rule_id", "host", "source", "record_id", "tags", "details")
 
 
-def write_csv(alerts: Iterable[Alert], stream: IO[Any], rules: Mapping[str, Any]) -> None:
-    w = csv.writer(stream, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for a in alerts:
-        details = "; ".join(f"{k}={v}" for k, v in explain(a, rules.get(a.rule_id), max_fields=6))
+class CsvSink:
+    """Writes the header at once and each alert as it arrives (nothing is collected here)."""
+
+    def __init__(self, stream: IO[Any], rules: Mapping[str, Any]) -> None:
+        self.rules = rules
+        self._w = csv.writer(stream, lineterminator="\n")
+        self._w.writerow(COLUMNS)
+        self.count = 0
+
+    def write(self, a: Alert) -> None:
+        details = "; ".join(f"{k}={v}" for k, v in explain(a, self.rules.get(a.rule_id), max_fields=6))
         rec = "" if a.event.record_id is None else a.event.record_id
         ts = format_time(a.time) if a.time else ""
-        w.writerow((ts, a.level, a.title, a.rule_id, a.host, a.event.source, rec, ";".join(a.tags), details))
+        self._w.writerow((ts, a.level, a.title, a.rule_id, a.host, a.event.source, rec, ";".join(a.tags),
+                          details))
+        self.count += 1
+
+    def close(self) -> None:
+        pass
+
+
+def write_csv(alerts: Iterable[Alert], stream: IO[Any], rules: Mapping[str, Any]) -> None:
+    sink = CsvSink(stream, rules)
+    for a in alerts:
+        sink.write(a)
+    sink.close()

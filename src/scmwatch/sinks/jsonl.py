@@ -10,13 +10,29 @@ import orjson
 from scmwatch.alerts import Alert
 
 
-def write_jsonl(alerts: Iterable[Alert], stream: IO[Any]) -> None:
-    buf = getattr(stream, "buffer", None)
-    for a in alerts:
+class JsonlSink:
+    """Writes each alert as it arrives (hunt streams them: nothing is collected here)."""
+
+    def __init__(self, stream: IO[Any]) -> None:
+        self.stream = stream
+        self._buf = getattr(stream, "buffer", None)
+        self.count = 0
+
+    def write(self, a: Alert) -> None:
         line = orjson.dumps(a.to_dict(), default=str) + b"\n"
-        if buf is not None:
-            buf.write(line)
+        if self._buf is not None:
+            self._buf.write(line)
         else:
-            stream.write(line.decode("utf-8"))
-    if buf is not None:
-        buf.flush()
+            self.stream.write(line.decode("utf-8"))
+        self.count += 1
+
+    def close(self) -> None:
+        if self._buf is not None:
+            self._buf.flush()
+
+
+def write_jsonl(alerts: Iterable[Alert], stream: IO[Any]) -> None:
+    sink = JsonlSink(stream)
+    for a in alerts:
+        sink.write(a)
+    sink.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
 from rich.console import Console
@@ -26,8 +26,37 @@ LEVEL_STYLE = {
 }
 
 
-def write_table(alerts: Sequence[Alert], stream: IO[Any], rules: Mapping[str, Any],
+class TableSink:
+    """Keeps the first ``MAX_ROWS`` alerts (they arrive in time order) and counts the rest; the
+    table is laid out at :meth:`close`, so memory is bounded by ``MAX_ROWS`` however long the run."""
+
+    def __init__(self, stream: IO[Any], rules: Mapping[str, Any], color: bool | None = None) -> None:
+        self.stream = stream
+        self.rules = rules
+        self.color = color
+        self.rows: list[Alert] = []
+        self.count = 0
+
+    def write(self, a: Alert) -> None:
+        self.count += 1
+        if len(self.rows) < MAX_ROWS:
+            self.rows.append(a)
+
+    def close(self) -> None:
+        _render(self.rows, self.count, self.stream, self.rules, self.color)
+        self.rows = []
+
+
+def write_table(alerts: Iterable[Alert], stream: IO[Any], rules: Mapping[str, Any],
                 color: bool | None = None) -> None:
+    sink = TableSink(stream, rules, color)
+    for a in alerts:
+        sink.write(a)
+    sink.close()
+
+
+def _render(alerts: Sequence[Alert], total: int, stream: IO[Any], rules: Mapping[str, Any],
+            color: bool | None) -> None:
     console = Console(file=stream, force_terminal=color, no_color=(color is False), soft_wrap=False,
                       width=None if getattr(stream, "isatty", lambda: False)() else 200)
     if not alerts:
@@ -47,6 +76,6 @@ def write_table(alerts: Sequence[Alert], stream: IO[Any], rules: Mapping[str, An
         table.add_row(ts, escape(a.host or "-"), f"[{LEVEL_STYLE.get(a.level, '')}]{a.level}[/]",
                       escape(a.title), why)
     console.print(table)
-    if len(alerts) > MAX_ROWS:
-        console.print(f"… {len(alerts) - MAX_ROWS:,} more alerts not shown (first {MAX_ROWS:,} by time); "
+    if total > MAX_ROWS:
+        console.print(f"… {total - MAX_ROWS:,} more alerts not shown (first {MAX_ROWS:,} by time); "
                       "use --format jsonl or csv for all of them, or --min-level to narrow")
