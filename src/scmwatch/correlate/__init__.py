@@ -146,8 +146,11 @@ class CandidateSelector:
                 raw = tuple(fields.get(n) for n in _NAME_RAW)
                 last = self._raw_seen.get(raw)
                 if last is None or position - last >= self.RAW_REFRESH:
-                    if len(self._raw_seen) > 100_000:
-                        self._raw_seen.clear()
+                    if len(self._raw_seen) >= 2 * self.RAW_REFRESH:
+                        # an entry RAW_REFRESH events old acts as absent: drop those (same output,
+                        # and the map stays ~RAW_REFRESH entries however long the file)
+                        horizon = position - self.RAW_REFRESH
+                        self._raw_seen = {k: v for k, v in self._raw_seen.items() if v > horizon}
                     self._raw_seen[raw] = position
                     fact = extract_fact(fields, False, True)
             if fact is not None:
