@@ -14,9 +14,10 @@ and candidates (each with its whole event) made peak RSS grow with the input. So
 candidates go to a spill file in file order and its hits to sorted spill runs
 (:mod:`scmwatch.spill`); at the end the candidate files are k-way merged by time into the
 correlator, correlation alerts are spilled the same way as hits, and one last k-way merge of all
-alert runs streams the alerts, in order, to the caller's sink. The summary's ``memory`` object
-reports how much was held at once (``alerts_buffered_peak`` <= ``run_size``, ``merge_open_peak``
-<= ``fan_in``).
+alert runs streams the alerts, in order, to the caller's sink. Short per-file remainders stay in
+memory up to a fixed budget of records (``memory_budget``), so a directory of small .evtx files
+never touches the disk. The summary's ``memory`` object reports how much was held at once
+(buffers <= ``run_size``, kept remainders <= ``memory_budget``, open files <= ``fan_in``).
 
 Workers are forked after the rules are compiled, so compiled predicates (closures, which cannot
 be pickled) are shared copy-on-write; only spill file names and counts travel back.
@@ -40,10 +41,13 @@ from scmwatch.events.model import Event, ReadError, ReadStats
 from scmwatch.events.read import InputFile, discover, read_input
 from scmwatch.progress import Progress
 from scmwatch.sigma import CompiledRule, Engine, RuleSet
-from scmwatch.spill import SortedSpiller, SpillDir, StreamWriter, default_fan_in, merge_runs
+from scmwatch.spill import SortedSpiller, SpillDir, Stream, default_fan_in, merge_runs, write_run
 
-# Hits (or correlation alerts) one sort buffer holds before it is written out as a sorted run.
-RUN_SIZE = 4096
+# Hits (or correlation alerts, or candidates) one file's buffer holds before it goes to disk.
+RUN_SIZE = 2048
+# Records (hits, candidates, correlation alerts) the parent keeps in memory over all files
+# instead of writing them out: a few MB at most, whatever the input size.
+MEMORY_BUDGET = 4096
 _KEY = itemgetter(0)  # spilled alert records: (sort key, ...)
 _CAND_KEY = itemgetter(0, 1, 2)  # spilled candidate records: (time_us, file index, position, ...)
 
@@ -63,10 +67,13 @@ class FileResult:
 
     index: int
     hit_runs: list[str] = field(default_factory=list)  # spill files: sorted runs of alert records
+    hit_tail: list[tuple] = field(default_factory=list)  # the last, short sorted run, in memory
     hits: int = 0
     hits_peak: int = 0  # most hits held in memory at once (the sort buffer)
     candidates_path: str | None = None  # spill file: correlation candidates, file order
+    cand_mem: list[tuple] = field(default_factory=list)  # or, when few, the same in memory
     candidates: int = 0
+    cands_peak: int = 0
     stats: ReadStats | None = None
     seconds: float = 0.0
     seen: set[tuple[Any, Any]] = field(default_factory=set)  # (Channel, EventID) present: readiness
@@ -145,7 +152,7 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
     rank = ctx.rule_rank
     hits = SortedSpiller(ctx.spill, f"hits{index}", _KEY, ctx.run_size)
     add_hit = hits.add
-    cands = StreamWriter(ctx.spill.new_path(f"cand{index}"))
+    cands = Stream(ctx.spill, f"cand{index}", ctx.run_size)
     seen_add = res.seen.add
     n = 0
     for pos, ev in enumerate(read_input(inp, stats)):
@@ -164,12 +171,13 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
         if select is not None:
             cand = select(ev, rules, index, pos)
             if cand is not None:
-                cands.write(cand.to_record())
-    res.hit_runs = hits.close()
+                cands.add(cand.to_record())
+    res.hit_runs, res.hit_tail = hits.finish()
     res.hits = hits.count
     res.hits_peak = hits.peak
-    res.candidates_path = cands.close()
+    res.candidates_path, res.cand_mem = cands.finish()
     res.candidates = cands.count
+    res.cands_peak = cands.peak
     res.stats = stats
     res.seconds = time.perf_counter() - start
     # Keep the (possibly huge) stats callback out of the pickled result.
@@ -188,7 +196,8 @@ def run_hunt(paths: Sequence[str], ruleset: RuleSet, **kwargs: Any) -> HuntResul
     """Hunt over ``paths`` with ``ruleset``; returns sorted alerts and the summary dict.
 
     Keyword arguments: ``jobs``, ``min_level``, ``on_error``, ``show_progress``, ``engine``,
-    ``lateness``, ``sink``, ``run_size``, ``fan_in``, ``spill_dir`` (see :func:`_run_hunt`).
+    ``lateness``, ``sink``, ``run_size``, ``memory_budget``, ``fan_in``, ``spill_dir`` (see
+    :func:`_run_hunt`).
     With ``sink`` (a callable taking one :class:`Alert`) the alerts are streamed to it in order
     and never collected, so memory stays flat however many there are; without it they are
     returned in ``HuntResult.alerts``.
@@ -217,20 +226,22 @@ def _run_hunt(
     lateness: float = 300.0,
     sink: Callable[[Alert], None] | None = None,
     run_size: int = RUN_SIZE,
+    memory_budget: int = MEMORY_BUDGET,
     fan_in: int | None = None,
     spill_dir: str | None = None,
 ) -> HuntResult:
     spill = SpillDir(spill_dir)
     try:
-        return _hunt(paths, ruleset, spill, jobs, min_level, on_error, show_progress, engine, lateness,
-                     sink, run_size, fan_in or default_fan_in())
+        memory = _Memory(run_size, memory_budget, fan_in or default_fan_in())
+        return _hunt(paths, ruleset, spill, memory, jobs, min_level, on_error, show_progress, engine,
+                     lateness, sink)
     finally:
         spill.cleanup()
 
 
-def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, jobs: int, min_level: str | None,
-          on_error: Callable[[ReadError], None] | None, show_progress: bool | None, engine: Engine | None,
-          lateness: float, sink: Callable[[Alert], None] | None, run_size: int, fan_in: int) -> HuntResult:
+def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, memory: _Memory, jobs: int,
+          min_level: str | None, on_error: Callable[[ReadError], None] | None, show_progress: bool | None,
+          engine: Engine | None, lateness: float, sink: Callable[[Alert], None] | None) -> HuntResult:
     global _CTX
     start = time.perf_counter()
     stats = ReadStats(on_error=on_error)
@@ -238,6 +249,7 @@ def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, jobs: int, mi
     engine = engine or Engine(ruleset)
     stage = make_correlation_stage(ruleset, lateness)
     min_rank = LEVEL_RANK.get(min_level, 0) if min_level else 0
+    run_size, fan_in = memory.run_size, memory.fan_in
     _CTX = _Context(engine, stage, min_rank, on_error, spill, run_size)
     suppressed_ids = _CTX.suppressed_ids
     jobs = max(1, min(jobs, len(inputs))) if inputs else 1
@@ -255,6 +267,7 @@ def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, jobs: int, mi
         if jobs == 1:
             for i, inp in enumerate(inputs):
                 r = hunt_file(i, inp)
+                memory.keep(r, spill)
                 results.append(r)
                 progress(inp, r.stats.events if r.stats else 0)
         else:
@@ -273,6 +286,7 @@ def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, jobs: int, mi
                 batches = _batches(order, inputs, jobs)
                 for batch in pool.imap_unordered(_hunt_batch, batches, chunksize=1):
                     for r in batch:
+                        memory.keep(r, spill)
                         results.append(r)
                         if on_error is not None:
                             for err in r.errors:
@@ -292,31 +306,38 @@ def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, jobs: int, mi
     for r in results:
         seen |= r.seen
         r.seen = set()
-    memory = _Memory(run_size, fan_in)
     memory.alerts_buffered_peak = max((r.hits_peak for r in results), default=0)
-    memory.hits_spilled = sum(r.hits for r in results)
-    memory.candidates_spilled = sum(r.candidates for r in results)
-    runs = [p for r in results for p in r.hit_runs]
+    memory.candidates_buffered_peak = max((r.cands_peak for r in results), default=0)
+    memory.hits = sum(r.hits for r in results)
+    memory.candidates = sum(r.candidates for r in results)
+    runs: list[str | list] = [p for r in results for p in r.hit_runs]
+    runs.extend(r.hit_tail for r in results if r.hit_tail)
 
     if stage is not None:
         # Correlation alerts come out in decision order, not time order: spill them as sorted
         # runs too. Tie-break (1, 0, n) puts them after hits with an equal key, as before.
         corr = SortedSpiller(spill, "corr", _KEY, run_size)
-        paths_c = [r.candidates_path for r in results if r.candidates_path is not None]
-        memory.open(len(paths_c))
+        streams = [r.candidates_path if r.candidates_path is not None else r.cand_mem for r in results
+                   if r.candidates_path is not None or r.cand_mem]
+        memory.open(streams)
         from scmwatch.correlate import Candidate
 
-        merged = map(Candidate.from_record, merge_runs(paths_c, _CAND_KEY, spill, fan_in))
+        merged = map(Candidate.from_record, merge_runs(streams, _CAND_KEY, spill, fan_in))
         for n, a in enumerate(stage.correlate(merged)):
             if LEVEL_RANK.get(a.level, 0) >= min_rank:
                 corr.add((alert_sort_key(a) + (1, 0, n), a))
-        runs.extend(corr.close())
+        for r in results:
+            memory.held -= len(r.cand_mem)  # merged and released
+            r.cand_mem = []
+        corr_runs, corr_tail = corr.finish()
+        runs.extend(corr_runs)
+        if corr_tail:
+            runs.append(memory.keep_list(corr_tail, spill, "corr"))
         memory.alerts_buffered_peak = max(memory.alerts_buffered_peak, corr.peak)
-        memory.correlation_alerts_spilled = corr.count
+        memory.correlation_alerts = corr.count
 
-    memory.runs = len(runs)
-    memory.spill_bytes = _dir_bytes(spill.path)
-    memory.open(len(runs))
+    memory.spill_bytes, memory.files_written = _dir_usage(spill.path)
+    memory.open(runs)
     counts = _AlertCounts()
     collected: list[Alert] = []
     emit = sink if sink is not None else collected.append
@@ -340,29 +361,65 @@ def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, jobs: int, mi
 
 @dataclass
 class _Memory:
-    """How much of the hunt's per-file results were held in memory at once (summary ``memory``).
+    """What the hunt holds in memory at once, and its bounds (summary ``memory``).
 
-    ``alerts_buffered_peak`` is the most hits / correlation alerts one sort buffer held (never
-    more than ``run_size``); ``merge_open_peak`` the most spill files one merge read at once
-    (never more than ``fan_in``; each holds one record in memory). Neither depends on the input
-    size: that is the bounded-memory property, asserted by tests/test_hunt_memory.py.
+    Per file (in the worker): at most ``run_size`` hits (``alerts_buffered_peak``; also the
+    correlation alerts' buffer) and ``run_size`` candidates (``candidates_buffered_peak``)
+    before they go to disk. Over all files (in the parent): short remainders kept instead of
+    written, at most ``memory_budget`` records (``held_peak``). Merges: at most ``fan_in`` files
+    open (``merge_open_peak``), one record each. None of these depends on the input size: that
+    is the bounded-memory property, asserted by tests/test_hunt_memory.py.
     """
 
     run_size: int
+    memory_budget: int
     fan_in: int
     alerts_buffered_peak: int = 0
+    candidates_buffered_peak: int = 0
+    held: int = 0
+    held_peak: int = 0
     merge_open_peak: int = 0
-    hits_spilled: int = 0
-    candidates_spilled: int = 0
-    correlation_alerts_spilled: int = 0
-    runs: int = 0
+    hits: int = 0
+    candidates: int = 0
+    correlation_alerts: int = 0
+    files_written: int = 0
     spill_bytes: int = 0
 
-    def open(self, files: int) -> None:
+    def keep(self, r: FileResult, spill: SpillDir) -> None:
+        """Keep a file's short remainders in memory within the budget, else write them out."""
+        n = len(r.hit_tail) + len(r.cand_mem)
+        if not n:
+            return
+        if self.held + n <= self.memory_budget:
+            self.held += n
+            self.held_peak = max(self.held_peak, self.held)
+            return
+        if r.hit_tail:
+            path = write_run(spill, f"hits{r.index}", r.hit_tail)
+            assert path is not None
+            r.hit_runs.append(path)
+            r.hit_tail = []
+        if r.cand_mem:
+            r.candidates_path = write_run(spill, f"cand{r.index}", r.cand_mem)
+            r.cand_mem = []
+
+    def keep_list(self, records: list, spill: SpillDir, prefix: str) -> str | list:
+        if self.held + len(records) <= self.memory_budget:
+            self.held += len(records)
+            self.held_peak = max(self.held_peak, self.held)
+            return records
+        path = write_run(spill, prefix, records)
+        assert path is not None
+        return path
+
+    def open(self, sources: list) -> None:
+        files = sum(1 for s in sources if isinstance(s, str))
         self.merge_open_peak = max(self.merge_open_peak, min(files, self.fan_in))
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        del out["held"]
+        return out
 
 
 class _AlertCounts:
@@ -396,14 +453,16 @@ def _alerts_from(records: Iterator[tuple], by_id: dict[str, CompiledRule]) -> It
         yield Alert(rule.id, rule.title, rule.level, rule.description, list(rule.tags), ev, extra=dict(extra))
 
 
-def _dir_bytes(path: str) -> int:
-    total = 0
+def _dir_usage(path: str) -> tuple[int, int]:
+    """(bytes, files) in the spill directory."""
+    total = files = 0
     for entry in os.scandir(path):
         try:
             total += entry.stat().st_size
+            files += 1
         except OSError:
             pass
-    return total
+    return total, files
 
 
 def _hunt_batch(batch: list[tuple[int, InputFile]]) -> list[FileResult]:

@@ -4,11 +4,14 @@ A hunt cannot emit anything before every file is read: alerts are sorted by time
 and correlation merges every file's candidates by time. Holding those in memory made peak RSS
 grow with the input (each correlation candidate keeps its whole event). Instead:
 
-* each file's correlation candidates are appended to one spill file in file order (a *stream*);
+* each file's correlation candidates are appended to one spill file in file order (a *stream*,
+  :class:`Stream`; kept in memory while short);
 * each file's hits are buffered up to ``run_size`` records, sorted, and written as a sorted
   *run* (:class:`SortedSpiller`); correlation alerts go through the same kind of spiller;
-* at the end :func:`merge_runs` k-way merges the files with ``heapq.merge`` -- at most
-  ``fan_in`` files open at once; beyond that, groups of files are first merged into
+* the short remainders stay in memory while the caller's budget allows (hunt.py), so small
+  inputs never touch the disk;
+* at the end :func:`merge_runs` k-way merges files and in-memory lists with ``heapq.merge`` --
+  at most ``fan_in`` files open at once; beyond that, groups of files are first merged into
   intermediate files.
 
 Records are pickled one at a time, so a reader holds one record plus its I/O buffer. With
@@ -84,6 +87,14 @@ class StreamWriter:
         return self.path
 
 
+def write_run(spill: SpillDir, prefix: str, records: Iterable[Any]) -> str | None:
+    """Write records (already in the order wanted) to a new spill file; None when there are none."""
+    w = StreamWriter(spill.new_path(prefix))
+    for rec in records:
+        w.write(rec)
+    return w.close()
+
+
 def read_stream(path: str) -> Iterator[Any]:
     """The records of one spill file, in the order written."""
     with open(path, "rb", buffering=_BUFFER) as fh:
@@ -95,12 +106,55 @@ def read_stream(path: str) -> Iterator[Any]:
                 return
 
 
+class Stream:
+    """One file's records in file order: kept in memory up to ``limit``, then all on disk.
+
+    Most inputs (a directory of .evtx files) produce a handful of records per file: creating,
+    writing and reading back a file for each cost more than the whole hunt of a small file.
+    """
+
+    def __init__(self, spill: SpillDir, prefix: str, limit: int) -> None:
+        self.spill = spill
+        self.prefix = prefix
+        self.limit = limit
+        self.count = 0
+        self.peak = 0  # most records held in memory at once
+        self._mem: list[Any] | None = []
+        self._w: StreamWriter | None = None
+
+    def add(self, record: Any) -> None:
+        self.count += 1
+        mem = self._mem
+        if mem is not None:
+            mem.append(record)
+            if len(mem) < self.limit:
+                return
+            self.peak = len(mem)
+            self._w = StreamWriter(self.spill.new_path(self.prefix))
+            for rec in mem:
+                self._w.write(rec)
+            self._mem = None
+            return
+        assert self._w is not None
+        self._w.write(record)
+
+    def finish(self) -> tuple[str | None, list[Any]]:
+        """``(spill file or None, records still in memory)``; one of the two is empty."""
+        if self._mem is not None:
+            self.peak = max(self.peak, len(self._mem))
+            mem, self._mem = self._mem, None
+            return None, mem
+        assert self._w is not None
+        return self._w.close(), []
+
+
 class SortedSpiller:
     """External sort, first half: buffer records, write each full buffer as one sorted run.
 
     ``key(record)`` must be unique per record (then the merged order is total and
     deterministic). At most ``run_size`` records are held at once; :attr:`peak` is the
-    high-water mark, reported in the hunt summary.
+    high-water mark, reported in the hunt summary. :meth:`finish` returns the last, partial
+    buffer sorted but unwritten, for the caller to keep in memory or write.
     """
 
     def __init__(self, spill: SpillDir, prefix: str, key: Callable[[Any], Any], run_size: int) -> None:
@@ -124,28 +178,30 @@ class SortedSpiller:
         buf = self._buf
         if not buf:
             return
-        if len(buf) > self.peak:
-            self.peak = len(buf)
+        self.peak = max(self.peak, len(buf))
         buf.sort(key=self.key)
-        w = StreamWriter(self.spill.new_path(self.prefix))
-        for rec in buf:
-            w.write(rec)
-        path = w.close()
+        path = write_run(self.spill, self.prefix, buf)
         assert path is not None
         self.runs.append(path)
         self._buf = []
 
-    def close(self) -> list[str]:
-        self.flush()
-        return self.runs
+    def finish(self) -> tuple[list[str], list[Any]]:
+        """``(sorted runs on disk, sorted tail still in memory)``."""
+        buf, self._buf = self._buf, []
+        self.peak = max(self.peak, len(buf))
+        buf.sort(key=self.key)
+        return self.runs, buf
 
 
 def merge_runs(
-    paths: Iterable[str], key: Callable[[Any], Any], spill: SpillDir, fan_in: int | None = None
+    sources: Iterable[str | list[Any]], key: Callable[[Any], Any], spill: SpillDir, fan_in: int | None = None
 ) -> Iterator[Any]:
-    """k-way merge of spill files by ``key`` with at most ``fan_in`` files open at once."""
+    """k-way merge by ``key`` of spill files (paths) and in-memory record lists, with at most
+    ``fan_in`` files open at once: beyond that, groups of files are merged into one file first."""
     fan_in = max(2, fan_in or default_fan_in())
-    paths = list(paths)
+    sources = list(sources)
+    paths = [s for s in sources if isinstance(s, str)]
+    lists = [s for s in sources if not isinstance(s, str)]
     while len(paths) > fan_in:
         merged: list[str] = []
         for i in range(0, len(paths), fan_in):
@@ -153,13 +209,10 @@ def merge_runs(
             if len(group) == 1:
                 merged.append(group[0])
                 continue
-            w = StreamWriter(spill.new_path("merge"))
-            for rec in heapq.merge(*(read_stream(p) for p in group), key=key):
-                w.write(rec)
-            out = w.close()
+            out = write_run(spill, "merge", heapq.merge(*(read_stream(p) for p in group), key=key))
             if out is not None:
                 merged.append(out)
             for p in group:
                 os.unlink(p)
         paths = merged
-    return heapq.merge(*(read_stream(p) for p in paths), key=key)
+    return heapq.merge(*(read_stream(p) for p in paths), *lists, key=key)
