@@ -27,30 +27,11 @@ import time
 import uuid
 from pathlib import Path
 
-import evtx
 import orjson
 
+from common import SHARED, evtx_files, raw_pass
 from scmwatch.hunt import builtin_rule_files, run_hunt
 from scmwatch.sigma import Engine, RuleSet, load_rules
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
-
-
-def raw_pass(files: list[str]) -> int:
-    n = 0
-    loads = orjson.loads
-    for path in files:
-        it = evtx.PyEvtxParser(path).records_json()
-        while True:
-            try:
-                rec = next(it)
-            except StopIteration:
-                break
-            except RuntimeError:
-                continue
-            loads(rec["data"])
-            n += 1
-    return n
 
 
 def small_pack(sigmahq: Path, size: int = 40) -> RuleSet:
@@ -149,7 +130,7 @@ def main() -> int:
     ap.add_argument("--sigmahq", default=str(SHARED / "sigmahq"))
     ap.add_argument("--seconds", type=float, default=5.0, help="minimum time per side")
     args = ap.parse_args()
-    files = sorted(str(p) for p in Path(args.corpus).rglob("*.evtx"))
+    files = evtx_files(args.corpus)
     sigmahq = Path(args.sigmahq)
     if not files or not (sigmahq / "rules").is_dir():
         print(f"need .evtx files under {args.corpus} and SigmaHQ rules under {sigmahq}", file=sys.stderr)

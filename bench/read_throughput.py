@@ -14,32 +14,10 @@ import argparse
 import resource
 import sys
 import time
-from pathlib import Path
 
-import evtx
-import orjson
-
+from common import ATTACK_SAMPLES, evtx_files, raw_pass
 from scmwatch.events import ReadStats, read_input
 from scmwatch.events.read import InputFile
-
-DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "evtx-attack-samples"
-
-
-def raw_pass(files: list[str]) -> int:
-    n = 0
-    loads = orjson.loads
-    for path in files:
-        it = evtx.PyEvtxParser(path).records_json()
-        while True:
-            try:
-                rec = next(it)
-            except StopIteration:
-                break
-            except RuntimeError:
-                continue
-            loads(rec["data"])
-            n += 1
-    return n
 
 
 def scmwatch_pass(files: list[str]) -> int:
@@ -52,14 +30,10 @@ def scmwatch_pass(files: list[str]) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("paths", nargs="*", default=[str(DEFAULT)])
+    ap.add_argument("paths", nargs="*", default=[str(ATTACK_SAMPLES)])
     ap.add_argument("--seconds", type=float, default=5.0, help="minimum time per side")
     args = ap.parse_args()
-    files = sorted(
-        str(p)
-        for root in args.paths
-        for p in (Path(root).rglob("*.evtx") if Path(root).is_dir() else [Path(root)])
-    )
+    files = evtx_files(*args.paths)
     if not files:
         print(f"no .evtx files under {args.paths}", file=sys.stderr)
         return 1

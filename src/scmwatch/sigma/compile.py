@@ -198,32 +198,28 @@ class Emitter:
         return self.call(self.function(node)) if node.depth > MAX_DEPTH else node
 
 
-def _and(children: list, em: Emitter) -> Node:
+def _junction(children: list, em: Emitter, word: str, absorbing: bool) -> Node:
+    """``and`` (absorbing False) / ``or`` (absorbing True) of compiled children, constants folded."""
     parts = []
     for c in children:
-        if c is False:
-            return False
-        if c is not True:
+        if c is absorbing:
+            return absorbing
+        if c is not (not absorbing):
             parts.append(c)
     if not parts:
-        return True
+        return not absorbing
     if len(parts) == 1:
         return parts[0]
-    return em.split(Code("(" + " and ".join(p.expr for p in parts) + ")", 1 + max(p.depth for p in parts)))
+    expr = "(" + f" {word} ".join(p.expr for p in parts) + ")"
+    return em.split(Code(expr, 1 + max(p.depth for p in parts)))
+
+
+def _and(children: list, em: Emitter) -> Node:
+    return _junction(children, em, "and", False)
 
 
 def _or(children: list, em: Emitter) -> Node:
-    parts = []
-    for c in children:
-        if c is True:
-            return True
-        if c is not False:
-            parts.append(c)
-    if not parts:
-        return False
-    if len(parts) == 1:
-        return parts[0]
-    return em.split(Code("(" + " or ".join(p.expr for p in parts) + ")", 1 + max(p.depth for p in parts)))
+    return _junction(children, em, "or", True)
 
 
 def _not(child: Node, em: Emitter) -> Node:
