@@ -34,6 +34,8 @@ def test_where_and_limit(capsys) -> None:
     assert all("cmd.exe" in r["NewProcessName"].lower() for r in rows)
     code, rows, _ = run(capsys, str(EV), "--limit", "2")
     assert len(rows) == 2
+    code, rows, _ = run(capsys, str(EV), "--limit", "0")
+    assert rows == [] and code == 0
 
 
 def test_bad_where_is_a_usage_error(capsys) -> None:

@@ -88,6 +88,8 @@ def _select(
     inputs: list[Any], stats: ReadStats, keep: Callable[[Event], bool], limit: int | None
 ) -> Iterator[Event]:
     printed = 0
+    if limit is not None and limit <= 0:
+        return
     with Progress(inputs) as bar:
         for inp in inputs:
             for event in read_input(inp, stats):

@@ -51,6 +51,8 @@ def _write_readiness(result: Any, fmt: str, out: Any) -> None:
     ready = getattr(result, "readiness", None)
     if ready is None or not ready.gaps:
         return
+    if not result.summary.get("events"):
+        return  # nothing was read: every rule is "blind", and the read errors already say why
     if fmt == "table":
         print("", file=out)
         for line in ready.lines():
