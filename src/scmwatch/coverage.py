@@ -27,7 +27,7 @@ SEEDS: list[tuple[str, str, str, str]] = [
      "set/start/restore needs the correlation; 4657 variants need a SACL on the Services key"),
     ("PT-CR-1752", "Service_From_Remote_File_Creation", "2.3 UNC service binary", ""),
     ("PT-CR-1981", "SVCCTL_Connection", "2.4 svcctl bind",
-     "Zeek dce_rpc / RPC Firewall sources are not Windows event logs (no event source in scmwatch)"),
+     "Zeek dce_rpc is covered; RPC Firewall logs (product rpc_firewall) have no event source in scmwatch"),
     ("PT-CR-226", "Remoting_Impacket_PsExec", "2.5 impacket psexec", ""),
     ("PT-CR-589", "Remoting_SysInternals_PsExec", "2.6 PsExec (target)", ""),
     ("PT-CR-425", "MSSQL_Windows_Service_Control", "2.7 MSSQL service control",

@@ -102,26 +102,22 @@ def _dispatch(data: bytes, src: str) -> HostData:
 
 def _validate_sddl(hd: HostData) -> None:
     """Reject invalid SDDL item by item, so one bad string does not hide the rest of the host."""
-    if hd.scm_sddl is not None:
+
+    def valid(sddl: str | None, what: str) -> str | None:
+        if sddl is None:
+            return None
         try:
-            parse_sddl_cached(hd.scm_sddl)
+            parse_sddl_cached(sddl)
         except SDError as exc:
-            hd.errors.append(f"SCM: invalid SDDL: {exc}")
-            hd.scm_sddl = None
+            hd.errors.append(f"{what}: invalid SDDL: {exc}")
+            return None
+        return sddl
+
+    hd.scm_sddl = valid(hd.scm_sddl, "SCM")
     for svc in hd.services.values():
-        if svc.sddl is not None:
-            try:
-                parse_sddl_cached(svc.sddl)
-            except SDError as exc:
-                hd.errors.append(f"service {svc.name}: invalid SDDL: {exc}")
-                svc.sddl = None
+        svc.sddl = valid(svc.sddl, f"service {svc.name}")
     for acl in hd.paths.values():
-        if acl.sddl is not None:
-            try:
-                parse_sddl_cached(acl.sddl)
-            except SDError as exc:
-                hd.errors.append(f"path {acl.path}: invalid SDDL: {exc}")
-                acl.sddl = None
+        acl.sddl = valid(acl.sddl, f"path {acl.path}")
 
 
 def load(paths: list[str], log: AuditLog) -> list[HostData]:
