@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: install run test lint bench clean demo
 
-$(BIN)/scmwatch: pyproject.toml
+$(BIN)/scmwatch: pyproject.toml setup.py src/scmwatch/events/_flatten.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

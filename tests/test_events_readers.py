@@ -327,6 +327,21 @@ ODD_RECORDS = [
     {"Event": {"System": {"EventID": None}, "EventData": None}},
     {"Event": "not an object"},
     {"NoEvent": 1},
+    # System children the streaming parser finishes after the last member (from_evtx_json)
+    {
+        "Event": {
+            "System": {
+                "TimeCreated": {"#attributes": {"SystemTime": "2020-01-01T00:00:00.000000Z"}},
+                "NullText": {"#text": None, "#attributes": {"x": 1}},
+                "NullAttrs": {"#attributes": None},
+                "EmptyAttrs": {"#attributes": {}},
+                "Extra": {"#attributes": {"a": 1}, "other": [1, {"b": 2}]},
+                "Provider": {"#attributes": {"Name": "P", "Guid": "{G}", "EventSourceName": "S", "Z": "z"}},
+                "EventID": 1,
+            },
+            "UserData": {"W": {"Channel": "from-user-data", "x": 1}},
+        }
+    },
 ]
 
 
@@ -338,6 +353,37 @@ def test_c_and_python_flatten_agree_on_odd_layouts(record: dict) -> None:
     if normalize._flatten is None:
         pytest.skip("the C extension was not built")
     assert normalize._flatten.from_evtx_dict(orjson.loads(orjson.dumps(record))) == expected
+    # the JSON-text parser, compact and pretty-printed, gives the same values in the same order
+    for text in (orjson.dumps(record), orjson.dumps(record, option=orjson.OPT_INDENT_2).decode()):
+        got = normalize._flatten.from_evtx_json(text)
+        assert got == expected and (got is None or list(got) == list(expected))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"Event":{"System":{"Channel":"A","EventID":1,"Channel":"B"}}}',
+        '{"Event":{"System":{"TimeCreated":{"#attributes":{"SystemTime":"t1"}},"TimeCreated":"t2"}}}',
+        '{"Event":{"System":{"Provider":{"#attributes":{"Name":"a","Name":"b"}}}}}',
+        '{"Event":{"System":{"Provider":{"#attributes":"text"}}}}',
+        '{"Event":{"System":{"Provider":{"#text":"x","#text":"y"}}}}',
+        '{"Event":{"System":{"Many":{"#attributes":{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9}}}}}',
+    ],
+)
+def test_json_parser_repeated_system_members_follow_the_dict_rule(text: str) -> None:
+    """JSON objects with repeated names: the last one wins at the first one's position."""
+    from scmwatch.events import normalize
+
+    if normalize._flatten is None:
+        pytest.skip("the C extension was not built")
+    try:
+        expected = normalize.from_evtx_json_py(text)
+    except Exception as exc:  # noqa: BLE001 - the C parser must raise the same kind
+        with pytest.raises(type(exc)):
+            normalize._flatten.from_evtx_json(text)
+        return
+    got = normalize._flatten.from_evtx_json(text)
+    assert got == expected and list(got) == list(expected)
 
 
 def test_python_flatten_semantics_on_odd_layout() -> None:

@@ -11,6 +11,10 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+#include <structmember.h>
 
 static PyObject *SYSTEM_ATTRS = NULL; /* dict: element -> {attribute: name} */
 static PyObject *CORE = NULL;         /* set of System names EventData may not overwrite */
@@ -178,9 +182,927 @@ fail:
     return NULL;
 }
 
+/* ---------------------------------------------------------------------------------------
+ * from_evtx_json: the record's JSON text straight to the flat fields dict.
+ *
+ * Why: ``orjson.loads`` builds the nested Event/System/EventData dicts only for the flattener
+ * to take them apart again; together that was about two thirds of the time scmwatch adds to
+ * the raw EVTX parse. This parser reads the text once and writes EventData fields straight
+ * into the flat dict (System and UserData are small and go through the functions above, so
+ * the semantics are shared). It handles the JSON that evtx writes; anything it is not sure
+ * to treat exactly as ``from_evtx_dict(orjson.loads(text))`` does (floats, huge integers,
+ * lone surrogates, EventData before System, a duplicate part, a protected System name inside
+ * EventData, malformed text) is handed to that fallback instead, so the result is always
+ * identical, errors included. Tests compare both on every record of the shared corpora.
+ * ------------------------------------------------------------------------------------- */
+
+static PyObject *FALLBACK = NULL; /* callable: text -> from_evtx_dict(orjson.loads(text)) */
+
+typedef struct {
+    const unsigned char *p;
+    const unsigned char *end;
+} Cursor;
+
+/* NULL without an exception set means "not sure: use the fallback". */
+#define GIVE_UP NULL
+#define MAX_DEPTH 64
+
+static inline void skip_ws(Cursor *c) {
+    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t')) c->p++;
+}
+
+/* Object keys repeat in every record: one cached, interned str per distinct short key saves
+ * the allocation and hashing, and makes lookups by the rules' (interned) names identity hits. */
+#define KEY_CACHE_SIZE 2048
+#define KEY_CACHE_MAX_LEN 64
+typedef struct {
+    uint64_t head, tail; /* the first and last eight bytes: most keys are compared by these */
+    Py_ssize_t n;
+    PyObject *key;
+} KeySlot;
+static KeySlot key_cache[KEY_CACHE_SIZE];
+
+static PyObject *cached_key(const unsigned char *s, Py_ssize_t n) {
+    uint64_t a = 0, b = 0;
+    if (n >= 8) {
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+    } else {
+        memcpy(&a, s, (size_t)n);
+    }
+    uint64_t h = (a * 0x9E3779B97F4A7C15ULL) ^ (b * 0xC2B2AE3D27D4EB4FULL) ^ (uint64_t)n;
+    h ^= h >> 29;
+    KeySlot *slot = &key_cache[(h * 0x9E3779B97F4A7C15ULL >> 40) & (KEY_CACHE_SIZE - 1)];
+    if (slot->key != NULL && slot->n == n && slot->head == a && slot->tail == b &&
+        (n <= 16 || memcmp(PyUnicode_1BYTE_DATA(slot->key) + 8, s + 8, n - 16) == 0)) {
+        Py_INCREF(slot->key);
+        return slot->key;
+    }
+    PyObject *key = PyUnicode_New(n, 127);
+    if (key == NULL) return NULL;
+    memcpy(PyUnicode_1BYTE_DATA(key), s, n);
+    PyUnicode_InternInPlace(&key);
+    Py_INCREF(key);
+    Py_XSETREF(slot->key, key);
+    slot->head = a;
+    slot->tail = b;
+    slot->n = n;
+    return key;
+}
+
+static int hex4(const unsigned char *s, unsigned int *out) {
+    unsigned int v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char ch = s[i];
+        v <<= 4;
+        if (ch >= '0' && ch <= '9') v |= ch - '0';
+        else if (ch >= 'a' && ch <= 'f') v |= ch - 'a' + 10;
+        else if (ch >= 'A' && ch <= 'F') v |= ch - 'A' + 10;
+        else return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Scanning strings 8 bytes at a time: the first byte that is a quote, a backslash, a
+ * control character or non-ASCII needs a closer look; everything else is copied as is. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+static inline uint64_t special_bytes(uint64_t w) {
+    uint64_t q = w ^ (ONES * '"'), b = w ^ (ONES * '\\');
+    return (((q - ONES) & ~q) | ((b - ONES) & ~b) | (w - ONES * 0x20) | w) & HIGHS;
+}
+
+/* Offset of the first byte at or after s that is '"', '\\', < 0x20 or >= 0x80. */
+static inline const unsigned char *scan_plain(const unsigned char *s, const unsigned char *end) {
+    while (end - s >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        if (special_bytes(w)) break;
+        s += 8;
+    }
+    while (s < end && *s != '"' && *s != '\\' && *s >= 0x20 && *s < 0x80) s++;
+    return s;
+}
+
+/* One reusable buffer for decoding escapes (the GIL serialises callers). */
+static char *escape_buf = NULL;
+static Py_ssize_t escape_cap = 0;
+
+/* The rest of a string that has escapes, decoded into UTF-8 in one pass, then one
+ * PyUnicode_DecodeUTF8. ``start`` is the first byte after the opening quote. */
+static PyObject *escaped_string(Cursor *c, const unsigned char *start) {
+    Py_ssize_t need = c->end - start; /* the decoded text is never longer than its source */
+    if (need > escape_cap) {
+        char *grown = PyMem_Realloc(escape_buf, need + 256);
+        if (grown == NULL) return PyErr_NoMemory();
+        escape_buf = grown;
+        escape_cap = need + 256;
+    }
+    char *o = escape_buf;
+    const unsigned char *s = start, *end = c->end;
+    while (1) {
+        const unsigned char *run = s;
+        s = scan_plain(s, end);
+        memcpy(o, run, s - run);
+        o += s - run;
+        if (s >= end) return GIVE_UP;
+        unsigned char ch = *s;
+        if (ch == '"') break;
+        if (ch < 0x20) return GIVE_UP;
+        if (ch >= 0x80) {
+            *o++ = (char)ch;
+            s++;
+            continue;
+        }
+        /* a backslash */
+        if (end - s < 2) return GIVE_UP;
+        s++;
+        switch (*s) {
+        case '"': *o++ = '"'; s++; break;
+        case '\\': *o++ = '\\'; s++; break;
+        case '/': *o++ = '/'; s++; break;
+        case 'b': *o++ = '\b'; s++; break;
+        case 'f': *o++ = '\f'; s++; break;
+        case 'n': *o++ = '\n'; s++; break;
+        case 'r': *o++ = '\r'; s++; break;
+        case 't': *o++ = '\t'; s++; break;
+        case 'u': {
+            unsigned int cp, lo;
+            if (end - s < 5 || hex4(s + 1, &cp) < 0) return GIVE_UP;
+            s += 5;
+            if (cp >= 0xDC00 && cp <= 0xDFFF) return GIVE_UP; /* lone low surrogate */
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (end - s < 6 || s[0] != '\\' || s[1] != 'u' || hex4(s + 2, &lo) < 0) return GIVE_UP;
+                if (lo < 0xDC00 || lo > 0xDFFF) return GIVE_UP;
+                s += 6;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            if (cp < 0x80) {
+                *o++ = (char)cp;
+            } else if (cp < 0x800) {
+                *o++ = (char)(0xC0 | (cp >> 6));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+            } else if (cp < 0x10000) {
+                *o++ = (char)(0xE0 | (cp >> 12));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+            } else {
+                *o++ = (char)(0xF0 | (cp >> 18));
+                *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+                *o++ = (char)(0x80 | (cp & 0x3F));
+            }
+            break;
+        }
+        default: return GIVE_UP;
+        }
+    }
+    PyObject *result = PyUnicode_DecodeUTF8(escape_buf, o - escape_buf, NULL);
+    if (result == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear();
+        return NULL;
+    }
+    c->p = s + 1;
+    return result;
+}
+
+static PyObject *parse_string(Cursor *c, int is_key) {
+    const unsigned char *start = ++c->p; /* past the opening quote */
+    const unsigned char *q = scan_plain(start, c->end);
+    int high = 0;
+    while (q < c->end && *q >= 0x80) { /* non-ASCII text: keep scanning, remember to decode */
+        high = 1;
+        q = scan_plain(q + 1, c->end);
+    }
+    if (q >= c->end || *q < 0x20) return GIVE_UP;
+    if (*q == '\\') return escaped_string(c, start);
+    Py_ssize_t n = q - start;
+    c->p = q + 1;
+    if (!high) {
+        if (is_key && n <= KEY_CACHE_MAX_LEN) return cached_key(start, n);
+        PyObject *s = PyUnicode_New(n, 127);
+        if (s != NULL) memcpy(PyUnicode_1BYTE_DATA(s), start, n);
+        return s;
+    }
+    PyObject *s = PyUnicode_DecodeUTF8((const char *)start, n, NULL);
+    if (s == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear();
+    return s;
+}
+
+static PyObject *parse_number(Cursor *c) {
+    const unsigned char *s = c->p;
+    int negative = 0;
+    if (*s == '-') {
+        negative = 1;
+        s++;
+    }
+    const unsigned char *digits = s;
+    unsigned long long v = 0;
+    while (s < c->end && *s >= '0' && *s <= '9') {
+        unsigned int d = *s - '0';
+        if (v > (ULLONG_MAX - d) / 10) return GIVE_UP; /* beyond 64 bits: orjson makes a float */
+        v = v * 10 + d;
+        s++;
+    }
+    if (s == digits || (*digits == '0' && s - digits > 1)) return GIVE_UP;
+    if (s < c->end && (*s == '.' || *s == 'e' || *s == 'E')) return GIVE_UP; /* floats: orjson */
+    c->p = s;
+    if (!negative) return PyLong_FromUnsignedLongLong(v);
+    if (v > (unsigned long long)LLONG_MAX + 1) return GIVE_UP;
+    return PyLong_FromLongLong(v == (unsigned long long)LLONG_MAX + 1 ? LLONG_MIN : -(long long)v);
+}
+
+static PyObject *parse_value(Cursor *c, int depth);
+
+static PyObject *parse_object(Cursor *c, int depth) {
+    if (depth > MAX_DEPTH) return GIVE_UP;
+    c->p++;
+    PyObject *dict = PyDict_New();
+    if (dict == NULL) return NULL;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+        return dict;
+    }
+    while (1) {
+        if (c->p >= c->end || *c->p != '"') goto fail;
+        PyObject *key = parse_string(c, 1);
+        if (key == NULL) goto fail;
+        skip_ws(c);
+        if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); goto fail; }
+        c->p++;
+        skip_ws(c);
+        PyObject *value = parse_value(c, depth + 1);
+        if (value == NULL) { Py_DECREF(key); goto fail; }
+        int rc = PyDict_SetItem(dict, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (rc < 0) goto fail;
+        skip_ws(c);
+        if (c->p >= c->end) goto fail;
+        if (*c->p == ',') {
+            c->p++;
+            skip_ws(c);
+            continue;
+        }
+        if (*c->p == '}') {
+            c->p++;
+            return dict;
+        }
+        goto fail;
+    }
+fail:
+    Py_DECREF(dict);
+    return NULL;
+}
+
+static PyObject *parse_array(Cursor *c, int depth) {
+    if (depth > MAX_DEPTH) return GIVE_UP;
+    c->p++;
+    PyObject *list = PyList_New(0);
+    if (list == NULL) return NULL;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == ']') {
+        c->p++;
+        return list;
+    }
+    while (1) {
+        PyObject *value = parse_value(c, depth + 1);
+        if (value == NULL) goto fail;
+        int rc = PyList_Append(list, value);
+        Py_DECREF(value);
+        if (rc < 0) goto fail;
+        skip_ws(c);
+        if (c->p >= c->end) goto fail;
+        if (*c->p == ',') {
+            c->p++;
+            skip_ws(c);
+            continue;
+        }
+        if (*c->p == ']') {
+            c->p++;
+            return list;
+        }
+        goto fail;
+    }
+fail:
+    Py_DECREF(list);
+    return NULL;
+}
+
+static PyObject *parse_value(Cursor *c, int depth) {
+    if (c->p >= c->end) return GIVE_UP;
+    switch (*c->p) {
+    case '"': return parse_string(c, 0);
+    case '{': return parse_object(c, depth);
+    case '[': return parse_array(c, depth);
+    case 'n':
+        if (c->end - c->p >= 4 && memcmp(c->p, "null", 4) == 0) { c->p += 4; Py_RETURN_NONE; }
+        return GIVE_UP;
+    case 't':
+        if (c->end - c->p >= 4 && memcmp(c->p, "true", 4) == 0) { c->p += 4; Py_RETURN_TRUE; }
+        return GIVE_UP;
+    case 'f':
+        if (c->end - c->p >= 5 && memcmp(c->p, "false", 5) == 0) { c->p += 5; Py_RETURN_FALSE; }
+        return GIVE_UP;
+    default:
+        if (*c->p == '-' || (*c->p >= '0' && *c->p <= '9')) return parse_number(c);
+        return GIVE_UP;
+    }
+}
+
+/* Compare a parsed key with one of our interned names (usually the same object). */
+static inline int key_is(PyObject *key, PyObject *name) {
+    return key == name || (PyUnicode_GET_LENGTH(key) == PyUnicode_GET_LENGTH(name) &&
+                           PyUnicode_Compare(key, name) == 0);
+}
+
+/* EventData's members straight into ``out``: flatten_data's rules, without the dict. */
+static int stream_event_data(Cursor *c, PyObject *out) {
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+        return 0;
+    }
+    while (1) {
+        if (c->p >= c->end || *c->p != '"') return -1;
+        PyObject *key = parse_string(c, 1);
+        if (key == NULL) return -1;
+        skip_ws(c);
+        if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); return -1; }
+        c->p++;
+        skip_ws(c);
+        PyObject *value = parse_value(c, 3);
+        if (value == NULL) { Py_DECREF(key); return -1; }
+        if (key_is(key, S_attributes)) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+        } else {
+            if (PyDict_CheckExact(value)) {
+                PyObject *text = PyDict_GetItemWithError(value, S_text);
+                PyObject *replace = NULL;
+                if (text != NULL) {
+                    replace = text;
+                } else if (!PyErr_Occurred()) {
+                    Py_ssize_t n = PyDict_GET_SIZE(value);
+                    if (n == 0 || (n == 1 && PyDict_Contains(value, S_attributes) == 1)) replace = Py_None;
+                }
+                if (PyErr_Occurred()) { Py_DECREF(key); Py_DECREF(value); return -1; }
+                if (replace != NULL) {
+                    Py_INCREF(replace);
+                    Py_SETREF(value, replace);
+                }
+            }
+            if (PyUnicode_FindChar(key, ' ', 0, PyUnicode_GET_LENGTH(key), 1) >= 0) {
+                PyObject *stripped = PyUnicode_Replace(key, S_space, S_empty, -1);
+                Py_SETREF(key, stripped);
+                if (key == NULL) { Py_DECREF(value); return -1; }
+            }
+            int core = PySet_Contains(CORE, key);
+            if (core != 0) {
+                /* A protected System name inside EventData: whether it is renamed depends on
+                 * the whole dict (duplicates), so leave this record to the fallback. */
+                Py_DECREF(key);
+                Py_DECREF(value);
+                return -1;
+            }
+            int rc = PyDict_SetItem(out, key, value);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (rc < 0) return -1;
+        }
+        skip_ws(c);
+        if (c->p >= c->end) return -1;
+        if (*c->p == ',') {
+            c->p++;
+            skip_ws(c);
+            continue;
+        }
+        if (*c->p == '}') {
+            c->p++;
+            return 0;
+        }
+        return -1;
+    }
+}
+
+/* System's members straight into ``out`` (flatten_system's rules without building the System
+ * dict and its children's dicts). Plain members are set in order; a member that is an object
+ * gets a placeholder at its position and is finished after the last member, as
+ * flatten_system's second pass does: its ``#text`` replaces it, or it is removed when it only
+ * has attributes, and its attributes are added under their SYSTEM_ATTRS names. */
+#define MAX_PENDING 16
+#define MAX_ATTRS 8
+typedef struct {
+    PyObject *key, *text, *attrs_obj; /* attrs_obj: a non-object #attributes value (fallback) */
+    int has_attrs_key, nattrs;
+    PyObject *names[MAX_ATTRS], *values[MAX_ATTRS];
+} Pending;
+
+static void pending_clear(Pending *p) {
+    Py_XDECREF(p->key);
+    Py_XDECREF(p->text);
+    Py_XDECREF(p->attrs_obj);
+    for (int i = 0; i < p->nattrs; i++) {
+        Py_DECREF(p->names[i]);
+        Py_DECREF(p->values[i]);
+    }
+}
+
+/* ``{"#attributes": {...}, "#text": ...}`` of one System child into ``p``. */
+static int system_child(Cursor *c, Pending *p) {
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+        return 0;
+    }
+    int seen_text = 0;
+    while (1) {
+        if (c->p >= c->end || *c->p != '"') return -1;
+        PyObject *key = parse_string(c, 1);
+        if (key == NULL) return -1;
+        skip_ws(c);
+        if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); return -1; }
+        c->p++;
+        skip_ws(c);
+        if (key_is(key, S_attributes)) {
+            Py_DECREF(key);
+            if (p->has_attrs_key) return -1; /* twice: the dict's last-wins rule, fallback */
+            p->has_attrs_key = 1;
+            if (c->p < c->end && *c->p == '{') {
+                c->p++;
+                skip_ws(c);
+                if (c->p < c->end && *c->p == '}') {
+                    c->p++;
+                } else {
+                    while (1) {
+                        if (p->nattrs >= MAX_ATTRS || c->p >= c->end || *c->p != '"') return -1;
+                        PyObject *name = parse_string(c, 1);
+                        if (name == NULL) return -1;
+                        skip_ws(c);
+                        if (c->p >= c->end || *c->p != ':') { Py_DECREF(name); return -1; }
+                        c->p++;
+                        skip_ws(c);
+                        PyObject *value = parse_value(c, 4);
+                        if (value == NULL) { Py_DECREF(name); return -1; }
+                        for (int i = 0; i < p->nattrs; i++) {
+                            if (key_is(p->names[i], name)) { /* a duplicate attribute: fallback */
+                                Py_DECREF(name);
+                                Py_DECREF(value);
+                                return -1;
+                            }
+                        }
+                        p->names[p->nattrs] = name;
+                        p->values[p->nattrs] = value;
+                        p->nattrs++;
+                        skip_ws(c);
+                        if (c->p >= c->end) return -1;
+                        if (*c->p == ',') { c->p++; skip_ws(c); continue; }
+                        if (*c->p == '}') { c->p++; break; }
+                        return -1;
+                    }
+                }
+            } else {
+                PyObject *value = parse_value(c, 4);
+                if (value == NULL) return -1;
+                if (value != Py_None) { /* not an object: let the fallback decide */
+                    Py_DECREF(value);
+                    return -1;
+                }
+                Py_DECREF(value);
+            }
+        } else if (key_is(key, S_text)) {
+            Py_DECREF(key);
+            if (seen_text) return -1;
+            seen_text = 1;
+            p->text = parse_value(c, 4);
+            if (p->text == NULL) return -1;
+        } else {
+            Py_DECREF(key);
+            PyObject *other = parse_value(c, 4); /* ignored by flatten_system too */
+            if (other == NULL) return -1;
+            Py_DECREF(other);
+        }
+        skip_ws(c);
+        if (c->p >= c->end) return -1;
+        if (*c->p == ',') { c->p++; skip_ws(c); continue; }
+        if (*c->p == '}') { c->p++; return 0; }
+        return -1;
+    }
+}
+
+static int stream_system(Cursor *c, PyObject *out) {
+    Pending pending[MAX_PENDING];
+    int npending = 0, rc = -1;
+    Py_ssize_t members = 0;
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+        return 0;
+    }
+    while (1) {
+        if (c->p >= c->end || *c->p != '"') goto done;
+        PyObject *key = parse_string(c, 1);
+        if (key == NULL) goto done;
+        skip_ws(c);
+        if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); goto done; }
+        c->p++;
+        skip_ws(c);
+        members++;
+        if (c->p < c->end && *c->p == '{') {
+            if (npending >= MAX_PENDING) { Py_DECREF(key); goto done; }
+            Pending *p = &pending[npending++];
+            memset(p, 0, sizeof(*p));
+            p->key = key;
+            if (system_child(c, p) < 0) goto done;
+            if (PyDict_SetItem(out, key, Py_None) < 0) goto done; /* holds the position */
+        } else {
+            PyObject *value = parse_value(c, 3);
+            if (value == NULL) { Py_DECREF(key); goto done; }
+            int set = PyDict_SetItem(out, key, value);
+            Py_DECREF(key);
+            Py_DECREF(value);
+            if (set < 0) goto done;
+        }
+        skip_ws(c);
+        if (c->p >= c->end) goto done;
+        if (*c->p == ',') { c->p++; skip_ws(c); continue; }
+        if (*c->p == '}') { c->p++; break; }
+        goto done;
+    }
+    /* A repeated member would follow the dict's last-wins rule: leave that to the fallback. */
+    if (PyDict_GET_SIZE(out) != members) goto done;
+    for (int k = 0; k < npending; k++) {
+        Pending *p = &pending[k];
+        if (p->text != NULL) {
+            if (PyDict_SetItem(out, p->key, p->text) < 0) goto done;
+        } else if (p->nattrs > 0) {
+            if (PyDict_DelItem(out, p->key) < 0) goto done;
+        } else {
+            continue; /* stays None */
+        }
+        PyObject *names = p->nattrs ? PyDict_GetItemWithError(SYSTEM_ATTRS, p->key) : NULL;
+        if (names == NULL && PyErr_Occurred()) goto done;
+        for (int i = 0; i < p->nattrs; i++) {
+            PyObject *name = NULL;
+            if (names != NULL && PyDict_Check(names)) {
+                name = PyDict_GetItemWithError(names, p->names[i]);
+                if (name == NULL && PyErr_Occurred()) goto done;
+            }
+            if (name != NULL) {
+                if (PyDict_SetItem(out, name, p->values[i]) < 0) goto done;
+            } else {
+                PyObject *joined = PyUnicode_FromFormat("%U_%U", p->key, p->names[i]);
+                if (joined == NULL) goto done;
+                int set = PyDict_SetItem(out, joined, p->values[i]);
+                Py_DECREF(joined);
+                if (set < 0) goto done;
+            }
+        }
+    }
+    rc = 0;
+done:
+    for (int k = 0; k < npending; k++) pending_clear(&pending[k]);
+    return rc;
+}
+
+/* The Event object: System, EventData, UserData in flatten order. Returns 0, or -1 (check
+ * PyErr_Occurred: none set means "use the fallback"). */
+static int parse_event(Cursor *c, PyObject *out) {
+    int system_done = 0, data_done = 0;
+    PyObject *user = NULL;
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+        return 0;
+    }
+    while (1) {
+        if (c->p >= c->end || *c->p != '"') goto fail;
+        PyObject *key = parse_string(c, 1);
+        if (key == NULL) goto fail;
+        skip_ws(c);
+        if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); goto fail; }
+        c->p++;
+        skip_ws(c);
+        if (key_is(key, S_EventData)) {
+            Py_DECREF(key);
+            if (data_done) goto fail;
+            data_done = 1;
+            if (c->p < c->end && *c->p == '{') {
+                if (stream_event_data(c, out) < 0) goto fail;
+            } else {
+                PyObject *data = parse_value(c, 2);
+                if (data == NULL) goto fail;
+                int rc = data == Py_None ? 0 : flatten_data(data, out);
+                Py_DECREF(data);
+                if (rc < 0) goto fail;
+            }
+        } else if (key_is(key, S_System)) {
+            Py_DECREF(key);
+            if (system_done || data_done) goto fail; /* twice, or after EventData: fallback */
+            system_done = 1;
+            if (c->p < c->end && *c->p == '{') {
+                if (stream_system(c, out) < 0) goto fail;
+            } else {
+                PyObject *system = parse_value(c, 2); /* not an object: ignored */
+                if (system == NULL) goto fail;
+                Py_DECREF(system);
+            }
+        } else if (key_is(key, S_UserData)) {
+            Py_DECREF(key);
+            if (user != NULL) goto fail;
+            user = parse_value(c, 2);
+            if (user == NULL) goto fail;
+        } else {
+            Py_DECREF(key);
+            PyObject *other = parse_value(c, 2);
+            if (other == NULL) goto fail;
+            Py_DECREF(other);
+        }
+        skip_ws(c);
+        if (c->p >= c->end) goto fail;
+        if (*c->p == ',') {
+            c->p++;
+            skip_ws(c);
+            continue;
+        }
+        if (*c->p == '}') {
+            c->p++;
+            break;
+        }
+        goto fail;
+    }
+    if (user != NULL) {
+        int rc = user == Py_None ? 0 : flatten_user_data(user, out);
+        Py_DECREF(user);
+        if (rc < 0) return -1;
+    }
+    return 0;
+fail:
+    Py_XDECREF(user);
+    return -1;
+}
+
+static PyObject *fallback(PyObject *text) {
+    if (PyErr_Occurred()) return NULL;
+    return PyObject_CallOneArg(FALLBACK, text);
+}
+
+static PyObject *from_evtx_json(PyObject *self, PyObject *text) {
+    if (FALLBACK == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_flatten.configure() was not called");
+        return NULL;
+    }
+    const char *data;
+    Py_ssize_t size;
+    if (PyUnicode_Check(text)) {
+        data = PyUnicode_AsUTF8AndSize(text, &size);
+        if (data == NULL) {
+            PyErr_Clear(); /* e.g. a lone surrogate: the fallback raises its own error */
+            return fallback(text);
+        }
+    } else if (PyBytes_Check(text)) {
+        data = PyBytes_AS_STRING(text);
+        size = PyBytes_GET_SIZE(text);
+    } else {
+        return fallback(text);
+    }
+    Cursor cur = {(const unsigned char *)data, (const unsigned char *)data + size};
+    Cursor *c = &cur;
+    PyObject *out = NULL;
+    int event_seen = 0;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != '{') return fallback(text);
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == '}') {
+        c->p++;
+    } else {
+        while (1) {
+            if (c->p >= c->end || *c->p != '"') goto give_up;
+            PyObject *key = parse_string(c, 1);
+            if (key == NULL) goto give_up;
+            skip_ws(c);
+            if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); goto give_up; }
+            c->p++;
+            skip_ws(c);
+            int is_event = key_is(key, S_Event);
+            Py_DECREF(key);
+            if (is_event) {
+                if (event_seen) goto give_up;
+                event_seen = 1;
+                if (c->p < c->end && *c->p == '{') {
+                    out = _PyDict_NewPresized(24);
+                    if (out == NULL) return NULL;
+                    if (parse_event(c, out) < 0) goto give_up;
+                } else {
+                    PyObject *other = parse_value(c, 1); /* not an object: the result is None */
+                    if (other == NULL) goto give_up;
+                    Py_DECREF(other);
+                }
+            } else {
+                PyObject *other = parse_value(c, 1);
+                if (other == NULL) goto give_up;
+                Py_DECREF(other);
+            }
+            skip_ws(c);
+            if (c->p >= c->end) goto give_up;
+            if (*c->p == ',') {
+                c->p++;
+                skip_ws(c);
+                continue;
+            }
+            if (*c->p == '}') {
+                c->p++;
+                break;
+            }
+            goto give_up;
+        }
+    }
+    skip_ws(c);
+    if (c->p != c->end) goto give_up;
+    if (out == NULL) Py_RETURN_NONE;
+    PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
+    if (eid == NULL && PyErr_Occurred()) goto give_up;
+    if (eid != NULL && eid != Py_None && !PyLong_CheckExact(eid)) {
+        PyObject *fixed = PyObject_CallOneArg(TO_INT, eid);
+        if (fixed == NULL) goto give_up;
+        int rc = PyDict_SetItem(out, S_EventID, fixed);
+        Py_DECREF(fixed);
+        if (rc < 0) goto give_up;
+    }
+    return out;
+give_up:
+    Py_XDECREF(out);
+    return fallback(text);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * EvtxEvents: records_json() records -> Event objects, the EVTX reader's inner loop in C.
+ *
+ * Why: after parsing, the Python loop around it (next record, two subscripts, the call, the
+ * Event dataclass's __init__, the counter) was the largest cost left per event. This iterator
+ * does exactly that loop. Event instances are made the way ``Event(fields, source, record_id,
+ * "evtx")`` makes them: Event is a slots dataclass, so its slots are plain object pointers at
+ * offsets its member descriptors give (read once by ``configure``); if they cannot be read,
+ * the class is called instead. Errors of the parser propagate to the Python reader, which
+ * counts them and iterates on; records without an Event element are counted here.
+ * ------------------------------------------------------------------------------------- */
+
+static PyTypeObject *EVENT_TYPE = NULL;
+static Py_ssize_t EV_FIELDS = -1, EV_SOURCE = -1, EV_RECORD = -1, EV_FMT = -1, EV_EPOCH = -1;
+static PyObject *S_data, *S_event_record_id, *S_evtx;
+
+#define MAX_MISSING_KEPT 100
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *records; /* the records_json() iterator */
+    PyObject *name;    /* provenance: the input's name */
+    Py_ssize_t count;  /* events produced */
+    Py_ssize_t missing_count; /* records without an Event element */
+    PyObject *missing; /* list of their record ids (the first MAX_MISSING_KEPT) */
+} EvtxEvents;
+
+static int set_slot(PyObject *obj, Py_ssize_t offset, PyObject *value) {
+    PyObject **slot = (PyObject **)((char *)obj + offset);
+    Py_INCREF(value);
+    Py_XSETREF(*slot, value);
+    return 0;
+}
+
+static PyObject *make_event(PyObject *fields, PyObject *name, PyObject *rid) {
+    if (EV_FIELDS < 0) {
+        PyObject *args[4] = {fields, name, rid, S_evtx};
+        return PyObject_Vectorcall((PyObject *)EVENT_TYPE, args, 4, NULL);
+    }
+    PyObject *ev = EVENT_TYPE->tp_alloc(EVENT_TYPE, 0);
+    if (ev == NULL) return NULL;
+    set_slot(ev, EV_FIELDS, fields);
+    set_slot(ev, EV_SOURCE, name);
+    set_slot(ev, EV_RECORD, rid);
+    set_slot(ev, EV_FMT, S_evtx);
+    set_slot(ev, EV_EPOCH, Py_None);
+    return ev;
+}
+
+static PyObject *evtx_events_next(EvtxEvents *self) {
+    while (1) {
+        PyObject *rec = PyIter_Next(self->records);
+        if (rec == NULL) return NULL; /* exhausted, or the parser's error for one record */
+        PyObject *data = PyDict_Check(rec) ? PyDict_GetItemWithError(rec, S_data) : NULL;
+        PyObject *rid = PyDict_Check(rec) ? PyDict_GetItemWithError(rec, S_event_record_id) : NULL;
+        if (data == NULL || rid == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "evtx record without data");
+            Py_DECREF(rec);
+            return NULL;
+        }
+        PyObject *fields = from_evtx_json(NULL, data);
+        if (fields == NULL) {
+            Py_DECREF(rec);
+            return NULL;
+        }
+        if (fields == Py_None) {
+            Py_DECREF(fields);
+            self->missing_count++;
+            if (PyList_GET_SIZE(self->missing) < MAX_MISSING_KEPT && PyList_Append(self->missing, rid) < 0) {
+                Py_DECREF(rec);
+                return NULL;
+            }
+            Py_DECREF(rec);
+            continue;
+        }
+        PyObject *ev = make_event(fields, self->name, rid);
+        Py_DECREF(fields);
+        Py_DECREF(rec);
+        if (ev != NULL) self->count++;
+        return ev;
+    }
+}
+
+static PyObject *evtx_events_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *records, *name;
+    if (!PyArg_ParseTuple(args, "OU", &records, &name)) return NULL;
+    if (EVENT_TYPE == NULL || FALLBACK == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_flatten.configure() was not called");
+        return NULL;
+    }
+    EvtxEvents *self = (EvtxEvents *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->records = PyObject_GetIter(records);
+    self->missing = PyList_New(0);
+    if (self->records == NULL || self->missing == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    Py_INCREF(name);
+    self->name = name;
+    return (PyObject *)self;
+}
+
+static void evtx_events_dealloc(EvtxEvents *self) {
+    Py_XDECREF(self->records);
+    Py_XDECREF(self->name);
+    Py_XDECREF(self->missing);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef evtx_events_members[] = {
+    {"count", T_PYSSIZET, offsetof(EvtxEvents, count), READONLY, "events produced so far"},
+    {"missing_count", T_PYSSIZET, offsetof(EvtxEvents, missing_count), READONLY,
+     "records without an Event element"},
+    {"missing", T_OBJECT, offsetof(EvtxEvents, missing), READONLY,
+     "record ids of the first of those records"},
+    {NULL},
+};
+
+static PyTypeObject EvtxEventsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scmwatch.events._flatten.EvtxEvents",
+    .tp_basicsize = sizeof(EvtxEvents),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "EvtxEvents(records, name): Event objects from a records_json() iterator.",
+    .tp_new = evtx_events_new,
+    .tp_dealloc = (destructor)evtx_events_dealloc,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)evtx_events_next,
+    .tp_members = evtx_events_members,
+};
+
+/* The byte offset of a __slots__ member of ``type``, or -1. */
+static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
+    PyObject *descr = PyDict_GetItemString(type->tp_dict, name);
+    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)) return -1;
+    PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+    if (m->type != T_OBJECT_EX && m->type != T_OBJECT) return -1;
+    return m->offset;
+}
+
 static PyObject *configure(PyObject *self, PyObject *args) {
-    PyObject *attrs, *core, *to_int;
-    if (!PyArg_ParseTuple(args, "O!OO", &PyDict_Type, &attrs, &core, &to_int)) return NULL;
+    PyObject *attrs, *core, *to_int, *fallback_fn = NULL, *event_type = NULL;
+    if (!PyArg_ParseTuple(args, "O!OO|OO!", &PyDict_Type, &attrs, &core, &to_int, &fallback_fn, &PyType_Type,
+                          &event_type))
+        return NULL;
+    if (event_type != NULL) {
+        PyTypeObject *t = (PyTypeObject *)event_type;
+        Py_INCREF(t);
+        Py_XSETREF(EVENT_TYPE, t);
+        EV_FIELDS = slot_offset(t, "fields");
+        EV_SOURCE = slot_offset(t, "source");
+        EV_RECORD = slot_offset(t, "record_id");
+        EV_FMT = slot_offset(t, "fmt");
+        EV_EPOCH = slot_offset(t, "_epoch");
+        if (EV_SOURCE < 0 || EV_RECORD < 0 || EV_FMT < 0 || EV_EPOCH < 0) EV_FIELDS = -1; /* call the class */
+    }
+    if (fallback_fn != NULL) {
+        Py_INCREF(fallback_fn);
+        Py_XSETREF(FALLBACK, fallback_fn);
+    }
     PyObject *core_set = PyFrozenSet_New(core);
     if (core_set == NULL) return NULL;
     Py_XSETREF(CORE, core_set);
@@ -194,8 +1116,10 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"from_evtx_dict", from_evtx_dict, METH_O,
      "evtx JSON record (parsed) -> flat fields dict, or None when it has no Event object."},
+    {"from_evtx_json", from_evtx_json, METH_O,
+     "evtx JSON record text -> flat fields dict (as from_evtx_dict(orjson.loads(text)))."},
     {"configure", configure, METH_VARARGS,
-     "configure(system_attrs, core_names, to_int): the tables of normalize.py."},
+     "configure(system_attrs, core_names, to_int, fallback, event_type): the tables of normalize.py."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -215,6 +1139,18 @@ PyMODINIT_FUNC PyInit__flatten(void) {
     INTERN(S_empty, "");
     INTERN(S_prefix, "EventData_");
     INTERN(S_underscore, "_");
+    INTERN(S_data, "data");
+    INTERN(S_event_record_id, "event_record_id");
+    INTERN(S_evtx, "evtx");
 #undef INTERN
-    return PyModule_Create(&module);
+    if (PyType_Ready(&EvtxEventsType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&EvtxEventsType);
+    if (PyModule_AddObject(m, "EvtxEvents", (PyObject *)&EvtxEventsType) < 0) {
+        Py_DECREF(&EvtxEventsType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

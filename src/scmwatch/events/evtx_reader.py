@@ -13,10 +13,9 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 import evtx
-import orjson
 
 from scmwatch.events.model import Event, ReadStats
-from scmwatch.events.normalize import from_evtx_dict
+from scmwatch.events.normalize import EvtxEvents, from_evtx_json
 
 MAGIC = b"ElfFile\x00"
 HEADER_SIZE = 4096
@@ -42,12 +41,18 @@ def _check_truncation(name: str, head: bytes, size: int, stats: ReadStats) -> No
 
 
 def read_evtx(
-    name: str, source: str | BinaryIO, stats: ReadStats, head: bytes | None = None, size: int | None = None
+    name: str,
+    source: str | BinaryIO,
+    stats: ReadStats,
+    head: bytes | None = None,
+    size: int | None = None,
+    named: bool = False,
 ) -> Iterator[Event]:
     """Yield normalized events from an EVTX file (path or seekable binary file object).
 
     ``head`` (the file's first bytes) and ``size`` may be passed by a caller that already has
-    them, saving a second open per file.
+    them, saving a second open per file. ``named``: the user named this file, so a file that
+    cannot be read at all makes the exit code 1.
     """
     try:
         if isinstance(source, str):
@@ -64,20 +69,51 @@ def read_evtx(
         parser = evtx.PyEvtxParser(source)
     except (OSError, RuntimeError) as exc:
         stats.files_failed += 1
+        stats.named_failed += named
         stats.error(name, "evtx-header", f"not a readable EVTX file ({exc})")
         return
     _check_truncation(name, head, size, stats)
     stats.bytes += size
     records = parser.records_json()
+    if EvtxEvents is not None:
+        yield from _events_c(name, records, stats)
+    else:
+        yield from _events_py(name, records, stats)
+
+
+def _events_c(name: str, records: Iterator[dict], stats: ReadStats) -> Iterator[Event]:
+    """The record loop in C (``_flatten.EvtxEvents``); same results as :func:`_events_py`."""
+    events = EvtxEvents(records, name)
+    errors = 0
+    try:
+        while True:  # the parser raises for a record it cannot decode, then goes on with the next
+            try:
+                yield from events
+                break
+            except (RuntimeError, OSError, ValueError) as exc:
+                errors += 1
+                stats.error(name, "evtx-record", str(exc).split("\n", 1)[0][:300])
+                if errors >= MAX_RECORD_ERRORS:
+                    stats.error(name, "evtx-abandoned", f"{errors} undecodable records: rest of file skipped")
+                    break
+    finally:
+        stats.events += events.count
+        for rid in events.missing:
+            stats.error(name, "evtx-record", "record has no Event element", rid)
+        if events.missing_count > len(events.missing):
+            stats.errors["evtx-record"] += events.missing_count - len(events.missing)
+
+
+def _events_py(name: str, records: Iterator[dict], stats: ReadStats) -> Iterator[Event]:
+    """The record loop in Python (when the C extension was not built)."""
     errors = 0
     count = 0  # counted locally and added once: this loop runs for every record
-    loads = orjson.loads
-    flatten = from_evtx_dict
+    flatten = from_evtx_json
     try:
         while True:  # the parser raises for a record it cannot decode, then goes on with the next
             try:
                 for rec in records:
-                    fields = flatten(loads(rec["data"]))
+                    fields = flatten(rec["data"])
                     if fields is None:
                         stats.error(
                             name, "evtx-record", "record has no Event element", rec.get("event_record_id")

@@ -19,6 +19,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import orjson
+
+from scmwatch.events.model import Event
+
 # <System> child element → {attribute: top-level name}. Children not listed here keep the
 # generic ``<Child>_<Attr>`` form (the Sigma/evtx convention, e.g. ``Correlation_ActivityID``).
 SYSTEM_ATTRS: dict[str, dict[str, str]] = {
@@ -292,15 +296,29 @@ def shape_of(record: dict[str, Any]) -> str | None:
     return None
 
 
-# The C version of ``from_evtx_dict_py`` (events/_flatten.c), when it was compiled at
-# install time; SCMWATCH_PURE_PYTHON=1 forces the Python code (tests compare the two).
+def from_evtx_json_py(text: str | bytes) -> dict[str, Any] | None:
+    """One evtx JSON record's text → flat fields: ``from_evtx_dict(orjson.loads(text))``.
+
+    ``from_evtx_json`` is this, or the C parser of ``_flatten.c`` that skips the nested dicts
+    (and calls this function itself for any text it is not sure about).
+    """
+    return from_evtx_dict(orjson.loads(text))
+
+
+# The C versions of ``from_evtx_dict_py`` and ``from_evtx_json_py`` (events/_flatten.c), when
+# it was compiled at install time; SCMWATCH_PURE_PYTHON=1 forces the Python code (tests
+# compare the two).
 try:
     from scmwatch.events import _flatten
 except ImportError:  # no compiler at install time
     _flatten = None  # type: ignore[assignment]
 
 from_evtx_dict = from_evtx_dict_py
+from_evtx_json = from_evtx_json_py
+EvtxEvents = None  # the EVTX reader's loop in C (``_flatten.EvtxEvents``), when built
 if _flatten is not None:
-    _flatten.configure(SYSTEM_ATTRS, _CORE, _int)
+    _flatten.configure(SYSTEM_ATTRS, _CORE, _int, from_evtx_json_py, Event)
     if not os.environ.get("SCMWATCH_PURE_PYTHON"):
         from_evtx_dict = _flatten.from_evtx_dict
+        from_evtx_json = _flatten.from_evtx_json
+        EvtxEvents = _flatten.EvtxEvents
