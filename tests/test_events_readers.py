@@ -406,3 +406,4 @@ def test_python_flatten_semantics_on_odd_layout() -> None:
     assert third["EventID"] == 4688 and third["Data"] == "just text" and third["Operation"] == "op"
     assert third["Loose"] == 5
     assert from_evtx_dict_py(ODD_RECORDS[4]) is None and from_evtx_dict_py(ODD_RECORDS[5]) is None
+    assert from_evtx_dict_py([]) is None  # a top-level array: not an event (as in C)

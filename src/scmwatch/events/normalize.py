@@ -190,7 +190,7 @@ def from_evtx_dict_py(record: dict[str, Any]) -> dict[str, Any] | None:
 
     ``from_evtx_dict`` is this function, or its C twin from ``_flatten.c`` when that was built.
     """
-    event = record.get("Event")
+    event = record.get("Event") if type(record) is dict else None
     if type(event) is not dict:
         return None
     out: dict[str, Any] = {}
