@@ -26,6 +26,7 @@ be pickled) are shared copy-on-write; only spill file names and counts travel ba
 from __future__ import annotations
 
 import gc
+import heapq
 import multiprocessing
 import os
 import time
@@ -311,14 +312,14 @@ def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, memory: _Memo
     memory.hits = sum(r.hits for r in results)
     memory.candidates = sum(r.candidates for r in results)
     runs: list[str | list] = [p for r in results for p in r.hit_runs]
-    runs.extend(r.hit_tail for r in results if r.hit_tail)
+    runs += memory.hit_runs + memory.hit_lists
 
     if stage is not None:
         # Correlation alerts come out in decision order, not time order: spill them as sorted
         # runs too. Tie-break (1, 0, n) puts them after hits with an equal key, as before.
         corr = SortedSpiller(spill, "corr", _KEY, run_size)
-        streams = [r.candidates_path if r.candidates_path is not None else r.cand_mem for r in results
-                   if r.candidates_path is not None or r.cand_mem]
+        streams: list[str | list] = [r.candidates_path for r in results if r.candidates_path is not None]
+        streams += memory.cand_runs + memory.cand_lists
         memory.open(streams)
         from scmwatch.correlate import Candidate
 
@@ -326,9 +327,8 @@ def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, memory: _Memo
         for n, a in enumerate(stage.correlate(merged)):
             if LEVEL_RANK.get(a.level, 0) >= min_rank:
                 corr.add((alert_sort_key(a) + (1, 0, n), a))
-        for r in results:
-            memory.held -= len(r.cand_mem)  # merged and released
-            r.cand_mem = []
+        memory.held -= sum(map(len, memory.cand_lists))  # merged and released
+        memory.cand_lists = []
         corr_runs, corr_tail = corr.finish()
         runs.extend(corr_runs)
         if corr_tail:
@@ -379,6 +379,11 @@ class _Memory:
     held: int = 0
     held_peak: int = 0
     merge_open_peak: int = 0
+    # held in memory (short sorted hit lists, candidate lists in file order) and written runs
+    hit_lists: list = field(default_factory=list, repr=False)
+    cand_lists: list = field(default_factory=list, repr=False)
+    hit_runs: list = field(default_factory=list, repr=False)
+    cand_runs: list = field(default_factory=list, repr=False)
     hits: int = 0
     candidates: int = 0
     correlation_alerts: int = 0
@@ -386,22 +391,48 @@ class _Memory:
     spill_bytes: int = 0
 
     def keep(self, r: FileResult, spill: SpillDir) -> None:
-        """Keep a file's short remainders in memory within the budget, else write them out."""
+        """Take a file's short remainders (sorted hits, candidates in file order) into memory.
+
+        When the budget would overflow, everything held is first written out as *one* run of
+        hits and one of candidates (merged): one file per ``memory_budget`` records rather
+        than one per input file, which with thousands of small .evtx files and many alerts
+        cost more than the hunt itself. Merging the held candidate lists early gives the same
+        order as merging them at the end (see spill.py).
+        """
         n = len(r.hit_tail) + len(r.cand_mem)
         if not n:
             return
-        if self.held + n <= self.memory_budget:
+        if self.held + n > self.memory_budget:
+            self.flush(spill)
+        if n > self.memory_budget:  # alone more than the budget: straight to disk
+            if r.hit_tail:
+                r.hit_runs.append(self._write(spill, "hits", [r.hit_tail], _KEY))
+            if r.cand_mem:
+                self.cand_runs.append(self._write(spill, "cand", [r.cand_mem], _CAND_KEY))
+        else:
             self.held += n
             self.held_peak = max(self.held_peak, self.held)
-            return
-        if r.hit_tail:
-            path = write_run(spill, f"hits{r.index}", r.hit_tail)
-            assert path is not None
-            r.hit_runs.append(path)
-            r.hit_tail = []
-        if r.cand_mem:
-            r.candidates_path = write_run(spill, f"cand{r.index}", r.cand_mem)
-            r.cand_mem = []
+            if r.hit_tail:
+                self.hit_lists.append(r.hit_tail)
+            if r.cand_mem:
+                self.cand_lists.append(r.cand_mem)
+        r.hit_tail = []
+        r.cand_mem = []
+
+    def flush(self, spill: SpillDir) -> None:
+        """Write what is held as one sorted run of hits and one merged run of candidates."""
+        if self.hit_lists:
+            self.hit_runs.append(self._write(spill, "hits", self.hit_lists, _KEY))
+        if self.cand_lists:
+            self.cand_runs.append(self._write(spill, "cand", self.cand_lists, _CAND_KEY))
+        self.hit_lists, self.cand_lists = [], []
+        self.held = 0
+
+    @staticmethod
+    def _write(spill: SpillDir, prefix: str, lists: list[list], key: Callable[[Any], Any]) -> str:
+        path = write_run(spill, prefix, lists[0] if len(lists) == 1 else heapq.merge(*lists, key=key))
+        assert path is not None
+        return path
 
     def keep_list(self, records: list, spill: SpillDir, prefix: str) -> str | list:
         if self.held + len(records) <= self.memory_budget:
@@ -418,7 +449,8 @@ class _Memory:
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
-        del out["held"]
+        for key in ("held", "hit_lists", "cand_lists", "hit_runs", "cand_runs"):
+            del out[key]
         return out
 
 
