@@ -1,8 +1,8 @@
-"""Build script for the one optional C extension; all metadata lives in pyproject.toml.
+"""Build script for the optional C extensions; all metadata lives in pyproject.toml.
 
-``scmwatch.events._flatten`` speeds up EVTX normalization (see the C file for why). It is
-optional: if it cannot be compiled, installation still succeeds and the identical Python
-implementation in ``scmwatch.events.normalize`` is used.
+``scmwatch.events._flatten`` speeds up EVTX parsing and normalization, ``scmwatch.sigma._text``
+builds the engine's prefilter text (see each C file for why). Both are optional: if they cannot
+be compiled, installation still succeeds and the identical Python code is used.
 """
 
 from setuptools import Extension, setup
@@ -14,6 +14,12 @@ setup(
             ["src/scmwatch/events/_flatten.c"],
             optional=True,
             extra_compile_args=["-O2"],
-        )
+        ),
+        Extension(
+            "scmwatch.sigma._text",
+            ["src/scmwatch/sigma/_text.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
     ]
 )

@@ -38,7 +38,7 @@ from typing import Any
 
 from scmwatch import readiness
 from scmwatch.alerts import LEVEL_RANK, Alert
-from scmwatch.events.model import Event, ReadError, ReadStats
+from scmwatch.events.model import Event, ReadError, ReadGate, ReadStats
 from scmwatch.events.read import InputFile, discover, read_input
 from scmwatch.progress import Progress
 from scmwatch.sigma import CompiledRule, Engine, RuleSet
@@ -146,7 +146,10 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
 
     stats = ReadStats(on_error=on_error)
     start = time.perf_counter()
-    match = ctx.engine.match_fields
+    engine = ctx.engine
+    match_in = engine.match_in
+    bucket_of = engine.bucket
+    no_rules: list = []
     select = ctx.selector.select if ctx.selector is not None else None
     suppressed = ctx.suppressed_ids
     min_rank = ctx.min_rank
@@ -154,12 +157,32 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
     hits = SortedSpiller(ctx.spill, f"hits{index}", _KEY, ctx.run_size)
     add_hit = hits.add
     cands = Stream(ctx.spill, f"cand{index}", ctx.run_size)
-    seen_add = res.seen.add
+    # (Channel, EventID) -> the engine's bucket for it: one lookup per event, and its keys are
+    # the pairs this file had (for the readiness report)
+    buckets: dict[tuple, Any] = {}
+    buckets_get = buckets.get
+    wanted_ids = ctx.selector.gate if ctx.selector is not None else frozenset()
+
+    def want(channel: Any, eid: Any) -> bool:
+        """Does any rule (or the correlation stage) look at events of this pair? The EVTX
+        reader does not even parse the others past their System part."""
+        key = (channel, eid)
+        b = buckets_get(key)
+        if b is None:
+            b = buckets[key] = bucket_of(channel, eid)
+        return not b.empty or eid in wanted_ids
+
+    gate = ReadGate(want)
     n = 0
-    for pos, ev in enumerate(read_input(inp, stats)):
+    for pos, ev in enumerate(read_input(inp, stats, gate)):
+        if select is not None:
+            pos += gate.skipped  # number events as if the skipped ones had been seen
         f = ev.fields
-        seen_add((f.get("Channel"), f.get("EventID")))
-        rules = match(f)
+        key = (f.get("Channel"), f.get("EventID"))
+        b = buckets_get(key)
+        if b is None:
+            b = buckets[key] = bucket_of(*key)
+        rules = no_rules if b.empty else match_in(b, f)
         if rules:
             for r in rules:
                 if rank[r.id] >= min_rank and r.id not in suppressed:
@@ -173,6 +196,7 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
             cand = select(ev, rules, index, pos)
             if cand is not None:
                 cands.add(cand.to_record())
+    res.seen = set(buckets)
     res.hit_runs, res.hit_tail = hits.finish()
     res.hits = hits.count
     res.hits_peak = hits.peak

@@ -9,6 +9,7 @@
  * identical results on every real record, and ``tests/test_events_readers.py`` on odd layouts.
  * The extension is optional: without a C compiler scmwatch uses the Python version.
  */
+#define _GNU_SOURCE /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <limits.h>
@@ -19,7 +20,7 @@
 static PyObject *SYSTEM_ATTRS = NULL; /* dict: element -> {attribute: name} */
 static PyObject *CORE = NULL;         /* set of System names EventData may not overwrite */
 static PyObject *TO_INT = NULL;       /* callable: text EventID -> int */
-static PyObject *S_Event, *S_System, *S_EventData, *S_UserData, *S_attributes, *S_text, *S_EventID,
+static PyObject *S_Channel, *S_Event, *S_System, *S_EventData, *S_UserData, *S_attributes, *S_text, *S_EventID,
     *S_Data, *S_space, *S_empty, *S_prefix, *S_underscore;
 
 /* out[key] = value for one <System> child that evtx rendered as an object. */
@@ -773,9 +774,58 @@ done:
     return rc;
 }
 
+/* A reader's gate: ``want(channel, event_id) -> bool`` asked once per distinct pair (the
+ * answers are kept in ``decisions``). When the answer is no, the record is not parsed past
+ * its System part and not returned: ``hunt`` uses this for events no rule and no
+ * correlation can see. */
+typedef struct {
+    PyObject *want;      /* callable, or NULL for no gate */
+    PyObject *decisions; /* dict: (Channel, EventID) -> True/False */
+} Gate;
+
+#define SKIP_RECORD (-2)
+
+/* After System: 1 to go on, 0 to skip the record, -1 on error. ``rest`` is the text after
+ * System: a record with UserData is always read whole (UserData may set any name). */
+static int gate_allows(Gate *gate, PyObject *out, const unsigned char *rest, const unsigned char *end) {
+    PyObject *channel = PyDict_GetItemWithError(out, S_Channel);
+    if (channel == NULL && PyErr_Occurred()) return -1;
+    PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
+    if (eid == NULL && PyErr_Occurred()) return -1;
+    PyObject *fixed = NULL;
+    if (eid != NULL && eid != Py_None && !PyLong_CheckExact(eid)) {
+        fixed = PyObject_CallOneArg(TO_INT, eid); /* as the end of from_evtx_json does */
+        if (fixed == NULL) return -1;
+        eid = fixed;
+    }
+    PyObject *key = PyTuple_Pack(2, channel ? channel : Py_None, eid ? eid : Py_None);
+    Py_XDECREF(fixed);
+    if (key == NULL) return -1;
+    PyObject *answer = PyDict_GetItemWithError(gate->decisions, key);
+    if (answer == NULL) {
+        if (PyErr_Occurred()) { Py_DECREF(key); return -1; }
+        PyObject *got = PyObject_Call(gate->want, key, NULL);
+        if (got == NULL) { Py_DECREF(key); return -1; }
+        int truth = PyObject_IsTrue(got);
+        Py_DECREF(got);
+        if (truth < 0 || PyDict_SetItem(gate->decisions, key, truth ? Py_True : Py_False) < 0) {
+            Py_DECREF(key);
+            return -1;
+        }
+        answer = truth ? Py_True : Py_False;
+    }
+    Py_DECREF(key);
+    if (answer == Py_True) return 1;
+    static const char user_data[] = "\"UserData\"";
+    if (end - rest >= (Py_ssize_t)sizeof(user_data) - 1 &&
+        memmem(rest, end - rest, user_data, sizeof(user_data) - 1) != NULL)
+        return 1;
+    return 0;
+}
+
 /* The Event object: System, EventData, UserData in flatten order. Returns 0, or -1 (check
  * PyErr_Occurred: none set means "use the fallback"). */
-static int parse_event(Cursor *c, PyObject *out) {
+static int parse_event(Cursor *c, PyObject *out, Gate *gate) {
     int system_done = 0, data_done = 0;
     PyObject *user = NULL;
     c->p++;
@@ -811,6 +861,14 @@ static int parse_event(Cursor *c, PyObject *out) {
             system_done = 1;
             if (c->p < c->end && *c->p == '{') {
                 if (stream_system(c, out) < 0) goto fail;
+                if (gate != NULL && gate->want != NULL) {
+                    int go = gate_allows(gate, out, c->p, c->end);
+                    if (go < 0) goto fail;
+                    if (!go) {
+                        Py_XDECREF(user);
+                        return SKIP_RECORD;
+                    }
+                }
             } else {
                 PyObject *system = parse_value(c, 2); /* not an object: ignored */
                 if (system == NULL) goto fail;
@@ -856,7 +914,12 @@ static PyObject *fallback(PyObject *text) {
     return PyObject_CallOneArg(FALLBACK, text);
 }
 
-static PyObject *from_evtx_json(PyObject *self, PyObject *text) {
+/* Py_Ellipsis stands for "skipped by the gate" (never a parse result). */
+static PyObject *parse_json(PyObject *text, Gate *gate);
+
+static PyObject *from_evtx_json(PyObject *self, PyObject *text) { return parse_json(text, NULL); }
+
+static PyObject *parse_json(PyObject *text, Gate *gate) {
     if (FALLBACK == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_flatten.configure() was not called");
         return NULL;
@@ -902,7 +965,13 @@ static PyObject *from_evtx_json(PyObject *self, PyObject *text) {
                 if (c->p < c->end && *c->p == '{') {
                     out = _PyDict_NewPresized(24);
                     if (out == NULL) return NULL;
-                    if (parse_event(c, out) < 0) goto give_up;
+                    int rc = parse_event(c, out, gate);
+                    if (rc == SKIP_RECORD) {
+                        Py_DECREF(out);
+                        Py_INCREF(Py_Ellipsis);
+                        return Py_Ellipsis;
+                    }
+                    if (rc < 0) goto give_up;
                 } else {
                     PyObject *other = parse_value(c, 1); /* not an object: the result is None */
                     if (other == NULL) goto give_up;
@@ -969,6 +1038,8 @@ typedef struct {
     PyObject *name;    /* provenance: the input's name */
     Py_ssize_t count;  /* events produced */
     Py_ssize_t missing_count; /* records without an Event element */
+    Py_ssize_t skipped; /* records the gate turned away */
+    Gate gate;
     PyObject *missing; /* list of their record ids (the first MAX_MISSING_KEPT) */
 } EvtxEvents;
 
@@ -1005,10 +1076,16 @@ static PyObject *evtx_events_next(EvtxEvents *self) {
             Py_DECREF(rec);
             return NULL;
         }
-        PyObject *fields = from_evtx_json(NULL, data);
+        PyObject *fields = parse_json(data, &self->gate);
         if (fields == NULL) {
             Py_DECREF(rec);
             return NULL;
+        }
+        if (fields == Py_Ellipsis) {
+            Py_DECREF(fields);
+            Py_DECREF(rec);
+            self->skipped++;
+            continue;
         }
         if (fields == Py_None) {
             Py_DECREF(fields);
@@ -1029,8 +1106,12 @@ static PyObject *evtx_events_next(EvtxEvents *self) {
 }
 
 static PyObject *evtx_events_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *records, *name;
-    if (!PyArg_ParseTuple(args, "OU", &records, &name)) return NULL;
+    PyObject *records, *name, *want = Py_None;
+    if (!PyArg_ParseTuple(args, "OU|O", &records, &name, &want)) return NULL;
+    if (want != Py_None && !PyCallable_Check(want)) {
+        PyErr_SetString(PyExc_TypeError, "want must be callable or None");
+        return NULL;
+    }
     if (EVENT_TYPE == NULL || FALLBACK == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_flatten.configure() was not called");
         return NULL;
@@ -1045,6 +1126,15 @@ static PyObject *evtx_events_new(PyTypeObject *type, PyObject *args, PyObject *k
     }
     Py_INCREF(name);
     self->name = name;
+    if (want != Py_None) {
+        self->gate.decisions = PyDict_New();
+        if (self->gate.decisions == NULL) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        Py_INCREF(want);
+        self->gate.want = want;
+    }
     return (PyObject *)self;
 }
 
@@ -1052,6 +1142,8 @@ static void evtx_events_dealloc(EvtxEvents *self) {
     Py_XDECREF(self->records);
     Py_XDECREF(self->name);
     Py_XDECREF(self->missing);
+    Py_XDECREF(self->gate.want);
+    Py_XDECREF(self->gate.decisions);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1061,6 +1153,8 @@ static PyMemberDef evtx_events_members[] = {
      "records without an Event element"},
     {"missing", T_OBJECT, offsetof(EvtxEvents, missing), READONLY,
      "record ids of the first of those records"},
+    {"skipped", T_PYSSIZET, offsetof(EvtxEvents, skipped), READONLY,
+     "records not parsed past System because want(channel, event_id) said no"},
     {NULL},
 };
 
@@ -1069,7 +1163,7 @@ static PyTypeObject EvtxEventsType = {
     .tp_name = "scmwatch.events._flatten.EvtxEvents",
     .tp_basicsize = sizeof(EvtxEvents),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "EvtxEvents(records, name): Event objects from a records_json() iterator.",
+    .tp_doc = "EvtxEvents(records, name, want=None): Event objects from a records_json() iterator.",
     .tp_new = evtx_events_new,
     .tp_dealloc = (destructor)evtx_events_dealloc,
     .tp_iter = PyObject_SelfIter,
@@ -1130,6 +1224,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_flatten", NULL, -1,
 
 PyMODINIT_FUNC PyInit__flatten(void) {
 #define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
+    INTERN(S_Channel, "Channel");
     INTERN(S_Event, "Event");
     INTERN(S_System, "System");
     INTERN(S_EventData, "EventData");

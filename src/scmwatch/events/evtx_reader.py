@@ -14,7 +14,7 @@ from typing import BinaryIO
 
 import evtx
 
-from scmwatch.events.model import Event, ReadStats
+from scmwatch.events.model import Event, ReadGate, ReadStats
 from scmwatch.events.normalize import EvtxEvents, from_evtx_json
 
 MAGIC = b"ElfFile\x00"
@@ -47,12 +47,13 @@ def read_evtx(
     head: bytes | None = None,
     size: int | None = None,
     named: bool = False,
+    gate: ReadGate | None = None,
 ) -> Iterator[Event]:
     """Yield normalized events from an EVTX file (path or seekable binary file object).
 
     ``head`` (the file's first bytes) and ``size`` may be passed by a caller that already has
     them, saving a second open per file. ``named``: the user named this file, so a file that
-    cannot be read at all makes the exit code 1.
+    cannot be read at all makes the exit code 1. ``gate``: see :class:`ReadGate`.
     """
     try:
         if isinstance(source, str):
@@ -76,14 +77,17 @@ def read_evtx(
     stats.bytes += size
     records = parser.records_json()
     if EvtxEvents is not None:
-        yield from _events_c(name, records, stats)
+        yield from _events_c(name, records, stats, gate)
     else:
         yield from _events_py(name, records, stats)
 
 
-def _events_c(name: str, records: Iterator[dict], stats: ReadStats) -> Iterator[Event]:
-    """The record loop in C (``_flatten.EvtxEvents``); same results as :func:`_events_py`."""
-    events = EvtxEvents(records, name)
+def _events_c(name: str, records: Iterator[dict], stats: ReadStats, gate: ReadGate | None) -> Iterator[Event]:
+    """The record loop in C (``_flatten.EvtxEvents``); same results as :func:`_events_py`
+    (less the records a gate turns away)."""
+    events = EvtxEvents(records, name, gate.want if gate is not None else None)
+    if gate is not None:
+        gate.reader = events
     errors = 0
     try:
         while True:  # the parser raises for a record it cannot decode, then goes on with the next
@@ -97,7 +101,7 @@ def _events_c(name: str, records: Iterator[dict], stats: ReadStats) -> Iterator[
                     stats.error(name, "evtx-abandoned", f"{errors} undecodable records: rest of file skipped")
                     break
     finally:
-        stats.events += events.count
+        stats.events += events.count + events.skipped
         for rid in events.missing:
             stats.error(name, "evtx-record", "record has no Event element", rid)
         if events.missing_count > len(events.missing):

@@ -88,6 +88,25 @@ def format_time(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class ReadGate:
+    """Lets a reader skip records nobody will look at (used by ``hunt``).
+
+    ``want(channel, event_id) -> bool`` is asked once per distinct pair and file; the EVTX
+    reader (with the C extension) does not parse a record past its System part when the
+    answer is no, and does not yield it. Skipped records still count as events read.
+    ``skipped`` says how many records of the current file were skipped so far, so a caller
+    can number events as if it had seen every one. Readers that cannot skip ignore the gate.
+    """
+
+    def __init__(self, want: Any) -> None:
+        self.want = want
+        self.reader: Any = None  # set by the reader that honours the gate
+
+    @property
+    def skipped(self) -> int:
+        return self.reader.skipped if self.reader is not None else 0
+
+
 @dataclass(slots=True)
 class ReadError:
     """One problem with one input: reported as a single line, counted by ``kind``."""

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from scmwatch.events.evtx_reader import MAGIC, read_evtx
 from scmwatch.events.json_reader import read_json
-from scmwatch.events.model import Event, ReadStats
+from scmwatch.events.model import Event, ReadGate, ReadStats
 from scmwatch.events.text import CHUNK, Prefixed, sniff_encoding
 from scmwatch.events.xml_reader import read_xml
 from scmwatch.events.zeek_reader import read_zeek_tsv, zeek_path_from_name
@@ -104,14 +104,15 @@ def _expand(path: str, stats: ReadStats, named: bool) -> Iterator[InputFile]:
             stats.files_skipped += 1
 
 
-def read_input(inp: InputFile, stats: ReadStats) -> Iterator[Event]:
+def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -> Iterator[Event]:
     """Sniff one input and return an iterator of its normalized events; problems are counted,
     not raised.
 
     A plain EVTX file on disk (the common case, and often thousands of small files) is sniffed
     with raw ``os`` calls and its reader returned directly, without a wrapping generator: one
     layer less per event and no buffered file object per file. Everything else (text formats,
-    ``.gz``, archive members) goes through :func:`_read_stream`.
+    ``.gz``, archive members) goes through :func:`_read_stream`. ``gate`` (optional) lets
+    the EVTX reader skip records nobody wants (:class:`~scmwatch.events.model.ReadGate`).
     """
     if inp.member is None and not inp.name.lower().endswith(".gz"):
         try:
@@ -129,7 +130,7 @@ def read_input(inp: InputFile, stats: ReadStats) -> Iterator[Event]:
             return iter(())
         if head.startswith(MAGIC):
             stats.files += 1
-            return read_evtx(inp.name, inp.path, stats, head, size, named=inp.named)
+            return read_evtx(inp.name, inp.path, stats, head, size, named=inp.named, gate=gate)
     return _read_stream(inp, stats)
 
 

@@ -13,6 +13,7 @@ every occurrence). Measured effect of each stage: notes §3.3 and ``bench/hunt_t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,27 @@ try:  # optional accelerator; the engine is complete without it
     import hyperscan
 except ImportError:  # pragma: no cover - depends on the environment
     hyperscan = None
+
+try:  # optional C extension (sigma/_text.c): the prefilter text without the Python join
+    from scmwatch.sigma._text import lower_join
+except ImportError:  # pragma: no cover - built without a C compiler
+    lower_join = None
+if os.environ.get("SCMWATCH_PURE_PYTHON"):
+    lower_join = None
+
+
+def prefilter_text(f: dict, names: tuple[str, ...] | None) -> str:
+    """The values of ``names`` (None: all fields) joined with NUL and lower-cased: the text the
+    literal scan runs on. A NUL cannot occur in a literal, so no literal spans two values."""
+    if lower_join is not None:
+        text = lower_join(f, names)
+        if text is not None:
+            return text
+    return "\x00".join([
+        v if v.__class__ is str else _as_text(v)
+        for v in (f.values() if names is None else map(f.get, names))
+        if v is not None
+    ]).lower()
 
 
 def _as_text(v: object) -> str:
@@ -79,6 +101,20 @@ def make_scanner(literals: list[str], use_hyperscan: bool = True) -> Callable[[s
     return ac_scan
 
 
+def make_small_scanner(literals: list[str]) -> Callable[[str], list[int]]:
+    """``scan`` for a handful of literals: one ``in`` (a C substring search) per literal.
+
+    Measured on the attack corpus: for 1 literal 0.30 us per event against 0.53 (Aho-Corasick)
+    and 0.77 (Hyperscan: encoding the text and the callback cost more than the search).
+    """
+    pairs = tuple(enumerate(literals))
+
+    def small_scan(text: str) -> list[int]:
+        return [i for i, lit in pairs if lit in text]
+
+    return small_scan
+
+
 @dataclass(slots=True)
 class Bucket:
     """Everything the rules of one (Channel, EventID) need, built once."""
@@ -101,6 +137,7 @@ EMPTY = Bucket((), (), None, (), True)
 HS_MIN_SCANS = 256  # never compile Hyperscan for a bucket before this many events
 GATE_BITS = 3
 GATE_SLOTS = 1 << GATE_BITS  # gate ids: unit position * GATE_SLOTS + gate index (MAX_GATES <= 8)
+SMALL_SET = 4  # literal sets this small are searched with ``in``, not an automaton
 MAX_BUCKETS = 50_000  # distinct (Channel, EventID) pairs cached; real logs have hundreds
 # Above this many distinct literal fields, joining every value is as cheap as picking fields.
 MAX_TEXT_FIELDS = 24
@@ -182,7 +219,9 @@ class Engine:
             # compile what their files need.
             key = tuple(lits)
             scan = self._scanners.get(key)
-            if scan is None:
+            if scan is None and len(lits) <= SMALL_SET:
+                scan = self._scanners[key] = make_small_scanner(lits)
+            elif scan is None:
                 hs_ready = self.use_hyperscan and hyperscan is not None
                 if hs_ready and self.hyperscan_after == 0:
                     scan = self._scanners[key] = make_scanner(lits, use_hyperscan=True)
@@ -222,14 +261,15 @@ class Engine:
         b = self.bucket(f.get("Channel"), f.get("EventID"))
         if b.empty:
             return []
+        return self.match_in(b, f)
+
+    def match_in(self, b: Bucket, f: dict) -> list[CompiledRule]:
+        """The rules of bucket ``b`` (not empty) that match ``f``: for callers that looked the
+        bucket up themselves (hunt keeps a per-file bucket cache that is also its record of
+        the (Channel, EventID) pairs seen)."""
         cand: set[int] | list[int]
         if b.scan is not None:
-            tf = b.text_fields
-            text = "\x00".join([
-                v if v.__class__ is str else _as_text(v)
-                for v in (f.values() if tf is None else map(f.get, tf))
-                if v is not None
-            ]).lower()
+            text = prefilter_text(f, b.text_fields)
             if b.upgrade_in >= 0:
                 b.upgrade_in -= 1
                 if b.upgrade_in < 0:

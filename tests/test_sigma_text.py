@@ -1,0 +1,47 @@
+"""The prefilter text: the C ``lower_join`` must equal the Python join + lower exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from scmwatch.sigma import index
+
+CASES = [
+    ({"A": "Hello", "B": "WORLD"}, ("A", "B")),
+    ({"A": "Hello", "B": None, "C": "x"}, ("A", "B", "C", "Missing")),
+    ({"A": "C:\\Windows\\System32\\CMD.EXE", "B": ""}, None),
+    ({"A": "Microsoft\u00ae Windows\u00ae", "B": "ÄÖÜ", "C": "ASCII"}, ("A", "B", "C")),
+    ({"A": "\u0130stanbul"}, ("A",)),  # İ lower-cases to two code points
+    ({"A": "ΟΔΟΣ", "B": "Σ"}, ("A", "B")),  # final sigma depends on the context
+    ({"A": 4688, "B": "x"}, ("A", "B")),  # not a str: the Python code
+    ({"A": ["a", "B", 3], "B": "x"}, None),
+    ({"A": "x\x00y", "B": "Z"}, ("A", "B")),
+    ({}, None),
+    ({"A": None}, None),
+    ({f"F{i}": f"V{i}" for i in range(100)}, None),  # more values than the C buffer holds
+]
+
+
+def python_text(f: dict, names) -> str:
+    saved, index.lower_join = index.lower_join, None
+    try:
+        return index.prefilter_text(f, names)
+    finally:
+        index.lower_join = saved
+
+
+@pytest.mark.parametrize(("fields", "names"), CASES)
+def test_c_text_equals_python_text(fields, names) -> None:
+    expected = "\x00".join(
+        v if isinstance(v, str) else index._as_text(v)
+        for v in (fields.values() if names is None else (fields.get(n) for n in names))
+        if v is not None
+    ).lower()
+    assert python_text(fields, names) == expected
+    if index.lower_join is None:
+        pytest.skip("the C extension was not built")
+    got = index.lower_join(fields, names)
+    assert got is None or got == expected
+    assert index.prefilter_text(fields, names) == expected
+    if all(isinstance(v, str) or v is None for v in fields.values()) and len(fields) <= 64:
+        assert got is not None  # every str case is handled in C
