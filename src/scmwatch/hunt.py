@@ -73,6 +73,7 @@ class FileResult:
     hits_peak: int = 0  # most hits held in memory at once (the sort buffer)
     candidates_path: str | None = None  # spill file: correlation candidates, file order
     cand_mem: list[tuple] = field(default_factory=list)  # or, when few, the same in memory
+    cand_runs: list[str] = field(default_factory=list)  # --jobs: a batch's candidates, merged
     candidates: int = 0
     cands_peak: int = 0
     stats: ReadStats | None = None
@@ -343,6 +344,7 @@ def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, memory: _Memo
         # runs too. Tie-break (1, 0, n) puts them after hits with an equal key, as before.
         corr = SortedSpiller(spill, "corr", _KEY, run_size)
         streams: list[str | list] = [r.candidates_path for r in results if r.candidates_path is not None]
+        streams += [p for r in results for p in r.cand_runs]
         streams += memory.cand_runs + memory.cand_lists
         memory.open(streams)
         from scmwatch.correlate import Candidate
@@ -522,7 +524,27 @@ def _dir_usage(path: str) -> tuple[int, int]:
 
 
 def _hunt_batch(batch: list[tuple[int, InputFile]]) -> list[FileResult]:
-    return [hunt_file(i, inp) for i, inp in batch]
+    """A worker's task: hunt a batch of files, then write their short remainders to disk.
+
+    The hits (each with its event's fields) would otherwise be pickled through the pipe,
+    unpickled by the parent -- serial work that limited the --jobs speed-up -- and often
+    spilled again there. Here each worker writes one sorted run of hits and one merged stream
+    of candidates per batch (merging early gives the same order, see spill.py) and the parent
+    receives only paths and counts.
+    """
+    ctx = _CTX
+    assert ctx is not None, "hunt context not initialised"
+    results = [hunt_file(i, inp) for i, inp in batch]
+    tails = [r.hit_tail for r in results if r.hit_tail]
+    cands = [r.cand_mem for r in results if r.cand_mem]
+    if tails:
+        results[0].hit_runs.append(_Memory._write(ctx.spill, "hits", tails, _KEY))
+    if cands:
+        results[0].cand_runs.append(_Memory._write(ctx.spill, "cand", cands, _CAND_KEY))
+    for r in results:
+        r.hit_tail = []
+        r.cand_mem = []
+    return results
 
 
 def _batches(order: list[int], inputs: list[InputFile], jobs: int) -> list[list[tuple[int, InputFile]]]:
