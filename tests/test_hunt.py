@@ -182,3 +182,14 @@ def test_correlation_generate_false_suppresses_base_rule(tmp_path):
     titles = [a.title for a in res.alerts]
     assert titles == ["PsExec on two hosts"], titles
     assert res.alerts[0].correlation is not None
+
+
+def test_unhashable_channel_or_event_id_is_no_traceback(tmp_path, capsys):
+    """An export with a list or object where Channel/EventID belong is hunted, not a crash."""
+    p = tmp_path / "odd.jsonl"
+    p.write_text('{"EventID":[1,2],"Channel":"System","Computer":"h"}\n'
+                 '{"EventID":7045,"Channel":{"a":1},"Computer":"h"}\n'
+                 '{"EventID":7045,"Channel":"System","Computer":"h","ServiceName":"x","ImagePath":"c:\\\\x.exe"}\n')
+    rc, out, err = run_cli(capsys, str(p), "--format", "jsonl")
+    assert rc == 0 and "Traceback" not in err
+    assert "3 events" in err

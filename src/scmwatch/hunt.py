@@ -180,7 +180,11 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
             pos += gate.skipped  # number events as if the skipped ones had been seen
         f = ev.fields
         key = (f.get("Channel"), f.get("EventID"))
-        b = buckets_get(key)
+        try:
+            b = buckets_get(key)
+        except TypeError:  # a list or object where a name or number belongs (odd JSON exports)
+            key = tuple(k if k is None or isinstance(k, str | int) else repr(k) for k in key)
+            b = buckets_get(key)
         if b is None:
             b = buckets[key] = bucket_of(*key)
         rules = no_rules if b.empty else match_in(b, f)

@@ -134,7 +134,8 @@ class CandidateSelector:
         fact = None
         t = -1
         fields = event.fields
-        if self.gate and fields.get("EventID") in self.gate:
+        eid = fields.get("EventID")
+        if self.gate and eid.__class__ in (int, str) and eid in self.gate:
             if self.sessions:
                 fact = extract_fact(fields, True, self.names)
             else:

@@ -803,7 +803,12 @@ static int gate_allows(Gate *gate, PyObject *out, const unsigned char *rest, con
     if (key == NULL) return -1;
     PyObject *answer = PyDict_GetItemWithError(gate->decisions, key);
     if (answer == NULL) {
-        if (PyErr_Occurred()) { Py_DECREF(key); return -1; }
+        if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) return -1;
+            PyErr_Clear(); /* an unhashable Channel/EventID: read the record whole */
+            return 1;
+        }
         PyObject *got = PyObject_Call(gate->want, key, NULL);
         if (got == NULL) { Py_DECREF(key); return -1; }
         int truth = PyObject_IsTrue(got);
