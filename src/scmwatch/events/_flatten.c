@@ -21,7 +21,23 @@ static PyObject *SYSTEM_ATTRS = NULL; /* dict: element -> {attribute: name} */
 static PyObject *CORE = NULL;         /* set of System names EventData may not overwrite */
 static PyObject *TO_INT = NULL;       /* callable: text EventID -> int */
 static PyObject *S_Channel, *S_Event, *S_System, *S_EventData, *S_UserData, *S_attributes, *S_text, *S_EventID,
-    *S_Data, *S_space, *S_empty, *S_prefix, *S_underscore;
+    *S_Data, *S_space, *S_empty, *S_prefix;
+
+/* out[SYSTEM_ATTRS[key][attr]] (or out["<key>_<attr>"]) = value: one attribute of a <System>
+ * child. ``names`` is SYSTEM_ATTRS[key] or NULL. */
+static int put_system_attr(PyObject *out, PyObject *names, PyObject *key, PyObject *attr, PyObject *value) {
+    PyObject *name = NULL;
+    if (names != NULL && PyDict_Check(names)) {
+        name = PyDict_GetItemWithError(names, attr);
+        if (name == NULL && PyErr_Occurred()) return -1;
+    }
+    if (name != NULL) return PyDict_SetItem(out, name, value);
+    PyObject *joined = PyUnicode_FromFormat("%U_%U", key, attr);
+    if (joined == NULL) return -1;
+    int rc = PyDict_SetItem(out, joined, value);
+    Py_DECREF(joined);
+    return rc;
+}
 
 /* out[key] = value for one <System> child that evtx rendered as an object. */
 static int system_object(PyObject *key, PyObject *value, PyObject *out) {
@@ -46,20 +62,7 @@ static int system_object(PyObject *key, PyObject *value, PyObject *out) {
     Py_ssize_t pos = 0;
     PyObject *attr, *attr_value;
     while (PyDict_Next(attrs, &pos, &attr, &attr_value)) {
-        PyObject *name = NULL;
-        if (names != NULL && PyDict_Check(names)) {
-            name = PyDict_GetItemWithError(names, attr);
-            if (name == NULL && PyErr_Occurred()) return -1;
-        }
-        if (name != NULL) {
-            if (PyDict_SetItem(out, name, attr_value) < 0) return -1;
-        } else {
-            PyObject *joined = PyUnicode_FromFormat("%U_%U", key, attr);
-            if (joined == NULL) return -1;
-            int rc = PyDict_SetItem(out, joined, attr_value);
-            Py_DECREF(joined);
-            if (rc < 0) return -1;
-        }
+        if (put_system_attr(out, names, key, attr, attr_value) < 0) return -1;
     }
     return 0;
 }
@@ -78,6 +81,35 @@ static int flatten_system(PyObject *system, PyObject *out) {
     return 0;
 }
 
+/* What an EventData member's value becomes (new reference): its ``#text``; None for an empty
+ * element or one with only attributes; else the value itself. */
+static PyObject *data_value(PyObject *value) {
+    if (!PyDict_CheckExact(value)) return Py_NewRef(value);
+    PyObject *text = PyDict_GetItemWithError(value, S_text);
+    if (text != NULL) return Py_NewRef(text);
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t n = PyDict_GET_SIZE(value);
+    if (n == 0) Py_RETURN_NONE;
+    if (n == 1) {
+        int has_attrs = PyDict_Contains(value, S_attributes);
+        if (has_attrs < 0) return NULL;
+        if (has_attrs) Py_RETURN_NONE;
+    }
+    return Py_NewRef(value);
+}
+
+/* EventID as an int whatever the source wrote (``normalize._int``). */
+static int fix_event_id(PyObject *out) {
+    PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
+    if (eid == NULL) return PyErr_Occurred() ? -1 : 0;
+    if (eid == Py_None || PyLong_CheckExact(eid)) return 0;
+    PyObject *fixed = PyObject_CallOneArg(TO_INT, eid);
+    if (fixed == NULL) return -1;
+    int rc = PyDict_SetItem(out, S_EventID, fixed);
+    Py_DECREF(fixed);
+    return rc;
+}
+
 static int flatten_data(PyObject *data, PyObject *out) {
     if (!PyDict_CheckExact(data)) {
         if (data != Py_None) return PyDict_SetItem(out, S_Data, data);
@@ -91,40 +123,32 @@ static int flatten_data(PyObject *data, PyObject *out) {
             continue;
         }
         if (PyUnicode_Compare(key, S_attributes) == 0) continue;
-        if (PyDict_CheckExact(value)) {
-            PyObject *text = PyDict_GetItemWithError(value, S_text);
-            if (text == NULL && PyErr_Occurred()) return -1;
-            if (text != NULL) {
-                value = text;
-            } else {
-                Py_ssize_t n = PyDict_Size(value);
-                int has_attrs = PyDict_Contains(value, S_attributes);
-                if (has_attrs < 0) return -1;
-                if (n <= 1 && (n == 0 || has_attrs)) value = Py_None;
-            }
-        }
+        value = data_value(value);
+        if (value == NULL) return -1;
         Py_INCREF(key);
         if (PyUnicode_FindChar(key, ' ', 0, PyUnicode_GET_LENGTH(key), 1) >= 0) {
-            PyObject *stripped = PyUnicode_Replace(key, S_space, S_empty, -1);
-            Py_DECREF(key);
-            if (stripped == NULL) return -1;
-            key = stripped;
+            Py_SETREF(key, PyUnicode_Replace(key, S_space, S_empty, -1));
+            if (key == NULL) goto fail;
         }
         int in_out = PyDict_Contains(out, key);
-        if (in_out < 0) { Py_DECREF(key); return -1; }
+        if (in_out < 0) goto fail;
         if (in_out) {
             int core = PySet_Contains(CORE, key);
-            if (core < 0) { Py_DECREF(key); return -1; }
+            if (core < 0) goto fail;
             if (core) {
-                PyObject *renamed = PyUnicode_Concat(S_prefix, key);
-                Py_DECREF(key);
-                if (renamed == NULL) return -1;
-                key = renamed;
+                Py_SETREF(key, PyUnicode_Concat(S_prefix, key));
+                if (key == NULL) goto fail;
             }
         }
         int rc = PyDict_SetItem(out, key, value);
         Py_DECREF(key);
+        Py_DECREF(value);
         if (rc < 0) return -1;
+        continue;
+    fail:
+        Py_XDECREF(key);
+        Py_DECREF(value);
+        return -1;
     }
     return 0;
 }
@@ -167,16 +191,7 @@ static PyObject *from_evtx_dict(PyObject *self, PyObject *record) {
     if (data != NULL && data != Py_None && flatten_data(data, out) < 0) goto fail;
     part = PyDict_GetItemWithError(event, S_UserData);
     if (part != NULL && part != Py_None && flatten_user_data(part, out) < 0) goto fail;
-    if (PyErr_Occurred()) goto fail;
-    PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
-    if (eid == NULL && PyErr_Occurred()) goto fail;
-    if (eid != NULL && eid != Py_None && !PyLong_CheckExact(eid)) {
-        PyObject *fixed = PyObject_CallOneArg(TO_INT, eid);
-        if (fixed == NULL) goto fail;
-        int rc = PyDict_SetItem(out, S_EventID, fixed);
-        Py_DECREF(fixed);
-        if (rc < 0) goto fail;
-    }
+    if (PyErr_Occurred() || fix_event_id(out) < 0) goto fail;
     return out;
 fail:
     Py_DECREF(out);
@@ -416,43 +431,78 @@ static PyObject *parse_number(Cursor *c) {
 
 static PyObject *parse_value(Cursor *c, int depth);
 
+/* The members of an object (or the items of an array) are walked the same way everywhere:
+ *   int more = open_container(c, '}');
+ *   while (more > 0) { key = member_key(c); ...value...; more = next_item(c, '}'); }
+ *   if (more < 0) -> not sure: the fallback
+ */
+
+/* Past the opening bracket: 1 when there are members, 0 when it is empty (and consumed). */
+static int open_container(Cursor *c, unsigned char close) {
+    c->p++;
+    skip_ws(c);
+    if (c->p < c->end && *c->p == close) {
+        c->p++;
+        return 0;
+    }
+    return 1;
+}
+
+/* ``"name" :`` -- returns the name (new reference), the cursor on the value; NULL otherwise. */
+static PyObject *member_key(Cursor *c) {
+    if (c->p >= c->end || *c->p != '"') return GIVE_UP;
+    PyObject *key = parse_string(c, 1);
+    if (key == NULL) return NULL;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != ':') {
+        Py_DECREF(key);
+        return GIVE_UP;
+    }
+    c->p++;
+    skip_ws(c);
+    return key;
+}
+
+/* After a member: 1 for ``,`` (another follows), 0 for the closing bracket, -1 otherwise. */
+static int next_item(Cursor *c, unsigned char close) {
+    skip_ws(c);
+    if (c->p >= c->end) return -1;
+    if (*c->p == ',') {
+        c->p++;
+        skip_ws(c);
+        return 1;
+    }
+    if (*c->p == close) {
+        c->p++;
+        return 0;
+    }
+    return -1;
+}
+
+/* Parse a value only to step over it. */
+static int skip_value(Cursor *c, int depth) {
+    PyObject *value = parse_value(c, depth);
+    if (value == NULL) return -1;
+    Py_DECREF(value);
+    return 0;
+}
+
 static PyObject *parse_object(Cursor *c, int depth) {
     if (depth > MAX_DEPTH) return GIVE_UP;
-    c->p++;
     PyObject *dict = PyDict_New();
     if (dict == NULL) return NULL;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == '}') {
-        c->p++;
-        return dict;
-    }
-    while (1) {
-        if (c->p >= c->end || *c->p != '"') goto fail;
-        PyObject *key = parse_string(c, 1);
+    int more = open_container(c, '}');
+    while (more > 0) {
+        PyObject *key = member_key(c);
         if (key == NULL) goto fail;
-        skip_ws(c);
-        if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); goto fail; }
-        c->p++;
-        skip_ws(c);
         PyObject *value = parse_value(c, depth + 1);
-        if (value == NULL) { Py_DECREF(key); goto fail; }
-        int rc = PyDict_SetItem(dict, key, value);
+        int rc = value == NULL ? -1 : PyDict_SetItem(dict, key, value);
         Py_DECREF(key);
-        Py_DECREF(value);
+        Py_XDECREF(value);
         if (rc < 0) goto fail;
-        skip_ws(c);
-        if (c->p >= c->end) goto fail;
-        if (*c->p == ',') {
-            c->p++;
-            skip_ws(c);
-            continue;
-        }
-        if (*c->p == '}') {
-            c->p++;
-            return dict;
-        }
-        goto fail;
+        more = next_item(c, '}');
     }
+    if (more == 0) return dict;
 fail:
     Py_DECREF(dict);
     return NULL;
@@ -460,33 +510,18 @@ fail:
 
 static PyObject *parse_array(Cursor *c, int depth) {
     if (depth > MAX_DEPTH) return GIVE_UP;
-    c->p++;
     PyObject *list = PyList_New(0);
     if (list == NULL) return NULL;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == ']') {
-        c->p++;
-        return list;
-    }
-    while (1) {
+    int more = open_container(c, ']');
+    while (more > 0) {
         PyObject *value = parse_value(c, depth + 1);
         if (value == NULL) goto fail;
         int rc = PyList_Append(list, value);
         Py_DECREF(value);
         if (rc < 0) goto fail;
-        skip_ws(c);
-        if (c->p >= c->end) goto fail;
-        if (*c->p == ',') {
-            c->p++;
-            skip_ws(c);
-            continue;
-        }
-        if (*c->p == ']') {
-            c->p++;
-            return list;
-        }
-        goto fail;
+        more = next_item(c, ']');
     }
+    if (more == 0) return list;
 fail:
     Py_DECREF(list);
     return NULL;
@@ -521,75 +556,35 @@ static inline int key_is(PyObject *key, PyObject *name) {
 
 /* EventData's members straight into ``out``: flatten_data's rules, without the dict. */
 static int stream_event_data(Cursor *c, PyObject *out) {
-    c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == '}') {
-        c->p++;
-        return 0;
-    }
-    while (1) {
-        if (c->p >= c->end || *c->p != '"') return -1;
-        PyObject *key = parse_string(c, 1);
+    int more = open_container(c, '}');
+    while (more > 0) {
+        PyObject *key = member_key(c);
         if (key == NULL) return -1;
-        skip_ws(c);
-        if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); return -1; }
-        c->p++;
-        skip_ws(c);
         PyObject *value = parse_value(c, 3);
-        if (value == NULL) { Py_DECREF(key); return -1; }
+        if (value == NULL) {
+            Py_DECREF(key);
+            return -1;
+        }
         if (key_is(key, S_attributes)) {
             Py_DECREF(key);
             Py_DECREF(value);
         } else {
-            if (PyDict_CheckExact(value)) {
-                PyObject *text = PyDict_GetItemWithError(value, S_text);
-                PyObject *replace = NULL;
-                if (text != NULL) {
-                    replace = text;
-                } else if (!PyErr_Occurred()) {
-                    Py_ssize_t n = PyDict_GET_SIZE(value);
-                    if (n == 0 || (n == 1 && PyDict_Contains(value, S_attributes) == 1)) replace = Py_None;
-                }
-                if (PyErr_Occurred()) { Py_DECREF(key); Py_DECREF(value); return -1; }
-                if (replace != NULL) {
-                    Py_INCREF(replace);
-                    Py_SETREF(value, replace);
-                }
-            }
-            if (PyUnicode_FindChar(key, ' ', 0, PyUnicode_GET_LENGTH(key), 1) >= 0) {
-                /* "Threat Name" becomes "ThreatName": with a repeated name in the same object,
-                 * which value survives depends on the dict orjson builds first. Rare (Defender
-                 * events): the fallback does it exactly. */
-                Py_DECREF(key);
-                Py_DECREF(value);
-                return -1;
-            }
-            int core = PySet_Contains(CORE, key);
-            if (core != 0) {
-                /* A protected System name inside EventData: whether it is renamed depends on
-                 * the whole dict (duplicates), so leave this record to the fallback. */
-                Py_DECREF(key);
-                Py_DECREF(value);
-                return -1;
-            }
-            int rc = PyDict_SetItem(out, key, value);
+            Py_SETREF(value, data_value(value));
+            /* "Threat Name" becomes "ThreatName": with a repeated name in the same object,
+             * which value survives depends on the dict orjson builds first. A protected
+             * System name is renamed or not depending on the whole dict too. Both are rare
+             * (Defender events; odd exports): the fallback does them exactly. */
+            int unsure = value == NULL ||
+                         PyUnicode_FindChar(key, ' ', 0, PyUnicode_GET_LENGTH(key), 1) >= 0 ||
+                         PySet_Contains(CORE, key) != 0;
+            int rc = unsure ? -1 : PyDict_SetItem(out, key, value);
             Py_DECREF(key);
-            Py_DECREF(value);
+            Py_XDECREF(value);
             if (rc < 0) return -1;
         }
-        skip_ws(c);
-        if (c->p >= c->end) return -1;
-        if (*c->p == ',') {
-            c->p++;
-            skip_ws(c);
-            continue;
-        }
-        if (*c->p == '}') {
-            c->p++;
-            return 0;
-        }
-        return -1;
+        more = next_item(c, '}');
     }
+    return more;
 }
 
 /* System's members straight into ``out`` (flatten_system's rules without building the System
@@ -600,7 +595,7 @@ static int stream_event_data(Cursor *c, PyObject *out) {
 #define MAX_PENDING 16
 #define MAX_ATTRS 8
 typedef struct {
-    PyObject *key, *text, *attrs_obj; /* attrs_obj: a non-object #attributes value (fallback) */
+    PyObject *key, *text;
     int has_attrs_key, nattrs;
     PyObject *names[MAX_ATTRS], *values[MAX_ATTRS];
 } Pending;
@@ -608,117 +603,79 @@ typedef struct {
 static void pending_clear(Pending *p) {
     Py_XDECREF(p->key);
     Py_XDECREF(p->text);
-    Py_XDECREF(p->attrs_obj);
     for (int i = 0; i < p->nattrs; i++) {
         Py_DECREF(p->names[i]);
         Py_DECREF(p->values[i]);
     }
 }
 
+/* The members of a System child's ``#attributes`` object into ``p``. */
+static int system_attributes(Cursor *c, Pending *p) {
+    int more = open_container(c, '}');
+    while (more > 0) {
+        if (p->nattrs >= MAX_ATTRS) return -1;
+        PyObject *name = member_key(c);
+        if (name == NULL) return -1;
+        PyObject *value = parse_value(c, 4);
+        int duplicate = 0; /* a repeated attribute follows the dict's last-wins rule: fallback */
+        for (int i = 0; i < p->nattrs && !duplicate; i++) duplicate = key_is(p->names[i], name);
+        if (value == NULL || duplicate) {
+            Py_DECREF(name);
+            Py_XDECREF(value);
+            return -1;
+        }
+        p->names[p->nattrs] = name;
+        p->values[p->nattrs] = value;
+        p->nattrs++;
+        more = next_item(c, '}');
+    }
+    return more;
+}
+
 /* ``{"#attributes": {...}, "#text": ...}`` of one System child into ``p``. */
 static int system_child(Cursor *c, Pending *p) {
-    c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == '}') {
-        c->p++;
-        return 0;
-    }
-    int seen_text = 0;
-    while (1) {
-        if (c->p >= c->end || *c->p != '"') return -1;
-        PyObject *key = parse_string(c, 1);
+    int more = open_container(c, '}');
+    while (more > 0) {
+        PyObject *key = member_key(c);
         if (key == NULL) return -1;
-        skip_ws(c);
-        if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); return -1; }
-        c->p++;
-        skip_ws(c);
-        if (key_is(key, S_attributes)) {
-            Py_DECREF(key);
+        int is_attrs = key_is(key, S_attributes), is_text = !is_attrs && key_is(key, S_text);
+        Py_DECREF(key);
+        if (is_attrs) {
             if (p->has_attrs_key) return -1; /* twice: the dict's last-wins rule, fallback */
             p->has_attrs_key = 1;
             if (c->p < c->end && *c->p == '{') {
-                c->p++;
-                skip_ws(c);
-                if (c->p < c->end && *c->p == '}') {
-                    c->p++;
-                } else {
-                    while (1) {
-                        if (p->nattrs >= MAX_ATTRS || c->p >= c->end || *c->p != '"') return -1;
-                        PyObject *name = parse_string(c, 1);
-                        if (name == NULL) return -1;
-                        skip_ws(c);
-                        if (c->p >= c->end || *c->p != ':') { Py_DECREF(name); return -1; }
-                        c->p++;
-                        skip_ws(c);
-                        PyObject *value = parse_value(c, 4);
-                        if (value == NULL) { Py_DECREF(name); return -1; }
-                        for (int i = 0; i < p->nattrs; i++) {
-                            if (key_is(p->names[i], name)) { /* a duplicate attribute: fallback */
-                                Py_DECREF(name);
-                                Py_DECREF(value);
-                                return -1;
-                            }
-                        }
-                        p->names[p->nattrs] = name;
-                        p->values[p->nattrs] = value;
-                        p->nattrs++;
-                        skip_ws(c);
-                        if (c->p >= c->end) return -1;
-                        if (*c->p == ',') { c->p++; skip_ws(c); continue; }
-                        if (*c->p == '}') { c->p++; break; }
-                        return -1;
-                    }
-                }
+                if (system_attributes(c, p) < 0) return -1;
             } else {
-                PyObject *value = parse_value(c, 4);
-                if (value == NULL) return -1;
-                if (value != Py_None) { /* not an object: let the fallback decide */
-                    Py_DECREF(value);
-                    return -1;
-                }
-                Py_DECREF(value);
+                /* null is no attributes; anything else: let the fallback decide */
+                if (c->end - c->p < 4 || memcmp(c->p, "null", 4) != 0) return -1;
+                c->p += 4;
             }
-        } else if (key_is(key, S_text)) {
-            Py_DECREF(key);
-            if (seen_text) return -1;
-            seen_text = 1;
+        } else if (is_text) {
+            if (p->text != NULL) return -1;
             p->text = parse_value(c, 4);
             if (p->text == NULL) return -1;
-        } else {
-            Py_DECREF(key);
-            PyObject *other = parse_value(c, 4); /* ignored by flatten_system too */
-            if (other == NULL) return -1;
-            Py_DECREF(other);
+        } else if (skip_value(c, 4) < 0) { /* ignored by flatten_system too */
+            return -1;
         }
-        skip_ws(c);
-        if (c->p >= c->end) return -1;
-        if (*c->p == ',') { c->p++; skip_ws(c); continue; }
-        if (*c->p == '}') { c->p++; return 0; }
-        return -1;
+        more = next_item(c, '}');
     }
+    return more;
 }
 
 static int stream_system(Cursor *c, PyObject *out) {
     Pending pending[MAX_PENDING];
     int npending = 0, rc = -1;
     Py_ssize_t members = 0;
-    c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == '}') {
-        c->p++;
-        return 0;
-    }
-    while (1) {
-        if (c->p >= c->end || *c->p != '"') goto done;
-        PyObject *key = parse_string(c, 1);
+    int more = open_container(c, '}');
+    while (more > 0) {
+        PyObject *key = member_key(c);
         if (key == NULL) goto done;
-        skip_ws(c);
-        if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); goto done; }
-        c->p++;
-        skip_ws(c);
         members++;
         if (c->p < c->end && *c->p == '{') {
-            if (npending >= MAX_PENDING) { Py_DECREF(key); goto done; }
+            if (npending >= MAX_PENDING) {
+                Py_DECREF(key);
+                goto done;
+            }
             Pending *p = &pending[npending++];
             memset(p, 0, sizeof(*p));
             p->key = key;
@@ -726,20 +683,15 @@ static int stream_system(Cursor *c, PyObject *out) {
             if (PyDict_SetItem(out, key, Py_None) < 0) goto done; /* holds the position */
         } else {
             PyObject *value = parse_value(c, 3);
-            if (value == NULL) { Py_DECREF(key); goto done; }
-            int set = PyDict_SetItem(out, key, value);
+            int set = value == NULL ? -1 : PyDict_SetItem(out, key, value);
             Py_DECREF(key);
-            Py_DECREF(value);
+            Py_XDECREF(value);
             if (set < 0) goto done;
         }
-        skip_ws(c);
-        if (c->p >= c->end) goto done;
-        if (*c->p == ',') { c->p++; skip_ws(c); continue; }
-        if (*c->p == '}') { c->p++; break; }
-        goto done;
+        more = next_item(c, '}');
     }
     /* A repeated member would follow the dict's last-wins rule: leave that to the fallback. */
-    if (PyDict_GET_SIZE(out) != members) goto done;
+    if (more < 0 || PyDict_GET_SIZE(out) != members) goto done;
     for (int k = 0; k < npending; k++) {
         Pending *p = &pending[k];
         if (p->text != NULL) {
@@ -752,20 +704,7 @@ static int stream_system(Cursor *c, PyObject *out) {
         PyObject *names = p->nattrs ? PyDict_GetItemWithError(SYSTEM_ATTRS, p->key) : NULL;
         if (names == NULL && PyErr_Occurred()) goto done;
         for (int i = 0; i < p->nattrs; i++) {
-            PyObject *name = NULL;
-            if (names != NULL && PyDict_Check(names)) {
-                name = PyDict_GetItemWithError(names, p->names[i]);
-                if (name == NULL && PyErr_Occurred()) goto done;
-            }
-            if (name != NULL) {
-                if (PyDict_SetItem(out, name, p->values[i]) < 0) goto done;
-            } else {
-                PyObject *joined = PyUnicode_FromFormat("%U_%U", p->key, p->names[i]);
-                if (joined == NULL) goto done;
-                int set = PyDict_SetItem(out, joined, p->values[i]);
-                Py_DECREF(joined);
-                if (set < 0) goto done;
-            }
+            if (put_system_attr(out, names, p->key, p->names[i], p->values[i]) < 0) goto done;
         }
     }
     rc = 0;
@@ -788,18 +727,12 @@ typedef struct {
 /* After System: 1 to go on, 0 to skip the record, -1 on error. ``rest`` is the text after
  * System: a record with UserData is always read whole (UserData may set any name). */
 static int gate_allows(Gate *gate, PyObject *out, const unsigned char *rest, const unsigned char *end) {
+    if (fix_event_id(out) < 0) return -1; /* the key is what the finished event will hold */
     PyObject *channel = PyDict_GetItemWithError(out, S_Channel);
     if (channel == NULL && PyErr_Occurred()) return -1;
     PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
     if (eid == NULL && PyErr_Occurred()) return -1;
-    PyObject *fixed = NULL;
-    if (eid != NULL && eid != Py_None && !PyLong_CheckExact(eid)) {
-        fixed = PyObject_CallOneArg(TO_INT, eid); /* as the end of from_evtx_json does */
-        if (fixed == NULL) return -1;
-        eid = fixed;
-    }
     PyObject *key = PyTuple_Pack(2, channel ? channel : Py_None, eid ? eid : Py_None);
-    Py_XDECREF(fixed);
     if (key == NULL) return -1;
     PyObject *answer = PyDict_GetItemWithError(gate->decisions, key);
     if (answer == NULL) {
@@ -828,85 +761,58 @@ static int gate_allows(Gate *gate, PyObject *out, const unsigned char *rest, con
     return 0;
 }
 
-/* The Event object: System, EventData, UserData in flatten order. Returns 0, or -1 (check
- * PyErr_Occurred: none set means "use the fallback"). */
+/* The Event object: System, EventData, UserData in flatten order. Returns 0, SKIP_RECORD, or
+ * -1 (check PyErr_Occurred: none set means "use the fallback"). */
 static int parse_event(Cursor *c, PyObject *out, Gate *gate) {
     int system_done = 0, data_done = 0;
     PyObject *user = NULL;
-    c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == '}') {
-        c->p++;
-        return 0;
-    }
-    while (1) {
-        if (c->p >= c->end || *c->p != '"') goto fail;
-        PyObject *key = parse_string(c, 1);
+    int more = open_container(c, '}');
+    while (more > 0) {
+        PyObject *key = member_key(c);
         if (key == NULL) goto fail;
-        skip_ws(c);
-        if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); goto fail; }
-        c->p++;
-        skip_ws(c);
-        if (key_is(key, S_EventData)) {
-            Py_DECREF(key);
+        int is_data = key_is(key, S_EventData), is_system = key_is(key, S_System);
+        int is_user = key_is(key, S_UserData);
+        Py_DECREF(key);
+        int object = c->p < c->end && *c->p == '{';
+        if (is_data) {
             if (data_done) goto fail;
             data_done = 1;
-            if (c->p < c->end && *c->p == '{') {
+            if (object) {
                 if (stream_event_data(c, out) < 0) goto fail;
             } else {
                 PyObject *data = parse_value(c, 2);
-                if (data == NULL) goto fail;
-                int rc = data == Py_None ? 0 : flatten_data(data, out);
-                Py_DECREF(data);
+                int rc = data == NULL ? -1 : (data == Py_None ? 0 : flatten_data(data, out));
+                Py_XDECREF(data);
                 if (rc < 0) goto fail;
             }
-        } else if (key_is(key, S_System)) {
-            Py_DECREF(key);
+        } else if (is_system) {
             if (system_done || data_done) goto fail; /* twice, or after EventData: fallback */
             system_done = 1;
-            if (c->p < c->end && *c->p == '{') {
-                if (stream_system(c, out) < 0) goto fail;
-                if (gate != NULL && gate->want != NULL) {
-                    int go = gate_allows(gate, out, c->p, c->end);
-                    if (go < 0) goto fail;
-                    if (!go) {
-                        Py_XDECREF(user);
-                        return SKIP_RECORD;
-                    }
-                }
+            if (!object) {
+                if (skip_value(c, 2) < 0) goto fail; /* not an object: ignored */
             } else {
-                PyObject *system = parse_value(c, 2); /* not an object: ignored */
-                if (system == NULL) goto fail;
-                Py_DECREF(system);
+                if (stream_system(c, out) < 0) goto fail;
+                int go = gate == NULL || gate->want == NULL ? 1 : gate_allows(gate, out, c->p, c->end);
+                if (go < 0) goto fail;
+                if (!go) {
+                    Py_XDECREF(user);
+                    return SKIP_RECORD;
+                }
             }
-        } else if (key_is(key, S_UserData)) {
-            Py_DECREF(key);
+        } else if (is_user) {
             if (user != NULL) goto fail;
             user = parse_value(c, 2);
             if (user == NULL) goto fail;
-        } else {
-            Py_DECREF(key);
-            PyObject *other = parse_value(c, 2);
-            if (other == NULL) goto fail;
-            Py_DECREF(other);
+        } else if (skip_value(c, 2) < 0) {
+            goto fail;
         }
-        skip_ws(c);
-        if (c->p >= c->end) goto fail;
-        if (*c->p == ',') {
-            c->p++;
-            skip_ws(c);
-            continue;
-        }
-        if (*c->p == '}') {
-            c->p++;
-            break;
-        }
-        goto fail;
+        more = next_item(c, '}');
     }
+    if (more < 0) goto fail;
     if (user != NULL) {
         int rc = user == Py_None ? 0 : flatten_user_data(user, out);
         Py_DECREF(user);
-        if (rc < 0) return -1;
+        return rc;
     }
     return 0;
 fail:
@@ -946,73 +852,34 @@ static PyObject *parse_json(PyObject *text, Gate *gate) {
     Cursor cur = {(const unsigned char *)data, (const unsigned char *)data + size};
     Cursor *c = &cur;
     PyObject *out = NULL;
-    int event_seen = 0;
     skip_ws(c);
     if (c->p >= c->end || *c->p != '{') return fallback(text);
-    c->p++;
-    skip_ws(c);
-    if (c->p < c->end && *c->p == '}') {
-        c->p++;
-    } else {
-        while (1) {
-            if (c->p >= c->end || *c->p != '"') goto give_up;
-            PyObject *key = parse_string(c, 1);
-            if (key == NULL) goto give_up;
-            skip_ws(c);
-            if (c->p >= c->end || *c->p != ':') { Py_DECREF(key); goto give_up; }
-            c->p++;
-            skip_ws(c);
-            int is_event = key_is(key, S_Event);
-            Py_DECREF(key);
-            if (is_event) {
-                if (event_seen) goto give_up;
-                event_seen = 1;
-                if (c->p < c->end && *c->p == '{') {
-                    out = _PyDict_NewPresized(24);
-                    if (out == NULL) return NULL;
-                    int rc = parse_event(c, out, gate);
-                    if (rc == SKIP_RECORD) {
-                        Py_DECREF(out);
-                        Py_INCREF(Py_Ellipsis);
-                        return Py_Ellipsis;
-                    }
-                    if (rc < 0) goto give_up;
-                } else {
-                    PyObject *other = parse_value(c, 1); /* not an object: the result is None */
-                    if (other == NULL) goto give_up;
-                    Py_DECREF(other);
-                }
-            } else {
-                PyObject *other = parse_value(c, 1);
-                if (other == NULL) goto give_up;
-                Py_DECREF(other);
+    int more = open_container(c, '}');
+    while (more > 0) {
+        PyObject *key = member_key(c);
+        if (key == NULL) goto give_up;
+        int is_event = key_is(key, S_Event);
+        Py_DECREF(key);
+        if (is_event && c->p < c->end && *c->p == '{') {
+            if (out != NULL) goto give_up; /* Event twice */
+            out = _PyDict_NewPresized(24);
+            if (out == NULL) return NULL;
+            int rc = parse_event(c, out, gate);
+            if (rc == SKIP_RECORD) {
+                Py_DECREF(out);
+                return Py_NewRef(Py_Ellipsis);
             }
-            skip_ws(c);
-            if (c->p >= c->end) goto give_up;
-            if (*c->p == ',') {
-                c->p++;
-                skip_ws(c);
-                continue;
-            }
-            if (*c->p == '}') {
-                c->p++;
-                break;
-            }
-            goto give_up;
+            if (rc < 0) goto give_up;
+        } else {
+            if (is_event) goto give_up; /* an Event that is no object: the fallback says None */
+            if (skip_value(c, 1) < 0) goto give_up;
         }
+        more = next_item(c, '}');
     }
     skip_ws(c);
-    if (c->p != c->end) goto give_up;
+    if (more < 0 || c->p != c->end) goto give_up;
     if (out == NULL) Py_RETURN_NONE;
-    PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
-    if (eid == NULL && PyErr_Occurred()) goto give_up;
-    if (eid != NULL && eid != Py_None && !PyLong_CheckExact(eid)) {
-        PyObject *fixed = PyObject_CallOneArg(TO_INT, eid);
-        if (fixed == NULL) goto give_up;
-        int rc = PyDict_SetItem(out, S_EventID, fixed);
-        Py_DECREF(fixed);
-        if (rc < 0) goto give_up;
-    }
+    if (fix_event_id(out) < 0) goto give_up;
     return out;
 give_up:
     Py_XDECREF(out);
@@ -1241,7 +1108,6 @@ PyMODINIT_FUNC PyInit__flatten(void) {
     INTERN(S_space, " ");
     INTERN(S_empty, "");
     INTERN(S_prefix, "EventData_");
-    INTERN(S_underscore, "_");
     INTERN(S_data, "data");
     INTERN(S_event_record_id, "event_record_id");
     INTERN(S_evtx, "evtx");

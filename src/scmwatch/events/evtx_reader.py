@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import evtx
 
@@ -76,16 +76,7 @@ def read_evtx(
     _check_truncation(name, head, size, stats)
     stats.bytes += size
     records = parser.records_json()
-    if EvtxEvents is not None:
-        yield from _events_c(name, records, stats, gate)
-    else:
-        yield from _events_py(name, records, stats)
-
-
-def _events_c(name: str, records: Iterator[dict], stats: ReadStats, gate: ReadGate | None) -> Iterator[Event]:
-    """The record loop in C (``_flatten.EvtxEvents``); same results as :func:`_events_py`
-    (less the records a gate turns away)."""
-    events = EvtxEvents(records, name, gate.want if gate is not None else None)
+    events = (EvtxEvents or PyEvtxEvents)(records, name, gate.want if gate is not None else None)
     if gate is not None:
         gate.reader = events
     errors = 0
@@ -108,29 +99,33 @@ def _events_c(name: str, records: Iterator[dict], stats: ReadStats, gate: ReadGa
             stats.errors["evtx-record"] += events.missing_count - len(events.missing)
 
 
-def _events_py(name: str, records: Iterator[dict], stats: ReadStats) -> Iterator[Event]:
-    """The record loop in Python (when the C extension was not built)."""
-    errors = 0
-    count = 0  # counted locally and added once: this loop runs for every record
-    flatten = from_evtx_json
-    try:
-        while True:  # the parser raises for a record it cannot decode, then goes on with the next
-            try:
-                for rec in records:
-                    fields = flatten(rec["data"])
-                    if fields is None:
-                        stats.error(
-                            name, "evtx-record", "record has no Event element", rec.get("event_record_id")
-                        )
-                        continue
-                    count += 1
-                    yield Event(fields, name, rec["event_record_id"], "evtx")
-                break
-            except (RuntimeError, OSError, ValueError) as exc:
-                errors += 1
-                stats.error(name, "evtx-record", str(exc).split("\n", 1)[0][:300])
-                if errors >= MAX_RECORD_ERRORS:
-                    stats.error(name, "evtx-abandoned", f"{errors} undecodable records: rest of file skipped")
-                    break
-    finally:
-        stats.events += count
+class PyEvtxEvents:
+    """``records_json()`` records → Event objects: the Python twin of ``_flatten.EvtxEvents``
+    (used when the C extension was not built). Same attributes; it never skips records, so
+    ``want`` is ignored. An error of the parser for one record propagates from ``__next__``
+    and iteration can go on with the next record."""
+
+    MAX_MISSING_KEPT = 100
+
+    def __init__(self, records: Iterator[dict], name: str, want: Any = None) -> None:
+        self.records = records
+        self.name = name
+        self.count = 0
+        self.skipped = 0
+        self.missing_count = 0
+        self.missing: list[Any] = []
+
+    def __iter__(self) -> PyEvtxEvents:
+        return self
+
+    def __next__(self) -> Event:
+        for rec in self.records:
+            fields = from_evtx_json(rec["data"])
+            if fields is None:
+                self.missing_count += 1
+                if len(self.missing) < self.MAX_MISSING_KEPT:
+                    self.missing.append(rec["event_record_id"])
+                continue
+            self.count += 1
+            return Event(fields, self.name, rec["event_record_id"], "evtx")
+        raise StopIteration
