@@ -23,12 +23,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from common import ATTACK_SAMPLES
 from scmwatch.hunt import run_hunt
 from scmwatch.rules import pack_paths
 from scmwatch.sigma import Engine, load_rules
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CORPUS = ROOT.parent / "shared" / "corpora" / "evtx-attack-samples"
+DEFAULT_CORPUS = ATTACK_SAMPLES
 
 # Recordings of service-based execution (T1569.002 and its service-install building blocks),
 # found by listing the corpus and inspecting 7045/4697/5145/Sysmon 1/13/17/18 events.

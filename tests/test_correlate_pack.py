@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from paths import ATTACK_SAMPLES
 from scmwatch.cli import main as cli_main
 from scmwatch.hunt import builtin_rule_files, run_hunt
 from scmwatch.sigma import Engine, load_rules
 
 HERE = Path(__file__).resolve().parent
 PACK = HERE / "fixtures" / "correlate" / "pack"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-LM = SHARED / "corpora" / "evtx-attack-samples" / "Lateral Movement"
+LM = ATTACK_SAMPLES / "Lateral Movement"
 FIXTURES = sorted(PACK.glob("*.ndjson"))
 # negatives where a building block deliberately does not match (local client, plain path, ...)
 BLOCK_NEGATIVES = {"neg_local_client", "neg_local_psexec", "neg_plain_path", "neg_user_account"}

@@ -5,35 +5,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import evtx
 import pytest
 
-from paths import ATTACK_SAMPLES, SIGMAHQ, need_shared
+from paths import ATTACK_SAMPLES, SIGMAHQ, evtx_files, evtx_records, need_shared
 from scmwatch.events import ReadStats, iter_events, read_input
 from scmwatch.events.read import InputFile
 
 
-def _evtx_files(root: Path) -> list[Path]:
-    return sorted(root.rglob("*.evtx"))
-
-
 def _raw_count(path: Path) -> int:
     """What the evtx package itself yields for a file (records it cannot decode excluded)."""
-    n = 0
-    it = evtx.PyEvtxParser(str(path)).records_json()
-    while True:
-        try:
-            next(it)
-        except StopIteration:
-            return n
-        except RuntimeError:
-            continue
-        n += 1
+    return sum(1 for _ in evtx_records(path))
 
 
 def test_every_attack_sample_reads_with_evtx_own_count() -> None:
     root = need_shared(ATTACK_SAMPLES)
-    files = _evtx_files(root)
+    files = evtx_files(root)
     assert len(files) > 250
     mismatched = []
     for path in files:
@@ -59,7 +45,7 @@ def test_whole_attack_folder_run_succeeds() -> None:
 
 def test_regression_json_twins_match_evtx() -> None:
     root = need_shared(SIGMAHQ / "regression_data")
-    pairs = [(p, p.with_suffix(".json")) for p in _evtx_files(root) if p.with_suffix(".json").exists()]
+    pairs = [(p, p.with_suffix(".json")) for p in evtx_files(root) if p.with_suffix(".json").exists()]
     assert len(pairs) >= 200
     for evtx_path, json_path in pairs:
         key = lambda e: (e.fields["EventID"], e.fields["Computer"], e.fields["EventRecordID"])  # noqa: E731
@@ -109,15 +95,8 @@ def test_c_and_python_normalization_agree_on_every_real_record() -> None:
         pytest.skip("the C extension was not built (no compiler at install time)")
     root = need_shared(ATTACK_SAMPLES)
     checked = 0
-    for path in _evtx_files(root) + _evtx_files(SIGMAHQ / "regression_data"):
-        it = evtx.PyEvtxParser(str(path)).records_json()
-        while True:
-            try:
-                rec = next(it)
-            except StopIteration:
-                break
-            except RuntimeError:
-                continue
+    for path in evtx_files(root) + evtx_files(SIGMAHQ / "regression_data"):
+        for rec in evtx_records(path):
             in_c = normalize._flatten.from_evtx_dict(orjson.loads(rec["data"]))
             in_py = normalize.from_evtx_dict_py(orjson.loads(rec["data"]))
             assert in_c == in_py, (path, rec["event_record_id"])

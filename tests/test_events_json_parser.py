@@ -12,14 +12,13 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
 
-from paths import ATTACK_SAMPLES, SIGMAHQ, need_shared
+from paths import ATTACK_SAMPLES, SIGMAHQ, evtx_files, evtx_records, need_shared
 from scmwatch.events import normalize
 
 if normalize._flatten is None:
@@ -859,30 +858,12 @@ def test_str_and_bytes_of_non_ascii_record() -> None:
 # real records
 
 
-def _evtx_files(root: Path) -> list[Path]:
-    return sorted(root.rglob("*.evtx"))
-
-
-def _records(path: Path) -> Iterator[dict]:
-    import evtx
-
-    it = evtx.PyEvtxParser(str(path)).records_json()
-    while True:
-        try:
-            rec = next(it)
-        except StopIteration:
-            return
-        except RuntimeError:
-            continue  # a record the evtx package cannot decode (as test_events_corpus.py does)
-        yield rec
-
-
 def test_c_and_python_agree_on_every_real_record() -> None:
     root = need_shared(ATTACK_SAMPLES)
     regression = need_shared(SIGMAHQ / "regression_data")
     checked = 0
-    for path in _evtx_files(root) + _evtx_files(regression):
-        for rec in _records(path):
+    for path in evtx_files(root) + evtx_files(regression):
+        for rec in evtx_records(path):
             text = rec["data"]
             want = PY_PARSE(text)
             got = C_PARSE(text)
@@ -911,13 +892,13 @@ HAND_RECORDS = [LAYOUTS[name] for name in ("base", "system-objects", "userdata-a
 def _sample_records(limit: int = 200) -> list[str]:
     """About ``limit`` real record texts spread over the corpora, or the hand-written ones."""
     roots = [ATTACK_SAMPLES, SIGMAHQ / "regression_data"]
-    files = [p for root in roots if root.exists() for p in _evtx_files(root)]
+    files = [p for root in roots if root.exists() for p in evtx_files(root)]
     if not files:
         return HAND_RECORDS
     texts: list[str] = []
     step = max(1, len(files) // limit)
     for path in files[::step]:
-        for rec in _records(path):
+        for rec in evtx_records(path):
             texts.append(rec["data"])
             break
         if len(texts) >= limit:
@@ -926,7 +907,7 @@ def _sample_records(limit: int = 200) -> list[str]:
     for path in files:
         if len(texts) >= limit + 40:
             break
-        for rec in itertools.islice(_records(path), 50):
+        for rec in itertools.islice(evtx_records(path), 50):
             if not rec["data"].isascii():
                 texts.append(rec["data"])
                 break

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from paths import ATTACK_SAMPLES, ROOT
 from scmwatch import coverage, readiness
 from scmwatch.cli import main
 from scmwatch.packtest import fixture_file_for, load_fixtures, run_pack
 from scmwatch.rules import PACK_DIR, pack_paths
 from scmwatch.sigma import load_rules
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-CORPUS = SHARED / "corpora" / "evtx-attack-samples"
+CORPUS = ATTACK_SAMPLES
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
 

@@ -10,12 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from paths import SIGMAHQ
 from scmwatch.events.model import ReadStats
 from scmwatch.events.read import discover, read_input
 from scmwatch.sigma import Engine, load_rules
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SIGMAHQ = SHARED / "corpora" / "sigmahq"
 RULE_DIRS = ["rules", "rules-emerging-threats", "rules-threat-hunting"]
 
 pytestmark = pytest.mark.skipif(not (SIGMAHQ / "rules").is_dir(), reason="../shared/corpora/sigmahq absent")

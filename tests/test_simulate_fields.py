@@ -10,33 +10,24 @@ cannot be checked this way and are listed by the test.
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 
 import orjson
 import pytest
 
+from paths import ATTACK_SAMPLES, evtx_files, evtx_records, need_shared
 from scmwatch.events import ReadStats, iter_events
 from scmwatch.events.normalize import from_evtx_dict
 from scmwatch.simulate import Options, simulate
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CORPUS = SHARED / "corpora" / "evtx-attack-samples"
-
 
 @pytest.fixture(scope="module")
 def real_field_sets() -> dict[tuple[str, int], set[frozenset[str]]]:
-    if not CORPUS.is_dir():
-        pytest.skip("../shared/corpora/evtx-attack-samples is absent")
-    evtx = pytest.importorskip("evtx")
     sets: dict[tuple[str, int], set[frozenset[str]]] = defaultdict(set)
-    for path in sorted(CORPUS.rglob("*.evtx")):
-        try:
-            for rec in evtx.PyEvtxParser(str(path)).records_json():
-                fields = from_evtx_dict(orjson.loads(rec["data"]))
-                if fields and fields.get("Channel") and isinstance(fields.get("EventID"), int):
-                    sets[(fields["Channel"], fields["EventID"])].add(frozenset(fields))
-        except (OSError, RuntimeError):
-            continue
+    for path in evtx_files(need_shared(ATTACK_SAMPLES)):
+        for rec in evtx_records(path):
+            fields = from_evtx_dict(orjson.loads(rec["data"]))
+            if fields and fields.get("Channel") and isinstance(fields.get("EventID"), int):
+                sets[(fields["Channel"], fields["EventID"])].add(frozenset(fields))
     return sets
 
 
