@@ -398,6 +398,13 @@ def _guid(rng: random.Random) -> str:
     )
 
 
+def admin_shell(ctx: Ctx, t: float, h: Host) -> tuple[Account, Proc]:
+    """The operator of the attack scenarios (the second domain admin) and the elevated shell
+    they opened on ``h`` 5-60 s before ``t``."""
+    op = ctx.world.admins[1]
+    return op, operator_shell(ctx, t - ctx.rng.uniform(5, 60), h, op)
+
+
 def operator_shell(ctx: Ctx, t: float, h: Host, account: Account) -> Proc:
     """An elevated ``cmd.exe`` of an interactive admin on ``h`` (the parent of operator tools)."""
     key = f"explorer:{account.name}"

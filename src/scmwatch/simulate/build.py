@@ -152,40 +152,41 @@ def version_info(image: str, original: str | None = None) -> tuple[str, str, str
 # --- Sysmon ---------------------------------------------------------------------------------
 
 
+def _sysmon(
+    h: Host, t: float, eid: int, p: Proc, fields: dict[str, Any], event_type: str | None = None
+) -> Rec:
+    """A Sysmon record: the header every Sysmon event starts with (rule name, event type when
+    the event has one, time, process), then ``fields`` in the order Sysmon writes them."""
+    head: dict[str, Any] = {"RuleName": "-"}
+    if event_type is not None:
+        head["EventType"] = event_type
+    head.update(UtcTime=utc_ms(t), ProcessGuid=p.guid, ProcessId=p.pid)
+    return Rec(t, h, SYSMON, eid, {**head, **fields}, user_sid=SYSTEM.sid)
+
+
 def sysmon1(h: Host, t: float, p: Proc, original: str | None = None) -> Rec:
     parent = p.parent
     fv, desc, prod, comp, orig = version_info(p.image, original)
-    return Rec(
-        t,
-        h,
-        SYSMON,
-        1,
-        {
-            "RuleName": "-",
-            "UtcTime": utc_ms(t),
-            "ProcessGuid": p.guid,
-            "ProcessId": p.pid,
-            "Image": p.image,
-            "FileVersion": fv,
-            "Description": desc,
-            "Product": prod,
-            "Company": comp,
-            "OriginalFileName": orig,
-            "CommandLine": p.cmdline,
-            "CurrentDirectory": "C:\\Windows\\system32\\",
-            "User": p.user.qualified,
-            "LogonGuid": p.logon_guid,
-            "LogonId": p.logon_id,
-            "TerminalSessionId": 0 if p.user is SYSTEM else 1,
-            "IntegrityLevel": p.integrity,
-            "Hashes": fake_hashes(p.image),
-            "ParentProcessGuid": parent.guid if parent else "00000000-0000-0000-0000-000000000000",
-            "ParentProcessId": parent.pid if parent else 0,
-            "ParentImage": parent.image if parent else "-",
-            "ParentCommandLine": parent.cmdline if parent else "-",
-        },
-        user_sid=SYSTEM.sid,
-    )
+    return _sysmon(h, t, 1, p, {
+        "Image": p.image,
+        "FileVersion": fv,
+        "Description": desc,
+        "Product": prod,
+        "Company": comp,
+        "OriginalFileName": orig,
+        "CommandLine": p.cmdline,
+        "CurrentDirectory": "C:\\Windows\\system32\\",
+        "User": p.user.qualified,
+        "LogonGuid": p.logon_guid,
+        "LogonId": p.logon_id,
+        "TerminalSessionId": 0 if p.user is SYSTEM else 1,
+        "IntegrityLevel": p.integrity,
+        "Hashes": fake_hashes(p.image),
+        "ParentProcessGuid": parent.guid if parent else "00000000-0000-0000-0000-000000000000",
+        "ParentProcessId": parent.pid if parent else 0,
+        "ParentImage": parent.image if parent else "-",
+        "ParentCommandLine": parent.cmdline if parent else "-",
+    })
 
 
 def sysmon3(
@@ -200,161 +201,81 @@ def sysmon3(
     src_name: str = "",
     dst_name: str = "",
 ) -> Rec:
-    return Rec(
-        t,
-        h,
-        SYSMON,
-        3,
-        {
-            "RuleName": "-",
-            "UtcTime": utc_ms(t),
-            "ProcessGuid": p.guid,
-            "ProcessId": p.pid,
-            "Image": p.image,
-            "User": p.user.qualified if p.image != "System" else "NT AUTHORITY\\SYSTEM",
-            "Protocol": "tcp",
-            "Initiated": initiated,
-            "SourceIsIpv6": False,
-            "SourceIp": src,
-            "SourceHostname": src_name or "-",
-            "SourcePort": sport,
-            "SourcePortName": "-",
-            "DestinationIsIpv6": False,
-            "DestinationIp": dst,
-            "DestinationHostname": dst_name or "-",
-            "DestinationPort": dport,
-            "DestinationPortName": {445: "microsoft-ds", 135: "epmap", 53: "domain", 443: "https"}.get(
-                dport, "-"
-            ),
-        },
-        user_sid=SYSTEM.sid,
-    )
+    return _sysmon(h, t, 3, p, {
+        "Image": p.image,
+        "User": p.user.qualified if p.image != "System" else "NT AUTHORITY\\SYSTEM",
+        "Protocol": "tcp",
+        "Initiated": initiated,
+        "SourceIsIpv6": False,
+        "SourceIp": src,
+        "SourceHostname": src_name or "-",
+        "SourcePort": sport,
+        "SourcePortName": "-",
+        "DestinationIsIpv6": False,
+        "DestinationIp": dst,
+        "DestinationHostname": dst_name or "-",
+        "DestinationPort": dport,
+        "DestinationPortName": {445: "microsoft-ds", 135: "epmap", 53: "domain", 443: "https"}.get(
+            dport, "-"
+        ),
+    })
 
 
 def sysmon7(h: Host, t: float, p: Proc, loaded: str, signed: bool, signature: str = "") -> Rec:
     fv, desc, prod, comp, orig = version_info(loaded)
-    return Rec(
-        t,
-        h,
-        SYSMON,
-        7,
-        {
-            "RuleName": "-",
-            "UtcTime": utc_ms(t),
-            "ProcessGuid": p.guid,
-            "ProcessId": p.pid,
-            "Image": p.image,
-            "ImageLoaded": loaded,
-            "FileVersion": fv,
-            "Description": desc,
-            "Product": prod,
-            "Company": comp,
-            "OriginalFileName": orig,
-            "Hashes": fake_hashes(loaded),
-            "Signed": "true" if signed else "false",
-            "Signature": signature,
-            "SignatureStatus": "Valid" if signed else "Unavailable",
-        },
-        user_sid=SYSTEM.sid,
-    )
+    return _sysmon(h, t, 7, p, {
+        "Image": p.image,
+        "ImageLoaded": loaded,
+        "FileVersion": fv,
+        "Description": desc,
+        "Product": prod,
+        "Company": comp,
+        "OriginalFileName": orig,
+        "Hashes": fake_hashes(loaded),
+        "Signed": "true" if signed else "false",
+        "Signature": signature,
+        "SignatureStatus": "Valid" if signed else "Unavailable",
+    })
 
 
 def sysmon11(h: Host, t: float, p: Proc, path: str) -> Rec:
-    return Rec(
-        t,
-        h,
-        SYSMON,
-        11,
-        {
-            "RuleName": "-",
-            "UtcTime": utc_ms(t),
-            "ProcessGuid": p.guid,
-            "ProcessId": p.pid,
-            "Image": p.image,
-            "TargetFilename": path,
-            "CreationUtcTime": utc_ms(t),
-        },
-        user_sid=SYSTEM.sid,
-    )
+    return _sysmon(h, t, 11, p, {
+        "Image": p.image,
+        "TargetFilename": path,
+        "CreationUtcTime": utc_ms(t),
+    })
 
 
 def sysmon12(h: Host, t: float, p: Proc, key: str, event_type: str = "CreateKey") -> Rec:
-    return Rec(
-        t,
-        h,
-        SYSMON,
-        12,
-        {
-            "RuleName": "-",
-            "EventType": event_type,
-            "UtcTime": utc_ms(t),
-            "ProcessGuid": p.guid,
-            "ProcessId": p.pid,
-            "Image": p.image,
-            "TargetObject": key,
-        },
-        user_sid=SYSTEM.sid,
-    )
+    return _sysmon(h, t, 12, p, event_type=event_type, fields={
+        "Image": p.image,
+        "TargetObject": key,
+    })
 
 
 def sysmon13(h: Host, t: float, p: Proc, key: str, details: str) -> Rec:
-    return Rec(
-        t,
-        h,
-        SYSMON,
-        13,
-        {
-            "RuleName": "-",
-            "EventType": "SetValue",
-            "UtcTime": utc_ms(t),
-            "ProcessGuid": p.guid,
-            "ProcessId": p.pid,
-            "Image": p.image,
-            "TargetObject": key,
-            "Details": details,
-        },
-        user_sid=SYSTEM.sid,
-    )
+    return _sysmon(h, t, 13, p, event_type="SetValue", fields={
+        "Image": p.image,
+        "TargetObject": key,
+        "Details": details,
+    })
 
 
 def sysmon_pipe(h: Host, t: float, p: Proc, pipe: str, connect: bool) -> Rec:
     eid = 18 if connect else 17
-    return Rec(
-        t,
-        h,
-        SYSMON,
-        eid,
-        {
-            "RuleName": "-",
-            "EventType": "ConnectPipe" if connect else "CreatePipe",
-            "UtcTime": utc_ms(t),
-            "ProcessGuid": p.guid,
-            "ProcessId": p.pid,
-            "PipeName": pipe,
-            "Image": p.image,
-        },
-        user_sid=SYSTEM.sid,
-    )
+    return _sysmon(h, t, eid, p, event_type="ConnectPipe" if connect else "CreatePipe", fields={
+        "PipeName": pipe,
+        "Image": p.image,
+    })
 
 
 def sysmon22(h: Host, t: float, p: Proc, query: str, results: str) -> Rec:
-    return Rec(
-        t,
-        h,
-        SYSMON,
-        22,
-        {
-            "RuleName": "-",
-            "UtcTime": utc_ms(t),
-            "ProcessGuid": p.guid,
-            "ProcessId": p.pid,
-            "QueryName": query,
-            "QueryStatus": "0",
-            "QueryResults": results,
-            "Image": p.image,
-        },
-        user_sid=SYSTEM.sid,
-    )
+    return _sysmon(h, t, 22, p, {
+        "QueryName": query,
+        "QueryStatus": "0",
+        "QueryResults": results,
+        "Image": p.image,
+    })
 
 
 # --- Security -------------------------------------------------------------------------------

@@ -56,9 +56,7 @@ def _upload_and_install(
 
 @scenario("paexec", "PAExec \\\\host -s: service PAExec-<pid>-<client>, PaExecIn/Out/Err pipes", "windows")
 def paexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
-    rng = ctx.rng
-    op = ctx.world.admins[1]
-    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
+    op, shell = a.admin_shell(ctx, t, src)
     tool = a.child(
         ctx,
         t,
@@ -111,9 +109,7 @@ def paexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     "windows",
 )
 def remcom(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
-    rng = ctx.rng
-    op = ctx.world.admins[1]
-    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
+    op, shell = a.admin_shell(ctx, t, src)
     tool = a.child(
         ctx,
         t,
@@ -162,9 +158,7 @@ def remcom(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     "csexec", "CSExec (C# PsExec): csexecsvc.exe on ADMIN$, service csexecsvc, pipe \\csexecsvc", "windows"
 )
 def csexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
-    rng = ctx.rng
-    op = ctx.world.admins[1]
-    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
+    op, shell = a.admin_shell(ctx, t, src)
     a.child(ctx, t, src, shell, "C:\\Tools\\CSExec.exe", f"CSExec.exe  \\\\{dst.name} cmd.exe", PSEXEC_SRC)
     s = a.smb_session(ctx, t + 0.1, dst, src.ip, op, "Kerberos")
     ex = Expect(e4697=(PSEXEC_SRC, ODDPATH), e7045=(PSEXEC_SRC, ODDPATH), e13=(ODDPATH,))

@@ -28,8 +28,7 @@ COMMANDS = [
 
 def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None, asr: bool = False) -> None:
     rng = ctx.rng
-    op = ctx.world.admins[1]
-    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
+    op, shell = a.admin_shell(ctx, t, src)
     if svc:  # the operator renamed the client too: only its version resource and command line tell
         exe = rng.choice(["svcmgr.exe", "update.exe", "pe64.exe"])
         image = f"C:\\ProgramData\\{exe}"

@@ -97,8 +97,7 @@ def remote_registry(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
 )
 def hidden_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     rng = ctx.rng
-    op = ctx.world.admins[1]
-    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), dst, op)
+    op, shell = a.admin_shell(ctx, t, dst)
     name = rng.choice(["WinDefendUpdate", "MsCtfMonitor", "NetSvcHelper", "DiagTrackSvc2"])
     exe = f"C:\\ProgramData\\{rand_letters(rng, 6).lower()}\\{name.lower()}.exe"
     key = f"HKLM\\SYSTEM\\CurrentControlSet\\Services\\{name}"
@@ -144,9 +143,8 @@ def hidden_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
 def remote_registry_sc(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     """The CLI variant of §2.13: an operator enables RemoteRegistry with sc.exe, then reads the registry."""
     rng = ctx.rng
-    op = ctx.world.admins[1]
     services = dst.core["services"]
-    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
+    op, shell = a.admin_shell(ctx, t, src)
     s = a.smb_session(ctx, t, dst, src.ip, op, "Kerberos")
     a.child(
         ctx,

@@ -55,8 +55,7 @@ def _svcctl(ctx: Ctx, t: float, s: Session, ops: list[str]) -> float:
 @scenario("sc-remote", "sc \\\\host create / config / start / delete with a dropped binary", "windows")
 def sc_remote(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     rng = ctx.rng
-    op = ctx.world.admins[1]
-    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
+    op, shell = a.admin_shell(ctx, t, src)
     name = rng.choice(["UpdateSvc", "WinTelemetry", "MSUpdater", "SyncAgent"])
     binary = rand_letters(rng, 6).lower() + ".exe"
     local = f"C:\\ProgramData\\{binary}"
@@ -126,8 +125,7 @@ def _swap(ctx: Ctx, t: float, dst: Host, s: Session, payload: str, ops_extra: li
 )
 def sc_binpath(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     rng = ctx.rng
-    op = ctx.world.admins[1]
-    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
+    op, shell = a.admin_shell(ctx, t, src)
     key, display, original = rng.choice(EXISTING)
     payload = rng.choice(PAYLOADS)
     s = a.smb_session(ctx, t, dst, src.ip, op, "Kerberos")
@@ -184,8 +182,7 @@ def wmic_service_create(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     """WMI's service provider calls CreateService on the target for the remote user: 4697/7045 carry
     that user's network logon, but no svcctl pipe is opened (spec §2.17 sel_wmic)."""
     rng = ctx.rng
-    op = ctx.world.admins[1]
-    shell = a.operator_shell(ctx, t - rng.uniform(5, 60), src, op)
+    op, shell = a.admin_shell(ctx, t, src)
     name = rng.choice(["WmiHelperSvc", "PerfHostSvc", "NetMonAgent"])
     path = f"C:\\ProgramData\\{name.lower()}\\{name.lower()}.exe"
     # WMIC passes Win32_Service.Create's parameters positionally, in alphabetical order
