@@ -7,7 +7,7 @@ import string
 
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
-from scmwatch.simulate.actions import Ctx, Expect
+from scmwatch.simulate.actions import Ctx, Expect, Session
 from scmwatch.simulate.scenarios import (
     IMPACKET,
     MS17,
@@ -19,7 +19,7 @@ from scmwatch.simulate.scenarios import (
     WINEXEC,
     scenario,
 )
-from scmwatch.simulate.world import SYSTEM, Account, Host, Logon, rand_letters
+from scmwatch.simulate.world import SYSTEM, Account, Host, Logon, Proc, rand_letters
 
 PSH_PAYLOAD = (
     "if([IntPtr]::Size -eq 4){$b='powershell.exe'}else{$b=$env:windir+'\\syswow64\\WindowsPowerShell\\v1.0"
@@ -30,6 +30,46 @@ PSH_PAYLOAD = (
     "AAK1WbW/aSBD+nF+BKkuAEtgQSJpGipQNCUoT'')))))))';$s.UseShellExecute=$false;$p=[System.Diagnostics.Process]"
     "::Start($s);"
 )
+
+
+def _psh_launcher(ctx: Ctx, t: float, dst: Host, parent: Proc) -> None:
+    """The Metasploit psexec_psh-style PowerShell launcher, started by the service's process."""
+    a.child(
+        ctx,
+        t,
+        dst,
+        parent,
+        "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+        f'powershell.exe  -nop -w hidden -noni -c "{PSH_PAYLOAD}"',
+    )
+
+
+def _delete_and_leave(ctx: Ctx, s: Session, dst: Host, svc: str, t_install: float, t_run: float) -> None:
+    """A second after the install, delete the service over svcctl; log off a second after it ran."""
+    a.dce_rpc(ctx, t_install + 1.0, s, "svcctl", ["DeleteService", "CloseServiceHandle"])
+    a.delete_service(ctx, t_install + 1.05, dst, svc)
+    a.logoff(ctx, t_run + 1, s)
+
+
+def _sliver_upload(ctx: Ctx, t: float, src: Host, dst: Host, op: Account, exe: str) -> tuple[Session, float]:
+    """Sliver's psexec: the binary to C$\\windows\\temp, then (psexec.go waits 5 s after the
+    upload) the svcctl pipe and the create/start calls. Returns the SMB session and the time
+    the service is created."""
+    s = a.smb_session(ctx, t + 0.01, dst, src.ip, op, "Kerberos")
+    a.tree_connect(ctx, t + 0.02, s, "C$")
+    a.file_write(
+        ctx,
+        t + 0.03,
+        s,
+        "C$",
+        f"windows\\temp\\{exe}",
+        SLIVER,
+        local_path=f"C:\\Windows\\Temp\\{exe}",
+        expect_zeek=(SLIVER,),
+    )
+    a.tree_connect(ctx, t + 5.0, s, "IPC$")
+    a.pipe_open(ctx, t + 5.01, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))
+    return s, a.dce_rpc(ctx, t + 5.02, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
 
 
 @scenario("winexe", "winexe from Linux: winexesvc.exe on ADMIN$, service winexesvc, \\ahexec pipes", "linux")
@@ -109,21 +149,7 @@ def sliver_psexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     )
     ctx.add(b.sysmon3(src, t, implant, src.ip, ctx.port(), dst.ip, 445, True, src.fqdn, dst.fqdn))
     exe = sliver_name(rng)
-    s = a.smb_session(ctx, t + 0.01, dst, src.ip, op, "Kerberos")
-    a.tree_connect(ctx, t + 0.02, s, "C$")
-    a.file_write(
-        ctx,
-        t + 0.03,
-        s,
-        "C$",
-        f"windows\\temp\\{exe}",
-        SLIVER,
-        local_path=f"C:\\Windows\\Temp\\{exe}",
-        expect_zeek=(SLIVER,),
-    )
-    a.tree_connect(ctx, t + 5.0, s, "IPC$")  # psexec.go waits 5 s after the upload
-    a.pipe_open(ctx, t + 5.01, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))
-    t1 = a.dce_rpc(ctx, t + 5.02, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
+    s, t1 = _sliver_upload(ctx, t, src, dst, op, exe)
     path = f"c:\\windows\\temp\\{exe}"
     ex = Expect(e4697=(SLIVER, ODDPATH), e7045=(SLIVER, ODDPATH), e13=(ODDPATH,), e_key=(SLIVER,))
     t2 = a.install_service(ctx, t1, dst, op, s.logon.logon_id, "Sliver", path, ex)
@@ -182,17 +208,8 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
     t2 = a.install_service(ctx, t1, dst, admin, s.logon.logon_id, svc, path, ex)
     p, t3 = a.run_service(ctx, t2 + 0.05, dst, svc, svc, image, cmdline, ex, is_service=False)
     if psh:
-        a.child(
-            ctx,
-            t2 + 0.1,
-            dst,
-            p,
-            "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
-            f'powershell.exe  -nop -w hidden -noni -c "{PSH_PAYLOAD}"',
-        )
-    a.dce_rpc(ctx, t2 + 1.0, s, "svcctl", ["DeleteService", "CloseServiceHandle"])
-    a.delete_service(ctx, t2 + 1.05, dst, svc)
-    a.logoff(ctx, t3 + 1, s)
+        _psh_launcher(ctx, t2 + 0.1, dst, p)
+    _delete_and_leave(ctx, s, dst, svc, t2, t3)
     ctx.expect_correlation(SVCCTL, SMBEXEC)
 
 
@@ -245,17 +262,8 @@ def ms17_010(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     p, t3 = a.run_service(
         ctx, t2 + 0.05, dst, svc, svc, "C:\\Windows\\System32\\cmd.exe", cmdline, ex, is_service=False
     )
-    a.child(
-        ctx,
-        t2 + 0.1,
-        dst,
-        p,
-        "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
-        f'powershell.exe  -nop -w hidden -noni -c "{PSH_PAYLOAD}"',
-    )
-    a.dce_rpc(ctx, t2 + 1.0, s, "svcctl", ["DeleteService", "CloseServiceHandle"])
-    a.delete_service(ctx, t2 + 1.05, dst, svc)
-    a.logoff(ctx, t3 + 1, s)
+    _psh_launcher(ctx, t2 + 0.1, dst, p)
+    _delete_and_leave(ctx, s, dst, svc, t2, t3)
     ctx.expect_correlation(MS17, SVCCTL, SMBEXEC)
 
 
@@ -408,21 +416,7 @@ def sliver_psexec_renamed(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     op = ctx.world.admins[1]
     name = rng.choice(["WinHealthSvc", "MsUpdateAgent", "NetTelemetry"])
     exe = sliver_name(rng)
-    s = a.smb_session(ctx, t + 0.01, dst, src.ip, op, "Kerberos")
-    a.tree_connect(ctx, t + 0.02, s, "C$")
-    a.file_write(
-        ctx,
-        t + 0.03,
-        s,
-        "C$",
-        f"windows\\temp\\{exe}",
-        SLIVER,
-        local_path=f"C:\\Windows\\Temp\\{exe}",
-        expect_zeek=(SLIVER,),
-    )
-    a.tree_connect(ctx, t + 5.0, s, "IPC$")
-    a.pipe_open(ctx, t + 5.01, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))
-    t1 = a.dce_rpc(ctx, t + 5.02, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
+    s, t1 = _sliver_upload(ctx, t, src, dst, op, exe)
     path = f"c:\\windows\\temp\\{exe}"
     ex = Expect(e4697=(SLIVER, ODDPATH), e7045=(SLIVER, ODDPATH), e13=(ODDPATH,))
     t2 = a.install_service(ctx, t1, dst, op, s.logon.logon_id, name, path, ex)
