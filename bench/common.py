@@ -6,6 +6,9 @@ in the same run, because on a noisy machine only that ratio means anything.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import evtx
@@ -39,3 +42,27 @@ def raw_pass(files: list[str]) -> int:
             loads(rec["data"])
             n += 1
     return n
+
+
+# Runs a scmwatch CLI command in a fresh interpreter and reports its peak RSS (KiB) on stderr.
+_WRAPPER = (
+    "import resource, sys\n"
+    "from scmwatch.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(rc)\n"
+)
+
+
+def run_cli(args: list[str]) -> tuple[float, int, str]:
+    """``scmwatch ARGS`` in a new process: (wall seconds, peak RSS in KiB, its stderr)."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"scmwatch {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    rss = 0
+    for line in proc.stderr.splitlines():
+        if line.startswith("PEAK_RSS_KB"):
+            rss = int(line.split()[1])
+    return seconds, rss, proc.stderr

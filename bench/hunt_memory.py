@@ -17,35 +17,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import orjson
 
-# Runs a scmwatch CLI command in this process and reports its own peak RSS (KiB) on the last line.
-_WRAPPER = (
-    "import resource, sys\n"
-    "from scmwatch.cli import main\n"
-    "rc = main(sys.argv[1:])\n"
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-    "sys.exit(rc)\n"
-)
-
-
-def run(args: list[str]) -> tuple[float, int]:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"scmwatch {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    rss = 0
-    for line in proc.stderr.splitlines():
-        if line.startswith("PEAK_RSS_KB"):
-            rss = int(line.split()[1])
-    return seconds, rss
+from common import run_cli
 
 
 def main() -> int:
@@ -67,10 +44,11 @@ def main() -> int:
             data = base / f"sim-{n}"
             if not (data / "labels.jsonl").exists():
                 shutil.rmtree(data, ignore_errors=True)
-                run(["simulate", "all", "--out", str(data), "--events", str(n), "--seed", str(args.seed)])
+                run_cli(["simulate", "all", "--out", str(data), "--events", str(n), "--seed", str(args.seed)])
             summary = work / f"summary-{n}.json"
-            secs, rss = run(["hunt", str(data), "--format", "jsonl", "--output", str(work / "alerts.jsonl"),
-                             "--summary", str(summary), "--jobs", str(args.jobs)])
+            alerts = str(work / "alerts.jsonl")
+            secs, rss, _ = run_cli(["hunt", str(data), "--format", "jsonl", "--output", alerts,
+                                    "--summary", str(summary), "--jobs", str(args.jobs)])
             s = orjson.loads(summary.read_bytes())
             mem = s.get("memory", {})
             corr = s.get("correlation", {})

@@ -14,35 +14,12 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import orjson
 
-# Runs a scmwatch CLI command in this process and reports its own peak RSS (KiB) on the last line.
-_WRAPPER = (
-    "import resource, sys\n"
-    "from scmwatch.cli import main\n"
-    "rc = main(sys.argv[1:])\n"
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-    "sys.exit(rc)\n"
-)
-
-
-def run(args: list[str]) -> tuple[float, int, str]:
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"scmwatch {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    rss = 0
-    for line in proc.stderr.splitlines():
-        if line.startswith("PEAK_RSS_KB"):
-            rss = int(line.split()[1])
-    return seconds, rss, proc.stderr
+from common import run_cli
 
 
 def main() -> int:
@@ -69,7 +46,7 @@ def main() -> int:
             alerts = base / f"alerts-{n}.jsonl"
             summary = base / f"summary-{n}.json"
             shutil.rmtree(out, ignore_errors=True)
-            sim_s, sim_rss, _ = run(
+            sim_s, sim_rss, _ = run_cli(
                 [
                     "simulate",
                     "all",
@@ -85,7 +62,7 @@ def main() -> int:
                     str(args.instances),
                 ]
             )
-            hunt_s, hunt_rss, _ = run(
+            hunt_s, hunt_rss, _ = run_cli(
                 [
                     "hunt",
                     str(out),

@@ -390,11 +390,8 @@ def _ci_code(fname: str, specs: list[tuple[str, Any]], em: Emitter) -> Code:
     return Code(f"(({inline}) if (_v := low[{fk}]) is not None else _slow(f.get({fk}), {em.name(test)}))")
 
 
-def _cased_pred(fname: str, specs: list[tuple[str, Any]]) -> Pred:
-    tests = [text_matcher(k, p) for k, p in specs]
-
-    def test(v: str) -> bool:
-        return any(t(v) for t in tests)
+def _raw_pred(fname: str, test: Callable[[str], bool]) -> Pred:
+    """``test`` on the field's value as written (not lower-cased): ``|cased`` and ``|re``."""
 
     def pred(f, low):
         v = f.get(fname)
@@ -403,6 +400,15 @@ def _cased_pred(fname: str, specs: list[tuple[str, Any]]) -> Pred:
         return _slow(v, test, lower=False)
 
     return pred
+
+
+def _cased_pred(fname: str, specs: list[tuple[str, Any]]) -> Pred:
+    tests = [text_matcher(k, p) for k, p in specs]
+
+    def test(v: str) -> bool:
+        return any(t(v) for t in tests)
+
+    return _raw_pred(fname, test)
 
 
 # ----------------------------------------------------------------------------- compiler
@@ -575,15 +581,7 @@ class _Compiler:
             flags += "s"
         if val.regexp.contains_placeholder():
             raise CompileError("placeholders inside regular expressions are not supported")
-        test = re2_searcher(str(val.regexp), flags)
-
-        def pred(f, low):
-            v = f.get(fname)
-            if v.__class__ is str:
-                return test(v)
-            return _slow(v, test, lower=False)
-
-        return pred
+        return _raw_pred(fname, re2_searcher(str(val.regexp), flags))
 
     def keyword(self, val: Any) -> tuple[Node, frozenset[str] | None]:
         """Field-less value: substring (wildcards honoured) over every non-System value."""
