@@ -71,9 +71,10 @@ class FileResult:
     hit_tail: list[tuple] = field(default_factory=list)  # the last, short sorted run, in memory
     hits: int = 0
     hits_peak: int = 0  # most hits held in memory at once (the sort buffer)
-    candidates_path: str | None = None  # spill file: correlation candidates, file order
-    cand_mem: list[tuple] = field(default_factory=list)  # or, when few, the same in memory
-    cand_runs: list[str] = field(default_factory=list)  # --jobs: a batch's candidates, merged
+    # spill files of correlation candidates (this file's stream; with --jobs also its batch's
+    # merged remainders), and the short remainder still in memory, in file order
+    cand_runs: list[str] = field(default_factory=list)
+    cand_mem: list[tuple] = field(default_factory=list)
     candidates: int = 0
     cands_peak: int = 0
     stats: ReadStats | None = None
@@ -205,7 +206,9 @@ def hunt_file(index: int, inp: InputFile) -> FileResult:
     res.hit_runs, res.hit_tail = hits.finish()
     res.hits = hits.count
     res.hits_peak = hits.peak
-    res.candidates_path, res.cand_mem = cands.finish()
+    cand_path, res.cand_mem = cands.finish()
+    if cand_path is not None:
+        res.cand_runs.append(cand_path)
     res.candidates = cands.count
     res.cands_peak = cands.peak
     res.stats = stats
@@ -347,8 +350,7 @@ def _hunt(paths: Sequence[str], ruleset: RuleSet, spill: SpillDir, memory: _Memo
         # Correlation alerts come out in decision order, not time order: spill them as sorted
         # runs too. Tie-break (1, 0, n) puts them after hits with an equal key, as before.
         corr = SortedSpiller(spill, "corr", _KEY, run_size)
-        streams: list[str | list] = [r.candidates_path for r in results if r.candidates_path is not None]
-        streams += [p for r in results for p in r.cand_runs]
+        streams: list[str | list] = [p for r in results for p in r.cand_runs]
         streams += memory.cand_runs + memory.cand_lists
         memory.open(streams)
         from scmwatch.correlate import Candidate
@@ -438,7 +440,7 @@ class _Memory:
             if r.hit_tail:
                 r.hit_runs.append(self._write(spill, "hits", [r.hit_tail], _KEY))
             if r.cand_mem:
-                self.cand_runs.append(self._write(spill, "cand", [r.cand_mem], _CAND_KEY))
+                r.cand_runs.append(self._write(spill, "cand", [r.cand_mem], _CAND_KEY))
         else:
             self.held += n
             self.held_peak = max(self.held_peak, self.held)
