@@ -50,6 +50,8 @@ EXPECTED: dict[str, str] = {
     "Defense Evasion/apt10_jjs_sideloading_prochollowing_persist_as_service_sysmon_1_7_8_13.evtx":
         "persistence as a service from C:\\Users",
     "Lateral Movement/lm_remote_registry_sysmon_1_13_3.evtx": "RemoteRegistry service started",
+    "Defense Evasion/DSE_bypass_BYOV_TDL_dummydriver_sysmon_6_7_13.evtx":
+        "BYOVD: TDL/Furutaka from C:\\Users\\Public drops VBoxDrv.sys, the SCM registers it",
 }
 
 

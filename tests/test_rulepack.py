@@ -250,6 +250,20 @@ def test_recall_on_shared_corpus():
     assert f"recall: {len(pack_recall.EXPECTED)}/{len(pack_recall.EXPECTED)}" in out.stdout
     # Alerts on unrelated files are each justified in the pack notes; anything new is a regression.
     others = out.stdout.split("## Alerts on other files")[1].split("recall:")[0]
-    files = {ln.strip() for ln in others.splitlines() if ln.startswith("  ") and not ln.startswith("     ")}
-    assert files <= {"Defense Evasion/sysmon_13_rdp_settings_tampering.evtx",
-                     "Discovery/Discovery_Remote_System_NamedPipes_Sysmon_18.evtx"}, files
+    pairs, current = set(), None
+    for ln in others.splitlines():
+        if ln.startswith("  ") and not ln.startswith("     "):
+            current = ln.strip()
+        elif ln.strip() and current:
+            pairs.add((current, ln.split(" x ", 1)[1].split(" [")[0]))
+    assert pairs <= ACCEPTED_OTHER_ALERTS, sorted(pairs - ACCEPTED_OTHER_ALERTS)
+
+
+# Alerts the pack raises on corpus files that are not service execution, each justified: a new
+# rule must not add to this list (issue: noise stays low).
+ACCEPTED_OTHER_ALERTS = {
+    # a real change of a service's configuration in the registry outside the SCM (RDP settings)
+    ("Defense Evasion/sysmon_13_rdp_settings_tampering.evtx", "service_registry_config_written_outside_scm"),
+    # remote pipe enumeration touches \svcctl (a low-level signal by design)
+    ("Discovery/Discovery_Remote_System_NamedPipes_Sysmon_18.evtx", "svcctl_pipe_connect_sysmon"),
+}

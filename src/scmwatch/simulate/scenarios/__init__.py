@@ -55,6 +55,9 @@ ODDPATH = "PT-CR-257"
 PSEXEC_SRC = "PT-CR-217"
 CLI = "PT-CR-271"
 SVC_CMD = "none"
+# detections that have no MaxPatrol rule (the pack's own variants) share the "none" key with the
+# MITRE analytic: labels name what must fire, the rule titles say which variant it is
+VARIANT = "none"
 
 
 def load_all() -> dict[str, Scenario]:

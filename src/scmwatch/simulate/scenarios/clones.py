@@ -16,6 +16,7 @@ from scmwatch.simulate.scenarios import (
     SMBEXEC,
     SVC_CMD,
     SVCCTL,
+    VARIANT,
     scenario,
 )
 from scmwatch.simulate.world import SYSTEM, Host, rand_letters
@@ -305,7 +306,7 @@ def meterpreter_getsystem(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     name = rand_letters(rng, 6).lower()
     path = f"cmd.exe /c echo {pipe} > \\\\.\\pipe\\{pipe}"
     ctx.add(b.sysmon_pipe(dst, t - 0.1, beacon, f"\\{pipe}", False))
-    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD,))
+    ex = Expect(e4697=(ODDPATH, VARIANT), e7045=(ODDPATH, VARIANT), e_proc=(SVC_CMD,))
     t1 = a.install_service(ctx, t, dst, user, beacon.logon_id, name, path, ex)
     a.run_service(
         ctx,

@@ -10,6 +10,7 @@ from scmwatch.simulate.scenarios import (
     CLI,
     MSSQL,
     ODDPATH,
+    VARIANT,
     WANNA,
     WANNA_SUB,
     scenario,
@@ -254,7 +255,8 @@ def odd_path_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         f'sc.exe  create {name} binPath= "{path}"{kind} start= {start_arg}',
         CLI,
     )
-    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
+    driver = (VARIANT,) if stype == "kernel mode driver" else ()  # BYOVD: a driver from a writable dir
+    ex = Expect(e4697=(ODDPATH, *driver), e7045=(ODDPATH, *driver), e13=(ODDPATH, *driver))
     # sc.exe's CreateService runs under the admin's interactive logon
     a.install_service(
         ctx,

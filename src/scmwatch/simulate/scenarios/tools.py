@@ -16,6 +16,7 @@ from scmwatch.simulate.scenarios import (
     SMBEXEC,
     SVC_CMD,
     SVCCTL,
+    VARIANT,
     WINEXEC,
     scenario,
 )
@@ -186,7 +187,7 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
             "C:\\Windows\\System32\\cmd.exe",
             path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe"),
         )
-        ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD, MS17))
+        ex = Expect(e4697=(ODDPATH, VARIANT), e7045=(ODDPATH, VARIANT), e_proc=(SVC_CMD, MS17))
     else:
         binary = rand_letters(rng, 8) + ".exe"
         a.file_write(
@@ -202,7 +203,8 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
         )
         path = f"%SYSTEMROOT%\\{binary}"
         image = cmdline = f"C:\\Windows\\{binary}"
-        ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
+        native = (VARIANT,) if len(svc) == 16 else ()  # the 16-letter name tells it from impacket
+        ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH, *native), e13=(ODDPATH,))
     a.pipe_open(ctx, t + 0.05, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
     t1 = a.dce_rpc(ctx, t + 0.06, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
     t2 = a.install_service(ctx, t1, dst, admin, s.logon.logon_id, svc, path, ex)
@@ -256,7 +258,7 @@ def ms17_010(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     t1 = a.dce_rpc(ctx, t + 1.72, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
     svc = rand_letters(rng, 16)
     path = f'%COMSPEC% /b /c start /b /min powershell.exe -nop -w hidden -noni -c "{PSH_PAYLOAD}"'
-    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD, MS17))
+    ex = Expect(e4697=(ODDPATH, VARIANT), e7045=(ODDPATH, VARIANT), e_proc=(SVC_CMD, MS17))
     t2 = a.install_service(ctx, t1, dst, dst.machine_account, s.logon.logon_id, svc, path, ex)
     cmdline = path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe")
     p, t3 = a.run_service(
