@@ -15,6 +15,7 @@ from typing import Any
 
 from scmwatch.audit.checks import ASR_PSEXEC_WMI, CHECKS, asr_state, audit_host
 from scmwatch.audit.model import SEVERITIES, Finding, HostData
+from scmwatch.escape import terminal
 
 
 @dataclass
@@ -164,7 +165,7 @@ def render_table(res: AuditResult) -> str:
         out.append(
             f"   input problems: {fl['input_errors']} (see stderr); files unreadable: {fl['files_failed']}"
         )
-    return "\n".join(out) + "\n"
+    return "\n".join(map(terminal, out)) + "\n"  # host, service and path names come from the hosts
 
 
 _CSS = """body{font:14px system-ui,sans-serif;margin:2em;color:#222}

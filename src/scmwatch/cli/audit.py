@@ -16,6 +16,7 @@ from pathlib import Path
 from scmwatch.audit.checks import CHECKS
 from scmwatch.audit.load import AuditLog, load
 from scmwatch.audit.report import RENDERERS, run_audit
+from scmwatch.escape import terminal
 
 
 def collector_script() -> str:
@@ -51,7 +52,7 @@ def handle(args: argparse.Namespace) -> int:
     log = AuditLog()
     hosts = load(args.paths, log)
     for source, message in log.problems:
-        print(f"scmwatch: {source}: {message}", file=sys.stderr)
+        print(f"scmwatch: {terminal(source)}: {terminal(message)}", file=sys.stderr)
     if not hosts:
         print(f"scmwatch: audit: no input could be read ({log.files_seen} file(s) tried)", file=sys.stderr)
         return 1

@@ -8,11 +8,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import orjson
-
 from scmwatch.alerts import event_dict
+from scmwatch.escape import terminal
 from scmwatch.events import Event, ReadError, ReadStats, discover, read_input
 from scmwatch.progress import Progress, summary_line
+from scmwatch.sinks.jsonl import json_line
 
 TABLE_LIMIT = 1000  # a terminal table of more rows helps nobody; jsonl has no limit
 
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "jsonl":
         out = sys.stdout.buffer
         for event in selected:
-            out.write(orjson.dumps(event_dict(event), default=str) + b"\n")
+            out.write(json_line(event_dict(event)))
         out.flush()
     else:
         _table(list(selected))
@@ -131,7 +131,11 @@ _SYSTEM = frozenset(
 
 def _table(events: list[Event]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    def cell(v: Any) -> str:  # log text: control characters and rich markup escaped
+        return escape(terminal(v))
 
     table = Table(show_lines=False)
     table.add_column("time", no_wrap=True)
@@ -142,11 +146,11 @@ def _table(events: list[Event]) -> None:
         f = ev.fields
         data = "  ".join(f"{k}={v}" for k, v in f.items() if k not in _SYSTEM and v not in (None, ""))
         table.add_row(
-            str(f.get("TimeCreated", "")),
-            str(f.get("Computer", "")),
-            str(f.get("Channel", "")),
-            str(f.get("EventID", "")),
-            data[:400],
+            cell(f.get("TimeCreated", "")),
+            cell(f.get("Computer", "")),
+            cell(f.get("Channel", "")),
+            cell(f.get("EventID", "")),
+            cell(data[:400]),
         )
     # Piped output has no terminal width; 80 columns would fold every value into slivers.
     Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -9,14 +9,15 @@ import tempfile
 import time
 from typing import Any
 
-import orjson
-
 from scmwatch.alerts import LEVELS
+from scmwatch.cli.outputs import AtomicFile, clash, write_atomic
+from scmwatch.escape import terminal
 from scmwatch.events.model import ReadError
 from scmwatch.hunt import BUILTIN_RULES, builtin_rule_files, run_hunt
 from scmwatch.progress import summary_line
 from scmwatch.sigma import load_rules
 from scmwatch.sinks import FORMATS, open_sink
+from scmwatch.sinks.jsonl import json_line
 
 
 def register(subparsers: Any) -> None:
@@ -56,7 +57,7 @@ def _write_readiness(result: Any, fmt: str, out: Any) -> None:
     if fmt == "table":
         print("", file=out)
         for line in ready.lines():
-            print(line, file=out)
+            print(terminal(line), file=out)
     else:
         print(f"scmwatch: readiness: {ready.rules_blind} of {ready.rules_total} rules could not fire for "
               "lack of events (details: table output or --summary)", file=sys.stderr)
@@ -70,6 +71,16 @@ class _OutputError(Exception):
     """Writing an alert failed (disk full, closed pipe): told apart from spill-file errors."""
 
 
+class _Failed(Exception):
+    """The run cannot go on: ``message`` is its one stderr line, ``code`` the exit code."""
+
+    def __init__(self, message: str, code: int = 1, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.summary = summary or {}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.lateness < 0:
         print("scmwatch: --lateness must not be negative", file=sys.stderr)
@@ -78,36 +89,72 @@ def run(args: argparse.Namespace) -> int:
         print("scmwatch: --jobs must be at least 1", file=sys.stderr)
         return 2
     if args.placeholders and not os.path.isfile(args.placeholders):
-        print(f"scmwatch: {args.placeholders}: placeholder file not found", file=sys.stderr)
+        print(f"scmwatch: {terminal(args.placeholders)}: placeholder file not found", file=sys.stderr)
         return 2
+    outputs = [(opt, path) for opt, path in (("--output", args.output), ("--summary", args.summary)) if path]
+    inputs = [*args.paths, *(args.rules or []), *([args.placeholders] if args.placeholders else [])]
+    problem = clash(outputs, inputs)
+    if problem:
+        print(f"scmwatch: {terminal(problem)}", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    try:
+        summary, code = _run(args, start)
+    except _Failed as exc:
+        print(f"scmwatch: {terminal(exc.message)}", file=sys.stderr)
+        _write_summary(args.summary, {**exc.summary, "error": exc.message, "exit_code": exc.code}, start)
+        return exc.code
+    except KeyboardInterrupt:
+        _write_summary(args.summary, {"error": "interrupted", "exit_code": 130}, start)
+        raise
+    except Exception as exc:  # a bug: one line and a summary saying so, never a traceback
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        print(f"scmwatch: {terminal(message)}", file=sys.stderr)
+        _write_summary(args.summary, {"error": message, "exit_code": 1}, start)
+        return 1
+    summary["error"] = None
+    summary["exit_code"] = code
+    if args.summary and not _write_summary(args.summary, summary, start):
+        return 1
+    return code
+
+
+def _write_summary(path: str | None, summary: dict[str, Any], start: float) -> bool:
+    """Write the run summary (also after a failure, with its ``error``); False when it could not."""
+    if not path:
+        return True
+    summary.setdefault("seconds_total", round(time.perf_counter() - start, 3))
+    try:
+        write_atomic(path, json_line(summary, indent=True))
+    except OSError as exc:
+        print(f"scmwatch: {terminal(path)}: cannot write summary: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
+    """Load the rules, hunt, stream the alerts into the output; ``(summary, exit code)``."""
     rule_paths = args.rules
     if not rule_paths:
         if not builtin_rule_files():
-            print(f"scmwatch: the built-in rule pack ({BUILTIN_RULES}) is empty; give --rules PATH",
-                  file=sys.stderr)
-            return 2
+            raise _Failed(f"the built-in rule pack ({BUILTIN_RULES}) is empty; give --rules PATH", 2)
         rule_paths = [str(BUILTIN_RULES)]
-    start = time.perf_counter()
     ruleset = load_rules(rule_paths, placeholders=args.placeholders)
     for path, reason in ruleset.rejected:
-        print(f"scmwatch: {path}: rule rejected: {reason}", file=sys.stderr)
+        print(f"scmwatch: {terminal(path)}: rule rejected: {terminal(reason)}", file=sys.stderr)
     if not ruleset.rules and not ruleset.correlations:
-        print("scmwatch: no rule could be loaded", file=sys.stderr)
-        return 1
+        raise _Failed("no rule could be loaded", 1, {"rules_rejected": len(ruleset.rejected)})
     rules = ruleset.by_id()
     # Alerts are streamed to the sink as the hunt's final merge produces them (never collected),
-    # so the output is opened first.
-    out_fh = None
-    if args.output:
-        try:
-            out_fh = open(args.output, "w", encoding="utf-8", newline="")  # noqa: SIM115 - closed below
-        except OSError as exc:
-            print(f"scmwatch: {args.output}: cannot write alerts: {exc.strerror or exc}", file=sys.stderr)
-            return 1
-    stream = out_fh if out_fh is not None else sys.stdout
+    # so the output is opened first; it replaces the named file only when the run succeeds.
+    target = AtomicFile(args.output) if args.output else None
     where = args.output or "<stdout>"
     try:
-        sink = open_sink(args.format, stream, rules, color=False if out_fh is not None else None)
+        stream = target.open() if target is not None else sys.stdout
+    except OSError as exc:
+        raise _Failed(f"{args.output}: cannot write alerts: {exc.strerror or exc}") from None
+    try:
+        sink = open_sink(args.format, stream, rules, color=False if target is not None else None)
 
         def emit(alert: Any) -> None:
             try:
@@ -119,36 +166,24 @@ def run(args: argparse.Namespace) -> int:
             result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level,
                               on_error=_print_error, lateness=args.lateness, show_progress=None, sink=emit)
         except _OutputError as exc:
-            print(f"scmwatch: {where}: cannot write alerts: {exc}", file=sys.stderr)
-            return 1
+            raise _Failed(f"{where}: cannot write alerts: {exc}") from None
         except OSError as exc:
-            print(f"scmwatch: {tempfile.gettempdir()}: cannot write temporary spill files (set TMPDIR "
-                  f"elsewhere?): {exc.strerror or exc}", file=sys.stderr)
-            return 1
+            raise _Failed(f"{tempfile.gettempdir()}: cannot write temporary spill files (set TMPDIR "
+                          f"elsewhere?): {exc.strerror or exc}") from None
         try:
             sink.close()
             _write_readiness(result, args.format, stream)
             stream.flush()
+            if target is not None:
+                target.commit()
         except OSError as exc:
-            print(f"scmwatch: {where}: cannot write alerts: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+            raise _Failed(f"{where}: cannot write alerts: {exc.strerror or exc}", 1, result.summary) from None
     finally:
-        if out_fh is not None:
-            try:
-                out_fh.close()
-            except OSError:
-                pass
-    seconds = time.perf_counter() - start
-    result.summary["seconds_total"] = round(seconds, 3)
-    if args.summary:
-        try:
-            with open(args.summary, "wb") as fh:
-                fh.write(orjson.dumps(result.summary, option=orjson.OPT_INDENT_2) + b"\n")
-        except OSError as exc:
-            print(f"scmwatch: {args.summary}: cannot write summary: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+        if target is not None:
+            target.discard()
+    result.summary["seconds_total"] = round(time.perf_counter() - start, 3)
     extra = f"{result.summary['alerts']:,} alerts from {len(ruleset.rules):,} rules"
     if ruleset.rejected:
         extra += f" ({len(ruleset.rejected)} rejected)"
     print(summary_line(result.stats, result.summary["seconds"], extra), file=sys.stderr)
-    return result.exit_code
+    return result.summary, result.exit_code

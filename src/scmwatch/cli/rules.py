@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scmwatch.cli import rules_pack
+from scmwatch.escape import terminal
 from scmwatch.sigma import load_rules
 
 
@@ -32,15 +33,15 @@ def _register_check(sub: Any) -> None:
 def run_check(args: argparse.Namespace) -> int:
     rs = load_rules(args.paths, placeholders=args.placeholders)
     for path, reason in rs.rejected:
-        print(f"{path}: {reason}")
+        print(f"{terminal(path)}: {terminal(reason)}")
     if args.verbose:
         for rule, reason in rs.not_run:
-            print(f"{rule.path}: not run: {reason}")
+            print(f"{terminal(rule.path)}: not run: {terminal(reason)}")
         for rule in rs.rules:
             for flag in rule.flags:
-                print(f"{rule.path}: note: {flag}")
+                print(f"{terminal(rule.path)}: note: {terminal(flag)}")
         for w in rs.warnings:
-            print(f"warning: {w}")
+            print(f"warning: {terminal(w)}")
     print(f"scmwatch: {rs.files} files: {len(rs.rules)} rules ok, {len(rs.correlations)} correlations, "
           f"{len(rs.rejected)} rejected, {len(rs.not_run)} without an event source", file=sys.stderr)
     return 1 if rs.rejected else 0

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from scmwatch import coverage as cov
+from scmwatch.escape import terminal
 from scmwatch.packtest import inherited_attrs, run_pack
 from scmwatch.readiness import describe, rule_keys
 from scmwatch.rules import PACK_DIR, pack_paths
@@ -39,7 +40,7 @@ def _sources(rule: Any) -> str:
 def run_list(args: argparse.Namespace) -> int:
     rs = load_rules(_paths(args))
     for path, reason in rs.rejected:
-        print(f"scmwatch: {path}: rule rejected: {reason}", file=sys.stderr)
+        print(f"scmwatch: {terminal(path)}: rule rejected: {terminal(reason)}", file=sys.stderr)
     rows = []
     inherited = inherited_attrs(rs, "maxpatrol_rule")
     for r in rs.rules:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from scmwatch.escape import terminal
+
 
 @dataclass(slots=True)
 class Event:
@@ -117,8 +119,10 @@ class ReadError:
     record: int | None = None
 
     def line(self) -> str:
-        where = f"{self.source}" + (f" (record {self.record})" if self.record is not None else "")
-        return f"scmwatch: {where}: {self.kind}: {self.message}"
+        """One stderr line; names and messages quote attacker-controlled text, so they are
+        escaped (a member name with a newline must not forge a second line)."""
+        where = terminal(self.source) + (f" (record {self.record})" if self.record is not None else "")
+        return f"scmwatch: {where}: {self.kind}: {terminal(self.message)}"
 
 
 @dataclass

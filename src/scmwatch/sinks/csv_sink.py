@@ -1,4 +1,10 @@
-"""CSV: one row per alert, flat columns for spreadsheets; ``details`` holds the explaining fields."""
+"""CSV: one row per alert, flat columns for spreadsheets; ``details`` holds the explaining fields.
+
+Every field is quoted (a CR or newline inside a value never splits a row, whatever the reader's
+newline handling) and every cell goes through :func:`scmwatch.escape.csv_cell`: a value starting
+with ``= + - @``, tab or CR gets a leading ``'`` so spreadsheets show it instead of running it
+(OWASP CSV-injection guidance), and lone surrogates become U+FFFD.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
 from scmwatch.alerts import Alert
+from scmwatch.escape import csv_cell
 from scmwatch.events.model import format_time
 from scmwatch.sinks.explain import explain
 
@@ -18,7 +25,7 @@ class CsvSink:
 
     def __init__(self, stream: IO[Any], rules: Mapping[str, Any]) -> None:
         self.rules = rules
-        self._w = csv.writer(stream, lineterminator="\n")
+        self._w = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
         self._w.writerow(COLUMNS)
         self.count = 0
 
@@ -26,8 +33,8 @@ class CsvSink:
         details = "; ".join(f"{k}={v}" for k, v in explain(a, self.rules.get(a.rule_id), max_fields=6))
         rec = "" if a.event.record_id is None else a.event.record_id
         ts = format_time(a.time) if a.time else ""
-        self._w.writerow((ts, a.level, a.title, a.rule_id, a.host, a.event.source, rec, ";".join(a.tags),
-                          details))
+        self._w.writerow([csv_cell(v) for v in (ts, a.level, a.title, a.rule_id, a.host, a.event.source, rec,
+                                                ";".join(a.tags), details)])
         self.count += 1
 
     def close(self) -> None:

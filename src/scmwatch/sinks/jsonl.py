@@ -1,4 +1,9 @@
-"""JSONL: one ``Alert.to_dict()`` per line — the machine-readable contract (architecture.md)."""
+"""JSONL: one ``Alert.to_dict()`` per line — the machine-readable contract (architecture.md).
+
+Values are written exactly as read (JSON escapes what needs escaping); only what JSON or UTF-8
+cannot hold is changed, by :func:`json_line`'s fallback: lone surrogates become U+FFFD, integers
+beyond 64 bits become their decimal string, nesting deeper than ``MAX_DEPTH`` a marker string.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,35 @@ from typing import IO, Any
 import orjson
 
 from scmwatch.alerts import Alert
+from scmwatch.escape import no_surrogates
+
+# orjson refuses more than 254 levels; log values nested deeper are cut here
+MAX_DEPTH = 200
+
+
+def json_line(obj: Any, indent: bool = False) -> bytes:
+    """``obj`` as JSON ending in ``\n`` (one line unless ``indent``); never raises for odd values."""
+    option = orjson.OPT_INDENT_2 if indent else 0
+    try:
+        return orjson.dumps(obj, default=str, option=option) + b"\n"
+    except TypeError:  # orjson.JSONEncodeError: surrogates, huge ints, too deep
+        return orjson.dumps(_json_safe(obj, 0), default=str, option=option) + b"\n"
+
+
+def _json_safe(v: Any, depth: int) -> Any:
+    if v is None or isinstance(v, bool | float):
+        return v
+    if isinstance(v, str):
+        return no_surrogates(v)
+    if isinstance(v, int):
+        return v if -(1 << 63) <= v < (1 << 64) else str(v)
+    if depth >= MAX_DEPTH:
+        return "(nested too deep)"
+    if isinstance(v, dict):
+        return {no_surrogates(str(k)): _json_safe(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_json_safe(x, depth + 1) for x in v]
+    return no_surrogates(str(v))
 
 
 class JsonlSink:
@@ -19,7 +53,7 @@ class JsonlSink:
         self.count = 0
 
     def write(self, a: Alert) -> None:
-        line = orjson.dumps(a.to_dict(), default=str) + b"\n"
+        line = json_line(a.to_dict())
         if self._buf is not None:
             self._buf.write(line)
         else:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from scmwatch.alerts import Alert
 from scmwatch.correlate.render import evidence_lines
+from scmwatch.escape import terminal
 from scmwatch.events.model import format_time
 from scmwatch.sinks.explain import explain
 
@@ -55,6 +56,11 @@ def write_table(alerts: Iterable[Alert], stream: IO[Any], rules: Mapping[str, An
     sink.close()
 
 
+def _cell(text: str) -> str:
+    """Log text for a rich table cell: control characters escaped, then rich markup escaped."""
+    return escape(terminal(text))
+
+
 def _render(alerts: Sequence[Alert], total: int, stream: IO[Any], rules: Mapping[str, Any],
             color: bool | None) -> None:
     console = Console(file=stream, force_terminal=color, no_color=(color is False), soft_wrap=False,
@@ -70,11 +76,11 @@ def _render(alerts: Sequence[Alert], total: int, stream: IO[Any], rules: Mapping
     table.add_column("why", overflow="fold", ratio=1)
     for a in alerts[:MAX_ROWS]:
         ts = format_time(a.time)[:23].replace("T", " ") if a.time else "-"
-        why = "\n".join(f"[bold]{escape(k)}[/]={escape(v)}" for k, v in explain(a, rules.get(a.rule_id)))
+        why = "\n".join(f"[bold]{_cell(k)}[/]={_cell(v)}" for k, v in explain(a, rules.get(a.rule_id)))
         if a.correlation and a.events:  # a correlation: one alert, then its chain of events
-            why += "\n" + "\n".join(f"[dim]→[/] {escape(line)}" for line in evidence_lines(a))
-        table.add_row(ts, escape(a.host or "-"), f"[{LEVEL_STYLE.get(a.level, '')}]{a.level}[/]",
-                      escape(a.title), why)
+            why += "\n" + "\n".join(f"[dim]→[/] {_cell(line)}" for line in evidence_lines(a))
+        table.add_row(ts, _cell(a.host or "-"), f"[{LEVEL_STYLE.get(a.level, '')}]{_cell(a.level)}[/]",
+                      _cell(a.title), why)
     console.print(table)
     if total > MAX_ROWS:
         console.print(f"… {total - MAX_ROWS:,} more alerts not shown (first {MAX_ROWS:,} by time); "
