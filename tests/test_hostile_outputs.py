@@ -87,7 +87,8 @@ def test_csv_cell_neutralises_formulas_per_owasp():
 def test_hunt_table_shows_control_characters_escaped(capsys, tmp_path):
     log, rules = _write(tmp_path, [
         _event(ServiceName=CLEAR_SCREEN + "svc" + OSC52, ImagePath="C:\\a.exe" + TITLE),
-        _event(Computer="WS" + OSC8, ServiceName="[bold red]x[/]" + CSI_C1, TimeCreated="2024-05-01T10:00:01Z"),
+        _event(Computer="WS" + OSC8, ServiceName="[bold red]x[/]" + CSI_C1,
+               TimeCreated="2024-05-01T10:00:01Z"),
     ])
     rc, out, err = _hunt(capsys, log, "--rules", rules)
     assert rc == 0, err
@@ -121,7 +122,8 @@ def test_stderr_problem_line_cannot_be_forged_by_a_member_name(capsys, tmp_path)
 def test_stderr_problem_line_escapes_a_file_name(capsys, tmp_path):
     bad = tmp_path / "x\x1b]0;pwned\x07\rscmwatch: fine.json"
     bad.write_text("{not json")
-    rc, _, err = main(["events", str(bad)]), *capsys.readouterr()
+    main(["events", str(bad)])
+    err = capsys.readouterr().err
     assert "\x1b" not in err and "\r" not in err and "\x07" not in err
     assert "\\x1b]0;pwned\\x07\\rscmwatch: fine.json" in err
 
@@ -148,7 +150,8 @@ FORMULAS = ["=HYPERLINK(\"http://evil.example\",\"x\")", "+cmd|' /C calc'!A0", "
 def test_csv_neutralises_formulas_and_never_splits_a_row(capsys, tmp_path):
     events = [_event(ServiceName=f, Computer=f, TimeCreated=f"2024-05-01T10:00:0{i}Z")
               for i, f in enumerate(FORMULAS)]
-    events.append(_event(ServiceName="two\rlines\r\nthree", Computer="a,b\"c", TimeCreated="2024-05-01T10:00:09Z"))
+    events.append(_event(ServiceName="two\rlines\r\nthree", Computer="a,b\"c",
+                         TimeCreated="2024-05-01T10:00:09Z"))
     log, rules = _write(tmp_path, events)
     out_file = tmp_path / "alerts.csv"
     rc, _, err = _hunt(capsys, log, "--rules", rules, "--format", "csv", "-o", str(out_file))
@@ -204,7 +207,8 @@ def test_output_equal_to_an_input_is_refused(capsys, tmp_path):
     existing.write_text("")
     rc, _, err = _hunt(capsys, str(tmp_path), "--rules", rules, "-o", str(existing))
     assert rc == 2 and "inside the input directory" in err
-    rc, _, err = _hunt(capsys, log, "--rules", rules, "-o", str(tmp_path / "x"), "--summary", str(tmp_path / "x"))
+    same = str(tmp_path / "x")
+    rc, _, err = _hunt(capsys, log, "--rules", rules, "-o", same, "--summary", same)
     assert rc == 2 and "the same file" in err
 
 
