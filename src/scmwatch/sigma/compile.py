@@ -868,3 +868,21 @@ def condition_fields(trees: list) -> list[str]:
     for t in trees:
         walk(t)
     return list(out)
+
+
+def empty_value_fields(trees: list) -> list[str]:
+    """Fields a condition compares with ``''``: Winlogbeat/Elastic exports drop empty EventData
+    values, so there such a test sees a missing field (``rules check -v`` says so)."""
+    out: dict[str, None] = {}
+
+    def walk(n: Any) -> None:
+        if isinstance(n, ConditionFieldEqualsValueExpression):
+            if n.field and isinstance(n.value, SigmaString) and not n.value.s:
+                out.setdefault(n.field, None)
+            return
+        for a in getattr(n, "args", None) or []:
+            walk(a)
+
+    for t in trees:
+        walk(t)
+    return list(out)

@@ -16,7 +16,13 @@ from typing import Any
 from sigma.correlations import SigmaCorrelationRule
 from sigma.rule import SigmaRule
 
-from scmwatch.sigma.compile import Pred, compile_condition, condition_fields, required_eventids
+from scmwatch.sigma.compile import (
+    Pred,
+    compile_condition,
+    condition_fields,
+    empty_value_fields,
+    required_eventids,
+)
 from scmwatch.sigma.load import load_placeholders, load_sigma, one_line
 from scmwatch.sigma.logsource import Key, sources_for
 from scmwatch.sigma.values import CompileError
@@ -128,6 +134,10 @@ def compile_rule(rule: SigmaRule, path: str, trees: list,
             pred = _with_extra(pred, spec.extra)
         cr.units.append(Unit(cr, spec.label, keys, pred, comp.literals, comp.literal_fields))
         cr.sources.append(spec.label)
+    empty = empty_value_fields(trees) if ls.product == "windows" else []
+    if empty:
+        cr.flags.append(f"compares {', '.join(empty)} with '': Winlogbeat/Elastic exports drop empty "
+                        "values, so on them this test sees a missing field")
     if reason is None and not cr.units:
         reason = "cannot fire on any source: " + "; ".join(cr.flags)
     return cr, reason
