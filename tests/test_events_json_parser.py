@@ -199,6 +199,13 @@ STRINGS = {
     "raw-utf8-then-escape": r'"é € 😀 \n"',
     "only-escape": r'"\\"',
     "empty": '""',
+    "guid-bare-upper": '"0CCE9243-69AE-11D9-BED3-505054503030"',
+    "guid-bare-lower": '"0cce9243-69ae-11d9-bed3-505054503030"',
+    "guid-braced": '"{0CCE9243-69AE-11D9-BED3-505054503030}"',
+    "guid-escaped": r'"\u0030CCE9243-69AE-11D9-BED3-50505450303\u0030"',
+    "guid-dash-moved": '"0CCE924-369AE-11D9-BED3-505054503030"',
+    "guid-37": '"0CCE9243-69AE-11D9-BED3-5050545030300"',
+    "guid-non-hex": '"0CCE9243-69AE-11D9-BED3-50505450303G"',
     "raw-del": '"a\x7fb"',
     "raw-utf8-2byte": '"café"',
     "raw-utf8-3byte": '"€ 中文 日本語"',
@@ -281,6 +288,11 @@ def test_string_semantics_pinned() -> None:
     assert out["CommandLine"] == "C:\\Windows\\System32\\cmd.exe"
     for name in STRING_IDS_THAT_ERR:
         assert _raises(check(placements(STRINGS[name])["eventdata-value"])), name
+    out = check(placements(STRINGS["guid-bare-upper"])["eventdata-value"])
+    assert out["CommandLine"] == "{0CCE9243-69AE-11D9-BED3-505054503030}"  # Windows' rendering of a GUID
+    for name in ("guid-bare-lower", "guid-braced", "guid-dash-moved", "guid-37", "guid-non-hex"):
+        out = check(placements(STRINGS[name])["eventdata-value"])
+        assert out["CommandLine"] == json.loads(STRINGS[name]), name
 
 
 def test_strings_in_every_position_at_once() -> None:

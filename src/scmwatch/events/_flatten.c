@@ -168,6 +168,39 @@ static int flatten_user_data(PyObject *user, PyObject *out) {
     return 0;
 }
 
+/* evtx renders GUID-typed values as ``0CCE9243-69AE-11D9-BED3-505054503030``; Windows (and so
+ * every Sigma rule) writes ``{0CCE9243-...}``. A top-level value of exactly that form (36
+ * characters, upper-case hex, dashes at 8/13/18/23) gets the braces back:
+ * ``normalize.brace_guids`` is the Python twin. */
+static int is_bare_guid(PyObject *v) {
+    if (!PyUnicode_CheckExact(v) || PyUnicode_GET_LENGTH(v) != 36 || PyUnicode_KIND(v) != PyUnicode_1BYTE_KIND)
+        return 0;
+    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(v);
+    for (int i = 0; i < 36; i++) {
+        Py_UCS1 ch = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (ch != '-') return 0;
+        } else if (!((ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'F'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int brace_guids(PyObject *out) {
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(out, &pos, &key, &value)) {
+        if (!is_bare_guid(value)) continue;
+        PyObject *braced = PyUnicode_FromFormat("{%U}", value);
+        if (braced == NULL) return -1;
+        int rc = PyDict_SetItem(out, key, braced);
+        Py_DECREF(braced);
+        if (rc < 0) return -1;
+    }
+    return 0;
+}
+
 static PyObject *from_evtx_dict(PyObject *self, PyObject *record) {
     if (SYSTEM_ATTRS == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_flatten.configure() was not called");
@@ -191,7 +224,7 @@ static PyObject *from_evtx_dict(PyObject *self, PyObject *record) {
     if (data != NULL && data != Py_None && flatten_data(data, out) < 0) goto fail;
     part = PyDict_GetItemWithError(event, S_UserData);
     if (part != NULL && part != Py_None && flatten_user_data(part, out) < 0) goto fail;
-    if (PyErr_Occurred() || fix_event_id(out) < 0) goto fail;
+    if (PyErr_Occurred() || fix_event_id(out) < 0 || brace_guids(out) < 0) goto fail;
     return out;
 fail:
     Py_DECREF(out);
@@ -879,7 +912,7 @@ static PyObject *parse_json(PyObject *text, Gate *gate) {
     skip_ws(c);
     if (more < 0 || c->p != c->end) goto give_up;
     if (out == NULL) Py_RETURN_NONE;
-    if (fix_event_id(out) < 0) goto give_up;
+    if (fix_event_id(out) < 0 || brace_guids(out) < 0) goto give_up;
     return out;
 give_up:
     Py_XDECREF(out);

@@ -22,8 +22,9 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from scmwatch.events.ecs import from_ecs
 from scmwatch.events.model import Event, ReadStats
-from scmwatch.events.normalize import from_ecs, from_evtx_dict, from_flat, shape_of
+from scmwatch.events.normalize import from_evtx_dict, from_flat, shape_of
 from scmwatch.events.text import CHUNK, Prefixed, TextChunks
 from scmwatch.events.zeek_reader import normalize_zeek
 

@@ -17,7 +17,7 @@ are turned into ints so that ``EventID`` is an int whatever the source.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -64,8 +64,9 @@ SYSTEM_INTS = frozenset(
     }
 )
 
-# Winlogbeat / ECS dotted path → Windows name. ``winlog.event_data`` and ``winlog.user_data``
-# are flattened to top level as they are.
+# Winlogbeat / ECS dotted path → Windows name, System part. First listed source wins.
+# ``winlog.event_data`` and ``winlog.user_data`` are flattened to top level as they are, then
+# ``WINLOGBEAT_MODULES`` puts back what a module moved out of them.
 ECS_MAP: dict[str, str] = {
     "winlog.event_id": "EventID",
     "event.code": "EventID",
@@ -76,16 +77,262 @@ ECS_MAP: dict[str, str] = {
     "winlog.computer_name": "Computer",
     "host.name": "Computer",
     "winlog.record_id": "EventRecordID",
+    "winlog.time_created": "TimeCreated",
     "@timestamp": "TimeCreated",
     "winlog.process.pid": "ProcessID",
     "winlog.process.thread.id": "ThreadID",
     "winlog.user.identifier": "UserID",
+    "winlog.activity_id": "Correlation_ActivityID",
+    "winlog.related_activity_id": "Correlation_RelatedActivityID",
     "winlog.version": "Version",
     "winlog.task": "Task",
     "winlog.opcode": "Opcode",
     "winlog.keywords": "Keywords",
     "log.level": "Level",
 }
+
+
+class ModuleField(NamedTuple):
+    """One field a Winlogbeat module moved out of ``winlog.event_data``: where it went
+    (``path``), its Windows name, how to turn the value back (``how``, see ``events.ecs``),
+    and for which EventIDs (``only``: these alone; ``never``: all but these)."""
+
+    path: str
+    name: str
+    how: str = ""
+    only: frozenset[int] = frozenset()
+    never: frozenset[int] = frozenset()
+
+
+def _ids(*ids: int) -> frozenset[int]:
+    return frozenset(ids)
+
+
+# Sysmon events whose own process is ``Image``/``ProcessGuid``/``ProcessId`` (8 and 10 name it
+# ``Source*``; 4, 6, 16 and the WMI events have none).
+_SYSMON_NO_IMAGE = _ids(4, 6, 8, 10, 16, 19, 20, 21, 255)
+_SYSMON_FILE = _ids(2, 11, 15, 23, 26, 27, 28, 29)
+_SYSMON_HASHED = _ids(1, 6, 7, 15, 23, 26, 29)
+_PS_SCRIPT = _ids(4104, 4105, 4106)
+# Kerberos events write an IPv4 client as ``::ffff:a.b.c.d``; the module's ``source.ip`` drops the prefix.
+_KERBEROS = _ids(4768, 4769, 4770, 4771, 4772, 4773)
+
+# What the Winlogbeat modules (the default config: security, sysmon, powershell; Elastic Agent's
+# Windows integration does the same) move out of ``winlog.event_data``, from the modules' own
+# processors. A name already present in the document is never overwritten. The security and
+# powershell rows are checked on Winlogbeat's own test pairs; the sysmon rows were written from
+# the sysmon module's documented behaviour and are checked on hand-written documents.
+WINLOGBEAT_MODULES: dict[str, tuple[ModuleField, ...]] = {
+    "security": (
+        ModuleField("process.pid", "NewProcessId", "hex", only=_ids(4688)),
+        ModuleField("process.executable", "NewProcessName", only=_ids(4688)),
+        ModuleField("process.parent.executable", "ParentProcessName", only=_ids(4688)),
+        ModuleField("process.parent.pid", "ProcessId", "hex", only=_ids(4688)),
+        ModuleField("process.command_line", "CommandLine", only=_ids(4688)),
+        ModuleField("process.pid", "ProcessId", "hex", never=_ids(4688)),
+        ModuleField("process.executable", "ProcessName", never=_ids(4688)),
+        ModuleField("source.ip", "IpAddress", "mapped_ipv4", only=_KERBEROS),
+        ModuleField("source.ip", "IpAddress"),
+        ModuleField("source.port", "IpPort", "text"),
+        ModuleField("source.domain", "WorkstationName"),
+    ),
+    "sysmon": (
+        ModuleField("process.entity_id", "ProcessGuid", "guid", never=_SYSMON_NO_IMAGE),
+        ModuleField("process.pid", "ProcessId", "int", never=_SYSMON_NO_IMAGE),
+        ModuleField("process.executable", "Image", never=_SYSMON_NO_IMAGE),
+        ModuleField("process.entity_id", "SourceProcessGuid", "guid", only=_ids(8, 10)),
+        ModuleField("process.pid", "SourceProcessId", "int", only=_ids(8, 10)),
+        ModuleField("process.thread.id", "SourceThreadId", "int", only=_ids(10)),
+        ModuleField("process.executable", "SourceImage", only=_ids(8, 10)),
+        ModuleField("process.command_line", "CommandLine", only=_ids(1)),
+        ModuleField("process.working_directory", "CurrentDirectory", only=_ids(1)),
+        ModuleField("process.pe.original_file_name", "OriginalFileName", only=_ids(1)),
+        ModuleField("process.pe.file_version", "FileVersion", only=_ids(1)),
+        ModuleField("process.pe.description", "Description", only=_ids(1)),
+        ModuleField("process.pe.product", "Product", only=_ids(1)),
+        ModuleField("process.pe.company", "Company", only=_ids(1)),
+        ModuleField("process.parent.entity_id", "ParentProcessGuid", "guid", only=_ids(1)),
+        ModuleField("process.parent.pid", "ParentProcessId", "int", only=_ids(1)),
+        ModuleField("process.parent.executable", "ParentImage", only=_ids(1)),
+        ModuleField("process.parent.command_line", "ParentCommandLine", only=_ids(1)),
+        ModuleField("user", "User", "user"),
+        ModuleField("rule.name", "RuleName"),
+        ModuleField("hash", "Hashes", "hashes", only=_SYSMON_HASHED - _ids(15)),
+        ModuleField("process.hash", "Hashes", "hashes", only=_ids(1)),
+        ModuleField("file.hash", "Hashes", "hashes", only=_SYSMON_HASHED - _ids(1, 15)),
+        ModuleField("dll.hash", "Hashes", "hashes", only=_ids(7)),
+        ModuleField("hash", "Hash", "hashes", only=_ids(15)),
+        ModuleField("file.path", "TargetFilename", only=_SYSMON_FILE),
+        ModuleField("dll.path", "ImageLoaded", only=_ids(7)),
+        ModuleField("file.path", "ImageLoaded", only=_ids(6, 7)),
+        ModuleField("dll.pe.original_file_name", "OriginalFileName", only=_ids(7)),
+        ModuleField("file.pe.original_file_name", "OriginalFileName", only=_ids(7)),
+        ModuleField("dll.pe.file_version", "FileVersion", only=_ids(7)),
+        ModuleField("file.pe.file_version", "FileVersion", only=_ids(7)),
+        ModuleField("dll.pe.description", "Description", only=_ids(7)),
+        ModuleField("file.pe.description", "Description", only=_ids(7)),
+        ModuleField("dll.pe.product", "Product", only=_ids(7)),
+        ModuleField("file.pe.product", "Product", only=_ids(7)),
+        ModuleField("dll.pe.company", "Company", only=_ids(7)),
+        ModuleField("file.pe.company", "Company", only=_ids(7)),
+        ModuleField("dll.code_signature.signed", "Signed", "text", only=_ids(7)),
+        ModuleField("file.code_signature.signed", "Signed", "text", only=_ids(6, 7)),
+        ModuleField("dll.code_signature.subject_name", "Signature", only=_ids(7)),
+        ModuleField("file.code_signature.subject_name", "Signature", only=_ids(6, 7)),
+        ModuleField("dll.code_signature.status", "SignatureStatus", only=_ids(7)),
+        ModuleField("file.code_signature.status", "SignatureStatus", only=_ids(6, 7)),
+        ModuleField("network.transport", "Protocol", only=_ids(3)),
+        ModuleField("network.direction", "Initiated", "direction", only=_ids(3)),
+        ModuleField("network.protocol", "DestinationPortName", only=_ids(3)),
+        ModuleField("source.ip", "SourceIp", only=_ids(3)),
+        ModuleField("source.domain", "SourceHostname", only=_ids(3)),
+        ModuleField("source.port", "SourcePort", "int", only=_ids(3)),
+        ModuleField("destination.ip", "DestinationIp", only=_ids(3)),
+        ModuleField("destination.domain", "DestinationHostname", only=_ids(3)),
+        ModuleField("destination.port", "DestinationPort", "int", only=_ids(3)),
+        ModuleField("registry.path", "TargetObject", only=_ids(12, 13, 14)),
+        ModuleField("registry.data.strings", "Details", "first", only=_ids(13)),
+        ModuleField("file.name", "PipeName", only=_ids(17, 18)),
+        ModuleField("dns.question.name", "QueryName", only=_ids(22)),
+        ModuleField("sysmon.dns.status", "QueryStatus", only=_ids(22)),
+        ModuleField("dns.answers", "QueryResults", "dns", only=_ids(22)),
+        ModuleField("@timestamp", "UtcTime", "utctime"),
+    ),
+    "powershell": (
+        ModuleField("powershell.file.script_block_text", "ScriptBlockText", only=_PS_SCRIPT),
+        ModuleField("powershell.file.script_block_id", "ScriptBlockId", only=_PS_SCRIPT),
+        ModuleField("file.path", "Path", only=_ids(4104)),
+        ModuleField("powershell.sequence", "MessageNumber", "int", only=_ids(4104)),
+        ModuleField("powershell.total", "MessageTotal", "int", only=_ids(4104)),
+        ModuleField("powershell.runspace_id", "RunspaceId", only=_ids(4105, 4106)),
+        ModuleField("message", "ContextInfo/UserData/Payload", "psmessage", only=_ids(4103)),
+        ModuleField("message", "Data", "psmessage", only=_ids(400, 403, 600, 800)),
+    ),
+}
+
+# The powershell module parses ``ContextInfo``/``Payload`` (4103) and the classic channel's
+# ``Data`` (400, 403, 600, 800) into fields and drops them; the rendered ``message`` still
+# holds them whole. Message template of each event → its insertion strings p1, p2, p3 (Windows'
+# CRLF line ends, which Winlogbeat turned into LF, are restored). ``True``: the last string
+# ended with a CRLF that Winlogbeat trimmed from the message.
+PS_MESSAGES: dict[int, tuple[str, bool]] = {
+    400: (r"Engine state is changed from (?P<p2>.*?) to (?P<p1>.*?)\. \n\nDetails: \n(?P<p3>.*)", False),
+    403: (r"Engine state is changed from (?P<p2>.*?) to (?P<p1>.*?)\. \n\nDetails: \n(?P<p3>.*)", False),
+    600: (r'Provider "(?P<p1>.*?)" is (?P<p2>.*?)\. \n\nDetails: \n(?P<p3>.*)', False),
+    800: (
+        r"Pipeline execution details for command line: (?P<p1>.*?)\. \n\nContext Information: \n"
+        r"(?P<p2>.*?) \n\nDetails: \n(?P<p3>.*)",
+        True,
+    ),
+    4103: (r"(?P<p3>.*)\n\nContext:\n(?P<p1>.*?)\n\nUser Data:\n?(?P<p2>.*)", False),
+}
+
+# EventData values the modules split into lists → the one string Windows writes (each item
+# as ``lead + item + trail``, joined by ``sep``; bare numbers get their ``%%`` back).
+EVENTDATA_LISTS: dict[str, tuple[str, str, str]] = {
+    "PrivilegeList": ("", "", "\r\n\t\t\t"),
+    "AccessMask": ("%%", "\r\n\t\t\t\t", ""),
+    "AccessList": ("%%", "\r\n\t\t\t\t", ""),
+    "UserAccountControl": ("\r\n\t\t%%", "", ""),
+    "SidList": ("\r\n\t\t", "", ""),
+}
+
+# EventData fields that are numbers in the EVTX record but text in Winlogbeat's event_data, per
+# module (the same name is text elsewhere: 5156's SourcePort, 4624's IpPort), and booleans.
+EVENTDATA_INTS: dict[str, frozenset[str]] = {
+    "security": frozenset(
+        {
+            "LogonType",
+            "KeyLength",
+            "ServiceStartType",
+            "TdoType",
+            "TdoDirection",
+            "TdoAttributes",
+            "PuaCount",
+            "CrashOnAuditFailValue",
+            "RestrictedSidCount",
+        }
+    ),
+    "sysmon": frozenset(
+        {
+            "ProcessId",
+            "ParentProcessId",
+            "SourcePort",
+            "DestinationPort",
+            "TerminalSessionId",
+            "SourceProcessId",
+            "TargetProcessId",
+            "SourceThreadId",
+            "NewThreadId",
+        }
+    ),
+    "powershell": frozenset({"MessageNumber", "MessageTotal"}),
+}
+EVENTDATA_BOOLS: dict[str, frozenset[str]] = {
+    "sysmon": frozenset({"Initiated", "SourceIsIpv6", "DestinationIsIpv6", "IsExecutable"}),
+}
+
+# Channel of a module's documents that lack ``winlog.channel`` (search exports of ECS fields).
+MODULE_CHANNELS: dict[str, str] = {
+    "security": "Security",
+    "sysmon": "Microsoft-Windows-Sysmon/Operational",
+    "powershell": "Windows PowerShell",
+}
+CHANNEL_MODULES: dict[str, str] = {
+    "Security": "security",
+    "Microsoft-Windows-Sysmon/Operational": "sysmon",
+    "Windows PowerShell": "powershell",
+    "Microsoft-Windows-PowerShell/Operational": "powershell",
+}
+
+# Winlogbeat writes Level, Opcode, Task and Keywords as the names Windows renders. Back to
+# numbers where the name says the number: standard level and opcode names, the Security
+# auditing provider's tasks (its subcategories) and the standard keywords. Anything else is
+# dropped, not kept as a wrong-typed value. Security-Auditing events are all Level 0
+# ("LogAlways", rendered "Information"), so its "information" is 0.
+LEVEL_NAMES = {"critical": 1, "error": 2, "warning": 3, "information": 4, "verbose": 5}
+OPCODE_NAMES = {
+    "Info": 0, "Start": 1, "Stop": 2, "DCStart": 3, "DCStop": 4, "Extension": 5,
+    "Reply": 6, "Resume": 7, "Suspend": 8, "Send": 9, "Receive": 240,
+}  # fmt: skip
+KEYWORD_NAMES = {
+    "Audit Success": 0x20000000000000,
+    "Audit Failure": 0x10000000000000,
+    "Classic": 0x80000000000000,
+}
+# The channel bits Windows adds to an event's keywords in the Security log, by provider.
+SECURITY_CHANNEL_KEYWORD = {
+    "Microsoft-Windows-Security-Auditing": 0x8000000000000000,
+    "Microsoft-Windows-Eventlog": 0x4000000000000000,
+}
+SECURITY_TASKS: dict[str, int] = {
+    name: base + i
+    for base, names in (
+        (12288, ("Security State Change", "Security System Extension", "System Integrity", "IPsec Driver",
+                 "Other System Events")),
+        (12544, ("Logon", "Logoff", "Account Lockout", "IPsec Main Mode", "Special Logon", "IPsec Quick Mode",
+                 "IPsec Extended Mode", "Other Logon/Logoff Events", "Network Policy Server",
+                 "User / Device Claims", "Group Membership")),
+        (12800, ("File System", "Registry", "Kernel Object", "SAM", "Other Object Access Events",
+                 "Certification Services", "Application Generated", "Handle Manipulation", "File Share",
+                 "Filtering Platform Packet Drop", "Filtering Platform Connection", "Detailed File Share",
+                 "Removable Storage", "Central Policy Staging")),
+        (13056, ("Sensitive Privilege Use", "Non Sensitive Privilege Use", "Other Privilege Use Events")),
+        (13312, ("Process Creation", "Process Termination", "DPAPI Activity", "RPC Events",
+                 "Plug and Play Events", "Token Right Adjusted Events")),
+        (13568, ("Audit Policy Change", "Authentication Policy Change", "Authorization Policy Change",
+                 "MPSSVC Rule-Level Policy Change", "Filtering Platform Policy Change",
+                 "Other Policy Change Events")),
+        (13824, ("User Account Management", "Computer Account Management", "Security Group Management",
+                 "Distribution Group Management", "Application Group Management",
+                 "Other Account Management Events")),
+        (14080, ("Directory Service Access", "Directory Service Changes", "Directory Service Replication",
+                 "Detailed Directory Service Replication")),
+        (14336, ("Credential Validation", "Kerberos Service Ticket Operations", "Other Account Logon Events",
+                 "Kerberos Authentication Service")),
+    )
+    for i, name in enumerate(names)
+}  # fmt: skip
 
 # NXLog / Security-Datasets (Mordor) flat names → Windows names. EventData fields are already
 # at top level in these exports and keep their names.
@@ -203,39 +450,29 @@ def from_evtx_dict_py(record: dict[str, Any]) -> dict[str, Any] | None:
     eid = out.get("EventID")
     if type(eid) is not int and eid is not None:
         out["EventID"] = _int(eid)
+    brace_guids(out)
     return out
 
 
-def _dotted(obj: dict[str, Any], path: str) -> Any:
-    cur: Any = obj
-    for part in path.split("."):
-        if type(cur) is not dict:
-            return None
-        if part in cur:
-            cur = cur[part]
-        elif path in obj:  # already-flattened export: {"winlog.channel": ...}
-            return obj[path]
-        else:
-            return None
-    return cur
+def _is_bare_guid(value: str) -> bool:
+    return (
+        len(value) == 36
+        and value[8] == value[13] == value[18] == value[23] == "-"
+        and all(ch in _UPPER_HEX for ch in value.replace("-", ""))
+    )
 
 
-def from_ecs(record: dict[str, Any]) -> dict[str, Any]:
-    """Winlogbeat / ECS document → flat fields (``ECS_MAP``)."""
-    out: dict[str, Any] = {}
-    for path, name in ECS_MAP.items():
-        if name in out:
-            continue  # first listed source wins (winlog.* before generic ECS)
-        value = _dotted(record, path)
-        if value is not None:
-            out[name] = value
-    winlog = record.get("winlog") if type(record.get("winlog")) is dict else {}
-    for key in ("event_data", "user_data"):
-        data = winlog.get(key, record.get(f"winlog.{key}"))
-        if type(data) is dict:
-            flatten_data(data, out)
-    _fix_system_types(out)
-    return out
+_UPPER_HEX = frozenset("0123456789ABCDEF")
+
+
+def brace_guids(out: dict[str, Any]) -> None:
+    """evtx renders GUID-typed values as ``0CCE9243-69AE-...``; Windows, and so every Sigma
+    rule, as ``{0CCE9243-69AE-...}``. A top-level value of exactly the evtx form (36 characters,
+    upper-case hex) gets its braces back; lower-case GUIDs are string-typed data in Windows
+    (``ScriptBlockId``) and stay as they are. Twin of ``brace_guids`` in ``_flatten.c``."""
+    for key, value in out.items():
+        if type(value) is str and len(value) == 36 and _is_bare_guid(value):
+            out[key] = "{" + value + "}"
 
 
 def from_flat(record: dict[str, Any]) -> dict[str, Any]:
@@ -282,12 +519,37 @@ def iso_utc(value: Any) -> Any:
     return format_time(epoch) if epoch else value
 
 
+_WINDOWS_MODULES = frozenset({"security", "sysmon", "powershell", "windows", "system"})
+
+
+def is_ecs(record: dict[str, Any]) -> bool:
+    """A Winlogbeat / Elastic document: nested ``winlog``, flattened ``winlog.*`` keys, a search
+    hit (``_source`` or ``fields``), or ECS ``event.code`` with a Windows provider or module."""
+    if type(record.get("winlog")) is dict:
+        return True
+    source = record.get("_source")
+    if type(source) is dict and is_ecs(source):
+        return True
+    fields = record.get("fields")
+    if type(fields) is dict and any(k.startswith("winlog.") or k == "event.code" for k in fields):
+        return True
+    if any(type(k) is str and k.startswith("winlog.") for k in record):
+        return True
+    event = record.get("event")
+    event = event if type(event) is dict else {}
+    code = event.get("code", record.get("event.code"))
+    if code is None:
+        return False
+    module = event.get("module", record.get("event.module"))
+    return bool(event.get("provider", record.get("event.provider"))) or module in _WINDOWS_MODULES
+
+
 def shape_of(record: dict[str, Any]) -> str | None:
     """Which export shape a JSON object is: ``evtx``, ``ecs``, ``zeek``, ``flat`` or None."""
     event = record.get("Event")
     if type(event) is dict and ("System" in event or "EventData" in event):
         return "evtx"
-    if type(record.get("winlog")) is dict or "winlog.event_id" in record or "winlog.channel" in record:
+    if is_ecs(record):
         return "ecs"
     if "EventID" in record or "EventId" in record or "Channel" in record:
         return "flat"
