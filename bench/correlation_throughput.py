@@ -30,7 +30,8 @@ from pathlib import Path
 
 from scmwatch.correlate import Candidate, Correlator, rule_key, spec_from_sigma
 from scmwatch.events.model import Event
-from scmwatch.hunt import builtin_rule_files, run_hunt
+from scmwatch.hunt import run_hunt
+from scmwatch.rules import pack_paths
 from scmwatch.sigma import Engine, load_rules
 
 
@@ -130,7 +131,7 @@ def main() -> int:
     )
     args = ap.parse_args()
 
-    ruleset = load_rules(builtin_rule_files())
+    ruleset = load_rules(pack_paths())
     engine = Engine(ruleset)
     print(f"pack: {len(ruleset.rules)} single-event rules, {len(ruleset.correlations)} correlation rules")
     with tempfile.TemporaryDirectory(prefix="scmwatch-corr-bench-") as tmp:

@@ -30,14 +30,15 @@ from pathlib import Path
 import orjson
 
 from common import SHARED, evtx_files, raw_pass
-from scmwatch.hunt import builtin_rule_files, run_hunt
+from scmwatch.hunt import run_hunt
+from scmwatch.rules import pack_paths
 from scmwatch.sigma import Engine, RuleSet, load_rules
 
 
 def small_pack(sigmahq: Path, size: int = 40) -> RuleSet:
     """The first ``size`` single-event rules of the built-in pack, topped up with SigmaHQ
     service-related windows rules when the pack is smaller (stable order)."""
-    files = list(builtin_rule_files())
+    files = list(pack_paths())
     files += sorted(p for p in (sigmahq / "rules" / "windows").rglob("*.yml")
                     if re.search(r"service|psexec|sc_|remote", p.name))
     rs = load_rules(files)

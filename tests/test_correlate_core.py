@@ -7,6 +7,7 @@ in test_correlate_pack.py.
 
 from __future__ import annotations
 
+import heapq
 import json
 import random
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,6 @@ from scmwatch.correlate import (
     CandidateSelector,
     Correlator,
     EntityLinks,
-    merge_by_time,
     rule_key,
     spec_from_sigma,
     time_us,
@@ -522,7 +522,7 @@ def test_merge_by_time_merges_per_file_streams():
     h = Harness(TEMPORAL)
     f0 = [h.cand("a", t, file_index=0) for t in (0, 50, 100)]
     f1 = [h.cand("b", t, file_index=1) for t in (10, 60, 70)]
-    merged = list(merge_by_time([f1, f0]))
+    merged = list(heapq.merge(f1, f0, key=Candidate.sort_key))
     assert [c.time_us for c in merged] == sorted(c.time_us for c in merged)
     for c in merged:
         h.alerts += h.corr.push(c)

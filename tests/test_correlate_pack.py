@@ -15,7 +15,8 @@ import pytest
 
 from paths import ATTACK_SAMPLES
 from scmwatch.cli import main as cli_main
-from scmwatch.hunt import builtin_rule_files, run_hunt
+from scmwatch.hunt import run_hunt
+from scmwatch.rules import pack_paths
 from scmwatch.sigma import Engine, load_rules
 
 HERE = Path(__file__).resolve().parent
@@ -28,7 +29,7 @@ BLOCK_NEGATIVES = {"neg_local_client", "neg_local_psexec", "neg_plain_path", "ne
 
 @pytest.fixture(scope="module")
 def pack():
-    ruleset = load_rules(builtin_rule_files())
+    ruleset = load_rules(pack_paths())
     return ruleset, Engine(ruleset)
 
 

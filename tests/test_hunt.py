@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scmwatch import hunt as hunt_mod
+from scmwatch import rules as pack
 from scmwatch.cli import main
 from scmwatch.hunt import run_hunt
 from scmwatch.sigma import load_rules
@@ -147,7 +147,7 @@ def test_no_rules_loadable_exit_1(capsys, tmp_path):
 
 
 def test_empty_builtin_pack_needs_rules(capsys, tmp_path, monkeypatch):
-    monkeypatch.setattr(hunt_mod, "BUILTIN_RULES", tmp_path)
+    monkeypatch.setattr(pack, "PACK_DIR", tmp_path)
     rc, _, err = run_cli(capsys, *LOGS)
     assert rc == 2 and "--rules" in err
 

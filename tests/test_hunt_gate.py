@@ -13,7 +13,8 @@ import pytest
 from paths import ATTACK_SAMPLES, SIGMAHQ, need_shared
 from scmwatch import hunt as hunt_mod
 from scmwatch.events import normalize
-from scmwatch.hunt import builtin_rule_files, run_hunt
+from scmwatch.hunt import run_hunt
+from scmwatch.rules import pack_paths
 from scmwatch.sigma import load_rules
 
 pytestmark = pytest.mark.skipif(normalize.EvtxEvents is None, reason="the C reader was not built")
@@ -61,7 +62,7 @@ def _same(a, b) -> None:
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_gate_changes_nothing_with_the_builtin_pack(monkeypatch, jobs):
     root = need_shared(ATTACK_SAMPLES)
-    rules = load_rules(builtin_rule_files())
+    rules = load_rules(pack_paths())
     assert rules.correlations  # the selector's link events must still get through
     _Counting.refused = 0
     gated = _hunt(monkeypatch, _Counting, [root], rules, jobs)
@@ -84,5 +85,5 @@ def test_gate_leaves_text_formats_alone(monkeypatch, tmp_path: Path):
 
     out = tmp_path / "sim"
     assert main(["simulate", "psexec", "--out", str(out), "--events", "200", "--seed", "3"]) == 0
-    rules = load_rules(builtin_rule_files())
+    rules = load_rules(pack_paths())
     _same(_hunt(monkeypatch, _Counting, [out], rules), _hunt(monkeypatch, _Open, [out], rules))

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from scmwatch.alerts import alert_sort_key
 from scmwatch.cli import main
 from scmwatch.events.model import Event
-from scmwatch.hunt import alert_sort_key, run_hunt
+from scmwatch.hunt import run_hunt
 from scmwatch.sigma import load_rules
 from scmwatch.sinks import table as table_mod
 

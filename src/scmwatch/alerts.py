@@ -21,6 +21,11 @@ def event_dict(event: Event) -> dict[str, Any]:
     return {**event.fields, "source": event.source, "record_id": event.record_id}
 
 
+def alert_sort_key(a: Alert) -> tuple:
+    """The order alerts are reported in: (time, source, record id or -1, rule id)."""
+    return (a.time, a.event.source, a.event.record_id if a.event.record_id is not None else -1, a.rule_id)
+
+
 @dataclass(slots=True)
 class Alert:
     rule_id: str

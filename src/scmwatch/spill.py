@@ -8,8 +8,8 @@ grow with the input (each correlation candidate keeps its whole event). Instead:
   :class:`Stream`; kept in memory while short);
 * each file's hits are buffered up to ``run_size`` records, sorted, and written as a sorted
   *run* (:class:`SortedSpiller`); correlation alerts go through the same kind of spiller;
-* the short remainders stay in memory while the caller's budget allows (hunt.py), so small
-  inputs never touch the disk;
+* the short remainders stay in memory while a :class:`SpillBudget` allows, so small inputs
+  never touch the disk;
 * at the end :func:`merge_runs` k-way merges files and in-memory lists with ``heapq.merge`` --
   at most ``fan_in`` files open at once; beyond that, groups of files are first merged into
   intermediate files.
@@ -59,6 +59,17 @@ class SpillDir:
         # the pid keeps names unique across forked --jobs workers
         return os.path.join(self.path, f"{prefix}-{os.getpid()}-{next(self._names)}.pkl")
 
+    def usage(self) -> tuple[int, int]:
+        """``(bytes, files)`` in the directory now."""
+        total = files = 0
+        for entry in os.scandir(self.path):
+            try:
+                total += entry.stat().st_size
+                files += 1
+            except OSError:
+                pass
+        return total, files
+
     def cleanup(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
@@ -93,6 +104,13 @@ def write_run(spill: SpillDir, prefix: str, records: Iterable[Any]) -> str | Non
     for rec in records:
         w.write(rec)
     return w.close()
+
+
+def write_merged(spill: SpillDir, prefix: str, lists: list[list[Any]], key: Callable[[Any], Any]) -> str:
+    """Write non-empty record lists, k-way merged by ``key``, as one new spill file."""
+    path = write_run(spill, prefix, lists[0] if len(lists) == 1 else heapq.merge(*lists, key=key))
+    assert path is not None
+    return path
 
 
 def read_stream(path: str) -> Iterator[Any]:
@@ -216,3 +234,84 @@ def merge_runs(
                 os.unlink(p)
         paths = merged
     return heapq.merge(*(read_stream(p) for p in paths), *lists, key=key)
+
+
+class SpillBudget:
+    """Short record lists held in memory over many producers, at most ``limit`` records in all.
+
+    Records come in *kinds* (``keys``: kind -> sort key; the kind is also the spill file
+    prefix). Each producer hands over one short list per kind (:meth:`keep`); when the budget
+    would overflow, everything held is first written out as *one* merged file per kind: one
+    file per ``limit`` records rather than one per producer, which with thousands of small
+    .evtx files and many alerts cost more than the hunt itself. Merging held lists early gives
+    the same order as merging them at the end (module docstring). :meth:`merge` opens at most
+    ``fan_in`` files at once. The peaks (``held_peak``, ``merge_open_peak``) do not depend on
+    the input size: that is the bounded-memory property, asserted by tests/test_hunt_memory.py.
+    """
+
+    def __init__(self, spill: SpillDir, limit: int, fan_in: int,
+                 keys: dict[str, Callable[[Any], Any]]) -> None:
+        self.spill = spill
+        self.limit = limit
+        self.fan_in = fan_in
+        self.keys = keys
+        self.held = 0
+        self.held_peak = 0
+        self.merge_open_peak = 0
+        self._lists: dict[str, list[list[Any]]] = {k: [] for k in keys}
+        self._runs: dict[str, list[str]] = {k: [] for k in keys}
+
+    def keep(self, lists: dict[str, list[Any]]) -> dict[str, str]:
+        """Take one producer's short lists (kind -> records in that kind's order).
+
+        Returns kind -> spill file for lists that alone exceed the budget: those go straight
+        to disk and belong to the caller (the producer's own runs).
+        """
+        n = sum(map(len, lists.values()))
+        if not n:
+            return {}
+        if self.held + n > self.limit:
+            self.flush()
+        if n > self.limit:
+            return {k: write_merged(self.spill, k, [v], self.keys[k]) for k, v in lists.items() if v}
+        self._hold(n)
+        for k, v in lists.items():
+            if v:
+                self._lists[k].append(v)
+        return {}
+
+    def keep_list(self, prefix: str, records: list[Any]) -> str | list[Any]:
+        """One more list held if the budget allows (returned as is), else written (its path)."""
+        if self.held + len(records) <= self.limit:
+            self._hold(len(records))
+            return records
+        path = write_run(self.spill, prefix, records)
+        assert path is not None
+        return path
+
+    def flush(self) -> None:
+        """Write what is held as one merged file per kind."""
+        for k, held in self._lists.items():
+            if held:
+                self._runs[k].append(write_merged(self.spill, k, held, self.keys[k]))
+            self._lists[k] = []
+        self.held = 0
+
+    def sources(self, kind: str) -> list[str | list[Any]]:
+        """The files written and the lists held for ``kind`` (for :meth:`merge`)."""
+        return [*self._runs[kind], *self._lists[kind]]
+
+    def release(self, kind: str) -> None:
+        """Forget the lists held for ``kind`` (they were merged and consumed)."""
+        self.held -= sum(map(len, self._lists[kind]))
+        self._lists[kind] = []
+
+    def merge(self, sources: list[str | list[Any]], key: Callable[[Any], Any]) -> Iterator[Any]:
+        """:func:`merge_runs` of ``sources``, counting the files it opens at once."""
+        files = sum(1 for s in sources if isinstance(s, str))
+        self.merge_open_peak = max(self.merge_open_peak, min(files, self.fan_in))
+        return merge_runs(sources, key, self.spill, self.fan_in)
+
+    def _hold(self, n: int) -> None:
+        self.held += n
+        self.held_peak = max(self.held_peak, self.held)

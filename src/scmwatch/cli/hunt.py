@@ -9,11 +9,12 @@ import tempfile
 import time
 from typing import Any
 
+from scmwatch import rules as pack
 from scmwatch.alerts import LEVELS
 from scmwatch.cli.outputs import AtomicFile, clash, write_atomic
 from scmwatch.escape import terminal
 from scmwatch.events.model import ReadError
-from scmwatch.hunt import BUILTIN_RULES, builtin_rule_files, run_hunt
+from scmwatch.hunt import run_hunt
 from scmwatch.progress import summary_line
 from scmwatch.sigma import load_rules
 from scmwatch.sinks import FORMATS, open_sink
@@ -136,9 +137,9 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
     """Load the rules, hunt, stream the alerts into the output; ``(summary, exit code)``."""
     rule_paths = args.rules
     if not rule_paths:
-        if not builtin_rule_files():
-            raise _Failed(f"the built-in rule pack ({BUILTIN_RULES}) is empty; give --rules PATH", 2)
-        rule_paths = [str(BUILTIN_RULES)]
+        if not pack.pack_paths():
+            raise _Failed(f"the built-in rule pack ({pack.PACK_DIR}) is empty; give --rules PATH", 2)
+        rule_paths = [str(pack.PACK_DIR)]
     ruleset = load_rules(rule_paths, placeholders=args.placeholders)
     for path, reason in ruleset.rejected:
         print(f"scmwatch: {terminal(path)}: rule rejected: {terminal(reason)}", file=sys.stderr)

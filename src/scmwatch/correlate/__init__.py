@@ -1,19 +1,20 @@
 """Streaming Sigma correlation (all eight correlation types) with entity links.
 
-How the hunt loop uses it (see :class:`CorrelationStage`):
+How the hunt loop (:mod:`scmwatch.hunt`) uses it:
 
-1. per file (in a ``--jobs`` worker or inline), after single-event matching, ask
-   ``stage.selector.select(event, matched_rules, file_index, position)`` for a
+1. ``CorrelationStage.for_ruleset(ruleset, lateness=...)`` builds the stage (None when the
+   rule set has no correlation);
+2. per unit of input (in a ``--jobs`` worker or inline), after single-event matching, ask
+   ``stage.selector.select(event, matched_rules, unit_index, position)`` for a
    :class:`Candidate` -- ``None`` for the vast majority of events, so the correlator never sees
    the whole stream;
-2. drop single-event alerts of rules in ``stage.suppressed`` (``generate: false``);
-3. after all files, ``stage.run(per_file_candidate_lists)`` merges the lists by time and
-   returns the correlation alerts (the hunt itself merges per-file spill files and streams
-   them through ``stage.correlate(merged)``); ``stage.summary()`` goes into the hunt summary
-   under ``correlation``.
+3. drop single-event alerts of ``stage.suppressed_rule_ids(rules)`` (``generate: false``);
+4. after all units, merge their candidates by ``Candidate.sort_key`` and stream them through
+   ``stage.correlate(merged)``; ``stage.summary()`` goes into the hunt summary under
+   ``correlation``.
 
-Because the parent always merges the same per-file lists in the same ``(time, file,
-position)`` order, ``--jobs N`` gives exactly the alerts of ``--jobs 1``.
+Because the same per-unit streams are always merged in the same ``(time, unit, position)``
+order, ``--jobs N`` gives exactly the alerts of ``--jobs 1``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from scmwatch.correlate.links import (
     extract_fact,
 )
 from scmwatch.correlate.spec import CorrSpec, rule_key, spec_from_sigma, specs_from_sigma
-from scmwatch.correlate.stream import Candidate, ReorderBuffer, merge_by_time, time_us
+from scmwatch.correlate.stream import Candidate, ReorderBuffer, time_us
 from scmwatch.events.model import Event
 
 __all__ = [
@@ -47,7 +48,6 @@ __all__ = [
     "EntityLinks",
     "ReorderBuffer",
     "extract_fact",
-    "merge_by_time",
     "rule_key",
     "spec_from_sigma",
     "specs_from_sigma",
@@ -187,6 +187,15 @@ class CandidateSelector:
 class CorrelationStage:
     """Everything the hunt loop needs from correlation, built from loaded pySigma objects."""
 
+    @classmethod
+    def for_ruleset(cls, ruleset: Any, *, lateness: float = 300.0) -> CorrelationStage | None:
+        """The stage for a loaded rule set (``scmwatch.sigma.RuleSet``); None when it has no
+        correlation that can run, so the hunt skips candidate selection altogether."""
+        if not ruleset.correlations:
+            return None
+        stage = cls(ruleset.correlations, lateness=lateness)
+        return stage if stage.active else None
+
     def __init__(
         self,
         correlations: Iterable[Any],
@@ -213,12 +222,13 @@ class CorrelationStage:
         """Rule keys (see :func:`rule_key`) whose own alerts ``generate: false`` suppresses."""
         return self.correlator.suppressed
 
-    def is_suppressed(self, rule: Any) -> bool:
-        return rule_key(rule) in self.correlator.suppressed
-
-    def run(self, per_file: Iterable[Iterable[Candidate]]) -> list[Alert]:
-        """Merge per-file candidate streams by time and correlate them; returns the alerts."""
-        return list(self.correlate(merge_by_time(per_file)))
+    def suppressed_rule_ids(self, rules: Iterable[Any]) -> frozenset[str]:
+        """Ids of those ``rules`` whose own alerts ``generate: false`` suppresses (the
+        correlator still sees their matches)."""
+        suppressed = self.correlator.suppressed
+        if not suppressed:
+            return frozenset()
+        return frozenset(r.id for r in rules if rule_key(r) in suppressed)
 
     def correlate(self, merged: Iterable[Candidate]) -> Iterator[Alert]:
         """Correlate an already merged candidate stream, yielding alerts as they become final.

@@ -1,23 +1,23 @@
-"""Time ordering for the correlator: candidates, the per-file merge and the reorder buffer.
+"""Time ordering for the correlator: candidates and the reorder buffer.
 
 The correlator only sees *candidates*: events that matched a rule some correlation references,
 plus compact link facts (see :mod:`scmwatch.correlate.links`). Each input file yields its
 candidates in record order, which is close to -- but not exactly -- time order (writers buffer,
-clocks step). :func:`merge_by_time` merges the per-file streams with ``heapq.merge`` and
-:class:`ReorderBuffer` repairs the residual disorder: it holds candidates until the newest time
-seen is ``lateness`` past them and releases them in ``(time, file, position)`` order. A
-candidate older than what was already released is *late*: it is counted (and a few are kept as
-examples for the summary) but not correlated, because the windows it belonged to may already
-have been decided.
+clocks step). The hunt k-way merges the per-unit streams by :meth:`Candidate.sort_key` (as
+spill records, :meth:`Candidate.to_record`) and :class:`ReorderBuffer` repairs the residual
+disorder: it holds candidates until the newest time seen is ``lateness`` past them and releases
+them in ``(time, unit, position)`` order. A candidate older than what was already released is
+*late*: it is counted (and a few are kept as examples for the summary) but not correlated,
+because the windows it belonged to may already have been decided.
 
-The sort key includes ``(file index, position)`` so that a run with ``--jobs N`` (workers
-return per-file candidate lists) releases exactly the same sequence as ``--jobs 1``.
+The sort key includes ``(unit index, position)`` so that a run with ``--jobs N`` (workers
+return per-unit candidate lists) releases exactly the same sequence as ``--jobs 1``.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,11 +99,6 @@ def _fast_us(s: str) -> int | None:
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
     days = era * 146097 + doe - 719468
     return ((days * 86400 + h * 3600 + mi * 60 + sec) * 1_000_000) + us
-
-
-def merge_by_time(streams: Iterable[Iterable[Candidate]]) -> Iterator[Candidate]:
-    """Merge per-file candidate streams by ``(time, file, position)``."""
-    return heapq.merge(*streams, key=Candidate.sort_key)
 
 
 class ReorderBuffer:
