@@ -13,44 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from scmwatch.detections import ATTR, MITRE, SEEDS, detection_key
 from scmwatch.packtest import inherited_attrs
 from scmwatch.readiness import SYSMON, describe, rule_keys
 from scmwatch.sigma import CompiledRule, RuleSet
-
-ATTR = "maxpatrol_rule"
-MITRE = "none"
-
-# (seed id, seed name, detections.md section, known limits of the single-event/correlation form)
-SEEDS: list[tuple[str, str, str, str]] = [
-    ("PT-CR-215", "Remoting_WinExec", "2.1 winexe", ""),
-    ("PT-CR-785", "Modify_And_Start_Remote_Service", "2.2 remote binPath change",
-     "set/start/restore needs the correlation; 4657 variants need a SACL on the Services key"),
-    ("PT-CR-1752", "Service_From_Remote_File_Creation", "2.3 UNC service binary", ""),
-    ("PT-CR-1981", "SVCCTL_Connection", "2.4 svcctl bind",
-     "Zeek dce_rpc is covered; RPC Firewall logs (product rpc_firewall) have no event source in scmwatch"),
-    ("PT-CR-226", "Remoting_Impacket_PsExec", "2.5 impacket psexec", ""),
-    ("PT-CR-589", "Remoting_SysInternals_PsExec", "2.6 PsExec (target)", ""),
-    ("PT-CR-425", "MSSQL_Windows_Service_Control", "2.7 MSSQL service control",
-     "xp_servicecontrol -> 7036/7040 link is a correlation"),
-    ("PT-CR-1838", "NimExec_Activity", "2.8 NimExec", "the NimExec chain itself is a correlation"),
-    ("PT-CR-2756", "Subrule_WannaMine_Usage", "2.9 WannaMine (signals)",
-     "DNS signal needs a miner-pool domain list (only a keyword list ships)"),
-    ("PT-CR-2757", "WannaMine_Usage", "2.9 WannaMine (host correlation)", "correlation only"),
-    ("PT-CR-523", "Remote_Connection_Through_SMBEXEC_WinXP", "2.10 smbexec",
-     "Windows XP/2003 .evt logs (Security 601/592) cannot be read; modern-Windows evidence is matched"),
-    ("PT-CR-1356", "Sliver_PsExec", "2.11 Sliver psexec", ""),
-    ("PT-CR-2754", "MS17_010_SMB_Code_Execution", "2.12 MS17-010 follow-up",
-     "single events match any computer account from a remote IP; 'own account' needs the correlation"),
-    ("PT-CR-1962", "Remote_Registry_Enable", "2.13 RemoteRegistry enable", ""),
-    ("PT-CR-778", "Hidden_Service_Create", "2.14 hidden service",
-     "the 'no 7045/4697 for that key' absence check is a correlation"),
-    ("PT-CR-257", "Windows_Service_Installed", "2.15 service outside system dirs",
-     "no signer in the logs: Program Files is trusted by path"),
-    ("PT-CR-217", "Execute_PSEXEC", "2.16 PsExec (source)", ""),
-    ("PT-CR-271", "Service_Created_Or_Modified", "2.17 CLI/PowerShell service change", ""),
-    (MITRE, "MITRE analytic: services.exe -> cmd.exe /c", "2.18 services.exe spawns a shell",
-     "needs the parent image: Sysmon 1 or 4688 on Windows 10/2016+"),
-]
 
 # ATT&CK detection strategy DET0421 (analytic AN1185) for T1569.002 names these data components.
 T1569_COMPONENTS = [
@@ -138,16 +104,6 @@ class Coverage:
         }
 
 
-def seed_of(value: Any) -> str | None:
-    """``"PT-CR-589 Remoting_SysInternals_PsExec"`` -> ``"PT-CR-589"``; ``none`` -> ``"none"``."""
-    text = str(value or "").strip()
-    if not text:
-        return None
-    if text.lower() == MITRE:
-        return MITRE
-    return text.split()[0]
-
-
 def compute(ruleset: RuleSet) -> Coverage:
     seeds = {s[0]: SeedCoverage(*s) for s in SEEDS}
     inherited = inherited_attrs(ruleset, ATTR)
@@ -158,7 +114,7 @@ def compute(ruleset: RuleSet) -> Coverage:
         for ref in (rule.name, rule.id):
             if ref:
                 values |= inherited.get(ref, set())
-        ids = {seed_of(v) for v in values} - {None}
+        ids = {detection_key(v) for v in values} - {None}
         if not ids:
             unattributed.append(rule)
         keys = rule_keys(rule)
@@ -176,7 +132,7 @@ def compute(ruleset: RuleSet) -> Coverage:
             if (rule.name or rule.id) not in names:
                 names.append(rule.name or rule.id)
     for corr in ruleset.correlations:
-        sid = seed_of((corr.custom_attributes or {}).get(ATTR))
+        sid = detection_key((corr.custom_attributes or {}).get(ATTR))
         if sid in seeds:
             seeds[sid].correlations.append(corr.name or str(corr.id))
     return Coverage(list(seeds.values()), components, unattributed)

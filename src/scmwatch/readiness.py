@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from scmwatch.detections import ASR_PSEXEC_WMI
 from scmwatch.sigma import CompiledRule, RuleSet
 
 SYSMON = "microsoft-windows-sysmon/operational"
@@ -42,11 +43,11 @@ ADVICE: dict[tuple[str, int | None], tuple[str, str]] = {
     ("application", 33205): ("Application 33205", "create a SQL Server Audit writing to the Application log "
                              "(EXECUTE on xp_cmdshell / xp_servicecontrol)"),
     ("microsoft-windows-windows defender/operational", 1121):
-        ("Defender 1121", "put ASR rule d1e49aac-8f56-4280-b9ba-993a6d77406c in block mode and collect the "
-         "Defender Operational log"),
+        ("Defender 1121", f"put ASR rule {ASR_PSEXEC_WMI} in block mode and collect the Defender "
+         "Operational log"),
     ("microsoft-windows-windows defender/operational", 1122):
-        ("Defender 1122", "put ASR rule d1e49aac-8f56-4280-b9ba-993a6d77406c in audit mode and collect the "
-         "Defender Operational log"),
+        ("Defender 1122", f"put ASR rule {ASR_PSEXEC_WMI} in audit mode and collect the Defender "
+         "Operational log"),
     (PS, 4104): ("PowerShell 4104", "enable PowerShell *Script Block Logging* (GPO: Windows PowerShell)"),
     (PS, 4103): ("PowerShell 4103", "enable PowerShell *Module Logging*"),
 }

@@ -14,6 +14,7 @@ import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from scmwatch.detections import SVCCTL
 from scmwatch.simulate import build as b
 from scmwatch.simulate.records import Label, Rec
 from scmwatch.simulate.world import SYSTEM, Account, Host, Logon, Proc, World
@@ -207,7 +208,6 @@ def pipe_open(
 
 # MS-SCMR operations the pack's Zeek rules flag on their own (PT-CR-1981, detections.md §0.11/§2.4):
 # a remote create / binPath change / start. In an attack instance every such dce_rpc line must raise it.
-SVCCTL_KEY = "PT-CR-1981"
 SVCCTL_FLAGGED_OPS = frozenset(
     {"CreateServiceW", "CreateServiceA", "ChangeServiceConfigW", "ChangeServiceConfigA", "StartServiceW",
      "StartServiceA"}
@@ -216,8 +216,8 @@ SVCCTL_FLAGGED_OPS = frozenset(
 
 def svcctl_expect(endpoint: str, op: str, expect: tuple[str, ...] = ()) -> tuple[str, ...]:
     """``expect`` plus PT-CR-1981 when ``op`` on ``endpoint`` is one the pack's Zeek rules flag."""
-    if endpoint in ("svcctl", "ntsvcs") and op in SVCCTL_FLAGGED_OPS and SVCCTL_KEY not in expect:
-        return (*expect, SVCCTL_KEY)
+    if endpoint in ("svcctl", "ntsvcs") and op in SVCCTL_FLAGGED_OPS and SVCCTL not in expect:
+        return (*expect, SVCCTL)
     return expect
 
 

@@ -608,7 +608,6 @@ def sys7000(h: Host, t: float, display: str) -> Rec:
 
 # --- Defender -------------------------------------------------------------------------------
 
-ASR_PSEXEC_WMI = "d1e49aac-8f56-4280-b9ba-993a6d77406c"
 
 
 def defender1121(

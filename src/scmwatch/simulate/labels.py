@@ -17,18 +17,10 @@ from typing import Any
 import orjson
 import yaml
 
-PACK_DIR = Path(__file__).resolve().parents[1] / "rules"
+from scmwatch.detections import ATTR, detection_key
+from scmwatch.rules import PACK_DIR
+
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def detection_key(maxpatrol: Any) -> str | None:
-    """``"PT-CR-589 Remoting_SysInternals_PsExec"`` → ``"PT-CR-589"``; ``"none"`` → ``"none"``."""
-    if maxpatrol is None:
-        return None
-    text = str(maxpatrol).strip()
-    if not text:
-        return None
-    return text.split()[0]
 
 
 def iter_pack_rules(pack: Path = PACK_DIR) -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -49,19 +41,9 @@ def pack_rules_by_detection(pack: Path = PACK_DIR) -> dict[str, list[str]]:
     """Detection key → ids of the pack rules that cover it (empty when no pack is installed)."""
     out: dict[str, list[str]] = {}
     for _, doc in iter_pack_rules(pack):
-        key = detection_key(doc.get("maxpatrol_rule"))
+        key = detection_key(doc.get(ATTR))
         if key:
             out.setdefault(key, []).append(str(doc["id"]))
-    return out
-
-
-def rule_detection_map(pack: Path = PACK_DIR) -> dict[str, str]:
-    """Rule id → detection key, for mapping alerts back to labels."""
-    out: dict[str, str] = {}
-    for _, doc in iter_pack_rules(pack):
-        key = detection_key(doc.get("maxpatrol_rule"))
-        if key:
-            out[str(doc["id"])] = key
     return out
 
 

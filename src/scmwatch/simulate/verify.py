@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scmwatch.simulate.labels import detection_key, read_labels
+from scmwatch.detections import detection_key
+from scmwatch.simulate.labels import read_labels
 
 
 @dataclass

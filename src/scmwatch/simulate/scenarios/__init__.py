@@ -35,31 +35,6 @@ def scenario(name: str, summary: str, source: str, target: str = "any", duration
     return register
 
 
-# Detection keys: the MaxPatrol code of the pack's ``maxpatrol_rule`` attribute, or "none".
-WINEXEC = "PT-CR-215"
-BINPATH = "PT-CR-785"
-UNC = "PT-CR-1752"
-SVCCTL = "PT-CR-1981"
-IMPACKET = "PT-CR-226"
-PSEXEC = "PT-CR-589"
-MSSQL = "PT-CR-425"
-NIMEXEC = "PT-CR-1838"
-WANNA_SUB = "PT-CR-2756"
-WANNA = "PT-CR-2757"
-SMBEXEC = "PT-CR-523"
-SLIVER = "PT-CR-1356"
-MS17 = "PT-CR-2754"
-REMREG = "PT-CR-1962"
-HIDDEN = "PT-CR-778"
-ODDPATH = "PT-CR-257"
-PSEXEC_SRC = "PT-CR-217"
-CLI = "PT-CR-271"
-SVC_CMD = "none"
-# detections that have no MaxPatrol rule (the pack's own variants) share the "none" key with the
-# MITRE analytic: labels name what must fire, the rule titles say which variant it is
-VARIANT = "none"
-
-
 def load_all() -> dict[str, Scenario]:
     """Import every family module (each registers its scenarios) and return the registry."""
     from scmwatch.simulate.scenarios import (  # noqa: F401

@@ -6,19 +6,11 @@ from __future__ import annotations
 
 import string
 
+from scmwatch.detections import IMPACKET, MITRE, ODDPATH, PSEXEC_SRC, SMBEXEC, SVCCTL, VARIANT
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx, Expect, Session
-from scmwatch.simulate.scenarios import (
-    IMPACKET,
-    ODDPATH,
-    PSEXEC_SRC,
-    SMBEXEC,
-    SVC_CMD,
-    SVCCTL,
-    VARIANT,
-    scenario,
-)
+from scmwatch.simulate.scenarios import scenario
 from scmwatch.simulate.world import SYSTEM, Host, rand_letters
 
 
@@ -214,7 +206,7 @@ def empire_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     path = f'%COMSPEC% /C "%COMSPEC% /C start /b {launcher}"'
     # the nested %COMSPEC% /C "%COMSPEC% /C ..." is invoke_smbexec's own shape (PT-CR-523 on the install,
     # the registry write and the 4697); the interpreter one-liner is also an unusual path (PT-CR-257)
-    ex = Expect(e4697=(SMBEXEC, ODDPATH), e7045=(SMBEXEC, ODDPATH), e13=(SMBEXEC,), e_proc=(SVC_CMD,))
+    ex = Expect(e4697=(SMBEXEC, ODDPATH), e7045=(SMBEXEC, ODDPATH), e13=(SMBEXEC,), e_proc=(MITRE,))
     t2 = a.install_service(ctx, t1, dst, admin, s.logon.logon_id, name, path, ex)
     cmdline = path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe")
     p, _ = a.run_service(
@@ -306,7 +298,7 @@ def meterpreter_getsystem(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     name = rand_letters(rng, 6).lower()
     path = f"cmd.exe /c echo {pipe} > \\\\.\\pipe\\{pipe}"
     ctx.add(b.sysmon_pipe(dst, t - 0.1, beacon, f"\\{pipe}", False))
-    ex = Expect(e4697=(ODDPATH, VARIANT), e7045=(ODDPATH, VARIANT), e_proc=(SVC_CMD,))
+    ex = Expect(e4697=(ODDPATH, VARIANT), e7045=(ODDPATH, VARIANT), e_proc=(MITRE,))
     t1 = a.install_service(ctx, t, dst, user, beacon.logon_id, name, path, ex)
     a.run_service(
         ctx,

@@ -5,18 +5,11 @@ The attacker runs them from a Linux box: the only traces are on the target (and 
 
 from __future__ import annotations
 
+from scmwatch.detections import IMPACKET, MITRE, ODDPATH, SMBEXEC, SVCCTL, UNC
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx, Expect
-from scmwatch.simulate.scenarios import (
-    IMPACKET,
-    ODDPATH,
-    SMBEXEC,
-    SVC_CMD,
-    SVCCTL,
-    UNC,
-    scenario,
-)
+from scmwatch.simulate.scenarios import scenario
 from scmwatch.simulate.world import SYSTEM, Host, rand_letters
 
 
@@ -107,7 +100,7 @@ def impacket_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         echo = f"echo {command} ^> \\\\127.0.0.1\\C$\\__output 2^>^&1 > %TEMP%\\execute.bat"
         path = f"%COMSPEC% /Q /c {echo} & %COMSPEC% /Q /c %TEMP%\\execute.bat & del %TEMP%\\execute.bat"
         ex = Expect(
-            e4697=(SMBEXEC, ODDPATH), e7045=(SMBEXEC, ODDPATH), e_proc=(SMBEXEC, SVC_CMD), e_key=(SMBEXEC,)
+            e4697=(SMBEXEC, ODDPATH), e7045=(SMBEXEC, ODDPATH), e_proc=(SMBEXEC, MITRE), e_key=(SMBEXEC,)
         )
         t1 = a.dce_rpc(
             ctx, tt, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "OpenServiceW", "StartServiceW"]

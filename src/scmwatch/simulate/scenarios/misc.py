@@ -3,18 +3,11 @@ directories (spec §2.7, §2.9, §2.15, §2.17)."""
 
 from __future__ import annotations
 
+from scmwatch.detections import CLI, MSSQL, ODDPATH, VARIANT, WANNA, WANNA_SUB
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx, Expect
-from scmwatch.simulate.scenarios import (
-    CLI,
-    MSSQL,
-    ODDPATH,
-    VARIANT,
-    WANNA,
-    WANNA_SUB,
-    scenario,
-)
+from scmwatch.simulate.scenarios import scenario
 from scmwatch.simulate.world import SYSTEM, Account, Host, rand_letters
 
 SQLSERVR = "C:\\Program Files\\Microsoft SQL Server\\MSSQL15.MSSQLSERVER\\MSSQL\\Binn\\sqlservr.exe"

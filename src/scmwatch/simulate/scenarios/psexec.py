@@ -8,10 +8,11 @@ as a child of the service, then stop and delete.
 
 from __future__ import annotations
 
+from scmwatch.detections import ASR_PSEXEC_WMI, ODDPATH, PSEXEC, PSEXEC_SRC, SMBEXEC, SVCCTL
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx, Expect
-from scmwatch.simulate.scenarios import ODDPATH, PSEXEC, PSEXEC_SRC, SMBEXEC, SVCCTL, scenario
+from scmwatch.simulate.scenarios import scenario
 from scmwatch.simulate.world import Host
 
 COMMANDS = [
@@ -101,7 +102,7 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None, asr: bool
             b.defender1121(
                 dst,
                 t5,
-                b.ASR_PSEXEC_WMI,
+                ASR_PSEXEC_WMI,
                 op,
                 "C:\\Windows\\System32\\cmd.exe",
                 svc_proc.image,

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+from scmwatch.detections import CLI, HIDDEN, REMREG, SVCCTL
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx
-from scmwatch.simulate.scenarios import CLI, HIDDEN, REMREG, SVCCTL, scenario
+from scmwatch.simulate.scenarios import scenario
 from scmwatch.simulate.world import LOCAL_SERVICE, Host, rand_letters
 
 RR_KEY = b.SERVICES_KEY + "RemoteRegistry\\Start"

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
+from scmwatch.detections import BINPATH, CLI, MITRE, NIMEXEC, ODDPATH, PSEXEC_SRC, SVCCTL
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx, Expect, Session
-from scmwatch.simulate.scenarios import (
-    BINPATH,
-    CLI,
-    NIMEXEC,
-    ODDPATH,
-    PSEXEC_SRC,
-    SVC_CMD,
-    SVCCTL,
-    scenario,
-)
+from scmwatch.simulate.scenarios import scenario
 from scmwatch.simulate.world import NETWORK_SERVICE, Host, Proc, rand_letters
 
 SC = "C:\\Windows\\System32\\sc.exe"
@@ -111,7 +103,7 @@ def _swap(ctx: Ctx, t: float, dst: Host, s: Session, payload: str, ops_extra: li
     _set(ctx, t1, dst, key, original, payload)
     t2 = a.dce_rpc(ctx, t1 + 0.01, s, "svcctl", ["StartServiceW"])
     exe, _, args = payload.partition(" ")
-    ex = Expect(e_proc=(SVC_CMD,))
+    ex = Expect(e_proc=(MITRE,))
     _, t3 = a.run_service(ctx, t2, dst, key, display, exe, payload, ex, is_service=False)
     t4 = a.dce_rpc(ctx, t3, s, "svcctl", ["ChangeServiceConfigW", "CloseServiceHandle"])
     _restore(ctx, t4, dst, key, original, payload)
@@ -147,7 +139,7 @@ def sc_binpath(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         display,
         exe,
         payload,
-        Expect(e_proc=(SVC_CMD,)),
+        Expect(e_proc=(MITRE,)),
         is_service=False,
     )
     _sc(ctx, t6 + 1, src, shell, dst, f'config {key} binPath= "{original}"', CLI, BINPATH)

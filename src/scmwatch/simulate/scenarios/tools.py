@@ -5,21 +5,11 @@ from __future__ import annotations
 
 import string
 
+from scmwatch.detections import IMPACKET, MITRE, MS17, ODDPATH, SLIVER, SMBEXEC, SVCCTL, VARIANT, WINEXEC
 from scmwatch.simulate import actions as a
 from scmwatch.simulate import build as b
 from scmwatch.simulate.actions import Ctx, Expect, Session
-from scmwatch.simulate.scenarios import (
-    IMPACKET,
-    MS17,
-    ODDPATH,
-    SLIVER,
-    SMBEXEC,
-    SVC_CMD,
-    SVCCTL,
-    VARIANT,
-    WINEXEC,
-    scenario,
-)
+from scmwatch.simulate.scenarios import scenario
 from scmwatch.simulate.world import SYSTEM, Account, Host, Logon, Proc, rand_letters
 
 PSH_PAYLOAD = (
@@ -187,7 +177,7 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
             "C:\\Windows\\System32\\cmd.exe",
             path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe"),
         )
-        ex = Expect(e4697=(ODDPATH, VARIANT), e7045=(ODDPATH, VARIANT), e_proc=(SVC_CMD, MS17))
+        ex = Expect(e4697=(ODDPATH, VARIANT), e7045=(ODDPATH, VARIANT), e_proc=(MITRE, MS17))
     else:
         binary = rand_letters(rng, 8) + ".exe"
         a.file_write(
@@ -258,7 +248,7 @@ def ms17_010(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     t1 = a.dce_rpc(ctx, t + 1.72, s, "svcctl", ["OpenSCManagerW", "CreateServiceW", "StartServiceW"])
     svc = rand_letters(rng, 16)
     path = f'%COMSPEC% /b /c start /b /min powershell.exe -nop -w hidden -noni -c "{PSH_PAYLOAD}"'
-    ex = Expect(e4697=(ODDPATH, VARIANT), e7045=(ODDPATH, VARIANT), e_proc=(SVC_CMD, MS17))
+    ex = Expect(e4697=(ODDPATH, VARIANT), e7045=(ODDPATH, VARIANT), e_proc=(MITRE, MS17))
     t2 = a.install_service(ctx, t1, dst, dst.machine_account, s.logon.logon_id, svc, path, ex)
     cmdline = path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe")
     p, t3 = a.run_service(
@@ -381,7 +371,7 @@ def empire_psexec_tcp(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         tt += 0.02
     ps = "C:\\Windows\\System32\\WindowsPowershell\\v1.0\\powershell"
     path = f"%COMSPEC% /C start /b {ps} -noP -sta -w 1 -enc {EMPIRE_ENC}"
-    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(SVC_CMD,))
+    ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e_proc=(MITRE,))
     t2 = a.install_service(ctx, tt, dst, admin, lg.logon_id, "Updater", path, ex)
     cmdline = path.replace("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe")
     p, _ = a.run_service(
