@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import ntpath
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from scmwatch.audit import principals as P
@@ -36,8 +37,8 @@ from scmwatch.audit.sd import (
     parse_sddl_cached,
 )
 from scmwatch.audit.snapshot import path_key
+from scmwatch.detections import ASR_PSEXEC_WMI
 
-ASR_PSEXEC_WMI = "d1e49aac-8f56-4280-b9ba-993a6d77406c"
 ASR_ACTIONS = {0: "disabled", 1: "block", 2: "audit", 6: "warn"}
 
 SERVICE_CHANGE_CONFIG = 0x2
@@ -58,60 +59,6 @@ SCM_STRIP = SCM_DANGEROUS | SC_MANAGER_LOCK | SC_MANAGER_MODIFY_BOOT_CONFIG
 FILE_DANGEROUS = FILE_WRITE_DATA | FILE_APPEND_DATA | WRITE_DAC | WRITE_OWNER | DELETE
 PARENT_DIR_DANGEROUS = FILE_WRITE_DATA | FILE_DELETE_CHILD | WRITE_DAC | WRITE_OWNER
 ANCESTOR_DIR_DANGEROUS = WRITE_DAC | WRITE_OWNER
-
-
-@dataclass(frozen=True)
-class Check:
-    id: str
-    mitigation: str
-    title: str
-    needs: str  # which input provides the data
-
-
-CHECKS: dict[str, Check] = {
-    c.id: c
-    for c in (
-        Check(
-            "AUD-M1026-001",
-            "M1026",
-            "Non-admins can reconfigure a service (service DACL)",
-            "service SDDL (snapshot, .reg Security value, sc sdshow)",
-        ),
-        Check(
-            "AUD-M1026-002",
-            "M1026",
-            "Non-admins can create services or rewrite the SCM's DACL",
-            "SCM SDDL (snapshot, sc sdshow scmanager)",
-        ),
-        Check(
-            "AUD-M1026-003",
-            "M1026",
-            "Remote non-admins have SCM access beyond connect",
-            "SCM SDDL (snapshot, sc sdshow scmanager)",
-        ),
-        Check(
-            "AUD-M1040-001",
-            "M1040",
-            "ASR rule 'Block process creations from PSExec and WMI' not in block mode",
-            "Defender preferences (snapshot)",
-        ),
-        Check("AUD-M1022-001", "M1022", "Service binary writable by non-admins", "file SDDL (snapshot)"),
-        Check(
-            "AUD-M1022-002",
-            "M1022",
-            "Directory on the service binary's path writable by non-admins",
-            "directory SDDL (snapshot)",
-        ),
-        Check(
-            "AUD-M1022-003",
-            "M1022",
-            "Unquoted service path with spaces (path interception)",
-            "ImagePath (+ directory SDDL from a snapshot)",
-        ),
-        Check("AUD-M1022-004", "M1022", "Service binary on a network share", "ImagePath"),
-        Check("AUD-M1022-005", "M1022", "Service binary in a user-writable location", "ImagePath"),
-    )
-}
 
 
 def is_local_system(svc: Service) -> bool:
@@ -572,12 +519,91 @@ def check_paths(hd: HostData, svc: Service) -> list[Finding]:
     return out
 
 
+@dataclass(frozen=True)
+class Check:
+    id: str
+    mitigation: str
+    title: str
+    needs: str  # which input provides the data
+    # the function that reports it: (HostData) -> findings for host scope, (HostData, Service) ->
+    # findings for service scope; one function may report several checks
+    run: Callable[..., list[Finding]]
+    scope: str = "service"  # "host" or "service"
+
+
+# The registry: a new check is one function above plus one row here (in the order listed by
+# ``scmwatch audit --list-checks``).
+CHECKS: dict[str, Check] = {
+    c.id: c
+    for c in (
+        Check(
+            "AUD-M1026-001",
+            "M1026",
+            "Non-admins can reconfigure a service (service DACL)",
+            "service SDDL (snapshot, .reg Security value, sc sdshow)",
+            check_service_dacl,
+        ),
+        Check(
+            "AUD-M1026-002",
+            "M1026",
+            "Non-admins can create services or rewrite the SCM's DACL",
+            "SCM SDDL (snapshot, sc sdshow scmanager)",
+            check_scm,
+            "host",
+        ),
+        Check(
+            "AUD-M1026-003",
+            "M1026",
+            "Remote non-admins have SCM access beyond connect",
+            "SCM SDDL (snapshot, sc sdshow scmanager)",
+            check_scm,
+            "host",
+        ),
+        Check(
+            "AUD-M1040-001",
+            "M1040",
+            "ASR rule 'Block process creations from PSExec and WMI' not in block mode",
+            "Defender preferences (snapshot)",
+            check_asr,
+            "host",
+        ),
+        Check("AUD-M1022-001", "M1022", "Service binary writable by non-admins", "file SDDL (snapshot)",
+              check_paths),
+        Check(
+            "AUD-M1022-002",
+            "M1022",
+            "Directory on the service binary's path writable by non-admins",
+            "directory SDDL (snapshot)",
+            check_paths,
+        ),
+        Check(
+            "AUD-M1022-003",
+            "M1022",
+            "Unquoted service path with spaces (path interception)",
+            "ImagePath (+ directory SDDL from a snapshot)",
+            check_paths,
+        ),
+        Check("AUD-M1022-004", "M1022", "Service binary on a network share", "ImagePath", check_paths),
+        Check("AUD-M1022-005", "M1022", "Service binary in a user-writable location", "ImagePath",
+              check_paths),
+    )
+}
+
+
+def _runs(scope: str) -> list[Callable[..., list[Finding]]]:
+    """The check functions of one scope, each once, in table order."""
+    return list(dict.fromkeys(c.run for c in CHECKS.values() if c.scope == scope))
+
+
 def audit_host(hd: HostData) -> list[Finding]:
     """All findings for one host, most severe first."""
-    out = check_scm(hd) + check_asr(hd)
+    out: list[Finding] = []
+    for run in _runs("host"):
+        out += run(hd)
+    service_runs = _runs("service")
     for svc in sorted(hd.services.values(), key=lambda s: s.name.lower()):
-        out += check_service_dacl(hd, svc)
-        out += check_paths(hd, svc)
+        for run in service_runs:
+            out += run(hd, svc)
     order = {s: i for i, s in enumerate(("critical", "high", "medium", "low", "info"))}
     out.sort(key=lambda f: (order.get(f.severity, 9), f.check, f.target.lower()))
     return out

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -185,17 +185,44 @@ def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Ev
         stats.error(name, "format", "binary content that is not EVTX, JSON, XML or a Zeek log")
         return iter(())
     text_head = head.decode(encoding, errors="replace").lstrip("\ufeff \t\r\n")
-    first = text_head[:1]
-    if text_head.startswith("#separator"):
-        return read_zeek_tsv(name, rest, stats)
-    if first in "{[":
-        zeek = zeek_path_from_name(inp.inner_name)
-        return read_json(name, rest, stats, encoding, zeek if zeek in ZEEK_LOGS else None)
-    if first == "<":
-        return read_xml(name, rest, stats, encoding)
+    for fmt in TEXT_FORMATS:
+        if fmt.sniff(text_head):
+            return fmt.read(inp, rest, stats, encoding)
     stats.files_failed += 1
     stats.error(name, "format", "not a supported log format (EVTX, JSON/NDJSON, Windows XML, Zeek)")
     return iter(())
+
+
+@dataclass(frozen=True, slots=True)
+class TextFormat:
+    """A text log format: recognised by the start of its decoded text (BOM and leading white
+    space removed), read by ``read(input, stream, stats, encoding)``."""
+
+    name: str
+    sniff: Callable[[str], bool]
+    read: Callable[[InputFile, BinaryIO, ReadStats, str], Iterator[Event]]
+
+
+def _zeek_tsv(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str) -> Iterator[Event]:
+    return read_zeek_tsv(inp.name, stream, stats)
+
+
+def _json(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str) -> Iterator[Event]:
+    zeek = zeek_path_from_name(inp.inner_name)  # Zeek JSON logs are told apart by their file name
+    return read_json(inp.name, stream, stats, encoding, zeek if zeek in ZEEK_LOGS else None)
+
+
+def _xml(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str) -> Iterator[Event]:
+    return read_xml(inp.name, stream, stats, encoding)
+
+
+# The reader registry. EVTX is recognised first, by its binary magic (``read_input``); the text
+# formats are tried in this order. A new format is one reader module plus one row here.
+TEXT_FORMATS: tuple[TextFormat, ...] = (
+    TextFormat("zeek", lambda text: text.startswith("#separator"), _zeek_tsv),
+    TextFormat("json", lambda text: text[:1] in "{[", _json),
+    TextFormat("xml", lambda text: text[:1] == "<", _xml),
+)
 
 
 def _spooled_evtx(name: str, head: bytes, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:

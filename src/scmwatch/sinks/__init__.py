@@ -2,23 +2,20 @@
 
 ``open_sink(fmt, stream, rules)`` returns a sink with ``write(alert)`` and ``close()``: hunt
 streams its (already sorted) alerts into it one by one, so JSONL and CSV hold nothing and the
-table holds at most its ``MAX_ROWS``. ``write_alerts(alerts, fmt, stream, rules)`` does the same
-for an iterable. ``rules`` (rule id → CompiledRule) lets the human formats pick the few fields
-that explain each hit.
+table holds at most its ``MAX_ROWS``. ``rules`` (rule id -> CompiledRule) lets the human formats
+pick the few fields that explain each hit. A new format is one module with a sink class plus
+one row in :data:`SINKS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import IO, Any, Protocol
 
 from scmwatch.alerts import Alert
-from scmwatch.sinks.csv_sink import CsvSink, write_csv
-from scmwatch.sinks.explain import explain
-from scmwatch.sinks.jsonl import JsonlSink, write_jsonl
-from scmwatch.sinks.table import TableSink, write_table
-
-FORMATS = ("table", "jsonl", "csv")
+from scmwatch.sinks.csv_sink import CsvSink
+from scmwatch.sinks.jsonl import JsonlSink
+from scmwatch.sinks.table import TableSink
 
 
 class AlertSink(Protocol):
@@ -29,25 +26,21 @@ class AlertSink(Protocol):
     def close(self) -> None: ...
 
 
+# format name -> factory(stream, rules, color); the order is the order ``--format`` lists them
+SINKS: dict[str, Callable[[IO[Any], Mapping[str, Any], bool | None], AlertSink]] = {
+    "table": TableSink,
+    "jsonl": lambda stream, rules, color: JsonlSink(stream),
+    "csv": lambda stream, rules, color: CsvSink(stream, rules),
+}
+FORMATS = tuple(SINKS)
+
+
 def open_sink(fmt: str, stream: IO[Any], rules: Mapping[str, Any] | None = None,
               color: bool | None = None) -> AlertSink:
-    rules = rules or {}
-    if fmt == "jsonl":
-        return JsonlSink(stream)
-    if fmt == "csv":
-        return CsvSink(stream, rules)
-    if fmt == "table":
-        return TableSink(stream, rules, color=color)
-    raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    factory = SINKS.get(fmt)
+    if factory is None:
+        raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    return factory(stream, rules or {}, color)
 
 
-def write_alerts(alerts: Iterable[Alert], fmt: str, stream: IO[Any], rules: Mapping[str, Any] | None = None,
-                 color: bool | None = None) -> None:
-    sink = open_sink(fmt, stream, rules, color)
-    for a in alerts:
-        sink.write(a)
-    sink.close()
-
-
-__all__ = ["FORMATS", "AlertSink", "CsvSink", "JsonlSink", "TableSink", "explain", "open_sink",
-           "write_alerts", "write_csv", "write_jsonl", "write_table"]
+__all__ = ["FORMATS", "SINKS", "AlertSink", "CsvSink", "JsonlSink", "TableSink", "open_sink"]

@@ -9,7 +9,7 @@ with ``= + - @``, tab or CR gets a leading ``'`` so spreadsheets show it instead
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import IO, Any
 
 from scmwatch.alerts import Alert
@@ -39,10 +39,3 @@ class CsvSink:
 
     def close(self) -> None:
         pass
-
-
-def write_csv(alerts: Iterable[Alert], stream: IO[Any], rules: Mapping[str, Any]) -> None:
-    sink = CsvSink(stream, rules)
-    for a in alerts:
-        sink.write(a)
-    sink.close()

@@ -7,7 +7,6 @@ beyond 64 bits become their decimal string, nesting deeper than ``MAX_DEPTH`` a 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import IO, Any
 
 import orjson
@@ -63,10 +62,3 @@ class JsonlSink:
     def close(self) -> None:
         if self._buf is not None:
             self._buf.flush()
-
-
-def write_jsonl(alerts: Iterable[Alert], stream: IO[Any]) -> None:
-    sink = JsonlSink(stream)
-    for a in alerts:
-        sink.write(a)
-    sink.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
 from rich.console import Console
@@ -46,14 +46,6 @@ class TableSink:
     def close(self) -> None:
         _render(self.rows, self.count, self.stream, self.rules, self.color)
         self.rows = []
-
-
-def write_table(alerts: Iterable[Alert], stream: IO[Any], rules: Mapping[str, Any],
-                color: bool | None = None) -> None:
-    sink = TableSink(stream, rules, color)
-    for a in alerts:
-        sink.write(a)
-    sink.close()
 
 
 def _cell(text: str) -> str:
