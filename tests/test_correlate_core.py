@@ -518,7 +518,7 @@ def test_event_later_than_lateness_is_counted_not_correlated():
     assert s["late_examples"][0]["behind_seconds"] >= 95
 
 
-def test_merge_by_time_merges_per_file_streams():
+def test_candidates_merged_by_sort_key_correlate_across_files():
     h = Harness(TEMPORAL)
     f0 = [h.cand("a", t, file_index=0) for t in (0, 50, 100)]
     f1 = [h.cand("b", t, file_index=1) for t in (10, 60, 70)]
