@@ -2,14 +2,14 @@
 
 ``open_sink(fmt, stream, rules)`` returns a sink with ``write(alert)`` and ``close()``: hunt
 streams its (already sorted) alerts into it one by one, so JSONL and CSV hold nothing and the
-table holds at most its ``MAX_ROWS``. ``rules`` (rule id -> CompiledRule) lets the human formats
-pick the few fields that explain each hit. A new format is one module with a sink class plus
-one row in :data:`SINKS`.
+table holds at most its ``MAX_ROWS``. ``write_alerts`` writes an iterable through one sink.
+``rules`` (rule id -> CompiledRule) lets the human formats pick the few fields that explain
+each hit. A new format is one module with a sink class plus one row in :data:`SINKS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any, Protocol
 
 from scmwatch.alerts import Alert
@@ -43,4 +43,14 @@ def open_sink(fmt: str, stream: IO[Any], rules: Mapping[str, Any] | None = None,
     return factory(stream, rules or {}, color)
 
 
-__all__ = ["FORMATS", "SINKS", "AlertSink", "CsvSink", "JsonlSink", "TableSink", "open_sink"]
+def write_alerts(alerts: Iterable[Alert], fmt: str, stream: IO[Any], rules: Mapping[str, Any] | None = None,
+                 color: bool | None = None) -> None:
+    """Every alert of ``alerts`` through one sink of ``fmt``, then close it."""
+    sink = open_sink(fmt, stream, rules, color)
+    for a in alerts:
+        sink.write(a)
+    sink.close()
+
+
+__all__ = ["FORMATS", "SINKS", "AlertSink", "CsvSink", "JsonlSink", "TableSink", "open_sink",
+           "write_alerts"]
