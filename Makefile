@@ -5,10 +5,11 @@ BIN    := $(VENV)/bin
 
 .PHONY: install run test lint bench clean demo
 
-$(BIN)/scmwatch: pyproject.toml setup.py src/scmwatch/events/_flatten.c
+$(BIN)/scmwatch: pyproject.toml setup.py requirements-export.txt src/scmwatch/events/_flatten.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps -r requirements-export.txt
 	@touch $@
 
 install: $(BIN)/scmwatch

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from scmwatch.cli import rules_pack
+from scmwatch.cli import rules_export, rules_pack
 from scmwatch.escape import terminal
 from scmwatch.sigma import load_rules
 
@@ -47,11 +47,11 @@ def run_check(args: argparse.Namespace) -> int:
     return 1 if rs.rejected else 0
 
 
-SUBCOMMANDS: list[Callable[[Any], None]] = [_register_check, *rules_pack.REGISTER]
+SUBCOMMANDS: list[Callable[[Any], None]] = [_register_check, *rules_pack.REGISTER, *rules_export.REGISTER]
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("rules", help="check, list, test Sigma rules",
+    p = subparsers.add_parser("rules", help="check, list, test, export, update Sigma rules",
                               description="Work with Sigma rules.")
     sub = p.add_subparsers(dest="rules_command", metavar="SUBCOMMAND")
     for reg in SUBCOMMANDS:

@@ -1,0 +1,181 @@
+"""Proof that an exported rule means what it means in scmwatch: the same events, both sides.
+
+``verify`` loads events (a pack's fixtures: every ``tests/<stem>.jsonl`` beside the rule files,
+positive and near-miss; plus any event files given, e.g. the multi-event correlation fixtures)
+once through scmwatch's normalizer, runs them through the engine, and writes the same flat events
+into an in-memory SQLite table the way the sqlite backend expects (one column per field,
+``TEXT COLLATE NOCASE`` like Zircolite's layout, ``timestamp`` from ``TimeCreated``). Every
+query the ``sqlite`` target exported runs over that table; per rule the set of matching events
+must equal the engine's. Each difference is reported with the event's file and line.
+
+Representation choices (documented, not hidden): a list value (unnamed ``<Data>`` items) is one
+newline-joined text, so ``contains``/``re`` see every item as the engine's any-of does, while
+``=``/``startswith``/``endswith`` on a multi-item list would differ; SQLite folds case for ASCII
+only (the engine folds Unicode); ``REGEXP`` is Python's ``re.search``, as the engine's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from scmwatch.events.model import Event, ReadStats
+from scmwatch.events.read import iter_events
+from scmwatch.export.convert import Export, export_rules
+from scmwatch.packtest import fixture_event, fixture_file_for, load_fixtures, rule_files
+from scmwatch.sigma import Engine, load_rules
+
+TABLE = "logs"
+ROW = "_scm_row"
+_MISSING_COLUMN = re.compile(r"no such column: (.+)$")
+
+
+@dataclass
+class Difference:
+    rule: str
+    event: str  # file:line
+    engine: bool
+    sqlite: bool
+
+
+@dataclass
+class Verification:
+    events: int = 0
+    rules_compared: int = 0
+    rules_equal: int = 0
+    differences: list[Difference] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # a query SQLite could not run
+    matches: int = 0  # (rule, event) pairs both sides matched
+    skipped: list[str] = field(default_factory=list)  # not exported: nothing to compare
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences and not self.errors and self.events > 0
+
+
+def fixture_events(paths: Iterable[str | os.PathLike]) -> list[Event]:
+    """The ``rules test`` fixtures of every rule file under ``paths``, as the engine sees them."""
+    out: list[Event] = []
+    for f in rule_files(paths):
+        fx = fixture_file_for(f)
+        if not fx.exists():
+            continue
+        items, _problems = load_fixtures(fx)
+        out.extend(fixture_event(obj, str(fx), lineno) for lineno, obj in items)
+    return out
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, bool):  # Sysmon writes "true"/"false"; JSON exports may carry booleans
+        return "true" if value else "false"
+    if value is None or isinstance(value, int | float | str):
+        return value
+    if isinstance(value, list):
+        return "\n".join("" if v is None else str(v) for v in value)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@lru_cache(maxsize=4096)
+def _regex(pattern: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
+
+
+def _regexp(pattern: str, value: object) -> bool:
+    if value is None:
+        return False
+    rx = _regex(pattern)
+    return bool(rx and rx.search(str(value)))
+
+
+def build_table(events: list[Event]) -> sqlite3.Connection:
+    """An in-memory SQLite database with the events as table ``logs`` (row i = events[i])."""
+    conn = sqlite3.connect(":memory:")
+    conn.create_function("regexp", 2, _regexp, deterministic=True)
+    columns: dict[str, str] = {}
+    for ev in events:
+        for k in ev.fields:
+            columns.setdefault(k.lower(), k)
+    names = [ROW, "timestamp", *sorted(columns.values())]
+    conn.execute(f"CREATE TABLE {TABLE} ({ROW} INTEGER PRIMARY KEY, timestamp TEXT, "
+                 + ", ".join(f"{_quote(c)} TEXT COLLATE NOCASE" for c in names[2:]) + ")")
+    place = ", ".join("?" for _ in names)
+    rows = []
+    for i, ev in enumerate(events):
+        # SQLite column names ignore case, so 'path' (Zeek) and 'Path' share a column
+        by_lower = {k.lower(): v for k, v in ev.fields.items()}
+        row: list[object] = [i, _cell(ev.fields.get("TimeCreated"))]
+        row.extend(_cell(by_lower.get(c.lower())) for c in names[2:])
+        rows.append(row)
+    conn.executemany(f"INSERT INTO {TABLE} ({', '.join(_quote(n) for n in names)}) VALUES ({place})", rows)
+    return conn
+
+
+def run_query(conn: sqlite3.Connection, query: str) -> set[int]:
+    """Row numbers a ``SELECT * FROM logs WHERE ...`` query returns; absent columns added as NULL."""
+    sql = f"SELECT {ROW} FROM ({query})"
+    for _ in range(64):  # bounded: one new column per round
+        try:
+            return {r[0] for r in conn.execute(sql)}
+        except sqlite3.OperationalError as exc:
+            m = _MISSING_COLUMN.search(str(exc))
+            if not m:
+                raise
+            column = _quote(m.group(1).split(".")[-1])
+            conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {column} TEXT COLLATE NOCASE")
+    raise sqlite3.OperationalError("too many missing columns")
+
+
+def verify(paths: Iterable[str | os.PathLike], extra_events: Iterable[str] = (),
+           exported: Export | None = None) -> Verification:
+    """Compare scmwatch's engine with the exported SQLite queries on the same events."""
+    paths = [str(p) for p in paths]
+    events = fixture_events(paths)
+    if extra_events:
+        events.extend(iter_events(list(extra_events), ReadStats()))
+    res = Verification(events=len(events))
+    exp = exported or export_rules(paths, "sqlite")
+    ruleset = load_rules(paths)
+    engine = Engine(ruleset)
+    engine_hits: dict[str, set[int]] = {}
+    for i, ev in enumerate(events):
+        for r in engine.match(ev):
+            engine_hits.setdefault(r.id, set()).add(i)
+    conn = build_table(events)
+    for e in exp.entries:
+        if e.kind != "rule":
+            continue
+        if not e.exported:
+            res.skipped.append(e.label)
+            continue
+        got: set[int] = set()
+        try:
+            for q in e.queries:
+                got |= run_query(conn, q)
+        except sqlite3.Error as exc:
+            res.errors.append(f"{e.label}: SQLite: {exc}")
+            continue
+        want = engine_hits.get(e.id, set())
+        res.rules_compared += 1
+        res.matches += len(got & want)
+        if got == want:
+            res.rules_equal += 1
+            continue
+        for i in sorted(got ^ want):
+            ev = events[i]
+            where = f"{Path(ev.source).name}:{ev.record_id}"
+            res.differences.append(Difference(e.label, where, i in want, i in got))
+    conn.close()
+    return res
