@@ -33,7 +33,11 @@ FILE_WRITE_DATA = 0x2
 
 
 def user(sid: str) -> frozenset[str]:
-    return P.token_for(sid)
+    """The first token of the model holding ``sid`` (the interactive logon for ordinary users)."""
+    return P.tokens_holding(sid)[0].sids
+
+
+NETWORK_LOGON = next(t.sids for t in P.TOKENS if t.name == "network")
 
 
 # ---- parsing --------------------------------------------------------------------------------
@@ -195,8 +199,8 @@ def test_deny_before_allow_blocks_the_group_member():
 def test_allow_before_deny_wins_as_in_the_kernel():
     sd = parse_sddl("D:(A;;DC;;;IU)(D;;DC;;;WD)")
     assert effective_access(sd, user(P.INTERACTIVE), SERVICE) & CHANGE_CONFIG
-    # A token without IU only meets the deny.
-    assert not effective_access(sd, user(P.AUTHENTICATED_USERS), SERVICE) & CHANGE_CONFIG
+    # A token without IU (a network logon) only meets the deny.
+    assert not effective_access(sd, NETWORK_LOGON, SERVICE) & CHANGE_CONFIG
 
 
 def test_inherit_only_aces_do_not_apply_to_the_object():

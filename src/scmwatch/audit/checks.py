@@ -3,15 +3,17 @@
 Every finding says which principal can do what, through which ACE, and gives a fix an
 administrator can paste. Rights are always evaluated with the access check of ``sd.py``
 (stored ACE order, deny/allow, inherit-only skipped, generic rights mapped per object type) for a
-realistic non-admin token (``principals.token_for``), never by looking at single ACEs.
+set of realistic non-admin logon tokens (``principals.TOKENS``), never by looking at single ACEs.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import ntpath
+import operator
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scmwatch.audit import principals as P
 from scmwatch.audit.model import Finding, HostData, Service
@@ -34,6 +36,7 @@ from scmwatch.audit.sd import (
     ObjectType,
     SecurityDescriptor,
     effective_access,
+    granting_aces,
     parse_sddl_cached,
 )
 from scmwatch.audit.snapshot import path_key
@@ -79,53 +82,55 @@ def runs_as(svc: Service) -> tuple[bool, str]:
 @dataclass
 class Grant:
     sid: str
-    rights: int  # dangerous rights this principal's token ends up with
+    rights: int  # dangerous rights the tokens holding this principal end up with through it
     via: list[str]  # the ACEs (SDDL) naming this principal that grant them, or "owner"
     inherited: bool = False
+    tokens: list[str] = field(default_factory=list)  # names of the logon tokens that get them
 
 
 def nonadmin_grants(sd: SecurityDescriptor, objtype: ObjectType, dangerous: int) -> list[Grant]:
-    """Non-admin principals named in the DACL (or owning the object) whose realistic token is
-    granted any of ``dangerous`` by the full access check, and that contribute those rights."""
+    """Non-admin principals through whose ACEs (or ownership) a token of the model
+    (``principals.TOKENS``) is granted any of ``dangerous`` by the full access check."""
     candidates: list[str] = []
     if sd.dacl is None:
         candidates.append(P.EVERYONE)
     else:
         for ace in sd.dacl.aces:
-            if (
-                ace.is_allow
-                and not ace.inherit_only
-                and not P.is_admin(ace.sid)
-                and ace.sid not in candidates
-            ):
+            if ace.is_allow and not ace.inherit_only and ace.sid not in candidates:
                 candidates.append(ace.sid)
-    if sd.owner and not P.is_admin(sd.owner) and sd.owner not in candidates:
+    if sd.owner and sd.owner not in candidates:
         candidates.append(sd.owner)
     out = []
     for sid in candidates:
-        eff = effective_access(sd, P.token_for(sid), objtype) & dangerous
-        if not eff:
-            continue
-        via, own, inherited = [], 0, False
-        if sd.dacl is None:
-            via.append("NULL DACL (no DACL: everyone has full access)")
-            own = eff
-        else:
-            is_owner = sid == sd.owner
-            owner_rights_ace = any(a.sid == OWNER_RIGHTS and not a.inherit_only for a in sd.dacl.aces)
-            for ace in sd.dacl.aces:
-                mine = ace.sid == sid or (is_owner and ace.sid == OWNER_RIGHTS)
-                if mine and ace.is_allow and not ace.inherit_only:
-                    m = objtype.map_generic(ace.mask) & eff
-                    if m:
-                        own |= m
-                        via.append(ace.to_sddl())
-                        inherited = inherited or ace.inherited
-            if is_owner and not owner_rights_ace and eff & WRITE_DAC:
-                own |= WRITE_DAC
-                via.append("owner (implicit WRITE_DAC)")
+        is_owner = sid == sd.owner
+        own, via, tokens, inherited = 0, [], [], False
+        for token in P.tokens_holding(sid):
+            through = 0
+            for ace, bits in granting_aces(sd, token.sids, objtype):
+                bits &= dangerous
+                if not bits:
+                    continue
+                if ace is None:
+                    text = (
+                        "NULL DACL (no DACL: everyone has full access)"
+                        if sd.dacl is None
+                        else "owner (implicit WRITE_DAC)"
+                    )
+                    if sd.dacl is not None and not is_owner:
+                        continue
+                elif ace.sid == sid or (is_owner and ace.sid == OWNER_RIGHTS):
+                    text = ace.to_sddl()
+                    inherited = inherited or ace.inherited
+                else:
+                    continue
+                through |= bits
+                if text not in via:
+                    via.append(text)
+            if through:
+                own |= through
+                tokens.append(token.name)
         if own:
-            out.append(Grant(sid, own, via, inherited))
+            out.append(Grant(sid, own, via, inherited, tokens))
     return out
 
 
@@ -146,9 +151,21 @@ def _grants(sd: SecurityDescriptor, objtype: ObjectType, dangerous: int) -> list
     return res
 
 
+def _principal(g: Grant, objtype: ObjectType) -> dict:
+    return {
+        "sid": g.sid,
+        "name": P.name(g.sid),
+        "rights": objtype.names(g.rights),
+        "via": g.via,
+        "tokens": g.tokens,
+    }
+
+
 def _describe(grants: list[Grant], objtype: ObjectType) -> str:
     return "; ".join(
-        f"{P.name(g.sid)}: {', '.join(objtype.names(g.rights))} via {' '.join(g.via)}" for g in grants
+        f"{P.name(g.sid)}: {', '.join(objtype.names(g.rights))} via {' '.join(g.via)} "
+        f"(tokens: {P.describe_tokens(g.tokens)})"
+        for g in grants
     )
 
 
@@ -201,10 +218,7 @@ def check_service_dacl(hd: HostData, svc: Service) -> list[Finding]:
             svc.source,
             {
                 "account": acct,
-                "principals": [
-                    {"sid": g.sid, "name": P.name(g.sid), "rights": SERVICE.names(g.rights), "via": g.via}
-                    for g in grants
-                ],
+                "principals": [_principal(g, SERVICE) for g in grants],
                 "sddl": svc.sddl,
             },
         )
@@ -232,18 +246,23 @@ def check_scm(hd: HostData) -> list[Finding]:
                 "service gets code run as LocalSystem)",
                 hd.sources[0] if hd.sources else "",
                 {
-                    "principals": [
-                        {"sid": g.sid, "name": P.name(g.sid), "rights": SCM.names(g.rights), "via": g.via}
-                        for g in grants
-                    ],
+                    "principals": [_principal(g, SCM) for g in grants],
                     "sddl": hd.scm_sddl,
                 },
             )
         )
-    remote = effective_access(sd, P.REMOTE_USER_TOKEN, SCM) & ~(SC_MANAGER_CONNECT | SYNCHRONIZE)
-    if remote:
+    # Rights beyond connect for the generic remote logons (a principal the DACL names by SID is
+    # already covered, remote or not, by AUD-M1026-002).
+    by_token = {
+        t.name: effective_access(sd, t.sids, SCM) & ~(SC_MANAGER_CONNECT | SYNCHRONIZE)
+        for t in P.REMOTE_TOKENS
+    }
+    by_token = {name: rights for name, rights in by_token.items() if rights}
+    if by_token:
+        remote = functools.reduce(operator.or_, by_token.values())
         names = SCM.names(remote)
-        remote_fix = proposed_sddl(sd, SCM, ~SC_MANAGER_CONNECT & 0xFFFFFFFF, set(P.REMOTE_USER_TOKEN))
+        remote_sids = set().union(*(t.sids for t in P.REMOTE_TOKENS))
+        remote_fix = proposed_sddl(sd, SCM, ~SC_MANAGER_CONNECT & 0xFFFFFFFF, remote_sids)
         sev = "high" if remote & SCM_DANGEROUS else "medium"
         out.append(
             Finding(
@@ -253,14 +272,18 @@ def check_scm(hd: HostData) -> list[Finding]:
                 "M1026",
                 hd.host,
                 "SCM",
-                "a non-admin network logon (Everyone, Authenticated Users, Users, NETWORK) gets "
-                f"{', '.join(names)} "
-                "on the SCM: remote service enumeration/reconnaissance"
+                "non-admin network logons get more than SC_MANAGER_CONNECT on the SCM ("
+                + "; ".join(f"{name}: {', '.join(SCM.names(r))}" for name, r in by_token.items())
+                + "): remote service enumeration/reconnaissance"
                 + (" and service creation" if remote & SC_MANAGER_CREATE_SERVICE else ""),
                 f'sc.exe sdset scmanager "{remote_fix}"  (Windows 10 1709+ default: Authenticated Users get '
                 "SC_MANAGER_CONNECT only; admins keep KA)",
                 hd.sources[0] if hd.sources else "",
-                {"rights": names, "sddl": hd.scm_sddl},
+                {
+                    "rights": names,
+                    "tokens": {n: SCM.names(r) for n, r in by_token.items()},
+                    "sddl": hd.scm_sddl,
+                },
             )
         )
     return out
@@ -334,9 +357,7 @@ def _acl(hd: HostData, path: str) -> SecurityDescriptor | None:
 
 
 def _principals(grants: list[Grant], objtype: ObjectType) -> list[dict]:
-    return [
-        {"sid": g.sid, "name": P.name(g.sid), "rights": objtype.names(g.rights), "via": g.via} for g in grants
-    ]
+    return [_principal(g, objtype) for g in grants]
 
 
 def _icacls_fix(path: str, grants: list[Grant]) -> str:

@@ -7,6 +7,7 @@ file or item is skipped, and every other host is still audited.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,8 @@ class AuditLog:
 
 
 def discover(paths: list[str], log: AuditLog) -> list[Path]:
+    """Input files in order; a walk keeps regular files only (a FIFO or device would block the
+    read forever), and each one skipped is reported."""
     out: list[Path] = []
     for p in paths:
         path = Path(p)
@@ -45,7 +48,12 @@ def discover(paths: list[str], log: AuditLog) -> list[Path]:
                 dirs.sort()
                 for f in sorted(files):
                     if f.lower().endswith(DIR_SUFFIXES):
-                        out.append(Path(root) / f)
+                        found = Path(root) / f
+                        if found.is_file():
+                            out.append(found)
+                        elif found.exists():
+                            log.files_seen += 1
+                            log.error(str(found), "not a regular file, skipped")
         elif path.exists():
             out.append(path)
         else:
@@ -57,17 +65,28 @@ def discover(paths: list[str], log: AuditLog) -> list[Path]:
 def read_one(path: Path, log: AuditLog) -> HostData | None:
     """Read one input file of any supported kind; None (and a logged problem) when unreadable."""
     src = str(path)
-    log.files_seen += 1
     try:
+        if not path.is_file():
+            log.files_seen += 1
+            log.error(src, "not a regular file, skipped")
+            return None
         if path.stat().st_size > MAX_BYTES:
+            log.files_seen += 1
             log.error(src, f"larger than {MAX_BYTES // 2**20} MiB, skipped")
             return None
         data = path.read_bytes()
     except OSError as exc:
+        log.files_seen += 1
         log.error(src, f"cannot read: {exc.strerror or exc}")
         return None
+    return read_data(data, src, log)
+
+
+def read_data(data: bytes, src: str, log: AuditLog, kind: str | None = None) -> HostData | None:
+    """Read one input's bytes as ``kind`` (a key of READERS; recognised by content when None)."""
+    log.files_seen += 1
     try:
-        hd = _dispatch(data, src)
+        hd = READERS[kind or sniff(data)](data, src)
     except (SnapshotError, RegError, ScTextError) as exc:
         log.error(src, str(exc))
         return None
@@ -78,7 +97,8 @@ def read_one(path: Path, log: AuditLog) -> HostData | None:
     return hd
 
 
-def _dispatch(data: bytes, src: str) -> HostData:
+def sniff(data: bytes) -> str:
+    """Which reader an input is for, from its first characters."""
     if data.startswith(b"\xff\xfe"):
         probe = data[2:402]
         probe_text = probe[: len(probe) // 2 * 2].decode("utf-16-le", "replace")
@@ -86,18 +106,39 @@ def _dispatch(data: bytes, src: str) -> HostData:
         probe_text = data[:400].decode("utf-8", "replace").lstrip("\ufeff")
     p = probe_text.lstrip()
     if p.startswith("{"):
-        return read_snapshot(data, src)
+        return "snapshot"
     if p.startswith(("Windows Registry Editor", "REGEDIT4")):
-        return reg_to_host(data, src)
+        return "reg"
+    return "sc"
+
+
+def _read_sc(data: bytes, src: str) -> HostData:
+    bad = None
     try:
         text = decode_text(data)
-    except UnicodeDecodeError:
-        raise ScTextError(
-            "unrecognised input (binary; not a snapshot, .reg export or sc.exe output)"
-        ) from None
+    except UnicodeDecodeError as exc:
+        if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
+            text, bad = decode_text(data, "replace"), f"not valid {exc.encoding}: {exc.reason} (replaced)"
+        else:
+            # cmd.exe's ``sc qc X > file`` writes the OEM code page: 850 on German and other
+            # Western European systems (umlauts in display names and paths). Binary junk decodes
+            # too, and is then refused as "not sc.exe output" below.
+            text = data.decode("cp850")
     if not looks_like_sc(text):
         raise ScTextError("unrecognised input (not a scmwatch snapshot, .reg export or sc.exe output)")
-    return sc_to_host(text, src)
+    hd = sc_to_host(text, src)
+    if bad:
+        hd.errors.append(bad)
+    return hd
+
+
+# Every input kind: a function from (bytes, source name) to HostData that raises one of the
+# three input errors above for a file it cannot read.
+READERS: dict[str, Callable[[bytes, str], HostData]] = {
+    "snapshot": read_snapshot,
+    "reg": reg_to_host,
+    "sc": _read_sc,
+}
 
 
 def _validate_sddl(hd: HostData) -> None:

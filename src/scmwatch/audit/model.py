@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
+# The registry's Start value / the number sc.exe qc prints before the name.
+START_TYPES = {0: "Boot", 1: "System", 2: "Auto", 3: "Manual", 4: "Disabled"}
 
 
 @dataclass
@@ -19,6 +21,7 @@ class Service:
     display_name: str | None = None
     image_path: str | None = None
     start_type: str | None = None
+    delayed_auto_start: bool | None = None  # "Auto" started after the others (DelayedAutostart=1)
     service_type: int | None = None  # SERVICE_KERNEL_DRIVER=1, FILE_SYSTEM_DRIVER=2, WIN32=0x10/0x20
     account: str | None = None
     sddl: str | None = None  # service DACL as SDDL (from sc.exe sdshow or the binary Security value)

@@ -31,6 +31,13 @@ _ENV_RE = re.compile(r"%([^%]+)%")
 _EXT_RE = re.compile(r"\.(exe|com|bat|cmd|sys|dll|scr)(?=\s|$)", re.IGNORECASE)
 
 
+def normalize(path: str) -> str:
+    """Resolve ``.``/``..`` segments, doubled and forward slashes as Win32 (GetFullPathName) does
+    before a file is opened, so ``C:\\winnt\\system32\\..\\..\\Recycler\\x.exe`` is checked as
+    ``C:\\Recycler\\x.exe``. ``\\\\?\\`` paths are left as they are, as Win32 leaves them."""
+    return ntpath.normpath(path) if path else path
+
+
 def expand(raw: str) -> str:
     """Expand %VARS% (Windows defaults) and the kernel prefixes drivers use."""
     s = raw.strip().strip("\0")
@@ -67,7 +74,7 @@ def parse_image_path(raw: str, resolved: str | None = None) -> ImagePath:
         end = s.find('"', 1)
         exe = s[1:end] if end > 0 else s[1:]
         args = s[end + 1 :].strip() if end > 0 else ""
-        return ImagePath(raw, resolved or exe, True, args)
+        return ImagePath(raw, normalize(resolved or exe), True, args)
     if resolved:
         exe = resolved
         rest = s[len(resolved) :].strip() if s.lower().startswith(resolved.lower()) else ""
@@ -82,8 +89,8 @@ def parse_image_path(raw: str, resolved: str | None = None) -> ImagePath:
         if c == " ":
             prefix = exe[:i]
             if prefix and not prefix.endswith("\\"):
-                candidates.append(prefix + ".exe")
-    return ImagePath(raw, exe, False, rest, candidates)
+                candidates.append(normalize(prefix + ".exe"))
+    return ImagePath(raw, normalize(exe), False, rest, candidates)
 
 
 def ancestors(path: str) -> list[str]:
@@ -115,9 +122,13 @@ _PROGRAMDATA_TRUSTED = (
 )
 
 
+# Vista and later, XP/2003 on NTFS, FAT volumes: every user may create files in them.
+_RECYCLE_BINS = ("\\$recycle.bin\\", "\\recycler\\", "\\recycled\\")
+
+
 def user_writable_location(path: str) -> str | None:
-    """Name the conventionally user-writable location a path is in, or None."""
-    low = path.lower().replace("/", "\\")
+    """Name the conventionally user-writable location a path is in, or None (``..`` resolved)."""
+    low = normalize(path.lower().replace("/", "\\"))
     _drive, tail = ntpath.splitdrive(low)
     if re.search(r"\\(temp|tmp)\\", tail):
         return "a Temp directory"
@@ -126,6 +137,6 @@ def user_writable_location(path: str) -> str | None:
     if tail.startswith("\\programdata\\") and tail.count("\\") >= 3:
         if not any(t in tail for t in _PROGRAMDATA_TRUSTED):
             return "a ProgramData subfolder"
-    if tail.startswith("\\$recycle.bin\\"):
+    if tail.startswith(_RECYCLE_BINS):
         return "the recycle bin"
     return None

@@ -1,14 +1,23 @@
-"""Which SIDs count as administrators, and what a non-admin token built around a SID contains.
+"""Which SIDs count as administrators, and the non-admin tokens a DACL is evaluated against.
 
-The audit asks "what can a non-admin do to this object?". A DACL names principals, but a real
-token holds several group SIDs at once (a member of Users is also Authenticated Users and
-Everyone), and a deny ACE for Everyone therefore also blocks Users. So each non-admin principal is
-evaluated with the smallest realistic token that contains it (:func:`token_for`).
+The audit asks "what can a non-admin do to this object?". A DACL names principals, but the
+access check runs on a token, which holds several group SIDs at once, so a deny ACE for one of
+them removes rights another one's allow ACE grants. The audit therefore evaluates a fixed set of
+realistic logon tokens (:data:`TOKENS`, with Windows' default group memberships) exactly as
+the access check does, and names in each finding the tokens that end up with the right.
+
+Default memberships assumed (a stock Windows 10/11 or Server workstation/member server):
+every logon except anonymous holds Everyone; Authenticated Users and INTERACTIVE are members of
+BUILTIN\\Users, so every token holding either holds BUILTIN\\Users too; anonymous is not in
+Everyone (``EveryoneIncludesAnonymous`` = 0, the default since XP SP2 / Server 2003).
+AppContainer, capability and restricted SIDs never grant access alone (the kernel grants only
+what both the normal check and the package/restricting check allow), so they are in no token.
 """
 
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 EVERYONE = "S-1-1-0"
 LOCAL = "S-1-2-0"
@@ -99,26 +108,69 @@ def is_admin(sid: str) -> bool:
     return bool(m and int(m.group(1)) in _ADMIN_RIDS)
 
 
-def token_for(sid: str) -> frozenset[str]:
-    """The smallest realistic non-admin token that contains ``sid``."""
-    if sid == EVERYONE:
-        return frozenset({EVERYONE})
-    if sid == ANONYMOUS:
-        return frozenset({ANONYMOUS, NETWORK})
-    if sid == ALL_APP_PACKAGES or sid.startswith("S-1-15-"):
-        return frozenset({sid})  # AppContainer tokens carry package/capability SIDs
-    if sid == GUESTS or (_DOMAIN_SID.match(sid) and sid.endswith(("-501", "-514"))):
-        return frozenset({sid, GUESTS, EVERYONE})
-    if sid == AUTHENTICATED_USERS:
-        return frozenset({AUTHENTICATED_USERS, EVERYONE})
-    if sid == INTERACTIVE:
-        return frozenset({INTERACTIVE, LOCAL, USERS, AUTHENTICATED_USERS, EVERYONE})
-    if sid == NETWORK:
-        return frozenset({NETWORK, USERS, AUTHENTICATED_USERS, EVERYONE})
-    if sid in (LOCAL_SERVICE, NETWORK_SERVICE, SERVICE_LOGON):
-        return frozenset({sid, SERVICE_LOGON, USERS, AUTHENTICATED_USERS, EVERYONE})
-    return frozenset({sid, USERS, AUTHENTICATED_USERS, EVERYONE})
+class Token(NamedTuple):
+    """A non-admin logon as the access check sees it: its name and every SID it holds."""
+
+    name: str
+    sids: frozenset[str]
+
+    def plus(self, sid: str) -> Token:
+        return Token(self.name, self.sids | {sid})
 
 
-# A user connecting over the network (SMB/RPC) without admin rights.
-REMOTE_USER_TOKEN = frozenset({NETWORK, USERS, AUTHENTICATED_USERS, EVERYONE})
+CONSOLE_LOGON = "S-1-2-1"
+BATCH = "S-1-5-3"
+REMOTE_INTERACTIVE = "S-1-5-14"
+THIS_ORGANIZATION = "S-1-5-15"
+REMOTE_DESKTOP_USERS = "S-1-5-32-555"
+_USER = frozenset({EVERYONE, AUTHENTICATED_USERS, THIS_ORGANIZATION, USERS})
+_LOCAL = frozenset({LOCAL, CONSOLE_LOGON})
+_SERVICE = _USER | _LOCAL | {SERVICE_LOGON}
+
+# The token model (README "Audit"). The first seven are an ordinary account's logons; a SID the
+# DACL names that none of them holds (a user, a domain or custom group) is evaluated as a member
+# of each of them, a guest account or Domain Guests as a member of the two guest logons.
+USER_TOKENS = (
+    Token("interactive", _USER | _LOCAL | {INTERACTIVE}),
+    Token("remote desktop", _USER | {LOCAL, INTERACTIVE, REMOTE_INTERACTIVE, REMOTE_DESKTOP_USERS}),
+    Token("network", _USER | {NETWORK}),
+    Token("batch", _USER | _LOCAL | {BATCH}),
+    Token("service", _SERVICE),
+    Token("LocalService", _SERVICE | {LOCAL_SERVICE}),
+    Token("NetworkService", _SERVICE | {NETWORK_SERVICE}),
+)
+GUEST_TOKENS = (
+    Token("guest interactive", frozenset({EVERYONE, GUESTS, INTERACTIVE, USERS}) | _LOCAL),
+    Token("guest network", frozenset({EVERYONE, GUESTS, NETWORK})),
+)
+ANONYMOUS_TOKEN = Token("anonymous", frozenset({ANONYMOUS, NETWORK}))
+TOKENS = USER_TOKENS + GUEST_TOKENS + (ANONYMOUS_TOKEN,)
+# Logons that reach the host over the network (SMB/RPC), for the SCM's remote-access check.
+REMOTE_TOKENS = tuple(t for t in TOKENS if NETWORK in t.sids)
+_IN_SOME_TOKEN = frozenset().union(*(t.sids for t in TOKENS))
+
+
+def describe_tokens(names: list[str]) -> str:
+    """Token names for a finding; all seven ordinary-account logons read "every user logon"."""
+    users = [t.name for t in USER_TOKENS]
+    if set(users) <= set(names):
+        names = ["every user logon"] + [n for n in names if n not in users]
+    return ", ".join(names)
+
+
+def never_grants_alone(sid: str) -> bool:
+    """AppContainer package and capability SIDs (``AC``, S-1-15-2-*, S-1-15-3-*) and the
+    restricting SIDs RESTRICTED / WRITE RESTRICTED: an ACE for them only narrows another check."""
+    return sid.startswith("S-1-15-") or sid in ("S-1-5-12", "S-1-5-33")
+
+
+def tokens_holding(sid: str) -> tuple[Token, ...]:
+    """The tokens of the model that hold ``sid`` (none for admins and AppContainer SIDs)."""
+    if is_admin(sid) or never_grants_alone(sid):
+        return ()
+    if sid in _IN_SOME_TOKEN:
+        return tuple(t for t in TOKENS if sid in t.sids)
+    m = _DOMAIN_SID.match(sid)
+    if m and int(m.group(1)) in (501, 514):  # Guest, Domain Guests
+        return tuple(t.plus(sid) for t in GUEST_TOKENS)
+    return tuple(t.plus(sid) for t in USER_TOKENS)

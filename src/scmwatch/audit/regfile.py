@@ -3,20 +3,28 @@
 Windows writes them UTF-16LE with a BOM, wraps ``hex:`` data over lines ending in ``\\``, stores
 ImagePath as ``hex(2):`` (REG_EXPAND_SZ, UTF-16LE bytes) and each service's DACL as the binary
 ``Security`` value of the ``<service>\\Security`` subkey (a self-relative security descriptor).
+The older ``REGEDIT4`` format (``regedit /a``, Windows 9x/NT 4 tools) is ANSI text and its
+``hex(2)``/``hex(7)`` data is single-byte ANSI, not UTF-16LE: the header decides how string data is
+decoded, and data that does not decode is an input error (never a silently garbled path that the
+path checks would then run on). ANSI means Windows-1252 here, the code page of Western-locale
+systems; a byte it does not define is reported.
 A cut-off file is reported (naming the key and value where it ends) and what was complete is kept.
 """
 
 from __future__ import annotations
 
+import codecs
 import ntpath
 import re
+import string
 from dataclasses import dataclass, field
 
-from scmwatch.audit.model import HostData, Service
+from scmwatch.audit.model import START_TYPES, HostData, Service
 from scmwatch.audit.sd import SDError, parse_binary
 
-HEADERS = ("Windows Registry Editor Version 5.00", "REGEDIT4")
-START_TYPES = {0: "Boot", 1: "System", 2: "Auto", 3: "Manual", 4: "Disabled"}
+UNICODE_HEADER = "Windows Registry Editor Version 5.00"
+ANSI_HEADER = "REGEDIT4"
+HEADERS = (UNICODE_HEADER, ANSI_HEADER)
 _SERVICES_RE = re.compile(
     r"^HKEY_LOCAL_MACHINE\\SYSTEM\\(?:CurrentControlSet|ControlSet\d{3})\\Services\\(.+)$", re.IGNORECASE
 )
@@ -26,6 +34,7 @@ _SCM_KEY_RE = re.compile(
     r"ServiceGroupOrder\\Security$",
     re.IGNORECASE,
 )
+_HEX_LIST_RE = re.compile(r"[0-9a-fA-F]{1,2}(?:,[0-9a-fA-F]{1,2})*")
 _HOST_RE = re.compile(r"^;\s*host\s*[:=]\s*(\S+)", re.IGNORECASE)
 
 
@@ -47,7 +56,22 @@ class RegFile:
     errors: list[str] = field(default_factory=list)
 
 
+def _ansi(data: bytes) -> str:
+    """Windows-1252 as ``MultiByteToWideChar`` does it: the five bytes the code page leaves
+    undefined map to the C1 control of the same value instead of failing."""
+    return data.decode("cp1252", errors="scmwatch-ansi")
+
+
+def _c1_fallback(exc: UnicodeError) -> tuple[str, int]:
+    assert isinstance(exc, UnicodeDecodeError)
+    return "".join(chr(b) for b in exc.object[exc.start : exc.end]), exc.end
+
+
+codecs.register_error("scmwatch-ansi", _c1_fallback)
+
+
 def decode_reg(data: bytes) -> tuple[str, list[str]]:
+    """The file's text by its BOM; a REGEDIT4 file without one that is not UTF-8 is ANSI."""
     errors = []
     if data.startswith(b"\xff\xfe"):
         body = data[2:]
@@ -57,6 +81,11 @@ def decode_reg(data: bytes) -> tuple[str, list[str]]:
         text = body.decode("utf-16-le", errors="strict")
     elif data.startswith(b"\xef\xbb\xbf"):
         text = data[3:].decode("utf-8")
+    elif data.startswith(ANSI_HEADER.encode()):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = _ansi(data)
     else:
         text = data.decode("utf-8")
     return text, errors
@@ -88,30 +117,65 @@ def _hex_bytes(s: str) -> bytes:
     s = s.replace(" ", "").rstrip(",")
     if not s:
         return b""
+    if not _HEX_LIST_RE.fullmatch(s):
+        raise RegError("bad hex data (needs comma-separated bytes of 1 or 2 hex digits)")
+    return bytes(int(x, 16) for x in s.split(","))
+
+
+def _utf16_string(b: bytes) -> str:
+    """A REG_SZ / REG_EXPAND_SZ value of a version 5 export: UTF-16LE up to the first NUL."""
+    for i in range(0, len(b) - 1, 2):
+        if b[i] == 0 and b[i + 1] == 0:
+            b = b[:i]
+            break
+    else:
+        if len(b) % 2:
+            raise RegError("string data is not UTF-16LE (odd number of bytes)")
+    if len(b) >= 8 and all(0x20 <= c < 0x7F for c in b):
+        raise RegError(
+            "string data is single-byte text, not UTF-16LE (REGEDIT4 data under a version 5 header?)"
+        )
     try:
-        return bytes(int(x, 16) for x in s.split(","))
-    except ValueError:
-        raise RegError("bad hex data") from None
+        return b.decode("utf-16-le")
+    except UnicodeDecodeError:
+        raise RegError("string data is not valid UTF-16LE (unpaired surrogate)") from None
 
 
-def _parse_data(raw: str) -> tuple[str, object]:
+def _ansi_string(b: bytes) -> str:
+    """A REG_SZ / REG_EXPAND_SZ value of a REGEDIT4 export: single-byte ANSI up to the NUL."""
+    text, nul, rest = b.partition(b"\0")
+    if nul and rest.strip(b"\0"):
+        raise RegError("string data has text after its NUL (UTF-16LE data in a REGEDIT4 file?)")
+    return _ansi(text)
+
+
+def _parse_data(raw: str, ansi: bool = False) -> tuple[str, object]:
+    """One value's data; ``ansi`` when the file is REGEDIT4 (string data is single-byte ANSI)."""
     if raw.startswith('"'):
         if len(raw) < 2 or not raw.endswith('"'):
             raise RegError("unterminated string")
         return "sz", _unescape(raw[1:-1])
     if raw.startswith("dword:"):
-        try:
-            return "dword", int(raw[6:], 16)
-        except ValueError:
-            raise RegError("bad dword") from None
-    m = re.match(r"hex(?:\(([0-9a-fA-F]+)\))?:(.*)$", raw)
+        digits = raw[6:]
+        if not 1 <= len(digits) <= 8 or not all(c in string.hexdigits for c in digits):
+            raise RegError(f"bad dword {_clip(digits)!r} (needs 1 to 8 hex digits)")
+        return "dword", int(digits, 16)
+    m = re.match(r"hex(?:\(([0-9a-fA-F]{1,8})\))?:(.*)$", raw)
     if m:
         b = _hex_bytes(m.group(2))
         kind = int(m.group(1), 16) if m.group(1) else 3
-        if kind in (1, 2):  # REG_SZ / REG_EXPAND_SZ as UTF-16LE
-            return f"hex({kind})", b.decode("utf-16-le", errors="replace").split("\0")[0]
-        if kind == 7:  # REG_MULTI_SZ
-            return "hex(7)", [x for x in b.decode("utf-16-le", errors="replace").split("\0") if x]
+        string_of = _ansi_string if ansi else _utf16_string
+        if kind in (1, 2):  # REG_SZ / REG_EXPAND_SZ
+            return f"hex({kind})", string_of(b)
+        if kind == 7:  # REG_MULTI_SZ: strings separated by NULs, an empty one ends the list
+            if ansi:
+                return "hex(7)", [_ansi(x) for x in b.split(b"\0") if x]
+            if len(b) % 2:
+                raise RegError("multi-string data is not UTF-16LE (odd number of bytes)")
+            try:
+                return "hex(7)", [x for x in b.decode("utf-16-le").split("\0") if x]
+            except UnicodeDecodeError:
+                raise RegError("multi-string data is not valid UTF-16LE (unpaired surrogate)") from None
         if kind == 4 and len(b) == 4:
             return "dword", int.from_bytes(b, "little")
         if kind == 0xB and len(b) == 8:
@@ -119,7 +183,11 @@ def _parse_data(raw: str) -> tuple[str, object]:
         return f"hex({kind})" if m.group(1) else "hex", b
     if raw == "-":
         return "delete", None
-    raise RegError(f"unknown data type {raw[:12]!r}")
+    raise RegError(f"unknown data type {_clip(raw, 12)!r}")
+
+
+def _clip(s: str, n: int = 20) -> str:
+    return s if len(s) <= n else s[:n] + f"... ({len(s)} characters)"
 
 
 def parse_reg(data: bytes) -> RegFile:
@@ -131,6 +199,7 @@ def parse_reg(data: bytes) -> RegFile:
     lines = text.splitlines()
     if not lines or lines[0].strip() not in HEADERS:
         raise RegError("not a .reg export (no 'Windows Registry Editor Version 5.00' header)")
+    ansi = lines[0].strip() == ANSI_HEADER
     rf = RegFile(errors=errors)
     current: dict[str, RegValue] | None = None
     key_name = ""
@@ -173,7 +242,7 @@ def parse_reg(data: bytes) -> RegFile:
             continue
         try:
             name, raw = _parse_name(logical)
-            typ, val = _parse_data(raw)
+            typ, val = _parse_data(raw, ansi)
         except RegError as exc:
             rf.errors.append(f"line {start + 1}: [{key_name}]: {exc}")
             continue
@@ -212,6 +281,8 @@ def reg_to_host(data: bytes, source: str) -> HostData:
                 svc.account = v["ObjectName"].data
             if "Start" in v and isinstance(v["Start"].data, int):
                 svc.start_type = START_TYPES.get(v["Start"].data, str(v["Start"].data))
+            if "DelayedAutostart" in v and isinstance(v["DelayedAutostart"].data, int):
+                svc.delayed_auto_start = v["DelayedAutostart"].data == 1
             if "Type" in v and isinstance(v["Type"].data, int):
                 svc.service_type = v["Type"].data
         elif len(parts) == 2 and parts[1].lower() == "parameters":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ntpath
 import re
 
-from scmwatch.audit.model import HostData, Service
+from scmwatch.audit.model import START_TYPES, HostData, Service
 
 _CMD_RE = re.compile(r"\bsc(?:\.exe)?\s+(?:\\\\\S+\s+)?(qc|sdshow)\s+\"?([^\s\"]+)\"?", re.IGNORECASE)
 _MARK_RE = re.compile(r"^\s*[#;]\s*(host|service)\s*[:=]\s*(\S+)", re.IGNORECASE)
@@ -26,6 +26,7 @@ _START = {
     "DISABLED": "Disabled",
 }
 SCM_NAMES = {"scmanager"}
+_BARE_DACLS = ("D:", "D:NO_ACCESS_CONTROL")  # SDDL lines without an ACE: empty and NULL DACL
 
 
 class ScTextError(ValueError):
@@ -34,7 +35,7 @@ class ScTextError(ValueError):
 
 def looks_like_sc(text: str) -> bool:
     return bool(re.search(r"^\s*SERVICE_NAME\s*:", text, re.MULTILINE)) or any(
-        _SDDL_RE.match(line) or line.strip() in ("D:", "D:NO_ACCESS_CONTROL") for line in text.splitlines()
+        _SDDL_RE.match(line) or line.strip().upper() in _BARE_DACLS for line in text.splitlines()
     )
 
 
@@ -60,7 +61,7 @@ def sc_to_host(text: str, source: str) -> HostData:
                 target, current = m.group(2), None
             continue
         m = _CMD_RE.search(line)
-        if m and not line.lstrip().startswith(("D:", "O:", "S:", "G:")):
+        if m and not line.lstrip().upper().startswith(("D:", "O:", "S:", "G:")):
             target = m.group(2)
             current = None
             continue
@@ -71,7 +72,7 @@ def sc_to_host(text: str, source: str) -> HostData:
             )
             target = None
             continue
-        if _SDDL_RE.match(line) or stripped in ("D:", "D:NO_ACCESS_CONTROL"):
+        if _SDDL_RE.match(line) or stripped.upper() in _BARE_DACLS:
             who = target or (current.name if current else None) or file_target
             if who is None:
                 hd.errors.append(
@@ -111,8 +112,15 @@ def _qc_field(svc: Service, key: str, val: str) -> None:
         if m:
             svc.service_type = int(m.group(1), 16)
     elif key == "START_TYPE":
-        word = val.split()[-1] if val.split() else ""
-        svc.start_type = _START.get(word.upper(), word or None)
+        # "2   AUTO_START  (DELAYED)": the number decides; "(DELAYED)" is an attribute of its own.
+        m = re.match(r"\s*(\d{1,9})\b\s*(\S*)", val)
+        if m:
+            num, word = int(m.group(1)), m.group(2).upper()
+            svc.start_type = START_TYPES.get(num) or _START.get(word) or str(num)
+        else:
+            word = val.split()[0].upper() if val.split() else ""
+            svc.start_type = _START.get(word, word or None)
+        svc.delayed_auto_start = "(DELAYED)" in val.upper()
     elif key == "BINARY_PATH_NAME":
         svc.image_path = val.strip()
     elif key == "DISPLAY_NAME":

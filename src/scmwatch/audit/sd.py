@@ -17,6 +17,7 @@ the object itself; generic rights are mapped with the object type's own generic 
 from __future__ import annotations
 
 import functools
+import operator
 import re
 import struct
 from dataclasses import dataclass, field
@@ -548,18 +549,19 @@ def _parse_ace(text: str) -> Ace:
 def _parse_acl(body: str, where: str) -> Acl | None:
     acl = Acl()
     i = 0
+    up = body.upper()
     while i < len(body) and body[i] != "(":
-        if body.startswith("NO_ACCESS_CONTROL", i):
+        if up.startswith("NO_ACCESS_CONTROL", i):
             if body[i + 17 :].strip():
                 raise SDError(f"{where}: NO_ACCESS_CONTROL followed by ACEs")
             return None
-        if body[i] == "P":
+        if up[i] == "P":
             acl.protected = True
             i += 1
-        elif body.startswith("AI", i):
+        elif up.startswith("AI", i):
             acl.auto_inherited = True
             i += 2
-        elif body.startswith("AR", i):
+        elif up.startswith("AR", i):
             acl.auto_inherit_req = True
             i += 2
         else:
@@ -569,7 +571,10 @@ def _parse_acl(body: str, where: str) -> Acl | None:
 
 
 def parse_sddl(text: str) -> SecurityDescriptor:
-    """Parse an SDDL string (whitespace, as sc.exe prints around it, is ignored)."""
+    """Parse an SDDL string (whitespace, as sc.exe prints around it, is ignored).
+
+    Letters are read case-insensitively (``d:(a;;cclc;;;au)``), as Windows'
+    ConvertStringSecurityDescriptorToSecurityDescriptor reads them; written SDDL is upper-case."""
     # sc.exe wraps the string in blank lines; keep inner spaces (conditional ACE text).
     s = text.replace("\r", "").replace("\n", "").replace("\t", "").strip()
     if not s:
@@ -588,8 +593,8 @@ def parse_sddl(text: str) -> SecurityDescriptor:
             depth += 1
         elif c == ")":
             depth -= 1
-        elif depth == 0 and c in "OGDS" and i + 1 < len(s) and s[i + 1] == ":":
-            comps.append((c, i))
+        elif depth == 0 and c.upper() in "OGDS" and i + 1 < len(s) and s[i + 1] == ":":
+            comps.append((c.upper(), i))
     if not comps or comps[0][1] != 0:
         raise SDError(f"not SDDL: {text.strip()[:40]!r}")
     seen = set()
@@ -746,7 +751,15 @@ OWNER_RIGHTS = "S-1-3-4"
 
 
 def effective_access(sd: SecurityDescriptor, token: set[str] | frozenset[str], objtype: ObjectType) -> int:
-    """Rights a token holding exactly the SIDs in ``token`` is granted (no privileges, no admin).
+    """Rights a token holding exactly the SIDs in ``token`` is granted (no privileges, no admin)."""
+    return functools.reduce(operator.or_, (bits for _ace, bits in granting_aces(sd, token, objtype)), 0)
+
+
+def granting_aces(
+    sd: SecurityDescriptor, token: set[str] | frozenset[str], objtype: ObjectType
+) -> list[tuple[Ace | None, int]]:
+    """Which ACE decided to grant which rights to the token (``None``: no ACE, i.e. a NULL DACL or
+    the owner's implicit rights), so a finding can name the ACE that is really in the way.
 
     Follows the DACL evaluation of AccessCheck: ACEs in stored order, a right decided by the first
     ACE that mentions it; inherit-only ACEs skipped; generic rights mapped per object type; the
@@ -754,13 +767,15 @@ def effective_access(sd: SecurityDescriptor, token: set[str] | frozenset[str], o
     Conditional (callback) ACEs are taken at their worst: allow applies, deny does not.
     """
     if sd.dacl is None:
-        return objtype.map_generic(GENERIC_ALL)
+        return [(None, objtype.map_generic(GENERIC_ALL))]
+    out: list[tuple[Ace | None, int]] = []
     granted = denied = 0
     aces = [a for a in sd.dacl.aces if not a.inherit_only]
     owner_rights_ace = any(a.sid == OWNER_RIGHTS for a in aces)
     is_owner = sd.owner is not None and sd.owner in token
     if is_owner and not owner_rights_ace:
-        granted |= READ_CONTROL | WRITE_DAC
+        granted = READ_CONTROL | WRITE_DAC
+        out.append((None, granted))
     for ace in aces:
         applies = ace.sid in token or (ace.sid == OWNER_RIGHTS and is_owner)
         if not applies or ace.object_type:
@@ -771,5 +786,8 @@ def effective_access(sd: SecurityDescriptor, token: set[str] | frozenset[str], o
                 continue
             denied |= mask & ~granted
         elif ace.is_allow:
-            granted |= mask & ~denied
-    return granted
+            new = mask & ~denied & ~granted
+            if new:
+                granted |= new
+                out.append((ace, new))
+    return out

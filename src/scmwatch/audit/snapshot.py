@@ -8,6 +8,7 @@ below are the contract with the collector; tests check the script writes every o
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from scmwatch.audit.model import AsrRule, Defender, HostData, PathAcl, Service
@@ -49,15 +50,15 @@ class SnapshotError(ValueError):
     """The file is not a snapshot this version can read."""
 
 
-def decode_text(data: bytes) -> str:
+def decode_text(data: bytes, errors: str = "strict") -> str:
     """Decode by BOM: PowerShell 5.1 ``>`` writes UTF-16LE, ``Set-Content`` may add a UTF-8 BOM."""
     if data.startswith(b"\xff\xfe"):
-        return data[2:].decode("utf-16-le")
+        return data[2:].decode("utf-16-le", errors)
     if data.startswith(b"\xfe\xff"):
-        return data[2:].decode("utf-16-be")
+        return data[2:].decode("utf-16-be", errors)
     if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8")
-    return data.decode("utf-8")
+        return data[3:].decode("utf-8", errors)
+    return data.decode("utf-8", errors)
 
 
 def _str(v: Any) -> str | None:
@@ -65,19 +66,70 @@ def _str(v: Any) -> str | None:
         return None
     if isinstance(v, str):
         return v
-    if isinstance(v, (int, float)):
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
         return str(v)
     raise SnapshotError(f"expected a string, got {type(v).__name__}")
 
 
-def _list(v: Any, what: str) -> list:
+def _int(v: Any) -> int | None:
+    """A 32-bit unsigned number (service type, ASR action), also when written as a string."""
+    if v is None or v == "":
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, str) and v.strip().isdigit() and len(v.strip()) <= 10:
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 0xFFFFFFFF:
+        raise SnapshotError(f"expected a 32-bit number, got {_brief(v)}")
+    return v
+
+
+def _brief(v: Any) -> str:
+    """A short description of a JSON value for a problem line (never the whole value)."""
+    if isinstance(v, (dict, list)):
+        return f"a JSON {'object' if isinstance(v, dict) else 'array'}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v.bit_length()}-bit number" if v.bit_length() > 64 else str(v)
+    text = repr(v)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _bool(v: Any) -> bool | None:
+    return v if isinstance(v, bool) else None
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` that turns every way a hostile file can fail it into SnapshotError: nesting
+    deeper than the parser's recursion limit, absurdly long integers, NaN/Infinity."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_int=_int_literal)
+    except json.JSONDecodeError as exc:
+        raise SnapshotError(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise SnapshotError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # from the two hooks below
+        raise SnapshotError(f"invalid JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _int_literal(digits: str) -> int:
+    # No field of a snapshot needs more than 10 digits; Python refuses over 4,300 anyway.
+    if len(digits) > 40:
+        raise ValueError(f"a number with {len(digits)} digits")
+    return int(digits)
+
+
+def _list(v: Any) -> list:
     # PowerShell 5.1 ConvertTo-Json turns a one-element array into the element itself.
     if v is None:
         return []
     if isinstance(v, dict):
         return [v]
     if not isinstance(v, list):
-        raise SnapshotError(f"{what} must be a list")
+        raise SnapshotError(f"expected a list, got {_brief(v)}")
     return v
 
 
@@ -85,9 +137,10 @@ def read_snapshot(data: bytes, source: str) -> HostData:
     """Parse a snapshot. Raises SnapshotError for a file-level problem; item-level problems are
     recorded in ``HostData.errors`` and the rest is kept."""
     try:
-        doc = json.loads(decode_text(data))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = decode_text(data)
+    except UnicodeDecodeError as exc:
         raise SnapshotError(f"invalid JSON: {exc}") from None
+    doc = _loads(text)
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_NAME:
         raise SnapshotError(f'not a scmwatch audit snapshot (missing "schema": "{SCHEMA_NAME}")')
     ver = doc.get("schema_version")
@@ -98,74 +151,91 @@ def read_snapshot(data: bytes, source: str) -> HostData:
     host = doc.get("host") or {}
     if not isinstance(host, dict) or not host.get("name"):
         raise SnapshotError("snapshot has no host.name")
-    hd = HostData(
-        host=str(host["name"]),
-        os_caption=_str(host.get("os_caption")),
-        os_version=_str(host.get("os_version")),
-        sources=[source],
-        collected_at=_str(doc.get("collected_at")),
-    )
-    for e in _list(doc.get("errors"), "errors"):
-        hd.errors.append(f"collector: {e}")
+    try:
+        name = _str(host["name"])
+    except SnapshotError as exc:
+        raise SnapshotError(f"host.name: {exc}") from None
+    hd = HostData(host=str(name), sources=[source])
+    hd.os_caption = _item(hd, "host.os_caption", _str, host.get("os_caption"))
+    hd.os_version = _item(hd, "host.os_version", _str, host.get("os_version"))
+    hd.collected_at = _item(hd, "collected_at", _str, doc.get("collected_at"))
+    for i, e in enumerate(_item(hd, "errors", _list, doc.get("errors")) or []):
+        msg = _item(hd, f"errors[{i}]", _str, e)
+        if msg:
+            hd.errors.append(f"collector: {msg}")
     scm = doc.get("scm") or {}
     if isinstance(scm, dict):
-        hd.scm_sddl = _str(scm.get("sddl"))
+        hd.scm_sddl = _item(hd, "scm.sddl", _str, scm.get("sddl"))
         if scm.get("error"):
-            hd.errors.append(f"collector: SCM: {scm['error']}")
-    for i, s in enumerate(_list(doc.get("services"), "services")):
+            hd.errors.append(f"collector: SCM: {_item(hd, 'scm.error', _str, scm['error'])}")
+    else:
+        hd.errors.append(f"scm: expected an object, got {_brief(scm)}")
+    for i, s in enumerate(_item(hd, "services", _list, doc.get("services")) or []):
         try:
             if not isinstance(s, dict) or not s.get("name"):
                 raise SnapshotError("no name")
-            st = s.get("service_type")
             svc = Service(
-                name=str(s["name"]),
+                name=str(_str(s["name"])),
                 display_name=_str(s.get("display_name")),
                 image_path=_str(s.get("image_path")),
                 binary=_str(s.get("binary")) or None,
                 start_type=_str(s.get("start_type")),
-                service_type=int(st) if st not in (None, "") else None,
+                service_type=_int(s.get("service_type")),
                 account=_str(s.get("account")),
                 sddl=_str(s.get("sddl")) or None,
                 service_dll=_str(s.get("service_dll")) or None,
                 source=source,
             )
-        except (SnapshotError, ValueError, TypeError) as exc:
+            sddl_error = _str(s.get("sddl_error"))
+        except SnapshotError as exc:
             hd.errors.append(f"services[{i}]: {exc}")
             continue
-        if s.get("sddl_error"):
-            hd.errors.append(f"collector: service {svc.name}: {s['sddl_error']}")
+        if sddl_error:
+            hd.errors.append(f"collector: service {svc.name}: {sddl_error}")
         hd.add_service(svc)
-    for i, p in enumerate(_list(doc.get("paths"), "paths")):
-        if not isinstance(p, dict) or not p.get("path"):
-            hd.errors.append(f"paths[{i}]: no path")
+    for i, p in enumerate(_item(hd, "paths", _list, doc.get("paths")) or []):
+        try:
+            if not isinstance(p, dict) or not p.get("path"):
+                raise SnapshotError("no path")
+            acl = PathAcl(
+                path=str(_str(p["path"])),
+                sddl=_str(p.get("sddl")) or None,
+                exists=_bool(p.get("exists")),
+                is_dir=_bool(p.get("is_dir")),
+                error=_str(p.get("error")),
+            )
+        except SnapshotError as exc:
+            hd.errors.append(f"paths[{i}]: {exc}")
             continue
-        acl = PathAcl(
-            path=str(p["path"]),
-            sddl=_str(p.get("sddl")) or None,
-            exists=p.get("exists"),
-            is_dir=p.get("is_dir"),
-            error=_str(p.get("error")),
-        )
         hd.paths[path_key(acl.path)] = acl
     d = doc.get("defender")
     if isinstance(d, dict):
         rules = []
-        for r in _list(d.get("asr_rules"), "defender.asr_rules"):
+        for i, r in enumerate(_item(hd, "defender.asr_rules", _list, d.get("asr_rules")) or []):
             if isinstance(r, dict) and r.get("id"):
-                act = r.get("action")
                 try:
-                    rules.append(
-                        AsrRule(str(r["id"]).lower().strip("{}"), int(act) if act is not None else None)
-                    )
-                except (TypeError, ValueError):
-                    hd.errors.append(f"defender: bad ASR action {act!r} for {r['id']}")
+                    rid = str(_str(r["id"])).lower().strip("{}")
+                    rules.append(AsrRule(rid, _int(r.get("action"))))
+                except SnapshotError as exc:
+                    hd.errors.append(f"defender.asr_rules[{i}]: {exc}")
         hd.defender = Defender(
-            available=bool(d.get("available")),
+            available=d.get("available") is True,
             asr_rules=rules,
-            source=_str(d.get("source")),
-            error=_str(d.get("error")),
+            source=_item(hd, "defender.source", _str, d.get("source")),
+            error=_item(hd, "defender.error", _str, d.get("error")),
         )
+    elif d is not None:
+        hd.errors.append(f"defender: expected an object, got {_brief(d)}")
     return hd
+
+
+def _item(hd: HostData, where: str, convert: Callable[..., Any], value: Any) -> Any:
+    """``convert(value)``, or None with a problem recorded: one bad field never costs the host."""
+    try:
+        return convert(value)
+    except SnapshotError as exc:
+        hd.errors.append(f"{where}: {exc}")
+        return None
 
 
 def path_key(path: str) -> str:
