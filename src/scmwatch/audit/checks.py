@@ -98,13 +98,14 @@ def nonadmin_grants(sd: SecurityDescriptor, objtype: ObjectType, dangerous: int)
         for ace in sd.dacl.aces:
             if ace.is_allow and not ace.inherit_only and ace.sid not in candidates:
                 candidates.append(ace.sid)
-    if sd.owner and sd.owner not in candidates:
+    if sd.dacl is not None and sd.owner and sd.owner not in candidates:
         candidates.append(sd.owner)
     out = []
     for sid in candidates:
         is_owner = sid == sd.owner
         own, via, tokens, inherited = 0, [], [], False
-        for token in P.tokens_holding(sid):
+        # A NULL DACL lets every token in, anonymous too (which Everyone does not include).
+        for token in P.TOKENS if sd.dacl is None else P.tokens_holding(sid):
             through = 0
             for ace, bits in granting_aces(sd, token.sids, objtype):
                 bits &= dangerous

@@ -131,7 +131,7 @@ def _utf16_string(b: bytes) -> str:
     else:
         if len(b) % 2:
             raise RegError("string data is not UTF-16LE (odd number of bytes)")
-    if len(b) >= 8 and all(0x20 <= c < 0x7F for c in b):
+    if len(b) >= 8 and all(0x20 <= c < 0x7F for c in b.rstrip(b"\0")):
         raise RegError(
             "string data is single-byte text, not UTF-16LE (REGEDIT4 data under a version 5 header?)"
         )

@@ -8,6 +8,7 @@ below are the contract with the collector; tests check the script writes every o
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -68,7 +69,7 @@ def _str(v: Any) -> str | None:
         return v
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return str(v)
-    raise SnapshotError(f"expected a string, got {type(v).__name__}")
+    raise SnapshotError(f"expected a string, got {_brief(v)}")
 
 
 def _int(v: Any) -> int | None:
@@ -88,6 +89,8 @@ def _brief(v: Any) -> str:
     """A short description of a JSON value for a problem line (never the whole value)."""
     if isinstance(v, (dict, list)):
         return f"a JSON {'object' if isinstance(v, dict) else 'array'}"
+    if isinstance(v, _LongNumber):
+        return f"a number with {v.digits} digits"
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v.bit_length()}-bit number" if v.bit_length() > 64 else str(v)
     text = repr(v)
@@ -99,15 +102,15 @@ def _bool(v: Any) -> bool | None:
 
 
 def _loads(text: str) -> Any:
-    """``json.loads`` that turns every way a hostile file can fail it into SnapshotError: nesting
-    deeper than the parser's recursion limit, absurdly long integers, NaN/Infinity."""
+    """``json.loads`` that turns every way a hostile file can fail it into SnapshotError (nesting
+    deeper than the parser's recursion limit, NaN/Infinity) or a field-level problem (long numbers)."""
     try:
         return json.loads(text, parse_constant=_no_constant, parse_int=_int_literal)
     except json.JSONDecodeError as exc:
         raise SnapshotError(f"invalid JSON: {exc}") from None
     except RecursionError:
         raise SnapshotError("invalid JSON: nested too deeply") from None
-    except ValueError as exc:  # from the two hooks below
+    except ValueError as exc:  # NaN / Infinity
         raise SnapshotError(f"invalid JSON: {exc}") from None
 
 
@@ -115,11 +118,42 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _int_literal(digits: str) -> int:
-    # No field of a snapshot needs more than 10 digits; Python refuses over 4,300 anyway.
-    if len(digits) > 40:
-        raise ValueError(f"a number with {len(digits)} digits")
-    return int(digits)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _replace_surrogates(v: Any) -> tuple[Any, int]:
+    """``"\\ud800"`` is valid JSON but no text encoding can write it: every output would fail
+    on it. Replace each lone surrogate left after decoding (pairs decode to one character)."""
+    if isinstance(v, str):
+        return _LONE_SURROGATE.subn("\ufffd", v)
+    if isinstance(v, list):
+        pairs = [_replace_surrogates(x) for x in v]
+        return [x for x, _ in pairs], sum(n for _, n in pairs)
+    if isinstance(v, dict):
+        out, total = {}, 0
+        for k, x in v.items():
+            (k2, n1), (x2, n2) = _replace_surrogates(k), _replace_surrogates(x)
+            out[k2] = x2
+            total += n1 + n2
+        return out, total
+    return v, 0
+
+
+class _LongNumber:
+    """An integer literal too long to be any snapshot field (Python refuses over 4,300 digits
+    and converting long ones is quadratic): kept as its length, so only the field holding it is
+    reported, not the whole host."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<a number with {self.digits} digits>"
+
+
+def _int_literal(digits: str) -> int | _LongNumber:
+    return int(digits) if len(digits) <= 40 else _LongNumber(len(digits))
 
 
 def _list(v: Any) -> list:
@@ -141,6 +175,12 @@ def read_snapshot(data: bytes, source: str) -> HostData:
     except UnicodeDecodeError as exc:
         raise SnapshotError(f"invalid JSON: {exc}") from None
     doc = _loads(text)
+    lone = 0
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            doc, lone = _replace_surrogates(doc)
+        except RecursionError:
+            raise SnapshotError("invalid JSON: nested too deeply") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA_NAME:
         raise SnapshotError(f'not a scmwatch audit snapshot (missing "schema": "{SCHEMA_NAME}")')
     ver = doc.get("schema_version")
@@ -156,6 +196,8 @@ def read_snapshot(data: bytes, source: str) -> HostData:
     except SnapshotError as exc:
         raise SnapshotError(f"host.name: {exc}") from None
     hd = HostData(host=str(name), sources=[source])
+    if lone:
+        hd.errors.append(f"encoding: {lone} string(s) with a lone UTF-16 surrogate escape, replaced by U+FFFD")
     hd.os_caption = _item(hd, "host.os_caption", _str, host.get("os_caption"))
     hd.os_version = _item(hd, "host.os_version", _str, host.get("os_version"))
     hd.collected_at = _item(hd, "collected_at", _str, doc.get("collected_at"))
