@@ -197,7 +197,9 @@ def read_snapshot(data: bytes, source: str) -> HostData:
         raise SnapshotError(f"host.name: {exc}") from None
     hd = HostData(host=str(name), sources=[source])
     if lone:
-        hd.errors.append(f"encoding: {lone} string(s) with a lone UTF-16 surrogate escape, replaced by U+FFFD")
+        hd.errors.append(
+            f"encoding: {lone} string(s) with a lone UTF-16 surrogate escape, replaced by U+FFFD"
+        )
     hd.os_caption = _item(hd, "host.os_caption", _str, host.get("os_caption"))
     hd.os_version = _item(hd, "host.os_version", _str, host.get("os_version"))
     hd.collected_at = _item(hd, "collected_at", _str, doc.get("collected_at"))
