@@ -101,6 +101,7 @@ class UnitResult:
     candidates: int = 0
     cands_peak: int = 0
     stats: ReadStats | None = None
+    fmt: str | None = None  # the reader that read it (``evtx``, ``json`` ...); None when no event
     seconds: float = 0.0
     seen: set[tuple[Any, Any]] = field(default_factory=set)  # (Channel, EventID) present: readiness
     errors: list[ReadError] = field(default_factory=list)  # collect_errors: for the parent to report
@@ -186,6 +187,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
 
     gate = ReadGate(want)
     n = 0
+    ev = None
     for pos, ev in enumerate(read(unit, stats, gate)):
         if select is not None:
             pos += gate.skipped  # number events as if the skipped ones had been seen
@@ -211,6 +213,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
             if cand is not None:
                 cands.add(cand.to_record())
     res.seen = set(buckets)
+    res.fmt = ev.fmt if ev is not None else None
     res.hit_runs, res.hit_tail = hits.finish()
     res.hits = hits.count
     res.hits_peak = hits.peak

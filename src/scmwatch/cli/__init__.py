@@ -16,7 +16,7 @@ from scmwatch import __version__
 
 # Subcommand modules, in the order `--help` lists them. A module that is missing (a feature
 # not yet built) is skipped rather than breaking the whole command line.
-SUBCOMMANDS = ("hunt", "events", "rules", "simulate", "audit")
+SUBCOMMANDS = ("hunt", "events", "rules", "simulate", "audit", "query", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: recorded by `hunt --case`
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

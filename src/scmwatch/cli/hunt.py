@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -11,10 +12,11 @@ from typing import Any
 
 from scmwatch import rules as pack
 from scmwatch.alerts import LEVELS
+from scmwatch.cli.case_deps import EXTRA_HINT, case_modules
 from scmwatch.cli.outputs import AtomicFile, clash, write_atomic
 from scmwatch.escape import terminal
 from scmwatch.events.model import ReadError
-from scmwatch.hunt import run_hunt
+from scmwatch.hunt import local_units, run_hunt
 from scmwatch.progress import summary_line
 from scmwatch.sigma import load_rules
 from scmwatch.sinks import FORMATS, open_sink
@@ -41,6 +43,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
                    help="correlation: how far (event time) an event may arrive behind newer ones and still "
                    "be correlated; later ones are counted as late_events (default: 300)")
+    p.add_argument("--case", metavar="CASE.duckdb", default=None,
+                   help="also keep the run, its input files and every alert with its evidence and entity "
+                   "links in this case file (created if missing; re-hunting the same files adds nothing)")
     p.set_defaults(func=run)
 
 
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     outputs = [(opt, path) for opt, path in (("--output", args.output), ("--summary", args.summary)) if path]
     inputs = [*args.paths, *(args.rules or []), *([args.placeholders] if args.placeholders else [])]
-    problem = clash(outputs, inputs)
+    problem = clash(outputs, inputs) or (clash([("--case", args.case), *outputs], []) if args.case else None)
     if problem:
         print(f"scmwatch: {terminal(problem)}", file=sys.stderr)
         return 2
@@ -146,6 +151,37 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
     if not ruleset.rules and not ruleset.correlations:
         raise _Failed("no rule could be loaded", 1, {"rules_rejected": len(ruleset.rejected)})
     rules = ruleset.by_id()
+    case = open_case_writer(args, ruleset, rule_paths) if args.case else None
+    try:
+        summary, code = _hunt_into(args, ruleset, rules, case, start)
+    except BaseException:
+        if case is not None:
+            case.abort()
+        raise
+    if case is not None:
+        try:
+            case.close(summary)
+        except Exception as exc:  # duckdb.Error, OSError: the case could not be completed
+            raise _Failed(f"{args.case}: cannot complete the case: {exc}", 1, summary) from None
+    return summary, code
+
+
+def open_case_writer(args: argparse.Namespace, ruleset: Any, rule_paths: list[str]) -> Any:
+    """The case sink for ``--case`` (the case's lock is taken before any input is read)."""
+    if case_modules(quiet=True) is None:
+        raise _Failed(f"--case needs DuckDB ({EXTRA_HINT})", 2)
+    from scmwatch.case import CaseError, CaseWriter
+
+    try:
+        return CaseWriter(args.case, command=shlex.join(["scmwatch", *getattr(args, "argv", [])]),
+                          ruleset=ruleset, rule_paths=rule_paths, builtin=not args.rules)
+    except CaseError as exc:
+        raise _Failed(f"{args.case}: {exc}", 1) from None
+
+
+def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], case: Any,
+               start: float) -> tuple[dict[str, Any], int]:
+    """Hunt and stream the alerts into the output (and the case); ``(summary, exit code)``."""
     # Alerts are streamed to the sink as the hunt's final merge produces them (never collected),
     # so the output is opened first; it replaces the named file only when the run succeeds.
     target = AtomicFile(args.output) if args.output else None
@@ -162,10 +198,13 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
                 sink.write(alert)
             except OSError as exc:
                 raise _OutputError(exc.strerror or str(exc)) from exc
+            if case is not None:
+                case.write(alert)
 
         try:
             result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level,
-                              on_error=_print_error, lateness=args.lateness, show_progress=None, sink=emit)
+                              on_error=_print_error, lateness=args.lateness, show_progress=None, sink=emit,
+                              map_units=case.recording(local_units) if case is not None else local_units)
         except _OutputError as exc:
             raise _Failed(f"{where}: cannot write alerts: {exc}") from None
         except OSError as exc:

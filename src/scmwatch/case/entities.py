@@ -1,0 +1,94 @@
+"""What the case stores per alert besides the alert itself: its id, evidence and entity links.
+
+The alert id is deterministic -- a hash of the rule id and the provenance of every evidence
+event -- so hunting the same files again finds the ids already stored and adds nothing, and
+hunting new files appends. Provenance is the input's *content* (its sha256) plus the record id,
+not its path: the same EVTX file hunted from another directory, or after a copy, is the same
+evidence. A source the case has no hash for (a synthetic correlation event) falls back to
+its name.
+
+Entity links are derived from the alert's own evidence only (never from the whole stream), so
+they are the same whatever else was hunted with it and a retro-hunt gives the same links:
+
+* a source-side command line naming a remote host (``psexec \\\\B``, ``sc \\\\B create``):
+  edge from the event's host to that host (``how = command-line``);
+* an inbound event with a remote address or workstation (5145, 4624, 4697 by its logon
+  session): edge from that source to the event's host (``how = inbound``).
+
+Host names are the short lower-case form of :mod:`scmwatch.correlate.links`, so ``WS1`` and
+``ws1.example.corp`` are one node of the lateral-movement graph.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from scmwatch.alerts import Alert
+from scmwatch.correlate.links import EntityLinks, extract_fact, service_name, short_host
+from scmwatch.events.model import Event
+
+
+class Link(NamedTuple):
+    time: float
+    source_host: str
+    source_ip: str | None
+    target_host: str
+    service: str | None
+    how: str
+
+
+def evidence_of(alert: Alert) -> list[Event]:
+    """The events an alert rests on: every contributing event for a correlation, else its one."""
+    return list(alert.events) if alert.events else [alert.event]
+
+
+def alert_id(alert: Alert, evidence: list[Event], identity: Callable[[str], str]) -> str:
+    """``sha256(rule id, (content identity of the source, record id) per evidence event)``."""
+    h = hashlib.sha256(alert.rule_id.encode("utf-8", "surrogatepass"))
+    for ev in evidence:
+        rid = ev.record_id
+        h.update(b"\x00")
+        h.update(identity(ev.source).encode("utf-8", "surrogatepass"))
+        h.update(b"#" + str(rid if rid is not None else ev.fields.get("TimeCreated")).encode(
+            "utf-8", "surrogatepass"))
+    return h.hexdigest()[:32]
+
+
+def links_of(evidence: list[Event]) -> list[Link]:
+    """Source -> target host edges this evidence shows, one per (source, target) pair."""
+    maps = EntityLinks(max_entries=1024)
+    for ev in evidence:
+        fact = extract_fact(ev.fields)
+        if fact is not None:
+            maps.apply(fact)
+    service = next((s for s in map(service_name, (e.fields for e in evidence)) if s), None)
+    out: dict[tuple[str, str], Link] = {}
+    for ev in evidence:
+        f = ev.fields
+        host = short_host(f.get("Computer"))
+        if not host:
+            continue
+        target = maps.target_host(f)
+        if target and target != host:
+            _add(out, Link(ev.time, host, None, target, service, "command-line"))
+            continue
+        src_ip = maps.derive(f, "link.source_ip")
+        src = maps.derive(f, "link.source_host") or src_ip
+        if src and src != host:
+            _add(out, Link(ev.time, src, src_ip, host, service, "inbound"))
+    return list(out.values())
+
+
+def _add(out: dict[tuple[str, str], Link], link: Link) -> None:
+    key = (link.source_host, link.target_host)
+    old = out.get(key)
+    if old is None:
+        out[key] = link
+    elif old.source_ip is None and link.source_ip is not None:
+        out[key] = old._replace(source_ip=link.source_ip)
+
+
+def event_host(fields: dict[str, Any]) -> str:
+    return str(fields.get("Computer") or "")

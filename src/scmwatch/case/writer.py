@@ -1,0 +1,225 @@
+"""The case writer: a sink that hunt streams its alerts into, plus the run and file records.
+
+``CaseWriter`` has the sink interface (``write(alert)``, ``close()``, ``count``), so the CLI
+puts it beside the terminal/JSONL/CSV sink and alerts still stream to both. The writer holds
+the case's write lock from the start of the hunt (a locked or foreign file is reported before
+any input is read) and the ids of the alerts already stored: an alert whose id is known adds
+nothing, so re-hunting the same files leaves the alerts, evidence and links unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from scmwatch import __version__
+from scmwatch.alerts import LEVEL_RANK, Alert
+from scmwatch.case.entities import alert_id, event_host, evidence_of, links_of
+from scmwatch.case.stage import Stager, dumps
+from scmwatch.case.store import open_case
+from scmwatch.correlate.links import short_host
+from scmwatch.events.evtx_reader import MAGIC as EVTX_MAGIC
+
+_ALERT_COLS = {
+    "alert_id": "VARCHAR", "run_id": "INTEGER", "rule_id": "VARCHAR", "title": "VARCHAR",
+    "level": "VARCHAR", "level_rank": "INTEGER", "description": "VARCHAR", "tags": "VARCHAR[]",
+    "time_us": "BIGINT", "host": "VARCHAR", "host_key": "VARCHAR", "source": "VARCHAR",
+    "record_id": "BIGINT", "kind": "VARCHAR", "correlation": "JSON", "extra": "JSON", "event": "JSON",
+    "evidence_count": "INTEGER",
+}
+_EVIDENCE_COLS = {
+    "alert_id": "VARCHAR", "seq": "INTEGER", "time_us": "BIGINT", "host": "VARCHAR",
+    "event_id": "INTEGER", "channel": "VARCHAR", "source": "VARCHAR", "record_id": "BIGINT",
+    "event": "JSON",
+}
+_LINK_COLS = {
+    "alert_id": "VARCHAR", "time_us": "BIGINT", "source_host": "VARCHAR", "source_ip": "VARCHAR",
+    "target_host": "VARCHAR", "service": "VARCHAR", "how": "VARCHAR",
+}
+_TS = "CASE WHEN time_us IS NULL OR time_us = 0 THEN NULL ELSE make_timestamp(time_us) END"
+
+
+def time_us(epoch: float) -> int | None:
+    return int(round(epoch * 1e6)) if epoch else None
+
+
+def _event_id(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if -(2**31) <= value < 2**31 else None
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def file_sha256(inp: Any) -> tuple[str | None, int | None, bytes]:
+    """(sha256, size, first bytes) of an input (a file or an archive member); (None, None, b"")
+    if unreadable."""
+    h = hashlib.sha256()
+    size = 0
+    head = b""
+    try:
+        with inp.open() as fh:
+            while chunk := fh.read(1 << 20):
+                if not size:
+                    head = chunk[:16]
+                h.update(chunk)
+                size += len(chunk)
+    except (OSError, zipfile.BadZipFile):
+        return None, None, b""
+    return h.hexdigest(), size, head
+
+
+class CaseWriter:
+    """Write one run into a case file (created if missing, migrated if older)."""
+
+    def __init__(self, path: str, *, command: str, ruleset: Any = None, rule_paths: Iterable[str] = (),
+                 builtin: bool = False, kind: str = "hunt", tmpdir: str | None = None) -> None:
+        self.path = path
+        self.con = open_case(path, write=True, create=True)
+        con = self.con
+        self.known = {r[0] for r in con.execute("SELECT alert_id FROM alert_rows").fetchall()}
+        self.run_id = int(con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs_t").fetchone()[0])
+        self.identity: dict[str, str] = {}  # input name -> sha256
+        self.files = 0
+        self.count = 0  # alerts written to the case this run (new or already there)
+        self.new = 0
+        rules = getattr(ruleset, "rules", []) or []
+        con.execute(
+            "INSERT INTO runs_t (run_id, kind, started, command, scmwatch_version, rulepack, "
+            "ruleset_hash, rules_loaded, correlations_loaded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [self.run_id, kind, datetime.now(UTC).replace(tzinfo=None), command, __version__,
+             f"builtin {__version__}" if builtin else None, ruleset_hash(ruleset, rule_paths),
+             len(rules), len(getattr(ruleset, "correlations", []) or [])])
+        self._alerts = Stager(con, "INSERT INTO alert_rows SELECT alert_id, run_id, rule_id, title, level, "
+                              f"level_rank, description, tags, {_TS}, host, host_key, source, record_id, "
+                              "kind, correlation, extra, event, evidence_count", _ALERT_COLS, 5000, tmpdir)
+        self._evidence = Stager(con, "INSERT INTO evidence_rows SELECT alert_id, seq, "
+                                f"{_TS}, host, event_id, channel, source, record_id, event",
+                                _EVIDENCE_COLS, 20_000, tmpdir)
+        self._links = Stager(con, "INSERT INTO link_rows SELECT alert_id, "
+                             f"{_TS}, source_host, source_ip, target_host, service, how",
+                             _LINK_COLS, 20_000, tmpdir)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def add_file(self, inp: Any, events: int, errors: dict[str, int], fmt: str | None,
+                 sha256: str | None = None, size: int | None = None) -> None:
+        """Record one input file (``inp``: an :class:`~scmwatch.events.read.InputFile`)."""
+        if sha256 is None:
+            sha256, size, head = file_sha256(inp)
+            if fmt is None and head.startswith(EVTX_MAGIC):
+                fmt = "evtx"  # every record skipped by the read gate: no event said its format
+        if sha256 is not None:
+            self.identity[inp.name] = sha256
+        self.files += 1
+        self.con.execute(
+            "INSERT INTO file_rows (run_id, file_no, path, size, sha256, format, events, errors) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [self.run_id, self.files, inp.name, size, sha256, fmt, events, dumps(dict(errors)).decode()])
+
+    # -- the sink ------------------------------------------------------------------------------
+
+    def write(self, alert: Alert) -> None:
+        evidence = evidence_of(alert)
+        aid = alert_id(alert, evidence, self._identity)
+        self.count += 1
+        if aid in self.known:
+            return
+        self.known.add(aid)
+        self.new += 1
+        ev = alert.event
+        self._alerts.add({
+            "alert_id": aid, "run_id": self.run_id, "rule_id": alert.rule_id, "title": alert.title,
+            "level": alert.level, "level_rank": LEVEL_RANK.get(alert.level, 0),
+            "description": alert.description, "tags": list(alert.tags), "time_us": time_us(alert.time),
+            "host": alert.host, "host_key": short_host(alert.host), "source": ev.source,
+            "record_id": ev.record_id, "kind": "correlation" if alert.correlation is not None else "event",
+            "correlation": alert.correlation, "extra": alert.extra or None, "event": ev.fields,
+            "evidence_count": len(evidence),
+        })
+        for seq, e in enumerate(evidence):
+            f = e.fields
+            self._evidence.add({
+                "alert_id": aid, "seq": seq, "time_us": time_us(e.time), "host": event_host(f),
+                "event_id": _event_id(f.get("EventID")), "channel": f.get("Channel"),
+                "source": e.source, "record_id": e.record_id, "event": f,
+            })
+        for link in links_of(evidence):
+            self._links.add({
+                "alert_id": aid, "time_us": time_us(link.time), "source_host": link.source_host,
+                "source_ip": link.source_ip, "target_host": link.target_host,
+                "service": link.service, "how": link.how,
+            })
+
+    def add_result(self, inp: Any, result: Any) -> None:
+        """Record an input file from its :class:`~scmwatch.hunt.UnitResult`."""
+        stats = result.stats
+        self.add_file(inp, stats.events if stats else 0, dict(stats.errors) if stats else {}, result.fmt)
+
+    def recording(self, map_units: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        """Wrap ``run_hunt``'s unit mapper: each file is recorded as its result arrives, in the
+        parent, before any alert is emitted (so alert ids can use every file's hash)."""
+
+        def mapper(ctx: Any, inputs: list[Any], jobs: int, report: Any) -> Iterator[Any]:
+            for r in map_units(ctx, inputs, jobs, report):
+                self.add_result(inputs[r.index], r)
+                yield r
+
+        return mapper
+
+    def _identity(self, source: str) -> str:
+        return self.identity.get(source, source)
+
+    def close(self, summary: dict[str, Any] | None = None) -> None:
+        """Load what is staged and close the run's record (``summary``: the hunt summary)."""
+        try:
+            for st in (self._alerts, self._evidence, self._links):
+                st.close()
+            s = summary or {}
+            self.con.execute(
+                "UPDATE runs_t SET finished = ?, files = ?, events = ?, alerts = ?, alerts_new = ?, "
+                "errors = ?, summary = ? WHERE run_id = ?",
+                [datetime.now(UTC).replace(tzinfo=None), self.files, s.get("events"), self.count,
+                 self.new, dumps(s.get("errors") or {}).decode(), dumps(s).decode(), self.run_id])
+            self.con.execute("CHECKPOINT")
+        finally:
+            self.con.close()
+
+    def abort(self) -> None:
+        """Give up (the hunt failed): what was loaded stays, the run has no ``finished`` time."""
+        for st in (self._alerts, self._evidence, self._links):
+            try:
+                st.fh.close()
+                os.unlink(st.path)
+            except OSError:
+                pass
+        self.con.close()
+
+
+def ruleset_hash(ruleset: Any, rule_paths: Iterable[str] = ()) -> str | None:
+    """sha256 over the rule files the rule set was loaded from (every YAML file under
+    ``rule_paths``, sorted by path; with no paths, the files its rules name)."""
+    files: set[str] = set()
+    for p in rule_paths:
+        if os.path.isdir(p):
+            files.update(str(f) for f in Path(p).rglob("*") if f.suffix.lower() in (".yml", ".yaml"))
+        elif os.path.isfile(p):
+            files.add(p)
+    if not files:
+        files = {r.path for r in getattr(ruleset, "rules", []) or [] if getattr(r, "path", None)}
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for p in sorted(files):
+        try:
+            with open(p, "rb") as fh:
+                h.update(hashlib.sha256(fh.read()).digest())
+        except OSError:
+            h.update(p.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
