@@ -1,0 +1,214 @@
+"""What the HTML report shows, read from a case with SQL: plain data for the templates.
+
+Counts, the timeline, the host x rule matrix and the lateral-movement edges are computed over
+*every* alert of the case. The per-alert section lists at most ``max_alerts`` alerts (most
+severe first, then by time) with at most ``max_evidence`` evidence events each; above the
+limit the rest is summarised as counts per rule and host, so a case with 100k alerts still
+gives a report a mail client and a browser can open (bench/case_report.py measures it).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+import orjson
+
+from scmwatch import __version__
+from scmwatch.alerts import LEVELS
+
+MAX_ALERTS = 2000
+MAX_EVIDENCE = 25
+MATRIX_HOSTS = 30
+MATRIX_RULES = 30
+GRAPH_NODES = 40
+
+# The fields that say what an event is about, in the order they are shown.
+KEY_FIELDS = (
+    "ServiceName", "ImagePath", "ServiceFileName", "AccountName", "StartType", "RelativeTargetName",
+    "ShareName", "IpAddress", "WorkstationName", "SubjectUserName", "TargetUserName", "LogonType",
+    "TargetObject", "Details", "Image", "CommandLine", "ParentImage", "ParentCommandLine",
+    "PipeName", "TargetFilename", "QueryName", "ImageLoaded", "ScriptBlockText", "param1", "param2",
+)
+MAX_KEY_FIELDS = 8
+
+
+@dataclass
+class ReportData:
+    """Everything the templates render (see web/templates/report.html.j2)."""
+
+    title: str
+    generated: str
+    version: str
+    counts: dict[str, Any]
+    by_level: dict[str, int]
+    timeline: list[tuple[datetime, dict[str, int]]]
+    matrix_hosts: list[str]
+    matrix_rules: list[tuple[str, str]]  # (rule id, title)
+    matrix: dict[tuple[str, str], int]  # (rule id, host) -> alerts
+    edges: list[dict[str, Any]]
+    hosts: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    alerts_total: int
+    max_alerts: int
+    rest: list[dict[str, Any]]  # alerts beyond the limit: counts per rule and host
+    readiness: dict[str, Any] | None
+    runs: list[dict[str, Any]]
+    files: list[dict[str, Any]]
+    files_total: int
+    triage: dict[str, int] = field(default_factory=dict)
+
+
+def _dicts(cur: duckdb.DuckDBPyConnection) -> Iterator[dict[str, Any]]:
+    cols = [d[0] for d in cur.description]
+    for row in cur.fetchall():
+        yield dict(zip(cols, row, strict=True))
+
+
+def _json(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str) else value
+
+
+def key_fields(event: dict[str, Any]) -> list[tuple[str, Any]]:
+    out = []
+    for name in KEY_FIELDS:
+        v = event.get(name)
+        if v not in (None, "", "-"):
+            out.append((name, v))
+            if len(out) >= MAX_KEY_FIELDS:
+                break
+    return out
+
+
+def gather(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX_ALERTS,
+           max_evidence: int = MAX_EVIDENCE, buckets: int = 48) -> ReportData:
+    q = con.execute
+    total = q("SELECT count(*) FROM alerts").fetchone()[0]
+    by_level = dict(q("SELECT level, count(*) FROM alerts GROUP BY level").fetchall())
+    by_level = {lv: by_level.get(lv, 0) for lv in reversed(LEVELS) if by_level.get(lv)}
+    counts = {
+        "alerts": total,
+        "correlations": q("SELECT count(*) FROM alerts WHERE kind = 'correlation'").fetchone()[0],
+        "hosts": q("SELECT count(*) FROM hosts WHERE alerts > 0").fetchone()[0],
+        "edges": q("SELECT count(*) FROM lateral_edges").fetchone()[0],
+        "rules": q("SELECT count(DISTINCT rule_id) FROM alerts").fetchone()[0],
+        "files": q("SELECT count(DISTINCT sha256) FROM files").fetchone()[0],
+        "events_read": q("SELECT coalesce(sum(events), 0) FROM runs").fetchone()[0],
+        "events_kept": q("SELECT count(*) FROM events").fetchone()[0],
+        "runs": q("SELECT count(*) FROM runs").fetchone()[0],
+    }
+    timeline = _timeline(con, buckets)
+    hosts_m = [r[0] for r in q(
+        "SELECT host_key FROM alerts WHERE host_key IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT ?",
+        [MATRIX_HOSTS]).fetchall()]
+    rules_m = [(r[0], r[1]) for r in q(
+        "SELECT rule_id, any_value(title) FROM alerts GROUP BY 1 "
+        "ORDER BY max(level_rank) DESC, count(*) DESC, 1 LIMIT ?", [MATRIX_RULES]).fetchall()]
+    matrix = {(r, h): n for r, h, n in q(
+        "SELECT rule_id, host_key, count(*) FROM alerts WHERE host_key IS NOT NULL GROUP BY 1, 2").fetchall()}
+    edges = list(_dicts(q("SELECT * FROM lateral_edges ORDER BY alerts DESC, source_host, target_host")))
+    hosts = list(_dicts(q("SELECT * FROM hosts ORDER BY alerts DESC, host")))
+    alerts = list(_dicts(q(
+        "SELECT alert_id, time, level, rule_id, title, host, kind, source, record_id, tags, description, "
+        "correlation, event, evidence_count, status, note FROM alerts "
+        "ORDER BY level_rank DESC, time, alert_id LIMIT ?", [max_alerts])))
+    _attach_evidence(con, alerts, max_evidence)
+    rest: list[dict[str, Any]] = []
+    if total > max_alerts:
+        rest = list(_dicts(q(
+            "WITH ranked AS (SELECT *, row_number() OVER (ORDER BY level_rank DESC, time, alert_id) AS n "
+            "FROM alerts) SELECT level, title, host, count(*) AS alerts, min(time) AS first_seen, "
+            "max(time) AS last_seen FROM ranked WHERE n > ? GROUP BY level, level_rank, title, host "
+            "ORDER BY level_rank DESC, alerts DESC, title, host LIMIT 500", [max_alerts])))
+    row = q("SELECT summary FROM runs WHERE summary IS NOT NULL ORDER BY run_id DESC LIMIT 1").fetchone()
+    readiness = (_json(row[0]) or {}).get("readiness") if row else None
+    runs = list(_dicts(q(
+        "SELECT run_id, kind, started, finished, command, scmwatch_version, rulepack, ruleset_hash, "
+        "rules_loaded, files, events, alerts, alerts_new, errors FROM runs ORDER BY run_id")))
+    for r in runs:
+        r["errors"] = _json(r["errors"]) or {}
+    files_total = q("SELECT count(*) FROM files").fetchone()[0]
+    files = list(_dicts(q(
+        "SELECT run_id, path, size, sha256, format, events, errors, events_kept FROM files "
+        "ORDER BY run_id, file_no LIMIT 1000")))
+    for f in files:
+        f["errors"] = _json(f["errors"]) or {}
+    triage = dict(q("SELECT status, count(*) FROM alerts GROUP BY 1 ORDER BY 1").fetchall())
+    return ReportData(
+        title=os.path.basename(case_path),
+        generated=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+        version=__version__, counts=counts, by_level=by_level, timeline=timeline, matrix_hosts=hosts_m,
+        matrix_rules=rules_m, matrix=matrix, edges=edges, hosts=hosts, alerts=alerts, alerts_total=total,
+        max_alerts=max_alerts, rest=rest, readiness=readiness, runs=runs, files=files,
+        files_total=files_total, triage=triage)
+
+
+def _timeline(con: duckdb.DuckDBPyConnection, buckets: int) -> list[tuple[datetime, dict[str, int]]]:
+    """Alerts per time bucket and level: ``buckets`` equal slices of first..last alert time."""
+    lo, hi = con.execute("SELECT min(time), max(time) FROM alerts").fetchone()
+    if lo is None:
+        return []
+    span = max((hi - lo).total_seconds(), 1.0)
+    width = span / buckets
+    rows = con.execute(
+        "SELECT least(CAST(floor(epoch_us(time - ?::TIMESTAMP) / 1e6 / ?) AS INTEGER), ?) AS b, level, "
+        "count(*) FROM alerts WHERE time IS NOT NULL GROUP BY 1, 2", [lo, width, buckets - 1]).fetchall()
+    out: list[tuple[datetime, dict[str, int]]] = [
+        (lo + timedelta(seconds=i * width), {}) for i in range(buckets)]
+    for b, level, n in rows:
+        out[b][1][level] = n
+    return out
+
+
+def _attach_evidence(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, Any]], limit: int) -> None:
+    for a in alerts:
+        a["event"] = _json(a["event"]) or {}
+        a["corr"] = _corr(_json(a.pop("correlation")))
+        a["fields"] = key_fields(a["event"])
+        a["evidence"] = []
+    by_id = {a["alert_id"]: a for a in alerts}
+    if not by_id:
+        return
+    for row in _dicts(con.execute(
+            "SELECT alert_id, seq, time, host, event_id, channel, source, record_id, event FROM evidence "
+            "WHERE seq < ? AND alert_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY alert_id, seq",
+            [limit, [k for k, a in by_id.items() if a["kind"] == "correlation"]])):
+        ev = _json(row.pop("event")) or {}
+        row["fields"] = key_fields(ev)
+        by_id[row["alert_id"]]["evidence"].append(row)
+
+
+def _corr(c: Any) -> dict[str, Any] | None:
+    """The correlation details a person reads: type, group-by values, window, condition."""
+    if not isinstance(c, dict):
+        return None
+    window = c.get("window") if isinstance(c.get("window"), dict) else {}
+    group = c.get("group_by") if isinstance(c.get("group_by"), dict) else {}
+    return {
+        "type": c.get("type"),
+        "group_by": ", ".join(f"{k}={v}" for k, v in group.items()),
+        "start": window.get("start"),
+        "end": window.get("end"),
+        "condition": c.get("condition"),
+    }
+
+
+def render_report(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX_ALERTS) -> str:
+    """The whole report as one HTML string."""
+    from scmwatch.web import charts
+    from scmwatch.web.render import render
+
+    d = gather(con, case_path, max_alerts=max_alerts)
+    data = {
+        "case": d.title, "generated": d.generated, "counts": d.counts, "alerts_by_level": d.by_level,
+        "edges": [{k: e[k] for k in ("source_host", "target_host", "alerts", "first_seen", "last_seen")}
+                  for e in d.edges],
+    }
+    return render(
+        "report.html.j2", d=d, timeline=charts.timeline(d.timeline),
+        graph=charts.graph(d.edges, d.hosts, GRAPH_NODES), heat=charts.heat,
+        matrix_peak=max(d.matrix.values(), default=0), data_json=data)

@@ -1,0 +1,7 @@
+"""HTML for people: the report (``scmwatch report``) and, later, the ``serve`` console.
+
+``render.py`` holds the Jinja2 environment and the escaping filters; ``charts.py`` the inline
+SVG geometry; ``templates/`` the pages. Reusable pieces (summary cards, timeline, host x rule
+matrix, lateral-movement graph, alert and evidence tables) are macros in
+``templates/macros.html.j2``, so a console page can show the same views as the report.
+"""

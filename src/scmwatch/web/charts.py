@@ -1,0 +1,148 @@
+"""Chart geometry for the report's inline SVG: numbers in, coordinates out, no markup.
+
+The templates (``macros.html.j2``) turn these into ``<svg>`` elements, so every label goes
+through Jinja's autoescaping like any other text, and the charts need no script and no
+library: they render without JavaScript, print, and carry nothing from elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from scmwatch.alerts import LEVELS
+
+STACK_ORDER = tuple(reversed(LEVELS))  # critical at the bottom of each bar
+
+
+@dataclass
+class Bar:
+    x: float
+    y: float
+    w: float
+    h: float
+    level: str
+    count: int
+    start: datetime
+
+
+@dataclass
+class Timeline:
+    width: int
+    height: int
+    left: int
+    bottom: int
+    top: int
+    bars: list[Bar]
+    ymax: int
+    start: datetime | None
+    end: datetime | None
+    levels: list[str]
+
+
+def timeline(buckets: list[tuple[datetime, dict[str, int]]], width: int = 900, height: int = 200) -> Timeline:
+    """Stacked bars per time bucket, one segment per level."""
+    left, top, bottom = 44, 10, 28
+    plot_w, plot_h = width - left - 10, height - top - bottom
+    ymax = max((sum(c.values()) for _, c in buckets), default=0)
+    bars: list[Bar] = []
+    levels_seen: list[str] = []
+    if buckets and ymax:
+        bw = plot_w / len(buckets)
+        for i, (start, counts) in enumerate(buckets):
+            y = top + plot_h
+            for level in STACK_ORDER:
+                n = counts.get(level, 0)
+                if not n:
+                    continue
+                if level not in levels_seen:
+                    levels_seen.append(level)
+                h = max(plot_h * n / ymax, 1.0)
+                y -= h
+                bars.append(Bar(round(left + i * bw + 1, 1), round(y, 1), round(max(bw - 2, 1), 1),
+                                round(h, 1), level, n, start))
+    return Timeline(width, height, left, bottom, top, bars, ymax,
+                    buckets[0][0] if buckets else None, buckets[-1][0] if buckets else None,
+                    [lv for lv in STACK_ORDER if lv in levels_seen])
+
+
+@dataclass
+class Node:
+    name: str
+    x: float
+    y: float
+    alerts: int
+    level: str | None
+
+
+@dataclass
+class Edge:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    lx: float
+    ly: float
+    source: str
+    target: str
+    alerts: int
+    first_seen: Any
+    last_seen: Any
+
+
+@dataclass
+class Graph:
+    size: int
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    hidden_nodes: int = 0
+
+
+NODE_R = 9
+
+
+def graph(edges: list[dict[str, Any]], hosts: list[dict[str, Any]], max_nodes: int = 40,
+          size: int = 560) -> Graph:
+    """Hosts on a circle (most connected first, clockwise from the top), edges as chords."""
+    degree: dict[str, int] = {}
+    for e in edges:
+        for h in (e["source_host"], e["target_host"]):
+            degree[h] = degree.get(h, 0) + e["alerts"]
+    names = sorted(degree, key=lambda h: (-degree[h], h))
+    shown = names[:max_nodes]
+    info = {h["host"]: h for h in hosts}
+    g = Graph(size, hidden_nodes=len(names) - len(shown))
+    if not shown:
+        return g
+    c = size / 2
+    r = c - 70 if len(shown) > 1 else 0
+    pos: dict[str, tuple[float, float]] = {}
+    for i, name in enumerate(shown):
+        a = 2 * math.pi * i / len(shown) - math.pi / 2
+        x, y = round(c + r * math.cos(a), 1), round(c + r * math.sin(a), 1)
+        pos[name] = (x, y)
+        h = info.get(name, {})
+        rank = h.get("max_level_rank")
+        g.nodes.append(Node(name, x, y, h.get("alerts") or 0, LEVELS[rank] if rank is not None else None))
+    for e in edges:
+        s, t = e["source_host"], e["target_host"]
+        if s not in pos or t not in pos or s == t:
+            continue
+        (x1, y1), (x2, y2) = pos[s], pos[t]
+        d = math.hypot(x2 - x1, y2 - y1) or 1.0
+        ux, uy = (x2 - x1) / d, (y2 - y1) / d
+        # bend the label off the chord a little so A->B and B->A labels do not overlap
+        lx, ly = (x1 + x2) / 2 - uy * 8, (y1 + y2) / 2 + ux * 8
+        g.edges.append(Edge(round(x1 + ux * NODE_R, 1), round(y1 + uy * NODE_R, 1),
+                            round(x2 - ux * (NODE_R + 4), 1), round(y2 - uy * (NODE_R + 4), 1),
+                            round(lx, 1), round(ly, 1), s, t, e["alerts"], e["first_seen"], e["last_seen"]))
+    return g
+
+
+def heat(n: int, peak: int) -> int:
+    """0..5: the shade class of a matrix cell (log scale, so one busy rule does not flatten the rest)."""
+    if n <= 0 or peak <= 0:
+        return 0
+    return 1 + min(4, int(4 * math.log1p(n) / math.log1p(peak)))
