@@ -234,3 +234,9 @@ def test_migration_from_schema_1(capsys, tmp_path):
 def test_open_case_refuses_directory(tmp_path):
     with pytest.raises(CaseError, match="directory"):
         open_case(str(tmp_path))
+
+
+def test_readme_documents_the_views():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for view, cols in schema.VIEW_COLUMNS.items():
+        assert f"| `{view}` | {', '.join(cols)} |" in readme, view
