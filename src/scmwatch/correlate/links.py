@@ -67,7 +67,10 @@ DERIVED_FIELDS = (
 _LOCAL_IPS = frozenset({"", "-", "127.0.0.1", "::1", "0.0.0.0", "::", "localhost"})
 _UNC_HOST = re.compile(r"""(?:^|[\s"'=])\\\\([^\s\\"']+)""")
 _SERVICE_KEY = re.compile(r"(?i)\\services\\([^\\]+)")
-_IP_TOKEN = re.compile(r"(?:::ffff:)?(\d{1,3}(?:\.\d{1,3}){3})|([0-9a-fA-F:]{3,}:[0-9a-fA-F]{1,4})")
+# Runs of address characters in Sysmon 22 QueryResults (``type:  5 x.corp;::ffff:10.0.0.8;``),
+# each validated by norm_ip: one linear scan, where a backtracking address pattern took
+# 3.9 s on 20,000 colons (quadratic) in an attacker-controlled DNS answer.
+_ADDR_RUN = re.compile(r"[0-9a-fA-F:.]+")
 
 
 def short_host(name: Any) -> str | None:
@@ -187,8 +190,8 @@ def extract_fact(fields: dict[str, Any], sessions: bool = True, names: bool = Tr
         name = short_host(fields.get("QueryName"))
         results = str(fields.get("QueryResults") or "")
         if name and results and not _is_ip(name):
-            for m in _IP_TOKEN.finditer(results):
-                ip = norm_ip(m.group(1) or m.group(2))
+            for token in _ADDR_RUN.findall(results):
+                ip = norm_ip(token) if len(token) <= 45 else None  # 45: longest textual IPv6
                 if ip:
                     facts.append(("ipname", ip, name))
     if not facts:

@@ -136,8 +136,67 @@ def load_sigma(paths: Iterable[str | os.PathLike]) -> LoadedSigma:
                 res.warnings.append(f"{path}: rule id {rid} also used by {seen_ids[rid]}")
             seen_ids.setdefault(rid, path)
         res.rules.append((item, path, trees))
+    res.correlations = _without_cycles(res.correlations, res.rejected)
     res.filters = list(merged.filters)
     return res
+
+
+def _without_cycles(corrs: list[SigmaCorrelationRule], rejected: list[tuple[str, str]]) -> list:
+    """Drop correlations that reference themselves, directly or through other correlations.
+
+    Such a rule waits for its own alert and can never fire; pySigma resolves the references
+    without complaint. Each one on a cycle is rejected with the cycle named, and so is every
+    correlation that depends on one (iterative walk: a hostile chain must not hit the
+    recursion limit).
+    """
+    by_id = {id(c): c for c in corrs}
+
+    def inner(c: SigmaCorrelationRule) -> list[SigmaCorrelationRule]:
+        return [r.rule for r in (c.rules or []) if id(getattr(r, "rule", None)) in by_id]
+
+    reason: dict[int, str] = {}
+    state: dict[int, int] = {}  # 1: on the current path, 2: done
+    for root in corrs:
+        if id(root) in state:
+            continue
+        path: list[SigmaCorrelationRule] = [root]
+        todo = [iter(inner(root))]
+        state[id(root)] = 1
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                state[id(path.pop())] = 2
+                todo.pop()
+            elif state.get(id(nxt)) == 1:
+                cycle = path[path.index(nxt):]
+                names = [_ref_name(c) for c in cycle]
+                first = names.index(min(names))  # the same text whatever the file order
+                text = " -> ".join([*names[first:], *names[:first], names[first]])
+                for c in cycle:
+                    reason.setdefault(id(c), f"circular correlation (can never fire): {text}")
+            elif id(nxt) not in state:
+                state[id(nxt)] = 1
+                path.append(nxt)
+                todo.append(iter(inner(nxt)))
+    users: dict[int, list[SigmaCorrelationRule]] = {}
+    for c in corrs:
+        for t in inner(c):
+            users.setdefault(id(t), []).append(c)
+    queue = [c for c in corrs if id(c) in reason]
+    while queue:
+        bad = queue.pop()
+        for c in users.get(id(bad), ()):
+            if id(c) not in reason:
+                reason[id(c)] = f"references the circular correlation {_ref_name(bad)} (can never fire)"
+                queue.append(c)
+    for c in corrs:
+        if id(c) in reason:
+            rejected.append((_path_of(c, "?"), _describe(c) + reason[id(c)]))
+    return [c for c in corrs if id(c) not in reason]
+
+
+def _ref_name(rule: Any) -> str:
+    return str(rule.name or rule.id or rule.title)
 
 
 def _merge(collections: list[SigmaCollection], res: LoadedSigma) -> SigmaCollection:

@@ -7,13 +7,12 @@ computes once per event (``low``); cased strings and regexes see the original va
 Why not one big regex per value: plain equality / startswith / endswith / ``in`` are 10-50x
 cheaper in CPython than any regex call, and ~95 % of SigmaHQ values have one of those shapes.
 Only values with inner wildcards fall back to a glob matcher (``*``-only: sequential ``find``,
-linear time) or a regex (with ``?``). User regexes (``|re``) always go through RE2 so that a
-hostile rule cannot hang a run.
+linear time) or an RE2 full match (with ``?``). User regexes (``|re``) and globs always go
+through RE2, never Python's backtracking ``re``, so that a hostile rule cannot hang a run.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +21,10 @@ from sigma.types import Placeholder, SigmaString, SpecialChars
 
 WILD = SpecialChars.WILDCARD_MULTI
 ONE = SpecialChars.WILDCARD_SINGLE
+
+# Most wildcards (``*`` and ``?``) one value may hold; SigmaHQ's most is 13. Matching is linear
+# anyway; a value beyond this is a hostile or broken rule and is rejected with this reason.
+MAX_WILDCARDS = 64
 
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
@@ -60,6 +63,22 @@ def re2_searcher(pattern: str, flags: str = "") -> Callable[[str], bool]:
         return match(anchor, b, 0, len(b))[0][0] != -1
 
     return search
+
+
+def re2_fullmatcher(pattern: str) -> Callable[[str], bool]:
+    """``v -> bool``: does the RE2 regex (``.`` matching newlines too) match all of ``v``."""
+    rx = compile_re2(pattern, "s")
+    raw = getattr(rx, "_regexp", None)
+    anchor = getattr(getattr(re2, "_Anchor", None), "ANCHOR_BOTH", None)
+    if raw is None or anchor is None:  # another google-re2 layout: use the public API
+        return lambda v: rx.fullmatch(v) is not None
+    match = raw.Match
+
+    def full(v: str) -> bool:
+        b = v.encode("utf-8", "surrogatepass")
+        return match(anchor, b, 0, len(b))[0][0] != -1
+
+    return full
 
 
 def regex_literals(pattern: str) -> frozenset[str] | None:
@@ -162,14 +181,37 @@ def classify(parts: list) -> tuple[str, Any]:
     return "glob", parts
 
 
+def _fold_wildcards(parts: list) -> list:
+    """A run of wildcards holding k ``?`` and at least one ``*`` is "k or more characters":
+    rewrite it as k ``?`` then one ``*`` (``'*?' x 5000`` becomes one length test)."""
+    out: list = []
+    run: list = []
+    for p in [*parts, ""]:
+        if p is WILD or p is ONE:
+            run.append(p)
+            continue
+        if run:
+            ones = run.count(ONE)
+            out.extend([ONE] * ones + ([WILD] if len(run) > ones else []))
+            run = []
+        if p != "":
+            out.append(p)
+    return out
+
+
 def glob_matcher(parts: list) -> Callable[[str], bool]:
-    """Full-match matcher for a wildcard pattern with inner wildcards."""
+    """Full-match matcher for a wildcard pattern with inner wildcards, linear in the value.
+
+    With ``?``: one RE2 full match (a DFA: linear time whatever the pattern). Python's ``re``
+    backtracks: ``*a*a*a*a*a*a*a*a?b`` against 120 ``a`` ran for minutes (issue 11).
+    """
+    wildcards = sum(1 for p in parts if p is WILD or p is ONE)
+    if wildcards > MAX_WILDCARDS:
+        raise CompileError(f"value has {wildcards} wildcards (limit {MAX_WILDCARDS}): rule too complex")
     if ONE in parts:
-        rx = "".join(re.escape(p) if isinstance(p, str) else (".*" if p is WILD else ".") for p in parts)
-        # Only '.', '.*' and literals: no nested quantifiers, so Python's re cannot blow up
-        # exponentially; RE2 would be ~4x slower per call on these short patterns.
-        pat = re.compile(rx, re.S)
-        return lambda v: pat.fullmatch(v) is not None
+        parts = _fold_wildcards(parts)
+        rx = "".join(re2.escape(p) if isinstance(p, str) else (".*" if p is WILD else ".") for p in parts)
+        return re2_fullmatcher(rx)
     # '*'-only glob: prefix / suffix / ordered middle pieces, leftmost-first find is exact.
     head = parts[0] if isinstance(parts[0], str) else ""
     tail = parts[-1] if isinstance(parts[-1], str) and len(parts) > 1 else ""
