@@ -380,3 +380,93 @@ def test_lone_surrogate_in_a_snapshot_is_replaced_and_counted(tmp_path, capsys):
         out, err = capsys.readouterr()
         assert "Weak\ufffd" in out or "Weak&#xfffd;" in out or "Weak\\ufffd" in out
         assert "encoding: 1 string(s) with a lone UTF-16 surrogate" in err
+
+
+# ---- odd fleet output: sizes and shapes no Windows host writes ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "sddl,message",
+    [
+        ("D:(A;;" + "9" * 5000 + ";;;AU)", "not a 32-bit access mask"),
+        ("D:(A;;0x100000000;;;AU)", "not a 32-bit access mask"),
+        ("D:(A;;DC;;;S-1-5-21-1-2-3-" + "9" * 5000 + ")", "unknown SID"),
+        ("D:(A;;DC;;;S-1-5-21-1-2-3-4-5-6-7-8-9-10-11-12-13-14-15)", "unknown SID"),  # 16 sub-authorities
+        ("D:(A;;DC;;;S-1-5-\u0663\u0662-544)", "unknown SID"),  # Arabic-Indic digits
+    ],
+)
+def test_out_of_range_rights_and_sids_are_sddl_errors_with_short_messages(sddl, message):
+    from scmwatch.audit.sd import SDError
+
+    with pytest.raises(SDError) as exc:
+        parse_sddl(sddl)
+    assert message in str(exc.value) and len(str(exc.value)) < 160
+
+
+def test_sids_are_read_in_canonical_form():
+    sd = parse_sddl("D:(A;;DC;;;S-1-5-32-0544)(A;;DC;;;s-1-0x000000000005-11)")
+    assert [a.sid for a in sd.dacl.aces] == ["S-1-5-32-544", "S-1-5-11"]
+    assert nonadmin_grants(sd, SERVICE, SERVICE_DANGEROUS)[0].sid == "S-1-5-11"  # BA is not a finding
+
+
+def test_wrapped_hex_value_is_joined_in_linear_time():
+    """A 4 MB hex value over 50,000 continuation lines (took 5 s for 3 MB when re-joined per line)."""
+    import time
+
+    rows = ",\\\r\n  ".join(",".join(["00"] * 25) for _ in range(50_000))
+    rf = parse_reg(regedit5(f'"Blob"=hex:{rows}\r\n'))
+    t0 = time.process_time()
+    rf = parse_reg(regedit5(f'"Blob"=hex:{rows}\r\n'))
+    assert time.process_time() - t0 < 3
+    assert len(rf.keys[f"{SERVICES_KEY}\\Evt"]["Blob"].data) == 1_250_000
+
+
+def test_interception_candidates_stop_at_max_path():
+    ip = parse_image_path("C:\\" + "a " * 5000 + "x.exe")
+    assert len(ip.hijack_candidates) == 126 and all(len(c) < 260 for c in ip.hijack_candidates)
+
+
+def test_impossibly_long_paths_are_refused_per_item(tmp_path):
+    doc = json.loads((FIXTURES / "audit" / "fleet" / "WS04.scmwatch.json").read_text())
+    doc["errors"] = []
+    doc["services"][0]["image_path"] = "C:" + "\\a" * 20_000 + "\\x.exe"
+    doc["paths"].append({"path": "C:" + "\\b" * 20_000, "sddl": "D:(A;;FA;;;WD)", "is_dir": True})
+    (tmp_path / "long.json").write_text(json.dumps(doc))
+    log = AuditLog()
+    (hd,) = load([str(tmp_path)], log)
+    msgs = [m for _, m in log.problems]
+    assert len(msgs) == 2 and all("longer than any Windows path" in m and len(m) < 200 for m in msgs)
+    assert hd.services[doc["services"][0]["name"].lower()].image_path is None
+    audit_host(hd)
+
+
+def test_output_that_is_an_input_is_refused_and_the_report_is_written_atomically(tmp_path, capsys):
+    snap = tmp_path / "in" / "WS04.json"
+    snap.parent.mkdir()
+    snap.write_bytes((FIXTURES / "audit" / "fleet" / "WS04.scmwatch.json").read_bytes())
+    before = snap.read_bytes()
+    assert main(["audit", str(snap), "-o", str(snap)]) == 2
+    assert "is the input" in capsys.readouterr().err and snap.read_bytes() == before
+    (snap.parent / "old-report.json").write_text("{}")  # would be read as an input next time
+    assert main(["audit", str(snap.parent), "-o", str(snap.parent / "old-report.json")]) == 2
+    assert "lies inside the input directory" in capsys.readouterr().err
+    (snap.parent / "old-report.json").unlink()
+    report = tmp_path / "report.html"
+    assert main(["audit", str(snap), "-o", str(report), "--format", "html"]) == 0
+    assert report.read_text().startswith("<!DOCTYPE html>") and sorted(
+        p.name for p in tmp_path.iterdir()
+    ) == [
+        "in",
+        "report.html",
+    ]
+
+
+def test_symlink_loop_and_fifo_are_named_not_read(tmp_path, capsys):
+    import os
+
+    (tmp_path / "loop.json").symlink_to(tmp_path / "loop.json")
+    os.mkfifo(tmp_path / "pipe.json")
+    log = AuditLog()
+    assert load([str(tmp_path / "loop.json"), str(tmp_path)], log) == []
+    msgs = sorted(m for _, m in log.problems)
+    assert msgs == ["not a regular file, skipped", "symlink loop"]

@@ -589,8 +589,13 @@ CHECKS: dict[str, Check] = {
             check_asr,
             "host",
         ),
-        Check("AUD-M1022-001", "M1022", "Service binary writable by non-admins", "file SDDL (snapshot)",
-              check_paths),
+        Check(
+            "AUD-M1022-001",
+            "M1022",
+            "Service binary writable by non-admins",
+            "file SDDL (snapshot)",
+            check_paths,
+        ),
         Check(
             "AUD-M1022-002",
             "M1022",
@@ -606,8 +611,9 @@ CHECKS: dict[str, Check] = {
             check_paths,
         ),
         Check("AUD-M1022-004", "M1022", "Service binary on a network share", "ImagePath", check_paths),
-        Check("AUD-M1022-005", "M1022", "Service binary in a user-writable location", "ImagePath",
-              check_paths),
+        Check(
+            "AUD-M1022-005", "M1022", "Service binary in a user-writable location", "ImagePath", check_paths
+        ),
     )
 }
 

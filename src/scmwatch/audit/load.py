@@ -6,6 +6,7 @@ file or item is skipped, and every other host is still audited.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,9 @@ from scmwatch.audit.snapshot import SnapshotError, decode_text, read_snapshot
 
 DIR_SUFFIXES = (".json", ".reg", ".txt", ".sddl")
 MAX_BYTES = 256 * 1024 * 1024
+# Win32's limit for a path, even with the \\?\ prefix; the path checks are quadratic in a path's
+# depth, so a longer (impossible) one is refused rather than walked.
+MAX_PATH_CHARS = 32767
 
 
 @dataclass
@@ -44,7 +48,7 @@ def discover(paths: list[str], log: AuditLog) -> list[Path]:
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            for root, dirs, files in os.walk(path):
+            for root, dirs, files in os.walk(path, onerror=lambda exc: _walk_error(exc, log)):
                 dirs.sort()
                 for f in sorted(files):
                     if f.lower().endswith(DIR_SUFFIXES):
@@ -58,8 +62,21 @@ def discover(paths: list[str], log: AuditLog) -> list[Path]:
             out.append(path)
         else:
             log.files_seen += 1
-            log.error(p, "no such file or directory")
+            log.error(p, "symlink loop" if _is_loop(path) else "no such file or directory")
     return out
+
+
+def _walk_error(exc: OSError, log: AuditLog) -> None:
+    log.files_seen += 1
+    log.error(exc.filename or "?", f"cannot read directory: {exc.strerror or exc}")
+
+
+def _is_loop(path: Path) -> bool:
+    try:
+        path.stat()
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def read_one(path: Path, log: AuditLog) -> HostData | None:
@@ -90,7 +107,7 @@ def read_data(data: bytes, src: str, log: AuditLog, kind: str | None = None) -> 
     except (SnapshotError, RegError, ScTextError) as exc:
         log.error(src, str(exc))
         return None
-    _validate_sddl(hd)
+    _validate(hd)
     for msg in hd.errors:
         log.error(src, msg)
     log.files_read += 1
@@ -141,8 +158,9 @@ READERS: dict[str, Callable[[bytes, str], HostData]] = {
 }
 
 
-def _validate_sddl(hd: HostData) -> None:
-    """Reject invalid SDDL item by item, so one bad string does not hide the rest of the host."""
+def _validate(hd: HostData) -> None:
+    """Reject invalid SDDL and impossible paths item by item, so one bad string does not hide
+    the rest of the host."""
 
     def valid(sddl: str | None, what: str) -> str | None:
         if sddl is None:
@@ -154,11 +172,23 @@ def _validate_sddl(hd: HostData) -> None:
             return None
         return sddl
 
+    def path(value: str | None, what: str) -> str | None:
+        if value is not None and len(value) > MAX_PATH_CHARS:
+            hd.errors.append(f"{what}: {len(value)} characters, longer than any Windows path; ignored")
+            return None
+        return value
+
     hd.scm_sddl = valid(hd.scm_sddl, "SCM")
     for svc in hd.services.values():
         svc.sddl = valid(svc.sddl, f"service {svc.name}")
-    for acl in hd.paths.values():
-        acl.sddl = valid(acl.sddl, f"path {acl.path}")
+        svc.image_path = path(svc.image_path, f"service {svc.name}: ImagePath")
+        svc.binary = path(svc.binary, f"service {svc.name}: binary")
+        svc.service_dll = path(svc.service_dll, f"service {svc.name}: ServiceDll")
+    for key, acl in list(hd.paths.items()):
+        if path(acl.path, f"path {acl.path[:60]}...") is None:
+            del hd.paths[key]
+        else:
+            acl.sddl = valid(acl.sddl, f"path {acl.path}")
 
 
 def load(paths: list[str], log: AuditLog) -> list[HostData]:

@@ -27,6 +27,9 @@ DEFAULT_ENV = {
     "commonprogramfiles": "C:\\Program Files\\Common Files",
     "public": "C:\\Users\\Public",
 }
+# CreateProcess, which the SCM calls with the ImagePath as command line, limits the module
+# name part of a command line to MAX_PATH characters: no longer prefix is ever tried.
+MAX_PATH = 260
 _ENV_RE = re.compile(r"%([^%]+)%")
 _EXT_RE = re.compile(r"\.(exe|com|bat|cmd|sys|dll|scr)(?=\s|$)", re.IGNORECASE)
 
@@ -85,10 +88,10 @@ def parse_image_path(raw: str, resolved: str | None = None) -> ImagePath:
         else:
             exe, _, rest = s.partition(" ")
     candidates = []
-    for i, c in enumerate(exe):
+    for i, c in enumerate(exe[:MAX_PATH]):
         if c == " ":
             prefix = exe[:i]
-            if prefix and not prefix.endswith("\\"):
+            if prefix and not prefix.endswith("\\") and len(prefix) + 4 < MAX_PATH:
                 candidates.append(normalize(prefix + ".exe"))
     return ImagePath(raw, normalize(exe), False, rest, candidates)
 

@@ -228,23 +228,25 @@ def parse_reg(data: bytes) -> RegFile:
             current = rf.keys.setdefault(key_name, {})
             continue
         # Join continuation lines (hex data wrapped at ~80 columns, ending in a backslash).
-        logical = stripped
-        while logical.endswith("\\") and not logical.endswith('"'):
-            if i >= len(lines):
-                rf.errors.append(f"line {start + 1}: truncated: file ends inside value of [{key_name}]")
-                logical = None
-                break
-            logical = logical[:-1] + lines[i].strip()
+        # Collected and joined once: re-concatenating per line is quadratic in the value's size.
+        parts = [stripped]
+        while parts[-1].endswith("\\") and i < len(lines):
+            parts[-1] = parts[-1][:-1]
+            parts.append(lines[i].strip())
             i += 1
-        if logical is None:
+        if parts[-1].endswith("\\"):
+            rf.errors.append(
+                f"line {start + 1}: truncated: file ends inside value of [{_clip(key_name, 200)}]"
+            )
             break
+        logical = "".join(parts)
         if current is None:
             continue
         try:
             name, raw = _parse_name(logical)
             typ, val = _parse_data(raw, ansi)
         except RegError as exc:
-            rf.errors.append(f"line {start + 1}: [{key_name}]: {exc}")
+            rf.errors.append(f"line {start + 1}: [{_clip(key_name, 200)}]: {exc}")
             continue
         current[name] = RegValue(typ, val, start + 1)
     return rf

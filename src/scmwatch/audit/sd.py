@@ -291,7 +291,8 @@ DOMAIN_RID_ABBREVIATIONS: dict[str, int] = {
 UNKNOWN_DOMAIN = "S-1-5-21-0-0-0"
 _ABBREV_BY_SID = {v: k for k, v in SID_ABBREVIATIONS.items()}
 
-_SID_RE = re.compile(r"S-1-(?:\d+|0x[0-9A-Fa-f]+)(?:-\d+)*")
+_SID_RE = re.compile(r"S-1-(\d{1,15}|0X[0-9A-F]{1,12})((?:-\d{1,12}){0,15})", re.ASCII)
+_RIGHTS_NUMBER_RE = re.compile(r"0[xX][0-9a-fA-F]{1,16}|\d{1,16}", re.ASCII)
 
 
 class SDError(ValueError):
@@ -305,9 +306,20 @@ def sid_from_sddl(token: str) -> str:
         return SID_ABBREVIATIONS[up]
     if up in DOMAIN_RID_ABBREVIATIONS:
         return f"{UNKNOWN_DOMAIN}-{DOMAIN_RID_ABBREVIATIONS[up]}"
-    if _SID_RE.fullmatch(up):
-        return up
-    raise SDError(f"unknown SID {token!r}")
+    m = _SID_RE.fullmatch(up)
+    if m:
+        # Canonical form (no leading zeros), so S-1-5-32-0544 is BA, as ConvertStringSidToSid reads it.
+        auth = int(m.group(1), 0) if m.group(1).startswith("0X") else int(m.group(1))
+        subs = [int(x) for x in m.group(2).split("-")[1:]]
+        if auth < 2**48 and all(x < 2**32 for x in subs):
+            auth_s = str(auth) if auth < 2**32 else f"0x{auth:012X}"
+            return "-".join(["S", "1", auth_s, *map(str, subs)])
+    raise SDError(f"unknown SID {_clip(token)!r}")
+
+
+def _clip(text: str, n: int = 60) -> str:
+    """Hostile descriptors can be megabytes long: a problem line quotes only their start."""
+    return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters)"
 
 
 def sid_abbreviation(sid: str) -> str:
@@ -318,7 +330,7 @@ def sid_abbreviation(sid: str) -> str:
 def sid_to_bytes(sid: str) -> bytes:
     parts = sid.split("-")
     if len(parts) < 3 or parts[0] != "S":
-        raise SDError(f"not a SID: {sid!r}")
+        raise SDError(f"not a SID: {_clip(sid)!r}")
     auth = int(parts[2], 0)
     subs = [int(p) for p in parts[3:]]
     return (
@@ -483,20 +495,18 @@ def mask_to_sddl(mask: int) -> str:
 def _parse_rights(text: str) -> int:
     if not text:
         return 0
-    if text[:2].lower() == "0x":
-        try:
-            return int(text, 16)
-        except ValueError:
-            raise SDError(f"bad rights {text!r}") from None
-    if text.isdigit():
-        return int(text)
+    if text[:1].isdigit():
+        base = 16 if text[:2].lower() == "0x" else 10
+        if not _RIGHTS_NUMBER_RE.fullmatch(text) or int(text, base) >= 2**32:
+            raise SDError(f"bad rights {_clip(text)!r} (not a 32-bit access mask)")
+        return int(text, base)
     if len(text) % 2:
-        raise SDError(f"bad rights {text!r}")
+        raise SDError(f"bad rights {_clip(text)!r}")
     mask = 0
     for i in range(0, len(text), 2):
         tok = text[i : i + 2].upper()
         if tok not in SDDL_RIGHTS:
-            raise SDError(f"unknown right {tok!r} in {text!r}")
+            raise SDError(f"unknown right {tok!r} in {_clip(text)!r}")
         mask |= SDDL_RIGHTS[tok]
     return mask
 
@@ -534,10 +544,10 @@ def _parse_ace(text: str) -> Ace:
     typ, flags, rights, obj, _inh, sid = parts[:6]
     cond = parts[6] if len(parts) > 6 else None
     if typ.upper() not in ACE_TYPES:
-        raise SDError(f"unknown ACE type {typ!r}")
+        raise SDError(f"unknown ACE type {_clip(typ)!r}")
     fl = 0
     if len(flags) % 2:
-        raise SDError(f"bad ACE flags {flags!r}")
+        raise SDError(f"bad ACE flags {_clip(flags)!r}")
     for i in range(0, len(flags), 2):
         tok = flags[i : i + 2].upper()
         if tok not in ACE_FLAGS:

@@ -16,6 +16,7 @@ from pathlib import Path
 from scmwatch.audit.checks import CHECKS
 from scmwatch.audit.load import AuditLog, load
 from scmwatch.audit.report import RENDERERS, run_audit
+from scmwatch.cli.outputs import clash, write_atomic
 from scmwatch.escape import terminal
 
 
@@ -49,6 +50,11 @@ def handle(args: argparse.Namespace) -> int:
     if args.paths == ["collector"] and not Path("collector").exists():
         sys.stdout.write(collector_script())
         return 0
+    if args.output:
+        problem = clash([("--output", args.output)], args.paths)
+        if problem:
+            print(f"scmwatch: {terminal(problem)}", file=sys.stderr)
+            return 2
     log = AuditLog()
     hosts = load(args.paths, log)
     for source, message in log.problems:
@@ -60,9 +66,9 @@ def handle(args: argparse.Namespace) -> int:
     text = RENDERERS[args.format](res)
     if args.output:
         try:
-            Path(args.output).write_text(text, encoding="utf-8")
+            write_atomic(args.output, text.encode("utf-8"))
         except OSError as exc:
-            print(f"scmwatch: {args.output}: cannot write: {exc.strerror or exc}", file=sys.stderr)
+            print(f"scmwatch: {terminal(args.output)}: cannot write: {exc.strerror or exc}", file=sys.stderr)
             return 1
     else:
         sys.stdout.write(text)
