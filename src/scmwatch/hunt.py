@@ -136,20 +136,23 @@ class HuntContext:
         self.rule_rank = {r.id: LEVEL_RANK.get(r.level, 0) for r in ruleset.rules}
         self.spill = spill
         self.run_size = run_size
+        # how units are read when hunt_unit is not told otherwise (--jobs workers inherit it):
+        # the case store swaps in a reader that also keeps every event (--keep-events)
+        self.read: Reader = read_input
 
 
 Reader = Callable[[Any, ReadStats, ReadGate], Iterable[Event]]
 
 
 def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[ReadError], None] | None = None,
-              collect_errors: bool = False, read: Reader = read_input) -> UnitResult:
+              collect_errors: bool = False, read: Reader | None = None) -> UnitResult:
     """Arrow 1: read, enrich and match one unit of input.
 
-    ``unit`` is whatever ``read(unit, stats, gate)`` reads (an :class:`InputFile` for the
-    default :func:`~scmwatch.events.read.read_input`). ``index`` orders this unit among all
-    units of the hunt (ties of equal time break on it). Read errors go to ``on_error`` as they
-    happen, or with ``collect_errors`` into ``UnitResult.errors`` (a worker process hands them
-    to the parent, which reports them in unit order).
+    ``unit`` is whatever ``read(unit, stats, gate)`` reads (``ctx.read`` by default:
+    :func:`~scmwatch.events.read.read_input` of an :class:`InputFile`). ``index`` orders this
+    unit among all units of the hunt (ties of equal time break on it). Read errors go to
+    ``on_error`` as they happen, or with ``collect_errors`` into ``UnitResult.errors`` (a worker
+    process hands them to the parent, which reports them in unit order).
     """
     res = UnitResult(index)
     if collect_errors:
@@ -188,7 +191,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     gate = ReadGate(want)
     n = 0
     ev = None
-    for pos, ev in enumerate(read(unit, stats, gate)):
+    for pos, ev in enumerate((read or ctx.read)(unit, stats, gate)):
         if select is not None:
             pos += gate.skipped  # number events as if the skipped ones had been seen
         f = ev.fields
@@ -441,13 +444,15 @@ def run_hunt(
     fan_in: int | None = None,
     spill_dir: str | None = None,
     map_units: UnitMapper = local_units,
+    expand: Callable[[Sequence[str], ReadStats], Iterable[Any]] = discover,
 ) -> HuntResult:
     """Hunt over ``paths`` with ``ruleset``: sorted alerts, the summary dict and readiness.
 
     With ``sink`` (a callable taking one :class:`Alert`) the alerts are streamed to it in order
     and never collected, so memory stays flat however many there are; without it they are
     returned in ``HuntResult.alerts``. ``jobs`` worker processes share the files
-    (``map_units`` maps units to results: :func:`local_units` by default); ``min_level`` drops
+    (``expand`` turns ``paths`` into units, :func:`~scmwatch.events.read.discover` by default;
+    ``map_units`` maps units to results: :func:`local_units` by default); ``min_level`` drops
     alerts below a level; ``lateness`` is the correlator's reorder window in seconds;
     ``run_size``, ``memory_budget``, ``fan_in`` and ``spill_dir`` bound memory (module
     docstring); ``engine`` reuses rules already compiled for ``ruleset``.
@@ -462,7 +467,7 @@ def run_hunt(
     try:
         start = time.perf_counter()
         stats = ReadStats(on_error=on_error)
-        inputs = list(discover(paths, stats))
+        inputs = list(expand(paths, stats))
         ctx = HuntContext(ruleset, spill, engine=engine, lateness=lateness, min_level=min_level,
                           run_size=run_size)
         jobs = max(1, min(jobs, len(inputs))) if inputs else 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +19,11 @@ from typing import Any
 from scmwatch import __version__
 from scmwatch.alerts import LEVEL_RANK, Alert
 from scmwatch.case.entities import alert_id, event_host, evidence_of, links_of
+from scmwatch.case.events import EventKeeper
+from scmwatch.case.files import EVTX_MAGIC, file_sha256
 from scmwatch.case.stage import Stager, dumps
 from scmwatch.case.store import open_case
 from scmwatch.correlate.links import short_host
-from scmwatch.events.evtx_reader import MAGIC as EVTX_MAGIC
 
 _ALERT_COLS = {
     "alert_id": "VARCHAR", "run_id": "INTEGER", "rule_id": "VARCHAR", "title": "VARCHAR",
@@ -57,29 +57,12 @@ def _event_id(value: Any) -> int | None:
         return None
 
 
-def file_sha256(inp: Any) -> tuple[str | None, int | None, bytes]:
-    """(sha256, size, first bytes) of an input (a file or an archive member); (None, None, b"")
-    if unreadable."""
-    h = hashlib.sha256()
-    size = 0
-    head = b""
-    try:
-        with inp.open() as fh:
-            while chunk := fh.read(1 << 20):
-                if not size:
-                    head = chunk[:16]
-                h.update(chunk)
-                size += len(chunk)
-    except (OSError, zipfile.BadZipFile):
-        return None, None, b""
-    return h.hexdigest(), size, head
-
-
 class CaseWriter:
     """Write one run into a case file (created if missing, migrated if older)."""
 
     def __init__(self, path: str, *, command: str, ruleset: Any = None, rule_paths: Iterable[str] = (),
-                 builtin: bool = False, kind: str = "hunt", tmpdir: str | None = None) -> None:
+                 builtin: bool = False, kind: str = "hunt", keep_events: bool = False,
+                 tmpdir: str | None = None) -> None:
         self.path = path
         self.con = open_case(path, write=True, create=True)
         con = self.con
@@ -102,6 +85,7 @@ class CaseWriter:
         self._evidence = Stager(con, "INSERT INTO evidence_rows SELECT alert_id, seq, "
                                 f"{_TS}, host, event_id, channel, source, record_id, event",
                                 _EVIDENCE_COLS, 20_000, tmpdir)
+        self.keeper = EventKeeper(con, tmpdir) if keep_events else None
         self._links = Stager(con, "INSERT INTO link_rows SELECT alert_id, "
                              f"{_TS}, source_host, source_ip, target_host, service, how",
                              _LINK_COLS, 20_000, tmpdir)
@@ -109,19 +93,21 @@ class CaseWriter:
     # -- files ---------------------------------------------------------------------------------
 
     def add_file(self, inp: Any, events: int, errors: dict[str, int], fmt: str | None,
-                 sha256: str | None = None, size: int | None = None) -> None:
+                 sha256: str | None = None, size: int | None = None, head: bytes = b"",
+                 kept: bool = False) -> None:
         """Record one input file (``inp``: an :class:`~scmwatch.events.read.InputFile`)."""
         if sha256 is None:
             sha256, size, head = file_sha256(inp)
-            if fmt is None and head.startswith(EVTX_MAGIC):
-                fmt = "evtx"  # every record skipped by the read gate: no event said its format
+        if fmt is None and head.startswith(EVTX_MAGIC):
+            fmt = "evtx"  # every record skipped by the read gate: no event said its format
         if sha256 is not None:
             self.identity[inp.name] = sha256
         self.files += 1
         self.con.execute(
-            "INSERT INTO file_rows (run_id, file_no, path, size, sha256, format, events, errors) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [self.run_id, self.files, inp.name, size, sha256, fmt, events, dumps(dict(errors)).decode()])
+            "INSERT INTO file_rows (run_id, file_no, path, size, sha256, format, events, errors, "
+            "events_kept) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [self.run_id, self.files, inp.name, size, sha256, fmt, events, dumps(dict(errors)).decode(),
+             kept])
 
     # -- the sink ------------------------------------------------------------------------------
 
@@ -158,15 +144,25 @@ class CaseWriter:
             })
 
     def add_result(self, inp: Any, result: Any) -> None:
-        """Record an input file from its :class:`~scmwatch.hunt.UnitResult`."""
+        """Record an input file from its :class:`~scmwatch.hunt.UnitResult` (and, with
+        ``--keep-events``, load its staged events)."""
         stats = result.stats
-        self.add_file(inp, stats.events if stats else 0, dict(stats.errors) if stats else {}, result.fmt)
+        events, errors = (stats.events, dict(stats.errors)) if stats else (0, {})
+        meta = self.keeper.ingest(inp) if self.keeper is not None else None
+        if meta is None:
+            self.add_file(inp, events, errors, result.fmt)
+        else:
+            self.add_file(inp, events, errors, result.fmt, meta["sha256"], meta["size"],
+                          bytes.fromhex(meta["head"]), meta["kept"])
 
     def recording(self, map_units: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
         """Wrap ``run_hunt``'s unit mapper: each file is recorded as its result arrives, in the
-        parent, before any alert is emitted (so alert ids can use every file's hash)."""
+        parent, before any alert is emitted (so alert ids can use every file's hash). With
+        ``--keep-events`` the units are read through the event keeper, in workers too."""
 
         def mapper(ctx: Any, inputs: list[Any], jobs: int, report: Any) -> Iterator[Any]:
+            if self.keeper is not None:
+                ctx.read = self.keeper.read
             for r in map_units(ctx, inputs, jobs, report):
                 self.add_result(inputs[r.index], r)
                 yield r
@@ -182,6 +178,9 @@ class CaseWriter:
             for st in (self._alerts, self._evidence, self._links):
                 st.close()
             s = summary or {}
+            if self.keeper is not None:
+                s["events_kept"] = self.keeper.events
+                self.keeper.cleanup()
             self.con.execute(
                 "UPDATE runs_t SET finished = ?, files = ?, events = ?, alerts = ?, alerts_new = ?, "
                 "errors = ?, summary = ? WHERE run_id = ?",
@@ -193,6 +192,8 @@ class CaseWriter:
 
     def abort(self) -> None:
         """Give up (the hunt failed): what was loaded stays, the run has no ``finished`` time."""
+        if self.keeper is not None:
+            self.keeper.cleanup()
         for st in (self._alerts, self._evidence, self._links):
             try:
                 st.fh.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -12,10 +11,11 @@ from typing import Any
 
 from scmwatch import rules as pack
 from scmwatch.alerts import LEVELS
-from scmwatch.cli.case_deps import EXTRA_HINT, case_modules
+from scmwatch.cli.hunt_case import CaseRun, CaseRunError, usage_problem
 from scmwatch.cli.outputs import AtomicFile, clash, write_atomic
 from scmwatch.escape import terminal
 from scmwatch.events.model import ReadError
+from scmwatch.events.read import discover
 from scmwatch.hunt import local_units, run_hunt
 from scmwatch.progress import summary_line
 from scmwatch.sigma import load_rules
@@ -28,7 +28,8 @@ def register(subparsers: Any) -> None:
         "hunt",
         help="run Sigma rules over logs and report alerts",
         description="Read logs (EVTX, JSON/NDJSON, Windows XML, Zeek; dirs, .gz, .zip), match every event "
-        "against Sigma rules (the built-in pack unless --rules is given), correlate, and report alerts.",
+        "against Sigma rules (the built-in pack unless --rules is given), correlate, and report alerts. "
+        "Given a case file (CASE.duckdb written with --keep-events), hunt its kept events instead.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--rules", action="append", default=None, metavar="PATH",
@@ -46,6 +47,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--case", metavar="CASE.duckdb", default=None,
                    help="also keep the run, its input files and every alert with its evidence and entity "
                    "links in this case file (created if missing; re-hunting the same files adds nothing)")
+    p.add_argument("--keep-events", action="store_true",
+                   help="with --case: also keep every event (columnar) for SQL and retro-hunts "
+                   "(`scmwatch hunt CASE.duckdb --rules NEW/`)")
     p.set_defaults(func=run)
 
 
@@ -99,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     outputs = [(opt, path) for opt, path in (("--output", args.output), ("--summary", args.summary)) if path]
     inputs = [*args.paths, *(args.rules or []), *([args.placeholders] if args.placeholders else [])]
-    problem = clash(outputs, inputs) or (clash([("--case", args.case), *outputs], []) if args.case else None)
+    problem = (clash(outputs, inputs) or (clash([("--case", args.case), *outputs], []) if args.case else None)
+               or usage_problem(args))
     if problem:
         print(f"scmwatch: {terminal(problem)}", file=sys.stderr)
         return 2
@@ -151,32 +156,22 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
     if not ruleset.rules and not ruleset.correlations:
         raise _Failed("no rule could be loaded", 1, {"rules_rejected": len(ruleset.rejected)})
     rules = ruleset.by_id()
-    case = open_case_writer(args, ruleset, rule_paths) if args.case else None
+    try:
+        case = CaseRun(args, ruleset, rule_paths)
+    except CaseRunError as exc:
+        raise _Failed(exc.message, exc.code) from None
+    for line in case.notes():
+        print(f"scmwatch: {terminal(line)}", file=sys.stderr)
     try:
         summary, code = _hunt_into(args, ruleset, rules, case, start)
     except BaseException:
-        if case is not None:
-            case.abort()
+        case.abort()
         raise
-    if case is not None:
-        try:
-            case.close(summary)
-        except Exception as exc:  # duckdb.Error, OSError: the case could not be completed
-            raise _Failed(f"{args.case}: cannot complete the case: {exc}", 1, summary) from None
-    return summary, code
-
-
-def open_case_writer(args: argparse.Namespace, ruleset: Any, rule_paths: list[str]) -> Any:
-    """The case sink for ``--case`` (the case's lock is taken before any input is read)."""
-    if case_modules(quiet=True) is None:
-        raise _Failed(f"--case needs DuckDB ({EXTRA_HINT})", 2)
-    from scmwatch.case import CaseError, CaseWriter
-
     try:
-        return CaseWriter(args.case, command=shlex.join(["scmwatch", *getattr(args, "argv", [])]),
-                          ruleset=ruleset, rule_paths=rule_paths, builtin=not args.rules)
-    except CaseError as exc:
-        raise _Failed(f"{args.case}: {exc}", 1) from None
+        case.close(summary)
+    except Exception as exc:  # duckdb.Error, OSError: the case could not be completed
+        raise _Failed(f"{args.case}: cannot complete the case: {exc}", 1, summary) from None
+    return summary, code
 
 
 def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], case: Any,
@@ -198,13 +193,12 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                 sink.write(alert)
             except OSError as exc:
                 raise _OutputError(exc.strerror or str(exc)) from exc
-            if case is not None:
-                case.write(alert)
+            case.write(alert)
 
         try:
             result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level,
                               on_error=_print_error, lateness=args.lateness, show_progress=None, sink=emit,
-                              map_units=case.recording(local_units) if case is not None else local_units)
+                              map_units=case.map_units(local_units), expand=case.expand(discover))
         except _OutputError as exc:
             raise _Failed(f"{where}: cannot write alerts: {exc}") from None
         except OSError as exc:

@@ -1,0 +1,159 @@
+"""``--keep-events``: every normalized event into the case, columnar, beside the hunt.
+
+The hunt's reader is wrapped (``HuntContext.read``): each event is matched as usual and also
+written as one staged row (NDJSON) per input file; the parent loads a file's rows with one
+``INSERT ... FROM read_json`` as that file's result arrives, so memory stays bounded by DuckDB's
+own buffers whatever the input size, and ``--jobs`` workers do the per-event Python work in
+parallel. The read gate is off for such a hunt (every record is parsed, not only those a rule
+looks at): that, and the JSON encoding, is what keeping events costs (bench/case_ingest.py).
+
+Row layout (``event_rows``): the System fields in typed columns (EventID, Channel, Provider_Name,
+Computer, EventRecordID, TimeCreated, ProcessID, ThreadID, UserID), everything else in ``data``
+(JSON). A System value of another type than its column (``"4624"`` from an odd JSON export)
+is kept as written in ``data`` -- and cast into the column when it is a number in a string --
+so :func:`event_fields` gives back exactly the fields the hunt saw. That is what makes a
+retro-hunt over the case equal to a hunt over the files.
+
+A file whose content (sha256) the case already holds events for is not stored again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import orjson
+
+from scmwatch.case.files import file_sha256
+from scmwatch.case.stage import load
+from scmwatch.events.model import Event, ReadGate, ReadStats
+from scmwatch.events.read import read_input
+from scmwatch.sinks.jsonl import json_line
+
+# column -> (Python type it holds, bits): the typed System columns of event_rows
+SYSTEM: dict[str, tuple[type, int]] = {
+    "EventID": (int, 32), "Channel": (str, 0), "Provider_Name": (str, 0), "Computer": (str, 0),
+    "EventRecordID": (int, 64), "TimeCreated": (str, 0), "ProcessID": (int, 64), "ThreadID": (int, 64),
+    "UserID": (str, 0),
+}
+COLUMNS = {
+    "file_sha256": "VARCHAR", "seq": "BIGINT", "source": "VARCHAR", "record_id": "BIGINT",
+    "format": "VARCHAR", "time_us": "BIGINT", "EventID": "INTEGER", "Channel": "VARCHAR",
+    "Provider_Name": "VARCHAR", "Computer": "VARCHAR", "EventRecordID": "BIGINT", "TimeCreated": "VARCHAR",
+    "ProcessID": "BIGINT", "ThreadID": "BIGINT", "UserID": "VARCHAR", "data": "JSON",
+}
+INSERT = ("INSERT INTO event_rows SELECT file_sha256, seq, source, record_id, format, "
+          "CASE WHEN time_us IS NULL OR time_us = 0 THEN NULL ELSE make_timestamp(time_us) END, "
+          "EventID, Channel, Provider_Name, Computer, EventRecordID, TimeCreated, ProcessID, ThreadID, "
+          "UserID, data")
+
+
+def _typed(value: Any, kind: type, bits: int) -> Any:
+    """The column value for a System field, or None when it does not fit the column."""
+    if kind is str:
+        return value if type(value) is str else None
+    if type(value) is int:
+        v = value
+    elif type(value) is str and value.strip().isdigit():
+        v = int(value)
+    else:
+        return None
+    return v if -(1 << (bits - 1)) <= v < (1 << (bits - 1)) else None
+
+
+def event_row(ev: Event, sha256: str, seq: int) -> dict[str, Any]:
+    """One event as a staged row of ``event_rows``."""
+    t = ev.time
+    row: dict[str, Any] = {"file_sha256": sha256, "seq": seq, "source": ev.source, "record_id": ev.record_id,
+                           "format": ev.fmt, "time_us": int(round(t * 1e6)) if t else None}
+    data: dict[str, Any] = {}
+    get = SYSTEM.get
+    for k, v in ev.fields.items():
+        spec = get(k)
+        if spec is None:
+            data[k] = v
+            continue
+        typed = _typed(v, *spec)
+        if typed is None or typed is not v:
+            data[k] = v  # as written; the column holds the cast value, if any
+        row[k] = typed
+    row["data"] = data
+    return row
+
+
+def event_fields(row: tuple | list, names: tuple[str, ...] = tuple(SYSTEM)) -> dict[str, Any]:
+    """The event's fields back from a stored row: the System columns ``names`` in ``row``
+    order, then ``data`` as JSON text. ``data`` wins over a typed column."""
+    fields = {k: v for k, v in zip(names, row, strict=False) if v is not None}
+    data = row[len(names)]
+    if data and data != "{}":
+        fields.update(orjson.loads(data))
+    return fields
+
+
+class EventKeeper:
+    """Stages events per input file (in any process) and loads them into the case (in the parent)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, tmpdir: str | None = None) -> None:
+        self.con = con
+        self.dir = tempfile.mkdtemp(prefix="scmwatch-events-", dir=tmpdir)
+        self.kept = frozenset(r[0] for r in con.execute(
+            "SELECT DISTINCT sha256 FROM file_rows WHERE events_kept AND sha256 IS NOT NULL").fetchall())
+        self.events = 0
+        self.bytes_staged = 0
+
+    def _paths(self, name: str) -> tuple[str, str]:
+        key = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()
+        return os.path.join(self.dir, key + ".ndjson"), os.path.join(self.dir, key + ".meta")
+
+    def read(self, unit: Any, stats: ReadStats, gate: ReadGate | None = None) -> Iterator[Event]:
+        """``HuntContext.read``: read every event (no gate) and stage it; runs in workers too."""
+        sha256, size, head = file_sha256(unit)
+        rows, meta = self._paths(unit.name)
+        keep = sha256 is not None and sha256 not in self.kept
+        n = 0
+        with open(rows, "wb") as fh:
+            for n, ev in enumerate(read_input(unit, stats), 1):
+                if keep:
+                    fh.write(json_line(event_row(ev, sha256, n - 1)))
+                yield ev
+        with open(meta, "wb") as fh:
+            fh.write(json_line({"sha256": sha256, "size": size, "head": head.hex(), "kept": keep,
+                                "events": n if keep else 0}))
+
+    def ingest(self, unit: Any) -> dict[str, Any] | None:
+        """Load one file's staged rows (parent side); its meta (sha256, size, kept), or None
+        when the unit was never read."""
+        rows, meta_path = self._paths(unit.name)
+        try:
+            with open(meta_path, "rb") as fh:
+                meta = orjson.loads(fh.read())
+        except OSError:
+            return None
+        if meta["sha256"] in self.kept:  # the same content twice in this run: stored once
+            meta["kept"] = False
+        try:
+            if meta["kept"] and meta["events"]:
+                self.bytes_staged += os.path.getsize(rows)
+                load(self.con, INSERT, rows, COLUMNS)
+                self.events += meta["events"]
+                self.kept = self.kept | {meta["sha256"]}
+        finally:
+            for p in (rows, meta_path):
+                try:
+                    os.unlink(p)
+                except OSError:
+                    pass
+        return meta
+
+    def cleanup(self) -> None:
+        for name in os.listdir(self.dir):
+            try:
+                os.unlink(os.path.join(self.dir, name))
+            except OSError:
+                pass
+        os.rmdir(self.dir)
