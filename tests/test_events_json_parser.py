@@ -743,8 +743,9 @@ def test_layout_semantics_pinned() -> None:
     assert out["Channel"] == "Security" and out["EventData_Channel"] == "from data"
     out = check(LAYOUTS["core-Channel-in-eventdata-no-system"])
     assert out["Channel"] == "only" and "EventData_Channel" not in out
-    out = check(LAYOUTS["eventid-hex"])
-    assert out["EventID"] == 16
+    assert check(LAYOUTS["eventid-hex"])["EventID"] == "0x10"  # not a plain decimal: kept as written
+    assert check(LAYOUTS["eventid-string-spaced"])["EventID"] == " 4688 "
+    assert check(LAYOUTS["eventid-string"])["EventID"] == 4688
     out = check(LAYOUTS["eventid-object"])
     assert out["EventID"] == 4688 and out["EventID_Qualifiers"] == 16384
     out = check(LAYOUTS["spaced-key-collides-after"])

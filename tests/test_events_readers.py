@@ -400,7 +400,7 @@ def test_python_flatten_semantics_on_odd_layout() -> None:
     assert f["Level"] == "overrides"  # only the core System names are protected
     assert f["Nested"] == "inner" and f["Bare"] is None and f["Kept"] == {"a": 1, "b": 2}
     assert "Name" not in f
-    assert from_evtx_dict_py(ODD_RECORDS[1])["EventID"] == 16
+    assert from_evtx_dict_py(ODD_RECORDS[1])["EventID"] == "0x10"  # not a plain decimal: kept
     assert from_evtx_dict_py(ODD_RECORDS[1])["Data"] == ["a", "b"]
     third = from_evtx_dict_py(ODD_RECORDS[2])
     assert third["EventID"] == 4688 and third["Data"] == "just text" and third["Operation"] == "op"

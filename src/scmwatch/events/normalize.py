@@ -359,12 +359,15 @@ _CORE = ("EventID", "Channel", "Computer", "EventRecordID", "TimeCreated", "Prov
 
 
 def _int(value: Any) -> Any:
-    if type(value) is str:
-        text = value.strip()
-        try:
-            return int(text, 16) if text[:2].lower() == "0x" else int(text)
-        except ValueError:
-            return value
+    """A System number written as text, as an int when it is a plain ASCII decimal.
+
+    Anything else (``" 4688"``, ``"+4688"``, ``"0x1250"``, fullwidth ``"４６８８"``, ``"04688"``)
+    keeps its original text: Python's ``int`` would accept most of these, and a rule for 4688
+    must not match a value that only a lenient parser reads as 4688. Rules compare the kept
+    text exactly as they compare any other non-decimal string.
+    """
+    if type(value) is str and value.isascii() and value.isdigit() and (value[0] != "0" or value == "0"):
+        return int(value)
     return value
 
 

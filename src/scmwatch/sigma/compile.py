@@ -15,12 +15,16 @@ Semantics (sigma-engine-notes §4.4), all decided here:
   unanchored (search);
 * ``null`` matches a missing field, ``None`` or ``""``; ``''`` matches only a present empty
   string; ``|exists`` tests key presence; ``not`` over a missing field is True;
-* numbers match ints and numeric strings both ways (``EventID: 4688`` vs ``"4688"``);
-  ``gt``/``gte``/``lt``/``lte`` parse decimal strings, hex only on fields a source declares hex;
+* numbers match ints and numeric strings both ways (``EventID: 4688`` vs ``"4688"``), but a
+  string counts as a number only when written as a plain ASCII decimal (no whitespace, ``+``,
+  leading zero, exponent, ``inf``); ``gt``/``gte``/``lt``/``lte`` parse the same way, hex only on
+  fields a source declares hex; booleans match ``true``/``false`` (any case), never trimmed;
   time-part modifiers (``|hour`` ...) compare the part of the field's timestamp, not the field;
-* ``cidr`` parses the value as an IP address (IPv4-mapped IPv6 does not match an IPv4 net);
+* ``|re`` follows PCRE for ``$`` (also before a final newline), see ``values.pcre_dollar``;
+* ``cidr`` parses the value, untrimmed, as an IP address (IPv4-mapped IPv6 does not match an IPv4 net);
 * ``fieldref`` compares two fields case-insensitively (equals / startswith / endswith / contains);
-* keyword (field-less) values are substring matches over every non-System field value;
+* keyword (field-less) values, numbers included, are substring matches over the text of every
+  non-System field value; ``|re`` keywords keep their flags;
 * ``expand`` placeholders take values from the placeholder config; unresolved ones fail the
   rule with a one-line reason instead of silently matching or not matching.
 
@@ -81,6 +85,7 @@ from scmwatch.sigma.values import (
     necessary_literal,
     re2_searcher,
     regex_literals,
+    strict_number,
     string_parts,
     text_matcher,
 )
@@ -402,6 +407,20 @@ def _raw_pred(fname: str, test: Callable[[str], bool]) -> Pred:
     return pred
 
 
+def _regex_test(val: SigmaRegularExpression) -> Callable[[str], bool]:
+    """``|re`` value → search test, with its ``i``/``m``/``s`` flags (on keywords too)."""
+    flags = ""
+    if SigmaRegularExpressionFlag.IGNORECASE in val.flags:
+        flags += "i"
+    if SigmaRegularExpressionFlag.MULTILINE in val.flags:
+        flags += "m"
+    if SigmaRegularExpressionFlag.DOTALL in val.flags:
+        flags += "s"
+    if val.regexp.contains_placeholder():
+        raise CompileError("placeholders inside regular expressions are not supported")
+    return re2_searcher(str(val.regexp), flags)
+
+
 def _cased_pred(fname: str, specs: list[tuple[str, Any]]) -> Pred:
     tests = [text_matcher(k, p) for k, p in specs]
 
@@ -572,22 +591,13 @@ class _Compiler:
         raise CompileError(f"unsupported value type {type(val).__name__} on field {fname}")
 
     def regex_leaf(self, fname: str, val: SigmaRegularExpression) -> Pred:
-        flags = ""
-        if SigmaRegularExpressionFlag.IGNORECASE in val.flags:
-            flags += "i"
-        if SigmaRegularExpressionFlag.MULTILINE in val.flags:
-            flags += "m"
-        if SigmaRegularExpressionFlag.DOTALL in val.flags:
-            flags += "s"
-        if val.regexp.contains_placeholder():
-            raise CompileError("placeholders inside regular expressions are not supported")
-        return _raw_pred(fname, re2_searcher(str(val.regexp), flags))
+        return _raw_pred(fname, _regex_test(val))
 
     def keyword(self, val: Any) -> tuple[Node, frozenset[str] | None]:
         """Field-less value: substring (wildcards honoured) over every non-System value."""
         cased = isinstance(val, SigmaCasedString)
         if isinstance(val, SigmaRegularExpression):
-            tests = [re2_searcher(str(val.regexp))]
+            tests = [_regex_test(val)]
             lits = regex_literals(str(val.regexp))
             cased = True
         else:
@@ -595,7 +605,9 @@ class _Compiler:
             specs = []
             for v in values:
                 if not isinstance(v, SigmaString):
-                    specs.append(("eq", as_text(getattr(v, "number", v)) or ""))
+                    # a number or boolean keyword is a substring of a value's text like any other
+                    raw = getattr(v, "number", getattr(v, "boolean", v))
+                    specs.append(("contains", (as_text(raw) or "").lower()))
                     continue
                 for s in self.expand_placeholders(v):
                     parts = string_parts(s)
@@ -635,38 +647,13 @@ class _Compiler:
 # ----------------------------------------------------------------------------- typed leaves
 
 
-def _to_number(v: Any, hexok: bool) -> float | int | None:
-    if v.__class__ is int or v.__class__ is float:
-        return v
-    if isinstance(v, str):
-        s = v.strip()
-        try:
-            return int(s)
-        except ValueError:
-            pass
-        if hexok and s[:2].lower() == "0x":
-            try:
-                return int(s, 16)
-            except ValueError:
-                return None
-        try:
-            return float(s)
-        except ValueError:
-            return None
-    if isinstance(v, bool):
-        return None
-    return None
-
-
 def _number_leaf(fname: str, n: int | float, hexok: bool) -> Pred:
     sn = str(n)
 
     def one(v: Any) -> bool:
-        if v.__class__ is int:
-            return v == n
         if v.__class__ is str and v == sn:
             return True
-        x = _to_number(v, hexok)
+        x = strict_number(v, hexok)
         return x is not None and x == n
 
     def pred(f, low):
@@ -696,7 +683,7 @@ def _compare_leaf(fname: str, op: Any, n: int | float, hexok: bool) -> Pred:
     cmp = _OPS[op]
 
     def one(v: Any) -> bool:
-        x = _to_number(v, hexok)
+        x = strict_number(v, hexok)
         return x is not None and cmp(x, n)
 
     def pred(f, low):
@@ -717,7 +704,7 @@ def _bool_leaf(fname: str, b: bool) -> Pred:
         v = f.get(fname)
         if isinstance(v, bool):
             return v is b
-        return isinstance(v, str) and v.strip().lower() == text
+        return isinstance(v, str) and v.lower() == text
 
     return pred
 
@@ -731,7 +718,7 @@ def _cidr_leaf(fname: str, net: Any) -> Pred:
         r = cache.get(v)
         if r is None:
             try:
-                r = ipaddress.ip_address(v.strip()) in net
+                r = ipaddress.ip_address(v) in net
             except ValueError:
                 r = False
             if len(cache) < 4096:

@@ -45,13 +45,62 @@ def compile_re2(pattern: str, flags: str = ""):
         raise CompileError(f"regex {pattern!r} rejected by RE2 (safe engine): {msg}") from None
 
 
+_INLINE_M = re.compile(r"\(\?[a-zA-Z]*m")
+
+
+def pcre_dollar(pattern: str, flags: str = "") -> str:
+    """``pattern`` with PCRE's ``$`` spelled for RE2.
+
+    Sigma's regex flavour is PCRE, where ``$`` (without ``m``) also matches before a final
+    newline: ``^whoami$`` matches ``"whoami\\n"``. RE2's ``$`` is end of text only, so an
+    attacker could append a newline to slip past an anchored rule. Each ``$`` outside a
+    character class and not escaped becomes ``(?:\\n?\\z)``. Under ``m`` (flag or inline) RE2's
+    ``$`` already matches before every newline, so the pattern is left alone. Limit: a ``$``
+    followed by more pattern that can itself match the final newline (``a$\\n``) no longer
+    matches, which PCRE would allow.
+    """
+    if "$" not in pattern or "m" in flags or _INLINE_M.search(pattern):
+        return pattern
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    in_class = False
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            if c == "]":
+                in_class = False
+        elif c == "[":
+            in_class = True
+            out.append(c)
+            i += 1
+            # a ']' right after '[' or '[^' is a literal member, not the end of the class
+            if i < n and pattern[i] == "^":
+                out.append("^")
+                i += 1
+            if i < n and pattern[i] == "]":
+                out.append("]")
+                i += 1
+            continue
+        elif c == "$":
+            out.append("(?:\\n?\\z)")
+            i += 1
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
 def re2_searcher(pattern: str, flags: str = "") -> Callable[[str], bool]:
     """``v -> bool``: does the RE2 regex match anywhere in ``v``.
 
     google-re2's ``search`` spends ~4 us per call in Python (offset bookkeeping for match
     objects we never use); calling the compiled RE2 object directly on UTF-8 bytes costs ~1 us.
     """
-    rx = compile_re2(pattern, flags)
+    rx = compile_re2(pcre_dollar(pattern, flags), flags)
     raw = getattr(rx, "_regexp", None)
     anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
     if raw is None or anchor is None:  # another google-re2 layout: use the public API
@@ -259,6 +308,31 @@ def necessary_literal(parts: list) -> str:
         if isinstance(p, str) and len(p) > len(best):
             best = p
     return best
+
+
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+_HEX = re.compile(r"0[xX][0-9a-fA-F]+")
+
+
+def strict_number(v: Any, hexok: bool = False) -> int | float | None:
+    """A field value as a number, or None when it is not written as one.
+
+    Strings must be plain ASCII decimals as Windows writes them: optional ``-``, no leading
+    zeros, no ``+``, whitespace, ``_``, exponent, ``inf``/``nan`` or non-ASCII digits (Python's
+    ``int``/``float`` accept all of those, so ``" 5"``, ``"05"``, ``"５"`` and ``"1e1"`` would
+    otherwise equal numbers and an attacker could pad a value past an exact-match filter).
+    ``0x`` hex only where a source declares the field hex (4688 PIDs). Booleans are not numbers.
+    """
+    c = v.__class__
+    if c is int or c is float:
+        return v
+    if c is not str:
+        return None
+    if _NUMBER.fullmatch(v):
+        return float(v) if "." in v else int(v)
+    if hexok and _HEX.fullmatch(v):
+        return int(v, 16)
+    return None
 
 
 def as_text(v: Any) -> str | None:
