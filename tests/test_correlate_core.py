@@ -236,7 +236,7 @@ def test_value_count_ignores_events_without_the_field():
     [
         ("value_sum", "gt: 100", [40, 40, 30], True),
         ("value_sum", "gt: 100", [40, 40, 20], False),
-        ("value_avg", "gte: 50", [10, 70, "0x50"], True),  # hex strings parse
+        ("value_avg", "gte: 50", [10, 70, "80"], True),  # decimal strings parse
         ("value_avg", "gte: 50", [10, 70, 40], False),
         ("value_median", "gt: 5", [1, 9, 7], True),
         ("value_median", "gt: 5", [1, 9, 3], False),
@@ -264,6 +264,8 @@ def test_numeric_aggregations(ctype, cond, values, fires):
 def test_numeric_aggregation_ignores_non_numbers():
     h = Harness(corr("type: value_sum\nrules: [a]\ntimespan: 1h\ncondition: {gte: 2, field: Bytes}"))
     h.push("a", 0, Bytes="lots")
+    for padded in (" 5", "5 ", "0x5", "inf", "nan", "1e3", "\uff15", "+5", "05"):  # parsed strictly
+        h.push("a", 0, Bytes=padded)
     h.push("a", 1, Bytes=1)
     assert h.corr.alerts == 0
     h.push("a", 2, Bytes="1")

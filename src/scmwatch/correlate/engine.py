@@ -24,26 +24,28 @@ high-water mark of retained entries/groups is reported as ``state_peak``/``group
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 from scmwatch.alerts import Alert
 from scmwatch.correlate.links import EntityLinks
 from scmwatch.correlate.spec import (
     NUMERIC_TYPES,
-    OPS,
     VALUE_TYPES,
     CorrSpec,
     eval_expr,
 )
 from scmwatch.correlate.stream import Candidate, ReorderBuffer
 from scmwatch.events.model import Event, format_time
+from scmwatch.sigma.values import as_text, strict_number
 
 # entry tuple indexes
 _T, _SEQ, _REF, _EV, _VAL, _EVID = range(6)
-_ORDER: dict[tuple[str, ...], dict[str, int]] = {}  # reference list -> position (temporal_ordered)
+SWEEP_US = 1_000_000  # idle groups are swept at most this late (event time)
 
 
 class _Group:
@@ -68,24 +70,19 @@ class _SpecState:
     parents: list[tuple[_SpecState, str]] = field(default_factory=list)
     emit: bool = True  # False when only chained with generate: false
     fired: int = 0
+    order: dict[str, int] = field(default_factory=dict)  # reference name -> list position
+    # A correlation fed by correlations holds its input back (``held``, a heap) by ``lag`` µs:
+    # an inner alert may be decided up to 2 timespans + one sweep after its event time.
+    buffered: bool = False
+    lag: int = 0
+    held: list = field(default_factory=list)
 
 
 def _numeric(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if value is None:
-        return None
-    text = str(value).strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        return float(int(text, 0))  # "0x10"
-    except ValueError:
-        return None
+    """A value_sum/avg/percentile/median input: parsed exactly as rule matching parses numbers
+    (``sigma.values.strict_number``: plain ASCII decimals, no trimming, no ``inf``/``nan``)."""
+    n = strict_number(value)
+    return None if n is None else float(n)
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -100,11 +97,32 @@ def _percentile(values: list[float], pct: float) -> float:
 
 
 def _key_part(value: Any) -> Any:
-    if isinstance(value, str):
+    """A group-by or value_count value as rule matching compares it: strings case-insensitive,
+    numbers equal to their decimal text (``3``, ``3.0`` and ``"3"`` are one value), booleans as
+    ``true``/``false``, lists item by item."""
+    if value.__class__ is str:
+        if value[:1] in _NUMERIC_START:
+            n = strict_number(value)
+            if n is not None:
+                return _number_text(n)
         return value.lower()
-    if isinstance(value, list | dict):
+    if isinstance(value, list | tuple):
+        return tuple(_key_part(x) for x in value)
+    if isinstance(value, dict):
         return repr(value)
-    return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _number_text(value)
+    text = as_text(value)
+    return text.lower() if text is not None else repr(value)
+
+
+_NUMERIC_START = frozenset("-0123456789")
+
+
+def _number_text(n: int | float) -> str:
+    if isinstance(n, float):
+        return str(int(n)) if n.is_integer() else repr(n)
+    return str(n)
 
 
 class Correlator:
@@ -167,6 +185,13 @@ class Correlator:
             return depth[key]
 
         self._states.sort(key=nesting)
+        for st in self._states:  # inner-first, so an inner state's lag is known
+            st.order = {ref: i for i, ref in enumerate(st.spec.refs)}
+            inner = [by_key[st.spec.ref_keys[r]] for r in st.spec.refs if st.spec.ref_keys[r] in by_key]
+            st.buffered = bool(inner)
+            st.lag = max((i.lag + 2 * i.spec.timespan_us + SWEEP_US for i in inner), default=0)
+        self._buffered = [st for st in self._states if st.buffered]
+        self._hseq = 0
         self._seq = 0
         self._now = 0
         self._next_sweep = 0
@@ -206,6 +231,8 @@ class Correlator:
         for ready in self.buffer.drain():
             self._process(ready, out)
         for st in self._states:
+            if st.buffered:
+                self._release(st, None, out)
             for key in list(st.groups):
                 g = st.groups.get(key)
                 if g is None:
@@ -219,16 +246,61 @@ class Correlator:
         t = cand.time_us
         if t > self._now:
             self._now = t
-            if t >= self._next_sweep:  # idle groups are dropped at most 1 s (event time) late
-                self._next_sweep = t + 1_000_000
+            if t >= self._next_sweep:  # idle groups are dropped at most SWEEP_US (event time) late
+                self._next_sweep = t + SWEEP_US
                 self._sweep(out)
+            else:
+                for st in self._buffered:
+                    if st.held and st.held[0][0] < t - st.lag:
+                        self._release(st, t - st.lag, out)
         if cand.fact is not None:
             self.links.apply(cand.fact)
         if cand.event is None:
             return
-        for key in cand.keys:
-            for st, ref in self._routes.get(key, ()):
-                self._add(st, ref, cand.event, t, None, out)
+        routes = self._routes
+        keys = cand.keys
+        if len(keys) == 1:
+            targets = routes.get(keys[0], ())
+            if len(targets) > 1:
+                targets = self._once(targets)
+        else:
+            targets = self._once([r for k in keys for r in routes.get(k, ())])
+        for st, ref in targets:
+            self._deliver(st, ref, cand.event, t, None, out)
+
+    @staticmethod
+    def _once(targets: list[tuple[_SpecState, str]]) -> list[tuple[_SpecState, str]]:
+        """One event counts once per correlation: when it matches several of a correlation's
+        rules it counts as the first of them in the correlation's ``rules`` list."""
+        best: dict[int, tuple[_SpecState, str]] = {}
+        for st, ref in targets:
+            prev = best.get(id(st))
+            if prev is None or st.order[ref] < st.order[prev[1]]:
+                best[id(st)] = (st, ref)
+        return list(best.values())
+
+    def _deliver(self, st: _SpecState, ref: str, event: Event, t: int, evidence: list[Event] | None,
+                 out: list[Alert]) -> None:
+        """Hand an input to a correlation, through its hold-back heap when it has one.
+
+        Held inputs are released in ``(time, base events before inner alerts, arrival)`` order
+        once the clock is ``lag`` past them, so an inner alert decided late still lands in the
+        window its event time belongs to, whatever other traffic did meanwhile."""
+        if not st.buffered:
+            self._add(st, ref, event, t, evidence, out)
+            return
+        self._hseq += 1
+        heapq.heappush(st.held, (t, evidence is not None, self._hseq, ref, event, evidence))
+        self._entries += 1
+        if self._entries > self.state_peak:
+            self.state_peak = self._entries
+
+    def _release(self, st: _SpecState, before: int | None, out: list[Alert]) -> None:
+        held = st.held
+        while held and (before is None or held[0][0] < before):
+            t, _, _, ref, event, evidence = heapq.heappop(held)
+            self._entries -= 1
+            self._add(st, ref, event, t, evidence, out)
 
     # -- state ------------------------------------------------------------------------------
 
@@ -281,7 +353,7 @@ class Correlator:
             self._clear(spec, g)
         self._seq += 1
         entry = (t, self._seq, ref, event, value, evidence)
-        if not g.entries:
+        if not g.entries or t < g.start:
             g.start = t
         entries = g.entries
         if entries and t < entries[-1][_T]:
@@ -298,7 +370,7 @@ class Correlator:
             horizon = entries[-1][_T] - span
             while entries and entries[0][_T] < horizon:
                 self._count_out(spec, g, entries.popleft())
-            chosen = self._evaluate(spec, g)
+            chosen = self._evaluate(st, g)
             if chosen is not None:
                 self._fire(st, g, chosen, out)
                 self._clear(spec, g)
@@ -349,11 +421,13 @@ class Correlator:
     def _sweep(self, out: list[Alert]) -> None:
         """Drop groups idle for longer than their timespan (closing at-close windows first)."""
         now = self._now
-        for st in self._states:
+        for st in self._states:  # inner first: their alerts reach the outer heaps before release
+            if st.buffered and st.held and st.held[0][0] < now - st.lag:
+                self._release(st, now - st.lag, out)
             groups = st.groups
             if not groups:
                 continue
-            horizon = now - st.spec.timespan_us
+            horizon = now - st.lag - st.spec.timespan_us
             while groups:
                 key = next(iter(groups))
                 g = groups[key]
@@ -366,24 +440,25 @@ class Correlator:
     # -- evaluation ---------------------------------------------------------------------------
 
     def _close(self, st: _SpecState, key: tuple, g: _Group, out: list[Alert]) -> None:
-        chosen = self._evaluate(st.spec, g)
+        chosen = self._evaluate(st, g)
         if chosen is not None:
             self._fire(st, g, chosen, out)
 
-    def _evaluate(self, spec: CorrSpec, g: _Group) -> list[tuple] | None:
+    def _evaluate(self, st: _SpecState, g: _Group) -> list[tuple] | None:
         """The contributing entries when the condition holds on the group's window, else None."""
+        spec = st.spec
         entries = g.entries
         if not entries:
             return None
         typ = spec.type
         if typ == "temporal_ordered":
-            return self._ordered(spec, entries)
+            return self._ordered(spec, st.order, entries)
         if typ == "temporal":
             present = set(g.counts)
             ok = (
                 eval_expr(spec.expr, present)
                 if spec.expr is not None
-                else OPS[spec.op](len(present), spec.threshold)
+                else spec.holds(len(present))
             )
             return list(entries) if ok else None
         if typ == "event_count":
@@ -396,12 +471,12 @@ class Correlator:
             measure = g.total / len(entries)
         else:  # value_percentile / value_median
             measure = _percentile([e[_VAL] for e in entries], spec.percentile or 50.0)
-        return list(entries) if OPS[spec.op](measure, spec.threshold) else None
+        return list(entries) if spec.holds(measure) else None
 
-    def _ordered(self, spec: CorrSpec, entries: deque) -> list[tuple] | None:
-        order = _ORDER.get(spec.refs)
-        if order is None:
-            order = _ORDER[spec.refs] = {ref: i for i, ref in enumerate(spec.refs)}
+    def _ordered(self, spec: CorrSpec, order: dict[str, int], entries: deque) -> list[tuple] | None:
+        # Equal timestamps may be taken in list order whatever their file position: entries
+        # are walked by (time, list position), so ties never depend on input order.
+        entries = sorted(entries, key=lambda e: (e[_T], order[e[_REF]]))
         if spec.expr is not None:
             # Boolean condition: the references found in list order (earliest first event of
             # each, each after the previous one); `not x` means x did not follow in order.
@@ -418,22 +493,32 @@ class Correlator:
             if not eval_expr(spec.expr, present):
                 return None
             return chain if chain else list(entries)
-        # Count condition: the longest chain of distinct references in list order.
-        best: list[tuple[int, tuple] | None] = [None] * len(spec.refs)
+        # Count condition: the length of the longest chain of distinct references in list order
+        # (dynamic programming over the walk) ...
+        longest = [0] * len(spec.refs)
         for entry in entries:
             i = order[entry[_REF]]
-            prev_len, prev_chain = 0, ()
-            for h in range(i):
-                b = best[h]
-                if b is not None and b[0] > prev_len:
-                    prev_len, prev_chain = b
-            cand = (prev_len + 1, (*prev_chain, entry))
-            if best[i] is None or cand[0] > best[i][0]:
-                best[i] = cand
-        top = max((b for b in best if b is not None), key=lambda b: b[0], default=(0, ()))
-        if OPS[spec.op](float(top[0]), spec.threshold):
-            return list(top[1])
-        return None
+            longest[i] = max(longest[i], 1 + max(longest[:i], default=0))
+        k = max(longest)
+        if not spec.holds(float(k)):
+            return None
+        # ... and, only when it fires, which chain: the one with the earliest events
+        # (lexicographically smallest positions in the walk), so the evidence is well defined.
+        best: list[int] | None = None
+        for subset in combinations(spec.refs, k):
+            picked: list[int] = []
+            j = 0
+            for ref in subset:
+                while j < len(entries) and entries[j][_REF] != ref:
+                    j += 1
+                if j == len(entries):
+                    break
+                picked.append(j)
+                j += 1
+            else:
+                if best is None or picked < best:
+                    best = picked
+        return [entries[j] for j in best or ()]
 
     # -- output -------------------------------------------------------------------------------
 
@@ -468,7 +553,7 @@ class Correlator:
             "condition": spec.describe_condition(),
             "rules": [
                 {"ref": e[_REF], "time": format_time(e[_T] / 1e6)}
-                for e in sorted(chosen, key=lambda e: e[:2])
+                for e in sorted(chosen, key=lambda e: (e[_T], st.order[e[_REF]], e[_SEQ]))
             ],
         }
         if chain:
@@ -495,7 +580,7 @@ class Correlator:
             fields["_correlation"] = {"rule_id": spec.key, "title": spec.title, **corr}
             synthetic = Event(fields, f"correlation:{spec.key}", None, "correlation")
             synthetic._epoch = last_t / 1e6
-            self._add(parent, ref, synthetic, last_t, events, out)
+            self._deliver(parent, ref, synthetic, last_t, events, out)
 
     # -- reporting ------------------------------------------------------------------------------
 

@@ -13,6 +13,13 @@ open (documented in the README section "Correlation"):
   sliding window that ends at each new event and fire as soon as they hold. Conditions an
   incomplete window could satisfy vacuously (``lt``/``lte``/``eq``/``neq``; boolean
   conditions containing ``not``) are tested once per window, when it closes.
+* **Ranges.** The specification allows several operators in one condition (``gt: 1`` and
+  ``lte: 3``, all must hold); pySigma 2 rejects that ("exactly one condition item"), so
+  :func:`split_range_condition` hands pySigma the first operator and keeps the others in a
+  private attribute that :func:`spec_from_sigma` reads back. A range is eager only when every
+  operator is ``gt``/``gte``.
+* **value_percentile** needs ``percentile:``; the specification gives no default, and guessing
+  one (50 would make it a median) would change what the rule means, so it is rejected.
 """
 
 from __future__ import annotations
@@ -54,6 +61,39 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "neq": lambda a, b: a != b,
 }
 MONOTONE_OPS = frozenset({"gt", "gte"})
+RANGE_KEY = "x-scmwatch-range"  # custom attribute holding a range condition's further operators
+
+
+def split_range_condition(doc: dict[str, Any]) -> dict[str, Any]:
+    """A correlation document pySigma can load: a condition with several operators keeps its
+    first one, the others move to :data:`RANGE_KEY` (``{op: count}``). Other documents are
+    returned unchanged."""
+    body = doc.get("correlation")
+    cond = body.get("condition") if isinstance(body, dict) else None
+    if not isinstance(cond, dict):
+        return doc
+    ops = [k for k in cond if k in OPS]
+    if len(ops) < 2:
+        return doc
+    first = {k: v for k, v in cond.items() if k not in ops[1:]}
+    return {**doc, "correlation": {**body, "condition": first}, RANGE_KEY: {k: cond[k] for k in ops[1:]}}
+
+
+def _range_ops(raw: Any) -> tuple[tuple[str, float], ...]:
+    if not raw:
+        return ()
+    out = []
+    for op, count in dict(raw).items():
+        if op not in OPS or isinstance(count, bool):
+            raise ValueError(f"invalid range condition item {op!r}")
+        try:
+            value = float(count)
+        except (TypeError, ValueError):
+            raise ValueError(f"{count!r} is no valid correlation condition count") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{count!r} is no valid correlation condition count")
+        out.append((op, value))
+    return tuple(out)
 
 
 def rule_key(rule: Any) -> str:
@@ -95,6 +135,7 @@ class CorrSpec:
     aliases: dict[str, dict[str, str]]  # alias -> {reference name: field}
     op: str | None  # numeric condition operator, None for boolean conditions
     threshold: float | None
+    also: tuple[tuple[str, float], ...]  # further (op, threshold) of a range; all must hold
     field: str | None  # condition field (value_* types)
     percentile: float | None
     expr: Any = None  # boolean condition tree: ("ref", name) / ("and"|"or", ...) / ("not", x)
@@ -113,6 +154,15 @@ class CorrSpec:
             return alias.get(ref, name)
         return name
 
+    def holds(self, measure: float) -> bool:
+        """The numeric condition (with every operator of a range) holds for ``measure``."""
+        if not OPS[self.op](measure, self.threshold):  # type: ignore[index,arg-type]
+            return False
+        for op, threshold in self.also:
+            if not OPS[op](measure, threshold):
+                return False
+        return True
+
     def describe_condition(self) -> str:
         if self.expr is not None:
             return _expr_text(self.expr)
@@ -121,7 +171,7 @@ class CorrSpec:
         )
         if self.type == "value_percentile":
             subject = f"p{self.percentile:g}({self.field})"
-        return f"{subject} {self.op} {self.threshold:g}"
+        return " and ".join(f"{subject} {op} {thr:g}" for op, thr in ((self.op, self.threshold), *self.also))
 
 
 def _expr_text(node: Any) -> str:
@@ -185,6 +235,8 @@ def spec_from_sigma(rule: SigmaCorrelationRule) -> CorrSpec:
         ref_keys[r.reference] = rule_key(target)
     aliases = {a.alias: {ref.reference: fld for ref, fld in a.mapping.items()} for a in (rule.aliases or [])}
     op = threshold = fieldref = percentile = expr = None
+    custom_all = getattr(rule, "custom_attributes", None) or {}
+    also = _range_ops(custom_all.get(RANGE_KEY))
     cond = rule.condition
     eager = True
     if isinstance(cond, SigmaExtendedCorrelationCondition):
@@ -199,15 +251,20 @@ def spec_from_sigma(rule: SigmaCorrelationRule) -> CorrSpec:
             fr = fr[0] if fr else None
         fieldref = fr
         percentile = float(cond.percentile) if cond.percentile is not None else None
-        eager = op in MONOTONE_OPS
+        if percentile is not None and not 0 < percentile <= 100:
+            raise ValueError(f"correlation {rule.title!r}: percentile {cond.percentile} is not in 1-100")
+        eager = op in MONOTONE_OPS and all(o in MONOTONE_OPS for o, _ in also)
+    if also and op is None:
+        raise ValueError(f"correlation {rule.title!r}: a range needs a numeric condition")
     if ctype == "value_median":
         percentile = 50.0
     if ctype == "value_percentile" and percentile is None:
-        raise ValueError(f"correlation {rule.title!r}: value_percentile needs 'percentile'")
+        raise ValueError(f"correlation {rule.title!r}: value_percentile needs 'percentile:' (1-100);"
+                         " the specification gives no default")
     if ctype in VALUE_TYPES and not fieldref:
         raise ValueError(f"correlation {rule.title!r}: {ctype} needs a condition field")
     level = getattr(rule.level, "name", None)
-    custom = {k: v for k, v in (getattr(rule, "custom_attributes", None) or {}).items() if k != "correlation"}
+    custom = {k: v for k, v in custom_all.items() if k not in ("correlation", RANGE_KEY)}
     source = getattr(rule, "source", None)
     path = str(getattr(source, "path", "") or "") or None
     return CorrSpec(
@@ -225,6 +282,7 @@ def spec_from_sigma(rule: SigmaCorrelationRule) -> CorrSpec:
         aliases=aliases,
         op=op,
         threshold=threshold,
+        also=also,
         field=fieldref,
         percentile=percentile,
         expr=expr,

@@ -26,6 +26,8 @@ from sigma.filters import SigmaFilter
 from sigma.rule import SigmaRule
 from sigma.rule.base import SigmaYAMLLoader
 
+from scmwatch.correlate.spec import split_range_condition
+
 RULE_SUFFIXES = (".yml", ".yaml")
 
 
@@ -89,7 +91,7 @@ def load_sigma(paths: Iterable[str | os.PathLike]) -> LoadedSigma:
         bad = [d for d in docs if not isinstance(d, dict)]
         if bad:
             res.rejected.append((path, "YAML document is not a mapping (not a Sigma rule)"))
-            docs = [d for d in docs if isinstance(d, dict)]
+        docs = [split_range_condition(d) for d in docs if isinstance(d, dict)]
         if not docs:
             continue
         try:

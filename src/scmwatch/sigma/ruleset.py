@@ -155,6 +155,48 @@ def _with_extra(pred: Pred | bool, extra: dict[str, frozenset[str]]) -> Pred:
     return gated
 
 
+def _runnable_correlations(correlations: list[SigmaCorrelationRule],
+                           rejected: list[tuple[str, str]]) -> list[SigmaCorrelationRule]:
+    """The correlations the correlator can run; each other one becomes a one-line rejection.
+
+    pySigma accepts some documents the correlator cannot evaluate (``value_percentile`` without
+    ``percentile:``); converting here rather than when a hunt starts makes them count in
+    ``rules check`` instead of vanishing. A correlation that references a rejected one is
+    rejected too (its input would never arrive).
+    """
+    from scmwatch.correlate.spec import rule_key, spec_from_sigma
+
+    ok: dict[str, SigmaCorrelationRule] = {}
+    bad: set[str] = set()
+    for corr in correlations:
+        try:
+            spec_from_sigma(corr)
+        except (ValueError, AttributeError, TypeError) as exc:
+            rejected.append((_corr_path(corr), f"'{corr.title}': correlation: {one_line(exc)}"))
+            bad.add(rule_key(corr))
+            continue
+        ok[rule_key(corr)] = corr
+    changed = bool(bad)
+    while changed:
+        changed = False
+        for key, corr in list(ok.items()):
+            refs = [rule_key(r.rule) for r in (corr.referenced_rules or corr.rules or [])
+                    if getattr(r, "rule", None) is not None]
+            lost = [k for k in refs if k in bad]
+            if lost:
+                rejected.append((_corr_path(corr), f"'{corr.title}': correlation: references a "
+                                 "rejected correlation"))
+                bad.add(key)
+                del ok[key]
+                changed = True
+    return [c for c in correlations if rule_key(c) in ok and ok[rule_key(c)] is c]
+
+
+def _corr_path(corr: Any) -> str:
+    src = getattr(corr, "source", None)
+    return str(src.path) if src is not None and getattr(src, "path", None) else "?"
+
+
 def load_rules(paths: Iterable[str | os.PathLike] | str | os.PathLike,
                placeholders: str | os.PathLike | dict | None = None) -> RuleSet:
     """Load, gate and compile Sigma rules from files/directories. Never raises for bad rules."""
@@ -170,7 +212,7 @@ def load_rules(paths: Iterable[str | os.PathLike] | str | os.PathLike,
     rs.files = loaded.files
     rs.rejected.extend(loaded.rejected)
     rs.warnings.extend(loaded.warnings)
-    rs.correlations = loaded.correlations
+    rs.correlations = _runnable_correlations(loaded.correlations, rs.rejected)
     order = 0
     for rule, path, trees in loaded.rules:
         try:
