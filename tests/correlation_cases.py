@@ -16,11 +16,10 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import yaml
-from correlation_reference import RefEvent, canon, correlate
 from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 
+from correlation_reference import RefEvent, canon, correlate
 from scmwatch.correlate import Candidate, Correlator, merge_by_time, rule_key, spec_from_sigma
 from scmwatch.correlate.spec import split_range_condition
 from scmwatch.events.model import Event, format_time

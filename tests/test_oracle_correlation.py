@@ -6,6 +6,7 @@ time order. More cases: ``bench/oracle_correlation.py --cases N``."""
 from __future__ import annotations
 
 import pytest
+
 from correlation_cases import TYPES, make_case, run_case
 
 CASES_PER_TYPE = 200

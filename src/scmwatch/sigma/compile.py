@@ -700,11 +700,16 @@ def _compare_leaf(fname: str, op: Any, n: int | float, hexok: bool) -> Pred:
 def _bool_leaf(fname: str, b: bool) -> Pred:
     text = "true" if b else "false"
 
-    def pred(f, low):
-        v = f.get(fname)
+    def one(v: Any) -> bool:
         if isinstance(v, bool):
             return v is b
         return isinstance(v, str) and v.lower() == text
+
+    def pred(f, low):
+        v = f.get(fname)
+        if isinstance(v, list):  # list values are any-of, as for every other value type
+            return any(one(x) for x in v)
+        return one(v)
 
     return pred
 
