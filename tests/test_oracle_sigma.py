@@ -62,7 +62,7 @@ FIELD_RULES: dict[str, dict] = {
     "null": {"F": None},
     "empty": {"F": ""},
     "exists": {"F|exists": True},
-    "not_exists": {"F|exists": False},
+    "exists_false": {"F|exists": False},
     "cidr4": {"F|cidr": "10.0.0.0/8"},
     "cidr6": {"F|cidr": "fe80::/10"},
     "fieldref": {"F|fieldref": "G"},
