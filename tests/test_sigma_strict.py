@@ -136,3 +136,23 @@ def test_reader_keeps_an_event_id_that_is_not_a_plain_decimal(check):
     check("sel:\n  EventID: 4688\ncondition: sel", [{"EventID": 4688}, {"EventID": "4688"}],
           [{"EventID": v} for v in odd], base={"Channel": "Security"},
           logsource="product: windows\n  service: security")
+
+
+def test_non_decimal_event_ids_are_counted_by_the_readers(tmp_path):
+    import json
+
+    from scmwatch.events import ReadStats, iter_events
+
+    lines = [{"EventID": v, "Channel": "Security", "TimeCreated": "2024-05-01T00:00:00Z"}
+             for v in ("4688", "0x1250", "+4688", " 4688", "\uff14\uff16\uff18\uff18")]
+    (tmp_path / "a.json").write_text("\n".join(json.dumps(x) for x in lines), encoding="utf-8")
+    (tmp_path / "b.xml").write_text(
+        '<Events><Event xmlns="http://schemas.microsoft.com/win/2004/08/events/event"><System>'
+        "<EventID>0x1250</EventID><Channel>Security</Channel></System></Event></Events>", encoding="utf-8")
+    stats = ReadStats()
+    events = list(iter_events([str(tmp_path)], stats))
+    assert [e.fields["EventID"] for e in events] == [4688, "0x1250", "+4688", " 4688",
+                                                     "\uff14\uff16\uff18\uff18", "0x1250"]
+    assert stats.errors["eventid-not-decimal"] == 5
+    reported = [e for e in stats.first_errors if e.kind == "eventid-not-decimal"]
+    assert len(reported) == 1 and "'0x1250' is not a plain decimal" in reported[0].message

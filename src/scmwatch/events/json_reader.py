@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from scmwatch.events.ecs import from_ecs
-from scmwatch.events.model import Event, ReadStats
+from scmwatch.events.model import Event, ReadStats, odd_event_id
 from scmwatch.events.normalize import from_evtx_dict, from_flat, shape_of
 from scmwatch.events.text import CHUNK, Prefixed, TextChunks
 from scmwatch.events.zeek_reader import normalize_zeek
@@ -41,12 +41,13 @@ _NORMALIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
 class _Sink:
     """Turns decoded objects into events, counting the ones that are not events."""
 
-    __slots__ = ("name", "stats", "unknown")
+    __slots__ = ("name", "stats", "unknown", "odd_ids")
 
     def __init__(self, name: str, stats: ReadStats) -> None:
         self.name = name
         self.stats = stats
         self.unknown = 0
+        self.odd_ids = 0
 
     def event(self, obj: Any, line: int, zeek_path: str | None) -> Event | None:
         if type(obj) is not dict:
@@ -66,6 +67,9 @@ class _Sink:
             self._unknown(line, "object has no usable event data")
             return None
         self.stats.events += 1
+        if fields.get("EventID").__class__ is str:
+            self.odd_ids += 1
+            odd_event_id(self.stats, self.name, fields["EventID"], line, self.odd_ids == 1)
         return Event(fields, self.name, line, "zeek" if shape == "zeek" else "json")
 
     def _unknown(self, line: int, why: str) -> None:

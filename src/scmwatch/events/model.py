@@ -125,6 +125,17 @@ class ReadError:
         return f"scmwatch: {where}: {self.kind}: {terminal(self.message)}"
 
 
+def odd_event_id(stats: ReadStats, source: str, eid: str, record: Any, first: bool) -> None:
+    """Count an ``EventID`` that is not a plain decimal (kept as written, see
+    ``normalize._int``); the first one of a file is also reported as a line."""
+    if first:
+        stats.error(source, "eventid-not-decimal",
+                    f"EventID {ascii(eid)[:40]} is not a plain decimal: kept as written, so rules for "
+                    "numeric EventIDs do not match it (further ones counted only)", record)
+    else:
+        stats.errors["eventid-not-decimal"] += 1
+
+
 @dataclass
 class ReadStats:
     """What a read produced: the numbers that go into every closing summary.

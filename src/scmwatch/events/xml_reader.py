@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 
-from scmwatch.events.model import Event, ReadStats
+from scmwatch.events.model import Event, ReadStats, odd_event_id
 from scmwatch.events.normalize import SYSTEM_ATTRS, SYSTEM_INTS, _int, iso_utc
 from scmwatch.events.text import TextChunks
 
@@ -107,6 +107,9 @@ def _drain(parser: XMLPullParser, stack: list[Element], name: str, stats: ReadSt
             stats.error(name, "xml", "<Event> without System/EventID skipped")
         else:
             stats.events += 1
+            if fields["EventID"].__class__ is str:
+                odd_event_id(stats, name, fields["EventID"], fields.get("EventRecordID"),
+                             "eventid-not-decimal" not in stats.errors)
             yield Event(fields, name, fields.get("EventRecordID"), "xml")
         if stack:
             stack[-1].remove(elem)  # free it: the parent would otherwise keep every event
