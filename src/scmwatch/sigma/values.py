@@ -13,6 +13,7 @@ through RE2, never Python's backtracking ``re``, so that a hostile rule cannot h
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
