@@ -11,6 +11,7 @@ are slightly out of time order (the reorder buffer repairs that).
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from sigma.collection import SigmaCollection
 from sigma.correlations import SigmaCorrelationRule
 
 from correlation_reference import RefEvent, canon, correlate
-from scmwatch.correlate import Candidate, Correlator, merge_by_time, rule_key, spec_from_sigma
+from scmwatch.correlate import Candidate, Correlator, rule_key, spec_from_sigma
 from scmwatch.correlate.spec import split_range_condition
 from scmwatch.events.model import Event, format_time
 
@@ -168,7 +169,7 @@ def run_case(case: Case) -> tuple[Counter, Counter]:
     got = Counter()
     # heapq-based merge of slightly unsorted files: every candidate once, disorder below the
     # lateness, which the correlator's reorder buffer repairs
-    for alert in corr.feed(merge_by_time([streams[f] for f in sorted(streams)])):
+    for alert in corr.feed(heapq.merge(*(streams[f] for f in sorted(streams)), key=Candidate.sort_key)):
         c = alert.correlation
         group = tuple(canon(v) for v in c["group_by"].values())
         got[(alert.rule_id, group, c["window"]["end"], frozenset(e.record_id for e in alert.events))] += 1
