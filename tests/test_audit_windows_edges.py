@@ -470,3 +470,57 @@ def test_symlink_loop_and_fifo_are_named_not_read(tmp_path, capsys):
     assert load([str(tmp_path / "loop.json"), str(tmp_path)], log) == []
     msgs = sorted(m for _, m in log.problems)
     assert msgs == ["not a regular file, skipped", "symlink loop"]
+
+
+@pytest.mark.parametrize("name", ["WS04.scmwatch.json", "WS02.reg", "WS03.sc.txt"])
+def test_utf16_inputs_that_lost_their_bom_are_still_read(tmp_path, name):
+    raw = (FIXTURES / "audit" / "fleet" / name).read_bytes()
+    text = raw[2:].decode("utf-16-le") if raw.startswith(b"\xff\xfe") else raw.decode("utf-8")
+    for data in (text.encode("utf-16-le"), b"\xfe\xff" + text.encode("utf-16-be")):
+        (tmp_path / name).write_bytes(data)
+        log = AuditLog()
+        (hd,) = load([str(tmp_path / name)], log)
+        assert hd.services and not any("decode" in m or "unrecognised" in m for _, m in log.problems)
+
+
+def test_asr_rule_flattened_by_convertto_json_is_reported_not_skipped():
+    from scmwatch.audit.snapshot import read_snapshot
+
+    doc = json.loads((FIXTURES / "audit" / "fleet" / "WS04.scmwatch.json").read_text())
+    doc["errors"] = []
+    doc["defender"]["asr_rules"] = ["@{id=d1e49aac-8f56-4280-b9ba-993a6d77406c; action=1}"]
+    hd = read_snapshot(json.dumps(doc).encode(), "x.json")
+    assert hd.errors == [
+        "defender.asr_rules[0]: expected an object with an id, "
+        "got '@{id=d1e49aac-8f56-4280-b9ba-993a6d7740..."
+    ]
+
+
+def test_whole_hive_export_uses_the_current_control_set_only():
+    def key(mount: str, cs: str, name: str, image: str) -> str:
+        return (
+            f"[HKEY_LOCAL_MACHINE\\{mount}\\{cs}\\Services\\{name}]\r\n"
+            f'"Type"=dword:00000010\r\n"ImagePath"="{image}"\r\n\r\n'
+        )
+
+    body = (
+        "Windows Registry Editor Version 5.00\r\n\r\n"
+        + key("OFFLINE", "ControlSet001", "Svc", "C:\\\\Users\\\\Public\\\\old.exe")
+        + key("OFFLINE", "ControlSet002", "Svc", "C:\\\\Program Files\\\\V\\\\svc.exe")
+        + '[HKEY_LOCAL_MACHINE\\OFFLINE\\Select]\r\n"Current"=dword:00000002\r\n'
+    )
+    hd = reg_to_host(b"\xff\xfe" + body.encode("utf-16-le"), "OFF1.reg")
+    assert hd.services["svc"].image_path == "C:\\Program Files\\V\\svc.exe"
+    no_select = body[: body.index("[HKEY_LOCAL_MACHINE\\OFFLINE\\Select]")]
+    hd = reg_to_host(b"\xff\xfe" + no_select.encode("utf-16-le"), "OFF1.reg")
+    assert hd.services["svc"].image_path == "C:\\Users\\Public\\old.exe"  # the lowest-numbered set
+
+
+def test_reg_export_without_service_keys_is_refused_with_a_reason(tmp_path):
+    body = 'Windows Registry Editor Version 5.00\r\n\r\n[HKEY_CURRENT_USER\\Software\\X]\r\n"a"="b"\r\n'
+    (tmp_path / "hkcu.reg").write_bytes(b"\xff\xfe" + body.encode("utf-16-le"))
+    log = AuditLog()
+    assert load([str(tmp_path)], log) == []
+    assert [m for _, m in log.problems] == [
+        "no service keys (HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\...) in this export"
+    ]

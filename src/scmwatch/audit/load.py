@@ -16,7 +16,7 @@ from scmwatch.audit.model import HostData
 from scmwatch.audit.regfile import RegError, reg_to_host
 from scmwatch.audit.sctext import ScTextError, looks_like_sc, sc_to_host
 from scmwatch.audit.sd import SDError, parse_sddl_cached
-from scmwatch.audit.snapshot import SnapshotError, decode_text, read_snapshot
+from scmwatch.audit.snapshot import SnapshotError, decode_text, read_snapshot, text_encoding
 
 DIR_SUFFIXES = (".json", ".reg", ".txt", ".sddl")
 MAX_BYTES = 256 * 1024 * 1024
@@ -116,12 +116,9 @@ def read_data(data: bytes, src: str, log: AuditLog, kind: str | None = None) -> 
 
 def sniff(data: bytes) -> str:
     """Which reader an input is for, from its first characters."""
-    if data.startswith(b"\xff\xfe"):
-        probe = data[2:402]
-        probe_text = probe[: len(probe) // 2 * 2].decode("utf-16-le", "replace")
-    else:
-        probe_text = data[:400].decode("utf-8", "replace").lstrip("\ufeff")
-    p = probe_text.lstrip()
+    codec, skip = text_encoding(data)
+    probe = data[skip : skip + 400]
+    p = probe[: len(probe) // 2 * 2 if codec.startswith("utf-16") else None].decode(codec, "replace").lstrip()
     if p.startswith("{"):
         return "snapshot"
     if p.startswith(("Windows Registry Editor", "REGEDIT4")):
@@ -134,7 +131,7 @@ def _read_sc(data: bytes, src: str) -> HostData:
     try:
         text = decode_text(data)
     except UnicodeDecodeError as exc:
-        if data.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf")):
+        if text_encoding(data) != ("utf-8", 0):
             text, bad = decode_text(data, "replace"), f"not valid {exc.encoding}: {exc.reason} (replaced)"
         else:
             # cmd.exe's ``sc qc X > file`` writes the OEM code page: 850 on German and other

@@ -21,19 +21,18 @@ from dataclasses import dataclass, field
 
 from scmwatch.audit.model import START_TYPES, HostData, Service
 from scmwatch.audit.sd import SDError, parse_binary
+from scmwatch.audit.snapshot import text_encoding
 
 UNICODE_HEADER = "Windows Registry Editor Version 5.00"
 ANSI_HEADER = "REGEDIT4"
 HEADERS = (UNICODE_HEADER, ANSI_HEADER)
-_SERVICES_RE = re.compile(
-    r"^HKEY_LOCAL_MACHINE\\SYSTEM\\(?:CurrentControlSet|ControlSet\d{3})\\Services\\(.+)$", re.IGNORECASE
-)
+# The hive may be mounted under any name (an offline SYSTEM hive loaded as HKLM\\OFFLINE), and a
+# whole-hive export holds every control set: ControlSet001, ControlSet002 (last known good), ...
+_CONTROL_SET = r"^(?:HKEY_LOCAL_MACHINE|HKLM)\\([^\\]+)\\(CurrentControlSet|ControlSet\d{3})\\"
+_SERVICES_RE = re.compile(_CONTROL_SET + r"Services\\(.+)$", re.IGNORECASE)
 # Where the SCM keeps its own security descriptor, if the export happens to include it.
-_SCM_KEY_RE = re.compile(
-    r"^HKEY_LOCAL_MACHINE\\SYSTEM\\(?:CurrentControlSet|ControlSet\d{3})\\Control\\"
-    r"ServiceGroupOrder\\Security$",
-    re.IGNORECASE,
-)
+_SCM_KEY_RE = re.compile(_CONTROL_SET + r"Control\\ServiceGroupOrder\\Security$", re.IGNORECASE)
+_SELECT_RE = re.compile(r"^(?:HKEY_LOCAL_MACHINE|HKLM)\\([^\\]+)\\Select$", re.IGNORECASE)
 _HEX_LIST_RE = re.compile(r"[0-9a-fA-F]{1,2}(?:,[0-9a-fA-F]{1,2})*")
 _HOST_RE = re.compile(r"^;\s*host\s*[:=]\s*(\S+)", re.IGNORECASE)
 
@@ -71,23 +70,22 @@ codecs.register_error("scmwatch-ansi", _c1_fallback)
 
 
 def decode_reg(data: bytes) -> tuple[str, list[str]]:
-    """The file's text by its BOM; a REGEDIT4 file without one that is not UTF-8 is ANSI."""
+    """The file's text by its BOM (or UTF-16LE without one); a REGEDIT4 file that is not UTF-8 is ANSI."""
     errors = []
-    if data.startswith(b"\xff\xfe"):
-        body = data[2:]
+    codec, skip = text_encoding(data)
+    body = data[skip:]
+    if codec.startswith("utf-16"):
         if len(body) % 2:
             errors.append("truncated: odd number of bytes in UTF-16 text")
             body = body[:-1]
-        text = body.decode("utf-16-le", errors="strict")
-    elif data.startswith(b"\xef\xbb\xbf"):
-        text = data[3:].decode("utf-8")
-    elif data.startswith(ANSI_HEADER.encode()):
+        text = body.decode(codec, errors="strict")
+    elif body.startswith(ANSI_HEADER.encode()):
         try:
-            text = data.decode("utf-8")
+            text = body.decode("utf-8")
         except UnicodeDecodeError:
-            text = _ansi(data)
+            text = _ansi(body)
     else:
-        text = data.decode("utf-8")
+        text = body.decode("utf-8")
     return text, errors
 
 
@@ -252,14 +250,44 @@ def parse_reg(data: bytes) -> RegFile:
     return rf
 
 
+def _control_set(m: re.Match[str]) -> tuple[str, str]:
+    return m.group(1).lower(), m.group(2).lower()
+
+
+def _active_control_set(rf: RegFile) -> tuple[str, str] | None:
+    """The control set the SCM would use: CurrentControlSet when exported, else the one the
+    hive's ``Select\\Current`` value names, else the lowest-numbered one."""
+    found = sorted({_control_set(m) for key in rf.keys if (m := _SERVICES_RE.match(key))})
+    if not found:
+        return None
+    mounts = {mount for mount, _ in found}
+    for mount, cs in found:
+        if cs == "currentcontrolset":
+            return mount, cs
+    for key, values in rf.keys.items():
+        m = _SELECT_RE.match(key)
+        current = values.get("Current")
+        if m and m.group(1).lower() in mounts and current and isinstance(current.data, int):
+            wanted = (m.group(1).lower(), f"controlset{current.data:03d}")
+            if wanted in found:
+                return wanted
+    return found[0]
+
+
 def reg_to_host(data: bytes, source: str) -> HostData:
     """Turn a Services export into HostData (host name from a '; host: NAME' line or the file name)."""
     rf = parse_reg(data)
     host = rf.host or ntpath.basename(source.replace("/", "\\")).split(".")[0]
     hd = HostData(host=host, sources=[source], errors=list(rf.errors))
     services: dict[str, Service] = {}
+    active = _active_control_set(rf)
+    if active is None:
+        raise RegError(
+            "no service keys (HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\...) in this export"
+        )
     for key, values in rf.keys.items():
-        if _SCM_KEY_RE.match(key):
+        scm = _SCM_KEY_RE.match(key)
+        if scm and _control_set(scm) == active:
             sec = values.get("Security")
             if sec and isinstance(sec.data, bytes):
                 try:
@@ -268,9 +296,9 @@ def reg_to_host(data: bytes, source: str) -> HostData:
                     hd.errors.append(f"SCM Security value (line {sec.line}): {exc}")
             continue
         m = _SERVICES_RE.match(key)
-        if not m:
+        if not m or _control_set(m) != active:
             continue
-        parts = m.group(1).split("\\")
+        parts = m.group(3).split("\\")
         name = parts[0]
         svc = services.setdefault(name.lower(), Service(name=name, source=source))
         if len(parts) == 1:

@@ -51,15 +51,22 @@ class SnapshotError(ValueError):
     """The file is not a snapshot this version can read."""
 
 
+def text_encoding(data: bytes) -> tuple[str, int]:
+    """(codec, BOM length) of a text input. By BOM: PowerShell 5.1 ``>`` writes UTF-16LE,
+    ``Set-Content`` may add a UTF-8 BOM. Without one, UTF-16LE when every second byte of the
+    start is NUL (every input starts with ASCII; copies and concatenations lose the BOM)."""
+    for bom, codec in ((b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"), (b"\xef\xbb\xbf", "utf-8")):
+        if data.startswith(bom):
+            return codec, len(bom)
+    head = data[:64]
+    if len(head) >= 4 and head[0] and not any(head[1::2]):
+        return "utf-16-le", 0
+    return "utf-8", 0
+
+
 def decode_text(data: bytes, errors: str = "strict") -> str:
-    """Decode by BOM: PowerShell 5.1 ``>`` writes UTF-16LE, ``Set-Content`` may add a UTF-8 BOM."""
-    if data.startswith(b"\xff\xfe"):
-        return data[2:].decode("utf-16-le", errors)
-    if data.startswith(b"\xfe\xff"):
-        return data[2:].decode("utf-16-be", errors)
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors)
-    return data.decode("utf-8", errors)
+    codec, skip = text_encoding(data)
+    return data[skip:].decode(codec, errors)
 
 
 def _str(v: Any) -> str | None:
@@ -256,7 +263,10 @@ def read_snapshot(data: bytes, source: str) -> HostData:
     if isinstance(d, dict):
         rules = []
         for i, r in enumerate(_item(hd, "defender.asr_rules", _list, d.get("asr_rules")) or []):
-            if isinstance(r, dict) and r.get("id"):
+            if not isinstance(r, dict) or not r.get("id"):
+                # PowerShell's ConvertTo-Json below its -Depth writes objects as "@{id=...}" text.
+                hd.errors.append(f"defender.asr_rules[{i}]: expected an object with an id, got {_brief(r)}")
+            else:
                 try:
                     rid = str(_str(r["id"])).lower().strip("{}")
                     rules.append(AsrRule(rid, _int(r.get("action"))))
