@@ -524,3 +524,16 @@ def test_reg_export_without_service_keys_is_refused_with_a_reason(tmp_path):
     assert [m for _, m in log.problems] == [
         "no service keys (HKEY_LOCAL_MACHINE\\SYSTEM\\CurrentControlSet\\Services\\...) in this export"
     ]
+
+
+def test_sc_text_with_a_nameless_service_or_an_absurd_type_reports_the_line():
+    text = (
+        "SERVICE_NAME: x\n  TYPE : " + "f" * 5000 + " X\n  BINARY_PATH_NAME : C:\\x.exe\n"
+        "SERVICE_NAME:\n  BINARY_PATH_NAME : C:\\Users\\y.exe\n"
+    )
+    hd = sc_to_host(text, ".sc.txt")
+    assert hd.host == ".sc.txt" and list(hd.services) == ["x"] and hd.services["x"].service_type is None
+    assert hd.errors == [
+        "line 2: x: TYPE 'ffffffffffffffffffff' is not a service type",
+        "line 4: SERVICE_NAME without a name; its fields are skipped",
+    ]

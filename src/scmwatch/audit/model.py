@@ -15,6 +15,13 @@ SEVERITIES = ("critical", "high", "medium", "low", "info")
 START_TYPES = {0: "Boot", 1: "System", 2: "Auto", 3: "Manual", 4: "Disabled"}
 
 
+def host_from_file_name(source: str) -> str:
+    """``WS01.reg`` / ``WS01.Spooler.sdshow.txt`` name host WS01; a name starting with a dot
+    names the host by the whole file name rather than by nothing."""
+    base = source.replace("/", "\\").rsplit("\\", 1)[-1]
+    return base.split(".")[0] or base
+
+
 @dataclass
 class Service:
     name: str

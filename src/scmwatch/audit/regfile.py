@@ -14,12 +14,11 @@ A cut-off file is reported (naming the key and value where it ends) and what was
 from __future__ import annotations
 
 import codecs
-import ntpath
 import re
 import string
 from dataclasses import dataclass, field
 
-from scmwatch.audit.model import START_TYPES, HostData, Service
+from scmwatch.audit.model import START_TYPES, HostData, Service, host_from_file_name
 from scmwatch.audit.sd import SDError, parse_binary
 from scmwatch.audit.snapshot import text_encoding
 
@@ -277,7 +276,7 @@ def _active_control_set(rf: RegFile) -> tuple[str, str] | None:
 def reg_to_host(data: bytes, source: str) -> HostData:
     """Turn a Services export into HostData (host name from a '; host: NAME' line or the file name)."""
     rf = parse_reg(data)
-    host = rf.host or ntpath.basename(source.replace("/", "\\")).split(".")[0]
+    host = rf.host or host_from_file_name(source)
     hd = HostData(host=host, sources=[source], errors=list(rf.errors))
     services: dict[str, Service] = {}
     active = _active_control_set(rf)

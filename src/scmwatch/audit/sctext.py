@@ -12,7 +12,7 @@ from __future__ import annotations
 import ntpath
 import re
 
-from scmwatch.audit.model import START_TYPES, HostData, Service
+from scmwatch.audit.model import START_TYPES, HostData, Service, host_from_file_name
 
 _CMD_RE = re.compile(r"\bsc(?:\.exe)?\s+(?:\\\\\S+\s+)?(qc|sdshow)\s+\"?([^\s\"]+)\"?", re.IGNORECASE)
 _MARK_RE = re.compile(r"^\s*[#;]\s*(host|service)\s*[:=]\s*(\S+)", re.IGNORECASE)
@@ -42,7 +42,7 @@ def looks_like_sc(text: str) -> bool:
 def sc_to_host(text: str, source: str) -> HostData:
     base = ntpath.basename(source.replace("/", "\\"))
     stem_parts = base.split(".")
-    host = stem_parts[0]
+    host = host_from_file_name(source)
     file_target = None
     lowered = [p.lower() for p in stem_parts]
     if "sdshow" in lowered and lowered.index("sdshow") >= 2:  # <host>.<service>.sdshow[.txt]
@@ -90,14 +90,19 @@ def sc_to_host(text: str, source: str) -> HostData:
         m = _FIELD_RE.match(line)
         if m:
             key, val = m.group(1), m.group(2).rstrip()
-            if key == "SERVICE_NAME":
+            if key == "SERVICE_NAME" and not val.strip():
+                hd.errors.append(f"line {n}: SERVICE_NAME without a name; its fields are skipped")
+                current, target = None, None
+            elif key == "SERVICE_NAME":
                 current = Service(name=val.strip(), source=source)
                 hd.add_service(current)
                 current = hd.services[current.name.lower()]
                 target = None
                 found = True
             elif current is not None:
-                _qc_field(current, key, val)
+                problem = _qc_field(current, key, val)
+                if problem:
+                    hd.errors.append(f"line {n}: {current.name}: {problem}")
             last_field = key
         elif current is not None and stripped.startswith(":") and last_field == "DEPENDENCIES":
             continue
@@ -106,11 +111,13 @@ def sc_to_host(text: str, source: str) -> HostData:
     return hd
 
 
-def _qc_field(svc: Service, key: str, val: str) -> None:
+def _qc_field(svc: Service, key: str, val: str) -> str | None:
+    """Set one ``sc qc`` field on the service; a problem message when the value is not one."""
     if key == "TYPE":
-        m = re.match(r"\s*([0-9a-fA-F]+)", val)
-        if m:
-            svc.service_type = int(m.group(1), 16)
+        m = re.match(r"\s*([0-9a-fA-F]{1,8})\b", val)
+        if not m:
+            return f"TYPE {val.strip()[:20]!r} is not a service type"
+        svc.service_type = int(m.group(1), 16)
     elif key == "START_TYPE":
         # "2   AUTO_START  (DELAYED)": the number decides; "(DELAYED)" is an attribute of its own.
         m = re.match(r"\s*(\d{1,9})\b\s*(\S*)", val)
@@ -127,3 +134,4 @@ def _qc_field(svc: Service, key: str, val: str) -> None:
         svc.display_name = val.strip()
     elif key == "SERVICE_START_NAME":
         svc.account = val.strip()
+    return None
