@@ -3,6 +3,9 @@
 ``PyEvtxParser`` raises for a record it cannot decode and then carries on with the next one,
 so each failure is counted and the rest of the file is still read. It silently skips a chunk
 that was cut short, so a truncated file is detected separately from the header's chunk count.
+It also says nothing when a damaged record size ends a chunk early, or when a chunk the file
+header counts has no valid chunk header (zeros): :func:`_audit_chunks` compares the records
+read with every chunk header's record-id range and reports each gap.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ MAGIC = b"ElfFile\x00"
 HEADER_SIZE = 4096
 CHUNK_SIZE = 65536
 MAX_RECORD_ERRORS = 1000  # past this many in one file the file is garbage; stop and say so
+CHUNK_MAGIC = b"ElfChnk\x00"
+RECORD_MAGIC = 0x00002A2A  # b"**\x00\x00"
+RECORDS_START = 512  # records follow the chunk header and its string/template tables
+MAX_CHUNK_RECORDS = (CHUNK_SIZE - RECORDS_START) // 24  # a record is at least 24 bytes
+MAX_GAP_LINES = 20  # per file; further gaps are counted in one closing line
 
 
 def _check_truncation(name: str, head: bytes, size: int, stats: ReadStats) -> None:
@@ -85,18 +93,126 @@ def read_evtx(
             try:
                 yield from events
                 break
-            except (RuntimeError, OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever one record raises, the next is read
                 errors += 1
                 stats.error(name, "evtx-record", str(exc).split("\n", 1)[0][:300])
                 if errors >= MAX_RECORD_ERRORS:
                     stats.error(name, "evtx-abandoned", f"{errors} undecodable records: rest of file skipped")
                     break
+        if errors < MAX_RECORD_ERRORS:
+            read = events.count + events.skipped + events.missing_count + errors
+            _audit_chunks(name, source, head, size, read, stats)
     finally:
         stats.events += events.count + events.skipped
         for rid in events.missing:
             stats.error(name, "evtx-record", "record has no Event element", rid)
         if events.missing_count > len(events.missing):
             stats.errors["evtx-record"] += events.missing_count - len(events.missing)
+
+
+def _read_at(source: str | BinaryIO, offset: int, n: int) -> bytes:
+    if isinstance(source, str):
+        with open(source, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(n)
+    source.seek(offset)
+    return source.read(n)
+
+
+def _audit_chunks(name: str, source: str | BinaryIO, head: bytes, size: int, read: int,
+                  stats: ReadStats) -> None:
+    """Report records the chunk headers list but the parser never produced (``evtx-record``),
+    chunks the file header counts that have no chunk header (``evtx-chunk``), and a file with
+    no readable chunk at all.
+
+    Costs one small read per chunk; the record walk (:func:`_reachable`) runs only when the
+    counts disagree. On 575 undamaged recordings the counts agree exactly.
+    """
+    if len(head) < 44 or size < HEADER_SIZE:
+        return  # reported by _check_truncation
+    declared = struct.unpack_from("<H", head, 42)[0]
+    next_id = struct.unpack_from("<Q", head, 24)[0]
+    n = (size - HEADER_SIZE) // CHUNK_SIZE
+    ranges: list[tuple[int, int] | None] = []
+    for i in range(n):
+        h = _read_at(source, HEADER_SIZE + i * CHUNK_SIZE, 40)
+        if h[:8] == CHUNK_MAGIC:
+            first, last = struct.unpack_from("<QQ", h, 24)
+            ranges.append((first, last) if 0 <= last - first < MAX_CHUNK_RECORDS else None)
+        else:
+            ranges.append(None)
+    valid = [r for r in ranges if r is not None]
+    if not valid:
+        stats.error(name, "evtx-chunk", f"no readable chunk ({n} chunks in the file, header says "
+                    f"{declared}): no record could be read")
+        return
+    lost = {i for i in range(min(declared, n)) if ranges[i] is None}
+    expected = sum(last - first + 1 for first, last in valid)
+    if read >= expected and not lost:
+        return
+    # the record ids around each lost chunk: the last id before it, the first after it
+    before = [0] * n
+    prev = 0
+    for i, r in enumerate(ranges):
+        before[i] = prev
+        prev = r[1] if r is not None else prev
+    after = [next_id] * n
+    nxt = next_id
+    for i in range(n - 1, -1, -1):
+        after[i] = nxt
+        nxt = ranges[i][0] if ranges[i] is not None else nxt  # type: ignore[index]
+    gaps: list[str] = []
+    for i, r in enumerate(ranges):
+        if r is None:
+            if i in lost:
+                span = f" {before[i] + 1}-{after[i] - 1}" if after[i] - 1 > before[i] else ""
+                stats.error(name, "evtx-chunk", f"chunk {i + 1} has no valid chunk header: its records{span} "
+                            "are lost")
+            continue
+        first, last = r
+        chunk = _read_at(source, HEADER_SIZE + i * CHUNK_SIZE, CHUNK_SIZE)
+        got = _reachable(chunk, first, last)
+        for start, end in _missing_runs(got, first, last):
+            what = f"record {start}" if start == end else f"records {start}-{end}"
+            gaps.append(f"{what} of chunk {i + 1} not read (a damaged record ends the chunk early)")
+    for text in gaps[:MAX_GAP_LINES]:
+        stats.error(name, "evtx-record", text)
+    if len(gaps) > MAX_GAP_LINES:
+        stats.error(name, "evtx-record", f"{len(gaps) - MAX_GAP_LINES} further gaps")
+    if not gaps and not lost:
+        stats.error(name, "evtx-record", f"{expected - read} of the {expected} records the chunk headers "
+                    "list were not read")
+
+
+def _reachable(chunk: bytes, first: int, last: int) -> set[int]:
+    """Record ids of one chunk reached by following record sizes, as the parser does: it ends
+    the chunk at the first record header that is not one."""
+    free = struct.unpack_from("<I", chunk, 48)[0] if len(chunk) >= 52 else 0
+    end = free if RECORDS_START < free <= len(chunk) else len(chunk)
+    off = RECORDS_START
+    got: set[int] = set()
+    while off + 24 <= end:
+        magic, size, rid = struct.unpack_from("<IIQ", chunk, off)
+        if magic != RECORD_MAGIC or size < 24 or off + size > len(chunk):
+            break
+        if first <= rid <= last:
+            got.add(rid)
+        off += size
+    return got
+
+
+def _missing_runs(got: set[int], first: int, last: int) -> Iterator[tuple[int, int]]:
+    """Runs of ids in ``first..last`` not in ``got``."""
+    start = None
+    for rid in range(first, last + 1):
+        if rid in got:
+            if start is not None:
+                yield start, rid - 1
+                start = None
+        elif start is None:
+            start = rid
+    if start is not None:
+        yield start, last
 
 
 class PyEvtxEvents:

@@ -25,10 +25,14 @@ import orjson
 from scmwatch.events.ecs import from_ecs
 from scmwatch.events.model import Event, ReadStats, odd_event_id
 from scmwatch.events.normalize import from_evtx_dict, from_flat, shape_of
+from scmwatch.events.sanitize import TooDeep, clean, suspicious
 from scmwatch.events.text import CHUNK, Prefixed, TextChunks
 from scmwatch.events.zeek_reader import normalize_zeek
 
 MAX_OBJECT = 64 << 20  # an object larger than this is treated as corrupt, not buffered forever
+# How close to the end of the buffer a decode error may be and still mean "cut short, read on"
+# rather than "broken": the longest token the decoder can stop inside (``-Infinity``, ``\uXXXX``).
+_TAIL = 16
 
 
 _NORMALIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
@@ -41,17 +45,22 @@ _NORMALIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
 class _Sink:
     """Turns decoded objects into events, counting the ones that are not events."""
 
-    __slots__ = ("name", "stats", "unknown", "odd_ids")
+    __slots__ = ("name", "stats", "unknown", "odd_ids", "kind", "replaced")
 
-    def __init__(self, name: str, stats: ReadStats) -> None:
+    def __init__(self, name: str, stats: ReadStats, kind: str) -> None:
         self.name = name
         self.stats = stats
         self.unknown = 0
         self.odd_ids = 0
+        self.kind = kind  # the problem kind of a bad object: json-line (NDJSON) or json-object
+        self.replaced = 0
 
-    def event(self, obj: Any, line: int, zeek_path: str | None) -> Event | None:
+    def event(self, obj: Any, line: int, zeek_path: str | None, check: bool = False) -> Event | None:
+        """``check``: the raw text may hold a lone surrogate or deep nesting (sanitize.suspicious)."""
         if type(obj) is not dict:
             self._unknown(line, f"a JSON {type(obj).__name__}, not an object")
+            return None
+        if check and not self._clean(obj, line):
             return None
         shape = shape_of(obj)
         if shape is None and zeek_path:
@@ -72,6 +81,21 @@ class _Sink:
             odd_event_id(self.stats, self.name, fields["EventID"], line, self.odd_ids == 1)
         return Event(fields, self.name, line, "zeek" if shape == "zeek" else "json")
 
+    def _clean(self, obj: dict[str, Any], line: int) -> bool:
+        try:
+            n = clean(obj)
+        except TooDeep as exc:
+            self.stats.error(self.name, self.kind, f"object {exc}: skipped", line)
+            return False
+        if n:
+            if not self.replaced:
+                self.stats.error(self.name, "encoding", "lone UTF-16 surrogate escape (replaced with U+FFFD; "
+                                 "further ones counted only)", line)
+                n -= 1
+            self.replaced += n
+            self.stats.errors["encoding"] += n
+        return True
+
     def _unknown(self, line: int, why: str) -> None:
         self.unknown += 1
         # One line per file is enough to explain it; every occurrence is counted.
@@ -89,7 +113,6 @@ def read_json(
     ``encoding`` is what :func:`~scmwatch.events.text.sniff_encoding` found; NDJSON in UTF-8
     (the common case) takes the bytes fast path, everything else is decoded in chunks.
     """
-    sink = _Sink(name, stats)
     if encoding == "utf-8":
         # NDJSON iff the first non-blank line is a whole object (lines may be far longer than a chunk).
         skipped = b""
@@ -98,11 +121,34 @@ def read_json(
             skipped += first
             first = stream.readline(MAX_OBJECT)
         if first.lstrip()[:1] == b"{" and _is_object(first):
-            lines = itertools.chain([b""] * skipped.count(b"\n"), [first], stream)
-            yield from _ndjson_bytes(lines, sink, zeek_path)
+            blank = skipped.count(b"\n")
+            lines = itertools.chain([b""] * blank, [first], _lines(stream, name, stats, blank + 2))
+            yield from _ndjson_bytes(lines, _Sink(name, stats, "json-line"), zeek_path)
             return
         stream = io.BufferedReader(Prefixed(skipped + first, stream), CHUNK)
+    sink = _Sink(name, stats, "json-object")
     yield from _stream(TextChunks(name, stream, encoding, stats), sink, zeek_path, name, stats)
+
+
+def _lines(stream: BinaryIO, name: str, stats: ReadStats, lineno: int) -> Iterator[bytes]:
+    """The stream's lines (the first is line ``lineno``), none longer than MAX_OBJECT: a longer
+    one is reported and given as an empty line (so line numbers stay right), never held whole."""
+    readline = stream.readline
+    while True:
+        line = readline(MAX_OBJECT)
+        if not line:
+            return
+        if len(line) == MAX_OBJECT and not line.endswith(b"\n"):
+            size = len(line)
+            while line and not line.endswith(b"\n"):
+                line = readline(MAX_OBJECT)
+                size += len(line)
+            stats.bytes += size
+            stats.error(name, "json-line", f"line of {size:,} bytes is longer than {MAX_OBJECT >> 20} MiB: "
+                        "skipped", lineno)
+            line = b"\n"
+        lineno += 1
+        yield line
 
 
 def _is_object(line: bytes) -> bool:
@@ -145,7 +191,7 @@ def _ndjson_bytes(stream: Iterable[bytes], sink: _Sink, zeek_path: str | None) -
             else:
                 stats.error(name, "json-line", f"broken JSON: {exc}", lineno)
                 continue
-        event = sink.event(obj, lineno, zeek_path)
+        event = sink.event(obj, lineno, zeek_path, suspicious(line))
         if event is not None:
             yield event
 
@@ -153,22 +199,35 @@ def _ndjson_bytes(stream: Iterable[bytes], sink: _Sink, zeek_path: str | None) -
 def _stream(
     text: TextChunks, sink: _Sink, zeek_path: str | None, name: str, stats: ReadStats
 ) -> Iterator[Event]:
-    """Concatenated objects or arrays, decoded incrementally from a text stream."""
+    """Concatenated objects or arrays, decoded incrementally from a text stream.
+
+    Linear in the input whatever it holds: an object cut by the end of the buffer is decoded
+    again only once the buffer has grown to twice its size (so an object of n characters costs
+    O(n) decoding, not O(n²/CHUNK)), and after a broken object the search for the next one
+    looks at each character once and keeps only the unsearched text.
+    """
     decode = json.JSONDecoder().raw_decode
     buf = ""
     pos = 0
     line = 1  # line number at buf[pos]
     eof = False
 
-    def fill() -> bool:
+    def fill(want: int = 1) -> bool:
+        """Append at least ``want`` characters (fewer only at the end); False if none came."""
         nonlocal buf, pos, eof
-        chunk = text.read(line)
-        if not chunk:
-            eof = True
-            return False
-        buf = buf[pos:] + chunk
-        pos = 0
-        return True
+        parts = [buf[pos:]]
+        got = 0
+        while got < want and not eof:
+            chunk = text.read(line)
+            if not chunk:
+                eof = True
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        if got:
+            buf = "".join(parts)
+            pos = 0
+        return got > 0
 
     fill()
     while True:
@@ -187,22 +246,42 @@ def _stream(
         try:
             obj, end = decode(buf, pos)
         except json.JSONDecodeError as exc:
-            if not eof and len(buf) - pos < MAX_OBJECT and fill():
-                continue  # object continues in the next chunk
-            # A real error: report it, then resynchronize on the next line that opens an object.
-            stats.error(
-                name, "json-object", f"broken JSON: {exc.msg}", start_line + buf.count("\n", pos, exc.pos)
-            )
-            nxt = buf.find("\n{", pos + 1)
-            while nxt == -1 and not eof and fill():
-                nxt = buf.find("\n{", pos + 1)
-            if nxt == -1:
-                break
-            line += buf.count("\n", pos, nxt + 1)
-            pos = nxt + 1
+            pending = len(buf) - pos
+            cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(buf) - _TAIL
+            if cut and not eof and pending < MAX_OBJECT:
+                fill(max(pending, CHUNK))  # the object continues: read as much again, then retry
+                continue
+            if cut and not eof:
+                why = f"object larger than {MAX_OBJECT >> 20} MiB: treated as broken"
+            else:
+                why = f"broken JSON: {exc.msg}"
+            where = start_line + buf.count("\n", pos, min(exc.pos, len(buf)))
+        except (ValueError, RecursionError) as exc:
+            # an integer beyond Python's digit limit; nesting deeper than the interpreter's stack
+            why = f"broken JSON: {str(exc).split(';')[0][:200]}"
+            where = start_line
+        else:
+            line += buf.count("\n", pos, end)
+            check = suspicious(buf, pos, end)
+            pos = end
+            event = sink.event(obj, start_line, zeek_path, check)
+            if event is not None:
+                yield event
             continue
-        line += buf.count("\n", pos, end)
-        pos = end
-        event = sink.event(obj, start_line, zeek_path)
-        if event is not None:
-            yield event
+        # A broken object: report it, then resynchronize on the next line that opens an object.
+        stats.error(name, "json-object", why, where)
+        scan = pos + 1
+        while True:
+            nxt = buf.find("\n{", scan)
+            if nxt != -1 or eof:
+                break
+            keep = len(buf) - 1  # a "\n" at the very end may start the match
+            line += buf.count("\n", pos, keep)
+            pos = keep
+            if not fill():
+                break
+            scan = 0
+        if nxt == -1:
+            break
+        line += buf.count("\n", pos, nxt + 1)
+        pos = nxt + 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scmwatch.escape import terminal
@@ -57,12 +57,27 @@ class Event:
         return {"source": self.source, "record_id": self.record_id, "format": self.fmt}
 
 
+# The times an event may carry: datetime's own range (years 1..9999), one day in from each end so
+# that no offset or rounding can push a parsed time out of it. Anything outside (``1e20``, ``-1e20``,
+# ``inf``, ``NaN``, an ISO time whose offset crosses year 9999) is "no usable time".
+MIN_EPOCH = datetime(1, 1, 2, tzinfo=UTC).timestamp()
+MAX_EPOCH = datetime(9999, 12, 30, tzinfo=UTC).timestamp()
+
+
 def parse_time(value: Any) -> float:
-    """Parse the timestamps our readers emit (ISO 8601, any fraction length, ``Z``/offset)."""
+    """Parse the timestamps our readers emit (ISO 8601, any fraction length, ``Z``/offset).
+
+    0.0 for anything that is not a usable time: never an exception, never a value
+    :func:`format_time` cannot print.
+    """
     if not value:
         return 0.0
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            epoch = float(value)
+        except OverflowError:  # an int of hundreds of digits
+            return 0.0
+        return epoch if MIN_EPOCH <= epoch <= MAX_EPOCH else 0.0  # also False for NaN
     text = str(value).strip()
     if text.endswith(" UTC"):
         text = text[:-4]
@@ -78,16 +93,29 @@ def parse_time(value: Any) -> float:
     text = text.replace(" ", "T", 1) if "T" not in text else text
     try:
         dt = datetime.fromisoformat(text)
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        epoch = dt.timestamp()
+    except (ValueError, OverflowError):
         return 0.0
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return epoch if MIN_EPOCH <= epoch <= MAX_EPOCH else 0.0
 
 
 def format_time(epoch: float) -> str:
-    """POSIX seconds to the ISO 8601 UTC form used in alerts (``2019-03-03T09:20:28.621489Z``)."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """POSIX seconds to the ISO 8601 UTC form used in alerts (``2019-03-03T09:20:28.621489Z``).
+
+    A time outside what :func:`parse_time` returns (only a caller's own arithmetic makes one)
+    is printed as the nearest end of the range rather than raising.
+    """
+    epoch = min(max(epoch, MIN_EPOCH), MAX_EPOCH) if epoch == epoch else 0.0
+    if epoch >= _YEAR_1000:
+        return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # strftime writes years before 1000 with fewer than 4 digits; isoformat pads them
+    return (_EPOCH0 + timedelta(microseconds=round(epoch * 1e6))).isoformat(timespec="microseconds") + "Z"
+
+
+_EPOCH0 = datetime(1970, 1, 1)  # naive: isoformat then writes no offset
+_YEAR_1000 = datetime(1000, 1, 1, tzinfo=UTC).timestamp()
 
 
 class ReadGate:

@@ -9,16 +9,18 @@ caller and the other inputs are still read.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import os
-import shutil
+import select
+import stat
 import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from scmwatch.events.evtx_reader import MAGIC, read_evtx
 from scmwatch.events.json_reader import read_json
@@ -35,6 +37,17 @@ SIMULATOR_LABELS = b'{"kind":"pack"'
 ZEEK_LOGS = frozenset(
     {"dce_rpc", "smb_files", "smb_mapping", "conn", "ntlm", "kerberos", "dns", "files", "rdp"}
 )
+# A compressed or archived EVTX is inflated to a temporary file (the parser seeks). Past
+# MAX_INFLATE bytes, or past MAX_RATIO times its compressed size once it is larger than
+# RATIO_FLOOR, it is a decompression bomb, not a log: Windows caps a classic log at 4 GiB, and
+# real EVTX files compress 5-30x (zeroed preallocated chunks are the 1,000x case, at most a
+# few MiB of them).
+MAX_INFLATE = 4 << 30
+MAX_RATIO = 100
+RATIO_FLOOR = 64 << 20
+# A pipe named on the command line (``<(zcat x.gz)``, a FIFO) is read until its writer closes
+# it; PIPE_IDLE seconds without a byte ends the read with an error instead of waiting forever.
+PIPE_IDLE = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +58,33 @@ class InputFile:
     path: str  # the file on disk
     member: str | None = None
     named: bool = True  # named by the user (not found by a directory walk): failure → exit 1
+    pipe: bool = False  # a FIFO or pipe named on the command line: read with an idle timeout
 
     def open(self) -> BinaryIO:
+        """The unit's bytes. Raises OSError (or zipfile.BadZipFile) when it cannot be read; an
+        archive member zipfile cannot extract (encrypted, deflate64, ...) is an OSError too."""
+        if self.pipe:
+            return io.BufferedReader(_Pipe(self.path, PIPE_IDLE), CHUNK)
         if self.member is None:
             return open(self.path, "rb")
         archive = zipfile.ZipFile(self.path)
-        return archive.open(self.member)  # the member keeps the archive open until closed
+        try:
+            return archive.open(self.member)  # the member keeps the archive open until closed
+        except (RuntimeError, NotImplementedError, ValueError) as exc:
+            archive.close()
+            raise OSError(errno.EINVAL, f"cannot extract this member ({exc})") from exc
+
+    def compressed_size(self) -> int | None:
+        """Bytes on disk (or in the archive) behind this unit; None for a pipe."""
+        if self.pipe:
+            return None
+        try:
+            if self.member is not None:
+                with zipfile.ZipFile(self.path) as archive:
+                    return archive.getinfo(self.member).compress_size
+            return os.path.getsize(self.path)
+        except (OSError, KeyError, zipfile.BadZipFile):
+            return None
 
     @property
     def inner_name(self) -> str:
@@ -59,30 +93,101 @@ class InputFile:
         return name[:-3] if name.lower().endswith(".gz") else name
 
 
+class _Pipe(io.RawIOBase):
+    """A FIFO or pipe, read without ever blocking longer than ``idle`` seconds.
+
+    Opened non-blocking, so a FIFO no writer ever opens does not hang ``open``; each read waits
+    for data with ``poll`` and a timeout (Linux reports such a FIFO neither readable nor hung
+    up). End of data: the writer closed its end (``POLLHUP``, then an empty read).
+    """
+
+    def __init__(self, path: str, idle: float) -> None:
+        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self._idle = idle
+        self._poll = select.poll()
+        self._poll.register(self._fd, select.POLLIN)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            if not self._poll.poll(self._idle * 1000):
+                raise OSError(errno.ETIMEDOUT, f"no data for {self._idle:g} s (a FIFO nobody writes to?)")
+            try:
+                data = os.read(self._fd, len(buffer))
+            except BlockingIOError:
+                continue
+            buffer[: len(data)] = data
+            return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
 def _is_log_name(name: str) -> bool:
     lower = name.lower()
     return os.path.splitext(lower)[1] in LOG_EXTENSIONS
 
 
 def discover(paths: Iterable[str], stats: ReadStats) -> Iterator[InputFile]:
-    """Expand paths (files, directories recursively, zip archives) into inputs, in a stable order."""
+    """Expand paths (files, directories recursively, zip archives) into inputs, in a stable order.
+
+    A walk takes regular files only: a FIFO, socket or device in a directory is counted
+    (``special-file``) and skipped -- opening a FIFO nobody writes to would block forever. A
+    path named on the command line may be a pipe (read with an idle timeout, see ``_Pipe``).
+    """
     for path in paths:
         path = os.fspath(path)
-        if os.path.isdir(path):
-            for root, dirs, files in os.walk(path):
-                dirs.sort()
-                for fname in sorted(files):
-                    full = os.path.join(root, fname)
-                    if _is_log_name(fname):
-                        yield from _expand(full, stats, named=False)
-                    else:
-                        stats.files_skipped += 1
-        elif os.path.exists(path):
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            stats.files_failed += 1
+            stats.named_failed += 1
+            stats.error(path, "unreadable", _why(exc))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            yield from _walk(path, stats)
+        elif stat.S_ISREG(st.st_mode):
             yield from _expand(path, stats, named=True)
+        elif stat.S_ISFIFO(st.st_mode):
+            yield InputFile(path, path, named=True, pipe=True)
         else:
             stats.files_failed += 1
             stats.named_failed += 1
-            stats.error(path, "unreadable", "no such file or directory")
+            stats.error(path, "unreadable", "not a regular file, directory or pipe (a device or socket)")
+
+
+def _why(exc: OSError) -> str:
+    """An OSError as the user should read it (``os.strerror`` says "Too many levels of ...")."""
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.ENOENT:
+        return "no such file or directory"
+    return exc.strerror or str(exc)
+
+
+def _walk(top: str, stats: ReadStats) -> Iterator[InputFile]:
+    for root, dirs, files in os.walk(top):
+        dirs.sort()
+        for fname in sorted(files):
+            full = os.path.join(root, fname)
+            if not _is_log_name(fname):
+                stats.files_skipped += 1
+                continue
+            try:
+                mode = os.stat(full).st_mode
+            except OSError as exc:
+                stats.files_failed += 1
+                stats.error(full, "unreadable", _why(exc))
+                continue
+            if stat.S_ISREG(mode):
+                yield from _expand(full, stats, named=False)
+            else:
+                stats.files_skipped += 1
+                stats.error(full, "special-file", "not a regular file (FIFO, socket or device): skipped")
 
 
 def _expand(path: str, stats: ReadStats, named: bool) -> Iterator[InputFile]:
@@ -111,22 +216,29 @@ def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -
     A plain EVTX file on disk (the common case, and often thousands of small files) is sniffed
     with raw ``os`` calls and its reader returned directly, without a wrapping generator: one
     layer less per event and no buffered file object per file. Everything else (text formats,
-    ``.gz``, archive members) goes through :func:`_read_stream`. ``gate`` (optional) lets
+    ``.gz``, archive members, pipes) goes through :func:`_read_stream`. ``gate`` (optional) lets
     the EVTX reader skip records nobody wants (:class:`~scmwatch.events.model.ReadGate`).
     """
-    if inp.member is None and not inp.name.lower().endswith(".gz"):
+    if inp.member is None and not inp.pipe and not inp.name.lower().endswith(".gz"):
         try:
-            fd = os.open(inp.path, os.O_RDONLY)
+            fd = os.open(inp.path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks, even on a FIFO
             try:
-                head = os.read(fd, SNIFF)
-                size = os.fstat(fd).st_size
+                st = os.fstat(fd)
+                head = os.read(fd, SNIFF) if stat.S_ISREG(st.st_mode) else b""
+                size = st.st_size
             finally:
                 os.close(fd)
         except OSError as exc:
             stats.files += 1
             stats.files_failed += 1
             stats.named_failed += inp.named
-            stats.error(inp.name, "unreadable", exc.strerror or str(exc))
+            stats.error(inp.name, "unreadable", _why(exc))
+            return iter(())
+        if not stat.S_ISREG(st.st_mode):  # replaced since discovery: not opened blocking
+            stats.files += 1
+            stats.files_failed += 1
+            stats.named_failed += inp.named
+            stats.error(inp.name, "special-file", "no longer a regular file: skipped")
             return iter(())
         if head.startswith(MAGIC):
             stats.files += 1
@@ -135,16 +247,20 @@ def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -
 
 
 def _read_stream(inp: InputFile, stats: ReadStats) -> Iterator[Event]:
-    """Open, sniff and read one input as a stream (text formats, compressed or archived)."""
+    """Open, sniff and read one input as a stream (text formats, compressed or archived).
+
+    Readers count bad input themselves; an exception that still escapes one (a bug, which the
+    fuzz tests hunt for) is reported as ``reader-error`` and the next input is read.
+    """
     stats.files += 1
     before = stats.events
     failed_before = stats.files_failed
     try:
         raw = inp.open()
-    except OSError as exc:
+    except (OSError, zipfile.BadZipFile) as exc:
         stats.files_failed += 1
         stats.named_failed += inp.named
-        stats.error(inp.name, "unreadable", exc.strerror or str(exc))
+        stats.error(inp.name, "unreadable", _why(exc) if isinstance(exc, OSError) else str(exc))
         return
     try:
         stream: BinaryIO = gzip.GzipFile(fileobj=raw) if inp.name.lower().endswith(".gz") else raw
@@ -154,6 +270,10 @@ def _read_stream(inp: InputFile, stats: ReadStats) -> Iterator[Event]:
         stats.error(inp.name, "unreadable", f"read failed after {read} events: {exc}")
         if not read:
             stats.files_failed += 1
+    except Exception as exc:  # noqa: BLE001 - one input's bug must not end the run
+        read = stats.events - before
+        stats.error(inp.name, "reader-error", f"{type(exc).__name__}: {str(exc)[:200]} (after {read} "
+                    "events; rest of this input skipped)")
     finally:
         raw.close()
         if inp.named and stats.files_failed > failed_before:
@@ -168,9 +288,9 @@ def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Ev
     head = stream.read(SNIFF)
     name = inp.name
     if head.startswith(MAGIC):
-        if inp.member is None and not inp.name.lower().endswith(".gz"):
+        if inp.member is None and not inp.pipe and not inp.name.lower().endswith(".gz"):
             return read_evtx(name, inp.path, stats, head, os.fstat(stream.fileno()).st_size)
-        return _spooled_evtx(name, head, stream, stats)
+        return _spooled_evtx(inp, head, stream, stats)
     if not head.strip():
         stats.error(name, "empty", "file is empty")
         return iter(())
@@ -225,12 +345,27 @@ TEXT_FORMATS: tuple[TextFormat, ...] = (
 )
 
 
-def _spooled_evtx(name: str, head: bytes, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:
-    """The EVTX parser needs to seek: a compressed or archived EVTX file is spooled to disk first."""
+def _spooled_evtx(inp: InputFile, head: bytes, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:
+    """The EVTX parser needs to seek: a compressed, archived or piped EVTX file is spooled to
+    disk first, up to the inflation cap (MAX_INFLATE, MAX_RATIO)."""
+    packed = inp.compressed_size()
+    limit = MAX_INFLATE if packed is None else min(MAX_INFLATE, max(RATIO_FLOOR, MAX_RATIO * packed))
     with tempfile.TemporaryFile() as tmp:
         tmp.write(head)
-        shutil.copyfileobj(stream, tmp, CHUNK)
-        yield from read_evtx(name, tmp, stats)
+        written = len(head)
+        while True:
+            block = stream.read(CHUNK)
+            if not block:
+                break
+            written += len(block)
+            if written > limit:
+                stats.files_failed += 1
+                ratio = f", {MAX_RATIO}x its {packed:,} compressed bytes" if packed is not None else ""
+                stats.error(inp.name, "inflate-cap", f"EVTX inflates past {limit:,} bytes (cap: "
+                            f"{MAX_INFLATE >> 30} GiB{ratio}): a decompression bomb? not read")
+                return
+            tmp.write(block)
+        yield from read_evtx(inp.name, tmp, stats)
 
 
 def iter_events(paths: Iterable[str], stats: ReadStats) -> Iterator[Event]:

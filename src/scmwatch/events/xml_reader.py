@@ -2,8 +2,9 @@
 
 ``wevtutil`` writes ``<Event>`` elements back to back with no root element, which is not a
 well-formed document; the reader therefore feeds a synthetic root around the text (after
-dropping any XML declaration) into an incremental parser and clears each ``<Event>`` once it
-is normalized, so memory stays flat whatever the file size.
+dropping any XML declaration) into an incremental parser and removes each ``<Event>`` once it
+is normalized -- and every other element outside an ``<Event>`` as soon as it ends -- so memory
+stays flat whatever the file holds.
 """
 
 from __future__ import annotations
@@ -73,8 +74,7 @@ def read_xml(name: str, stream: BinaryIO, stats: ReadStats, encoding: str = "utf
     parser = XMLPullParser(events=("start", "end"))
     parser.feed("<scmwatch-root>")
     first = True
-    stack: list[Element] = []
-    count = 0
+    walk = _Walk(name, stats)
     try:
         while True:
             chunk = text.read()
@@ -84,32 +84,52 @@ def read_xml(name: str, stream: BinaryIO, stats: ReadStats, encoding: str = "utf
                 chunk = _DECL.sub("", chunk, count=1)
                 first = False
             parser.feed(chunk)
-            for event in _drain(parser, stack, name, stats):
-                count += 1
-                yield event
+            yield from walk.drain(parser)
         parser.feed("</scmwatch-root>")
-        yield from _drain(parser, stack, name, stats)
+        yield from walk.drain(parser)
         parser.close()
     except ParseError as exc:
-        stats.error(name, "xml", f"malformed XML ({exc}); {count} events before it were read")
+        stats.error(name, "xml", f"malformed XML ({exc}); {walk.events} events before it were read")
+        return
+    if not walk.events and not walk.skipped:
+        stats.error(name, "xml", "no <Event> element in the file: nothing read")
 
 
-def _drain(parser: XMLPullParser, stack: list[Element], name: str, stats: ReadStats) -> Iterator[Event]:
-    for kind, elem in parser.read_events():
-        if kind == "start":
-            stack.append(elem)
-            continue
-        stack.pop()
-        if _local(elem.tag) != "Event":
-            continue
-        fields = event_from_xml(elem)
-        if "EventID" not in fields:
-            stats.error(name, "xml", "<Event> without System/EventID skipped")
-        else:
-            stats.events += 1
-            if fields["EventID"].__class__ is str:
-                odd_event_id(stats, name, fields["EventID"], fields.get("EventRecordID"),
-                             "eventid-not-decimal" not in stats.errors)
-            yield Event(fields, name, fields.get("EventRecordID"), "xml")
-        if stack:
-            stack[-1].remove(elem)  # free it: the parent would otherwise keep every event
+class _Walk:
+    """Turns the parser's start/end events into Events, dropping every finished element."""
+
+    def __init__(self, name: str, stats: ReadStats) -> None:
+        self.name = name
+        self.stats = stats
+        self.stack: list[Element] = []
+        self.in_event = 0  # <Event> elements open on the stack
+        self.events = 0
+        self.skipped = 0
+
+    def drain(self, parser: XMLPullParser) -> Iterator[Event]:
+        stack = self.stack
+        for kind, elem in parser.read_events():
+            is_event = _local(elem.tag) == "Event"
+            if kind == "start":
+                stack.append(elem)
+                self.in_event += is_event
+                continue
+            stack.pop()
+            if is_event:
+                self.in_event -= 1
+                fields = event_from_xml(elem)
+                if "EventID" not in fields:
+                    self.skipped += 1
+                    self.stats.error(self.name, "xml", "<Event> without System/EventID skipped")
+                else:
+                    self.events += 1
+                    self.stats.events += 1
+                    rid = fields.get("EventRecordID")
+                    if fields["EventID"].__class__ is str:
+                        odd_event_id(self.stats, self.name, fields["EventID"], rid,
+                                     "eventid-not-decimal" not in self.stats.errors)
+                    yield Event(fields, self.name, rid if type(rid) is int else None, "xml")
+            elif self.in_event:
+                continue  # part of an <Event>: kept until the whole event is read
+            if stack:
+                stack[-1].remove(elem)  # free it: the parent would otherwise keep every element

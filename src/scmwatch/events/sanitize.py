@@ -1,0 +1,77 @@
+"""Decoded JSON values an attacker shaped: a nesting cap and lone surrogates.
+
+Both JSON parsers we use accept things no later stage can handle: ``"\\ud800"`` decodes to a
+``str`` holding a lone surrogate, which every output (orjson, CSV, the terminal) refuses to
+encode; and objects nested hundreds deep decode fine but overflow orjson's serializer (255
+levels) and pickle (the spill files) later. :func:`clean` is applied to decoded objects that
+*may* hold either -- the callers test the raw text cheaply first (:func:`suspicious`), so a
+normal record pays two substring scans and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# Deepest nesting of objects/arrays an event may have. Windows exports nest at most ~6 deep
+# (evtx JSON: Event/System/Provider/#attributes); the C parser of _flatten.c hands anything
+# deeper than its own 64 to the Python path, which applies this one limit.
+MAX_DEPTH = 100
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_MARKS = {str: ("\\ud", "\\uD", "{", "["), bytes: (b"\\ud", b"\\uD", b"{", b"[")}
+
+
+def suspicious(raw: bytes | str, start: int = 0, end: int | None = None) -> bool:
+    """Could the object decoded from ``raw[start:end]`` hold a lone surrogate or nest too deep?
+
+    Only an escape ``\\udXXX`` can make a surrogate, and only MAX_DEPTH brackets a deep object.
+    """
+    esc, esc_upper, brace, bracket = _MARKS[type(raw)]
+    return (
+        raw.find(esc, start, end) != -1
+        or raw.find(esc_upper, start, end) != -1
+        or raw.count(brace, start, end) + raw.count(bracket, start, end) > MAX_DEPTH
+    )
+
+
+class TooDeep(ValueError):
+    """The object nests deeper than :data:`MAX_DEPTH`."""
+
+
+def clean(obj: Any) -> int:
+    """Replace lone surrogates in every string (keys too) with U+FFFD, in place; return how many.
+
+    Raises :class:`TooDeep` past :data:`MAX_DEPTH`. Iterative, so no nesting can exhaust the
+    interpreter's stack.
+    """
+    replaced = 0
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
+        if type(node) is dict:
+            for key in list(node):
+                value = node[key]
+                if type(key) is str and _SURROGATE.search(key):
+                    n = len(_SURROGATE.findall(key))
+                    replaced += n
+                    del node[key]
+                    key = _SURROGATE.sub("\ufffd", key)
+                    node[key] = value
+                if type(value) is str:
+                    if _SURROGATE.search(value):
+                        replaced += len(_SURROGATE.findall(value))
+                        node[key] = _SURROGATE.sub("\ufffd", value)
+                elif type(value) is dict or type(value) is list:
+                    stack.append((value, depth + 1))
+        elif type(node) is list:
+            for i, value in enumerate(node):
+                if type(value) is str:
+                    if _SURROGATE.search(value):
+                        replaced += len(_SURROGATE.findall(value))
+                        node[i] = _SURROGATE.sub("\ufffd", value)
+                elif type(value) is dict or type(value) is list:
+                    stack.append((value, depth + 1))
+    return replaced
