@@ -211,6 +211,7 @@ def _stream(
     pos = 0
     line = 1  # line number at buf[pos]
     eof = False
+    objects = 0  # decoded or reported: none at all is worth a line too
 
     def fill(want: int = 1) -> bool:
         """Append at least ``want`` characters (fewer only at the end); False if none came."""
@@ -242,6 +243,7 @@ def _stream(
                 break
         if pos >= len(buf):
             break
+        objects += 1
         start_line = line
         try:
             obj, end = decode(buf, pos)
@@ -285,3 +287,5 @@ def _stream(
             break
         line += buf.count("\n", pos, nxt + 1)
         pos = nxt + 1
+    if not objects:
+        stats.error(name, "json-not-event", "no JSON object in the file (only brackets and commas)")

@@ -17,7 +17,19 @@ from typing import Any, BinaryIO
 from scmwatch.events.model import ReadStats
 
 CHUNK = 1 << 16
-_SURROGATE = re.compile("[\udc80-\udcff]")  # surrogateescape's stand-ins for undecodable bytes
+_SURROGATE = re.compile("[\udc80-\udcff]")  # stand-ins for undecodable bytes (see _stand_in)
+
+
+def _stand_in(exc: UnicodeError) -> tuple[str, int]:
+    """Like ``surrogateescape``, but for every byte: that handler gives up on bytes below 0x80,
+    which a UTF-16 text cut in the middle of a code unit ends with."""
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    bad = exc.object[exc.start:exc.end]
+    return "".join(chr(0xDC00 + b) if b >= 0x80 else "\udc80" for b in bad), exc.end
+
+
+codecs.register_error("scmwatch-stand-in", _stand_in)
 
 
 class Prefixed(io.RawIOBase):
@@ -63,7 +75,7 @@ class TextChunks:
 
     def __init__(self, name: str, stream: BinaryIO, encoding: str, stats: ReadStats) -> None:
         raw = stream if isinstance(stream, io.BufferedIOBase) else io.BufferedReader(stream, CHUNK)  # type: ignore[arg-type]
-        self._text = io.TextIOWrapper(raw, encoding=encoding, errors="surrogateescape", newline="")
+        self._text = io.TextIOWrapper(raw, encoding=encoding, errors="scmwatch-stand-in", newline="")
         self._name = name
         self._stats = stats
         self._reported = False

@@ -1,0 +1,122 @@
+"""Build small EVTX files in tests, so no binary log has to be stored in the repository.
+
+Records are written in the simplest BinXML the format allows (no templates: every element and
+attribute name inline, every value a UTF-16 string), which is enough for the ``evtx`` parser to
+render ``{"Event": {"System": ..., "EventData": ...}}`` exactly as it does for Windows' own
+files. Chunk and file headers carry correct signatures, record ranges and CRC32 checksums.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+
+FILE_HEADER = 4096
+CHUNK = 65536
+RECORDS_AT = 512  # records start after the chunk header and its string/template tables
+FILETIME_2024 = 133485408000000000  # 2024-01-01T00:00:00Z
+
+
+def _utf16(text: str) -> bytes:
+    return text.encode("utf-16-le")
+
+
+class _Writer:
+    """One record's BinXML; names are inline, so their offsets are absolute chunk offsets."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at  # chunk offset of self.b[0]
+        self.b = bytearray(b"\x0f\x01\x01\x00")  # fragment header
+
+    def _name(self, name: str) -> None:
+        self.b += struct.pack("<I", self.at + len(self.b) + 4)  # the name follows right here
+        self.b += struct.pack("<IHH", 0, 0, len(name)) + _utf16(name) + b"\x00\x00"
+
+    def _text(self, text: str) -> None:
+        self.b += b"\x05\x01" + struct.pack("<H", len(text)) + _utf16(text)
+
+    def element(self, tag: str, attrs: Sequence[tuple[str, str]] = (), text: str | None = None,
+                children: Sequence[tuple] = ()) -> None:
+        self.b += bytes([0x41 if attrs else 0x01])
+        size_at = len(self.b)
+        self.b += b"\x00\x00\x00\x00"
+        self._name(tag)
+        if attrs:
+            list_at = len(self.b)
+            self.b += b"\x00\x00\x00\x00"
+            for i, (key, value) in enumerate(attrs):
+                self.b += bytes([0x46 if i < len(attrs) - 1 else 0x06])
+                self._name(key)
+                self._text(value)
+            struct.pack_into("<I", self.b, list_at, len(self.b) - list_at - 4)
+        if text is None and not children:
+            self.b += b"\x03"
+        else:
+            self.b += b"\x02"
+            if text is not None:
+                self._text(text)
+            for child in children:
+                self.element(*child)
+            self.b += b"\x04"
+        struct.pack_into("<I", self.b, size_at, len(self.b) - size_at - 4)
+
+
+def record(rid: int, at: int, event_id: int = 7045, data: dict[str, str] | None = None,
+           channel: str = "System", computer: str = "HOST1",
+           time: str = "2024-01-01T00:00:00.000000Z") -> bytes:
+    """One EVTX record (header, BinXML, size copy) to be placed at chunk offset ``at``."""
+    data = {"ServiceName": "PSEXESVC", "ImagePath": "%SystemRoot%\\PSEXESVC.exe"} if data is None else data
+    w = _Writer(at + 24)
+    system = [
+        ("Provider", [("Name", "Service Control Manager")]),
+        ("EventID", (), str(event_id)),
+        ("TimeCreated", [("SystemTime", time)]),
+        ("EventRecordID", (), str(rid)),
+        ("Channel", (), channel),
+        ("Computer", (), computer),
+    ]
+    items = [("Data", [("Name", k)], v) for k, v in data.items()]
+    w.element("Event", [("xmlns", "http://schemas.microsoft.com/win/2004/08/events/event")], None,
+              [("System", (), None, system), ("EventData", (), None, items)])
+    w.b += b"\x00"  # end of stream
+    size = 24 + len(w.b) + 4
+    return struct.pack("<IIQQ", 0x00002A2A, size, rid, FILETIME_2024) + bytes(w.b) + struct.pack("<I", size)
+
+
+def records(first: int, count: int, **fields: object) -> bytes:
+    """``count`` consecutive records from id ``first``, laid out from RECORDS_AT."""
+    out = bytearray()
+    for rid in range(first, first + count):
+        out += record(rid, RECORDS_AT + len(out), **fields)  # type: ignore[arg-type]
+    return bytes(out)
+
+
+def chunk(body: bytes, first: int, last: int) -> bytes:
+    """A 64 KiB chunk holding ``body`` (records from RECORDS_AT) with header range first..last."""
+    if RECORDS_AT + len(body) > CHUNK:
+        body = body[: CHUNK - RECORDS_AT]
+    out = bytearray(CHUNK)
+    out[RECORDS_AT:RECORDS_AT + len(body)] = body
+    end = RECORDS_AT + len(body)
+    struct.pack_into("<8sQQQQIII", out, 0, b"ElfChnk\x00", first, last, first, last, 128, RECORDS_AT, end)
+    struct.pack_into("<I", out, 52, zlib.crc32(body))
+    struct.pack_into("<I", out, 124, zlib.crc32(bytes(out[:120]) + bytes(out[128:RECORDS_AT])))
+    return bytes(out)
+
+
+def evtx_file(chunks: Sequence[bytes], declared: int | None = None, next_id: int | None = None) -> bytes:
+    """A file header (``declared`` chunks, default all) followed by the chunks."""
+    n = len(chunks) if declared is None else declared
+    out = bytearray(FILE_HEADER)
+    lasts = [struct.unpack_from("<Q", c, 32)[0] for c in chunks if c[:8] == b"ElfChnk\x00"]
+    nxt = next_id if next_id is not None else (max(lasts, default=0) + 1) & 0xFFFF_FFFF_FFFF_FFFF
+    struct.pack_into("<8sQQQIHHHH", out, 0, b"ElfFile\x00", 0, max(n - 1, 0), nxt, 128, 1, 3, FILE_HEADER,
+                     n & 0xFFFF)
+    struct.pack_into("<I", out, 124, zlib.crc32(bytes(out[:120])))
+    return bytes(out) + b"".join(chunks)
+
+
+def simple_file(count: int = 3, **fields: object) -> bytes:
+    """One chunk of ``count`` records (ids 1..count)."""
+    return evtx_file([chunk(records(1, count, **fields), 1, count)])
