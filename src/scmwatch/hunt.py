@@ -191,6 +191,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     gate = ReadGate(want)
     n = 0
     ev = None
+    untimed = 0
     for pos, ev in enumerate((read or ctx.read)(unit, stats, gate)):
         if select is not None:
             pos += gate.skipped  # number events as if the skipped ones had been seen
@@ -214,6 +215,14 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
         if select is not None:
             cand = select(ev, rules, index, pos)
             if cand is not None:
+                if cand.time_us <= 0:  # the correlator cannot place it in time: say so, once per unit
+                    untimed += 1
+                    if untimed == 1:
+                        stats.error(ev.source, "time", f"event has no usable time (TimeCreated "
+                                    f"{str(f.get('TimeCreated'))[:60]!r}): left out of correlation; further "
+                                    "ones counted only", ev.record_id)
+                    else:
+                        stats.errors["time"] += 1
                 cands.add(cand.to_record())
     res.seen = set(buckets)
     res.fmt = ev.fmt if ev is not None else None

@@ -251,7 +251,8 @@ def _stream(
             pending = len(buf) - pos
             cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(buf) - _TAIL
             if cut and not eof and pending < MAX_OBJECT:
-                fill(max(pending, CHUNK))  # the object continues: read as much again, then retry
+                # the object continues: read as much again (up to the cap), then retry
+                fill(max(min(pending, MAX_OBJECT - pending), CHUNK))
                 continue
             if cut and not eof:
                 why = f"object larger than {MAX_OBJECT >> 20} MiB: treated as broken"
