@@ -1,0 +1,212 @@
+"""Process lineage where the log lacks it: fill the parent image of process creations by PID.
+
+Security 4688 before Windows 10 / Server 2016 (event version 0 and 1) has no
+``ParentProcessName``; every rule about the parent ("services.exe starts a shell", the MITRE
+analytic of T1569.002) is blind on Windows 7 / 2008 R2 logs. The creator's PID is always there
+(``ProcessId``), so a per-host table of PID -> image answers the question:
+
+* a process creation (Sysmon 1 ``ProcessId``/``Image``, 4688 ``NewProcessId``/``NewProcessName``)
+  teaches that the PID runs that image from the event's time on;
+* an event the Service Control Manager writes itself (System 7000-7045 from the provider
+  ``Service Control Manager``) carries services.exe's PID as the System ``ProcessID``, so that PID
+  is ``C:\\Windows\\System32\\services.exe`` for the whole boot it was seen in;
+* a boot (Security 4608, System 6005/6009, Kernel-General 12) ends every PID of that host.
+
+A PID is reused after its process ends, so an entry answers only between its start and the next
+process creation for the same PID or the next boot. An SCM fact is valid backwards too (services.exe
+runs from boot to shutdown), which is what lets it resolve a 4688 read before the System log.
+
+The table is a bounded LRU of hosts (``max_hosts``) with at most ``max_pids`` entries per host;
+each entry is a few dozen bytes, so memory stays flat however long the input.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+SERVICES_EXE = "C:\\Windows\\System32\\services.exe"
+SCM_PROVIDER = "service control manager"
+# System events written by services.exe itself (their Execution ProcessID is the SCM's PID)
+SCM_EVENT_IDS = frozenset({7000, 7001, 7009, 7011, 7022, 7023, 7024, 7026, 7030, 7031, 7032, 7034,
+                           7035, 7036, 7040, 7042, 7043, 7045})
+BOOT_EVENTS = frozenset({("security", 4608), ("system", 6005), ("system", 6009), ("system", 12)})
+FOREVER = float("inf")
+
+
+class Fact(NamedTuple):
+    """One thing learned: on ``host``, ``pid`` ran ``image`` from ``start`` (SCM facts: ``scm``)."""
+
+    host: str
+    pid: int
+    image: str
+    time: float
+    scm: bool = False
+
+
+def _pid(value: Any) -> int | None:
+    """Sysmon writes decimal PIDs, 4688 hex strings (``0x1f0``); anything else is no PID."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text, 16) if text[:2].lower() == "0x" else int(text, 10)
+        except ValueError:
+            return None
+    return None
+
+
+def _host(fields: dict[str, Any]) -> str | None:
+    host = fields.get("Computer")
+    return host.lower() if isinstance(host, str) and host else None
+
+
+def facts_of(fields: dict[str, Any], time: float) -> tuple[list[Fact], bool]:
+    """What one event teaches: (facts, whether it is a boot of its host)."""
+    host = _host(fields)
+    if host is None or not time:
+        return [], False
+    channel = str(fields.get("Channel") or "").lower()
+    eid = fields.get("EventID")
+    if (channel, eid) in BOOT_EVENTS:
+        return [], True
+    out: list[Fact] = []
+    if eid == 1 and channel == "microsoft-windows-sysmon/operational":
+        pid, image = _pid(fields.get("ProcessId")), fields.get("Image")
+        if pid is not None and isinstance(image, str):
+            out.append(Fact(host, pid, image, time))
+    elif eid == 4688 and channel == "security":
+        pid, image = _pid(fields.get("NewProcessId")), fields.get("NewProcessName")
+        if pid is not None and isinstance(image, str):
+            out.append(Fact(host, pid, image, time))
+    elif eid in SCM_EVENT_IDS and str(fields.get("Provider_Name") or "").lower() == SCM_PROVIDER:
+        pid = _pid(fields.get("ProcessID"))
+        if pid:
+            out.append(Fact(host, pid, SERVICES_EXE, time, scm=True))
+    return out, False
+
+
+@dataclass
+class _Host:
+    boots: list[float] = field(default_factory=list)  # sorted boot times
+    # pid -> sorted list of (start, image, scm)
+    pids: OrderedDict = field(default_factory=OrderedDict)
+
+
+class LineageTable:
+    """Per-host PID -> image over time; answers "which image had PID p on host h at time t"."""
+
+    def __init__(self, max_hosts: int = 4096, max_pids: int = 65536) -> None:
+        self.max_hosts = max_hosts
+        self.max_pids = max_pids
+        self._hosts: OrderedDict[str, _Host] = OrderedDict()
+
+    def _get(self, host: str) -> _Host:
+        h = self._hosts.get(host)
+        if h is None:
+            h = self._hosts[host] = _Host()
+            if len(self._hosts) > self.max_hosts:
+                self._hosts.popitem(last=False)
+        else:
+            self._hosts.move_to_end(host)
+        return h
+
+    def add(self, fact: Fact) -> None:
+        h = self._get(fact.host)
+        entries = h.pids.get(fact.pid)
+        if entries is None:
+            entries = h.pids[fact.pid] = []
+            if len(h.pids) > self.max_pids:
+                h.pids.popitem(last=False)
+        item = (fact.time, fact.image, fact.scm)
+        if item not in entries:
+            entries.insert(bisect_right(entries, (fact.time,)), item)
+            del entries[:-8]  # a PID is reused rarely enough that the last few uses suffice
+
+    def add_boot(self, host: str, time: float) -> None:
+        boots = self._get(host).boots
+        i = bisect_right(boots, time)
+        if not (i and boots[i - 1] == time):
+            boots.insert(i, time)
+            del boots[:-64]
+
+    def learn(self, fields: dict[str, Any], time: float) -> None:
+        facts, boot = facts_of(fields, time)
+        if boot:
+            host = _host(fields)
+            if host:
+                self.add_boot(host, time)
+        for f in facts:
+            self.add(f)
+
+    def image(self, host: str, pid: int, time: float) -> str | None:
+        """The image PID ``pid`` had on ``host`` at ``time``, or None when unknown."""
+        h = self._hosts.get(host)
+        if h is None or not time:
+            return None
+        entries = h.pids.get(pid)
+        if not entries:
+            return None
+        boot_before = _last_le(h.boots, time)
+        i = bisect_right(entries, (time, "\uffff"))
+        if i:  # the newest use of the PID that started at or before the event
+            start, image, scm = entries[i - 1]
+            if boot_before is None or start >= boot_before:
+                return image
+        # an SCM fact seen after the event still holds if no boot lies between (services.exe
+        # runs for the whole boot) and no other process took the PID in between
+        if i < len(entries):
+            start, image, scm = entries[i]
+            if scm and not _boot_between(h.boots, time, start):
+                return image
+        return None
+
+
+def _last_le(sorted_times: list[float], t: float) -> float | None:
+    i = bisect_right(sorted_times, t)
+    return sorted_times[i - 1] if i else None
+
+
+def _boot_between(boots: list[float], a: float, b: float) -> bool:
+    i = bisect_right(boots, a)
+    return i < len(boots) and boots[i] <= b
+
+
+# The parent fields a process creation lacks on old Windows, by event: (pid field, parent field)
+PARENT_FIELDS = {
+    ("security", 4688): ("ProcessId", "ParentProcessName"),
+    ("microsoft-windows-sysmon/operational", 1): ("ParentProcessId", "ParentImage"),
+}
+
+
+def missing_parent(fields: dict[str, Any]) -> tuple[str, int, str] | None:
+    """(host, creator pid, parent field) for a process creation without its parent image."""
+    key = (str(fields.get("Channel") or "").lower(), fields.get("EventID"))
+    spec = PARENT_FIELDS.get(key)
+    if spec is None:
+        return None
+    pid_field, parent_field = spec
+    if fields.get(parent_field) not in (None, "", "-"):
+        return None
+    host, pid = _host(fields), _pid(fields.get(pid_field))
+    if host is None or pid is None:
+        return None
+    return host, pid, parent_field
+
+
+def fill_parent(table: LineageTable, fields: dict[str, Any], time: float) -> str | None:
+    """Set the missing parent image from ``table``; returns the field it filled, or None."""
+    need = missing_parent(fields)
+    if need is None:
+        return None
+    host, pid, parent_field = need
+    image = table.image(host, pid, time)
+    if image is None:
+        return None
+    fields[parent_field] = image
+    return parent_field
