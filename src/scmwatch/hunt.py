@@ -45,6 +45,8 @@ from typing import Any, NamedTuple
 from scmwatch import readiness
 from scmwatch.alerts import LEVEL_RANK, Alert, alert_sort_key
 from scmwatch.correlate import Candidate, CorrelationStage
+from scmwatch.events.enrich import Enricher, LineageFacts, global_table, wants
+from scmwatch.events.lineage import SERVICES_EXE, missing_parent
 from scmwatch.events.model import Event, ReadError, ReadGate, ReadStats
 from scmwatch.events.read import InputFile, discover, read_input
 from scmwatch.progress import Progress
@@ -59,6 +61,9 @@ RUN_SIZE = 2048
 MEMORY_BUDGET = 4096
 # Read errors a worker hands back per unit; the counts in the summary stay exact beyond it.
 MAX_WORKER_ERRORS = 10_000
+# Process creations one unit may leave to the merge step (each matched a rule only with the SCM
+# as parent: rare by construction); beyond it they stay unresolved and are counted.
+MAX_DEFERRED = 20_000
 
 HITS, CANDS = "hits", "cand"  # record kinds, also their spill file prefixes
 _KEY = itemgetter(0)  # Hit and CorrelationHit: their sort key
@@ -72,6 +77,23 @@ class Hit(NamedTuple):
     fields: dict[str, Any]
     record_id: int | None
     fmt: str
+    derived: tuple[str, ...] = ()  # fields the hunt inferred (events.enrich), not the log
+
+
+class Deferred(NamedTuple):
+    """A process creation whose parent one unit could not resolve, for the merge step to decide.
+
+    Matching it with the Service Control Manager as parent gave ``hits`` (and the candidate
+    ``cand_scm``) that the plain event did not (its candidate: ``cand_plain``); the merge step
+    knows every unit's SCM PIDs and keeps whichever version is true.
+    """
+
+    host: str
+    pid: int
+    time: float
+    hits: list[Hit]
+    cand_scm: tuple | None
+    cand_plain: tuple | None
 
 
 class CorrelationHit(NamedTuple):
@@ -105,6 +127,10 @@ class UnitResult:
     seconds: float = 0.0
     seen: set[tuple[Any, Any]] = field(default_factory=set)  # (Channel, EventID) present: readiness
     errors: list[ReadError] = field(default_factory=list)  # collect_errors: for the parent to report
+    lineage: LineageFacts = field(default_factory=LineageFacts)  # SCM PIDs and boots seen
+    deferred: list[Deferred] = field(default_factory=list)  # parents only the merge step can tell
+    derived: int = 0  # events given a derived field in the unit
+    deferred_overflow: int = 0  # unresolved process creations beyond MAX_DEFERRED (left unresolved)
 
 
 @dataclass
@@ -179,14 +205,29 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     buckets_get = buckets.get
     wanted_ids = ctx.selector.gate if ctx.selector is not None else frozenset()
 
+    enricher = Enricher()
+    enrich = enricher.enrich
+    enrich_pairs: dict[tuple, bool] = {}  # (Channel, EventID) -> does the enricher read it
+
     def want(channel: Any, eid: Any) -> bool:
-        """Does any rule (or the correlation stage) look at events of this pair? The EVTX
-        reader does not even parse the others past their System part."""
+        """Does any rule, the correlation stage or the enricher look at events of this pair?
+        The EVTX reader does not even parse the others past their System part."""
         key = (channel, eid)
         b = buckets_get(key)
         if b is None:
             b = buckets[key] = bucket_of(channel, eid)
-        return not b.empty or eid in wanted_ids
+        return not b.empty or eid in wanted_ids or wants(channel, eid)
+
+    def hits_of(ev: Event, f: dict, rules: list, derived: tuple) -> list[Hit]:
+        nonlocal n
+        out = []
+        for r in rules:
+            if rank[r.id] >= min_rank and r.id not in suppressed:
+                rid = ev.record_id
+                out.append(Hit((ev.time, ev.source, rid if rid is not None else -1, r.id, 0, index, n),
+                               f, rid, ev.fmt, derived))
+                n += 1
+        return out
 
     gate = ReadGate(want)
     n = 0
@@ -204,14 +245,24 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
             b = buckets_get(key)
         if b is None:
             b = buckets[key] = bucket_of(*key)
+        derived: tuple[str, ...] = ()
+        pending = None
+        e = enrich_pairs.get(key)
+        if e is None:
+            e = enrich_pairs[key] = wants(*key)
+        if e:
+            derived, pending = enrich(f, ev.time)
+            if derived:
+                res.derived += 1
         rules = no_rules if b.empty else match_in(b, f)
+        if pending is not None and not b.empty and _defer(res, ctx, ev, f, b, rules, pending, hits_of,
+                                                          select, index, pos):
+            for h in hits_of(ev, f, rules, ()):  # what it matches anyway is not in doubt
+                add_hit(h)
+            continue  # its candidate is decided by the merge step
         if rules:
-            for r in rules:
-                if rank[r.id] >= min_rank and r.id not in suppressed:
-                    rid = ev.record_id
-                    add_hit(Hit((ev.time, ev.source, rid if rid is not None else -1, r.id, 0, index, n),
-                                f, rid, ev.fmt))
-                    n += 1
+            for h in hits_of(ev, f, rules, derived):
+                add_hit(h)
         if select is not None:
             cand = select(ev, rules, index, pos)
             if cand is not None:
@@ -224,6 +275,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
                     else:
                         stats.errors["time"] += 1
                 cands.add(cand.to_record())
+    res.lineage = enricher.facts
     res.seen = set(buckets)
     res.fmt = ev.fmt if ev is not None else None
     res.hit_runs, res.hit_tail = hits.finish()
@@ -238,6 +290,36 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     res.seconds = time.perf_counter() - start
     stats.on_error = None  # keep the callback out of the pickled result
     return res
+
+
+def _defer(res: UnitResult, ctx: HuntContext, ev: Event, f: dict, bucket: Any, rules: list, parent: str,
+           hits_of: Callable, select: Callable | None, index: int, pos: int) -> bool:
+    """A process creation without a resolvable parent: if the Service Control Manager as its
+    parent would change what it matches, leave the decision to the merge step (True)."""
+    scm_fields = dict(f)
+    scm_fields[parent] = SERVICES_EXE
+    scm_rules = ctx.engine.match_in(bucket, scm_fields)
+    have = {r.id for r in rules}
+    extra = [r for r in scm_rules if r.id not in have]
+    if not extra:
+        return False
+    if len(res.deferred) >= MAX_DEFERRED:
+        res.deferred_overflow += 1
+        return False
+    scm_ev = Event(scm_fields, ev.source, ev.record_id, ev.fmt, ev._epoch)
+    cand_scm = cand_plain = None
+    if select is not None:
+        c = select(scm_ev, scm_rules, index, pos)
+        cand_scm = c.to_record() if c is not None else None
+        c = select(ev, rules, index, pos)
+        cand_plain = c.to_record() if c is not None else None
+    need = missing_parent(f)
+    if need is None:
+        return False
+    host, pid, _ = need
+    res.deferred.append(Deferred(host, pid, ev.time, hits_of(scm_ev, scm_fields, extra, (parent,)),
+                                 cand_scm, cand_plain))
+    return True
 
 
 class AlertMerge:
@@ -256,6 +338,7 @@ class AlertMerge:
                                   {HITS: _KEY, CANDS: _CAND_KEY})
         self.results: list[UnitResult] = []
         self.seen: set[tuple[Any, Any]] = set()
+        self.lineage: dict[str, int] = {}  # process-lineage counts (after alerts())
         self._memory: dict[str, Any] = {}
 
     def add(self, r: UnitResult) -> None:
@@ -291,12 +374,17 @@ class AlertMerge:
         }
         runs: list[str | list] = [p for r in results for p in r.hit_runs]
         runs += budget.sources(HITS)
+        resolved_hits, resolved_cands = self._resolve_lineage(results)
+        if resolved_hits:
+            runs.append(sorted(resolved_hits, key=_KEY))
         if ctx.stage is not None:
             # Correlation alerts come out in decision order, not time order: spill them as
             # sorted runs too.
             corr = SortedSpiller(ctx.spill, "corr", _KEY, ctx.run_size)
             streams: list[str | list] = [p for r in results for p in r.cand_runs]
             streams += budget.sources(CANDS)
+            if resolved_cands:
+                streams.append(sorted(resolved_cands, key=_CAND_KEY))
             merged = map(Candidate.from_record, budget.merge(streams, _CAND_KEY))
             for n, a in enumerate(ctx.stage.correlate(merged)):
                 if LEVEL_RANK.get(a.level, 0) >= ctx.min_rank:
@@ -310,6 +398,33 @@ class AlertMerge:
             mem["correlation_alerts"] = corr.count
         mem["spill_bytes"], mem["files_written"] = ctx.spill.usage()
         yield from _alerts_from(budget.merge(runs, _KEY), ctx.ruleset.by_id())
+
+    def _resolve_lineage(self, results: list[UnitResult]) -> tuple[list[Hit], list[tuple]]:
+        """Decide the units' deferred process creations with every unit's SCM PIDs and boots."""
+        deferred = [d for r in results for d in r.deferred]
+        table = global_table([r.lineage for r in results]) if deferred else None
+        hits: list[Hit] = []
+        cands: list[tuple] = []
+        resolved = 0
+        for d in deferred:
+            if table is not None and table.image(d.host, d.pid, d.time) == SERVICES_EXE:
+                resolved += 1
+                hits.extend(d.hits)
+                cand = d.cand_scm
+            else:
+                cand = d.cand_plain
+            if cand is not None:
+                cands.append(cand)
+        self.lineage = {
+            "derived_in_units": sum(r.derived for r in results),
+            "deferred": len(deferred),
+            "resolved_by_merge": resolved,
+            "deferred_overflow": sum(r.deferred_overflow for r in results),
+            "facts_dropped": sum(r.lineage.dropped for r in results),
+        }
+        for r in results:
+            r.deferred = []
+        return hits, cands
 
     def memory(self) -> dict[str, Any]:
         """The summary's ``memory`` object (after :meth:`alerts`): what was held at once.
@@ -337,13 +452,16 @@ def _alerts_from(records: Iterator[Hit | CorrelationHit], by_id: dict[str, Compi
         if type(rec) is CorrelationHit:
             yield rec.alert
             continue
-        key, fields, rid, fmt = rec
+        key, fields, rid, fmt, derived = rec
         rule = by_id[key[3]]
         extra = extras.get(rule.id)
         if extra is None:
             extra = extras[rule.id] = _extra(rule)
         ev = Event(fields, key[1], rid, fmt, key[0])
-        yield Alert(rule.id, rule.title, rule.level, rule.description, list(rule.tags), ev, extra=dict(extra))
+        more = dict(extra)
+        if derived:
+            more["derived"] = list(derived)
+        yield Alert(rule.id, rule.title, rule.level, rule.description, list(rule.tags), ev, extra=more)
 
 
 def _extra(rule: CompiledRule) -> dict[str, Any]:
@@ -510,6 +628,7 @@ def run_hunt(
         if ctx.stage is not None:
             summary["correlation"] = ctx.stage.summary()
         summary["memory"] = merge.memory()
+        summary["lineage"] = merge.lineage
         return HuntResult(collected, summary, stats, stats.exit_code, ready)
     finally:
         gc.unfreeze()

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scmwatch.events.enrich import Enricher
 from scmwatch.events.model import Event
 from scmwatch.events.normalize import from_flat
 from scmwatch.sigma import CompiledRule, Engine, load_rules
@@ -139,9 +140,12 @@ def load_fixtures(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
 
 
 def fixture_event(obj: dict, source: str, lineno: int) -> Event:
-    """A fixture object (test keys removed) as the flat reader would produce it."""
+    """A fixture object (test keys removed) as the flat reader would produce it, enriched as the
+    hunt enriches it (derived fields such as ``derived.random_service_name``)."""
     fields = from_flat({k: v for k, v in obj.items() if not k.startswith("_")})
-    return Event(fields, source, lineno, "json")
+    ev = Event(fields, source, lineno, "json")
+    Enricher().enrich(fields, ev.time)
+    return ev
 
 
 def inherited_attrs(ruleset, attr: str) -> dict[str, set[str]]:

@@ -11,6 +11,8 @@ Two shapes are told apart reliably and only those are flagged:
   letter and rarely form common English bigrams; CamelCase words change case only at word starts
   and are made of common bigrams. Flagged when (case changes - common bigrams) per letter pair is
   at least 0.2, unless capitalised words (``Xbox``, ``Net``, ``Svc``) make up 60 % of the letters.
+* 16 or more letters in one case with at most one pair in five a common bigram (Empire's
+  invoke_smbexec: 20 random upper-case letters; ``dmwappushservice`` has one in two).
 * letters and digits interleaved at four or more places (``a9b2c3f``).
 
 Short all-letter names (``MsMpSvc``, ``AppXSvc``, ``WdNisDrv``) score like random strings, so
@@ -43,11 +45,17 @@ def looks_random(name: object) -> bool:
     letters = len(name) - digits
     if digits >= 2 and letters >= 2:
         return sum(a.isdigit() != b.isdigit() for a, b in zip(name, name[1:], strict=False)) >= 4
-    if digits or letters < 12 or name.isupper() or name.islower():
+    if digits or letters < 12:
         return False
+    if name.isupper() or name.islower():  # one case: only long runs without common pairs
+        return letters >= 16 and _common(name) <= 0.2 * (letters - 1)
     if sum(len(w) for w in _WORD.findall(name)) >= 0.6 * letters:
         return False  # CamelCase words: XboxNetApiSvc, WinHttpAutoProxySvc
-    pairs = list(zip(name, name[1:], strict=False))
-    changes = sum(a.isupper() != b.isupper() for a, b in pairs)
-    common = sum((a + b).lower() in _COMMON for a, b in pairs)
-    return (changes - common) / len(pairs) >= 0.2
+    changes = sum(a.isupper() != b.isupper() for a, b in zip(name, name[1:], strict=False))
+    return (changes - _common(name)) / (letters - 1) >= 0.2
+
+
+def _common(name: str) -> int:
+    """How many adjacent letter pairs of ``name`` are common English bigrams."""
+    low = name.lower()
+    return sum(low[i:i + 2] in _COMMON for i in range(len(low) - 1))

@@ -84,11 +84,28 @@ def _one(values: list) -> Any:
     return values[0] if len(values) == 1 else values
 
 
+DERIVED_PREFIX = "derived."
+
+
+def _detection_keys(node: Any) -> list[str]:
+    """Every field key (with its modifiers) named anywhere in a detection dict."""
+    if isinstance(node, dict):
+        return [k for k in node] + [x for v in node.values() for x in _detection_keys(v)]
+    if isinstance(node, list):
+        return [x for v in node for x in _detection_keys(v)]
+    return []
+
+
 def gate_rule(rule: SigmaRule) -> Gated:
     """``rule`` as a Sigma dict whose condition carries scmwatch's gating (see module doc)."""
     d = rule.to_dict()
     detection = dict(d["detection"])
     detection.pop("condition")
+    derived = sorted({str(k).split("|")[0] for k in _detection_keys(detection)
+                      if str(k).startswith(DERIVED_PREFIX)})
+    if derived:
+        raise NotExpressible(f"uses {', '.join(derived)}, a field scmwatch derives while hunting "
+                             "(scmwatch.events.enrich); no stored event carries it")
     trees = [c.parse(postprocess=False) for c in rule.detection.parsed_condition]
     tree: Node = _from_pysigma(trees[0] if len(trees) == 1 else ConditionOR(trees), rule)
     notes: list[str] = []

@@ -14,7 +14,8 @@ import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from scmwatch.detections import SVCCTL
+from scmwatch.detections import SVCCTL, VARIANT
+from scmwatch.events.names import looks_random
 from scmwatch.simulate import build as b
 from scmwatch.simulate.records import Label, Rec
 from scmwatch.simulate.world import SYSTEM, Account, Host, Logon, Proc, World
@@ -307,8 +308,10 @@ def install_service(
             account,
         ),
         *ex.e4697,
+        *_random_name(name),
     )
-    ctx.add(b.sys7045(h, t + 0.002, installer.sid, display or name, path, start, stype, account), *ex.e7045)
+    ctx.add(b.sys7045(h, t + 0.002, installer.sid, display or name, path, start, stype, account), *ex.e7045,
+            *_random_name(display or name))
     h.services[name] = (display or name, path, start)
     return t + 0.003
 
@@ -337,9 +340,15 @@ def run_service(
     if is_service:
         ctx.add(b.sys7036(h, t + 0.05, display, name, True), *ex.e7036)
         return p, t + 0.06
-    ctx.add(b.sys7009(h, t + 30.0, display), *ex.e_timeout)
-    ctx.add(b.sys7000(h, t + 30.001, display), *ex.e_timeout)
+    ctx.add(b.sys7009(h, t + 30.0, display), *ex.e_timeout, *_random_name(display))
+    ctx.add(b.sys7000(h, t + 30.001, display), *ex.e_timeout, *_random_name(display))
     return p, t + 30.01
+
+
+def _random_name(name: str) -> tuple[str, ...]:
+    """The random-service-name rules fire exactly where the name has a random shape: the label
+    follows the rule's definition (scmwatch.events.names), whose rates its tests measure."""
+    return (VARIANT,) if looks_random(name) else ()
 
 
 def child(
