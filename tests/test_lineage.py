@@ -1,9 +1,10 @@
-"""Process lineage for logs without parent fields (scmwatch.events.lineage), hand-written sequences."""
+"""Process lineage for logs without parent fields (events.lineage via events.enrich), by hand."""
 
 from __future__ import annotations
 
-from scmwatch.events.lineage import SERVICES_EXE, LineageTable, fill_parent, missing_parent
-from scmwatch.events.model import parse_time
+from scmwatch.events.enrich import Enricher, classify
+from scmwatch.events.lineage import SERVICES_EXE, LineageTable
+from scmwatch.events.model import Event, parse_time
 
 HOST = "WIN7-01.corp.local"
 
@@ -23,16 +24,19 @@ def _boot(t: str) -> dict:
     return {"EventID": 4608, "Channel": "Security", "Computer": HOST, "TimeCreated": t}
 
 
+def _enrich(e: Enricher, fields: dict):
+    return e.enrich(Event(fields, "t", 1, "json"), classify(fields.get("Channel"), fields.get("EventID")))
+
+
 def _run(events: list[dict]) -> list[str | None]:
-    """Learn and fill in order, as the hunt does; the parent each 4688 got."""
-    table = LineageTable()
+    """Enrich in order, as the hunt does; the parent each 4688 got."""
+    e = Enricher()
     out = []
     for ev in events:
-        t = parse_time(ev["TimeCreated"])
-        if ev["EventID"] == 4688 and "ParentProcessName" not in ev:
-            fill_parent(table, ev, t)
+        had = "ParentProcessName" in ev
+        _enrich(e, ev)
+        if ev["EventID"] == 4688 and not had:
             out.append(ev.get("ParentProcessName"))
-        table.learn(ev, t)
     return out
 
 
@@ -45,12 +49,14 @@ def test_parent_known_from_an_earlier_4688():
 
 
 def test_parent_known_from_a_system_event_execution_pid_even_when_read_later():
-    # the System 7036 comes after the 4688 in read order: an SCM fact holds for the whole boot
-    table = LineageTable()
+    # the System 7036 comes after the 4688 in read order: the unit cannot tell, the merge step can
+    e = Enricher()
     child = _4688("2024-05-01T10:05:00Z", "0x9c4", "C:\\Windows\\System32\\cmd.exe", "0x1f0")
-    table.learn(_scm("2024-05-01T11:00:00Z", 0x1F0), parse_time("2024-05-01T11:00:00Z"))
-    assert fill_parent(table, child, parse_time(child["TimeCreated"])) == "ParentProcessName"
-    assert child["ParentProcessName"] == SERVICES_EXE
+    derived, pending = _enrich(e, child)
+    assert derived == () and pending == ("ParentProcessName", HOST.lower(), 0x1F0)
+    _enrich(e, _scm("2024-05-01T11:00:00Z", 0x1F0))
+    assert e.table.image(HOST.lower(), 0x1F0, parse_time(child["TimeCreated"])) == SERVICES_EXE
+    assert e.facts.scm == {(HOST.lower(), 0x1F0, parse_time("2024-05-01T11:00:00Z"))}
 
 
 def test_unknown_parent_stays_missing():
@@ -87,18 +93,20 @@ def test_pid_reused_within_a_boot_takes_the_newest_process():
 
 def test_events_with_a_parent_or_odd_values_are_left_alone():
     ev = _4688("2024-05-01T10:05:00Z", "0x9c4", "C:\\x.exe", "0x1f0", ParentProcessName="C:\\p.exe")
-    assert missing_parent(ev) is None
+    assert _enrich(Enricher(), ev) == ((), None) and ev["ParentProcessName"] == "C:\\p.exe"
     for bad in (None, "", "zz", -1, True, [1]):
-        assert missing_parent(_4688("2024-05-01T10:05:00Z", "0x9c4", "C:\\x.exe", bad)) is None
-    table = LineageTable()
-    table.learn({"EventID": 7036, "Channel": "System", "Provider_Name": "Service Control Manager",
-                 "ProcessID": [1]}, 1.0)  # no host, list PID: ignored, no exception
+        assert _enrich(Enricher(), _4688("2024-05-01T10:05:00Z", "0x9c4", "C:\\x.exe", bad)) == ((), None)
+    odd = {"EventID": 7036, "Channel": "System", "Provider_Name": "Service Control Manager", "ProcessID": [1]}
+    assert _enrich(Enricher(), odd) == ((), None)  # no host, list PID: ignored, no exception
 
 
 def test_memory_is_bounded():
     table = LineageTable(max_hosts=3, max_pids=10)
+    e = Enricher()
+    e.table = table
     for h in range(10):
         for p in range(100):
-            table.learn({"EventID": 4688, "Channel": "Security", "Computer": f"h{h}",
-                         "NewProcessId": hex(p), "NewProcessName": "x"}, 1.0 + p)
+            t = f"2024-05-01T10:00:{p % 60:02d}Z"
+            _enrich(e, {"EventID": 4688, "Channel": "Security", "Computer": f"h{h}", "NewProcessId": hex(p),
+                        "NewProcessName": "x", "ProcessId": "0x4", "TimeCreated": t})
     assert len(table._hosts) == 3 and all(len(h.pids) <= 10 for h in table._hosts.values())

@@ -45,8 +45,8 @@ from typing import Any, NamedTuple
 from scmwatch import readiness
 from scmwatch.alerts import LEVEL_RANK, Alert, alert_sort_key
 from scmwatch.correlate import Candidate, CorrelationStage
-from scmwatch.events.enrich import Enricher, LineageFacts, global_table, wants
-from scmwatch.events.lineage import SERVICES_EXE, missing_parent
+from scmwatch.events.enrich import Enricher, LineageFacts, Pending, classify, global_table
+from scmwatch.events.lineage import SERVICES_EXE
 from scmwatch.events.model import Event, ReadError, ReadGate, ReadStats
 from scmwatch.events.read import InputFile, discover, read_input
 from scmwatch.progress import Progress
@@ -151,7 +151,8 @@ class HuntContext:
     """
 
     def __init__(self, ruleset: RuleSet, spill: SpillDir, *, engine: Engine | None = None,
-                 lateness: float = 300.0, min_level: str | None = None, run_size: int = RUN_SIZE) -> None:
+                 lateness: float = 300.0, min_level: str | None = None, run_size: int = RUN_SIZE,
+                 enrich: bool = True) -> None:
         self.ruleset = ruleset
         self.engine = engine or Engine(ruleset)
         self.stage = CorrelationStage.for_ruleset(ruleset, lateness=lateness)
@@ -165,6 +166,7 @@ class HuntContext:
         # how units are read when hunt_unit is not told otherwise (--jobs workers inherit it):
         # the case store swaps in a reader that also keeps every event (--keep-events)
         self.read: Reader = read_input
+        self.enrich = enrich  # derived fields (events.enrich); off only to measure what they cost
 
 
 Reader = Callable[[Any, ReadStats, ReadGate], Iterable[Event]]
@@ -207,7 +209,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
 
     enricher = Enricher()
     enrich = enricher.enrich
-    enrich_pairs: dict[tuple, bool] = {}  # (Channel, EventID) -> does the enricher read it
+    enrich_pairs: dict[tuple, int] = {}  # (Channel, EventID) -> enrichment kind (events.enrich)
 
     def want(channel: Any, eid: Any) -> bool:
         """Does any rule, the correlation stage or the enricher look at events of this pair?
@@ -216,7 +218,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
         b = buckets_get(key)
         if b is None:
             b = buckets[key] = bucket_of(channel, eid)
-        return not b.empty or eid in wanted_ids or wants(channel, eid)
+        return not b.empty or eid in wanted_ids or bool(ctx.enrich and classify(channel, eid))
 
     def hits_of(ev: Event, f: dict, rules: list, derived: tuple) -> list[Hit]:
         nonlocal n
@@ -247,11 +249,11 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
             b = buckets[key] = bucket_of(*key)
         derived: tuple[str, ...] = ()
         pending = None
-        e = enrich_pairs.get(key)
-        if e is None:
-            e = enrich_pairs[key] = wants(*key)
-        if e:
-            derived, pending = enrich(f, ev.time)
+        kind = enrich_pairs.get(key)
+        if kind is None:
+            kind = enrich_pairs[key] = classify(*key) if ctx.enrich else 0
+        if kind:
+            derived, pending = enrich(ev, kind)
             if derived:
                 res.derived += 1
         rules = no_rules if b.empty else match_in(b, f)
@@ -292,10 +294,11 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     return res
 
 
-def _defer(res: UnitResult, ctx: HuntContext, ev: Event, f: dict, bucket: Any, rules: list, parent: str,
+def _defer(res: UnitResult, ctx: HuntContext, ev: Event, f: dict, bucket: Any, rules: list, pending: Pending,
            hits_of: Callable, select: Callable | None, index: int, pos: int) -> bool:
     """A process creation without a resolvable parent: if the Service Control Manager as its
     parent would change what it matches, leave the decision to the merge step (True)."""
+    parent = pending.parent_field
     scm_fields = dict(f)
     scm_fields[parent] = SERVICES_EXE
     scm_rules = ctx.engine.match_in(bucket, scm_fields)
@@ -313,12 +316,8 @@ def _defer(res: UnitResult, ctx: HuntContext, ev: Event, f: dict, bucket: Any, r
         cand_scm = c.to_record() if c is not None else None
         c = select(ev, rules, index, pos)
         cand_plain = c.to_record() if c is not None else None
-    need = missing_parent(f)
-    if need is None:
-        return False
-    host, pid, _ = need
-    res.deferred.append(Deferred(host, pid, ev.time, hits_of(scm_ev, scm_fields, extra, (parent,)),
-                                 cand_scm, cand_plain))
+    res.deferred.append(Deferred(pending.host, pending.pid, ev.time,
+                                 hits_of(scm_ev, scm_fields, extra, (parent,)), cand_scm, cand_plain))
     return True
 
 
@@ -572,6 +571,7 @@ def run_hunt(
     spill_dir: str | None = None,
     map_units: UnitMapper = local_units,
     expand: Callable[[Sequence[str], ReadStats], Iterable[Any]] = discover,
+    enrich: bool = True,
 ) -> HuntResult:
     """Hunt over ``paths`` with ``ruleset``: sorted alerts, the summary dict and readiness.
 
@@ -582,7 +582,8 @@ def run_hunt(
     ``map_units`` maps units to results: :func:`local_units` by default); ``min_level`` drops
     alerts below a level; ``lateness`` is the correlator's reorder window in seconds;
     ``run_size``, ``memory_budget``, ``fan_in`` and ``spill_dir`` bound memory (module
-    docstring); ``engine`` reuses rules already compiled for ``ruleset``.
+    docstring); ``engine`` reuses rules already compiled for ``ruleset``; ``enrich=False`` skips
+    the derived fields (process lineage, random service names), for measuring their cost.
 
     The compiled rules, indexes and pySigma objects are millions of long-lived objects: the
     cyclic GC is frozen for the run so that collections triggered by per-event allocations do
@@ -596,7 +597,7 @@ def run_hunt(
         stats = ReadStats(on_error=on_error)
         inputs = list(expand(paths, stats))
         ctx = HuntContext(ruleset, spill, engine=engine, lateness=lateness, min_level=min_level,
-                          run_size=run_size)
+                          run_size=run_size, enrich=enrich)
         jobs = max(1, min(jobs, len(inputs))) if inputs else 1
         merge = AlertMerge(ctx, stats, memory_budget=memory_budget, fan_in=fan_in)
         events_seen = 0

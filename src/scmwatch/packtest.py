@@ -33,7 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scmwatch.events.enrich import Enricher
+from scmwatch.events.enrich import Enricher, classify
 from scmwatch.events.model import Event
 from scmwatch.events.normalize import from_flat
 from scmwatch.sigma import CompiledRule, Engine, load_rules
@@ -144,7 +144,7 @@ def fixture_event(obj: dict, source: str, lineno: int) -> Event:
     hunt enriches it (derived fields such as ``derived.random_service_name``)."""
     fields = from_flat({k: v for k, v in obj.items() if not k.startswith("_")})
     ev = Event(fields, source, lineno, "json")
-    Enricher().enrich(fields, ev.time)
+    Enricher().enrich(ev, classify(fields.get("Channel"), fields.get("EventID")))
     return ev
 
 

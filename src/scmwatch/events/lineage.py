@@ -24,8 +24,11 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+
+from scmwatch.events.model import parse_time
 
 SERVICES_EXE = "C:\\Windows\\System32\\services.exe"
 SCM_PROVIDER = "service control manager"
@@ -33,20 +36,24 @@ SCM_PROVIDER = "service control manager"
 SCM_EVENT_IDS = frozenset({7000, 7001, 7009, 7011, 7022, 7023, 7024, 7026, 7030, 7031, 7032, 7034,
                            7035, 7036, 7040, 7042, 7043, 7045})
 BOOT_EVENTS = frozenset({("security", 4608), ("system", 6005), ("system", 6009), ("system", 12)})
-FOREVER = float("inf")
 
 
 class Fact(NamedTuple):
-    """One thing learned: on ``host``, ``pid`` ran ``image`` from ``start`` (SCM facts: ``scm``)."""
+    """One thing learned: on ``host``, ``pid`` ran ``image`` from ``time`` (SCM facts: ``scm``).
+
+    ``time`` is POSIX seconds, or the event's raw ``TimeCreated`` text: parsing every process
+    creation's time cost more than the whole lineage otherwise (bench/enrich_cost.py), and only
+    the few PIDs ever looked up need it, so the table parses those on demand.
+    """
 
     host: str
     pid: int
     image: str
-    time: float
+    time: float | str
     scm: bool = False
 
 
-def _pid(value: Any) -> int | None:
+def pid_value(value: Any) -> int | None:
     """Sysmon writes decimal PIDs, 4688 hex strings (``0x1f0``); anything else is no PID."""
     if isinstance(value, bool):
         return None
@@ -61,49 +68,24 @@ def _pid(value: Any) -> int | None:
     return None
 
 
-def _host(fields: dict[str, Any]) -> str | None:
-    host = fields.get("Computer")
-    return host.lower() if isinstance(host, str) and host else None
-
-
-def facts_of(fields: dict[str, Any], time: float) -> tuple[list[Fact], bool]:
-    """What one event teaches: (facts, whether it is a boot of its host)."""
-    host = _host(fields)
-    if host is None or not time:
-        return [], False
-    channel = str(fields.get("Channel") or "").lower()
-    eid = fields.get("EventID")
-    if (channel, eid) in BOOT_EVENTS:
-        return [], True
-    out: list[Fact] = []
-    if eid == 1 and channel == "microsoft-windows-sysmon/operational":
-        pid, image = _pid(fields.get("ProcessId")), fields.get("Image")
-        if pid is not None and isinstance(image, str):
-            out.append(Fact(host, pid, image, time))
-    elif eid == 4688 and channel == "security":
-        pid, image = _pid(fields.get("NewProcessId")), fields.get("NewProcessName")
-        if pid is not None and isinstance(image, str):
-            out.append(Fact(host, pid, image, time))
-    elif eid in SCM_EVENT_IDS and str(fields.get("Provider_Name") or "").lower() == SCM_PROVIDER:
-        pid = _pid(fields.get("ProcessID"))
-        if pid:
-            out.append(Fact(host, pid, SERVICES_EXE, time, scm=True))
-    return out, False
-
-
 @dataclass
 class _Host:
     boots: list[float] = field(default_factory=list)  # sorted boot times
-    # pid -> sorted list of (start, image, scm)
+    # pid -> list of (start, image, scm); start may be raw text until the PID is looked up
     pids: OrderedDict = field(default_factory=OrderedDict)
 
 
 class LineageTable:
-    """Per-host PID -> image over time; answers "which image had PID p on host h at time t"."""
+    """Per-host PID -> image over time; answers "which image had PID p on host h at time t".
 
-    def __init__(self, max_hosts: int = 4096, max_pids: int = 65536) -> None:
+    ``parse`` turns a raw time text into POSIX seconds (0.0 when it cannot).
+    """
+
+    def __init__(self, max_hosts: int = 4096, max_pids: int = 65536,
+                 parse: Callable[[Any], float] = parse_time) -> None:
         self.max_hosts = max_hosts
         self.max_pids = max_pids
+        self.parse = parse
         self._hosts: OrderedDict[str, _Host] = OrderedDict()
 
     def _get(self, host: str) -> _Host:
@@ -123,10 +105,19 @@ class LineageTable:
             entries = h.pids[fact.pid] = []
             if len(h.pids) > self.max_pids:
                 h.pids.popitem(last=False)
-        item = (fact.time, fact.image, fact.scm)
-        if item not in entries:
-            entries.insert(bisect_right(entries, (fact.time,)), item)
-            del entries[:-8]  # a PID is reused rarely enough that the last few uses suffice
+        entries.append((fact.time, fact.image, fact.scm))
+        if len(entries) > 8:  # a PID is reused rarely enough that the last few uses suffice
+            del entries[:-8]
+
+    def _entries(self, h: _Host, pid: int) -> list[tuple[float, str, bool]]:
+        """The PID's uses with parsed times, sorted (parsed once, when first looked up)."""
+        entries = h.pids.get(pid)
+        if not entries:
+            return []
+        if any(type(e[0]) is not float for e in entries):
+            parse = self.parse
+            entries[:] = sorted({(e[0] if type(e[0]) is float else parse(e[0]), e[1], e[2]) for e in entries})
+        return entries
 
     def add_boot(self, host: str, time: float) -> None:
         boots = self._get(host).boots
@@ -135,21 +126,12 @@ class LineageTable:
             boots.insert(i, time)
             del boots[:-64]
 
-    def learn(self, fields: dict[str, Any], time: float) -> None:
-        facts, boot = facts_of(fields, time)
-        if boot:
-            host = _host(fields)
-            if host:
-                self.add_boot(host, time)
-        for f in facts:
-            self.add(f)
-
     def image(self, host: str, pid: int, time: float) -> str | None:
         """The image PID ``pid`` had on ``host`` at ``time``, or None when unknown."""
         h = self._hosts.get(host)
         if h is None or not time:
             return None
-        entries = h.pids.get(pid)
+        entries = self._entries(h, pid)
         if not entries:
             return None
         boot_before = _last_le(h.boots, time)
@@ -175,38 +157,3 @@ def _last_le(sorted_times: list[float], t: float) -> float | None:
 def _boot_between(boots: list[float], a: float, b: float) -> bool:
     i = bisect_right(boots, a)
     return i < len(boots) and boots[i] <= b
-
-
-# The parent fields a process creation lacks on old Windows, by event: (pid field, parent field)
-PARENT_FIELDS = {
-    ("security", 4688): ("ProcessId", "ParentProcessName"),
-    ("microsoft-windows-sysmon/operational", 1): ("ParentProcessId", "ParentImage"),
-}
-
-
-def missing_parent(fields: dict[str, Any]) -> tuple[str, int, str] | None:
-    """(host, creator pid, parent field) for a process creation without its parent image."""
-    key = (str(fields.get("Channel") or "").lower(), fields.get("EventID"))
-    spec = PARENT_FIELDS.get(key)
-    if spec is None:
-        return None
-    pid_field, parent_field = spec
-    if fields.get(parent_field) not in (None, "", "-"):
-        return None
-    host, pid = _host(fields), _pid(fields.get(pid_field))
-    if host is None or pid is None:
-        return None
-    return host, pid, parent_field
-
-
-def fill_parent(table: LineageTable, fields: dict[str, Any], time: float) -> str | None:
-    """Set the missing parent image from ``table``; returns the field it filled, or None."""
-    need = missing_parent(fields)
-    if need is None:
-        return None
-    host, pid, parent_field = need
-    image = table.image(host, pid, time)
-    if image is None:
-        return None
-    fields[parent_field] = image
-    return parent_field
