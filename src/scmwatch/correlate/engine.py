@@ -1,7 +1,8 @@
 """Streaming evaluation of Sigma correlation rules in event time.
 
 State is kept per ``(correlation, group)`` where the group is the tuple of ``group-by`` values
-(after ``aliases``; string values compared case-insensitively, like Windows names). Each group
+(after ``aliases``; compared like rule matching compares values: strings case-insensitively,
+numbers as their decimal text). An event counts once per correlation. Each group
 holds the window's entries ``(time, seq, reference, event, value, evidence)`` in time order.
 
 Windows (``timespan`` T, integer microseconds so edges are exact):
@@ -13,6 +14,13 @@ Windows (``timespan`` T, integer microseconds so edges are exact):
 * *at-close* rules (``lt``/``lte``/``eq``/``neq``, conditions with ``not``) use a window that
   opens at the group's first entry and closes at ``start + T``; it is evaluated when an entry
   past its end arrives, when the group idles out, or at the end of input.
+
+Chains: an inner alert is one entry of the outer rule at the inner alert's time, but it may be
+decided up to two inner timespans (plus one sweep) after that time. A correlation that
+references correlations therefore holds all its input back by that much and replays it in
+``(time, base events before inner alerts, arrival)`` order, so late inner alerts land in the
+window their time belongs to; tests/test_oracle_correlation.py checks this against a brute
+force that sees every input at once.
 
 Memory: a group whose newest entry is older than T (relative to the newest event processed)
 is finished and dropped; groups live in insertion-ordered dicts (least recently updated first)
