@@ -537,3 +537,31 @@ def test_sc_text_with_a_nameless_service_or_an_absurd_type_reports_the_line():
         "line 2: x: TYPE 'ffffffffffffffffffff' is not a service type",
         "line 4: SERVICE_NAME without a name; its fields are skipped",
     ]
+
+
+@pytest.mark.parametrize(
+    "image,check",
+    [
+        ('"\\\\?\\UNC\\fileserver\\tools\\agent.exe" -run', "AUD-M1022-004"),
+        ("\\??\\UNC\\fileserver\\drivers\\x.sys", "AUD-M1022-004"),
+        ('"\\\\?\\C:\\Users\\Public\\upd.exe"', "AUD-M1022-005"),
+        ("\\\\.\\C:\\Windows\\Temp\\..\\..\\RECYCLER\\x.exe", "AUD-M1022-005"),
+    ],
+)
+def test_device_namespace_paths_are_checked_as_the_plain_path(image, check):
+    (f,) = check_paths(HostData("x"), Service("S", image_path=image, account="NT AUTHORITY\\LocalSystem"))
+    assert f.check == check
+    assert f.severity == ("critical" if check == "AUD-M1022-004" else "high")  # LocalSystem either way
+    assert not f.details["path"].startswith(("\\\\?", "\\\\.", "\\??"))
+
+
+def test_collected_acl_under_a_long_path_prefix_is_found():
+    from scmwatch.audit.model import PathAcl
+    from scmwatch.audit.snapshot import path_key
+
+    writable = "D:(A;;FA;;;SY)(A;;0x1301bf;;;AU)"
+    p = "C:\\Apps\\a.exe"
+    hd = HostData("x", paths={})
+    for raw in ("\\\\?\\C:\\Apps\\a.exe", "c:/apps/./a.exe"):
+        hd.paths = {path_key(raw): PathAcl(raw, writable)}
+        assert [f.check for f in check_paths(hd, Service("A", image_path=p))] == ["AUD-M1022-001"]

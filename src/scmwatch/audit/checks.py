@@ -68,7 +68,14 @@ def is_local_system(svc: Service) -> bool:
     acct = (svc.account or "").strip().lower()
     if not acct:
         return not svc.is_driver  # Win32 services without ObjectName run as LocalSystem
-    return acct in ("localsystem", ".\\localsystem", "nt authority\\system", "system")
+    return acct in (
+        "localsystem",
+        ".\\localsystem",
+        "nt authority\\system",
+        "nt authority\\localsystem",
+        "system",
+        "s-1-5-18",
+    )
 
 
 def runs_as(svc: Service) -> tuple[bool, str]:

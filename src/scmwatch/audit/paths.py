@@ -34,11 +34,23 @@ _ENV_RE = re.compile(r"%([^%]+)%")
 _EXT_RE = re.compile(r"\.(exe|com|bat|cmd|sys|dll|scr)(?=\s|$)", re.IGNORECASE)
 
 
+# Win32 device-namespace and NT forms of a drive or UNC path: \\?\C:\, \\.\C:\, \??\C:\,
+# \\?\UNC\server\share. They name the same file as the plain form.
+_DEVICE_PREFIX = re.compile(r"^(?:\\\\[?.]\\|\\\?\?\\)(?:(UNC\\)|(?=[A-Za-z]:))", re.IGNORECASE)
+
+
 def normalize(path: str) -> str:
-    """Resolve ``.``/``..`` segments, doubled and forward slashes as Win32 (GetFullPathName) does
-    before a file is opened, so ``C:\\winnt\\system32\\..\\..\\Recycler\\x.exe`` is checked as
-    ``C:\\Recycler\\x.exe``. ``\\\\?\\`` paths are left as they are, as Win32 leaves them."""
-    return ntpath.normpath(path) if path else path
+    """The plain Win32 form of a path, as GetFullPathName resolves it before a file is opened:
+    ``.``/``..`` segments resolved (``C:\\winnt\\system32\\..\\..\\Recycler\\x.exe`` is
+    ``C:\\Recycler\\x.exe``), forward and doubled slashes folded, and the ``\\\\?\\``,
+    ``\\\\.\\`` and ``\\??\\`` prefixes of drive and UNC paths removed."""
+    if not path:
+        return path
+    p = path.replace("/", "\\")
+    m = _DEVICE_PREFIX.match(p)
+    if m:
+        p = ("\\\\" if m.group(1) else "") + p[m.end() :]
+    return ntpath.normpath(p)
 
 
 def expand(raw: str) -> str:
@@ -48,8 +60,6 @@ def expand(raw: str) -> str:
     low = s.lower()
     if low.startswith("\\systemroot\\"):
         s = "C:\\Windows\\" + s[12:]
-    elif low.startswith("\\??\\"):
-        s = s[4:]
     elif low.startswith("system32\\") or low.startswith("syswow64\\"):
         s = "C:\\Windows\\" + s
     return s
@@ -113,8 +123,8 @@ def ancestors(path: str) -> list[str]:
 
 
 def is_network_path(path: str) -> bool:
-    """UNC paths (``\\\\server\\share``), except the local device namespaces ``\\\\?\\``/``\\\\.\\``."""
-    p = path.replace("/", "\\")
+    """UNC paths (``\\\\server\\share``, also as ``\\\\?\\UNC\\``), not other device paths."""
+    p = normalize(path)
     return p.startswith("\\\\") and not p.startswith(("\\\\?\\", "\\\\.\\"))
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scmwatch.audit.model import AsrRule, Defender, HostData, PathAcl, Service
+from scmwatch.audit.paths import normalize
 
 SCHEMA_NAME = "scmwatch.audit.snapshot"
 SCHEMA_VERSION = 1
@@ -294,5 +295,5 @@ def _item(hd: HostData, where: str, convert: Callable[..., Any], value: Any) -> 
 
 def path_key(path: str) -> str:
     """Lookup key for ``HostData.paths`` (case-insensitive, no trailing backslash except roots)."""
-    low = path.lower()
+    low = normalize(path).lower()
     return low if low.endswith(":\\") else low.rstrip("\\")
