@@ -1,5 +1,6 @@
-"""Hostile rules (issue 11, items 3 and 15): wildcards that made Python's ``re`` backtrack for
-minutes, absurdly complex values, and correlations that wait for themselves.
+"""Hostile rules and rule inputs (issue 11, items 3, 10 and 15): wildcards that made Python's
+``re`` backtrack for minutes, absurdly complex values, correlations that wait for themselves,
+and a burst of distinct correlation groups that the reorder buffer held without limit.
 
 Rules and logs are written by each test. The hang cases run the real CLI in a subprocess with a
 generous timeout: the old matcher needed minutes (or forever) on these, the linear one
@@ -16,7 +17,11 @@ from pathlib import Path
 import pytest
 
 from scmwatch.cli import main
+from scmwatch.correlate import Candidate, ReorderBuffer
 from scmwatch.correlate.links import extract_fact
+from scmwatch.correlate.stream import MAX_HELD
+from scmwatch.events.model import Event
+from scmwatch.hunt import run_hunt
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.values import MAX_WILDCARDS, ONE, WILD, glob_matcher, merge_parts
 
@@ -171,3 +176,53 @@ def test_long_chain_into_a_cycle_does_not_hit_the_recursion_limit(tmp_path):
     docs += [_corr(f"d{i}", [f"d{i + 1}" if i + 1 < n else "c0"]) for i in range(n)]
     rs = load_rules(_write(tmp_path / "chain.yml", *docs))
     assert rs.correlations == [] and len(rs.rejected) == n + 2
+
+
+# -- item 10: the correlation reorder buffer is bounded ----------------------------------------------
+
+def _cand(t_us: int, pos: int) -> Candidate:
+    ev = Event({"EventID": 7045, "ServiceName": f"s{pos}"}, "f", pos, "json", t_us / 1e6)
+    return Candidate(t_us, 0, pos, ev, ("k",))
+
+
+def test_reorder_buffer_holds_at_most_its_cap_and_counts_the_overflow():
+    buf = ReorderBuffer(lateness=300, max_held=100)
+    t0 = 1_714_557_600_000_000
+    released = []
+    for i in range(1000):  # a million-event burst in miniature: all within the lateness
+        released += buf.push(_cand(t0 + i * 100, i))
+        assert len(buf) <= 100
+    released += list(buf.drain())
+    assert [c.position for c in released] == list(range(1000))  # still in time order
+    assert buf.peak == 100 and buf.overflow == 900 and buf.late == 0
+
+
+def test_reorder_overflow_makes_an_older_straggler_late_not_lost_silently():
+    buf = ReorderBuffer(lateness=300, max_held=10)
+    t0 = 1_714_557_600_000_000
+    for i in range(50):
+        buf.push(_cand(t0 + 1_000_000 + i, i))
+    assert buf.push(_cand(t0, 99)) == [] and buf.late == 1  # older than what was forced out
+    assert buf.late_examples[0]["record_id"] == 99
+
+
+def test_hunt_summary_reports_the_reorder_cap(tmp_path):
+    n = 200
+    log = tmp_path / "System.jsonl"
+    log.write_text("".join(json.dumps({
+        "EventID": 7045, "Channel": "System", "Computer": "H", "ServiceName": f"svc{i}",
+        "TimeCreated": f"2024-05-01T10:00:00.{i:06d}Z"}) + "\n" for i in range(n)))
+    rules = _write(tmp_path / "r.yml", BASE, """title: twice
+name: twice
+level: high
+correlation:
+  type: event_count
+  rules: [base]
+  group-by: [ServiceName]
+  timespan: 10m
+  condition: {gte: 2}
+""")
+    res = run_hunt([str(log)], load_rules(rules))
+    corr = res.summary["correlation"]
+    assert corr["reorder_cap"] == MAX_HELD and corr["reorder_overflow"] == 0 and corr["reorder_peak"] == n
+    assert corr["groups_peak"] == n and res.summary["alerts"] == 0

@@ -603,6 +603,8 @@ class Correlator:
             "untimed_events": self.untimed,
             "lateness_seconds": self.buffer.lateness_us / 1e6,
             "reorder_peak": self.buffer.peak,
+            "reorder_cap": self.buffer.max_held,
+            "reorder_overflow": self.buffer.overflow,
             "state_peak": self.state_peak,
             "groups_peak": self.groups_peak,
             "groups_evicted": self.groups_evicted,

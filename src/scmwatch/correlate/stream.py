@@ -101,14 +101,26 @@ def _fast_us(s: str) -> int | None:
     return ((days * 86400 + h * 3600 + mi * 60 + sec) * 1_000_000) + us
 
 
+# Most candidates (each with its event) the reorder buffer holds. The hunt feeds it a k-way
+# merge by time of per-file streams, so it only repairs disorder inside files: 160 held at
+# most on the bundled demo. Without a cap it held every candidate within --lateness of the
+# newest: 1,000,000 (2.1 GB) for a million events crammed into a few minutes.
+MAX_HELD = 50_000
+
+
 class ReorderBuffer:
     """Bounded-lateness reordering: push in any order, pop in time order.
 
-    Memory is bounded by the number of candidates within ``lateness`` of the newest one.
+    Holds the candidates within ``lateness`` of the newest one, but never more than
+    ``max_held``: beyond that the oldest is released early and counted (``overflow``), so
+    memory is bounded whatever the input. An early release only matters if a candidate older
+    than it arrives later: that one is then *late* (counted, with examples), as with lateness.
     """
 
-    def __init__(self, lateness: float = 300.0, max_examples: int = 20) -> None:
+    def __init__(self, lateness: float = 300.0, max_examples: int = 20, max_held: int = MAX_HELD) -> None:
         self.lateness_us = int(lateness * 1_000_000)
+        self.max_held = max(1, max_held)
+        self.overflow = 0
         self._heap: list[tuple] = []
         self._n = 0
         self._newest = None  # newest time pushed
@@ -136,17 +148,22 @@ class ReorderBuffer:
         # plain tuples: comparing ints is much cheaper than calling __lt__ on dataclasses
         heapq.heappush(heap, (cand.time_us, cand.file_index, cand.position, self._n, cand))
         if len(heap) > self.peak:
-            self.peak = len(heap)
+            self.peak = min(len(heap), self.max_held)  # one over the cap is released at once
         if self._newest is None or cand.time_us > self._newest:
             self._newest = cand.time_us
         horizon = self._newest - self.lateness_us
-        if heap[0][0] > horizon:
+        if heap[0][0] > horizon and len(heap) <= self.max_held:
             return []
         out = []
         while heap and heap[0][0] <= horizon:
             item = heapq.heappop(heap)
             self._released = item[:3]
             out.append(item[4])
+        if len(heap) > self.max_held:  # full: the oldest goes now, whatever its time
+            item = heapq.heappop(heap)
+            self._released = item[:3]
+            out.append(item[4])
+            self.overflow += 1
         return out
 
     def drain(self) -> Iterator[Candidate]:
