@@ -33,9 +33,11 @@ touches the disk. The summary's ``memory`` object reports how much was held at o
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -488,7 +490,7 @@ def local_units(ctx: HuntContext, inputs: list[InputFile], jobs: int,
     global _CTX, _COLLECT
     _CTX, _COLLECT = ctx, report is not None
     try:
-        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        with multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_signals) as pool:
             # Largest files first so one big file does not finish last alone; batches of files
             # per task, because a Pool round trip costs ~0.5 ms of parent CPU and directories of
             # small .evtx files are common.
@@ -497,6 +499,14 @@ def local_units(ctx: HuntContext, inputs: list[InputFile], jobs: int,
                 yield from batch
     finally:
         _CTX = None
+
+
+def _worker_signals() -> None:
+    """In a pool worker: Ctrl-C is the parent's to handle (it terminates the pool), and
+    SIGTERM (what ``Pool.terminate`` sends) ends the worker at once, without a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 # The fork pool's workers inherit these (compiled rules cannot be pickled).
@@ -601,8 +611,12 @@ def run_hunt(
         jobs = max(1, min(jobs, len(inputs))) if inputs else 1
         merge = AlertMerge(ctx, stats, memory_budget=memory_budget, fan_in=fan_in)
         events_seen = 0
-        with Progress(inputs, enabled=show_progress) as bar:
-            for r in map_units(ctx, inputs, jobs, on_error):
+        units = map_units(ctx, inputs, jobs, on_error)
+        # closed on the way out: interrupted here, the pool is terminated before the spill dir
+        # is removed (a worker still writing into it left it behind)
+        closing = contextlib.closing(units) if hasattr(units, "close") else contextlib.nullcontext()
+        with Progress(inputs, enabled=show_progress) as bar, closing:
+            for r in units:
                 merge.add(r)
                 if on_error is not None:
                     for err in r.errors:

@@ -29,6 +29,7 @@ import os
 import pickle
 import resource
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
@@ -48,11 +49,20 @@ def default_fan_in() -> int:
     return max(2, min(256, (soft - 64) // 2))
 
 
+PREFIX = "scmwatch-hunt-"
+
+
 class SpillDir:
-    """A private temporary directory (under ``TMPDIR``) removed as a whole at the end."""
+    """A private temporary directory (under ``TMPDIR``) removed as a whole at the end.
+
+    Its name carries the pid of the hunt (``scmwatch-hunt-<pid>-<random>``): a hunt killed
+    where no cleanup can run (SIGKILL, power loss) leaves it behind, and the next hunt removes
+    such directories of processes that no longer exist (:func:`remove_stale`).
+    """
 
     def __init__(self, parent: str | None = None) -> None:
-        self.path = tempfile.mkdtemp(prefix="scmwatch-hunt-", dir=parent)
+        remove_stale(parent)
+        self.path = tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent)
         self._names = itertools.count()
 
     def new_path(self, prefix: str) -> str:
@@ -72,6 +82,48 @@ class SpillDir:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def remove_stale(parent: str | None = None) -> int:
+    """Remove spill directories under ``parent`` (default ``TMPDIR``) left by dead hunts.
+
+    Only directories named ``scmwatch-hunt-<pid>-...``, owned by this user, whose pid no longer
+    runs; never a symlink. Returns how many were removed.
+    """
+    base = parent or tempfile.gettempdir()
+    me = os.getuid()
+    removed = 0
+    try:
+        entries = list(os.scandir(base))
+    except OSError:
+        return 0
+    for entry in entries:
+        pid = entry.name[len(PREFIX):].split("-", 1)[0] if entry.name.startswith(PREFIX) else ""
+        if not pid.isdigit():
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != me or _running(int(pid)):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, ValueError):  # not a pid this system can have
+        return False
+    except OSError:  # EPERM: it runs, as another user
+        return True
+    return True
 
 
 class StreamWriter:

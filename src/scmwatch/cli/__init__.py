@@ -3,14 +3,17 @@
 Each subcommand lives in its own module exposing ``register(subparsers)``; the module sets
 ``func`` on its parser. Exit codes (architecture.md): 0 success (partial parse errors are
 reported and counted), 1 when an input could not be read at all or no rule could be loaded,
-2 usage errors.
+2 usage errors, 130 Ctrl-C, 143 SIGTERM (129 SIGHUP): those unwind, so temporary files go.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
+from typing import Any
 
 from scmwatch import __version__
 
@@ -37,6 +40,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C, so every ``finally`` (spill directory, partial
+    output files) runs before the process exits."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def _on_termination_signals() -> dict[int, Any]:
+    """Turn SIGTERM/SIGHUP into :class:`Terminated` (main thread only; forked hunt workers
+    restore the defaults, see ``scmwatch.hunt``); returns the handlers replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) == signal.SIG_DFL:
+            old[sig] = signal.signal(sig, _terminate)
+    return old
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -44,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    replaced = _on_termination_signals()
     try:
         return int(args.func(args) or 0)
+    except Terminated as exc:
+        print(f"scmwatch: terminated ({exc})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("scmwatch: interrupted", file=sys.stderr)
         return 130
@@ -53,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         # `scmwatch ... | head`: the reader went away; not an error worth a traceback.
         sys.stderr.close()
         return 0
+    finally:
+        for sig, handler in replaced.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

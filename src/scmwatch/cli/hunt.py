@@ -11,6 +11,7 @@ from typing import Any
 
 from scmwatch import rules as pack
 from scmwatch.alerts import LEVELS
+from scmwatch.cli import Terminated
 from scmwatch.cli.hunt_case import CaseRun, CaseRunError, usage_problem
 from scmwatch.cli.outputs import AtomicFile, clash, write_atomic
 from scmwatch.escape import terminal
@@ -115,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"scmwatch: {terminal(exc.message)}", file=sys.stderr)
         _write_summary(args.summary, {**exc.summary, "error": exc.message, "exit_code": exc.code}, start)
         return exc.code
+    except Terminated as exc:
+        _write_summary(args.summary, {"error": f"terminated ({exc})", "exit_code": 128 + exc.signum}, start)
+        raise
     except KeyboardInterrupt:
         _write_summary(args.summary, {"error": "interrupted", "exit_code": 130}, start)
         raise
