@@ -116,11 +116,22 @@ def _sentinel_windowsevent():
     )
 
 
+# Corrections to pySigma's ecs_windows for the fields scmwatch's queries use: it has no mapping for
+# `Computer` (so a group-by lands on winlog.event_data.Computer, which Winlogbeat never writes), and it
+# maps 4688's ParentProcessName (a full path) to process.parent.name (a file name), where an
+# `endswith '\services.exe'` can never match.
+ECS_CORRECTIONS = {"Computer": "winlog.computer_name",
+                   "ParentProcessName": "process.parent.executable.caseless"}
+
+
 def _ecs_windows_fields():
     from sigma.pipelines.elasticsearch.windows import ecs_windows as pipeline
+    from sigma.processing.pipeline import ProcessingItem
+    from sigma.processing.transformations import FieldMappingTransformation
 
     p = pipeline()
-    p.items = [i for i in p.items if not (i.identifier or "").startswith("windows_logsource_")]
+    fix = ProcessingItem(FieldMappingTransformation(ECS_CORRECTIONS), identifier="scmwatch_ecs_corrections")
+    p.items = [fix, *(i for i in p.items if not (i.identifier or "").startswith("windows_logsource_"))]
     p.name = "ECS Windows field mappings (logsource conditions left to scmwatch)"
     return p
 
