@@ -17,6 +17,7 @@ from scmwatch.cli.outputs import AtomicFile, clash, write_atomic
 from scmwatch.escape import terminal
 from scmwatch.events.model import ReadError
 from scmwatch.events.read import discover
+from scmwatch.export.update import RulesNotInstalled, resolve_rule_paths
 from scmwatch.hunt import local_units, run_hunt
 from scmwatch.progress import summary_line
 from scmwatch.sigma import load_rules
@@ -34,7 +35,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--rules", action="append", default=None, metavar="PATH",
-                   help="Sigma rule file or directory (repeatable); default: the built-in pack")
+                   help="Sigma rule file or directory (repeatable), or 'sigmahq' (the set `scmwatch rules "
+                   "update` installed); default: the built-in pack")
     p.add_argument("--placeholders", metavar="FILE", default=None,
                    help="YAML mapping placeholder name -> list of values for |expand rules")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
@@ -150,6 +152,11 @@ def _write_summary(path: str | None, summary: dict[str, Any], start: float) -> b
 def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
     """Load the rules, hunt, stream the alerts into the output; ``(summary, exit code)``."""
     rule_paths = args.rules
+    if rule_paths:
+        try:  # named sets: `sigmahq` is what `rules update` installed
+            rule_paths = resolve_rule_paths(rule_paths, builtin=str(pack.PACK_DIR))
+        except RulesNotInstalled as exc:
+            raise _Failed(str(exc), 2) from exc
     if not rule_paths:
         if not pack.pack_paths():
             raise _Failed(f"the built-in rule pack ({pack.PACK_DIR}) is empty; give --rules PATH", 2)
