@@ -565,3 +565,31 @@ def test_collected_acl_under_a_long_path_prefix_is_found():
     for raw in ("\\\\?\\C:\\Apps\\a.exe", "c:/apps/./a.exe"):
         hd.paths = {path_key(raw): PathAcl(raw, writable)}
         assert [f.check for f in check_paths(hd, Service("A", image_path=p))] == ["AUD-M1022-001"]
+
+
+def test_the_newest_snapshot_of_a_host_wins_over_older_days_in_sorted_folders(tmp_path, capsys):
+    doc = dict(json.loads((FIXTURES / "audit" / "fleet" / "WS04.scmwatch.json").read_text()), errors=[])
+    weak = [dict(doc["services"][0], sddl="D:(A;;GA;;;SY)(A;;DC;;;AU)", account="LocalSystem")]
+    days = {
+        "2026-11-20": (weak, "2026-11-20T09:15:00Z"),
+        "2026-11-21": (doc["services"], "2026-11-21T09:15:00Z"),
+    }
+    for day, (services, stamp) in days.items():
+        (tmp_path / day).mkdir()
+        (tmp_path / day / "WS04.scmwatch.json").write_text(
+            json.dumps(dict(doc, services=services, collected_at=stamp))
+        )
+    svc = doc["services"][1]["name"]
+    (tmp_path / "WS04.reg").write_bytes(regedit5('"Type"=dword:00000010\r\n', key="OnlyInReg"))
+    log = AuditLog()
+    (hd,) = load([str(tmp_path)], log)
+    assert (
+        hd.collected_at == "2026-11-21T09:15:00Z"
+        and "onlyinreg" in hd.services
+        and svc.lower() in hd.services
+    )
+    assert log.problems == [] and len(log.notes) == 1 and "older snapshot of WS04" in log.notes[0][1]
+    assert not [f for f in audit_host(hd) if f.check == "AUD-M1026-001"]
+    assert main(["audit", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "older snapshot of WS04 (collected 2026-11-20T09:15:00Z) left out" in err and "problem" not in err

@@ -10,6 +10,7 @@ import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from scmwatch.audit.model import HostData
@@ -27,14 +28,18 @@ MAX_PATH_CHARS = 32767
 
 @dataclass
 class AuditLog:
-    """Problems met while reading: (file, message), plus how many files were read at all."""
+    """Problems met while reading: (file, message), notes, and how many files were read at all."""
 
     problems: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # worth saying, not a problem
     files_seen: int = 0
     files_read: int = 0
 
     def error(self, source: str, message: str) -> None:
         self.problems.append((source, message))
+
+    def note(self, source: str, message: str) -> None:
+        self.notes.append((source, message))
 
     @property
     def files_failed(self) -> int:
@@ -189,15 +194,41 @@ def _validate(hd: HostData) -> None:
 
 
 def load(paths: list[str], log: AuditLog) -> list[HostData]:
-    """Read every input and merge them per host (case-insensitive host name), in input order."""
-    hosts: dict[str, HostData] = {}
+    """Read every input and merge them per host (case-insensitive host name).
+
+    A host's newest snapshot (by ``collected_at``) is the base: a share that keeps every day's
+    collection must not have last month's state win because its folder sorts first. Older
+    snapshots of the host are left out with a note; ``.reg`` and sc.exe inputs then fill what
+    the snapshot lacks, in input order."""
+    groups: dict[str, list[HostData]] = {}
     for path in discover(paths, log):
         hd = read_one(path, log)
-        if hd is None:
-            continue
-        key = hd.host.lower()
-        if key in hosts:
-            hosts[key].merge(hd)
-        else:
-            hosts[key] = hd
-    return list(hosts.values())
+        if hd is not None:
+            groups.setdefault(hd.host.lower(), []).append(hd)
+    out = []
+    for inputs in groups.values():
+        snapshots = [hd for hd in inputs if hd.collected_at is not None]
+        newest = max(snapshots, key=lambda hd: _collected(hd.collected_at), default=None)
+        base = newest or inputs[0]
+        for hd in inputs:
+            if hd is base:
+                continue
+            if newest is not None and hd.collected_at is not None:
+                log.note(
+                    hd.sources[0],
+                    f"older snapshot of {hd.host} (collected {hd.collected_at}) left out: "
+                    f"{newest.sources[0]} was collected {newest.collected_at}",
+                )
+                continue
+            base.merge(hd)
+        out.append(base)
+    return out
+
+
+def _collected(stamp: str | None) -> float:
+    """A snapshot's collection time; an unreadable one counts as older than any readable one."""
+    try:
+        t = datetime.fromisoformat((stamp or "").replace("Z", "+00:00"))
+        return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError, OSError):  # not ISO 8601; or past year 1 / 9999 in UTC
+        return float("-inf")

@@ -57,7 +57,7 @@ def handle(args: argparse.Namespace) -> int:
             return 2
     log = AuditLog()
     hosts = load(args.paths, log)
-    for source, message in log.problems:
+    for source, message in log.problems + log.notes:
         print(f"scmwatch: {terminal(source)}: {terminal(message)}", file=sys.stderr)
     if not hosts:
         print(f"scmwatch: audit: no input could be read ({log.files_seen} file(s) tried)", file=sys.stderr)
