@@ -98,11 +98,19 @@ def _verify(paths: list[str], exp: Any, events: list[str]) -> int:
     for d in res.differences:
         print(f"scmwatch: verify: {d.rule}: {d.event}: engine {'matches' if d.engine else 'does not match'}, "
               f"SQLite {'matches' if d.sqlite else 'does not'}", file=sys.stderr)
+    for line in res.correlation_differences:
+        print(f"scmwatch: verify: {line}", file=sys.stderr)
+    for line in res.correlation_count_notes:
+        print(f"scmwatch: verify: note: {line} (same groups; re-alerting differs)", file=sys.stderr)
     for err in res.errors:
         print(f"scmwatch: verify: {err}", file=sys.stderr)
     print(f"scmwatch: verify: {res.events} events, {res.rules_compared} rules compared: {res.rules_equal} "
           f"equal, {res.rules_compared - res.rules_equal} differ ({len(res.differences)} differences), "
           f"{len(res.errors)} query errors, {res.matches} matches agreed", file=sys.stderr)
+    if res.correlations_compared:
+        print(f"scmwatch: verify: {res.correlations_compared} correlations compared: "
+              f"{res.correlations_equal} alert for the same groups ({res.correlation_alerts} groups), "
+              f"{len(res.correlation_differences)} differences", file=sys.stderr)
     if not res.events:
         print("scmwatch: verify: no events: add fixtures (tests/<rule file>.jsonl) or --events FILE",
               file=sys.stderr)
