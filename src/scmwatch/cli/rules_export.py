@@ -111,6 +111,12 @@ def _verify(paths: list[str], exp: Any, events: list[str]) -> int:
         print(f"scmwatch: verify: {res.correlations_compared} correlations compared: "
               f"{res.correlations_equal} alert for the same groups ({res.correlation_alerts} groups), "
               f"{len(res.correlation_differences)} differences", file=sys.stderr)
+    for line in res.linked_differences:
+        print(f"scmwatch: verify: link correlation: {line}", file=sys.stderr)
+    if res.linked_compared:
+        print(f"scmwatch: verify: {res.linked_compared} correlations on link.* fields (not exportable) "
+              f"cross-checked with the fields as columns: {res.linked_equal} alert for the same groups "
+              "(differences above are informational)", file=sys.stderr)
     if not res.events:
         print("scmwatch: verify: no events: add fixtures (tests/<rule file>.jsonl) or --events FILE",
               file=sys.stderr)

@@ -139,10 +139,11 @@ def _base_rules(corr: SigmaCorrelationRule) -> list[str]:
     return out
 
 
-def correlation_obstacle(corr: SigmaCorrelationRule, blocked: dict[str, str]) -> str | None:
+def correlation_obstacle(corr: SigmaCorrelationRule, blocked: dict[str, str],
+                         derived_ok: bool = False) -> str | None:
     """Why a correlation cannot mean in a SIEM what it means in scmwatch, or None."""
     derived = sorted(f for f in correlation_fields(corr) if f.startswith(LINK_PREFIX))
-    if derived:
+    if derived and not derived_ok:
         what = "; ".join(f"{f}: {DERIVED.get(f, 'derived by scmwatch')}" for f in derived)
         return f"groups events by fields scmwatch derives ({what}); no SIEM event carries them"
     for ref in corr.rules:
@@ -154,8 +155,11 @@ def correlation_obstacle(corr: SigmaCorrelationRule, blocked: dict[str, str]) ->
 
 
 def export_rules(paths: Iterable[str | os.PathLike], target: str | Target,
-                 pipelines: list[str] | None = None) -> Export:
-    """Convert every rule under ``paths`` for ``target`` (a name from :data:`TARGETS`)."""
+                 pipelines: list[str] | None = None, derived_ok: bool = False) -> Export:
+    """Convert every rule under ``paths`` for ``target`` (a name from :data:`TARGETS`).
+
+    ``derived_ok``: convert correlations on scmwatch's ``link.*`` fields as if events carried
+    them -- only for :mod:`~scmwatch.export.verify`, whose table has them as columns."""
     tgt = TARGETS[target] if isinstance(target, str) else target
     backend = make_backend(tgt, pipelines)  # fail early (BackendMissing) before any work
     loaded = load_sigma(paths)
@@ -178,7 +182,7 @@ def export_rules(paths: Iterable[str | os.PathLike], target: str | Target,
     # chains: a correlation on a blocked correlation is blocked too (references resolve in order)
     for corr in _dependency_order(loaded.correlations):
         e = _entry("correlation", corr, _path(corr))
-        reason = correlation_obstacle(corr, blocked)
+        reason = correlation_obstacle(corr, blocked, derived_ok)
         if reason:
             e.reason = reason
             blocked[corr.name or str(corr.id)] = reason
