@@ -240,3 +240,68 @@ def test_readme_documents_the_views():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for view, cols in schema.VIEW_COLUMNS.items():
         assert f"| `{view}` | {', '.join(cols)} |" in readme, view
+
+
+def test_a_failed_run_leaves_the_case_as_it_was(capsys, tmp_path):
+    case = tmp_path / "c.duckdb"
+    hunt(capsys, case, *PART_A)
+    n = scalar(case, "SELECT count(*) FROM alerts")
+    rc = main(["hunt", *PART_B, "--case", str(case), "--format", "jsonl", "-o", "/dev/full"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot write alerts" in err
+    assert scalar(case, "SELECT count(*) FROM runs") == 1
+    assert scalar(case, "SELECT count(*) FROM alerts") == n
+    assert scalar(case, "SELECT count(*) FROM files") == len(list(DEMO.glob("DC01/*"))) + len(
+        list(DEMO.glob("FS01/*")))
+
+
+def test_triage_state_shows_in_the_views(capsys, tmp_path):
+    case = tmp_path / "c.duckdb"
+    hunt(capsys, case, str(DEMO))
+    con = open_case(str(case), write=True)
+    try:
+        aid, host = con.execute("SELECT alert_id, host_key FROM alerts ORDER BY time LIMIT 1").fetchone()
+        src, dst = con.execute("SELECT source_host, target_host FROM lateral_edges LIMIT 1").fetchone()
+        con.execute("INSERT INTO triage_t VALUES ('alert', ?, 'investigating', 'first look', 'ann', "
+                    "TIMESTAMP '2024-05-07 10:00:00'), ('alert', ?, 'true-positive', 'confirmed', 'bob', "
+                    "TIMESTAMP '2024-05-07 11:00:00'), ('host', ?, 'closed', NULL, 'ann', now()), "
+                    "('edge', ?, 'benign', 'admin jump host', 'ann', now())",
+                    [aid, aid, host, f"{src} -> {dst}"])
+    finally:
+        con.close()
+    rc, rows, _ = query(capsys, case, "SELECT status, note FROM alerts WHERE alert_id = $1", aid)
+    assert rc == 2  # arguments belong to saved questions only
+    rc, rows, _ = query(capsys, case, f"SELECT status, note FROM alerts WHERE alert_id = '{aid}'")
+    assert rows == [{"status": "true-positive", "note": "confirmed"}]  # the latest decision
+    rc, rows, _ = query(capsys, case, f"SELECT status FROM hosts WHERE host = '{host}'")
+    assert rows == [{"status": "closed"}]
+    rc, rows, _ = query(capsys, case, f"SELECT status FROM lateral_edges WHERE source_host = '{src}' "
+                                      f"AND target_host = '{dst}'")
+    assert rows == [{"status": "benign"}]
+    rc, rows, _ = query(capsys, case, "untriaged")
+    assert aid not in {r["alert_id"] for r in rows}
+    out = tmp_path / "r.html"
+    assert main(["report", str(case), "-o", str(out)]) == 0
+    capsys.readouterr()
+    html = out.read_text()
+    assert "true-positive" in html and "confirmed" in html
+
+
+def test_oversized_values_are_cut_not_fatal(capsys, tmp_path):
+    from scmwatch.case import stage
+
+    log = tmp_path / "big.ndjson"
+    huge = "A" * (stage.MAX_ROW + 1000)
+    log.write_text(json.dumps({"EventID": 7045, "Channel": "System", "Computer": "WS1",
+                               "TimeCreated": "2024-05-01T10:00:00Z", "ServiceName": "x",
+                               "ImagePath": huge}) + "\n")
+    case = tmp_path / "c.duckdb"
+    summary = tmp_path / "s.json"
+    rc = main(["hunt", str(log), "--case", str(case), "--keep-events", "--format", "jsonl",
+               "--summary", str(summary)])
+    capsys.readouterr()
+    assert rc == 0
+    assert scalar(case, "SELECT count(*) FROM events") == 1
+    kept = scalar(case, "SELECT data->>'ImagePath' FROM events")
+    assert len(kept) < stage.MAX_ROW and kept.startswith("A" * 1000) and "cut by scmwatch" in kept
+    assert scalar(case, "SELECT (summary->>'case_values_cut')::INT FROM runs") >= 1

@@ -1,11 +1,12 @@
 """``--keep-events``: every normalized event into the case, columnar, beside the hunt.
 
 The hunt's reader is wrapped (``HuntContext.read``): each event is matched as usual and also
-written as one staged row (NDJSON) per input file; the parent loads a file's rows with one
-``INSERT ... FROM read_json`` as that file's result arrives, so memory stays bounded by DuckDB's
-own buffers whatever the input size, and ``--jobs`` workers do the per-event Python work in
-parallel. The read gate is off for such a hunt (every record is parsed, not only those a rule
-looks at): that, and the JSON encoding, is what keeping events costs (bench/case_ingest.py).
+written as one staged row (NDJSON) to a file per input; as results arrive the parent loads the
+staged files with one ``INSERT ... FROM read_json`` per ``LOAD_ROWS`` rows, so memory stays
+bounded (DuckDB's buffers, staged rows wait on disk) whatever the input size, and ``--jobs``
+workers do the per-event Python work in parallel. The read gate is off for such a hunt (every
+record is parsed, not only those a rule looks at): that, and the JSON encoding, is what keeping
+events costs (bench/case_store.py).
 
 Row layout (``event_rows``): the System fields in typed columns (EventID, Channel, Provider_Name,
 Computer, EventRecordID, TimeCreated, ProcessID, ThreadID, UserID), everything else in ``data``
@@ -29,7 +30,7 @@ import duckdb
 import orjson
 
 from scmwatch.case.files import file_sha256
-from scmwatch.case.stage import load
+from scmwatch.case.stage import load, row_line
 from scmwatch.events.model import Event, ReadGate, ReadStats
 from scmwatch.events.read import read_input
 from scmwatch.sinks.jsonl import json_line
@@ -46,6 +47,9 @@ COLUMNS = {
     "Provider_Name": "VARCHAR", "Computer": "VARCHAR", "EventRecordID": "BIGINT", "TimeCreated": "VARCHAR",
     "ProcessID": "BIGINT", "ThreadID": "BIGINT", "UserID": "VARCHAR", "data": "JSON",
 }
+# Rows staged before one load: DuckDB's read_json has a fixed cost per call (~5-10 ms), so
+# directories of small .evtx files are loaded many files at a time.
+LOAD_ROWS = 100_000
 INSERT = ("INSERT INTO event_rows SELECT file_sha256, seq, source, record_id, format, "
           "CASE WHEN time_us IS NULL OR time_us = 0 THEN NULL ELSE make_timestamp(time_us) END, "
           "EventID, Channel, Provider_Name, Computer, EventRecordID, TimeCreated, ProcessID, ThreadID, "
@@ -104,7 +108,9 @@ class EventKeeper:
         self.kept = frozenset(r[0] for r in con.execute(
             "SELECT DISTINCT sha256 FROM file_rows WHERE events_kept AND sha256 IS NOT NULL").fetchall())
         self.events = 0
-        self.bytes_staged = 0
+        self.cut = 0  # events whose long strings were cut to fit stage.MAX_ROW
+        self.pending: list[str] = []  # staged files taken, not yet loaded
+        self.pending_rows = 0
 
     def _paths(self, name: str) -> tuple[str, str]:
         key = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()
@@ -115,40 +121,50 @@ class EventKeeper:
         sha256, size, head = file_sha256(unit)
         rows, meta = self._paths(unit.name)
         keep = sha256 is not None and sha256 not in self.kept
-        n = 0
+        n = cut = 0
         with open(rows, "wb") as fh:
             for n, ev in enumerate(read_input(unit, stats), 1):
                 if keep:
-                    fh.write(json_line(event_row(ev, sha256, n - 1)))
+                    line, was_cut = row_line(event_row(ev, sha256, n - 1))
+                    cut += was_cut
+                    fh.write(line)
                 yield ev
         with open(meta, "wb") as fh:
             fh.write(json_line({"sha256": sha256, "size": size, "head": head.hex(), "kept": keep,
-                                "events": n if keep else 0}))
+                                "events": n if keep else 0, "cut": cut}))
 
     def ingest(self, unit: Any) -> dict[str, Any] | None:
-        """Load one file's staged rows (parent side); its meta (sha256, size, kept), or None
-        when the unit was never read."""
+        """Take one file's staged rows (parent side; loaded in batches of ``LOAD_ROWS``); its
+        meta (sha256, size, kept), or None when the unit was never read."""
         rows, meta_path = self._paths(unit.name)
         try:
             with open(meta_path, "rb") as fh:
                 meta = orjson.loads(fh.read())
         except OSError:
             return None
+        os.unlink(meta_path)
         if meta["sha256"] in self.kept:  # the same content twice in this run: stored once
             meta["kept"] = False
-        try:
-            if meta["kept"] and meta["events"]:
-                self.bytes_staged += os.path.getsize(rows)
-                load(self.con, INSERT, rows, COLUMNS)
-                self.events += meta["events"]
-                self.kept = self.kept | {meta["sha256"]}
-        finally:
-            for p in (rows, meta_path):
-                try:
-                    os.unlink(p)
-                except OSError:
-                    pass
+        if meta["kept"] and meta["events"]:
+            self.cut += meta["cut"]
+            self.kept = self.kept | {meta["sha256"]}
+            self.pending.append(rows)
+            self.pending_rows += meta["events"]
+            if self.pending_rows >= LOAD_ROWS:
+                self.flush()
+        else:
+            os.unlink(rows)
         return meta
+
+    def flush(self) -> None:
+        """Load the staged files taken so far with one INSERT."""
+        if not self.pending:
+            return
+        load(self.con, INSERT, self.pending, COLUMNS)
+        self.events += self.pending_rows
+        for p in self.pending:
+            os.unlink(p)
+        self.pending, self.pending_rows = [], 0
 
     def cleanup(self) -> None:
         for name in os.listdir(self.dir):

@@ -197,7 +197,8 @@ VIEW_COLUMNS: dict[str, dict[str, str]] = {
     },
     "runs": {
         "run_id": "1..", "kind": "'hunt' or 'retro-hunt'", "started": "UTC",
-        "finished": "UTC (NULL: interrupted)", "command": "command line", "scmwatch_version": "version",
+        "finished": "UTC (a run is committed whole)", "command": "command line",
+        "scmwatch_version": "version",
         "rulepack": "built-in pack version, if used", "ruleset_hash": "sha256 over the rule files",
         "rules_loaded": "rules", "correlations_loaded": "correlations", "files": "inputs",
         "events": "events read", "alerts": "alerts found", "alerts_new": "of those, new to the case",

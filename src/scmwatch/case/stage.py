@@ -17,6 +17,30 @@ import duckdb
 
 from scmwatch.sinks.jsonl import json_line
 
+# The largest staged row. DuckDB's JSON reader holds two buffers of this size per thread, so it
+# bounds the case's memory; EVTX records are at most 64 KiB, and a larger row (a giant JSON log
+# line) has its long strings cut (``row_line``) rather than failing the run.
+MAX_ROW = 16 << 20
+CUT = 64 << 10  # a string longer than this in an oversized row keeps its first CUT characters
+
+
+def row_line(row: dict[str, Any]) -> tuple[bytes, bool]:
+    """One staged row as an NDJSON line, and whether long strings had to be cut to fit MAX_ROW."""
+    line = json_line(row)
+    if len(line) <= MAX_ROW:
+        return line, False
+    return json_line(_cut(row)), True
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= CUT else value[:CUT] + f"…[cut by scmwatch: {len(value):,} chars]"
+    if isinstance(value, dict):
+        return {k: _cut(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cut(v) for v in value]
+    return value
+
 
 def dumps(obj: Any) -> bytes:
     """JSON for any value read from a log, without the newline (never raises)."""
@@ -40,9 +64,12 @@ class Stager:
         self.fh = os.fdopen(fd, "wb")
         self.pending = 0
         self.rows = 0
+        self.cut = 0  # rows whose long strings were cut to fit MAX_ROW
 
     def add(self, row: dict[str, Any]) -> None:
-        self.fh.write(json_line(row))
+        line, cut = row_line(row)
+        self.cut += cut
+        self.fh.write(line)
         self.pending += 1
         if self.pending >= self.batch:
             self.flush()
@@ -65,8 +92,8 @@ class Stager:
             os.unlink(self.path)
 
 
-def load(con: duckdb.DuckDBPyConnection, insert: str, path: str, columns: dict[str, str]) -> None:
-    """Run ``insert`` over the rows of one NDJSON file."""
+def load(con: duckdb.DuckDBPyConnection, insert: str, path: str | list[str], columns: dict[str, str]) -> None:
+    """Run ``insert`` over the rows of one NDJSON file (or several)."""
     cols = ", ".join(f"'{k}': '{v}'" for k, v in columns.items())
     con.execute(f"{insert} FROM read_json(?, format='newline_delimited', columns={{{cols}}}, "
-                "maximum_object_size=268435456)", [path])
+                f"maximum_object_size={MAX_ROW})", [path])

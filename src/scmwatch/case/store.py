@@ -17,6 +17,11 @@ import duckdb
 
 from scmwatch.case import schema
 
+# DuckDB takes 80% of RAM for its buffers by default; a hunt keeping events must stay bounded
+# beside the rules and spill files. Above the limit DuckDB spills to a temporary directory
+# beside the case. Its JSON reader needs twice the largest staged row (stage.MAX_ROW) at once.
+MEMORY_LIMIT = os.environ.get("SCMWATCH_CASE_MEMORY", "512MB")
+CONFIG = {"memory_limit": MEMORY_LIMIT}
 _MAGIC_AT = 8
 _MAGIC = b"DUCK"
 
@@ -51,7 +56,7 @@ def open_case(path: str, write: bool = False, create: bool = False) -> duckdb.Du
         if os.path.getsize(path) == 0 or not is_case_path(path):
             raise CaseError("not a case file (not a DuckDB database)")
     try:
-        con = duckdb.connect(path, read_only=not write)
+        con = duckdb.connect(path, read_only=not write, config=CONFIG)
     except duckdb.Error as exc:
         raise CaseError(_explain(exc)) from None
     try:
