@@ -169,7 +169,12 @@ def test_report_in_chromium(hostile_case, tmp_path, capsys):
             # the page's own script ran (CSP hash matches): the level filter is shown
             filter_on = page.evaluate("document.getElementById('filter').className")
             page.emulate_media(media="print")
-            pdf = page.pdf() if hasattr(page, "pdf") else b""
+            pdf = page.pdf()
+            # without JavaScript the page is the same, minus the optional level filter
+            nojs = browser.new_context(java_script_enabled=False).new_page()
+            nojs.goto(out.as_uri())
+            nojs_text = nojs.inner_text("body")
+            nojs_filter = nojs.is_visible("#filter")
         finally:
             browser.close()
     assert console == []
@@ -183,6 +188,7 @@ def test_report_in_chromium(hostile_case, tmp_path, capsys):
         assert value in text, value
     assert 'Service installed <b>bold</b> & "quoted"' in text
     assert HOST_NODE in text
+    assert not nojs_filter and HOSTILE["script"] in nojs_text and "Lateral movement" in nojs_text
 
 
 def test_report_above_the_alert_limit_summarises(hostile_case, tmp_path, capsys):

@@ -75,6 +75,9 @@ class Node:
     y: float
     alerts: int
     level: str | None
+    lx: float = 0.0  # label position: outside the circle, so arrows do not cross it
+    ly: float = 0.0
+    anchor: str = "middle"
 
 
 @dataclass
@@ -104,28 +107,42 @@ NODE_R = 9
 
 
 def graph(edges: list[dict[str, Any]], hosts: list[dict[str, Any]], max_nodes: int = 40,
-          size: int = 560) -> Graph:
-    """Hosts on a circle (most connected first, clockwise from the top), edges as chords."""
+          size: int = 660) -> Graph:
+    """Hosts on a circle, edges as chords: sources only first (clockwise from the top), then hosts
+    that are both, then targets only, so the arrows mostly cross the circle one way; the most
+    connected hosts are kept when there are more than ``max_nodes``."""
     degree: dict[str, int] = {}
+    out_deg: dict[str, int] = {}
+    in_deg: dict[str, int] = {}
     for e in edges:
-        for h in (e["source_host"], e["target_host"]):
+        s_, t_ = e["source_host"], e["target_host"]
+        out_deg[s_] = out_deg.get(s_, 0) + 1
+        in_deg[t_] = in_deg.get(t_, 0) + 1
+        for h in (s_, t_):
             degree[h] = degree.get(h, 0) + e["alerts"]
-    names = sorted(degree, key=lambda h: (-degree[h], h))
-    shown = names[:max_nodes]
+    kept = set(sorted(degree, key=lambda h: (-degree[h], h))[:max_nodes])
+
+    def role(h: str) -> int:
+        return 0 if not in_deg.get(h) else 2 if not out_deg.get(h) else 1
+
+    shown = sorted(kept, key=lambda h: (role(h), -degree[h], h))
     info = {h["host"]: h for h in hosts}
-    g = Graph(size, hidden_nodes=len(names) - len(shown))
+    g = Graph(size, hidden_nodes=len(degree) - len(shown))
     if not shown:
         return g
     c = size / 2
-    r = c - 70 if len(shown) > 1 else 0
+    r = c - 150 if len(shown) > 1 else 0  # room for the labels outside
     pos: dict[str, tuple[float, float]] = {}
     for i, name in enumerate(shown):
         a = 2 * math.pi * i / len(shown) - math.pi / 2
-        x, y = round(c + r * math.cos(a), 1), round(c + r * math.sin(a), 1)
+        ca, sa = math.cos(a), math.sin(a)
+        x, y = round(c + r * ca, 1), round(c + r * sa, 1)
         pos[name] = (x, y)
         h = info.get(name, {})
         rank = h.get("max_level_rank")
-        g.nodes.append(Node(name, x, y, h.get("alerts") or 0, LEVELS[rank] if rank is not None else None))
+        anchor = "middle" if abs(ca) < 0.3 else "start" if ca > 0 else "end"
+        g.nodes.append(Node(name, x, y, h.get("alerts") or 0, LEVELS[rank] if rank is not None else None,
+                            round(x + 15 * ca, 1), round(y + 15 * sa + 4, 1), anchor))
     for e in edges:
         s, t = e["source_host"], e["target_host"]
         if s not in pos or t not in pos or s == t:
