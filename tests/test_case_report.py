@@ -199,6 +199,13 @@ def test_report_above_the_alert_limit_summarises(hostile_case, tmp_path, capsys)
     assert "Alerts not listed, by rule and host" in html
 
 
+def test_report_never_overwrites_the_case(hostile_case, capsys):
+    before = hostile_case.read_bytes()
+    assert main(["report", str(hostile_case), "-o", str(hostile_case)]) == 2
+    assert "is the input" in capsys.readouterr().err
+    assert hostile_case.read_bytes() == before
+
+
 def test_report_bad_case_one_line(tmp_path, capsys):
     bad = tmp_path / "x.duckdb"
     bad.write_text("not a case")

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from scmwatch.cli.case_deps import case_modules
-from scmwatch.cli.outputs import write_atomic
+from scmwatch.cli.outputs import clash, write_atomic
 from scmwatch.escape import terminal
 
 
@@ -38,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
     limit = MAX_ALERTS if args.max_alerts is None else args.max_alerts
     if limit < 0:
         print("scmwatch: --max-alerts must not be negative", file=sys.stderr)
+        return 2
+    problem = clash([("--output", args.output)], [args.case])
+    if problem:
+        print(f"scmwatch: {terminal(problem)}", file=sys.stderr)
         return 2
     start = time.perf_counter()
     try:
