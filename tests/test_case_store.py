@@ -16,6 +16,7 @@ duckdb = pytest.importorskip("duckdb")
 from scmwatch.case import schema  # noqa: E402
 from scmwatch.case.queries import QUESTIONS  # noqa: E402
 from scmwatch.case.store import CaseError, open_case  # noqa: E402
+from scmwatch.case.triage import edge_id, set_status  # noqa: E402
 from scmwatch.cli import main  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -262,11 +263,12 @@ def test_triage_state_shows_in_the_views(capsys, tmp_path):
     try:
         aid, host = con.execute("SELECT alert_id, host_key FROM alerts ORDER BY time LIMIT 1").fetchone()
         src, dst = con.execute("SELECT source_host, target_host FROM lateral_edges LIMIT 1").fetchone()
-        con.execute("INSERT INTO triage_t VALUES ('alert', ?, 'investigating', 'first look', 'ann', "
-                    "TIMESTAMP '2024-05-07 10:00:00'), ('alert', ?, 'true-positive', 'confirmed', 'bob', "
-                    "TIMESTAMP '2024-05-07 11:00:00'), ('host', ?, 'closed', NULL, 'ann', now()), "
-                    "('edge', ?, 'benign', 'admin jump host', 'ann', now())",
-                    [aid, aid, host, f"{src} -> {dst}"])
+        set_status(con, "alert", aid, "investigating", "first look", "ann")
+        set_status(con, "alert", aid, "true-positive", "confirmed", "bob")
+        set_status(con, "host", host, "closed", analyst="ann")
+        set_status(con, "edge", edge_id(src, dst), "benign", "admin jump host", "ann")
+        with pytest.raises(ValueError):
+            set_status(con, "alert", aid, "pwned")
     finally:
         con.close()
     rc, rows, _ = query(capsys, case, "SELECT status, note FROM alerts WHERE alert_id = $1", aid)

@@ -64,7 +64,7 @@ CREATE OR REPLACE VIEW files AS
     SELECT run_id, file_no, path, size, sha256, format, events, errors, events_kept FROM file_rows;
 CREATE OR REPLACE VIEW triage_state AS
     SELECT entity, entity_id, status, note, analyst, time FROM (
-        SELECT *, row_number() OVER (PARTITION BY entity, entity_id ORDER BY time DESC) AS n
+        SELECT *, row_number() OVER (PARTITION BY entity, entity_id ORDER BY time DESC, rowid DESC) AS n
         FROM triage_t) WHERE n = 1;
 CREATE OR REPLACE VIEW alerts AS
     SELECT a.alert_id, a.time, a.level, a.level_rank, a.rule_id, a.title, a.host, a.host_key,

@@ -1,0 +1,34 @@
+"""The analyst's decisions: a status and a note per alert, lateral edge or host.
+
+Decisions are appended to ``triage_t`` (never updated in place, so the history stays) and the
+view ``triage_state`` shows the latest per entity; ``alerts``, ``hosts`` and ``lateral_edges``
+carry its ``status``. The web console writes through :func:`set_status`; ``query`` and the
+report read the views.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import duckdb
+
+from scmwatch.case.schema import TRIAGE_STATUSES
+
+ENTITIES = ("alert", "edge", "host")
+
+
+def edge_id(source_host: str, target_host: str) -> str:
+    """The entity id of a lateral edge (as ``lateral_edges`` joins it)."""
+    return f"{source_host} -> {target_host}"
+
+
+def set_status(con: duckdb.DuckDBPyConnection, entity: str, entity_id: str, status: str,
+               note: str | None = None, analyst: str | None = None) -> None:
+    """Record a decision (``con`` must be a writing connection). Raises ValueError for an
+    unknown entity kind or status."""
+    if entity not in ENTITIES:
+        raise ValueError(f"unknown entity {entity!r} (one of {', '.join(ENTITIES)})")
+    if status not in TRIAGE_STATUSES:
+        raise ValueError(f"unknown status {status!r} (one of {', '.join(TRIAGE_STATUSES)})")
+    con.execute("INSERT INTO triage_t VALUES (?, ?, ?, ?, ?, ?)",
+                [entity, entity_id, status, note, analyst, datetime.now(UTC).replace(tzinfo=None)])
