@@ -63,7 +63,6 @@ class Stager:
         fd, self.path = tempfile.mkstemp(prefix="scmwatch-case-", suffix=".ndjson", dir=tmpdir)
         self.fh = os.fdopen(fd, "wb")
         self.pending = 0
-        self.rows = 0
         self.cut = 0  # rows whose long strings were cut to fit MAX_ROW
 
     def add(self, row: dict[str, Any]) -> None:
@@ -79,7 +78,6 @@ class Stager:
             return
         self.fh.flush()
         load(self.con, self.insert, self.path, self.columns)
-        self.rows += self.pending
         self.pending = 0
         self.fh.seek(0)
         self.fh.truncate()
