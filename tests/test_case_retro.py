@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("duckdb")
+duckdb = pytest.importorskip("duckdb")
 
 from paths import ATTACK_SAMPLES, need_shared  # noqa: E402
 from scmwatch.case.queries import connect_read_only  # noqa: E402
@@ -143,3 +143,20 @@ def test_retro_hunt_equals_file_hunt_on_the_shared_corpus(capsys, tmp_path):
     shutil.copytree(corpus / "Lateral Movement", copy)
     hunt(capsys, str(copy), "--case", str(case), "--keep-events")
     assert scalar(case, "SELECT count(*) FROM alerts") == n
+
+
+def test_events_of_a_failed_run_do_not_stay(capsys, tmp_path):
+    case = tmp_path / "c.duckdb"
+    hunt(capsys, str(DEMO / "DC01"), "--case", str(case), "--keep-events")
+    kept = scalar(case, "SELECT count(*) FROM events")
+    rc = main(["hunt", str(DEMO / "FS01"), "--case", str(case), "--keep-events", "--format", "jsonl",
+               "-o", "/dev/full"])
+    assert rc == 1 and "cannot write alerts" in capsys.readouterr().err
+    assert scalar(case, "SELECT count(*) FROM events") == kept
+    # rows left by a run killed outright (no file row marks them kept) go when the next one starts
+    con = duckdb.connect(str(case))
+    con.execute("INSERT INTO event_rows (file_sha256, seq, source) VALUES ('orphan', 0, 'x')")
+    con.close()
+    hunt(capsys, str(DEMO / "WS0001"), "--case", str(case), "--keep-events")
+    assert scalar(case, "SELECT count(*) FROM events WHERE file_sha256 = 'orphan'") == 0
+    assert scalar(case, "SELECT count(*) FROM events") > kept

@@ -100,10 +100,22 @@ def event_fields(row: tuple | list, names: tuple[str, ...] = tuple(SYSTEM)) -> d
 
 
 class EventKeeper:
-    """Stages events per input file (in any process) and loads them into the case (in the parent)."""
+    """Stages events per input file (in any process) and loads them into the case (in the parent).
+
+    Events are loaded through their own connection, one commit per load, outside the run's
+    transaction: DuckDB keeps a transaction's appended rows in memory, and millions of events in
+    one transaction exceeded the memory limit (out of memory at 256 MB on the dev corpus x20),
+    while committed rows can be written out. The run's ``file_rows`` (which mark a file's events
+    as kept) still commit with the run, so events of a run that did not finish are orphans:
+    :meth:`abort` deletes them, and a hunt killed outright leaves them for the next keeping run
+    to delete when it starts.
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, tmpdir: str | None = None) -> None:
-        self.con = con
+        self.con = con.cursor()
+        self.con.execute("DELETE FROM event_rows WHERE file_sha256 NOT IN "
+                         "(SELECT sha256 FROM file_rows WHERE events_kept AND sha256 IS NOT NULL)")
+        self.loaded: set[str] = set()  # file hashes whose events this run committed
         self.dir = tempfile.mkdtemp(prefix="scmwatch-events-", dir=tmpdir)
         self.kept = frozenset(r[0] for r in con.execute(
             "SELECT DISTINCT sha256 FROM file_rows WHERE events_kept AND sha256 IS NOT NULL").fetchall())
@@ -148,6 +160,7 @@ class EventKeeper:
         if meta["kept"] and meta["events"]:
             self.cut += meta["cut"]
             self.kept = self.kept | {meta["sha256"]}
+            self.loaded.add(meta["sha256"])
             self.pending.append(rows)
             self.pending_rows += meta["events"]
             if self.pending_rows >= LOAD_ROWS:
@@ -165,6 +178,15 @@ class EventKeeper:
         for p in self.pending:
             os.unlink(p)
         self.pending, self.pending_rows = [], 0
+
+    def abort(self) -> None:
+        """The run failed: delete the events it committed, then the staged files."""
+        try:
+            if self.loaded:
+                self.con.execute("DELETE FROM event_rows WHERE file_sha256 IN (SELECT unnest(?::VARCHAR[]))",
+                                 [sorted(self.loaded)])
+        finally:
+            self.cleanup()
 
     def cleanup(self) -> None:
         for name in os.listdir(self.dir):

@@ -20,7 +20,7 @@ from scmwatch.case import schema
 # DuckDB takes 80% of RAM for its buffers by default; a hunt keeping events must stay bounded
 # beside the rules and spill files. Above the limit DuckDB spills to a temporary directory
 # beside the case. Its JSON reader needs twice the largest staged row (stage.MAX_ROW) at once.
-MEMORY_LIMIT = os.environ.get("SCMWATCH_CASE_MEMORY", "512MB")
+MEMORY_LIMIT = os.environ.get("SCMWATCH_CASE_MEMORY", "256MB")
 CONFIG = {"memory_limit": MEMORY_LIMIT}
 _MAGIC_AT = 8
 _MAGIC = b"DUCK"

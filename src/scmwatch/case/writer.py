@@ -203,7 +203,7 @@ class CaseWriter:
     def abort(self) -> None:
         """Give up (the hunt failed or was interrupted): nothing of this run stays in the case."""
         if self.keeper is not None:
-            self.keeper.cleanup()
+            self.keeper.abort()
         for st in (self._files, self._alerts, self._evidence, self._links):
             try:
                 st.fh.close()
