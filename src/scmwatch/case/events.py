@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -121,7 +122,8 @@ class EventKeeper:
             "SELECT DISTINCT sha256 FROM file_rows WHERE events_kept AND sha256 IS NOT NULL").fetchall())
         self.events = 0
         self.cut = 0  # events whose long strings were cut to fit stage.MAX_ROW
-        self.pending: list[str] = []  # staged files taken, not yet loaded
+        # rows taken from the files' staging, not yet loaded
+        self.batch = open(os.path.join(self.dir, "batch.ndjson"), "w+b")  # noqa: SIM115 - closed in cleanup
         self.pending_rows = 0
 
     def _paths(self, name: str) -> tuple[str, str]:
@@ -161,23 +163,26 @@ class EventKeeper:
             self.cut += meta["cut"]
             self.kept = self.kept | {meta["sha256"]}
             self.loaded.add(meta["sha256"])
-            self.pending.append(rows)
+            with open(rows, "rb") as src:
+                shutil.copyfileobj(src, self.batch)
             self.pending_rows += meta["events"]
             if self.pending_rows >= LOAD_ROWS:
                 self.flush()
-        else:
-            os.unlink(rows)
+        os.unlink(rows)
         return meta
 
     def flush(self) -> None:
-        """Load the staged files taken so far with one INSERT."""
-        if not self.pending:
+        """Load the rows taken so far with one INSERT (from one file: DuckDB's JSON reader
+        holds a buffer per file it reads, and thousands of small staged files at once ran out
+        of memory)."""
+        if not self.pending_rows:
             return
-        load(self.con, INSERT, self.pending, COLUMNS)
+        self.batch.flush()
+        load(self.con, INSERT, self.batch.name, COLUMNS)
         self.events += self.pending_rows
-        for p in self.pending:
-            os.unlink(p)
-        self.pending, self.pending_rows = [], 0
+        self.pending_rows = 0
+        self.batch.seek(0)
+        self.batch.truncate()
 
     def abort(self) -> None:
         """The run failed: delete the events it committed, then the staged files."""
@@ -189,6 +194,7 @@ class EventKeeper:
             self.cleanup()
 
     def cleanup(self) -> None:
+        self.batch.close()
         for name in os.listdir(self.dir):
             try:
                 os.unlink(os.path.join(self.dir, name))
