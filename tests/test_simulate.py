@@ -176,7 +176,8 @@ def test_remote_installs_join_to_their_network_logon(events) -> None:
         if f["SubjectLogonId"] == "0x3e7":
             continue
         logon = logons.get((f["Computer"], f["SubjectLogonId"]))
-        if logon is None:  # an interactive admin's install (sc.exe / New-Service on the host)
+        assert logon is not None  # every install's session is explained by a logged logon
+        if logon["LogonType"] == 2:  # an interactive admin's install (sc.exe / New-Service on the host)
             continue
         remote += 1
         assert logon["LogonType"] == 3
@@ -283,3 +284,41 @@ def test_check_scores_a_hunt_against_the_labels(tmp_path: Path, capsys) -> None:
     some.write_bytes(b"".join(alerts.read_bytes().splitlines(keepends=True)[:3]))
     assert main(["simulate", "--check", str(some), "--out", str(out)]) == 1
     assert "missing: {'detection'" in capsys.readouterr().out
+
+
+def test_legacy_hosts_write_old_record_shapes(events) -> None:
+    """WS0002 (Windows 7) and APP02 (2008 R2) log 4688 v1 without the parent and 4624 v0."""
+    by_host = defaultdict(list)
+    for f in _by(events, "Security", 4688):
+        by_host[f["Computer"].split(".")[0]].append(f)
+    legacy, modern = by_host["WS0002"], by_host["WS0001"]
+    assert legacy and modern
+    assert all("ParentProcessName" not in f and f["Version"] == 1 for f in legacy)
+    assert all("ParentProcessName" in f and f["Version"] == 2 for f in modern)
+    logons = [f for f in _by(events, "Security", 4624) if f["Computer"].startswith("WS0002.")]
+    assert logons and all(f["Version"] == 0 and "ElevatedToken" not in f for f in logons)
+
+
+def test_user_processes_carry_a_logged_logon_id(events) -> None:
+    """Every process of a domain user's session has the LogonId of a 4624 on its host in the log
+    (service accounts, such as SQL Server's virtual account, logged on at boot, before the log)."""
+    logged = {(f["Computer"], f["TargetLogonId"]) for f in _by(events, "Security", 4624)}
+    sessions = {(f["Computer"], f["SubjectLogonId"]) for f in _by(events, "Security", 4688)
+                if f["SubjectLogonId"] not in ("0x3e7", "0x3e4", "0x3e5")
+                and f["SubjectDomainName"] != "NT Service"}
+    assert sessions and sessions <= logged, sorted(sessions - logged)[:5]
+
+
+def test_attack_script_blocks_are_warnings(events, dataset) -> None:
+    _, labels = dataset
+    entries, _ = read_labels(labels)
+    attack = {(e["file"], e["line"]) for e in entries if e["event_id"] == 4104}
+    levels = {e.fields["Level"] for e in events
+              if e.fields.get("EventID") == 4104 and (_rel(e.source, dataset[0]), e.record_id) in attack}
+    benign = {e.fields["Level"] for e in events
+              if e.fields.get("EventID") == 4104 and (_rel(e.source, dataset[0]), e.record_id) not in attack}
+    assert levels == {3} and benign == {5}
+
+
+def _rel(source: str, root: Path) -> str:
+    return Path(source).relative_to(root).as_posix()

@@ -414,20 +414,22 @@ def admin_shell(ctx: Ctx, t: float, h: Host) -> tuple[Account, Proc]:
     return op, operator_shell(ctx, t - ctx.rng.uniform(5, 60), h, op)
 
 
+def desktop(ctx: Ctx, t: float, h: Host, account: Account, integrity: str) -> Proc:
+    """The user's explorer.exe (started an hour before ``t``, unlogged) and its interactive logon
+    (4624 type 2) logged just before ``t``, the session's first use: every process of the session
+    carries a LogonId that a 4624 in the log explains (scenarios may not write far into the past)."""
+    lg = Logon(h.new_logon_id(), account, 2, "127.0.0.1", 0, h.name, "Negotiate",
+               "00000000-0000-0000-0000-000000000000")
+    ctx.add(b.sec4624(h, t - 30, lg))
+    return h.spawn(t - 3600, "C:\\Windows\\explorer.exe", "C:\\Windows\\Explorer.EXE", h.core["wininit"],
+                   user=account, logon_id=lg.logon_id, integrity=integrity)
+
+
 def operator_shell(ctx: Ctx, t: float, h: Host, account: Account) -> Proc:
     """An elevated ``cmd.exe`` of an interactive admin on ``h`` (the parent of operator tools)."""
     key = f"explorer:{account.name}"
     if key not in h.core:
-        lg_id = h.new_logon_id()
-        h.core[key] = h.spawn(
-            t - 3600,
-            "C:\\Windows\\explorer.exe",
-            "C:\\Windows\\Explorer.EXE",
-            h.core["wininit"],
-            user=account,
-            logon_id=lg_id,
-            integrity="Medium",
-        )
+        h.core[key] = desktop(ctx, t, h, account, "Medium")
     explorer = h.core[key]
     p = h.spawn(
         t,

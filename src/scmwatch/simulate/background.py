@@ -177,15 +177,7 @@ def _user_proc_parent(ctx: Ctx, h: Host, t: float):
     key = "explorer:user"
     if key not in h.core:
         user = ctx.world.users[zlib.crc32(h.name.encode()) % len(ctx.world.users)]
-        h.core[key] = h.spawn(
-            t - 3600,
-            "C:\\Windows\\explorer.exe",
-            "C:\\Windows\\Explorer.EXE",
-            h.core["wininit"],
-            user=user,
-            logon_id=h.new_logon_id(),
-            integrity="Medium",
-        )
+        h.core[key] = a.desktop(ctx, t, h, user, "Medium")
     return h.core[key]
 
 

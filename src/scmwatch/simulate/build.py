@@ -12,7 +12,18 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from scmwatch.simulate.records import APP, DEFENDER, META_4688_V1, PS, SEC, SYS, SYSMON, Rec
+from scmwatch.simulate.records import (
+    APP,
+    DEFENDER,
+    META_4104_WARNING,
+    META_4624_V0,
+    META_4688_V1,
+    PS,
+    SEC,
+    SYS,
+    SYSMON,
+    Rec,
+)
 from scmwatch.simulate.world import DOMAIN, SYSTEM, Account, Host, Logon, Proc, fake_hashes
 
 # --- value helpers -------------------------------------------------------------------------
@@ -298,11 +309,16 @@ def _subject(h: Host, a: Account, logon_id: str) -> dict[str, Any]:
     }
 
 
+# 4624 fields that version 0 (Windows 7 / 2008 R2) does not have
+_4624_V1_V2 = ("ImpersonationLevel", "RestrictedAdminMode", "TargetOutboundUserName",
+               "TargetOutboundDomainName", "VirtualAccount", "TargetLinkedLogonId", "ElevatedToken")
+
+
 def sec4624(h: Host, t: float, lg: Logon) -> Rec:
     a = lg.account
     network = lg.logon_type == 3
     kerberos = lg.auth == "Kerberos"
-    return Rec(
+    rec = Rec(
         t,
         h,
         SEC,
@@ -337,6 +353,11 @@ def sec4624(h: Host, t: float, lg: Logon) -> Rec:
             "ElevatedToken": "%%1842" if a.admin else "%%1843",
         },
     )
+    if not h.modern:
+        for k in _4624_V1_V2:
+            del rec.data[k]
+        rec.meta = META_4624_V0
+    return rec
 
 
 def sec4634(h: Host, t: float, lg: Logon) -> Rec:
@@ -642,7 +663,8 @@ def defender1121(
 # --- PowerShell / Application --------------------------------------------------------------
 
 
-def ps4104(h: Host, t: float, p: Proc, text: str, path: str = "") -> Rec:
+def ps4104(h: Host, t: float, p: Proc, text: str, path: str = "", suspicious: bool = False) -> Rec:
+    """A script block; ``suspicious`` ones (attack tooling) are logged at Warning, as Windows does."""
     rng = h.rng
     block = (
         f"{rng.getrandbits(32):08x}-{rng.getrandbits(16):04x}-{rng.getrandbits(16):04x}-"
@@ -667,6 +689,7 @@ def ps4104(h: Host, t: float, p: Proc, text: str, path: str = "") -> Rec:
         user_sid=p.user.sid,
         exec_pid=p.pid,
         activity=activity,
+        meta=META_4104_WARNING if suspicious else None,
     )
 
 

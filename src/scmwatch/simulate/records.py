@@ -165,6 +165,13 @@ META: dict[tuple[str, int], Meta] = {
 
 # Older 4688 (Win7/2008): version 1 without ParentProcessName and the Target* fields.
 META_4688_V1 = _sec(13312, 1, "system")
+# Windows 7 / 2008 R2 write 4624 version 0 (no ImpersonationLevel, RestrictedAdminMode, ... fields)
+META_4624_V0 = _sec(12544, 0)
+# PowerShell logs a script block at Warning (3) instead of Verbose (5) when it holds suspicious
+# content (its own keyword check, e.g. encoded commands, reflection, service tampering)
+META_4104_WARNING = Meta(
+    "Microsoft-Windows-PowerShell", _PSG, 1, 3, 2, 15, "0x0", exec_from="proc", has_user=True
+)
 
 
 @dataclass(slots=True)

@@ -87,13 +87,16 @@ class Logon:
     guid: str
 
 
+LEGACY_OS = frozenset({"win7", "win2008r2"})  # hosts whose Security log has no process parents
+
+
 @dataclass
 class Host:
     """One Windows machine (or a Linux attack box that leaves no Windows logs of its own)."""
 
     name: str  # NetBIOS name, upper case
     ip: str
-    os: str  # "win10", "win2016", "win2019", "win7", "linux"
+    os: str  # "win10", "win2016", "win2019", "win7", "win2008r2", "linux"
     role: str  # "workstation", "server", "dc", "sql", "fileserver", "attacker"
     rng: random.Random
     machine_sid: str = ""
@@ -124,8 +127,9 @@ class Host:
 
     @property
     def modern(self) -> bool:
-        """Win10/2016+ writes ``ParentProcessName`` in 4688; Win7/2008 does not (spec §0.5)."""
-        return self.os != "win7"
+        """Win10/2016+ writes ``ParentProcessName`` in 4688 (v2) and 4624 v2; Win7 / 2008 R2 write
+        4688 v1 without the parent and 4624 v0 (spec §0.5)."""
+        return self.os not in LEGACY_OS
 
     def new_pid(self) -> int:
         self._pid += self.rng.randrange(4, 400, 4)
@@ -206,6 +210,10 @@ def fake_hashes(image: str) -> str:
 def build_world(rng: random.Random, n_hosts: int, boot_time: float) -> World:
     """A domain with a DC, a file server, an SQL server, app servers and workstations.
 
+    Every third workstation from the second (WS0002, WS0005, ...) runs Windows 7 and every third
+    app server from the second Windows Server 2008 R2: their Security logs write 4688 v1 (no
+    ``ParentProcessName``) and 4624 v0, the logs that defeat parent-based rules.
+
     ``n_hosts`` counts Windows hosts (minimum 4: DC, file server, SQL server, one workstation);
     one extra Windows workstation is the attacker's foothold and one Linux box the attacker's
     own machine (it leaves only network traces).
@@ -225,6 +233,10 @@ def build_world(rng: random.Random, n_hosts: int, boot_time: float) -> World:
         subnet = 10 if role == "workstation" else 20
         ip = f"10.1.{subnet + (i // 250)}.{10 + i % 240}"
         os = "win10" if role == "workstation" else rng.choice(["win2016", "win2019"])
+        if role == "workstation" and counters[role] % 3 == 2:
+            os = "win7"  # every third workstation, from the second on, is a legacy host
+        elif role == "server" and counters[role] % 3 == 2:
+            os = "win2008r2"
         hosts.append(_make_host(rng, name, ip, os, role, boot_time))
     foothold = _make_host(rng, "WS9001", "10.1.10.251", "win10", "workstation", boot_time)
     hosts.append(foothold)

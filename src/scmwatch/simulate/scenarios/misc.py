@@ -208,10 +208,10 @@ def powershell_new_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         f'New-Service -Name "{name}" -BinaryPathName "{exe}" -DisplayName "{name}" '
         f'-StartupType Automatic -Description "Windows host agent"'
     )
-    ctx.add(b.ps4104(dst, t, ps, text), CLI)
+    ctx.add(b.ps4104(dst, t, ps, text, suspicious=True), CLI)
     ex = Expect(e4697=(ODDPATH,), e7045=(ODDPATH,), e13=(ODDPATH,))
     t1 = a.install_service(ctx, t + 0.1, dst, op, ps.logon_id, name, exe, ex, start="auto start")
-    ctx.add(b.ps4104(dst, t1 + 5, ps, f'Start-Service -Name "{name}"'))
+    ctx.add(b.ps4104(dst, t1 + 5, ps, f'Start-Service -Name "{name}"', suspicious=True))
     a.run_service(ctx, t1 + 5.1, dst, name, name, exe, exe, Expect())
 
 

@@ -217,13 +217,14 @@ def powershell_remote_registry(ctx: Ctx, t: float, src: Host, dst: Host) -> None
         "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
         "powershell.exe",
     )
-    ctx.add(b.ps4104(dst, t, ps, "Set-Service -Name RemoteRegistry -StartupType Manual"), REMREG)
+    ctx.add(b.ps4104(dst, t, ps, "Set-Service -Name RemoteRegistry -StartupType Manual", suspicious=True),
+            REMREG)
     ctx.add(b.sysmon13(dst, t + 0.05, services, RR_KEY, b.dword(3)), REMREG)
     ctx.add(
         b.sys7040(dst, t + 0.06, op.sid, "Remote Registry", "disabled", "demand start", "RemoteRegistry"),
         REMREG,
     )
-    ctx.add(b.ps4104(dst, t + 3, ps, "Start-Service -Name RemoteRegistry"), REMREG)
+    ctx.add(b.ps4104(dst, t + 3, ps, "Start-Service -Name RemoteRegistry", suspicious=True), REMREG)
     rr = dst.spawn(
         t + 3.1,
         "C:\\Windows\\System32\\svchost.exe",
