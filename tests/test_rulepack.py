@@ -267,3 +267,13 @@ ACCEPTED_OTHER_ALERTS = {
     # remote pipe enumeration touches \svcctl (a low-level signal by design)
     ("Discovery/Discovery_Remote_System_NamedPipes_Sysmon_18.evtx", "svcctl_pipe_connect_sysmon"),
 }
+
+
+def test_every_variant_names_existing_pack_rules(pack):
+    """rules coverage lists the variants; a renamed or dropped rule must not leave a stale name."""
+    from scmwatch.detections import VARIANTS
+
+    c = coverage.compute(pack)
+    assert len(c.variants) == len(VARIANTS) and all(v.covered for v in c.variants)
+    for v in c.variants:
+        assert v.present == list(v.names), (v.key, sorted(set(v.names) - set(v.present)))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from scmwatch.detections import ATTR, MITRE, SEEDS, detection_key
+from scmwatch.detections import ATTR, MITRE, SEEDS, VARIANTS, detection_key
 from scmwatch.packtest import inherited_attrs
 from scmwatch.readiness import SYSMON, describe, rule_keys
 from scmwatch.sigma import CompiledRule, RuleSet
@@ -88,10 +88,31 @@ class SeedCoverage:
 
 
 @dataclass
+class VariantCoverage:
+    """One service-execution variant of :data:`~scmwatch.detections.VARIANTS` and its pack rules."""
+
+    key: str
+    what: str
+    names: tuple[str, ...]
+    needs: str
+    limits: str
+    present: list[str] = field(default_factory=list)  # of ``names``, those the rule set has
+
+    @property
+    def covered(self) -> bool:
+        return bool(self.present)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"variant": self.key, "what": self.what, "covered": self.covered, "rules": self.present,
+                "needs": self.needs, "limits": self.limits}
+
+
+@dataclass
 class Coverage:
     seeds: list[SeedCoverage]
     components: dict[str, list[str]]  # component -> rule names
     unattributed: list[CompiledRule]  # rules naming no seed
+    variants: list[VariantCoverage] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -101,6 +122,7 @@ class Coverage:
             "t1569_002_components": {c: len(self.components.get(c, [])) for c in T1569_COMPONENTS},
             "components": {c: len(v) for c, v in sorted(self.components.items())},
             "unattributed_rules": [r.name or r.id for r in self.unattributed],
+            "variants": [v.to_dict() for v in self.variants],
         }
 
 
@@ -135,4 +157,6 @@ def compute(ruleset: RuleSet) -> Coverage:
         sid = detection_key((corr.custom_attributes or {}).get(ATTR))
         if sid in seeds:
             seeds[sid].correlations.append(corr.name or str(corr.id))
-    return Coverage(list(seeds.values()), components, unattributed)
+    names = {r.name for r in ruleset.rules} | {c.name for c in ruleset.correlations}
+    variants = [VariantCoverage(*v, present=[n for n in v[2] if n in names]) for v in VARIANTS]
+    return Coverage(list(seeds.values()), components, unattributed, variants)

@@ -68,6 +68,41 @@ SEEDS: list[tuple[str, str, str, str]] = [
      "needs the parent image: Sysmon 1 or 4688 on Windows 10/2016+"),
 ]
 
+# Service-execution variants the pack covers beyond the seeds (issue: detections that hold on
+# unseen logs): (key, what, pack rules by name, data sources it needs, what it cannot see).
+VARIANTS: list[tuple[str, str, tuple[str, ...], str, str]] = [
+    ("lineage", "services.exe -> shell on Windows 7 / 2008 R2 (4688 without the parent)",
+     ("services_spawns_cmd", "services_spawns_script_host"),
+     "Security 4688 + System SCM events (7036/7045 carry the SCM's PID) or earlier 4688s; Sysmon 1",
+     "a creator PID seen in no logged event stays unknown"),
+    ("metasploit-psexec", "Metasploit psexec / psexec_psh / getsystem services",
+     ("metasploit_getsystem_service_system", "metasploit_getsystem_service_security",
+      "metasploit_psexec_psh_service_system", "metasploit_psexec_psh_service_security",
+      "metasploit_psexec_native_service_system", "metasploit_psexec_psh_command"),
+     "System 7045 or Security 4697; process creation for the launcher", ""),
+    ("random-name-failure", "non-service payloads: SCM timeouts/failures of random-named services",
+     ("service_random_name_start_failure", "service_random_name_install",
+      "service_random_name_install_security"),
+     "System 7000/7009/7011/7034 (written by default), 7045 / 4697",
+     "names under 12 letters (impacket, old Metasploit) are not judged; 7 random alphanumerics ~10 %"),
+    ("metadata-smuggling", "payload chunks in service names/descriptions read back (Tchopper)",
+     ("service_metadata_readback_install", "service_metadata_readback_install_security",
+      "service_metadata_readback_process", "service_metadata_readback_script", "service_name_encoded_chunk"),
+     "System 7045 / Security 4697, process creation, PowerShell 4104", ""),
+    ("repoint-restore", "existing service re-pointed, started, restored (SCShell, SharpNoPSExec, NimExec)",
+     ("corr_785_modify_and_start", "corr_1838_nimexec", "corr_scm_child_writable_dir"),
+     "Sysmon 13 (or Security 4657 with a SACL) + Sysmon 1 / 4688 or System 7009/7000",
+     "4657 needs a SACL on the Services key"),
+    ("byovd", "vulnerable-driver services from user-writable folders (BYOVD)",
+     ("driver_service_writable_path_system", "driver_service_writable_path_security",
+      "driver_service_writable_path_registry", "driver_dropped_by_user_writable_process"),
+     "System 7045 / Security 4697 / Sysmon 13, Sysmon 11 for the drop", ""),
+    ("renamed-psexec-4688", "renamed PsExec with Security 4688 only (no OriginalFileName)",
+     ("psexec_client_remote_cmdline", "psexec_share_access", "psexec_pipes", "corr_lateral_movement_chain"),
+     "Security 4688 (\\host -accepteula shape) on the source, 5145 pipe names on the target",
+     "a renamed binary run without -accepteula or \\host arguments"),
+]
+
 # Defender attack surface reduction rule "Block process creations originating from PSExec and
 # WMI commands" (M1040): Defender 1121 (block) / 1122 (audit) name it; the audit checks its mode.
 ASR_PSEXEC_WMI = "d1e49aac-8f56-4280-b9ba-993a6d77406c"

@@ -120,6 +120,12 @@ def run_coverage(args: argparse.Namespace) -> int:
     others = sorted(k for k in c.components if k not in cov.T1569_COMPONENTS)
     if others:
         print("Other data components read: " + ", ".join(f"{k} ({len(c.components[k])})" for k in others))
+    print(f"\nService-execution variants: {sum(v.covered for v in c.variants)}/{len(c.variants)} covered")
+    for v in c.variants:
+        print(f"  [{'yes' if v.covered else 'NO '}] {v.what}: {len(v.present)} rules")
+        print(f"        needs: {v.needs}")
+        if v.limits:
+            print(f"        limits: {v.limits}")
     if c.unattributed:
         print(f"Rules naming no seed rule: {', '.join(r.name or r.id for r in c.unattributed)}")
     return 0

@@ -45,9 +45,10 @@ def load_all() -> dict[str, Scenario]:
         registry,
         sc_remote,
         tools,
+        variants,
     )
 
-    order = ["psexec", "impacket", "clones", "sc_remote", "tools", "registry", "misc"]
+    order = ["psexec", "impacket", "clones", "sc_remote", "tools", "registry", "misc", "variants"]
     ranked = sorted(SCENARIOS.values(), key=lambda sc: order.index(sc.run.__module__.rsplit(".", 1)[-1]))
     SCENARIOS.clear()
     SCENARIOS.update((sc.name, sc) for sc in ranked)
