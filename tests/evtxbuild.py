@@ -64,8 +64,9 @@ class _Writer:
 
 def record(rid: int, at: int, event_id: int = 7045, data: dict[str, str] | None = None,
            channel: str = "System", computer: str = "HOST1",
-           time: str = "2024-01-01T00:00:00.000000Z") -> bytes:
-    """One EVTX record (header, BinXML, size copy) to be placed at chunk offset ``at``."""
+           time: str = "2024-01-01T00:00:00.000000Z", nested: int = 0) -> bytes:
+    """One EVTX record (header, BinXML, size copy) to be placed at chunk offset ``at``;
+    ``nested`` adds a chain of that many elements inside ``EventData``."""
     data = {"ServiceName": "PSEXESVC", "ImagePath": "%SystemRoot%\\PSEXESVC.exe"} if data is None else data
     w = _Writer(at + 24)
     system = [
@@ -76,7 +77,12 @@ def record(rid: int, at: int, event_id: int = 7045, data: dict[str, str] | None 
         ("Channel", (), channel),
         ("Computer", (), computer),
     ]
-    items = [("Data", [("Name", k)], v) for k, v in data.items()]
+    items: list[tuple] = [("Data", [("Name", k)], v) for k, v in data.items()]
+    if nested:
+        chain: tuple = ("Leaf", (), "x")
+        for _ in range(nested):
+            chain = ("Nest", (), None, [chain])
+        items.append(chain)
     w.element("Event", [("xmlns", "http://schemas.microsoft.com/win/2004/08/events/event")], None,
               [("System", (), None, system), ("EventData", (), None, items)])
     w.b += b"\x00"  # end of stream

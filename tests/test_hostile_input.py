@@ -391,6 +391,17 @@ def test_evtx_with_no_readable_chunk_is_reported(tmp_path: Path) -> None:
     assert any(m.startswith("evtx-chunk: no readable chunk") for m in _messages(stats))
 
 
+def test_evtx_record_nested_past_the_cap_is_one_problem(tmp_path: Path) -> None:
+    body = evtxbuild.record(1, evtxbuild.RECORDS_AT)
+    body += evtxbuild.record(2, evtxbuild.RECORDS_AT + len(body), nested=300)  # orjson's writer stops at 255
+    body += evtxbuild.record(3, evtxbuild.RECORDS_AT + len(body))
+    events, stats = _read_evtx(tmp_path, evtxbuild.evtx_file([evtxbuild.chunk(body, 1, 3)]))
+    assert [e.record_id for e in events] == [1, 3]
+    assert _messages(stats) == ["evtx-record: nested deeper than 100 levels"]
+    for ev in events:
+        orjson.dumps(ev.fields)
+
+
 def test_compressed_evtx_inflation_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(read, "RATIO_FLOOR", 1 << 20)
     bomb = evtxbuild.simple_file(3) + bytes(8 << 20)  # zeros: ~1,000x

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from scmwatch.events.model import Event
+from scmwatch.events.sanitize import clean, suspicious
 
 # <System> child element → {attribute: top-level name}. Children not listed here keep the
 # generic ``<Child>_<Attr>`` form (the Sigma/evtx convention, e.g. ``Correlation_ActivityID``).
@@ -565,9 +566,15 @@ def from_evtx_json_py(text: str | bytes) -> dict[str, Any] | None:
     """One evtx JSON record's text → flat fields: ``from_evtx_dict(orjson.loads(text))``.
 
     ``from_evtx_json`` is this, or the C parser of ``_flatten.c`` that skips the nested dicts
-    (and calls this function itself for any text it is not sure about).
+    (and calls this function itself for any text it is not sure about, which includes every
+    record nested deeper than 64 levels or holding a lone surrogate escape). A record nested
+    deeper than ``sanitize.MAX_DEPTH`` raises ``TooDeep`` (a ValueError: the EVTX reader counts
+    it as ``evtx-record``); lone surrogates become U+FFFD.
     """
-    return from_evtx_dict(orjson.loads(text))
+    record = orjson.loads(text)
+    if suspicious(text):
+        clean(record)
+    return from_evtx_dict(record)
 
 
 # The C versions of ``from_evtx_dict_py`` and ``from_evtx_json_py`` (events/_flatten.c), when

@@ -22,12 +22,14 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _MARKS = {str: ("\\ud", "\\uD", "{", "["), bytes: (b"\\ud", b"\\uD", b"{", b"[")}
 
 
-def suspicious(raw: bytes | str, start: int = 0, end: int | None = None) -> bool:
+def suspicious(raw: bytes | bytearray | memoryview | str, start: int = 0, end: int | None = None) -> bool:
     """Could the object decoded from ``raw[start:end]`` hold a lone surrogate or nest too deep?
 
     Only an escape ``\\udXXX`` can make a surrogate, and only MAX_DEPTH brackets a deep object.
     """
-    esc, esc_upper, brace, bracket = _MARKS[type(raw)]
+    if isinstance(raw, memoryview):
+        raw = raw.tobytes()
+    esc, esc_upper, brace, bracket = _MARKS[str if isinstance(raw, str) else bytes]
     return (
         raw.find(esc, start, end) != -1
         or raw.find(esc_upper, start, end) != -1
