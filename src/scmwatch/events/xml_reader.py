@@ -105,6 +105,7 @@ class _Walk:
         self.in_event = 0  # <Event> elements open on the stack
         self.events = 0
         self.skipped = 0
+        self.other = 0  # elements outside any <Event> (other than an <Events> wrapper)
 
     def drain(self, parser: XMLPullParser) -> Iterator[Event]:
         stack = self.stack
@@ -131,5 +132,13 @@ class _Walk:
                     yield Event(fields, self.name, rid if type(rid) is int else None, "xml")
             elif self.in_event:
                 continue  # part of an <Event>: kept until the whole event is read
+            elif stack and _local(elem.tag) != "Events":  # not the root, not Event Viewer's wrapper
+                self.other += 1
+                if self.other == 1:
+                    tag = _local(elem.tag)[:60]
+                    self.stats.error(self.name, "xml", f"<{tag}> is not an <Event>: skipped (further ones "
+                                     "counted only)")
+                else:
+                    self.stats.errors["xml"] += 1
             if stack:
                 stack[-1].remove(elem)  # free it: the parent would otherwise keep every element
