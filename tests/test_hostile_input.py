@@ -149,6 +149,22 @@ def test_unextractable_member_named_is_one_line(hostile_dir: Path,
     assert "Traceback" not in err
 
 
+def test_zip_without_members_or_with_a_nameless_one_is_reported(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w"):
+        pass
+    (tmp_path / "none.zip").write_bytes(buf.getvalue())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(zipfile.ZipInfo(""), b"{}")  # a member without a name (found by fuzzing)
+    raw = buf.getvalue()
+    (tmp_path / "nameless.zip").write_bytes(raw)
+    stats = ReadStats()
+    assert not [e for inp in discover([str(tmp_path)], stats) for e in read_input(inp, stats)]
+    assert stats.errors == {"empty": 1} and "none.zip" in stats.first_errors[0].source
+    assert stats.files_skipped == 1  # the nameless member: not a log name
+
+
 # --------------------------------------------------------------------------------------------
 # times
 
@@ -382,6 +398,14 @@ def test_zeroed_chunk_inside_the_declared_ones_is_reported(tmp_path: Path) -> No
     events, stats = _read_evtx(tmp_path, evtxbuild.evtx_file(chunks))
     assert len(events) == 20
     assert "evtx-chunk: chunk 2 has no valid chunk header: its records 11-20 are lost" in _messages(stats)
+
+
+def test_chunk_header_with_an_absurd_range_is_reported_not_counted_lost(tmp_path: Path) -> None:
+    data = evtxbuild.evtx_file([evtxbuild.chunk(evtxbuild.records(1, 5), 1, 10**9)], next_id=6)
+    events, stats = _read_evtx(tmp_path, data)
+    assert len(events) == 5
+    assert _messages(stats) == ["evtx-chunk: chunk 1 header lists records 1-1000000000, more than a chunk can "
+                                "hold: damaged, its records not checked"]
 
 
 def test_evtx_with_no_readable_chunk_is_reported(tmp_path: Path) -> None:

@@ -110,17 +110,21 @@ def read_evtx(
             stats.errors["evtx-record"] += events.missing_count - len(events.missing)
 
 
-def _read_at(source: str | BinaryIO, offset: int, n: int) -> bytes:
-    if isinstance(source, str):
-        with open(source, "rb") as fh:
-            fh.seek(offset)
-            return fh.read(n)
-    source.seek(offset)
-    return source.read(n)
-
-
 def _audit_chunks(name: str, source: str | BinaryIO, head: bytes, size: int, read: int,
                   stats: ReadStats) -> None:
+    if isinstance(source, str):
+        with open(source, "rb") as fh:
+            _audit_open(name, fh, head, size, read, stats)
+    else:
+        _audit_open(name, source, head, size, read, stats)
+
+
+def _read_at(fh: BinaryIO, offset: int, n: int) -> bytes:
+    fh.seek(offset)
+    return fh.read(n)
+
+
+def _audit_open(name: str, source: BinaryIO, head: bytes, size: int, read: int, stats: ReadStats) -> None:
     """Report records the chunk headers list but the parser never produced (``evtx-record``),
     chunks the file header counts that have no chunk header (``evtx-chunk``), and a file with
     no readable chunk at all.
@@ -133,20 +137,29 @@ def _audit_chunks(name: str, source: str | BinaryIO, head: bytes, size: int, rea
     declared = struct.unpack_from("<H", head, 42)[0]
     next_id = struct.unpack_from("<Q", head, 24)[0]
     n = (size - HEADER_SIZE) // CHUNK_SIZE
+    damaged: set[int] = set()
     ranges: list[tuple[int, int] | None] = []
     for i in range(n):
         h = _read_at(source, HEADER_SIZE + i * CHUNK_SIZE, 40)
-        if h[:8] == CHUNK_MAGIC:
-            first, last = struct.unpack_from("<QQ", h, 24)
-            ranges.append((first, last) if 0 <= last - first < MAX_CHUNK_RECORDS else None)
-        else:
+        if h[:8] != CHUNK_MAGIC:
             ranges.append(None)
+            continue
+        first, last = struct.unpack_from("<QQ", h, 24)
+        if 0 <= last - first < MAX_CHUNK_RECORDS:
+            ranges.append((first, last))
+        else:  # the parser may still read its records: say the header is damaged, claim no loss
+            ranges.append(None)
+            stats.error(name, "evtx-chunk", f"chunk {i + 1} header lists records {first}-{last}, more than "
+                        "a chunk can hold: damaged, its records not checked")
+            damaged.add(i)
     valid = [r for r in ranges if r is not None]
-    if not valid:
+    if not valid and not damaged:
         stats.error(name, "evtx-chunk", f"no readable chunk ({n} chunks in the file, header says "
                     f"{declared}): no record could be read")
         return
-    lost = {i for i in range(min(declared, n)) if ranges[i] is None}
+    if not valid:
+        return
+    lost = {i for i in range(min(declared, n)) if ranges[i] is None and i not in damaged}
     expected = sum(last - first + 1 for first, last in valid)
     if read >= expected and not lost:
         return

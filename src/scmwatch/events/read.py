@@ -12,9 +12,11 @@ from __future__ import annotations
 import errno
 import gzip
 import io
+import lzma
 import os
 import select
 import stat
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -196,12 +198,14 @@ def _expand(path: str, stats: ReadStats, named: bool) -> Iterator[InputFile]:
         return
     try:
         with zipfile.ZipFile(path) as archive:
-            members = [m for m in archive.infolist() if not m.is_dir()]
-    except (zipfile.BadZipFile, OSError) as exc:
+            members = [m for m in archive.infolist() if not m.filename.endswith("/")]
+    except Exception as exc:  # noqa: BLE001 - zipfile raises many kinds on a damaged directory
         stats.files_failed += 1
         stats.named_failed += named
-        stats.error(path, "unreadable", f"not a readable zip archive ({exc})")
+        stats.error(path, "unreadable", f"not a readable zip archive ({type(exc).__name__}: {exc})")
         return
+    if not members:
+        stats.error(path, "empty", "zip archive holds no file")
     for member in members:
         if _is_log_name(member.filename):
             yield InputFile(f"{path}!{member.filename}", path, member.filename, named=False)
@@ -265,7 +269,8 @@ def _read_stream(inp: InputFile, stats: ReadStats) -> Iterator[Event]:
     try:
         stream: BinaryIO = gzip.GzipFile(fileobj=raw) if inp.name.lower().endswith(".gz") else raw
         yield from _dispatch(inp, stream, stats)
-    except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, struct.error, zipfile.BadZipFile) as exc:
+        # a damaged compressed stream, whichever decompressor (gzip, deflate, bzip2, lzma) read it
         read = stats.events - before
         stats.error(inp.name, "unreadable", f"read failed after {read} events: {exc}")
         if not read:
