@@ -404,8 +404,8 @@ def test_chunk_header_with_an_absurd_range_is_reported_not_counted_lost(tmp_path
     data = evtxbuild.evtx_file([evtxbuild.chunk(evtxbuild.records(1, 5), 1, 10**9)], next_id=6)
     events, stats = _read_evtx(tmp_path, data)
     assert len(events) == 5
-    assert _messages(stats) == ["evtx-chunk: chunk 1 header lists records 1-1000000000, more than a chunk can "
-                                "hold: damaged, its records not checked"]
+    assert _messages(stats) == ["evtx-chunk: chunk 1 header lists records 1-1000000000, more than a chunk "
+                                "can hold: damaged, its records not checked"]
 
 
 def test_evtx_with_no_readable_chunk_is_reported(tmp_path: Path) -> None:
