@@ -314,6 +314,16 @@ def test_ndjson_line_longer_than_the_cap_is_skipped(tmp_path: Path, monkeypatch:
     assert "longer than 1 MiB" in stats.first_errors[0].message and stats.first_errors[0].record == 2
 
 
+def test_a_million_broken_lines_do_not_flood_stderr(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(ndjson(evtx_dump()) + "{x\n" * 5000)
+    lines: list[str] = []
+    stats = ReadStats(on_error=lambda err: lines.append(err.line()))
+    assert len([e for inp in discover([str(path)], stats) for e in read_input(inp, stats)]) == 1
+    assert stats.errors["json-line"] == 5000 and len(lines) == 100
+    assert lines[-1].endswith("(further json-line problems of this input are counted only)")
+
+
 def test_json_without_any_object_says_so(tmp_path: Path) -> None:
     path = tmp_path / "a.json"
     path.write_text("[[], []]\n")

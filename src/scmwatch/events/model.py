@@ -164,6 +164,9 @@ def odd_event_id(stats: ReadStats, source: str, eid: str, record: Any, first: bo
         stats.errors["eventid-not-decimal"] += 1
 
 
+MAX_LINES_PER_KIND = 100  # problem lines per input and kind; the rest are counted only
+
+
 @dataclass
 class ReadStats:
     """What a read produced: the numbers that go into every closing summary.
@@ -182,10 +185,18 @@ class ReadStats:
     on_error: Any = None  # Callable[[ReadError], None] | None
     first_errors: list[ReadError] = field(default_factory=list)
     max_kept_errors: int = 200
+    lines: Counter = field(default_factory=Counter, repr=False)  # lines reported per (input, kind)
 
     def error(self, source: str, kind: str, message: str, record: int | None = None) -> None:
-        err = ReadError(source, kind, message, record)
+        """Count one problem and report it -- up to MAX_LINES_PER_KIND lines per input and kind,
+        so that a file of a million broken lines cannot flood stderr; the count stays exact."""
         self.errors[kind] += 1
+        shown = self.lines[source, kind] = self.lines[source, kind] + 1
+        if shown > MAX_LINES_PER_KIND:
+            return
+        if shown == MAX_LINES_PER_KIND:
+            message += f" (further {kind} problems of this input are counted only)"
+        err = ReadError(source, kind, message, record)
         if len(self.first_errors) < self.max_kept_errors:
             self.first_errors.append(err)
         if self.on_error is not None:
