@@ -207,3 +207,37 @@ def test_a_missing_backend_names_the_extra():
     hint = r"pip install 'scmwatch\[export\]'.*--no-deps pysigma-backend-fake"
     with pytest.raises(BackendMissing, match=hint):
         backend_class(fake)
+
+
+def test_detection_names_a_condition_cannot_spell_are_renamed(tmp_path):
+    """Names only a selector reaches (SigmaHQ has `select_tree_execution|endswith` and
+    `filter_main_mdadm.conf`) are renamed when the gated condition is written out."""
+    rules = tmp_path / "rules"
+    (rules / "tests").mkdir(parents=True)
+    (rules / "odd.yml").write_text("""
+title: Odd detection names
+id: 0b0b0b0b-0000-4000-8000-000000000003
+name: t_odd
+status: test
+level: low
+tags: [attack.t1569.002]
+logsource: {product: windows, service: system}
+detection:
+  select_a|endswith:
+    ServiceName: 'evil'
+  select_b:
+    ImagePath|endswith: '.bat'
+  filter_x.conf:
+    ImagePath|contains: 'trusted'
+  condition: 1 of select* and not 1 of filter_*
+""", encoding="utf-8")
+    base = {"Channel": "System", "EventID": 7045, "Computer": "h", "TimeCreated": "2024-05-01T10:00:00Z"}
+    lines = [{**base, "ServiceName": "evil", "ImagePath": "c:\\x.exe", "_expect": ["t_odd"]},
+             {**base, "ServiceName": "evil", "ImagePath": "c:\\trusted\\x.bat", "_expect": [],
+              "_near": ["t_odd"]},
+             {**base, "ServiceName": "good", "ImagePath": "c:\\x.bat", "_expect": ["t_odd"]}]
+    (rules / "tests" / "odd.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    exp = export_rules([rules], "splunk")
+    assert exp.entries[0].exported, exp.entries[0].reason
+    res = verify([rules])
+    assert res.ok and res.rules_compared == 1 and res.matches == 2

@@ -22,6 +22,7 @@ does not depend on pattern matching over the new ``_scm_`` identifiers.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,8 @@ from scmwatch.sigma.logsource import CATEGORY_EXTRA, CATEGORY_SOURCES, SECURITY_
 GATE = "_scm_gate"
 GATE_4688 = "_scm_gate_4688"
 PREFIX_4688 = "_scm4688_"
+_IDENT = re.compile(r"[A-Za-z0-9_-]+")  # pySigma's condition grammar for identifiers
+_KEYWORDS = frozenset({"and", "or", "not", "of", "all", "any", "them", "1"})
 # CATEGORY_EXTRA holds lower-cased values (the engine compares case-insensitively); SIEM keyword
 # fields are often case-sensitive, so the values go out as Sysmon writes them.
 _EXTRA_CASE = {"createkey": "CreateKey", "deletekey": "DeleteKey", "deletevalue": "DeleteValue"}
@@ -108,6 +111,12 @@ def gate_rule(rule: SigmaRule) -> Gated:
                              "(scmwatch.events.enrich); no stored event carries it")
     trees = [c.parse(postprocess=False) for c in rule.detection.parsed_condition]
     tree: Node = _from_pysigma(trees[0] if len(trees) == 1 else ConditionOR(trees), rule)
+    # Names only a selector reached (`select_x|endswith`, `filter_a.conf`) are not valid in a
+    # written-out condition: such detections get a plain name.
+    safe = {name: name if _IDENT.fullmatch(name) and name.lower() not in _KEYWORDS else f"_scm_d{i}"
+            for i, name in enumerate(detection)}
+    detection = {safe[k]: v for k, v in detection.items()}
+    tree = _renamed(tree, safe)
     notes: list[str] = []
     gate, note = gate_items(rule.logsource)
     if note:
@@ -130,6 +139,14 @@ def gate_rule(rule: SigmaRule) -> Gated:
     out_det["condition"] = cond
     d["detection"] = out_det
     return Gated(d, notes)
+
+
+def _renamed(node: Node, names: dict[str, str]) -> Node:
+    if node[0] == "id":
+        return ("id", names[node[1]])
+    if node[0] == "not":
+        return ("not", _renamed(node[1], names))
+    return (node[0], [_renamed(a, names) for a in node[1]])
 
 
 def _from_pysigma(node: Any, rule: SigmaRule) -> Node:
