@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from paths import FIXTURES
+from paths import FIXTURES, SIGMAHQ, need_shared
 from scmwatch.cli import main as cli_main
 from scmwatch.export.convert import export_rules
 from scmwatch.export.targets import TARGETS, BackendMissing, Target, backend_class
@@ -241,3 +241,15 @@ detection:
     assert exp.entries[0].exported, exp.entries[0].reason
     res = verify([rules])
     assert res.ok and res.rules_compared == 1 and res.matches == 2
+
+
+def test_sigmahq_rules_match_the_engine_on_their_regression_events():
+    """Every SigmaHQ rule the engine runs and the sqlite target exports matches exactly the
+    regression events (all 238 records, every rule against every record) the engine matches."""
+    need_shared(SIGMAHQ / "regression_data")
+    evtx = sorted(str(p) for p in (SIGMAHQ / "regression_data").rglob("*.evtx"))
+    rules = [str(SIGMAHQ / d) for d in ("rules", "rules-emerging-threats", "rules-threat-hunting")]
+    res = verify(rules, evtx)
+    assert res.events >= 200 and res.rules_compared > 2500
+    assert res.differences == [] and res.errors == []
+    assert res.rules_equal == res.rules_compared and res.matches >= 300

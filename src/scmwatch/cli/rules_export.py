@@ -104,6 +104,9 @@ def _verify(paths: list[str], exp: Any, events: list[str]) -> int:
         print(f"scmwatch: verify: note: {line} (same groups; re-alerting differs)", file=sys.stderr)
     for err in res.errors:
         print(f"scmwatch: verify: {err}", file=sys.stderr)
+    if res.not_run:
+        print(f"scmwatch: verify: {len(res.not_run)} exported rules not compared: scmwatch does not run them "
+              "(no event source, or not compiled)", file=sys.stderr)
     print(f"scmwatch: verify: {res.events} events, {res.rules_compared} rules compared: {res.rules_equal} "
           f"equal, {res.rules_compared - res.rules_equal} differ ({len(res.differences)} differences), "
           f"{len(res.errors)} query errors, {res.matches} matches agreed", file=sys.stderr)
