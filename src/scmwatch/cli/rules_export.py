@@ -50,8 +50,14 @@ def run_export(args: argparse.Namespace) -> int:
     if paths is None:
         return 2
     target = TARGETS[args.target]
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rscmwatch: converting: {done:,} of {total:,}", end="", file=sys.stderr, flush=True)
+
     try:
-        exp = export_rules(paths, target, args.pipeline)
+        exp = export_rules(paths, target, args.pipeline, progress=progress if sys.stderr.isatty() else None)
+        if sys.stderr.isatty():
+            print("\r\033[K", end="", file=sys.stderr)
     except (BackendMissing, PipelineError) as exc:
         print(f"scmwatch: {exc}", file=sys.stderr)
         return 1

@@ -17,7 +17,7 @@ import copy
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,7 +155,8 @@ def correlation_obstacle(corr: SigmaCorrelationRule, blocked: dict[str, str],
 
 
 def export_rules(paths: Iterable[str | os.PathLike], target: str | Target,
-                 pipelines: list[str] | None = None, derived_ok: bool = False) -> Export:
+                 pipelines: list[str] | None = None, derived_ok: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> Export:
     """Convert every rule under ``paths`` for ``target`` (a name from :data:`TARGETS`).
 
     ``derived_ok``: convert correlations on scmwatch's ``link.*`` fields as if events carried
@@ -190,8 +191,11 @@ def export_rules(paths: Iterable[str | os.PathLike], target: str | Target,
             corr_entries.append((e, corr.to_dict()))
         exp.entries.append(e)
 
-    for e, d in rule_entries:
+    total = len(rule_entries) + len(corr_entries)
+    for n, (e, d) in enumerate(rule_entries, 1):
         _convert_one(lambda: make_backend(tgt, pipelines), e, [d], "rule", tgt.name)
+        if progress and n % 100 == 0:
+            progress(n, total)
     for e, d in corr_entries:
         needed = _needed_dicts(d, rule_entries, corr_entries)
         _convert_one(lambda: make_backend(tgt, pipelines), e, needed + [d], "correlation", tgt.name)
