@@ -593,3 +593,24 @@ def test_the_newest_snapshot_of_a_host_wins_over_older_days_in_sorted_folders(tm
     assert main(["audit", str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "older snapshot of WS04 (collected 2026-11-20T09:15:00Z) left out" in err and "problem" not in err
+
+
+def test_snapshot_field_spellings_and_sizes_a_fleet_produces(tmp_path):
+    from scmwatch.audit.checks import asr_state
+
+    doc = json.loads((FIXTURES / "audit" / "fleet" / "WS04.scmwatch.json").read_text())
+    doc.update(host=dict(doc["host"], name=" WS04\r\n"), errors=["x" * 100_000])
+    doc["defender"] = dict(doc["defender"], available="True")
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    log = AuditLog()
+    (hd,) = load([str(tmp_path / "a.json")], log)
+    assert hd.host == "WS04" and asr_state(hd) == "block"
+    ((_, msg),) = log.problems
+    assert msg.startswith("collector: xxx") and msg.endswith("... (100011 characters)") and len(msg) < 1100
+    doc["defender"]["available"] = "maybe"
+    (tmp_path / "a.json").write_text(json.dumps(doc))
+    log = AuditLog()
+    (hd,) = load([str(tmp_path / "a.json")], log)
+    assert asr_state(hd) == "unavailable" and any(
+        "defender.available: expected true or false" in m for _, m in log.problems
+    )

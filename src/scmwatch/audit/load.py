@@ -36,7 +36,7 @@ class AuditLog:
     files_read: int = 0
 
     def error(self, source: str, message: str) -> None:
-        self.problems.append((source, message))
+        self.problems.append((source, _clip(message)))
 
     def note(self, source: str, message: str) -> None:
         self.notes.append((source, message))
@@ -44,6 +44,11 @@ class AuditLog:
     @property
     def files_failed(self) -> int:
         return self.files_seen - self.files_read
+
+
+def _clip(message: str, limit: int = 1000) -> str:
+    """One problem, one readable line: a collector's error text can be any size."""
+    return message if len(message) <= limit else f"{message[:limit]}... ({len(message)} characters)"
 
 
 def discover(paths: list[str], log: AuditLog) -> list[Path]:

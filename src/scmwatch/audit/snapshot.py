@@ -109,6 +109,15 @@ def _bool(v: Any) -> bool | None:
     return v if isinstance(v, bool) else None
 
 
+def _flag(v: Any) -> bool:
+    """true/false, also as the text a CSV round trip or a hand-edited file leaves."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        return v.strip().lower() == "true"
+    raise SnapshotError(f"expected true or false, got {_brief(v)}")
+
+
 def _loads(text: str) -> Any:
     """``json.loads`` that turns every way a hostile file can fail it into SnapshotError (nesting
     deeper than the parser's recursion limit, NaN/Infinity) or a field-level problem (long numbers)."""
@@ -200,10 +209,12 @@ def read_snapshot(data: bytes, source: str) -> HostData:
     if not isinstance(host, dict) or not host.get("name"):
         raise SnapshotError("snapshot has no host.name")
     try:
-        name = _str(host["name"])
+        name = str(_str(host["name"])).strip()
     except SnapshotError as exc:
         raise SnapshotError(f"host.name: {exc}") from None
-    hd = HostData(host=str(name), sources=[source])
+    if not name:
+        raise SnapshotError("snapshot has no host.name")
+    hd = HostData(host=name, sources=[source])
     if lone:
         hd.errors.append(
             f"encoding: {lone} string(s) with a lone UTF-16 surrogate escape, replaced by U+FFFD"
@@ -274,7 +285,7 @@ def read_snapshot(data: bytes, source: str) -> HostData:
                 except SnapshotError as exc:
                     hd.errors.append(f"defender.asr_rules[{i}]: {exc}")
         hd.defender = Defender(
-            available=d.get("available") is True,
+            available=_item(hd, "defender.available", _flag, d.get("available")) is True,
             asr_rules=rules,
             source=_item(hd, "defender.source", _str, d.get("source")),
             error=_item(hd, "defender.error", _str, d.get("error")),
