@@ -126,6 +126,9 @@ def test_reg_problem_reaches_the_audit_log(tmp_path):
         ("C:\\Windows\\System32\\.\\..\\Temp\\t.exe", "a Temp directory"),
         ("C:\\Users\\..\\Windows\\System32\\svchost.exe", None),
         ("C:\\Program Files\\Recycler\\tool.exe", None),  # a folder named so, not a volume's bin
+        ("C:\\Windows\\System32\\spool\\drivers\\color\\x.exe", "a user-writable folder under \\Windows"),
+        ("C:\\WINDOWS\\Tasks\\..\\Tasks\\t.exe", "a user-writable folder under \\Windows"),
+        ("C:\\Windows\\System32\\spool\\drivers\\x64\\3\\pd.dll", None),  # printer drivers: admin-only
     ],
 )
 def test_user_writable_location_resolves_dotdot(path, where):

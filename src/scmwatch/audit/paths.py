@@ -139,6 +139,30 @@ _PROGRAMDATA_TRUSTED = (
 _RECYCLE_BINS = ("\\$recycle.bin\\", "\\recycler\\", "\\recycled\\")
 
 
+# Folders under \Windows where a standard user may create files on a default install (the
+# directories AppLocker-bypass research lists as writable and executable by Users); a binary
+# there passes a glance at "it is in C:\Windows".
+_WINDOWS_WRITABLE = tuple(
+    f"\\windows\\{d}\\"
+    for d in (
+        "tasks",
+        "tracing",
+        "registration\\crmlog",
+        "debug\\wia",
+        "system32\\tasks",
+        "system32\\fxstmp",
+        "system32\\com\\dmp",
+        "system32\\microsoft\\crypto\\rsa\\machinekeys",
+        "system32\\spool\\printers",
+        "system32\\spool\\servers",
+        "system32\\spool\\drivers\\color",
+        "syswow64\\tasks",
+        "syswow64\\fxstmp",
+        "syswow64\\com\\dmp",
+    )
+)
+
+
 def user_writable_location(path: str) -> str | None:
     """Name the conventionally user-writable location a path is in, or None (``..`` resolved)."""
     low = normalize(path.lower().replace("/", "\\"))
@@ -152,4 +176,6 @@ def user_writable_location(path: str) -> str | None:
             return "a ProgramData subfolder"
     if tail.startswith(_RECYCLE_BINS):
         return "the recycle bin"
+    if tail.startswith(_WINDOWS_WRITABLE):
+        return "a user-writable folder under \\Windows"
     return None
