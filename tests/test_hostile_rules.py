@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from sigma.collection import SigmaCollection
+from sigma.correlations import SigmaCorrelationRule
 
 from scmwatch.cli import main
-from scmwatch.correlate import Candidate, ReorderBuffer
+from scmwatch.correlate import Candidate, Correlator, ReorderBuffer, rule_key, spec_from_sigma
 from scmwatch.correlate.links import extract_fact
 from scmwatch.correlate.stream import MAX_HELD
 from scmwatch.events.model import Event
@@ -178,7 +180,7 @@ def test_long_chain_into_a_cycle_does_not_hit_the_recursion_limit(tmp_path):
     assert rs.correlations == [] and len(rs.rejected) == n + 2
 
 
-# -- item 10: the correlation reorder buffer is bounded ----------------------------------------------
+# -- item 10: the correlation reorder buffer and window state are bounded ---------------------------
 
 def _cand(t_us: int, pos: int) -> Candidate:
     ev = Event({"EventID": 7045, "ServiceName": f"s{pos}"}, "f", pos, "json", t_us / 1e6)
@@ -226,3 +228,30 @@ correlation:
     corr = res.summary["correlation"]
     assert corr["reorder_cap"] == MAX_HELD and corr["reorder_overflow"] == 0 and corr["reorder_peak"] == n
     assert corr["groups_peak"] == n and res.summary["alerts"] == 0
+
+
+def test_correlation_state_is_capped_over_all_groups():
+    col = SigmaCollection.from_yaml(BASE + """---
+title: many
+name: many
+correlation:
+  type: event_count
+  rules: [base]
+  group-by: [Computer]
+  timespan: 1h
+  condition: {gte: 1000}
+""")
+    specs = [spec_from_sigma(r) for r in col.rules if isinstance(r, SigmaCorrelationRule)]
+    base_key = rule_key(next(r for r in col.rules if r.name == "base"))
+    corr = Correlator(specs, lateness=0, max_state=100, max_entries_per_group=50)
+    t0 = 1_714_557_600_000_000
+    n = 0
+    for host in range(40):  # 40 groups x 20 entries: 800 entries, each group under its own cap
+        for _ in range(20):
+            n += 1
+            ev = Event({"EventID": 7045, "Computer": f"H{host}"}, "f", n, "json", (t0 + n) / 1e6)
+            assert corr.push(Candidate(t0 + n, 0, n, ev, (base_key,))) == []
+    s = corr.summary()
+    assert s["state_peak"] == 101 and s["state_cap"] == 100
+    assert s["groups_evicted"] == 35 and s["entries_truncated"] == 0
+    assert corr.finish() == []

@@ -24,9 +24,11 @@ force that sees every input at once.
 
 Memory: a group whose newest entry is older than T (relative to the newest event processed)
 is finished and dropped; groups live in insertion-ordered dicts (least recently updated first)
-so the sweep is O(expired). Hard caps (``max_groups``, ``max_entries_per_group``) protect
-against adversarial cardinality; evictions are counted in :meth:`Correlator.summary`, and the
-high-water mark of retained entries/groups is reported as ``state_peak``/``groups_peak``.
+so the sweep is O(expired). Hard caps (``max_groups``, ``max_entries_per_group``, and
+``max_state`` window entries over all groups, since 200,000 groups of 10,000 entries would
+bound nothing) protect against adversarial cardinality; evictions (least recently updated
+group first) are counted in :meth:`Correlator.summary`, and the high-water mark of retained
+entries/groups is reported as ``state_peak``/``groups_peak``.
 """
 
 from __future__ import annotations
@@ -148,6 +150,7 @@ class Correlator:
         lateness: float = 300.0,
         max_groups: int = 200_000,
         max_entries_per_group: int = 10_000,
+        max_state: int = 200_000,
         links: EntityLinks | None = None,
     ) -> None:
         self.specs = list(specs)
@@ -155,6 +158,7 @@ class Correlator:
         self.links = links or EntityLinks()
         self.max_groups = max_groups
         self.max_entries = max_entries_per_group
+        self.max_state = max_state
         self._states = [_SpecState(s) for s in self.specs]
         by_key = {st.spec.key: st for st in self._states}
         # rule_key -> [(state, reference name)]
@@ -374,6 +378,8 @@ class Correlator:
         if len(entries) > self.max_entries:
             self._count_out(spec, g, entries.popleft())
             self.entries_truncated += 1
+        if self._entries > self.max_state:
+            self._shed(g)
         if spec.eager:
             horizon = entries[-1][_T] - span
             while entries and entries[0][_T] < horizon:
@@ -425,6 +431,22 @@ class Correlator:
         key = next(iter(victim.groups))
         self._drop(victim, key)
         self.groups_evicted += 1
+
+    def _shed(self, keep: _Group) -> None:
+        """Over the total state cap: drop the least recently updated groups of any correlation
+        (never ``keep``, the group just added to) until back under it."""
+        while self._entries > self.max_state:
+            victim = None
+            for st in self._states:
+                if st.groups:
+                    key = next(iter(st.groups))
+                    g = st.groups[key]
+                    if g is not keep and (victim is None or g.last < victim[2].last):
+                        victim = (st, key, g)
+            if victim is None:  # what is left is the current group and held inputs
+                return
+            self._drop(victim[0], victim[1])
+            self.groups_evicted += 1
 
     def _sweep(self, out: list[Alert]) -> None:
         """Drop groups idle for longer than their timespan (closing at-close windows first)."""
@@ -608,6 +630,7 @@ class Correlator:
             "state_peak": self.state_peak,
             "groups_peak": self.groups_peak,
             "groups_evicted": self.groups_evicted,
+            "state_cap": self.max_state,
             "entries_truncated": self.entries_truncated,
             "missing_group_field": self.missing_group,
             "missing_value_field": self.missing_value,
