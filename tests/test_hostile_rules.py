@@ -47,9 +47,9 @@ def _parts(pattern: str) -> list:
     return merge_parts([WILD if c == "*" else ONE if c == "?" else c for c in pattern])
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
+def _cli(*args: str, timeout: float = HANG_TIMEOUT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "scmwatch", *args], capture_output=True, text=True,
-                          timeout=HANG_TIMEOUT)
+                          timeout=timeout)
 
 
 # -- item 3: linear glob matching --------------------------------------------------------------------
@@ -255,3 +255,34 @@ correlation:
     assert s["state_peak"] == 101 and s["state_cap"] == 100
     assert s["groups_evicted"] == 35 and s["entries_truncated"] == 0
     assert corr.finish() == []
+
+
+def test_ordered_correlation_over_a_flood_of_one_reference_finishes(tmp_path):
+    """30,000 service installs on one host against "remote command, then install": before, every
+    install re-sorted and walked its group's window (up to 10,000 entries): 103 s, now ~2 s."""
+    rules = _write(tmp_path / "r.yml", BASE, """title: remote command
+name: remote_cmd
+level: low
+logsource: {product: windows, service: security}
+detection:
+  sel: {EventID: 4688}
+  condition: sel
+---
+title: command then install
+name: cmd_then_install
+level: high
+correlation:
+  type: temporal_ordered
+  rules: [remote_cmd, base]
+  group-by: [Computer]
+  timespan: 1h
+  condition: remote_cmd and base
+""")
+    log = tmp_path / "System.jsonl"
+    log.write_text("".join(json.dumps({
+        "EventID": 7045, "Channel": "System", "Computer": "H", "ServiceName": f"svc{i}",
+        "TimeCreated": f"2024-05-01T10:{i // 1000 % 60:02d}:{i // 10 % 60:02d}.{i:06d}Z"}) + "\n"
+        for i in range(30_000)))
+    done = _cli("hunt", str(log), "--rules", rules, "--format", "jsonl", "--min-level", "high", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""

@@ -394,7 +394,7 @@ class Correlator:
         if self._entries > self.state_peak:
             self.state_peak = self._entries
         typ = spec.type
-        if typ == "value_count" or typ == "temporal":
+        if typ == "value_count" or typ == "temporal" or typ == "temporal_ordered":
             k = entry[_VAL] if typ == "value_count" else entry[_REF]
             counts = g.counts
             counts[k] = counts.get(k, 0) + 1
@@ -404,7 +404,7 @@ class Correlator:
     def _count_out(self, spec: CorrSpec, g: _Group, entry: tuple) -> None:
         self._entries -= 1
         typ = spec.type
-        if typ in ("value_count", "temporal"):
+        if typ in ("value_count", "temporal", "temporal_ordered"):
             k = entry[_VAL] if typ == "value_count" else entry[_REF]
             n = g.counts[k] - 1
             if n:
@@ -482,6 +482,8 @@ class Correlator:
             return None
         typ = spec.type
         if typ == "temporal_ordered":
+            if spec.eager and not self._may_hold(spec, g.counts):
+                return None
             return self._ordered(spec, st.order, entries)
         if typ == "temporal":
             present = set(g.counts)
@@ -502,6 +504,16 @@ class Correlator:
         else:  # value_percentile / value_median
             measure = _percentile([e[_VAL] for e in entries], spec.percentile or 50.0)
         return list(entries) if spec.holds(measure) else None
+
+    @staticmethod
+    def _may_hold(spec: CorrSpec, present: dict) -> bool:
+        """Could an ordered chain satisfy an eager condition, given the references present in
+        any order? A chain only drops references and eager conditions cannot gain from that, so
+        no is final: the per-event ordered walk (which sorts the window) is skipped. Without
+        this, 20,000 service installs on one host took 190 s (the window re-sorted per event)."""
+        if spec.expr is not None:
+            return eval_expr(spec.expr, set(present))
+        return spec.holds(float(len(present)))
 
     def _ordered(self, spec: CorrSpec, order: dict[str, int], entries: deque) -> list[tuple] | None:
         # Equal timestamps may be taken in list order whatever their file position: entries
