@@ -74,6 +74,26 @@ def test_bad_rules_reported_rest_used(tmp_path):
     assert all("\n" not in r for r in reasons.values())
 
 
+def test_rejected_reason_names_the_file_once_and_gives_the_line(tmp_path):
+    other = GOOD.replace("0000000a", "0000000e").replace("good rule", "second rule")
+    bad = other.replace("Image|endswith", "Image|frobnicate").replace("second rule", "third rule")
+    bad = bad.replace("0000000e", "0000000f")
+    cond = GOOD.replace("condition: sel", "condition: sel and nothere").replace("0000000a", "00000010")
+    write(tmp_path, "multi.yml", other + "---\n" + bad.lstrip("\n"))
+    write(tmp_path, "cond.yml", cond)
+    rs = load_rules([tmp_path])
+    reasons = {Path(p).name: r for p, r in rs.rejected}
+    assert not any(str(tmp_path) in r for r in reasons.values()), reasons  # the path is the key, once
+    def line_of(name: str, needle: str) -> int:
+        return next(i for i, t in enumerate((tmp_path / name).read_text().splitlines(), 1) if needle in t)
+
+    # the second document's modifier line, not a line of the first document
+    assert reasons["multi.yml"].endswith(f"(line {line_of('multi.yml', 'frobnicate')})")
+    assert line_of("multi.yml", "frobnicate") > line_of("multi.yml", "third rule")
+    assert "'third rule'" in reasons["multi.yml"] and "frobnicate" in reasons["multi.yml"]
+    assert reasons["cond.yml"].endswith(f"(line {line_of('cond.yml', 'nothere')})")
+
+
 def test_missing_path_is_rejected_not_raised(tmp_path):
     rs = load_rules([tmp_path / "nope"])
     assert rs.rejected == [(str(tmp_path / "nope"), "no such file or directory")]

@@ -13,6 +13,7 @@ Every rejected document is reported as ``(path, one-line reason)``; the rest are
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +45,42 @@ class LoadedSigma:
 
 
 def one_line(exc: BaseException | str) -> str:
-    """A message fit for one line: first line, without pySigma's trailing location suffix."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:300]
+    """A message fit for one line: first line, without pySigma's trailing location suffix
+    (`` in /abs/path.yml:line``): the caller names the file once, and :func:`located` adds
+    the line."""
+    if isinstance(exc, SigmaError) and exc.args:
+        exc = str(exc.args[0])
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def located(exc: BaseException | str, path: str, title: str | None = None) -> str:
+    """:func:`one_line` plus ``(line N)`` of the rule file: pySigma's own location when it has
+    one (it rarely does), else the first line, after the rule's ``title:``, that holds a name the
+    message quotes (an unknown modifier, an undefined detection, a field)."""
+    msg = one_line(exc)
+    src = getattr(exc, "source", None)
+    line = getattr(src, "line", None)
+    if line is None:
+        line = _line_of(path, msg, title)
+    return f"{msg} (line {line})" if line else msg
+
+
+def _line_of(path: str, msg: str, title: str | None) -> int | None:
+    names = [n for n in re.findall(r"'([^'\n]{1,100})'", msg) if n != title]
+    if not names:
+        return None
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    start = 0
+    if title:
+        start = next((i for i, t in enumerate(lines) if t.startswith("title:") and title in t), 0)
+    for i in range(start, len(lines)):
+        if any(n in lines[i] for n in names):
+            return i + 1
+    return None
 
 
 def rule_files(paths: Iterable[str | os.PathLike], rejected: list[tuple[str, str]]) -> list[Path]:
@@ -98,13 +132,13 @@ def load_sigma(paths: Iterable[str | os.PathLike]) -> LoadedSigma:
             col = SigmaCollection.from_dicts(docs, collect_errors=True, source=SigmaRuleLocation(p),
                                              collect_filters=True, resolve_references=False)
         except Exception as exc:
-            res.rejected.append((path, one_line(exc)))
+            res.rejected.append((path, located(exc, path)))
             continue
         good = []
         for item in [*col.rules, *col.filters]:
             errs = getattr(item, "errors", None) or []
             if errs:
-                res.rejected.append((path, _describe(item) + one_line(errs[0])))
+                res.rejected.append((path, _describe(item) + located(errs[0], path, _title(item))))
             else:
                 good.append(item)
         # Collection-level errors not attached to a rule (unknown action, alias bombs...).
@@ -112,7 +146,7 @@ def load_sigma(paths: Iterable[str | os.PathLike]) -> LoadedSigma:
         item_errs = {id(e) for item in items for e in (getattr(item, "errors", None) or [])}
         for e in col.errors:
             if id(e) not in item_errs:
-                res.rejected.append((path, one_line(e)))
+                res.rejected.append((path, located(e, path)))
         if good:
             collections.append(
                 SigmaCollection(init_rules=good, collect_filters=True, resolve_references=False))
@@ -128,10 +162,11 @@ def load_sigma(paths: Iterable[str | os.PathLike]) -> LoadedSigma:
         try:
             trees = [c.parsed for c in item.detection.parsed_condition]
         except SigmaError as exc:
-            res.rejected.append((path, _describe(item) + f"condition: {one_line(exc)}"))
+            res.rejected.append((path, _describe(item) + f"condition: {located(exc, path, _title(item))}"))
             continue
         except Exception as exc:
-            res.rejected.append((path, _describe(item) + f"condition: {type(exc).__name__}: {one_line(exc)}"))
+            why = f"condition: {type(exc).__name__}: {located(exc, path, _title(item))}"
+            res.rejected.append((path, _describe(item) + why))
             continue
         if rid is not None:
             if rid in seen_ids:
@@ -220,7 +255,9 @@ def _merge(collections: list[SigmaCollection], res: LoadedSigma) -> SigmaCollect
             corr.resolve_rule_references(trial)
             ok_corr.append(corr)
         except Exception as exc:
-            res.rejected.append((_path_of(corr, "?"), _describe(corr) + f"correlation: {one_line(exc)}"))
+            where = _path_of(corr, "?")
+            why = f"correlation: {located(exc, where, _title(corr))}"
+            res.rejected.append((where, _describe(corr) + why))
     bad = {id(c) for c in all_corr} - {id(c) for c in ok_corr}
     kept = [SigmaCollection(init_rules=[r for r in c.rules if id(r) not in bad] + list(c.filters),
                             collect_filters=True, resolve_references=False) for c in collections]
@@ -234,8 +271,13 @@ def _merge(collections: list[SigmaCollection], res: LoadedSigma) -> SigmaCollect
              for c in collections])
 
 
-def _describe(item: Any) -> str:
+def _title(item: Any) -> str | None:
     title = getattr(item, "title", None)
+    return str(title) if title else None
+
+
+def _describe(item: Any) -> str:
+    title = _title(item)
     return f"'{title}': " if title else ""
 
 
