@@ -9,17 +9,13 @@ reported and counted), 1 when an input could not be read at all or no rule could
 from __future__ import annotations
 
 import argparse
-import importlib
 import signal
 import sys
 import threading
 from typing import Any
 
 from scmwatch import __version__
-
-# Subcommand modules, in the order `--help` lists them. A module that is missing (a feature
-# not yet built) is skipped rather than breaking the whole command line.
-SUBCOMMANDS = ("hunt", "events", "rules", "simulate", "audit", "query", "report")
+from scmwatch.cli import audit, events, hunt, query, report, rules, simulate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,13 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"scmwatch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"scmwatch.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"scmwatch.cli.{name}":
-                continue
-            raise
+    # in the order `--help` lists them
+    for module in (hunt, events, rules, simulate, audit, query, report):
         module.register(subparsers)
     return parser
 

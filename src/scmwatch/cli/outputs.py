@@ -1,6 +1,6 @@
 """Output files of a command: never one of its inputs, never left half-written.
 
-``-o`` or ``--summary`` naming a log being read used to truncate that log before it was read.
+``-o`` or ``--summary`` naming a log being read would truncate that log before it is read.
 :func:`clash` finds an output that is, or resolves to (symlink, hard link, ``..``), an input
 file, lies inside an input directory (the walk would read it), or is named twice; the command
 refuses it as a usage error. :class:`AtomicFile` writes to a temporary file in the target's
