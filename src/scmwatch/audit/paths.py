@@ -74,11 +74,6 @@ class ImagePath:
     # Unquoted paths with spaces: files the SCM would try before the real executable.
     hijack_candidates: list[str] = field(default_factory=list)
 
-    @property
-    def directories(self) -> list[str]:
-        """Every directory from the executable's parent up to the drive or share root."""
-        return ancestors(self.executable)
-
 
 def parse_image_path(raw: str, resolved: str | None = None) -> ImagePath:
     """Split an ImagePath into executable and arguments, and list interception candidates."""

@@ -421,7 +421,7 @@ class Ace:
     def inherited(self) -> bool:
         return bool(self.flags & INHERITED)
 
-    def to_sddl(self, objtype: ObjectType | None = None) -> str:
+    def to_sddl(self) -> str:
         typ = _ACE_TYPE_NAMES.get(self.type, f"0x{self.type:02x}")
         flags = "".join(k for k, v in ACE_FLAGS.items() if self.flags & v)
         tail = f";{self.condition}" if self.condition and not self.condition.startswith("hex:") else ""
@@ -455,13 +455,13 @@ class SecurityDescriptor:
             out.append("O:" + sid_abbreviation(self.owner))
         if self.group:
             out.append("G:" + sid_abbreviation(self.group))
-        out.append("D:" + _acl_sddl(self.dacl, True))
+        out.append("D:" + _acl_sddl(self.dacl))
         if self.sacl is not None:
-            out.append("S:" + _acl_sddl(self.sacl, False))
+            out.append("S:" + _acl_sddl(self.sacl))
         return "".join(out)
 
 
-def _acl_sddl(acl: Acl | None, is_dacl: bool) -> str:
+def _acl_sddl(acl: Acl | None) -> str:
     if acl is None:
         return "NO_ACCESS_CONTROL"
     flags = (

@@ -50,7 +50,6 @@ TYPES = (
 )
 VALUE_TYPES = frozenset({"value_count", "value_sum", "value_avg", "value_percentile", "value_median"})
 NUMERIC_TYPES = frozenset({"value_sum", "value_avg", "value_percentile", "value_median"})
-TEMPORAL_TYPES = frozenset({"temporal", "temporal_ordered"})
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     "gt": lambda a, b: a > b,

@@ -53,9 +53,6 @@ class Event:
     def get(self, name: str, default: Any = None) -> Any:
         return self.fields.get(name, default)
 
-    def provenance(self) -> dict[str, Any]:
-        return {"source": self.source, "record_id": self.record_id, "format": self.fmt}
-
 
 # The times an event may carry: datetime's own range (years 1..9999), one day in from each end so
 # that no offset or rounding can push a parsed time out of it. Anything outside (``1e20``, ``-1e20``,
@@ -219,13 +216,3 @@ class ReadStats:
     def exit_code(self) -> int:
         """1 when an input the user named could not be read at all (architecture.md), else 0."""
         return 1 if self.named_failed else 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "files": self.files,
-            "files_failed": self.files_failed,
-            "files_skipped": self.files_skipped,
-            "events": self.events,
-            "bytes": self.bytes,
-            "errors": dict(self.errors),
-        }

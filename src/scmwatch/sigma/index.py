@@ -215,7 +215,6 @@ class Engine:
         self._buckets: dict[tuple, Bucket] = {}  # raw (Channel, EventID) as events carry them
         self._normalized: dict[tuple, Bucket] = {}  # (lower-cased channel, int EventID)
         self._scanners: dict[tuple[str, ...], Callable[[str], list[int]]] = {}
-        self.stats_candidates = 0  # predicates evaluated (for benchmarks / tuning)
 
     # ------------------------------------------------------------------ index
     def bucket(self, channel: object, eid: object) -> Bucket:
@@ -301,13 +300,6 @@ class Engine:
         b.scan = scan
         b.upgrade_in = -1
 
-    def warm(self) -> None:
-        """Build the buckets of every (channel, EventID) the rules name, e.g. before forking
-        workers, so that each worker does not build them again."""
-        for ch, eid in list(self.by_key):
-            if eid is not None and (ch, eid) not in self._normalized:
-                self._normalized[(ch, eid)] = self._build(ch, eid)
-
     # ------------------------------------------------------------------ matching
     def match(self, event: Event) -> list[CompiledRule]:
         return self.match_fields(event.fields)
@@ -352,7 +344,6 @@ class Engine:
         low = Low(f)
         preds = b.preds
         out = []
-        self.stats_candidates += len(order)
         for i in order:
             p = preds[i]
             if p is True or p(f, low):

@@ -161,7 +161,6 @@ def file_write(
     rel: str,
     *expect: str,
     mask: int = 0x120196,
-    writer_pid_4: bool = True,
     local_path: str | None = None,
     expect_zeek: Iterable[str] = (),
     expect_file: Iterable[str] = (),

@@ -27,7 +27,6 @@ from scmwatch.simulate.scenarios import Scenario, load_all
 from scmwatch.simulate.world import Host, World, build_world
 
 LOOKBACK = 120.0  # scenarios may emit events up to this long before their nominal start
-DEFAULT_START = "2024-05-06T08:00:00Z"
 
 
 @dataclass
