@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 
 .PHONY: install run test lint bench clean demo
 
-$(BIN)/scmwatch: pyproject.toml setup.py requirements-export.txt src/scmwatch/events/_flatten.c
+$(BIN)/scmwatch: pyproject.toml setup.py requirements-export.txt src/scmwatch/events/_flatten.c \
+		src/scmwatch/sigma/_text.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -17,9 +18,16 @@ install: $(BIN)/scmwatch
 run: install
 	$(BIN)/scmwatch hunt examples/
 
+# The reader and hunt tests once more with the C extensions switched off (scmwatch/native.py):
+# their Python twins are what runs where no compiler was, and must stay right on their own.
+PURE_TESTS := tests/test_events_readers.py tests/test_events_json_parser.py tests/test_events_corpus.py \
+	tests/test_winlogbeat_mapping.py tests/test_winlogbeat_pairs.py tests/test_sigma_text.py \
+	tests/test_hunt.py tests/test_hunt_gate.py tests/test_hunt_memory.py
+
 test: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest
+	SCMWATCH_PURE_PYTHON=1 $(BIN)/python -m pytest $(PURE_TESTS)
 
 # Regenerate the bundled demo (examples/demo) and its ground truth; tests/test_simulate_demo.py
 # checks both are what the simulator writes for this command.

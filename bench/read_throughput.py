@@ -5,7 +5,12 @@ scmwatch's ``read_input`` (sniff, parse, normalize to the event model), interlea
 round on the same files so machine noise hits both alike, plus their ratio and peak RSS.
 The target of issue 2 is a ratio >= 0.8.
 
-    python bench/read_throughput.py [--seconds 5] [PATH ...]
+``--c-parts`` measures what each part of the C extension ``events/_flatten.c`` buys: the
+reader with everything in Python, then with the C flattener (``from_evtx_dict``), then also
+the C JSON parser (``from_evtx_json``), then also the C record loop (``EvtxEvents``), all
+interleaved with the raw parse (the numbers quoted in _flatten.c's header).
+
+    python bench/read_throughput.py [--seconds 5] [--c-parts] [PATH ...]
 """
 
 from __future__ import annotations
@@ -28,15 +33,42 @@ def scmwatch_pass(files: list[str]) -> int:
     return stats.events
 
 
+def c_parts() -> dict[str, object]:
+    """Reader configurations, each a pass function that switches the C parts on cumulatively."""
+    from scmwatch.events import evtx_reader, normalize
+
+    if normalize.EvtxEvents is None:
+        raise SystemExit("the C extension is not built (or SCMWATCH_PURE_PYTHON is set)")
+    c_dict, c_json, c_loop = normalize.from_evtx_dict, normalize.from_evtx_json, normalize.EvtxEvents
+
+    def config(flatten: bool, parse: bool, loop: bool):
+        def run(files: list[str]) -> int:
+            normalize.from_evtx_dict = c_dict if flatten else normalize.from_evtx_dict_py
+            evtx_reader.from_evtx_json = c_json if parse else normalize.from_evtx_json_py
+            evtx_reader.EvtxEvents = c_loop if loop else None
+            return scmwatch_pass(files)
+        return run
+
+    return {
+        "pure Python": config(False, False, False),
+        "+ C flattener": config(True, False, False),
+        "+ C JSON parser": config(True, True, False),
+        "+ C record loop": config(True, True, True),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("paths", nargs="*", default=[str(ATTACK_SAMPLES)])
     ap.add_argument("--seconds", type=float, default=5.0, help="minimum time per side")
+    ap.add_argument("--c-parts", action="store_true", help="what each part of the C extension buys")
     args = ap.parse_args()
     files = evtx_files(*args.paths)
     if not files:
         print(f"no .evtx files under {args.paths}", file=sys.stderr)
         return 1
+    if args.c_parts:
+        return parts_table(files, args.seconds)
     totals = {"raw": [0, 0.0], "scmwatch": [0, 0.0]}
     best = {"raw": float("inf"), "scmwatch": float("inf")}
     events = {"raw": 0, "scmwatch": 0}
@@ -68,6 +100,26 @@ def main() -> int:
     print(f"scmwatch read+normal.: {our_rate:12,.0f} {our_best:12,.0f} events/s")
     print(f"ratio                : {our_rate / raw_rate:12.3f} {our_best / raw_best:12.3f}   (target >= 0.8)")
     print(f"peak RSS             : {rss:12.1f} MiB")
+    return 0
+
+
+def parts_table(files: list[str], seconds: float) -> int:
+    sides = {"raw evtx+orjson": raw_pass, **c_parts()}
+    totals = {k: [0, 0.0] for k in sides}
+    while min(t for _, t in totals.values()) < seconds:
+        for name, fn in sides.items():
+            t0 = time.perf_counter()
+            n = fn(files)
+            totals[name][0] += n
+            totals[name][1] += time.perf_counter() - t0
+    raw_n, raw_t = totals["raw evtx+orjson"]
+    per_event_raw = raw_t / raw_n * 1e6
+    print(f"files: {len(files)}")
+    for name, (n, t) in totals.items():
+        rate = n / t
+        extra = t / n * 1e6 - per_event_raw
+        print(f"{name:18s}: {rate:10,.0f} events/s   ratio {rate / (raw_n / raw_t):5.3f}   "
+              f"+{extra:5.2f} us/event over the raw parse")
     return 0
 
 

@@ -16,13 +16,13 @@ are turned into ints so that ``EventID`` is an int whatever the source.
 
 from __future__ import annotations
 
-import os
 from typing import Any, NamedTuple
 
 import orjson
 
 from scmwatch.events.model import Event
 from scmwatch.events.sanitize import clean, suspicious
+from scmwatch.native import pure_python
 
 # <System> child element → {attribute: top-level name}. Children not listed here keep the
 # generic ``<Child>_<Attr>`` form (the Sigma/evtx convention, e.g. ``Correlation_ActivityID``).
@@ -578,8 +578,8 @@ def from_evtx_json_py(text: str | bytes) -> dict[str, Any] | None:
 
 
 # The C versions of ``from_evtx_dict_py`` and ``from_evtx_json_py`` (events/_flatten.c), when
-# it was compiled at install time; SCMWATCH_PURE_PYTHON=1 forces the Python code (tests
-# compare the two).
+# it was compiled at install time, unless ``scmwatch.native.pure_python()`` (tests compare the
+# two).
 try:
     from scmwatch.events import _flatten
 except ImportError:  # no compiler at install time
@@ -590,7 +590,7 @@ from_evtx_json = from_evtx_json_py
 EvtxEvents = None  # the EVTX reader's loop in C (``_flatten.EvtxEvents``), when built
 if _flatten is not None:
     _flatten.configure(SYSTEM_ATTRS, _CORE, _int, from_evtx_json_py, Event)
-    if not os.environ.get("SCMWATCH_PURE_PYTHON"):
+    if not pure_python():
         from_evtx_dict = _flatten.from_evtx_dict
         from_evtx_json = _flatten.from_evtx_json
         EvtxEvents = _flatten.EvtxEvents

@@ -23,6 +23,7 @@ from typing import Any
 import ahocorasick
 
 from scmwatch.events.model import Event
+from scmwatch.native import pure_python
 from scmwatch.sigma.compile import Low
 from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit
 
@@ -35,7 +36,7 @@ try:  # optional C extension (sigma/_text.c): the prefilter text without the Pyt
     from scmwatch.sigma._text import lower_join
 except ImportError:  # pragma: no cover - built without a C compiler
     lower_join = None
-if os.environ.get("SCMWATCH_PURE_PYTHON"):
+if pure_python():
     lower_join = None
 
 
