@@ -69,7 +69,8 @@ def test_detection_rule_metadata(pack):
 
 
 def test_lm_and_svc_tags_follow_the_spec(pack):
-    """detections.md: LM for 2.1/2.4-2.6/2.10/2.16, LM+SVC for 2.2/2.3/2.8/2.11, SVC for 2.13-2.15/2.17."""
+    """docs/detections.md tags: LM for 2.1/2.4-2.6/2.10/2.16, LM+SVC for 2.2/2.3/2.8/2.11, SVC for
+    2.13-2.15/2.17."""
     lm = {"PT-CR-215", "PT-CR-1981", "PT-CR-226", "PT-CR-589", "PT-CR-523", "PT-CR-217", "PT-CR-785",
           "PT-CR-1752", "PT-CR-1838", "PT-CR-1356"}
     svc = {"PT-CR-785", "PT-CR-1752", "PT-CR-1838", "PT-CR-1356", "PT-CR-1962", "PT-CR-778", "PT-CR-257",

@@ -1,4 +1,4 @@
-"""Sigma semantics: every modifier and trap of sigma-engine-notes §4.4, positive + near miss.
+"""Sigma semantics: every modifier and trap listed in sigma/compile.py, positive + near miss.
 
 Each case writes a tiny rule, loads it through the real loader/compiler/index and matches
 hand-built events (flat dicts in the normalized shape the readers produce).

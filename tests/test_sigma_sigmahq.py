@@ -128,7 +128,7 @@ def test_prefilter_never_loses_a_match(ruleset, engine):
 
 def test_gating_prevents_cross_source_hits(ruleset, engine):
     """Without gating raw_access_thread / process_creation rules would fire on other Sysmon events
-    (notes §3.3): every hit's rule must list a source whose keys include the event's key."""
+    (logsource.py): every hit's rule must list a source whose keys include the event's key."""
     for ev in _regression_events():
         key = (str(ev.fields.get("Channel")).lower(), ev.fields.get("EventID"))
         for r in engine.match(ev):

@@ -159,7 +159,7 @@ def _by(events, channel, eid):
 
 
 def test_remote_installs_join_to_their_network_logon(events) -> None:
-    """4697.SubjectLogonId = TargetLogonId of a type-3 4624 on the same host (spec §0.2), and
+    """4697.SubjectLogonId = TargetLogonId of a type-3 4624 on the same host (detections.md §0.2), and
     the 5145 svcctl of that session carries the same id and the source address."""
     logons = {(f["Computer"], f["TargetLogonId"]): f for f in _by(events, "Security", 4624)}
     shares = defaultdict(list)
@@ -185,7 +185,7 @@ def test_remote_installs_join_to_their_network_logon(events) -> None:
             s for s in shares[(f["Computer"], f["SubjectLogonId"])] if s["RelativeTargetName"] == "svcctl"
         ]
         assert all(s["IpAddress"] == logon["IpAddress"] for s in svcctl)
-        if not svcctl:  # SCM over RPC/TCP (§0.7: services.exe accepted the address), or via WMI
+        if not svcctl:  # SCM over RPC/TCP (detections.md §0.7: services.exe accepted the address), or via WMI
             assert (f["Computer"], logon["IpAddress"]) in wfp or f["Computer"] in wmi
     assert remote >= 8
 

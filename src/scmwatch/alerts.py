@@ -1,8 +1,7 @@
 """The alert: what every detection produces and every sink writes.
 
-The JSON form (``Alert.to_dict``) is the machine-readable contract from
-``design/architecture.md``; tools and benchmarks depend on its keys, so change it only
-deliberately.
+The JSON form (``Alert.to_dict``) is the machine-readable contract (its keys are listed in
+docs/architecture.md); tools and benchmarks depend on them, so change it only deliberately.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Coverage of a loaded rule set against the T1569.002 seed list and ATT&CK data components.
 
 The seed list is the 18 MaxPatrol SIEM rules of Positive Technologies' T1569.002 article plus the
-MITRE analytic services.exe -> cmd.exe (design/detections.md). A seed is covered by every rule
+MITRE analytic services.exe -> cmd.exe (docs/detections.md). A seed is covered by every rule
 (single-event or correlation) whose ``maxpatrol_rule`` attribute names it; building blocks used
 only inside correlations count for the seeds of the correlations that use them. Data components
 come from the (Channel, EventID) sources each rule reads (the engine's index keys), so coverage

@@ -4,7 +4,9 @@ A seed is one of the 18 MaxPatrol SIEM rules of Positive Technologies' T1569.002
 ``PT-CR-<n>`` id) or the MITRE analytic services.exe -> cmd.exe (key ``none``). Pack rules name
 their seed in the ``maxpatrol_rule`` attribute (``"PT-CR-589 Remoting_SysInternals_PsExec"``);
 the coverage report, the simulator's ground truth and its checks all key on :func:`detection_key`
-of that attribute, so a seed id appears here and nowhere else in the code.
+of that attribute, so a seed id appears here and nowhere else in the code. What each
+detection looks for, and the telemetry facts the rules rely on, are in docs/detections.md
+(cited across the code and the pack as ``detections.md §N``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The command line only: parse arguments, call the library, print.
 
 Each subcommand lives in its own module exposing ``register(subparsers)``; the module sets
-``func`` on its parser. Exit codes (architecture.md): 0 success (partial parse errors are
+``func`` on its parser. Exit codes (docs/architecture.md): 0 success (partial parse errors are
 reported and counted), 1 when an input could not be read at all or no rule could be loaded,
 2 usage errors, 130 Ctrl-C, 143 SIGTERM (129 SIGHUP): those unwind, so temporary files go.
 """

@@ -214,5 +214,5 @@ class ReadStats:
 
     @property
     def exit_code(self) -> int:
-        """1 when an input the user named could not be read at all (architecture.md), else 0."""
+        """1 when an input the user named could not be read at all (docs/architecture.md), else 0."""
         return 1 if self.named_failed else 0

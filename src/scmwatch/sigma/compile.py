@@ -4,7 +4,7 @@ A predicate is ``pred(fields, low) -> bool`` where ``fields`` is ``Event.fields`
 per-event :class:`Low` cache of lower-cased string values (each field is lower-cased at most
 once per event, however many rules look at it).
 
-Semantics (sigma-engine-notes §4.4), all decided here:
+Semantics, all decided here (tests/test_sigma_semantics.py has a positive and a near miss for each):
 
 * strings are case-insensitive unless ``|cased``; ``*``/``?`` wildcards, escapes already
   resolved by pySigma (we read ``SigmaString.s``, never the original text);

@@ -8,7 +8,7 @@ rules whose literals occurred (plus the few rules without a necessary-literal se
 The scan uses Hyperscan when it is installed (one pass, each literal reported once: measured
 8 us per Sysmon process-creation event against 4,300 literals) and falls back to pyahocorasick
 (40 us on the same events: its per-node child lookup is linear in the fan-out, and it reports
-every occurrence). Measured effect of each stage: notes §3.3 and ``bench/hunt_throughput.py``.
+every occurrence). The effect of each stage is measured by ``bench/hunt_throughput.py``.
 """
 
 from __future__ import annotations

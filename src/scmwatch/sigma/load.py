@@ -1,6 +1,6 @@
 """Loading Sigma files with pySigma: files, directories, multi-document YAML, filters, correlations.
 
-Why this path (sigma-engine-notes §1.1): ``yaml.load_all`` with pySigma's ``SigmaYAMLLoader`` is
+Why this path: ``yaml.load_all`` with pySigma's ``SigmaYAMLLoader`` is
 the C loader *with* a duplicate-key check (``SigmaCollection.from_yaml`` silently keeps the last
 duplicate), ~4x faster than the pure-Python loader; ``from_dicts(collect_errors=True)`` per file
 keeps one broken rule from sinking the rest; ``merge`` resolves correlation references across

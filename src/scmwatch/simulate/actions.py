@@ -2,7 +2,7 @@
 
 Scenarios are sequences of these steps. Each step emits every event Windows (and Zeek) would
 record for it, on the right host, with identifiers that agree across events — e.g. the 4697
-carries the ``SubjectLogonId`` of the 4624 that opened the session (spec §0.2). A step takes
+carries the ``SubjectLogonId`` of the 4624 that opened the session (detections.md §0.2). A step takes
 the detections each emitted event must raise, because *which* of a step's events is
 suspicious depends on the scenario (a 7045 of ``PSEXESVC`` is, of ``BITS`` is not).
 """
@@ -330,7 +330,7 @@ def run_service(
     """StartService: the SCM spawns the binary (Sysmon 1 + 4688, child of services.exe).
 
     A real service reports 7036 running; a command line that is not a service makes the SCM
-    wait 30 s and log 7009 + 7000 ``%%1053`` (spec §0.9).
+    wait 30 s and log 7009 + 7000 ``%%1053`` (detections.md §0.9).
     """
     services = h.core["services"]
     p = h.spawn(t, image, cmdline, services, user=SYSTEM, logon_id="0x3e7", integrity="System")
@@ -374,7 +374,7 @@ def stop_service(ctx: Ctx, t: float, h: Host, name: str, display: str, *expect: 
 
 
 def delete_service(ctx: Ctx, t: float, h: Host, name: str, *expect: str) -> None:
-    """DeleteService: services.exe marks the key (``DeleteFlag``=1, ``Start``=4; spec §0.8)."""
+    """DeleteService: services.exe marks the key (``DeleteFlag``=1, ``Start``=4; detections.md §0.8)."""
     services = h.core["services"]
     key = b.SERVICES_KEY + name
     ctx.add(b.sysmon13(h, t, services, key + "\\DeleteFlag", b.dword(1)), *expect)

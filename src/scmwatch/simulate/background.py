@@ -44,7 +44,8 @@ USER_APPS = [
     (W32 + "cmd.exe", '"C:\\Windows\\system32\\cmd.exe" /c dir C:\\Users'),
 ]
 
-# services.exe children: svchost groups, installer and licensing services (near-misses for §2.18).
+# services.exe children: svchost groups, installer and licensing services
+# (near-misses for detections.md §2.18).
 SERVICE_PROCS = [
     (
         "BITS",
@@ -86,7 +87,8 @@ SERVICE_PROCS = [
     ),
 ]
 
-# Services Windows Update and driver setup install from system directories (near-misses for §2.15).
+# Services Windows Update and driver setup install from system directories
+# (near-misses for detections.md §2.15).
 SYSTEM_INSTALLS = [
     ("MpKslDrv", "\\SystemRoot\\System32\\drivers\\MpKslDrv.sys", "kernel mode driver", "demand start", ""),
     ("WdBoot", "\\SystemRoot\\system32\\drivers\\wd\\WdBoot.sys", "kernel mode driver", "boot start", ""),

@@ -65,7 +65,7 @@ def utc_ms(t: float) -> str:
 
 
 def sysmon_details(value: str) -> str:
-    """Sysmon 13 doubles every ``%`` in string values (spec §0.4)."""
+    """Sysmon 13 doubles every ``%`` in string values (detections.md §0.4)."""
     return value.replace("%", "%%")
 
 

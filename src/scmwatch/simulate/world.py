@@ -128,7 +128,7 @@ class Host:
     @property
     def modern(self) -> bool:
         """Win10/2016+ writes ``ParentProcessName`` in 4688 (v2) and 4624 v2; Win7 / 2008 R2 write
-        4688 v1 without the parent and 4624 v0 (spec §0.5)."""
+        4688 v1 without the parent and 4624 v0 (detections.md §0.5)."""
         return self.os not in LEGACY_OS
 
     def new_pid(self) -> int:

@@ -1,4 +1,4 @@
-"""JSONL: one ``Alert.to_dict()`` per line — the machine-readable contract (architecture.md).
+"""JSONL: one ``Alert.to_dict()`` per line — the machine-readable contract (docs/architecture.md).
 
 Values are written exactly as read (JSON escapes what needs escaping); only what JSON or UTF-8
 cannot hold is changed, by :func:`json_line`'s fallback: lone surrogates become U+FFFD, integers

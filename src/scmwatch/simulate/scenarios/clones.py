@@ -1,4 +1,4 @@
-"""PsExec clones and C2 service tricks from the spec's tool table (§1): PAExec, RemCom, CSExec,
+"""PsExec clones and C2 service tricks (detections.md §1): PAExec, RemCom, CSExec,
 Empire smbexec, Covenant SharpSC (implant inside System32, 7045 named by display name) and
 Meterpreter getsystem (named-pipe impersonation service)."""
 
@@ -61,7 +61,8 @@ def paexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     )
     name = f"PAExec-{tool.pid}-{src.name}"
     s = a.smb_session(ctx, t + 0.1, dst, src.ip, op, "Kerberos")
-    # target side of a PsExec analogue: the pack files it under PT-CR-217 with the client (spec §2.16)
+    # target side of a PsExec analogue: the pack files it under PSEXEC_SRC with the client
+    # (detections.md §2.16)
     ex = Expect(e4697=(PSEXEC_SRC, ODDPATH), e7045=(PSEXEC_SRC, ODDPATH), e13=(ODDPATH,))
     t1 = _upload_and_install(
         ctx,
@@ -236,7 +237,7 @@ def empire_smbexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
 
 @scenario(
     "covenant-sharpsc",
-    "Covenant SharpSC: implant in System32, 7045 names the display name (spec §0.1)",
+    "Covenant SharpSC: implant in System32, 7045 names the display name (detections.md §0.1)",
     "windows",
 )
 def covenant_sharpsc(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
@@ -287,7 +288,8 @@ def covenant_sharpsc(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     target="workstation",
 )
 def meterpreter_getsystem(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
-    """A named-pipe-impersonation service: `\\\\.\\pipe\\` is not a network share (near-miss for §2.3)."""
+    """A named-pipe-impersonation service: `\\\\.\\pipe\\` is not a network share (near-miss for
+    detections.md §2.3)."""
     rng = ctx.rng
     user = ctx.world.admins[0]
     shell = a.operator_shell(ctx, t - 30, dst, user)

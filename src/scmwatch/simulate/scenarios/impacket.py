@@ -1,4 +1,4 @@
-"""Impacket psexec.py (ADMIN$ and UNC binary path) and smbexec.py (spec §1, §2.3, §2.5, §2.10).
+"""Impacket psexec.py (ADMIN$ and UNC binary path) and smbexec.py (detections.md §1, §2.3, §2.5, §2.10).
 
 The attacker runs them from a Linux box: the only traces are on the target (and in Zeek).
 """

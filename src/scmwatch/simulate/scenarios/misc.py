@@ -1,5 +1,5 @@
 """MSSQL service control, WannaMine, PowerShell New-Service and services outside system
-directories (spec §2.7, §2.9, §2.15, §2.17)."""
+directories (detections.md §2.7, §2.9, §2.15, §2.17)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def mssql_service_control(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         MSSQL,
     )
     ctx.add(b.sys7036(dst, t + 0.4, "SQL Server VSS Writer", "SQLWriter", False))
-    ctx.expect_correlation(MSSQL)  # 33205 xp_servicecontrol then the SCM's 7036 (spec §2.7 corr)
+    ctx.expect_correlation(MSSQL)  # 33205 xp_servicecontrol then the SCM's 7036 (detections.md §2.7 corr)
     t1 = t + rng.uniform(10, 40)
     ctx.add(b.mssql15457(dst, t1, "show advanced options", "0", "1"))
     ctx.add(b.mssql15457(dst, t1 + 0.2, "xp_cmdshell", "0", "1"))

@@ -1,4 +1,4 @@
-"""Sysinternals PsExec, default and ``-r`` renamed (spec §1, §2.6, §2.16).
+"""Sysinternals PsExec, default and ``-r`` renamed (detections.md §1, §2.6, §2.16).
 
 Source side: PsExec.exe with ``\\\\target``, the EulaAccepted value, DNS + SMB, the client's
 ConnectPipe to ``\\<svc>-<CLIENT>-<pid>-std*``. Target side: Kerberos network logon, ADMIN$

@@ -1,5 +1,5 @@
 """RemoteRegistry enabled over svcctl (secretsdump/DonPAPI) and a service hidden in the registry
-(spec §2.13, §2.14)."""
+(detections.md §2.13, §2.14)."""
 
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def hidden_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
             ctx.add(b.sysmon12(dst, tt + 0.01, reg, b.SERVICES_KEY + name), HIDDEN)
             first = False
         ctx.add(b.sysmon13(dst, tt + 0.011, reg, b.SERVICES_KEY + f"{name}\\{value}", details), *e13)
-        if dst.registry_audit:  # a new ImagePath value written by anything but the SCM (§2.14)
+        if dst.registry_audit:  # a new ImagePath value written by anything but the SCM (detections.md §2.14)
             new = details if kind != "REG_DWORD" else data
             e4657 = (HIDDEN,) if value == "ImagePath" else ()
             ctx.add(b.sec4657(dst, tt + 0.012, reg, b.SERVICES_KEY + name, value, None, new, kind), *e4657)
@@ -142,7 +142,8 @@ def hidden_service(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     "windows",
 )
 def remote_registry_sc(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
-    """The CLI variant of §2.13: an operator enables RemoteRegistry with sc.exe, then reads the registry."""
+    """The CLI variant of detections.md §2.13: an operator enables RemoteRegistry with sc.exe, then
+    reads the registry."""
     rng = ctx.rng
     services = dst.core["services"]
     op, shell = a.admin_shell(ctx, t, src)

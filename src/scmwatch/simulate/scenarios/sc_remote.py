@@ -1,4 +1,5 @@
-"""sc.exe against a remote host, and binary-path swaps (NimExec, SCShell-style) (spec §2.2, §2.8, §2.17)."""
+"""sc.exe against a remote host, and binary-path swaps (NimExec, SCShell-style)
+(detections.md §2.2, §2.8, §2.17)."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def sc_remote(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
 def _set(ctx: Ctx, t: float, dst: Host, key: str, original: str, payload: str) -> None:
     """binPath → command: Sysmon 13 (a 785 building block only: alone it cannot tell a change from a
     new service); on audited hosts 4657, which NimExec's rule flags when the service was a shared
-    svchost (spec §2.8)."""
+    svchost (detections.md §2.8)."""
     from_svchost = (NIMEXEC,) if "svchost.exe -k" in original else ()
     a.set_image_path(ctx, t, dst, key, payload, old=original, expect_4657=from_svchost)
 
@@ -172,7 +173,7 @@ def nimexec(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
 )
 def wmic_service_create(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     """WMI's service provider calls CreateService on the target for the remote user: 4697/7045 carry
-    that user's network logon, but no svcctl pipe is opened (spec §2.17 sel_wmic)."""
+    that user's network logon, but no svcctl pipe is opened (detections.md §2.17 sel_wmic)."""
     rng = ctx.rng
     op, shell = a.admin_shell(ctx, t, src)
     name = rng.choice(["WmiHelperSvc", "PerfHostSvc", "NetMonAgent"])

@@ -1,5 +1,5 @@
 """winexe, Sliver psexec, Metasploit psexec (native and psh) and the MS17-010 follow-up
-(spec §1, §2.1, §2.11, §2.12, §2.18)."""
+(detections.md §1, §2.1, §2.11, §2.12, §2.18)."""
 
 from __future__ import annotations
 
@@ -160,8 +160,8 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
     admin = ctx.world.admins[2]
     ws = rand_letters(rng, 16, string.ascii_letters + string.digits)
     # the pack files Metasploit's 16-character workstation name and psh launcher under MS17-010
-    # (spec §2.12 evidence; the rule titles say "Metasploit", not MS17-010) and the random 8-letter
-    # exe in C:\Windows under impacket psexec (spec §2.5: the file write cannot tell them apart)
+    # (detections.md §2.12 evidence; the rule titles say "Metasploit", not MS17-010) and the random 8-letter
+    # exe in C:\Windows under impacket psexec (detections.md §2.5: the file write cannot tell them apart)
     s = a.smb_session(ctx, t, dst, src.ip, admin, "NTLM", workstation=ws, expect_logon=(MS17,))
     a.tree_connect(ctx, t + 0.01, s, "IPC$")
     a.tree_connect(ctx, t + 0.02, s, "ADMIN$")
@@ -271,7 +271,7 @@ EMPIRE_ENC = (
     "linux",
 )
 def empire_psexec_tcp(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
-    """SCM over RPC/TCP leaves no 5145: Sysmon 3 and 5156 of services.exe accepting (spec §0.7)."""
+    """SCM over RPC/TCP leaves no 5145: Sysmon 3 and 5156 of services.exe accepting (detections.md §0.7)."""
     rng = ctx.rng
     admin = ctx.world.admins[2]
     port = ctx.port()
@@ -403,7 +403,7 @@ def empire_psexec_tcp(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
     "sliver-psexec-renamed", "Sliver psexec with --service-name/--service-description changed", "windows"
 )
 def sliver_psexec_renamed(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
-    """Only the C:\\Windows\\Temp binary path and the start/delete shape remain (spec §2.11)."""
+    """Only the C:\\Windows\\Temp binary path and the start/delete shape remain (detections.md §2.11)."""
     rng = ctx.rng
     op = ctx.world.admins[1]
     name = rng.choice(["WinHealthSvc", "MsUpdateAgent", "NetTelemetry"])
