@@ -15,7 +15,6 @@ import threading
 from typing import Any
 
 from scmwatch import __version__
-from scmwatch.cli import audit, events, hunt, query, report, rules, simulate
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,8 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"scmwatch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # in the order `--help` lists them
-    for module in (hunt, events, rules, simulate, audit, query, report):
+    # imported here, not at the top: subcommand modules import Terminated from this package
+    from scmwatch.cli import audit, events, hunt, query, report, rules, simulate
+
+    for module in (hunt, events, rules, simulate, audit, query, report):  # the order `--help` lists
         module.register(subparsers)
     return parser
 
