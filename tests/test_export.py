@@ -253,3 +253,11 @@ def test_sigmahq_rules_match_the_engine_on_their_regression_events():
     assert res.events >= 200 and res.rules_compared > 2500
     assert res.differences == [] and res.errors == []
     assert res.rules_equal == res.rules_compared and res.matches >= 300
+
+
+def test_cli_export_escapes_hostile_names_on_stderr(tmp_path, capsys):
+    rules = _write_rules(tmp_path)
+    (rules / "bad\x1b[2J.yml").write_text("title: [unclosed\n", encoding="utf-8")
+    assert cli_main(["rules", "export", "-t", "sqlite", "--rules", str(rules)]) == 0
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "bad\\x1b[2J.yml: rule rejected" in err

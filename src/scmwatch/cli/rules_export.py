@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scmwatch.escape import terminal
 from scmwatch.rules import PACK_DIR
 
 BUILTIN = "builtin"
@@ -24,7 +25,7 @@ def _rule_paths(args: argparse.Namespace) -> list[str] | None:
     try:
         return resolve_rule_paths(args.rules or [BUILTIN], builtin=str(PACK_DIR))
     except RulesNotInstalled as exc:
-        print(f"scmwatch: {exc}", file=sys.stderr)
+        print(f"scmwatch: {terminal(exc)}", file=sys.stderr)
         return None
 
 
@@ -59,13 +60,14 @@ def run_export(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             print("\r\033[K", end="", file=sys.stderr)
     except (BackendMissing, PipelineError) as exc:
-        print(f"scmwatch: {exc}", file=sys.stderr)
+        print(f"scmwatch: {terminal(exc)}", file=sys.stderr)
         return 1
     for path, reason in exp.rejected:
-        print(f"scmwatch: {path}: rule rejected: {reason}", file=sys.stderr)
+        print(f"scmwatch: {terminal(path)}: rule rejected: {terminal(reason)}", file=sys.stderr)
     for e in exp.entries:
         if not e.exported:
-            print(f"scmwatch: not exported: {e.kind} {e.label}: {e.reason}", file=sys.stderr)
+            print(f"scmwatch: not exported: {e.kind} {terminal(e.label)}: {terminal(e.reason)}",
+                  file=sys.stderr)
     c = exp.counts()
     if not c["exported"]:
         print(f"scmwatch: {target.name}: nothing exported ({c['rules']} rules, "
@@ -85,9 +87,9 @@ def run_export(args: argparse.Namespace) -> int:
             else:
                 _write(out, formats.saved_form(exp))
                 where = str(out)
-            print(f"scmwatch: wrote {where}", file=sys.stderr)
+            print(f"scmwatch: wrote {terminal(where)}", file=sys.stderr)
     except OSError as exc:
-        print(f"scmwatch: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"scmwatch: cannot write {terminal(args.output)}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"scmwatch: {target.name}: {c['rules']} rules, {c['correlations']} correlations: {c['exported']} "
           f"exported, {c['not_exported']} not exported (reasons above), {c['rejected']} rejected",
@@ -102,14 +104,15 @@ def _verify(paths: list[str], exp: Any, events: list[str]) -> int:
 
     res = verify(paths, events, exported=exp)
     for d in res.differences:
-        print(f"scmwatch: verify: {d.rule}: {d.event}: engine {'matches' if d.engine else 'does not match'}, "
+        engine = "matches" if d.engine else "does not match"
+        print(f"scmwatch: verify: {terminal(d.rule)}: {terminal(d.event)}: engine {engine}, "
               f"SQLite {'matches' if d.sqlite else 'does not'}", file=sys.stderr)
     for line in res.correlation_differences:
-        print(f"scmwatch: verify: {line}", file=sys.stderr)
+        print(f"scmwatch: verify: {terminal(line)}", file=sys.stderr)
     for line in res.correlation_count_notes:
-        print(f"scmwatch: verify: note: {line} (same groups; re-alerting differs)", file=sys.stderr)
+        print(f"scmwatch: verify: note: {terminal(line)} (same groups; re-alerting differs)", file=sys.stderr)
     for err in res.errors:
-        print(f"scmwatch: verify: {err}", file=sys.stderr)
+        print(f"scmwatch: verify: {terminal(err)}", file=sys.stderr)
     if res.not_run:
         print(f"scmwatch: verify: {len(res.not_run)} exported rules not compared: scmwatch does not run them "
               "(no event source, or not compiled)", file=sys.stderr)
@@ -121,7 +124,7 @@ def _verify(paths: list[str], exp: Any, events: list[str]) -> int:
               f"{res.correlations_equal} alert for the same groups ({res.correlation_alerts} groups), "
               f"{len(res.correlation_differences)} differences", file=sys.stderr)
     for line in res.linked_differences:
-        print(f"scmwatch: verify: link correlation: {line}", file=sys.stderr)
+        print(f"scmwatch: verify: link correlation: {terminal(line)}", file=sys.stderr)
     if res.linked_compared:
         print(f"scmwatch: verify: {res.linked_compared} correlations on link.* fields (not exportable) "
               f"cross-checked with the fields as columns: {res.linked_equal} alert for the same groups "
@@ -179,7 +182,7 @@ def run_update(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             print(file=sys.stderr)
         kept = f"; kept {before.version} ({before.rules} rules)" if before else ""
-        print(f"scmwatch: rules update failed: {exc}{kept}", file=sys.stderr)
+        print(f"scmwatch: rules update failed: {terminal(exc)}{terminal(kept)}", file=sys.stderr)
         return 1
     if sys.stderr.isatty():
         print(file=sys.stderr)

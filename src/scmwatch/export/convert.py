@@ -80,7 +80,7 @@ class Export:
 
     def collection(self) -> SigmaCollection:
         """A fresh pySigma collection of everything exportable (see module doc)."""
-        return SigmaCollection.from_dicts([_copy(d) for d in self.dicts])
+        return SigmaCollection.from_dicts([copy.deepcopy(d) for d in self.dicts])
 
     def counts(self) -> dict[str, int]:
         return {
@@ -90,10 +90,6 @@ class Export:
             "not_exported": sum(1 for e in self.entries if not e.exported),
             "rejected": len(self.rejected),
         }
-
-
-def _copy(d: dict[str, Any]) -> dict[str, Any]:
-    return copy.deepcopy(d)
 
 
 def _tags(item: Any) -> list[str]:
@@ -162,7 +158,7 @@ def export_rules(paths: Iterable[str | os.PathLike], target: str | Target,
     ``derived_ok``: convert correlations on scmwatch's ``link.*`` fields as if events carried
     them -- only for :mod:`~scmwatch.export.verify`, whose table has them as columns."""
     tgt = TARGETS[target] if isinstance(target, str) else target
-    backend = make_backend(tgt, pipelines)  # fail early (BackendMissing) before any work
+    make_backend(tgt, pipelines)  # BackendMissing / PipelineError before any work
     loaded = load_sigma(paths)
     exp = Export(tgt, pipelines, rejected=list(loaded.rejected))
     blocked: dict[str, str] = {}
@@ -208,7 +204,6 @@ def export_rules(paths: Iterable[str | os.PathLike], target: str | Target,
             e.notes.append("equivalent exported: its base rules " + ", ".join(bases)
                            + f" on their own; join them in the SIEM by {', '.join(corr.group_by or ['-'])} "
                            f"within {corr.timespan.spec}")
-    del backend
     exp.dicts = [d for e, d in rule_entries if e.exported] + [d for e, d in corr_entries if e.exported]
     return exp
 
@@ -256,7 +251,7 @@ def _convert_one(backend_factory, entry: Entry, dicts: list[dict], kind: str, ta
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            col = SigmaCollection.from_dicts([_copy(d) for d in dicts])
+            col = SigmaCollection.from_dicts([copy.deepcopy(d) for d in dicts])
             # what backend.convert does, one rule at a time: a correlation's rules are converted
             # first (the backend keeps their conversion state), their queries are not output
             backend.init_processing_pipeline(None)

@@ -74,7 +74,9 @@ def splunk_savedsearches(exp: Export) -> str:
         for i, q in enumerate(e.queries):
             suffix = f" #{i + 1}" if len(e.queries) > 1 else ""
             out.append(f"# scmwatch rule {e.id} ({e.label}), level {e.level}")
-            out.append(f"[{_one_line(e.title)} ({e.id[:8]}){suffix}]")
+            # a stanza name ends at the first ']'
+            name = _one_line(e.title).replace("[", "(").replace("]", ")")
+            out.append(f"[{name} ({e.id[:8]}){suffix}]")
             out.append(f"description = {_conf(e.description or e.title)}")
             out.append(f"search = {_conf(q)}")
             out.append(f"alert.severity = {SPLUNK_SEVERITY.get(e.level, 3)}")
