@@ -196,10 +196,20 @@ def test_cli_export_lists_every_correlation_it_cannot_export(capsys):
     (["-t", "sqlite", "--events", "x.ndjson"], 2, "--events is for --verify"),
     (["-t", "sqlite", "-p", "no_such_pipeline"], 1, "unknown pipeline 'no_such_pipeline'"),
     (["-t", "sqlite", "--rules", "/nonexistent/rules"], 1, "nothing exported"),
+    (["-t", "kusto", "-o", "RULES/"], 2, "lies inside the rule directory"),
+    (["-t", "kusto", "-o", "RULES/proc.yml"], 2, "lies inside the input directory"),
+    (["-t", "kusto", "--rules", "RULES/proc.yml", "-o", "RULES/proc.yml"], 2, "is the input"),
 ])
-def test_cli_export_usage_errors(argv, code, message, capsys):
+def test_cli_export_usage_errors(argv, code, message, capsys, tmp_path):
+    rules = _write_rules(tmp_path)
+    before = (rules / "proc.yml").read_text(encoding="utf-8")
+    argv = [a.replace("RULES", str(rules)) for a in argv]
+    if "-o" in argv and "--rules" not in argv:
+        argv += ["--rules", str(rules)]
     assert cli_main(["rules", "export", *argv]) == code
     assert message in capsys.readouterr().err
+    assert (rules / "proc.yml").read_text(encoding="utf-8") == before
+    assert sorted(p.name for p in rules.iterdir()) == ["proc.yml", "tests"]
 
 
 def test_a_missing_backend_names_the_extra():

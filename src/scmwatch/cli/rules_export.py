@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from scmwatch.cli.outputs import clash
 from scmwatch.escape import terminal
 from scmwatch.rules import PACK_DIR
 
@@ -27,6 +28,17 @@ def _rule_paths(args: argparse.Namespace) -> list[str] | None:
     except RulesNotInstalled as exc:
         print(f"scmwatch: {terminal(exc)}", file=sys.stderr)
         return None
+
+
+def _inside_rules(outputs: list[tuple[str, str]], paths: list[str]) -> str | None:
+    """An output written into a rule directory would be loaded as a rule next time (YAML forms)."""
+    for option, path in outputs:
+        real = os.path.realpath(path)
+        for p in paths:
+            rp = os.path.realpath(p)
+            if os.path.isdir(rp) and real.startswith(rp.rstrip(os.sep) + os.sep):
+                return f"{option} {path}: lies inside the rule directory {p}"
+    return None
 
 
 def _write(path: Path, text: str) -> None:
@@ -51,6 +63,15 @@ def run_export(args: argparse.Namespace) -> int:
     if paths is None:
         return 2
     target = TARGETS[args.target]
+    if args.output is not None:
+        out = Path(args.output)
+        as_dir = out.is_dir() or args.output.endswith(("/", os.sep))
+        names = (target.saved_file, "queries.txt", "not-exported.tsv") if as_dir else ("",)
+        outputs = [("-o", str(out / n) if n else str(out)) for n in names]
+        problem = clash(outputs, [*paths, *(args.events or [])]) or _inside_rules(outputs, paths)
+        if problem:
+            print(f"scmwatch: {terminal(problem)}", file=sys.stderr)
+            return 2
 
     def progress(done: int, total: int) -> None:
         print(f"\rscmwatch: converting: {done:,} of {total:,}", end="", file=sys.stderr, flush=True)
