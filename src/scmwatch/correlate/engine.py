@@ -250,7 +250,7 @@ class Correlator:
                 if g is None:
                     continue
                 if not st.spec.eager and g.entries:
-                    self._close(st, key, g, out)
+                    self._close(st, g, out)
                 self._drop(st, key)
         return out
 
@@ -351,7 +351,7 @@ class Correlator:
         g = groups.get(key)
         if g is None:
             if self._groups >= self.max_groups:
-                self._evict_one(st, out)
+                self._evict_one(st)
             g = _Group(display)
             groups[key] = g
             self._groups += 1
@@ -361,8 +361,8 @@ class Correlator:
             groups.move_to_end(key)
         span = spec.timespan_us
         if not spec.eager and g.entries and t > g.start + span:
-            self._close(st, key, g, out)
-            self._clear(spec, g)
+            self._close(st, g, out)
+            self._clear(g)
         self._seq += 1
         entry = (t, self._seq, ref, event, value, evidence)
         if not g.entries or t < g.start:
@@ -387,7 +387,7 @@ class Correlator:
             chosen = self._evaluate(st, g)
             if chosen is not None:
                 self._fire(st, g, chosen, out)
-                self._clear(spec, g)
+                self._clear(g)
 
     def _count_in(self, spec: CorrSpec, g: _Group, entry: tuple) -> None:
         self._entries += 1
@@ -414,7 +414,7 @@ class Correlator:
         elif typ in ("value_sum", "value_avg"):
             g.total -= entry[_VAL]
 
-    def _clear(self, spec: CorrSpec, g: _Group) -> None:
+    def _clear(self, g: _Group) -> None:
         self._entries -= len(g.entries)
         g.entries.clear()
         g.counts.clear()
@@ -425,7 +425,7 @@ class Correlator:
         self._entries -= len(g.entries)
         self._groups -= 1
 
-    def _evict_one(self, st: _SpecState, out: list[Alert]) -> None:
+    def _evict_one(self, st: _SpecState) -> None:
         """Over the group cap: drop the least recently updated group (its own rule's first)."""
         victim = st if st.groups else max(self._states, key=lambda s: len(s.groups))
         key = next(iter(victim.groups))
@@ -464,12 +464,12 @@ class Correlator:
                 if g.last >= horizon:
                     break
                 if not st.spec.eager and g.entries:
-                    self._close(st, key, g, out)
+                    self._close(st, g, out)
                 self._drop(st, key)
 
     # -- evaluation ---------------------------------------------------------------------------
 
-    def _close(self, st: _SpecState, key: tuple, g: _Group, out: list[Alert]) -> None:
+    def _close(self, st: _SpecState, g: _Group, out: list[Alert]) -> None:
         chosen = self._evaluate(st, g)
         if chosen is not None:
             self._fire(st, g, chosen, out)
