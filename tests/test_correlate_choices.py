@@ -211,3 +211,12 @@ def test_generate_any_true_wins_documented():
     for text in (a + "\n---\n" + b, b + "\n---\n" + a):
         h = Harness(text)
         assert h.corr.suppressed == {h.keys["b"]}
+
+
+def test_hold_back_heap_is_bounded_and_counts_early_releases():
+    h = Harness(LOST_CHAIN, max_entries_per_group=50)
+    for i in range(400):
+        h.push("b", i / 100)  # 400 inputs of the outer rule within its hold-back lag
+    assert max(len(st.held) for st in h.corr._states) <= 50
+    assert h.corr.summary()["held_released_early"] == 350
+    h.finish()

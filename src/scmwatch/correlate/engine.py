@@ -24,7 +24,8 @@ force that sees every input at once.
 
 Memory: a group whose newest entry is older than T (relative to the newest event processed)
 is finished and dropped; groups live in insertion-ordered dicts (least recently updated first)
-so the sweep is O(expired). Hard caps (``max_groups``, ``max_entries_per_group``, and
+so the sweep is O(expired). Hard caps (``max_groups``, ``max_entries_per_group``, which also
+bounds a chained correlation's hold-back heap, and
 ``max_state`` window entries over all groups, since 200,000 groups of 10,000 entries would
 bound nothing) protect against adversarial cardinality; evictions (least recently updated
 group first) are counted in :meth:`Correlator.summary`, and the high-water mark of retained
@@ -217,6 +218,7 @@ class Correlator:
         self.missing_value = 0
         self.groups_evicted = 0
         self.entries_truncated = 0
+        self.held_released_early = 0
         self.alerts = 0
 
     # -- input ----------------------------------------------------------------------------
@@ -306,6 +308,11 @@ class Correlator:
         self._entries += 1
         if self._entries > self.state_peak:
             self.state_peak = self._entries
+        if len(st.held) > self.max_entries:  # a flood: bounded memory beats exact late chains
+            t, _, _, ref, event, evidence = heapq.heappop(st.held)
+            self._entries -= 1
+            self.held_released_early += 1
+            self._add(st, ref, event, t, evidence, out)
 
     def _release(self, st: _SpecState, before: int | None, out: list[Alert]) -> None:
         held = st.held
@@ -644,6 +651,7 @@ class Correlator:
             "groups_evicted": self.groups_evicted,
             "state_cap": self.max_state,
             "entries_truncated": self.entries_truncated,
+            "held_released_early": self.held_released_early,
             "missing_group_field": self.missing_group,
             "missing_value_field": self.missing_value,
             "link_facts": self.links.facts,
