@@ -113,7 +113,7 @@ def read_evtx(
 def _audit_chunks(name: str, source: str | BinaryIO, head: bytes, size: int, read: int,
                   stats: ReadStats) -> None:
     if isinstance(source, str):
-        with open(source, "rb") as fh:
+        with open(source, "rb", buffering=0) as fh:  # unbuffered: 40 bytes per chunk, not 8 KiB
             _audit_open(name, fh, head, size, read, stats)
     else:
         _audit_open(name, source, head, size, read, stats)
