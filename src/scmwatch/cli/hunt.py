@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from scmwatch import rules as pack
 from scmwatch.alerts import LEVELS
 from scmwatch.cli import Terminated
-from scmwatch.cli.hunt_case import CaseRun, CaseRunError, usage_problem
+from scmwatch.cli.hunt_case import CaseRun, CaseRunError, looks_like_case, usage_problem
 from scmwatch.cli.outputs import AtomicFile, clash, write_atomic
 from scmwatch.escape import terminal
 from scmwatch.events.model import ReadError
@@ -50,6 +52,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--case", metavar="CASE.duckdb", default=None,
                    help="also keep the run, its input files and every alert with its evidence and entity "
                    "links in this case file (created if missing; re-hunting the same files adds nothing)")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run on a Dask cluster: a scheduler (tcp://host:8786) or local[:N] (a local cluster "
+                   "of N worker processes); inputs may then be fsspec URLs the workers read (s3://, https://)")
     p.add_argument("--keep-events", action="store_true",
                    help="with --case: also keep every event (columnar) for SQL and retro-hunts "
                    "(`scmwatch hunt CASE.duckdb --rules NEW/`)")
@@ -108,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = [*args.paths, *(args.rules or []), *([args.placeholders] if args.placeholders else [])]
     problem = (clash(outputs, inputs) or (clash([("--case", args.case), *outputs], []) if args.case else None)
                or usage_problem(args))
+    if not problem and args.cluster:
+        problem = _cluster_problem(args)
     if problem:
         print(f"scmwatch: {terminal(problem)}", file=sys.stderr)
         return 2
@@ -134,6 +141,40 @@ def run(args: argparse.Namespace) -> int:
     if args.summary and not _write_summary(args.summary, summary, start):
         return 1
     return code
+
+
+@contextlib.contextmanager
+def _units(args: argparse.Namespace, rule_paths: list[str]) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """The unit mapper for run_hunt: the local pool, or the Dask cluster of --cluster."""
+    if not args.cluster:
+        yield local_units, {}
+        return
+    from scmwatch.cluster import Cluster, ClusterError, rule_payload
+
+    try:
+        cluster = Cluster(args.cluster)
+    except ClusterError as exc:
+        raise _Failed(str(exc), 1) from None
+    with cluster:
+        payload = rule_payload(rule_paths, args.placeholders,
+                               min_level=args.min_level, lateness=args.lateness)
+        yield cluster.map_units(payload), {"address": args.cluster, "workers": cluster.workers}
+
+
+def _cluster_problem(args: argparse.Namespace) -> str | None:
+    """A usage error of --cluster, or None."""
+    from scmwatch.cluster import ClusterError, parse_address
+
+    try:
+        parse_address(args.cluster)
+    except ClusterError as exc:
+        return str(exc)
+    if args.keep_events:
+        return ("--keep-events with --cluster: the events are kept by the process that reads them; "
+                "hunt locally")
+    if len(args.paths) == 1 and os.path.isfile(args.paths[0]) and looks_like_case(args.paths[0]):
+        return "--cluster: a retro-hunt reads the case on this machine; hunt it without --cluster"
+    return None
 
 
 def _write_summary(path: str | None, summary: dict[str, Any], start: float) -> bool:
@@ -174,7 +215,7 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
     for line in case.notes():
         print(f"scmwatch: {terminal(line)}", file=sys.stderr)
     try:
-        summary, code = _hunt_into(args, ruleset, rules, case, start)
+        summary, code = _hunt_into(args, ruleset, rules, case, start, rule_paths)
     except BaseException:
         case.abort()
         raise
@@ -186,7 +227,7 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
 
 
 def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], case: Any,
-               start: float) -> tuple[dict[str, Any], int]:
+               start: float, rule_paths: list[str]) -> tuple[dict[str, Any], int]:
     """Hunt and stream the alerts into the output (and the case); ``(summary, exit code)``."""
     # Alerts are streamed to the sink as the hunt's final merge produces them (never collected),
     # so the output is opened first; it replaces the named file only when the run succeeds.
@@ -207,9 +248,13 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
             case.write(alert)
 
         try:
-            result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level,
-                              on_error=_print_error, lateness=args.lateness, show_progress=None, sink=emit,
-                              map_units=case.map_units(local_units), expand=case.expand(discover))
+            with _units(args, rule_paths) as (mapper, cluster_info):
+                result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level,
+                                  on_error=_print_error, lateness=args.lateness, show_progress=None,
+                                  sink=emit, map_units=case.map_units(mapper), expand=case.expand(discover))
+            if cluster_info:
+                result.summary["cluster"] = cluster_info
+                result.summary["jobs"] = cluster_info["workers"]
         except _OutputError as exc:
             raise _Failed(f"{where}: cannot write alerts: {exc}") from None
         except OSError as exc:

@@ -62,9 +62,16 @@ class InputFile:
     named: bool = True  # named by the user (not found by a directory walk): failure → exit 1
     pipe: bool = False  # a FIFO or pipe named on the command line: read with an idle timeout
 
+    @property
+    def url(self) -> bool:
+        """A remote object (``s3://``, ``https://``, ...) read through fsspec, not a local path."""
+        return is_url(self.path)
+
     def open(self) -> BinaryIO:
         """The unit's bytes. Raises OSError (or zipfile.BadZipFile) when it cannot be read; an
         archive member zipfile cannot extract (encrypted, deflate64, ...) is an OSError too."""
+        if self.url:
+            return _open_url(self.path)
         if self.pipe:
             return io.BufferedReader(_Pipe(self.path, PIPE_IDLE), CHUNK)
         if self.member is None:
@@ -80,6 +87,11 @@ class InputFile:
         """Bytes on disk (or in the archive) behind this unit; None for a pipe."""
         if self.pipe:
             return None
+        if self.url:
+            try:
+                return int(_fs(self.path)[0].size(self.path))
+            except Exception:  # noqa: BLE001 - any backend's error: the size is only a hint
+                return None
         try:
             if self.member is not None:
                 with zipfile.ZipFile(self.path) as archive:
@@ -129,6 +141,62 @@ class _Pipe(io.RawIOBase):
         super().close()
 
 
+def is_url(path: str) -> bool:
+    """``scheme://...`` other than ``file://``: read with fsspec (``scmwatch[remote]``)."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.isalnum() and scheme.lower() != "file"
+
+
+def _fs(url: str) -> tuple[Any, str]:
+    try:
+        from fsspec.core import url_to_fs
+    except ImportError as exc:
+        raise OSError(errno.ENOTSUP, "reading URLs needs fsspec: pip install 'scmwatch[remote]'") from exc
+    try:
+        return url_to_fs(url)
+    except (ImportError, ValueError) as exc:  # no implementation for the scheme, or a bad URL
+        raise OSError(errno.ENOTSUP, str(exc)) from exc
+
+
+def _open_url(url: str) -> BinaryIO:
+    """Open a remote object through its fsspec implementation; credentials come from that
+    implementation's own environment and config (never from scmwatch's command line)."""
+    fs, path = _fs(url)
+    try:
+        return fs.open(path, "rb")
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - backends raise their own types (aiohttp, botocore)
+        raise OSError(errno.EIO, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _url_inputs(url: str, stats: ReadStats) -> Iterator[InputFile]:
+    """A remote file, or every log file under a remote directory (fsspec ``find``)."""
+    try:
+        fs, path = _fs(url)
+        if fs.isdir(path):
+            names = sorted(fs.find(path))
+            proto = url.split("://", 1)[0]
+            for name in names:
+                full = name if "://" in name else f"{proto}://{name}"
+                if _is_log_name(full):
+                    yield InputFile(full, full, named=False)
+                else:
+                    stats.files_skipped += 1
+            return
+    except OSError as exc:
+        stats.files_failed += 1
+        stats.named_failed += 1
+        stats.error(url, "unreadable", _why(exc))
+        return
+    except Exception as exc:  # noqa: BLE001 - a backend's own error type
+        stats.files_failed += 1
+        stats.named_failed += 1
+        stats.error(url, "unreadable", f"{type(exc).__name__}: {exc}")
+        return
+    yield InputFile(url, url, named=True)
+
+
 def _is_log_name(name: str) -> bool:
     lower = name.lower()
     return os.path.splitext(lower)[1] in LOG_EXTENSIONS
@@ -143,6 +211,9 @@ def discover(paths: Iterable[str], stats: ReadStats) -> Iterator[InputFile]:
     """
     for path in paths:
         path = os.fspath(path)
+        if is_url(path):
+            yield from _url_inputs(path, stats)
+            continue
         try:
             st = os.stat(path)
         except OSError as exc:
@@ -223,7 +294,7 @@ def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -
     ``.gz``, archive members, pipes) goes through :func:`_read_stream`. ``gate`` (optional) lets
     the EVTX reader skip records nobody wants (:class:`~scmwatch.events.model.ReadGate`).
     """
-    if inp.member is None and not inp.pipe and not inp.name.lower().endswith(".gz"):
+    if inp.member is None and not inp.pipe and not inp.url and not inp.name.lower().endswith(".gz"):
         try:
             fd = os.open(inp.path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks, even on a FIFO
             try:
@@ -293,7 +364,7 @@ def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Ev
     head = stream.read(SNIFF)
     name = inp.name
     if head.startswith(MAGIC):
-        if inp.member is None and not inp.pipe and not inp.name.lower().endswith(".gz"):
+        if inp.member is None and not inp.pipe and not inp.url and not inp.name.lower().endswith(".gz"):
             return read_evtx(name, inp.path, stats, head, os.fstat(stream.fileno()).st_size)
         return _spooled_evtx(inp, head, stream, stats)
     if not head.strip():

@@ -1,0 +1,95 @@
+"""hunt --cluster local:2 vs --jobs 2 vs --jobs 1, and where the single client stops scaling.
+
+1. Whole-process wall time of ``scmwatch hunt`` on the shared EVTX corpus copied ``--copies``
+   times (symlinks), built-in pack: ``--jobs 1``, ``--jobs 2``, ``--cluster local:2`` (the last
+   includes starting the LocalCluster), medians of ``--rounds`` runs; task overhead per file.
+2. The client's share: in one process, the time outside ``hunt_unit`` (merge by time +
+   correlation + output) per event, and correlation candidates per million events, for the
+   built-in pack and all SigmaHQ rules. A worker's rate divided by the client's rate is the
+   cluster size at which the client becomes the bottleneck.
+
+    .venv/bin/python bench/cluster_throughput.py [--copies 20] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+from common import ATTACK_SAMPLES, SHARED, evtx_files, run_cli
+from scmwatch.hunt import local_units, run_hunt
+from scmwatch.rules import PACK_DIR
+from scmwatch.sigma import Engine, load_rules
+
+
+def _corpus(tmp: str, copies: int) -> int:
+    files = evtx_files(ATTACK_SAMPLES)
+    for c in range(copies):
+        d = os.path.join(tmp, f"copy{c:02d}")
+        os.mkdir(d)
+        for i, f in enumerate(files):
+            os.symlink(f, os.path.join(d, f"{i:04d}.evtx"))
+    return len(files) * copies
+
+
+def _client_share(tmp: str, rule_dir: str) -> tuple[float, float, float]:
+    """(events/s of the units, events/s of the client part, candidates per million events)."""
+    rs = load_rules([rule_dir])
+    engine = Engine(rs)
+    unit_seconds = 0.0
+
+    def timed(ctx, inputs, jobs, report):
+        nonlocal unit_seconds
+        for r in local_units(ctx, inputs, 1, report):
+            unit_seconds += r.seconds
+            yield r
+
+    t0 = time.perf_counter()
+    res = run_hunt([tmp], rs, engine=engine, map_units=timed, sink=lambda a: None)
+    total = time.perf_counter() - t0
+    events = res.summary["events"]
+    client = max(total - unit_seconds, 1e-9)
+    cands = res.summary["memory"]["candidates"]
+    return events / unit_seconds, events / client, cands * 1e6 / max(events, 1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--copies", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    if not ATTACK_SAMPLES.is_dir():
+        print("cluster_throughput: corpus not found:", ATTACK_SAMPLES)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        n = _corpus(tmp, args.copies)
+        modes = {"--jobs 1": ["--jobs", "1"], "--jobs 2": ["--jobs", "2"],
+                 "--cluster local:2": ["--cluster", "local:2"]}
+        times: dict[str, list[float]] = {m: [] for m in modes}
+        for _ in range(args.rounds):
+            for m, extra in modes.items():
+                secs, _, _ = run_cli(["hunt", tmp, "--format", "jsonl", "-o", os.devnull, *extra])
+                times[m].append(secs)
+        base = statistics.median(times["--jobs 1"])
+        print(f"corpus x{args.copies}: {n} files, built-in pack, whole process (median of {args.rounds})")
+        for m in modes:
+            med = statistics.median(times[m])
+            print(f"  {m:20s} {med:6.2f} s   speed-up x{base / med:.2f}")
+        over = (statistics.median(times["--cluster local:2"]) - statistics.median(times["--jobs 2"])) / n
+        print(f"  cluster overhead vs --jobs 2: {over * 1000:.2f} ms per file (incl. LocalCluster start)")
+        for label, rules in (("built-in pack", str(PACK_DIR)),
+                             ("all SigmaHQ", str(SHARED / "sigmahq" / "rules"))):
+            if not os.path.isdir(rules):
+                continue
+            unit_rate, client_rate, cands = _client_share(tmp, rules)
+            print(f"{label}: worker {unit_rate:,.0f} events/s, client {client_rate:,.0f} events/s, "
+                  f"{cands:,.0f} candidates per million events -> the client saturates at about "
+                  f"{client_rate / unit_rate:.0f} workers")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

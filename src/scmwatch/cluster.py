@@ -1,0 +1,228 @@
+"""Hunt on a Dask cluster: the same seam as ``--jobs``, with Dask workers as the pool.
+
+``hunt --cluster tcp://scheduler:8786`` (or ``--cluster local[:N]`` for a LocalCluster of N worker
+processes on this machine) keeps everything of a local hunt but *where arrow 1 runs*
+(:func:`scmwatch.hunt.hunt_unit`): each input file is a task on a worker, which
+
+* builds its own :class:`~scmwatch.hunt.HuntContext` once per rule set from the **rule texts**
+  shipped with the task (compiled predicates are closures and cannot be pickled; the texts are
+  small and the same texts in the same order compile to the same rules, so alert ids, order and
+  evidence equal a local run's);
+* reads the file itself (a shared path, or an fsspec URL such as ``s3://`` / ``https://`` that the
+  worker opens with its own credentials from the environment), matches, and returns the
+  :class:`~scmwatch.hunt.UnitResult` with its hits and correlation candidates *in memory* (a remote
+  worker's spill files would not be visible to the client).
+
+The client merges by time and correlates exactly as locally (:class:`~scmwatch.hunt.AlertMerge`,
+which spills what exceeds its budget). Dask retries a task whose worker died on another worker;
+a unit's result is a pure function of its bytes and the rules, so a retried task gives the same
+result and the merge takes each unit once (by index), never twice.
+
+Where the single client stops scaling is measured by ``bench/cluster_throughput.py`` and stated
+in the README ("Run on a cluster").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scmwatch.events.model import ReadError
+from scmwatch.events.read import InputFile
+from scmwatch.hunt import _KEY, HuntContext, UnitResult, hunt_unit
+from scmwatch.sigma import load_rules
+from scmwatch.sigma.load import rule_files
+from scmwatch.spill import SpillDir, read_stream
+
+LOCAL = "local"
+# Inputs per task: small files are batched so a task costs more than its scheduling (a Dask task
+# round trip is ~1-2 ms of scheduler and client time; a small EVTX file hunts in ~0.5 ms).
+BATCH_BYTES = 8 << 20
+BATCH_FILES = 64
+
+
+class ClusterError(Exception):
+    """The cluster could not be used (bad address, scheduler unreachable, Dask not installed)."""
+
+
+@dataclass(frozen=True)
+class RulePayload:
+    """What a worker needs to build the rules: the texts of the rule files, in load order."""
+
+    files: tuple[tuple[str, str], ...]  # (relative name, YAML text)
+    placeholders: str | None
+    options: tuple[tuple[str, Any], ...]  # HuntContext keyword options
+
+    @property
+    def digest(self) -> str:
+        h = hashlib.sha256()
+        for name, text in self.files:
+            h.update(name.encode() + b"\0" + text.encode() + b"\0")
+        h.update(repr((self.placeholders, self.options)).encode())
+        return h.hexdigest()
+
+
+def rule_payload(rule_paths: list[str], placeholders: str | None = None, **options: Any) -> RulePayload:
+    """The texts of the rule files ``rule_paths`` names (files and directories), in load order."""
+    rejected: list[tuple[str, str]] = []
+    files = []
+    for i, path in enumerate(rule_files(rule_paths, rejected)):
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # the client's own load reports it; the worker simply lacks it, as locally
+        files.append((f"{i:05d}_{Path(path).name}", text))
+    ph = Path(placeholders).read_text(encoding="utf-8") if placeholders else None
+    return RulePayload(tuple(files), ph, tuple(sorted(options.items())))
+
+
+# One compiled rule set per worker process and payload (tasks of one hunt share it).
+_CONTEXTS: dict[str, HuntContext] = {}
+
+
+def _context(payload: RulePayload) -> HuntContext:
+    key = payload.digest
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        root = Path(tempfile.mkdtemp(prefix="scmwatch-rules-"))
+        for name, text in payload.files:
+            (root / name).write_text(text, encoding="utf-8")
+        ph = None
+        if payload.placeholders is not None:
+            ph = root / "placeholders.yml.txt"
+            ph.write_text(payload.placeholders, encoding="utf-8")
+        ruleset = load_rules([str(root / n) for n, _ in payload.files], placeholders=ph)
+        _CONTEXTS.clear()  # one hunt's rules at a time per worker
+        ctx = _CONTEXTS[key] = HuntContext(ruleset, SpillDir(), **dict(payload.options))
+    return ctx
+
+
+def _in_memory(ctx: HuntContext, r: UnitResult) -> UnitResult:
+    """Bring a unit's spilled runs back into the result (the client cannot see the worker's disk)."""
+    if r.hit_runs:
+        runs = [list(read_stream(p)) for p in r.hit_runs]
+        r.hit_tail = list(heapq.merge(*runs, r.hit_tail, key=_KEY))
+        for p in r.hit_runs:
+            os.unlink(p)
+        r.hit_runs = []
+    if r.cand_runs:
+        cands: list[tuple] = []
+        for p in r.cand_runs:
+            cands.extend(read_stream(p))
+            os.unlink(p)
+        r.cand_mem = cands + r.cand_mem
+        r.cand_runs = []
+    return r
+
+
+def hunt_batch(payload: RulePayload, batch: list[tuple[int, InputFile]]) -> list[UnitResult]:
+    """A worker task: hunt each (index, input) with the payload's rules; results in memory."""
+    ctx = _context(payload)
+    return [_in_memory(ctx, hunt_unit(ctx, i, inp, collect_errors=True)) for i, inp in batch]
+
+
+def _same(payload: RulePayload) -> RulePayload:
+    return payload
+
+
+def _batches(inputs: list[InputFile]) -> list[list[tuple[int, InputFile]]]:
+    """Largest files first, small ones batched up to BATCH_BYTES / BATCH_FILES per task."""
+    sizes = [inp.compressed_size() or 0 for inp in inputs]
+    order = sorted(range(len(inputs)), key=lambda i: -sizes[i])
+    out: list[list[tuple[int, InputFile]]] = []
+    cur: list[tuple[int, InputFile]] = []
+    cur_bytes = 0
+    for i in order:
+        if cur and (cur_bytes + sizes[i] > BATCH_BYTES or len(cur) >= BATCH_FILES):
+            out.append(cur)
+            cur, cur_bytes = [], 0
+        cur.append((i, inputs[i]))
+        cur_bytes += sizes[i]
+    if cur:
+        out.append(cur)
+    return out
+
+
+def parse_address(spec: str) -> tuple[str, int | None]:
+    """``local`` / ``local:N`` -> (LOCAL, N or None); ``tcp://host:port`` -> (address, None)."""
+    if spec == LOCAL or spec.startswith(LOCAL + ":"):
+        n = spec.partition(":")[2]
+        if n and (not n.isdigit() or int(n) < 1):
+            raise ClusterError(f"--cluster {spec}: the worker count after 'local:' must be a positive number")
+        return LOCAL, int(n) if n else None
+    if "://" not in spec:
+        raise ClusterError(f"--cluster {spec}: give a scheduler address (tcp://host:8786) or local[:N]")
+    return spec, None
+
+
+class Cluster:
+    """A Dask client for one hunt (a LocalCluster it owns, or a connection to a scheduler)."""
+
+    def __init__(self, spec: str) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise ClusterError("--cluster needs Dask: pip install 'scmwatch[cluster]'") from exc
+        address, n = parse_address(spec)
+        self.spec = spec
+        self._local = None
+        try:
+            if address == LOCAL:
+                self._local = LocalCluster(n_workers=n or max(1, os.cpu_count() or 1), threads_per_worker=1,
+                                           processes=True, host="127.0.0.1", dashboard_address=None,
+                                           silence_logs=40)
+                self.client = Client(self._local)
+            else:
+                self.client = Client(address, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            self.close()
+            raise ClusterError(f"--cluster {spec}: cannot reach the scheduler: {exc}") from None
+
+    @property
+    def workers(self) -> int:
+        return len(self.client.scheduler_info().get("workers", {}))
+
+    def worker_pids(self) -> list[int]:
+        return list(self.client.run(os.getpid).values())
+
+    def map_units(self, payload: RulePayload) -> Callable[..., Iterator[UnitResult]]:
+        """A ``run_hunt(map_units=...)`` that runs every unit on the cluster."""
+        from distributed import as_completed
+
+        def mapper(ctx: HuntContext, inputs: list[InputFile], jobs: int,
+                   report: Callable[[ReadError], None] | None) -> Iterator[UnitResult]:
+            # a task that returns the payload, not scattered data: if the worker holding it dies,
+            # the scheduler recomputes it instead of cancelling every task that needs it
+            remote = self.client.submit(_same, payload, pure=False)
+            futures = [self.client.submit(hunt_batch, remote, batch, pure=False, retries=3)
+                       for batch in _batches(inputs)]
+            seen: set[int] = set()
+            try:
+                for fut in as_completed(futures):
+                    for r in fut.result():
+                        if r.index not in seen:
+                            seen.add(r.index)
+                            yield r
+            finally:
+                self.client.cancel(futures)
+
+        return mapper
+
+    def close(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+        if self._local is not None:
+            self._local.close()
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,157 @@
+"""hunt on a real Dask LocalCluster (2 worker processes): the same alerts as one process.
+
+Covers: equality with a local hunt on a simulated multi-host attack (cross-host correlations) and
+on the shared corpus, a worker killed mid-hunt (its tasks rerun elsewhere, nothing lost or doubled),
+inputs served over HTTP on loopback and read by the workers, and the CLI.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+from paths import ATTACK_SAMPLES  # noqa: E402
+from scmwatch import cluster as cl  # noqa: E402
+from scmwatch.hunt import run_hunt  # noqa: E402
+from scmwatch.rules import PACK_DIR  # noqa: E402
+from scmwatch.sigma import Engine, load_rules  # noqa: E402
+from scmwatch.simulate import Options, simulate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with cl.Cluster("local:2") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def pack():
+    rs = load_rules([str(PACK_DIR)])
+    return rs, Engine(rs)
+
+
+@pytest.fixture(scope="module")
+def attack(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sim")
+    simulate(Options(scenarios=["all"], out=out, events=6000, seed=21, hosts=6, labels=out.parent / "l.jsonl"))
+    return out
+
+
+def _alerts(result) -> list[dict]:
+    return [a.to_dict() for a in result.alerts]
+
+
+def _both(paths: list[str], cluster, pack, **kw):
+    rs, engine = pack
+    local = run_hunt(paths, rs, engine=engine)
+    payload = cl.rule_payload([str(PACK_DIR)])
+    remote = run_hunt(paths, rs, engine=engine, map_units=cluster.map_units(payload), **kw)
+    return local, remote
+
+
+def test_cluster_equals_local_on_a_multi_host_attack(cluster, pack, attack):
+    local, remote = _both([str(attack)], cluster, pack)
+    assert _alerts(local) and _alerts(remote) == _alerts(local)
+    corr = [a for a in local.alerts if a.correlation]
+    assert len({a.event.get("Computer") for a in corr}) > 1  # correlations on several hosts
+    assert remote.summary["events"] == local.summary["events"]
+    assert remote.summary["correlation"] == local.summary["correlation"]
+
+
+@pytest.mark.skipif(not ATTACK_SAMPLES.is_dir(), reason="../shared corpus not present")
+def test_cluster_equals_local_on_the_corpus(cluster, pack):
+    local, remote = _both([str(ATTACK_SAMPLES / "Lateral Movement")], cluster, pack)
+    assert _alerts(local) and _alerts(remote) == _alerts(local)
+    assert remote.summary["errors"] == local.summary["errors"]
+
+
+def test_a_killed_worker_loses_and_doubles_nothing(cluster, pack, attack, monkeypatch):
+    monkeypatch.setattr(cl, "BATCH_FILES", 1)  # one file per task: many tasks in flight
+    rs, engine = pack
+    local = run_hunt([str(attack)], rs, engine=engine)
+    mapper = cluster.map_units(cl.rule_payload([str(PACK_DIR)]))
+    killed = []
+
+    def killing(ctx, inputs, jobs, report):
+        for i, r in enumerate(mapper(ctx, inputs, jobs, report)):
+            if i == 2:  # mid-run: SIGKILL one worker process; its tasks must run elsewhere
+                pid = cluster.worker_pids()[0]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            yield r
+
+    remote = run_hunt([str(attack)], rs, engine=engine, map_units=killing)
+    assert killed
+    assert _alerts(remote) == _alerts(local)
+    assert remote.summary["events"] == local.summary["events"]
+
+
+@pytest.fixture()
+def http_root(tmp_path: Path, attack: Path):
+    """A loopback HTTP server over a copy of one host's logs (stops with the test)."""
+    host = next(p for p in sorted(attack.iterdir()) if p.is_dir() and p.name.startswith("WS"))
+    root = tmp_path / "www"
+    root.mkdir()
+    for f in sorted(host.iterdir()):
+        (root / f.name).write_bytes(f.read_bytes())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_workers_read_inputs_served_over_http(cluster, pack, http_root):
+    root, base = http_root
+    files = sorted(p.name for p in root.iterdir())
+    rs, engine = pack
+    local = run_hunt([str(root / f) for f in files], rs, engine=engine)
+    payload = cl.rule_payload([str(PACK_DIR)])
+    remote = run_hunt([f"{base}/{f}" for f in files], rs, engine=engine, map_units=cluster.map_units(payload))
+
+    def strip(alerts):  # the same events, named by their URL instead of their path
+        return [{k: v for k, v in a.items() if k not in ("source", "events")} for a in alerts]
+
+    assert _alerts(local) and strip(_alerts(remote)) == strip(_alerts(local))
+    assert all(a["source"].startswith(base) for a in _alerts(remote))
+    # a URL that does not exist is one counted problem, not a failed run
+    bad = run_hunt([f"{base}/missing.jsonl"], rs, engine=engine, map_units=cluster.map_units(payload))
+    assert bad.summary["errors"].get("unreadable") == 1 and bad.exit_code == 1
+
+
+def test_cli_cluster_output_equals_jobs_1(attack, tmp_path):
+    def hunt(*extra):
+        out = subprocess.run([sys.executable, "-m", "scmwatch", "hunt", str(attack), "--format", "jsonl",
+                              "--summary", str(tmp_path / "s.json"), *extra],
+                             capture_output=True, text=True, check=False, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout, json.loads((tmp_path / "s.json").read_text())
+
+    one, _ = hunt("--jobs", "1")
+    clustered, summary = hunt("--cluster", "local:2")
+    assert one and clustered == one
+    assert summary["cluster"] == {"address": "local:2", "workers": 2} and summary["jobs"] == 2
+
+
+@pytest.mark.parametrize("spec, code", [("local:0", 2), ("nowhere", 2), ("tcp://127.0.0.1:1", 1)])
+def test_cli_bad_cluster_address_is_one_line(attack, spec, code):
+    out = subprocess.run([sys.executable, "-m", "scmwatch", "hunt", str(attack), "--cluster", spec],
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == code
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("scmwatch: ") and "Traceback" not in out.stderr
