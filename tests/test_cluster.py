@@ -44,7 +44,8 @@ def pack():
 @pytest.fixture(scope="module")
 def attack(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim")
-    simulate(Options(scenarios=["all"], out=out, events=6000, seed=21, hosts=6, labels=out.parent / "l.jsonl"))
+    simulate(Options(scenarios=["all"], out=out, events=6000, seed=21, hosts=6,
+                     labels=out.parent / "l.jsonl"))
     return out
 
 
