@@ -24,6 +24,7 @@ import ahocorasick
 
 from scmwatch.events.model import Event
 from scmwatch.native import pure_python
+from scmwatch.sigma.cache import cache_root
 from scmwatch.sigma.compile import Low
 from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit
 
@@ -76,10 +77,7 @@ def hyperscan_cache_dir() -> str | None:
     ``~/.cache/scmwatch``. Compiling costs ~12 us per literal (0.5 s for all SigmaHQ
     buckets), paid again by every ``--jobs`` worker; loading a cached database takes ~0.1 ms.
     """
-    root = os.environ.get("SCMWATCH_CACHE_DIR")
-    if root is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "scmwatch")
+    root = cache_root()
     return os.path.join(root, "hyperscan") if root else None
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from sigma.correlations import SigmaCorrelationRule
 from sigma.rule import SigmaRule
 
+from scmwatch.sigma.cache import load_sigma_cached, no_gc
 from scmwatch.sigma.compile import (
     Pred,
     compile_condition,
@@ -23,7 +24,7 @@ from scmwatch.sigma.compile import (
     empty_value_fields,
     required_eventids,
 )
-from scmwatch.sigma.load import load_placeholders, load_sigma, one_line
+from scmwatch.sigma.load import load_placeholders, one_line
 from scmwatch.sigma.logsource import Key, sources_for
 from scmwatch.sigma.values import CompileError
 
@@ -199,16 +200,25 @@ def _corr_path(corr: Any) -> str:
 
 def load_rules(paths: Iterable[str | os.PathLike] | str | os.PathLike,
                placeholders: str | os.PathLike | dict | None = None) -> RuleSet:
-    """Load, gate and compile Sigma rules from files/directories. Never raises for bad rules."""
+    """Load, gate and compile Sigma rules from files/directories. Never raises for bad rules.
+
+    The load stage comes from the rule cache (``cache.py``) when the files are unchanged; the
+    cyclic GC is off meanwhile: all of SigmaHQ compiles in ~2.7 s with it, ~1.9 s without
+    (nothing allocated here is garbage)."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
+    with no_gc():
+        return _load_rules(list(paths), placeholders)
+
+
+def _load_rules(paths: list[str | os.PathLike], placeholders: str | os.PathLike | dict | None) -> RuleSet:
     rs = RuleSet()
     try:
         values = load_placeholders(placeholders)
     except Exception as exc:
         rs.rejected.append((str(placeholders), f"placeholder file: {one_line(exc)}"))
         values = {}
-    loaded = load_sigma(paths)
+    loaded = load_sigma_cached(paths)
     rs.files = loaded.files
     rs.rejected.extend(loaded.rejected)
     rs.warnings.extend(loaded.warnings)
