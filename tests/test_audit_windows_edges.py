@@ -178,6 +178,8 @@ def test_every_token_holding_authenticated_users_or_interactive_holds_users():
         ("D:(A;;WD;;;BG)", "BUILTIN\\Guests", ["guest interactive", "guest network"]),
         ("D:(A;;DC;;;LS)", "NT AUTHORITY\\LOCAL SERVICE", ["LocalService"]),
         ("D:(A;;DC;;;S-1-5-3)", "S-1-5-3", ["batch"]),
+        # A group membership is in every logon of its member, not only the remote desktop one.
+        ("D:(A;;DC;;;RD)", "BUILTIN\\Remote Desktop Users", [t.name for t in P.USER_TOKENS]),
         # A user by SID: every ordinary logon of that user.
         ("D:(A;;DC;;;S-1-5-21-1-2-3-1001)", "S-1-5-21-1-2-3-1001", [t.name for t in P.USER_TOKENS]),
     ],

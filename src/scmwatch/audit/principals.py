@@ -168,9 +168,11 @@ def tokens_holding(sid: str) -> tuple[Token, ...]:
     """The tokens of the model that hold ``sid`` (none for admins and AppContainer SIDs)."""
     if is_admin(sid) or never_grants_alone(sid):
         return ()
-    if sid in _IN_SOME_TOKEN:
+    if sid in _IN_SOME_TOKEN and sid != REMOTE_DESKTOP_USERS:
         return tuple(t for t in TOKENS if sid in t.sids)
     m = _DOMAIN_SID.match(sid)
     if m and int(m.group(1)) in (501, 514):  # Guest, Domain Guests
         return tuple(t.plus(sid) for t in GUEST_TOKENS)
+    # A group membership (Remote Desktop Users too: it is in the remote desktop logon because
+    # only its members may log on so, but a member carries it in every logon) goes with the user.
     return tuple(t.plus(sid) for t in USER_TOKENS)
