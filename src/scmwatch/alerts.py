@@ -16,8 +16,16 @@ LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 
 
 def event_dict(event: Event) -> dict[str, Any]:
-    """An event as it appears inside an alert: its fields plus where it came from."""
-    return {**event.fields, "source": event.source, "record_id": event.record_id}
+    """An event as it appears inside an alert: its fields plus where it came from.
+
+    Provenance never overwrites a field: an event that has its own ``source`` (Zeek's
+    ``files.log`` column) or ``record_id`` keeps it, and provenance goes under ``_source`` /
+    ``_record_id`` instead.
+    """
+    out = dict(event.fields)
+    out["_source" if "source" in out else "source"] = event.source
+    out["_record_id" if "record_id" in out else "record_id"] = event.record_id
+    return out
 
 
 def alert_sort_key(a: Alert) -> tuple:

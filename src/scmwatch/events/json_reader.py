@@ -27,7 +27,7 @@ from scmwatch.events.model import Event, ReadStats, odd_event_id
 from scmwatch.events.normalize import from_evtx_dict, from_flat, shape_of
 from scmwatch.events.sanitize import TooDeep, clean, suspicious
 from scmwatch.events.text import CHUNK, Prefixed, TextChunks
-from scmwatch.events.zeek_reader import normalize_zeek
+from scmwatch.events.zeek_reader import ZEEK_LOGS, normalize_zeek
 
 MAX_OBJECT = 64 << 20  # an object larger than this is treated as corrupt, not buffered forever
 # How close to the end of the buffer a decode error may be and still mean "cut short, read on"
@@ -45,12 +45,12 @@ _NORMALIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
 class _Sink:
     """Turns decoded objects into events, counting the ones that are not events."""
 
-    __slots__ = ("name", "stats", "unknown", "odd_ids", "kind", "replaced")
+    __slots__ = ("kind", "name", "odd_ids", "replaced", "reported", "stats")
 
     def __init__(self, name: str, stats: ReadStats, kind: str) -> None:
         self.name = name
         self.stats = stats
-        self.unknown = 0
+        self.reported: set[str] = set()
         self.odd_ids = 0
         self.kind = kind  # the problem kind of a bad object: json-line (NDJSON) or json-object
         self.replaced = 0
@@ -63,15 +63,14 @@ class _Sink:
         if check and not self._clean(obj, line):
             return None
         shape = shape_of(obj)
-        if shape is None and zeek_path:
-            shape = "zeek"
+        if shape is None and zeek_path and "ts" in obj:
+            shape = "zeek"  # a Zeek JSON log named by its file (every Zeek log but loaded_scripts has ts)
         if shape is None:
             self._unknown(line, "object is not a Windows event (no Event/System, winlog, EventID or Channel)")
             return None
         if shape == "zeek":
-            fields = normalize_zeek(obj, obj.get("_path") or zeek_path)
-        else:
-            fields = _NORMALIZERS[shape](obj)
+            return self._zeek(obj, line, zeek_path)
+        fields = _NORMALIZERS[shape](obj)
         if fields is None:
             self._unknown(line, "object has no usable event data")
             return None
@@ -79,7 +78,21 @@ class _Sink:
         if fields.get("EventID").__class__ is str:
             self.odd_ids += 1
             odd_event_id(self.stats, self.name, fields["EventID"], line, self.odd_ids == 1)
-        return Event(fields, self.name, line, "zeek" if shape == "zeek" else "json")
+        return Event(fields, self.name, line, "json")
+
+    def _zeek(self, obj: dict[str, Any], line: int, zeek_path: str | None) -> Event | None:
+        path = obj.get("_path") or obj.get("@stream") or zeek_path
+        if type(path) is not str or not path:
+            self._problem("zeek", line, "Zeek line of unknown log type (no _path, @stream or log-named file)")
+            return None
+        if path not in ZEEK_LOGS and not path.replace("_", "").isalnum():
+            self._problem("zeek", line, f"Zeek log type {path[:60]!r} is not a log name")
+            return None
+        fields, trouble = normalize_zeek(obj, path)
+        if trouble:
+            self._problem("zeek", line, trouble)
+        self.stats.events += 1
+        return Event(fields, self.name, line, "zeek")
 
     def _clean(self, obj: dict[str, Any], line: int) -> bool:
         try:
@@ -97,12 +110,15 @@ class _Sink:
         return True
 
     def _unknown(self, line: int, why: str) -> None:
-        self.unknown += 1
-        # One line per file is enough to explain it; every occurrence is counted.
-        if self.unknown == 1:
-            self.stats.error(self.name, "json-not-event", why + " (further ones counted only)", line)
+        self._problem("json-not-event", line, why)
+
+    def _problem(self, kind: str, line: int, why: str) -> None:
+        # One line per file and kind is enough to explain it; every occurrence is counted.
+        if kind in self.reported:
+            self.stats.errors[kind] += 1
         else:
-            self.stats.errors["json-not-event"] += 1
+            self.reported.add(kind)
+            self.stats.error(self.name, kind, why + " (further ones counted only)", line)
 
 
 def read_json(

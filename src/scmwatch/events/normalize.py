@@ -335,6 +335,22 @@ SECURITY_TASKS: dict[str, int] = {
     for i, name in enumerate(names)
 }  # fmt: skip
 
+# Zeek JSON written with ``Log::default_scope_sep = "_"`` (OTRF, many shippers): the fields of
+# Zeek's nested records back to Zeek's own ``.`` names, which Sigma's zeek rules use. Only these
+# names: ``_`` is also an ordinary character of Zeek field names (``resp_h``, ``named_pipe``).
+ZEEK_SCOPED: dict[str, str] = {
+    f"{record}_{name}": f"{record}.{name}"
+    for record, names in (
+        ("id", ("orig_h", "orig_p", "resp_h", "resp_p", "vlan", "vlan_inner")),
+        ("times", ("modified", "accessed", "created", "changed")),
+        ("certificate", ("version", "serial", "subject", "issuer", "not_valid_before", "not_valid_after",
+                         "key_alg", "sig_alg", "key_type", "key_length", "exponent", "curve", "cn")),
+        ("san", ("dns", "uri", "email", "ip")),
+        ("basic_constraints", ("ca", "path_len")),
+    )
+    for name in names
+}  # fmt: skip
+
 # NXLog / Security-Datasets (Mordor) flat names → Windows names. EventData fields are already
 # at top level in these exports and keep their names.
 FLAT_MAP: dict[str, str] = {
@@ -557,7 +573,7 @@ def shape_of(record: dict[str, Any]) -> str | None:
         return "ecs"
     if "EventID" in record or "EventId" in record or "Channel" in record:
         return "flat"
-    if "_path" in record or ("uid" in record and "ts" in record):
+    if "_path" in record or "@stream" in record or ("uid" in record and "ts" in record):
         return "zeek"
     return None
 

@@ -29,16 +29,13 @@ from scmwatch.events.json_reader import read_json
 from scmwatch.events.model import Event, ReadGate, ReadStats
 from scmwatch.events.text import CHUNK, Prefixed, sniff_encoding
 from scmwatch.events.xml_reader import read_xml
-from scmwatch.events.zeek_reader import read_zeek_tsv, zeek_path_from_name
+from scmwatch.events.zeek_reader import read_zeek_tsv, zeek_log_type
 
 # Extensions a directory walk picks up (explicitly named files are always tried).
 LOG_EXTENSIONS = frozenset({".evtx", ".json", ".jsonl", ".ndjson", ".xml", ".log", ".tsv", ".gz", ".zip"})
 # The first bytes of the ground-truth file `scmwatch simulate` writes beside its logs
 # (simulate/labels.py): not a log, so it is counted as skipped rather than read as events.
 SIMULATOR_LABELS = b'{"kind":"pack"'
-ZEEK_LOGS = frozenset(
-    {"dce_rpc", "smb_files", "smb_mapping", "conn", "ntlm", "kerberos", "dns", "files", "rdp"}
-)
 # A compressed or archived EVTX is inflated to a temporary file (the parser seeks). Past
 # MAX_INFLATE bytes, or past MAX_RATIO times its compressed size once it is larger than
 # RATIO_FLOOR, it is a decompression bomb, not a log: Windows caps a classic log at 4 GiB, and
@@ -389,6 +386,17 @@ def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Ev
     return iter(())
 
 
+def _is_zeek_tsv(text: str) -> bool:
+    """Zeek TSV starts with its ``#separator`` header (or a ``zeek-cut -m`` names line), maybe after
+    other ``#`` lines (a btest banner)."""
+    for line in text.split("\n", 4)[:4]:
+        if line.startswith(("#separator", "ts\tuid\t")):  # the latter: ``zeek-cut -m`` output
+            return True
+        if not line.startswith("#"):
+            return False
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class TextFormat:
     """A text log format: recognised by the start of its decoded text (BOM and leading white
@@ -404,8 +412,8 @@ def _zeek_tsv(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str)
 
 
 def _json(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str) -> Iterator[Event]:
-    zeek = zeek_path_from_name(inp.inner_name)  # Zeek JSON logs are told apart by their file name
-    return read_json(inp.name, stream, stats, encoding, zeek if zeek in ZEEK_LOGS else None)
+    # Zeek JSON lines without _path/@stream are told apart by their file name
+    return read_json(inp.name, stream, stats, encoding, zeek_log_type(inp.inner_name))
 
 
 def _xml(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str) -> Iterator[Event]:
@@ -415,7 +423,7 @@ def _xml(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str) -> I
 # The reader registry. EVTX is recognised first, by its binary magic (``read_input``); the text
 # formats are tried in this order. A new format is one reader module plus one row here.
 TEXT_FORMATS: tuple[TextFormat, ...] = (
-    TextFormat("zeek", lambda text: text.startswith("#separator"), _zeek_tsv),
+    TextFormat("zeek", _is_zeek_tsv, _zeek_tsv),
     TextFormat("json", lambda text: text[:1] in "{[", _json),
     TextFormat("xml", lambda text: text[:1] == "<", _xml),
 )
