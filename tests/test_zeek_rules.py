@@ -64,3 +64,49 @@ def test_sigmahq_bzar_execution_rule_runs_on_zeek_dce_rpc() -> None:
     rule = need_shared(SIGMAHQ / "rules" / "network" / "zeek" / "zeek_dce_rpc_mitre_bzar_execution.yml")
     found = hits(rule, FIXTURES / "events" / "dce_rpc.log")
     assert [op for _, op in found] == ["CreateServiceW", "StartServiceW"]
+
+
+def _default_zeek_psexec(tmp_path: Path) -> list[Path]:
+    """PsExec over SMB as a stock Zeek logs it (TSV): no FILE_WRITE, the binary copy is a FILE_OPEN."""
+    head = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n"
+    smb = tmp_path / "smb_files.log"
+    smb.write_text(
+        head + "#path\tsmb_files\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tfuid\taction"
+        "\tpath\tname\tsize\tprev_name\ttimes.modified\ttimes.accessed\ttimes.created\ttimes.changed\n"
+        "#types\ttime\tstring\taddr\tport\taddr\tport\tstring\tenum\tstring\tstring\tcount\tstring\ttime\ttime"
+        "\ttime\ttime\n"
+        "1714557600.10\tCa\t10.0.0.5\t50100\t10.0.0.7\t445\t-\tSMB::FILE_OPEN\t\\\\\\\\10.0.0.7\\\\ADMIN$"
+        "\tPSEXESVC.exe\t0\t-\t1714557600.10\t1714557600.10\t1714557600.10\t1714557600.10\n"
+    )
+    dce = tmp_path / "dce_rpc.log"
+    dce.write_text(
+        head + "#path\tdce_rpc\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\trtt\tnamed_pipe"
+        "\tendpoint\toperation\n#types\ttime\tstring\taddr\tport\taddr\tport\tinterval\tstring\tstring\tstring\n"
+        "1714557600.50\tCb\t10.0.0.5\t50100\t10.0.0.7\t445\t0.0004\t\\\\pipe\\\\ntsvcs\tsvcctl\tOpenSCManagerW\n"
+        "1714557600.51\tCb\t10.0.0.5\t50100\t10.0.0.7\t445\t0.0004\t\\\\pipe\\\\ntsvcs\tsvcctl\tCreateServiceW\n"
+        "1714557600.60\tCb\t10.0.0.5\t50100\t10.0.0.7\t445\t0.0004\t\\\\pipe\\\\ntsvcs\tsvcctl\tStartServiceW\n"
+    )
+    return [smb, dce]
+
+
+def test_default_zeek_psexec_gives_a_high_alert(tmp_path: Path) -> None:
+    from scmwatch.hunt import run_hunt
+    from scmwatch.rules import pack_paths
+
+    ruleset = load_rules(pack_paths())
+    result = run_hunt([str(p) for p in _default_zeek_psexec(tmp_path)], ruleset)
+    levels = {a.title: a.level for a in result.alerts}
+    assert any(level == "high" and "copied to ADMIN$/C$" in title for title, level in levels.items()), levels
+    assert "medium" in levels.values()  # svcctl create and the tool binary opened
+
+
+def test_rules_coverage_states_the_zeek_settings_each_rule_needs() -> None:
+    from scmwatch.coverage import compute
+    from scmwatch.rules import pack_paths
+
+    settings = dict(compute(load_rules(pack_paths())).zeek)
+    assert settings["corr_zeek_copy_then_svcctl"] == "default"
+    assert settings["zeek_svcctl_create_or_change_service"] == "default"
+    assert settings["zeek_psexesvc_written"] == "SMB::logged_file_actions += { SMB::FILE_WRITE }"
+    assert settings["zeek_psexec_pipes"] == "SMB::logged_file_actions += { SMB::PIPE_OPEN }"
+    assert "not stated" not in settings.values()

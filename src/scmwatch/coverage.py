@@ -87,6 +87,9 @@ class SeedCoverage:
         }
 
 
+ZEEK_ATTR = "zeek_settings"
+
+
 @dataclass
 class VariantCoverage:
     """One service-execution variant of :data:`~scmwatch.detections.VARIANTS` and its pack rules."""
@@ -113,6 +116,7 @@ class Coverage:
     components: dict[str, list[str]]  # component -> rule names
     unattributed: list[CompiledRule]  # rules naming no seed
     variants: list[VariantCoverage] = field(default_factory=list)
+    zeek: list[tuple[str, str]] = field(default_factory=list)  # (rule or correlation, Zeek settings it needs)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +127,7 @@ class Coverage:
             "components": {c: len(v) for c, v in sorted(self.components.items())},
             "unattributed_rules": [r.name or r.id for r in self.unattributed],
             "variants": [v.to_dict() for v in self.variants],
+            "zeek_settings": dict(self.zeek),
         }
 
 
@@ -159,4 +164,22 @@ def compute(ruleset: RuleSet) -> Coverage:
             seeds[sid].correlations.append(corr.name or str(corr.id))
     names = {r.name for r in ruleset.rules} | {c.name for c in ruleset.correlations}
     variants = [VariantCoverage(*v, present=[n for n in v[2] if n in names]) for v in VARIANTS]
-    return Coverage(list(seeds.values()), components, unattributed, variants)
+    return Coverage(list(seeds.values()), components, unattributed, variants, zeek_settings(ruleset))
+
+
+def zeek_settings(ruleset: RuleSet) -> list[tuple[str, str]]:
+    """What each Zeek rule needs from Zeek's configuration (its ``zeek_settings`` attribute):
+    ``default`` for what a stock Zeek logs; e.g. ``SMB::logged_file_actions += { SMB::FILE_WRITE }``
+    for the rules that match actions smb_files.log leaves out by default."""
+    zeek_names = {r.name for r in ruleset.rules if r.logsource.get("product") == "zeek" and r.name}
+    out = [
+        (r.name or r.id, str(r.custom.get(ZEEK_ATTR) or "not stated"))
+        for r in ruleset.rules
+        if r.logsource.get("product") == "zeek"
+    ]
+    for corr in ruleset.correlations:
+        attrs = corr.custom_attributes or {}
+        refs = {str(getattr(ref, "reference", ref)) for ref in getattr(corr, "rules", [])}
+        if ZEEK_ATTR in attrs or refs & zeek_names:
+            out.append((corr.name or str(corr.id), str(attrs.get(ZEEK_ATTR) or "not stated")))
+    return out

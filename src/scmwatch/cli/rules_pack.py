@@ -128,6 +128,10 @@ def run_coverage(args: argparse.Namespace) -> int:
             print(f"        limits: {v.limits}")
     if c.unattributed:
         print(f"Rules naming no seed rule: {', '.join(r.name or r.id for r in c.unattributed)}")
+    if c.zeek:
+        print("\nZeek rules and the Zeek settings they need (default: what a stock Zeek logs):")
+        for name, settings in c.zeek:
+            print(f"  {name}: {settings}")
     return 0
 
 
