@@ -259,3 +259,24 @@ def test_every_real_zeek_log_reads_without_error_and_tsv_equals_json(tmp_path: P
         stats = ReadStats()
         assert not list(iter_events([str(path)], stats))
         assert set(stats.errors) <= {"format", "empty"}, path.name
+
+
+def test_simulator_zeek_output_has_the_real_formats(tmp_path: Path) -> None:
+    """svcctl over \\pipe\\ntsvcs, unset fields left out of JSON, SMB2 mappings without service or
+    native_file_system, only the actions a stock Zeek logs in smb_files."""
+    from scmwatch.simulate import Options, simulate
+
+    out = tmp_path / "sim"
+    simulate(Options(scenarios=["all"], out=out, events=2000, seed=5, hosts=5, labels=tmp_path / "labels"))
+    logs = {p.name: [json.loads(x) for x in p.read_text().splitlines()] for p in (out / "zeek").glob("*.log")}
+    default = ("FILE_OPEN", "FILE_RENAME", "FILE_DELETE", "PRINT_OPEN", "PRINT_CLOSE")
+    default_actions = {f"SMB::{a}" for a in default}
+    assert logs["smb_files.log"] and {r["action"] for r in logs["smb_files.log"]} <= default_actions
+    svcctl = [r for r in logs["dce_rpc.log"] if r["endpoint"] == "svcctl"]
+    pipes = {r["named_pipe"] for r in svcctl if not r["named_pipe"].isdigit()}  # digits: RPC over TCP (port)
+    assert svcctl and pipes == {"\\pipe\\ntsvcs"}
+    assert logs["smb_mapping.log"]
+    assert not [r for r in logs["smb_mapping.log"] if "service" in r or "native_file_system" in r]
+    assert not [(n, r) for n, rows in logs.items() for r in rows if "-" in r.values()]
+    stats = ReadStats()
+    assert list(iter_events([str(out / "zeek")], stats)) and not stats.errors

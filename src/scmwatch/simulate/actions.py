@@ -10,11 +10,12 @@ suspicious depends on the scenario (a 7045 of ``PSEXESVC`` is, of ``BITS`` is no
 from __future__ import annotations
 
 import random
+import re
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from scmwatch.detections import SVCCTL, VARIANT
+from scmwatch.detections import PSEXEC_SRC, SVCCTL, VARIANT
 from scmwatch.events.names import looks_random
 from scmwatch.simulate import build as b
 from scmwatch.simulate.records import Label, Rec
@@ -36,6 +37,8 @@ class Ctx:
     corr_allowed: set[str] = field(default_factory=set)
     # EventID → detections any event of that id in this instance may (not must) raise
     allowed: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    # (client, target) → when an executable was last opened on ADMIN$/C$: Zeek's view of a copy
+    binary_opens: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def expect_correlation(self, *keys: str) -> None:
         self.corr.update(keys)
@@ -138,7 +141,8 @@ def _zid(s: Session) -> dict:
 
 
 def tree_connect(ctx: Ctx, t: float, s: Session, share: str, *expect: str, mask: int = 0x1) -> None:
-    """5140 share access + Zeek smb_mapping."""
+    """5140 share access + Zeek smb_mapping (SMB2: Zeek leaves ``service`` and
+    ``native_file_system`` unset, and its JSON omits unset fields)."""
     ctx.add(b.sec5140(s.target, t, s.logon, share, mask), *expect)
     ctx.zeek(
         t,
@@ -146,8 +150,6 @@ def tree_connect(ctx: Ctx, t: float, s: Session, share: str, *expect: str, mask:
         {
             **_zid(s),
             "path": f"\\\\{s.target.name}\\{share}",
-            "service": "IPC" if share == "IPC$" else "A:",
-            "native_file_system": "-" if share == "IPC$" else "NTFS",
             "share_type": "PIPE" if share == "IPC$" else "DISK",
         },
     )
@@ -162,18 +164,25 @@ def file_write(
     *expect: str,
     mask: int = 0x120196,
     local_path: str | None = None,
-    expect_zeek: Iterable[str] = (),
     expect_file: Iterable[str] = (),
 ) -> None:
-    """5145 write on a share, Zeek smb_files, Sysmon 11 by System (the SMB server writes files)."""
+    """5145 write on a share, Zeek smb_files, Sysmon 11 by System (the SMB server writes files).
+
+    Zeek logs the copy as SMB::FILE_OPEN: its default ``SMB::logged_file_actions`` has no
+    FILE_WRITE. A service-tool binary opened on ADMIN$/C$ raises the pack's default-Zeek rule
+    (PT-CR-217); an executable there is remembered for the copy-then-svcctl correlation."""
     ctx.add(b.sec5145(s.target, t, s.logon, share, rel, mask), *expect)
+    admin = share in ("ADMIN$", "C$")
+    tool = admin and _ZEEK_TOOL_BINARY.search(rel) is not None
+    if (share == "ADMIN$" and _ZEEK_ADMIN_EXE.match(rel)) or (share == "C$" and _ZEEK_C_EXE.match(rel)):
+        ctx.binary_opens[(s.src_ip, s.target.ip)] = t
     ctx.zeek(
         t,
         "smb_files",
         {
             **_zid(s),
             "fuid": "F" + ctx.uid()[1:],
-            "action": "SMB::FILE_WRITE",
+            "action": "SMB::FILE_OPEN",
             "path": f"\\\\{s.target.name}\\{share}",
             "name": rel,
             "size": ctx.rng.randrange(40000, 400000),
@@ -182,7 +191,7 @@ def file_write(
             "times.created": t,
             "times.changed": t,
         },
-        *expect_zeek,
+        *((PSEXEC_SRC,) if tool else ()),
     )
     if local_path:
         ctx.add(b.sysmon11(s.target, t + 0.001, s.target.core["System"], local_path), *expect_file)
@@ -206,6 +215,15 @@ def pipe_open(
         )
 
 
+# What the pack's default-Zeek rules look for in smb_files (t1569_002_zeek.yml,
+# t1569_002_corr_zeek_copy_then_svcctl.yml): a tool's service binary, an executable dropped where
+# services are installed from.
+_ZEEK_TOOL_BINARY = re.compile(r"(?i)(^|\\)(psexesvc|winexesvc|remcomsvc|csexecsvc|paexec-\d+-[^\\]+)\.exe$")
+_ZEEK_ADMIN_EXE = re.compile(r"(?i)^((system32|temp)\\)?[^\\]+\.exe$")
+_ZEEK_C_EXE = re.compile(r"(?i)^windows\\(system32\\|temp\\)?[^\\]+\.exe$")
+# svcctl operations of the copy-then-svcctl correlation's second half.
+_ZEEK_CORR_OPS = frozenset({"CreateServiceWOW64W", "CreateServiceWOW64A", "OpenSCManager2"})
+
 # MS-SCMR operations the pack's Zeek rules flag on their own (PT-CR-1981, detections.md §0.11/§2.4):
 # a remote create / binPath change / start. In an attack instance every such dce_rpc line must raise it.
 SVCCTL_FLAGGED_OPS = frozenset(
@@ -216,7 +234,7 @@ SVCCTL_FLAGGED_OPS = frozenset(
 
 def svcctl_expect(endpoint: str, op: str, expect: tuple[str, ...] = ()) -> tuple[str, ...]:
     """``expect`` plus PT-CR-1981 when ``op`` on ``endpoint`` is one the pack's Zeek rules flag."""
-    if endpoint in ("svcctl", "ntsvcs") and op in SVCCTL_FLAGGED_OPS and SVCCTL not in expect:
+    if endpoint == "svcctl" and op in SVCCTL_FLAGGED_OPS and SVCCTL not in expect:
         return (*expect, SVCCTL)
     return expect
 
@@ -224,15 +242,28 @@ def svcctl_expect(endpoint: str, op: str, expect: tuple[str, ...] = ()) -> tuple
 def dce_rpc(ctx: Ctx, t: float, s: Session, endpoint: str, ops: Iterable[str], *expect: str) -> float:
     """Zeek dce_rpc.log lines, one per operation, 5-50 ms apart; returns the time after the last.
 
-    Remote create/change/start operations on svcctl expect PT-CR-1981 (see :func:`svcctl_expect`)."""
+    Remote create/change/start operations on svcctl expect PT-CR-1981 (see :func:`svcctl_expect`),
+    and so does the instance's correlation when an executable was opened on ADMIN$/C$ by the same
+    client within the minute before. Zeek writes the svcctl interface's pipe as ``\\pipe\\ntsvcs``
+    (the server's name in the bind ack), other interfaces' under their own name."""
+    pipe = "ntsvcs" if endpoint == "svcctl" else endpoint
     for op in ops:
+        opened = ctx.binary_opens.get((s.src_ip, s.target.ip))
+        if (
+            ctx.label is not None
+            and endpoint == "svcctl"
+            and (op in SVCCTL_FLAGGED_OPS or op in _ZEEK_CORR_OPS)
+            and opened is not None
+            and 0 <= t - opened <= 60
+        ):
+            ctx.expect_correlation(SVCCTL)
         ctx.zeek(
             t,
             "dce_rpc",
             {
                 **_zid(s),
                 "rtt": round(ctx.rng.uniform(0.0003, 0.004), 6),
-                "named_pipe": f"\\pipe\\{endpoint}",
+                "named_pipe": f"\\pipe\\{pipe}",
                 "endpoint": endpoint,
                 "operation": op,
             },

@@ -39,7 +39,6 @@ def _upload_and_install(
         *file_expect,
         local_path=local,
         expect_file=file_expect,
-        expect_zeek=file_expect,
     )
     a.tree_connect(ctx, t + 0.1, s, "IPC$")
     a.pipe_open(ctx, t + 0.11, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))

@@ -34,10 +34,7 @@ def _impacket_psexec(ctx: Ctx, t: float, src: Host, dst: Host, share: str) -> No
             e4697=(IMPACKET, UNC, ODDPATH), e7045=(IMPACKET, UNC, ODDPATH), e13=(UNC,), e_proc=(UNC,)
         )
         on_disk = ()
-    # Zeek smb_files: the pack flags 8-letter exes written to ADMIN$/C$ only (same as on disk)
-    a.file_write(
-        ctx, t + 0.02, s, share, binary, mask=0x2, local_path=local, expect_file=on_disk, expect_zeek=on_disk
-    )
+    a.file_write(ctx, t + 0.02, s, share, binary, mask=0x2, local_path=local, expect_file=on_disk)
     a.tree_connect(ctx, t + 0.2, s, "IPC$")
     a.pipe_open(ctx, t + 0.21, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
     t1 = a.dce_rpc(

@@ -61,7 +61,6 @@ def _psexec(ctx: Ctx, t: float, src: Host, dst: Host, svc: str | None, asr: bool
         *own,
         local_path=f"C:\\Windows\\{binary}",
         expect_file=own,
-        expect_zeek=own,
     )
     a.tree_connect(ctx, t1 + 0.1, s, "IPC$")
     a.pipe_open(ctx, t1 + 0.11, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))

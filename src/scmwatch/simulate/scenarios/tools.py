@@ -56,7 +56,6 @@ def _sliver_upload(ctx: Ctx, t: float, src: Host, dst: Host, op: Account, exe: s
         f"windows\\temp\\{exe}",
         SLIVER,
         local_path=f"C:\\Windows\\Temp\\{exe}",
-        expect_zeek=(SLIVER,),
     )
     a.tree_connect(ctx, t + 5.0, s, "IPC$")
     a.pipe_open(ctx, t + 5.01, s, "svcctl", SVCCTL, expect_sysmon=(SVCCTL,))
@@ -77,7 +76,6 @@ def winexe(ctx: Ctx, t: float, src: Host, dst: Host) -> None:
         WINEXEC,
         local_path="C:\\Windows\\winexesvc.exe",
         expect_file=(WINEXEC,),
-        expect_zeek=(WINEXEC,),
     )
     a.tree_connect(ctx, t + 0.1, s, "IPC$")
     a.pipe_open(ctx, t + 0.11, s, "svcctl", SVCCTL, mask=0x3, expect_sysmon=(SVCCTL,))
@@ -189,7 +187,6 @@ def _msf(ctx: Ctx, t: float, src: Host, dst: Host, psh: bool) -> None:
             mask=0x2,
             local_path=f"C:\\Windows\\{binary}",
             expect_file=(IMPACKET,),
-            expect_zeek=(IMPACKET,),
         )
         path = f"%SYSTEMROOT%\\{binary}"
         image = cmdline = f"C:\\Windows\\{binary}"
