@@ -28,7 +28,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
-from scmwatch.events.model import Event, ReadStats, format_time, parse_time
+from scmwatch.events.model import MAX_EPOCH, MIN_EPOCH, Event, ReadStats, format_time, parse_time
 from scmwatch.events.normalize import ZEEK_SCOPED
 
 # Zeek's own log names (base scripts and common policy scripts): a file or stream with one of
@@ -82,11 +82,7 @@ def zeek_time(value: Any) -> float | None:
     if type(value) not in (int, float):
         return None
     seconds = value / 1000.0 if abs(value) >= _MILLIS else float(value)
-    try:
-        format_time(seconds)
-    except (ValueError, OverflowError, OSError):
-        return None
-    return seconds
+    return seconds if MIN_EPOCH <= seconds <= MAX_EPOCH else None  # also None for NaN
 
 
 def normalize_zeek(record: dict[str, Any], path: str) -> tuple[dict[str, Any], str | None]:
