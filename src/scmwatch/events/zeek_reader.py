@@ -100,6 +100,8 @@ def normalize_zeek(record: dict[str, Any], path: str) -> tuple[dict[str, Any], s
         if seconds is None:
             if type(ts) is not str or _looks_numeric(ts):
                 problem = f"ts {str(ts)[:40]!r} is out of the range of times"
+            if type(ts) is int and not -(1 << 63) <= ts < (1 << 64):
+                out["ts"] = str(ts)  # kept as written; no JSON writer takes an integer this large
         else:
             out["ts"] = seconds
             out["TimeCreated"] = format_time(seconds)
