@@ -23,6 +23,7 @@ from scmwatch.export.update import RulesNotInstalled, resolve_rule_paths
 from scmwatch.hunt import local_units, run_hunt
 from scmwatch.progress import summary_line
 from scmwatch.sigma import load_rules
+from scmwatch.sigma.cache import no_gc
 from scmwatch.sinks import FORMATS, open_sink
 from scmwatch.sinks.jsonl import json_line
 
@@ -202,7 +203,8 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
         if not pack.pack_paths():
             raise _Failed(f"the built-in rule pack ({pack.PACK_DIR}) is empty; give --rules PATH", 2)
         rule_paths = [str(pack.PACK_DIR)]
-    ruleset = load_rules(rule_paths, placeholders=args.placeholders)
+    with no_gc(freeze=True):  # the rule set lives until the process ends
+        ruleset = load_rules(rule_paths, placeholders=args.placeholders)
     for path, reason in ruleset.rejected:
         print(f"scmwatch: {terminal(path)}: rule rejected: {terminal(reason)}", file=sys.stderr)
     if not ruleset.rules and not ruleset.correlations:
