@@ -17,8 +17,17 @@ from typing import Any
 from scmwatch import __version__
 
 
+class Parser(argparse.ArgumentParser):
+    """Every scmwatch parser, subcommands included (``add_subparsers`` reuses this class): no
+    prefix matching, so a mistyped ``--rule`` is an error instead of silently meaning ``--rules``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="scmwatch",
         description="Find abuse of the Windows Service Control Manager (T1569.002) in event logs.",
     )

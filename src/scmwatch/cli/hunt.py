@@ -24,6 +24,7 @@ from scmwatch.hunt import local_units, run_hunt
 from scmwatch.progress import summary_line
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.cache import no_gc
+from scmwatch.sigma.load import RULE_SUFFIXES, rule_files
 from scmwatch.sinks import FORMATS, open_sink
 from scmwatch.sinks.jsonl import json_line
 
@@ -37,9 +38,10 @@ def register(subparsers: Any) -> None:
         "Given a case file (CASE.duckdb written with --keep-events), hunt its kept events instead.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--rules", action="append", default=None, metavar="PATH",
-                   help="Sigma rule file or directory (repeatable), or 'sigmahq' (the set `scmwatch rules "
-                   "update` installed); default: the built-in pack")
+    p.add_argument("--rules", action="extend", nargs="+", default=None, metavar="PATH",
+                   help="Sigma rule files or directories (several per flag, flag repeatable; give log PATHs "
+                   "first or end the list with --), 'builtin' (the built-in pack) or 'sigmahq' (the set "
+                   "`scmwatch rules update` installed); default: the built-in pack")
     p.add_argument("--placeholders", metavar="FILE", default=None,
                    help="YAML mapping placeholder name -> list of values for |expand rules")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
@@ -199,6 +201,10 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
             rule_paths = resolve_rule_paths(rule_paths, builtin=str(pack.PACK_DIR))
         except RulesNotInstalled as exc:
             raise _Failed(str(exc), 2) from exc
+        for path in rule_paths:
+            if os.path.isdir(path) and not rule_files([path], []):
+                raise _Failed(f"{path}: --rules names a directory without rule files "
+                              f"({'/'.join(sorted(RULE_SUFFIXES))})", 2)
     if not rule_paths:
         if not pack.pack_paths():
             raise _Failed(f"the built-in rule pack ({pack.PACK_DIR}) is empty; give --rules PATH", 2)
