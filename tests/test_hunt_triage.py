@@ -61,3 +61,75 @@ def test_rules_directory_without_rules_is_an_error(capsys, tmp_path):
     rc, out, err = hunt(capsys, *LOGS, "--rules", str(RULES), str(tmp_path))
     assert rc == 2 and out == ""
     assert err.count("\n") == 1 and str(tmp_path) in err and "without rule files" in err
+
+
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo"
+
+
+def alerts(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines()]
+
+
+@pytest.fixture(scope="module")
+def demo_alerts(tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("demo") / "all.jsonl"
+    assert main(["hunt", str(DEMO), "--format", "jsonl", "-o", str(out)]) == 0
+    return alerts(out.read_text())
+
+
+def test_host_filter_glob_short_name_and_case(capsys):
+    _, out, _ = hunt(capsys, *LOGS, "--rules", str(RULES), "--format", "jsonl", "--include-host", "ws2")
+    assert {a["host"] for a in alerts(out)} == {"WS2"} and len(alerts(out)) == 2
+    _, out, _ = hunt(capsys, *LOGS, "--rules", str(RULES), "--format", "jsonl", "--exclude-host", "W?2")
+    assert {a["host"] for a in alerts(out)} == {"WS1"}
+    _, out, _ = hunt(capsys, *LOGS, "--rules", str(RULES), "--format", "jsonl", "--include-host", "ws")
+    assert out == ""  # near miss: a glob matches the whole name, not a prefix
+
+
+def test_host_filter_keeps_correlations_whole(capsys, demo_alerts):
+    rc, out, err = hunt(capsys, str(DEMO), "--format", "jsonl", "--include-host", "FS01")
+    kept = alerts(out)
+    want = [a for a in demo_alerts if a["host"] == "FS01.corp.example.com"]
+    assert rc == 0 and kept == want  # by short name; correlations identical to the unfiltered run
+    assert any("correlation" in a for a in kept)
+    assert f"{len(demo_alerts) - len(want):,} filtered out" in err
+    _, out, _ = hunt(capsys, str(DEMO), "--format", "jsonl", "--include-host", "fs01.corp.example.com")
+    assert alerts(out) == want
+
+
+def test_time_filter(capsys, tmp_path):
+    summ = tmp_path / "s.json"
+    rc, out, _ = hunt(capsys, *LOGS, "--rules", str(RULES), "--format", "jsonl", "--summary", str(summ),
+                      "--from", "2024-05-01T10:00:02Z", "--to", "2024-05-01T10:00:03+00:00")
+    times = [a["timestamp"][:19] for a in alerts(out)]
+    assert rc == 0 and times == ["2024-05-01T10:00:02", "2024-05-01T10:00:03"]
+    data = json.loads(summ.read_text())
+    assert data["alerts"] == 2 and data["alerts_filtered"] == 2
+    _, out, _ = hunt(capsys, *LOGS, "--rules", str(RULES), "--format", "jsonl", "--to", "2024-05-01")
+    assert len(alerts(out)) == 4  # a date as --to: the whole day
+    _, out, _ = hunt(capsys, *LOGS, "--rules", str(RULES), "--format", "jsonl", "--to", "2024-04-30")
+    assert out == ""
+    _, out, _ = hunt(capsys, *LOGS, "--rules", str(RULES), "--format", "jsonl", "--from", "2d")
+    assert out == ""  # the fixture is from 2024
+    rc, _, err = hunt(capsys, *LOGS, "--from", "yesterday")
+    assert rc == 2 and err.count("\n") == 1 and "not a time" in err
+    rc, _, err = hunt(capsys, *LOGS, "--from", "2024-05-02", "--to", "2024-05-01")
+    assert rc == 2 and "after" in err
+
+
+def test_tag_rule_and_level_filters(capsys):
+    base = [*LOGS, "--rules", str(RULES), "--format", "jsonl"]
+    _, out, _ = hunt(capsys, *base, "--include-tag", "T1569.002")
+    assert [a["title"].startswith("PsExec service") for a in alerts(out)] == [True, True]
+    _, out, _ = hunt(capsys, *base, "--exclude-tag", "attack.execution")
+    assert len(alerts(out)) == 2 and all(not a["tags"] for a in alerts(out))
+    _, out, _ = hunt(capsys, *base, "--include-tag", "t1569")
+    assert out == ""  # near miss: t1569 is not t1569.002
+    _, out, _ = hunt(capsys, *base, "--include-rule", "*network sha*")
+    assert [a["level"] for a in alerts(out)] == ["medium"]
+    _, out, _ = hunt(capsys, *base, "--exclude-rule", "0a3c1d52-7b61-4c3e-9d0e-5a1f0c2b7e01")
+    assert len(alerts(out)) == 2
+    _, out, _ = hunt(capsys, *base, "--level", "LOW", "--level", "medium")
+    assert sorted(a["level"] for a in alerts(out)) == ["low", "medium"]
+    _, out, _ = hunt(capsys, *base, "--level", "critical")
+    assert out == ""

@@ -582,6 +582,7 @@ def run_hunt(
     map_units: UnitMapper = local_units,
     expand: Callable[[Sequence[str], ReadStats], Iterable[Any]] = discover,
     enrich: bool = True,
+    keep: Callable[[Alert], bool] | None = None,
 ) -> HuntResult:
     """Hunt over ``paths`` with ``ruleset``: sorted alerts, the summary dict and readiness.
 
@@ -594,6 +595,9 @@ def run_hunt(
     ``run_size``, ``memory_budget``, ``fan_in`` and ``spill_dir`` bound memory (module
     docstring); ``engine`` reuses rules already compiled for ``ruleset``; ``enrich=False`` skips
     the derived fields (process lineage, random service names), for measuring their cost.
+    ``keep`` (e.g. :class:`~scmwatch.alertfilter.AlertFilter`) sees the final alert stream, after
+    correlation, so correlations still see every event; alerts it refuses are only counted
+    (``alerts_filtered``).
 
     The compiled rules, indexes and pySigma objects are millions of long-lived objects: the
     cyclic GC is frozen for the run so that collections triggered by per-event allocations do
@@ -629,7 +633,11 @@ def run_hunt(
         emit = sink if sink is not None else collected.append
         clock = time.perf_counter
         output = 0.0  # time spent in the caller's sink: reported apart
+        filtered = 0
         for alert in merge.alerts():
+            if keep is not None and not keep(alert):
+                filtered += 1
+                continue
             counts.add(alert)
             t0 = clock()
             emit(alert)
@@ -637,6 +645,7 @@ def run_hunt(
         seconds = time.perf_counter() - start - output
         summary = make_summary(stats, ruleset, counts, seconds, jobs)
         summary["output_seconds"] = round(output, 3)
+        summary["alerts_filtered"] = filtered
         ready = readiness.compute(ruleset, merge.seen, ctx.min_rank, LEVEL_RANK,
                                   exclude_ids=ctx.suppressed_ids)
         summary["readiness"] = ready.to_dict()

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from scmwatch import rules as pack
+from scmwatch.alertfilter import AlertFilter, FilterError
 from scmwatch.alerts import LEVELS
 from scmwatch.cli import Terminated
 from scmwatch.cli.hunt_case import CaseRun, CaseRunError, looks_like_case, usage_problem
@@ -49,6 +50,26 @@ def register(subparsers: Any) -> None:
     p.add_argument("--summary", metavar="FILE", default=None, help="write the run summary as JSON here")
     p.add_argument("--jobs", "-j", type=int, default=1, metavar="N", help="worker processes over files")
     p.add_argument("--min-level", choices=LEVELS, default=None, help="drop alerts below this level")
+    g = p.add_argument_group(
+        "triage filters", "applied to the alerts after correlation (every event still feeds the "
+        "correlations); values are case-insensitive, GLOBs are shell patterns; each flag is repeatable")
+    g.add_argument("--include-host", action="append", metavar="GLOB",
+                   help="keep alerts whose host (FQDN or short name) matches")
+    g.add_argument("--exclude-host", action="append", metavar="GLOB", help="drop alerts whose host matches")
+    g.add_argument("--from", dest="time_from", metavar="TIME",
+                   help="keep alerts at or after TIME: ISO 8601 (no zone = UTC), YYYY-MM-DD, or "
+                   "2d/3h/30m ago")
+    g.add_argument("--to", dest="time_to", metavar="TIME",
+                   help="keep alerts at or before TIME (a bare date includes that whole day)")
+    g.add_argument("--include-tag", action="append", metavar="GLOB",
+                   help="keep alerts with a matching tag (attack. prefix optional: T1569.002)")
+    g.add_argument("--exclude-tag", action="append", metavar="GLOB", help="drop alerts with a matching tag")
+    g.add_argument("--include-rule", action="append", metavar="GLOB",
+                   help="keep alerts whose rule id or title matches")
+    g.add_argument("--exclude-rule", action="append", metavar="GLOB",
+                   help="drop alerts whose rule id or title matches")
+    g.add_argument("--level", action="append", type=str.lower, choices=LEVELS,
+                   help="keep alerts of exactly this level (see also --min-level)")
     p.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
                    help="correlation: how far (event time) an event may arrive behind newer ones and still "
                    "be correlated; later ones are counted as late_events (default: 300)")
@@ -120,6 +141,14 @@ def run(args: argparse.Namespace) -> int:
         problem = _cluster_problem(args)
     if problem:
         print(f"scmwatch: {terminal(problem)}", file=sys.stderr)
+        return 2
+    try:
+        args.keep = AlertFilter.build(
+            include_hosts=args.include_host, exclude_hosts=args.exclude_host, include_tags=args.include_tag,
+            exclude_tags=args.exclude_tag, include_rules=args.include_rule, exclude_rules=args.exclude_rule,
+            levels=args.level, start=args.time_from, end=args.time_to)
+    except FilterError as exc:
+        print(f"scmwatch: {terminal(str(exc))}", file=sys.stderr)
         return 2
     start = time.perf_counter()
     try:
@@ -259,7 +288,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
             with _units(args, rule_paths) as (mapper, cluster_info):
                 result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level,
                                   on_error=_print_error, lateness=args.lateness, show_progress=None,
-                                  sink=emit, map_units=case.map_units(mapper), expand=case.expand(discover))
+                                  sink=emit, map_units=case.map_units(mapper), expand=case.expand(discover),
+                                  keep=args.keep if args.keep.active else None)
             if cluster_info:
                 result.summary["cluster"] = cluster_info
                 result.summary["jobs"] = cluster_info["workers"]
@@ -283,5 +313,7 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
     extra = f"{result.summary['alerts']:,} alerts from {len(ruleset.rules):,} rules"
     if ruleset.rejected:
         extra += f" ({len(ruleset.rejected)} rejected)"
+    if result.summary.get("alerts_filtered"):
+        extra += f"; {result.summary['alerts_filtered']:,} filtered out"
     print(summary_line(result.stats, result.summary["seconds"], extra), file=sys.stderr)
     return result.summary, result.exit_code
