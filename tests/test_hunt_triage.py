@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -133,3 +135,13 @@ def test_tag_rule_and_level_filters(capsys):
     assert sorted(a["level"] for a in alerts(out)) == ["low", "medium"]
     _, out, _ = hunt(capsys, *base, "--level", "critical")
     assert out == ""
+
+
+def test_hunt_into_head_ends_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "scmwatch", "hunt", str(DEMO), "--format", "jsonl"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does: the demo's alerts are far more than a pipe buffer
+    _, err = proc.communicate(timeout=120)
+    assert json.loads(first)["rule_id"] and proc.returncode == 0
+    assert b"Broken pipe" not in err and b"Traceback" not in err

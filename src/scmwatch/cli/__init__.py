@@ -9,6 +9,7 @@ reported and counted), 1 when an input could not be read at all or no rule could
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -83,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         print("scmwatch: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # `scmwatch ... | head`: the reader went away; not an error worth a traceback.
-        sys.stderr.close()
+        # `scmwatch ... | head`: the reader went away; not an error worth a message. Output still
+        # buffered would fail again at exit (exit code 120), so stdout goes to /dev/null.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
     finally:
         for sig, handler in replaced.items():

@@ -163,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         _write_summary(args.summary, {"error": "interrupted", "exit_code": 130}, start)
         raise
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # a bug: one line and a summary saying so, never a traceback
         message = f"internal error: {type(exc).__name__}: {exc}"
         print(f"scmwatch: {terminal(message)}", file=sys.stderr)
@@ -280,6 +282,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
         def emit(alert: Any) -> None:
             try:
                 sink.write(alert)
+            except BrokenPipeError:  # `hunt | head`: the reader is done; main() ends quietly
+                raise
             except OSError as exc:
                 raise _OutputError(exc.strerror or str(exc)) from exc
             case.write(alert)
@@ -295,6 +299,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                 result.summary["jobs"] = cluster_info["workers"]
         except _OutputError as exc:
             raise _Failed(f"{where}: cannot write alerts: {exc}") from None
+        except BrokenPipeError:
+            raise
         except OSError as exc:
             raise _Failed(f"{tempfile.gettempdir()}: cannot write temporary spill files (set TMPDIR "
                           f"elsewhere?): {exc.strerror or exc}") from None
@@ -304,6 +310,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
             stream.flush()
             if target is not None:
                 target.commit()
+        except BrokenPipeError:
+            raise
         except OSError as exc:
             raise _Failed(f"{where}: cannot write alerts: {exc.strerror or exc}", 1, result.summary) from None
     finally:
