@@ -32,9 +32,6 @@ import orjson
 
 from common import run_cli
 
-REORDER_NOTE = "see the summary's correlation.reorder_cap"
-
-
 DISTINCT_RULES = """title: service installed
 name: bench_service_installed
 id: 0b3e5c1a-7d2f-4e8a-9c6b-1f2e3d4c5b6a
@@ -125,8 +122,8 @@ def main() -> int:
         if not args.data:
             shutil.rmtree(base, ignore_errors=True)
     if any(kind == "distinct" for _, kind in cases):
-        print("* distinct-group case: every event its own correlation group, all within --lateness; "
-              f"reorder cap {REORDER_NOTE}")
+        print("* distinct-group case: every event its own correlation group, all within --lateness "
+              "(reorder and state are capped: correlation.reorder_cap / state_cap in the summary)")
     if len(rows) > 1:
         (n0, r0), (n1, r1) = rows[0], rows[-1]
         print(f"hunt peak RSS {r0 / 1024:.0f} MB at {n0:,} -> {r1 / 1024:.0f} MB at {n1:,} events "

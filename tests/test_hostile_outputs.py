@@ -253,3 +253,19 @@ def test_output_to_a_special_file_is_written_directly(capsys, tmp_path):
     log, rules = _write(tmp_path, [_event()])
     rc, _, err = _hunt(capsys, log, "--rules", rules, "-o", os.devnull, "--summary", os.devnull)
     assert rc == 0, err
+
+
+def test_rules_list_and_rejections_escape_hostile_rule_text(capsys, tmp_path):
+    good = tmp_path / "good.yml"
+    good.write_text(RULE.replace("title: Service installed (test)",
+                                 'title: "x\\tfake column\\e[2J\\nscmwatch: forged line"'))
+    bad = tmp_path / "bad\x1b]0;t\x07.yml"
+    bad.write_text("title: [unclosed\n")
+    assert main(["rules", "list", str(good)]) == 0
+    out, _ = capsys.readouterr()
+    rows = out.splitlines()
+    assert len(rows) == 2 and all(row.count("\t") == 5 for row in rows)
+    assert "\x1b" not in out and "x\\tfake column\\x1b[2J\\nscmwatch: forged line" in out
+    assert main(["rules", "check", str(bad)]) == 1
+    out, err = capsys.readouterr()
+    assert "\x1b" not in out + err and "bad\\x1b]0;t\\x07.yml" in out

@@ -68,8 +68,10 @@ def run_list(args: argparse.Namespace) -> int:
     else:
         print("\t".join(("id", "level", "techniques", "maxpatrol_rule", "title", "data sources")))
         for row in rows:
-            print("\t".join((row["id"], row["level"], row["techniques"], row["maxpatrol_rule"] or "-",
-                             row["title"], row["sources"])))
+            # terminal(): a title with a tab or newline would break the columns, ESC the terminal
+            cells = (row["id"], row["level"], row["techniques"], row["maxpatrol_rule"] or "-", row["title"],
+                     row["sources"])
+            print("\t".join(map(terminal, cells)))
     print(f"scmwatch: {len(rs.rules)} rules, {len(rs.correlations)} correlations, "
           f"{len(rs.rejected)} rejected", file=sys.stderr)
     return 1 if not rs.rules and not rs.correlations else 0
@@ -87,10 +89,10 @@ def run_test(args: argparse.Namespace) -> int:
     for f in report.files:
         status = "ok  " if f.ok else "FAIL"
         extra = f", {f.correlations} correlations (not fixture-tested)" if f.correlations else ""
-        print(f"{status} {f.rule_file}: {f.rules} rules, {f.fixtures} fixtures "
+        print(f"{status} {terminal(f.rule_file)}: {f.rules} rules, {f.fixtures} fixtures "
               f"({f.positives} positive, {f.near_misses} near-miss){extra}")
         for problem in f.failures:
-            print(f"     - {problem}")
+            print(f"     - {terminal(problem)}")
     t = report.totals()
     print(f"scmwatch: {t['rule_files']} files, {t['rules']} rules, {t['fixtures']} fixtures: "
           f"{t['failures']} failures", file=sys.stderr)
