@@ -84,14 +84,14 @@ def key_fields(event: dict[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
-def gather(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX_ALERTS,
-           max_evidence: int = MAX_EVIDENCE, buckets: int = 48) -> ReportData:
+def summary(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, Any], dict[str, int], dict[str, int]]:
+    """The summary cards' counts, alerts per level (most severe first) and per triage status:
+    shared by the report and the console's overview."""
     q = con.execute
-    total = q("SELECT count(*) FROM alerts").fetchone()[0]
     by_level = dict(q("SELECT level, count(*) FROM alerts GROUP BY level").fetchall())
     by_level = {lv: by_level.get(lv, 0) for lv in reversed(LEVELS) if by_level.get(lv)}
     counts = {
-        "alerts": total,
+        "alerts": q("SELECT count(*) FROM alerts").fetchone()[0],
         "correlations": q("SELECT count(*) FROM alerts WHERE kind = 'correlation'").fetchone()[0],
         "hosts": q("SELECT count(*) FROM hosts WHERE alerts > 0").fetchone()[0],
         "edges": q("SELECT count(*) FROM lateral_edges").fetchone()[0],
@@ -101,7 +101,16 @@ def gather(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX
         "events_kept": q("SELECT count(*) FROM events").fetchone()[0],
         "runs": q("SELECT count(*) FROM runs").fetchone()[0],
     }
-    timeline = _timeline(con, buckets)
+    triage = dict(q("SELECT status, count(*) FROM alerts GROUP BY 1 ORDER BY 1").fetchall())
+    return counts, by_level, triage
+
+
+def gather(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX_ALERTS,
+           max_evidence: int = MAX_EVIDENCE, buckets: int = 48) -> ReportData:
+    q = con.execute
+    counts, by_level, triage = summary(con)
+    total = counts["alerts"]
+    timeline = alert_timeline(con, buckets)
     hosts_m = [r[0] for r in q(
         "SELECT host_key FROM alerts WHERE host_key IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT ?",
         [MATRIX_HOSTS]).fetchall()]
@@ -137,7 +146,6 @@ def gather(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX
         "ORDER BY run_id, file_no LIMIT 1000")))
     for f in files:
         f["errors"] = _json(f["errors"]) or {}
-    triage = dict(q("SELECT status, count(*) FROM alerts GROUP BY 1 ORDER BY 1").fetchall())
     return ReportData(
         title=os.path.basename(case_path),
         generated=datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
@@ -147,7 +155,7 @@ def gather(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX
         files_total=files_total, triage=triage)
 
 
-def _timeline(con: duckdb.DuckDBPyConnection, buckets: int) -> list[tuple[datetime, dict[str, int]]]:
+def alert_timeline(con: duckdb.DuckDBPyConnection, buckets: int) -> list[tuple[datetime, dict[str, int]]]:
     """Alerts per time bucket and level: ``buckets`` equal slices of first..last alert time."""
     lo, hi = con.execute("SELECT min(time), max(time) FROM alerts").fetchone()
     if lo is None:

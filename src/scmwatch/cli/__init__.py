@@ -35,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scmwatch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # imported here, not at the top: subcommand modules import Terminated from this package
-    from scmwatch.cli import audit, events, hunt, query, report, rules, simulate
+    from scmwatch.cli import audit, events, hunt, query, report, rules, serve, simulate
 
-    for module in (hunt, events, rules, simulate, audit, query, report):  # the order `--help` lists
+    for module in (hunt, events, rules, simulate, audit, query, report, serve):  # the order `--help` lists
         module.register(subparsers)
     return parser
 
