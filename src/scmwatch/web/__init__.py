@@ -1,4 +1,4 @@
-"""HTML for people: the report (``scmwatch report``) and, later, the ``serve`` console.
+"""HTML for people: the report (``scmwatch report``) and the ``serve`` console (``console.py``).
 
 ``render.py`` holds the Jinja2 environment and the escaping filters; ``charts.py`` the inline
 SVG geometry; ``templates/`` the pages. Reusable pieces (summary cards, timeline, host x rule
