@@ -41,10 +41,6 @@ SERVICE_NAME_FIELDS = {
     ("system", 7011): "param2",
     ("system", 7034): "param1",
 }
-PROCESS_CREATIONS = frozenset({("security", 4688), ("microsoft-windows-sysmon/operational", 1)})
-# (channel, EventID) pairs the enricher reads: the read gate must not skip them
-WANTED = (frozenset(SERVICE_NAME_FIELDS) | PROCESS_CREATIONS | BOOT_EVENTS
-          | {("system", eid) for eid in SCM_EVENT_IDS})
 MAX_FACTS = 100_000  # SCM PIDs and boots one unit hands to the merge (a few per host and boot)
 
 # What the enricher does with an event, by its (Channel, EventID) pair: a bit mask, computed once
