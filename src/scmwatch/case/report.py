@@ -26,6 +26,7 @@ MAX_EVIDENCE = 25
 MATRIX_HOSTS = 30
 MATRIX_RULES = 30
 GRAPH_NODES = 40
+MAX_EDGES = 500  # lateral edges listed (and drawn from), busiest first
 
 # The fields that say what an event is about, in the order they are shown.
 KEY_FIELDS = (
@@ -50,8 +51,8 @@ class ReportData:
     matrix_hosts: list[str]
     matrix_rules: list[tuple[str, str]]  # (rule id, title)
     matrix: dict[tuple[str, str], int]  # (rule id, host) -> alerts
-    edges: list[dict[str, Any]]
-    hosts: list[dict[str, Any]]
+    edges: list[dict[str, Any]]  # the busiest MAX_EDGES of counts["edges"]
+    hosts: list[dict[str, Any]]  # the hosts those edges name
     alerts: list[dict[str, Any]]
     alerts_total: int
     max_alerts: int
@@ -119,8 +120,10 @@ def gather(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX
         "ORDER BY max(level_rank) DESC, count(*) DESC, 1 LIMIT ?", [MATRIX_RULES]).fetchall()]
     matrix = {(r, h): n for r, h, n in q(
         "SELECT rule_id, host_key, count(*) FROM alerts WHERE host_key IS NOT NULL GROUP BY 1, 2").fetchall()}
-    edges = list(_dicts(q("SELECT * FROM lateral_edges ORDER BY alerts DESC, source_host, target_host")))
-    hosts = list(_dicts(q("SELECT * FROM hosts ORDER BY alerts DESC, host")))
+    edges = list(_dicts(q("SELECT * FROM lateral_edges ORDER BY alerts DESC, source_host, target_host "
+                          "LIMIT ?", [MAX_EDGES])))
+    names = sorted({e["source_host"] for e in edges} | {e["target_host"] for e in edges})
+    hosts = list(_dicts(q("SELECT * FROM hosts WHERE host IN (SELECT unnest(?::VARCHAR[]))", [names])))
     alerts = list(_dicts(q(
         "SELECT alert_id, time, level, rule_id, title, host, kind, source, record_id, tags, description, "
         "correlation, event, evidence_count, status, note FROM alerts "
