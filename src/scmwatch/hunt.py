@@ -489,8 +489,13 @@ def local_units(ctx: HuntContext, inputs: list[InputFile], jobs: int,
     # Hyperscan compilation in the parent alone).
     global _CTX, _COLLECT
     _CTX, _COLLECT = ctx, report is not None
+    # A Ctrl-C or SIGTERM while the pool is being built would leave the workers forked so far
+    # running with no one to stop them: the signals wait (blocked) until the pool is in the
+    # ``with``, whose exit terminates it; workers unblock them in their initializer.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         with multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_signals) as pool:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             # Largest files first so one big file does not finish last alone; batches of files
             # per task, because a Pool round trip costs ~0.5 ms of parent CPU and directories of
             # small .evtx files are common.
@@ -498,7 +503,11 @@ def local_units(ctx: HuntContext, inputs: list[InputFile], jobs: int,
             for batch in pool.imap_unordered(_hunt_batch, _batches(order, inputs, jobs), chunksize=1):
                 yield from batch
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         _CTX = None
+
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def _worker_signals() -> None:
@@ -507,6 +516,7 @@ def _worker_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked while the pool was built
 
 
 # The fork pool's workers inherit these (compiled rules cannot be pickled).
