@@ -102,33 +102,29 @@ def re2_searcher(pattern: str, flags: str = "") -> Callable[[str], bool]:
     objects we never use); calling the compiled RE2 object directly on UTF-8 bytes costs ~1 us.
     """
     rx = compile_re2(pcre_dollar(pattern, flags), flags)
-    raw = getattr(rx, "_regexp", None)
-    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
-    if raw is None or anchor is None:  # another google-re2 layout: use the public API
-        return lambda v: rx.search(v) is not None
-    match = raw.Match
-
-    def search(v: str) -> bool:
-        b = v.encode("utf-8", "surrogatepass")
-        return match(anchor, b, 0, len(b))[0][0] != -1
-
-    return search
+    return _raw_matcher(rx, "UNANCHORED", lambda v: rx.search(v) is not None)
 
 
 def re2_fullmatcher(pattern: str) -> Callable[[str], bool]:
     """``v -> bool``: does the RE2 regex (``.`` matching newlines too) match all of ``v``."""
     rx = compile_re2(pattern, "s")
+    return _raw_matcher(rx, "ANCHOR_BOTH", lambda v: rx.fullmatch(v) is not None)
+
+
+def _raw_matcher(rx: Any, anchor_name: str, fallback: Callable[[str], bool]) -> Callable[[str], bool]:
+    """``v -> bool`` calling the compiled RE2 object directly with ``anchor_name``; ``fallback``
+    (the public API) where google-re2's internal layout differs."""
     raw = getattr(rx, "_regexp", None)
-    anchor = getattr(getattr(re2, "_Anchor", None), "ANCHOR_BOTH", None)
-    if raw is None or anchor is None:  # another google-re2 layout: use the public API
-        return lambda v: rx.fullmatch(v) is not None
+    anchor = getattr(getattr(re2, "_Anchor", None), anchor_name, None)
+    if raw is None or anchor is None:
+        return fallback
     match = raw.Match
 
-    def full(v: str) -> bool:
+    def matches(v: str) -> bool:
         b = v.encode("utf-8", "surrogatepass")
         return match(anchor, b, 0, len(b))[0][0] != -1
 
-    return full
+    return matches
 
 
 def regex_literals(pattern: str) -> frozenset[str] | None:
