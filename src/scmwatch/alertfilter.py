@@ -1,4 +1,4 @@
-"""Triage filters on the alert stream: host, time, tag, rule and level (``hunt --include-host`` …).
+"""Triage filters on the alert stream: host, time, tag, rule, status and level (``hunt --include-host`` …).
 
 They run on the final, merged alert stream, after correlation: every event still feeds the
 correlator, so a lateral-movement chain whose first step is on an excluded host or before
@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import re
 import time as _time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from fnmatch import fnmatchcase
+from typing import Any
 
 from scmwatch.alerts import Alert
 
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Sigma's rule ``status`` values (specification v2)
+STATUSES = ("stable", "test", "experimental", "deprecated", "unsupported")
 
 
 class FilterError(ValueError):
@@ -67,6 +70,10 @@ class AlertFilter:
     levels: tuple[str, ...] = ()
     start: float | None = None
     end: float | None = None
+    include_status: tuple[str, ...] = ()
+    exclude_status: tuple[str, ...] = ()
+    # rule id -> its Sigma status (lower-case, "" when the rule has none); see :meth:`with_statuses`
+    status_of: Mapping[str, str] = field(default_factory=dict)
     dropped: int = 0
 
     @classmethod
@@ -74,13 +81,18 @@ class AlertFilter:
               include_tags: Sequence[str] | None = None, exclude_tags: Sequence[str] | None = None,
               include_rules: Sequence[str] | None = None, exclude_rules: Sequence[str] | None = None,
               levels: Sequence[str] | None = None, start: str | None = None, end: str | None = None,
+              include_status: Sequence[str] | None = None, exclude_status: Sequence[str] | None = None,
               now: float | None = None) -> AlertFilter:
-        """From command-line values; raises :class:`FilterError` for a time it cannot read or an
-        empty range."""
+        """From command-line values; raises :class:`FilterError` for a time it cannot read, an
+        unknown status or an empty range."""
+        for s in (*(include_status or ()), *(exclude_status or ())):
+            if s.casefold() not in STATUSES:
+                raise FilterError(f"{s!r} is not a Sigma rule status ({', '.join(STATUSES)})")
         f = cls(_globs(include_hosts), _globs(exclude_hosts), _globs(include_tags), _globs(exclude_tags),
                 _globs(include_rules), _globs(exclude_rules), _globs(levels),
                 parse_time(start, now=now) if start else None,
-                parse_time(end, end=True, now=now) if end else None)
+                parse_time(end, end=True, now=now) if end else None,
+                _globs(include_status), _globs(exclude_status))
         if f.start is not None and f.end is not None and f.start > f.end:
             raise FilterError("--from is after --to: nothing could match")
         return f
@@ -89,7 +101,19 @@ class AlertFilter:
     def active(self) -> bool:
         return bool(self.include_hosts or self.exclude_hosts or self.include_tags or self.exclude_tags
                     or self.include_rules or self.exclude_rules or self.levels
+                    or self.include_status or self.exclude_status
                     or self.start is not None or self.end is not None)
+
+    def with_statuses(self, ruleset: Any) -> AlertFilter:
+        """Learn each rule's and correlation's Sigma ``status`` from a loaded rule set (the
+        alert does not carry it); a rule without one has status ``""``, which no
+        ``--include-status`` keeps."""
+        if self.include_status or self.exclude_status:
+            status = {r.id: (r.status or "") for r in ruleset.rules}
+            for c in ruleset.correlations:
+                status[str(c.id)] = str(getattr(c.status, "name", "") or "").casefold()
+            self.status_of = status
+        return self
 
     def __call__(self, alert: Alert) -> bool:
         if self.passes(alert):
@@ -100,6 +124,12 @@ class AlertFilter:
     def passes(self, alert: Alert) -> bool:
         if self.levels and alert.level.casefold() not in self.levels:
             return False
+        if self.include_status or self.exclude_status:
+            status = self.status_of.get(alert.rule_id, "")
+            if self.include_status and status not in self.include_status:
+                return False
+            if self.exclude_status and status in self.exclude_status:
+                return False
         if self.start is not None or self.end is not None:
             t = alert.time
             if not t or (self.start is not None and t < self.start) or (

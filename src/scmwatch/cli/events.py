@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -38,18 +39,30 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def parse_where(exprs: list[str]) -> Callable[[Event], bool]:
-    """``Image~psexec`` / ``EventID=7045`` → one predicate (AND of all)."""
-    tests: list[tuple[str, str, str]] = []
-    for expr in exprs:
-        op = "~" if "~" in expr and ("=" not in expr or expr.index("~") < expr.index("=")) else "="
-        field, sep, value = expr.partition(op)
-        if not sep or not field:
-            raise ValueError(f"--where {expr!r}: expected FIELD=VALUE or FIELD~VALUE")
-        tests.append((field, op, value.lower()))
+class Where:
+    """``--where`` tests (AND of all), and which of their field names no event had.
 
-    def keep(event: Event) -> bool:
-        for field, op, value in tests:
+    ``EventId=7045`` silently matching nothing (the field is ``EventID``) is the classic
+    mistake: :meth:`unseen` lists such names, with the closest field the input did have.
+    """
+
+    def __init__(self, exprs: list[str]) -> None:
+        """``Image~psexec`` / ``EventID=7045``; raises ValueError for an expression without an operator."""
+        self.tests: list[tuple[str, str, str]] = []
+        for expr in exprs:
+            op = "~" if "~" in expr and ("=" not in expr or expr.index("~") < expr.index("=")) else "="
+            field, sep, value = expr.partition(op)
+            if not sep or not field:
+                raise ValueError(f"--where {expr!r}: expected FIELD=VALUE or FIELD~VALUE")
+            self.tests.append((field, op, value.lower()))
+        self._missing = {field for field, _, _ in self.tests}
+        self._names: set[str] = set()  # every field name seen while some tested one is still missing
+
+    def __call__(self, event: Event) -> bool:
+        if self._missing:
+            self._names.update(event.fields)
+            self._missing -= self._names
+        for field, op, value in self.tests:
             have = event.fields.get(field)
             if have is None:
                 return False
@@ -58,12 +71,23 @@ def parse_where(exprs: list[str]) -> Callable[[Event], bool]:
                 return False
         return True
 
-    return keep
+    def unseen(self) -> list[str]:
+        """One line per tested field that no event read had, with a close match when there is one."""
+        out = []
+        by_fold = {n.casefold(): n for n in sorted(self._names)}
+        for name in sorted(self._missing):
+            near = by_fold.get(name.casefold())
+            if near is None:
+                close = difflib.get_close_matches(name.casefold(), by_fold, n=1, cutoff=0.75)
+                near = by_fold[close[0]] if close else None
+            hint = f" (did you mean {near}?)" if near else ""
+            out.append(f"--where {name}: no event read has this field{hint}")
+        return out
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        keep = parse_where(args.where)
+        keep = Where(args.where)
     except ValueError as exc:
         print(f"scmwatch: {exc}", file=sys.stderr)
         return 2
@@ -80,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         _table(list(selected))
     seconds = time.perf_counter() - start
+    for line in keep.unseen():
+        print(f"scmwatch: warning: {terminal(line)}", file=sys.stderr)
     print(summary_line(stats, seconds), file=sys.stderr)
     return stats.exit_code
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from scmwatch import rules as pack
-from scmwatch.alertfilter import AlertFilter, FilterError
+from scmwatch.alertfilter import STATUSES, AlertFilter, FilterError
 from scmwatch.alerts import LEVELS
 from scmwatch.cli import Terminated
 from scmwatch.cli.hunt_case import CaseRun, CaseRunError, looks_like_case, usage_problem
@@ -48,7 +48,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--output", "-o", metavar="FILE", default=None, help="write alerts here instead of stdout")
     p.add_argument("--summary", metavar="FILE", default=None, help="write the run summary as JSON here")
-    p.add_argument("--jobs", "-j", type=int, default=1, metavar="N", help="worker processes over files")
+    p.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
+                   help="worker processes over files (default: the usable cores, here "
+                   f"{usable_cores()}); the output is the same for every N")
     p.add_argument("--min-level", choices=LEVELS, default=None, help="drop alerts below this level")
     g = p.add_argument_group(
         "triage filters", "applied to the alerts after correlation (every event still feeds the "
@@ -70,6 +72,11 @@ def register(subparsers: Any) -> None:
                    help="drop alerts whose rule id or title matches")
     g.add_argument("--level", action="append", type=str.lower, choices=LEVELS,
                    help="keep alerts of exactly this level (see also --min-level)")
+    g.add_argument("--include-status", action="append", type=str.lower, choices=STATUSES, metavar="STATUS",
+                   help=f"keep alerts of rules with this Sigma status ({', '.join(STATUSES)}); a rule "
+                   "without a status is not kept")
+    g.add_argument("--exclude-status", action="append", type=str.lower, choices=STATUSES, metavar="STATUS",
+                   help="drop alerts of rules with this Sigma status")
     p.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
                    help="correlation: how far (event time) an event may arrive behind newer ones and still "
                    "be correlated; later ones are counted as late_events (default: 300)")
@@ -83,6 +90,18 @@ def register(subparsers: Any) -> None:
                    help="with --case: also keep every event (columnar) for SQL and retro-hunts "
                    "(`scmwatch hunt CASE.duckdb --rules NEW/`)")
     p.set_defaults(func=run)
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on: ``os.process_cpu_count()`` (Python 3.13+), else the
+    scheduler affinity, else ``os.cpu_count()``; at least 1."""
+    count = getattr(os, "process_cpu_count", None)
+    if count is not None:
+        return count() or 1
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _write_readiness(result: Any, fmt: str, out: Any) -> None:
@@ -127,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     if args.lateness < 0:
         print("scmwatch: --lateness must not be negative", file=sys.stderr)
         return 2
+    if args.jobs is None:
+        args.jobs = usable_cores()
     if args.jobs < 1:
         print("scmwatch: --jobs must be at least 1", file=sys.stderr)
         return 2
@@ -137,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
     inputs = [*args.paths, *(args.rules or []), *([args.placeholders] if args.placeholders else [])]
     problem = (clash(outputs, inputs) or (clash([("--case", args.case), *outputs], []) if args.case else None)
                or usage_problem(args))
+    if not problem:
+        problem = _rule_file_as_log(args.paths)
     if not problem and args.cluster:
         problem = _cluster_problem(args)
     if problem:
@@ -146,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
         args.keep = AlertFilter.build(
             include_hosts=args.include_host, exclude_hosts=args.exclude_host, include_tags=args.include_tag,
             exclude_tags=args.exclude_tag, include_rules=args.include_rule, exclude_rules=args.exclude_rule,
-            levels=args.level, start=args.time_from, end=args.time_to)
+            levels=args.level, start=args.time_from, end=args.time_to,
+            include_status=args.include_status, exclude_status=args.exclude_status)
     except FilterError as exc:
         print(f"scmwatch: {terminal(str(exc))}", file=sys.stderr)
         return 2
@@ -195,6 +219,15 @@ def _units(args: argparse.Namespace, rule_paths: list[str]) -> Iterator[tuple[An
         yield cluster.map_units(payload), {"address": args.cluster, "workers": cluster.workers}
 
 
+def _rule_file_as_log(paths: list[str]) -> str | None:
+    """A Sigma rule file named as a log PATH (a forgotten ``--rules``): a usage error, not a
+    file that fails to parse."""
+    for path in paths:
+        if path.lower().endswith(RULE_SUFFIXES) and os.path.isfile(path):
+            return f"{path}: a Sigma rule file given as a log PATH; name rules with --rules {path}"
+    return None
+
+
 def _cluster_problem(args: argparse.Namespace) -> str | None:
     """A usage error of --cluster, or None."""
     from scmwatch.cluster import ClusterError, parse_address
@@ -236,6 +269,9 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
             if os.path.isdir(path) and not rule_files([path], []):
                 raise _Failed(f"{path}: --rules names a directory without rule files "
                               f"({'/'.join(sorted(RULE_SUFFIXES))})", 2)
+            if os.path.isfile(path) and not path.lower().endswith(RULE_SUFFIXES):
+                raise _Failed(f"{path}: --rules names a file that is not a Sigma rule file "
+                              f"({'/'.join(sorted(RULE_SUFFIXES))}); give logs as PATH", 2)
     if not rule_paths:
         if not pack.pack_paths():
             raise _Failed(f"the built-in rule pack ({pack.PACK_DIR}) is empty; give --rules PATH", 2)
@@ -247,6 +283,7 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
     if not ruleset.rules and not ruleset.correlations:
         raise _Failed("no rule could be loaded", 1, {"rules_rejected": len(ruleset.rejected)})
     rules = ruleset.by_id()
+    args.keep.with_statuses(ruleset)
     try:
         case = CaseRun(args, ruleset, rule_paths)
     except CaseRunError as exc:
