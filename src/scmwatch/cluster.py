@@ -38,6 +38,7 @@ from scmwatch.events.read import InputFile
 from scmwatch.hunt import _KEY, HuntContext, UnitResult, hunt_unit
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.load import rule_files
+from scmwatch.sigma.tune import apply_tune, parse_tune
 from scmwatch.spill import SpillDir, read_stream
 
 LOCAL = "local"
@@ -58,17 +59,19 @@ class RulePayload:
     files: tuple[tuple[str, str], ...]  # (relative name, YAML text)
     placeholders: str | None
     options: tuple[tuple[str, Any], ...]  # HuntContext keyword options
+    tune: str | None = None  # the tuning file's text (sigma/tune.py)
 
     @property
     def digest(self) -> str:
         h = hashlib.sha256()
         for name, text in self.files:
             h.update(name.encode() + b"\0" + text.encode() + b"\0")
-        h.update(repr((self.placeholders, self.options)).encode())
+        h.update(repr((self.placeholders, self.options, self.tune)).encode())
         return h.hexdigest()
 
 
-def rule_payload(rule_paths: list[str], placeholders: str | None = None, **options: Any) -> RulePayload:
+def rule_payload(rule_paths: list[str], placeholders: str | None = None, tune: str | None = None,
+                 **options: Any) -> RulePayload:
     """The texts of the rule files ``rule_paths`` names (files and directories), in load order."""
     rejected: list[tuple[str, str]] = []
     files = []
@@ -79,7 +82,8 @@ def rule_payload(rule_paths: list[str], placeholders: str | None = None, **optio
             continue  # the client's own load reports it; the worker simply lacks it, as locally
         files.append((f"{i:05d}_{Path(path).name}", text))
     ph = Path(placeholders).read_text(encoding="utf-8") if placeholders else None
-    return RulePayload(tuple(files), ph, tuple(sorted(options.items())))
+    tune_text = Path(tune).read_text(encoding="utf-8") if tune else None
+    return RulePayload(tuple(files), ph, tuple(sorted(options.items())), tune_text)
 
 
 # One compiled rule set per worker process and payload (tasks of one hunt share it).
@@ -98,6 +102,8 @@ def _context(payload: RulePayload) -> HuntContext:
             ph = root / "placeholders.yml.txt"
             ph.write_text(payload.placeholders, encoding="utf-8")
         ruleset = load_rules([str(root / n) for n, _ in payload.files], placeholders=ph)
+        if payload.tune is not None:  # the client checked it against the same rules
+            apply_tune(ruleset, parse_tune(payload.tune))
         _CONTEXTS.clear()  # one hunt's rules at a time per worker
         ctx = _CONTEXTS[key] = HuntContext(ruleset, SpillDir(), **dict(payload.options))
     return ctx

@@ -133,6 +133,7 @@ class UnitResult:
     deferred: list[Deferred] = field(default_factory=list)  # parents only the merge step can tell
     derived: int = 0  # events given a derived field in the unit
     deferred_overflow: int = 0  # unresolved process creations beyond MAX_DEFERRED (left unresolved)
+    tuned_out: int = 0  # (rule, event) matches the tuning file's exclusions took away
 
 
 @dataclass
@@ -234,6 +235,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
         return out
 
     gate = ReadGate(want)
+    excluded_before = engine.excluded
     n = 0
     ev = None
     untimed = 0
@@ -279,6 +281,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
                     else:
                         stats.errors["time"] += 1
                 cands.add(cand.to_record())
+    res.tuned_out = engine.excluded - excluded_before
     res.lineage = enricher.facts
     res.seen = set(buckets)
     res.fmt = ev.fmt if ev is not None else None
@@ -625,6 +628,7 @@ def run_hunt(
         jobs = max(1, min(jobs, len(inputs))) if inputs else 1
         merge = AlertMerge(ctx, stats, memory_budget=memory_budget, fan_in=fan_in)
         events_seen = 0
+        tuned_out = 0
         units = map_units(ctx, inputs, jobs, on_error)
         # closed on the way out: interrupted here, the pool is terminated before the spill dir
         # is removed (a worker still writing into it left it behind)
@@ -637,6 +641,7 @@ def run_hunt(
                         on_error(err)
                 r.errors = []
                 events_seen += r.stats.events if r.stats else 0
+                tuned_out += r.tuned_out
                 bar.file_done(inputs[r.index], events_seen)
         counts = _AlertCounts()
         collected: list[Alert] = []
@@ -656,6 +661,8 @@ def run_hunt(
         summary = make_summary(stats, ruleset, counts, seconds, jobs)
         summary["output_seconds"] = round(output, 3)
         summary["alerts_filtered"] = filtered
+        if ruleset.tuned:
+            summary["tune"] = {**ruleset.tuned, "matches_tuned_out": tuned_out}
         ready = readiness.compute(ruleset, merge.seen, ctx.min_rank, LEVEL_RANK,
                                   exclude_ids=ctx.suppressed_ids)
         summary["readiness"] = ready.to_dict()

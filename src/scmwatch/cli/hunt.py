@@ -26,6 +26,7 @@ from scmwatch.progress import summary_line
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.cache import no_gc
 from scmwatch.sigma.load import RULE_SUFFIXES, rule_files
+from scmwatch.sigma.tune import TuneError, apply_tune, load_tune
 from scmwatch.sinks import FORMATS, open_sink
 from scmwatch.sinks.jsonl import json_line
 
@@ -43,6 +44,10 @@ def register(subparsers: Any) -> None:
                    help="Sigma rule files or directories (several per flag, flag repeatable; give log PATHs "
                    "first or end the list with --), 'builtin' (the built-in pack) or 'sigmahq' (the set "
                    "`scmwatch rules update` installed); default: the built-in pack")
+    p.add_argument("--tune", metavar="FILE", default=None,
+                   help="tuning file (YAML): rules to drop, level overrides, per-rule exclusions by field "
+                   "value, applied inside the engine (a tuned-out event feeds no correlation); check it "
+                   "with `scmwatch rules check --tune FILE`")
     p.add_argument("--placeholders", metavar="FILE", default=None,
                    help="YAML mapping placeholder name -> list of values for |expand rules")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
@@ -155,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"scmwatch: {terminal(args.placeholders)}: placeholder file not found", file=sys.stderr)
         return 2
     outputs = [(opt, path) for opt, path in (("--output", args.output), ("--summary", args.summary)) if path]
-    inputs = [*args.paths, *(args.rules or []), *([args.placeholders] if args.placeholders else [])]
+    inputs = [*args.paths, *(args.rules or []), *([args.placeholders] if args.placeholders else []),
+              *([args.tune] if args.tune else [])]
     problem = (clash(outputs, inputs) or (clash([("--case", args.case), *outputs], []) if args.case else None)
                or usage_problem(args))
     if not problem:
@@ -214,9 +220,21 @@ def _units(args: argparse.Namespace, rule_paths: list[str]) -> Iterator[tuple[An
     except ClusterError as exc:
         raise _Failed(str(exc), 1) from None
     with cluster:
-        payload = rule_payload(rule_paths, args.placeholders,
+        payload = rule_payload(rule_paths, args.placeholders, tune=args.tune,
                                min_level=args.min_level, lateness=args.lateness)
         yield cluster.map_units(payload), {"address": args.cluster, "workers": cluster.workers}
+
+
+def _tune(ruleset: Any, path: str) -> None:
+    """Apply the tuning file to the loaded rules; its problems are usage errors (exit 2)."""
+    try:
+        warnings = apply_tune(ruleset, load_tune(path))
+    except TuneError as exc:
+        for line in exc.problems[:-1]:
+            print(f"scmwatch: {terminal(line)}", file=sys.stderr)
+        raise _Failed(exc.problems[-1], 2) from None
+    for line in warnings:
+        print(f"scmwatch: warning: {terminal(line)}", file=sys.stderr)
 
 
 def _rule_file_as_log(paths: list[str]) -> str | None:
@@ -282,6 +300,10 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
         print(f"scmwatch: {terminal(path)}: rule rejected: {terminal(reason)}", file=sys.stderr)
     if not ruleset.rules and not ruleset.correlations:
         raise _Failed("no rule could be loaded", 1, {"rules_rejected": len(ruleset.rejected)})
+    if args.tune:
+        _tune(ruleset, args.tune)
+        if not ruleset.rules and not ruleset.correlations:
+            raise _Failed(f"{args.tune}: the tuning file drops every rule", 2)
     rules = ruleset.by_id()
     args.keep.with_statuses(ruleset)
     try:
@@ -358,6 +380,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
     extra = f"{result.summary['alerts']:,} alerts from {len(ruleset.rules):,} rules"
     if ruleset.rejected:
         extra += f" ({len(ruleset.rejected)} rejected)"
+    if result.summary.get("tune", {}).get("matches_tuned_out"):
+        extra += f"; {result.summary['tune']['matches_tuned_out']:,} matches tuned out"
     if result.summary.get("alerts_filtered"):
         extra += f"; {result.summary['alerts_filtered']:,} filtered out"
     print(summary_line(result.stats, result.summary["seconds"], extra), file=sys.stderr)

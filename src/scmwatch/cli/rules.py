@@ -14,6 +14,7 @@ from typing import Any
 from scmwatch.cli import rules_export, rules_pack
 from scmwatch.escape import terminal
 from scmwatch.sigma import load_rules
+from scmwatch.sigma.tune import TuneError, apply_tune, check_tune, load_tune
 
 
 def _register_check(sub: Any) -> None:
@@ -25,6 +26,9 @@ def _register_check(sub: Any) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--placeholders", metavar="FILE", default=None)
+    p.add_argument("--tune", metavar="FILE", default=None,
+                   help="also check this tuning file (hunt --tune) against the rules: bad YAML, unknown "
+                   "keys or levels, names that select no rule; exit 1 on any problem")
     p.add_argument("--verbose", "-v", action="store_true",
                    help="also list rules that compile but cannot run on some event source, and why")
     p.set_defaults(func=run_check)
@@ -43,8 +47,30 @@ def run_check(args: argparse.Namespace) -> int:
         for w in rs.warnings:
             print(f"warning: {terminal(w)}")
     print(f"scmwatch: {rs.files} files: {len(rs.rules)} rules ok, {len(rs.correlations)} correlations, "
-          f"{len(rs.rejected)} rejected, {len(rs.not_run)} without an event source", file=sys.stderr)
-    return 1 if rs.rejected else 0
+          f"{rs.filters} filters, {len(rs.rejected)} rejected, {len(rs.not_run)} without an event source",
+          file=sys.stderr)
+    tune_bad = bool(args.tune) and not _check_tune(rs, args.tune)
+    return 1 if rs.rejected or tune_bad else 0
+
+
+def _check_tune(rs: Any, path: str) -> bool:
+    """Print every problem of the tuning file against ``rs``; True when there is none."""
+    try:
+        tune = load_tune(path)
+        problems = check_tune(rs, tune)
+    except TuneError as exc:
+        problems = exc.problems
+    for line in problems:
+        print(terminal(line))
+    if not problems:
+        warnings = apply_tune(rs, tune)
+        for w in warnings:
+            print(f"warning: {terminal(w)}")
+        t = rs.tuned
+        print(f"scmwatch: {terminal(path)}: ok: drops {t['rules_dropped']} rules and "
+              f"{t['correlations_dropped']} correlations, changes {t['levels_changed']} levels, "
+              f"excludes events from {t['rules_with_exclusions']} rules", file=sys.stderr)
+    return not problems
 
 
 SUBCOMMANDS: list[Callable[[Any], None]] = [_register_check, *rules_pack.REGISTER, *rules_export.REGISTER]

@@ -214,6 +214,10 @@ class Engine:
         self._buckets: dict[tuple, Bucket] = {}  # raw (Channel, EventID) as events carry them
         self._normalized: dict[tuple, Bucket] = {}  # (lower-cased channel, int EventID)
         self._scanners: dict[tuple[str, ...], Callable[[str], list[int]]] = {}
+        # the tuning file's exclusions (sigma/tune.py), per rule; ``excluded`` counts the
+        # (rule, event) matches they took away
+        self.exclusions = {r: ruleset.exclusions[r.id] for r in ruleset.rules if r.id in ruleset.exclusions}
+        self.excluded = 0
 
     # ------------------------------------------------------------------ index
     def bucket(self, channel: object, eid: object) -> Bucket:
@@ -350,4 +354,18 @@ class Engine:
         if len(out) > 1:
             # One rule, several sources can never both apply to one event, but stay safe.
             out = list(dict.fromkeys(out))
+        if out and self.exclusions:
+            return self._tuned(out, f)
         return out
+
+    def _tuned(self, rules: list[CompiledRule], f: dict) -> list[CompiledRule]:
+        """``rules`` without those whose tuning exclusion holds for ``f``: inside the engine, so
+        the event neither alerts nor feeds their correlations."""
+        keep = []
+        for r in rules:
+            test = self.exclusions.get(r)
+            if test is not None and test(f):
+                self.excluded += 1
+            else:
+                keep.append(r)
+        return keep

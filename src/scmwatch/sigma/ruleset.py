@@ -9,7 +9,7 @@ Sysmon-only fields, so cannot fire on Security 4688) carries a flag saying so.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,10 @@ class RuleSet:
     warnings: list[str] = field(default_factory=list)
     not_run: list[tuple[CompiledRule, str]] = field(default_factory=list)  # compiled, no event source
     files: int = 0
+    filters: int = 0  # Sigma filter documents applied to the rules at load
+    # rule id -> the tuning file's exclusion (``tune.py``): events it holds for are no match
+    exclusions: dict[str, Callable[[dict], bool]] = field(default_factory=dict)
+    tuned: dict[str, int] = field(default_factory=dict)  # what a tuning file changed (tune.py)
 
     def by_id(self) -> dict[str, CompiledRule]:
         return {r.id: r for r in self.rules}
@@ -220,6 +224,7 @@ def _load_rules(paths: list[str | os.PathLike], placeholders: str | os.PathLike 
         values = {}
     loaded = load_sigma_cached(paths)
     rs.files = loaded.files
+    rs.filters = len(loaded.filters)
     rs.rejected.extend(loaded.rejected)
     rs.warnings.extend(loaded.warnings)
     rs.correlations = _runnable_correlations(loaded.correlations, rs.rejected)
