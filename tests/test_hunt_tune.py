@@ -157,7 +157,7 @@ def test_rules_check_tune_ok_and_counts_filters(capsys, tmp_path, rules_dir):
     tune = tune_file(tmp_path, f"drop: [{PSEXEC_ID}]\nexclude: {{'*network share*': {{Computer: x}}}}\n")
     rc = main(["rules", "check", str(rules_dir), "--tune", tune])
     out, err = capsys.readouterr()
-    assert rc == 0 and "3 rules ok, 1 correlations, 1 filters, 0 rejected" in err
+    assert rc == 0 and "3 rules ok, 1 correlations, 0 rejected, 0 without an event source, 1 filters" in err
     assert "drops 1 rules and 0 correlations" in err and "excludes events from 1 rules" in err
     assert "warning:" in out  # the correlation loses its input
     (rules_dir / "corr.yml").unlink()  # (its generate: false hides the rule's own alerts)

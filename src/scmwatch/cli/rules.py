@@ -47,7 +47,7 @@ def run_check(args: argparse.Namespace) -> int:
         for w in rs.warnings:
             print(f"warning: {terminal(w)}")
     print(f"scmwatch: {rs.files} files: {len(rs.rules)} rules ok, {len(rs.correlations)} correlations, "
-          f"{rs.filters} filters, {len(rs.rejected)} rejected, {len(rs.not_run)} without an event source",
+          f"{len(rs.rejected)} rejected, {len(rs.not_run)} without an event source, {rs.filters} filters",
           file=sys.stderr)
     tune_bad = bool(args.tune) and not _check_tune(rs, args.tune)
     return 1 if rs.rejected or tune_bad else 0

@@ -188,7 +188,7 @@ def apply_tune(ruleset: Any, tune: Tune) -> list[str]:
     problems = check_tune(ruleset, tune)
     if problems:
         raise TuneError(problems)
-    from sigma.rule import SigmaLevel
+    from sigma.rule import SigmaLevel, SigmaRule
 
     def picked(items: Iterable[Any], sels: Iterable[str], names: Callable[[Any], tuple]) -> list[Any]:
         sels = list(sels)
@@ -204,15 +204,17 @@ def apply_tune(ruleset: Any, tune: Tune) -> list[str]:
         for c in picked(ruleset.correlations, [sel], _corr_names):
             c.level = SigmaLevel[level.upper()]
     gone = picked(ruleset.rules, tune.drop, rule_names)
-    gone_ids = {id(r.sigma) for r in gone}
+    gone_ids = {id(r) for r in gone}
+    gone_keys = {k for r in gone for k in (r.id, r.name) if k}
     if gone:
-        ruleset.rules[:] = [r for r in ruleset.rules if id(r.sigma) not in gone_ids]
-        ruleset.not_run[:] = [(r, why) for r, why in ruleset.not_run if id(r.sigma) not in gone_ids]
+        ruleset.rules[:] = [r for r in ruleset.rules if id(r) not in gone_ids]
+        ruleset.not_run[:] = [(r, why) for r, why in ruleset.not_run if id(r) not in gone_ids]
     dropped_corrs = {id(c) for c in picked(ruleset.correlations, tune.drop, _corr_names)}
     ruleset.correlations[:] = [c for c in ruleset.correlations if id(c) not in dropped_corrs]
     for c in ruleset.correlations:
-        lost = [str(ref.rule.title) for ref in c.rules or []
-                if id(getattr(ref, "rule", None)) in gone_ids]
+        refs = [getattr(ref, "rule", None) for ref in c.rules or []]
+        lost = [str(r.title) for r in refs if isinstance(r, SigmaRule)
+                and (str(r.id) in gone_keys or r.name in gone_keys)]
         if lost:
             warnings.append(f"{tune.path}: dropping {', '.join(map(repr, lost))} leaves correlation "
                             f"{str(c.title)!r} without that input")
