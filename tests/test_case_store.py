@@ -194,7 +194,10 @@ def test_bad_case_files_get_one_line(capsys, tmp_path):
     assert text.read_text() == "hello\n"
 
 
-def test_locked_case_gets_one_line(capsys, tmp_path):
+def test_locked_case_gets_one_line(capsys, tmp_path, monkeypatch):
+    from scmwatch.case import store
+
+    monkeypatch.setattr(store, "LOCK_WAIT", 0.3)
     case = tmp_path / "c.duckdb"
     hunt(capsys, case, *PART_A)
     holder = subprocess.Popen(
@@ -207,10 +210,28 @@ def test_locked_case_gets_one_line(capsys, tmp_path):
         assert "locked" in err
         rc = main(["hunt", *PART_A, "--case", str(case)])
         _, err = capsys.readouterr()
-        assert rc == 1 and "locked" in err and err.count("\n") == 1
+        waiting, failed = err.splitlines()  # told once that it waits, then one line when it gives up
+        assert "waiting up to 0.3 s" in waiting and "locked" in failed and rc == 1
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
+
+
+def test_migration_from_schema_2_renames_statuses_and_adds_rules(capsys, tmp_path):
+    case = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(case))
+    schema.create(con, version=2)
+    con.execute("INSERT INTO triage_t VALUES ('alert', 'a1', 'true-positive', 'yes', NULL, now()), "
+                "('alert', 'a2', 'false-positive', NULL, NULL, now()), ('host', 'ws1', 'closed', NULL, NULL, now())")
+    con.close()
+    rc, rows, err = query(capsys, case, "SELECT entity_id, status FROM triage_state ORDER BY entity_id")
+    assert rc == 0, err
+    assert rows == [{"entity_id": "a1", "status": "malicious"}, {"entity_id": "a2", "status": "benign"},
+                    {"entity_id": "ws1", "status": "closed"}]
+    hunt(capsys, case, *PART_A)
+    assert scalar(case, "SELECT count(*) FROM alerts WHERE rule_id NOT IN (SELECT rule_id FROM rules)") == 0
+    assert scalar(case, "SELECT count(*) FROM rules WHERE yaml LIKE '%title:%'") == scalar(
+        case, "SELECT count(*) FROM rules")
 
 
 def test_migration_from_schema_1(capsys, tmp_path):
@@ -264,7 +285,7 @@ def test_triage_state_shows_in_the_views(capsys, tmp_path):
         aid, host = con.execute("SELECT alert_id, host_key FROM alerts ORDER BY time LIMIT 1").fetchone()
         src, dst = con.execute("SELECT source_host, target_host FROM lateral_edges LIMIT 1").fetchone()
         set_status(con, "alert", aid, "investigating", "first look", "ann")
-        set_status(con, "alert", aid, "true-positive", "confirmed", "bob")
+        set_status(con, "alert", aid, "malicious", "confirmed", "bob")
         set_status(con, "host", host, "closed", analyst="ann")
         set_status(con, "edge", edge_id(src, dst), "benign", "admin jump host", "ann")
         with pytest.raises(ValueError):
@@ -274,7 +295,7 @@ def test_triage_state_shows_in_the_views(capsys, tmp_path):
     rc, rows, _ = query(capsys, case, "SELECT status, note FROM alerts WHERE alert_id = $1", aid)
     assert rc == 2  # arguments belong to saved questions only
     rc, rows, _ = query(capsys, case, f"SELECT status, note FROM alerts WHERE alert_id = '{aid}'")
-    assert rows == [{"status": "true-positive", "note": "confirmed"}]  # the latest decision
+    assert rows == [{"status": "malicious", "note": "confirmed"}]  # the latest decision
     rc, rows, _ = query(capsys, case, f"SELECT status FROM hosts WHERE host = '{host}'")
     assert rows == [{"status": "closed"}]
     rc, rows, _ = query(capsys, case, f"SELECT status FROM lateral_edges WHERE source_host = '{src}' "
@@ -286,7 +307,7 @@ def test_triage_state_shows_in_the_views(capsys, tmp_path):
     assert main(["report", str(case), "-o", str(out)]) == 0
     capsys.readouterr()
     html = out.read_text()
-    assert "true-positive" in html and "confirmed" in html
+    assert "malicious" in html and "confirmed" in html
 
 
 def test_oversized_values_are_cut_not_fatal(capsys, tmp_path):

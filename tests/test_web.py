@@ -8,7 +8,10 @@ token 403, and a triage decision survives a server restart.
 
 from __future__ import annotations
 
+import csv
+import html
 import http.client
+import io
 import os
 import re
 import shutil
@@ -35,6 +38,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 HOSTILE = "<script>window.__pwned=1</script>\"><img src=x onerror=\"window.__pwned=2\">"
+FORMULA = "=HYPERLINK(\"http://x.example/\",\"\u202eclick\")"
 START_TIMEOUT = 30.0
 
 
@@ -50,8 +54,8 @@ def case(tmp_path_factory) -> tuple[Path, str]:
         ).fetchone()
         event = orjson.loads(event)
         event["ImagePath"] = HOSTILE
-        con.execute("UPDATE alert_rows SET event = ? WHERE alert_id = ?",
-                    [orjson.dumps(event).decode(), alert_id])
+        con.execute("UPDATE alert_rows SET event = ?, title = ? WHERE alert_id = ?",
+                    [orjson.dumps(event).decode(), FORMULA, alert_id])
     finally:
         con.close()
     return path, alert_id
@@ -140,24 +144,115 @@ def test_token_cookie_and_headers(server):
     assert 'href="/alerts?level=critical"' in body
 
 
+def _total(body: str) -> int:
+    return int(re.search(r'id="count">([\d,]+) alerts?', body).group(1).replace(",", ""))
+
+
+def _ids(body: str) -> list[str]:
+    return re.findall(r'<td><a href="/alerts/([0-9a-f]+)">', body)
+
+
+def _link(body: str, rel: str) -> str | None:
+    m = re.search(rf'<a href="([^"]+)" rel="{rel}">', body)
+    return html.unescape(m.group(1)) if m else None
+
+
 def test_list_filters_paging_and_escaping(server, case):
     server.login()
     _, _, body = server.request("GET", "/alerts?level=critical")
-    m = re.search(r"([\d,]+) alerts?;", body)
-    critical = int(m.group(1).replace(",", ""))
+    critical = _total(body)
     assert 0 < critical < 100
     assert body.count('class="badge lv-critical"') == critical
     assert 'class="badge lv-high"' not in body
-    _, _, everything = server.request("GET", "/alerts")
-    total = int(re.search(r"([\d,]+) alerts?;", everything).group(1).replace(",", ""))
-    assert total > 100 and everything.count("<tr><td>") == 100 and "next</a>" in everything
-    _, _, last = server.request("GET", f"/alerts?page={-(-total // 100)}")
-    assert last.count("<tr><td>") == total - 100 * (-(-total // 100) - 1)
+    # keyset pages: following "next" visits every alert once, "previous" comes back
+    _, _, page = server.request("GET", "/alerts")
+    total = _total(page)
+    assert total > 300 and len(_ids(page)) == 100 and _link(page, "prev") is None
+    seen, pages = _ids(page), [page]
+    while (nxt := _link(page, "next")) is not None:
+        _, _, page = server.request("GET", nxt)
+        seen += _ids(page)
+        pages.append(page)
+        assert len(pages) < 20
+    assert len(seen) == len(set(seen)) == total
+    assert f"showing {100 * (len(pages) - 1) + 1:,}–{total:,}" in pages[-1]
+    _, _, back = server.request("GET", _link(pages[-1], "prev"))
+    assert _ids(back) == _ids(pages[-2])
+    _, _, last = server.request("GET", "/alerts?last=1")
+    assert _ids(last) == seen[-100:] and f"showing {total - 99:,}–{total:,}" in last
     status, _, detail = server.request("GET", f"/alerts/{case[1]}")
     assert status == 200
     assert HOSTILE not in detail and "<img" not in detail
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in detail
     assert server.request("GET", "/alerts/nope")[0] == 404
+
+
+def _sql(path: Path, sql: str, args: list | None = None) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, args or []).fetchall()
+    finally:
+        con.close()
+
+
+def test_every_filter_and_sort_against_sql(server, case):
+    """Each filter's count is the one SQL gives over the alerts view; sorts order as asked."""
+    server.login()
+    path = case[0]
+    rule, host = _sql(path, "SELECT rule_id, host_key FROM alerts WHERE kind = 'correlation' "
+                            "GROUP BY ALL ORDER BY count(*) DESC, 1, 2 LIMIT 1")[0]
+    t0 = _sql(path, "SELECT min(time) + INTERVAL 30 MINUTE FROM alerts")[0][0]
+    checks = {
+        f"rule={rule}": ("rule_id = ?", [rule]),
+        f"host={host.upper()}.corp.example.com": ("host_key = ?", [host]),
+        "tag=T1569.002": ("list_contains(tags, 'attack.t1569.002')", []),
+        f"to={t0:%Y-%m-%dT%H:%M:%S}": ("time <= ?", [t0.replace(microsecond=0)]),
+        f"from={t0:%Y-%m-%dT%H:%M:%S}&level=high": ("time >= ? AND level = 'high'", [t0.replace(microsecond=0)]),
+        "q=PSEXESVC": ("lower(title) LIKE '%psexesvc%' OR alert_id IN (SELECT alert_id FROM evidence "
+                       "WHERE lower(CAST(event AS VARCHAR)) LIKE '%psexesvc%')", []),
+        "q=Lateral": ("lower(title) LIKE '%lateral%' OR alert_id IN (SELECT alert_id FROM evidence "
+                      "WHERE lower(CAST(event AS VARCHAR)) LIKE '%lateral%')", []),
+        "status=new": ("status = 'new'", []),
+    }
+    for query, (where, args) in checks.items():
+        want = _sql(path, f"SELECT count(*) FROM alerts WHERE {where}", args)[0][0]
+        status, _, body = server.request("GET", "/alerts?" + query.replace("+", "%2B"))
+        assert status == 200, query
+        assert _total(body) == want and want > 0, query
+    # sorts: the first page in the order SQL gives
+    for sort, order in (("time&dir=asc", "time, alert_id"), ("time&dir=desc", "time DESC, alert_id DESC"),
+                        ("host&dir=asc", "host_key, time, alert_id"),
+                        ("rule&dir=desc", "rule_id DESC, time, alert_id"),
+                        ("level&dir=asc", "level_rank, time, alert_id")):
+        want = [r[0] for r in _sql(path, f"SELECT alert_id FROM alerts ORDER BY {order} LIMIT 100")]
+        _, _, body = server.request("GET", f"/alerts?sort={sort}")
+        assert _ids(body) == want, sort
+    for bad in ("from=yesterday", "to=2024-13-45", "sort=evil", "dir=sideways", "status=owned",
+                "after=%21%21", "tag=x&after=WzEsMl0"):
+        status, _, body = server.request("GET", "/alerts?" + bad)
+        assert status == 400 and 'class="error"' in body, bad
+
+
+def test_export_csv_and_jsonl(server, case):
+    """The export has every alert of the filtered view; CSV cells cannot start a formula."""
+    server.login()
+    status, headers, body = server.request("GET", "/alerts/export?format=csv&level=critical")
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+    assert "attachment" in headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(body)))
+    want = _sql(case[0], "SELECT count(*) FROM alerts WHERE level = 'critical'")[0][0]
+    assert len(rows) == want and {r["level"] for r in rows} == {"critical"}
+    planted = next(r for r in rows if r["alert_id"] == case[1])
+    assert planted["title"] == "'" + FORMULA
+    for r in rows:
+        assert not any(v[:1] in ("=", "+", "-", "@") for v in r.values()), r
+    status, headers, body = server.request("GET", "/alerts/export?format=jsonl")
+    lines = [orjson.loads(line) for line in body.splitlines()]
+    assert len(lines) == _sql(case[0], "SELECT count(*) FROM alerts")[0][0]
+    assert len({r["alert_id"] for r in lines}) == len(lines)
+    hostile = next(r for r in lines if r["alert_id"] == case[1])
+    assert hostile["event"]["ImagePath"] == HOSTILE and hostile["title"] == FORMULA
+    assert server.request("GET", "/alerts/export?format=xls")[0] == 400
 
 
 def test_triage_needs_csrf_and_survives_restart(case):

@@ -2,7 +2,7 @@
 
 A case is one DuckDB file. Its *base tables* (``*_rows``, ``runs_t`` ...) may change from one
 schema version to the next; the *views* (``alerts``, ``evidence``, ``events``, ``hosts``,
-``links``, ``lateral_edges``, ``files``, ``runs``, ``triage_state``) are the interface that
+``links``, ``lateral_edges``, ``files``, ``runs``, ``rules``, ``triage_state``) are the interface that
 ``query``, ``report`` and the web console read, documented in the README ("Keep a case").
 Views are dropped and recreated on every open for writing, so a view can grow a column
 without a migration; a base-table change needs one (``MIGRATIONS``).
@@ -19,7 +19,7 @@ from collections.abc import Callable
 import duckdb
 
 FORMAT = "scmwatch-case"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Version 1: runs, input files, alerts with their evidence and entity links.
 _V1 = """
@@ -56,6 +56,17 @@ ALTER TABLE file_rows ADD COLUMN events_kept BOOLEAN DEFAULT false;
 CREATE TABLE triage_t (
     entity VARCHAR, entity_id VARCHAR, status VARCHAR, note VARCHAR, analyst VARCHAR,
     time TIMESTAMP);
+"""
+
+# Version 3: the rules a hunt ran (their text, for the console's alert page), and the triage
+# vocabulary of the console (true-positive -> malicious, false-positive -> benign).
+_V3 = """
+CREATE TABLE rule_rows (
+    rule_id VARCHAR PRIMARY KEY, run_id INTEGER, kind VARCHAR, title VARCHAR, level VARCHAR,
+    description VARCHAR, refs VARCHAR[], falsepositives VARCHAR[], tags VARCHAR[],
+    path VARCHAR, yaml VARCHAR);
+UPDATE triage_t SET status = 'malicious' WHERE status = 'true-positive';
+UPDATE triage_t SET status = 'benign' WHERE status = 'false-positive';
 """
 
 VIEWS = """
@@ -98,21 +109,28 @@ CREATE OR REPLACE VIEW hosts AS
            coalesce(t.status, 'new') AS status, t.note
     FROM k LEFT JOIN a USING (host) LEFT JOIN lo USING (host) LEFT JOIN li USING (host)
     LEFT JOIN triage_state t ON t.entity = 'host' AND t.entity_id = k.host;
+CREATE OR REPLACE VIEW rules AS
+    SELECT rule_id, kind, title, level, description, refs, falsepositives, tags, path, yaml,
+           run_id FROM rule_rows;
 CREATE OR REPLACE VIEW events AS
     SELECT source, record_id, format, time, EventID, Channel, Provider_Name, Computer,
            EventRecordID, TimeCreated, ProcessID, ThreadID, UserID, data, file_sha256, seq
     FROM event_rows;
 """
 
-TRIAGE_STATUSES = ("new", "investigating", "true-positive", "false-positive", "benign", "closed")
+TRIAGE_STATUSES = ("new", "investigating", "benign", "malicious", "closed")
 
 
 def _migrate_1_to_2(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_V2)
 
 
+def _migrate_2_to_3(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(_V3)
+
+
 # from version N to N+1
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def create(con: duckdb.DuckDBPyConnection, version: int = SCHEMA_VERSION) -> None:
@@ -203,6 +221,13 @@ VIEW_COLUMNS: dict[str, dict[str, str]] = {
         "rules_loaded": "rules", "correlations_loaded": "correlations", "files": "inputs",
         "events": "events read", "alerts": "alerts found", "alerts_new": "of those, new to the case",
         "errors": "JSON: read errors by kind", "summary": "JSON: the hunt summary",
+    },
+    "rules": {
+        "rule_id": "as alerts.rule_id", "kind": "'rule' or 'correlation'", "title": "title",
+        "level": "level", "description": "description", "refs": "the rule's references (list)",
+        "falsepositives": "list", "tags": "list", "path": "rule file it was loaded from",
+        "yaml": "the rule's YAML document (as written in its file)",
+        "run_id": "the latest run that loaded it",
     },
     "triage_state": {
         "entity": "'alert', 'edge' or 'host'", "entity_id": "alert_id, 'SOURCE -> TARGET' or host",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable
 
 import duckdb
 
@@ -22,6 +24,10 @@ from scmwatch.case import schema
 # beside the case. Its JSON reader needs twice the largest staged row (stage.MAX_ROW) at once.
 MEMORY_LIMIT = os.environ.get("SCMWATCH_CASE_MEMORY", "256MB")
 CONFIG = {"memory_limit": MEMORY_LIMIT}
+# How long ``hunt --case`` waits for a case another process has open (``serve`` holds it for
+# the milliseconds of one request; ``query`` or another hunt for longer) before giving up.
+LOCK_WAIT = float(os.environ.get("SCMWATCH_CASE_WAIT", "30"))
+LOCKED = "locked by another scmwatch or DuckDB process"
 _MAGIC_AT = 8
 _MAGIC = b"DUCK"
 
@@ -44,9 +50,11 @@ def is_case_path(path: str) -> bool:
     return head[_MAGIC_AT:] == _MAGIC
 
 
-def open_case(path: str, write: bool = False, create: bool = False) -> duckdb.DuckDBPyConnection:
+def open_case(path: str, write: bool = False, create: bool = False, wait: float = 0.0,
+              on_wait: Callable[[str], None] | None = None) -> duckdb.DuckDBPyConnection:
     """Open a case; ``write`` takes the writer's lock (migrating an older schema), ``create``
-    makes a new case when ``path`` does not exist. Raises :class:`CaseError`."""
+    makes a new case when ``path`` does not exist. A case locked by another process is retried
+    for up to ``wait`` seconds (``on_wait`` is told the reason once). Raises :class:`CaseError`."""
     exists = os.path.exists(path)
     if not exists and not create:
         raise CaseError("no such case file")
@@ -55,10 +63,20 @@ def open_case(path: str, write: bool = False, create: bool = False) -> duckdb.Du
             raise CaseError("is a directory, not a case file")
         if os.path.getsize(path) == 0 or not is_case_path(path):
             raise CaseError("not a case file (not a DuckDB database)")
-    try:
-        con = duckdb.connect(path, read_only=not write, config=CONFIG)
-    except duckdb.Error as exc:
-        raise CaseError(_explain(exc)) from None
+    deadline = time.monotonic() + wait
+    told = False
+    while True:
+        try:
+            con = duckdb.connect(path, read_only=not write, config=CONFIG)
+            break
+        except duckdb.Error as exc:
+            reason = _explain(exc)
+            if not reason.startswith(LOCKED) or time.monotonic() >= deadline:
+                raise CaseError(reason) from None
+            if on_wait is not None and not told:
+                on_wait(reason)
+                told = True
+            time.sleep(0.05)
     try:
         if not exists:
             schema.create(con)
@@ -105,7 +123,7 @@ def _explain(exc: duckdb.Error) -> str:
     if "Could not set lock" in text or "Conflicting lock" in text:
         m = re.search(r"\(PID (\d+)\)", text)
         who = f" (process {m.group(1)})" if m else ""
-        return f"locked by another scmwatch or DuckDB process{who}; try again when it has finished"
+        return f"{LOCKED}{who}; try again when it has finished"
     if "not a valid DuckDB database" in text:
         return "not a case file (not a DuckDB database)"
     if "checksum" in text.lower() or "corrupt" in text.lower() or "serializ" in text.lower():

@@ -32,3 +32,16 @@ def set_status(con: duckdb.DuckDBPyConnection, entity: str, entity_id: str, stat
         raise ValueError(f"unknown status {status!r} (one of {', '.join(TRIAGE_STATUSES)})")
     con.execute("INSERT INTO triage_t VALUES (?, ?, ?, ?, ?, ?)",
                 [entity, entity_id, status, note, analyst, datetime.now(UTC).replace(tzinfo=None)])
+
+
+def set_status_where(con: duckdb.DuckDBPyConnection, where: str, args: list, status: str,
+                     note: str | None = None, analyst: str | None = None) -> int:
+    """Record one decision for every alert matching ``where`` (SQL over the ``alerts`` view with
+    ``?`` parameters ``args``), in one statement; returns how many."""
+    if status not in TRIAGE_STATUSES:
+        raise ValueError(f"unknown status {status!r} (one of {', '.join(TRIAGE_STATUSES)})")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    cond = f" WHERE {where}" if where else ""
+    row = con.execute(f"INSERT INTO triage_t SELECT 'alert', alert_id, ?, ?, ?, ? FROM alerts{cond}",
+                      [status, note, analyst, now, *args]).fetchone()
+    return int(row[0]) if row else 0

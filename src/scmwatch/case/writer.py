@@ -21,6 +21,7 @@ from scmwatch.alerts import LEVEL_RANK, Alert
 from scmwatch.case.entities import alert_id, event_host, evidence_of, links_of
 from scmwatch.case.events import EventKeeper
 from scmwatch.case.files import EVTX_MAGIC, file_sha256
+from scmwatch.case.rules import store_rules
 from scmwatch.case.stage import Stager, dumps
 from scmwatch.case.store import open_case
 from scmwatch.correlate.links import short_host
@@ -66,9 +67,10 @@ class CaseWriter:
 
     def __init__(self, path: str, *, command: str, ruleset: Any = None, rule_paths: Iterable[str] = (),
                  builtin: bool = False, kind: str = "hunt", keep_events: bool = False,
-                 tmpdir: str | None = None) -> None:
+                 tmpdir: str | None = None, wait: float = 0.0,
+                 on_wait: Callable[[str], None] | None = None) -> None:
         self.path = path
-        self.con = open_case(path, write=True, create=True)
+        self.con = open_case(path, write=True, create=True, wait=wait, on_wait=on_wait)
         con = self.con
         self.known = {r[0] for r in con.execute("SELECT alert_id FROM alert_rows").fetchall()}
         # One transaction per run: a run is kept whole or not at all, and thousands of small
@@ -86,6 +88,7 @@ class CaseWriter:
             [self.run_id, kind, datetime.now(UTC).replace(tzinfo=None), command, __version__,
              f"builtin {__version__}" if builtin else None, ruleset_hash(ruleset, rule_paths),
              len(rules), len(getattr(ruleset, "correlations", []) or [])])
+        store_rules(con, ruleset, self.run_id, tmpdir)
         self._alerts = Stager(con, "INSERT INTO alert_rows SELECT alert_id, run_id, rule_id, title, level, "
                               f"level_rank, description, tags, {_TS}, host, host_key, source, record_id, "
                               "kind, correlation, extra, event, evidence_count", _ALERT_COLS, 5000, tmpdir)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from scmwatch.cli.case_deps import EXTRA_HINT, case_modules
+from scmwatch.escape import terminal
 
 
 class CaseRunError(Exception):
@@ -55,13 +57,18 @@ class CaseRun:
         if case_modules(quiet=True) is None:
             raise CaseRunError(f"case files need DuckDB ({EXTRA_HINT})", 2)
         from scmwatch.case import CaseError, CaseWriter
+        from scmwatch.case.store import LOCK_WAIT
+
+        def waiting(reason: str) -> None:
+            print(f"scmwatch: {terminal(args.case)}: {reason}; waiting up to {LOCK_WAIT:g} s",
+                  file=sys.stderr, flush=True)
 
         if args.case:
             try:
                 self.writer = CaseWriter(
                     args.case, command=shlex.join(["scmwatch", *getattr(args, "argv", [])]), ruleset=ruleset,
                     rule_paths=rule_paths, builtin=not args.rules, keep_events=args.keep_events,
-                    kind="retro-hunt" if self.retro else "hunt")
+                    kind="retro-hunt" if self.retro else "hunt", wait=LOCK_WAIT, on_wait=waiting)
             except CaseError as exc:
                 raise CaseRunError(f"{args.case}: {exc}") from None
         if self.retro:

@@ -24,8 +24,9 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 import duckdb
 from markupsafe import Markup
@@ -37,17 +38,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from scmwatch.case.report import alert_timeline, key_fields, summary
+from scmwatch.case.report import alert_timeline, summary
 from scmwatch.case.schema import TRIAGE_STATUSES
 from scmwatch.case.store import CaseError, open_case
-from scmwatch.case.triage import set_status
-from scmwatch.web import charts
+from scmwatch.web import alerts, charts
 from scmwatch.web.render import TEMPLATES, csp_hash, environment
 
 COOKIE = "scmwatch_session"
-PAGE_SIZE = 100
-MAX_NOTE = 4000
-MAX_FORM = 16_384
+# Seconds a decision waits for the case's lock (another reader or a hunt's start) before the
+# analyst is told; an export chunk waits longer, since its download has already begun.
+WRITE_WAIT = 3.0
+EXPORT_WAIT = 10.0
 
 
 def _csp() -> tuple[Markup, str]:
@@ -66,43 +67,15 @@ class Case:
         self._lock = threading.Lock()
 
     @contextmanager
-    def connect(self, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, write: bool = False, wait: float = 0.0) -> Iterator[duckdb.DuckDBPyConnection]:
         with self._lock:
-            con = open_case(self.path, write=write)
+            con = open_case(self.path, write=write, wait=wait)
             try:
                 if not write:
                     con.execute("SET enable_external_access = false")
                 yield con
             finally:
                 con.close()
-
-
-def _dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
-
-
-def _loads(value: Any) -> Any:
-    import orjson
-
-    return orjson.loads(value) if isinstance(value, str) else value
-
-
-def _filters(params: Any) -> tuple[dict[str, str], str, list[Any]]:
-    """The alert-list filters from the query string, as SQL with parameters (never spliced)."""
-    chosen = {k: params.get(k, "") for k in ("level", "host", "rule", "status")}
-    where, args = [], []
-    column = {"level": "level", "host": "host_key", "rule": "rule_id", "status": "status"}
-    for key, value in chosen.items():
-        if value:
-            where.append(f"{column[key]} = ?")
-            args.append(value)
-    return chosen, (" WHERE " + " AND ".join(where)) if where else "", args
-
-
-def parse_form(body: bytes) -> dict[str, str]:
-    """An urlencoded form body (the first value of each field)."""
-    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
 
 
 def create_app(case_path: str, token: str) -> Starlette:
@@ -128,43 +101,6 @@ def create_app(case_path: str, token: str) -> Starlette:
         return page("console_overview.html.j2", counts=counts, by_level=by_level, triage=triage,
                     timeline=charts.timeline(alert_timeline(con, 48)), hosts=hosts, rules=rules)
 
-    def alert_list(con: duckdb.DuckDBPyConnection, request: Request) -> HTMLResponse:
-        chosen, where, args = _filters(request.query_params)
-        try:
-            page_no = max(1, int(request.query_params.get("page", "1")))
-        except ValueError:
-            page_no = 1
-        total = con.execute(f"SELECT count(*) FROM alerts{where}", args).fetchone()[0]
-        rows = _dicts(con.execute(
-            "SELECT alert_id, time, level, rule_id, title, host, kind, status, note FROM alerts"
-            f"{where} ORDER BY level_rank DESC, time, alert_id LIMIT ? OFFSET ?",
-            [*args, PAGE_SIZE, (page_no - 1) * PAGE_SIZE]))
-        levels = [r[0] for r in con.execute(
-            "SELECT level FROM alerts GROUP BY level, level_rank ORDER BY level_rank DESC").fetchall()]
-        kept = {k: v for k, v in chosen.items() if v}
-        pages = max(1, -(-total // PAGE_SIZE))
-        link = {n: "/alerts?" + urlencode({**kept, "page": n}) for n in (page_no - 1, page_no + 1)}
-        return page("console_alerts.html.j2", alerts=rows, total=total, chosen=chosen, levels=levels,
-                    page_no=page_no, pages=pages, link=link)
-
-    def alert_detail(con: duckdb.DuckDBPyConnection, request: Request) -> HTMLResponse:
-        alert_id = request.path_params["alert_id"]
-        rows = _dicts(con.execute("SELECT * FROM alerts WHERE alert_id = ?", [alert_id]))
-        if not rows:
-            return page("console_error.html.j2", status=404, message="no such alert")
-        a = rows[0]
-        a["event"] = _loads(a["event"]) or {}
-        a["fields"] = key_fields(a["event"])
-        evidence = _dicts(con.execute(
-            "SELECT seq, time, host, event_id, channel, source, record_id, event FROM evidence "
-            "WHERE alert_id = ? ORDER BY seq LIMIT 500", [alert_id]))
-        for e in evidence:
-            e["event"] = _loads(e["event"]) or {}
-        history = _dicts(con.execute(
-            "SELECT status, note, time FROM triage_t WHERE entity = 'alert' AND entity_id = ? "
-            "ORDER BY time DESC LIMIT 50", [alert_id]))
-        return page("console_alert.html.j2", a=a, evidence=evidence, history=history)
-
     def reading(view: Any) -> Any:
         async def endpoint(request: Request) -> Response:
             def work() -> Response:
@@ -176,30 +112,14 @@ def create_app(case_path: str, token: str) -> Starlette:
             return await run_in_threadpool(work)
         return endpoint
 
-    async def triage(request: Request) -> Response:
-        alert_id = request.path_params["alert_id"]
-        body = await request.body()
-        if len(body) > MAX_FORM:
-            return PlainTextResponse("form too large", status_code=413)
-        form = parse_form(body)
-        if not hmac.compare_digest(form.get("csrf", "").encode(), csrf.encode()):
-            return PlainTextResponse("missing or wrong CSRF token", status_code=403)
-        status = form.get("status", "")
-        if status not in TRIAGE_STATUSES:
-            return PlainTextResponse("unknown status", status_code=400)
-        note = form.get("note", "")[:MAX_NOTE] or None
-
-        def work() -> Response:
+    def writing(work: Any) -> Any:
+        def run() -> Response:
             try:
-                with case.connect(write=True) as con:
-                    if not con.execute("SELECT 1 FROM alert_rows WHERE alert_id = ?",
-                                       [alert_id]).fetchone():
-                        return page("console_error.html.j2", status=404, message="no such alert")
-                    set_status(con, "alert", alert_id, status, note)
+                with case.connect(write=True, wait=WRITE_WAIT) as con:
+                    return work(con)
             except CaseError as exc:
                 return page("console_error.html.j2", status=503, message=str(exc))
-            return RedirectResponse("/alerts/" + alert_id, status_code=303)
-        return await run_in_threadpool(work)
+        return run_in_threadpool(run)
 
     async def guard(request: Request, call_next: Any) -> Response:
         given = request.query_params.get("token")
@@ -219,10 +139,9 @@ def create_app(case_path: str, token: str) -> Starlette:
         response.headers["Cache-Control"] = "no-store"
         return response
 
+    ctx = SimpleNamespace(page=page, reading=reading, writing=writing, csrf=csrf, policy=policy)
     return Starlette(routes=[
         Route("/", reading(overview)),
-        Route("/alerts", reading(alert_list)),
-        Route("/alerts/{alert_id:str}", reading(alert_detail)),
-        Route("/alerts/{alert_id:str}/triage", triage, methods=["POST"]),
+        *alerts.routes(ctx, lambda: case.connect(wait=EXPORT_WAIT)),
     ], middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
 
