@@ -222,7 +222,8 @@ def test_migration_from_schema_2_renames_statuses_and_adds_rules(capsys, tmp_pat
     con = duckdb.connect(str(case))
     schema.create(con, version=2)
     con.execute("INSERT INTO triage_t VALUES ('alert', 'a1', 'true-positive', 'yes', NULL, now()), "
-                "('alert', 'a2', 'false-positive', NULL, NULL, now()), ('host', 'ws1', 'closed', NULL, NULL, now())")
+                "('alert', 'a2', 'false-positive', NULL, NULL, now()), "
+                "('host', 'ws1', 'closed', NULL, NULL, now())")
     con.close()
     rc, rows, err = query(capsys, case, "SELECT entity_id, status FROM triage_state ORDER BY entity_id")
     assert rc == 0, err

@@ -253,16 +253,16 @@ def routes(ctx: Any, connect: Callable[[], Any]) -> list[Route]:
             q = query_of(form)
         except FilterError as exc:
             return bad(str(exc))
-        status = form.get("status", "")
+        status = form.get("set_status", "")
         if status not in TRIAGE_STATUSES:
-            return bad(f"status: one of {', '.join(TRIAGE_STATUSES)}")
+            return bad(f"set_status: one of {', '.join(TRIAGE_STATUSES)}")
         note = form.get("note", "")[:MAX_NOTE] or None
         confirm = form.get("confirm", "")
 
         def work(con: duckdb.DuckDBPyConnection) -> Response:
             n = alert_query.count(con, q)
             if not confirm:
-                return ctx.page("console_bulk.html.j2", n=n, status=status, note=note, hidden=q.params(),
+                return ctx.page("console_bulk.html.j2", n=n, decided=status, note=note, hidden=q.params(),
                                 back="/alerts?" + urlencode(q.params()))
             if confirm != str(n):
                 return ctx.page("console_error.html.j2", status=409, message=(
