@@ -12,6 +12,7 @@ ratio largest/smallest input.
     .venv/bin/python bench/hunt_memory.py --sizes 100000,1000000,10000000  # a few minutes
     .venv/bin/python bench/hunt_memory.py --data /tmp/sims                 # keep/reuse simulations
     .venv/bin/python bench/hunt_memory.py --sizes '' --distinct 100000,1000000  # hostile cardinality only
+    .venv/bin/python bench/hunt_memory.py --rules builtin --rules ../shared/corpora/sigmahq/rules  # + SigmaHQ
 
 ``--distinct N`` adds the hostile-cardinality case (issue 11): N service installs (System 7045)
 on one host, 100 us apart, each with a service name of its own, hunted with one rule and one
@@ -78,6 +79,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--data", type=Path, help="keep simulations here (sim-N) and reuse them on later runs")
     ap.add_argument("--distinct", default="", help="comma-separated counts of the distinct-group case")
+    ap.add_argument("--rules", action="append", default=[],
+                    help="hunt --rules (repeatable; default: the built-in pack), e.g. all SigmaHQ rules")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     cases = [(n, "sim") for n in sizes]
@@ -99,7 +102,7 @@ def main() -> int:
                 run_cli(["simulate", "all", "--out", str(data), "--events", str(n), "--seed", str(args.seed)])
             summary = work / f"summary-{n}.json"
             alerts = str(work / "alerts.jsonl")
-            what = [str(data)]
+            what = [str(data), *(a for r in args.rules for a in ("--rules", r))]
             if kind == "distinct":
                 what = [str(data / "logs"), "--rules", str(data / "rules.yml")]
             secs, rss, _ = run_cli(["hunt", *what, "--format", "jsonl", "--output", alerts,
