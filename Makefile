@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 .PHONY: install run test lint bench clean demo
 
 $(BIN)/scmwatch: pyproject.toml setup.py requirements-export.txt src/scmwatch/events/_flatten.c \
-		src/scmwatch/sigma/_text.c
+		src/scmwatch/events/_xml.c src/scmwatch/sigma/_text.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -1,8 +1,9 @@
 """Build script for the optional C extensions; all metadata lives in pyproject.toml.
 
-``scmwatch.events._flatten`` speeds up EVTX parsing and normalization, ``scmwatch.sigma._text``
-builds the engine's prefilter text (see each C file for why). Both are optional: if they cannot
-be compiled, installation still succeeds and the identical Python code is used.
+``scmwatch.events._flatten`` speeds up EVTX parsing and normalization, ``scmwatch.events._xml``
+the reading of Windows event XML, ``scmwatch.sigma._text`` builds the engine's prefilter text
+(see each C file for why). All are optional: if they cannot be compiled, installation still
+succeeds and the identical Python code is used.
 """
 
 from setuptools import Extension, setup
@@ -12,6 +13,12 @@ setup(
         Extension(
             "scmwatch.events._flatten",
             ["src/scmwatch/events/_flatten.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
+            "scmwatch.events._xml",
+            ["src/scmwatch/events/_xml.c"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

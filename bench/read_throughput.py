@@ -10,7 +10,11 @@ reader with everything in Python, then with the C flattener (``from_evtx_dict``)
 the C JSON parser (``from_evtx_json``), then also the C record loop (``EvtxEvents``), all
 interleaved with the raw parse (the numbers quoted in _flatten.c's header).
 
-    python bench/read_throughput.py [--seconds 5] [--c-parts] [PATH ...]
+``--xml N`` simulates N events (every scenario, seed 1) as JSONL and as wevtutil XML and reads
+both, interleaved: the JSONL reader, the XML reader (C fast path) and the XML reader with only
+its streaming ElementTree parser, with the XML/JSONL ratio (issue 13's target: >= 0.5).
+
+    python bench/read_throughput.py [--seconds 5] [--c-parts] [--xml N] [PATH ...]
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
 
-from common import ATTACK_SAMPLES, evtx_files, raw_pass
+from common import ATTACK_SAMPLES, evtx_files, raw_pass, run_cli
 from scmwatch.events import ReadStats, read_input
 from scmwatch.events.read import InputFile
 
@@ -62,7 +68,10 @@ def main() -> int:
     ap.add_argument("paths", nargs="*", default=[str(ATTACK_SAMPLES)])
     ap.add_argument("--seconds", type=float, default=5.0, help="minimum time per side")
     ap.add_argument("--c-parts", action="store_true", help="what each part of the C extension buys")
+    ap.add_argument("--xml", type=int, metavar="N", help="XML vs JSONL reader on N simulated events")
     args = ap.parse_args()
+    if args.xml:
+        return xml_table(args.xml, args.seconds)
     files = evtx_files(*args.paths)
     if not files:
         print(f"no .evtx files under {args.paths}", file=sys.stderr)
@@ -120,6 +129,40 @@ def parts_table(files: list[str], seconds: float) -> int:
         extra = t / n * 1e6 - per_event_raw
         print(f"{name:18s}: {rate:10,.0f} events/s   ratio {rate / (raw_n / raw_t):5.3f}   "
               f"+{extra:5.2f} us/event over the raw parse")
+    return 0
+
+
+def xml_table(n: int, seconds: float) -> int:
+    from scmwatch.events import xml_reader
+
+    fast = xml_reader.fast_event
+    if fast is None:
+        raise SystemExit("the C extension is not built (or SCMWATCH_PURE_PYTHON is set)")
+    with tempfile.TemporaryDirectory(prefix="scmwatch-xml-bench-") as tmp:
+        files = {}
+        for fmt in ("jsonl", "xml"):
+            out = Path(tmp) / fmt
+            run_cli(["simulate", "all", "--events", str(n), "--format", fmt, "--out", str(out)])
+            files[fmt] = sorted(str(p) for p in out.glob("*/*") if p.suffix == f".{fmt}")
+
+        def xml_with(parser):
+            def run(paths: list[str]) -> int:
+                xml_reader.fast_event = parser
+                return scmwatch_pass(paths)
+            return run
+
+        sides = {"JSONL reader": (scmwatch_pass, files["jsonl"]),
+                 "XML reader (C fast path)": (xml_with(fast), files["xml"]),
+                 "XML reader (streaming only)": (xml_with(None), files["xml"])}
+        totals = {k: [0, 0.0] for k in sides}
+        while min(t for _, t in totals.values()) < seconds:
+            for name, (fn, paths) in sides.items():
+                t0 = time.perf_counter()
+                totals[name][0] += fn(paths)
+                totals[name][1] += time.perf_counter() - t0
+    base = totals["JSONL reader"][0] / totals["JSONL reader"][1]
+    for name, (k, t) in totals.items():
+        print(f"{name:28s}: {k / t:10,.0f} events/s   ratio to JSONL {k / t / base:5.2f}")
     return 0
 
 

@@ -407,3 +407,25 @@ def test_python_flatten_semantics_on_odd_layout() -> None:
     assert third["Loose"] == 5
     assert from_evtx_dict_py(ODD_RECORDS[4]) is None and from_evtx_dict_py(ODD_RECORDS[5]) is None
     assert from_evtx_dict_py([]) is None  # a top-level array: not an event (as in C)
+
+
+def test_seven_digit_times_shortcut_equals_parse_and_print() -> None:
+    """``iso_utc`` cuts Windows XML's 7th fraction digit instead of parsing and printing: the
+    same result for every valid time 1970-2099; invalid ones stay as written."""
+    import random
+    from datetime import UTC, datetime
+
+    from scmwatch.events.model import format_time, parse_time
+    from scmwatch.events.normalize import iso_utc
+
+    rng = random.Random(13)
+    lo, hi = 0, int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
+    for _ in range(20_000):
+        day = datetime.fromtimestamp(rng.randrange(lo, hi), UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        value = f"{day}.{rng.randrange(10**7):07d}Z"
+        assert iso_utc(value) == format_time(parse_time(value)), value
+    for value in ("2024-13-01T00:00:00.0000000Z", "2024-02-30T10:00:00.1234567Z",
+                  "2024-01-01T00:00:60.0000000Z"):
+        assert iso_utc(value) == value
+    odd = "2024-01-01T00:00:00.000000\u0667Z"  # not the shortcut's shape: parsed as before
+    assert iso_utc(odd) == format_time(parse_time(odd)) == "2024-01-01T00:00:00.000000Z"
