@@ -74,7 +74,7 @@ def open_case(path: str, write: bool = False, create: bool = False, wait: float 
             if not reason.startswith(LOCKED) or time.monotonic() >= deadline:
                 raise CaseError(reason) from None
             if on_wait is not None and not told:
-                on_wait(reason)
+                on_wait(reason.split(";")[0])
                 told = True
             time.sleep(0.05)
     try:

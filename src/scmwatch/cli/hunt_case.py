@@ -60,7 +60,7 @@ class CaseRun:
         from scmwatch.case.store import LOCK_WAIT
 
         def waiting(reason: str) -> None:
-            print(f"scmwatch: {terminal(args.case)}: {reason}; waiting up to {LOCK_WAIT:g} s",
+            print(f"scmwatch: {terminal(args.case)}: {reason}; waiting up to {LOCK_WAIT:g} s for it",
                   file=sys.stderr, flush=True)
 
         if args.case:

@@ -37,8 +37,10 @@ MAX_EVIDENCE = 500
 MAX_NOTE = 4000
 MAX_FORM = 16_384
 PIVOT_MINUTES = (5, 15, 60)
-EXPORT_COLUMNS = ("alert_id, time, level, rule_id, title, host, host_key, kind, status, note, tags, "
-                  "source, record_id, evidence_count, event")
+EXPORT_COLUMNS = "alert_id, time, level, rule_id, title, host, host_key, kind, tags, source, record_id, " \
+    "evidence_count, event"
+EXPORT_FIELDS = ("alert_id", "time", "level", "rule_id", "title", "host", "host_key", "kind", "status",
+                 "note", "tags", "source", "record_id", "evidence_count", "event")
 # Fields whose value names the service or the remote address in an evidence event.
 SERVICE_FIELDS = ("ServiceName", "service")
 ADDRESS_FIELDS = ("IpAddress", "SourceAddress", "SourceIp", "id.orig_h", "ClientAddress")
@@ -130,7 +132,7 @@ def pivots(a: dict[str, Any], evidence: list[dict[str, Any]], links: list[dict[s
 
 def export_lines(q: Query, fmt: str, connect: Callable[[], Any]) -> Iterator[bytes]:
     """The whole view as CSV or JSONL, read chunk by chunk (each chunk on its own connection)."""
-    cols = [c.strip() for c in EXPORT_COLUMNS.split(",")]
+    cols = list(EXPORT_FIELDS)
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\r\n")
@@ -178,8 +180,10 @@ def routes(ctx: Any, connect: Callable[[], Any]) -> list[Route]:
         params = request.query_params
         try:
             q = query_of(params)
+            position = int(params["n"]) if params.get("n", "").isdigit() else None
             page = alert_query.fetch(con, q, PAGE_SIZE, after=params.get("after") or None,
-                                     before=params.get("before") or None, last=params.get("last") == "1")
+                                     before=params.get("before") or None, last=params.get("last") == "1",
+                                     position=position)
         except FilterError as exc:
             return bad(str(exc))
         levels = [r[0] for r in con.execute(
@@ -187,7 +191,8 @@ def routes(ctx: Any, connect: Callable[[], Any]) -> list[Route]:
         link = {
             "first": "/alerts?" + urlencode(q.params()),
             "prev": "/alerts?" + urlencode(q.params(before=page.prev)) if page.prev else None,
-            "next": "/alerts?" + urlencode(q.params(after=page.next)) if page.next else None,
+            "next": "/alerts?" + urlencode(q.params(after=page.next, n=page.first + len(page.rows)))
+            if page.next else None,
             "last": "/alerts?" + urlencode(q.params(last=1)),
             "csv": "/alerts/export?" + urlencode(q.params(format="csv")),
             "jsonl": "/alerts/export?" + urlencode(q.params(format="jsonl")),

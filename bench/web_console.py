@@ -1,0 +1,172 @@
+"""``scmwatch serve`` over a case with a million alerts: list, filtered list and alert pages.
+
+The case is written through the real writer (``CaseWriter``, the sink ``hunt --case`` uses) from
+the generated alerts of ``case_report.py`` (200 hosts, 40 rules, one alert in ten a correlation
+with 2-5 evidence events), and one host's alerts are triaged ``benign`` in bulk. The console then
+runs as the CLI (``scmwatch serve CASE --port 0``) in its own process on 127.0.0.1, and a bounded
+loop of requests (each kind --requests times, the whole loop stopped after --seconds) measures
+the latency of each page as the client sees it on loopback: median and p95. The baseline in the
+same run is a request the server refuses at once (no cookie: 401), i.e. the HTTP cost alone. The
+server's resident memory (VmRSS now, VmHWM peak) is read from /proc at the end.
+
+    python bench/web_console.py [--alerts 1000000] [--requests 30] [--seconds 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit
+
+from case_report import make_alert
+from scmwatch.case import CaseWriter
+from scmwatch.case.store import open_case
+from scmwatch.case.triage import set_status_where
+
+
+class Client:
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
+        self.cookie = ""
+        status, headers, _ = self.get(f"{parts.path}?{parts.query}")
+        assert status == 303, status
+        self.cookie = headers["set-cookie"].split(";", 1)[0]
+
+    def get(self, path: str, cookie: bool = True) -> tuple[int, dict[str, str], bytes]:
+        con = http.client.HTTPConnection(self.host, self.port, timeout=60)
+        try:
+            con.request("GET", path, headers={"Cookie": self.cookie} if cookie and self.cookie else {})
+            r = con.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            con.close()
+
+
+def timed(client: Client, paths: list[str], deadline: float, cookie: bool = True,
+          expect: int = 200) -> list[float]:
+    out = []
+    for path in paths:
+        if time.monotonic() > deadline:
+            break
+        start = time.perf_counter()
+        status, _, _ = client.get(path, cookie)
+        out.append(time.perf_counter() - start)
+        assert status == expect, (path, status)
+    return out
+
+
+def row(label: str, times: list[float], base: float | None = None) -> str:
+    if not times:
+        return f"{label:<44} (not run: time limit)"
+    ms = sorted(t * 1000 for t in times)
+    p95 = ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
+    ratio = f"  {statistics.median(ms) / base:5.1f}x baseline" if base else ""
+    return f"{label:<44} n={len(ms):3d}  median {statistics.median(ms):7.1f} ms  p95 {p95:7.1f} ms{ratio}"
+
+
+def build(case: Path, n: int) -> str:
+    rng = random.Random(7)
+    hosts = [f"ws{i:04d}" for i in range(200)]
+    start = time.perf_counter()
+    writer = CaseWriter(str(case), command="bench/web_console.py")
+    for i in range(n):
+        writer.write(make_alert(rng, i, hosts))
+    writer.close({"events": n})
+    con = open_case(str(case), write=True)
+    try:
+        set_status_where(con, "host_key = ?", ["ws0003"], "benign", "bench: bulk")
+    finally:
+        con.close()
+    return (f"case: {n:,} alerts written in {time.perf_counter() - start:.1f} s, "
+            f"{case.stat().st_size / 1e6:.0f} MB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--alerts", type=int, default=1_000_000)
+    ap.add_argument("--requests", type=int, default=30, help="requests per page kind")
+    ap.add_argument("--seconds", type=float, default=300, help="stop the request loop after this")
+    ap.add_argument("--case", help="reuse this case (written by an earlier run) instead of a new one")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="scmwatch-bench-web-") as tmp:
+        case = Path(args.case) if args.case else Path(tmp) / "case.duckdb"
+        if not args.case:
+            print(build(case, args.alerts), flush=True)
+        con = open_case(str(case))
+        try:
+            sample = "SELECT alert_id FROM alert_rows{} USING SAMPLE 200 ROWS"
+            ids = [r[0] for r in con.execute(sample.format("")).fetchall()]
+            corr = [r[0] for r in con.execute(sample.format(" WHERE kind = 'correlation'")).fetchall()]
+            total = con.execute("SELECT count(*) FROM alert_rows").fetchone()[0]
+        finally:
+            con.close()
+        proc = subprocess.Popen([sys.executable, "-m", "scmwatch", "serve", str(case), "--port", "0"],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stderr.readline()
+            m = re.search(r"http://\S+", line)
+            assert m, line
+            client = Client(m.group(0))
+            n = args.requests
+            deadline = time.monotonic() + args.seconds
+            rng = random.Random(1)
+            base = timed(client, ["/alerts"] * n, deadline, cookie=False, expect=401)
+            b = statistics.median(base) * 1000
+            print(f"alerts in the case: {total:,}; baseline (401, HTTP only): median {b:.1f} ms")
+            results: list[tuple[str, list[float]]] = []
+            results.append(("list, first page (level desc)", timed(client, ["/alerts"] * n, deadline)))
+            # deep pages: walk "next" from the start, timing each
+            deep, path = [], "/alerts?sort=time&dir=asc"
+            for _ in range(n):
+                if time.monotonic() > deadline:
+                    break
+                start = time.perf_counter()
+                _, _, body = client.get(path)
+                deep.append(time.perf_counter() - start)
+                nxt = re.search(rb'<a href="([^"]+)" rel="next">', body)
+                path = nxt.group(1).decode().replace("&amp;", "&")
+            results.append(("list, next pages (time asc)", deep))
+            results.append(("list, last page", timed(client, ["/alerts?last=1"] * n, deadline)))
+            hosts = [f"ws{rng.randrange(200):04d}" for _ in range(n)]
+            results.append(("filtered: host + level", timed(
+                client, [f"/alerts?{urlencode({'host': h, 'level': 'high'})}" for h in hosts], deadline)))
+            results.append(("filtered: one day, sort by host", timed(client, [
+                f"/alerts?{urlencode({'from': f'2024-05-{d:02d}', 'to': f'2024-05-{d:02d}', 'sort': 'host'})}"
+                for d in (rng.randrange(6, 13) for _ in range(n))], deadline)))
+            results.append(("filtered: rule + technique tag", timed(client, [
+                f"/alerts?{urlencode({'rule': f'rule-{rng.randrange(40):02d}', 'tag': 'T1569.002'})}"
+                for _ in range(n)], deadline)))
+            results.append(("filtered: status=benign",
+                            timed(client, ["/alerts?status=benign"] * n, deadline)))
+            results.append(("filtered: free text q= (evidence JSON)", timed(client, [
+                f"/alerts?q=svc{rng.randrange(5000)}" for _ in range(max(3, n // 6))], deadline)))
+            results.append(("alert page (any)", timed(client, [f"/alerts/{i}" for i in ids[:n]], deadline)))
+            results.append(("alert page (correlation)",
+                            timed(client, [f"/alerts/{i}" for i in corr[:n]], deadline)))
+            start = time.perf_counter()
+            status, _, body = client.get("/alerts/export?format=csv&host=ws0007")
+            export_s = time.perf_counter() - start
+            for label, times in results:
+                print(row(label, times, b))
+            rows = body.count(b"\r\n") - 1
+            print(f"export CSV, one host: {rows:,} rows, {len(body) / 1e6:.1f} MB in {export_s:.2f} s")
+            status_text = Path(f"/proc/{proc.pid}/status").read_text()
+            rss = {k: int(v.split()[0])
+                   for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(.+)$", status_text, re.M)}
+            print(f"server RSS {rss['VmRSS'] / 1024:.0f} MB now, peak {rss['VmHWM'] / 1024:.0f} MB")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
