@@ -126,3 +126,42 @@ def evtx_file(chunks: Sequence[bytes], declared: int | None = None, next_id: int
 def simple_file(count: int = 3, **fields: object) -> bytes:
     """One chunk of ``count`` records (ids 1..count)."""
     return evtx_file([chunk(records(1, count, **fields), 1, count)])
+
+
+def concat(paths: Sequence[str]) -> bytes:
+    """One EVTX file of the valid chunks the files ``paths`` declare, in order (records keep
+    their ids): a large file made of real recordings."""
+    chunks = []
+    for path in paths:
+        with open(path, "rb") as fh:
+            data = fh.read()
+        if data[:8] != b"ElfFile\x00":
+            continue
+        declared = struct.unpack_from("<H", data, 42)[0]
+        for i in range(declared):
+            c = data[FILE_HEADER + i * CHUNK:FILE_HEADER + (i + 1) * CHUNK]
+            if len(c) == CHUNK and c[:8] == b"ElfChnk\x00":
+                chunks.append(c)
+    return evtx_file(chunks)
+
+
+def service_chunks(n_chunks: int, per_chunk: int = 50, psexec_every: int = 17) -> list[bytes]:
+    """Chunks of 7045 service installs on three hosts, every ``psexec_every``-th record PsExec's
+    (ids 1, 2, ... in order); the first record of every third chunk is 40 s older than the one
+    before it, as real logs are out of order near chunk boundaries."""
+    chunks = []
+    rid = 1
+    for c in range(n_chunks):
+        body = bytearray()
+        for k in range(per_chunk):
+            if rid % psexec_every == 0:
+                data = {"ServiceName": "PSEXESVC", "ImagePath": "%SystemRoot%\\PSEXESVC.exe"}
+            else:
+                data = {"ServiceName": f"svc{rid % 40}",
+                        "ImagePath": f"C:\\Program Files\\App{rid % 40}\\svc.exe"}
+            sec = max(0, rid * 3 - (40 if k == 0 and c % 3 == 1 else 0))
+            time = f"2024-01-01T{sec // 3600 % 24:02d}:{sec // 60 % 60:02d}:{sec % 60:02d}.000000Z"
+            body += record(rid, RECORDS_AT + len(body), 7045, data, computer=f"HOST{rid % 3}", time=time)
+            rid += 1
+        chunks.append(chunk(bytes(body), rid - per_chunk, rid - 1))
+    return chunks

@@ -156,3 +156,22 @@ def test_cli_bad_cluster_address_is_one_line(attack, spec, code):
     assert out.returncode == code
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("scmwatch: ") and "Traceback" not in out.stderr
+
+
+def test_cluster_splits_one_large_evtx_by_chunk_ranges(cluster, pack, tmp_path):
+    """One EVTX file as chunk ranges over the two workers: the alerts (source, record ids) of
+    the whole-file hunt, the ranges counted in the summary."""
+    import evtxbuild
+
+    path = tmp_path / "big.evtx"
+    path.write_bytes(evtxbuild.evtx_file(evtxbuild.service_chunks(10)))
+    rs, engine = pack
+    local = run_hunt([str(path)], rs, engine=engine)
+    payload = cl.rule_payload([str(PACK_DIR)])
+    remote = run_hunt([str(path)], rs, engine=engine, map_units=cluster.map_units(payload),
+                      split_bytes=1 << 12)
+    assert _alerts(local) and _alerts(remote) == _alerts(local)
+    assert sorted({a["record_id"] for a in _alerts(remote)}) == list(range(17, 501, 17))
+    par = remote.summary["parallelism"]
+    assert par["ranges"] == 8 and par["files_reread_whole"] == 0
+    assert remote.summary["errors"] == local.summary["errors"] == {}

@@ -2,7 +2,8 @@
 
 ``hunt --cluster tcp://scheduler:8786`` (or ``--cluster local[:N]`` for a LocalCluster of N worker
 processes on this machine) keeps everything of a local hunt but *where arrow 1 runs*
-(:func:`scmwatch.hunt.hunt_unit`): each input file is a task on a worker, which
+(:func:`scmwatch.hunt.hunt_unit`): each input file -- or each range of a large one, split as
+for ``--jobs`` (:mod:`scmwatch.split`) -- is a task on a worker, which
 
 * builds its own :class:`~scmwatch.hunt.HuntContext` once per rule set from the **rule texts**
   shipped with the task (compiled predicates are closures and cannot be pickled; the texts are
@@ -34,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from scmwatch.events.model import ReadError
-from scmwatch.events.read import InputFile
 from scmwatch.hunt import _KEY, HuntContext, UnitResult, hunt_unit
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.load import rule_files
 from scmwatch.sigma.tune import apply_tune, parse_tune
 from scmwatch.spill import SpillDir, read_stream
+from scmwatch.split import split_units, unit_size
 
 LOCAL = "local"
 # Inputs per task: small files are batched so a task costs more than its scheduling (a Dask task
@@ -127,29 +128,31 @@ def _in_memory(ctx: HuntContext, r: UnitResult) -> UnitResult:
     return r
 
 
-def hunt_batch(payload: RulePayload, batch: list[tuple[int, InputFile]]) -> list[UnitResult]:
-    """A worker task: hunt each (index, input) with the payload's rules; results in memory."""
+def hunt_batch(payload: RulePayload, batch: list[tuple[int, Any]]) -> list[UnitResult]:
+    """A worker task: hunt each (index, unit) with the payload's rules (a unit: an input file or
+    a range of one); results in memory."""
     ctx = _context(payload)
-    return [_in_memory(ctx, hunt_unit(ctx, i, inp, collect_errors=True)) for i, inp in batch]
+    return [_in_memory(ctx, hunt_unit(ctx, i, unit, collect_errors=True)) for i, unit in batch]
 
 
 def _same(payload: RulePayload) -> RulePayload:
     return payload
 
 
-def _batches(inputs: list[InputFile]) -> list[list[tuple[int, InputFile]]]:
-    """Largest files first, small ones batched up to BATCH_BYTES / BATCH_FILES per task."""
-    sizes = [inp.compressed_size() or 0 for inp in inputs]
-    order = sorted(range(len(inputs)), key=lambda i: -sizes[i])
-    out: list[list[tuple[int, InputFile]]] = []
-    cur: list[tuple[int, InputFile]] = []
+def _batches(units: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
+    """Largest units first, small ones batched up to BATCH_BYTES / BATCH_FILES per task."""
+    sizes = {i: unit_size(u) for i, u in units}
+    order = sorted(units, key=lambda p: -sizes[p[0]])
+    out: list[list[tuple[int, Any]]] = []
+    cur: list[tuple[int, Any]] = []
     cur_bytes = 0
-    for i in order:
-        if cur and (cur_bytes + sizes[i] > BATCH_BYTES or len(cur) >= BATCH_FILES):
+    for pair in order:
+        size = sizes[pair[0]]
+        if cur and (cur_bytes + size > BATCH_BYTES or len(cur) >= BATCH_FILES):
             out.append(cur)
             cur, cur_bytes = [], 0
-        cur.append((i, inputs[i]))
-        cur_bytes += sizes[i]
+        cur.append(pair)
+        cur_bytes += size
     if cur:
         out.append(cur)
     return out
@@ -198,16 +201,17 @@ class Cluster:
         return list(self.client.run(os.getpid).values())
 
     def map_units(self, payload: RulePayload) -> Callable[..., Iterator[UnitResult]]:
-        """A ``run_hunt(map_units=...)`` that runs every unit on the cluster."""
+        """A ``run_hunt(map_units=...)`` that runs every unit on the cluster, large files as
+        ranges over the workers (:func:`scmwatch.split.split_units`)."""
         from distributed import as_completed
 
-        def mapper(ctx: HuntContext, inputs: list[InputFile], jobs: int,
+        def mapper(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
                    report: Callable[[ReadError], None] | None) -> Iterator[UnitResult]:
             # a task that returns the payload, not scattered data: if the worker holding it dies,
             # the scheduler recomputes it instead of cancelling every task that needs it
             remote = self.client.submit(_same, payload, pure=False)
             futures = [self.client.submit(hunt_batch, remote, batch, pure=False, retries=3)
-                       for batch in _batches(inputs)]
+                       for batch in _batches(units)]
             seen: set[int] = set()
             try:
                 for fut in as_completed(futures):
@@ -218,7 +222,7 @@ class Cluster:
             finally:
                 self.client.cancel(futures)
 
-        return mapper
+        return split_units(mapper, workers=lambda: self.workers)
 
     def close(self) -> None:
         client = getattr(self, "client", None)

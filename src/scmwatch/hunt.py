@@ -50,11 +50,13 @@ from scmwatch.correlate import Candidate, CorrelationStage
 from scmwatch.events.enrich import Enricher, LineageFacts, Pending, classify, global_table
 from scmwatch.events.lineage import SERVICES_EXE
 from scmwatch.events.model import Event, ReadError, ReadGate, ReadStats
+from scmwatch.events.ranges import FileRange, read_range
 from scmwatch.events.read import InputFile, discover, read_input
 from scmwatch.progress import Progress
 from scmwatch.readiness import Readiness
 from scmwatch.sigma import CompiledRule, Engine, RuleSet
 from scmwatch.spill import SortedSpiller, SpillBudget, SpillDir, Stream, default_fan_in, write_merged
+from scmwatch.split import SPLIT_BYTES, replayed, split_units, unit_size
 
 # Hits (or correlation alerts, or candidates) one unit's buffer holds before it goes to disk.
 RUN_SIZE = 2048
@@ -134,6 +136,12 @@ class UnitResult:
     derived: int = 0  # events given a derived field in the unit
     deferred_overflow: int = 0  # unresolved process creations beyond MAX_DEFERRED (left unresolved)
     tuned_out: int = 0  # (rule, event) matches the tuning file's exclusions took away
+    lookups: int = 0  # process parents looked up in the unit's own lineage table
+    # a file hunted as ranges (scmwatch.split): its candidate stream is these spill files chained
+    # in order, each with the file position of its range's first event; ``parts`` ranges
+    cand_chain: list[tuple[str, int]] = field(default_factory=list)
+    parts: int = 0
+    progress_done: bool = False  # its bytes were already counted on the progress bar
 
 
 @dataclass
@@ -170,6 +178,9 @@ class HuntContext:
         # the case store swaps in a reader that also keeps every event (--keep-events)
         self.read: Reader = read_input
         self.enrich = enrich  # derived fields (events.enrich); off only to measure what they cost
+        self.split_bytes = SPLIT_BYTES  # files from this size up are split into ranges (scmwatch.split)
+        self.progress: Callable[[int, int], None] | None = None  # (bytes, events) read, as they are
+        self.parallelism: dict[str, int] = {}  # what the unit mapper used: the summary's ``parallelism``
 
 
 Reader = Callable[[Any, ReadStats, ReadGate], Iterable[Event]]
@@ -197,7 +208,12 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     match_in = engine.match_in
     bucket_of = engine.bucket
     no_rules: list = []
-    select = ctx.selector.select if ctx.selector is not None else None
+    ranged = type(unit) is FileRange
+    if read is None and ranged:
+        read = read_range
+    select = None
+    if ctx.selector is not None:
+        select = ctx.selector.select_range if ranged else ctx.selector.select
     suppressed = ctx.suppressed_ids
     min_rank = ctx.min_rank
     rank = ctx.rule_rank
@@ -283,6 +299,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
                 cands.add(cand.to_record())
     res.tuned_out = engine.excluded - excluded_before
     res.lineage = enricher.facts
+    res.lookups = enricher.lookups
     res.seen = set(buckets)
     res.fmt = ev.fmt if ev is not None else None
     res.hit_runs, res.hit_tail = hits.finish()
@@ -385,8 +402,10 @@ class AlertMerge:
             # Correlation alerts come out in decision order, not time order: spill them as
             # sorted runs too.
             corr = SortedSpiller(ctx.spill, "corr", _KEY, ctx.run_size)
-            streams: list[str | list] = [p for r in results for p in r.cand_runs]
+            streams: list[Any] = [p for r in results for p in r.cand_runs]
             streams += budget.sources(CANDS)
+            dropped = [0]  # candidates of split files that the replayed fact dedup removed
+            streams += [replayed(r.cand_chain, dropped) for r in results if r.cand_chain]
             if resolved_cands:
                 streams.append(sorted(resolved_cands, key=_CAND_KEY))
             merged = map(Candidate.from_record, budget.merge(streams, _CAND_KEY))
@@ -394,6 +413,7 @@ class AlertMerge:
                 if LEVEL_RANK.get(a.level, 0) >= ctx.min_rank:
                     corr.add(CorrelationHit(alert_sort_key(a) + (1, 0, n), a))
             budget.release(CANDS)
+            mem["candidates"] -= dropped[0]
             corr_runs, corr_tail = corr.finish()
             runs.extend(corr_runs)
             if corr_tail:
@@ -478,14 +498,14 @@ def _extra(rule: CompiledRule) -> dict[str, Any]:
 UnitMapper = Callable[[HuntContext, list[InputFile], int, bool], Iterator[UnitResult]]
 
 
-def local_units(ctx: HuntContext, inputs: list[InputFile], jobs: int,
+def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
                 report: Callable[[ReadError], None] | None) -> Iterator[UnitResult]:
-    """Hunt every input file as one unit, inline (``jobs == 1``) or in a fork pool; yields
-    results as they finish. Errors go to ``report``: inline as they happen, from workers
-    with each result (``UnitResult.errors``)."""
+    """Hunt (index, unit) pairs inline (``jobs == 1``) or in a fork pool; yields results as
+    they finish. Errors go to ``report``: inline as they happen, from workers with each result
+    (``UnitResult.errors``)."""
     if jobs == 1:
-        for i, inp in enumerate(inputs):
-            yield hunt_unit(ctx, i, inp, on_error=report)
+        for i, unit in units:
+            yield hunt_unit(ctx, i, unit, on_error=report)
         return
     # Buckets are built lazily in each worker for the (channel, EventID) pairs it meets: in
     # parallel, and only those needed (warming all 300+ SigmaHQ buckets up front costs ~1 s of
@@ -499,15 +519,19 @@ def local_units(ctx: HuntContext, inputs: list[InputFile], jobs: int,
     try:
         with multiprocessing.get_context("fork").Pool(jobs, initializer=_worker_signals) as pool:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-            # Largest files first so one big file does not finish last alone; batches of files
+            # Largest units first so one big file does not finish last alone; batches of files
             # per task, because a Pool round trip costs ~0.5 ms of parent CPU and directories of
             # small .evtx files are common.
-            order = sorted(range(len(inputs)), key=lambda i: -_size(inputs[i]))
-            for batch in pool.imap_unordered(_hunt_batch, _batches(order, inputs, jobs), chunksize=1):
+            for batch in pool.imap_unordered(_hunt_batch, _batches(units, jobs), chunksize=1):
                 yield from batch
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         _CTX = None
+
+
+local_units = split_units(_pool_units)
+local_units.__doc__ = """Hunt every input file inline (``jobs == 1``) or in a fork pool of ``jobs``
+workers, large files as ranges (:func:`scmwatch.split.split_units`); one result per file."""
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -527,41 +551,46 @@ _CTX: HuntContext | None = None
 _COLLECT = False
 
 
-def _hunt_batch(batch: list[tuple[int, InputFile]]) -> list[UnitResult]:
-    """A worker's task: hunt a batch of files, then write their short remainders to disk.
+def _hunt_batch(batch: list[tuple[int, Any]]) -> list[UnitResult]:
+    """A worker's task: hunt a batch of units, then write their short remainders to disk.
 
     The hits (each with its event's fields) would otherwise be pickled through the pipe,
     unpickled by the parent -- serial work that limited the --jobs speed-up -- and often
     spilled again there. Here each worker writes one sorted run of hits and one merged stream
-    of candidates per batch (merging early gives the same order, see spill.py) and the parent
-    receives only paths and counts.
+    of candidates per batch of whole files (merging early gives the same order, see spill.py)
+    and the parent receives only paths and counts. A range of a split file keeps its own
+    (short) remainders: its file's candidates are chained in order at the merge, and a file
+    hunted again whole drops its ranges' results.
     """
     ctx = _CTX
     assert ctx is not None, "hunt context not initialised"
-    results = [hunt_unit(ctx, i, inp, collect_errors=_COLLECT) for i, inp in batch]
-    tails = [r.hit_tail for r in results if r.hit_tail]
-    cands = [r.cand_mem for r in results if r.cand_mem]
+    results = [hunt_unit(ctx, i, unit, collect_errors=_COLLECT) for i, unit in batch]
+    whole = [r for r, (_, unit) in zip(results, batch, strict=True) if type(unit) is not FileRange]
+    tails = [r.hit_tail for r in whole if r.hit_tail]
+    cands = [r.cand_mem for r in whole if r.cand_mem]
     if tails:
-        results[0].hit_runs.append(write_merged(ctx.spill, HITS, tails, _KEY))
+        whole[0].hit_runs.append(write_merged(ctx.spill, HITS, tails, _KEY))
     if cands:
-        results[0].cand_runs.append(write_merged(ctx.spill, CANDS, cands, _CAND_KEY))
-    for r in results:
+        whole[0].cand_runs.append(write_merged(ctx.spill, CANDS, cands, _CAND_KEY))
+    for r in whole:
         r.hit_tail = []
         r.cand_mem = []
     return results
 
 
-def _batches(order: list[int], inputs: list[InputFile], jobs: int) -> list[list[tuple[int, InputFile]]]:
-    """Consecutive files (largest first) grouped to ~1/(8*jobs) of the input bytes each: few
-    enough tasks to keep Pool overhead small, enough that workers finish close together."""
-    total = sum(_size(inputs[i]) for i in order) or 1
+def _batches(units: list[tuple[int, Any]], jobs: int) -> list[list[tuple[int, Any]]]:
+    """Units, largest first, grouped to ~1/(8*jobs) of the input bytes each: few enough tasks
+    to keep Pool overhead small, enough that workers finish close together."""
+    sizes = {i: unit_size(u) for i, u in units}
+    order = sorted(units, key=lambda p: -sizes[p[0]])
+    total = sum(sizes.values()) or 1
     target = total / (8 * jobs)
-    out: list[list[tuple[int, InputFile]]] = []
-    cur: list[tuple[int, InputFile]] = []
+    out: list[list[tuple[int, Any]]] = []
+    cur: list[tuple[int, Any]] = []
     size = 0
-    for i in order:
-        cur.append((i, inputs[i]))
-        size += _size(inputs[i])
+    for pair in order:
+        cur.append(pair)
+        size += sizes[pair[0]]
         if size >= target:
             out.append(cur)
             cur, size = [], 0
@@ -570,10 +599,10 @@ def _batches(order: list[int], inputs: list[InputFile], jobs: int) -> list[list[
     return out
 
 
-def _size(inp: InputFile) -> int:
+def _size(inp: Any) -> int:
     try:
         return os.path.getsize(inp.path)
-    except OSError:
+    except (OSError, AttributeError, TypeError):
         return 0
 
 
@@ -596,6 +625,7 @@ def run_hunt(
     expand: Callable[[Sequence[str], ReadStats], Iterable[Any]] = discover,
     enrich: bool = True,
     keep: Callable[[Alert], bool] | None = None,
+    split_bytes: int = SPLIT_BYTES,
 ) -> HuntResult:
     """Hunt over ``paths`` with ``ruleset``: sorted alerts, the summary dict and readiness.
 
@@ -610,7 +640,8 @@ def run_hunt(
     the derived fields (process lineage, random service names), for measuring their cost.
     ``keep`` (e.g. :class:`~scmwatch.alertfilter.AlertFilter`) sees the final alert stream, after
     correlation, so correlations still see every event; alerts it refuses are only counted
-    (``alerts_filtered``).
+    (``alerts_filtered``). With more than one worker, files of ``split_bytes`` and more are
+    hunted as ranges (:mod:`scmwatch.split`); the summary's ``parallelism`` says what was used.
 
     The compiled rules, indexes and pySigma objects are millions of long-lived objects: the
     cyclic GC is frozen for the run so that collections triggered by per-event allocations do
@@ -625,24 +656,29 @@ def run_hunt(
         inputs = list(expand(paths, stats))
         ctx = HuntContext(ruleset, spill, engine=engine, lateness=lateness, min_level=min_level,
                           run_size=run_size, enrich=enrich)
-        jobs = max(1, min(jobs, len(inputs))) if inputs else 1
+        ctx.split_bytes = split_bytes
+        jobs = max(1, jobs)
+        # what a mapper that does not say otherwise used: one unit per file
+        ctx.parallelism = {"jobs": min(jobs, max(1, len(inputs))), "units": len(inputs), "files_split": 0,
+                           "ranges": 0, "files_reread_whole": 0}
         merge = AlertMerge(ctx, stats, memory_budget=memory_budget, fan_in=fan_in)
-        events_seen = 0
         tuned_out = 0
         units = map_units(ctx, inputs, jobs, on_error)
         # closed on the way out: interrupted here, the pool is terminated before the spill dir
         # is removed (a worker still writing into it left it behind)
         closing = contextlib.closing(units) if hasattr(units, "close") else contextlib.nullcontext()
         with Progress(inputs, enabled=show_progress) as bar, closing:
+            ctx.progress = bar.advance
             for r in units:
                 merge.add(r)
                 if on_error is not None:
                     for err in r.errors:
                         on_error(err)
                 r.errors = []
-                events_seen += r.stats.events if r.stats else 0
                 tuned_out += r.tuned_out
-                bar.file_done(inputs[r.index], events_seen)
+                if not r.progress_done:
+                    bar.advance(_size(inputs[r.index]), r.stats.events if r.stats else 0)
+            ctx.progress = None
         counts = _AlertCounts()
         collected: list[Alert] = []
         emit = sink if sink is not None else collected.append
@@ -658,7 +694,8 @@ def run_hunt(
             emit(alert)
             output += clock() - t0
         seconds = time.perf_counter() - start - output
-        summary = make_summary(stats, ruleset, counts, seconds, jobs)
+        summary = make_summary(stats, ruleset, counts, seconds, ctx.parallelism["jobs"])
+        summary["parallelism"] = dict(ctx.parallelism)
         summary["output_seconds"] = round(output, 3)
         summary["alerts_filtered"] = filtered
         if ruleset.tuned:

@@ -36,6 +36,7 @@ class Progress:
         self._bar = None
         self._task = None
         self._done = 0
+        self._events = 0
         self._total = total
         if enabled:
             from rich.console import Console
@@ -68,6 +69,14 @@ class Progress:
         except OSError:
             pass
         self._bar.update(self._task, completed=self._done, description=f"{events:,} events")
+
+    def advance(self, nbytes: int, events: int) -> None:
+        """``nbytes`` more read (a file, or a range of one), with ``events`` more events."""
+        self._events += events
+        if self._bar is None:
+            return
+        self._done += nbytes
+        self._bar.update(self._task, completed=self._done, description=f"{self._events:,} events")
 
 
 def summary_line(stats: ReadStats, seconds: float, extra: str = "") -> str:

@@ -20,7 +20,7 @@ order, ``--jobs N`` gives exactly the alerts of ``--jobs 1``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from scmwatch.alerts import Alert
 from scmwatch.correlate.engine import Correlator
@@ -78,6 +78,78 @@ _NAME_RAW = ("EventID", "Computer", "IpAddress", "WorkstationName", "SourceIp", 
              "DestinationHostname", "QueryName")
 
 
+class RangeFact(NamedTuple):
+    """A link fact as one range of a split file selects it: before the per-file dedup.
+
+    ``raw`` is the event's memo key (names-only selection) or None; ``fact`` what
+    ``extract_fact`` gave (None: nothing, but the key still counts as seen). The merge step
+    replays :class:`FactDedup` over the file's ranges in order (:meth:`FactDedup.replay`), so
+    the facts that reach the correlator are exactly those of the unsplit file.
+    """
+
+    raw: tuple | None
+    fact: tuple | None
+
+
+class FactDedup:
+    """The per-file dedup of link facts (see :class:`CandidateSelector`): its state for one file."""
+
+    __slots__ = ("raw_seen", "seen")
+
+    def __init__(self) -> None:
+        self.raw_seen: dict[tuple, int] = {}
+        self.seen: dict[str, tuple[str, int]] = {}
+
+    def raw_fresh(self, raw: tuple, position: int, refresh: int) -> bool:
+        """Should the address->name event with these raw values at ``position`` be parsed
+        (``refresh``: :attr:`CandidateSelector.RAW_REFRESH`)?"""
+        last = self.raw_seen.get(raw)
+        if last is not None and position - last < refresh:
+            return False
+        if len(self.raw_seen) >= 2 * refresh:
+            # an entry RAW_REFRESH events old acts as absent: drop those (same output, and the
+            # map stays ~RAW_REFRESH entries however long the file)
+            horizon = position - refresh
+            self.raw_seen = {k: v for k, v in self.raw_seen.items() if v > horizon}
+        self.raw_seen[raw] = position
+        return True
+
+    def fresh(self, fact: tuple, t: int, refresh_us: int) -> tuple | None:
+        """The fact without the address->name parts emitted less than ``refresh_us``
+        (:attr:`CandidateSelector.FACT_REFRESH_US`) ago."""
+        parts = fact[1:] if fact[0] == "multi" else (fact,)
+        keep = []
+        seen = self.seen
+        for f in parts:
+            if f[0] == "ipname":
+                last = seen.get(f[1])  # address -> (name, time emitted)
+                if last is not None and last[0] == f[2] and 0 <= t - last[1] < refresh_us:
+                    continue
+                if len(seen) > 100_000:
+                    seen.clear()
+                seen[f[1]] = (f[2], t)
+            keep.append(f)
+        if not keep:
+            return None
+        return keep[0] if len(keep) == 1 else ("multi", *keep)
+
+    def replay(self, record: tuple, position: int) -> tuple | None:
+        """A candidate record of a split file's range (:meth:`CandidateSelector.select_range`)
+        as :meth:`CandidateSelector.select` would have made it from the whole file, or None.
+        ``position``: the event's position in the whole file."""
+        rf = record[4]
+        if type(rf) is not RangeFact:
+            return record
+        fact = rf.fact
+        if rf.raw is not None and not self.raw_fresh(rf.raw, position, CandidateSelector.RAW_REFRESH):
+            fact = None
+        if fact is not None:
+            fact = self.fresh(fact, record[0], CandidateSelector.FACT_REFRESH_US)
+        if not record[3] and fact is None:
+            return None
+        return (*record[:4], fact, *record[5:])
+
+
 class CandidateSelector:
     """The worker-side gate; small and picklable (it travels to ``--jobs`` workers).
 
@@ -87,7 +159,8 @@ class CandidateSelector:
     were seen in the last ``RAW_REFRESH`` events of the same file is skipped before any parsing,
     and a fact identical to one emitted from the same file less than ``FACT_REFRESH`` seconds
     earlier (event time) is dropped; a *changed* mapping is always emitted. The dedupe state is
-    per file, so ``--jobs N`` (whole files per worker) selects exactly what ``--jobs 1`` selects.
+    per file (:class:`FactDedup`), so ``--jobs N`` (whole files per worker) selects exactly what
+    ``--jobs 1`` selects; a range of a split file selects with :meth:`select_range` instead.
     """
 
     FACT_REFRESH_US = 60_000_000
@@ -106,82 +179,73 @@ class CandidateSelector:
         self.gate = _gate(ids)
         self._key_cache: dict[Any, str | None] = {}
         self._file = -1
-        self._seen: dict[str, tuple[str, int]] = {}
-        self._raw_file = -1
-        self._raw_seen: dict[tuple, int] = {}
+        self._dedup = FactDedup()
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_key_cache"] = {}
-        state["_raw_seen"] = {}
+        state["_dedup"] = FactDedup()
         return state
+
+    def _keys(self, matched: Iterable[Any]) -> tuple[str, ...]:
+        cache = self._key_cache
+        found = []
+        for r in matched:
+            k = cache.get(r, False)
+            if k is False:
+                k = rule_key(r)
+                k = cache[r] = k if k in self.keys else None
+            if k is not None:
+                found.append(k)
+        return tuple(found)
 
     def select(
         self, event: Event, matched: Iterable[Any], file_index: int, position: int
     ) -> Candidate | None:
-        keys: tuple[str, ...] = ()
-        if matched and self.keys:
-            cache = self._key_cache
-            found = []
-            for r in matched:
-                k = cache.get(r, False)
-                if k is False:
-                    k = rule_key(r)
-                    k = cache[r] = k if k in self.keys else None
-                if k is not None:
-                    found.append(k)
-            keys = tuple(found)
+        keys: tuple[str, ...] = self._keys(matched) if matched and self.keys else ()
         fact = None
         t = -1
         fields = event.fields
         eid = fields.get("EventID")
         if self.gate and eid.__class__ in (int, str) and eid in self.gate:
+            if file_index != self._file:
+                self._file = file_index
+                self._dedup = FactDedup()
             if self.sessions:
                 fact = extract_fact(fields, True, self.names)
-            else:
-                # Address -> name facts repeat endlessly (the same host/address pairs): skip an
-                # event whose raw values were seen in the last RAW_REFRESH events of this file.
-                if file_index != self._raw_file:
-                    self._raw_file = file_index
-                    self._raw_seen.clear()
-                raw = tuple(fields.get(n) for n in _NAME_RAW)
-                last = self._raw_seen.get(raw)
-                if last is None or position - last >= self.RAW_REFRESH:
-                    if len(self._raw_seen) >= 2 * self.RAW_REFRESH:
-                        # an entry RAW_REFRESH events old acts as absent: drop those (same output,
-                        # and the map stays ~RAW_REFRESH entries however long the file)
-                        horizon = position - self.RAW_REFRESH
-                        self._raw_seen = {k: v for k, v in self._raw_seen.items() if v > horizon}
-                    self._raw_seen[raw] = position
-                    fact = extract_fact(fields, False, True)
+            elif self._dedup.raw_fresh(tuple(fields.get(n) for n in _NAME_RAW), position, self.RAW_REFRESH):
+                # Address -> name facts repeat endlessly (the same host/address pairs): an event
+                # whose raw values were seen in the last RAW_REFRESH events of this file is skipped.
+                fact = extract_fact(fields, False, True)
             if fact is not None:
                 t = time_us(event)
-                fact = self._fresh(fact, t, file_index)
+                fact = self._dedup.fresh(fact, t, self.FACT_REFRESH_US)
         if not keys and fact is None:
             return None
         if t < 0:
             t = time_us(event)
         return Candidate(t, file_index, position, event if keys else None, keys, fact)
 
-    def _fresh(self, fact: tuple, t: int, file_index: int) -> tuple | None:
-        if file_index != self._file:
-            self._file = file_index
-            self._seen.clear()
-        parts = fact[1:] if fact[0] == "multi" else (fact,)
-        keep = []
-        seen = self._seen
-        for f in parts:
-            if f[0] == "ipname":
-                last = seen.get(f[1])  # address -> (name, time emitted)
-                if last is not None and last[0] == f[2] and 0 <= t - last[1] < self.FACT_REFRESH_US:
-                    continue
-                if len(seen) > 100_000:
-                    seen.clear()
-                seen[f[1]] = (f[2], t)
-            keep.append(f)
-        if not keep:
+    def select_range(
+        self, event: Event, matched: Iterable[Any], file_index: int, position: int
+    ) -> Candidate | None:
+        """:meth:`select` for one range of a split file: the per-file dedup depends on the
+        events before the range, so every link event is selected with what the dedup needs
+        (a :class:`RangeFact`), and the merge step replays the dedup in file order."""
+        keys: tuple[str, ...] = self._keys(matched) if matched and self.keys else ()
+        fields = event.fields
+        eid = fields.get("EventID")
+        if self.gate and eid.__class__ in (int, str) and eid in self.gate:
+            if self.sessions:
+                rf = RangeFact(None, extract_fact(fields, True, self.names))
+            else:
+                rf = RangeFact(tuple(fields.get(n) for n in _NAME_RAW), extract_fact(fields, False, True))
+            if rf.fact is None and (rf.raw is None and not keys):
+                return None
+            return Candidate(time_us(event), file_index, position, event if keys else None, keys, rf)  # type: ignore[arg-type]
+        if not keys:
             return None
-        return keep[0] if len(keep) == 1 else ("multi", *keep)
+        return Candidate(time_us(event), file_index, position, event, keys, None)
 
 
 class CorrelationStage:

@@ -100,6 +100,7 @@ class Enricher:
         self.table = LineageTable()
         self.facts = LineageFacts()
         self._scm_seen: dict[tuple[str, int], int] = {}
+        self.lookups = 0  # parents looked up in this unit's table (a split file's range needs none)
 
     def enrich(self, ev: Event, kind: int) -> tuple[tuple[str, ...], Pending | None]:
         """Add derived fields to ``ev.fields``; returns (derived names, unresolved parent).
@@ -129,6 +130,7 @@ class Enricher:
             if fields.get(parent_f) in (None, "", "-"):
                 creator = pid_value(fields.get(creator_f))
                 if creator is not None and ev.time:
+                    self.lookups += 1
                     image = table.image(host, creator, ev.time)
                     if image is not None:
                         fields[parent_f] = image

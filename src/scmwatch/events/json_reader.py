@@ -136,7 +136,7 @@ def read_json(
         while first and not first.strip():
             skipped += first
             first = stream.readline(MAX_OBJECT)
-        if first.lstrip()[:1] == b"{" and _is_object(first):
+        if first.lstrip()[:1] == b"{" and is_object_line(first):
             blank = skipped.count(b"\n")
             lines = itertools.chain([b""] * blank, [first], _lines(stream, name, stats, blank + 2))
             yield from _ndjson_bytes(lines, _Sink(name, stats, "json-line"), zeek_path)
@@ -167,19 +167,29 @@ def _lines(stream: BinaryIO, name: str, stats: ReadStats, lineno: int) -> Iterat
         yield line
 
 
-def _is_object(line: bytes) -> bool:
+def is_object_line(line: bytes) -> bool:
+    """Is this line one whole JSON object (what makes a file NDJSON)?"""
     try:
         return type(orjson.loads(line.decode("utf-8", errors="replace"))) is dict
     except orjson.JSONDecodeError:
         return False
 
 
-def _ndjson_bytes(stream: Iterable[bytes], sink: _Sink, zeek_path: str | None) -> Iterator[Event]:
+def read_ndjson_lines(name: str, stream: BinaryIO, stats: ReadStats, first_line: int,
+                      zeek_path: str | None = None) -> Iterator[Event]:
+    """Yield the events of NDJSON lines that start at line ``first_line`` of their file (a
+    range of a split file, ``events.ranges``): the same reading as the rest of a whole file."""
+    yield from _ndjson_bytes(_lines(stream, name, stats, first_line), _Sink(name, stats, "json-line"),
+                             zeek_path, first_line)
+
+
+def _ndjson_bytes(stream: Iterable[bytes], sink: _Sink, zeek_path: str | None,
+                  first_line: int = 1) -> Iterator[Event]:
     loads = orjson.loads
     stats = sink.stats
     name = sink.name
     bad_utf8 = 0
-    for lineno, line in enumerate(stream, 1):
+    for lineno, line in enumerate(stream, first_line):
         stats.bytes += len(line)
         try:
             obj = loads(line)

@@ -386,7 +386,7 @@ def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Ev
     return iter(())
 
 
-def _is_zeek_tsv(text: str) -> bool:
+def is_zeek_tsv(text: str) -> bool:
     """Zeek TSV starts with its ``#separator`` header (or a ``zeek-cut -m`` names line), maybe after
     other ``#`` lines (a btest banner)."""
     for line in text.split("\n", 4)[:4]:
@@ -423,7 +423,7 @@ def _xml(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str) -> I
 # The reader registry. EVTX is recognised first, by its binary magic (``read_input``); the text
 # formats are tried in this order. A new format is one reader module plus one row here.
 TEXT_FORMATS: tuple[TextFormat, ...] = (
-    TextFormat("zeek", _is_zeek_tsv, _zeek_tsv),
+    TextFormat("zeek", is_zeek_tsv, _zeek_tsv),
     TextFormat("json", lambda text: text[:1] in "{[", _json),
     TextFormat("xml", lambda text: text[:1] == "<", _xml),
 )

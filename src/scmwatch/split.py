@@ -1,0 +1,200 @@
+"""Work splitting, once for every runner: large files hunted as ranges, merged back exactly.
+
+A runner that maps units to results (the local fork pool, the Dask cluster) wraps its mapper
+with :func:`split_units`. The wrapper plans the units -- each large EVTX or NDJSON file as
+:class:`~scmwatch.events.ranges.FileRange` units, everything else as one unit per file (the
+runner batches small files) -- maps them, and hands ``run_hunt`` one :class:`UnitResult` per
+*file*, so the case store, the progress bar and the summary still see files.
+
+Why the merged output equals the unsplit run's:
+
+* Unit indexes follow file order and a file's ranges are consecutive, so the merge keys
+  (hits: ``(..., unit, n)``, candidates: ``(time, unit, position)``) order a split file's
+  records exactly as its whole-file run orders them, and relative to every other file.
+* A file's candidates reach the correlator as *one* stream, its ranges chained in order
+  (:func:`replayed`): a k-way merge of several streams of one file would order its residual
+  time disorder differently. The per-file dedup of link facts depends on every earlier event
+  of the file, so ranges select facts undeduped (``CandidateSelector.select_range``) and the
+  chain replays the dedup (``FactDedup``) with whole-file positions.
+* What a range cannot know exactly makes its file be hunted again as one unit: any read
+  problem (so errors are reported and counted exactly as for the whole file), a process
+  parent looked up past the first range (the lineage table holds the events before the
+  range), or lineage facts dropped. When any unit of the run defers a process parent to the
+  merge step (decided from every unit's SCM facts, which a range samples differently), every
+  split file is hunted again whole. Those re-reads are counted (``files_reread_whole``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from scmwatch.correlate import FactDedup
+from scmwatch.events.enrich import LineageFacts
+from scmwatch.events.model import ReadError, ReadStats
+from scmwatch.events.ranges import FileRange, split_file
+from scmwatch.events.read import read_input
+from scmwatch.spill import read_stream, write_run
+
+if TYPE_CHECKING:
+    from scmwatch.hunt import HuntContext, UnitResult
+
+# Files from this size up are split when more than one worker runs. A range costs ~5 ms to set
+# up (a task round trip, a parser, the merge's chaining) against ~15 s of hunting per GB, so
+# the floor is set by balance, not by overhead: 32 MiB is ~0.5 s of work, small enough that
+# one such file does not finish alone after a directory of small ones (bench/split_throughput.py).
+SPLIT_BYTES = 32 << 20
+# Ranges per worker for one large file: a few, so that a worker slowed by other load does not
+# leave the others idle at the end, without many tasks.
+RANGES_PER_JOB = 4
+
+Report = Callable[[ReadError], None] | None
+# A runner's mapper over (unit index, unit) pairs, results in any order, ``r.index`` = unit index.
+PairMapper = Callable[["HuntContext", list[tuple[int, Any]], int, Report], Iterator["UnitResult"]]
+
+
+def split_units(pairs: PairMapper,
+                workers: Callable[[], int] | None = None) -> Callable[..., Iterator[UnitResult]]:
+    """A ``run_hunt(map_units=...)`` that splits large files and runs every unit with ``pairs``.
+
+    ``workers`` tells how many units run at once (a cluster's worker count); by default the
+    ``jobs`` that ``run_hunt`` passes. Splitting needs more than one and the default reader
+    (``--keep-events`` reads whole files through the event keeper)."""
+
+    def mapper(ctx: HuntContext, inputs: list[Any], jobs: int, report: Report) -> Iterator[UnitResult]:
+        n = workers() if workers is not None else jobs
+        can_split = n > 1 and ctx.read is read_input
+        units: list[Any] = []
+        file_of: list[int] = []
+        first: dict[int, int] = {}
+        ranges: dict[int, int] = {}
+        for fi, inp in enumerate(inputs):
+            parts = split_file(inp, RANGES_PER_JOB * n, ctx.split_bytes) if can_split else None
+            first[fi] = len(units)
+            if parts:
+                ranges[fi] = len(parts)
+                units.extend(parts)
+                file_of.extend([fi] * len(parts))
+            else:
+                units.append(inp)
+                file_of.append(fi)
+        used = max(1, min(n, len(units)))
+        ctx.parallelism = {"jobs": used, "units": len(units), "files_split": len(ranges),
+                           "ranges": sum(ranges.values()), "files_reread_whole": 0}
+        done: dict[int, UnitResult] = {}
+        redo: list[int] = []
+        deferred = [False]  # did any unit defer a process parent to the merge step
+        first_pass = pairs(ctx, list(enumerate(units)), used, report)
+        with contextlib.closing(first_pass):  # closed at once when the hunt is interrupted
+            yield from _gathered(ctx, first_pass, units, file_of, ranges, done, redo, deferred)
+        if deferred[0]:
+            redo.extend(done)
+            done.clear()
+        yield from done.values()
+        if redo:
+            ctx.parallelism["files_reread_whole"] = len(redo)
+            whole = [(first[fi], inputs[fi]) for fi in sorted(redo)]
+            again = pairs(ctx, whole, max(1, min(n, len(whole))), report)
+            with contextlib.closing(again):
+                for r in again:
+                    r.index = file_of[r.index]
+                    r.progress_done = True
+                    yield r
+
+    return mapper
+
+
+def _gathered(ctx: HuntContext, results: Iterator[UnitResult], units: list[Any], file_of: list[int],
+              ranges: dict[int, int], done: dict[int, UnitResult], redo: list[int],
+              deferred: list[bool]) -> Iterator[UnitResult]:
+    """Pass whole files' results on (indexed by file); keep each split file's ranges until all
+    are in, then combine them (``done``) or mark the file to be hunted again whole (``redo``)."""
+    held: dict[int, list[UnitResult]] = {fi: [] for fi in ranges}
+    for r in results:
+        fi = file_of[r.index]
+        deferred[0] = deferred[0] or bool(r.deferred)
+        if fi not in ranges:
+            r.index = fi
+            yield r
+            continue
+        if ctx.progress is not None:
+            ctx.progress(units[r.index].nbytes, r.stats.events if r.stats else 0)
+        got = held[fi]
+        got.append(r)
+        if len(got) == ranges[fi]:
+            del held[fi]
+            merged = combine(ctx, fi, sorted(got, key=lambda x: x.index))
+            if merged is None:
+                redo.append(fi)
+            else:
+                done[fi] = merged
+
+
+def combine(ctx: HuntContext, index: int, parts: list[UnitResult]) -> UnitResult | None:
+    """One file's result from its ranges' (in file order), or None when a range cannot stand
+    for its part of the whole-file read (module docstring)."""
+    for k, r in enumerate(parts):
+        st = r.stats
+        if st is None or st.errors or st.files_failed or r.errors or r.deferred or r.deferred_overflow:
+            return None
+        if r.lineage.dropped or (k and r.lookups):
+            return None
+    stats = ReadStats()
+    lineage = LineageFacts()
+    out = replace(parts[0], index=index, hit_runs=[], hit_tail=[], cand_runs=[], cand_mem=[], hits=0,
+                  candidates=0, stats=stats, fmt=None, seconds=0.0, seen=set(), errors=[], lineage=lineage,
+                  derived=0, tuned_out=0, parts=len(parts), progress_done=True, lookups=0)
+    offset = 0
+    for r in parts:
+        out.hit_runs += r.hit_runs
+        if r.hit_tail:
+            out.hit_runs.append(_written(ctx, "hits", r.hit_tail))
+        # the range's candidate stream (a spill file or the list in memory), in file order
+        out.cand_chain += [(p, offset) for p in r.cand_runs]
+        if r.cand_mem:
+            out.cand_chain.append((_written(ctx, "cand", r.cand_mem), offset))
+        out.hits += r.hits
+        out.hits_peak = max(out.hits_peak, r.hits_peak)
+        out.candidates += r.candidates
+        out.cands_peak = max(out.cands_peak, r.cands_peak)
+        r.stats.on_error = None
+        stats.merge(r.stats)
+        out.fmt = r.fmt or out.fmt
+        out.seconds += r.seconds
+        out.seen |= r.seen
+        lineage.scm |= r.lineage.scm
+        lineage.boots |= r.lineage.boots
+        out.derived += r.derived
+        out.tuned_out += r.tuned_out
+        offset += r.stats.events
+    return out
+
+
+def _written(ctx: HuntContext, prefix: str, records: list[Any]) -> str:
+    path = write_run(ctx.spill, prefix, records)
+    assert path is not None
+    return path
+
+
+def replayed(chain: list[tuple[str, int]], dropped: list[int]) -> Iterator[tuple]:
+    """A split file's candidate records as one stream: its ranges' streams in file order, the
+    per-file fact dedup replayed with whole-file positions (range offset + position in range).
+    Records the dedup removes are counted in ``dropped[0]``."""
+    dedup = FactDedup()
+    for path, offset in chain:
+        records: Iterable[tuple] = read_stream(path)
+        for rec in records:
+            out = dedup.replay(rec, offset + rec[2])
+            if out is None:
+                dropped[0] += 1
+            else:
+                yield out
+
+
+def unit_size(unit: Any) -> int:
+    """Bytes behind a unit (a range's share, a file's size): for batching and progress."""
+    if isinstance(unit, FileRange):
+        return unit.nbytes
+    return unit.compressed_size() or 0

@@ -1,0 +1,221 @@
+"""One large file hunted as ranges (EVTX chunk ranges, NDJSON line ranges) equals its whole-file hunt.
+
+Real files throughout: EVTX built chunk by chunk (tests/evtxbuild.py) or from the shared
+recordings, NDJSON from the simulator. The split threshold is set low (``split_bytes``) so that
+small files split into many ranges.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+import evtxbuild
+from paths import ATTACK_SAMPLES, evtx_files
+from scmwatch.events.ranges import FileRange, split_file
+from scmwatch.events.read import InputFile
+from scmwatch.hunt import run_hunt
+from scmwatch.rules import PACK_DIR
+from scmwatch.sigma import Engine, load_rules
+from scmwatch.simulate import Options, simulate
+
+SMALL = 1 << 12  # split threshold for these tests: every test file is "large"
+
+
+@pytest.fixture(scope="module")
+def pack():
+    rs = load_rules([str(PACK_DIR)])
+    return rs, Engine(rs)
+
+
+def _hunt(paths, pack, **kw):
+    rs, engine = pack
+    errors: list[str] = []
+    res = run_hunt([str(p) for p in paths], rs, engine=engine, on_error=lambda e: errors.append(e.line()),
+                   **kw)
+    return [a.to_dict() for a in res.alerts], res.summary, errors
+
+
+def _same(paths, pack, *, reread: int = 0, **kw) -> dict:
+    """Hunt whole and split; assert identical alerts, counts and problem lines; the split summary."""
+    one, s1, e1 = _hunt(paths, pack, **kw)
+    two, s2, e2 = _hunt(paths, pack, jobs=2, split_bytes=SMALL, **kw)
+    assert two == one
+    for key in ("files", "events", "errors", "files_failed", "correlation", "lineage", "alerts_by_rule"):
+        assert s2.get(key) == s1.get(key), key
+    assert s2["memory"]["candidates"] == s1["memory"]["candidates"]
+    assert sorted(e2) == sorted(e1)
+    par = s2["parallelism"]
+    assert par["files_split"] >= 1 and par["ranges"] > par["files_split"]
+    assert par["files_reread_whole"] == reread
+    assert s2["jobs"] == 2 and s1["parallelism"]["ranges"] == 0
+    return s2
+
+
+# -- EVTX -----------------------------------------------------------------------------------------
+
+def test_evtx_chunk_ranges_equal_the_whole_file(tmp_path: Path, pack) -> None:
+    path = tmp_path / "big.evtx"
+    path.write_bytes(evtxbuild.evtx_file(evtxbuild.service_chunks(12)))
+    s = _same([path], pack)
+    assert s["parallelism"]["ranges"] == 8  # RANGES_PER_JOB x 2 workers
+    alerts, _, _ = _hunt([path], pack, jobs=2, split_bytes=SMALL)
+    ids = [a["record_id"] for a in alerts]
+    assert ids and all(a["source"] == str(path) for a in alerts)
+    assert sorted(set(ids)) == list(range(17, 601, 17))  # exactly the PsExec records, by their own ids
+
+
+def test_evtx_ranges_with_a_preallocated_tail(tmp_path: Path, pack) -> None:
+    """Zeroed chunks past the declared ones (how Windows preallocates) go to the last range."""
+    path = tmp_path / "prealloc.evtx"
+    zeroed = [bytes(evtxbuild.CHUNK)] * 3
+    path.write_bytes(evtxbuild.evtx_file(evtxbuild.service_chunks(6) + zeroed, declared=6))
+    _same([path], pack)
+
+
+@pytest.mark.parametrize("damage", ["zeroed-chunk", "bad-record"])
+def test_a_damaged_range_rereads_the_whole_file(tmp_path: Path, pack, damage: str) -> None:
+    chunks = evtxbuild.service_chunks(8)
+    if damage == "zeroed-chunk":
+        chunks[5] = bytes(evtxbuild.CHUNK)  # a chunk the header counts, without a chunk header
+    else:
+        c = bytearray(chunks[3])
+        struct.pack_into("<I", c, evtxbuild.RECORDS_AT + 4, 0xFFFFFF)  # a record size past the chunk
+        chunks[3] = bytes(c)
+    path = tmp_path / "damaged.evtx"
+    path.write_bytes(evtxbuild.evtx_file(chunks))
+    s = _same([path], pack, reread=1)
+    assert s["errors"]
+
+
+def test_truncated_and_small_files_are_not_split(tmp_path: Path) -> None:
+    data = evtxbuild.evtx_file(evtxbuild.service_chunks(4))
+    (tmp_path / "cut.evtx").write_bytes(data[:-100])
+    assert split_file(InputFile("cut", str(tmp_path / "cut.evtx")), 4, SMALL) is None
+    (tmp_path / "ok.evtx").write_bytes(data)
+    assert split_file(InputFile("ok", str(tmp_path / "ok.evtx")), 4, len(data) + 1) is None
+    ranges = split_file(InputFile("ok", str(tmp_path / "ok.evtx")), 4, SMALL)
+    assert ranges is not None and [(r.start, r.end) for r in ranges] == [(0, 1), (1, 2), (2, 3), (3, 4)]
+
+
+@pytest.mark.skipif(not ATTACK_SAMPLES.is_dir(), reason="../shared corpus not present")
+@pytest.mark.parametrize("enrich", [True, False])
+def test_recordings_concatenated_split_equal_whole(tmp_path: Path, pack, enrich: bool) -> None:
+    """Real recordings as one file: with lineage enrichment the old-Windows process creations
+    past the first range make the file be read again whole; without it the ranges stand."""
+    path = tmp_path / "lateral.evtx"
+    path.write_bytes(evtxbuild.concat([str(p) for p in evtx_files(ATTACK_SAMPLES / "Lateral Movement")]))
+    _same([path], pack, reread=1 if enrich else 0, enrich=enrich)
+
+
+# -- NDJSON ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def attack(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sim")
+    simulate(Options(scenarios=["all"], out=out, events=5000, seed=21, hosts=6,
+                     labels=out.parent / "l.jsonl"))
+    return out
+
+
+def _joined(attack: Path, dest: Path, *, old_host: bool) -> Path:
+    """Every simulated log in one NDJSON file (times out of order across the parts); without the
+    host whose Security log lacks process parents unless ``old_host``."""
+    with dest.open("wb") as fh:
+        for p in sorted(attack.rglob("*.jsonl")):
+            data = p.read_bytes()
+            if not old_host and any(b'"EventID":4688' in ln and b'"ParentProcessName"' not in ln
+                                    for ln in data.splitlines()):
+                continue
+            fh.write(data)
+    return dest
+
+
+def test_ndjson_ranges_equal_the_whole_file_with_correlations(tmp_path: Path, pack, attack: Path) -> None:
+    path = _joined(attack, tmp_path / "all.jsonl", old_host=False)
+    one, s1, _ = _hunt([path], pack)
+    assert any(a.get("correlation") for a in one)  # cross-host correlations are in play
+    assert s1["correlation"]["late_events"] and s1["correlation"]["link_facts"]
+    _same([path], pack)
+
+
+def test_ndjson_old_host_lineage_rereads_whole(tmp_path: Path, pack, attack: Path) -> None:
+    _same([_joined(attack, tmp_path / "all.jsonl", old_host=True)], pack, reread=1)
+
+
+def _flat(i: int, **extra: object) -> bytes:
+    ev = {"EventID": 7045, "Channel": "System", "Computer": f"H{i % 3}",
+          "Provider_Name": "Service Control Manager",
+          "TimeCreated": f"2024-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}.000000Z",
+          "ServiceName": "PSEXESVC" if i % 9 == 0 else f"svc{i}", "ImagePath": "C:\\Windows\\PSEXESVC.exe"
+          if i % 9 == 0 else f"C:\\Program Files\\a{i}\\s.exe", **extra}
+    return json.dumps(ev).encode()
+
+
+@pytest.mark.parametrize("variant", ["lf", "crlf", "no-final-newline", "blank-lines", "long-line"])
+def test_ndjson_line_ranges_edge_cases(tmp_path: Path, pack, variant: str) -> None:
+    eol = b"\r\n" if variant == "crlf" else b"\n"
+    lines = [_flat(i) for i in range(400)]
+    if variant == "long-line":  # one line longer than a whole range
+        lines[150] = _flat(150, Padding="x" * (4 * SMALL))
+    body = eol.join(lines)
+    if variant == "blank-lines":
+        body = b"\n\n" + body.replace(lines[200] + eol, lines[200] + eol + b"\n  \n")
+    if variant != "no-final-newline":
+        body += eol
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(body)
+    _same([path], pack)
+    alerts, _, _ = _hunt([path], pack, jobs=2, split_bytes=SMALL)
+    text = body.split(b"\n")
+    for a in alerts:  # record_id is the line the event is on, counted in the whole file
+        assert b'"PSEXESVC"' in text[a["record_id"] - 1]
+
+
+def test_ndjson_broken_line_at_a_range_start(tmp_path: Path, pack) -> None:
+    lines = [_flat(i) for i in range(400)]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    ranges = split_file(InputFile(str(path), str(path)), 8, SMALL)
+    assert ranges
+    data = bytearray(path.read_bytes())
+    at = ranges[3].start
+    data[at:at + 1] = b"#"  # the first line of the fourth range is broken JSON now
+    path.write_bytes(bytes(data))
+    s = _same([path], pack, reread=1)
+    assert s["errors"] == {"json-line": 1}
+
+
+def test_ndjson_range_bounds_fall_on_line_starts(tmp_path: Path) -> None:
+    line = b'{"EventID": 1, "Channel": "x"}\n'  # 31 bytes
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(line * 64)  # 1984 bytes: a quarter is 496 = 16 lines exactly
+    ranges = split_file(InputFile(str(path), str(path)), 4, 1)
+    assert ranges is not None
+    assert [(r.start, r.first_line) for r in ranges] == [(0, 1), (496, 17), (992, 33), (1488, 49)]
+    assert all(isinstance(r, FileRange) and r.fmt == "ndjson" for r in ranges)
+
+
+def test_bom_and_non_ndjson_files_are_not_split(tmp_path: Path, pack) -> None:
+    body = b"\n".join(_flat(i) for i in range(300)) + b"\n"
+    (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + body)
+    (tmp_path / "array.json").write_bytes(b"[" + body.replace(b"}\n{", b"},\n{") + b"]")
+    for name in ("bom.jsonl", "array.json"):
+        p = tmp_path / name
+        assert split_file(InputFile(str(p), str(p)), 4, SMALL) is None
+        one, _, _ = _hunt([p], pack)
+        two, s2, _ = _hunt([p], pack, jobs=2, split_bytes=SMALL)
+        assert one and two == one and s2["parallelism"]["files_split"] == 0
+
+
+def test_summary_reports_the_parallelism_used(tmp_path: Path, pack) -> None:
+    path = tmp_path / "one.jsonl"
+    path.write_bytes(b"\n".join(_flat(i) for i in range(50)) + b"\n")
+    _, s, _ = _hunt([path], pack, jobs=2)  # one small file: one unit, one worker used
+    assert s["jobs"] == 1 and s["parallelism"] == {"jobs": 1, "units": 1, "files_split": 0, "ranges": 0,
+                                                   "files_reread_whole": 0}
+    _, s, _ = _hunt([path], pack, jobs=2, split_bytes=SMALL)
+    assert s["jobs"] == 2 and s["parallelism"]["units"] == s["parallelism"]["ranges"] > 1
