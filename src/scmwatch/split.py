@@ -41,10 +41,11 @@ from scmwatch.spill import read_stream, write_run
 if TYPE_CHECKING:
     from scmwatch.hunt import HuntContext, UnitResult
 
-# Files from this size up are split when more than one worker runs. A range costs ~5 ms to set
-# up (a task round trip, a parser, the merge's chaining) against ~15 s of hunting per GB, so
-# the floor is set by balance, not by overhead: 32 MiB is ~0.5 s of work, small enough that
-# one such file does not finish alone after a directory of small ones (bench/split_throughput.py).
+# Files from this size up are split when more than one worker runs. Measured per range (64
+# ranges of a 206 MB EVTX file hunted one after another vs the whole file): ~4 ms, against
+# ~1-3 s of hunting per 32 MiB (EVTX 10-25 MB/s, NDJSON 10-30 MB/s with the built-in pack), so
+# the floor is set by balance, not by overhead: a 32 MiB file is about one second of work,
+# where a directory of small files around it already keeps both workers busy.
 SPLIT_BYTES = 32 << 20
 # Ranges per worker for one large file: a few, so that a worker slowed by other load does not
 # leave the others idle at the end, without many tasks.
