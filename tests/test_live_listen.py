@@ -8,6 +8,7 @@ import http.client
 import os
 import socket
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -197,7 +198,7 @@ def test_spool_cuts_torn_tail_and_rolls(tmp_path):
     sp.close()
     names = [os.path.basename(p) for p in segments(d)]
     assert names[0] == "000000000003.ndjson" and len(names) > 1
-    rows = b"".join(open(p, "rb").read() for p in segments(d)).splitlines()
+    rows = b"".join(Path(p).read_bytes() for p in segments(d)).splitlines()
     assert rows[0] == b'{"a":1}' and sorted(rows[1:-1]) == sorted(b'{"n":%d}' % i for i in range(10))
     assert rows[-1] == b'{"last":1}'
     assert Spool(d).prune(segments(d)[-1]) == len(names) - 1

@@ -152,7 +152,7 @@ def test_dead_letter_when_receiver_stays_down_or_refuses(tmp_path):
     finally:
         d.close()
         rec.close()
-    dead = [orjson.loads(line) for line in open(tmp_path / "dead-letter.jsonl", "rb")]
+    dead = [orjson.loads(line) for line in (tmp_path / "dead-letter.jsonl").read_bytes().splitlines()]
     assert [r["id"] for r in dead] == ["a0000", "a0001", "a0002", "a0009"]
     assert "HTTP 503" in dead[0]["reason"] and dead[0]["attempts"] >= 2
     assert dead[3]["reason"] == "HTTP 400" and dead[3]["attempts"] == 1
@@ -171,7 +171,7 @@ def test_torn_outbox_line_is_skipped(tmp_path):
     msgs: list[str] = []
     d2 = WebhookDelivery(str(tmp_path), "http://127.0.0.1:9/", report=msgs.append)
     assert d2.pending() == 2 and d2.stats.resumed == 2
-    assert any("unreadable" in m for m in msgs)
+    assert any("cut short by a crash" in m for m in msgs)
 
 
 def test_bad_configuration():
@@ -194,3 +194,27 @@ def test_chat_payloads_escape_log_values():
     assert "[x](y)" not in flat and "\\\\[x\\\\]\\\\(y\\\\)" in flat
     assert teams_escape("*b*") == "\\*b\\*"
     assert payload("a1", a, "json")["alert_id"] == "a1"
+
+
+def test_as_a_delivery_target(tmp_path):
+    """The watcher's target protocol: deliver (no fsync) then sync (fsync) before a checkpoint."""
+    from scmwatch.alerts import Alert
+    from scmwatch.events.model import Event
+    from scmwatch.live.webhook import WebhookTarget
+
+    fields = {"EventID": 7045, "Computer": "ws1", "TimeCreated": "2026-01-01T00:00:00Z"}
+    ev = Event(fields, "s.json", 4, "json")
+    a = Alert("r1", "t", "high", "d", ["attack.t1569.002"], ev)
+    rec = Receiver()
+    target = WebhookTarget(WebhookDelivery(str(tmp_path), rec.url, base_delay=0.05))
+    try:
+        assert target.start(None) == set()
+        target.deliver("id-1", a)
+        target.deliver("id-1", a)  # replayed after a restart: not queued twice
+        assert target.sync() in ({"pending": 0}, {"pending": 1})
+        assert target.delivery.wait_idle(10)
+    finally:
+        target.close()
+        rec.close()
+    assert rec.keys == Counter({"id-1": 1}) and target.count == 1
+    assert rec.bodies["id-1"]["alert_id"] == "id-1" and rec.bodies["id-1"]["record_id"] == 4

@@ -160,6 +160,7 @@ class Listener:
         self.stats = ListenerStats(f"{self.kind}:{host}:{port}")
         self.report = report or (lambda msg: print(f"scmwatch: {msg}", file=sys.stderr))
         self.server: asyncio.base_events.Server | None = None
+        self.tasks: set[Any] = set()  # the connections being served
         self._open = 0
 
     def _rejected(self, n: int, what: str) -> None:
@@ -178,10 +179,13 @@ class Listener:
             return
         self._open += 1
         self.stats.connections += 1
+        task = asyncio.current_task()
+        self.tasks.add(task)
         try:
             await self.serve(reader, writer)
         finally:
             self._open -= 1
+            self.tasks.discard(task)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
@@ -326,12 +330,18 @@ class ListenerThread:
             deadline = time.monotonic() + timeout
             while any(lst.spool._pending for lst in self.listeners) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
+            tasks = [t for lst in self.listeners for t in lst.tasks]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         try:
             asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(timeout=timeout + 1)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self.loop.close()
             for lst in self.listeners:
                 lst.spool.close()
 

@@ -56,7 +56,7 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def _cut_torn_tail(path: str) -> int:
+def cut_torn_tail(path: str) -> int:
     """Truncate ``path`` after its last newline; returns the bytes removed."""
     size = os.path.getsize(path)
     if size == 0:
@@ -97,7 +97,7 @@ class Spool:
         existing = segments(directory)
         if existing:
             last = existing[-1]
-            self.torn_bytes = _cut_torn_tail(last)
+            self.torn_bytes = cut_torn_tail(last)
             self._seq = int(os.path.basename(last)[:12])
             self._path = last
         else:

@@ -45,6 +45,7 @@ import orjson
 
 from scmwatch.escape import terminal
 from scmwatch.live.metrics import Sample
+from scmwatch.live.spool import cut_torn_tail
 from scmwatch.sinks.jsonl import json_line
 
 FORMATS = ("json", "slack", "teams")
@@ -159,26 +160,34 @@ def _outbox_line(p: Pending) -> bytes:
     return json_line({"id": p.id, "queued_at": p.queued_at, "alert": p.alert})
 
 
+def _append(fd: int, lines: list[bytes], durable: bool = True) -> None:
+    view = memoryview(b"".join(lines))
+    while view:
+        view = view[os.write(fd, view):]
+    if durable:
+        os.fsync(fd)
+
+
 def _append_durable(path: str, lines: list[bytes]) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        data = b"".join(lines)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        _append(fd, lines)
     finally:
         os.close(fd)
 
 
 def _read_jsonl(path: str, report: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The records of one of our own JSONL files; a torn last line (crash inside a write, never
-    acknowledged) is skipped with a message."""
+    """The records of one of our own JSONL files. A torn last line (a crash inside a write: that
+    alert was never handed over, the watcher replays it) is cut off, so the next append starts
+    on a line of its own."""
     try:
+        torn = cut_torn_tail(path)
         with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         return []
+    if torn:
+        report(f"{path}: a last line cut short by a crash removed ({torn} bytes)")
     out = []
     for n, line in enumerate(data.splitlines(), 1):
         try:
@@ -235,6 +244,7 @@ class WebhookDelivery:
         self._since_compact = 0
         self._stopping = False
         self._conn: http.client.HTTPConnection | None = None
+        self._outbox_fd = -1
         self._thread = threading.Thread(target=self._run, name="scmwatch-webhook", daemon=True)
         self._load()
 
@@ -258,9 +268,18 @@ class WebhookDelivery:
     def _compact(self) -> None:
         """Outbox first (pending only), then the settled ids: a crash between the two leaves a
         done file that still knows every id the outbox no longer holds."""
+        if self._outbox_fd >= 0:
+            os.fsync(self._outbox_fd)
+            os.close(self._outbox_fd)
         _write_atomic(self.outbox_path, [_outbox_line(p) for p in self._queue])
         _write_atomic(self.done_path, [json_line({"id": i, "status": s}) for i, s in self._settled.items()])
+        self._outbox_fd = os.open(self.outbox_path, os.O_WRONLY | os.O_APPEND, 0o600)
         self._since_compact = 0
+
+    def sync(self) -> None:
+        """Make every submitted alert durable (after ``submit_many(..., durable=False)``)."""
+        with self._cond:
+            os.fsync(self._outbox_fd)
 
     def known(self, alert_id: str) -> bool:
         """True when ``alert_id`` was submitted before (pending, delivered or dead-lettered)."""
@@ -279,8 +298,10 @@ class WebhookDelivery:
         """Hand one alert over (durable on return); False when the id was already known."""
         return self.submit_many([(alert_id, alert)]) == 1
 
-    def submit_many(self, alerts: list[tuple[str, dict[str, Any]]]) -> int:
-        """Hand alerts over with one fsync; returns how many were new."""
+    def submit_many(self, alerts: list[tuple[str, dict[str, Any]]], durable: bool = True) -> int:
+        """Hand alerts over (one fsync for all, or none with ``durable=False``: then :meth:`sync`
+        makes them durable, and until it has the caller must be able to produce them again);
+        returns how many were new."""
         now = time.time()
         with self._cond:
             new = []
@@ -292,7 +313,7 @@ class WebhookDelivery:
                 new.append(Pending(alert_id, alert, now))
             if not new:
                 return 0
-            _append_durable(self.outbox_path, [_outbox_line(p) for p in new])
+            _append(self._outbox_fd, [_outbox_line(p) for p in new], durable)
             self._queue.extend(new)
             self._cond.notify_all()
         return len(new)
@@ -334,6 +355,11 @@ class WebhookDelivery:
             self._thread.join(timeout + self.timeout)
         if self._conn is not None:
             self._conn.close()
+        with self._cond:
+            if self._outbox_fd >= 0:
+                os.fsync(self._outbox_fd)
+                os.close(self._outbox_fd)
+                self._outbox_fd = -1
 
     def wait_idle(self, timeout: float) -> bool:
         """Wait until nothing is pending (tests, graceful shutdown); True when idle."""
@@ -423,3 +449,31 @@ class WebhookDelivery:
                 Sample("scmwatch_webhook_attempts_total", st.attempts_ok, {"outcome": "ok"}),
                 Sample("scmwatch_webhook_attempts_total", st.attempts_failed, {"outcome": "failed"}),
                 Sample("scmwatch_webhook_dead_letters_total", st.dead)]
+
+
+class WebhookTarget:
+    """The webhook as one of the watcher's delivery targets (``scmwatch.live.deliver``):
+    ``deliver`` writes the alert to the outbox without an fsync, ``sync`` (run before every
+    checkpoint) fsyncs it, so an alert the checkpoint counts as delivered is durably queued and
+    one it does not count is produced again by the replay and handed over again (a known id is
+    ignored). The POSTs run on the delivery thread, never in the watcher's loop."""
+
+    def __init__(self, delivery: WebhookDelivery) -> None:
+        self.name = f"webhook:{delivery.url}"
+        self.delivery = delivery
+        self.count = 0
+
+    def start(self, saved: dict[str, Any] | None) -> set[str]:
+        self.delivery.start()
+        return set()  # the outbox itself ignores ids it already holds
+
+    def deliver(self, aid: str, alert: Any) -> None:
+        if self.delivery.submit_many([(aid, {**alert.to_dict(), "alert_id": aid})], durable=False):
+            self.count += 1
+
+    def sync(self) -> dict[str, Any]:
+        self.delivery.sync()
+        return {"pending": self.delivery.pending()}
+
+    def close(self) -> None:
+        self.delivery.close()
