@@ -41,10 +41,16 @@ class Client:
         assert status == 303, status
         self.cookie = headers["set-cookie"].split(";", 1)[0]
 
-    def get(self, path: str, cookie: bool = True) -> tuple[int, dict[str, str], bytes]:
-        con = http.client.HTTPConnection(self.host, self.port, timeout=60)
+    def get(self, path: str, cookie: bool = True, form: dict[str, str] | None = None
+            ) -> tuple[int, dict[str, str], bytes]:
+        con = http.client.HTTPConnection(self.host, self.port, timeout=120)
+        headers = {"Cookie": self.cookie} if cookie and self.cookie else {}
+        body = None
+        if form is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            body = urlencode(form)
         try:
-            con.request("GET", path, headers={"Cookie": self.cookie} if cookie and self.cookie else {})
+            con.request("POST" if form is not None else "GET", path, body=body, headers=headers)
             r = con.getresponse()
             return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
         finally:
@@ -152,11 +158,29 @@ def main() -> None:
             results.append(("alert page (any)", timed(client, [f"/alerts/{i}" for i in ids[:n]], deadline)))
             results.append(("alert page (correlation)",
                             timed(client, [f"/alerts/{i}" for i in corr[:n]], deadline)))
+            # bulk triage of every high alert (~225k) through the two POSTs, then status filters
+            _, _, page = client.get("/alerts?level=high")
+            csrf = re.search(rb'name="csrf" value="([^"]+)"', page).group(1).decode()
+            form = {"level": "high", "set_status": "benign", "note": "bench", "csrf": csrf}
+            start = time.perf_counter()
+            status, _, confirm = client.get("/alerts/bulk", form=form)
+            preview_s = time.perf_counter() - start
+            want = re.search(rb'name="confirm" value="(\d+)"', confirm).group(1).decode()
+            start = time.perf_counter()
+            status, _, _ = client.get("/alerts/bulk", form={**form, "confirm": want})
+            assert status == 303, status
+            bulk_s = time.perf_counter() - start
+            results.append((f"after bulk: status=benign ({int(want):,} + 5k)",
+                            timed(client, ["/alerts?status=benign"] * n, deadline)))
+            results.append(("after bulk: status=new", timed(client, ["/alerts?status=new"] * n, deadline)))
+            results.append(("after bulk: list, first page", timed(client, ["/alerts"] * n, deadline)))
             start = time.perf_counter()
             status, _, body = client.get("/alerts/export?format=csv&host=ws0007")
             export_s = time.perf_counter() - start
             for label, times in results:
                 print(row(label, times, b))
+            print(f"bulk triage of {int(want):,} alerts: preview {preview_s:.2f} s, "
+                  f"confirmed write {bulk_s:.2f} s")
             rows = body.count(b"\r\n") - 1
             print(f"export CSV, one host: {rows:,} rows, {len(body) / 1e6:.1f} MB in {export_s:.2f} s")
             status_text = Path(f"/proc/{proc.pid}/status").read_text()

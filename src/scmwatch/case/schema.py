@@ -19,7 +19,7 @@ from collections.abc import Callable
 import duckdb
 
 FORMAT = "scmwatch-case"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Version 1: runs, input files, alerts with their evidence and entity links.
 _V1 = """
@@ -67,6 +67,19 @@ CREATE TABLE rule_rows (
     path VARCHAR, yaml VARCHAR);
 UPDATE triage_t SET status = 'malicious' WHERE status = 'true-positive';
 UPDATE triage_t SET status = 'benign' WHERE status = 'false-positive';
+"""
+
+# Version 4: the latest decision per entity kept beside the log (``triage_t``) by
+# ``triage.set_status``, so the console filters a million alerts by status without grouping the
+# whole log. The views keep reading the log (``triage_state``): DuckDB 2.0 drops the LIMIT of a
+# query whose LEFT JOIN meets a table it knows to be empty, and a fresh case has no decisions.
+_V4 = """
+CREATE TABLE triage_latest (
+    entity VARCHAR, entity_id VARCHAR, status VARCHAR, note VARCHAR, analyst VARCHAR,
+    time TIMESTAMP, PRIMARY KEY (entity, entity_id));
+INSERT INTO triage_latest SELECT entity, entity_id, status, note, analyst, time FROM (
+    SELECT *, row_number() OVER (PARTITION BY entity, entity_id ORDER BY time DESC, rowid DESC) AS n
+    FROM triage_t) WHERE n = 1;
 """
 
 VIEWS = """
@@ -129,8 +142,13 @@ def _migrate_2_to_3(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_V3)
 
 
+def _migrate_3_to_4(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(_V4)
+
+
 # from version N to N+1
-MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
+    1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 def create(con: duckdb.DuckDBPyConnection, version: int = SCHEMA_VERSION) -> None:
