@@ -217,6 +217,31 @@ def test_locked_case_gets_one_line(capsys, tmp_path, monkeypatch):
         holder.wait(timeout=30)
 
 
+def test_latest_decisions_follow_the_log(capsys, tmp_path):
+    """``triage_latest`` (the console's status filter) always equals ``triage_state`` (the log)."""
+    from scmwatch.case.triage import set_status_where
+
+    case = tmp_path / "c.duckdb"
+    hunt(capsys, case, str(DEMO))
+    con = open_case(str(case), write=True)
+    try:
+        aid, host = con.execute("SELECT alert_id, host_key FROM alerts ORDER BY alert_id LIMIT 1").fetchone()
+        n = set_status_where(con, "host_key = ?", [host], "investigating", "sweep")
+        assert n == con.execute("SELECT count(*) FROM alerts WHERE host_key = ?", [host]).fetchone()[0] > 1
+        set_status(con, "alert", aid, "malicious", "confirmed")
+        assert set_status_where(con, "status = 'investigating'", [], "closed") == n - 1
+        set_status(con, "alert", aid, "new")
+        diff = con.execute("(SELECT * FROM triage_state EXCEPT SELECT * FROM triage_latest) UNION ALL "
+                           "(SELECT * FROM triage_latest EXCEPT SELECT * FROM triage_state)").fetchall()
+        assert diff == []
+        assert dict(con.execute("SELECT status, count(*) FROM alerts WHERE host_key = ? GROUP BY 1",
+                                [host]).fetchall()) == {"closed": n - 1, "new": 1}
+        with pytest.raises(ValueError):
+            set_status_where(con, "true", [], "owned")
+    finally:
+        con.close()
+
+
 def test_migration_from_schema_2_renames_statuses_and_adds_rules(capsys, tmp_path):
     case = tmp_path / "old.duckdb"
     con = duckdb.connect(str(case))
