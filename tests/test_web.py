@@ -147,10 +147,13 @@ def _csrf(html: str) -> str:
 
 def test_token_cookie_and_headers(server):
     assert server.host == "127.0.0.1"
-    for path in ("/", "/alerts", "/alerts?token=wrong"):
+    for path in ("/", "/alerts", "/alerts?token=wrong", "/alerts/export?format=csv", "/alerts/x"):
         status, _, body = server.request("GET", path, cookie=False)
         assert status == 401, path
         assert "alert" not in body.lower()
+    status, _, _ = server.request("POST", "/alerts/bulk", {"set_status": "benign", "confirm": "1"},
+                                  cookie=False)
+    assert status == 401
     server.login()
     status, headers, body = server.request("GET", "/")
     assert status == 200
