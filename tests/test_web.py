@@ -232,6 +232,8 @@ def test_every_filter_and_sort_against_sql(server, case):
                        "WHERE lower(CAST(event AS VARCHAR)) LIKE '%psexesvc%')", []),
         "q=Lateral": ("lower(title) LIKE '%lateral%' OR alert_id IN (SELECT alert_id FROM evidence "
                       "WHERE lower(CAST(event AS VARCHAR)) LIKE '%lateral%')", []),
+        "q=10.1.10.251": ("alert_id IN (SELECT alert_id FROM evidence WHERE CAST(event AS VARCHAR) "
+                          "LIKE '%10.1.10.251%')", []),
         "status=new": ("status = 'new'", []),
     }
     for query, (where, args) in checks.items():
