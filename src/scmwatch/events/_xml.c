@@ -496,6 +496,10 @@ static int children(Cur *c, PyObject *out, const unsigned char *parent, Py_ssize
         Elem e;
         rc = read_elem(c, &e, 1);
         if (rc != OK) break;
+        if (e.len == 5 && memcmp(e.name, "Event", 5) == 0) {
+            rc = REJECT; /* a nested <Event>: the streaming parser tells it apart */
+            break;
+        }
         if ((system ? system_child(out, &e) : data_child(out, unnamed, &e)) < 0) {
             rc = FAIL;
             break;
