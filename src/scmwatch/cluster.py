@@ -25,10 +25,13 @@ in the README ("Run on a cluster").
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +173,30 @@ def parse_address(spec: str) -> tuple[str, int | None]:
     return spec, None
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM / SIGHUP back while the cluster starts, then deliver them.
+
+    Interrupted half-way, a LocalCluster has workers still starting that it can then neither
+    use nor close (Dask's own exit hook fails on them with a traceback, and they outlive the
+    hunt); held back for the 2-3 s of start-up, the stop arrives when the cluster can be shut
+    down cleanly. Only the main thread can handle signals; elsewhere nothing is deferred.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    stops = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    before = {s: signal.signal(s, lambda num, _frame: caught.append(num)) for s in stops}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        for num in dict.fromkeys(caught):
+            signal.raise_signal(num)
+
+
 class Cluster:
     """A Dask client for one hunt (a LocalCluster it owns, or a connection to a scheduler)."""
 
@@ -182,16 +209,20 @@ class Cluster:
         self.spec = spec
         self._local = None
         try:
-            if address == LOCAL:
-                self._local = LocalCluster(n_workers=n or max(1, os.cpu_count() or 1), threads_per_worker=1,
-                                           processes=True, host="127.0.0.1", dashboard_address=None,
-                                           silence_logs=40)
-                self.client = Client(self._local)
-            else:
-                self.client = Client(address, timeout="10s")
+            with _signals_deferred():
+                if address == LOCAL:
+                    self._local = LocalCluster(n_workers=n or max(1, os.cpu_count() or 1),
+                                               threads_per_worker=1, processes=True, host="127.0.0.1",
+                                               dashboard_address=None, silence_logs=40)
+                    self.client = Client(self._local)
+                else:
+                    self.client = Client(address, timeout="10s")
         except (OSError, TimeoutError) as exc:
             self.close()
             raise ClusterError(f"--cluster {spec}: cannot reach the scheduler: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def workers(self) -> int:
