@@ -57,7 +57,9 @@ def scmwatch(inp: Path, rules: list[str], tmp: Path) -> tuple[float, float, int]
     return wall, float(s["seconds"]), int(s["events"])
 
 
-def zircolite(checkout: Path, python: str, ruleset: str, inp: Path, jsonl: bool, tmp: Path) -> tuple[float, float, int]:
+def zircolite(checkout: Path, python: str, ruleset: str, inp: Path, jsonl: bool,
+              tmp: Path) -> tuple[float, float, int]:
+    """Whole-process seconds, its own "Processing" seconds, events it processed."""
     cmd = [python, "zircolite.py", "-e", str(inp), "-r", ruleset, "-o", str(tmp / "zircolite.json")]
     if jsonl:
         cmd += ["-j", "-f", "jsonl"]
@@ -69,7 +71,8 @@ def zircolite(checkout: Path, python: str, ruleset: str, inp: Path, jsonl: bool,
         raise SystemExit(f"zircolite failed ({out.returncode}):\n{text[-2000:]}")
     phase = _PROCESSING.search(text)
     events = _EVENTS.search(text)
-    return wall, float(phase.group(1)) if phase else float("nan"), int(events.group(1).replace(",", "")) if events else 0
+    count = int(events.group(1).replace(",", "")) if events else 0
+    return wall, float(phase.group(1)) if phase else float("nan"), count
 
 
 def prepare(case: str, tmp: Path) -> tuple[Path, bool]:
