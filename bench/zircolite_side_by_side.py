@@ -115,8 +115,8 @@ def main() -> int:
     unknown = set(cases) - set(CASES)
     if unknown:
         ap.error(f"unknown case(s): {', '.join(sorted(unknown))}")
-    print(f"{'case':>7} {'events':>9} | {'scmwatch s':>10} {'hunt s':>7} | {'zircolite s':>11} {'proc s':>7} | "
-          f"{'whole x':>7} {'hunt x':>7}")
+    print(f"{'case':>7} {'events':>9} | {'scmwatch s':>10} {'hunt s':>7} | {'zircolite s':>11} "
+          f"{'proc s':>7} | {'whole x':>7} {'hunt x':>7}")
     with tempfile.TemporaryDirectory(prefix="scmwatch-zircolite-") as t:
         tmp = Path(t)
         for case in cases:
