@@ -7,41 +7,19 @@ not its path: the same EVTX file hunted from another directory, or after a copy,
 evidence. A source the case has no hash for (a synthetic correlation event) falls back to
 its name.
 
-Entity links are derived from the alert's own evidence only (never from the whole stream), so
-they are the same whatever else was hunted with it and a retro-hunt gives the same links:
-
-* a source-side command line naming a remote host (``psexec \\\\B``, ``sc \\\\B create``):
-  edge from the event's host to that host (``how = command-line``);
-* an inbound event with a remote address or workstation (5145, 4624, 4697 by its logon
-  session): edge from that source to the event's host (``how = inbound``).
-
-Host names are the short lower-case form of :mod:`scmwatch.correlate.links`, so ``WS1`` and
-``ws1.example.corp`` are one node of the lateral-movement graph.
+Entity links (:mod:`scmwatch.correlate.lateral`) are derived from the alert's own evidence only,
+so a retro-hunt gives the same links.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from scmwatch.alerts import Alert
-from scmwatch.correlate.links import EntityLinks, extract_fact, service_name, short_host
+from scmwatch.correlate.lateral import Link, evidence_of, links_of
 from scmwatch.events.model import Event
-
-
-class Link(NamedTuple):
-    time: float
-    source_host: str
-    source_ip: str | None
-    target_host: str
-    service: str | None
-    how: str
-
-
-def evidence_of(alert: Alert) -> list[Event]:
-    """The events an alert rests on: every contributing event for a correlation, else its one."""
-    return list(alert.events) if alert.events else [alert.event]
 
 
 def alert_id(alert: Alert, evidence: list[Event], identity: Callable[[str], str]) -> str:
@@ -56,39 +34,8 @@ def alert_id(alert: Alert, evidence: list[Event], identity: Callable[[str], str]
     return h.hexdigest()[:32]
 
 
-def links_of(evidence: list[Event]) -> list[Link]:
-    """Source -> target host edges this evidence shows, one per (source, target) pair."""
-    maps = EntityLinks(max_entries=1024)
-    for ev in evidence:
-        fact = extract_fact(ev.fields)
-        if fact is not None:
-            maps.apply(fact)
-    service = next((s for s in map(service_name, (e.fields for e in evidence)) if s), None)
-    out: dict[tuple[str, str], Link] = {}
-    for ev in evidence:
-        f = ev.fields
-        host = short_host(f.get("Computer"))
-        if not host:
-            continue
-        target = maps.target_host(f)
-        if target and target != host:
-            _add(out, Link(ev.time, host, None, target, service, "command-line"))
-            continue
-        src_ip = maps.derive(f, "link.source_ip")
-        src = maps.derive(f, "link.source_host") or src_ip
-        if src and src != host:
-            _add(out, Link(ev.time, src, src_ip, host, service, "inbound"))
-    return list(out.values())
-
-
-def _add(out: dict[tuple[str, str], Link], link: Link) -> None:
-    key = (link.source_host, link.target_host)
-    old = out.get(key)
-    if old is None:
-        out[key] = link
-    elif old.source_ip is None and link.source_ip is not None:
-        out[key] = old._replace(source_ip=link.source_ip)
-
-
 def event_host(fields: dict[str, Any]) -> str:
     return str(fields.get("Computer") or "")
+
+
+__all__ = ["Link", "alert_id", "event_host", "evidence_of", "links_of"]
