@@ -8,6 +8,7 @@ where the event came from (file name and record id) so an analyst can find the r
 from __future__ import annotations
 
 import os
+import re
 
 from scmwatch.alerts import Alert
 from scmwatch.events.model import format_time
@@ -24,8 +25,11 @@ _WHAT = (
     "WorkstationName",
     "param1",
     "Image",
+    "operation",  # Zeek dce_rpc
+    "name",  # Zeek smb_files
 )
 MAX_VALUE = 70
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 
 
 def _what(fields: dict) -> str:
@@ -48,9 +52,12 @@ def evidence_lines(alert: Alert, max_lines: int = 12) -> list[str]:
     for ev in events[:max_lines]:
         f = ev.fields
         when = format_time(ev.time)[11:23] if ev.time else "-"
-        host = str(f.get("Computer") or "-").split(".", 1)[0]
+        host = str(f.get("Computer") or "-")
+        if not _IPV4.fullmatch(host):
+            host = host.split(".", 1)[0]
+        kind = f.get("EventID", f.get("Channel", "?"))
         where = f"{os.path.basename(ev.source)}#{ev.record_id}" if ev.record_id is not None else ev.source
-        lines.append(f"{when} {host} {f.get('EventID', '?')} {_what(f)}  [{where}]")
+        lines.append(f"{when} {host} {kind} {_what(f)}  [{where}]")
     if len(events) > max_lines:
         lines.append(f"… {len(events) - max_lines} more events")
     return lines

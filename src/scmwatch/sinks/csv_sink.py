@@ -1,5 +1,9 @@
 """CSV: one row per alert, flat columns for spreadsheets; ``details`` holds the explaining fields.
 
+``EventID`` and ``Channel`` are the alert's event's; ``evidence`` keeps a correlation's chain as
+compact JSON, one object per contributing event (time, host, EventID, Channel, source file,
+record id: the ids to find each raw record), and is empty for a single-event alert.
+
 Every field is quoted (a CR or newline inside a value never splits a row, whatever the reader's
 newline handling) and every cell goes through :func:`scmwatch.escape.csv_cell`: a value starting
 with ``= + - @``, tab or CR gets a leading ``'`` so spreadsheets show it instead of running it
@@ -16,8 +20,10 @@ from scmwatch.alerts import Alert
 from scmwatch.escape import csv_cell
 from scmwatch.events.model import format_time
 from scmwatch.sinks.explain import explain
+from scmwatch.sinks.jsonl import json_line
 
-COLUMNS = ("timestamp", "level", "title", "rule_id", "host", "source", "record_id", "tags", "details")
+COLUMNS = ("timestamp", "level", "title", "rule_id", "host", "source", "record_id", "EventID", "Channel",
+           "tags", "details", "evidence")
 
 
 class CsvSink:
@@ -33,9 +39,28 @@ class CsvSink:
         details = "; ".join(f"{k}={v}" for k, v in explain(a, self.rules.get(a.rule_id), max_fields=6))
         rec = "" if a.event.record_id is None else a.event.record_id
         ts = format_time(a.time) if a.time else ""
+        f = a.event.fields
         self._w.writerow([csv_cell(v) for v in (ts, a.level, a.title, a.rule_id, a.host, a.event.source, rec,
-                                                ";".join(a.tags), details)])
+                                                _scalar(f.get("EventID")), _scalar(f.get("Channel")),
+                                                ";".join(a.tags), details, evidence_json(a))])
         self.count += 1
 
     def close(self) -> None:
         pass
+
+
+def evidence_json(a: Alert) -> str:
+    """A correlation's chain as compact JSON (``""`` for a single-event alert)."""
+    if not a.events:
+        return ""
+    chain = [{"time": format_time(ev.time) if ev.time else None, "host": ev.fields.get("Computer"),
+              "EventID": ev.fields.get("EventID"), "Channel": ev.fields.get("Channel"),
+              "source": ev.source, "record_id": ev.record_id} for ev in a.events]
+    return json_line(chain).decode("utf-8").rstrip("\n")
+
+
+def _scalar(v: Any) -> Any:
+    """A cell for a value that should be a name or number (a list or object in odd JSON: its JSON)."""
+    if v is None or isinstance(v, str | int | float):
+        return v
+    return json_line(v).decode("utf-8").rstrip("\n")
