@@ -159,6 +159,14 @@ class Readiness:
             "correlations_blind": self.correlations_blind,
         }
 
+    def short_lines(self, gaps: int = 3) -> list[str]:
+        """:meth:`lines` collapsed: the head line, the ``gaps`` largest gaps, and how many more."""
+        full = self.lines()
+        if not self.gaps or len(self.gaps) <= gaps:
+            return full
+        rest = len(full) - 1 - gaps
+        return [*full[: 1 + gaps], f"  … {rest} more (--readiness full)"]
+
     def lines(self) -> list[str]:
         if not self.gaps:
             return [f"readiness: all {self.rules_total} rules had events of the kind they read"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -17,12 +18,14 @@ from scmwatch.alerts import LEVELS
 from scmwatch.cli import Terminated
 from scmwatch.cli.hunt_case import CaseRun, CaseRunError, looks_like_case, usage_problem
 from scmwatch.cli.outputs import AtomicFile, clash, write_atomic
+from scmwatch.displaytime import ZoneError, parse_zone
 from scmwatch.escape import terminal
 from scmwatch.events.model import ReadError
 from scmwatch.events.read import discover
 from scmwatch.export.update import RulesNotInstalled, resolve_rule_paths
 from scmwatch.hunt import local_units, run_hunt
 from scmwatch.progress import summary_line
+from scmwatch.results import Results, fit
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.cache import no_gc
 from scmwatch.sigma.load import RULE_SUFFIXES, rule_files
@@ -52,7 +55,14 @@ def register(subparsers: Any) -> None:
                    help="YAML mapping placeholder name -> list of values for |expand rules")
     p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
     p.add_argument("--output", "-o", metavar="FILE", default=None, help="write alerts here instead of stdout")
-    p.add_argument("--summary", metavar="FILE", default=None, help="write the run summary as JSON here")
+    p.add_argument("--summary", metavar="FILE", default=None,
+                   help="write the run summary as JSON here (with the results summary as 'results')")
+    p.add_argument("--timezone", metavar="ZONE", default=None,
+                   help="show times in the table and results summary in ZONE: an IANA name "
+                   "(Europe/Berlin), UTC or local (default: UTC; machine formats always keep UTC)")
+    p.add_argument("--readiness", choices=("short", "full"), default="short",
+                   help="under the table: the rules that could not fire, their top lines (short, the "
+                   "default) or all of them (full)")
     p.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
                    help="worker processes over files (default: the usable cores, here "
                    f"{usable_cores()}); the output is the same for every N")
@@ -109,24 +119,40 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def _write_readiness(result: Any, fmt: str, out: Any) -> None:
-    """End of the table output: which rules could not fire for lack of events (readiness.py).
+def _write_footer(result: Any, args: argparse.Namespace, out: Any, results: Results) -> None:
+    """End of the table output: the results summary, then which rules could not fire for lack of
+    events (readiness.py), collapsed to its top lines unless ``--readiness full``.
 
-    Machine formats (jsonl/csv) keep their stream clean; there the gaps go to stderr in one line
-    and in full to ``--summary``.
+    Machine formats keep their stream clean; there the readiness gaps go to stderr in one line,
+    and both summaries in full to ``--summary``.
     """
+    width = _width(out)
+    if args.format == "table":
+        for line in results.lines(args.tz, width):
+            print(line, file=out)
     ready = getattr(result, "readiness", None)
     if ready is None or not ready.gaps:
         return
     if not result.summary.get("events"):
         return  # nothing was read: every rule is "blind", and the read errors already say why
-    if fmt == "table":
+    if args.format == "table":
         print("", file=out)
-        for line in ready.lines():
-            print(terminal(line), file=out)
+        if args.readiness == "full":
+            for line in ready.lines():
+                print(terminal(line), file=out)
+        else:
+            for line in ready.short_lines():
+                print(fit(terminal(line), width), file=out)
     else:
         print(f"scmwatch: readiness: {ready.rules_blind} of {ready.rules_total} rules could not fire for "
               "lack of events (details: table output or --summary)", file=sys.stderr)
+
+
+def _width(out: Any) -> int:
+    """Columns for the summaries: the terminal's, else 80 (a file or a pipe)."""
+    if getattr(out, "isatty", lambda: False)():
+        return max(40, shutil.get_terminal_size((80, 24)).columns)
+    return 80
 
 
 def _print_error(err: ReadError) -> None:
@@ -178,6 +204,11 @@ def run(args: argparse.Namespace) -> int:
             levels=args.level, start=args.time_from, end=args.time_to,
             include_status=args.include_status, exclude_status=args.exclude_status)
     except FilterError as exc:
+        print(f"scmwatch: {terminal(str(exc))}", file=sys.stderr)
+        return 2
+    try:
+        args.tz = parse_zone(args.timezone)
+    except ZoneError as exc:
         print(f"scmwatch: {terminal(str(exc))}", file=sys.stderr)
         return 2
     start = time.perf_counter()
@@ -336,9 +367,11 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
     except OSError as exc:
         raise _Failed(f"{args.output}: cannot write alerts: {exc.strerror or exc}") from None
     try:
-        sink = open_sink(args.format, stream, rules, color=False if target is not None else None)
+        sink = open_sink(args.format, stream, rules, color=False if target is not None else None, tz=args.tz)
+        results = Results()
 
         def emit(alert: Any) -> None:
+            results.add(alert)
             try:
                 sink.write(alert)
             except BrokenPipeError:  # `hunt | head`: the reader is done; main() ends quietly
@@ -365,7 +398,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                           f"elsewhere?): {exc.strerror or exc}") from None
         try:
             sink.close()
-            _write_readiness(result, args.format, stream)
+            result.summary["results"] = results.to_dict()
+            _write_footer(result, args, stream, results)
             stream.flush()
             if target is not None:
                 target.commit()
@@ -384,5 +418,6 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
         extra += f"; {result.summary['tune']['matches_tuned_out']:,} matches tuned out"
     if result.summary.get("alerts_filtered"):
         extra += f"; {result.summary['alerts_filtered']:,} filtered out"
-    print(summary_line(result.stats, result.summary["seconds"], extra), file=sys.stderr)
+    print(summary_line(result.stats, result.summary["seconds"], extra, wall=result.summary["seconds_total"]),
+          file=sys.stderr)
     return result.summary, result.exit_code

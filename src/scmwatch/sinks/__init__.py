@@ -1,16 +1,18 @@
-"""Output formats for alerts: ``table`` (people), ``jsonl`` (the contract), ``csv`` (spreadsheets).
+"""Output formats for alerts: ``table`` (people), ``jsonl`` (the contract), ``csv`` (spreadsheets),
+``timesketch`` and ``ecs`` (timeline and SIEM imports).
 
 ``open_sink(fmt, stream, rules)`` returns a sink with ``write(alert)`` and ``close()``: hunt
-streams its (already sorted) alerts into it one by one, so JSONL and CSV hold nothing and the
-table holds at most its ``MAX_ROWS``. ``write_alerts`` writes an iterable through one sink.
-``rules`` (rule id -> CompiledRule) lets the human formats pick the few fields that explain
-each hit. A new format is one module with a sink class plus one row in :data:`SINKS`.
+streams its (already sorted) alerts into it one by one, so the machine formats hold nothing
+and the table holds at most its ``MAX_ROWS``. ``write_alerts`` writes an iterable through one
+sink. ``rules`` (rule id -> CompiledRule) lets the human formats pick the few fields that
+explain each hit. A new format is one module with a sink class plus one row in :data:`SINKS`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import IO, Any, Protocol
+from datetime import UTC, tzinfo
+from typing import IO, Any, NamedTuple, Protocol
 
 from scmwatch.alerts import Alert
 from scmwatch.sinks.csv_sink import CsvSink
@@ -26,21 +28,28 @@ class AlertSink(Protocol):
     def close(self) -> None: ...
 
 
-# format name -> factory(stream, rules, color); the order is the order ``--format`` lists them
-SINKS: dict[str, Callable[[IO[Any], Mapping[str, Any], bool | None], AlertSink]] = {
-    "table": TableSink,
-    "jsonl": lambda stream, rules, color: JsonlSink(stream),
-    "csv": lambda stream, rules, color: CsvSink(stream, rules),
+class SinkOptions(NamedTuple):
+    """How a sink presents alerts: colour (None = when a terminal) and the display zone."""
+
+    color: bool | None = None
+    tz: tzinfo = UTC  # the table only: machine formats keep UTC
+
+
+# format name -> factory(stream, rules, options); the order is the order ``--format`` lists them
+SINKS: dict[str, Callable[[IO[Any], Mapping[str, Any], SinkOptions], AlertSink]] = {
+    "table": lambda stream, rules, o: TableSink(stream, rules, o.color, o.tz),
+    "jsonl": lambda stream, rules, o: JsonlSink(stream),
+    "csv": lambda stream, rules, o: CsvSink(stream, rules),
 }
 FORMATS = tuple(SINKS)
 
 
 def open_sink(fmt: str, stream: IO[Any], rules: Mapping[str, Any] | None = None,
-              color: bool | None = None) -> AlertSink:
+              color: bool | None = None, tz: tzinfo = UTC) -> AlertSink:
     factory = SINKS.get(fmt)
     if factory is None:
         raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
-    return factory(stream, rules or {}, color)
+    return factory(stream, rules or {}, SinkOptions(color, tz))
 
 
 def write_alerts(alerts: Iterable[Alert], fmt: str, stream: IO[Any], rules: Mapping[str, Any] | None = None,
@@ -52,5 +61,5 @@ def write_alerts(alerts: Iterable[Alert], fmt: str, stream: IO[Any], rules: Mapp
     sink.close()
 
 
-__all__ = ["FORMATS", "SINKS", "AlertSink", "CsvSink", "JsonlSink", "TableSink", "open_sink",
+__all__ = ["FORMATS", "SINKS", "AlertSink", "CsvSink", "JsonlSink", "SinkOptions", "TableSink", "open_sink",
            "write_alerts"]
