@@ -53,7 +53,10 @@ def register(subparsers: Any) -> None:
                    "with `scmwatch rules check --tune FILE`")
     p.add_argument("--placeholders", metavar="FILE", default=None,
                    help="YAML mapping placeholder name -> list of values for |expand rules")
-    p.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="output format (default: table): table for people (with the results summary), "
+                   "jsonl (the alert contract), csv, timesketch (JSONL a Timesketch import takes), ecs "
+                   "(NDJSON in the Elastic Common Schema)")
     p.add_argument("--output", "-o", metavar="FILE", default=None, help="write alerts here instead of stdout")
     p.add_argument("--summary", metavar="FILE", default=None,
                    help="write the run summary as JSON here (with the results summary as 'results')")

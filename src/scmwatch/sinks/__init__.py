@@ -16,8 +16,10 @@ from typing import IO, Any, NamedTuple, Protocol
 
 from scmwatch.alerts import Alert
 from scmwatch.sinks.csv_sink import CsvSink
+from scmwatch.sinks.ecs import ecs_document
 from scmwatch.sinks.jsonl import JsonlSink
 from scmwatch.sinks.table import TableSink
+from scmwatch.sinks.timesketch import timesketch_line
 
 
 class AlertSink(Protocol):
@@ -40,6 +42,9 @@ SINKS: dict[str, Callable[[IO[Any], Mapping[str, Any], SinkOptions], AlertSink]]
     "table": lambda stream, rules, o: TableSink(stream, rules, o.color, o.tz),
     "jsonl": lambda stream, rules, o: JsonlSink(stream),
     "csv": lambda stream, rules, o: CsvSink(stream, rules),
+    "timesketch": lambda stream, rules, o: JsonlSink(
+        stream, lambda a: timesketch_line(a, rules.get(a.rule_id))),
+    "ecs": lambda stream, rules, o: JsonlSink(stream, lambda a: ecs_document(a, rules.get(a.rule_id))),
 }
 FORMATS = tuple(SINKS)
 

@@ -7,6 +7,7 @@ beyond 64 bits become their decimal string, nesting deeper than ``MAX_DEPTH`` a 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import IO, Any
 
 import orjson
@@ -43,16 +44,26 @@ def _json_safe(v: Any, depth: int) -> Any:
     return no_surrogates(str(v))
 
 
-class JsonlSink:
-    """Writes each alert as it arrives (hunt streams them: nothing is collected here)."""
+def as_text(value: Any) -> str | None:
+    """A log value as text (for formats that map every log field as a string): strings as they
+    are, ``None`` as it is, everything else as its compact JSON."""
+    if value is None or isinstance(value, str):
+        return value
+    return json_line(value).decode("utf-8").rstrip("\n")
 
-    def __init__(self, stream: IO[Any]) -> None:
+
+class JsonlSink:
+    """Writes each alert as it arrives (hunt streams them: nothing is collected here), as the
+    JSON of ``shape(alert)``: ``Alert.to_dict`` (the contract), or a Timesketch / ECS shape."""
+
+    def __init__(self, stream: IO[Any], shape: Callable[[Alert], Any] = Alert.to_dict) -> None:
         self.stream = stream
+        self.shape = shape
         self._buf = getattr(stream, "buffer", None)
         self.count = 0
 
     def write(self, a: Alert) -> None:
-        line = json_line(a.to_dict())
+        line = json_line(self.shape(a))
         if self._buf is not None:
             self._buf.write(line)
         else:
