@@ -227,8 +227,8 @@ def test_hunt_reports_readiness_in_table_and_summary(tmp_path):
                                "ServiceName": "PSEXESVC", "ImagePath": "%SystemRoot%\\PSEXESVC.exe",
                                "StartType": "demand start", "AccountName": "LocalSystem"}) + "\n")
     summary = tmp_path / "summary.json"
-    out = subprocess.run([sys.executable, "-m", "scmwatch", "hunt", str(log), "--summary", str(summary)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-m", "scmwatch", "hunt", str(log), "--summary", str(summary),
+                          "--readiness", "full"], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert "PSEXESVC" in out.stdout  # the alert itself
     assert "no Security 4697" in out.stdout and "Audit Security System Extension" in out.stdout
