@@ -7,7 +7,7 @@ docs/architecture.md); tools and benchmarks depend on them, so change it only de
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from scmwatch.events.model import Event, format_time
 
@@ -33,6 +33,14 @@ def alert_sort_key(a: Alert) -> tuple:
     return (a.time, a.event.source, a.event.record_id if a.event.record_id is not None else -1, a.rule_id)
 
 
+class Repeat(NamedTuple):
+    """``hunt --dedup``: how many alerts one row stands for, and their first and last time."""
+
+    count: int
+    first: float
+    last: float
+
+
 @dataclass(slots=True)
 class Alert:
     rule_id: str
@@ -44,6 +52,7 @@ class Alert:
     events: list[Event] | None = None  # correlations only, time ordered
     correlation: dict[str, Any] | None = None  # correlations only: type, group_by, window
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. maxpatrol_rule, rule path
+    repeat: Repeat | None = None  # --dedup: the alerts this row stands for (scmwatch.dedup)
 
     @property
     def time(self) -> float:
@@ -70,6 +79,10 @@ class Alert:
             out["events"] = [event_dict(e) for e in self.events]
         if self.correlation is not None:
             out["correlation"] = self.correlation
+        if self.repeat is not None:
+            out["count"] = self.repeat.count
+            out["first_timestamp"] = format_time(self.repeat.first) if self.repeat.first else None
+            out["last_timestamp"] = format_time(self.repeat.last) if self.repeat.last else None
         if self.extra:
             out.update({k: v for k, v in self.extra.items() if k not in out})
         return out

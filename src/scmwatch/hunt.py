@@ -47,6 +47,7 @@ from typing import Any, NamedTuple
 from scmwatch import readiness
 from scmwatch.alerts import LEVEL_RANK, Alert, alert_sort_key
 from scmwatch.correlate import Candidate, CorrelationStage
+from scmwatch.dedup import Dedup
 from scmwatch.events.enrich import Enricher, LineageFacts, Pending, classify, global_table
 from scmwatch.events.lineage import SERVICES_EXE
 from scmwatch.events.model import Event, ReadError, ReadGate, ReadStats
@@ -626,6 +627,7 @@ def run_hunt(
     enrich: bool = True,
     keep: Callable[[Alert], bool] | None = None,
     split_bytes: int = SPLIT_BYTES,
+    dedup: Dedup | None = None,
 ) -> HuntResult:
     """Hunt over ``paths`` with ``ruleset``: sorted alerts, the summary dict and readiness.
 
@@ -640,8 +642,11 @@ def run_hunt(
     the derived fields (process lineage, random service names), for measuring their cost.
     ``keep`` (e.g. :class:`~scmwatch.alertfilter.AlertFilter`) sees the final alert stream, after
     correlation, so correlations still see every event; alerts it refuses are only counted
-    (``alerts_filtered``). With more than one worker, files of ``split_bytes`` and more are
-    hunted as ranges (:mod:`scmwatch.split`); the summary's ``parallelism`` says what was used.
+    (``alerts_filtered``). ``dedup`` (:class:`~scmwatch.dedup.Dedup`) then collapses repeated
+    alerts into rows, emitted when the stream ends (``alerts`` counts rows,
+    ``alerts_deduplicated`` the alerts folded into them). With more than one worker, files of
+    ``split_bytes`` and more are hunted as ranges (:mod:`scmwatch.split`); the summary's
+    ``parallelism`` says what was used.
 
     The compiled rules, indexes and pySigma objects are millions of long-lived objects: the
     cyclic GC is frozen for the run so that collections triggered by per-event allocations do
@@ -689,6 +694,14 @@ def run_hunt(
             if keep is not None and not keep(alert):
                 filtered += 1
                 continue
+            if dedup is not None:
+                dedup.add(alert)
+                continue
+            counts.add(alert)
+            t0 = clock()
+            emit(alert)
+            output += clock() - t0
+        for alert in dedup.alerts() if dedup is not None else ():
             counts.add(alert)
             t0 = clock()
             emit(alert)
@@ -698,6 +711,8 @@ def run_hunt(
         summary["parallelism"] = dict(ctx.parallelism)
         summary["output_seconds"] = round(output, 3)
         summary["alerts_filtered"] = filtered
+        if dedup is not None:
+            summary["alerts_deduplicated"] = dedup.collapsed
         if ruleset.tuned:
             summary["tune"] = {**ruleset.tuned, "matches_tuned_out": tuned_out}
         ready = readiness.compute(ruleset, merge.seen, ctx.min_rank, LEVEL_RANK,

@@ -18,6 +18,7 @@ from scmwatch.alerts import LEVELS
 from scmwatch.cli import Terminated
 from scmwatch.cli.hunt_case import CaseRun, CaseRunError, looks_like_case, usage_problem
 from scmwatch.cli.outputs import AtomicFile, clash, write_atomic
+from scmwatch.dedup import Dedup
 from scmwatch.displaytime import ZoneError, parse_zone
 from scmwatch.escape import terminal
 from scmwatch.events.model import ReadError
@@ -95,6 +96,10 @@ def register(subparsers: Any) -> None:
                    "without a status is not kept")
     g.add_argument("--exclude-status", action="append", type=str.lower, choices=STATUSES, metavar="STATUS",
                    help="drop alerts of rules with this Sigma status")
+    p.add_argument("--dedup", action="store_true",
+                   help="collapse alerts of the same rule and host with the same key-field values (the "
+                   "rule's fields:, else the fields it tests) into one row with count, first and last "
+                   "time; correlations are never collapsed")
     p.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
                    help="correlation: how far (event time) an event may arrive behind newer ones and still "
                    "be correlated; later ones are counted as late_events (default: 300)")
@@ -388,7 +393,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                 result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level,
                                   on_error=_print_error, lateness=args.lateness, show_progress=None,
                                   sink=emit, map_units=case.map_units(mapper), expand=case.expand(discover),
-                                  keep=args.keep if args.keep.active else None)
+                                  keep=args.keep if args.keep.active else None,
+                                  dedup=Dedup(rules) if args.dedup else None)
             if cluster_info:
                 result.summary["cluster"] = cluster_info
                 result.summary["jobs"] = cluster_info["workers"]
@@ -419,6 +425,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
         extra += f" ({len(ruleset.rejected)} rejected)"
     if result.summary.get("tune", {}).get("matches_tuned_out"):
         extra += f"; {result.summary['tune']['matches_tuned_out']:,} matches tuned out"
+    if result.summary.get("alerts_deduplicated"):
+        extra += f" ({result.summary['alerts_deduplicated']:,} repeats collapsed)"
     if result.summary.get("alerts_filtered"):
         extra += f"; {result.summary['alerts_filtered']:,} filtered out"
     print(summary_line(result.stats, result.summary["seconds"], extra, wall=result.summary["seconds_total"]),

@@ -24,29 +24,42 @@ from scmwatch.sinks.jsonl import json_line
 
 COLUMNS = ("timestamp", "level", "title", "rule_id", "host", "source", "record_id", "EventID", "Channel",
            "tags", "details", "evidence")
+REPEAT_COLUMNS = ("count", "first_timestamp", "last_timestamp")  # with hunt --dedup
 
 
 class CsvSink:
-    """Writes the header at once and each alert as it arrives (nothing is collected here)."""
+    """Writes each alert as it arrives (nothing is collected here); the header goes out with the
+    first row (or at :meth:`close`), so it can name the ``--dedup`` columns when rows carry them."""
 
     def __init__(self, stream: IO[Any], rules: Mapping[str, Any]) -> None:
         self.rules = rules
         self._w = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
-        self._w.writerow(COLUMNS)
+        self._repeat: bool | None = None  # header written (with the --dedup columns?) at the first row
         self.count = 0
 
+    def _header(self, repeat: bool) -> None:
+        self._repeat = repeat
+        self._w.writerow(COLUMNS + REPEAT_COLUMNS if repeat else COLUMNS)
+
     def write(self, a: Alert) -> None:
+        if self._repeat is None:
+            self._header(a.repeat is not None)
         details = "; ".join(f"{k}={v}" for k, v in explain(a, self.rules.get(a.rule_id), max_fields=6))
         rec = "" if a.event.record_id is None else a.event.record_id
         ts = format_time(a.time) if a.time else ""
         f = a.event.fields
-        self._w.writerow([csv_cell(v) for v in (ts, a.level, a.title, a.rule_id, a.host, a.event.source, rec,
-                                                _scalar(f.get("EventID")), _scalar(f.get("Channel")),
-                                                ";".join(a.tags), details, evidence_json(a))])
+        row = [ts, a.level, a.title, a.rule_id, a.host, a.event.source, rec, _scalar(f.get("EventID")),
+               _scalar(f.get("Channel")), ";".join(a.tags), details, evidence_json(a)]
+        if self._repeat:
+            r = a.repeat
+            row += [r.count, format_time(r.first) if r.first else "", format_time(r.last) if r.last else ""] \
+                if r is not None else [1, ts, ts]
+        self._w.writerow([csv_cell(v) for v in row])
         self.count += 1
 
     def close(self) -> None:
-        pass
+        if self._repeat is None:
+            self._header(False)
 
 
 def evidence_json(a: Alert) -> str:

@@ -15,9 +15,9 @@ from typing import Any
 from scmwatch.alerts import Alert
 
 # Gating fields say nothing the rule title does not already say.
-_SKIP = frozenset({"EventID", "Channel", "Provider_Name", "Provider_Guid"})
+GATING = frozenset({"EventID", "Channel", "Provider_Name", "Provider_Guid"})
 # When a rule names no field (keyword rules, correlations), these usually tell the story.
-_FALLBACK = ("ServiceName", "ImagePath", "ServiceFileName", "Image", "CommandLine", "ParentImage",
+FALLBACK = ("ServiceName", "ImagePath", "ServiceFileName", "Image", "CommandLine", "ParentImage",
              "TargetObject", "Details", "RelativeTargetName", "ShareName", "IpAddress", "TargetUserName")
 MAX_FIELDS = 4
 MAX_VALUE = 160
@@ -92,11 +92,11 @@ def explain(alert: Alert, rule: Any | None, max_fields: int = MAX_FIELDS) -> lis
         if isinstance(gb, Mapping):
             return [(str(k), _short(v)) for k, v in list(gb.items())[:max_fields]]
     names.extend(key_fields(f))
-    names.extend(_FALLBACK)
+    names.extend(FALLBACK)
     out: list[tuple[str, str]] = []
     seen: set[str] = set()
     for n in names:
-        if n in seen or n in _SKIP:
+        if n in seen or n in GATING:
             continue
         seen.add(n)
         v = f.get(n)

@@ -86,14 +86,22 @@ def _render(alerts: Sequence[Alert], total: int, stream: IO[Any], rules: Mapping
         return
     table = Table(show_lines=False, header_style="bold")
     table.add_column(f"time ({_cell(zone_label(tz))})", no_wrap=True)
+    repeats = any(a.repeat is not None for a in alerts)
+    if repeats:  # hunt --dedup: how many alerts each row stands for; the time cell gains the last
+        table.add_column("n", justify="right", no_wrap=True)
     table.add_column("host", overflow="fold", max_width=30)
     table.add_column("level", no_wrap=True)
     table.add_column("rule", overflow="fold", max_width=44)
     table.add_column("why", overflow="fold", ratio=1)
     for a in alerts[:MAX_ROWS]:
-        table.add_row(show_time(a.time, tz), _cell(a.host or "-"),
-                      f"[{LEVEL_STYLE.get(a.level, '')}]{_cell(a.level)}[/]", _cell(a.title),
-                      why(a, rules.get(a.rule_id)))
+        cells = [show_time(a.time, tz)]
+        if repeats:
+            r = a.repeat
+            if r is not None and r.count > 1:
+                cells[0] += f"\n[dim]… {show_time(r.last, tz)}[/]"
+            cells.append(f"{r.count:,}" if r is not None else "1")
+        table.add_row(*cells, _cell(a.host or "-"), f"[{LEVEL_STYLE.get(a.level, '')}]{_cell(a.level)}[/]",
+                      _cell(a.title), why(a, rules.get(a.rule_id)))
     console.print(table)
     if total > MAX_ROWS:
         console.print(f"… {total - MAX_ROWS:,} more alerts not shown (first {MAX_ROWS:,} by time); "
