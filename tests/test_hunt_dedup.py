@@ -85,3 +85,21 @@ def test_dedup_never_collapses_correlations(capsys):
     assert corr and len(kept) == len(corr) and all(a["count"] == 1 for a in kept)
     assert [a["events"] for a in kept] == [a["events"] for a in corr]
     assert len(rows) < len(every) and sum(a["count"] for a in rows) == len(every)
+
+
+def test_dedup_in_the_timeline_exports(capsys, tmp_path):
+    from test_hunt_exports import check_ecs, check_timesketch
+
+    base = [logs(tmp_path), "--rules", str(RULES), "--dedup"]
+    _, out, _ = hunt(capsys, *base, "--format", "timesketch")
+    lines = [json.loads(line) for line in out.splitlines()]
+    for line in lines:
+        check_timesketch(line)
+    assert [x["count"] for x in lines] == [3, 1, 1, 2, 1]
+    assert lines[0]["last_timestamp"].startswith("2024-05-01T10:00:09")
+    _, out, _ = hunt(capsys, *base, "--format", "ecs")
+    docs = [json.loads(line) for line in out.splitlines()]
+    for doc in docs:
+        check_ecs(doc)
+    assert [d["scmwatch"]["count"] for d in docs] == [3, 1, 1, 2, 1]
+    assert docs[0]["event"]["start"] == docs[0]["@timestamp"] and docs[0]["event"]["end"][17:19] == "09"

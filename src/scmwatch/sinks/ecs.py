@@ -99,6 +99,11 @@ def ecs_document(a: Alert, rule: Any | None) -> dict[str, Any]:
     provider = as_text(f.get("Provider_Name"))
     if provider:
         event["provider"] = provider
+    if a.repeat is not None:  # hunt --dedup: the row's first and last alert; the count is ours
+        if a.repeat.first:
+            event["start"] = format_time(a.repeat.first)
+        if a.repeat.last:
+            event["end"] = format_time(a.repeat.last)
     doc["event"] = event
     doc["log"] = {"level": a.level, "file": {"path": a.event.source}}
     if a.host:
@@ -130,6 +135,8 @@ def ecs_document(a: Alert, rule: Any | None) -> dict[str, Any]:
              "source": ev.source, "record_id": ev.record_id} for ev in a.events]
     if a.correlation:
         custom["correlation"] = a.correlation
+    if a.repeat is not None:
+        custom["count"] = a.repeat.count
     if custom:
         doc["scmwatch"] = custom
     return doc

@@ -52,6 +52,10 @@ def timesketch_line(a: Alert, rule: Any | None) -> dict[str, Any]:
         "record_id": a.event.record_id,
         "evidence": evidence_json(a),
     }
+    if a.repeat is not None:  # hunt --dedup
+        out["count"] = a.repeat.count
+        out["first_timestamp"] = format_time(a.repeat.first) if a.repeat.first else ""
+        out["last_timestamp"] = format_time(a.repeat.last) if a.repeat.last else ""
     for name, value in a.event.fields.items():
         key = field_name(name)
         if key in out:
