@@ -43,34 +43,22 @@ def register(subparsers: Any) -> None:
         "against Sigma rules (the built-in pack unless --rules is given), correlate, and report alerts. "
         "Given a case file (CASE.duckdb written with --keep-events), hunt its kept events instead.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH")
-    p.add_argument("--rules", action="extend", nargs="+", default=None, metavar="PATH",
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="log files or directories (walked), .gz, .zip; or one CASE.duckdb to re-hunt")
+    r = p.add_argument_group("rules and tuning", "which rules run, and what the engine does with their "
+                             "matches, before correlation")
+    r.add_argument("--rules", action="extend", nargs="+", default=None, metavar="PATH",
                    help="Sigma rule files or directories (several per flag, flag repeatable; give log PATHs "
                    "first or end the list with --), 'builtin' (the built-in pack) or 'sigmahq' (the set "
                    "`scmwatch rules update` installed); default: the built-in pack")
-    p.add_argument("--tune", metavar="FILE", default=None,
+    r.add_argument("--tune", metavar="FILE", default=None,
                    help="tuning file (YAML): rules to drop, level overrides, per-rule exclusions by field "
                    "value, applied inside the engine (a tuned-out event feeds no correlation); check it "
                    "with `scmwatch rules check --tune FILE`")
-    p.add_argument("--placeholders", metavar="FILE", default=None,
+    r.add_argument("--placeholders", metavar="FILE", default=None,
                    help="YAML mapping placeholder name -> list of values for |expand rules")
-    p.add_argument("--format", choices=FORMATS, default="table",
-                   help="output format (default: table): table for people (with the results summary), "
-                   "jsonl (the alert contract), csv, timesketch (JSONL a Timesketch import takes), ecs "
-                   "(NDJSON in the Elastic Common Schema)")
-    p.add_argument("--output", "-o", metavar="FILE", default=None, help="write alerts here instead of stdout")
-    p.add_argument("--summary", metavar="FILE", default=None,
-                   help="write the run summary as JSON here (with the results summary as 'results')")
-    p.add_argument("--timezone", metavar="ZONE", default=None,
-                   help="show times in the table and results summary in ZONE: an IANA name "
-                   "(Europe/Berlin), UTC or local (default: UTC; machine formats always keep UTC)")
-    p.add_argument("--readiness", choices=("short", "full"), default="short",
-                   help="under the table: the rules that could not fire, their top lines (short, the "
-                   "default) or all of them (full)")
-    p.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
-                   help="worker processes over files (default: the usable cores, here "
-                   f"{usable_cores()}); the output is the same for every N")
-    p.add_argument("--min-level", choices=LEVELS, default=None, help="drop alerts below this level")
+    r.add_argument("--min-level", choices=LEVELS, default=None,
+                   help="drop alerts below this level (correlations still see the lower-level steps)")
     g = p.add_argument_group(
         "triage filters", "applied to the alerts after correlation (every event still feeds the "
         "correlations); values are case-insensitive, GLOBs are shell patterns; each flag is repeatable")
@@ -96,20 +84,39 @@ def register(subparsers: Any) -> None:
                    "without a status is not kept")
     g.add_argument("--exclude-status", action="append", type=str.lower, choices=STATUSES, metavar="STATUS",
                    help="drop alerts of rules with this Sigma status")
-    p.add_argument("--dedup", action="store_true",
+    o = p.add_argument_group("output")
+    o.add_argument("--format", choices=FORMATS, default="table",
+                   help="output format (default: table): table for people (with the results summary), "
+                   "jsonl (the alert contract), csv, timesketch (JSONL a Timesketch import takes), ecs "
+                   "(NDJSON in the Elastic Common Schema)")
+    o.add_argument("--output", "-o", metavar="FILE", default=None, help="write alerts here instead of stdout")
+    o.add_argument("--summary", metavar="FILE", default=None,
+                   help="write the run summary as JSON here (with the results summary as 'results')")
+    o.add_argument("--dedup", action="store_true",
                    help="collapse alerts of the same rule and host with the same key-field values (the "
                    "rule's fields:, else the fields it tests) into one row with count, first and last "
                    "time; correlations are never collapsed")
-    p.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
+    o.add_argument("--timezone", metavar="ZONE", default=None,
+                   help="show times in the table and results summary in ZONE: an IANA name "
+                   "(Europe/Berlin), UTC or local (default: UTC; machine formats always keep UTC)")
+    o.add_argument("--readiness", choices=("short", "full"), default="short",
+                   help="under the table: the rules that could not fire, their top lines (short, the "
+                   "default) or all of them (full)")
+    j = p.add_argument_group("running")
+    j.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
+                   help="worker processes over files (default: the usable cores, here "
+                   f"{usable_cores()}); the output is the same for every N")
+    j.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
                    help="correlation: how far (event time) an event may arrive behind newer ones and still "
                    "be correlated; later ones are counted as late_events (default: 300)")
-    p.add_argument("--case", metavar="CASE.duckdb", default=None,
-                   help="also keep the run, its input files and every alert with its evidence and entity "
-                   "links in this case file (created if missing; re-hunting the same files adds nothing)")
-    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+    j.add_argument("--cluster", metavar="ADDRESS", default=None,
                    help="run on a Dask cluster: a scheduler (tcp://host:8786) or local[:N] (a local cluster "
                    "of N worker processes); inputs may then be fsspec URLs the workers read (s3://, https://)")
-    p.add_argument("--keep-events", action="store_true",
+    c = p.add_argument_group("case file")
+    c.add_argument("--case", metavar="CASE.duckdb", default=None,
+                   help="also keep the run, its input files and every alert with its evidence and entity "
+                   "links in this case file (created if missing; re-hunting the same files adds nothing)")
+    c.add_argument("--keep-events", action="store_true",
                    help="with --case: also keep every event (columnar) for SQL and retro-hunts "
                    "(`scmwatch hunt CASE.duckdb --rules NEW/`)")
     p.set_defaults(func=run)
