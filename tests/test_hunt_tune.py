@@ -176,3 +176,13 @@ def test_exclusion_inside_the_engine():
     assert [r.id for r in engine.match_fields(f)] == [PSEXEC_ID]
     with pytest.raises(TuneError):
         apply_tune(rs, parse_tune("levels: {nothing-like-it: low}\n"))
+
+
+def test_rules_check_tune_against_the_builtin_pack(capsys, tmp_path):
+    tune = tune_file(tmp_path, "drop: ['Remote service started over MS-SCMR*']\n")
+    rc = main(["rules", "check", "builtin", "--tune", tune])
+    err = capsys.readouterr().err
+    assert rc == 0 and "drops 1 rules and 0 correlations" in err
+    tune = tune_file(tmp_path, "drop: ['Remote service started over MS-SCMR']\n")  # near miss: no glob
+    assert main(["rules", "check", "builtin", "--tune", tune]) == 1
+    assert "selects no loaded rule or correlation" in capsys.readouterr().out

@@ -13,6 +13,8 @@ from typing import Any
 
 from scmwatch.cli import rules_export, rules_pack
 from scmwatch.escape import terminal
+from scmwatch.export.update import RulesNotInstalled, resolve_rule_paths
+from scmwatch.rules import PACK_DIR
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.tune import TuneError, apply_tune, check_tune, load_tune
 
@@ -24,7 +26,9 @@ def _register_check(sub: Any) -> None:
         description="Load and compile Sigma rules the way hunt does; print every rejected rule as "
         "'PATH: reason'. Exit 1 when any rule is rejected.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="rule files or directories; 'builtin' (the built-in pack) or 'sigmahq' (the set "
+                   "`scmwatch rules update` installed)")
     p.add_argument("--placeholders", metavar="FILE", default=None)
     p.add_argument("--tune", metavar="FILE", default=None,
                    help="also check this tuning file (hunt --tune) against the rules: bad YAML, unknown "
@@ -35,7 +39,12 @@ def _register_check(sub: Any) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    rs = load_rules(args.paths, placeholders=args.placeholders)
+    try:
+        paths = resolve_rule_paths(args.paths, builtin=str(PACK_DIR))
+    except RulesNotInstalled as exc:
+        print(f"scmwatch: {terminal(str(exc))}", file=sys.stderr)
+        return 2
+    rs = load_rules(paths, placeholders=args.placeholders)
     for path, reason in rs.rejected:
         print(f"{terminal(path)}: {terminal(reason)}")
     if args.verbose:
