@@ -59,7 +59,9 @@ def test_dedup_jsonl_rows_counts_and_times(capsys, tmp_path):
     assert [r["first_timestamp"] for r in rows] == sorted(r["first_timestamp"] for r in rows)
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["alerts"] == len(rows) == 5 and summary["alerts_deduplicated"] == 3
-    assert "3 repeats collapsed" in err
+    assert "8 alerts in 5 rows from 3 rules" in err
+    assert summary["results"]["alerts"] == 8 and summary["results"]["rows"] == 5
+    assert summary["results"]["top_rules"][0]["alerts"] == 5  # PsExec: 3 + 1 + 1 in three rows
 
 
 def test_dedup_csv_and_table(capsys, tmp_path):

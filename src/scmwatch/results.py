@@ -41,8 +41,8 @@ class _Span:
     first: float = 0.0
     last: float = 0.0
 
-    def add(self, t: float) -> None:
-        self.count += 1
+    def add(self, t: float, n: int = 1) -> None:
+        self.count += n
         if t:
             self.first = t if not self.first else min(self.first, t)
             self.last = max(self.last, t)
@@ -68,6 +68,7 @@ class Results:
     def __init__(self, max_keys: int = MAX_KEYS) -> None:
         self.max_keys = max_keys
         self.total = 0
+        self.rows = 0  # --dedup: the rows written (``total`` counts the alerts they stand for)
         self.by_level: Counter = Counter()
         self.rules: dict[str, _Rule] = {}
         self.hosts: dict[str, _Span] = {}
@@ -85,36 +86,45 @@ class Results:
         return False
 
     def add(self, a: Alert) -> None:
-        self.total += 1
-        self.by_level[a.level] += 1
+        """Count an alert; a ``--dedup`` row counts as the alerts it stands for."""
+        n = 1
+        if a.repeat is not None:
+            n = a.repeat.count
+            self.rows += 1
+        self.total += n
+        self.by_level[a.level] += n
         if self._room(self.rules, a.rule_id):
             rule = self.rules.get(a.rule_id)
             if rule is None:
                 rule = self.rules[a.rule_id] = _Rule(a.title, a.level)
-            rule.count += 1
+            rule.count += n
         host = a.host or "-"
         if self._room(self.hosts, host):
             span = self.hosts.get(host)
             if span is None:
                 span = self.hosts[host] = _Span()
-            span.add(a.time)
+            span.add(a.time, n)
+            if n > 1:
+                span.add(a.repeat.last, 0)
         techs = self._techs.get(a.rule_id)
         if techs is None:
             techs = self._techs[a.rule_id] = sorted({m.upper() for tag in a.tags
                                                      for m in _TECHNIQUE.findall(str(tag))})
         for tech in techs:
             if self._room(self.techniques, tech):
-                self.techniques[tech] += 1
+                self.techniques[tech] += n
         evidence = a.events if a.events else [a.event]
         for ev in evidence:
             t = ev.time
             if t:
                 self.first = t if not self.first else min(self.first, t)
                 self.last = max(self.last, t)
+        if n > 1:
+            self.last = max(self.last, a.repeat.last)
         if a.events or _may_link(a.event.fields):
-            self._add_links(evidence)
+            self._add_links(evidence, n)
 
-    def _add_links(self, evidence: list[Any]) -> None:
+    def _add_links(self, evidence: list[Any], n: int = 1) -> None:
         for link in links_of(evidence):
             key = (link.source_host, link.target_host)
             if not self._room(self.links, key):
@@ -122,7 +132,7 @@ class Results:
             item = self.links.get(key)
             if item is None:
                 item = self.links[key] = _Link()
-            item.span.add(link.time)
+            item.span.add(link.time, n)
             for value, into in ((link.source_ip, item.addresses), (link.service, item.services)):
                 if value and value not in into and len(into) < MAX_ADDRESSES:
                     into.append(value)
@@ -146,6 +156,7 @@ class Results:
 
         return {
             "alerts": self.total,
+            **({"rows": self.rows} if self.rows else {}),
             "by_level": {lvl: self.by_level[lvl] for lvl in reversed(LEVELS) if self.by_level[lvl]},
             "rules": len(self.rules),
             "top_rules": [{"rule_id": rid, "title": r.title, "level": r.level, "alerts": r.count}
@@ -170,7 +181,8 @@ class Results:
             return []
         zone = zone_label(tz)
         out = ["", "Results summary", "  alerts: " + f"{self.total:,} (" + ", ".join(
-            f"{lvl} {self.by_level[lvl]:,}" for lvl in reversed(LEVELS) if self.by_level[lvl]) + ")"]
+            f"{lvl} {self.by_level[lvl]:,}" for lvl in reversed(LEVELS) if self.by_level[lvl]) + ")"
+            + (f" in {self.rows:,} rows" if self.rows else "")]
         if self.first:
             first, last = show_time(self.first, tz, 0), show_time(self.last, tz, 0)
             out.append(f"  alerted events: {first} .. {last} ({zone})")

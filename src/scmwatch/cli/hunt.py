@@ -427,13 +427,13 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
         if target is not None:
             target.discard()
     result.summary["seconds_total"] = round(time.perf_counter() - start, 3)
-    extra = f"{result.summary['alerts']:,} alerts from {len(ruleset.rules):,} rules"
+    rows, folded = result.summary["alerts"], result.summary.get("alerts_deduplicated")
+    extra = f"{rows + (folded or 0):,} alerts" + (f" in {rows:,} rows" if folded is not None else "")
+    extra += f" from {len(ruleset.rules):,} rules"
     if ruleset.rejected:
         extra += f" ({len(ruleset.rejected)} rejected)"
     if result.summary.get("tune", {}).get("matches_tuned_out"):
         extra += f"; {result.summary['tune']['matches_tuned_out']:,} matches tuned out"
-    if result.summary.get("alerts_deduplicated"):
-        extra += f" ({result.summary['alerts_deduplicated']:,} repeats collapsed)"
     if result.summary.get("alerts_filtered"):
         extra += f"; {result.summary['alerts_filtered']:,} filtered out"
     print(summary_line(result.stats, result.summary["seconds"], extra, wall=result.summary["seconds_total"]),
