@@ -181,8 +181,9 @@ class Results:
             return []
         zone = zone_label(tz)
         out = ["", "Results summary", "  alerts: " + f"{self.total:,} (" + ", ".join(
-            f"{lvl} {self.by_level[lvl]:,}" for lvl in reversed(LEVELS) if self.by_level[lvl]) + ")"
-            + (f" in {self.rows:,} rows" if self.rows else "")]
+            f"{lvl} {self.by_level[lvl]:,}" for lvl in reversed(LEVELS) if self.by_level[lvl]) + ")"]
+        if self.rows:
+            out.append(f"  --dedup: {self.rows:,} rows above; every count here is of alerts")
         if self.first:
             first, last = show_time(self.first, tz, 0), show_time(self.last, tz, 0)
             out.append(f"  alerted events: {first} .. {last} ({zone})")
