@@ -186,3 +186,15 @@ def test_rules_check_tune_against_the_builtin_pack(capsys, tmp_path):
     tune = tune_file(tmp_path, "drop: ['Remote service started over MS-SCMR']\n")  # near miss: no glob
     assert main(["rules", "check", "builtin", "--tune", tune]) == 1
     assert "selects no loaded rule or correlation" in capsys.readouterr().out
+
+
+def test_cluster_workers_apply_the_tuning_file(tmp_path):
+    from scmwatch import cluster
+    from scmwatch.events import ReadStats, discover
+
+    inputs = list(discover([LOGS[1]], ReadStats()))  # WS2: a UNC service and PSEXESVC
+    plain = cluster.hunt_batch(cluster.rule_payload([str(RULES)]), [(0, inputs[0])])[0]
+    tune = tune_file(tmp_path, f"drop: [{PSEXEC_ID}]\nexclude: {{'*network share*': {{Computer: WS2}}}}\n")
+    tuned = cluster.hunt_batch(cluster.rule_payload([str(RULES)], tune=tune), [(0, inputs[0])])[0]
+    assert plain.hits == 2 and plain.tuned_out == 0
+    assert tuned.hits == 0 and tuned.tuned_out == 1  # PSEXESVC's rule dropped, the UNC one excluded
