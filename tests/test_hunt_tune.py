@@ -87,9 +87,12 @@ def test_exclusion_glob_case_insensitive_with_near_miss(capsys, tmp_path):
 def test_exclusion_fields_and_alternatives(capsys, tmp_path):
     base = [*LOGS, "--rules", str(RULES), "--format", "jsonl"]
     # one map: every field must match (WS2's PSEXESVC only); a list of maps: any of them
-    tune = tune_file(tmp_path, f"exclude:\n  {PSEXEC_ID}:\n    ServiceName: PSEXESVC\n    computer: ws2\n")
+    tune = tune_file(tmp_path, f"exclude:\n  {PSEXEC_ID}:\n    ServiceName: PSEXESVC\n    Computer: ws2\n")
     _, out, _ = hunt(capsys, *base, "--tune", tune)
     assert [a["host"] for a in out if a["rule_id"] == PSEXEC_ID] == ["WS1"]
+    tune = tune_file(tmp_path, f"exclude:\n  {PSEXEC_ID}:\n    computer: ws2\n")
+    _, out, _ = hunt(capsys, *base, "--tune", tune)
+    assert len([a for a in out if a["rule_id"] == PSEXEC_ID]) == 2  # near miss: names are case-sensitive
     tune = tune_file(tmp_path, f"exclude:\n  {PSEXEC_ID}:\n    - Computer: ws1\n    - Computer: ws2\n")
     _, out, _ = hunt(capsys, *base, "--tune", tune)
     assert [a for a in out if a["rule_id"] == PSEXEC_ID] == []

@@ -8,12 +8,13 @@ globs are :mod:`fnmatch` patterns.
 
 from __future__ import annotations
 
+import functools
 import re
 import time as _time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from fnmatch import fnmatchcase
+from fnmatch import translate
 from typing import Any
 
 from scmwatch.alerts import Alert
@@ -53,8 +54,17 @@ def _globs(patterns: Sequence[str] | None) -> tuple[str, ...]:
     return tuple(p.casefold() for p in patterns or () if p)
 
 
+@functools.lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str], Any]:
+    """One regex for a flag's globs: a call per value, not per value and glob (the filters ran
+    at ~20 us per alert with :func:`fnmatch.fnmatchcase` per pair, ~4 % of a hunt that writes
+    every alert)."""
+    return re.compile("|".join(translate(p) for p in patterns), re.DOTALL).match
+
+
 def _any(values: Sequence[str], patterns: tuple[str, ...]) -> bool:
-    return any(fnmatchcase(v, p) for v in values for p in patterns)
+    match = _matcher(patterns)
+    return any(match(v) is not None for v in values)
 
 
 @dataclass(slots=True)

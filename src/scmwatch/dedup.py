@@ -65,7 +65,8 @@ class Dedup:
         f = a.event.fields
         if not names:
             names = event_key_fields(f)
-        key = (a.rule_id, a.host.casefold(), tuple(_hashable(f.get(n)) for n in names))
+        key = (a.rule_id, a.host.casefold(),
+               tuple([v if v is None or v.__class__ is str else _hashable(v) for v in map(f.get, names)]))
         g = self.groups.get(key)
         if g is None:
             self.groups[key] = [a, 1, a.time]

@@ -18,7 +18,8 @@ source path::
 
 A rule is named by its id, its ``name:``, or a glob over its title (case-insensitive); a name
 that selects no loaded rule is an error, so a typo cannot silently tune nothing. An exclusion
-is a map (every field must match: AND) or a list of maps (any: OR), like a Sigma detection; a
+is a map (every field must match: AND) or a list of maps (any: OR), like a Sigma detection;
+field names are the events' own (``scmwatch events`` shows them), case-sensitive as in Sigma; a
 field's values are case-insensitive :mod:`fnmatch` globs (any of a list), compared with the
 value's text (for a list value: any item).
 
@@ -237,23 +238,24 @@ def _either(a: Exclusion, b: Exclusion) -> Exclusion:
 
 def _compile(alts: list[list[tuple[str, tuple[str, ...]]]]) -> Exclusion:
     """The exclusion test: any alternative whose every field has a value matching one of its globs."""
-    compiled = [[(name, re.compile("|".join(translate(g.casefold()) for g in globs), re.DOTALL).match)
+    compiled = [[(name, re.compile("|".join(translate(g) for g in globs), re.DOTALL | re.IGNORECASE).match)
                  for name, globs in pairs] for pairs in alts]
 
     def excluded(f: dict) -> bool:
-        return any(all(_value_matches(_field(f, name), match) for name, match in pairs) for pairs in compiled)
+        get = f.get
+        for pairs in compiled:
+            for name, match in pairs:
+                v = get(name)
+                if v.__class__ is str:
+                    if match(v) is None:
+                        break
+                elif not _value_matches(v, match):
+                    break
+            else:
+                return True
+        return False
 
     return excluded
-
-
-def _field(f: dict, name: str) -> Any:
-    v = f.get(name)
-    if v is None:  # only matched events get here: a case-insensitive look-up is affordable
-        low = name.casefold()
-        for k, x in f.items():
-            if isinstance(k, str) and k.casefold() == low:
-                return x
-    return v
 
 
 def _value_matches(v: Any, match: Callable[[str], Any]) -> bool:
@@ -261,4 +263,4 @@ def _value_matches(v: Any, match: Callable[[str], Any]) -> bool:
         return False
     if isinstance(v, list):
         return any(_value_matches(x, match) for x in v)
-    return match((v if isinstance(v, str) else str(v)).casefold()) is not None
+    return match(v if isinstance(v, str) else str(v)) is not None
