@@ -1,7 +1,7 @@
 """What the case stores per alert besides the alert itself: its id, evidence and entity links.
 
-The alert id is deterministic -- a hash of the rule id and the provenance of every evidence
-event -- so hunting the same files again finds the ids already stored and adds nothing, and
+The alert id (``alerts.alert_id``) is deterministic -- a hash of the rule id and the provenance
+of every evidence event -- so hunting the same files again finds the ids already stored and adds nothing, and
 hunting new files appends. Provenance is the input's *content* (its sha256) plus the record id,
 not its path: the same EVTX file hunted from another directory, or after a copy, is the same
 evidence. A source the case has no hash for (a synthetic correlation event) falls back to
@@ -21,11 +21,8 @@ Host names are the short lower-case form of :mod:`scmwatch.correlate.links`, so 
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from scmwatch.alerts import Alert
 from scmwatch.correlate.links import EntityLinks, extract_fact, service_name, short_host
 from scmwatch.events.model import Event
 
@@ -37,23 +34,6 @@ class Link(NamedTuple):
     target_host: str
     service: str | None
     how: str
-
-
-def evidence_of(alert: Alert) -> list[Event]:
-    """The events an alert rests on: every contributing event for a correlation, else its one."""
-    return list(alert.events) if alert.events else [alert.event]
-
-
-def alert_id(alert: Alert, evidence: list[Event], identity: Callable[[str], str]) -> str:
-    """``sha256(rule id, (content identity of the source, record id) per evidence event)``."""
-    h = hashlib.sha256(alert.rule_id.encode("utf-8", "surrogatepass"))
-    for ev in evidence:
-        rid = ev.record_id
-        h.update(b"\x00")
-        h.update(identity(ev.source).encode("utf-8", "surrogatepass"))
-        h.update(b"#" + str(rid if rid is not None else ev.fields.get("TimeCreated")).encode(
-            "utf-8", "surrogatepass"))
-    return h.hexdigest()[:32]
 
 
 def links_of(evidence: list[Event]) -> list[Link]:
