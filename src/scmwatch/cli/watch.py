@@ -14,6 +14,7 @@ from scmwatch.alertfilter import FilterError
 from scmwatch.cli.case_deps import EXTRA_HINT, case_modules
 from scmwatch.cli.hunt import RunFailed, add_matching_options, alert_filter, load_ruleset
 from scmwatch.cli.outputs import clash
+from scmwatch.cli.watch_net import Network, add_network_options, network_problem
 from scmwatch.escape import terminal
 from scmwatch.events.model import ReadError
 from scmwatch.hunt import HuntContext
@@ -35,7 +36,8 @@ def register(subparsers: Any) -> None:
         "alert ids are checkpointed in --state: after a crash or kill, a restart goes on where the last "
         "checkpoint was and delivers every alert to --output and --case exactly once.",
     )
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="a file, a directory, or - for stdin")
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="a file, a directory, or - for stdin (none: only the network listeners)")
     p.add_argument("--output", "-o", metavar="FILE", default=None,
                    help="append alerts (JSON lines, each with its alert_id) to this file; default: stdout")
     p.add_argument("--case", metavar="CASE.duckdb", default=None,
@@ -57,6 +59,7 @@ def register(subparsers: Any) -> None:
                    "this long; default: run until SIGTERM/Ctrl-C")
     p.add_argument("--status-interval", type=float, default=10.0, metavar="SECONDS",
                    help="print a status line on stderr this often (0: never; default: 10)")
+    add_network_options(p)
     p.set_defaults(func=run)
 
 
@@ -66,6 +69,11 @@ def _problem(args: argparse.Namespace) -> str | None:
             return f"--{opt.replace('_', '-')} must not be negative"
     if args.exit_idle is not None and args.exit_idle <= 0:
         return "--exit-idle must be positive"
+    if not args.sources and not (args.listen_http or args.listen_tcp):
+        return "name a SOURCE to follow, or --listen-http / --listen-tcp"
+    net = network_problem(args)
+    if net:
+        return net
     if args.sources.count("-") > 1:
         return "stdin ('-') can be named once"
     if args.placeholders and not os.path.isfile(args.placeholders):
@@ -110,10 +118,12 @@ def _watch(args: argparse.Namespace, keep: Any) -> int:
     from scmwatch.cluster import rule_payload
 
     ruleset, rule_paths = load_ruleset(args)
+    keep.with_statuses(ruleset)
     digest = rule_payload(rule_paths, args.placeholders, min_level=args.min_level,
                           lateness=args.lateness).digest
     state = StateDir(args.state)
     state.lock()
+    network = Network(args, args.state)
     targets: list[DeliveryTarget] = [JsonlFile(args.output) if args.output else StreamOutput(sys.stdout)]
     case = None
     if args.case:
@@ -129,7 +139,15 @@ def _watch(args: argparse.Namespace, keep: Any) -> int:
         targets.append(CaseStore(case))
     spill = SpillDir()
     ctx = HuntContext(ruleset, spill, lateness=args.lateness, min_level=args.min_level)
-    sources = Sources(args.sources, settle=args.settle)
+    webhook = network.target()
+    if webhook is not None:
+        targets.append(webhook)
+    try:
+        network.open()
+    except OSError as exc:
+        state.unlock()
+        raise RunFailed(f"cannot listen: {exc.strerror or exc}", 1) from None
+    sources = Sources(args.sources + network.spools(), settle=args.settle)
     deliveries = Deliveries(targets)
     watcher = Watcher(ctx, sources, state, deliveries, rules_digest=digest,
                       keep=keep if keep.active else None,
@@ -139,6 +157,7 @@ def _watch(args: argparse.Namespace, keep: Any) -> int:
     old = {sig: signal.signal(sig, lambda signum, frame: watcher.stop())
            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     summary: dict[str, Any] = {}
+    network.serve_metrics(watcher)
     try:
         watcher.start()
         _status(f"watch: following {len(sources.all())} sources; state in {args.state}")
@@ -146,6 +165,7 @@ def _watch(args: argparse.Namespace, keep: Any) -> int:
         summary = watcher.metrics()
         _status(watcher.status_line() + f"; {deliveries.duplicates:,} replayed alerts not delivered again")
     finally:
+        network.close()
         for sig, handler in old.items():
             signal.signal(sig, handler)
         sources.close()
