@@ -9,8 +9,8 @@ Prints, for the built-in pack and (when ../shared is there) all SigmaHQ rules:
          alert line appearing in the --output file, at half the sustained rate measured above;
   rss    the watcher's RSS after every tenth of --rss-events events followed from a file (the
          curve, to show it is flat).
-The baseline in the same run is the batch ``hunt`` of the same events (events/s): only ratios
-are comparable between machines.
+The baseline in the same run is the batch ``hunt --jobs 1`` of the same events (events/s): only
+ratios are comparable between machines.
 
 Every phase is bounded by --timeout seconds; the event stream is the simulator's (all scenarios,
 seed 1), repeated with its timestamps shifted forward so event time advances like a live log.
@@ -203,15 +203,16 @@ def _post(conn: http.client.HTTPConnection, lines: list[bytes]) -> None:
 
 
 def hunt_baseline(tmp: str, lines_path: str, rules: list[str]) -> float:
-    """Seconds the batch hunt spends on the events: its run on them minus its run on one event
-    (start-up and rule loading, which the watcher's rate leaves out too)."""
+    """Seconds the batch hunt (one process, like the watcher) spends on the events: its run on
+    them minus its run on one event (start-up and rule loading, which the watcher's rate leaves
+    out too)."""
     one = os.path.join(tmp, "one.ndjson")
     with open(lines_path, "rb") as f, open(one, "wb") as g:
         g.write(f.readline())
     spent = []
     for path in (one, lines_path):
         t = time.perf_counter()
-        subprocess.run([*SCMWATCH, "hunt", path, "--format", "jsonl", *rules], check=True,
+        subprocess.run([*SCMWATCH, "hunt", path, "--format", "jsonl", "--jobs", "1", *rules], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         spent.append(time.perf_counter() - t)
     return spent[1] - spent[0]
