@@ -6,6 +6,8 @@ docs/architecture.md); tools and benchmarks depend on them, so change it only de
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -86,3 +88,20 @@ class Alert:
         if self.extra:
             out.update({k: v for k, v in self.extra.items() if k not in out})
         return out
+
+
+def evidence_of(alert: Alert) -> list[Event]:
+    """The events an alert rests on: every contributing event for a correlation, else its one."""
+    return list(alert.events) if alert.events else [alert.event]
+
+
+def alert_id(alert: Alert, evidence: list[Event], identity: Callable[[str], str]) -> str:
+    """``sha256(rule id, (content identity of the source, record id) per evidence event)``."""
+    h = hashlib.sha256(alert.rule_id.encode("utf-8", "surrogatepass"))
+    for ev in evidence:
+        rid = ev.record_id
+        h.update(b"\x00")
+        h.update(identity(ev.source).encode("utf-8", "surrogatepass"))
+        h.update(b"#" + str(rid if rid is not None else ev.fields.get("TimeCreated")).encode(
+            "utf-8", "surrogatepass"))
+    return h.hexdigest()[:32]

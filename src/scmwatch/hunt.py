@@ -188,7 +188,8 @@ Reader = Callable[[Any, ReadStats, ReadGate], Iterable[Event]]
 
 
 def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[ReadError], None] | None = None,
-              collect_errors: bool = False, read: Reader | None = None) -> UnitResult:
+              collect_errors: bool = False, read: Reader | None = None, enricher: Enricher | None = None,
+              first: int = 0) -> UnitResult:
     """Arrow 1: read, enrich and match one unit of input.
 
     ``unit`` is whatever ``read(unit, stats, gate)`` reads (``ctx.read`` by default:
@@ -196,6 +197,11 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     unit among all units of the hunt (ties of equal time break on it). Read errors go to
     ``on_error`` as they happen, or with ``collect_errors`` into ``UnitResult.errors`` (a worker
     process hands them to the parent, which reports them in unit order).
+
+    A follower (:mod:`scmwatch.live`) reads one growing source as many small units: it passes
+    the source's own ``enricher`` (so process lineage spans its batches, whatever their
+    boundaries) and ``first``, the position of the unit's first event in the source (so
+    correlation candidates are numbered as if the source were one unit).
     """
     res = UnitResult(index)
     if collect_errors:
@@ -227,7 +233,8 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     buckets_get = buckets.get
     wanted_ids = ctx.selector.gate if ctx.selector is not None else frozenset()
 
-    enricher = Enricher()
+    if enricher is None:
+        enricher = Enricher()
     enrich = enricher.enrich
     enrich_pairs: dict[tuple, int] = {}  # (Channel, EventID) -> enrichment kind (events.enrich)
 
@@ -256,7 +263,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     n = 0
     ev = None
     untimed = 0
-    for pos, ev in enumerate((read or ctx.read)(unit, stats, gate)):
+    for pos, ev in enumerate((read or ctx.read)(unit, stats, gate), first):
         if select is not None:
             pos += gate.skipped  # number events as if the skipped ones had been seen
         f = ev.fields
@@ -422,7 +429,7 @@ class AlertMerge:
             mem["alerts_buffered_peak"] = max(mem["alerts_buffered_peak"], corr.peak)
             mem["correlation_alerts"] = corr.count
         mem["spill_bytes"], mem["files_written"] = ctx.spill.usage()
-        yield from _alerts_from(budget.merge(runs, _KEY), ctx.ruleset.by_id())
+        yield from alerts_from_hits(budget.merge(runs, _KEY), ctx.ruleset.by_id())
 
     def _resolve_lineage(self, results: list[UnitResult]) -> tuple[list[Hit], list[tuple]]:
         """Decide the units' deferred process creations with every unit's SCM PIDs and boots."""
@@ -470,8 +477,9 @@ class AlertMerge:
         return out
 
 
-def _alerts_from(records: Iterator[Hit | CorrelationHit], by_id: dict[str, CompiledRule]) -> Iterator[Alert]:
-    """Alerts from merged spill records."""
+def alerts_from_hits(records: Iterable[Hit | CorrelationHit],
+                     by_id: dict[str, CompiledRule]) -> Iterator[Alert]:
+    """Alerts from (merged) hit records: the rule's title, level and custom attributes added."""
     extras: dict[str, dict[str, Any]] = {}
     for rec in records:
         if type(rec) is CorrelationHit:

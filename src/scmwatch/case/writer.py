@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from scmwatch import __version__
-from scmwatch.alerts import LEVEL_RANK, Alert
-from scmwatch.case.entities import alert_id, event_host, evidence_of, links_of
+from scmwatch.alerts import LEVEL_RANK, Alert, alert_id, evidence_of
+from scmwatch.case.entities import event_host, links_of
 from scmwatch.case.events import EventKeeper
 from scmwatch.case.files import EVTX_MAGIC, file_sha256
 from scmwatch.case.rules import store_rules
@@ -120,9 +120,11 @@ class CaseWriter:
 
     # -- the sink ------------------------------------------------------------------------------
 
-    def write(self, alert: Alert) -> None:
+    def write(self, alert: Alert, aid: str | None = None) -> None:
+        """Store one alert (once: ``aid``, its id, defaults to :func:`alert_id` of its evidence)."""
         evidence = evidence_of(alert)
-        aid = alert_id(alert, evidence, self._identity)
+        if aid is None:
+            aid = alert_id(alert, evidence, self._identity)
         self.count += 1
         if aid in self.known:
             return
@@ -180,6 +182,17 @@ class CaseWriter:
 
     def _identity(self, source: str) -> str:
         return self.identity.get(source, source)
+
+    def commit(self) -> None:
+        """Make every alert written so far durable, and go on in a new transaction: a watch
+        (:mod:`scmwatch.live`) commits before each checkpoint, so that a restart finds what it
+        delivered in ``known`` and adds it only once."""
+        for st in (self._files, self._alerts, self._evidence, self._links):
+            st.flush()
+        self.con.execute("UPDATE runs_t SET files = ?, alerts = ?, alerts_new = ? WHERE run_id = ?",
+                         [self.files, self.count, self.new, self.run_id])
+        self.con.execute("COMMIT")
+        self.con.execute("BEGIN TRANSACTION")
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
         """Load what is staged and close the run's record (``summary``: the hunt summary)."""

@@ -35,9 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"scmwatch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     # imported here, not at the top: subcommand modules import Terminated from this package
-    from scmwatch.cli import audit, events, hunt, query, report, rules, serve, simulate
+    from scmwatch.cli import audit, events, hunt, query, report, rules, serve, simulate, watch
 
-    for module in (hunt, events, rules, simulate, audit, query, report, serve):  # the order `--help` lists
+    # the order `--help` lists them
+    for module in (hunt, watch, events, rules, simulate, audit, query, report, serve):
         module.register(subparsers)
     return parser
 

@@ -45,6 +45,45 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="log files or directories (walked), .gz, .zip; or one CASE.duckdb to re-hunt")
+    add_matching_options(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--format", choices=FORMATS, default="table",
+                   help="output format (default: table): table for people (with the results summary), "
+                   "jsonl (the alert contract), csv, timesketch (JSONL a Timesketch import takes), ecs "
+                   "(NDJSON in the Elastic Common Schema)")
+    o.add_argument("--output", "-o", metavar="FILE", default=None, help="write alerts here instead of stdout")
+    o.add_argument("--summary", metavar="FILE", default=None,
+                   help="write the run summary as JSON here (with the results summary as 'results')")
+    o.add_argument("--dedup", action="store_true",
+                   help="collapse alerts of the same rule and host with the same key-field values (the "
+                   "rule's fields:, else the fields it tests) into one row with count, first and last "
+                   "time; correlations are never collapsed")
+    o.add_argument("--timezone", metavar="ZONE", default=None,
+                   help="show times in the table and results summary in ZONE: an IANA name "
+                   "(Europe/Berlin), UTC or local (default: UTC; machine formats always keep UTC)")
+    o.add_argument("--readiness", choices=("short", "full"), default="short",
+                   help="under the table: the rules that could not fire, their top lines (short, the "
+                   "default) or all of them (full)")
+    j = p.add_argument_group("running")
+    j.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
+                   help="worker processes over files (default: the usable cores, here "
+                   f"{usable_cores()}); the output is the same for every N")
+    j.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run on a Dask cluster: a scheduler (tcp://host:8786) or local[:N] (a local cluster "
+                   "of N worker processes); inputs may then be fsspec URLs the workers read (s3://, https://)")
+    c = p.add_argument_group("case file")
+    c.add_argument("--case", metavar="CASE.duckdb", default=None,
+                   help="also keep the run, its input files and every alert with its evidence and entity "
+                   "links in this case file (created if missing; re-hunting the same files adds nothing)")
+    c.add_argument("--keep-events", action="store_true",
+                   help="with --case: also keep every event (columnar) for SQL and retro-hunts "
+                   "(`scmwatch hunt CASE.duckdb --rules NEW/`)")
+    p.set_defaults(func=run)
+
+
+def add_matching_options(p: Any) -> None:
+    """The options that decide which alerts a run gives: rules, tuning, levels, the correlation's
+    lateness and the triage filters (``hunt`` and ``watch`` share them), in two argument groups."""
     r = p.add_argument_group("rules and tuning", "which rules run, and what the engine does with their "
                              "matches, before correlation")
     r.add_argument("--rules", action="extend", nargs="+", default=None, metavar="PATH",
@@ -59,6 +98,9 @@ def register(subparsers: Any) -> None:
                    help="YAML mapping placeholder name -> list of values for |expand rules")
     r.add_argument("--min-level", choices=LEVELS, default=None,
                    help="drop alerts below this level (correlations still see the lower-level steps)")
+    r.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
+                   help="correlation: how far (event time) an event may arrive behind newer ones and still "
+                   "be correlated; later ones are counted as late_events (default: 300)")
     g = p.add_argument_group(
         "triage filters", "applied to the alerts after correlation (every event still feeds the "
         "correlations); values are case-insensitive, GLOBs are shell patterns; each flag is repeatable")
@@ -84,42 +126,6 @@ def register(subparsers: Any) -> None:
                    "without a status is not kept")
     g.add_argument("--exclude-status", action="append", type=str.lower, choices=STATUSES, metavar="STATUS",
                    help="drop alerts of rules with this Sigma status")
-    o = p.add_argument_group("output")
-    o.add_argument("--format", choices=FORMATS, default="table",
-                   help="output format (default: table): table for people (with the results summary), "
-                   "jsonl (the alert contract), csv, timesketch (JSONL a Timesketch import takes), ecs "
-                   "(NDJSON in the Elastic Common Schema)")
-    o.add_argument("--output", "-o", metavar="FILE", default=None, help="write alerts here instead of stdout")
-    o.add_argument("--summary", metavar="FILE", default=None,
-                   help="write the run summary as JSON here (with the results summary as 'results')")
-    o.add_argument("--dedup", action="store_true",
-                   help="collapse alerts of the same rule and host with the same key-field values (the "
-                   "rule's fields:, else the fields it tests) into one row with count, first and last "
-                   "time; correlations are never collapsed")
-    o.add_argument("--timezone", metavar="ZONE", default=None,
-                   help="show times in the table and results summary in ZONE: an IANA name "
-                   "(Europe/Berlin), UTC or local (default: UTC; machine formats always keep UTC)")
-    o.add_argument("--readiness", choices=("short", "full"), default="short",
-                   help="under the table: the rules that could not fire, their top lines (short, the "
-                   "default) or all of them (full)")
-    j = p.add_argument_group("running")
-    j.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
-                   help="worker processes over files (default: the usable cores, here "
-                   f"{usable_cores()}); the output is the same for every N")
-    j.add_argument("--lateness", type=float, default=300.0, metavar="SECONDS",
-                   help="correlation: how far (event time) an event may arrive behind newer ones and still "
-                   "be correlated; later ones are counted as late_events (default: 300)")
-    j.add_argument("--cluster", metavar="ADDRESS", default=None,
-                   help="run on a Dask cluster: a scheduler (tcp://host:8786) or local[:N] (a local cluster "
-                   "of N worker processes); inputs may then be fsspec URLs the workers read (s3://, https://)")
-    c = p.add_argument_group("case file")
-    c.add_argument("--case", metavar="CASE.duckdb", default=None,
-                   help="also keep the run, its input files and every alert with its evidence and entity "
-                   "links in this case file (created if missing; re-hunting the same files adds nothing)")
-    c.add_argument("--keep-events", action="store_true",
-                   help="with --case: also keep every event (columnar) for SQL and retro-hunts "
-                   "(`scmwatch hunt CASE.duckdb --rules NEW/`)")
-    p.set_defaults(func=run)
 
 
 def usable_cores() -> int:
@@ -178,7 +184,7 @@ class _OutputError(Exception):
     """Writing an alert failed (disk full, closed pipe): told apart from spill-file errors."""
 
 
-class _Failed(Exception):
+class RunFailed(Exception):
     """The run cannot go on: ``message`` is its one stderr line, ``code`` the exit code."""
 
     def __init__(self, message: str, code: int = 1, summary: dict[str, Any] | None = None) -> None:
@@ -213,11 +219,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"scmwatch: {terminal(problem)}", file=sys.stderr)
         return 2
     try:
-        args.keep = AlertFilter.build(
-            include_hosts=args.include_host, exclude_hosts=args.exclude_host, include_tags=args.include_tag,
-            exclude_tags=args.exclude_tag, include_rules=args.include_rule, exclude_rules=args.exclude_rule,
-            levels=args.level, start=args.time_from, end=args.time_to,
-            include_status=args.include_status, exclude_status=args.exclude_status)
+        args.keep = alert_filter(args)
     except FilterError as exc:
         print(f"scmwatch: {terminal(str(exc))}", file=sys.stderr)
         return 2
@@ -229,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         summary, code = _run(args, start)
-    except _Failed as exc:
+    except RunFailed as exc:
         print(f"scmwatch: {terminal(exc.message)}", file=sys.stderr)
         _write_summary(args.summary, {**exc.summary, "error": exc.message, "exit_code": exc.code}, start)
         return exc.code
@@ -253,6 +255,15 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
+def alert_filter(args: argparse.Namespace) -> AlertFilter:
+    """The triage filters of :func:`add_matching_options` (raises FilterError)."""
+    return AlertFilter.build(
+        include_hosts=args.include_host, exclude_hosts=args.exclude_host, include_tags=args.include_tag,
+        exclude_tags=args.exclude_tag, include_rules=args.include_rule, exclude_rules=args.exclude_rule,
+        levels=args.level, start=args.time_from, end=args.time_to,
+        include_status=args.include_status, exclude_status=args.exclude_status)
+
+
 @contextlib.contextmanager
 def _units(args: argparse.Namespace, rule_paths: list[str]) -> Iterator[tuple[Any, dict[str, Any]]]:
     """The unit mapper for run_hunt: the local pool, or the Dask cluster of --cluster."""
@@ -264,7 +275,7 @@ def _units(args: argparse.Namespace, rule_paths: list[str]) -> Iterator[tuple[An
     try:
         cluster = Cluster(args.cluster)
     except ClusterError as exc:
-        raise _Failed(str(exc), 1) from None
+        raise RunFailed(str(exc), 1) from None
     with cluster:
         payload = rule_payload(rule_paths, args.placeholders, tune=args.tune,
                                min_level=args.min_level, lateness=args.lateness)
@@ -278,7 +289,7 @@ def _tune(ruleset: Any, path: str) -> None:
     except TuneError as exc:
         for line in exc.problems[:-1]:
             print(f"scmwatch: {terminal(line)}", file=sys.stderr)
-        raise _Failed(exc.problems[-1], 2) from None
+        raise RunFailed(exc.problems[-1], 2) from None
     for line in warnings:
         print(f"scmwatch: warning: {terminal(line)}", file=sys.stderr)
 
@@ -321,41 +332,48 @@ def _write_summary(path: str | None, summary: dict[str, Any], start: float) -> b
     return True
 
 
-def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
-    """Load the rules, hunt, stream the alerts into the output; ``(summary, exit code)``."""
+def load_ruleset(args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """The rule set of ``--rules`` (the built-in pack by default) and the paths it came from;
+    rejected rules are reported on stderr; raises :class:`RunFailed` when no rule can run."""
     rule_paths = args.rules
     if rule_paths:
         try:  # named sets: `sigmahq` is what `rules update` installed
             rule_paths = resolve_rule_paths(rule_paths, builtin=str(pack.PACK_DIR))
         except RulesNotInstalled as exc:
-            raise _Failed(str(exc), 2) from exc
+            raise RunFailed(str(exc), 2) from exc
         for path in rule_paths:
             if os.path.isdir(path) and not rule_files([path], []):
-                raise _Failed(f"{path}: --rules names a directory without rule files "
+                raise RunFailed(f"{path}: --rules names a directory without rule files "
                               f"({'/'.join(sorted(RULE_SUFFIXES))})", 2)
             if os.path.isfile(path) and not path.lower().endswith(RULE_SUFFIXES):
-                raise _Failed(f"{path}: --rules names a file that is not a Sigma rule file "
+                raise RunFailed(f"{path}: --rules names a file that is not a Sigma rule file "
                               f"({'/'.join(sorted(RULE_SUFFIXES))}); give logs as PATH", 2)
     if not rule_paths:
         if not pack.pack_paths():
-            raise _Failed(f"the built-in rule pack ({pack.PACK_DIR}) is empty; give --rules PATH", 2)
+            raise RunFailed(f"the built-in rule pack ({pack.PACK_DIR}) is empty; give --rules PATH", 2)
         rule_paths = [str(pack.PACK_DIR)]
     with no_gc(freeze=True):  # the rule set lives until the process ends
         ruleset = load_rules(rule_paths, placeholders=args.placeholders)
     for path, reason in ruleset.rejected:
         print(f"scmwatch: {terminal(path)}: rule rejected: {terminal(reason)}", file=sys.stderr)
     if not ruleset.rules and not ruleset.correlations:
-        raise _Failed("no rule could be loaded", 1, {"rules_rejected": len(ruleset.rejected)})
+        raise RunFailed("no rule could be loaded", 1, {"rules_rejected": len(ruleset.rejected)})
     if args.tune:
         _tune(ruleset, args.tune)
         if not ruleset.rules and not ruleset.correlations:
-            raise _Failed(f"{args.tune}: the tuning file drops every rule", 2)
+            raise RunFailed(f"{args.tune}: the tuning file drops every rule", 2)
+    return ruleset, rule_paths
+
+
+def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
+    """Load the rules, hunt, stream the alerts into the output; ``(summary, exit code)``."""
+    ruleset, rule_paths = load_ruleset(args)
     rules = ruleset.by_id()
     args.keep.with_statuses(ruleset)
     try:
         case = CaseRun(args, ruleset, rule_paths)
     except CaseRunError as exc:
-        raise _Failed(exc.message, exc.code) from None
+        raise RunFailed(exc.message, exc.code) from None
     for line in case.notes():
         print(f"scmwatch: {terminal(line)}", file=sys.stderr)
     try:
@@ -366,7 +384,7 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
     try:
         case.close(summary)
     except Exception as exc:  # duckdb.Error, OSError: the case could not be completed
-        raise _Failed(f"{args.case}: cannot complete the case: {exc}", 1, summary) from None
+        raise RunFailed(f"{args.case}: cannot complete the case: {exc}", 1, summary) from None
     return summary, code
 
 
@@ -380,7 +398,7 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
     try:
         stream = target.open() if target is not None else sys.stdout
     except OSError as exc:
-        raise _Failed(f"{args.output}: cannot write alerts: {exc.strerror or exc}") from None
+        raise RunFailed(f"{args.output}: cannot write alerts: {exc.strerror or exc}") from None
     try:
         sink = open_sink(args.format, stream, rules, color=False if target is not None else None, tz=args.tz)
         results = Results()
@@ -406,11 +424,11 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                 result.summary["cluster"] = cluster_info
                 result.summary["jobs"] = cluster_info["workers"]
         except _OutputError as exc:
-            raise _Failed(f"{where}: cannot write alerts: {exc}") from None
+            raise RunFailed(f"{where}: cannot write alerts: {exc}") from None
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise _Failed(f"{tempfile.gettempdir()}: cannot write temporary spill files (set TMPDIR "
+            raise RunFailed(f"{tempfile.gettempdir()}: cannot write temporary spill files (set TMPDIR "
                           f"elsewhere?): {exc.strerror or exc}") from None
         try:
             sink.close()
@@ -422,7 +440,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise _Failed(f"{where}: cannot write alerts: {exc.strerror or exc}", 1, result.summary) from None
+            raise RunFailed(f"{where}: cannot write alerts: {exc.strerror or exc}", 1,
+                            result.summary) from None
     finally:
         if target is not None:
             target.discard()

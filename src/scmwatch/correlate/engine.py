@@ -256,6 +256,14 @@ class Correlator:
                 self._drop(st, key)
         return out
 
+    def flush(self) -> list[Alert]:
+        """Release the reorder buffer now, windows left open: a live watcher whose sources all
+        went quiet (``scmwatch.live``). A candidate older than these that arrives later is late."""
+        out: list[Alert] = []
+        for ready in self.buffer.drain():
+            self._process(ready, out)
+        return out
+
     def _process(self, cand: Candidate, out: list[Alert]) -> None:
         t = cand.time_us
         if t > self._now:

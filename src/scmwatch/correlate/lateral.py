@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from scmwatch.alerts import Alert
 from scmwatch.correlate.links import EntityLinks, extract_fact, service_name, short_host
 from scmwatch.events.model import Event
 
@@ -29,11 +28,6 @@ class Link(NamedTuple):
     target_host: str
     service: str | None
     how: str
-
-
-def evidence_of(alert: Alert) -> list[Event]:
-    """The events an alert rests on: every contributing event for a correlation, else its one."""
-    return list(alert.events) if alert.events else [alert.event]
 
 
 def links_of(evidence: list[Event]) -> list[Link]:

@@ -216,6 +216,10 @@ class _LRU(OrderedDict):
         super().__init__()
         self.cap = cap
 
+    def __reduce__(self) -> tuple:
+        # pickled with the correlator into a watch checkpoint (scmwatch.live): keep the cap
+        return (_LRU, (self.cap,), None, None, iter(self.items()))
+
     def put(self, key: Any, value: Any) -> None:
         if key in self:
             self.move_to_end(key)

@@ -183,6 +183,13 @@ def read_ndjson_lines(name: str, stream: BinaryIO, stats: ReadStats, first_line:
                              zeek_path, first_line)
 
 
+def read_ndjson_batch(name: str, lines: Iterable[bytes], stats: ReadStats, first_line: int = 1,
+                      zeek_path: str | None = None) -> Iterator[Event]:
+    """Events from complete NDJSON lines starting at line ``first_line`` of ``name``: a follower
+    (:mod:`scmwatch.live`) reads a growing file in pieces and keeps its line numbers."""
+    return _ndjson_bytes(lines, _Sink(name, stats, "json-line"), zeek_path, first_line)
+
+
 def _ndjson_bytes(stream: Iterable[bytes], sink: _Sink, zeek_path: str | None,
                   first_line: int = 1) -> Iterator[Event]:
     loads = orjson.loads

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from scmwatch.events.model import MAX_EPOCH, MIN_EPOCH, Event, ReadStats, format_time, parse_time
 from scmwatch.events.normalize import ZEEK_SCOPED
@@ -228,12 +228,19 @@ class _TsvFile:
         return record
 
 
-def read_zeek_tsv(name: str, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:
-    """Yield events from a Zeek TSV log (see the module docstring)."""
+def read_zeek_tsv(name: str, stream: Iterable[bytes], stats: ReadStats, *, header: Iterable[bytes] = (),
+                  first_line: int = 1) -> Iterator[Event]:
+    """Yield events from a Zeek TSV log (see the module docstring).
+
+    A follower (:mod:`scmwatch.live`) reads a growing log in pieces: it passes the ``#`` header
+    lines read before and the line number of the piece's first line.
+    """
     problem = _Problems(name, stats)
     tsv = _TsvFile(zeek_log_type(name))
+    for raw in header:
+        tsv.header(raw.rstrip(b"\r\n"), problem, 0)
     rows = 0
-    for lineno, raw in enumerate(stream, 1):
+    for lineno, raw in enumerate(stream, first_line):
         stats.bytes += len(raw)
         line = raw.rstrip(b"\r\n")
         if not line:
@@ -265,5 +272,5 @@ def read_zeek_tsv(name: str, stream: BinaryIO, stats: ReadStats) -> Iterator[Eve
             problem("zeek", trouble, lineno)
         stats.events += 1
         yield Event(fields, name, lineno, "zeek")
-    if not rows:
+    if not rows and first_line == 1:
         stats.error(name, "empty", "Zeek log with a header and no rows")

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from scmwatch.live.httpserver import MAX_HEAD, Request, Response, serve_connection
+from scmwatch.live.httpserver import MAX_HEAD, Request, Response, error_body, serve_connection
 
 
 @dataclass(slots=True)
@@ -56,7 +56,11 @@ FAMILIES = {f.name: f for f in (
     Family("scmwatch_late_events_total", "counter", "Events older than the watermark minus --lateness"),
     Family("scmwatch_read_errors_total", "counter", "Records that could not be read, by kind"),
     Family("scmwatch_state_bytes", "gauge", "Size of the state directory's checkpoint files"),
-    Family("scmwatch_watermark_seconds", "gauge", "Event-time watermark (Unix time)"),
+    Family("scmwatch_source_idle_seconds", "gauge", "Seconds since a source last had new data"),
+    Family("scmwatch_alerts_replayed_total", "counter", "Alerts produced again after a restart, not re-sent"),
+    Family("scmwatch_alerts_filtered_total", "counter", "Alerts the triage filters removed"),
+    Family("scmwatch_watermark_held", "gauge", "Correlation candidates held behind the watermark"),
+    Family("scmwatch_checkpoints_total", "counter", "Checkpoints written"),
     Family("scmwatch_listen_lines_total", "counter", "Lines received by a listener, by outcome"),
     Family("scmwatch_listen_requests_total", "counter", "HTTP requests / TCP reads carrying lines"),
     Family("scmwatch_listen_refused_total", "counter", "HTTP requests refused, by status"),
@@ -135,6 +139,36 @@ def json_snapshot(samples: list[Sample]) -> dict[str, Any]:
     return out
 
 
+_WATCHER_KEYS = (
+    ("events", "scmwatch_events_total"), ("events_per_second", "scmwatch_events_per_second"),
+    ("alerts", "scmwatch_alerts_total"), ("alerts_replayed", "scmwatch_alerts_replayed_total"),
+    ("alerts_filtered", "scmwatch_alerts_filtered_total"), ("late_events", "scmwatch_late_events_total"),
+    ("state_bytes", "scmwatch_state_bytes"), ("watermark_held", "scmwatch_watermark_held"),
+    ("checkpoints", "scmwatch_checkpoints_total"), ("uptime_seconds", "scmwatch_uptime_seconds"),
+)
+_SOURCE_KEYS = (
+    ("events", "scmwatch_source_events_total"), ("lag_bytes", "scmwatch_source_lag_bytes"),
+    ("lag_seconds", "scmwatch_source_lag_seconds"), ("idle_seconds", "scmwatch_source_idle_seconds"),
+)
+
+
+def watcher_samples(m: dict[str, Any]) -> list[Sample]:
+    """The watcher's JSON-able snapshot (``Watcher.metrics()``) as samples; a key the snapshot
+    lacks is left out rather than failing the scrape."""
+    out: list[Sample] = []
+    for key, name in _WATCHER_KEYS:
+        if isinstance(m.get(key), int | float):
+            out.append(Sample(name, m[key]))
+    for kind, n in sorted((m.get("errors") or {}).items()):
+        out.append(Sample("scmwatch_read_errors_total", n, {"kind": str(kind)}))
+    for src in m.get("sources") or ():
+        lab = {"source": str(src.get("name")), "kind": str(src.get("kind"))}
+        for key, name in _SOURCE_KEYS:
+            if isinstance(src.get(key), int | float):
+                out.append(Sample(name, src[key], lab))
+    return out
+
+
 class MetricsEndpoint:
     """The HTTP side: serve ``registry`` on (host, port) on a running asyncio loop."""
 
@@ -160,7 +194,10 @@ class MetricsEndpoint:
         if req.path not in ("/metrics", "/metrics.json"):
             return Response(404, b'{"error":"GET /metrics or /metrics.json"}')
         self.scrapes += 1
-        samples = self.registry.collect()
+        try:
+            samples = self.registry.collect()
+        except Exception as exc:  # noqa: BLE001 - a broken collector must not take the endpoint down
+            return Response(500, error_body(f"collecting metrics failed: {type(exc).__name__}"))
         if wants_json:
             return Response(200, orjson.dumps(json_snapshot(samples)))
         return Response(200, prometheus_text(samples).encode(),
