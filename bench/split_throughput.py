@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import struct
 import subprocess
@@ -32,10 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import evtx
+
 from common import ATTACK_SAMPLES, evtx_files
 from scmwatch.events.evtx_reader import CHUNK_SIZE, HEADER_SIZE
 from scmwatch.events.model import ReadStats
-from scmwatch.events.read import discover
+from scmwatch.events.ranges import _ChunkView, split_file
+from scmwatch.events.read import InputFile, discover
 from scmwatch.hunt import HuntContext, hunt_unit
 from scmwatch.rules import PACK_DIR
 from scmwatch.sigma import load_rules
@@ -46,22 +50,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import evtxbuild  # noqa: E402
 
 
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def hunt(args: list[str], summary: Path) -> tuple[float, dict]:
-    """``scmwatch hunt ARGS`` in a new process: (wall seconds, its summary)."""
+    """``scmwatch hunt ARGS`` in a new process: (wall seconds, its summary with ``cpu``: the user +
+    system seconds of the process and its pool workers; a LocalCluster's workers are not its
+    children and are not counted)."""
+    cpu = _cpu()
     t = time.perf_counter()
     cmd = [sys.executable, "-m", "scmwatch", "hunt", *args, "--format", "jsonl", "-o", os.devnull,
            "--summary", str(summary)]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
-    return time.perf_counter() - t, json.loads(summary.read_text())
+    wall = time.perf_counter() - t
+    out = json.loads(summary.read_text())
+    out["cpu"] = _cpu() - cpu
+    return wall, out
 
 
 def pair(a: Path, b: Path, tmp: Path) -> float:
     """Two ``--jobs 1`` hunts at once, one per half: wall seconds until both end."""
     t = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "scmwatch", "hunt", str(p), "--format", "jsonl",
-                               "-o", os.devnull], stderr=subprocess.DEVNULL) for p in (a, b)]
+    procs = [subprocess.Popen([sys.executable, "-m", "scmwatch", "hunt", str(p), "--jobs", "1", "--format",
+                               "jsonl", "-o", os.devnull], stderr=subprocess.DEVNULL) for p in (a, b)]
     for p in procs:
         p.wait()
     return time.perf_counter() - t
@@ -107,13 +122,13 @@ def big_ndjson(dest: Path, mb: int, tmp: Path) -> int:
     out = tmp / "sim"
     simulate(Options(scenarios=["all"], out=out, events=200_000, seed=5, hosts=8,
                      labels=tmp / "labels.jsonl"))
-    parts = []
+    lines: list[bytes] = []
     for p in sorted(out.rglob("*.jsonl")):
-        data = p.read_bytes()
-        if any(b'"EventID":4688' in ln and b'"ParentProcessName"' not in ln for ln in data.splitlines()):
-            continue
-        parts.append(data)
-    one = b"".join(parts)
+        data = p.read_bytes().splitlines(keepends=True)
+        if not any(b'"EventID":4688' in ln and b'"ParentProcessName"' not in ln for ln in data):
+            lines += data
+    lines.sort(key=lambda ln: ln[ln.find(b'"TimeCreated"'):][:45])  # in time order, as one export is
+    one = b"".join(lines)
     shutil.rmtree(out)
     with dest.open("wb") as fh:
         for _ in range(max(1, (mb << 20) // len(one))):
@@ -121,12 +136,12 @@ def big_ndjson(dest: Path, mb: int, tmp: Path) -> int:
     return one.count(b"\n") * max(1, (mb << 20) // len(one))
 
 
-def halves(path: Path, evtx: bool) -> tuple[Path, Path]:
+def halves(path: Path, is_evtx: bool) -> tuple[Path, Path]:
     """The file cut in two at a chunk (EVTX) or line (NDJSON) boundary, copied block by block."""
     size = path.stat().st_size
     a, b = path.with_suffix(".a" + path.suffix), path.with_suffix(".b" + path.suffix)
     with path.open("rb") as src, a.open("wb") as fa, b.open("wb") as fb:
-        if evtx:
+        if is_evtx:
             chunks = (size - HEADER_SIZE) // CHUNK_SIZE
             cut = HEADER_SIZE + chunks // 2 * CHUNK_SIZE
             fa.write(_evtx_header(chunks // 2))
@@ -146,13 +161,44 @@ def halves(path: Path, evtx: bool) -> tuple[Path, Path]:
     return a, b
 
 
-def one_file(path: Path, evtx: bool, tmp: Path) -> None:
+def _raw(source: object) -> int:
+    n = 0
+    it = evtx.PyEvtxParser(source).records_json()
+    while True:
+        try:
+            next(it)
+        except StopIteration:
+            return n
+        except RuntimeError:
+            continue
+        n += 1
+
+
+def view_cost(path: Path) -> None:
+    """The raw parse of the file through its path vs through the chunk-range views of 8 ranges."""
+    t = time.perf_counter()
+    whole = _raw(str(path))
+    t_path = time.perf_counter() - t
+    t = time.perf_counter()
+    parts = 0
+    for r in split_file(InputFile(str(path), str(path)), 8, 1) or []:
+        view = _ChunkView(r)
+        parts += _raw(view)
+        view.close()
+    t_views = time.perf_counter() - t
+    print(f"  raw parse: path {t_path:.2f} s, 8 chunk-range views {t_views:.2f} s (x{t_views / t_path:.2f}), "
+          f"{whole:,} / {parts:,} records")
+
+
+def one_file(path: Path, is_evtx: bool, tmp: Path) -> None:
     s = tmp / "s.json"
     size = path.stat().st_size
+    if is_evtx:
+        view_cost(path)
     t1, s1 = hunt([str(path), "--jobs", "1"], s)
     t2, s2 = hunt([str(path), "--jobs", "2"], s)
     tc, sc = hunt([str(path), "--cluster", "local:2"], s)
-    a, b = halves(path, evtx)
+    a, b = halves(path, is_evtx)
     tp = pair(a, b, tmp)
     a.unlink()
     b.unlink()
@@ -160,9 +206,9 @@ def one_file(path: Path, evtx: bool, tmp: Path) -> None:
     print(f"  {size / 1e6:,.0f} MB, {s1['events']:,} events, {s1['alerts']:,} alerts "
           f"(same in all runs: {ok})")
     print(f"  --jobs 1          {t1:7.2f} s   hunt phase {s1['seconds']:.2f} s   "
-          f"{s1['events'] / t1:,.0f} ev/s")
+          f"{s1['events'] / t1:,.0f} ev/s   CPU {s1['cpu']:.2f} s")
     print(f"  --jobs 2          {t2:7.2f} s   hunt phase {s2['seconds']:.2f} s   x{t1 / t2:.2f}   "
-          f"parallelism {s2['parallelism']}")
+          f"CPU {s2['cpu']:.2f} s (x{s2['cpu'] / s1['cpu']:.2f})   parallelism {s2['parallelism']}")
     print(f"  --cluster local:2 {tc:7.2f} s   hunt phase {sc['seconds']:.2f} s   x{t1 / tc:.2f}   "
           f"parallelism {sc['parallelism']}")
     print(f"  ceiling: 2 x --jobs 1 on halves at once {tp:.2f} s   x{t1 / tp:.2f}   "

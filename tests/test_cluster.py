@@ -175,3 +175,35 @@ def test_cluster_splits_one_large_evtx_by_chunk_ranges(cluster, pack, tmp_path):
     par = remote.summary["parallelism"]
     assert par["ranges"] == 8 and par["files_reread_whole"] == 0
     assert remote.summary["errors"] == local.summary["errors"] == {}
+
+
+def test_a_killed_worker_during_ranges_loses_and_doubles_nothing(cluster, pack, tmp_path):
+    """A worker SIGKILLed while the ranges of one file run: its ranges rerun elsewhere, each is
+    taken once, and the alerts are the whole-file hunt's."""
+    import evtxbuild
+
+    path = tmp_path / "big.evtx"
+    path.write_bytes(evtxbuild.evtx_file(evtxbuild.service_chunks(40)))
+    rs, engine = pack
+    local = run_hunt([str(path)], rs, engine=engine)
+    mapper = cluster.map_units(cl.rule_payload([str(PACK_DIR)]))
+    killed = []
+
+    def killing(ctx, inputs, jobs, report):
+        advance = ctx.progress
+
+        def progress(nbytes, events):  # called as each range's result arrives
+            if not killed:
+                pid = cluster.worker_pids()[0]
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            advance(nbytes, events)
+
+        ctx.progress = progress
+        yield from mapper(ctx, inputs, jobs, report)
+
+    remote = run_hunt([str(path)], rs, engine=engine, map_units=killing, split_bytes=1 << 12)
+    assert killed
+    assert _alerts(remote) == _alerts(local)
+    assert remote.summary["events"] == local.summary["events"] == 2000
+    assert remote.summary["parallelism"]["files_reread_whole"] == 0

@@ -219,3 +219,22 @@ def test_summary_reports_the_parallelism_used(tmp_path: Path, pack) -> None:
                                                    "files_reread_whole": 0}
     _, s, _ = _hunt([path], pack, jobs=2, split_bytes=SMALL)
     assert s["jobs"] == 2 and s["parallelism"]["units"] == s["parallelism"]["ranges"] > 1
+
+
+def test_progress_advances_by_range_bytes(tmp_path: Path, pack, monkeypatch) -> None:
+    """The bar moves as each range is read, by the range's bytes, and reaches the file size."""
+    from scmwatch import progress
+
+    seen: list[int] = []
+    real = progress.Progress.advance
+
+    def advance(self, nbytes: int, events: int) -> None:
+        seen.append(nbytes)
+        real(self, nbytes, events)
+
+    monkeypatch.setattr(progress.Progress, "advance", advance)
+    path = tmp_path / "big.evtx"
+    path.write_bytes(evtxbuild.evtx_file(evtxbuild.service_chunks(8)))
+    _, s, _ = _hunt([path], pack, jobs=2, split_bytes=SMALL)
+    assert len(seen) == s["parallelism"]["ranges"] == 8
+    assert sum(seen) == path.stat().st_size
