@@ -11,7 +11,8 @@ Whole-process wall time of ``scmwatch hunt`` (built-in pack, alerts to /dev/null
 2. One ~``--mb`` MB NDJSON file: ``simulate all`` output in one file (repeated to the size),
    without the simulated old-Windows host, for the same reason.
 3. The ceiling: each file cut in two halves (at a chunk / line boundary), two ``--jobs 1``
-   processes on the halves at once, against one process on the whole.
+   processes on the halves at once, against one process on the whole; and ``--jobs 2`` over the
+   two halves as two files (what the pool gave before files were split).
 4. The dev corpus x20 (symlinks): ``--jobs 1``, ``--jobs 2``, ``--cluster local:2``.
 
 Inputs go under ``--tmp`` and are deleted at the end. The machine is shared: run it rarely.
@@ -200,6 +201,7 @@ def one_file(path: Path, is_evtx: bool, tmp: Path) -> None:
     tc, sc = hunt([str(path), "--cluster", "local:2"], s)
     a, b = halves(path, is_evtx)
     tp = pair(a, b, tmp)
+    th, sh = hunt([str(a), str(b), "--jobs", "2"], s)
     a.unlink()
     b.unlink()
     ok = s1["alerts"] == s2["alerts"] == sc["alerts"] and s1["events"] == s2["events"] == sc["events"]
@@ -213,6 +215,8 @@ def one_file(path: Path, is_evtx: bool, tmp: Path) -> None:
           f"parallelism {sc['parallelism']}")
     print(f"  ceiling: 2 x --jobs 1 on halves at once {tp:.2f} s   x{t1 / tp:.2f}   "
           f"(--jobs 2 reaches {tp / t2:.0%} of it)")
+    print(f"  --jobs 2 on the two halves (two files, nothing split) {th:.2f} s   x{t1 / th:.2f}   "
+          f"CPU {sh['cpu']:.2f} s (x{sh['cpu'] / s1['cpu']:.2f})")
 
 
 def corpus(tmp: Path, copies: int) -> None:

@@ -8,8 +8,10 @@ parallel, and :func:`read_range` reads one of them with the same reader code as 
   tables), so a range is the file header plus chunks ``[start, end)``, handed to the ``evtx``
   parser as one seekable file (:class:`_ChunkView`). The parser (``PyEvtxParser``) has no
   chunk-range API; it takes any file-like object and counts chunks from the stream length, so
-  the view is exact and costs no copy: measured on a 206 MB file, the raw parse through 8 views
-  took 0.98-0.99 x the time through the path (through a copy in memory: 1.4 x). Records keep
+  the view is exact and costs no copy. Measured (bench/split_throughput.py), the raw parse
+  through 8 views takes 0.98-1.28 x the time through the path (the parser calls back into
+  Python 4-5 times per chunk; a copy of each range in memory instead: 1.4 x), a few per cent
+  of a hunt, whose matching costs 4-6 x the raw parse. Records keep
   their record ids, which are in the records themselves. The view's header says how many of
   the file's declared chunks it holds, so a preallocated (zeroed) tail is judged exactly as in
   the whole file.
