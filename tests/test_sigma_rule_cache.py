@@ -114,3 +114,87 @@ def test_concurrent_writers_leave_one_good_entry(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-c", code, str(rules)], env=env, text=True,
                                      capture_output=True, timeout=120)
     assert again.stdout == "2 1\n"  # read from the entry they left
+
+
+def _state(rs) -> tuple:
+    """Everything a rule set says about its rules, without predicates."""
+    return ([(r.id, r.title, r.level, r.path, r.sources, r.flags, r.detection_fields,
+              [(u.source, u.keys, u.literals, u.literal_fields, u.order) for u in r.units])
+             for r in rs.rules],
+            [(c.title, str(c.type)) for c in rs.correlations], rs.rejected, rs.warnings,
+            [(r.id, why) for r, why in rs.not_run], rs.files)
+
+
+def test_cached_rule_set_equals_a_fresh_one_and_matches_alike(tmp_path: Path, monkeypatch) -> None:
+    from scmwatch.packtest import fixture_event, fixture_file_for, load_fixtures
+    from scmwatch.rules import PACK_DIR, pack_paths
+    from scmwatch.sigma import Engine
+
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", "")
+    fresh = load_rules(PACK_DIR)
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    load_rules(PACK_DIR)  # writes the entry
+    cached = load_rules(PACK_DIR)
+    assert all("sigma" not in r.__dict__ for r in cached.rules)  # nothing compiled yet
+    assert cached.correlations and _state(cached) == _state(fresh)
+    fixtures = [f for f in (fixture_file_for(Path(p)) for p in pack_paths()) if f.exists()]
+    events = [fixture_event(obj, str(f), n) for f in fixtures for n, obj in load_fixtures(f)[0]]
+    assert len(events) > 50
+    a, b = Engine(fresh), Engine(cached)
+    got = [[r.id for r in b.match(ev)] for ev in events]
+    assert got == [[r.id for r in a.match(ev)] for ev in events]
+    assert sum(map(len, got)) > 20
+    assert [r.sigma.title for r in cached.rules] == [r.title for r in fresh.rules]
+
+
+def test_only_the_buckets_the_input_has_are_compiled(tmp_path: Path, monkeypatch) -> None:
+    from scmwatch.events.model import Event
+    from scmwatch.sigma import Engine
+
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    proc_rule = RULE.format(n=3, needle="x").replace("service: system", "category: process_creation")
+    (rules / "proc.yml").write_text(proc_rule.replace("EventID: 7045\n    ImagePath", "Image"))
+    load_rules(rules)
+    rs = load_rules(rules)
+    engine = Engine(rs)
+    ev = Event({"Channel": "System", "EventID": 7045, "ImagePath": r"C:\Windows\PSEXESVC.exe"},
+               "t", 1, "json")
+    assert [r.title for r in engine.match(ev)] == ["Service installed 1"]
+    compiled = sorted(r.title for r in rs.rules if "sigma" in r.__dict__)
+    assert compiled == ["Service installed 1", "Service installed 2"]  # not the process_creation rule
+    sysmon = "Microsoft-Windows-Sysmon/Operational"
+    proc = Event({"Channel": sysmon, "EventID": 1, "Image": r"c:\x.exe"}, "t", 2, "json")
+    assert [r.title for r in engine.match(proc)] == ["Service installed 3"]
+
+
+def test_placeholder_values_are_part_of_the_key(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    (rules / "a.yml").write_text(RULE.format(n=1, needle="psexesvc").replace("contains: 'psexesvc'",
+                                                                              "expand: '%evil%'"))
+    for value, hit, miss in (("*psexesvc.exe", r"c:\windows\psexesvc.exe", r"c:\x\other.exe"),
+                             ("*other.exe", r"c:\x\other.exe", r"c:\windows\psexesvc.exe")):
+        for _ in range(2):  # the second load comes from the entry made for these values
+            rs = load_rules(rules, placeholders={"evil": [value]})
+            assert _fires(rs, hit) == ["Service installed 1"] and _fires(rs, miss) == []
+    assert len(_entries(tmp_path / "c")) == 2
+
+
+def test_altered_rule_part_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    load_rules(rules)
+    (entry,) = _entries(tmp_path / "c")
+    data = bytearray(entry.read_bytes())
+    data[-10] ^= 0xFF  # inside the pickled pySigma rules: the checksum catches it
+    entry.write_bytes(bytes(data))
+    assert _fires(load_rules(rules), r"c:\windows\psexesvc.exe") == ["Service installed 1"]
+    assert entry.read_bytes() != bytes(data)
+
+
+def test_rule_source_that_fails_loads_the_files_again(tmp_path: Path) -> None:
+    rules = _rules(tmp_path / "r")
+    source = cache.RuleSource(memoryview(b"not a pickle"), [0, 5, 12], [str(rules)], {})
+    rule, path, trees = source.rule(1)
+    assert rule.title == "Service installed 2" and path.endswith("b.yml") and trees
