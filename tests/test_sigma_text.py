@@ -45,3 +45,22 @@ def test_c_text_equals_python_text(fields, names) -> None:
     assert index.prefilter_text(fields, names) == expected
     if all(isinstance(v, str) or v is None for v in fields.values()) and len(fields) <= 64:
         assert got is not None  # every str case is handled in C
+
+
+NON_STR = [
+    ({"A": 4688, "B": "x", "C": 2.5, "D": True}, True),  # EVTX gives ints for many Sysmon fields
+    ({"A": ["a", "B", 3, None, 1.0], "B": []}, True),
+    ({"A": {"nested": "Obj"}, "B": "ÄÖ", "C": 7}, True),
+    ({"A": [str(i) for i in range(300)]}, False),  # more pieces than the C buffer holds: Python
+]
+
+
+@pytest.mark.parametrize(("fields", "in_c"), NON_STR)
+def test_c_text_takes_non_str_values_too(fields, in_c) -> None:
+    if index.lower_join is None:
+        pytest.skip("the C extension was not built")
+    expected = python_text(fields, None)
+    for names in (None, tuple(fields), ("Missing", *fields)):
+        got = index.lower_join(fields, names)
+        assert got == (expected if in_c else None)
+        assert index.prefilter_text(fields, names) == expected

@@ -176,7 +176,8 @@ class Bucket:
     units: tuple[Unit, ...]
     always: tuple[int, ...]  # positions of units evaluated on every event of this key
     scan: Callable[[str], list[int]] | None  # lower-cased text -> literal ids
-    lit_units: tuple[tuple[int, ...], ...]  # literal id -> gate ids (unit position * GATE_SLOTS + k)
+    # literal id -> gate ids (unit position * GATE_SLOTS + k); unit positions when single_gate
+    lit_units: tuple[tuple[int, ...], ...]
     empty: bool
     text_fields: tuple[str, ...] | None = None  # fields scanned by the prefilter; None: all
     upgrade_in: int = -1  # scans left before switching to Hyperscan; -1: final scanner
@@ -290,8 +291,13 @@ class Engine:
                     else:
                         self._scanners[key] = scan
         text_fields = tuple(sorted(fields)) if fields is not None and len(fields) <= MAX_TEXT_FIELDS else None
-        return Bucket(units, tuple(always), scan, tuple(tuple(sorted(set(by_lit[x]))) for x in lits), False,
-                      text_fields=text_fields, need=tuple(need), single_gate=max(need, default=0) <= 1,
+        single_gate = max(need, default=0) <= 1
+        if single_gate:  # gate id = position * GATE_SLOTS: store positions, no shift per event
+            lit_units = tuple(tuple(sorted({g >> GATE_BITS for g in by_lit[x]})) for x in lits)
+        else:
+            lit_units = tuple(tuple(sorted(set(by_lit[x]))) for x in lits)
+        return Bucket(units, tuple(always), scan, lit_units, False,
+                      text_fields=text_fields, need=tuple(need), single_gate=single_gate,
                       upgrade_in=upgrade_in, literals=tuple(lits), preds=tuple(u.pred for u in units),
                       rules=tuple(u.rule for u in units))
 
@@ -324,13 +330,15 @@ class Engine:
                 b.upgrade_in -= 1
                 if b.upgrade_in < 0:
                     self._upgrade(b)
-            gates: set[int] = set()
             lit_units = b.lit_units
-            for i in b.scan(text):
-                gates.update(lit_units[i])
             if b.single_gate:
-                cand = {g >> GATE_BITS for g in gates}
+                cand = set()
+                for i in b.scan(text):
+                    cand.update(lit_units[i])
             else:
+                gates: set[int] = set()
+                for i in b.scan(text):
+                    gates.update(lit_units[i])
                 counts: dict[int, int] = {}
                 for g in gates:
                     u = g >> GATE_BITS
