@@ -198,3 +198,16 @@ def test_rule_source_that_fails_loads_the_files_again(tmp_path: Path) -> None:
     source = cache.RuleSource(memoryview(b"not a pickle"), [0, 5, 12], [str(rules)], {})
     rule, path, trees = source.rule(1)
     assert rule.title == "Service installed 2" and path.endswith("b.yml") and trees
+
+
+def test_only_the_most_recently_used_entries_are_kept(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    load_rules(rules)
+    (first,) = _entries(tmp_path / "c")
+    for n in range(cache.KEEP + 2):
+        os.utime(first, ns=(10**19, first.stat().st_mtime_ns))  # used after any new entry
+        _rules(rules, needle=f"edit{n}")
+        assert _fires(load_rules(rules), rf"c:\x\edit{n}.exe") == ["Service installed 1"]
+    kept = _entries(tmp_path / "c")
+    assert len(kept) == cache.KEEP and first in kept

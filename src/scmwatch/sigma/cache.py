@@ -20,7 +20,8 @@ placeholder values, the paths as given and every rule file's path and SHA-256 of
 + ``os.replace``), so concurrent writers never leave half a file; the rule part is checked
 against a SHA-256 in the header, so an entry that is truncated or altered is rebuilt from the
 files and rewritten; a cache directory that cannot be written is ignored. Only files owned by
-the current user are trusted (a pickle runs code when loaded).
+the current user are trusted (a pickle runs code when loaded). The KEEP most recently used
+entries are kept, older ones removed when a new one is written.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import pickle
 import struct
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -44,6 +46,7 @@ from scmwatch.sigma.load import LoadedSigma, load_sigma, rule_files
 
 FORMAT = b"scmwatch-rules-2\n"
 HEADER = struct.Struct("<Q32s")  # skeleton length, SHA-256 of the rule part
+KEEP = 8  # entries kept, most recently used first (all of SigmaHQ: ~19 MB each)
 
 
 def cache_root() -> str | None:
@@ -155,6 +158,11 @@ def read_entry(key: str) -> tuple[Any, RuleSource] | None:
             if os.fstat(fh.fileno()).st_uid != os.getuid():
                 return None
             data = fh.read()
+            mtime = os.fstat(fh.fileno()).st_mtime_ns
+        try:  # the access time says "recently used" (pruning keeps it); the mtime stays
+            os.utime(path, ns=(time.time_ns(), mtime))
+        except OSError:
+            pass
         if not data.startswith(FORMAT):
             return None
         skel_len, check = HEADER.unpack_from(data, len(FORMAT))
@@ -195,8 +203,28 @@ def write_entry(key: str, skeleton: Any, loaded: LoadedSigma, paths: list[str | 
             fh.write(rules)
         os.replace(tmp, os.path.join(cache, key + ".pickle"))  # atomic: readers see old or new
         tmp = None
+        _prune(cache)
     except (OSError, pickle.PicklingError, RecursionError, TypeError, AttributeError):
         pass
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _prune(cache: str) -> None:
+    """Keep the KEEP most recently used entries: every edit of a rule file, every new rule set
+    and every upgrade makes a new one. An entry removed under a concurrent reader is only a
+    miss for it (an open file stays readable)."""
+    entries = []
+    with os.scandir(cache) as it:
+        for e in it:
+            if e.name.endswith(".pickle"):
+                try:
+                    entries.append((e.stat().st_atime_ns, e.path))
+                except OSError:
+                    continue
+    for _, path in sorted(entries, reverse=True)[KEEP:]:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
