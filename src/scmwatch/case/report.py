@@ -112,14 +112,7 @@ def gather(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX
     counts, by_level, triage = summary(con)
     total = counts["alerts"]
     timeline = alert_timeline(con, buckets)
-    hosts_m = [r[0] for r in q(
-        "SELECT host_key FROM alerts WHERE host_key IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT ?",
-        [MATRIX_HOSTS]).fetchall()]
-    rules_m = [(r[0], r[1]) for r in q(
-        "SELECT rule_id, any_value(title) FROM alerts GROUP BY 1 "
-        "ORDER BY max(level_rank) DESC, count(*) DESC, 1 LIMIT ?", [MATRIX_RULES]).fetchall()]
-    matrix = {(r, h): n for r, h, n in q(
-        "SELECT rule_id, host_key, count(*) FROM alerts WHERE host_key IS NOT NULL GROUP BY 1, 2").fetchall()}
+    hosts_m, rules_m, matrix = host_rule_matrix(con)
     edges = list(_dicts(q("SELECT * FROM lateral_edges ORDER BY alerts DESC, source_host, target_host "
                           "LIMIT ?", [MAX_EDGES])))
     names = sorted({e["source_host"] for e in edges} | {e["target_host"] for e in edges})
@@ -158,21 +151,43 @@ def gather(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX
         files_total=files_total, triage=triage)
 
 
+def host_rule_matrix(con: duckdb.DuckDBPyConnection) -> tuple[
+        list[str], list[tuple[str, str]], dict[tuple[str, str], int]]:
+    """The busiest hosts, the most severe rules (id, title) and alerts per (rule id, host)."""
+    q = con.execute
+    hosts = [r[0] for r in q(
+        "SELECT host_key FROM alerts WHERE host_key IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT ?",
+        [MATRIX_HOSTS]).fetchall()]
+    rules = [(r[0], r[1]) for r in q(
+        "SELECT rule_id, any_value(title) FROM alerts GROUP BY 1 "
+        "ORDER BY max(level_rank) DESC, count(*) DESC, 1 LIMIT ?", [MATRIX_RULES]).fetchall()]
+    matrix = {(r, h): n for r, h, n in q(
+        "SELECT rule_id, host_key, count(*) FROM alerts WHERE host_key IS NOT NULL GROUP BY 1, 2").fetchall()}
+    return hosts, rules, matrix
+
+
 def alert_timeline(con: duckdb.DuckDBPyConnection, buckets: int) -> list[tuple[datetime, dict[str, int]]]:
-    """Alerts per time bucket and level: ``buckets`` equal slices of first..last alert time."""
-    lo, hi = con.execute("SELECT min(time), max(time) FROM alerts").fetchone()
+    """Alerts per time bucket and level: ``buckets`` equal slices of first..last alert time.
+    Slices are whole microseconds wide, so bucket ``i`` is exactly ``[start_i, start_i+1)`` and
+    a link can ask the alert list for just its alerts."""
+    lo, hi = con.execute("SELECT min(time), max(time) FROM alert_rows").fetchone()
     if lo is None:
         return []
-    span = max((hi - lo).total_seconds(), 1.0)
-    width = span / buckets
+    width = bucket_width(lo, hi, buckets)
     rows = con.execute(
-        "SELECT least(CAST(floor(epoch_us(time - ?::TIMESTAMP) / 1e6 / ?) AS INTEGER), ?) AS b, level, "
-        "count(*) FROM alerts WHERE time IS NOT NULL GROUP BY 1, 2", [lo, width, buckets - 1]).fetchall()
+        "SELECT (epoch_us(time) - epoch_us(?::TIMESTAMP)) // ? AS b, level, count(*) FROM alert_rows "
+        "WHERE time IS NOT NULL GROUP BY 1, 2", [lo, width]).fetchall()
     out: list[tuple[datetime, dict[str, int]]] = [
-        (lo + timedelta(seconds=i * width), {}) for i in range(buckets)]
+        (lo + timedelta(microseconds=i * width), {}) for i in range(buckets)]
     for b, level, n in rows:
         out[b][1][level] = n
     return out
+
+
+def bucket_width(lo: datetime, hi: datetime, buckets: int) -> int:
+    """Microseconds per bucket such that ``buckets`` of them cover ``lo..hi`` inclusive."""
+    span = int((hi - lo) / timedelta(microseconds=1))
+    return span // buckets + 1
 
 
 def _attach_evidence(con: duckdb.DuckDBPyConnection, alerts: list[dict[str, Any]], limit: int) -> None:

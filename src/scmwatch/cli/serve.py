@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import ipaddress
 import os
 import secrets
 import sys
@@ -27,6 +28,19 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def exposure_warning(host: str) -> str | None:
+    """Why binding ``host`` exposes the case (``None`` for a loopback address or ``localhost``)."""
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return None
+    every = " (every interface)" if host.strip("[]") in ("0.0.0.0", "::") else ""
+    return (f"serving on {terminal(host)}{every}, not loopback: anyone who can reach it and learns the "
+            "URL can read and triage this case")
+
+
 def run(args: argparse.Namespace) -> int:
     if case_modules() is None:
         return 2
@@ -48,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     except CaseError as exc:
         print(f"scmwatch: {terminal(args.case)}: {exc}", file=sys.stderr)
         return 1
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"scmwatch: warning: serving on {terminal(args.host)}, not loopback: anyone who can reach "
-              "it and learns the URL can read and triage this case", file=sys.stderr)
+    warning = exposure_warning(args.host)
+    if warning:
+        print(f"scmwatch: warning: {warning}", file=sys.stderr)
     token = secrets.token_urlsafe(32)
     config = uvicorn.Config(create_app(os.path.abspath(args.case), token), host=args.host,
                             port=args.port, log_level="warning", access_log=False)

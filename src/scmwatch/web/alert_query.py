@@ -7,10 +7,10 @@ have to sort everything before it. The position shown ("401-500 of N") is a coun
 before the page's first row, one more scan without sorting.
 
 The filter names are the console's link vocabulary (other pages link to the list with them):
-``level``, ``rule`` (rule id), ``tag`` (a tag, or a technique such as ``T1569.002``), ``host``
-(short or full name), ``status``, ``from``/``to`` (UTC, ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS]``;
-a date alone in ``to`` means to the end of that day), ``q`` (text in the title or in any field
-of any evidence event, case-insensitive).
+``level``, ``rule`` (rule id), ``kind`` (``event`` or ``correlation``), ``tag`` (a tag, or a
+technique such as ``T1569.002``), ``host`` (short or full name), ``status``, ``from``/``to``
+(UTC, ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM[:SS]``; a date alone in ``to`` means to the end of
+that day), ``q`` (text in the title or in any field of any evidence event, case-insensitive).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import orjson
 
 from scmwatch.correlate.links import short_host
 
-FILTER_KEYS = ("level", "rule", "tag", "host", "status", "from", "to", "q")
+FILTER_KEYS = ("level", "rule", "kind", "tag", "host", "status", "from", "to", "q")
 MAX_PARAM = 500
 _TECHNIQUE = re.compile(r"(?i)t\d{4}(\.\d{3})?")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -107,6 +107,9 @@ def parse(params: Mapping[str, str], statuses: tuple[str, ...] = ()) -> Query:
     if chosen["rule"]:
         where.append("rule_id = ?")
         args.append(chosen["rule"])
+    if chosen["kind"]:
+        where.append("kind = ?")
+        args.append(chosen["kind"])
     if chosen["tag"]:
         tag = chosen["tag"].lower()
         if _TECHNIQUE.fullmatch(tag):

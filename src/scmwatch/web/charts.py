@@ -163,3 +163,53 @@ def heat(n: int, peak: int) -> int:
     if n <= 0 or peak <= 0:
         return 0
     return 1 + min(4, int(4 * math.log1p(n) / math.log1p(peak)))
+
+
+@dataclass
+class Tick:
+    x: float
+    y: float
+    w: float
+    h: float
+    count: int
+    start: datetime
+
+
+@dataclass
+class Lane:
+    label: str
+    y: float
+    total: int
+    ticks: list[Tick]
+
+
+@dataclass
+class Lanes:
+    width: int
+    height: int
+    left: int
+    lanes: list[Lane]
+    start: datetime | None
+    end: datetime | None
+
+
+def lanes(series: list[tuple[str, dict[int, int]]], starts: list[datetime], width: int = 900,
+          lane_h: int = 28) -> Lanes:
+    """One row per kind of activity on a shared time axis: per time bucket a bar whose height
+    grows with the log of its count, so one logon storm does not hide a single service install."""
+    left, right, top = 170, 10, 6
+    plot_w = width - left - right
+    n = max(len(starts), 1)
+    bw = plot_w / n
+    peak = max((c for _, counts in series for c in counts.values()), default=0)
+    out: list[Lane] = []
+    for i, (label, counts) in enumerate(series):
+        base = top + (i + 1) * lane_h - 4
+        ticks = []
+        for b, c in sorted(counts.items()):
+            h = 3 + (lane_h - 9) * math.log1p(c) / math.log1p(peak) if peak else 0
+            ticks.append(Tick(round(left + b * bw, 1), round(base - h, 1), round(max(bw - 1, 1), 1),
+                              round(h, 1), c, starts[b]))
+        out.append(Lane(label, base, sum(counts.values()), ticks))
+    return Lanes(width, top + len(series) * lane_h + 22, left, out,
+                 starts[0] if starts else None, starts[-1] if starts else None)

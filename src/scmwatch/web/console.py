@@ -8,9 +8,14 @@ Security model (the pages show attacker-controlled strings to an analyst):
 - Every state change is a POST carrying the per-server CSRF token from the page's form; a POST
   without it gets 403 and changes nothing.
 - Every response carries a strict Content-Security-Policy (``default-src 'none'``, the one
-  stylesheet by its hash, no script at all, forms only to this origin, no framing) and
-  ``nosniff``; templates autoescape every value through the report's Jinja2 environment.
+  stylesheet by its hash, no script, forms only to this origin, no framing) and ``nosniff``;
+  the lateral-movement page alone allows the package's own script file (``script-src 'self'``,
+  never inline, never eval; ``web/pages/lateral.py``). Templates autoescape every value
+  through the report's Jinja2 environment.
 - No handler takes a path: the only file it opens is the case.
+
+The alert list and alert pages are ``web/alerts.py``; the overview, hosts, lateral-movement,
+readiness and files pages live in ``web/pages``.
 
 The case is opened per request (read-only for pages, writing only to record a decision) and
 closed again, so ``hunt --case`` can write to it between requests; while a hunt holds the
@@ -24,7 +29,6 @@ import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -36,12 +40,10 @@ from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Route
 
-from scmwatch.case.report import alert_timeline, summary
 from scmwatch.case.schema import TRIAGE_STATUSES
 from scmwatch.case.store import CaseError, open_case
-from scmwatch.web import alerts, charts
+from scmwatch.web import alerts, pages
 from scmwatch.web.render import TEMPLATES, csp_hash, environment
 
 COOKIE = "scmwatch_session"
@@ -91,16 +93,6 @@ def create_app(case_path: str, token: str) -> Starlette:
                                                  case=case_path, **context)
         return HTMLResponse(html, status_code=status)
 
-    def overview(con: duckdb.DuckDBPyConnection, request: Request) -> HTMLResponse:
-        counts, by_level, triage = summary(con)
-        hosts = [r[0] for r in con.execute(
-            "SELECT host_key, count(*) FROM alerts WHERE host_key IS NOT NULL GROUP BY 1 "
-            "ORDER BY 2 DESC, 1 LIMIT 30").fetchall()]
-        rules = con.execute("SELECT rule_id, any_value(title), count(*) FROM alerts GROUP BY 1 "
-                            "ORDER BY max(level_rank) DESC, 3 DESC, 1 LIMIT 30").fetchall()
-        return page("console_overview.html.j2", counts=counts, by_level=by_level, triage=triage,
-                    timeline=charts.timeline(alert_timeline(con, 48)), hosts=hosts, rules=rules)
-
     def reading(view: Any) -> Any:
         async def endpoint(request: Request) -> Response:
             def work() -> Response:
@@ -133,15 +125,15 @@ def create_app(case_path: str, token: str) -> Starlette:
         else:
             response = PlainTextResponse("open the URL scmwatch serve printed (it carries the access "
                                          "token)", status_code=401)
-        response.headers["Content-Security-Policy"] = policy
+        response.headers.setdefault("Content-Security-Policy", policy)
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    ctx = SimpleNamespace(page=page, reading=reading, writing=writing, csrf=csrf, policy=policy)
+    ctx = pages.Context(page=page, reading=reading, writing=writing, csrf=csrf, policy=policy)
     return Starlette(routes=[
-        Route("/", reading(overview)),
+        *pages.routes(ctx),
         *alerts.routes(ctx, lambda: case.connect(wait=EXPORT_WAIT)),
     ], middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
 
