@@ -288,14 +288,19 @@ static int close_tag(Cur *c, const unsigned char *name, Py_ssize_t len) {
     return OK;
 }
 
+/* An element named Event inside an event: the streaming parser reads every element of that
+ * name as an event of its own, so it is left to it. */
+static int is_event(const unsigned char *name, Py_ssize_t len) { return len == 5 && memcmp(name, "Event", 5) == 0; }
+
 /* A start tag at the cursor (``<`` then a name): fills e, and for a text-only element also its
- * text and end tag. ``text_only``: nested elements are refused. */
-static int read_elem(Cur *c, Elem *e, int text_only) {
+ * text and end tag. ``text_only``: nested elements are refused; ``nested``: below the event. */
+static int read_elem(Cur *c, Elem *e, int text_only, int nested) {
     if (c->i + 1 >= c->n) return MORE;
     if (c->p[c->i] != '<') return REJECT;
     c->i++;
     int rc = read_name(c, &e->name, &e->len);
     if (rc != OK) return rc;
+    if (nested && is_event(e->name, e->len)) return REJECT;
     rc = read_attrs(c, e);
     if (rc != OK) return rc;
     e->text = NULL;
@@ -336,6 +341,7 @@ static int skip_elem(Cur *c, const Elem *start) {
         c->i++;
         rc = read_name(c, &e.name, &e.len);
         if (rc != OK) return rc;
+        if (is_event(e.name, e.len)) return REJECT;
         rc = read_attrs(c, &e);
         if (rc != OK) return rc;
         if (e.empty) continue;
@@ -494,12 +500,8 @@ static int children(Cur *c, PyObject *out, const unsigned char *parent, Py_ssize
             break;
         }
         Elem e;
-        rc = read_elem(c, &e, 1);
+        rc = read_elem(c, &e, 1, 1);
         if (rc != OK) break;
-        if (e.len == 5 && memcmp(e.name, "Event", 5) == 0) {
-            rc = REJECT; /* a nested <Event>: the streaming parser tells it apart */
-            break;
-        }
         if ((system ? system_child(out, &e) : data_child(out, unnamed, &e)) < 0) {
             rc = FAIL;
             break;
@@ -523,7 +525,7 @@ static int is_name(const Elem *e, const char *s) {
 
 static int event(Cur *c, PyObject *out) {
     Elem ev;
-    int rc = read_elem(c, &ev, 0);
+    int rc = read_elem(c, &ev, 0, 0);
     if (rc != OK) return rc;
     if (!is_name(&ev, "Event") || ev.empty) return REJECT;
     for (;;) {
@@ -532,7 +534,7 @@ static int event(Cur *c, PyObject *out) {
         if (c->p[c->i] != '<') return REJECT;
         if (c->p[c->i + 1] == '/') return close_tag(c, (const unsigned char *)"Event", 5);
         Elem part;
-        rc = read_elem(c, &part, 0);
+        rc = read_elem(c, &part, 0, 1);
         if (rc != OK) return rc;
         if (part.empty) continue;
         if (is_name(&part, "System")) rc = children(c, out, part.name, part.len, 1);
@@ -547,7 +549,7 @@ static int event(Cur *c, PyObject *out) {
                     break;
                 }
                 Elem wrapper;
-                rc = read_elem(c, &wrapper, 0);
+                rc = read_elem(c, &wrapper, 0, 1);
                 if (rc != OK) return rc;
                 if (wrapper.empty) continue;
                 rc = children(c, out, wrapper.name, wrapper.len, 0);
