@@ -238,3 +238,19 @@ def test_case_gets_every_alert_once_across_a_kill(tmp_path):
         con.close()
     assert len(rows) == len({r[0] for r in rows}) == 8
     assert {r[0] for r in rows} == {a["alert_id"] for a in _alerts(tmp_path)}
+
+
+def test_a_deleted_file_read_to_its_end_is_dropped(tmp_path):
+    from scmwatch.live.sources import Sources
+
+    (tmp_path / "000000000001.ndjson").write_bytes(_line("a", 1))
+    sources = Sources([str(tmp_path)], settle=0.0)
+    sources.start(None)
+    src, batch = sources.poll()
+    src.commit(batch, 1)
+    assert sources.poll() is None
+    (tmp_path / "000000000001.ndjson").unlink()  # a spool segment pruned
+    sources.scan(force=True)
+    assert sources.followers == {}
+    assert sources.positions()["positions"] == []
+    sources.close()

@@ -148,6 +148,7 @@ class FileFollower:
         self.fd: int | None = None
         self.retired: list[tuple[int, Position]] = []  # old generations read to their end
         self.finished: list[Position] = []  # generations left behind, for the history to collect
+        self._retired_growth: dict[int, float] = {}  # retired sid -> when it last gave a batch
         self.size = 0  # last size seen
         self.last_data = time.monotonic()  # when bytes last arrived (idle detection)
         self.newest = 0.0  # newest event time read
@@ -208,14 +209,20 @@ class FileFollower:
 
     def poll(self, notes: list[str], settle: float) -> Batch | None:
         """The next batch, or None when there is nothing complete to read now."""
-        while self.retired:  # rotated-away generations first: older data
-            fd, p = self.retired[0]
+        now = time.monotonic()
+        for fd, p in list(self.retired):  # rotated-away generations first: older data
             b = self._read(fd, p, notes, final=True)
             if b is not None:
+                self._retired_growth[p.sid] = now
                 return b
+            # the writer may still append to the renamed file until it reopens (logrotate's
+            # postrotate signal): read on until it has been quiet for ``settle`` seconds
+            if now - self._retired_growth.setdefault(p.sid, now) < settle:
+                continue
             os.close(fd)
             p.done = True
-            self.retired.pop(0)
+            self.retired.remove((fd, p))
+            self._retired_growth.pop(p.sid, None)
             self.finished.append(p)
         if self.fd is None:
             self.open(notes)
@@ -360,6 +367,19 @@ class FileFollower:
 
     def lag_bytes(self) -> int:
         return max(0, self.size - self.pos.offset) if not (self.whole or self.unreadable) else 0
+
+    def gone(self, settle: float) -> bool:
+        """Deleted after it was read to its end (a spool segment pruned, an old rotation
+        removed) and quiet for ``settle`` seconds: nothing more can come from it."""
+        if self.fd is None or self.retired or self.pending() or time.monotonic() - self.last_data < settle:
+            return False
+        try:
+            os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return False
 
     def close(self) -> None:
         for fd, _ in self.retired:
@@ -555,6 +575,13 @@ class Sources:
         if not force and now - self._last_scan < 1.0:
             return
         self._last_scan = now
+        for path, f in list(self.followers.items()):
+            if path not in self.paths and f.gone(self.settle):
+                f.close()
+                f.pos.done = True
+                self.history.append(f.pos)
+                del self.followers[path]
+        del self.history[:-HISTORY]
         known: set[tuple[int, int]] = set()
         live: list[Position] = []
         for f in self.followers.values():
