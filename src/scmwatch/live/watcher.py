@@ -16,8 +16,8 @@ than that are counted as late, not correlated.
 
 Process lineage (``events.enrich``): each source keeps its own enricher across batches, so a
 parent process is found wherever the batch boundaries fall; what one source cannot resolve is
-decided at once against every source's Service Control Manager facts seen so far (the merge
-step of a hunt sees all of them, including later ones; this is the one difference).
+held until the watermark passes its time, then decided against every source's Service Control
+Manager facts seen so far (the merge step of a hunt sees all of them, including later ones).
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from scmwatch.spill import read_stream
 # Candidates the watermark merge holds at most (a lagging source that is not idle): beyond it
 # the oldest is released early and counted, as the correlator's reorder buffer does.
 MAX_HELD = 50_000
+# Process creations held for the watermark at most (beyond it the oldest is decided early).
+MAX_DEFERRED = 20_000
 _HIT_KEY = itemgetter(0)  # hunt.Hit: its sort key
 _CAND_KEY = itemgetter(0, 1, 2)  # candidate records: (time_us, source, position)
 # Lines of one kind of read problem shown per source (the counts stay exact).
@@ -112,6 +114,9 @@ class Watcher:
         self.by_id = ctx.ruleset.by_id()
         self.correlator = ctx.stage.correlator if ctx.stage is not None else None
         self.merge = WatermarkMerge()
+        # process creations whose parent no source could tell yet: (time, seq, hunt.Deferred)
+        self.deferred: list[tuple] = []
+        self._seq = 0
         self.enrichers: dict[int, Enricher] = {}
         self.lineage = LineageTable(max_pids=1 << 20)
         self.generations: dict[str, int] = {}  # source name -> rotation generation (alert identity)
@@ -143,6 +148,8 @@ class Watcher:
             if self.correlator is not None and saved.get("correlator") is not None:
                 self.correlator = saved["correlator"]
             self.merge = saved.get("merge") or self.merge
+            self.deferred = saved.get("deferred", [])
+            self._seq = saved.get("deferred_seq", 0)
             self.enrichers = saved.get("enrichers", {})
             self.lineage = saved.get("lineage") or self.lineage
             self.generations = saved.get("generations", {})
@@ -192,6 +199,7 @@ class Watcher:
 
     def finish(self) -> None:
         """End of input: release everything held and close every correlation window."""
+        self._resolve(float("inf"))
         if self.correlator is not None:
             for rec in self.merge.release(float("inf")):
                 self._correlate(rec)
@@ -234,13 +242,8 @@ class Watcher:
             os.unlink(p)
         cands.extend(r.cand_mem)
         for d in r.deferred:
-            if self.lineage.image(d.host, d.pid, d.time) == SERVICES_EXE:
-                hits.extend(d.hits)
-                cand = d.cand_scm
-            else:
-                cand = d.cand_plain
-            if cand is not None:
-                cands.append(cand)
+            self._seq += 1
+            heapq.heappush(self.deferred, (d.time, self._seq, d))
         hits.sort(key=_HIT_KEY)
         for alert in alerts_from_hits(hits, self.by_id):
             self._emit(alert)
@@ -274,17 +277,43 @@ class Watcher:
         return min(marks) * 1e6 if marks else float("inf")
 
     def _release(self) -> None:
+        mark = self.watermark()
+        self._resolve(mark)
         if self.correlator is None:
             return
-        for rec in self.merge.release(self.watermark()):
+        for rec in self.merge.release(mark):
             self._correlate(rec)
+
+    def _resolve(self, mark: float) -> None:
+        """Decide the deferred process creations the watermark (µs) has passed: by then every
+        source has given its Service Control Manager facts up to their time."""
+        held = self.deferred
+        hits: list = []
+        cands: list[tuple] = []
+        while held and (held[0][0] * 1e6 <= mark or len(held) > MAX_DEFERRED):
+            d = heapq.heappop(held)[2]
+            if self.lineage.image(d.host, d.pid, d.time) == SERVICES_EXE:
+                hits.extend(d.hits)
+                cand = d.cand_scm
+            else:
+                cand = d.cand_plain
+            if cand is not None:
+                cands.append(cand)
+        hits.sort(key=_HIT_KEY)
+        for alert in alerts_from_hits(hits, self.by_id):
+            self._emit(alert)
+        if cands and self.correlator is not None:
+            cands.sort(key=_CAND_KEY)
+            self.merge.add(cands)
 
     def _advance(self, now: float) -> None:
         """Nothing to read: release what the watermark allows; when every source is idle,
         release everything held, the reorder buffer's too (once per quiet period)."""
         if self.correlator is None:
+            self._resolve(self.watermark(now))
             return
         mark = self.watermark(now)
+        self._resolve(mark)
         for rec in self.merge.release(mark):
             self._correlate(rec)
         if mark == float("inf") and not self._flushed and len(self.correlator.buffer):
@@ -335,6 +364,8 @@ class Watcher:
             "sources": positions,
             "correlator": self.correlator,
             "merge": self.merge,
+            "deferred": self.deferred,
+            "deferred_seq": self._seq,
             "enrichers": self.enrichers,
             "lineage": self.lineage,
             "generations": self.generations,
