@@ -13,6 +13,7 @@ can land in ECS ``event.*``. Other events (Zeek) and a correlation's chain go un
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from scmwatch.alerts import LEVEL_RANK, Alert
@@ -35,9 +36,10 @@ _DROPPED = frozenset({"EventRecordID", "TimeCreated"})  # winlog.record_id, @tim
 _UNSAFE_KEY = re.compile(r"[.\x00-\x1f]+")
 
 
-def _key(name: Any) -> str:
+@lru_cache(maxsize=4096)  # field names repeat on every event of a kind
+def _key(name: str) -> str:
     """A log field name as one object key (a dot would nest it; an empty name is refused)."""
-    return _UNSAFE_KEY.sub("_", str(name)) or "_"
+    return _UNSAFE_KEY.sub("_", name) or "_"
 
 
 def _put(into: dict[str, Any], key: str, value: Any) -> None:
@@ -53,6 +55,22 @@ def _put(into: dict[str, Any], key: str, value: Any) -> None:
 
 def threat(tags: list[str]) -> dict[str, Any] | None:
     """``threat.*`` from ATT&CK tags: technique ids, sub-technique ids, tactic names."""
+    techniques, subs, tactics = _attack(tuple(str(t) for t in tags))
+    if not (techniques or tactics):
+        return None
+    out: dict[str, Any] = {"framework": "MITRE ATT&CK"}
+    if techniques:
+        out["technique"] = {"id": list(techniques)}
+        if subs:
+            out["technique"]["subtechnique"] = {"id": list(subs)}
+    if tactics:
+        out["tactic"] = {"name": list(tactics)}
+    return out
+
+
+@lru_cache(maxsize=1024)  # one tag list per rule
+def _attack(tags: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(technique ids, sub-technique ids, tactic names) of a rule's tags."""
     techniques: list[str] = []
     subs: list[str] = []
     tactics: list[str] = []
@@ -71,16 +89,7 @@ def threat(tags: list[str]) -> dict[str, Any] | None:
         name = TACTICS.get(text.removeprefix("attack.").replace("_", "-"))
         if name and name not in tactics:
             tactics.append(name)
-    if not (techniques or tactics):
-        return None
-    out: dict[str, Any] = {"framework": "MITRE ATT&CK"}
-    if techniques:
-        out["technique"] = {"id": techniques}
-        if subs:
-            out["technique"]["subtechnique"] = {"id": subs}
-    if tactics:
-        out["tactic"] = {"name": tactics}
-    return out
+    return tuple(techniques), tuple(subs), tuple(tactics)
 
 
 def ecs_document(a: Alert, rule: Any | None) -> dict[str, Any]:
@@ -126,7 +135,7 @@ def ecs_document(a: Alert, rule: Any | None) -> dict[str, Any]:
     else:
         raw: dict[str, Any] = {}
         for k, v in f.items():
-            _put(raw, _key(k), as_text(v))
+            _put(raw, _key(str(k)), as_text(v))
         custom["event"] = raw
     if a.events:
         custom["evidence"] = [
@@ -153,7 +162,7 @@ def _winlog(a: Alert) -> dict[str, Any]:
             if text is not None:
                 out[target] = text
         elif name not in _DROPPED and value is not None:
-            _put(data, _key(name), as_text(value))
+            _put(data, _key(str(name)), as_text(value))
     rid = a.event.record_id if a.event.record_id is not None else f.get("EventRecordID")
     if rid is not None:
         out["record_id"] = str(rid)

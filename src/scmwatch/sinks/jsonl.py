@@ -49,6 +49,8 @@ def as_text(value: Any) -> str | None:
     are, ``None`` as it is, everything else as its compact JSON."""
     if value is None or isinstance(value, str):
         return value
+    if type(value) is int:  # the common non-text value (EventID, record ids); a bool is not int here
+        return str(value)
     return json_line(value).decode("utf-8").rstrip("\n")
 
 
