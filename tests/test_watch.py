@@ -254,3 +254,20 @@ def test_a_deleted_file_read_to_its_end_is_dropped(tmp_path):
     assert sources.followers == {}
     assert sources.positions()["positions"] == []
     sources.close()
+
+
+def test_a_changed_tuning_file_is_refused_with_the_old_state(tmp_path):
+    """The tuning file decides which events feed correlations: the saved state belongs to it."""
+    log = tmp_path / "System.jsonl"
+    _append(log, _line("x", 1))
+    tune = tmp_path / "tune.yml"
+    tune.write_text("exclude:\n  Test service install:\n    ServiceName: [nothing*]\n")
+    first = _start(tmp_path, str(log), extra=("--tune", str(tune)))
+    try:
+        _until(tmp_path, first, 1)
+    finally:
+        _stop(first)
+    tune.write_text("exclude:\n  Test service install:\n    ServiceName: [other*]\n")
+    again = _start(tmp_path, str(log), extra=("--tune", str(tune)))
+    _, err = again.communicate(timeout=WAIT)
+    assert again.returncode != 0 and b"use another --state" in err, err

@@ -119,7 +119,7 @@ def _watch(args: argparse.Namespace, keep: Any) -> int:
 
     ruleset, rule_paths = load_ruleset(args)
     keep.with_statuses(ruleset)
-    digest = rule_payload(rule_paths, args.placeholders, min_level=args.min_level,
+    digest = rule_payload(rule_paths, args.placeholders, tune=args.tune, min_level=args.min_level,
                           lateness=args.lateness).digest
     state = StateDir(args.state)
     state.lock()

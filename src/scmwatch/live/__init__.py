@@ -42,8 +42,8 @@ What exactly-once does not cover: stdout (cannot be read back: at-least-once) an
 be replayed: at-most-once for what was read after the last checkpoint); a file rotated away
 *and deleted* while the watcher was down (the rest of it is gone; said on stderr); releases
 forced by ``--idle-timeout`` depend on wall-clock time, so around a crash they may decide a
-correlation differently than an uninterrupted run would have; a change of rules or of
-``--lateness``/``--min-level`` is refused with the old state (start over with another
+correlation differently than an uninterrupted run would have; a change of rules, of the
+``--tune`` file or of ``--lateness``/``--min-level`` is refused with the old state (start over with another
 ``--state``).
 
 Seams for other runners and delivery (network listeners, webhook, metrics):
