@@ -100,6 +100,14 @@ class Deferred(NamedTuple):
     cand_scm: tuple | None
     cand_plain: tuple | None
 
+    def decide(self, scm_parent: bool, hits: list[Hit], cands: list[tuple]) -> None:
+        """Add the version that is true (started by the SCM or not) to ``hits`` and ``cands``."""
+        if scm_parent:
+            hits.extend(self.hits)
+        cand = self.cand_scm if scm_parent else self.cand_plain
+        if cand is not None:
+            cands.append(cand)
+
 
 class CorrelationHit(NamedTuple):
     """A correlation alert as it is spilled and merged beside the hits."""
@@ -439,14 +447,9 @@ class AlertMerge:
         cands: list[tuple] = []
         resolved = 0
         for d in deferred:
-            if table is not None and table.image(d.host, d.pid, d.time) == SERVICES_EXE:
-                resolved += 1
-                hits.extend(d.hits)
-                cand = d.cand_scm
-            else:
-                cand = d.cand_plain
-            if cand is not None:
-                cands.append(cand)
+            scm = table is not None and table.image(d.host, d.pid, d.time) == SERVICES_EXE
+            resolved += scm
+            d.decide(scm, hits, cands)
         self.lineage = {
             "derived_in_units": sum(r.derived for r in results),
             "deferred": len(deferred),

@@ -292,13 +292,7 @@ class Watcher:
         cands: list[tuple] = []
         while held and (held[0][0] * 1e6 <= mark or len(held) > MAX_DEFERRED):
             d = heapq.heappop(held)[2]
-            if self.lineage.image(d.host, d.pid, d.time) == SERVICES_EXE:
-                hits.extend(d.hits)
-                cand = d.cand_scm
-            else:
-                cand = d.cand_plain
-            if cand is not None:
-                cands.append(cand)
+            d.decide(self.lineage.image(d.host, d.pid, d.time) == SERVICES_EXE, hits, cands)
         hits.sort(key=_HIT_KEY)
         for alert in alerts_from_hits(hits, self.by_id):
             self._emit(alert)
