@@ -211,3 +211,37 @@ def test_only_the_most_recently_used_entries_are_kept(tmp_path: Path, monkeypatc
         assert _fires(load_rules(rules), rf"c:\x\edit{n}.exe") == ["Service installed 1"]
     kept = _entries(tmp_path / "c")
     assert len(kept) == cache.KEEP and first in kept
+
+
+def test_lasting_frees_the_compile_garbage_and_joins_a_frozen_rule_set() -> None:
+    """A rule compiled mid-hunt (``lasting``): its cyclic garbage is collected at once, what it
+    keeps joins the frozen generation when the process froze its rule set, and the collector's
+    state is restored."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+
+    def cycle() -> weakref.ref:
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        return weakref.ref(a)
+
+    assert gc.isenabled()
+    cache.freeze_gc()
+    try:
+        frozen = gc.get_freeze_count()
+        with cache.lasting():
+            assert not gc.isenabled()
+            garbage = cycle()
+            kept = [Node() for _ in range(10)]
+        assert gc.isenabled()
+        assert garbage() is None  # collected on the way out, not left for a full collection
+        assert gc.get_freeze_count() >= frozen + len(kept)
+    finally:
+        cache.unfreeze_gc()
+    assert gc.get_freeze_count() == 0
+    with cache.lasting():  # not frozen: nothing is
+        kept = [Node() for _ in range(10)]
+    assert gc.get_freeze_count() == 0

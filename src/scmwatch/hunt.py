@@ -34,7 +34,6 @@ touches the disk. The summary's ``memory`` object reports how much was held at o
 from __future__ import annotations
 
 import contextlib
-import gc
 import multiprocessing
 import os
 import signal
@@ -56,6 +55,7 @@ from scmwatch.events.read import InputFile, discover, read_input
 from scmwatch.progress import Progress
 from scmwatch.readiness import Readiness
 from scmwatch.sigma import CompiledRule, Engine, RuleSet
+from scmwatch.sigma.cache import freeze_gc, unfreeze_gc
 from scmwatch.spill import SortedSpiller, SpillBudget, SpillDir, Stream, default_fan_in, write_merged
 from scmwatch.split import SPLIT_BYTES, replayed, split_units, unit_size
 
@@ -665,7 +665,7 @@ def run_hunt(
     copy-on-write them by touching GC headers.
     """
     spill = SpillDir(spill_dir)
-    gc.freeze()
+    freeze_gc()
     try:
         start = time.perf_counter()
         stats = ReadStats(on_error=on_error)
@@ -735,7 +735,7 @@ def run_hunt(
         summary["lineage"] = merge.lineage
         return HuntResult(collected, summary, stats, stats.exit_code, ready)
     finally:
-        gc.unfreeze()
+        unfreeze_gc()
         spill.cleanup()
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from sigma.correlations import SigmaCorrelationRule
 from sigma.rule import SigmaRule
 
-from scmwatch.sigma.cache import cache_key, cache_root, no_gc, read_entry, write_entry
+from scmwatch.sigma.cache import cache_key, cache_root, lasting, no_gc, read_entry, write_entry
 from scmwatch.sigma.compile import (
     Pred,
     compile_condition,
@@ -113,15 +113,16 @@ class CompiledRule:
         The cache key covers the compiler's source, so compiling again gives the units the
         entry describes; should a source's predicate not come out after all, the unit never
         matches and the rule says why in ``flags``."""
-        rule, path, trees = self._pysigma()
-        src = self.__dict__["_source"][0]
-        try:
-            with no_gc():
+        with lasting():
+            rule, path, trees = self._pysigma()
+            src = self.__dict__["_source"][0]
+            try:
                 fresh, _ = compile_rule(rule, path, trees, src.placeholders)
-            preds = {u.source: u.pred for u in fresh.units}
-        except Exception as exc:  # noqa: BLE001 - it compiled when the entry was made
-            preds = {}
-            self.flags.append(f"cannot compile from the rule cache: {type(exc).__name__}: {one_line(exc)}")
+                preds = {u.source: u.pred for u in fresh.units}
+            except Exception as exc:  # noqa: BLE001 - it compiled when the entry was made
+                preds = {}
+                why = f"{type(exc).__name__}: {one_line(exc)}"
+                self.flags.append(f"cannot compile from the rule cache: {why}")
         for u in self.units:
             if u.source not in preds:
                 self.flags.append(f"not run on {u.source}: its predicate did not compile from the rule cache")
