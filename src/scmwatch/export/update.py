@@ -30,8 +30,6 @@ import shutil
 import stat
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -116,6 +114,11 @@ def fetch(source: str, dest: Path, progress: Callable[[int, int | None], None] |
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source):
         if not source.startswith(("http://", "https://", "file://")):
             raise UpdateError(f"unsupported source scheme: {source.split(':', 1)[0]}")
+        # imported here: urllib.request (http.client, ssl, email) costs ~10 ms, and `hunt`
+        # imports this module for the rule-set names alone
+        import urllib.error
+        import urllib.request
+
         try:
             resp = urllib.request.urlopen(source, timeout=TIMEOUT)  # noqa: S310 (scheme checked above)
         except urllib.error.HTTPError as exc:

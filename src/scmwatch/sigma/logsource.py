@@ -34,8 +34,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sigma.pipelines.common import windows_logsource_mapping
-
 SYSMON = "Microsoft-Windows-Sysmon/Operational"
 PS_OPERATIONAL = ("Microsoft-Windows-PowerShell/Operational", "PowerShellCore/Operational")
 PS_CLASSIC = ("Windows PowerShell",)
@@ -153,6 +151,10 @@ def sources_for(logsource) -> tuple[list[SourceSpec], str | None]:
                                     fieldmap=SECURITY_4688))
         return specs, None
     if service:
+        # imported here: pySigma's pipeline package (and jinja2 under it) costs ~25 ms at every
+        # start, and a rule set from the cache never gets here
+        from sigma.pipelines.common import windows_logsource_mapping
+
         channels = windows_logsource_mapping.get(service)
         if channels is None:
             return [], f"logsource service '{service}' is not in the Windows channel mapping"

@@ -1,0 +1,70 @@
+"""A plain hunt starts without importing what it does not use: the case store (DuckDB), the
+cluster (Dask), the web console, the table renderer (Rich), the network listeners (asyncio),
+the audit and the simulator. Checked in a fresh interpreter with a warm rule cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from scmwatch.cli import COMMANDS, build_parser
+
+EVENTS = (
+    '{"Channel": "System", "EventID": 7045, "Computer": "h1", "ServiceName": "x",'
+    ' "ImagePath": "C:\\\\Windows\\\\PSEXESVC.exe", "TimeCreated": "2024-01-01T00:00:00Z"}\n'
+)
+
+# Run in a new interpreter: a hunt, then the names of the modules it imported.
+PROBE = """
+import json, sys
+from scmwatch.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+NOT_FOR_A_HUNT = ("duckdb", "dask", "distributed", "rich", "asyncio", "starlette", "uvicorn", "fsspec",
+                  "urllib.request", "importlib.metadata", "scmwatch.audit", "scmwatch.simulate",
+                  "scmwatch.live", "scmwatch.case", "scmwatch.web", "scmwatch.cluster",
+                  "scmwatch.sinks.table")
+
+
+def _hunt(tmp_path: Path, *extra: str) -> tuple[int, set[str]]:
+    events = tmp_path / "two.jsonl"
+    events.write_text(EVENTS)
+    env = dict(os.environ, SCMWATCH_CACHE_DIR=str(tmp_path / "cache"))
+    args = ["hunt", str(events), "--format", "jsonl", "-o", os.devnull, *extra]
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True,
+                         timeout=120, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    return got["code"], set(got["modules"])
+
+
+def _heavy(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in NOT_FOR_A_HUNT))
+
+
+def test_warm_hunt_imports_only_what_it_runs(tmp_path: Path) -> None:
+    _hunt(tmp_path)  # fills the rule cache
+    code, modules = _hunt(tmp_path)
+    assert code == 0
+    assert "scmwatch.hunt" in modules  # the probe does see what the hunt imported
+    assert _heavy(modules) == []
+
+
+def test_table_output_still_imports_rich(tmp_path: Path) -> None:
+    code, modules = _hunt(tmp_path, "--format", "table")
+    assert code == 0
+    assert "rich" in modules and "scmwatch.sinks.table" in modules
+
+
+def test_parser_for_one_command_or_all() -> None:
+    full = build_parser()
+    only = build_parser(["hunt", "x.evtx"])
+    names = lambda p: set(p._subparsers._group_actions[0].choices)  # noqa: E731
+    assert names(full) == set(COMMANDS)
+    assert names(only) == {"hunt"}
+    assert names(build_parser(["--help"])) == set(COMMANDS)
+    assert names(build_parser(["hnut"])) == set(COMMANDS)  # a typo gets argparse's full message
