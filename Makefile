@@ -11,6 +11,7 @@ $(BIN)/scmwatch: pyproject.toml setup.py requirements-export.txt src/scmwatch/ev
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps -r requirements-export.txt
+	$(BIN)/python -m compileall -q src >/dev/null  # as pip does for an installed package
 	@touch $@
 
 install: $(BIN)/scmwatch

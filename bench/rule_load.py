@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import SHARED, run_cli
+from common import SHARED, compile_bytecode, load_average, run_cli
 
 SIGMAHQ = SHARED / "sigmahq"
 EVENTS = (
@@ -55,6 +55,7 @@ def main() -> None:
     rules = sorted(SIGMAHQ.glob("rules*"))
     if not rules:
         sys.exit(f"no SigmaHQ rules under {SIGMAHQ}")
+    compile_bytecode()
     runs: dict[str, list[tuple[float, float, int]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         events = Path(tmp) / "two.jsonl"
@@ -74,7 +75,7 @@ def main() -> None:
     med = {k: (statistics.median(w for w, _, _ in v), statistics.median(c for _, c, _ in v),
                max(r for _, _, r in v)) for k, v in runs.items()}
     base_wall, base_cpu, _ = med["built-in pack (cached)"]
-    print(f"whole process, `scmwatch hunt <2 events>`, median of {args.repeat}:")
+    print(f"whole process, `scmwatch hunt <2 events>`, median of {args.repeat} ({load_average()}):")
     for name, (wall, cpu, rss) in med.items():
         print(f"  {name:26s} wall {wall:5.2f} s ({wall / base_wall:4.1f}x)   CPU {cpu:5.2f} s "
               f"({cpu / base_cpu:4.1f}x)   peak RSS {rss / 1024:5.0f} MiB")
