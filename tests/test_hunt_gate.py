@@ -45,9 +45,9 @@ class _Open(hunt_mod.ReadGate):
         super().__init__(everything)
 
 
-def _hunt(monkeypatch, gate_cls, paths, rules, jobs=1):
+def _hunt(monkeypatch, gate_cls, paths, rules, jobs=1, **options):
     monkeypatch.setattr(hunt_mod, "ReadGate", gate_cls)
-    res = run_hunt([str(p) for p in paths], rules, jobs=jobs)
+    res = run_hunt([str(p) for p in paths], rules, jobs=jobs, **options)
     return [a.to_dict() for a in res.alerts], res.summary
 
 
@@ -80,10 +80,35 @@ def test_gate_changes_nothing_with_sigmahq_rules(monkeypatch):
 
 
 def test_gate_leaves_text_formats_alone(monkeypatch, tmp_path: Path):
-    """JSON input is always read whole: the same alerts with or without the gate."""
+    """Flat JSON input (the simulator's) is always read whole: the same alerts with or without the gate."""
     from scmwatch.cli import main
 
     out = tmp_path / "sim"
     assert main(["simulate", "psexec", "--out", str(out), "--events", "200", "--seed", "3"]) == 0
     rules = load_rules(pack_paths())
     _same(_hunt(monkeypatch, _Counting, [out], rules), _hunt(monkeypatch, _Open, [out], rules))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_gate_changes_nothing_on_ndjson_of_evtx_records(monkeypatch, tmp_path: Path, jobs):
+    """NDJSON of evtx_dump records is gated like EVTX (the C loop): same alerts, counts and
+    readiness as reading every line whole, also when the file is split into ranges."""
+    import orjson
+
+    from paths import evtx_files, evtx_records
+
+    root = need_shared(ATTACK_SAMPLES)
+    path = tmp_path / "corpus.ndjson"
+    with open(path, "wb") as fh:
+        for f in evtx_files(root):
+            for rec in evtx_records(f):
+                fh.write(orjson.dumps(orjson.loads(rec["data"])) + b"\n")
+    rules = load_rules(pack_paths())
+    _Counting.refused = 0
+    gated = _hunt(monkeypatch, _Counting, [path], rules, jobs, split_bytes=1 << 20)
+    if jobs == 1:
+        assert _Counting.refused > 20  # the gate really turned pairs away
+    _same(gated, _hunt(monkeypatch, _Open, [path], rules, jobs, split_bytes=1 << 20))
+    if jobs == 2:
+        assert gated[1]["parallelism"]["files_split"] == 1
+    assert gated[1]["events"] > 8000 and gated[1]["alerts"] > 30

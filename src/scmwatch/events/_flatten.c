@@ -766,6 +766,7 @@ done:
 typedef struct {
     PyObject *want;      /* callable, or NULL for no gate */
     PyObject *decisions; /* dict: (Channel, EventID) -> True/False */
+    int strict;          /* NDJSON: a text EventID is the Python path's to report, never skipped */
 } Gate;
 
 #define SKIP_RECORD (-2)
@@ -800,6 +801,7 @@ static int gate_allows(Gate *gate, PyObject *out, const unsigned char *rest, con
     if (channel == NULL && PyErr_Occurred()) return -1;
     PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
     if (eid == NULL && PyErr_Occurred()) return -1;
+    if (gate->strict && eid != NULL && PyUnicode_Check(eid)) return -1; /* not sure: the caller's path */
     PyObject *key = PyTuple_Pack(2, channel ? channel : Py_None, eid ? eid : Py_None);
     if (key == NULL) return -1;
     PyObject *answer = PyDict_GetItemWithError(gate->decisions, key);
@@ -829,7 +831,7 @@ static int gate_allows(Gate *gate, PyObject *out, const unsigned char *rest, con
 
 /* The Event object: System, EventData, UserData in flatten order. Returns 0, SKIP_RECORD, or
  * -1 (check PyErr_Occurred: none set means "use the fallback"). */
-static int parse_event(Cursor *c, PyObject *out, Gate *gate) {
+static int parse_event(Cursor *c, PyObject *out, Gate *gate, int *parts) {
     int system_done = 0, data_done = 0;
     PyObject *user = NULL;
     int more = open_container(c, '}');
@@ -875,6 +877,7 @@ static int parse_event(Cursor *c, PyObject *out, Gate *gate) {
         more = next_item(c, '}');
     }
     if (more < 0) goto fail;
+    *parts = system_done || data_done;
     if (user != NULL) {
         int rc = user == Py_None ? 0 : flatten_user_data(user, out);
         Py_DECREF(user);
@@ -891,11 +894,57 @@ static PyObject *fallback(PyObject *text) {
     return PyObject_CallOneArg(FALLBACK, text);
 }
 
+/* One record's text to its flat fields. Returns the fields, Py_None (a JSON object without an
+ * Event member), Py_Ellipsis (skipped by the gate; never a parse result), or NULL: with an
+ * exception set an error, without one "not sure" (the caller takes its exact path).
+ * ``ndjson``: also not sure unless the object is what ``normalize.shape_of`` calls ``evtx``
+ * (an Event object with System or EventData) and its EventID is not text (the JSON reader
+ * reports those). */
+static PyObject *parse_text(const unsigned char *data, Py_ssize_t size, Gate *gate, int ndjson) {
+    Cursor cur = {data, data + size};
+    Cursor *c = &cur;
+    PyObject *out = NULL;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != '{') return GIVE_UP;
+    int more = open_container(c, '}');
+    while (more > 0) {
+        PyObject *key = member_key(c);
+        if (key == NULL) goto give_up;
+        int is_event = key_is(key, S_Event);
+        Py_DECREF(key);
+        if (is_event && c->p < c->end && *c->p == '{') {
+            if (out != NULL) goto give_up; /* Event twice */
+            out = _PyDict_NewPresized(24);
+            if (out == NULL) return NULL;
+            int parts = 0;
+            int rc = parse_event(c, out, gate, &parts);
+            if (rc == SKIP_RECORD) {
+                Py_DECREF(out);
+                return Py_NewRef(Py_Ellipsis);
+            }
+            if (rc < 0 || (ndjson && !parts)) goto give_up;
+        } else {
+            if (is_event) goto give_up; /* an Event that is no object: the fallback says None */
+            if (skip_value(c, 1) < 0) goto give_up;
+        }
+        more = next_item(c, '}');
+    }
+    skip_ws(c);
+    if (more < 0 || c->p != c->end) goto give_up;
+    if (out == NULL) Py_RETURN_NONE;
+    if (fix_event_id(out) < 0 || brace_guids(out) < 0) goto give_up;
+    if (ndjson) {
+        PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
+        if (eid != NULL && PyUnicode_Check(eid)) goto give_up;
+        if (PyErr_Occurred()) goto give_up;
+    }
+    return out;
+give_up:
+    Py_XDECREF(out);
+    return GIVE_UP;
+}
+
 /* Py_Ellipsis stands for "skipped by the gate" (never a parse result). */
-static PyObject *parse_json(PyObject *text, Gate *gate);
-
-static PyObject *from_evtx_json(PyObject *self, PyObject *text) { return parse_json(text, NULL); }
-
 static PyObject *parse_json(PyObject *text, Gate *gate) {
     if (FALLBACK == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_flatten.configure() was not called");
@@ -915,42 +964,11 @@ static PyObject *parse_json(PyObject *text, Gate *gate) {
     } else {
         return fallback(text);
     }
-    Cursor cur = {(const unsigned char *)data, (const unsigned char *)data + size};
-    Cursor *c = &cur;
-    PyObject *out = NULL;
-    skip_ws(c);
-    if (c->p >= c->end || *c->p != '{') return fallback(text);
-    int more = open_container(c, '}');
-    while (more > 0) {
-        PyObject *key = member_key(c);
-        if (key == NULL) goto give_up;
-        int is_event = key_is(key, S_Event);
-        Py_DECREF(key);
-        if (is_event && c->p < c->end && *c->p == '{') {
-            if (out != NULL) goto give_up; /* Event twice */
-            out = _PyDict_NewPresized(24);
-            if (out == NULL) return NULL;
-            int rc = parse_event(c, out, gate);
-            if (rc == SKIP_RECORD) {
-                Py_DECREF(out);
-                return Py_NewRef(Py_Ellipsis);
-            }
-            if (rc < 0) goto give_up;
-        } else {
-            if (is_event) goto give_up; /* an Event that is no object: the fallback says None */
-            if (skip_value(c, 1) < 0) goto give_up;
-        }
-        more = next_item(c, '}');
-    }
-    skip_ws(c);
-    if (more < 0 || c->p != c->end) goto give_up;
-    if (out == NULL) Py_RETURN_NONE;
-    if (fix_event_id(out) < 0 || brace_guids(out) < 0) goto give_up;
-    return out;
-give_up:
-    Py_XDECREF(out);
-    return fallback(text);
+    PyObject *out = parse_text((const unsigned char *)data, size, gate, 0);
+    return out != NULL ? out : fallback(text);
 }
+
+static PyObject *from_evtx_json(PyObject *self, PyObject *text) { return parse_json(text, NULL); }
 
 /* ---------------------------------------------------------------------------------------
  * EvtxEvents: records_json() records -> Event objects, the EVTX reader's inner loop in C.
@@ -966,7 +984,7 @@ give_up:
 
 static PyTypeObject *EVENT_TYPE = NULL;
 static Py_ssize_t EV_FIELDS = -1, EV_SOURCE = -1, EV_RECORD = -1, EV_FMT = -1, EV_EPOCH = -1;
-static PyObject *S_data, *S_event_record_id, *S_evtx;
+static PyObject *S_data, *S_event_record_id, *S_evtx, *S_json;
 
 #define MAX_MISSING_KEPT 100
 
@@ -988,9 +1006,9 @@ static int set_slot(PyObject *obj, Py_ssize_t offset, PyObject *value) {
     return 0;
 }
 
-static PyObject *make_event(PyObject *fields, PyObject *name, PyObject *rid) {
+static PyObject *make_event(PyObject *fields, PyObject *name, PyObject *rid, PyObject *fmt) {
     if (EV_FIELDS < 0) {
-        PyObject *args[4] = {fields, name, rid, S_evtx};
+        PyObject *args[4] = {fields, name, rid, fmt};
         return PyObject_Vectorcall((PyObject *)EVENT_TYPE, args, 4, NULL);
     }
     PyObject *ev = EVENT_TYPE->tp_alloc(EVENT_TYPE, 0);
@@ -998,7 +1016,7 @@ static PyObject *make_event(PyObject *fields, PyObject *name, PyObject *rid) {
     set_slot(ev, EV_FIELDS, fields);
     set_slot(ev, EV_SOURCE, name);
     set_slot(ev, EV_RECORD, rid);
-    set_slot(ev, EV_FMT, S_evtx);
+    set_slot(ev, EV_FMT, fmt);
     set_slot(ev, EV_EPOCH, Py_None);
     return ev;
 }
@@ -1035,7 +1053,7 @@ static PyObject *evtx_events_next(EvtxEvents *self) {
             Py_DECREF(rec);
             continue;
         }
-        PyObject *ev = make_event(fields, self->name, rid);
+        PyObject *ev = make_event(fields, self->name, rid, S_evtx);
         Py_DECREF(fields);
         Py_DECREF(rec);
         if (ev != NULL) self->count++;
@@ -1109,6 +1127,270 @@ static PyTypeObject EvtxEventsType = {
     .tp_members = evtx_events_members,
 };
 
+/* ---------------------------------------------------------------------------------------
+ * NdjsonEvents: NDJSON lines of evtx-shaped records -> Event objects, the JSON reader's loop.
+ *
+ * Why: for an NDJSON file of evtx_dump records (``{"Event": {"System": ..., "EventData": ...}}``
+ * per line) the Python loop paid per line for orjson's nested dicts, the flattener taking them
+ * apart again, two substring scans for lone surrogates and deep nesting (sanitize.suspicious),
+ * the shape test, and a generator and a method call. This iterator takes the file in blocks
+ * cut anywhere (any buffer), splits lines with memchr (a line cut by a block end is carried
+ * over), parses each line with the parser above straight into the flat dict (its own checks
+ * make the suspicious() scan unneeded: it gives up on lone surrogates and nesting past 64),
+ * honours the hunt's ReadGate as EvtxEvents does, and builds the Event. Every line it is not
+ * sure about -- not an evtx-shaped object, malformed, invalid UTF-8, a text EventID, any of
+ * the parser's own doubts -- goes whole (newline included) to ``slow(line, lineno)``, the
+ * Python reader's per-line function, which counts and reports exactly as before. A line of
+ * ``cap`` bytes or more (newline not counted) is never held whole: ``too_long(lineno, size)``
+ * is told and the line skipped.
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *blocks;   /* iterator of buffers */
+    PyObject *block;    /* the current one, or NULL */
+    Py_buffer view;     /* its bytes while ``block`` is set */
+    Py_ssize_t pos;     /* offset of the next line in it */
+    Py_ssize_t line;    /* number of the next line */
+    Py_ssize_t cap;     /* a line this long or longer is skipped */
+    PyObject *name;     /* provenance: the input's name */
+    PyObject *slow;     /* callable: (line bytes, line number) -> Event or None */
+    PyObject *too_long; /* callable: (line number, bytes) -> None */
+    char *carry;        /* the start of a line cut by the end of a block */
+    Py_ssize_t carried, carry_cap;
+    int skipping;       /* inside a line past the cap: its bytes are counted, not kept */
+    int done;
+    Py_ssize_t skip_line, skip_bytes;
+    Py_ssize_t count;   /* events produced here (the slow path counts its own) */
+    Py_ssize_t skipped; /* lines the gate turned away */
+    Py_ssize_t nbytes;  /* bytes read */
+    Gate gate;
+} NdjsonEvents;
+
+static int carry_append(NdjsonEvents *self, const unsigned char *s, Py_ssize_t n) {
+    if (self->carried + n > self->carry_cap) {
+        Py_ssize_t want = (self->carried + n) * 2 + 256;
+        char *grown = PyMem_Realloc(self->carry, (size_t)want);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->carry = grown;
+        self->carry_cap = want;
+    }
+    memcpy(self->carry + self->carried, s, (size_t)n);
+    self->carried += n;
+    return 0;
+}
+
+static void release_block(NdjsonEvents *self) {
+    if (self->block != NULL) {
+        PyBuffer_Release(&self->view);
+        Py_CLEAR(self->block);
+    }
+}
+
+static int report_long(NdjsonEvents *self, Py_ssize_t lineno, Py_ssize_t size) {
+    PyObject *res = PyObject_CallFunction(self->too_long, "nn", lineno, size);
+    if (res == NULL) return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
+/* One line ``[start, stop)`` (``stop`` at its newline or the end), ``whole`` bytes with the
+ * newline: an Event, NULL with no exception for "nothing to yield", or NULL with one. */
+static PyObject *ndjson_line(NdjsonEvents *self, const unsigned char *start, const unsigned char *stop,
+                             Py_ssize_t whole, Py_ssize_t lineno) {
+    Cursor blank = {start, stop};
+    skip_ws(&blank);
+    if (blank.p >= blank.end) return NULL; /* a blank line: not an object, not counted */
+    if (*blank.p == '{') {
+        PyObject *fields = parse_text(start, stop - start, &self->gate, 1);
+        if (fields == Py_Ellipsis) {
+            Py_DECREF(fields);
+            self->skipped++;
+            return NULL;
+        }
+        if (fields == Py_None) Py_CLEAR(fields); /* no Event member: not this loop's shape */
+        if (fields == NULL && PyErr_Occurred()) return NULL;
+        if (fields != NULL) {
+            PyObject *rid = PyLong_FromSsize_t(lineno);
+            if (rid == NULL) {
+                Py_DECREF(fields);
+                return NULL;
+            }
+            PyObject *ev = make_event(fields, self->name, rid, S_json);
+            Py_DECREF(fields);
+            Py_DECREF(rid);
+            if (ev != NULL) self->count++;
+            return ev;
+        }
+    }
+    PyObject *text = PyBytes_FromStringAndSize((const char *)start, whole);
+    if (text == NULL) return NULL;
+    PyObject *num = PyLong_FromSsize_t(lineno);
+    if (num == NULL) {
+        Py_DECREF(text);
+        return NULL;
+    }
+    PyObject *args[2] = {text, num};
+    PyObject *ev = PyObject_Vectorcall(self->slow, args, 2, NULL);
+    Py_DECREF(text);
+    Py_DECREF(num);
+    if (ev == Py_None) {
+        Py_DECREF(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+static PyObject *ndjson_events_next(NdjsonEvents *self) {
+    while (!self->done) {
+        if (self->block == NULL || self->pos >= self->view.len) {
+            release_block(self);
+            PyObject *block = PyIter_Next(self->blocks);
+            if (block == NULL) {
+                if (PyErr_Occurred()) return NULL;
+                self->done = 1;
+                /* the last line, without a newline */
+                if (self->skipping) {
+                    self->skipping = 0;
+                    if (report_long(self, self->skip_line, self->skip_bytes) < 0) return NULL;
+                } else if (self->carried) {
+                    Py_ssize_t n = self->carried;
+                    self->carried = 0;
+                    PyObject *ev = ndjson_line(self, (const unsigned char *)self->carry,
+                                               (const unsigned char *)self->carry + n, n, self->line++);
+                    if (ev != NULL || PyErr_Occurred()) return ev;
+                }
+                return NULL;
+            }
+            if (PyObject_GetBuffer(block, &self->view, PyBUF_SIMPLE) < 0) {
+                Py_DECREF(block);
+                return NULL;
+            }
+            self->block = block;
+            self->pos = 0;
+            self->nbytes += self->view.len;
+            continue;
+        }
+        const unsigned char *base = (const unsigned char *)self->view.buf;
+        Py_ssize_t size = self->view.len;
+        const unsigned char *start = base + self->pos;
+        const unsigned char *nl = memchr(start, '\n', (size_t)(size - self->pos));
+        Py_ssize_t upto = nl != NULL ? (nl - base) + 1 : size; /* this line's part of the block */
+        Py_ssize_t part = upto - self->pos;
+        self->pos = upto;
+        if (self->skipping) {
+            self->skip_bytes += part;
+            if (nl == NULL) continue;
+            self->skipping = 0;
+            if (report_long(self, self->skip_line, self->skip_bytes) < 0) return NULL;
+            continue;
+        }
+        Py_ssize_t length = self->carried + (nl != NULL ? part - 1 : part); /* without the newline */
+        if (length >= self->cap) {
+            self->skip_line = self->line++;
+            self->skip_bytes = self->carried + part;
+            self->carried = 0;
+            if (nl == NULL) {
+                self->skipping = 1;
+                continue;
+            }
+            if (report_long(self, self->skip_line, self->skip_bytes) < 0) return NULL;
+            continue;
+        }
+        if (nl == NULL) {
+            if (carry_append(self, start, part) < 0) return NULL;
+            continue;
+        }
+        PyObject *ev;
+        Py_ssize_t lineno = self->line++;
+        if (self->carried) {
+            if (carry_append(self, start, part) < 0) return NULL;
+            Py_ssize_t n = self->carried;
+            self->carried = 0;
+            const unsigned char *c = (const unsigned char *)self->carry;
+            ev = ndjson_line(self, c, c + n - 1, n, lineno);
+        } else {
+            ev = ndjson_line(self, start, nl, part, lineno);
+        }
+        if (ev != NULL || PyErr_Occurred()) return ev;
+    }
+    return NULL;
+}
+
+static PyObject *ndjson_events_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *blocks, *name, *slow, *too_long, *want = Py_None;
+    Py_ssize_t first = 1, cap = PY_SSIZE_T_MAX;
+    if (!PyArg_ParseTuple(args, "OUnOOn|O", &blocks, &name, &first, &slow, &too_long, &cap, &want)) return NULL;
+    if (!PyCallable_Check(slow) || !PyCallable_Check(too_long) || (want != Py_None && !PyCallable_Check(want))) {
+        PyErr_SetString(PyExc_TypeError, "slow and too_long must be callable, want callable or None");
+        return NULL;
+    }
+    if (EVENT_TYPE == NULL || FALLBACK == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_flatten.configure() was not called");
+        return NULL;
+    }
+    NdjsonEvents *self = (NdjsonEvents *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->blocks = PyObject_GetIter(blocks);
+    if (self->blocks == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->name = Py_NewRef(name);
+    self->slow = Py_NewRef(slow);
+    self->too_long = Py_NewRef(too_long);
+    self->line = first;
+    self->cap = cap > 0 ? cap : 1;
+    self->gate.strict = 1;
+    if (want != Py_None) {
+        self->gate.decisions = PyDict_New();
+        if (self->gate.decisions == NULL) {
+            Py_DECREF(self);
+            return NULL;
+        }
+        self->gate.want = Py_NewRef(want);
+    }
+    return (PyObject *)self;
+}
+
+static void ndjson_events_dealloc(NdjsonEvents *self) {
+    release_block(self);
+    Py_XDECREF(self->blocks);
+    Py_XDECREF(self->name);
+    Py_XDECREF(self->slow);
+    Py_XDECREF(self->too_long);
+    Py_XDECREF(self->gate.want);
+    Py_XDECREF(self->gate.decisions);
+    PyMem_Free(self->carry);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef ndjson_events_members[] = {
+    {"count", T_PYSSIZET, offsetof(NdjsonEvents, count), READONLY, "events produced here (not by slow)"},
+    {"skipped", T_PYSSIZET, offsetof(NdjsonEvents, skipped), READONLY,
+     "lines not parsed past System because want(channel, event_id) said no"},
+    {"line", T_PYSSIZET, offsetof(NdjsonEvents, line), READONLY, "number of the next line"},
+    {"nbytes", T_PYSSIZET, offsetof(NdjsonEvents, nbytes), READONLY, "bytes taken from the blocks"},
+    {NULL},
+};
+
+static PyTypeObject NdjsonEventsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scmwatch.events._flatten.NdjsonEvents",
+    .tp_basicsize = sizeof(NdjsonEvents),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "NdjsonEvents(blocks, name, first_line, slow, too_long, cap, want=None): Event objects "
+              "from NDJSON lines of evtx-shaped records; other lines go to slow(line, lineno).",
+    .tp_new = ndjson_events_new,
+    .tp_dealloc = (destructor)ndjson_events_dealloc,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)ndjson_events_next,
+    .tp_members = ndjson_events_members,
+};
+
 /* The byte offset of a __slots__ member of ``type``, or -1. */
 static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
     PyObject *descr = PyDict_GetItemString(type->tp_dict, name);
@@ -1177,13 +1459,20 @@ PyMODINIT_FUNC PyInit__flatten(void) {
     INTERN(S_data, "data");
     INTERN(S_event_record_id, "event_record_id");
     INTERN(S_evtx, "evtx");
+    INTERN(S_json, "json");
 #undef INTERN
-    if (PyType_Ready(&EvtxEventsType) < 0) return NULL;
+    if (PyType_Ready(&EvtxEventsType) < 0 || PyType_Ready(&NdjsonEventsType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     Py_INCREF(&EvtxEventsType);
     if (PyModule_AddObject(m, "EvtxEvents", (PyObject *)&EvtxEventsType) < 0) {
         Py_DECREF(&EvtxEventsType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&NdjsonEventsType);
+    if (PyModule_AddObject(m, "NdjsonEvents", (PyObject *)&NdjsonEventsType) < 0) {
+        Py_DECREF(&NdjsonEventsType);
         Py_DECREF(m);
         return NULL;
     }

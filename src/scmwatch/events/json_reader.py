@@ -10,6 +10,12 @@ Three layouts exist in the wild and a file does not say which it is:
 
 Each object is then routed by its shape (evtx_dump, ECS, flat, Zeek) to its normalizer. The
 provenance ``record_id`` is the line on which the object starts.
+
+An NDJSON file whose first object is an evtx_dump record (the shape JSON exports of EVTX
+files have) is read by ``_flatten.NdjsonEvents`` when the C extension is built: blocks of
+whole lines split in C, each line parsed straight into the flat fields, the hunt's
+:class:`~scmwatch.events.model.ReadGate` honoured as the EVTX reader does; every line it is not
+sure about goes to the same per-line Python code (:meth:`_Sink.line`) as every other line.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from scmwatch.events.ecs import from_ecs
-from scmwatch.events.model import Event, ReadStats, odd_event_id
-from scmwatch.events.normalize import from_evtx_dict, from_flat, shape_of
+from scmwatch.events.model import Event, ReadGate, ReadStats, odd_event_id
+from scmwatch.events.normalize import NdjsonEvents, from_evtx_dict, from_flat, shape_of
 from scmwatch.events.sanitize import TooDeep, clean, suspicious
 from scmwatch.events.text import CHUNK, Prefixed, TextChunks
 from scmwatch.events.zeek_reader import ZEEK_LOGS, normalize_zeek
@@ -33,6 +39,8 @@ MAX_OBJECT = 64 << 20  # an object larger than this is treated as corrupt, not b
 # How close to the end of the buffer a decode error may be and still mean "cut short, read on"
 # rather than "broken": the longest token the decoder can stop inside (``-Infinity``, ``\uXXXX``).
 _TAIL = 16
+# Bytes per read of the C NDJSON loop (lines are split in C, whatever the block size).
+BLOCK = 1 << 20
 
 
 _NORMALIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
@@ -45,15 +53,49 @@ _NORMALIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
 class _Sink:
     """Turns decoded objects into events, counting the ones that are not events."""
 
-    __slots__ = ("kind", "name", "odd_ids", "replaced", "reported", "stats")
+    __slots__ = ("bad_utf8", "kind", "name", "odd_ids", "replaced", "reported", "stats", "zeek_path")
 
-    def __init__(self, name: str, stats: ReadStats, kind: str) -> None:
+    def __init__(self, name: str, stats: ReadStats, kind: str, zeek_path: str | None = None) -> None:
         self.name = name
         self.stats = stats
         self.reported: set[str] = set()
         self.odd_ids = 0
         self.kind = kind  # the problem kind of a bad object: json-line (NDJSON) or json-object
         self.replaced = 0
+        self.bad_utf8 = 0  # NDJSON lines with invalid UTF-8
+        self.zeek_path = zeek_path  # the Zeek log type the file name says, if any
+
+    def line(self, line: bytes, lineno: int) -> Event | None:
+        """One NDJSON line (its newline included) as an event; None for a blank line, and for
+        broken JSON or an object that is no event (both counted and reported)."""
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            if not line.strip():
+                return None
+            stats = self.stats
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                self.bad_utf8 += 1
+                if self.bad_utf8 == 1:
+                    stats.error(self.name, "encoding",
+                                "invalid UTF-8 (bytes replaced with U+FFFD; further lines counted)", lineno)
+                else:
+                    stats.errors["encoding"] += 1
+                try:
+                    obj = orjson.loads(line.decode("utf-8", errors="replace"))
+                except orjson.JSONDecodeError as exc2:
+                    stats.error(self.name, "json-line", f"broken JSON: {exc2}", lineno)
+                    return None
+            else:
+                stats.error(self.name, "json-line", f"broken JSON: {exc}", lineno)
+                return None
+        return self.event(obj, lineno, self.zeek_path, suspicious(line))
+
+    def too_long(self, lineno: int, size: int) -> None:
+        """A line of ``size`` bytes, past MAX_OBJECT: reported, skipped (the C loop's call)."""
+        self.stats.error(self.name, "json-line", _too_long(size), lineno)
 
     def event(self, obj: Any, line: int, zeek_path: str | None, check: bool = False) -> Event | None:
         """``check``: the raw text may hold a lone surrogate or deep nesting (sanitize.suspicious)."""
@@ -122,12 +164,14 @@ class _Sink:
 
 
 def read_json(
-    name: str, stream: BinaryIO, stats: ReadStats, encoding: str = "utf-8", zeek_path: str | None = None
+    name: str, stream: BinaryIO, stats: ReadStats, encoding: str = "utf-8", zeek_path: str | None = None,
+    gate: ReadGate | None = None,
 ) -> Iterator[Event]:
     """Yield normalized events from a JSON/NDJSON stream (see module docstring).
 
     ``encoding`` is what :func:`~scmwatch.events.text.sniff_encoding` found; NDJSON in UTF-8
     (the common case) takes the bytes fast path, everything else is decoded in chunks.
+    ``gate``: see :class:`~scmwatch.events.model.ReadGate` (NDJSON of evtx_dump records only).
     """
     if encoding == "utf-8":
         # NDJSON iff the first non-blank line is a whole object (lines may be far longer than a chunk).
@@ -137,18 +181,63 @@ def read_json(
             skipped += first
             first = stream.readline(MAX_OBJECT)
         if first.lstrip()[:1] == b"{" and is_object_line(first):
+            sink = _Sink(name, stats, "json-line", zeek_path)
+            if _evtx_shaped(first):
+                yield from _evtx_lines(skipped + first, stream, sink, 1, gate)
+                return
             blank = skipped.count(b"\n")
             lines = itertools.chain([b""] * blank, [first], _lines(stream, name, stats, blank + 2))
-            yield from _ndjson_bytes(lines, _Sink(name, stats, "json-line"), zeek_path)
+            yield from _ndjson_bytes(lines, sink)
             return
         stream = io.BufferedReader(Prefixed(skipped + first, stream), CHUNK)
     sink = _Sink(name, stats, "json-object")
     yield from _stream(TextChunks(name, stream, encoding, stats), sink, zeek_path, name, stats)
 
 
+def _evtx_shaped(line: bytes) -> bool:
+    """Is this NDJSON line an evtx_dump record (and the C loop built)? Decides a file's reader."""
+    if NdjsonEvents is None:
+        return False
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return type(obj) is dict and shape_of(obj) == "evtx"
+
+
+def _evtx_lines(head: bytes, stream: BinaryIO | None, sink: _Sink, first_line: int,
+                gate: ReadGate | None) -> Iterator[Event]:
+    """NDJSON lines through ``_flatten.NdjsonEvents``: ``head`` (whole lines), then ``stream``
+    in blocks. Lines the C loop is not sure about go to :meth:`_Sink.line`."""
+    blocks: Iterable[Any] = [head] if head else []
+    if stream is not None:
+        blocks = itertools.chain(blocks, _reads(stream))
+    events = NdjsonEvents(blocks, sink.name, first_line, sink.line, sink.too_long, MAX_OBJECT,
+                          gate.want if gate is not None else None)
+    if gate is not None:
+        gate.reader = events
+    try:
+        yield from events
+    finally:
+        stats = sink.stats
+        stats.bytes += events.nbytes
+        stats.events += events.count + events.skipped  # skipped lines were read, as in read_evtx
+
+
+def _reads(stream: BinaryIO) -> Iterator[memoryview]:
+    """``stream`` in BLOCK-sized reads into one reused buffer (the consumer is done with a
+    block when it asks for the next): no new large object, so no fresh pages, per read."""
+    buf = bytearray(BLOCK)
+    view = memoryview(buf)
+    readinto = stream.readinto  # type: ignore[attr-defined]
+    while n := readinto(buf):
+        yield view[:n]
+
+
 def _lines(stream: BinaryIO, name: str, stats: ReadStats, lineno: int) -> Iterator[bytes]:
     """The stream's lines (the first is line ``lineno``), none longer than MAX_OBJECT: a longer
-    one is reported and given as an empty line (so line numbers stay right), never held whole."""
+    one is reported and given as an empty line (so line numbers stay right), never held whole.
+    ``_flatten.NdjsonEvents`` does the same in C."""
     readline = stream.readline
     while True:
         line = readline(MAX_OBJECT)
@@ -160,11 +249,14 @@ def _lines(stream: BinaryIO, name: str, stats: ReadStats, lineno: int) -> Iterat
                 line = readline(MAX_OBJECT)
                 size += len(line)
             stats.bytes += size
-            stats.error(name, "json-line", f"line of {size:,} bytes is longer than {MAX_OBJECT >> 20} MiB: "
-                        "skipped", lineno)
-            line = b"\n"
+            stats.error(name, "json-line", _too_long(size), lineno)
+            line = b""
         lineno += 1
         yield line
+
+
+def _too_long(size: int) -> str:
+    return f"line of {size:,} bytes is longer than {MAX_OBJECT >> 20} MiB: skipped"
 
 
 def is_object_line(line: bytes) -> bool:
@@ -176,55 +268,36 @@ def is_object_line(line: bytes) -> bool:
 
 
 def read_ndjson_lines(name: str, stream: BinaryIO, stats: ReadStats, first_line: int,
-                      zeek_path: str | None = None) -> Iterator[Event]:
+                      zeek_path: str | None = None, gate: ReadGate | None = None) -> Iterator[Event]:
     """Yield the events of NDJSON lines that start at line ``first_line`` of their file (a
-    range of a split file, ``events.ranges``): the same reading as the rest of a whole file."""
-    yield from _ndjson_bytes(_lines(stream, name, stats, first_line), _Sink(name, stats, "json-line"),
-                             zeek_path, first_line)
+    range of a split file, ``events.ranges``): the same reading as the rest of a whole file.
+    ``stream`` must be buffered (``peek`` tells the flavour from the first line)."""
+    sink = _Sink(name, stats, "json-line", zeek_path)
+    head = stream.peek(CHUNK)  # type: ignore[attr-defined]
+    nl = head.find(b"\n")
+    if nl != -1 and _evtx_shaped(head[:nl + 1]):
+        yield from _evtx_lines(b"", stream, sink, first_line, gate)
+    else:
+        yield from _ndjson_bytes(_lines(stream, name, stats, first_line), sink, first_line)
 
 
-def read_ndjson_batch(name: str, lines: Iterable[bytes], stats: ReadStats, first_line: int = 1,
+def read_ndjson_batch(name: str, data: bytes, stats: ReadStats, first_line: int = 1,
                       zeek_path: str | None = None) -> Iterator[Event]:
-    """Events from complete NDJSON lines starting at line ``first_line`` of ``name``: a follower
-    (:mod:`scmwatch.live`) reads a growing file in pieces and keeps its line numbers."""
-    return _ndjson_bytes(lines, _Sink(name, stats, "json-line"), zeek_path, first_line)
+    """Events from ``data``, complete NDJSON lines starting at line ``first_line`` of ``name``:
+    a follower (:mod:`scmwatch.live`) reads a growing file in pieces and keeps its line numbers."""
+    sink = _Sink(name, stats, "json-line", zeek_path)
+    nl = data.find(b"\n")
+    if _evtx_shaped(data[:nl + 1] if nl != -1 else data):
+        return _evtx_lines(data, None, sink, first_line, None)
+    return _ndjson_bytes(io.BytesIO(data), sink, first_line)
 
 
-def _ndjson_bytes(stream: Iterable[bytes], sink: _Sink, zeek_path: str | None,
-                  first_line: int = 1) -> Iterator[Event]:
-    loads = orjson.loads
+def _ndjson_bytes(stream: Iterable[bytes], sink: _Sink, first_line: int = 1) -> Iterator[Event]:
     stats = sink.stats
-    name = sink.name
-    bad_utf8 = 0
+    line_event = sink.line
     for lineno, line in enumerate(stream, first_line):
         stats.bytes += len(line)
-        try:
-            obj = loads(line)
-        except orjson.JSONDecodeError as exc:
-            if not line.strip():
-                continue
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError:
-                bad_utf8 += 1
-                if bad_utf8 == 1:
-                    stats.error(
-                        name,
-                        "encoding",
-                        "invalid UTF-8 (bytes replaced with U+FFFD; further lines counted)",
-                        lineno,
-                    )
-                else:
-                    stats.errors["encoding"] += 1
-                try:
-                    obj = loads(line.decode("utf-8", errors="replace"))
-                except orjson.JSONDecodeError as exc2:
-                    stats.error(name, "json-line", f"broken JSON: {exc2}", lineno)
-                    continue
-            else:
-                stats.error(name, "json-line", f"broken JSON: {exc}", lineno)
-                continue
-        event = sink.event(obj, lineno, zeek_path, suspicious(line))
+        event = line_event(line, lineno)
         if event is not None:
             yield event
 

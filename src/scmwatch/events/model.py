@@ -119,8 +119,9 @@ class ReadGate:
     """Lets a reader skip records nobody will look at (used by ``hunt``).
 
     ``want(channel, event_id) -> bool`` is asked once per distinct pair and file; the EVTX
-    reader (with the C extension) does not parse a record past its System part when the
-    answer is no, and does not yield it. Skipped records still count as events read.
+    reader and the NDJSON reader of evtx_dump lines (with the C extension) do not parse a
+    record past its System part when the answer is no, and do not yield it. Skipped records
+    still count as events read.
     ``skipped`` says how many records of the current file were skipped so far, so a caller
     can number events as if it had seen every one. Readers that cannot skip ignore the gate.
     """

@@ -182,7 +182,7 @@ def read_range(unit: FileRange, stats: ReadStats, gate: ReadGate | None = None) 
         if unit.fmt == "evtx":
             yield from _evtx_range(unit, stats, gate)
         else:
-            yield from _ndjson_range(unit, stats)
+            yield from _ndjson_range(unit, stats, gate)
     except Exception as exc:  # noqa: BLE001 - reported; the hunt then reads the whole file instead
         stats.error(unit.name, "reader-error", f"{type(exc).__name__}: {str(exc)[:200]} (in range "
                     f"{unit.part + 1} of {unit.parts})")
@@ -198,12 +198,12 @@ def _evtx_range(unit: FileRange, stats: ReadStats, gate: ReadGate | None) -> Ite
         stats.bytes = before + unit.nbytes
 
 
-def _ndjson_range(unit: FileRange, stats: ReadStats) -> Iterator[Event]:
+def _ndjson_range(unit: FileRange, stats: ReadStats, gate: ReadGate | None) -> Iterator[Event]:
     with io.BufferedReader(_Window(unit.inp.path, unit.start, unit.end), CHUNK) as stream:
         if unit.part == 0:
-            yield from read_json(unit.name, stream, stats, "utf-8", unit.zeek_path)
+            yield from read_json(unit.name, stream, stats, "utf-8", unit.zeek_path, gate)
         else:
-            yield from read_ndjson_lines(unit.name, stream, stats, unit.first_line, unit.zeek_path)
+            yield from read_ndjson_lines(unit.name, stream, stats, unit.first_line, unit.zeek_path, gate)
 
 
 class _Window(io.RawIOBase):

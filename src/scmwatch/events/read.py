@@ -289,7 +289,8 @@ def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -
     with raw ``os`` calls and its reader returned directly, without a wrapping generator: one
     layer less per event and no buffered file object per file. Everything else (text formats,
     ``.gz``, archive members, pipes) goes through :func:`_read_stream`. ``gate`` (optional) lets
-    the EVTX reader skip records nobody wants (:class:`~scmwatch.events.model.ReadGate`).
+    the EVTX reader, and the NDJSON reader of evtx_dump lines, skip records nobody wants
+    (:class:`~scmwatch.events.model.ReadGate`).
     """
     if inp.member is None and not inp.pipe and not inp.url and not inp.name.lower().endswith(".gz"):
         try:
@@ -315,10 +316,10 @@ def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -
         if head.startswith(MAGIC):
             stats.files += 1
             return read_evtx(inp.name, inp.path, stats, head, size, named=inp.named, gate=gate)
-    return _read_stream(inp, stats)
+    return _read_stream(inp, stats, gate)
 
 
-def _read_stream(inp: InputFile, stats: ReadStats) -> Iterator[Event]:
+def _read_stream(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -> Iterator[Event]:
     """Open, sniff and read one input as a stream (text formats, compressed or archived).
 
     Readers count bad input themselves; an exception that still escapes one (a bug, which the
@@ -336,7 +337,7 @@ def _read_stream(inp: InputFile, stats: ReadStats) -> Iterator[Event]:
         return
     try:
         stream: BinaryIO = gzip.GzipFile(fileobj=raw) if inp.name.lower().endswith(".gz") else raw
-        yield from _dispatch(inp, stream, stats)
+        yield from _dispatch(inp, stream, stats, gate)
     except (OSError, EOFError, zlib.error, lzma.LZMAError, struct.error, zipfile.BadZipFile) as exc:
         # a damaged compressed stream, whichever decompressor (gzip, deflate, bzip2, lzma) read it
         read = stats.events - before
@@ -356,7 +357,7 @@ def _read_stream(inp: InputFile, stats: ReadStats) -> Iterator[Event]:
 SNIFF = 4096  # enough to tell the formats apart; the EVTX parser re-reads the file itself
 
 
-def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Event]:
+def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats, gate: ReadGate | None) -> Iterator[Event]:
     """The reader for this input's content (a plain function: one generator layer less per event)."""
     head = stream.read(SNIFF)
     name = inp.name
@@ -380,7 +381,7 @@ def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats) -> Iterator[Ev
     text_head = head.decode(encoding, errors="replace").lstrip("\ufeff \t\r\n")
     for fmt in TEXT_FORMATS:
         if fmt.sniff(text_head):
-            return fmt.read(inp, rest, stats, encoding)
+            return fmt.read(inp, rest, stats, encoding, gate)
     stats.files_failed += 1
     stats.error(name, "format", "not a supported log format (EVTX, JSON/NDJSON, Windows XML, Zeek)")
     return iter(())
@@ -400,23 +401,26 @@ def is_zeek_tsv(text: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class TextFormat:
     """A text log format: recognised by the start of its decoded text (BOM and leading white
-    space removed), read by ``read(input, stream, stats, encoding)``."""
+    space removed), read by ``read(input, stream, stats, encoding, gate)``."""
 
     name: str
     sniff: Callable[[str], bool]
-    read: Callable[[InputFile, BinaryIO, ReadStats, str], Iterator[Event]]
+    read: Callable[[InputFile, BinaryIO, ReadStats, str, ReadGate | None], Iterator[Event]]
 
 
-def _zeek_tsv(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str) -> Iterator[Event]:
+def _zeek_tsv(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str,
+              gate: ReadGate | None) -> Iterator[Event]:
     return read_zeek_tsv(inp.name, stream, stats)
 
 
-def _json(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str) -> Iterator[Event]:
+def _json(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str,
+          gate: ReadGate | None) -> Iterator[Event]:
     # Zeek JSON lines without _path/@stream are told apart by their file name
-    return read_json(inp.name, stream, stats, encoding, zeek_log_type(inp.inner_name))
+    return read_json(inp.name, stream, stats, encoding, zeek_log_type(inp.inner_name), gate)
 
 
-def _xml(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str) -> Iterator[Event]:
+def _xml(inp: InputFile, stream: BinaryIO, stats: ReadStats, encoding: str,
+         gate: ReadGate | None) -> Iterator[Event]:
     return read_xml(inp.name, stream, stats, encoding)
 
 

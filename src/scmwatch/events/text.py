@@ -48,6 +48,9 @@ class Prefixed(io.RawIOBase):
             buffer[:n] = self._head[:n]
             self._head = self._head[n:]
             return n
+        readinto = getattr(self._rest, "readinto", None)
+        if readinto is not None:  # straight into the caller's buffer: no copy of large reads
+            return readinto(buffer) or 0
         data = self._rest.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)

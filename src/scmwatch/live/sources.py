@@ -106,8 +106,7 @@ def read_batch(batch: Batch, stats: ReadStats, gate: ReadGate) -> Iterator[Event
     if batch.whole is not None:
         events: Iterable[Event] = read_input(batch.whole, stats, gate)
     elif pos.fmt == "json":
-        lines = io.BytesIO(batch.data)
-        events = read_ndjson_batch(pos.name, lines, stats, batch.first_line, zeek_log_type(pos.name))
+        events = read_ndjson_batch(pos.name, batch.data, stats, batch.first_line, zeek_log_type(pos.name))
     elif pos.fmt == "zeek":
         header = [h.encode("latin-1") for h in pos.header]
         events = read_zeek_tsv(pos.name, io.BytesIO(batch.data), stats, header=header,

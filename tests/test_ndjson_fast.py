@@ -1,0 +1,245 @@
+"""The C NDJSON loop (``_flatten.NdjsonEvents``) against the Python reader it stands in for.
+
+An NDJSON file whose first line is an evtx_dump record is read by the C loop; every other
+file, and every file with ``SCMWATCH_PURE_PYTHON=1``, by the Python line loop. Both must give
+the same events (fields with their types and key order, line numbers, format), the same
+problem counts and lines, and the same byte count, whatever the lines hold and wherever the
+reads cut them; with a read gate the C loop gives exactly the wanted subset.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from paths import ATTACK_SAMPLES, evtx_files, evtx_records, need_shared
+from scmwatch.events import json_reader
+from scmwatch.events.model import ReadGate, ReadStats
+from scmwatch.events.ranges import read_range, split_file
+from scmwatch.events.read import discover, read_input
+from scmwatch.events.xml_reader import read_xml  # noqa: F401 - the readers register on import
+
+if json_reader.NdjsonEvents is None:
+    pytest.skip("the C extension was not built (no compiler at install time)", allow_module_level=True)
+
+
+def record(rid: int = 1, eid: Any = 7045, channel: str = "System", **data: Any) -> dict[str, Any]:
+    return {"Event": {"System": {
+        "Provider": {"#attributes": {"Name": "Service Control Manager", "Guid": "{555908D1-A6D7-4695-8E1E-26931D2012F4}"}},
+        "EventID": eid, "TimeCreated": {"#attributes": {"SystemTime": "2024-01-01T00:00:00.000000Z"}},
+        "EventRecordID": rid, "Channel": channel, "Computer": "HOST1",
+        "Security": {"#attributes": {"UserID": "S-1-5-18"}}},
+        "EventData": {"ServiceName": f"svc{rid}", "ImagePath": "C:\\Windows\\x.exe", **data}}}
+
+
+def line(obj: Any) -> bytes:
+    return json.dumps(obj).encode() + b"\n"
+
+
+def _same(a: Any, b: Any, where: str = "$") -> None:
+    assert type(a) is type(b), f"{where}: {a!r} vs {b!r}"
+    if type(a) is dict:
+        assert list(a) == list(b), f"{where}: key order {list(a)} vs {list(b)}"
+        for k in a:
+            _same(a[k], b[k], f"{where}[{k!r}]")
+    elif type(a) is list:
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} vs {b!r}"
+
+
+def read_file(path: Path, c: bool, monkeypatch: pytest.MonkeyPatch,
+              want: Callable[[Any, Any], bool] | None = None) -> tuple[list, ReadStats, Any]:
+    """Events of ``path`` read with the C loop (``c``) or the Python one, and the stats."""
+    with monkeypatch.context() as m:
+        if not c:
+            m.setattr(json_reader, "NdjsonEvents", None)
+        stats = ReadStats()
+        gate = ReadGate(want) if want is not None else None
+        events = [e for inp in discover([str(path)], stats) for e in read_input(inp, stats, gate)]
+    return events, stats, gate
+
+
+def assert_same_read(path: Path, monkeypatch: pytest.MonkeyPatch) -> list:
+    c_events, c_stats, _ = read_file(path, True, monkeypatch)
+    py_events, py_stats, _ = read_file(path, False, monkeypatch)
+    assert [(e.source, e.record_id, e.fmt) for e in c_events] == [(e.source, e.record_id, e.fmt) for e in py_events]
+    for a, b in zip(c_events, py_events, strict=True):
+        _same(a.fields, b.fields, f"line {a.record_id}")
+    assert c_stats.events == py_stats.events
+    assert c_stats.bytes == py_stats.bytes
+    assert c_stats.bytes == path.stat().st_size or c_stats.files_failed  # (NUL bytes: not a text file)
+    assert c_stats.errors == py_stats.errors
+    assert [(e.kind, e.message, e.record) for e in c_stats.first_errors] == \
+        [(e.kind, e.message, e.record) for e in py_stats.first_errors]
+    return c_events
+
+
+# Lines the C loop must hand to the Python code, each after a good record: the Python outcome
+# (an event, a counted problem, nothing) is what both must give.
+ODD_LINES: dict[str, bytes] = {
+    "blank": b"\n",
+    "spaces": b"  \t \r\n",
+    "form feed": b"\x0c\n",
+    "crlf record": line(record(50))[:-1] + b"\r\n",
+    "broken": b'{"Event": {"System": \n',
+    "trailing comma": b'{"Event": {"System": {"EventID": 1},}}\n',
+    "two objects": line(record(51))[:-1] + line(record(52)),
+    "garbage after": line(record(53))[:-1] + b" x\n",
+    "invalid utf-8": line(record(54, Image="caf\xe9"))[:-1].replace(b"caf\\u00e9", b"caf\xe9") + b"\n",
+    "lone surrogate": line(record(55, Image="\ud800"))[:-1].replace(b"\\ud800", b"\\ud800") + b"\n",
+    "paired surrogates": line(record(56, Image="\U0001f600")),
+    "deep 70": b'{"Event": {"System": {"EventID": 1}, "EventData": {"x": ' + b"[" * 70 + b"]" * 70 + b"}}}\n",
+    "deep 120": b'{"Event": {"System": {"EventID": 1}, "EventData": {"x": ' + b"[" * 120 + b"]" * 120 + b"}}}\n",
+    "many brackets": line(record(57, Data=[[1]] * 80)),
+    "text EventID": line(record(58, eid="0x1250")),
+    "spaced EventID": line(record(59, eid=" 4688")),
+    "decimal text EventID": line(record(60, eid="4688")),
+    "float": line(record(61, Size=1.5)),
+    "huge int": b'{"Event": {"System": {"EventID": 7045, "EventRecordID": 123456789012345678901234567890}}}\n',
+    "negative": line(record(62, Pid=-5)),
+    "bools and null": line(record(63, A=True, B=False, C=None)),
+    "escapes": line(record(64, CommandLine='a "b" \\c\t\n\u00e9\u4e2d/')),
+    "ecs": line({"winlog": {"event_id": 4688, "channel": "Security", "event_data": {"NewProcessName": "x"}},
+                 "@timestamp": "2024-01-01T00:00:00Z"}),
+    "flat": line({"EventID": 4688, "Channel": "Security", "NewProcessName": "y", "Hostname": "H"}),
+    "zeek": line({"_path": "conn", "ts": 1.5, "uid": "C1"}),
+    "array": b"[1, 2]\n",
+    "string": b'"x"\n',
+    "number": b"5\n",
+    "no System or EventData": line({"Event": {"UserData": {"Op": {"A": 1}}}}),
+    "Event null": line({"Event": None}),
+    "Event list": line({"Event": [1]}),
+    "Event twice": b'{"Event": {"System": {"EventID": 1}}, "Event": {"System": {"EventID": 2}}}\n',
+    "System twice": b'{"Event": {"System": {"EventID": 1}, "System": {"EventID": 2}}}\n',
+    "System null": line({"Event": {"System": None, "EventData": {"A": 1}}}),
+    "EventData null": line({"Event": {"System": {"EventID": 7, "Channel": "System"}, "EventData": None}}),
+    "UserData": line({"Event": {"System": {"EventID": 7, "Channel": "System"}, "UserData": {"W": {"A": 1}}}}),
+    "spaced key": line(record(65, **{"Threat Name": "x"})),
+    "core name in data": line(record(66, Channel="evil")),
+    "other top-level keys": line({"meta": {"a": [1, {"b": 2}]}, **record(67), "z": 1}),
+    "bare guid": line(record(68, Guid="0CCE9243-69AE-11D9-BED3-505054503030")),
+    "nul byte": line(record(69))[:-2] + b"\x00}\n",
+    "bom mid-file": b"\xef\xbb\xbf" + line(record(70)),
+}
+
+
+def _odd_file(tmp_path: Path, lines: list[bytes], last_newline: bool = True) -> Path:
+    body = b"".join(lines)
+    if not last_newline:
+        body = body.rstrip(b"\n")
+    path = tmp_path / "odd.ndjson"
+    path.write_bytes(body)
+    return path
+
+
+def test_every_odd_line_reads_as_the_python_reader_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [line(record(1))]
+    for i, odd in enumerate(ODD_LINES.values()):
+        lines += [odd, line(record(100 + i))]
+    events = assert_same_read(_odd_file(tmp_path, lines), monkeypatch)
+    assert len(events) > len(ODD_LINES)
+
+
+@pytest.mark.parametrize("name", list(ODD_LINES))
+def test_odd_line_as_the_last_line_without_newline(name: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_same_read(_odd_file(tmp_path, [line(record(1)), ODD_LINES[name]], last_newline=False), monkeypatch)
+
+
+@pytest.mark.parametrize("block", [1, 2, 7, 64, 1000, 4096])
+def test_reads_cut_anywhere_give_the_same_events(block: int, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_reader, "BLOCK", block)
+    lines = [line(record(1))] + [odd + line(record(200 + i)) for i, odd in enumerate(ODD_LINES.values())]
+    assert_same_read(_odd_file(tmp_path, lines), monkeypatch)
+
+
+@pytest.mark.parametrize("block", [3, 100, 1 << 20])
+def test_lines_past_the_cap_are_reported_and_skipped(block: int, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_reader, "MAX_OBJECT", 600)
+    monkeypatch.setattr(json_reader, "BLOCK", block)
+    long_one = b'{"a": "' + b"y" * 700 + b'"}\n'
+    exactly = b"z" * 600 + b"\n"  # 600 bytes without the newline: past the cap too
+    below = line(record(3, P="q" * (600 - len(line(record(3, P=""))))))  # 599 bytes and a newline
+    assert len(below) == 600
+    lines = [line(record(1)), long_one, line(record(2)), exactly, below, long_one[:-1]]
+    events = assert_same_read(_odd_file(tmp_path, lines), monkeypatch)
+    assert [e.record_id for e in events] == [1, 3, 5]
+    c_events, c_stats, _ = read_file(_odd_file(tmp_path, lines), True, monkeypatch)
+    assert [(e.record, "longer than" in e.message) for e in c_stats.first_errors] == [(2, True), (4, True), (6, True)]
+
+
+def test_the_gate_skips_exactly_the_unwanted_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = []
+    for i in range(60):
+        lines.append(line(record(i, eid=(7045, 4688, 1, "0x12")[i % 4], channel=("System", "Security")[i % 3 % 2])))
+    lines += [ODD_LINES["broken"], line(record(99, eid=7045, channel="Security"))]
+    path = _odd_file(tmp_path, lines)
+    asked: list[tuple] = []
+
+    def want(channel: Any, eid: Any) -> bool:
+        asked.append((channel, eid))
+        return eid == 7045
+
+    gated, g_stats, gate = read_file(path, True, monkeypatch, want)
+    whole, w_stats, _ = read_file(path, False, monkeypatch)
+    kept = [e for e in whole if e.fields["EventID"] in (7045, "0x12")]  # text EventIDs are never skipped
+    assert [(e.record_id, e.fields) for e in gated] == [(e.record_id, e.fields) for e in kept]
+    assert g_stats.events == w_stats.events  # skipped records are still counted as read
+    assert gate.skipped == len(whole) - len(kept) > 0
+    assert g_stats.errors == w_stats.errors and g_stats.errors["eventid-not-decimal"] == 15
+    assert len(asked) == len(set(asked))  # asked once per pair and file
+
+
+def test_split_ranges_read_as_the_whole_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "big.ndjson"
+    path.write_bytes(b"".join(line(record(i)) + (ODD_LINES["broken"] if i % 97 == 0 else b"") for i in range(3000)))
+    whole = assert_same_read(path, monkeypatch)
+    (inp,) = discover([str(path)], ReadStats())
+    ranges = split_file(inp, 5, 1)
+    assert ranges is not None and len(ranges) == 5
+    parts = []
+    for unit in ranges:
+        stats = ReadStats()
+        parts += [(e.record_id, e.fields) for e in read_range(unit, stats)]
+    assert parts == [(e.record_id, e.fields) for e in whole]
+
+
+def test_live_batches_read_as_the_python_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = b"".join(line(record(i)) for i in range(5)) + ODD_LINES["broken"] + ODD_LINES["text EventID"]
+    out = []
+    for c in (True, False):
+        with monkeypatch.context() as m:
+            if not c:
+                m.setattr(json_reader, "NdjsonEvents", None)
+            stats = ReadStats()
+            events = list(json_reader.read_ndjson_batch("live.json", data, stats, 41))
+            out.append(([(e.record_id, e.fields) for e in events], stats.events, stats.bytes, dict(stats.errors)))
+    assert out[0] == out[1]
+    assert [rid for rid, _ in out[0][0]] == [41, 42, 43, 44, 45, 47]
+
+
+def test_every_record_of_the_attack_corpus_as_ndjson(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared corpus as NDJSON (one evtx_dump record per line): the C loop equals the Python
+    reader, and both equal the EVTX reader's fields for the same records."""
+    files = evtx_files(need_shared(ATTACK_SAMPLES))
+    path = tmp_path / "corpus.ndjson"
+    with open(path, "wb") as fh:
+        for f in files:
+            for rec in evtx_records(f):
+                fh.write(orjson.dumps(orjson.loads(rec["data"])) + b"\n")
+    events = assert_same_read(path, monkeypatch)
+    stats = ReadStats()
+    from_evtx = [e for f in files for inp in discover([str(f)], stats) for e in read_input(inp, stats)]
+    assert len(events) == len(from_evtx) > 8000
+    for a, b in zip(events, from_evtx, strict=True):
+        _same(a.fields, b.fields, f"line {a.record_id}")
