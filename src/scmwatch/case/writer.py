@@ -111,6 +111,8 @@ class CaseWriter:
             sha256, size, head = file_sha256(inp)
         if fmt is None and head.startswith(EVTX_MAGIC):
             fmt = "evtx"  # every record skipped by the read gate: no event said its format
+        elif fmt is None and events:
+            fmt = "json"  # the other gated reader: NDJSON of evtx_dump records
         if sha256 is not None:
             self.identity[inp.name] = sha256
         self.files += 1
