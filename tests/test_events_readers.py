@@ -429,3 +429,24 @@ def test_seven_digit_times_shortcut_equals_parse_and_print() -> None:
         assert iso_utc(value) == value
     odd = "2024-01-01T00:00:00.000000\u0667Z"  # not the shortcut's shape: parsed as before
     assert iso_utc(odd) == format_time(parse_time(odd)) == "2024-01-01T00:00:00.000000Z"
+
+
+def test_parse_time_fast_path_equals_the_general_one() -> None:
+    """The canonical text (what every reader writes) takes a shortcut: same value, same 0.0."""
+    import random
+
+    from scmwatch.events import model
+
+    rng = random.Random(7)
+    values = ["0001-01-01T00:00:00.000000Z", "0001-01-02T00:00:00.000000Z", "9999-12-31T23:59:59.999999Z",
+              "9999-12-30T00:00:00.000000Z", "1970-01-01T00:00:00.000000Z", "2024-02-29T12:00:00.000000Z",
+              "2023-02-29T12:00:00.000000Z", "2024-13-01T00:00:00.000000Z", "2024-01-01T24:00:00.000000Z",
+              "2024-01-01T23:60:00.000000Z", "2024-01-01T23:59:60.000000Z", "0000-01-01T00:00:00.000000Z",
+              "2024-01-32T00:00:00.000000Z", "2024-00-10T00:00:00.000000Z"]
+    for _ in range(2000):
+        values.append(f"{rng.randint(1, 9999):04d}-{rng.randint(0, 13):02d}-{rng.randint(0, 32):02d}T"
+                      f"{rng.randint(0, 24):02d}:{rng.randint(0, 60):02d}:{rng.randint(0, 60):02d}."
+                      f"{rng.randint(0, 999999):06d}Z")
+    for v in values:
+        assert len(v) == 27 and model._CANONICAL(v)
+        assert model.parse_time(v) == model._parse_general(v), v

@@ -79,14 +79,16 @@ def test_gate_changes_nothing_with_sigmahq_rules(monkeypatch):
     _same(_hunt(monkeypatch, _Counting, [root], rules), _hunt(monkeypatch, _Open, [root], rules))
 
 
-def test_gate_leaves_text_formats_alone(monkeypatch, tmp_path: Path):
-    """Flat JSON input (the simulator's) is always read whole: the same alerts with or without the gate."""
+def test_gate_changes_nothing_on_flat_json(monkeypatch, tmp_path: Path):
+    """Flat NDJSON (the simulator's) is gated too (the C loop): the same alerts with or without."""
     from scmwatch.cli import main
 
     out = tmp_path / "sim"
     assert main(["simulate", "psexec", "--out", str(out), "--events", "200", "--seed", "3"]) == 0
     rules = load_rules(pack_paths())
+    _Counting.refused = 0
     _same(_hunt(monkeypatch, _Counting, [out], rules), _hunt(monkeypatch, _Open, [out], rules))
+    assert _Counting.refused > 0
 
 
 @pytest.mark.parametrize("jobs", [1, 2])

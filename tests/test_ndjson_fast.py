@@ -1,7 +1,7 @@
 """The C NDJSON loop (``_flatten.NdjsonEvents``) against the Python reader it stands in for.
 
-An NDJSON file whose first line is an evtx_dump record is read by the C loop; every other
-file, and every file with ``SCMWATCH_PURE_PYTHON=1``, by the Python line loop. Both must give
+An NDJSON file whose first line is an evtx_dump record or a flat object is read by the C loop;
+every other file, and every file with ``SCMWATCH_PURE_PYTHON=1``, by the Python line loop. Both must give
 the same events (fields with their types and key order, line numbers, format), the same
 problem counts and lines, and the same byte count, whatever the lines hold and wherever the
 reads cut them; with a read gate the C loop gives exactly the wanted subset.
@@ -253,3 +253,98 @@ def test_every_record_of_the_attack_corpus_as_ndjson(tmp_path: Path, monkeypatch
     assert len(events) == len(from_evtx) > 8000
     for a, b in zip(events, from_evtx, strict=True):
         _same(a.fields, b.fields, f"line {a.record_id}")
+
+
+def flat(rid: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"EventID": 4688, "Channel": "Security", "Hostname": "WS1", "EventRecordID": rid,
+            "TimeCreated": "2024-01-01T00:00:00.000000Z", "NewProcessName": "C:\\x.exe", **extra}
+
+
+FLAT_ODD: dict[str, bytes] = {
+    "Hostname then Computer": line(flat(2, Computer="REAL")),
+    "Computer then Hostname": line({"Computer": "REAL", **flat(3)}),
+    "both renamed to one": line(flat(4, host="H2", SourceName="P", ProviderName="Q")),
+    "dropped keys": line(flat(5, EventReceivedTime="x", SourceModuleName="in", tags=["a"],
+                              **{"@version": "1"})),
+    "spaced keys": line(flat(6, **{"Threat Name": "T", "ThreatName": "U"})),
+    "EventId": line({"EventId": 7045, "Channel": "System", "ServiceName": "s"}),
+    "Channel only": line({"Channel": "System", "ServiceName": "s"}),
+    "EventID only": line({"EventID": 1}),
+    "text ints": line(flat(7, EventID="4688", ProcessID="12", ThreadID="0x1", Level="04", Task=" 1")),
+    "text EventID": line(flat(8, EventID="0x1250")),
+    "TimeCreated object": line(flat(9, TimeCreated={"SystemTime": "x"}, EventTime="2024-02-02 10:00:00")),
+    "no TimeCreated": line({"EventID": 1, "Channel": "C", "UtcTime": "2024-03-03 01:02:03.123"}),
+    "time keys order": line({"EventID": 1, "Channel": "C", "timestamp": "2024-01-01T00:00:00Z",
+                             "@timestamp": "2023-01-01T00:00:00.123Z"}),
+    "falsy time keys": line({"EventID": 1, "Channel": "C", "@timestamp": "", "UtcTime": 0, "EventTime": None,
+                             "timestamp": 1700000000}),
+    "seven digits": line(flat(10, TimeCreated="2024-05-06T07:59:37.3407080Z")),
+    "offset time": line(flat(11, TimeCreated="2024-05-06T07:59:37+02:00")),
+    "bad time": line(flat(12, TimeCreated="yesterday")),
+    "int time": line(flat(13, TimeCreated=1700000000.5)),
+    "null time": line(flat(14, TimeCreated=None)),
+    "canonical-looking time": line(flat(15, TimeCreated="2024-13-45T99:99:99.999999Z")),
+    "duplicate keys": b'{"EventID": 1, "Channel": "A", "EventID": 2, "Hostname": "h", "Computer": "c"}\n',
+    "nested values": line(flat(16, Data=[1, {"a": [None, True]}], Obj={"x": {"y": 1.5}})),
+    "winlog key": line(flat(17, winlog={"event_id": 1})),
+    "winlog dotted": line(flat(18, **{"winlog.channel": "Security"})),
+    "event module": line(flat(19, event={"code": "4688", "module": "security"})),
+    "event.code": line(flat(20, **{"event.code": "4688"})),
+    "fields key": line(flat(21, fields={"winlog.channel": ["x"]})),
+    "_source": line(flat(22, _source={"winlog": {}})),
+    "Event key": line(flat(23, Event={"System": {"EventID": 1}})),
+    "zeek": line({"_path": "conn", "ts": 1.5, "uid": "C1"}),
+    "not an event": line({"a": 1}),
+    "lone surrogate": line(flat(24, User="\ud800")),
+    "escaped key": b'{"EventID": 1, "Channel": "C", "Na\\u006de": "x"}\n',
+    "non-ascii key": line(flat(25, **{"Nom\u00e9": "x", "\u540d": "y"})),
+    "broken": b'{"EventID": 1, "Channel": \n',
+    "array": b"[1]\n",
+    "evtx record": line(record(26)),
+}
+
+
+def test_flat_odd_lines_read_as_the_python_reader_does(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [line(flat(1))]
+    for i, odd in enumerate(FLAT_ODD.values()):
+        lines += [odd, line(flat(100 + i))]
+    events = assert_same_read(_odd_file(tmp_path, lines), monkeypatch)
+    assert len(events) > len(FLAT_ODD)
+
+
+@pytest.mark.parametrize("name", list(FLAT_ODD))
+def test_flat_odd_line_alone_after_a_flat_one(name: str, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_same_read(_odd_file(tmp_path, [line(flat(1)), FLAT_ODD[name]], last_newline=False), monkeypatch)
+
+
+@pytest.mark.parametrize("block", [1, 5, 333])
+def test_flat_reads_cut_anywhere(block: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(json_reader, "BLOCK", block)
+    lines = [line(flat(1))] + [odd + line(flat(200 + i)) for i, odd in enumerate(FLAT_ODD.values())]
+    assert_same_read(_odd_file(tmp_path, lines), monkeypatch)
+
+
+def test_flat_gate_skips_exactly_the_unwanted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [line(flat(i, EventID=(4688, 4624, "4688", "0x1")[i % 4])) for i in range(40)]
+    path = _odd_file(tmp_path, lines)
+    gated, g_stats, gate = read_file(path, True, monkeypatch, lambda channel, eid: eid == 4688)
+    whole, w_stats, _ = read_file(path, False, monkeypatch)
+    kept = [e for e in whole if e.fields["EventID"] in (4688, "0x1")]
+    assert [(e.record_id, e.fields) for e in gated] == [(e.record_id, e.fields) for e in kept]
+    assert g_stats.events == w_stats.events and g_stats.errors == w_stats.errors
+    assert gate.skipped == 10
+
+
+def test_simulator_output_reads_as_the_python_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scmwatch.cli import main
+
+    out = tmp_path / "sim"
+    assert main(["simulate", "all", "--out", str(out), "--events", "3000", "--seed", "11"]) == 0
+    files = sorted(f for f in out.rglob("*.jsonl") if f.name != "labels.jsonl")
+    assert files
+    total = 0
+    for f in files:
+        total += len(assert_same_read(f, monkeypatch))
+    assert total > 2000

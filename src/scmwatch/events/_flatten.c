@@ -793,15 +793,8 @@ static int contains_bytes(const unsigned char *hay, size_t n, const char *needle
 }
 #endif
 
-/* After System: 1 to go on, 0 to skip the record, -1 on error. ``rest`` is the text after
- * System: a record with UserData is always read whole (UserData may set any name). */
-static int gate_allows(Gate *gate, PyObject *out, const unsigned char *rest, const unsigned char *end) {
-    if (fix_event_id(out) < 0) return -1; /* the key is what the finished event will hold */
-    PyObject *channel = PyDict_GetItemWithError(out, S_Channel);
-    if (channel == NULL && PyErr_Occurred()) return -1;
-    PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
-    if (eid == NULL && PyErr_Occurred()) return -1;
-    if (gate->strict && eid != NULL && PyUnicode_Check(eid)) return -1; /* not sure: the caller's path */
+/* want(channel, eid), asked once per pair: 1 to go on, 0 to skip the record, -1 on error. */
+static int gate_decides(Gate *gate, PyObject *channel, PyObject *eid) {
     PyObject *key = PyTuple_Pack(2, channel ? channel : Py_None, eid ? eid : Py_None);
     if (key == NULL) return -1;
     PyObject *answer = PyDict_GetItemWithError(gate->decisions, key);
@@ -823,7 +816,20 @@ static int gate_allows(Gate *gate, PyObject *out, const unsigned char *rest, con
         answer = truth ? Py_True : Py_False;
     }
     Py_DECREF(key);
-    if (answer == Py_True) return 1;
+    return answer == Py_True;
+}
+
+/* After System: 1 to go on, 0 to skip the record, -1 on error. ``rest`` is the text after
+ * System: a record with UserData is always read whole (UserData may set any name). */
+static int gate_allows(Gate *gate, PyObject *out, const unsigned char *rest, const unsigned char *end) {
+    if (fix_event_id(out) < 0) return -1; /* the key is what the finished event will hold */
+    PyObject *channel = PyDict_GetItemWithError(out, S_Channel);
+    if (channel == NULL && PyErr_Occurred()) return -1;
+    PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
+    if (eid == NULL && PyErr_Occurred()) return -1;
+    if (gate->strict && eid != NULL && PyUnicode_Check(eid)) return -1; /* not sure: the caller's path */
+    int go = gate_decides(gate, channel, eid);
+    if (go != 0) return go;
     static const char user_data[] = "\"UserData\"";
     if (end > rest && contains_bytes(rest, (size_t)(end - rest), user_data, sizeof(user_data) - 1)) return 1;
     return 0;
@@ -1128,6 +1134,183 @@ static PyTypeObject EvtxEventsType = {
 };
 
 /* ---------------------------------------------------------------------------------------
+ * Flat exports (NXLog, Security-Datasets, the simulator): one line's object straight to
+ * ``normalize.from_flat``'s result, with the tables ``configure_flat`` hands over. Only for an
+ * object ``normalize.shape_of`` must call ``flat``: a member that could make it evtx or ECS
+ * (Event, winlog, winlog.*, _source, fields, event, event.code), or no EventID/EventId/Channel,
+ * and it is not sure (the Python path decides).
+ * ------------------------------------------------------------------------------------- */
+
+static PyObject *FLAT_MAP = NULL, *FLAT_DROP = NULL, *FLAT_TIME_KEYS = NULL, *SYSTEM_INTS = NULL,
+                *ISO_UTC = NULL;
+static PyObject *S_TimeCreated, *S_EventId;
+
+static int ascii_is(PyObject *key, const char *name, Py_ssize_t n) {
+    return PyUnicode_GET_LENGTH(key) == n && PyUnicode_KIND(key) == PyUnicode_1BYTE_KIND &&
+           memcmp(PyUnicode_1BYTE_DATA(key), name, (size_t)n) == 0;
+}
+
+/* A member that could make the object other than flat. */
+static int not_flat_key(PyObject *key) {
+    if (PyUnicode_KIND(key) != PyUnicode_1BYTE_KIND) return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(key);
+    const char *s = (const char *)PyUnicode_1BYTE_DATA(key);
+    if (n >= 6 && memcmp(s, "winlog", 6) == 0 && (n == 6 || s[6] == '.')) return 1;
+    return ascii_is(key, "Event", 5) || ascii_is(key, "_source", 7) || ascii_is(key, "fields", 6) ||
+           ascii_is(key, "event", 5) || ascii_is(key, "event.code", 10);
+}
+
+/* from_flat on the parsed object (new reference, NULL on error). */
+static PyObject *flat_fields(PyObject *rec) {
+    PyObject *out = _PyDict_NewPresized(PyDict_GET_SIZE(rec));
+    if (out == NULL) return NULL;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(rec, &pos, &key, &value)) {
+        int drop = PySet_Contains(FLAT_DROP, key);
+        if (drop < 0) goto fail;
+        if (drop) continue;
+        PyObject *name = PyDict_GetItemWithError(FLAT_MAP, key);
+        if (name == NULL && PyErr_Occurred()) goto fail;
+        if (name != NULL) {
+            int have = PyDict_Contains(out, name);
+            if (have < 0) goto fail;
+            if (have) continue; /* a genuine Windows-named key already present wins */
+        } else {
+            name = key;
+        }
+        Py_INCREF(name);
+        if (PyUnicode_FindChar(name, ' ', 0, PyUnicode_GET_LENGTH(name), 1) >= 0) {
+            Py_SETREF(name, PyUnicode_Replace(name, S_space, S_empty, -1));
+            if (name == NULL) goto fail;
+        }
+        int rc = PyDict_SetItem(out, name, value);
+        Py_DECREF(name);
+        if (rc < 0) goto fail;
+    }
+    PyObject *ts = PyDict_GetItemWithError(out, S_TimeCreated);
+    if (ts == NULL && PyErr_Occurred()) goto fail;
+    if (ts == NULL || PyDict_CheckExact(ts)) {
+        Py_ssize_t n = PyTuple_GET_SIZE(FLAT_TIME_KEYS);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = PyDict_GetItemWithError(rec, PyTuple_GET_ITEM(FLAT_TIME_KEYS, i));
+            if (v == NULL && PyErr_Occurred()) goto fail;
+            int truth = v == NULL ? 0 : PyObject_IsTrue(v);
+            if (truth < 0) goto fail;
+            if (truth) {
+                if (PyDict_SetItem(out, S_TimeCreated, v) < 0) goto fail;
+                break;
+            }
+        }
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(SYSTEM_INTS);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyTuple_GET_ITEM(SYSTEM_INTS, i);
+        PyObject *v = PyDict_GetItemWithError(out, k);
+        if (v == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            continue;
+        }
+        if (!PyUnicode_CheckExact(v)) continue;
+        PyObject *fixed = PyObject_CallOneArg(TO_INT, v);
+        if (fixed == NULL) goto fail;
+        int rc = PyDict_SetItem(out, k, fixed);
+        Py_DECREF(fixed);
+        if (rc < 0) goto fail;
+    }
+    ts = PyDict_GetItemWithError(out, S_TimeCreated);
+    if (ts == NULL && PyErr_Occurred()) goto fail;
+    if (ts != NULL && ts != Py_None) {
+        /* iso_utc keeps the canonical form as it is: only other values need the call */
+        int canonical = PyUnicode_CheckExact(ts) && PyUnicode_GET_LENGTH(ts) == 27 &&
+                        PyUnicode_READ_CHAR(ts, 10) == 'T' && PyUnicode_READ_CHAR(ts, 26) == 'Z';
+        if (!canonical) {
+            PyObject *fixed = PyObject_CallOneArg(ISO_UTC, ts);
+            if (fixed == NULL) goto fail;
+            int rc = PyDict_SetItem(out, S_TimeCreated, fixed);
+            Py_DECREF(fixed);
+            if (rc < 0) goto fail;
+        }
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* One line of a flat export: the fields, Py_Ellipsis (skipped by the gate), or NULL (with an
+ * exception: an error; without: not sure, the caller's exact path). */
+static PyObject *parse_flat(const unsigned char *data, Py_ssize_t size, Gate *gate) {
+    Cursor cur = {data, data + size};
+    Cursor *c = &cur;
+    skip_ws(c);
+    if (c->p >= c->end || *c->p != '{' || FLAT_MAP == NULL) return GIVE_UP;
+    PyObject *rec = PyDict_New();
+    if (rec == NULL) return NULL;
+    int more = open_container(c, '}');
+    while (more > 0) {
+        PyObject *key = member_key(c);
+        if (key == NULL) goto give_up;
+        if (not_flat_key(key)) {
+            Py_DECREF(key);
+            goto give_up;
+        }
+        PyObject *value = parse_value(c, 1);
+        int rc = value == NULL ? -1 : PyDict_SetItem(rec, key, value);
+        Py_DECREF(key);
+        Py_XDECREF(value);
+        if (rc < 0) goto give_up;
+        more = next_item(c, '}');
+    }
+    skip_ws(c);
+    if (more < 0 || c->p != c->end) goto give_up;
+    int shaped = 0;
+    PyObject *names[3] = {S_EventID, S_EventId, S_Channel};
+    for (int i = 0; i < 3 && !shaped; i++) {
+        shaped = PyDict_Contains(rec, names[i]);
+        if (shaped < 0) goto give_up;
+    }
+    if (!shaped) goto give_up; /* Zeek, or not an event: the Python path says which */
+    PyObject *out = flat_fields(rec);
+    Py_DECREF(rec);
+    if (out == NULL) return NULL;
+    PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
+    if (eid != NULL && PyUnicode_Check(eid)) { /* reported by the Python path */
+        Py_DECREF(out);
+        return GIVE_UP;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    if (gate != NULL && gate->want != NULL) {
+        PyObject *channel = PyDict_GetItemWithError(out, S_Channel);
+        int go = channel == NULL && PyErr_Occurred() ? -1 : gate_decides(gate, channel, eid);
+        if (go <= 0) {
+            Py_DECREF(out);
+            return go < 0 ? NULL : Py_NewRef(Py_Ellipsis);
+        }
+    }
+    return out;
+give_up:
+    Py_DECREF(rec);
+    return GIVE_UP;
+}
+
+static PyObject *configure_flat(PyObject *self, PyObject *args) {
+    PyObject *map, *drop, *time_keys, *ints, *iso;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O", &PyDict_Type, &map, &PyFrozenSet_Type, &drop, &PyTuple_Type,
+                          &time_keys, &PyTuple_Type, &ints, &iso))
+        return NULL;
+    Py_XSETREF(FLAT_MAP, Py_NewRef(map));
+    Py_XSETREF(FLAT_DROP, Py_NewRef(drop));
+    Py_XSETREF(FLAT_TIME_KEYS, Py_NewRef(time_keys));
+    Py_XSETREF(SYSTEM_INTS, Py_NewRef(ints));
+    Py_XSETREF(ISO_UTC, Py_NewRef(iso));
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------------------------
  * NdjsonEvents: NDJSON lines of evtx-shaped records -> Event objects, the JSON reader's loop.
  *
  * Why: for an NDJSON file of evtx_dump records (``{"Event": {"System": ..., "EventData": ...}}``
@@ -1164,6 +1347,7 @@ typedef struct {
     Py_ssize_t count;   /* events produced here (the slow path counts its own) */
     Py_ssize_t skipped; /* lines the gate turned away */
     Py_ssize_t nbytes;  /* bytes read */
+    int flat;           /* the file's flavour: flat exports, else evtx_dump records */
     Gate gate;
 } NdjsonEvents;
 
@@ -1205,7 +1389,8 @@ static PyObject *ndjson_line(NdjsonEvents *self, const unsigned char *start, con
     skip_ws(&blank);
     if (blank.p >= blank.end) return NULL; /* a blank line: not an object, not counted */
     if (*blank.p == '{') {
-        PyObject *fields = parse_text(start, stop - start, &self->gate, 1);
+        PyObject *fields = self->flat ? parse_flat(start, stop - start, &self->gate)
+                                      : parse_text(start, stop - start, &self->gate, 1);
         if (fields == Py_Ellipsis) {
             Py_DECREF(fields);
             self->skipped++;
@@ -1323,7 +1508,13 @@ static PyObject *ndjson_events_next(NdjsonEvents *self) {
 static PyObject *ndjson_events_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *blocks, *name, *slow, *too_long, *want = Py_None;
     Py_ssize_t first = 1, cap = PY_SSIZE_T_MAX;
-    if (!PyArg_ParseTuple(args, "OUnOOn|O", &blocks, &name, &first, &slow, &too_long, &cap, &want)) return NULL;
+    int flat = 0;
+    if (!PyArg_ParseTuple(args, "OUnOOn|Op", &blocks, &name, &first, &slow, &too_long, &cap, &want, &flat))
+        return NULL;
+    if (flat && FLAT_MAP == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_flatten.configure_flat() was not called");
+        return NULL;
+    }
     if (!PyCallable_Check(slow) || !PyCallable_Check(too_long) || (want != Py_None && !PyCallable_Check(want))) {
         PyErr_SetString(PyExc_TypeError, "slow and too_long must be callable, want callable or None");
         return NULL;
@@ -1343,6 +1534,7 @@ static PyObject *ndjson_events_new(PyTypeObject *type, PyObject *args, PyObject 
     self->slow = Py_NewRef(slow);
     self->too_long = Py_NewRef(too_long);
     self->line = first;
+    self->flat = flat;
     self->cap = cap > 0 ? cap : 1;
     self->gate.strict = 1;
     if (want != Py_None) {
@@ -1382,8 +1574,9 @@ static PyTypeObject NdjsonEventsType = {
     .tp_name = "scmwatch.events._flatten.NdjsonEvents",
     .tp_basicsize = sizeof(NdjsonEvents),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "NdjsonEvents(blocks, name, first_line, slow, too_long, cap, want=None): Event objects "
-              "from NDJSON lines of evtx-shaped records; other lines go to slow(line, lineno).",
+    .tp_doc = "NdjsonEvents(blocks, name, first_line, slow, too_long, cap, want=None, flat=False): Event "
+              "objects from NDJSON lines of evtx_dump records (or flat exports); other lines go to "
+              "slow(line, lineno).",
     .tp_new = ndjson_events_new,
     .tp_dealloc = (destructor)ndjson_events_dealloc,
     .tp_iter = PyObject_SelfIter,
@@ -1435,6 +1628,8 @@ static PyMethodDef methods[] = {
      "evtx JSON record (parsed) -> flat fields dict, or None when it has no Event object."},
     {"from_evtx_json", from_evtx_json, METH_O,
      "evtx JSON record text -> flat fields dict (as from_evtx_dict(orjson.loads(text)))."},
+    {"configure_flat", configure_flat, METH_VARARGS,
+     "configure_flat(flat_map, flat_drop, time_keys, system_ints, iso_utc): from_flat's tables."},
     {"configure", configure, METH_VARARGS,
      "configure(system_attrs, core_names, to_int, fallback, event_type): the tables of normalize.py."},
     {NULL, NULL, 0, NULL},
@@ -1460,6 +1655,8 @@ PyMODINIT_FUNC PyInit__flatten(void) {
     INTERN(S_event_record_id, "event_record_id");
     INTERN(S_evtx, "evtx");
     INTERN(S_json, "json");
+    INTERN(S_TimeCreated, "TimeCreated");
+    INTERN(S_EventId, "EventId");
 #undef INTERN
     if (PyType_Ready(&EvtxEventsType) < 0 || PyType_Ready(&NdjsonEventsType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);

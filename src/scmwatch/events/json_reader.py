@@ -11,11 +11,14 @@ Three layouts exist in the wild and a file does not say which it is:
 Each object is then routed by its shape (evtx_dump, ECS, flat, Zeek) to its normalizer. The
 provenance ``record_id`` is the line on which the object starts.
 
-An NDJSON file whose first object is an evtx_dump record (the shape JSON exports of EVTX
-files have) is read by ``_flatten.NdjsonEvents`` when the C extension is built: blocks of
-whole lines split in C, each line parsed straight into the flat fields, the hunt's
-:class:`~scmwatch.events.model.ReadGate` honoured as the EVTX reader does; every line it is not
-sure about goes to the same per-line Python code (:meth:`_Sink.line`) as every other line.
+The flavour of an NDJSON file is told once, from its first object: a file of evtx_dump
+records (JSON exports of EVTX files) or of flat objects (NXLog, Security-Datasets, the
+simulator) is read by ``_flatten.NdjsonEvents`` when the C extension is built: blocks split
+into lines in C, each line parsed straight into the normalized fields (``from_evtx_dict`` or
+``from_flat``'s result, without orjson's dicts), the hunt's :class:`~scmwatch.events.model.ReadGate`
+honoured as the EVTX reader does. Every line it is not sure about -- another shape, broken
+JSON, a text EventID, a lone surrogate -- goes to the same per-line Python code
+(:meth:`_Sink.line`) that reads every line of other files, so counts and messages are the same.
 """
 
 from __future__ import annotations
@@ -171,7 +174,7 @@ def read_json(
 
     ``encoding`` is what :func:`~scmwatch.events.text.sniff_encoding` found; NDJSON in UTF-8
     (the common case) takes the bytes fast path, everything else is decoded in chunks.
-    ``gate``: see :class:`~scmwatch.events.model.ReadGate` (NDJSON of evtx_dump records only).
+    ``gate``: see :class:`~scmwatch.events.model.ReadGate` (NDJSON read by the C loop only).
     """
     if encoding == "utf-8":
         # NDJSON iff the first non-blank line is a whole object (lines may be far longer than a chunk).
@@ -182,8 +185,9 @@ def read_json(
             first = stream.readline(MAX_OBJECT)
         if first.lstrip()[:1] == b"{" and is_object_line(first):
             sink = _Sink(name, stats, "json-line", zeek_path)
-            if _evtx_shaped(first):
-                yield from _evtx_lines(skipped + first, stream, sink, 1, gate)
+            flavour = _flavour(first)
+            if flavour:
+                yield from _c_lines(skipped + first, stream, sink, 1, gate, flavour)
                 return
             blank = skipped.count(b"\n")
             lines = itertools.chain([b""] * blank, [first], _lines(stream, name, stats, blank + 2))
@@ -194,26 +198,28 @@ def read_json(
     yield from _stream(TextChunks(name, stream, encoding, stats), sink, zeek_path, name, stats)
 
 
-def _evtx_shaped(line: bytes) -> bool:
-    """Is this NDJSON line an evtx_dump record (and the C loop built)? Decides a file's reader."""
+def _flavour(line: bytes) -> str | None:
+    """The C loop's flavour for a file whose first object is this line: ``evtx`` or ``flat``
+    (None: another shape, or the C loop not built). Decides the file's reader."""
     if NdjsonEvents is None:
-        return False
+        return None
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return False
-    return type(obj) is dict and shape_of(obj) == "evtx"
+        return None
+    shape = shape_of(obj) if type(obj) is dict else None
+    return shape if shape in ("evtx", "flat") else None
 
 
-def _evtx_lines(head: bytes, stream: BinaryIO | None, sink: _Sink, first_line: int,
-                gate: ReadGate | None) -> Iterator[Event]:
+def _c_lines(head: bytes, stream: BinaryIO | None, sink: _Sink, first_line: int, gate: ReadGate | None,
+             flavour: str) -> Iterator[Event]:
     """NDJSON lines through ``_flatten.NdjsonEvents``: ``head`` (whole lines), then ``stream``
     in blocks. Lines the C loop is not sure about go to :meth:`_Sink.line`."""
     blocks: Iterable[Any] = [head] if head else []
     if stream is not None:
         blocks = itertools.chain(blocks, _reads(stream))
     events = NdjsonEvents(blocks, sink.name, first_line, sink.line, sink.too_long, MAX_OBJECT,
-                          gate.want if gate is not None else None)
+                          gate.want if gate is not None else None, flavour == "flat")
     if gate is not None:
         gate.reader = events
     try:
@@ -275,8 +281,9 @@ def read_ndjson_lines(name: str, stream: BinaryIO, stats: ReadStats, first_line:
     sink = _Sink(name, stats, "json-line", zeek_path)
     head = stream.peek(CHUNK)  # type: ignore[attr-defined]
     nl = head.find(b"\n")
-    if nl != -1 and _evtx_shaped(head[:nl + 1]):
-        yield from _evtx_lines(b"", stream, sink, first_line, gate)
+    flavour = _flavour(head[:nl + 1]) if nl != -1 else None
+    if flavour:
+        yield from _c_lines(b"", stream, sink, first_line, gate, flavour)
     else:
         yield from _ndjson_bytes(_lines(stream, name, stats, first_line), sink, first_line)
 
@@ -287,8 +294,9 @@ def read_ndjson_batch(name: str, data: bytes, stats: ReadStats, first_line: int 
     a follower (:mod:`scmwatch.live`) reads a growing file in pieces and keeps its line numbers."""
     sink = _Sink(name, stats, "json-line", zeek_path)
     nl = data.find(b"\n")
-    if _evtx_shaped(data[:nl + 1] if nl != -1 else data):
-        return _evtx_lines(data, None, sink, first_line, None)
+    flavour = _flavour(data[:nl + 1] if nl != -1 else data)
+    if flavour:
+        return _c_lines(data, None, sink, first_line, None, flavour)
     return _ndjson_bytes(io.BytesIO(data), sink, first_line)
 
 

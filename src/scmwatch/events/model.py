@@ -11,6 +11,7 @@ by accident.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,20 @@ def parse_time(value: Any) -> float:
     """
     if not value:
         return 0.0
+    if value.__class__ is str and len(value) == 27 and _CANONICAL(value):
+        # what every reader writes (``2019-03-03T09:20:28.621489Z``): the general path below
+        # would hand fromisoformat this very text with ``+00:00`` for ``Z``; 0.7 us, not 3.6
+        try:
+            epoch = _fromiso(value).timestamp()
+        except (ValueError, OverflowError):  # not a date (month 13): the general path says so
+            pass
+        else:
+            return epoch if MIN_EPOCH <= epoch <= MAX_EPOCH else 0.0
+    return _parse_general(value)
+
+
+def _parse_general(value: Any) -> float:
+    """:func:`parse_time` of anything but the canonical text (tests compare both on that too)."""
     if isinstance(value, int | float):
         try:
             epoch = float(value)
@@ -96,6 +111,10 @@ def parse_time(value: Any) -> float:
     except (ValueError, OverflowError):
         return 0.0
     return epoch if MIN_EPOCH <= epoch <= MAX_EPOCH else 0.0
+
+
+_fromiso = datetime.fromisoformat
+_CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z").fullmatch
 
 
 def format_time(epoch: float) -> str:

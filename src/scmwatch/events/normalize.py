@@ -626,9 +626,10 @@ except ImportError:  # no compiler at install time
 from_evtx_dict = from_evtx_dict_py
 from_evtx_json = from_evtx_json_py
 EvtxEvents = None  # the EVTX reader's loop in C (``_flatten.EvtxEvents``), when built
-NdjsonEvents = None  # the NDJSON reader's loop for evtx-shaped lines (``_flatten.NdjsonEvents``)
+NdjsonEvents = None  # the NDJSON reader's loop for evtx_dump and flat lines (``_flatten.NdjsonEvents``)
 if _flatten is not None:
     _flatten.configure(SYSTEM_ATTRS, _CORE, _int, from_evtx_json_py, Event)
+    _flatten.configure_flat(FLAT_MAP, FLAT_DROP, FLAT_TIME_KEYS[1:], tuple(SYSTEM_INTS), iso_utc)
     if not pure_python():
         from_evtx_dict = _flatten.from_evtx_dict
         from_evtx_json = _flatten.from_evtx_json
