@@ -178,19 +178,19 @@ def read_json(
     """
     if encoding == "utf-8":
         # NDJSON iff the first non-blank line is a whole object (lines may be far longer than a chunk).
-        skipped = b""
+        blank: list[bytes] = []
         first = stream.readline(MAX_OBJECT)
         while first and not first.strip():
-            skipped += first
+            blank.append(first)
             first = stream.readline(MAX_OBJECT)
+        skipped = b"".join(blank)
         if first.lstrip()[:1] == b"{" and is_object_line(first):
             sink = _Sink(name, stats, "json-line", zeek_path)
             flavour = _flavour(first)
             if flavour:
                 yield from _c_lines(skipped + first, stream, sink, 1, gate, flavour)
                 return
-            blank = skipped.count(b"\n")
-            lines = itertools.chain([b""] * blank, [first], _lines(stream, name, stats, blank + 2))
+            lines = itertools.chain(blank, [first], _lines(stream, name, stats, len(blank) + 2))
             yield from _ndjson_bytes(lines, sink)
             return
         stream = io.BufferedReader(Prefixed(skipped + first, stream), CHUNK)
