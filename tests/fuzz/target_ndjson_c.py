@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from fuzzlib import Violation
+
 from scmwatch.events import ReadStats, discover, json_reader, read_input
 
 
