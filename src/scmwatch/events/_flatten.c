@@ -13,6 +13,8 @@
  *    the Python function (``FALLBACK``);
  * 3. the record loop ``EvtxEvents`` (= ``evtx_reader.PyEvtxEvents``): builds the Event objects
  *    and honours the hunt's ReadGate, i.e. stops after System for records no rule wants.
+ * 4. the NDJSON line loop ``NdjsonEvents`` (= ``json_reader._ndjson_bytes`` over ``_Sink.line``)
+ *    for files of evtx_dump records or flat objects (``from_flat``'s twin), with the same gate.
  *
  * What each buys, measured on the shared attack corpus (277 .evtx files, 8,255 events) with
  * ``bench/read_throughput.py --c-parts`` (ratio to the raw evtx + orjson parse, same run, a
@@ -1325,7 +1327,10 @@ static PyObject *configure_flat(PyObject *self, PyObject *args) {
  * the parser's own doubts -- goes whole (newline included) to ``slow(line, lineno)``, the
  * Python reader's per-line function, which counts and reports exactly as before. A line of
  * ``cap`` bytes or more (newline not counted) is never held whole: ``too_long(lineno, size)``
- * is told and the line skipped.
+ * is told and the line skipped. Measured on the shared corpus as NDJSON (8,255 events x 4, one
+ * run, load 3.3): ``orjson.loads`` per line 4.66 us, the Python reader 12.0 us, this loop
+ * 5.38 us; on the simulator's flat lines the Python reader took >9 us per line against 2.4 us
+ * for orjson.loads, this loop 4.7 us.
  * ------------------------------------------------------------------------------------- */
 
 typedef struct {
