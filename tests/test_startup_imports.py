@@ -25,7 +25,8 @@ code = main(sys.argv[1:])
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
 
-NOT_FOR_A_HUNT = ("duckdb", "dask", "distributed", "rich", "asyncio", "starlette", "uvicorn", "fsspec",
+NOT_FOR_A_HUNT = ("duckdb", "dask", "distributed", "jinja2", "sigma.pipelines", "rich", "asyncio",
+                  "starlette", "uvicorn", "fsspec",
                   "urllib.request", "importlib.metadata", "scmwatch.audit", "scmwatch.simulate",
                   "scmwatch.live", "scmwatch.case", "scmwatch.web", "scmwatch.cluster",
                   "scmwatch.sinks.table")

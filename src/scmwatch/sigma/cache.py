@@ -1,27 +1,33 @@
-"""A cache of the compiled rule set, kept between runs; predicates are compiled lazily from it.
+"""A cache of the compiled rule set, kept between runs: the rules, their predicates, lazily.
 
 Why: all 3,754 SigmaHQ rules cost ~3.9 s to parse (YAML, pySigma objects, conditions) and
-~1.9 s to compile, on every run. An entry holds two parts:
+~1.9 s to compile, on every run. An entry holds:
 
 * the rule set's *skeleton*, pickled: every ``CompiledRule`` with its metadata, its event
   sources, (Channel, EventID) keys, prefilter literals and flags, plus rejections, warnings and
-  correlations; but no predicate (a closure, not picklable) and no pySigma object. It unpickles
-  in ~45 ms (3.4 MB for SigmaHQ).
-* each rule's pySigma objects (rule, parsed condition trees), pickled one by one after the
-  skeleton (16 MB for SigmaHQ). A rule's predicates are compiled from them on first use
-  (``Unit.pred``): the engine asks only for the rules of the (Channel, EventID) buckets the
-  input has, so a run over a few event kinds compiles a few hundred rules, not 3,754, and
-  ``--jobs`` workers compile what they meet in parallel.
+  correlations; but no predicate and no pySigma object. It unpickles in ~45 ms (3.4 MB for
+  SigmaHQ).
+* each rule's compiled predicates (``predpickle``: generated code and closures by value),
+  unpickled on first use (``Unit.pred``) in ~0.1 ms where compiling the rule again took
+  ~0.6 ms: the engine asks only for the rules of the (Channel, EventID) buckets the input has,
+  and every ``--jobs`` worker asks for the ones it meets. A rule whose predicates could not be
+  stored (3% of SigmaHQ: an RE2 matcher's compiled object) is compiled on first use from:
+* each rule's pySigma objects (rule, parsed condition trees), pickled one by one (16 MB for
+  SigmaHQ), also what ``CompiledRule.sigma`` gives (``rules check``, explanations).
+
+The pieces are read from the open entry one by one (``os.pread``), not held in memory.
 
 The key covers what changes the result: the scmwatch, pySigma and Python versions, the source of
 the compiler (``sigma/*.py`` and the correlation spec, so an edited compiler is a miss too), the
 placeholder values, the paths as given and every rule file's path and SHA-256 of its content
 (editing, adding or removing a rule file is a miss). Entries are written atomically (temp file
-+ ``os.replace``), so concurrent writers never leave half a file; the rule part is checked
-against a SHA-256 in the header, so an entry that is truncated or altered is rebuilt from the
-files and rewritten; a cache directory that cannot be written is ignored. Only files owned by
-the current user are trusted (a pickle runs code when loaded). The KEEP most recently used
-entries are kept, older ones removed when a new one is written.
++ ``os.replace``), so concurrent writers never leave half a file; the whole entry is checked
+against its length and a CRC-32 in the header when it is opened (8 ms for 30 MB where SHA-256
+took 27 ms; it guards against truncation and damage, not an attacker: see below), so an entry
+that is truncated or altered is rebuilt from the files and rewritten; a cache directory that
+cannot be written is ignored. Only files owned by the current user are trusted (a pickle runs
+code when loaded). The KEEP most recently used entries are kept, older ones removed when a new
+one is written.
 """
 
 from __future__ import annotations
@@ -35,17 +41,20 @@ import struct
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from scmwatch import __version__
+from scmwatch.sigma import predpickle
 from scmwatch.sigma.load import LoadedSigma, load_sigma, rule_files
 
-FORMAT = b"scmwatch-rules-2\n"
-HEADER = struct.Struct("<Q32s")  # skeleton length, SHA-256 of the rule part
-KEEP = 8  # entries kept, most recently used first (all of SigmaHQ: ~19 MB each)
+FORMAT = b"scmwatch-rules-3\n"
+HEADER = struct.Struct("<QQI")  # skeleton length, rule part length, CRC-32 of both
+KEEP = 8  # entries kept, most recently used first (all of SigmaHQ: ~30 MB each)
+CHUNK = 1 << 20  # bytes read at once while checking an entry
 
 
 def cache_root() -> str | None:
@@ -173,18 +182,22 @@ def cache_key(paths: Sequence[str | os.PathLike],
 
 
 class RuleSource:
-    """The pySigma objects of a cached rule set, unpickled one rule at a time on demand.
+    """The pieces of a cached rule set, unpickled one rule at a time on demand.
 
-    ``rule(i)`` is ``LoadedSigma.rules[i]`` of the load the entry was made from. Should a piece
-    fail to unpickle after all (the whole part passed its checksum, so only a damaged process
-    could do that), the rule files are loaded again once and used from then on."""
+    ``data[offsets[i]:offsets[i + 1]]`` is rule ``i``'s pySigma objects, ``data[a:b]`` with
+    ``(a, b) = preds[i]`` its compiled predicates (None: not stored). ``rule(i)`` is
+    ``LoadedSigma.rules[i]`` of the load the entry was made from. Should a piece fail to unpickle
+    after all (the whole entry passed its checksum, so only a damaged process could do that),
+    the rule files are loaded again once and used from then on, and predicates are compiled."""
 
-    def __init__(self, data: memoryview, offsets: list[int], paths: list[str | os.PathLike],
-                 placeholders: dict[str, list[str]]) -> None:
+    def __init__(self, data: Any, offsets: list[int], paths: list[str | os.PathLike],
+                 placeholders: dict[str, list[str]],
+                 preds: list[tuple[int, int] | None] | None = None) -> None:
         self.data = data
         self.offsets = offsets
         self.paths = paths
         self.placeholders = placeholders
+        self.preds = preds
         self._reloaded: LoadedSigma | None = None
 
     def rule(self, i: int) -> tuple[Any, str, list]:
@@ -199,6 +212,35 @@ class RuleSource:
             self._reloaded = load_sigma(self.paths)
         return self._reloaded.rules[i]
 
+    def predicates(self, i: int) -> dict[str, Any] | None:
+        """Rule ``i``'s ``{source label: predicate}`` as compiled when the entry was made, or
+        None (not stored, or unreadable: the caller compiles the rule)."""
+        span = self.preds[i] if self.preds is not None and i < len(self.preds) else None
+        if span is None or self._reloaded is not None:
+            return None
+        try:
+            got = predpickle.loads(self.data[span[0]:span[1]])
+        except Exception:  # noqa: BLE001 - see the class docstring
+            return None
+        return got if isinstance(got, dict) else None
+
+
+class _FileRegion:
+    """The rule part of an open entry: ``region[a:b]`` reads those bytes with ``os.pread``
+    (no shared file position, so forked ``--jobs`` workers may read at once). The open file
+    stays valid when the entry is replaced or pruned meanwhile."""
+
+    def __init__(self, fh: Any, base: int) -> None:
+        self.fh = fh
+        self.base = base
+
+    def __getitem__(self, s: slice) -> bytes:
+        n = s.stop - s.start
+        data = os.pread(self.fh.fileno(), n, self.base + s.start)
+        if len(data) != n:
+            raise EOFError("cache entry shorter than its table")
+        return data
+
 
 def read_entry(key: str) -> tuple[Any, RuleSource] | None:
     """The cached skeleton (a ``RuleSet`` without predicates) and its rule source, or None."""
@@ -207,34 +249,73 @@ def read_entry(key: str) -> tuple[Any, RuleSource] | None:
         return None
     path = os.path.join(root, "rules", key + ".pickle")
     try:
-        with open(path, "rb") as fh:
-            if os.fstat(fh.fileno()).st_uid != os.getuid():
-                return None
-            data = fh.read()
-            mtime = os.fstat(fh.fileno()).st_mtime_ns
+        fh = open(path, "rb")  # noqa: SIM115 - kept open by the rule source
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fh.fileno())
+        if st.st_uid != os.getuid():
+            fh.close()
+            return None
         try:  # the access time says "recently used" (pruning keeps it); the mtime stays
-            os.utime(path, ns=(time.time_ns(), mtime))
+            os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
         except OSError:
             pass
-        if not data.startswith(FORMAT):
+        head = fh.read(len(FORMAT) + HEADER.size)
+        if not head.startswith(FORMAT) or len(head) != len(FORMAT) + HEADER.size:
+            fh.close()
             return None
-        skel_len, check = HEADER.unpack_from(data, len(FORMAT))
-        start = len(FORMAT) + HEADER.size
-        view = memoryview(data)  # slices without copying the 20 MB
-        rules = view[start + skel_len:]
-        if hashlib.sha256(rules).digest() != check:
+        skel_len, rules_len, check = HEADER.unpack_from(head, len(FORMAT))
+        start = len(head)
+        if st.st_size != start + skel_len + rules_len:
+            fh.close()
+            return None
+        skel = fh.read(skel_len)
+        crc = zlib.crc32(skel)
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        left = rules_len
+        while left:
+            n = fh.readinto(view[:min(CHUNK, left)])
+            if not n:
+                break
+            crc = zlib.crc32(view[:n], crc)
+            left -= n
+        if left or crc != check:
+            fh.close()
             return None
         with no_gc():
-            skeleton, offsets, paths, placeholders = pickle.loads(view[start:start + skel_len])  # noqa: S301
+            skeleton, offsets, preds, paths, placeholders = pickle.loads(skel)  # noqa: S301
     except Exception:  # noqa: BLE001 - absent, truncated, garbage, another build: load again
+        fh.close()
         return None
-    return skeleton, RuleSource(rules, offsets, paths, placeholders)
+    return skeleton, RuleSource(_FileRegion(fh, start + skel_len), offsets, paths, placeholders, preds)
+
+
+def _predicate_pieces(skeleton: Any, count: int, at: int) -> tuple[list[bytes], list[tuple[int, int] | None]]:
+    """Each rule's compiled predicates pickled (``predpickle``), and their spans from ``at``."""
+    by_ref = predpickle.module_attributes()
+    pieces: list[bytes] = []
+    spans: list[tuple[int, int] | None] = [None] * count
+    for cr in skeleton.rules:
+        i = getattr(cr, "_source_index", None)
+        if i is None or not 0 <= i < count:
+            continue
+        try:
+            data = predpickle.dumps({u.source: u.pred for u in cr.units}, by_ref)
+        except Exception:  # noqa: BLE001 - not storable: compiled on first use instead
+            continue
+        spans[i] = (at, at + len(data))
+        pieces.append(data)
+        at += len(data)
+    return pieces, spans
 
 
 def write_entry(key: str, skeleton: Any, loaded: LoadedSigma, paths: list[str | os.PathLike],
                 placeholders: dict[str, list[str]]) -> None:
-    """Store ``skeleton`` (pickling a ``RuleSet`` leaves predicates and pySigma rules out) and
-    every rule of ``loaded``. Best effort: a cache that cannot be written is skipped."""
+    """Store ``skeleton`` (pickling a ``RuleSet`` leaves predicates and pySigma rules out), every
+    rule of ``loaded`` and the predicates ``skeleton``'s rules were compiled to. Best effort: a
+    cache that cannot be written is skipped."""
     root = cache_root()
     if root is None:
         return
@@ -245,13 +326,14 @@ def write_entry(key: str, skeleton: Any, loaded: LoadedSigma, paths: list[str | 
         offsets = [0]
         for p in pieces:
             offsets.append(offsets[-1] + len(p))
-        rules = b"".join(pieces)
-        skel = pickle.dumps((skeleton, offsets, [str(p) for p in paths], placeholders),
+        pred_pieces, spans = _predicate_pieces(skeleton, len(pieces), offsets[-1])
+        rules = b"".join(pieces + pred_pieces)
+        skel = pickle.dumps((skeleton, offsets, spans, [str(p) for p in paths], placeholders),
                             protocol=pickle.HIGHEST_PROTOCOL)
         os.makedirs(cache, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            fh.write(FORMAT + HEADER.pack(len(skel), hashlib.sha256(rules).digest()))
+            fh.write(FORMAT + HEADER.pack(len(skel), len(rules), zlib.crc32(rules, zlib.crc32(skel))))
             fh.write(skel)
             fh.write(rules)
         os.replace(tmp, os.path.join(cache, key + ".pickle"))  # atomic: readers see old or new

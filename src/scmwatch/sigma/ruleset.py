@@ -108,21 +108,24 @@ class CompiledRule:
         return rule, path, trees
 
     def compile_units(self) -> None:
-        """Compile the predicates of a rule that came from the cache (what ``Unit.pred`` asks).
+        """The predicates of a rule that came from the cache (what ``Unit.pred`` asks): those
+        stored in the entry, else compiled again from the rule's pySigma objects.
 
-        The cache key covers the compiler's source, so compiling again gives the units the
-        entry describes; should a source's predicate not come out after all, the unit never
-        matches and the rule says why in ``flags``."""
+        The cache key covers the compiler's source, so either gives the units the entry
+        describes; should a source's predicate not come out after all, the unit never matches
+        and the rule says why in ``flags``."""
+        src, index = self.__dict__["_source"]
         with lasting():
-            rule, path, trees = self._pysigma()
-            src = self.__dict__["_source"][0]
-            try:
-                fresh, _ = compile_rule(rule, path, trees, src.placeholders)
-                preds = {u.source: u.pred for u in fresh.units}
-            except Exception as exc:  # noqa: BLE001 - it compiled when the entry was made
-                preds = {}
-                why = f"{type(exc).__name__}: {one_line(exc)}"
-                self.flags.append(f"cannot compile from the rule cache: {why}")
+            preds = src.predicates(index)
+            if preds is None:
+                rule, path, trees = self._pysigma()
+                try:
+                    fresh, _ = compile_rule(rule, path, trees, src.placeholders)
+                    preds = {u.source: u.pred for u in fresh.units}
+                except Exception as exc:  # noqa: BLE001 - it compiled when the entry was made
+                    preds = {}
+                    why = f"{type(exc).__name__}: {one_line(exc)}"
+                    self.flags.append(f"cannot compile from the rule cache: {why}")
         for u in self.units:
             if u.source not in preds:
                 self.flags.append(f"not run on {u.source}: its predicate did not compile from the rule cache")

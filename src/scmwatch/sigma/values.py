@@ -124,6 +124,9 @@ def _raw_matcher(rx: Any, anchor_name: str, fallback: Callable[[str], bool]) -> 
         b = v.encode("utf-8", "surrogatepass")
         return match(anchor, b, 0, len(b))[0][0] != -1
 
+    # how the rule cache stores it (sigma/predpickle.py): the compiled RE2 object cannot be
+    # pickled, the pattern object it came from can
+    matches.__rebuild__ = (_raw_matcher, (rx, anchor_name, fallback))  # type: ignore[attr-defined]
     return matches
 
 
