@@ -228,18 +228,24 @@ class RuleSource:
 class _FileRegion:
     """The rule part of an open entry: ``region[a:b]`` reads those bytes with ``os.pread``
     (no shared file position, so forked ``--jobs`` workers may read at once). The open file
-    stays valid when the entry is replaced or pruned meanwhile."""
+    stays valid when the entry is replaced or pruned meanwhile; it is closed with the region."""
 
-    def __init__(self, fh: Any, base: int) -> None:
-        self.fh = fh
+    def __init__(self, fd: int, base: int) -> None:
+        self.fd = fd
         self.base = base
 
     def __getitem__(self, s: slice) -> bytes:
         n = s.stop - s.start
-        data = os.pread(self.fh.fileno(), n, self.base + s.start)
+        data = os.pread(self.fd, n, self.base + s.start)
         if len(data) != n:
             raise EOFError("cache entry shorter than its table")
         return data
+
+    def __del__(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
 
 
 def read_entry(key: str) -> tuple[Any, RuleSource] | None:
@@ -249,47 +255,43 @@ def read_entry(key: str) -> tuple[Any, RuleSource] | None:
         return None
     path = os.path.join(root, "rules", key + ".pickle")
     try:
-        fh = open(path, "rb")  # noqa: SIM115 - kept open by the rule source
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
+    region = _FileRegion(fd, 0)  # closes the file whatever happens next
     try:
-        st = os.fstat(fh.fileno())
+        st = os.fstat(fd)
         if st.st_uid != os.getuid():
-            fh.close()
             return None
         try:  # the access time says "recently used" (pruning keeps it); the mtime stays
             os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
         except OSError:
             pass
-        head = fh.read(len(FORMAT) + HEADER.size)
+        head = os.pread(fd, len(FORMAT) + HEADER.size, 0)
         if not head.startswith(FORMAT) or len(head) != len(FORMAT) + HEADER.size:
-            fh.close()
             return None
         skel_len, rules_len, check = HEADER.unpack_from(head, len(FORMAT))
-        start = len(head)
-        if st.st_size != start + skel_len + rules_len:
-            fh.close()
+        region.base = start = len(head) + skel_len
+        if st.st_size != start + rules_len:
             return None
-        skel = fh.read(skel_len)
+        skel = os.pread(fd, skel_len, len(head))
         crc = zlib.crc32(skel)
         buf = bytearray(CHUNK)
         view = memoryview(buf)
-        left = rules_len
-        while left:
-            n = fh.readinto(view[:min(CHUNK, left)])
+        done = 0
+        while done < rules_len:
+            n = os.preadv(fd, [view[:min(CHUNK, rules_len - done)]], start + done)
             if not n:
-                break
+                return None
             crc = zlib.crc32(view[:n], crc)
-            left -= n
-        if left or crc != check:
-            fh.close()
+            done += n
+        if len(skel) != skel_len or crc != check:
             return None
         with no_gc():
             skeleton, offsets, preds, paths, placeholders = pickle.loads(skel)  # noqa: S301
     except Exception:  # noqa: BLE001 - absent, truncated, garbage, another build: load again
-        fh.close()
         return None
-    return skeleton, RuleSource(_FileRegion(fh, start + skel_len), offsets, paths, placeholders, preds)
+    return skeleton, RuleSource(region, offsets, paths, placeholders, preds)
 
 
 def _predicate_pieces(skeleton: Any, count: int, at: int) -> tuple[list[bytes], list[tuple[int, int] | None]]:
