@@ -32,12 +32,19 @@ _EMPTY = object()  # an empty closure cell
 _PLAIN = (str, int, float, bool, bytes, type(None))  # values, not worth a reference
 
 
+def _module(name: str) -> types.ModuleType:
+    """``sys.modules`` first: ``importlib.import_module`` costs ~0.1 ms even for a module
+    already imported (0.23 s over the 2,183 rules of a dev-corpus hunt, measured)."""
+    mod = sys.modules.get(name)
+    return mod if mod is not None else importlib.import_module(name)
+
+
 def _module_attr(module: str, name: str) -> Any:
-    return getattr(importlib.import_module(module), name)
+    return getattr(_module(module), name)
 
 
 def _module_dict(module: str) -> dict[str, Any]:
-    return importlib.import_module(module).__dict__
+    return _module(module).__dict__
 
 
 def _new_function(code: types.CodeType, globals_: dict[str, Any], name: str,
@@ -109,7 +116,7 @@ class _Pickler(pickle.Pickler):
         if t is types.CodeType:
             return marshal.loads, (marshal.dumps(obj),)
         if t is types.ModuleType:
-            return importlib.import_module, (obj.__name__,)
+            return _module, (obj.__name__,)
         if t is _Namespace:
             return dict, (), None, None, iter(obj.ns.items())
         if t is _ModuleDict:
