@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,26 @@ def test_parser_for_one_command_or_all() -> None:
     assert names(only) == {"hunt"}
     assert names(build_parser(["--help"])) == set(COMMANDS)
     assert names(build_parser(["hnut"])) == set(COMMANDS)  # a typo gets argparse's full message
+
+
+def test_console_entry_flushes_runs_atexit_and_keeps_the_exit_code(tmp_path: Path) -> None:
+    """``scmwatch hunt`` ends with ``os._exit`` (no interpreter teardown): everything written to
+    stdout arrives, ``atexit`` handlers still run, and the exit code is the hunt's."""
+    events = tmp_path / "two.jsonl"
+    events.write_text(EVENTS * 3)
+    probe = ("import atexit, sys\n"
+             "atexit.register(lambda: print('atexit ran', file=sys.stderr))\n"
+             "sys.argv = ['scmwatch', *sys.argv[1:]]\n"
+             "from scmwatch.cli import entry\n"
+             "entry()\n")
+    env = dict(os.environ, SCMWATCH_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", probe, "hunt", str(events), "--format", "jsonl"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    alerts = int(re.search(r"([0-9,]+) alerts from", out.stderr).group(1).replace(",", ""))
+    lines = out.stdout.splitlines()
+    assert alerts >= 3 and len(lines) == alerts and all(json.loads(line) for line in lines)
+    assert "atexit ran" in out.stderr
+    bad = subprocess.run([sys.executable, "-c", probe, "hunt", str(tmp_path / "absent.jsonl")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "atexit ran" in bad.stderr

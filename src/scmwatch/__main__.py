@@ -1,5 +1,3 @@
-import sys
+from scmwatch.cli import entry
 
-from scmwatch.cli import main
-
-sys.exit(main())
+entry()

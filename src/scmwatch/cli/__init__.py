@@ -9,6 +9,7 @@ reported and counted), 1 when an input could not be read at all or no rule could
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import os
 import signal
@@ -106,5 +107,27 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
+def entry() -> None:
+    """The ``scmwatch`` console script and ``python -m scmwatch``: :func:`main`, then exit.
+
+    A plain hunt (no ``--case``, no ``--cluster``) ends with ``os._exit`` once its standard
+    streams are flushed and the ``atexit`` handlers ran: tearing the interpreter down freed the
+    loaded rule set object by object, ~0.1 s of a dev-corpus hunt with all SigmaHQ (measured)
+    for nothing. By then the hunt has closed its output, summary and spill files; the other
+    commands (servers, stores, the cluster) exit the ordinary way."""
+    code = main()
+    argv = sys.argv[1:]
+    options = {a.split("=", 1)[0] for a in argv}
+    if argv[:1] == ["hunt"] and not options & {"--case", "--cluster"}:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            sys.exit(code)  # the ordinary exit reports what it can
+        atexit._run_exitfuncs()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
