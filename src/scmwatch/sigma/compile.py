@@ -80,7 +80,7 @@ from scmwatch.sigma.values import (
     CompileError,
     as_text,
     classify,
-    glob_matcher,
+    globs_matcher,
     lower_parts,
     necessary_literal,
     re2_searcher,
@@ -315,7 +315,8 @@ def _ci_group(fname: str, specs: list[tuple[str, Any]]) -> Pred:
     starts = tuple(p for k, p in specs if k == "starts")
     ends = tuple(p for k, p in specs if k == "ends")
     contains = tuple(p for k, p in specs if k == "contains")
-    globs = tuple(glob_matcher(p) for k, p in specs if k == "glob")
+    glob_any = globs_matcher([p for k, p in specs if k == "glob"])
+    globs = (glob_any,) if glob_any is not None else ()
     anyv = any(k == "any" for k, _ in specs)
     kinds = sum(bool(x) for x in (eqs, starts, ends, contains, globs))
     if anyv:
