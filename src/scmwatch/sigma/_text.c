@@ -13,9 +13,13 @@
  * join; ``tests/test_sigma_text.py`` compares both. Beyond MAX_PIECES pieces it returns None
  * and the caller uses the Python code. The extension is optional: without a C compiler the
  * Python code is used.
+ *
+ * tagged_join: the same for the atom prefilter's field-tagged text (sigma/tagged.py).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdio.h>
+#include <string.h>
 
 #define MAX_PIECES 256
 
@@ -149,9 +153,211 @@ static PyObject *lower_join(PyObject *self, PyObject *args) {
     return out;
 }
 
+/*
+ * tagged_join(fields, index, rest) -> str | None: the field-tagged text of the requirement scan
+ * (tagged.tagged_text is the Python twin; tests/test_sigma_atoms.py compares them). A value of
+ * a field numbered i (``index[name]``; other fields get ``rest``, or are left out when it is -1)
+ * becomes "\x1e" + num(i) + value + "\x1d" + num(i), one segment per list item, num(i) being two
+ * characters 0x10 + i / 12, 0x10 + i % 12; lower-cased as ``str.lower`` does. None ("not
+ * clean": the caller takes the per-rule path) when a value is anything but str, int or a list
+ * of them, or when a str holds a character in 0x10-0x1f, so no value can forge a segment.
+ * With ``rest`` -1 only the indexed names are looked up, in ``index`` order.
+ */
+typedef struct {
+    PyObject **items; /* new references: values as str */
+    Py_ssize_t *field; /* field number per item */
+    Py_ssize_t n, cap, total;
+    int ascii;
+} Segs;
+
+static void segs_clear(Segs *s) {
+    for (Py_ssize_t i = 0; i < s->n; i++) Py_DECREF(s->items[i]);
+    PyMem_Free(s->items);
+    PyMem_Free(s->field);
+}
+
+static int reserved_char(PyObject *u) {
+    Py_ssize_t len = PyUnicode_GET_LENGTH(u);
+    int kind = PyUnicode_KIND(u);
+    const void *data = PyUnicode_DATA(u);
+    for (Py_ssize_t k = 0; k < len; k++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, k);
+        if (ch >= 0x10 && ch <= 0x1f) return 1;
+    }
+    return 0;
+}
+
+/* 0: added, 1: not clean, -1: error. */
+static int segs_add(Segs *s, PyObject *x, Py_ssize_t field) {
+    PyObject *text;
+    if (PyUnicode_CheckExact(x)) {
+        if (reserved_char(x)) return 1;
+        Py_INCREF(x);
+        text = x;
+    } else if (PyLong_CheckExact(x)) {
+        text = PyObject_Str(x);
+        if (text == NULL) return -1;
+    } else {
+        return 1;
+    }
+    if (s->n == s->cap) {
+        Py_ssize_t cap = s->cap ? s->cap * 2 : 64;
+        PyObject **items = PyMem_Realloc(s->items, cap * sizeof(PyObject *));
+        if (items != NULL) s->items = items;
+        Py_ssize_t *fields = items ? PyMem_Realloc(s->field, cap * sizeof(Py_ssize_t)) : NULL;
+        if (fields == NULL) {
+            Py_DECREF(text);
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->field = fields;
+        s->cap = cap;
+    }
+    s->ascii &= PyUnicode_IS_ASCII(text);
+    s->total += PyUnicode_GET_LENGTH(text);
+    s->items[s->n] = text;
+    s->field[s->n] = field;
+    s->n++;
+    return 0;
+}
+
+static int segs_value(Segs *s, PyObject *value, Py_ssize_t field) {
+    if (value == Py_None) return 0;
+    int rc = 0;
+    Py_INCREF(value); /* str(x) may run code that changes the dict */
+    if (PyList_CheckExact(value)) {
+        for (Py_ssize_t k = 0; !rc && k < PyList_GET_SIZE(value); k++) {
+            PyObject *item = PyList_GET_ITEM(value, k);
+            Py_INCREF(item);
+            rc = segs_add(s, item, field);
+            Py_DECREF(item);
+        }
+    } else {
+        rc = segs_add(s, value, field);
+    }
+    Py_DECREF(value);
+    return rc;
+}
+
+/* Lower-case each piece on its own (ASCII in place, others with ``str.lower``), then frame them
+ * into one string of the widest kind. Per piece equals ``lower`` of the joined text: the frame
+ * characters are neither cased nor case-ignorable, so no case mapping looks across them. */
+static PyObject *tagged_build(Segs *s) {
+    Py_UCS4 maxchar = 127;
+    Py_ssize_t total = 6 * s->n;
+    for (Py_ssize_t i = 0; i < s->n; i++) {
+        PyObject *piece = s->items[i];
+        if (!PyUnicode_IS_ASCII(piece)) {
+            PyObject *lowered = PyObject_CallMethodNoArgs(piece, S_lower);
+            if (lowered == NULL) return NULL;
+            Py_DECREF(piece);
+            s->items[i] = piece = lowered;
+            Py_UCS4 m = PyUnicode_MAX_CHAR_VALUE(piece);
+            if (m > maxchar) maxchar = m;
+        }
+        total += PyUnicode_GET_LENGTH(piece);
+    }
+    PyObject *out = PyUnicode_New(total, maxchar);
+    if (out == NULL) return NULL;
+    int kind = PyUnicode_KIND(out);
+    void *data = PyUnicode_DATA(out);
+    Py_ssize_t o = 0;
+    for (Py_ssize_t i = 0; i < s->n; i++) {
+        Py_UCS4 hi = (Py_UCS4)(0x10 + s->field[i] / 12), lo = (Py_UCS4)(0x10 + s->field[i] % 12);
+        PyUnicode_WRITE(kind, data, o, 0x1e);
+        PyUnicode_WRITE(kind, data, o + 1, hi);
+        PyUnicode_WRITE(kind, data, o + 2, lo);
+        o += 3;
+        PyObject *piece = s->items[i];
+        Py_ssize_t len = PyUnicode_GET_LENGTH(piece);
+        if (PyUnicode_IS_ASCII(piece)) {
+            const Py_UCS1 *src = PyUnicode_1BYTE_DATA(piece);
+            if (kind == PyUnicode_1BYTE_KIND) {
+                Py_UCS1 *dst = (Py_UCS1 *)data + o;
+                for (Py_ssize_t k = 0; k < len; k++) {
+                    Py_UCS1 ch = src[k];
+                    dst[k] = (ch >= 'A' && ch <= 'Z') ? (Py_UCS1)(ch + 32) : ch;
+                }
+            } else {
+                for (Py_ssize_t k = 0; k < len; k++) {
+                    Py_UCS1 ch = src[k];
+                    PyUnicode_WRITE(kind, data, o + k, (ch >= 'A' && ch <= 'Z') ? ch + 32 : ch);
+                }
+            }
+        } else if (PyUnicode_CopyCharacters(out, o, piece, 0, len) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        o += len;
+        PyUnicode_WRITE(kind, data, o, 0x1d);
+        PyUnicode_WRITE(kind, data, o + 1, hi);
+        PyUnicode_WRITE(kind, data, o + 2, lo);
+        o += 3;
+    }
+    return out;
+}
+
+static PyObject *tagged_join(PyObject *self, PyObject *args) {
+    PyObject *fields, *index;
+    Py_ssize_t rest;
+    if (!PyArg_ParseTuple(args, "O!O!n", &PyDict_Type, &fields, &PyDict_Type, &index, &rest)) return NULL;
+    if (rest >= 144 || PyDict_GET_SIZE(index) > 144) {
+        PyErr_SetString(PyExc_ValueError, "at most 144 field numbers");
+        return NULL;
+    }
+    Segs s = {NULL, NULL, 0, 0, 0, 1};
+    int rc = 0;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    if (rest < 0) {
+        while (!rc && PyDict_Next(index, &pos, &key, &value)) {
+            Py_ssize_t num = PyLong_AsSsize_t(value);
+            if (num < 0 || num >= 144) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "field number out of range");
+                rc = -1;
+                break;
+            }
+            PyObject *v = PyDict_GetItemWithError(fields, key);
+            if (v == NULL) {
+                if (PyErr_Occurred()) rc = -1;
+                continue;
+            }
+            rc = segs_value(&s, v, num);
+        }
+    } else {
+        while (!rc && PyDict_Next(fields, &pos, &key, &value)) {
+            PyObject *n = PyDict_GetItemWithError(index, key);
+            Py_ssize_t num = rest;
+            if (n != NULL) {
+                num = PyLong_AsSsize_t(n);
+                if (num < 0 || num >= 144) {
+                    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "field number out of range");
+                    rc = -1;
+                    break;
+                }
+            } else if (PyErr_Occurred()) {
+                rc = -1;
+                break;
+            }
+            rc = segs_value(&s, value, num);
+        }
+    }
+    PyObject *out = NULL;
+    if (rc == 1) {
+        out = Py_None;
+        Py_INCREF(out);
+    } else if (rc == 0) {
+        out = tagged_build(&s);
+    }
+    segs_clear(&s);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"lower_join", lower_join, METH_VARARGS,
      "lower_join(fields, names) -> '\\x00'.join(text of each value).lower(), or None for too many pieces."},
+    {"tagged_join", tagged_join, METH_VARARGS,
+     "tagged_join(fields, index, rest) -> field-tagged lower-cased text, or None when a value is not clean."},
     {NULL, NULL, 0, NULL},
 };
 

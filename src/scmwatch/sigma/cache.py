@@ -51,7 +51,7 @@ from scmwatch import __version__
 from scmwatch.sigma import predpickle
 from scmwatch.sigma.load import LoadedSigma, load_sigma, rule_files
 
-FORMAT = b"scmwatch-rules-3\n"
+FORMAT = b"scmwatch-rules-4\n"
 HEADER = struct.Struct("<QQI")  # skeleton length, rule part length, CRC-32 of both
 KEEP = 8  # entries kept, most recently used first (all of SigmaHQ: ~30 MB each)
 CHUNK = 1 << 20  # bytes read at once while checking an entry

@@ -140,6 +140,7 @@ class Compiled:
     literals: Gates  # all gates must be hit for the rule to be able to match; () = always run
     unavailable_used: set[str] = field(default_factory=set)
     literal_fields: frozenset[str] | None = None  # where literals can occur (None: any field)
+    requirement: Req = True  # over atoms (``atom_of``): False when it is, the rule cannot match
 
 
 def _slow(v: Any, test: Callable[[str], bool], lower: bool = True) -> bool:
@@ -271,6 +272,89 @@ def _lit_score(s: frozenset[str]) -> float:
         return 1e9
     worst = min((len(x) - (8 if x in COMMON_LITERALS else 0)) for x in s)
     return worst - 0.05 * len(s)
+
+
+# ----------------------------------------------------------------------------- atoms
+#
+# An *atom* is one OR-group of case-insensitive string tests on one field (what ``_ci_code``
+# emits): ``Image|endswith: ['\\cmd.exe', '\\pwsh.exe']``. The same atom appears in many rules
+# (Sysmon process creation: 1,416 rules, ~2,960 distinct atoms), so atoms are numbered once per
+# process, and a rule's *requirement* is the positive part of its condition over atoms: AND/OR
+# kept, every NOT subtree and every other leaf (regex, numbers, keywords ...) replaced by True.
+# The requirement is therefore necessary: whenever the rule matches, it holds. ``tagged.py``
+# picks a gate from it and scans all atoms of a bucket at once.
+
+Req = Any  # True (no requirement) | False (impossible) | atom id | ("&" | "|", tuple of Req)
+ATOM_KINDS = frozenset({"eq", "starts", "ends", "contains", "any"})
+# The frame characters of the tagged text (``tagged.py``): an atom whose text holds one is not
+# scanned.
+TAG_CHARS = frozenset(chr(c) for c in range(0x10, 0x20))
+_atom_ids: dict[tuple, int] = {}
+ATOMS: list[tuple[str, tuple[tuple[str, Any], ...]]] = []  # atom id -> (field, specs)
+
+
+def atom_of(fname: str, specs: list[tuple[str, Any]]) -> int | None:
+    """The atom id of an OR-group of (kind, lower-cased text) tests on ``fname``; None when a
+    test cannot be written as a scan pattern (globs, delimiter characters)."""
+    canon = []
+    for kind, payload in specs:
+        if kind not in ATOM_KINDS or (payload and not TAG_CHARS.isdisjoint(payload)):
+            return None
+        canon.append((kind, payload or ""))
+    key = (fname, tuple(sorted(set(canon))))
+    aid = _atom_ids.get(key)
+    if aid is None:
+        aid = _atom_ids[key] = len(ATOMS)
+        ATOMS.append(key)
+    return aid
+
+
+def req_export(req: Req) -> Any:
+    """A requirement with atom keys (field, tests) in place of this process's atom ids."""
+    if req is True or req is False:
+        return req
+    if isinstance(req, int):
+        return ("atom", ATOMS[req])
+    return (req[0], tuple(req_export(r) for r in req[1]))
+
+
+def req_import(data: Any) -> Req:
+    """``req_export``'s output with atom ids of this process again."""
+    if data is True or data is False:
+        return data
+    if data[0] != "atom":
+        return (data[0], tuple(req_import(r) for r in data[1]))
+    key = data[1]
+    aid = _atom_ids.get(key)
+    if aid is None:
+        aid = _atom_ids[key] = len(ATOMS)
+        ATOMS.append(key)
+    return aid
+
+
+def _req_junction(reqs: list, op: str, absorbing: bool) -> Req:
+    out: list = []
+    for r in reqs:
+        if r is absorbing:
+            return absorbing
+        if r is not (not absorbing):
+            if isinstance(r, tuple) and r[0] == op:
+                out.extend(r[1])
+            elif r not in out:
+                out.append(r)
+    if not out:
+        return not absorbing
+    return out[0] if len(out) == 1 else (op, tuple(out))
+
+
+def req_and(reqs: list) -> Req:
+    """Requirement of an AND: every child's."""
+    return _req_junction(reqs, "&", False)
+
+
+def req_or(reqs: list) -> Req:
+    """Requirement of an OR: one child's (no requirement when a child has none)."""
+    return _req_junction(reqs, "|", True)
 
 
 # ----------------------------------------------------------------------------- string groups
@@ -458,6 +542,13 @@ class _Compiler:
             return None
         return self.fm.rename.get(name, name)
 
+    def atom(self, fname: str, specs: list[tuple[str, Any]]) -> Req:
+        """Requirement of a string group on a (mapped) field: its atom, or True when unscannable."""
+        if fname in GATE_FIELDS:  # the index gated on these already
+            return True
+        aid = atom_of(fname, specs)
+        return True if aid is None else aid
+
     def note_fields(self, fname: str, lits: frozenset[str] | None) -> None:
         if lits and self.lit_fields is not None:
             self.lit_fields.add(fname)
@@ -503,33 +594,35 @@ class _Compiler:
         return frozenset(lits)
 
     # -- nodes
-    def node(self, n: Any, positive: bool) -> tuple[Node, frozenset[str] | None]:
+    def node(self, n: Any, positive: bool) -> tuple[Node, frozenset[str] | None, Req]:
+        """(code, necessary literals, requirement over atoms) of a condition node."""
         if isinstance(n, ConditionAND):
             # Filters (NOT) last: selections usually reject first and cheaper.
             args = sorted(n.args, key=lambda a: isinstance(a, ConditionNOT))
             parts = [self.node(a, positive) for a in args]
-            return _and([p for p, _ in parts], self.em), _lit_and([lit for _, lit in parts])
+            return (_and([p for p, _, _ in parts], self.em), _lit_and([lit for _, lit, _ in parts]),
+                    req_and([r for _, _, r in parts]))
         if isinstance(n, ConditionOR):
             return self.or_node(n.args, positive)
         if isinstance(n, ConditionNOT):
-            inner, _ = self.node(n.args[0], not positive)
-            return _not(inner, self.em), None
+            inner, _, _ = self.node(n.args[0], not positive)
+            return _not(inner, self.em), None, True
         if isinstance(n, ConditionFieldEqualsValueExpression):
             return self.leaf(n.field, n.value, positive)
         if isinstance(n, ConditionValueExpression):
             return self.keyword(n.value)
         raise CompileError(f"unsupported condition element {type(n).__name__}")
 
-    def or_node(self, args: list, positive: bool) -> tuple[Node, frozenset[str] | None]:
+    def or_node(self, args: list, positive: bool) -> tuple[Node, frozenset[str] | None, Req]:
         groups: dict[str, list[tuple[str, Any]]] = {}
-        others: list[tuple[Node, frozenset[str] | None]] = []
+        others: list[tuple[Node, frozenset[str] | None, Req]] = []
         for a in args:
             if isinstance(a, ConditionFieldEqualsValueExpression) and a.field is not None:
                 specs = self.string_specs(a.value)
                 if specs is not None:
                     mapped = self.field(a.field)
                     if mapped is None:
-                        others.append((not positive, frozenset() if positive else None))
+                        others.append((not positive, frozenset() if positive else None, not positive))
                     else:
                         groups.setdefault(mapped, []).extend(specs)
                     continue
@@ -537,34 +630,36 @@ class _Compiler:
         for fname, specs in groups.items():
             lits = None if fname in GATE_FIELDS else self.spec_literals(specs)
             self.note_fields(fname, lits)
-            others.append((_ci_code(fname, specs, self.em), lits))
-        return _or([p for p, _ in others], self.em), _lit_or([lit for _, lit in others])
+            others.append((_ci_code(fname, specs, self.em), lits, self.atom(fname, specs)))
+        return (_or([p for p, _, _ in others], self.em), _lit_or([lit for _, lit, _ in others]),
+                req_or([r for _, _, r in others]))
 
-    def leaf(self, fname: str, val: Any, positive: bool) -> tuple[Node, frozenset[str] | None]:
+    def leaf(self, fname: str, val: Any, positive: bool) -> tuple[Node, frozenset[str] | None, Req]:
         specs = self.string_specs(val)
         mapped = self.field(fname)
         if mapped is None:
-            return (not positive), (frozenset() if positive else None)
+            return (not positive), (frozenset() if positive else None), not positive
         if specs is not None:
             lits = None if mapped in GATE_FIELDS else self.spec_literals(specs)
             self.note_fields(mapped, lits)
-            return _ci_code(mapped, specs, self.em), lits
+            return _ci_code(mapped, specs, self.em), lits, self.atom(mapped, specs)
         if isinstance(val, SigmaExpansion):
             parts = [self.leaf(fname, v, positive) for v in val.values]
-            return _or([p for p, _ in parts], self.em), _lit_or([lit for _, lit in parts])
+            return (_or([p for p, _, _ in parts], self.em), _lit_or([lit for _, lit, _ in parts]),
+                    req_or([r for _, _, r in parts]))
         if isinstance(val, SigmaCasedString):
             specs = [classify(string_parts(s)) for s in self.expand_placeholders(val)]
             lits = self.spec_literals([(k, lower_parts(p) if k == "glob" else p.lower() if p else p)
                                        for k, p in specs])
             self.note_fields(mapped, lits)
-            return self.em.call(_cased_pred(mapped, specs)), lits
+            return self.em.call(_cased_pred(mapped, specs)), lits, True
         hexok = self.fm is not None and mapped in self.fm.hex_fields
         lits = None
         if isinstance(val, SigmaRegularExpression) and mapped not in GATE_FIELDS:
             lits = regex_literals(str(val.regexp))
             if lits:
                 self.lit_fields.add(mapped)
-        return self.em.call(self.typed_leaf(mapped, val, hexok)), lits
+        return self.em.call(self.typed_leaf(mapped, val, hexok)), lits, True
 
     def typed_leaf(self, fname: str, val: Any, hexok: bool) -> Pred:
         if isinstance(val, SigmaRegularExpression):
@@ -594,7 +689,7 @@ class _Compiler:
     def regex_leaf(self, fname: str, val: SigmaRegularExpression) -> Pred:
         return _raw_pred(fname, _regex_test(val))
 
-    def keyword(self, val: Any) -> tuple[Node, frozenset[str] | None]:
+    def keyword(self, val: Any) -> tuple[Node, frozenset[str] | None, Req]:
         """Field-less value: substring (wildcards honoured) over every non-System value."""
         cased = isinstance(val, SigmaCasedString)
         if isinstance(val, SigmaRegularExpression):
@@ -642,7 +737,7 @@ class _Compiler:
                     return True
             return False
 
-        return self.em.call(pred), lits
+        return self.em.call(pred), lits, True
 
 
 # ----------------------------------------------------------------------------- typed leaves
@@ -791,12 +886,15 @@ def compile_condition(trees: list, fieldmap: FieldMap | None = None,
     """Compile a rule's parsed condition trees (a condition list is OR) for one source."""
     c = _Compiler(fieldmap, placeholders)
     parts = [c.node(t, True) for t in trees]
-    lits = _lit_or([lit for _, lit in parts])
-    node = _or([p for p, _ in parts], c.em)
+    lits = _lit_or([lit for _, lit, _ in parts])
+    node = _or([p for p, _, _ in parts], c.em)
+    req = req_or([r for _, _, r in parts])
     if lits == (frozenset(),) and node is not False:
         lits = ()  # defensive: never gate a rule that can match behind an impossible requirement
+    if req is False and node is not False:
+        req = True
     fields = frozenset(c.lit_fields) if c.lit_fields is not None else None
-    return Compiled(c.em.function(node), lits, c.unavailable_used, fields)
+    return Compiled(c.em.function(node), lits, c.unavailable_used, fields, req)
 
 
 def required_eventids(trees: list) -> set[int] | None:

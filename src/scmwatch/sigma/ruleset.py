@@ -22,9 +22,12 @@ from sigma.rule import SigmaRule
 from scmwatch.sigma.cache import cache_key, cache_root, lasting, no_gc, read_entry, write_entry
 from scmwatch.sigma.compile import (
     Pred,
+    Req,
     compile_condition,
     condition_fields,
     empty_value_fields,
+    req_export,
+    req_import,
     required_eventids,
 )
 from scmwatch.sigma.load import LoadedSigma, load_placeholders, load_sigma, one_line
@@ -37,7 +40,8 @@ class Unit:
     """One rule on one event source: what the index stores.
 
     Pickled (the rule cache), a unit keeps everything but ``pred``, which its rule compiles
-    again on first access."""
+    again on first access; its requirement is pickled with atom keys, not this process's atom
+    ids (``compile.req_export``)."""
 
     rule: CompiledRule
     source: str
@@ -46,6 +50,7 @@ class Unit:
     literals: tuple[frozenset[str], ...]  # prefilter gates: all must be hit; () = always evaluate
     literal_fields: frozenset[str] | None = None  # fields the literals can occur in; None: any
     order: int = 0
+    requirement: Req = True  # over atoms (compile.py): necessary for ``pred``
 
     def __getattr__(self, name: str) -> Any:
         if name != "pred":
@@ -54,10 +59,12 @@ class Unit:
         return self.pred
 
     def __getstate__(self) -> tuple:
-        return self.rule, self.source, self.keys, self.literals, self.literal_fields, self.order
+        return (self.rule, self.source, self.keys, self.literals, self.literal_fields, self.order,
+                req_export(self.requirement))
 
     def __setstate__(self, state: tuple) -> None:
-        self.rule, self.source, self.keys, self.literals, self.literal_fields, self.order = state
+        self.rule, self.source, self.keys, self.literals, self.literal_fields, self.order, req = state
+        self.requirement = req_import(req)
 
 
 @dataclass(eq=False)
@@ -202,7 +209,8 @@ def compile_rule(rule: SigmaRule, path: str, trees: list,
         pred = comp.pred
         if spec.extra:
             pred = _with_extra(pred, spec.extra)
-        cr.units.append(Unit(cr, spec.label, keys, pred, comp.literals, comp.literal_fields))
+        cr.units.append(Unit(cr, spec.label, keys, pred, comp.literals, comp.literal_fields,
+                             requirement=comp.requirement))
         cr.sources.append(spec.label)
     empty = empty_value_fields(trees) if ls.product == "windows" else []
     if empty:

@@ -1,0 +1,298 @@
+"""The atom prefilter (sigma/tagged.py) against the plain per-rule predicates.
+
+Differential tests: whatever the events hold, the engine with the atom prefilter must return
+exactly what evaluating every rule of the bucket returns, and what the literal prefilter
+returns. Hostile values on purpose: non-ASCII case folding (final sigma, dotted I, sharp s),
+the frame characters themselves, NUL, lists, ints, bools, floats, None, empty and huge values.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import textwrap
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from paths import SIGMAHQ
+from scmwatch.events.model import Event, ReadStats
+from scmwatch.events.read import discover, read_input
+from scmwatch.sigma import Engine, load_rules, tagged
+from scmwatch.sigma import index as sigma_index
+from scmwatch.sigma.compile import ATOMS, Low, _ci_group, atom_of, req_and, req_or
+from scmwatch.sigma.values import (
+    CompileError,
+    _raw_matcher,
+    compile_re2,
+    glob_matcher,
+    globs_matcher,
+    pcre_dollar,
+    re2_searcher,
+)
+
+needs_hyperscan = pytest.mark.skipif(sigma_index.hyperscan is None, reason="Hyperscan is not installed")
+SYSMON = "Microsoft-Windows-Sysmon/Operational"
+
+# characters that stress case mapping, the frames and the encodings
+TRICKY = "aAzZ09 -_\\/.:'\"`${}()<>|*?ΣσςİıßẞǅKkſ\u0307\u202e😀\x00\x09\x0a\x10\x1b\x1d\x1e\x1f\udc80é"
+text_values = st.text(alphabet=TRICKY, max_size=12)
+scalars = st.one_of(text_values, st.integers(-10**12, 10**12), st.booleans(), st.none(),
+                    st.floats(allow_nan=False, allow_infinity=False))
+values = st.one_of(scalars, st.lists(scalars, max_size=3))
+FIELDS = ["Image", "CommandLine", "ParentImage", "User", "Hashes"]
+
+
+# ----------------------------------------------------------------------------- the tagged text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS + ["Other", "Channel"]), values, max_size=7),
+       st.lists(st.sampled_from(FIELDS), unique=True, max_size=5), st.booleans())
+def test_tagged_text_c_equals_python(fields, names, rest):
+    index = {n: i for i, n in enumerate(names)}
+    rest_num = len(index) if rest else -1
+    want = tagged.tagged_text_py(fields, index, rest_num)
+    if tagged.tagged_join is not None:
+        assert tagged.tagged_join(fields, index, rest_num) == want
+    if want is None:
+        return
+    # every frame holds exactly its value's str.lower(): no case mapping looks across frames
+    frames = re.findall(r"\x1e(..)([^\x10-\x1f]*)\x1d\1", want)
+    assert "".join(f"\x1e{n}{v}\x1d{n}" for n, v in frames) == want
+    expected = []
+    pairs = index.items() if not rest else ((k, index.get(k, rest_num)) for k in fields)
+    for name, i in pairs:
+        v = fields.get(name)
+        for x in (v if isinstance(v, list) else [] if v is None else [v]):
+            expected.append((tagged.num(i), x.lower() if isinstance(x, str) else str(x)))
+    assert frames == expected
+
+
+def test_unclean_values_leave_the_atom_path():
+    index = {"A": 0}
+    for bad in ["x\x1ey", "\x10", True, 1.5, [None], [["x"]], {"k": "v"}, ("x",)]:
+        assert tagged.tagged_text_py({"A": bad}, index, -1) is None, bad
+        if tagged.tagged_join is not None:
+            assert tagged.tagged_join({"A": bad}, index, -1) is None, bad
+    assert tagged.tagged_text_py({"A": ["X", 7], "B": None}, {"A": 0, "B": 1}, -1) == \
+        "\x1e\x10\x10x\x1d\x10\x10\x1e\x10\x107\x1d\x10\x10"
+
+
+# ----------------------------------------------------------------------------- atom patterns
+
+kinds = st.sampled_from(["eq", "starts", "ends", "contains", "any"])
+spec_texts = st.text(alphabet="ab\\.Σσςİi\u0307ß😀 ", max_size=20)
+
+
+class _Unit:
+    def __init__(self, req):
+        self.pred = lambda f, low: True
+        self.requirement = req
+        self.literals = ()
+        self.literal_fields = frozenset()
+
+
+@needs_hyperscan
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(FIELDS[:2]), st.lists(st.tuples(kinds, spec_texts), min_size=1,
+                                                                       max_size=3)), min_size=1, max_size=4),
+       st.dictionaries(st.sampled_from(FIELDS[:3]), st.one_of(st.text(alphabet="ab\\.ΣσİIiß😀 ", max_size=24),
+                                                               st.lists(st.text(alphabet="ab.Σ", max_size=6),
+                                                                        max_size=2)), max_size=3))
+def test_atom_patterns_equal_the_predicates(groups, fields):
+    """An atom's pattern matches the tagged text iff its string group holds (``contains`` texts
+    of SCOPED_CONTAINS characters or more: whenever it holds)."""
+    specs_of = {}
+    for fname, specs in groups:
+        specs = [(k, "" if k == "any" else t.lower()) for k, t in specs]
+        aid = atom_of(fname, specs)
+        assert aid is not None
+        specs_of[aid] = (fname, specs)
+    units = [_Unit(a) for a in specs_of]
+    p = tagged.plan(units)
+    scan = sigma_index._scan_function(sigma_index._hs_database(list(p.patterns), regex=True))
+    text = tagged.tagged_text(fields, p.index, p.rest)
+    assert text is not None
+    hit = {u for i in scan(text) for u in p.pattern_units[i]}
+    for pos, aid in enumerate(specs_of):
+        fname, specs = specs_of[aid]
+        holds = _ci_group(fname, specs)(fields, Low(fields))
+        exact = all(k != "contains" or len(t) < tagged.SCOPED_CONTAINS for k, t in ATOMS[aid][1])
+        if exact:
+            assert (pos in hit) == holds, (ATOMS[aid], fields)
+        else:
+            assert holds <= (pos in hit), (ATOMS[aid], fields)
+
+
+def test_requirements_keep_and_or_drop_not():
+    a, b, c = (atom_of("F", [("eq", x)]) for x in "abc")
+    assert req_and([a, True, req_or([b, c])]) == ("&", (a, ("|", (b, c))))
+    assert req_or([a, True]) is True
+    assert req_and([a, False]) is False
+    assert tagged.requirement_gates(("&", (a, ("|", (b, c))))) == [frozenset({a}), frozenset({b, c})]
+    assert tagged.requirement_gates(("|", (a, True))) == []
+
+
+# ----------------------------------------------------------------------------- whole engines
+
+RULES = {
+    "img_ends": "sel:\n  Image|endswith: ['\\\\cmd.exe', '\\\\pwsh.exe']\ncondition: sel",
+    "img_cli": "sel:\n  Image|endswith: '\\\\ping.exe'\n  CommandLine|contains: ' -n '\ncondition: sel",
+    "eq_or_start": "sel:\n  - OriginalFileName: 'Σίσυφος.exe'\n  - ParentImage|startswith: 'c:\\\\temp\\\\'\n"
+                   "condition: sel",
+    "not_filter": "sel:\n  CommandLine|contains: 'vssadmin'\nfilter:\n  User|contains: 'AUTHORI'\n"
+                  "condition: sel and not filter",
+    "glob": "sel:\n  CommandLine|contains: ['>?%TEMP%\\\\', 'a*b?c']\ncondition: sel",
+    "regex": "sel:\n  CommandLine|re: '\\w+`\\w+`'\n  Image|contains: 'powershell'\ncondition: sel",
+    "any_value": "sel:\n  Hashes: '*'\n  Image|endswith: '.exe'\ncondition: sel",
+    "null_empty": "sel:\n  ParentImage: null\n  Image|endswith: '\\\\rundll32.exe'\ncondition: sel",
+    "empty_eq": "sel:\n  CommandLine: ''\n  Image|contains: 'İ'\ncondition: sel",
+    "long_contains": "sel:\n  CommandLine|contains: 'invoke-mimikatz -dumpcreds'\ncondition: sel",
+    "list_all": "sel:\n  CommandLine|contains|all: ['σ', 'ß']\ncondition: sel",
+    "emoji": "sel:\n  CommandLine|contains: ['😀', '\u202e']\ncondition: sel",
+    "keyword": "keywords:\n  - 'sekurlsa::'\n  - 'Σ'\ncondition: keywords",
+}
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("atom-rules")
+    for n, (name, det) in enumerate(RULES.items()):
+        body = textwrap.indent(det, "  ")
+        (tmp / f"{name}.yml").write_text(
+            f"title: {name}\nid: 5d0b6a54-0000-4000-8000-{n:012d}\nstatus: test\nlevel: high\n"
+            f"logsource:\n  category: process_creation\n  product: windows\ndetection:\n{body}\n",
+            encoding="utf-8")
+    rs = load_rules([tmp])
+    assert not rs.rejected and len(rs.rules) == len(RULES), rs.rejected
+    return Engine(rs, hyperscan_after=0), Engine(rs, use_hyperscan=False)
+
+
+def _brute(engine, f):
+    b = engine.bucket(f.get("Channel"), f.get("EventID"))
+    low = Low(f)
+    return [u.rule.id for u in b.units if u.pred is True or (u.pred is not False and u.pred(f, low))]
+
+
+event_values = st.one_of(st.text(alphabet=TRICKY + "cmdexepingvsadmintTEMP%", max_size=30),
+                         st.sampled_from(["C:\\Windows\\System32\\cmd.exe", "c:\\temp\\x.exe", "ΣΊΣΥΦΟΣ.EXE",
+                                          "vssadmin delete shadows", ">?%temp%\\x", "PING.EXE -n 1",
+                                          "x\\PING.exe", "", "İ", "Invoke-Mimikatz -DumpCreds", "😀"]),
+                         st.integers(), st.none(), st.lists(text_values, max_size=2), st.booleans())
+
+
+@needs_hyperscan
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(FIELDS + ["OriginalFileName", "Other"]), event_values, max_size=6))
+def test_atom_path_equals_every_predicate(engines, fields):
+    atom_engine, literal_engine = engines
+    f = {"Channel": SYSMON, "EventID": 1, **fields}
+    assert atom_engine.bucket(SYSMON, 1).atom_scan is not None  # the atom path is what runs
+    want = _brute(literal_engine, f)
+    assert [r.id for r in atom_engine.match_fields(f)] == want
+    assert [r.id for r in literal_engine.match_fields(f)] == want
+
+
+@needs_hyperscan
+def test_hostile_huge_values(engines):
+    atom_engine, literal_engine = engines
+    for v in ["a" * 200_000, "Σ" * 50_000 + "\\cmd.exe", "x\\PING.exe" + " -n " * 20_000, ["İ" * 1000] * 50]:
+        f = {"Channel": SYSMON, "EventID": 1, "Image": v, "CommandLine": v, "ParentImage": None}
+        assert [r.id for r in atom_engine.match_fields(f)] == _brute(literal_engine, f)
+
+
+# ----------------------------------------------------------------------------- SigmaHQ
+
+
+@pytest.fixture(scope="module")
+def sigmahq():
+    if not (SIGMAHQ / "regression_data").is_dir():
+        pytest.skip("../shared/corpora/sigmahq absent")
+    rs = load_rules([SIGMAHQ / d for d in ("rules", "rules-emerging-threats", "rules-threat-hunting")])
+    stats = ReadStats()
+    found = discover([str(SIGMAHQ / "regression_data")], stats)
+    inputs = [inp for inp in found if inp.path.endswith(".evtx")]
+    events = [ev for inp in inputs for ev in read_input(inp, stats)]
+    return rs, events
+
+
+def _mutations(f: dict, rng: random.Random) -> list[dict]:
+    """Hostile variants of a real event: case, non-ASCII, frame characters, types, sizes."""
+    out = []
+    for _ in range(3):
+        g = dict(f)
+        for k in rng.sample(sorted(g), k=min(4, len(g))):
+            if k in ("Channel", "EventID"):
+                continue
+            v = g[k]
+            s = v if isinstance(v, str) else str(v)
+            g[k] = rng.choice([s.upper(), s + "Σ", "İ" + s, s + "\x1e", [s, s.swapcase()], None, "",
+                               s * 200, int(s) if s.isdigit() else s + " ", s.replace("\\", "/"), 7, True])
+        out.append(g)
+    return out
+
+
+@needs_hyperscan
+def test_sigmahq_atom_path_equals_predicates(sigmahq):
+    """Every SigmaHQ regression event and hostile variants of it: the atom path, the literal
+    prefilter and brute force (every rule of the bucket) give the same rules, in order."""
+    rs, events = sigmahq
+    assert len(events) >= 238
+    atom_engine, literal_engine = Engine(rs, hyperscan_after=0), Engine(rs, use_hyperscan=False)
+    rng = random.Random(13)
+    checked = 0
+    for ev in events:
+        for f in [ev.fields, *_mutations(ev.fields, rng)]:
+            want = _brute(literal_engine, f)
+            assert [r.id for r in atom_engine.match_fields(f)] == want, (ev.source, ev.record_id)
+            assert [r.id for r in literal_engine.match_fields(f)] == want
+            checked += bool(want)
+    assert checked > 200
+    b = atom_engine.bucket(SYSMON, 1)
+    assert b.atom_scan is not None and len(b.atoms.patterns) > 1000
+
+
+# ----------------------------------------------------------------------------- regexes and globs
+
+regex_blocks = st.sampled_from(["`", "\\$\\{", "-f", "a", "A", "\\s", ".", "\\d{2,3}", "(?:ab|c-d)", "[0-9]+",
+                                "(x`)?", "(?:\\{\\d\\})+", "\\w+", "^", "$", "\\.", "[ \"']{1}", "ß", "σ"])
+subjects = st.text(alphabet="aAbcdx`${}-f0129 .\"'\nßΣσ\udc80", max_size=24)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(regex_blocks, min_size=1, max_size=6), st.sampled_from(["", "i", "m", "s", "is"]), subjects)
+def test_regex_prechecks_never_change_the_answer(blocks, flags, value):
+    pattern = "".join(blocks)
+    try:
+        rx = compile_re2(pcre_dollar(pattern, flags), flags)
+    except CompileError:
+        return
+    plain = _raw_matcher(rx, "UNANCHORED", lambda v: rx.search(v) is not None)  # no prechecks
+    assert re2_searcher(pattern, flags)(value) == plain(value)
+
+
+glob_parts = st.lists(st.sampled_from(["a", "b", "%temp%\\", ">", "σ", "*", "?"]), min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(glob_parts, min_size=1, max_size=5), st.text(alphabet="ab>%temp\\σΣ\n", max_size=16))
+def test_grouped_globs_equal_each_glob(globs, value):
+    from sigma.types import SpecialChars
+
+    def parts(tokens):
+        return [SpecialChars.WILDCARD_MULTI if t == "*" else SpecialChars.WILDCARD_SINGLE if t == "?" else t
+                for t in tokens]
+
+    patterns = [parts(g) for g in globs]
+    alone = any(glob_matcher(p)(value) for p in patterns)
+    assert globs_matcher(patterns)(value) == alone
+
+
+def test_event_model_unchanged_for_atoms(engines):
+    """The public entry point (``Engine.match``) takes the atom path too."""
+    atom_engine, _ = engines
+    ev = Event({"Channel": SYSMON, "EventID": 1, "Image": "C:\\x\\PING.EXE", "CommandLine": "ping -n 1 x"},
+               "t", 1, "json")
+    assert [r.title for r in atom_engine.match(ev)] == ["img_cli"]
