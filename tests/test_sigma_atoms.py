@@ -21,7 +21,7 @@ from scmwatch.events.model import Event, ReadStats
 from scmwatch.events.read import discover, read_input
 from scmwatch.sigma import Engine, load_rules, tagged
 from scmwatch.sigma import index as sigma_index
-from scmwatch.sigma.compile import ATOMS, Low, _ci_group, atom_of, req_and, req_or
+from scmwatch.sigma.compile import ATOMS, Low, PyLow, _ci_group, atom_of, req_and, req_or
 from scmwatch.sigma.values import (
     CompileError,
     _raw_matcher,
@@ -296,3 +296,13 @@ def test_event_model_unchanged_for_atoms(engines):
     ev = Event({"Channel": SYSMON, "EventID": 1, "Image": "C:\\x\\PING.EXE", "CommandLine": "ping -n 1 x"},
                "t", 1, "json")
     assert [r.title for r in atom_engine.match(ev)] == ["img_cli"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(FIELDS), values, max_size=5),
+       st.lists(st.sampled_from([*FIELDS, "x"])))
+def test_low_c_equals_python(fields, keys):
+    """The per-event lower-case cache: the C type and the Python class fill the same entries."""
+    c, py = Low(fields), PyLow(fields)
+    assert [c[k] for k in keys] == [py[k] for k in keys]
+    assert dict(c) == dict(py) and c.f is fields and py.f is fields

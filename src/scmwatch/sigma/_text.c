@@ -353,6 +353,92 @@ static PyObject *tagged_join(PyObject *self, PyObject *args) {
     return out;
 }
 
+/*
+ * Low: compile.Low in C (a dict subclass: field name -> lower-cased str value, None for any
+ * other value, filled on first lookup). Every predicate reads fields through it; a missed key
+ * costs a C call here instead of a Python ``__missing__`` frame (~0.3 us each, ~8 fields per
+ * Sysmon process-creation event).
+ */
+typedef struct {
+    PyDictObject dict;
+    PyObject *fields;
+} LowObject;
+
+static int Low_init(LowObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *fields;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Low() takes no keyword arguments");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "O!", &PyDict_Type, &fields)) return -1;
+    Py_INCREF(fields);
+    Py_XSETREF(self->fields, fields);
+    return 0;
+}
+
+static int Low_traverse(LowObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->fields);
+    return PyDict_Type.tp_traverse((PyObject *)self, visit, arg);
+}
+
+static int Low_clear(LowObject *self) {
+    Py_CLEAR(self->fields);
+    return PyDict_Type.tp_clear((PyObject *)self);
+}
+
+static void Low_dealloc(LowObject *self) {
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(self->fields);
+    PyDict_Type.tp_dealloc((PyObject *)self);
+}
+
+static PyObject *Low_missing(LowObject *self, PyObject *key) {
+    PyObject *r = Py_None;
+    PyObject *v = self->fields ? PyDict_GetItemWithError(self->fields, key) : NULL;
+    if (v == NULL && PyErr_Occurred()) return NULL;
+    if (v != NULL && PyUnicode_CheckExact(v)) {
+        r = PyObject_CallMethodNoArgs(v, S_lower);
+        if (r == NULL) return NULL;
+    } else {
+        Py_INCREF(r);
+    }
+    if (PyDict_SetItem((PyObject *)self, key, r) < 0) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
+static PyObject *Low_get_f(LowObject *self, void *closure) {
+    PyObject *f = self->fields ? self->fields : Py_None;
+    Py_INCREF(f);
+    return f;
+}
+
+static PyMethodDef Low_methods[] = {
+    {"__missing__", (PyCFunction)Low_missing, METH_O, "Lower-case the field's value (None if not a str)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Low_getset[] = {
+    {"f", (getter)Low_get_f, NULL, "the event's fields", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject LowType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scmwatch.sigma._text.Low",
+    .tp_doc = "Per-event cache: field name -> lower-cased value (None unless the value is a str).",
+    .tp_basicsize = sizeof(LowObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_DICT_SUBCLASS,
+    .tp_init = (initproc)Low_init,
+    .tp_traverse = (traverseproc)Low_traverse,
+    .tp_clear = (inquiry)Low_clear,
+    .tp_dealloc = (destructor)Low_dealloc,
+    .tp_methods = Low_methods,
+    .tp_getset = Low_getset,
+};
+
 static PyMethodDef methods[] = {
     {"lower_join", lower_join, METH_VARARGS,
      "lower_join(fields, names) -> '\\x00'.join(text of each value).lower(), or None for too many pieces."},
@@ -367,5 +453,15 @@ PyMODINIT_FUNC PyInit__text(void) {
     NUL = PyUnicode_FromStringAndSize("\0", 1);
     S_lower = PyUnicode_InternFromString("lower");
     if (NUL == NULL || S_lower == NULL) return NULL;
-    return PyModule_Create(&module);
+    LowType.tp_base = &PyDict_Type;
+    if (PyType_Ready(&LowType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&LowType);
+    if (PyModule_AddObject(m, "Low", (PyObject *)&LowType) < 0) {
+        Py_DECREF(&LowType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -75,6 +75,7 @@ from sigma.types import (
 )
 
 from scmwatch.events.model import parse_time
+from scmwatch.native import pure_python
 from scmwatch.sigma.logsource import FieldMap
 from scmwatch.sigma.values import (
     CompileError,
@@ -119,8 +120,11 @@ def _rare_pair(lit: str) -> bool:
     return len(lit) == 2 and lit[0] in RARE_PUNCT and lit[1] in RARE_PUNCT
 
 
-class Low(dict):
-    """Per-event cache: field name → lower-cased value (None unless the value is a str)."""
+class PyLow(dict):
+    """Per-event cache: field name → lower-cased value (None unless the value is a str).
+
+    ``Low`` is this class, or its C twin from ``sigma/_text.c`` (the same, without a Python
+    frame per first lookup of a field)."""
 
     __slots__ = ("f",)
 
@@ -132,6 +136,14 @@ class Low(dict):
         r = v.lower() if v.__class__ is str else None
         self[key] = r
         return r
+
+
+Low: type[dict] = PyLow
+if not pure_python():
+    try:  # optional C extension
+        from scmwatch.sigma._text import Low
+    except ImportError:  # pragma: no cover - built without a C compiler
+        pass
 
 
 @dataclass
