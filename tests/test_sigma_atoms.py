@@ -167,7 +167,7 @@ def engines(tmp_path_factory):
             encoding="utf-8")
     rs = load_rules([tmp])
     assert not rs.rejected and len(rs.rules) == len(RULES), rs.rejected
-    return Engine(rs, hyperscan_after=0), Engine(rs, use_hyperscan=False)
+    return Engine(rs, hyperscan_after=0, atoms=True), Engine(rs, use_hyperscan=False)
 
 
 def _brute(engine, f):
@@ -240,7 +240,8 @@ def test_sigmahq_atom_path_equals_predicates(sigmahq):
     prefilter and brute force (every rule of the bucket) give the same rules, in order."""
     rs, events = sigmahq
     assert len(events) >= 238
-    atom_engine, literal_engine = Engine(rs, hyperscan_after=0), Engine(rs, use_hyperscan=False)
+    atom_engine = Engine(rs, hyperscan_after=0, atoms=True)
+    literal_engine = Engine(rs, use_hyperscan=False)
     rng = random.Random(13)
     checked = 0
     for ev in events:
@@ -306,3 +307,20 @@ def test_low_c_equals_python(fields, keys):
     c, py = Low(fields), PyLow(fields)
     assert [c[k] for k in keys] == [py[k] for k in keys]
     assert dict(c) == dict(py) and c.f is fields and py.f is fields
+
+
+@needs_hyperscan
+def test_trials_pick_a_prefilter_without_changing_matches(engines):
+    """By default a bucket times both prefilters on its first events, alternately, then keeps
+    one; every answer on the way is the plain predicates' answer."""
+    _, literal_engine = engines
+    auto = Engine(literal_engine.ruleset, hyperscan_after=0)
+    rng = random.Random(5)
+    pool = ["C:\\Windows\\System32\\cmd.exe", "x\\PING.exe", "ping -n 1 x", "vssadmin delete", "", None,
+            "ΣΊΣΥΦΟΣ.EXE", "Invoke-Mimikatz -DumpCreds", "a\x1eb", 5, ["İ", "x"]]
+    b = auto.bucket(SYSMON, 1)
+    assert b.trials == 2 * sigma_index.TRIALS and b.atom_scan is not None
+    for _ in range(2 * sigma_index.TRIALS + 5):
+        f = {"Channel": SYSMON, "EventID": 1, **{k: rng.choice(pool) for k in FIELDS}}
+        assert [r.id for r in auto.match_fields(f)] == _brute(literal_engine, f)
+    assert b.trials == 0 and b.timings == ([], [])

@@ -13,8 +13,10 @@ every occurrence). The effect of each stage is measured by ``bench/hunt_throughp
 A bucket that moves to Hyperscan also gets the *atom prefilter* (``tagged.py``): one scan of the
 event's field-tagged text evaluates the field-scoped string tests all its rules share and lets
 through only the rules whose chosen selection holds (on Sysmon process creation 17.6 rules per
-event instead of 36). Events whose text is not clean (a value with a frame character, or of an
-unusual type) take the literal prefilter; both give exactly the same matches.
+event instead of 36). Its scan costs more than the literal one, so each bucket times both on
+its first events and keeps the faster (``Engine._trial``). Events whose text is not clean (a
+value with a frame character, or of an unusual type) take the literal prefilter; both give
+exactly the same matches.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 import ahocorasick
@@ -209,6 +212,8 @@ class Bucket:
     single_gate: bool = True  # every gated unit has one gate: no counting needed
     atoms: Plan | None = None  # the atom prefilter (tagged.py), used when ``atom_scan`` is set
     atom_scan: Callable[[str], list[int]] | None = None  # tagged text -> pattern ids of ``atoms``
+    trials: int = 0  # events left to time both prefilters on (``Engine._trial``)
+    timings: tuple[list[float], list[float]] = ((), ())  # seconds per event: literal, atoms
 
 
 EMPTY = Bucket((), (), None, (), True)
@@ -216,6 +221,10 @@ HS_MIN_SCANS = 256  # never compile Hyperscan for a bucket before this many even
 GATE_BITS = 3
 GATE_SLOTS = 1 << GATE_BITS  # gate ids: unit position * GATE_SLOTS + gate index (MAX_GATES <= 8)
 SMALL_SET = 4  # literal sets this small are searched with ``in``, not an automaton
+# Events per prefilter a bucket times before it keeps the faster one. The atom prefilter wins
+# where many rules share a bucket (Sysmon process creation: 32 against 37 us per event) and
+# loses where few do (a one-rule bucket: 4.5 against 2.9 us): its scan costs more.
+TRIALS = 200
 MAX_BUCKETS = 50_000  # distinct (Channel, EventID) pairs cached; real logs have hundreds
 # Above this many distinct literal fields, joining every value is as cheap as picking fields.
 MAX_TEXT_FIELDS = 24
@@ -225,11 +234,15 @@ class Engine:
     """Single-event matching over a :class:`RuleSet`. ``match(event)`` → matching rules."""
 
     def __init__(self, ruleset: RuleSet, use_hyperscan: bool = True,
-                 hyperscan_after: int | None = None) -> None:
-        """``hyperscan_after``: scans before a bucket compiles Hyperscan (None: adaptive, 0: at once)."""
+                 hyperscan_after: int | None = None, atoms: bool | None = None) -> None:
+        """``hyperscan_after``: scans before a bucket compiles Hyperscan (None: adaptive, 0: at
+        once). ``atoms``: the atom prefilter of buckets on Hyperscan: None (the default) where it
+        measured faster than the literal prefilter on the bucket's first ``TRIALS`` events,
+        True always, False never."""
         self.ruleset = ruleset
         self.use_hyperscan = use_hyperscan
         self.hyperscan_after = hyperscan_after
+        self.atoms = atoms
         self.by_key: dict[tuple, list[Unit]] = {}
         for rule in ruleset.rules:
             for u in rule.units:
@@ -335,6 +348,8 @@ class Engine:
             scan = self._scanners[key] = make_scanner(list(key), use_hyperscan=True)
         b.scan = scan
         b.upgrade_in = -1
+        if self.atoms is False:
+            return
         p = plan(b.units)
         if p is not None and p.patterns:
             atom_scan = self._scanners.get(p.patterns)
@@ -345,6 +360,8 @@ class Engine:
                     return
                 self._scanners[p.patterns] = atom_scan
             b.atoms, b.atom_scan = p, atom_scan
+            if self.atoms is None:
+                b.trials, b.timings = 2 * TRIALS, ([], [])
 
     # ------------------------------------------------------------------ matching
     def match(self, event: Event) -> list[CompiledRule]:
@@ -360,9 +377,29 @@ class Engine:
         """The rules of bucket ``b`` (not empty) that match ``f``: for callers that looked the
         bucket up themselves (hunt keeps a per-file bucket cache that is also its record of
         the (Channel, EventID) pairs seen)."""
+        if b.trials:
+            return self._trial(b, f)
+        return self._match(b, f, b.atom_scan is not None)
+
+    def _trial(self, b: Bucket, f: dict) -> list[CompiledRule]:
+        """Match ``f`` while the bucket times its two prefilters, alternately; after the last
+        trial it keeps the atom prefilter only if its median time per event was lower."""
+        b.trials -= 1
+        atoms = b.trials & 1
+        start = perf_counter()
+        out = self._match(b, f, bool(atoms))
+        b.timings[atoms].append(perf_counter() - start)
+        if not b.trials:
+            lit_times, atom_times = (sorted(t) for t in b.timings)
+            if atom_times[len(atom_times) // 2] >= lit_times[len(lit_times) // 2]:
+                b.atoms = b.atom_scan = None
+            b.timings = ([], [])
+        return out
+
+    def _match(self, b: Bucket, f: dict, use_atoms: bool) -> list[CompiledRule]:
         cand: set[int] | list[int]
         text = None
-        if b.atom_scan is not None:
+        if use_atoms:
             atoms = b.atoms
             text = tagged_text(f, atoms.index, atoms.rest)
         if text is not None:
