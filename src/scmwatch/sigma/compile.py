@@ -86,6 +86,7 @@ from scmwatch.sigma.values import (
     necessary_literal,
     re2_searcher,
     regex_literals,
+    regex_needs,
     strict_number,
     string_parts,
     text_matcher,
@@ -667,11 +668,14 @@ class _Compiler:
             return self.em.call(_cased_pred(mapped, specs)), lits, True
         hexok = self.fm is not None and mapped in self.fm.hex_fields
         lits = None
+        req: Req = True
         if isinstance(val, SigmaRegularExpression) and mapped not in GATE_FIELDS:
             lits = regex_literals(str(val.regexp))
             if lits:
                 self.lit_fields.add(mapped)
-        return self.em.call(self.typed_leaf(mapped, val, hexok)), lits, True
+            # the case-free substrings every match holds: the lower-cased value holds them too
+            req = req_and([self.atom(mapped, [("contains", run)]) for run in regex_needs(str(val.regexp))[0]])
+        return self.em.call(self.typed_leaf(mapped, val, hexok)), lits, req
 
     def typed_leaf(self, fname: str, val: Any, hexok: bool) -> Pred:
         if isinstance(val, SigmaRegularExpression):
