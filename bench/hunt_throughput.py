@@ -6,7 +6,8 @@ Prints in one run, every side repeated until it has run >= --seconds:
     (a) a small pack of ~40 rules (the built-in pack topped up with SigmaHQ service rules),
     (b) all SigmaHQ rules (rules, rules-emerging-threats, rules-threat-hunting; windows ones run),
     (a x10) pack (a) with every rule copied 10 times under fresh ids (same predicates: the
-            prefilter lets all ten copies through together, the worst case for scaling);
+            prefilter lets all ten copies through together, the worst case for scaling),
+    (b lit) as (b) with the literal prefilter only (no atom prefilter, ``sigma/tagged.py``);
   the ratios to raw parse; the CLI's ``--jobs 2`` vs ``--jobs 1`` with (b); peak RSS.
   (b) on the same events as NDJSON (one ``evtx_dump`` record per line) vs ``orjson.loads`` per line,
   and reading those lines alone (read + normalize, no rules, no gate) for what matching adds.
@@ -195,6 +196,7 @@ def main() -> int:
     t_b = time.perf_counter() - t1
     builtin = sum(1 for r in rs_a.rules if "sigmahq" not in r.path)
     eng_a, eng_x10, eng_b = Engine(rs_a), Engine(rs_x10), Engine(rs_b)
+    eng_b_lit = Engine(rs_b, atoms=False)
     run_b = sum(1 for r in rs_b.rules if r.units)
     print(f"corpus: {len(files)} .evtx files   rules: (a) {len(rs_a.rules)}  (a x10) {len(rs_x10.rules)}  "
           f"(b) {len(rs_b.rules)} loaded, {run_b} with an event source (load+compile {t_b:.1f} s)")
@@ -213,6 +215,7 @@ def main() -> int:
         "a": lambda: hunt_pass(big, rs_a, eng_a),
         "ax10": lambda: hunt_pass(big, rs_x10, eng_x10),
         "b": lambda: hunt_pass(big, rs_b, eng_b),
+        "b_lit": lambda: hunt_pass(big, rs_b, eng_b_lit),
         "raw_json": lambda: raw_json_pass([ndjson] * 4),
         "read_json": lambda: read_json_pass([ndjson] * 4),
         "b_json": lambda: hunt_pass([str(ndjson)] * 4, rs_b, eng_b),
@@ -242,6 +245,7 @@ def main() -> int:
     print(f"{'raw evtx+orjson':34s}: {raw:10,.0f} events/s")
     line("(a) scmwatch hunt, ~40 rules", "a", "(target >= 0.6)")
     line("(b) scmwatch hunt, all SigmaHQ", "b", "(target >= 0.35)")
+    line("(b lit) literal prefilter only", "b_lit", "")
     line("(a x10) scmwatch hunt", "ax10", "")
     print(f"{'raw orjson.loads per NDJSON line':34s}: {rates['raw_json']:10,.0f} events/s")
     print(f"{'(b) all SigmaHQ, same events NDJSON':34s}: {rates['b_json']:10,.0f} events/s   "
