@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install run test lint bench clean demo
+.PHONY: install run test lint bench clean demo screenshots
 
 $(BIN)/scmwatch: pyproject.toml setup.py requirements-export.txt src/scmwatch/events/_flatten.c \
 		src/scmwatch/events/_xml.c src/scmwatch/sigma/_text.c
@@ -36,6 +36,10 @@ demo: install
 	rm -rf examples/demo
 	$(BIN)/scmwatch simulate all --events 1500 --hosts 5 --seed 42 --gzip --out examples/demo \
 		--labels tests/fixtures/simulate/demo-labels.jsonl
+
+# The README's console screenshots (docs/img/console-*.png) from the bundled demo, in Debian's chromium.
+screenshots: install
+	$(BIN)/python docs/console_screenshots.py
 
 bench: install
 	$(BIN)/python bench/read_throughput.py

@@ -1,4 +1,4 @@
-"""``scmwatch serve`` over a case with a million alerts: list, filtered list and alert pages.
+"""``scmwatch serve`` over a case with a million alerts: every page's latency and the server's RSS.
 
 The case is written through the real writer (``CaseWriter``, the sink ``hunt --case`` uses) from
 the generated alerts of ``case_report.py`` (200 hosts, 40 rules, one alert in ten a correlation
@@ -58,25 +58,37 @@ class Client:
 
 
 def timed(client: Client, paths: list[str], deadline: float, cookie: bool = True,
-          expect: int = 200) -> list[float]:
+          expect: int = 200) -> list[tuple[float, float]]:
+    """(client seconds, server seconds) per request, until ``deadline``."""
     out = []
     for path in paths:
         if time.monotonic() > deadline:
             break
         start = time.perf_counter()
-        status, _, _ = client.get(path, cookie)
-        out.append(time.perf_counter() - start)
+        status, headers, _ = client.get(path, cookie)
+        took = time.perf_counter() - start
+        out.append((took, server_seconds(headers, took)))
         assert status == expect, (path, status)
     return out
 
 
-def row(label: str, times: list[float], base: float | None = None) -> str:
+def server_seconds(headers: dict[str, str], default: float) -> float:
+    m = re.search(r"app;dur=([\d.]+)", headers.get("server-timing", ""))
+    return float(m.group(1)) / 1000 if m else default
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    ms = sorted(v * 1000 for v in values)
+    return statistics.median(ms), ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
+
+
+def row(label: str, times: list[tuple[float, float]], base: float | None = None) -> str:
     if not times:
         return f"{label:<44} (not run: time limit)"
-    ms = sorted(t * 1000 for t in times)
-    p95 = ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
-    ratio = f"  {statistics.median(ms) / base:5.1f}x baseline" if base else ""
-    return f"{label:<44} n={len(ms):3d}  median {statistics.median(ms):7.1f} ms  p95 {p95:7.1f} ms{ratio}"
+    (c_med, c_p95), (s_med, s_p95) = _stats([t[0] for t in times]), _stats([t[1] for t in times])
+    ratio = f"  {c_med / base:5.1f}x baseline" if base else ""
+    return (f"{label:<44} n={len(times):3d}  client median {c_med:7.1f} p95 {c_p95:7.1f} ms  "
+            f"server median {s_med:7.1f} p95 {s_p95:7.1f} ms{ratio}")
 
 
 def build(case: Path, n: int) -> str:
@@ -126,9 +138,10 @@ def main() -> None:
             deadline = time.monotonic() + args.seconds
             rng = random.Random(1)
             base = timed(client, ["/alerts"] * n, deadline, cookie=False, expect=401)
-            b = statistics.median(base) * 1000
+            b = statistics.median(t[0] for t in base) * 1000
             print(f"alerts in the case: {total:,}; baseline (401, HTTP only): median {b:.1f} ms")
-            results: list[tuple[str, list[float]]] = []
+            results: list[tuple[str, list[tuple[float, float]]]] = []
+            results.append(("overview", timed(client, ["/"] * n, deadline)))
             results.append(("list, first page (level desc)", timed(client, ["/alerts"] * n, deadline)))
             # deep pages: walk "next" from the start, timing each
             deep, path = [], "/alerts?sort=time&dir=asc"
@@ -136,13 +149,16 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     break
                 start = time.perf_counter()
-                _, _, body = client.get(path)
-                deep.append(time.perf_counter() - start)
+                _, headers, body = client.get(path)
+                took = time.perf_counter() - start
+                deep.append((took, server_seconds(headers, took)))
                 nxt = re.search(rb'<a href="([^"]+)" rel="next">', body)
                 path = nxt.group(1).decode().replace("&amp;", "&")
             results.append(("list, next pages (time asc)", deep))
             results.append(("list, last page", timed(client, ["/alerts?last=1"] * n, deadline)))
             hosts = [f"ws{rng.randrange(200):04d}" for _ in range(n)]
+            results.append(("filtered: host", timed(
+                client, [f"/alerts?{urlencode({'host': h})}" for h in hosts], deadline)))
             results.append(("filtered: host + level", timed(
                 client, [f"/alerts?{urlencode({'host': h, 'level': 'high'})}" for h in hosts], deadline)))
             results.append(("filtered: one day, sort by host", timed(client, [
@@ -153,11 +169,19 @@ def main() -> None:
                 for _ in range(n)], deadline)))
             results.append(("filtered: status=benign",
                             timed(client, ["/alerts?status=benign"] * n, deadline)))
-            results.append(("filtered: free text q= (evidence JSON)", timed(client, [
-                f"/alerts?q=svc{rng.randrange(5000)}" for _ in range(max(3, n // 6))], deadline)))
+            results.append(("filtered: free text q=svcN (~2k alerts)", timed(client, [
+                f"/alerts?q=svc{rng.randrange(5000)}" for _ in range(n)], deadline)))
+            results.append(("filtered: free text q=SVCN, sort by time", timed(client, [
+                f"/alerts?q=SVC{rng.randrange(5000)}&sort=time" for _ in range(n)], deadline)))
+            results.append(("filtered: free text q=LocalSystem (all)",
+                            timed(client, ["/alerts?q=LocalSystem"] * n, deadline)))
             results.append(("alert page (any)", timed(client, [f"/alerts/{i}" for i in ids[:n]], deadline)))
             results.append(("alert page (correlation)",
                             timed(client, [f"/alerts/{i}" for i in corr[:n]], deadline)))
+            results.append(("hosts", timed(client, ["/hosts"] * n, deadline)))
+            results.append(("one host (timeline, alerts)", timed(
+                client, [f"/host?name=ws{rng.randrange(200):04d}" for _ in range(n)], deadline)))
+            results.append(("lateral movement (graph)", timed(client, ["/lateral"] * n, deadline)))
             # bulk triage of every high alert (~225k) through the two POSTs, then status filters
             _, _, page = client.get("/alerts?level=high")
             csrf = re.search(rb'name="csrf" value="([^"]+)"', page).group(1).decode()
@@ -174,6 +198,7 @@ def main() -> None:
                             timed(client, ["/alerts?status=benign"] * n, deadline)))
             results.append(("after bulk: status=new", timed(client, ["/alerts?status=new"] * n, deadline)))
             results.append(("after bulk: list, first page", timed(client, ["/alerts"] * n, deadline)))
+            results.append(("after bulk: overview", timed(client, ["/"] * n, deadline)))
             start = time.perf_counter()
             status, _, body = client.get("/alerts/export?format=csv&host=ws0007")
             export_s = time.perf_counter() - start

@@ -33,6 +33,7 @@ import duckdb  # noqa: E402
 import orjson  # noqa: E402
 
 from paths import ROOT  # noqa: E402
+from scmwatch.case import search  # noqa: E402
 from scmwatch.cli import main  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -70,6 +71,7 @@ def case(tmp_path_factory) -> tuple[Path, str, str]:
         first["ServiceName"] = SVG_SERVICE
         con.execute("UPDATE evidence_rows SET event = ? WHERE alert_id = ? AND seq = 0",
                     [orjson.dumps(first).decode(), corr_id])
+        search.refill(con, [corr_id])  # the search text follows the edited evidence
         con.execute("UPDATE rule_rows SET refs = ?, yaml = yaml || ? WHERE rule_id = ?",
                     [HOSTILE_REFS, "\n# " + HOSTILE + " \u202egnp.exe", rule_id])
     finally:
@@ -80,9 +82,9 @@ def case(tmp_path_factory) -> tuple[Path, str, str]:
 class Server:
     """``scmwatch serve CASE --port 0`` in a subprocess; ``url`` is the printed URL."""
 
-    def __init__(self, case_path: Path) -> None:
+    def __init__(self, case_path: Path, *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scmwatch", "serve", str(case_path), "--port", "0"],
+            [sys.executable, "-m", "scmwatch", "serve", str(case_path), "--port", "0", *extra],
             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + START_TIMEOUT
         line = ""

@@ -85,41 +85,78 @@ def key_fields(event: dict[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
-def summary(con: duckdb.DuckDBPyConnection) -> tuple[dict[str, Any], dict[str, int], dict[str, int]]:
-    """The summary cards' counts, alerts per level (most severe first) and per triage status:
-    shared by the report and the console's overview."""
+@dataclass
+class Overview:
+    """The summary cards, alerts per level (most severe first) and per triage status, and the
+    host x rule matrix: shared by the report and the console's overview."""
+
+    counts: dict[str, Any]
+    by_level: dict[str, int]
+    triage: dict[str, int]
+    matrix_hosts: list[str]  # the MATRIX_HOSTS busiest
+    rules: list[tuple[str, str, int]]  # (rule id, title, alerts), most severe first, then busiest
+    matrix: dict[tuple[str, str], int]  # (rule id, host) -> alerts, every pair
+
+
+def overview(con: duckdb.DuckDBPyConnection) -> Overview:
+    """Everything but the timeline from one scan of ``alert_rows``, grouped by rule, host,
+    level and kind (a few thousand groups for a million alerts), then summed here: one scan
+    instead of seven over the ``alerts`` view (1M alerts: ~60 ms instead of ~750 ms), and the
+    triage counts from the latest decisions rather than from grouping the whole log."""
     q = con.execute
-    by_level = dict(q("SELECT level, count(*) FROM alerts GROUP BY level").fetchall())
-    by_level = {lv: by_level.get(lv, 0) for lv in reversed(LEVELS) if by_level.get(lv)}
+    groups = q("SELECT rule_id, host_key, level, kind = 'correlation', any_value(title), max(level_rank), "
+               "count(*) FROM alert_rows GROUP BY ALL").fetchall()
+    total = sum(g[6] for g in groups)
+    level_n: dict[str, int] = {}
+    per_rule: dict[Any, list[Any]] = {}
+    per_host: dict[str, int] = {}
+    matrix: dict[tuple[str, str], int] = {}
+    for rule, host, level, _correlation, title, rank, n in groups:
+        level_n[level] = level_n.get(level, 0) + n
+        r = per_rule.setdefault(rule, [title, rank, 0])
+        r[1] = rank if r[1] is None or (rank is not None and rank > r[1]) else r[1]
+        r[2] += n
+        if host is not None:
+            per_host[host] = per_host.get(host, 0) + n
+            matrix[(rule, host)] = matrix.get((rule, host), 0) + n
+    by_level = {lv: level_n[lv] for lv in reversed(LEVELS) if level_n.get(lv)}
+    decided = dict(q("SELECT status, count(*) FROM triage_latest WHERE entity = 'alert' AND status <> 'new' "
+                     "AND entity_id IN (SELECT alert_id FROM alert_rows) GROUP BY 1").fetchall())
+    undecided = total - sum(decided.values())
+    triage = dict(sorted({**decided, **({"new": undecided} if undecided else {})}.items()))
     counts = {
-        "alerts": q("SELECT count(*) FROM alerts").fetchone()[0],
-        "correlations": q("SELECT count(*) FROM alerts WHERE kind = 'correlation'").fetchone()[0],
-        "hosts": q("SELECT count(*) FROM hosts WHERE alerts > 0").fetchone()[0],
-        "edges": q("SELECT count(*) FROM lateral_edges").fetchone()[0],
-        "rules": q("SELECT count(DISTINCT rule_id) FROM alerts").fetchone()[0],
+        "alerts": total,
+        "correlations": sum(g[6] for g in groups if g[3]),
+        "hosts": len(per_host),
+        "edges": q("SELECT count(*) FROM (SELECT DISTINCT source_host, target_host FROM link_rows)"
+                   ).fetchone()[0],
+        "rules": sum(1 for r in per_rule if r is not None),
         "files": q("SELECT count(DISTINCT sha256) FROM files").fetchone()[0],
         "events_read": q("SELECT coalesce(sum(events), 0) FROM runs").fetchone()[0],
         "events_kept": q("SELECT count(*) FROM events").fetchone()[0],
         "runs": q("SELECT count(*) FROM runs").fetchone()[0],
     }
-    triage = dict(q("SELECT status, count(*) FROM alerts GROUP BY 1 ORDER BY 1").fetchall())
-    return counts, by_level, triage
+    hosts = sorted(per_host, key=lambda h: (-per_host[h], h))[:MATRIX_HOSTS]
+    rules = sorted(((rid, t, n) for rid, (t, _rank, n) in per_rule.items()), key=lambda r: (
+        -(per_rule[r[0]][1] if per_rule[r[0]][1] is not None else -1), -r[2], r[0] is None, r[0] or ""))
+    return Overview(counts, by_level, triage, hosts, rules, matrix)
 
 
 def gather(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX_ALERTS,
            max_evidence: int = MAX_EVIDENCE, buckets: int = 48) -> ReportData:
     q = con.execute
-    counts, by_level, triage = summary(con)
+    o = overview(con)
+    counts, by_level, triage = o.counts, o.by_level, o.triage
     total = counts["alerts"]
     timeline = alert_timeline(con, buckets)
-    hosts_m, rules_m, matrix = host_rule_matrix(con)
+    hosts_m, rules_m, matrix = o.matrix_hosts, [(r, t) for r, t, _ in o.rules[:MATRIX_RULES]], o.matrix
     edges = list(_dicts(q("SELECT * FROM lateral_edges ORDER BY alerts DESC, source_host, target_host "
                           "LIMIT ?", [MAX_EDGES])))
     names = sorted({e["source_host"] for e in edges} | {e["target_host"] for e in edges})
     hosts = list(_dicts(q("SELECT * FROM hosts WHERE host IN (SELECT unnest(?::VARCHAR[]))", [names])))
     alerts = list(_dicts(q(
         "SELECT alert_id, time, level, rule_id, title, host, kind, source, record_id, tags, description, "
-        "correlation, event, evidence_count, status, note FROM alerts "
+        "correlation, event, evidence_count, status, note, analyst FROM alerts "
         "ORDER BY level_rank DESC, time, alert_id LIMIT ?", [max_alerts])))
     _attach_evidence(con, alerts, max_evidence)
     rest: list[dict[str, Any]] = []
@@ -149,21 +186,6 @@ def gather(con: duckdb.DuckDBPyConnection, case_path: str, max_alerts: int = MAX
         matrix_rules=rules_m, matrix=matrix, edges=edges, hosts=hosts, alerts=alerts, alerts_total=total,
         max_alerts=max_alerts, rest=rest, readiness=readiness, runs=runs, files=files,
         files_total=files_total, triage=triage)
-
-
-def host_rule_matrix(con: duckdb.DuckDBPyConnection) -> tuple[
-        list[str], list[tuple[str, str]], dict[tuple[str, str], int]]:
-    """The busiest hosts, the most severe rules (id, title) and alerts per (rule id, host)."""
-    q = con.execute
-    hosts = [r[0] for r in q(
-        "SELECT host_key FROM alerts WHERE host_key IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT ?",
-        [MATRIX_HOSTS]).fetchall()]
-    rules = [(r[0], r[1]) for r in q(
-        "SELECT rule_id, any_value(title) FROM alerts GROUP BY 1 "
-        "ORDER BY max(level_rank) DESC, count(*) DESC, 1 LIMIT ?", [MATRIX_RULES]).fetchall()]
-    matrix = {(r, h): n for r, h, n in q(
-        "SELECT rule_id, host_key, count(*) FROM alerts WHERE host_key IS NOT NULL GROUP BY 1, 2").fetchall()}
-    return hosts, rules, matrix
 
 
 def alert_timeline(con: duckdb.DuckDBPyConnection, buckets: int) -> list[tuple[datetime, dict[str, int]]]:

@@ -18,8 +18,10 @@ from collections.abc import Callable
 
 import duckdb
 
+from scmwatch.case import search
+
 FORMAT = "scmwatch-case"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Version 1: runs, input files, alerts with their evidence and entity links.
 _V1 = """
@@ -82,6 +84,25 @@ INSERT INTO triage_latest SELECT entity, entity_id, status, note, analyst, time 
     FROM triage_t) WHERE n = 1;
 """
 
+# Version 5: each alert's evidence as lower-case text for the console's free-text filter
+# (``case/search.py``). The table is rebuilt rather than updated: an UPDATE writing the text of
+# a million alerts does not fit DuckDB's 256 MB (SCMWATCH_CASE_MEMORY), nor does aggregating all
+# of it at once; an INSERT per slice of ~32 MB of evidence JSON does (1M alerts: 16 s, once).
+_V5 = """
+CREATE TABLE alert_rows_v5 (
+    alert_id VARCHAR PRIMARY KEY, run_id INTEGER, rule_id VARCHAR, title VARCHAR,
+    level VARCHAR, level_rank INTEGER, description VARCHAR, tags VARCHAR[], time TIMESTAMP,
+    host VARCHAR, host_key VARCHAR, source VARCHAR, record_id BIGINT, kind VARCHAR,
+    correlation JSON, extra JSON, event JSON, evidence_count INTEGER, search VARCHAR);
+"""
+_V5_SLICE = f"""
+INSERT INTO alert_rows_v5 SELECT a.*, s.search FROM alert_rows a LEFT JOIN (
+    SELECT e.alert_id, {search.text("e")} AS search FROM evidence_rows e
+    WHERE hash(e.alert_id) % $slices = $slice GROUP BY e.alert_id) s USING (alert_id)
+WHERE hash(a.alert_id) % $slices = $slice
+"""
+_V5_SLICE_BYTES = 32 << 20
+
 VIEWS = """
 CREATE OR REPLACE VIEW runs AS SELECT * FROM runs_t;
 CREATE OR REPLACE VIEW files AS
@@ -93,7 +114,7 @@ CREATE OR REPLACE VIEW triage_state AS
 CREATE OR REPLACE VIEW alerts AS
     SELECT a.alert_id, a.time, a.level, a.level_rank, a.rule_id, a.title, a.host, a.host_key,
            a.kind, a.source, a.record_id, a.tags, a.description, a.correlation, a.extra, a.event,
-           a.evidence_count, coalesce(t.status, 'new') AS status, t.note, a.run_id
+           a.evidence_count, coalesce(t.status, 'new') AS status, t.note, t.analyst, a.run_id
     FROM alert_rows a
     LEFT JOIN triage_state t ON t.entity = 'alert' AND t.entity_id = a.alert_id;
 CREATE OR REPLACE VIEW evidence AS
@@ -105,7 +126,7 @@ CREATE OR REPLACE VIEW lateral_edges AS
            min(l.time) AS first_seen, max(l.time) AS last_seen,
            list_sort(list_distinct(list(l.service) FILTER (l.service IS NOT NULL))) AS services,
            list_sort(list_distinct(list(l.source_ip) FILTER (l.source_ip IS NOT NULL))) AS source_ips,
-           coalesce(any_value(t.status), 'new') AS status
+           coalesce(any_value(t.status), 'new') AS status, any_value(t.analyst) AS analyst
     FROM link_rows l
     LEFT JOIN triage_state t ON t.entity = 'edge' AND t.entity_id = l.source_host || ' -> ' || l.target_host
     GROUP BY l.source_host, l.target_host;
@@ -119,7 +140,7 @@ CREATE OR REPLACE VIEW hosts AS
     k AS (SELECT host FROM a UNION SELECT host FROM lo UNION SELECT host FROM li)
     SELECT k.host, a.computer, coalesce(a.alerts, 0) AS alerts, a.max_level_rank, a.first_alert,
            a.last_alert, coalesce(lo.links_out, 0) AS links_out, coalesce(li.links_in, 0) AS links_in,
-           coalesce(t.status, 'new') AS status, t.note
+           coalesce(t.status, 'new') AS status, t.note, t.analyst
     FROM k LEFT JOIN a USING (host) LEFT JOIN lo USING (host) LEFT JOIN li USING (host)
     LEFT JOIN triage_state t ON t.entity = 'host' AND t.entity_id = k.host;
 CREATE OR REPLACE VIEW rules AS
@@ -146,9 +167,20 @@ def _migrate_3_to_4(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_V4)
 
 
+def _migrate_4_to_5(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(_V5)
+    size = con.execute("SELECT coalesce(sum(strlen(CAST(event AS VARCHAR))), 0) FROM evidence_rows"
+                       ).fetchone()[0]
+    slices = 1 + int(size) // _V5_SLICE_BYTES
+    for i in range(slices):
+        con.execute(_V5_SLICE, {"slices": slices, "slice": i})
+    con.execute("DROP TABLE alert_rows")
+    con.execute("ALTER TABLE alert_rows_v5 RENAME TO alert_rows")
+
+
 # from version N to N+1
 MIGRATIONS: dict[int, Callable[[duckdb.DuckDBPyConnection], None]] = {
-    1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
+    1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4, 4: _migrate_4_to_5}
 
 
 def create(con: duckdb.DuckDBPyConnection, version: int = SCHEMA_VERSION) -> None:
@@ -192,7 +224,7 @@ VIEW_COLUMNS: dict[str, dict[str, str]] = {
         "extra": "JSON: rule custom attributes", "event": "JSON: the matching event's fields",
         "evidence_count": "rows in evidence for this alert",
         "status": "triage status (triage_state), 'new' if none", "note": "triage note",
-        "run_id": "run that first found it",
+        "analyst": "who made the decision (serve --analyst)", "run_id": "run that first found it",
     },
     "evidence": {
         "alert_id": "the alert", "seq": "0.. in time order", "time": "event time, UTC",
@@ -213,6 +245,7 @@ VIEW_COLUMNS: dict[str, dict[str, str]] = {
         "alerts": "alerts on it", "max_level_rank": "highest level_rank", "first_alert": "UTC",
         "last_alert": "UTC", "links_out": "link rows with it as source",
         "links_in": "link rows with it as target", "status": "triage status", "note": "triage note",
+        "analyst": "who decided",
     },
     "links": {
         "alert_id": "the alert whose evidence shows it", "time": "UTC",
@@ -223,7 +256,7 @@ VIEW_COLUMNS: dict[str, dict[str, str]] = {
     "lateral_edges": {
         "source_host": "from", "target_host": "to", "alerts": "distinct alerts",
         "first_seen": "UTC", "last_seen": "UTC", "services": "list", "source_ips": "list",
-        "status": "triage status of 'SOURCE -> TARGET'",
+        "status": "triage status of 'SOURCE -> TARGET'", "analyst": "who decided",
     },
     "files": {
         "run_id": "run", "file_no": "1.. in discovery order", "path": "input (archive!member)",

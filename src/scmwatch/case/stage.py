@@ -91,7 +91,7 @@ class Stager:
 
 
 def load(con: duckdb.DuckDBPyConnection, insert: str, path: str | list[str], columns: dict[str, str]) -> None:
-    """Run ``insert`` over the rows of one NDJSON file (or several)."""
+    """Run ``insert`` over the rows of one NDJSON file (or several), read as ``staged``."""
     cols = ", ".join(f"'{k}': '{v}'" for k, v in columns.items())
     con.execute(f"{insert} FROM read_json(?, format='newline_delimited', columns={{{cols}}}, "
-                f"maximum_object_size={MAX_ROW})", [path])
+                f"maximum_object_size={MAX_ROW}) AS staged", [path])

@@ -41,8 +41,9 @@ def set_status(con: duckdb.DuckDBPyConnection, entity: str, entity_id: str, stat
 
 def set_status_where(con: duckdb.DuckDBPyConnection, where: str, args: list, status: str,
                      note: str | None = None, analyst: str | None = None) -> int:
-    """Record one decision for every alert matching ``where`` (SQL over the ``alerts`` view with
-    ``?`` parameters ``args``), in one statement; returns how many."""
+    """Record one decision for every alert matching ``where`` (SQL over ``alert_rows`` with
+    ``?`` parameters ``args``: the console's filters, ``web/alert_query.py``), in one statement;
+    returns how many."""
     if status not in TRIAGE_STATUSES:
         raise ValueError(f"unknown status {status!r} (one of {', '.join(TRIAGE_STATUSES)})")
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -51,7 +52,7 @@ def set_status_where(con: duckdb.DuckDBPyConnection, where: str, args: list, sta
     counts: list[int] = []
 
     def both() -> None:
-        con.execute("CREATE TEMP TABLE bulk_ids AS SELECT alert_id FROM alerts" + cond, list(args))
+        con.execute("CREATE TEMP TABLE bulk_ids AS SELECT alert_id FROM alert_rows" + cond, list(args))
         row = con.execute("INSERT INTO triage_t SELECT 'alert', alert_id, ?, ?, ?, ? FROM bulk_ids",
                           head).fetchone()
         counts.append(int(row[0]) if row else 0)

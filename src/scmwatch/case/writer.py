@@ -18,6 +18,7 @@ from typing import Any
 
 from scmwatch import __version__
 from scmwatch.alerts import LEVEL_RANK, Alert, alert_id, evidence_of
+from scmwatch.case import search
 from scmwatch.case.entities import event_host, links_of
 from scmwatch.case.events import EventKeeper
 from scmwatch.case.files import EVTX_MAGIC, file_sha256
@@ -46,6 +47,9 @@ _LINK_COLS = {
     "alert_id": "VARCHAR", "time_us": "BIGINT", "source_host": "VARCHAR", "source_ip": "VARCHAR",
     "target_host": "VARCHAR", "service": "VARCHAR", "how": "VARCHAR",
 }
+_ALERT_BATCH = 5000
+_EVIDENCE_BATCH = 20_000
+_NEVER = 1 << 62  # a stager the writer flushes itself
 _TS = "CASE WHEN time_us IS NULL OR time_us = 0 THEN NULL ELSE make_timestamp(time_us) END"
 
 
@@ -89,12 +93,18 @@ class CaseWriter:
              f"builtin {__version__}" if builtin else None, ruleset_hash(ruleset, rule_paths),
              len(rules), len(getattr(ruleset, "correlations", []) or [])])
         store_rules(con, ruleset, self.run_id, tmpdir)
-        self._alerts = Stager(con, "INSERT INTO alert_rows SELECT alert_id, run_id, rule_id, title, level, "
-                              f"level_rank, description, tags, {_TS}, host, host_key, source, record_id, "
-                              "kind, correlation, extra, event, evidence_count", _ALERT_COLS, 5000, tmpdir)
-        self._evidence = Stager(con, "INSERT INTO evidence_rows SELECT alert_id, seq, "
+        # A batch of alerts is loaded after its evidence (``_load``): the evidence goes through
+        # the temporary table ``evidence_batch``, which gives each alert its search text
+        # (case/search.py) in the INSERT itself. Only the writer flushes these two stagers.
+        con.execute("CREATE OR REPLACE TEMP TABLE evidence_batch AS FROM evidence_rows LIMIT 0")
+        self._alerts = Stager(con, "INSERT INTO alert_rows BY NAME SELECT alert_id, run_id, rule_id, title, "
+                              f"level, level_rank, description, tags, {_TS} AS time, host, host_key, source, "
+                              "record_id, kind, correlation, extra, event, evidence_count, "
+                              f"(SELECT {search.text('b')} FROM evidence_batch b "
+                              "WHERE b.alert_id = staged.alert_id) AS search", _ALERT_COLS, _NEVER, tmpdir)
+        self._evidence = Stager(con, "INSERT INTO evidence_batch SELECT alert_id, seq, "
                                 f"{_TS}, host, event_id, channel, source, record_id, event",
-                                _EVIDENCE_COLS, 20_000, tmpdir)
+                                _EVIDENCE_COLS, _NEVER, tmpdir)
         self.keeper = EventKeeper(con, tmpdir) if keep_events else None
         self._files = Stager(con, "INSERT INTO file_rows SELECT *", _FILE_COLS, 5000, tmpdir)
         self._links = Stager(con, "INSERT INTO link_rows SELECT alert_id, "
@@ -155,6 +165,15 @@ class CaseWriter:
                 "source_ip": link.source_ip, "target_host": link.target_host,
                 "service": link.service, "how": link.how,
             })
+        if self._alerts.pending >= _ALERT_BATCH or self._evidence.pending >= _EVIDENCE_BATCH:
+            self._load()
+
+    def _load(self) -> None:
+        """Load the staged evidence, then the staged alerts (whose evidence it is)."""
+        self.con.execute("DELETE FROM evidence_batch")
+        self._evidence.flush()
+        self.con.execute("INSERT INTO evidence_rows FROM evidence_batch")
+        self._alerts.flush()
 
     def add_result(self, inp: Any, result: Any) -> None:
         """Record an input file from its :class:`~scmwatch.hunt.UnitResult` (and, with
@@ -189,7 +208,8 @@ class CaseWriter:
         """Make every alert written so far durable, and go on in a new transaction: a watch
         (:mod:`scmwatch.live`) commits before each checkpoint, so that a restart finds what it
         delivered in ``known`` and adds it only once."""
-        for st in (self._files, self._alerts, self._evidence, self._links):
+        self._load()
+        for st in (self._files, self._links):
             st.flush()
         self.con.execute("UPDATE runs_t SET files = ?, alerts = ?, alerts_new = ? WHERE run_id = ?",
                          [self.files, self.count, self.new, self.run_id])
@@ -199,8 +219,10 @@ class CaseWriter:
     def close(self, summary: dict[str, Any] | None = None) -> None:
         """Load what is staged and close the run's record (``summary``: the hunt summary)."""
         try:
+            self._load()
             for st in (self._files, self._alerts, self._evidence, self._links):
                 st.close()
+            self.con.execute("DROP TABLE evidence_batch")
             s = summary or {}
             s["case_values_cut"] = sum(st.cut for st in (self._alerts, self._evidence))
             if self.keeper is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import importlib.util
 import ipaddress
 import os
@@ -12,6 +13,8 @@ from typing import Any
 
 from scmwatch.cli.case_deps import case_modules
 from scmwatch.escape import terminal
+
+MAX_ANALYST = 200
 
 
 def register(subparsers: Any) -> None:
@@ -25,6 +28,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("case", metavar="CASE")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.add_argument("--analyst", metavar="NAME", default=None,
+                   help="who the decisions made through this console are recorded as (default: the "
+                   "OS user name)")
     p.set_defaults(func=run)
 
 
@@ -39,6 +45,17 @@ def exposure_warning(host: str) -> str | None:
     every = " (every interface)" if host.strip("[]") in ("0.0.0.0", "::") else ""
     return (f"serving on {terminal(host)}{every}, not loopback: anyone who can reach it and learns the "
             "URL can read and triage this case")
+
+
+def analyst_name(given: str | None) -> str | None:
+    """The analyst recorded with each decision: ``--analyst``, else the OS user name (``None``
+    when there is none, e.g. a uid without a passwd entry)."""
+    if given is not None:
+        return given.strip()[:MAX_ANALYST] or None
+    try:
+        return getpass.getuser()[:MAX_ANALYST] or None
+    except (OSError, KeyError):
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         print(f"scmwatch: warning: {warning}", file=sys.stderr)
     token = secrets.token_urlsafe(32)
-    config = uvicorn.Config(create_app(os.path.abspath(args.case), token), host=args.host,
+    analyst = analyst_name(args.analyst)
+    config = uvicorn.Config(create_app(os.path.abspath(args.case), token, analyst), host=args.host,
                             port=args.port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
 
@@ -75,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
             for sock in s.sockets:
                 host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
-                print(f"scmwatch: serving {terminal(args.case)} at http://{shown}:{port}/?token={token}",
+                who = f" (decisions recorded as {terminal(analyst)})" if analyst else ""
+                print(f"scmwatch: serving {terminal(args.case)} at http://{shown}:{port}/?token={token}{who}",
                       file=sys.stderr, flush=True)
                 return
 

@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import orjson
 
+from scmwatch.case import search
 from scmwatch.correlate.links import short_host
 
 FILTER_KEYS = ("level", "rule", "kind", "tag", "host", "status", "from", "to", "q")
@@ -55,6 +56,11 @@ class Query:
     desc: bool = True
     where: str = ""
     args: list[Any] = field(default_factory=list)
+    # the filters but free text, and the text: a scan of the search column, after which page
+    # and count come from one materialized scan (the status filter gains nothing from that:
+    # 1M alerts, status=new materializes 775k rows, ~300 vs ~210 ms)
+    other: tuple[str, list[Any]] = ("", [])
+    text: str = ""
 
     def params(self, **extra: Any) -> dict[str, str]:
         """The query-string parameters that give this view back (for links and forms)."""
@@ -85,15 +91,6 @@ def _when(name: str, value: str) -> tuple[datetime, bool]:
     except ValueError:
         pass
     raise FilterError(f"{name}: not a UTC date or time (YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS])")
-
-
-def json_text(value: str) -> str:
-    """``value`` as it appears inside a JSON string (how evidence fields are stored)."""
-    return orjson.dumps(value).decode()[1:-1]
-
-
-def _like(value: str) -> str:
-    return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def parse(params: Mapping[str, str], statuses: tuple[str, ...] = ()) -> Query:
@@ -138,25 +135,18 @@ def parse(params: Mapping[str, str], statuses: tuple[str, ...] = ()) -> Query:
         end, day = _when("to", chosen["to"])
         where.append("time < ?" if day else "time <= ?")
         args.append(end + timedelta(days=1) if day else end)
+    other = (" AND ".join(where), list(args))
     if chosen["q"]:
-        text = chosen["q"]
-        if text.lower() != text.upper():
-            where.append("(title ILIKE ? ESCAPE '\\' OR alert_id IN (SELECT alert_id FROM evidence "
-                         "WHERE CAST(event AS VARCHAR) ILIKE ? ESCAPE '\\'))")
-            args += [_like(text), _like(json_text(text))]
-        else:
-            # no cased letters (an address, a number): the same matches case-sensitively, and
-            # contains() scans the evidence JSON ~3x faster than ILIKE (1.1M events: 230 vs 640 ms)
-            where.append("(contains(title, ?) OR alert_id IN (SELECT alert_id FROM evidence "
-                         "WHERE contains(CAST(event AS VARCHAR), ?)))")
-            args += [text, json_text(text)]
+        sql, more = search.predicate(chosen["q"])
+        where.append(sql)
+        args += more
     sort = str(params.get("sort", "") or DEFAULT_SORT[0])
     if sort not in SORTS:
         raise FilterError(f"sort: one of {', '.join(SORTS)}")
     direction = str(params.get("dir", "") or ("desc" if sort in ("level", "time") else "asc"))
     if direction not in ("asc", "desc"):
         raise FilterError("dir: asc or desc")
-    return Query(chosen, sort, direction == "desc", " AND ".join(where), args)
+    return Query(chosen, sort, direction == "desc", " AND ".join(where), args, other, chosen["q"])
 
 
 # -- keyset cursors --------------------------------------------------------------------------
@@ -176,10 +166,12 @@ def decode_cursor(text: str, q: Query) -> list[Any]:
     return values
 
 
-def _beyond(q: Query, values: list[Any], before: bool) -> tuple[str, list[Any]]:
-    """Rows strictly after (or before) the row whose sort key is ``values``."""
+def _beyond(q: Query, values: list[Any], before: bool, names: list[str] | None = None
+            ) -> tuple[str, list[Any]]:
+    """Rows strictly after (or before) the row whose sort key is ``values``; ``names`` are the
+    key columns when they are selected already (``_k0`` ...), else their expressions."""
     ors, args = [], []
-    keys = q.keys()
+    keys = [(n, d) for n, (_, d) in zip(names, q.keys(), strict=True)] if names else q.keys()
     for i, (expr, desc) in enumerate(keys):
         ands = [f"{e} = ?" for e, _ in keys[:i]]
         ands.append(f"{expr} {'<' if desc != before else '>'} ?")
@@ -210,19 +202,20 @@ def _rows(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
 
 
-def _decisions(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, tuple[str, str | None]]:
-    """(status, note) of the alerts among ``ids`` that have a decision. Ids the case made (hex)
+def _decisions(con: duckdb.DuckDBPyConnection, ids: list[str]
+               ) -> dict[str, tuple[str, str | None, str | None]]:
+    """(status, note, analyst) of the alerts among ``ids`` that have a decision. Ids the case made (hex)
     are listed as literals (answered from the primary key of ``triage_latest``)."""
     if not ids:
         return {}
     if all(_HEX_ID.fullmatch(i) for i in ids):
         listed = ", ".join(f"'{i}'" for i in ids)
-        cur = con.execute("SELECT entity_id, status, note FROM triage_latest WHERE entity = 'alert' "
+        cur = con.execute("SELECT entity_id, status, note, analyst FROM triage_latest WHERE entity = 'alert' "
                           f"AND entity_id IN ({listed})")
     else:
-        cur = con.execute("SELECT entity_id, status, note FROM triage_latest WHERE entity = 'alert' "
+        cur = con.execute("SELECT entity_id, status, note, analyst FROM triage_latest WHERE entity = 'alert' "
                           "AND entity_id = ANY(?::VARCHAR[])", [ids])
-    return {r[0]: (r[1], r[2]) for r in cur.fetchall()}
+    return {r[0]: (r[1], r[2], r[3]) for r in cur.fetchall()}
 
 
 def count(con: duckdb.DuckDBPyConnection, q: Query) -> int:
@@ -231,32 +224,80 @@ def count(con: duckdb.DuckDBPyConnection, q: Query) -> int:
     return int(con.execute(f"SELECT count(*) FROM alert_rows{where}", q.args).fetchone()[0])
 
 
+class _Source:
+    """Where a page is read from: ``alert_rows`` with the filters in the WHERE clause, or, for
+    free text, a CTE ``m`` holding the filtered rows and their sort keys (the union of
+    ``search.branches``), scanned once for the page and the count (1M alerts: ~160 ms instead
+    of ~300 ms for two scans)."""
+
+    def __init__(self, q: Query, columns: str) -> None:
+        self.q = q
+        n = len(SORTS[q.sort])
+        if q.text:
+            other, other_args = q.other
+            parts, self.head_args = [], []
+            for sql, args in search.branches(q.text):
+                parts.append(f"SELECT {columns}, {_key_select(q)} FROM alert_rows WHERE {sql}"
+                             + (f" AND {other}" if other else ""))
+                self.head_args += [*args, *other_args]
+            self.head = f"WITH m AS MATERIALIZED ({' UNION ALL '.join(parts)}) "
+            self.table, self.select, self.names = "m", "*", [f"_k{i}" for i in range(n)]
+            self.clauses: list[str] = []
+            self.args: list[Any] = []
+        else:
+            self.head, self.head_args = "", []
+            self.table, self.select, self.names = "alert_rows", f"{columns}, {_key_select(q)}", None
+            self.clauses, self.args = ([q.where], list(q.args)) if q.where else ([], [])
+
+    def order_by(self, reverse: bool) -> str:
+        if self.names is None:
+            return self.q.order_by(reverse)
+        return ", ".join(f"{n} {'DESC' if d != reverse else 'ASC'}"
+                         for n, (_, d) in zip(self.names, self.q.keys(), strict=True))
+
+    def beyond(self, values: list[Any], before: bool) -> tuple[list[str], list[Any]]:
+        sql, more = _beyond(self.q, values, before, self.names)
+        return [*self.clauses, sql], [*self.args, *more]
+
+    def count(self, con: duckdb.DuckDBPyConnection, clauses: list[str], args: list[Any]) -> int:
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        return int(con.execute(f"{self.head}SELECT count(*) FROM {self.table}{where}",
+                               [*self.head_args, *args]).fetchone()[0])
+
+
 def fetch(con: duckdb.DuckDBPyConnection, q: Query, size: int, after: str | None = None,
           before: str | None = None, last: bool = False, columns: str = LIST_COLUMNS,
           position: int | None = None) -> Page:
     """One page of the view: the first, the one after/before a cursor, or the last; rows carry
-    ``status`` and ``note``. One top-N scan gives the page (at 1M alerts, selecting the shown
+    ``status``, ``note`` and ``analyst``. One top-N scan gives the page (at 1M alerts, selecting the shown
     columns in it costs less than looking the page's ids up in the primary key afterwards:
     ~60 vs ~105 ms from a fresh connection). ``position`` (1-based, from the link that led
     here) is only shown; a page reached without it (``before``) counts it."""
-    clauses, args = ([q.where], list(q.args)) if q.where else ([], [])
+    src = _Source(q, columns)
     backward = bool(before) or last
+    clauses, args = src.clauses, src.args
     if after or before:
-        sql, more = _beyond(q, decode_cursor(after or before or "", q), before=backward)
-        clauses.append(sql)
-        args += more
+        clauses, args = src.beyond(decode_cursor(after or before or "", q), before=backward)
     where = " WHERE " + " AND ".join(clauses) if clauses else ""
-    rows = _rows(con.execute(f"SELECT {columns}, {_key_select(q)} FROM alert_rows{where} "
-                             f"ORDER BY {q.order_by(reverse=backward)} LIMIT ?", [*args, size + 1]))
+    total_col = ", (SELECT count(*) FROM m) AS _total" if q.text else ""
+    rows = _rows(con.execute(f"{src.head}SELECT {src.select}{total_col} FROM {src.table}{where} "
+                             f"ORDER BY {src.order_by(reverse=backward)} LIMIT ?",
+                             [*src.head_args, *args, size + 1]))
     more_rows = len(rows) > size
     rows = rows[:size]
     if backward:
         rows.reverse()
     keys = [[r.pop(f"_k{i}") for i in range(len(SORTS[q.sort]))] for r in rows]
+    totals = {r.pop("_total") for r in rows} if q.text else set()
     decided = _decisions(con, [r["alert_id"] for r in rows])
     for r in rows:
-        r["status"], r["note"] = decided.get(r["alert_id"], ("new", None))
-    total = count(con, q)
+        r["status"], r["note"], r["analyst"] = decided.get(r["alert_id"], ("new", None, None))
+    if totals:
+        total = int(totals.pop())
+    elif not q.text:
+        total = count(con, q)
+    else:
+        total = src.count(con, src.clauses, src.args)
     first = 0
     if rows:
         if last:
@@ -266,10 +307,7 @@ def fetch(con: duckdb.DuckDBPyConnection, q: Query, size: int, after: str | None
         elif position is not None and after:
             first = max(1, min(position, total))
         else:
-            sql, more = _beyond(q, keys[0], before=True)
-            head = " AND ".join([*([q.where] if q.where else []), sql])
-            first = 1 + int(con.execute(f"SELECT count(*) FROM alert_rows WHERE {head}",
-                                        [*q.args, *more]).fetchone()[0])
+            first = 1 + src.count(con, *src.beyond(keys[0], before=True))
     has_prev = more_rows if backward else bool(after)
     has_next = bool(before) and not last if backward else more_rows
     return Page(rows, total, first,

@@ -40,7 +40,7 @@ PIVOT_MINUTES = (5, 15, 60)
 EXPORT_COLUMNS = "alert_id, time, level, rule_id, title, host, host_key, kind, tags, source, record_id, " \
     "evidence_count, event"
 EXPORT_FIELDS = ("alert_id", "time", "level", "rule_id", "title", "host", "host_key", "kind", "status",
-                 "note", "tags", "source", "record_id", "evidence_count", "event")
+                 "note", "analyst", "tags", "source", "record_id", "evidence_count", "event")
 # Fields whose value names the service or the remote address in an evidence event.
 SERVICE_FIELDS = ("ServiceName", "service")
 ADDRESS_FIELDS = ("IpAddress", "SourceAddress", "SourceIp", "id.orig_h", "ClientAddress")
@@ -222,7 +222,7 @@ def routes(ctx: Any, connect: Callable[[], Any]) -> list[Route]:
                                    [alert_id]))
         rule = _dicts(con.execute("SELECT * FROM rules WHERE rule_id = ?", [a["rule_id"]]))
         history = _dicts(con.execute(
-            "SELECT status, note, time FROM triage_t WHERE entity = 'alert' AND entity_id = ? "
+            "SELECT status, note, analyst, time FROM triage_t WHERE entity = 'alert' AND entity_id = ? "
             "ORDER BY time DESC LIMIT 50", [alert_id]))
         refs = [(r, safe_url(r)) for r in (rule[0]["refs"] or [])] if rule else []
         if rule:
@@ -244,7 +244,7 @@ def routes(ctx: Any, connect: Callable[[], Any]) -> list[Route]:
         def work(con: duckdb.DuckDBPyConnection) -> Response:
             if not con.execute("SELECT 1 FROM alert_rows WHERE alert_id = ?", [alert_id]).fetchone():
                 return ctx.page("console_error.html.j2", status=404, message="no such alert")
-            set_status(con, "alert", alert_id, status, note)
+            set_status(con, "alert", alert_id, status, note, ctx.analyst)
             return RedirectResponse("/alerts/" + alert_id, status_code=303)
         return await ctx.writing(work)
 
@@ -273,7 +273,7 @@ def routes(ctx: Any, connect: Callable[[], Any]) -> list[Route]:
                 return ctx.page("console_error.html.j2", status=409, message=(
                     f"the filters now match {n:,} alerts, not {confirm[:20]}: nothing changed; "
                     "review the list and confirm again"))
-            set_status_where(con, q.where, q.args, status, note)
+            set_status_where(con, q.where, q.args, status, note, ctx.analyst)
             return RedirectResponse("/alerts?" + urlencode(q.params()), status_code=303)
         if confirm:
             return await ctx.writing(work)

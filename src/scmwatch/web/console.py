@@ -27,6 +27,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -80,8 +81,9 @@ class Case:
                 con.close()
 
 
-def create_app(case_path: str, token: str) -> Starlette:
-    """The console over ``case_path``; ``token`` is the secret of the printed URL."""
+def create_app(case_path: str, token: str, analyst: str | None = None) -> Starlette:
+    """The console over ``case_path``; ``token`` is the secret of the printed URL, ``analyst``
+    the name recorded with every decision made through it."""
     case = Case(case_path)
     session = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
@@ -90,7 +92,7 @@ def create_app(case_path: str, token: str) -> Starlette:
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(template).render(css=css, csrf=csrf, statuses=TRIAGE_STATUSES,
-                                                 case=case_path, **context)
+                                                 case=case_path, analyst=analyst, **context)
         return HTMLResponse(html, status_code=status)
 
     def reading(view: Any) -> Any:
@@ -121,7 +123,10 @@ def create_app(case_path: str, token: str) -> Starlette:
             response: Response = RedirectResponse(target, status_code=303)
             response.set_cookie(COOKIE, session, httponly=True, samesite="strict", path="/")
         elif hmac.compare_digest(request.cookies.get(COOKIE, "").encode(), session.encode()):
+            start = time.perf_counter()
             response = await call_next(request)
+            # the time spent in the app, for bench/web_console.py (a streamed export: its start)
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - start) * 1000:.1f}"
         else:
             response = PlainTextResponse("open the URL scmwatch serve printed (it carries the access "
                                          "token)", status_code=401)
@@ -131,7 +136,8 @@ def create_app(case_path: str, token: str) -> Starlette:
         response.headers["Cache-Control"] = "no-store"
         return response
 
-    ctx = pages.Context(page=page, reading=reading, writing=writing, csrf=csrf, policy=policy)
+    ctx = pages.Context(page=page, reading=reading, writing=writing, csrf=csrf, policy=policy,
+                        analyst=analyst)
     return Starlette(routes=[
         *pages.routes(ctx),
         *alerts.routes(ctx, lambda: case.connect(wait=EXPORT_WAIT)),

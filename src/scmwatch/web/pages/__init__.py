@@ -24,13 +24,15 @@ __all__ = ["MAX_NOTE", "Context", "decision", "dicts", "routes"]
 
 @dataclass(frozen=True)
 class Context:
-    """What a page module needs from the console: rendering, the case, the CSRF token."""
+    """What a page module needs from the console: rendering, the case, the CSRF token, and the
+    analyst whose decisions it records."""
 
     page: Callable[..., HTMLResponse]
     reading: Callable[[Callable[[duckdb.DuckDBPyConnection, Request], Response]], Any]
     writing: Callable[[Callable[[duckdb.DuckDBPyConnection], Response]], Any]
     csrf: str
     policy: str
+    analyst: str | None = None
 
 
 def dicts(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

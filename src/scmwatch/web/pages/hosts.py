@@ -106,7 +106,7 @@ def host_page(con: duckdb.DuckDBPyConnection, host: str) -> dict[str, Any] | Non
         "SELECT alert_id, time, level, title, kind, status FROM alerts WHERE host_key = ? "
         "ORDER BY time, alert_id LIMIT ?", [host, MAX_ROWS]))
     history = dicts(con.execute(
-        "SELECT status, note, time FROM triage_t WHERE entity = 'host' AND entity_id = ? "
+        "SELECT status, note, analyst, time FROM triage_t WHERE entity = 'host' AND entity_id = ? "
         "ORDER BY time DESC LIMIT 50", [host]))
     return {"h": rows[0], "lanes": lanes, "kept": kept, "activity": activity, "alerts": alerts,
             "history": history}
@@ -138,7 +138,7 @@ def routes(ctx: Context) -> list[Route]:
         def work(con: duckdb.DuckDBPyConnection) -> Response:
             if not con.execute("SELECT 1 FROM hosts WHERE host = ?", [host]).fetchone():
                 return ctx.page("console_error.html.j2", status=404, message="no such host in the case")
-            set_status(con, "host", host, status, note)
+            set_status(con, "host", host, status, note, ctx.analyst)
             return RedirectResponse("/host?" + urlencode({"name": host}), status_code=303)
         return await ctx.writing(work)
 

@@ -80,7 +80,7 @@ def routes(ctx: Context) -> list[Route]:
             "SELECT alert_id FROM links WHERE source_host = ? AND target_host = ?) "
             "ORDER BY time, alert_id LIMIT ?", [source, target, MAX_ROWS]))
         history = dicts(con.execute(
-            "SELECT status, note, time FROM triage_t WHERE entity = 'edge' AND entity_id = ? "
+            "SELECT status, note, analyst, time FROM triage_t WHERE entity = 'edge' AND entity_id = ? "
             "ORDER BY time DESC LIMIT 50", [edge_id(source, target)]))
         return ctx.page("console_edge.html.j2", e=rows[0], links=links, alerts=alerts, history=history)
 
@@ -104,7 +104,7 @@ def routes(ctx: Context) -> list[Route]:
                 return ctx.page("console_error.html.j2", status=409, message=(
                     "another link spells the same SOURCE -> TARGET id (a host name contains ' -> '); "
                     "not recorded"))
-            set_status(con, "edge", edge_id(source, target), status, note)
+            set_status(con, "edge", edge_id(source, target), status, note, ctx.analyst)
             return RedirectResponse(edge_href(source, target), status_code=303)
         return await ctx.writing(work)
 

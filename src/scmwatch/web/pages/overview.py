@@ -18,11 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scmwatch.case.report import alert_timeline, host_rule_matrix, summary
+from scmwatch.case import report
 from scmwatch.web import charts
 from scmwatch.web.pages import Context
 
 BUCKETS = 48
+MAX_RULES = 200  # rows of the rules table
 
 
 def alerts_href(**params: Any) -> str:
@@ -36,21 +37,19 @@ def _iso(t: datetime) -> str:
 
 
 def routes(ctx: Context) -> list[Route]:
-    def overview(con: duckdb.DuckDBPyConnection, request: Request) -> Response:
-        counts, by_level, triage = summary(con)
-        buckets = alert_timeline(con, BUCKETS)
+    def page(con: duckdb.DuckDBPyConnection, request: Request) -> Response:
+        o = report.overview(con)
+        buckets = report.alert_timeline(con, BUCKETS)
         last = {start: _iso(nxt - timedelta(microseconds=1))
                 for (start, _), (nxt, _) in zip(buckets, buckets[1:], strict=False)}
 
         def bar_href(bar: charts.Bar) -> str:
             return alerts_href(level=bar.level, from_=_iso(bar.start), to=last.get(bar.start))
 
-        hosts, rules, matrix = host_rule_matrix(con)
-        counted = con.execute("SELECT rule_id, any_value(title), count(*) FROM alert_rows GROUP BY 1 "
-                              "ORDER BY max(level_rank) DESC, 3 DESC, 1 LIMIT 200").fetchall()
-        return ctx.page("console_overview.html.j2", counts=counts, by_level=by_level, triage=triage,
-                        timeline=charts.timeline(buckets), bar_href=bar_href, hosts=hosts, rules=rules,
-                        matrix=matrix, heat=charts.heat, peak=max(matrix.values(), default=0),
-                        counted=counted, href=alerts_href)
+        return ctx.page("console_overview.html.j2", counts=o.counts, by_level=o.by_level, triage=o.triage,
+                        timeline=charts.timeline(buckets), bar_href=bar_href, hosts=o.matrix_hosts,
+                        rules=[(r, t) for r, t, _ in o.rules[:report.MATRIX_RULES]], matrix=o.matrix,
+                        heat=charts.heat, peak=max(o.matrix.values(), default=0),
+                        counted=o.rules[:MAX_RULES], href=alerts_href)
 
-    return [Route("/", ctx.reading(overview))]
+    return [Route("/", ctx.reading(page))]
