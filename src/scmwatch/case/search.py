@@ -57,11 +57,14 @@ def predicate(text: str) -> tuple[str, list[Any]]:
 
 def branches(text: str) -> list[tuple[str, list[Any]]]:
     """:func:`predicate` as two disjoint conditions (the evidence matches; the title matches and
-    the evidence does not), each a filter DuckDB pushes into the scan of one column, so the
-    other columns are read only for matching rows (1M alerts: ~240 vs ~350 ms as one OR)."""
-    like, needle = like_pattern(text), json_text(text)
+    the evidence does not) that DuckDB pushes into the scan, so the other columns are read only
+    for matching rows. The title test is ``contains(lower(title), lower(text))`` (what ``ILIKE``
+    does) because DuckDB pushes that one first; with ``ILIKE ... ESCAPE`` it pushed the search
+    test and scanned the column twice (1M alerts, fresh connection: ~400 vs ~660 ms)."""
+    needle = json_text(text)
     return [("contains(search, lower(?))", [needle]),
-            ("title ILIKE ? ESCAPE '\\' AND NOT coalesce(contains(search, lower(?)), false)", [like, needle])]
+            ("contains(lower(title), lower(?)) AND NOT coalesce(contains(search, lower(?)), false)",
+             [text, needle])]
 
 
 def reference_predicate(text: str) -> tuple[str, list[Any]]:
