@@ -83,10 +83,18 @@ def test_search_column_finds_what_ilike_finds(case):
         assert found > len(NEEDLES) // 2  # the needles do match things
         # the console's list (one materialized scan for page and count) agrees too
         for text in ("\u212a", "\"", "\\", "\u00e9", "7045"):
-            q = alert_query.parse({"q": text}, schema.TRIAGE_STATUSES)
-            page = alert_query.fetch(con, q, 50)
-            want = _ids(con, *search.reference_predicate(text))
-            assert page.total == len(want) and {r["alert_id"] for r in page.rows} <= want, repr(text)
+            q = alert_query.parse({"q": text, "sort": "host", "level": "high"}, schema.TRIAGE_STATUSES)
+            want = _ids(con, *search.reference_predicate(text)) & _ids(con, "level = 'high'", [])
+            pages = [alert_query.fetch(con, q, 40)]
+            while pages[-1].next and len(pages) < 50:
+                pages.append(alert_query.fetch(con, q, 40, after=pages[-1].next))
+            seen = [r["alert_id"] for p in pages for r in p.rows]
+            assert pages[0].total == len(want) == len(seen) and set(seen) == want, repr(text)
+            assert all(r["title"] is not None and r["status"] == "new" for p in pages for r in p.rows)
+            if len(pages) > 1:  # back from the last page: the one before it, at its position
+                back = alert_query.fetch(con, q, 40, before=pages[-1].prev)
+                assert [r["alert_id"] for r in back.rows] == [r["alert_id"] for r in pages[-2].rows]
+                assert back.first == pages[-2].first
     finally:
         con.close()
 
