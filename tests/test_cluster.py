@@ -146,7 +146,9 @@ def test_cli_cluster_output_equals_jobs_1(attack, tmp_path):
     one, _ = hunt("--jobs", "1")
     clustered, summary = hunt("--cluster", "local:2")
     assert one and clustered == one
-    assert summary["cluster"] == {"address": "local:2", "workers": 2} and summary["jobs"] == 2
+    assert summary["cluster"] == {"address": "local:2", "workers": 2, "partitions": 2}
+    assert summary["jobs"] == 2
+    assert summary["correlation"]["partitioned"]["partitions"] == 2
 
 
 @pytest.mark.parametrize("spec, code", [("local:0", 2), ("nowhere", 2), ("tcp://127.0.0.1:1", 1)])
@@ -175,6 +177,11 @@ def test_cluster_splits_one_large_evtx_by_chunk_ranges(cluster, pack, tmp_path):
     par = remote.summary["parallelism"]
     assert par["ranges"] == 8 and par["files_reread_whole"] == 0
     assert remote.summary["errors"] == local.summary["errors"] == {}
+    # correlated in partitions: each partition chains the ranges' candidates in file order
+    parted = run_hunt([str(path)], rs, engine=engine, map_units=cluster.map_units(payload, 2),
+                      split_bytes=1 << 12)
+    assert _alerts(parted) == _alerts(local) and parted.summary["parallelism"]["ranges"] == 8
+    assert parted.summary["correlation"]["candidates"] == local.summary["correlation"]["candidates"] > 0
 
 
 def test_a_killed_worker_during_ranges_loses_and_doubles_nothing(cluster, pack, tmp_path):
@@ -207,3 +214,90 @@ def test_a_killed_worker_during_ranges_loses_and_doubles_nothing(cluster, pack, 
     assert _alerts(remote) == _alerts(local)
     assert remote.summary["events"] == local.summary["events"] == 2000
     assert remote.summary["parallelism"]["files_reread_whole"] == 0
+
+
+def test_partitioned_correlation_equals_local(cluster, pack, attack):
+    """Candidates kept on the workers, cut by (correlation, group key) into 3 partitions, each
+    correlated in its own task: the alerts of the local hunt, on a multi-host attack with a
+    cross-host chain and on the corpus; no candidate reaches the client."""
+    paths = [[str(attack)]]
+    if ATTACK_SAMPLES.is_dir():
+        paths.append([str(ATTACK_SAMPLES / "Lateral Movement")])
+    rs, engine = pack
+    payload = cl.rule_payload([str(PACK_DIR)])
+    seen = []
+
+    def mapper(ctx, inputs, jobs, report):
+        for r in cluster.map_units(payload, 3)(ctx, inputs, jobs, report):
+            seen.append((len(r.cand_mem), len(r.cand_runs), len(r.cand_chain)))
+            yield r
+
+    for p in paths:
+        local = run_hunt(p, rs, engine=engine)
+        seen.clear()
+        remote = run_hunt(p, rs, engine=engine, map_units=mapper)
+        assert _alerts(local) and _alerts(remote) == _alerts(local)
+        assert seen and set(seen) == {(0, 0, 0)}  # the client received no candidate
+        corr, base = remote.summary["correlation"], local.summary["correlation"]
+        assert corr["partitioned"]["partitions"] == 3
+        same = ("alerts", "candidates", "late_events", "link_facts")
+        assert {k: corr[k] for k in same} == {k: base[k] for k in same}
+
+
+def test_a_killed_worker_during_correlation_loses_nothing(cluster, pack, attack):
+    """A worker SIGKILLed as the partitions start: the candidates it kept are hunted again and
+    its partitions correlated elsewhere; the alerts are the local hunt's."""
+    rs, engine = pack
+    local = run_hunt([str(attack)], rs, engine=engine)
+    mapper = cluster.map_units(cl.rule_payload([str(PACK_DIR)]), 2)
+    killed = []
+
+    def killing(ctx, inputs, jobs, report):
+        yield from mapper(ctx, inputs, jobs, report)
+        correlate = ctx.correlate_at
+
+        def kill_then_correlate(results, resolved):
+            pid = cluster.worker_pids()[0]
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            yield from correlate(results, resolved)
+
+        ctx.correlate_at = kill_then_correlate
+
+    remote = run_hunt([str(attack)], rs, engine=engine, map_units=killing)
+    assert killed
+    assert _alerts(remote) == _alerts(local)
+    assert remote.summary["correlation"]["alerts"] == local.summary["correlation"]["alerts"]
+
+
+DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo"
+TUNE = """drop:
+  - "Remote service started over MS-SCMR*"
+levels:
+  "Remote connection to the SCM pipe*": informational
+exclude:
+  "Service installed with a binary outside the Windows system directories*":
+    ServiceName: [PSEXESVC, PAExec-*]
+"""
+
+
+def test_cli_dedup_and_tune_on_the_cluster_equal_jobs_1(tmp_path):
+    """--dedup and --tune end to end on a LocalCluster (workers apply the tuning file, the
+    partitions correlate, the client deduplicates): the output and counts of --jobs 1."""
+    tune = tmp_path / "tune.yml"
+    tune.write_text(TUNE)
+
+    def hunt(*extra):
+        out = subprocess.run([sys.executable, "-m", "scmwatch", "hunt", str(DEMO), "--format", "jsonl",
+                              "--dedup", "--tune", str(tune), "--summary", str(tmp_path / "s.json"), *extra],
+                             capture_output=True, text=True, check=False, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out.stdout, json.loads((tmp_path / "s.json").read_text())
+
+    one, s1 = hunt("--jobs", "1")
+    clustered, s2 = hunt("--cluster", "local:2")
+    assert one and clustered == one
+    for k in ("alerts", "alerts_deduplicated", "tune"):
+        assert s2[k] == s1[k], k
+    assert s1["tune"]["matches_tuned_out"] > 0 and s1["alerts_deduplicated"] > 0
+    assert s2["correlation"]["partitioned"]["partitions"] == 2

@@ -37,13 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scmwatch.alerts import Alert
+from scmwatch.correlate import CorrelationStage
+from scmwatch.correlate.partition import Plan, Router, correlate_partition, merged_summary
 from scmwatch.events.model import ReadError
-from scmwatch.hunt import _KEY, HuntContext, UnitResult, hunt_unit
+from scmwatch.hunt import _CAND_KEY, _KEY, HuntContext, UnitResult, hunt_unit
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.load import rule_files
 from scmwatch.sigma.tune import apply_tune, parse_tune
 from scmwatch.spill import SpillDir, read_stream
-from scmwatch.split import split_units, unit_size
+from scmwatch.split import replayed, split_units, unit_size
 
 LOCAL = "local"
 # Inputs per task: small files are batched so a task costs more than its scheduling (a Dask task
@@ -136,6 +139,60 @@ def hunt_batch(payload: RulePayload, batch: list[tuple[int, Any]]) -> list[UnitR
     a range of one); results in memory."""
     ctx = _context(payload)
     return [_in_memory(ctx, hunt_unit(ctx, i, unit, collect_errors=True)) for i, unit in batch]
+
+
+def hunt_batch_parts(payload: RulePayload, batch: list[tuple[int, Any]],
+                     partitions: int) -> tuple[list[UnitResult], list[dict[int, list[tuple]]]]:
+    """A worker task when correlation is partitioned: hunt each (index, unit) and keep its
+    candidates here, cut into ``partitions`` lists (``Router``); the results carry none.
+    Returns (results, per partition {unit index: its candidate records in unit order})."""
+    ctx = _context(payload)
+    router = Router(ctx.stage, Plan(ctx.stage.specs, partitions))
+    results = []
+    parts: list[dict[int, list[tuple]]] = [{} for _ in range(partitions)]
+    for i, unit in batch:
+        r = _in_memory(ctx, hunt_unit(ctx, i, unit, collect_errors=True))
+        for p, records in enumerate(router.split(r.cand_mem)):
+            if records:
+                parts[p][i] = records
+        r.cand_mem = []
+        results.append(r)
+    return results, parts
+
+
+def _results(out: tuple[list[UnitResult], list]) -> list[UnitResult]:
+    return out[0]
+
+
+def _part(out: tuple[list[UnitResult], list], p: int) -> dict[int, list[tuple]]:
+    return out[1][p]
+
+
+def correlate_part(payload: RulePayload, partitions: int, p: int, streams: list[Any],
+                   resolved: list[tuple], batch_ids: list[int],
+                   *parts: dict[int, list[tuple]]) -> tuple[list[Alert], dict[str, Any]]:
+    """A worker task: correlate partition ``p``. ``streams`` names each unit's candidates as
+    ``(batch id, unit index)`` or a split file's chain of those with range offsets; ``parts``
+    are the batches' lists for ``p`` (in ``batch_ids`` order); ``resolved``: the records of
+    deferred process creations the client decided, for this partition."""
+    ctx = _context(payload)
+    stage = CorrelationStage.for_ruleset(ctx.ruleset, lateness=ctx.lateness)
+    assert stage is not None
+    table = dict(zip(batch_ids, parts, strict=True))
+
+    def records(ref: tuple[int, int]) -> list[tuple]:
+        return table[ref[0]].get(ref[1], [])
+
+    dropped = [0]
+    its: list[Any] = []
+    for kind, ref in streams:
+        if kind == "unit":
+            its.append(records(ref))
+        else:
+            its.append(replayed([(records(r), off) for r, off in ref], dropped))
+    if resolved:
+        its.append(resolved)
+    return correlate_partition(stage, Plan(stage.specs, partitions), p, its)
 
 
 def _same(payload: RulePayload) -> RulePayload:
@@ -231,16 +288,59 @@ class Cluster:
     def worker_pids(self) -> list[int]:
         return list(self.client.run(os.getpid).values())
 
-    def map_units(self, payload: RulePayload) -> Callable[..., Iterator[UnitResult]]:
+    def map_units(self, payload: RulePayload,
+                  partitions: int | None = None) -> Callable[..., Iterator[UnitResult]]:
         """A ``run_hunt(map_units=...)`` that runs every unit on the cluster, large files as
-        ranges over the workers (:func:`scmwatch.split.split_units`)."""
+        ranges over the workers (:func:`scmwatch.split.split_units`).
+
+        ``partitions`` (P > 0) also correlates on the cluster: each worker cuts its units'
+        candidates by (correlation, group key) into P partitions and keeps them; after the last
+        unit, P tasks correlate one partition each (:mod:`scmwatch.correlate.partition`) and the
+        client only merges their alerts by time. 0 or None: the candidates come to the client,
+        which correlates them all."""
         from distributed import as_completed
+
+        # a task that returns the payload, not scattered data: if the worker holding it dies,
+        # the scheduler recomputes it instead of cancelling every task that needs it
+        remote = None
+
+        def payload_future() -> Any:
+            nonlocal remote
+            if remote is None:
+                remote = self.client.submit(_same, payload, pure=False)
+            return remote
+
+        batches: dict[int, Any] = {}  # batch id -> its hunt future (holds its partitions' candidates)
+
+        def partitioned(ctx: HuntContext, units: list[tuple[int, Any]]) -> Iterator[UnitResult]:
+            ctx.correlate_at = lambda results, resolved: self._correlate(
+                ctx, payload_future(), partitions or 1, batches, results, resolved)
+            first = len(batches)
+            futures = {}
+            for n, batch in enumerate(_batches(units), first):
+                batches[n] = self.client.submit(hunt_batch_parts, payload_future(), batch, partitions,
+                                                pure=False, retries=3)
+                futures[self.client.submit(_results, batches[n], pure=False, retries=3)] = n
+            seen: set[int] = set()
+            try:
+                for fut in as_completed(list(futures)):
+                    for r in fut.result():
+                        if r.index not in seen:
+                            seen.add(r.index)
+                            r.cand_ref = (futures[fut], r.index)
+                            yield r
+            except BaseException:  # interrupted: nothing will correlate what the workers keep
+                self.client.cancel(list(batches.values()))
+                raise
+            finally:
+                self.client.cancel(list(futures))
 
         def mapper(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
                    report: Callable[[ReadError], None] | None) -> Iterator[UnitResult]:
-            # a task that returns the payload, not scattered data: if the worker holding it dies,
-            # the scheduler recomputes it instead of cancelling every task that needs it
-            remote = self.client.submit(_same, payload, pure=False)
+            if partitions and ctx.stage is not None:
+                yield from partitioned(ctx, units)
+                return
+            remote = payload_future()
             futures = [self.client.submit(hunt_batch, remote, batch, pure=False, retries=3)
                        for batch in _batches(units)]
             seen: set[int] = set()
@@ -254,6 +354,46 @@ class Cluster:
                 self.client.cancel(futures)
 
         return split_units(mapper, workers=lambda: self.workers)
+
+    def _correlate(self, ctx: HuntContext, remote: Any, partitions: int, batches: dict[int, Any],
+                   results: list[UnitResult], resolved: list[tuple]) -> Iterator[Alert]:
+        """``HuntContext.correlate_at`` of a partitioned hunt: one task per partition over the
+        candidates the workers kept; the alerts come back to the client, nothing else."""
+        assert ctx.stage is not None
+        plan = Plan(ctx.stage.specs, partitions)
+        streams: list[tuple[str, Any]] = []
+        used: set[int] = set()
+        for r in results:
+            ref = r.cand_ref
+            if ref is None:
+                continue
+            if isinstance(ref, list):  # a split file: its ranges' streams chained in file order
+                streams.append(("chain", ref))
+                used.update(b for (b, _), _ in ref)
+            else:
+                streams.append(("unit", ref))
+                used.add(ref[0])
+        ids = sorted(used)
+        resolved_parts = Router(ctx.stage, plan).split(sorted(resolved, key=_CAND_KEY))
+        tasks = []
+        for p in range(partitions):
+            parts = [self.client.submit(_part, batches[b], p, pure=False, retries=3) for b in ids]
+            tasks.append(self.client.submit(correlate_part, remote, partitions, p, streams, resolved_parts[p],
+                                            ids, *parts, pure=False, retries=3))
+        try:
+            outs = self.client.gather(tasks)
+        finally:
+            self.client.cancel(tasks)
+            self.client.cancel(list(batches.values()))
+            batches.clear()
+        candidates = sum(r.candidates for r in results) + len(resolved)
+        ctx.correlation_summary = merged_summary([s for _, s in outs], plan, candidates)
+        paths = {s.key: s.path for s in ctx.stage.specs if s.path}
+        for alerts, _ in outs:
+            for a in alerts:
+                if "rule_path" in a.extra:  # the worker's copy of the rule file: name the original
+                    a.extra["rule_path"] = paths.get(a.rule_id, a.extra["rule_path"])
+                yield a
 
     def close(self) -> None:
         client = getattr(self, "client", None)

@@ -112,7 +112,7 @@ class Deferred(NamedTuple):
 class CorrelationHit(NamedTuple):
     """A correlation alert as it is spilled and merged beside the hits."""
 
-    key: tuple  # alert_sort_key, then (1, 0, n): after hits with an equal key, in decision order
+    key: tuple  # alert_sort_key, then (1, evidence_key): after hits with an equal key
     alert: Alert
 
 
@@ -151,6 +151,9 @@ class UnitResult:
     cand_chain: list[tuple[str, int]] = field(default_factory=list)
     parts: int = 0
     progress_done: bool = False  # its bytes were already counted on the progress bar
+    # where a runner keeps the unit's candidates instead of the result (a cluster correlating
+    # in partitions: see HuntContext.correlate_at); None when they are in the result
+    cand_ref: Any = None
 
 
 @dataclass
@@ -190,6 +193,13 @@ class HuntContext:
         self.split_bytes = SPLIT_BYTES  # files from this size up are split into ranges (scmwatch.split)
         self.progress: Callable[[int, int], None] | None = None  # (bytes, events) read, as they are
         self.parallelism: dict[str, int] = {}  # what the unit mapper used: the summary's ``parallelism``
+        self.lateness = lateness
+        # A runner that keeps the candidates where they were selected correlates them there:
+        # ``correlate_at(results, resolved)`` (the results' ``cand_ref``s, the candidate records of
+        # deferred process creations the merge decided) yields the correlation alerts in any order
+        # and sets ``correlation_summary``. None: the merge correlates the results' candidates.
+        self.correlate_at: Callable[[list[UnitResult], list[tuple]], Iterator[Alert]] | None = None
+        self.correlation_summary: dict[str, Any] | None = None
 
 
 Reader = Callable[[Any, ReadStats, ReadGate], Iterable[Event]]
@@ -421,13 +431,16 @@ class AlertMerge:
             streams: list[Any] = [p for r in results for p in r.cand_runs]
             streams += budget.sources(CANDS)
             dropped = [0]  # candidates of split files that the replayed fact dedup removed
-            streams += [replayed(r.cand_chain, dropped) for r in results if r.cand_chain]
-            if resolved_cands:
-                streams.append(sorted(resolved_cands, key=_CAND_KEY))
-            merged = map(Candidate.from_record, budget.merge(streams, _CAND_KEY))
-            for n, a in enumerate(ctx.stage.correlate(merged)):
+            if ctx.correlate_at is not None:
+                decided = ctx.correlate_at(results, resolved_cands)
+            else:
+                streams += [replayed(r.cand_chain, dropped) for r in results if r.cand_chain]
+                if resolved_cands:
+                    streams.append(sorted(resolved_cands, key=_CAND_KEY))
+                decided = ctx.stage.correlate(map(Candidate.from_record, budget.merge(streams, _CAND_KEY)))
+            for a in decided:
                 if LEVEL_RANK.get(a.level, 0) >= ctx.min_rank:
-                    corr.add(CorrelationHit(alert_sort_key(a) + (1, 0, n), a))
+                    corr.add(CorrelationHit(alert_sort_key(a) + (1, evidence_key(a)), a))
             budget.release(CANDS)
             mem["candidates"] -= dropped[0]
             corr_runs, corr_tail = corr.finish()
@@ -478,6 +491,12 @@ class AlertMerge:
         for k in ("hits", "candidates", "correlation_alerts", "files_written", "spill_bytes"):
             out[k] = m[k]
         return out
+
+
+def evidence_key(a: Alert) -> tuple:
+    """Orders correlation alerts whose sort key is equal (same rule, same last event) by their
+    evidence, so the order does not depend on which correlator decided first."""
+    return tuple((e.source, e.record_id if e.record_id is not None else -1, e.time) for e in a.events or ())
 
 
 def alerts_from_hits(records: Iterable[Hit | CorrelationHit],
@@ -730,7 +749,7 @@ def run_hunt(
                                   exclude_ids=ctx.suppressed_ids)
         summary["readiness"] = ready.to_dict()
         if ctx.stage is not None:
-            summary["correlation"] = ctx.stage.summary()
+            summary["correlation"] = ctx.correlation_summary or ctx.stage.summary()
         summary["memory"] = merge.memory()
         summary["lineage"] = merge.lineage
         return HuntResult(collected, summary, stats, stats.exit_code, ready)

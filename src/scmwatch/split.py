@@ -144,9 +144,9 @@ def combine(ctx: HuntContext, index: int, parts: list[UnitResult]) -> UnitResult
             return None
     stats = ReadStats()
     lineage = LineageFacts()
-    out = replace(parts[0], index=index, hit_runs=[], hit_tail=[], cand_runs=[], cand_mem=[], hits=0,
-                  candidates=0, stats=stats, fmt=None, seconds=0.0, seen=set(), errors=[], lineage=lineage,
-                  derived=0, tuned_out=0, parts=len(parts), progress_done=True, lookups=0)
+    out = replace(parts[0], index=index, hit_runs=[], hit_tail=[], cand_runs=[], cand_mem=[], cand_ref=None,
+                  hits=0, candidates=0, stats=stats, fmt=None, seconds=0.0, seen=set(), errors=[],
+                  lineage=lineage, derived=0, tuned_out=0, parts=len(parts), progress_done=True, lookups=0)
     offset = 0
     for r in parts:
         out.hit_runs += r.hit_runs
@@ -156,6 +156,8 @@ def combine(ctx: HuntContext, index: int, parts: list[UnitResult]) -> UnitResult
         out.cand_chain += [(p, offset) for p in r.cand_runs]
         if r.cand_mem:
             out.cand_chain.append((_written(ctx, "cand", r.cand_mem), offset))
+        if r.cand_ref is not None:  # kept by the runner (see HuntContext.correlate_at): chained there
+            out.cand_ref = (out.cand_ref or []) + [(r.cand_ref, offset)]
         out.hits += r.hits
         out.hits_peak = max(out.hits_peak, r.hits_peak)
         out.candidates += r.candidates
@@ -179,13 +181,13 @@ def _written(ctx: HuntContext, prefix: str, records: list[Any]) -> str:
     return path
 
 
-def replayed(chain: list[tuple[str, int]], dropped: list[int]) -> Iterator[tuple]:
-    """A split file's candidate records as one stream: its ranges' streams in file order, the
-    per-file fact dedup replayed with whole-file positions (range offset + position in range).
-    Records the dedup removes are counted in ``dropped[0]``."""
+def replayed(chain: list[tuple[str | list[tuple], int]], dropped: list[int]) -> Iterator[tuple]:
+    """A split file's candidate records as one stream: its ranges' streams (spill files or
+    lists) in file order, the per-file fact dedup replayed with whole-file positions (range
+    offset + position in range). Records the dedup removes are counted in ``dropped[0]``."""
     dedup = FactDedup()
     for path, offset in chain:
-        records: Iterable[tuple] = read_stream(path)
+        records: Iterable[tuple] = read_stream(path) if isinstance(path, str) else path
         for rec in records:
             out = dedup.replay(rec, offset + rec[2])
             if out is None:

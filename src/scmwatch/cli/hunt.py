@@ -71,6 +71,9 @@ def register(subparsers: Any) -> None:
     j.add_argument("--cluster", metavar="ADDRESS", default=None,
                    help="run on a Dask cluster: a scheduler (tcp://host:8786) or local[:N] (a local cluster "
                    "of N worker processes); inputs may then be fsspec URLs the workers read (s3://, https://)")
+    j.add_argument("--partitions", type=int, default=None, metavar="P",
+                   help="with --cluster: correlate on the workers in P partitions by group-by key (default: "
+                   "one per worker); 0 correlates on this machine")
     c = p.add_argument_group("case file")
     c.add_argument("--case", metavar="CASE.duckdb", default=None,
                    help="also keep the run, its input files and every alert with its evidence and entity "
@@ -215,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
         problem = _rule_file_as_log(args.paths)
     if not problem and args.cluster:
         problem = _cluster_problem(args)
+    elif not problem and args.partitions is not None:
+        problem = "--partitions: correlation runs in partitions only on a cluster (--cluster)"
     if problem:
         print(f"scmwatch: {terminal(problem)}", file=sys.stderr)
         return 2
@@ -279,7 +284,10 @@ def _units(args: argparse.Namespace, rule_paths: list[str]) -> Iterator[tuple[An
     with cluster:
         payload = rule_payload(rule_paths, args.placeholders, tune=args.tune,
                                min_level=args.min_level, lateness=args.lateness)
-        yield cluster.map_units(payload), {"address": args.cluster, "workers": cluster.workers}
+        workers = cluster.workers
+        partitions = workers if args.partitions is None else args.partitions
+        yield (cluster.map_units(payload, partitions),
+               {"address": args.cluster, "workers": workers, "partitions": partitions})
 
 
 def _tune(ruleset: Any, path: str) -> None:
@@ -311,6 +319,8 @@ def _cluster_problem(args: argparse.Namespace) -> str | None:
         parse_address(args.cluster)
     except ClusterError as exc:
         return str(exc)
+    if args.partitions is not None and args.partitions < 0:
+        return f"--partitions {args.partitions}: give 0 (correlate here) or a positive number"
     if args.keep_events:
         return ("--keep-events with --cluster: the events are kept by the process that reads them; "
                 "hunt locally")

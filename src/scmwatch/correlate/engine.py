@@ -37,7 +37,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
@@ -153,8 +153,13 @@ class Correlator:
         max_entries_per_group: int = 10_000,
         max_state: int = 200_000,
         links: EntityLinks | None = None,
+        owns: Callable[[str, tuple | None], bool] | None = None,
     ) -> None:
         self.specs = list(specs)
+        # (correlation key, group key or None when a group-by field is missing) -> is that group
+        # this correlator's? None: every group. Partitioned correlation (correlate/partition.py)
+        # gives each partition's correlator the groups hashed to it.
+        self.owns = owns
         self.buffer = ReorderBuffer(lateness)
         self.links = links or EntityLinks()
         self.max_groups = max_groups
@@ -279,16 +284,16 @@ class Correlator:
             self.links.apply(cand.fact)
         if cand.event is None:
             return
+        for st, ref in self.targets(cand.keys):
+            self._deliver(st, ref, cand.event, t, None, out)
+
+    def targets(self, keys: tuple[str, ...]) -> list[tuple[_SpecState, str]] | tuple:
+        """The (correlation, reference) pairs an event matching the rules ``keys`` feeds."""
         routes = self._routes
-        keys = cand.keys
         if len(keys) == 1:
             targets = routes.get(keys[0], ())
-            if len(targets) > 1:
-                targets = self._once(targets)
-        else:
-            targets = self._once([r for k in keys for r in routes.get(k, ())])
-        for st, ref in targets:
-            self._deliver(st, ref, cand.event, t, None, out)
+            return self._once(targets) if len(targets) > 1 else targets
+        return self._once([r for k in keys for r in routes.get(k, ())])
 
     @staticmethod
     def _once(targets: list[tuple[_SpecState, str]]) -> list[tuple[_SpecState, str]]:
@@ -342,15 +347,15 @@ class Correlator:
         self, st: _SpecState, ref: str, event: Event, t: int, evidence: list[Event] | None, out: list[Alert]
     ) -> None:
         spec = st.spec
-        display: dict[str, Any] = {}
-        key_parts = []
-        for name in spec.group_by:
-            value = self._field(event, spec.field_for(name, ref))
-            if value is None or value == "":
+        grouped = self.group(spec, ref, event)
+        owns = self.owns
+        if grouped is None:
+            if owns is None or owns(spec.key, None):
                 self.missing_group += 1
-                return
-            display[name] = value
-            key_parts.append(_key_part(value))
+            return
+        key, display = grouped
+        if owns is not None and not owns(spec.key, key):
+            return
         value = None
         if spec.type in VALUE_TYPES:
             value = self._field(event, spec.field_for(spec.field, ref))
@@ -361,9 +366,18 @@ class Correlator:
             if value is None or value == "":
                 self.missing_value += 1
                 return
-        key = tuple(key_parts)
         groups = st.groups
+        span = spec.timespan_us
         g = groups.get(key)
+        if g is not None and t - g.last > span:
+            # Idle for longer than its timespan: finished, as the sweep would have found it had
+            # it run in between. Deciding it here makes a group's life independent of when
+            # sweeps run (they follow the clock of all candidates, which a partition of them
+            # does not see), so partitioned correlation gives the alerts of one correlator.
+            if not spec.eager and g.entries:
+                self._close(st, g, out)
+            self._drop(st, key)
+            g = None
         if g is None:
             if self._groups >= self.max_groups:
                 self._evict_one(st)
@@ -374,7 +388,6 @@ class Correlator:
                 self.groups_peak = self._groups
         else:  # keep dict order = least recently updated first (for the sweep)
             groups.move_to_end(key)
-        span = spec.timespan_us
         if not spec.eager and g.entries and t > g.start + span:
             self._close(st, g, out)
             self._clear(g)
@@ -403,6 +416,19 @@ class Correlator:
             if chosen is not None:
                 self._fire(st, g, chosen, out)
                 self._clear(g)
+
+    def group(self, spec: CorrSpec, ref: str, event: Event) -> tuple[tuple, dict[str, Any]] | None:
+        """The group key of ``event`` as input ``ref`` of correlation ``spec`` and its group-by
+        values as seen (for the alert); None when a group-by field is missing."""
+        display: dict[str, Any] = {}
+        key_parts = []
+        for name in spec.group_by:
+            value = self._field(event, spec.field_for(name, ref))
+            if value is None or value == "":
+                return None
+            display[name] = value
+            key_parts.append(_key_part(value))
+        return tuple(key_parts), display
 
     def _count_in(self, spec: CorrSpec, g: _Group, entry: tuple) -> None:
         self._entries += 1

@@ -1,0 +1,137 @@
+"""Correlation partitioned by group-by key (correlate/partition.py), in one process: every unit's
+candidates cut into P partitions, each correlated by its own correlator, give exactly the
+alerts (ids, order, evidence) of the one correlator of a plain hunt -- on a simulated
+multi-host attack with cross-host correlations and on the shared corpus. The Dask runner
+(tests/test_cluster_partition.py) moves the same steps onto workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from paths import ATTACK_SAMPLES
+from scmwatch.correlate import CorrelationStage, _link_needs
+from scmwatch.correlate.partition import Plan, Router, correlate_partition, merged_summary
+from scmwatch.hunt import local_units, run_hunt
+from scmwatch.rules import PACK_DIR
+from scmwatch.sigma import Engine, load_rules
+from scmwatch.simulate import Options, simulate
+from scmwatch.spill import read_stream
+
+
+@pytest.fixture(scope="module")
+def pack():
+    rs = load_rules([str(PACK_DIR)])
+    return rs, Engine(rs)
+
+
+@pytest.fixture(scope="module")
+def attack(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sim")
+    simulate(Options(scenarios=["all"], out=out, events=6000, seed=21, hosts=6,
+                     labels=out.parent / "l.jsonl"))
+    return out
+
+
+def partitioned(partitions: int, used: list[set[int]]):
+    """A ``map_units`` that hunts locally, cuts each unit's candidates into partitions (as a
+    cluster worker does) and correlates the partitions one after another."""
+
+    def mapper(ctx, inputs, jobs, report):
+        plan = Plan(ctx.stage.specs, partitions)
+        router = Router(ctx.stage, plan)
+        kept: dict[int, list[list[tuple]]] = {}
+
+        def correlate_at(results, resolved):
+            outs = []
+            extra = router.split(sorted(resolved, key=lambda r: r[:3]))
+            for p in range(partitions):
+                streams = [kept[r.cand_ref][p] for r in results] + [extra[p]]
+                fresh = CorrelationStage.for_ruleset(ctx.ruleset, lateness=ctx.lateness)
+                alerts, summary = correlate_partition(fresh, plan, p, streams)
+                if alerts:
+                    used[0].add(p)
+                outs.append((alerts, summary))
+            ctx.correlation_summary = merged_summary([s for _, s in outs], plan,
+                                                     sum(r.candidates for r in results))
+            for alerts, _ in outs:
+                yield from alerts
+
+        ctx.correlate_at = correlate_at
+        for r in local_units(ctx, inputs, 1, report):
+            records = [rec for p in r.cand_runs for rec in read_stream(p)] + r.cand_mem
+            kept[r.index] = router.split(records)
+            r.cand_runs, r.cand_mem, r.cand_ref = [], [], r.index
+            yield r
+
+    return mapper
+
+
+def _check(paths: list[str], pack, counts=(1, 3, 7)) -> list:
+    rs, engine = pack
+    local = run_hunt(paths, rs, engine=engine)
+    want = [a.to_dict() for a in local.alerts]
+    assert local.summary["correlation"]["late_events"] == 0
+    for n in counts:
+        used: list[set[int]] = [set()]
+        got = run_hunt(paths, rs, engine=engine, map_units=partitioned(n, used))
+        assert [a.to_dict() for a in got.alerts] == want, f"{n} partitions"
+        corr, base = got.summary["correlation"], local.summary["correlation"]
+        for k in ("alerts", "late_events", "missing_group_field", "missing_value_field", "link_facts",
+                  "untimed_events"):
+            assert corr[k] == base[k], (n, k)
+        assert corr["partitioned"]["partitions"] == n
+        if n > 1:
+            assert len(used[0]) > 1  # the alerts really came from several partitions
+    return local.alerts
+
+
+def test_plan_cuts_keyed_correlations_by_group_and_keeps_link_and_chain_families_whole(pack):
+    stage = CorrelationStage.for_ruleset(pack[0])
+    plan = Plan(stage.specs, 8)
+    by_key = {s.key: s for s in stage.specs}
+    assert plan.keyed and plan.fact_parts
+    for k in plan.keyed:  # their group-by never needs the learned links
+        assert not {"link.source_ip", "link.source_host", "link.target_host"} & set(by_key[k].group_by)
+    whole = set(by_key) - plan.keyed
+    assert any(_link_needs([by_key[k]]) for k in whole)  # the cross-host one (link.target_host)
+    parts = {plan.partition(k, (f"host-{i}",)) for k in plan.keyed for i in range(50)}
+    assert len(parts) == 8  # groups of one correlation spread over every partition
+    assert {plan.partition(k, ("x",)) for k in whole} == {plan.home[k] for k in whole}
+
+
+def test_partitions_equal_one_correlator_on_a_multi_host_attack(pack, attack):
+    alerts = _check([str(attack)], pack)
+    corr = [a for a in alerts if a.correlation]
+    assert len({a.event.get("Computer") for a in corr}) > 1
+    assert any(a.correlation["group_by"].get("target") for a in corr)  # the cross-host chain
+
+
+@pytest.mark.skipif(not ATTACK_SAMPLES.is_dir(), reason="../shared corpus not present")
+def test_partitions_equal_one_correlator_on_the_corpus(pack):
+    alerts = _check([str(ATTACK_SAMPLES)], pack, counts=(4,))
+    assert any(a.correlation for a in alerts)
+
+
+def test_a_groups_life_does_not_depend_on_other_groups_traffic():
+    """Sweeps run on the clock of every candidate a correlator sees; a partition sees fewer.
+    Group ``foo`` idles 10.3 s (> its 10 s timespan): fed everything, a sweep at 10.1 drops it;
+    fed only its partition's candidates, no sweep runs before it comes back. Either way it
+    starts afresh (group-by values as seen again: ``foo``), so both alerts are the same."""
+    from test_correlate_core import Harness, corr
+
+    spec = corr("type: event_count\nrules: [a]\ngroup-by: [ServiceName]\ntimespan: 10s\ncondition: {gte: 2}")
+    stream = [("Foo", 0.0, True), ("Bar", 9.0, False), ("Baz", 9.6, True), ("Qux", 10.1, False),
+              ("foo", 10.3, True), ("FOO", 10.5, True)]
+    out = []
+    for everything in (True, False):
+        h = Harness(spec)
+        for name, t, mine in stream:
+            c = h.cand("a", t, ServiceName=name)
+            if everything or mine:
+                h.alerts.extend(h.corr.push(c))
+        alerts = h.finish()
+        out.append([(a.correlation["group_by"], [e.record_id for e in a.events]) for a in alerts])
+    assert out[0] == out[1] == [({"ServiceName": "foo"}, [5, 6])]
