@@ -123,7 +123,11 @@ def _dask_processes(workers: int) -> Iterator[str]:
         for p in reversed(procs):
             p.terminate()
         for p in procs:
-            p.wait(timeout=30)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def _client_cpu(address: str, path: Path, rs, engine, partitions: int) -> tuple[float, int, int, int]:
