@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -52,7 +51,7 @@ from scmwatch.events.lineage import SERVICES_EXE
 from scmwatch.events.model import Event, ReadError, ReadGate, ReadStats
 from scmwatch.events.ranges import FileRange, read_range
 from scmwatch.events.read import InputFile, discover, read_input
-from scmwatch.progress import Progress
+from scmwatch.progress import Progress, unit_bytes
 from scmwatch.readiness import Readiness
 from scmwatch.sigma import CompiledRule, Engine, RuleSet
 from scmwatch.sigma.cache import freeze_gc, unfreeze_gc
@@ -630,13 +629,6 @@ def _batches(units: list[tuple[int, Any]], jobs: int) -> list[list[tuple[int, An
     return out
 
 
-def _size(inp: Any) -> int:
-    try:
-        return os.path.getsize(inp.path)
-    except (OSError, AttributeError, TypeError):
-        return 0
-
-
 def run_hunt(
     paths: Sequence[str],
     ruleset: RuleSet,
@@ -712,7 +704,7 @@ def run_hunt(
                 r.errors = []
                 tuned_out += r.tuned_out
                 if not r.progress_done:
-                    bar.advance(_size(inputs[r.index]), r.stats.events if r.stats else 0)
+                    bar.advance(unit_bytes(inputs[r.index]), r.stats.events if r.stats else 0)
             ctx.progress = None
         counts = _AlertCounts()
         collected: list[Alert] = []

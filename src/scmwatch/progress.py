@@ -16,14 +16,19 @@ from scmwatch.events.model import ReadStats
 LARGE_INPUT = 32 << 20  # bytes; below this a run finishes before a bar is worth drawing
 
 
+def unit_bytes(inp: Any) -> int:
+    """Bytes behind one input for the bar: a local file's size, a URL's as its fsspec backend
+    reports it (a remote listing's, else ``HEAD``'s Content-Length), 0 when unknown."""
+    if getattr(inp, "url", False):
+        return inp.compressed_size() or 0
+    try:
+        return os.path.getsize(getattr(inp, "path", inp))
+    except OSError:
+        return 0
+
+
 def input_size(paths: Sequence[Any]) -> int:
-    total = 0
-    for inp in paths:
-        try:
-            total += os.path.getsize(getattr(inp, "path", inp))
-        except OSError:
-            pass
-    return total
+    return sum(unit_bytes(inp) for inp in paths)
 
 
 class Progress:
@@ -64,10 +69,7 @@ class Progress:
     def file_done(self, inp: Any, events: int) -> None:
         if self._bar is None:
             return
-        try:
-            self._done += os.path.getsize(getattr(inp, "path", inp))
-        except OSError:
-            pass
+        self._done += unit_bytes(inp)
         self._bar.update(self._task, completed=self._done, description=f"{events:,} events")
 
     def advance(self, nbytes: int, events: int) -> None:

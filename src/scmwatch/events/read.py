@@ -58,6 +58,7 @@ class InputFile:
     member: str | None = None
     named: bool = True  # named by the user (not found by a directory walk): failure → exit 1
     pipe: bool = False  # a FIFO or pipe named on the command line: read with an idle timeout
+    size: int | None = None  # bytes, when known without asking again (a remote listing's)
 
     @property
     def url(self) -> bool:
@@ -85,6 +86,8 @@ class InputFile:
         if self.pipe:
             return None
         if self.url:
+            if self.size is not None:
+                return self.size
             try:
                 return int(_fs(self.path)[0].size(self.path))
             except Exception:  # noqa: BLE001 - any backend's error: the size is only a hint
@@ -172,15 +175,19 @@ def _url_inputs(url: str, stats: ReadStats) -> Iterator[InputFile]:
     try:
         fs, path = _fs(url)
         if fs.isdir(path):
-            names = sorted(fs.find(path))
+            # with their sizes, once, for the progress bar, batching and splitting: S3/GCS/Azure
+            # list them; an HTTP index page does not, so each is asked (HEAD) here
+            found = fs.find(path, detail=True)
             proto = url.split("://", 1)[0]
-            for name in names:
+            for name in sorted(found):
                 full = name if "://" in name else f"{proto}://{name}"
                 if _is_log_name(full):
-                    yield InputFile(full, full, named=False)
+                    size = _known_size(found[name])
+                    yield InputFile(full, full, named=False, size=_info_size(fs, name) if size is None else size)
                 else:
                     stats.files_skipped += 1
             return
+        size = _info_size(fs, path)
     except OSError as exc:
         stats.files_failed += 1
         stats.named_failed += 1
@@ -191,7 +198,21 @@ def _url_inputs(url: str, stats: ReadStats) -> Iterator[InputFile]:
         stats.named_failed += 1
         stats.error(url, "unreadable", f"{type(exc).__name__}: {exc}")
         return
-    yield InputFile(url, url, named=True)
+    yield InputFile(url, url, named=True, size=size)
+
+
+def _info_size(fs: Any, path: str) -> int | None:
+    try:
+        return _known_size(fs.info(path))
+    except Exception:  # noqa: BLE001 - only a hint; reading the object says what is wrong
+        return None
+
+
+def _known_size(info: Any) -> int | None:
+    """The size in an fsspec info dict (None when the backend does not say: the bar then counts
+    the object as 0 bytes rather than ask again)."""
+    size = info.get("size") if isinstance(info, dict) else None
+    return size if isinstance(size, int) and size >= 0 else None
 
 
 def _is_log_name(name: str) -> bool:
