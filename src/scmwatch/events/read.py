@@ -183,7 +183,9 @@ def _url_inputs(url: str, stats: ReadStats) -> Iterator[InputFile]:
                 full = name if "://" in name else f"{proto}://{name}"
                 if _is_log_name(full):
                     size = _known_size(found[name])
-                    yield InputFile(full, full, named=False, size=_info_size(fs, name) if size is None else size)
+                    if size is None:
+                        size = _info_size(fs, name)
+                    yield InputFile(full, full, named=False, size=size)
                 else:
                     stats.files_skipped += 1
             return
