@@ -56,9 +56,10 @@ def test_kill_9_loop_delivers_every_alert_of_the_batch_hunt_exactly_once(tmp_pat
     deadline = time.monotonic() + WAIT
     try:
         i = 0
-        # at least KILLS restarts, and on until the writer is done: how long the writing takes
-        # against how fast a watch starts must not decide whether a killed run saw any alert
-        while i < KILLS or writer.poll() is None:
+        # at least KILLS restarts, and on until the writer is done and a killed run delivered
+        # something: how long the writing takes against how fast a watch starts (load, caches)
+        # must not decide whether the killed runs saw any alert
+        while i < KILLS or writer.poll() is None or not out.exists() or not out.stat().st_size:
             proc = _watch(watched, out, state)
             if i % 4 == 0:  # any moment, start-up included
                 time.sleep(rng.uniform(0.0, 1.0))
