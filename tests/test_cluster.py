@@ -240,7 +240,7 @@ def test_partitioned_correlation_equals_local(cluster, pack, attack):
         assert seen and set(seen) == {(0, 0, 0)}  # the client received no candidate
         corr, base = remote.summary["correlation"], local.summary["correlation"]
         assert corr["partitioned"]["partitions"] == 3
-        same = ("alerts", "candidates", "late_events", "link_facts")
+        same = ("alerts", "candidates", "late_events")
         assert {k: corr[k] for k in same} == {k: base[k] for k in same}
 
 
