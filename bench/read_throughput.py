@@ -135,7 +135,7 @@ def parts_table(files: list[str], seconds: float) -> int:
 def xml_table(n: int, seconds: float) -> int:
     from scmwatch.events import xml_reader
 
-    fast = xml_reader.fast_event
+    fast = xml_reader.fast_events
     if fast is None:
         raise SystemExit("the C extension is not built (or SCMWATCH_PURE_PYTHON is set)")
     with tempfile.TemporaryDirectory(prefix="scmwatch-xml-bench-") as tmp:
@@ -147,7 +147,7 @@ def xml_table(n: int, seconds: float) -> int:
 
         def xml_with(parser):
             def run(paths: list[str]) -> int:
-                xml_reader.fast_event = parser
+                xml_reader.fast_events = parser
                 return scmwatch_pass(paths)
             return run
 

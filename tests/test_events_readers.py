@@ -430,6 +430,22 @@ def test_seven_digit_times_shortcut_equals_parse_and_print() -> None:
     odd = "2024-01-01T00:00:00.000000\u0667Z"  # not the shortcut's shape: parsed as before
     assert iso_utc(odd) == format_time(parse_time(odd)) == "2024-01-01T00:00:00.000000Z"
 
+    def whole_datetime(value: str) -> str:  # the shortcut as it was: every field through datetime
+        try:
+            if not 1970 <= int(value[:4]) <= 2099:
+                raise ValueError(value)
+            datetime(*(int(value[a:b]) for a, b in ((0, 4), (5, 7), (8, 10), (11, 13), (14, 16), (17, 19))))
+        except ValueError:
+            epoch = parse_time(value)
+            return format_time(epoch) if epoch else value
+        return value[:26] + "Z"
+
+    for _ in range(5_000):  # out-of-range fields too: the pattern and the date memo must agree
+        value = (f"{rng.randint(1969, 2100):04d}-{rng.randint(0, 13):02d}-{rng.randint(0, 32):02d}T"
+                 f"{rng.randint(0, 25):02d}:{rng.randint(0, 61):02d}:{rng.randint(0, 61):02d}."
+                 f"{rng.randrange(10**7):07d}Z")
+        assert iso_utc(value) == whole_datetime(value), value
+
 
 def test_parse_time_fast_path_equals_the_general_one() -> None:
     """The canonical text (what every reader writes) takes a shortcut: same value, same 0.0."""

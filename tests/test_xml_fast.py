@@ -8,6 +8,7 @@ hands the rest of a file to the streaming parser, which then counts from there).
 from __future__ import annotations
 
 import io
+import random
 import re
 
 import pytest
@@ -17,13 +18,13 @@ from hypothesis import strategies as st
 from paths import FIXTURES
 from scmwatch.events import ReadStats, xml_reader
 
-pytestmark = pytest.mark.skipif(xml_reader.fast_event is None, reason="the C extension is not in use")
+pytestmark = pytest.mark.skipif(xml_reader.fast_events is None, reason="the C extension is not in use")
 
 _POS = re.compile(r": line \d+(, column \d+)?")
 
 
 def _read(data: bytes, fast: bool, monkeypatch: pytest.MonkeyPatch) -> tuple:
-    monkeypatch.setattr(xml_reader, "fast_event", xml_reader._xml.parse_event if fast else None)
+    monkeypatch.setattr(xml_reader, "fast_events", xml_reader._xml.parse_events if fast else None)
     stats = ReadStats()
     events = [(e.fields, e.record_id, e.fmt) for e in xml_reader.read_xml("x.xml", io.BytesIO(data), stats)]
     messages = [(e.kind, _POS.sub("", e.message)) for e in stats.first_errors]
@@ -138,15 +139,57 @@ def test_a_huge_event_is_read_in_linear_time(monkeypatch):
     """Refills double the buffer for an event that does not fit: a 20 MB field is parsed a few
     times, not once per 64 KiB read."""
     calls = []
-    real = xml_reader._xml.parse_event
+    real = xml_reader._xml.parse_events
 
     def counting(buf, pos, final):
         calls.append(len(buf))
         return real(buf, pos, final)
 
-    monkeypatch.setattr(xml_reader, "fast_event", counting)
+    monkeypatch.setattr(xml_reader, "fast_events", counting)
     doc = event(data="<Data Name='x'>" + "A" * (20 << 20) + "</Data>").encode()
     stats = ReadStats()
     events = list(xml_reader.read_xml("big.xml", io.BytesIO(doc), stats))
     assert len(events) == 1 and len(events[0].fields["x"]) == 20 << 20
     assert len(calls) < 20 and sum(calls) < 3 * len(doc)
+
+
+def test_recurring_strings_cache_never_mixes_values(monkeypatch):
+    """Names and short values come from a bounded direct-mapped cache in C: thousands of distinct
+    names and values (more than its 1,024 slots, near-identical ones, ones at and over its length
+    limit) read exactly as the streaming parser reads them."""
+    rng = random.Random(5)
+    parts = []
+    for i in range(3000):
+        name = f"N{rng.randrange(5000)}" + "x" * rng.choice((0, 1, 38, 39, 40, 41))
+        value = rng.choice((f"v{i}", f"v{i % 7}", "y" * rng.randrange(35, 45), ""))
+        parts.append(event(str(i + 1), f"<Data Name='{name}'>{value}</Data><Data Name='A{i % 3}'>{i}</Data>"))
+    events = same("\n".join(parts).encode(), monkeypatch)
+    assert len(events) == 3000 and events[1234][0]["A1"] == "1234"
+
+
+def test_system_time_shortcut_in_c_equals_iso_utc(monkeypatch):
+    """The C parser cuts a valid SystemTime's 7th digit itself; every other value (out of range
+    fields, 1969/2100, other lengths, non-digits) is left to iso_utc: the same as the streaming
+    parser for valid and invalid times alike."""
+    rng = random.Random(11)
+    times = ["2024-02-29T12:00:00.1234567Z", "2023-02-29T12:00:00.1234567Z", "2000-02-29T00:00:00.0000000Z",
+             "1970-01-01T00:00:00.0000000Z", "2099-12-31T23:59:59.9999999Z", "1969-12-31T23:59:59.9999999Z",
+             "2100-01-01T00:00:00.0000000Z", "2024-01-01T24:00:00.0000000Z", "2024-01-01T00:60:00.0000000Z",
+             "2024-01-01T00:00:60.0000000Z", "2024-01-01T00:00:00.000000aZ", "2024-01-01 00:00:00.0000000Z",
+             "2024-01-01T00:00:00.00000000", "2024-01-01T00:00:00.000000Z", "2024-04-31T00:00:00.0000000Z"]
+    times += [f"{rng.randint(1969, 2100):04d}-{rng.randint(0, 13):02d}-{rng.randint(0, 32):02d}T"
+              f"{rng.randint(0, 24):02d}:{rng.randint(0, 60):02d}:{rng.randint(0, 60):02d}."
+              f"{rng.randrange(10**7):07d}Z" for _ in range(1500)]
+    doc = "\n".join(event(str(i + 1)).replace("2024-05-06T07:59:37.3407080Z", t) for i, t in enumerate(times))
+    events = same(doc.encode(), monkeypatch)
+    assert events[0][0]["TimeCreated"] == "2024-02-29T12:00:00.123456Z"
+    assert events[1][0]["TimeCreated"] == "2023-02-29T12:00:00.1234567Z"
+
+
+def test_batches_of_tiny_events_read_the_same(monkeypatch):
+    """The C parser returns at most 256 events per call: tiny events (over a thousand per read)
+    cross batch and read boundaries without a loss, with a wrapper and a CR LF mix."""
+    doc = "<Events>\r\n" + "".join(f"<Event><System><EventID>{i}</EventID></System></Event>" + ("\r\n" if i % 3 else "\n")
+                                    for i in range(5000)) + "</Events>\n"
+    events = same(doc.encode(), monkeypatch)
+    assert [e[0]["EventID"] for e in events] == list(range(5000))
