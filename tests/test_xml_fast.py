@@ -189,7 +189,8 @@ def test_system_time_shortcut_in_c_equals_iso_utc(monkeypatch):
 def test_batches_of_tiny_events_read_the_same(monkeypatch):
     """The C parser returns at most 256 events per call: tiny events (over a thousand per read)
     cross batch and read boundaries without a loss, with a wrapper and a CR LF mix."""
-    doc = "<Events>\r\n" + "".join(f"<Event><System><EventID>{i}</EventID></System></Event>" + ("\r\n" if i % 3 else "\n")
-                                    for i in range(5000)) + "</Events>\n"
+    tiny = [f"<Event><System><EventID>{i}</EventID></System></Event>" + ("\r\n" if i % 3 else "\n")
+            for i in range(5000)]
+    doc = "<Events>\r\n" + "".join(tiny) + "</Events>\n"
     events = same(doc.encode(), monkeypatch)
     assert [e[0]["EventID"] for e in events] == list(range(5000))

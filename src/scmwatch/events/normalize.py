@@ -534,8 +534,8 @@ def _fix_system_types(out: dict[str, Any]) -> None:
 # two) at 13 us an event, a third of the XML reader's time. The pattern checks the clock's
 # ranges, so only the date needs ``datetime``; the few distinct dates of a log are remembered
 # (5 us an event before, with the whole datetime built each time).
-_SEVEN_DIGITS = re.compile(r"(19[7-9][0-9]|20[0-9][0-9])-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-                           r"\.[0-9]{7}Z")
+_SEVEN_DIGITS = re.compile(r"(19[7-9][0-9]|20[0-9][0-9])-[0-9]{2}-[0-9]{2}"
+                           r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{7}Z")
 _DAYS: dict[str, bool] = {}  # date text -> a real date? (bounded: hostile logs can vary it)
 
 

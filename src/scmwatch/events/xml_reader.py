@@ -149,7 +149,8 @@ def _fast(first: str, text: TextChunks, walk: _Walk) -> Iterator[Event]:
         if why == _STOP_BATCH:
             continue
         if why == _STOP_LOW or why == _STOP_MORE:
-            buf, pos, lines, eof = _refill(buf, pos, lines, text, 64 if why == _STOP_LOW else 2 * (len(buf) - pos))
+            want = 64 if why == _STOP_LOW else 2 * (len(buf) - pos)
+            buf, pos, lines, eof = _refill(buf, pos, lines, text, want)
             continue
         if why == _STOP_REJECT:
             break
