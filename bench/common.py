@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import evtx
@@ -44,20 +45,27 @@ def evtx_files(*roots: str | Path) -> list[str]:
     return sorted(out)
 
 
+def evtx_records(source: object) -> Iterator[str]:
+    """The JSON text of each record ``PyEvtxParser.records_json()`` can decode in ``source`` (a
+    path or a binary file object; the parser raises RuntimeError for the others and goes on)."""
+    it = evtx.PyEvtxParser(source).records_json()
+    while True:
+        try:
+            rec = next(it)
+        except StopIteration:
+            return
+        except RuntimeError:
+            continue
+        yield rec["data"]
+
+
 def raw_pass(files: list[str]) -> int:
     """The baseline: ``PyEvtxParser.records_json()`` + ``orjson.loads``, undecodable records skipped."""
     n = 0
     loads = orjson.loads
     for path in files:
-        it = evtx.PyEvtxParser(path).records_json()
-        while True:
-            try:
-                rec = next(it)
-            except StopIteration:
-                break
-            except RuntimeError:
-                continue
-            loads(rec["data"])
+        for data in evtx_records(path):
+            loads(data)
             n += 1
     return n
 

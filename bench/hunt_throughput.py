@@ -31,10 +31,9 @@ import time
 import uuid
 from pathlib import Path
 
-import evtx
 import orjson
 
-from common import SHARED, evtx_files, raw_pass
+from common import SHARED, evtx_files, evtx_records, raw_pass
 from scmwatch.events import ReadStats, discover, read_input
 from scmwatch.hunt import run_hunt
 from scmwatch.rules import pack_paths
@@ -71,15 +70,8 @@ def ndjson_copy(files: list[str], out: Path) -> Path:
     these logs look like): the JSON side of the ratio runs on the same events."""
     with open(out, "wb") as fh:
         for path in files:
-            it = evtx.PyEvtxParser(path).records_json()
-            while True:
-                try:
-                    rec = next(it)
-                except StopIteration:
-                    break
-                except RuntimeError:
-                    continue
-                fh.write(orjson.dumps(orjson.loads(rec["data"])) + b"\n")
+            for data in evtx_records(path):
+                fh.write(orjson.dumps(orjson.loads(data)) + b"\n")
     return out
 
 

@@ -34,9 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import evtx
-
-from common import ATTACK_SAMPLES, evtx_files
+from common import ATTACK_SAMPLES, evtx_files, evtx_records
 from scmwatch.events.evtx_reader import CHUNK_SIZE, HEADER_SIZE
 from scmwatch.events.model import ReadStats
 from scmwatch.events.ranges import _ChunkView, split_file
@@ -163,16 +161,7 @@ def halves(path: Path, is_evtx: bool) -> tuple[Path, Path]:
 
 
 def _raw(source: object) -> int:
-    n = 0
-    it = evtx.PyEvtxParser(source).records_json()
-    while True:
-        try:
-            next(it)
-        except StopIteration:
-            return n
-        except RuntimeError:
-            continue
-        n += 1
+    return sum(1 for _ in evtx_records(source))
 
 
 def view_cost(path: Path) -> None:
