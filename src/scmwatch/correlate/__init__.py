@@ -181,6 +181,12 @@ class CandidateSelector:
         self._file = -1
         self._dedup = FactDedup()
 
+    def reset(self) -> None:
+        """Forget the dedup state: the next :meth:`select` starts a file afresh, whatever its
+        index (a cluster worker's process outlives a hunt, and the next hunt's indexes repeat)."""
+        self._file = -1
+        self._dedup = FactDedup()
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_key_cache"] = {}
