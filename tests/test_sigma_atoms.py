@@ -255,6 +255,36 @@ def test_sigmahq_atom_path_equals_predicates(sigmahq):
     assert b.atom_scan is not None and len(b.atoms.patterns) > 1000
 
 
+@needs_hyperscan
+def test_sigmahq_sampled_gates_equal_predicates(sigmahq):
+    """Gates chosen from a sample of the bucket's events (``tagged.plan``): the same rules as
+    brute force on every regression event and hostile variant, before and after the choice."""
+    rs, events = sigmahq
+    engine = Engine(rs, hyperscan_after=40, atoms=True)
+    literal_engine = Engine(rs, use_hyperscan=False)
+    rng = random.Random(7)
+    variants = [f for ev in events for f in [ev.fields, *_mutations(ev.fields, rng)]]
+    for f in variants + variants:
+        assert [r.id for r in engine.match_fields(f)] == _brute(literal_engine, f)
+    b = engine.bucket(SYSMON, 1)
+    assert b.atom_scan is not None and b.sample is None
+
+
+def test_sampled_gate_is_the_one_that_held_least():
+    img = atom_of("Image", [("ends", "\\updater.exe")])
+    cli = atom_of("CommandLine", [("contains", " -x ")])
+
+    class Unit(_Unit):
+        def __init__(self):
+            super().__init__(("&", (img, cli)))
+
+    sample = [{"Image": "C:\\Tools\\Updater.exe", "CommandLine": f"updater -y {i}"} for i in range(10)]
+    static = tagged.plan([Unit()])
+    sampled = tagged.plan([Unit()], sample)
+    assert set(static.index) == {"Image"}  # the binary's name scores better without data ...
+    assert set(sampled.index) == {"CommandLine"}  # ... but held on every sampled event
+
+
 # ----------------------------------------------------------------------------- regexes and globs
 
 regex_blocks = st.sampled_from(["`", "\\$\\{", "-f", "a", "A", "\\s", ".", "\\d{2,3}", "(?:ab|c-d)", "[0-9]+",

@@ -214,6 +214,11 @@ class Bucket:
     atom_scan: Callable[[str], list[int]] | None = None  # tagged text -> pattern ids of ``atoms``
     trials: int = 0  # events left to time both prefilters on (``Engine._trial``)
     timings: tuple[list[float], list[float]] = ((), ())  # seconds per event: literal, atoms
+    # events seen before the move to Hyperscan, every ``stride``-th kept (at most 2 * SAMPLE):
+    # what the atom prefilter chooses its gates by (``tagged.plan``)
+    sample: list[dict] | None = None
+    stride: int = 1
+    seen: int = 0
 
 
 EMPTY = Bucket((), (), None, (), True)
@@ -225,6 +230,7 @@ SMALL_SET = 4  # literal sets this small are searched with ``in``, not an automa
 # where many rules share a bucket (Sysmon process creation: 32 against 37 us per event) and
 # loses where few do (a one-rule bucket: 4.5 against 2.9 us): its scan costs more.
 TRIALS = 200
+SAMPLE = 64  # events a bucket keeps to choose its atom gates by (tagged.plan)
 MAX_BUCKETS = 50_000  # distinct (Channel, EventID) pairs cached; real logs have hundreds
 # Above this many distinct literal fields, joining every value is as cheap as picking fields.
 MAX_TEXT_FIELDS = 24
@@ -338,7 +344,23 @@ class Engine:
                    rules=tuple(u.rule for u in units))
         if upgrade_in == 0:
             self._upgrade(b)
+        elif upgrade_in > 0 and self.atoms is not False:
+            b.sample = []
         return b
+
+    @staticmethod
+    def _keep(b: Bucket, f: dict) -> None:
+        """Systematic sample of the events before the upgrade: every ``stride``-th, the stride
+        doubling (and every other kept event dropped) whenever 2 * SAMPLE are kept, so the
+        sample spans all of them, not only the first."""
+        b.seen += 1
+        if b.seen % b.stride:
+            return
+        sample = b.sample
+        sample.append(f)
+        if len(sample) >= 2 * SAMPLE:
+            del sample[::2]
+            b.stride *= 2
 
     def _upgrade(self, b: Bucket) -> None:
         """Move a bucket to Hyperscan: its literal scanner and its atom prefilter."""
@@ -350,7 +372,10 @@ class Engine:
         b.upgrade_in = -1
         if self.atoms is False:
             return
-        p = plan(b.units)
+        sample, b.sample = b.sample or (), None
+        if len(sample) > SAMPLE:  # evenly spaced
+            sample = [sample[i * len(sample) // SAMPLE] for i in range(SAMPLE)]
+        p = plan(b.units, sample)
         if p is not None and p.patterns:
             atom_scan = self._scanners.get(p.patterns)
             if atom_scan is None:
@@ -413,6 +438,8 @@ class Engine:
         elif b.scan is not None:
             text = prefilter_text(f, b.text_fields)
             if b.upgrade_in >= 0:
+                if b.sample is not None:
+                    self._keep(b, f)
                 b.upgrade_in -= 1
                 if b.upgrade_in < 0:
                     self._upgrade(b)
