@@ -46,7 +46,7 @@ from scmwatch.sigma import load_rules
 from scmwatch.sigma.load import rule_files
 from scmwatch.sigma.tune import apply_tune, parse_tune
 from scmwatch.spill import SpillDir, read_stream
-from scmwatch.split import replayed, split_units, unit_size
+from scmwatch.split import dispatch_order, replayed, split_units, unit_size
 
 LOCAL = "local"
 # Inputs per task: small files are batched so a task costs more than its scheduling (a Dask task
@@ -210,9 +210,10 @@ def _same(payload: RulePayload) -> RulePayload:
 
 
 def _batches(units: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
-    """Largest units first, small ones batched up to BATCH_BYTES / BATCH_FILES per task."""
+    """Largest units first (a split file's ranges in file order), small ones batched up to
+    BATCH_BYTES / BATCH_FILES per task."""
     sizes = {i: unit_size(u) for i, u in units}
-    order = sorted(units, key=lambda p: -sizes[p[0]])
+    order = dispatch_order(units)
     out: list[list[tuple[int, Any]]] = []
     cur: list[tuple[int, Any]] = []
     cur_bytes = 0

@@ -56,7 +56,7 @@ from scmwatch.readiness import Readiness
 from scmwatch.sigma import CompiledRule, Engine, RuleSet
 from scmwatch.sigma.cache import freeze_gc, unfreeze_gc
 from scmwatch.spill import SortedSpiller, SpillBudget, SpillDir, Stream, default_fan_in, write_merged
-from scmwatch.split import SPLIT_BYTES, replayed, split_units, unit_size
+from scmwatch.split import SPLIT_BYTES, dispatch_order, split_units, unit_size
 
 # Hits (or correlation alerts, or candidates) one unit's buffer holds before it goes to disk.
 RUN_SIZE = 2048
@@ -145,10 +145,7 @@ class UnitResult:
     deferred_overflow: int = 0  # unresolved process creations beyond MAX_DEFERRED (left unresolved)
     tuned_out: int = 0  # (rule, event) matches the tuning file's exclusions took away
     lookups: int = 0  # process parents looked up in the unit's own lineage table
-    # a file hunted as ranges (scmwatch.split): its candidate stream is these spill files chained
-    # in order, each with the file position of its range's first event; ``parts`` ranges
-    cand_chain: list[tuple[str, int]] = field(default_factory=list)
-    parts: int = 0
+    parts: int = 0  # a file hunted as ranges (scmwatch.split): how many
     progress_done: bool = False  # its bytes were already counted on the progress bar
     # where a runner keeps the unit's candidates instead of the result (a cluster correlating
     # in partitions: see HuntContext.correlate_at); None when they are in the result
@@ -429,11 +426,9 @@ class AlertMerge:
             corr = SortedSpiller(ctx.spill, "corr", _KEY, ctx.run_size)
             streams: list[Any] = [p for r in results for p in r.cand_runs]
             streams += budget.sources(CANDS)
-            dropped = [0]  # candidates of split files that the replayed fact dedup removed
             if ctx.correlate_at is not None:
                 decided = ctx.correlate_at(results, resolved_cands)
             else:
-                streams += [replayed(r.cand_chain, dropped) for r in results if r.cand_chain]
                 if resolved_cands:
                     streams.append(sorted(resolved_cands, key=_CAND_KEY))
                 decided = ctx.stage.correlate(map(Candidate.from_record, budget.merge(streams, _CAND_KEY)))
@@ -441,7 +436,6 @@ class AlertMerge:
                 if LEVEL_RANK.get(a.level, 0) >= ctx.min_rank:
                     corr.add(CorrelationHit(alert_sort_key(a) + (1, evidence_key(a)), a))
             budget.release(CANDS)
-            mem["candidates"] -= dropped[0]
             corr_runs, corr_tail = corr.finish()
             runs.extend(corr_runs)
             if corr_tail:
@@ -589,7 +583,7 @@ def _hunt_batch(batch: list[tuple[int, Any]]) -> list[UnitResult]:
     spilled again there. Here each worker writes one sorted run of hits and one merged stream
     of candidates per batch of whole files (merging early gives the same order, see spill.py)
     and the parent receives only paths and counts. A range of a split file keeps its own
-    (short) remainders: its file's candidates are chained in order at the merge, and a file
+    (short) remainders: the parent replays its file's ranges in order as they come in, and a file
     hunted again whole drops its ranges' results.
     """
     ctx = _CTX
@@ -612,7 +606,7 @@ def _batches(units: list[tuple[int, Any]], jobs: int) -> list[list[tuple[int, An
     """Units, largest first, grouped to ~1/(8*jobs) of the input bytes each: few enough tasks
     to keep Pool overhead small, enough that workers finish close together."""
     sizes = {i: unit_size(u) for i, u in units}
-    order = sorted(units, key=lambda p: -sizes[p[0]])
+    order = dispatch_order(units)
     total = sum(sizes.values()) or 1
     target = total / (8 * jobs)
     out: list[list[tuple[int, Any]]] = []
