@@ -63,6 +63,9 @@ def test_a_function_says_how_to_rebuild_what_cannot_be_pickled() -> None:
     back = _roundtrip(m)
     for v in (r"C:\Windows\PSEXESVC.exe", "psexec.exe", "psexec.exe.bak", "other"):
         assert back(v) == m(v)
+    # the prechecks that keep most values away from RE2 survive too
+    cells = dict(zip(back.__code__.co_freevars, (c.cell_contents for c in back.__closure__), strict=True))
+    assert cells["needs"] == (".",) and cells["min_bytes"] == 10
 
 
 def test_what_cannot_be_stored_is_refused() -> None:

@@ -137,8 +137,9 @@ def _raw_matcher(rx: Any, anchor_name: str, fallback: Callable[[str], bool],
         return len(b) >= min_bytes and match(anchor, b, 0, len(b))[0][0] != -1
 
     # how the rule cache stores it (sigma/predpickle.py): the compiled RE2 object cannot be
-    # pickled, the pattern object it came from can
-    matches.__rebuild__ = (_raw_matcher, (rx, anchor_name, fallback))  # type: ignore[attr-defined]
+    # pickled, the pattern object it came from can; the prechecks come along (without them a
+    # rule from the cache ran RE2 on every value its gate let through)
+    matches.__rebuild__ = (_raw_matcher, (rx, anchor_name, fallback, needs, min_bytes))  # type: ignore[attr-defined]
     return matches
 
 
