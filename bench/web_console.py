@@ -9,7 +9,7 @@ the latency of each page as the client sees it on loopback: median and p95. The 
 same run is a request the server refuses at once (no cookie: 401), i.e. the HTTP cost alone. The
 server's resident memory (VmRSS now, VmHWM peak) is read from /proc at the end.
 
-    python bench/web_console.py [--alerts 1000000] [--requests 30] [--seconds 300]
+    python bench/web_console.py [--alerts 1000000] [--requests 30] [--seconds 300] [--case FILE]
 """
 
 from __future__ import annotations
@@ -113,12 +113,16 @@ def main() -> None:
     ap.add_argument("--alerts", type=int, default=1_000_000)
     ap.add_argument("--requests", type=int, default=30, help="requests per page kind")
     ap.add_argument("--seconds", type=float, default=300, help="stop the request loop after this")
-    ap.add_argument("--case", help="reuse this case (written by an earlier run) instead of a new one")
+    ap.add_argument("--case", help="keep the case in this file: written there when missing, else reused "
+                    "(its alerts as an earlier run left them)")
+    ap.add_argument("--build-only", action="store_true", help="write the case (--case) and stop")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="scmwatch-bench-web-") as tmp:
         case = Path(args.case) if args.case else Path(tmp) / "case.duckdb"
-        if not args.case:
+        if not case.exists():
             print(build(case, args.alerts), flush=True)
+        if args.build_only:
+            return
         con = open_case(str(case))
         try:
             sample = "SELECT alert_id FROM alert_rows{} USING SAMPLE 200 ROWS"
