@@ -68,6 +68,7 @@ def open_case(path: str, write: bool = False, create: bool = False, wait: float 
     while True:
         try:
             con = duckdb.connect(path, read_only=not write, config=CONFIG)
+            con.execute("SET enable_progress_bar = false")  # a long migration draws none on stderr
             break
         except duckdb.Error as exc:
             reason = _explain(exc)

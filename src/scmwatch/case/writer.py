@@ -49,7 +49,9 @@ _LINK_COLS = {
 }
 _ALERT_BATCH = 5000
 _EVIDENCE_BATCH = 20_000
-_NEVER = 1 << 62  # a stager the writer flushes itself
+_NEVER = 1 << 62
+# Rows a watch's commit leaves to be scanned by free text before it indexes them (see case/search.py)
+_INDEX_TAIL = 50_000  # a stager the writer flushes itself
 _TS = "CASE WHEN time_us IS NULL OR time_us = 0 THEN NULL ELSE make_timestamp(time_us) END"
 
 
@@ -214,6 +216,7 @@ class CaseWriter:
         self.con.execute("UPDATE runs_t SET files = ?, alerts = ?, alerts_new = ? WHERE run_id = ?",
                          [self.files, self.count, self.new, self.run_id])
         self.con.execute("COMMIT")
+        search.catch_up(self.con, rows=_INDEX_TAIL)
         self.con.execute("BEGIN TRANSACTION")
 
     def close(self, summary: dict[str, Any] | None = None) -> None:
@@ -236,6 +239,7 @@ class CaseWriter:
                 [datetime.now(UTC).replace(tzinfo=None), self.files, s.get("events"), self.count,
                  self.new, dumps(s.get("errors") or {}).decode(), dumps(s).decode(), self.run_id])
             self.con.execute("COMMIT")
+            search.catch_up(self.con)
             self.con.execute("CHECKPOINT")
         finally:
             self.con.close()

@@ -183,7 +183,7 @@ def routes(ctx: Any, connect: Callable[[], Any]) -> list[Route]:
             position = int(params["n"]) if params.get("n", "").isdigit() else None
             page = alert_query.fetch(con, q, PAGE_SIZE, after=params.get("after") or None,
                                      before=params.get("before") or None, last=params.get("last") == "1",
-                                     position=position)
+                                     position=position, counted=params.get("count") == "1")
         except FilterError as exc:
             return bad(str(exc))
         levels = [r[0] for r in con.execute(
@@ -194,6 +194,7 @@ def routes(ctx: Any, connect: Callable[[], Any]) -> list[Route]:
             "next": "/alerts?" + urlencode(q.params(after=page.next, n=page.first + len(page.rows)))
             if page.next else None,
             "last": "/alerts?" + urlencode(q.params(last=1)),
+            "count": "/alerts?" + urlencode(q.params(after=params.get("after") or None, n=position, count=1)),
             "csv": "/alerts/export?" + urlencode(q.params(format="csv")),
             "jsonl": "/alerts/export?" + urlencode(q.params(format="jsonl")),
         }
