@@ -217,6 +217,28 @@ def test_cluster_splits_one_large_evtx_by_chunk_ranges(cluster, pack, tmp_path):
     assert parted.summary["correlation"]["candidates"] == local.summary["correlation"]["candidates"] > 0
 
 
+def test_cluster_replays_link_facts_across_ranges(cluster, pack, tmp_path):
+    """Link facts of one NDJSON file that decide two correlations ranges later: the ranges' link
+    events replayed by the client (one correlation) or inside each partition (two), the alerts,
+    facts and candidates of the whole-file hunt (partitioned, ``candidates`` counts the records
+    the ranges selected, before the replay drops the repeated facts)."""
+    from lateral_ndjson import lateral
+
+    path = lateral(tmp_path)
+    rs, engine = pack
+    local = run_hunt([str(path)], rs, engine=engine)
+    chains = [a for a in _alerts(local) if a["title"].startswith("Lateral movement chain")]
+    assert len(chains) == 2
+    payload = cl.rule_payload([str(PACK_DIR)])
+    for partitions in (None, 2):
+        remote = run_hunt([str(path)], rs, engine=engine, split_bytes=1 << 12,
+                          map_units=cluster.map_units(payload, partitions))
+        assert _alerts(remote) == _alerts(local) and remote.summary["parallelism"]["ranges"] == 8
+        corr, base = remote.summary["correlation"], local.summary["correlation"]
+        for key in ("alerts", "link_facts") if partitions else ("alerts", "candidates", "link_facts"):
+            assert corr[key] == base[key], (partitions, key)
+
+
 def test_a_killed_worker_during_ranges_loses_and_doubles_nothing(cluster, pack, tmp_path):
     """A worker SIGKILLed while the ranges of one file run: its ranges rerun elsewhere, each is
     taken once, and the alerts are the whole-file hunt's."""

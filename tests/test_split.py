@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import evtxbuild
+from lateral_ndjson import lateral, line, logon
 from paths import ATTACK_SAMPLES, evtx_files
 from scmwatch.events.ranges import FileRange, split_file
 from scmwatch.events.read import InputFile
@@ -240,51 +241,10 @@ def test_progress_advances_by_range_bytes(tmp_path: Path, pack, monkeypatch) -> 
     assert sum(seen) == path.stat().st_size
 
 
-def _line(i: int, width: int = 400, **ev: object) -> bytes:
-    """One flat event at second ``i``, padded to ``width`` bytes so range bounds fall on known lines."""
-    ev.setdefault("TimeCreated", f"2024-01-01T01:{i // 60:02d}:{i % 60:02d}.000000Z")
-    text = json.dumps(ev)
-    return json.dumps({**ev, "Pad": "x" * (width - 1 - len(text) - len(', "Pad": ""'))}).encode() + b"\n"
-
-
-def _logon(i: int, ip: str, ws: str) -> bytes:  # teaches ip -> ws (an address -> name link fact)
-    return _line(i, EventID=4624, Channel="Security", Computer="DC01.corp.example", LogonType=3,
-                 IpAddress=ip, WorkstationName=ws, TargetUserName="admin", TargetLogonId="0x3e7")
-
-
-def _psexec(i: int, target: str) -> bytes:
-    return _line(i, EventID=1, Channel="Microsoft-Windows-Sysmon/Operational",
-                 Computer="ATTACKER.corp.example", Image="C:\\Tools\\PsExec.exe",
-                 CommandLine=f"PsExec.exe \\\\{target} -accepteula cmd",
-                 ParentImage="C:\\Windows\\explorer.exe", ProcessId=4242, ParentProcessId=1000)
-
-
-def _install(i: int, host: str) -> bytes:
-    return _line(i, EventID=7045, Channel="System", Computer=f"{host}.corp.example",
-                 Provider_Name="Service Control Manager", ServiceName="PSEXESVC",
-                 ImagePath="%SystemRoot%\\PSEXESVC.exe")
-
-
-def _lateral(tmp_path: Path) -> Path:
-    """400 lines, eight ranges of 50: the address -> name facts that make two lateral-movement
-    chains correlate are taught ranges before (range 0; a name changed between ranges 1 and 2),
-    each chain's two events sit in two ranges, and every filler line repeats range 0's logon, so
-    each range starts with a duplicate that only the whole file's dedup drops."""
-    special = {0: _logon(0, "10.0.0.9", "VICTIM"), 60: _logon(60, "10.0.0.7", "ALPHA"),
-               110: _logon(110, "10.0.0.7", "BETA"), 195: _psexec(195, "10.0.0.9"),
-               203: _install(203, "VICTIM"), 245: _psexec(245, "10.0.0.7"), 252: _install(252, "BETA"),
-               254: _install(254, "ALPHA")}
-    path = tmp_path / "lateral.jsonl"
-    path.write_bytes(b"".join(special.get(i) or _logon(i, "10.0.0.9", "VICTIM") for i in range(400)))
-    ranges = split_file(InputFile(str(path), str(path)), 8, SMALL)
-    assert ranges is not None and [r.first_line for r in ranges] == list(range(1, 400, 50))
-    return path
-
-
 def test_link_facts_replayed_across_ranges_in_file_order(tmp_path: Path, pack) -> None:
     """The parent replays the ranges as they come in: same alerts, link facts and candidates as
     the whole file, whose facts decide which chains correlate."""
-    path = _lateral(tmp_path)
+    path = lateral(tmp_path)
     one, s1, _ = _hunt([path], pack)
     chains = sorted(a["host"] for a in one if a["title"].startswith("Lateral movement chain"))
     assert chains == ["BETA.corp.example", "VICTIM.corp.example"]  # ALPHA was renamed before the chain
@@ -302,7 +262,7 @@ def test_ranges_arriving_last_first_are_replayed_in_file_order(tmp_path: Path, p
     def last_first(ctx, units, jobs, report):
         yield from reversed([hunt_unit(ctx, i, u, collect_errors=True) for i, u in units])
 
-    path = _lateral(tmp_path)
+    path = lateral(tmp_path)
     one, s1, _ = _hunt([path], pack)
     two, s2, _ = _hunt([path], pack, jobs=2, split_bytes=SMALL, map_units=split_units(last_first))
     assert two == one and s2["parallelism"]["ranges"] == 8
@@ -313,11 +273,11 @@ def test_ranges_arriving_last_first_are_replayed_in_file_order(tmp_path: Path, p
 def test_lists_and_objects_in_link_fields_whole_and_split(tmp_path: Path, pack) -> None:
     """A list or object where an address or a host name belongs (attacker-controlled JSON): the
     per-file fact dedup takes it (no exception), whole and split alike."""
-    lines = [_line(i, EventID=4624, Channel="Security", Computer="DC01", LogonType=3,
-                   IpAddress=["10.0.0.1"], WorkstationName={"n": i % 2}) if i % 3
-             else _logon(i, "10.0.0.9", "VICTIM") for i in range(300)]
-    lines[7] = _line(7, EventID=22, Channel="Microsoft-Windows-Sysmon/Operational", Computer="WS1",
-                     QueryName=["evil.example"], QueryResults="10.0.0.5")
+    lines = [line(i, EventID=4624, Channel="Security", Computer="DC01", LogonType=3,
+                  IpAddress=["10.0.0.1"], WorkstationName={"n": i % 2}) if i % 3
+             else logon(i, "10.0.0.9", "VICTIM") for i in range(300)]
+    lines[7] = line(7, EventID=22, Channel="Microsoft-Windows-Sysmon/Operational", Computer="WS1",
+                    QueryName=["evil.example"], QueryResults="10.0.0.5")
     path = tmp_path / "odd.jsonl"
     path.write_bytes(b"".join(lines))
     one, s1, errors = _hunt([path], pack)

@@ -46,7 +46,7 @@ from scmwatch.sigma import load_rules
 from scmwatch.sigma.load import rule_files
 from scmwatch.sigma.tune import apply_tune, parse_tune
 from scmwatch.spill import SpillDir, read_stream
-from scmwatch.split import dispatch_order, replayed, split_units, unit_size
+from scmwatch.split import dispatch_order, inline_links, replayed, split_units, unit_size
 
 LOCAL = "local"
 # Inputs per task: small files are batched so a task costs more than its scheduling (a Dask task
@@ -131,6 +131,13 @@ def _in_memory(ctx: HuntContext, r: UnitResult) -> UnitResult:
             os.unlink(p)
         r.cand_mem = cands + r.cand_mem
         r.cand_runs = []
+    if r.link_runs:
+        links: list[tuple] = []
+        for p in r.link_runs:
+            links.extend(read_stream(p))
+            os.unlink(p)
+        r.link_mem = links + r.link_mem
+        r.link_runs = []
     return r
 
 
@@ -162,6 +169,7 @@ def hunt_batch_parts(payload: RulePayload, batch: list[tuple[int, Any]],
     parts: list[dict[int, list[tuple]]] = [{} for _ in range(partitions)]
     for i, unit in batch:
         r = _hunt(ctx, i, unit)
+        inline_links(r)
         for p, records in enumerate(router.split(r.cand_mem)):
             if records:
                 parts[p][i] = records

@@ -145,7 +145,15 @@ class UnitResult:
     deferred_overflow: int = 0  # unresolved process creations beyond MAX_DEFERRED (left unresolved)
     tuned_out: int = 0  # (rule, event) matches the tuning file's exclusions took away
     lookups: int = 0  # process parents looked up in the unit's own lineage table
+    # a range of a split file: its link events, ``(position, time_us, raw, fact, keyed)`` in
+    # range order, for the parent to replay the per-file fact dedup over (scmwatch.split); a
+    # spill file and the short remainder in memory, like the candidates
+    link_runs: list[str] = field(default_factory=list)
+    link_mem: list[tuple] = field(default_factory=list)
     parts: int = 0  # a file hunted as ranges (scmwatch.split): how many
+    # its candidate stream then (the ranges' streams chained, the replay's decisions applied):
+    # a callable giving the records in file order; None for every other unit
+    cand_stream: Callable[[], Iterator[tuple]] | None = None
     progress_done: bool = False  # its bytes were already counted on the progress bar
     # where a runner keeps the unit's candidates instead of the result (a cluster correlating
     # in partitions: see HuntContext.correlate_at); None when they are in the result
@@ -241,6 +249,8 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     hits = SortedSpiller(ctx.spill, f"hits{index}", _KEY, ctx.run_size)
     add_hit = hits.add
     cands = Stream(ctx.spill, f"cand{index}", ctx.run_size)
+    # a range's link events go apart, compact, for the parent's replay (scmwatch.split)
+    links = Stream(ctx.spill, f"link{index}", ctx.run_size) if ranged and select is not None else None
     # (Channel, EventID) -> the engine's bucket for it: one lookup per event, and its keys are
     # the pairs this unit had (for the readiness report)
     buckets: dict[tuple, Any] = {}
@@ -318,6 +328,10 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
                                     "ones counted only", ev.record_id)
                     else:
                         stats.errors["time"] += 1
+                if links is not None and cand.fact is not None:  # (RANGE_FACT, raw, fact)
+                    links.add((pos, cand.time_us, cand.fact[1], cand.fact[2], bool(cand.keys)))
+                    if not cand.keys:
+                        continue
                 cands.add(cand.to_record())
     res.tuned_out = engine.excluded - excluded_before
     res.lineage = enricher.facts
@@ -332,6 +346,10 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
         res.cand_runs.append(cand_path)
     res.candidates = cands.count
     res.cands_peak = cands.peak
+    if links is not None:
+        link_path, res.link_mem = links.finish()
+        if link_path is not None:
+            res.link_runs.append(link_path)
     res.stats = stats
     res.seconds = time.perf_counter() - start
     stats.on_error = None  # keep the callback out of the pickled result
@@ -429,6 +447,7 @@ class AlertMerge:
             if ctx.correlate_at is not None:
                 decided = ctx.correlate_at(results, resolved_cands)
             else:
+                streams += [r.cand_stream() for r in results if r.cand_stream is not None]
                 if resolved_cands:
                     streams.append(sorted(resolved_cands, key=_CAND_KEY))
                 decided = ctx.stage.correlate(map(Candidate.from_record, budget.merge(streams, _CAND_KEY)))

@@ -33,12 +33,14 @@ Why the merged output equals the unsplit run's:
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from scmwatch.correlate import FactDedup
+from scmwatch.correlate import RANGE_FACT, FactDedup
 from scmwatch.events.enrich import LineageFacts
 from scmwatch.events.model import ReadError, ReadStats
 from scmwatch.events.ranges import FileRange, split_file
@@ -151,7 +153,15 @@ def _stands(r: UnitResult, part: int) -> bool:
 
 class _Replay:
     """One split file while its ranges come in: the per-file fact dedup replayed over each range
-    as soon as every range before it is in, the survivors appended to the file's one stream.
+    as soon as every range before it is in.
+
+    A range hands in its link events apart (``UnitResult.link_runs``/``link_mem``: position,
+    time, raw values, fact, keyed), so the replay reads those small records only: the link
+    events that matched no rule and survive become candidate records (``survivors``), and for
+    the others, which are in the range's candidate stream with their event, the replay notes
+    the fact to keep (``decisions``). The file's candidate stream is then the ranges' streams
+    chained, the decisions applied, merged by (unit, position) with the survivors
+    (:meth:`stream`): file order, and exactly the unsplit file's records.
 
     Ranges whose candidates stay where they were selected (``cand_ref``: a cluster correlating
     in partitions) are replayed there instead (:func:`replayed`)."""
@@ -163,7 +173,8 @@ class _Replay:
         self.offset = 0  # events of the file before it
         self.ok = True  # every range replayed so far can stand
         self.dedup = FactDedup()
-        self.out = Stream(ctx.spill, f"cand-file{index}", ctx.run_size)
+        self.survivors = Stream(ctx.spill, f"facts{index}", ctx.run_size)
+        self.decisions = Stream(ctx.spill, f"decided{index}", ctx.run_size)
 
     def add(self, part: int, r: UnitResult) -> None:
         self.parts[part] = r
@@ -181,20 +192,20 @@ class _Replay:
             self.next += 1
 
     def _replay(self, r: UnitResult) -> None:
-        dedup, offset, add = self.dedup, self.offset, self.out.add
-        for path in r.cand_runs:
-            for rec in read_stream(path):
-                out = dedup.replay(rec, offset + rec[2])
-                if out is not None:
-                    add(out)
+        decide, offset, unit = self.dedup.decide, self.offset, r.index
+        keep, decided = self.survivors.add, self.decisions.add
+        for records in [*map(read_stream, r.link_runs), r.link_mem]:
+            for pos, t, raw, fact, keyed in records:
+                fact = decide(raw, fact, t, offset + pos)
+                if keyed:
+                    decided(fact)
+                elif fact is not None:
+                    keep((t, unit, pos, (), fact, None))
+        for path in r.link_runs:
             with contextlib.suppress(OSError):
                 os.remove(path)
-        for rec in r.cand_mem:
-            out = dedup.replay(rec, offset + rec[2])
-            if out is not None:
-                add(out)
-        r.cand_runs = []
-        r.cand_mem = []
+        r.link_runs = []
+        r.link_mem = []
 
     def complete(self) -> bool:
         return all(r is not None for r in self.parts)
@@ -206,13 +217,38 @@ class _Replay:
             return None
         parts = [r for r in self.parts if r is not None]
         out = combine(self.ctx, index, parts)
-        path, mem = self.out.finish()
-        if path is not None:
-            out.cand_runs.append(path)
-        out.cand_mem = mem
-        out.candidates += self.out.count
-        out.cands_peak = max(out.cands_peak, self.out.peak)
+        if out.cand_ref is None:
+            events: list[str | list[tuple]] = [s for r in parts for s in (*r.cand_runs, r.cand_mem) if s]
+            survivors = [s for s in self.survivors.finish() if s]
+            decisions = [s for s in self.decisions.finish() if s]
+            out.cand_stream = lambda: _file_stream(events, decisions, survivors)
+            out.candidates = sum(r.candidates for r in parts) + self.survivors.count
+            out.cands_peak = max(out.cands_peak, self.survivors.peak, self.decisions.peak)
         return out
+
+
+def _records(sources: list[str | list[tuple]]) -> Iterator[tuple]:
+    for src in sources:
+        yield from read_stream(src) if isinstance(src, str) else src
+
+
+def _file_stream(events: list[str | list[tuple]], decisions: list[str | list[tuple]],
+                 survivors: list[str | list[tuple]]) -> Iterator[tuple]:
+    """A split file's candidate records in file order (:class:`_Replay`): its ranges' records
+    chained, each link event among them given the fact the replay decided, merged with the
+    surviving link facts by (range unit, position)."""
+    decided = _records(decisions)
+
+    def applied() -> Iterator[tuple]:
+        for rec in _records(events):
+            if rec[4] is not None:  # a link event that matched a rule: (RANGE_FACT, raw, fact)
+                rec = (*rec[:4], next(decided), *rec[5:])
+            yield rec
+
+    return heapq.merge(applied(), _records(survivors), key=_UNIT_POSITION)
+
+
+_UNIT_POSITION = itemgetter(1, 2)
 
 
 def combine(ctx: HuntContext, index: int, parts: list[UnitResult]) -> UnitResult:
@@ -269,6 +305,18 @@ def replayed(chain: list[tuple[str | list[tuple], int]], dropped: list[int]) -> 
                 dropped[0] += 1
             else:
                 yield out
+
+
+def inline_links(r: UnitResult) -> None:
+    """A range's link events put back among its candidate records (in memory, in range order),
+    as :func:`replayed` takes them: for a runner that replays where the candidates are kept."""
+    if not r.link_mem:
+        return
+    alone = [(t, r.index, pos, (), (RANGE_FACT, raw, fact), None)
+             for pos, t, raw, fact, keyed in r.link_mem if not keyed]
+    r.cand_mem = list(heapq.merge(r.cand_mem, alone, key=_UNIT_POSITION))
+    r.candidates += len(alone)
+    r.link_mem = []
 
 
 def dispatch_order(units: list[tuple[int, Any]]) -> list[tuple[int, Any]]:

@@ -145,6 +145,16 @@ class FactDedup:
             return None
         return keep[0] if len(keep) == 1 else ("multi", *keep)
 
+    def decide(self, raw: tuple | None, fact: tuple | None, t: int, position: int) -> tuple | None:
+        """What :meth:`CandidateSelector.select` would have kept of a link event's fact
+        (``raw``, ``fact`` as :meth:`CandidateSelector.select_range` selected them, event time
+        ``t``) at ``position`` in the whole file, given every earlier one: the fact or None."""
+        if raw is not None and not self.raw_fresh(raw, position, CandidateSelector.RAW_REFRESH):
+            return None
+        if fact is not None:
+            fact = self.fresh(fact, t, CandidateSelector.FACT_REFRESH_US)
+        return fact
+
     def replay(self, record: tuple, position: int) -> tuple | None:
         """A candidate record of a split file's range (:meth:`CandidateSelector.select_range`)
         as :meth:`CandidateSelector.select` would have made it from the whole file, or None.
@@ -152,11 +162,7 @@ class FactDedup:
         rf = record[4]
         if rf is None or rf[0] != RANGE_FACT:
             return record
-        _, raw, fact = rf
-        if raw is not None and not self.raw_fresh(raw, position, CandidateSelector.RAW_REFRESH):
-            fact = None
-        if fact is not None:
-            fact = self.fresh(fact, record[0], CandidateSelector.FACT_REFRESH_US)
+        fact = self.decide(rf[1], rf[2], record[0], position)
         if not record[3] and fact is None:
             return None
         return (*record[:4], fact, *record[5:])
