@@ -260,14 +260,18 @@ def test_sigmahq_sampled_gates_equal_predicates(sigmahq):
     """Gates chosen from a sample of the bucket's events (``tagged.plan``): the same rules as
     brute force on every regression event and hostile variant, before and after the choice."""
     rs, events = sigmahq
-    engine = Engine(rs, hyperscan_after=40, atoms=True)
+    engine = Engine(rs, hyperscan_after=40, atoms=True, replan_after=300)
     literal_engine = Engine(rs, use_hyperscan=False)
     rng = random.Random(7)
     variants = [f for ev in events for f in [ev.fields, *_mutations(ev.fields, rng)]]
+    b = engine.bucket(SYSMON, 1)
+    static = None
     for f in variants + variants:
         assert [r.id for r in engine.match_fields(f)] == _brute(literal_engine, f)
-    b = engine.bucket(SYSMON, 1)
-    assert b.atom_scan is not None and b.sample is None
+        if static is None and b.atoms is not None:
+            static = b.atoms.patterns
+    assert b.atom_scan is not None and b.sample is None  # sampled, and chosen again from it
+    assert static is not None and b.atoms.patterns != static
 
 
 def test_sampled_gate_is_the_one_that_held_least():

@@ -14,9 +14,10 @@ A bucket that moves to Hyperscan also gets the *atom prefilter* (``tagged.py``):
 event's field-tagged text evaluates the field-scoped string tests all its rules share and lets
 through only the rules whose chosen selection holds (on Sysmon process creation 17.6 rules per
 event instead of 36). Its scan costs more than the literal one, so each bucket times both on
-its first events and keeps the faster (``Engine._trial``). Events whose text is not clean (a
-value with a frame character, or of an unusual type) take the literal prefilter; both give
-exactly the same matches.
+its first events and keeps the faster (``Engine._trial``); after tens of thousands of events
+it chooses its atom gates again from a sample of them and times the two again (``_replan``).
+Events whose text is not clean (a value with a frame character, or of an unusual type) take the
+literal prefilter; both give exactly the same matches.
 """
 
 from __future__ import annotations
@@ -214,11 +215,12 @@ class Bucket:
     atom_scan: Callable[[str], list[int]] | None = None  # tagged text -> pattern ids of ``atoms``
     trials: int = 0  # events left to time both prefilters on (``Engine._trial``)
     timings: tuple[list[float], list[float]] = ((), ())  # seconds per event: literal, atoms
-    # events seen before the move to Hyperscan, every ``stride``-th kept (at most 2 * SAMPLE):
-    # what the atom prefilter chooses its gates by (``tagged.plan``)
+    # events seen until the atom gates are chosen from data, every ``stride``-th kept (at most
+    # 2 * SAMPLE): what ``Engine._replan`` chooses them by (``tagged.plan``)
     sample: list[dict] | None = None
     stride: int = 1
     seen: int = 0
+    replan_at: int = -1  # events seen when ``Engine._replan`` runs; -1: not yet known
 
 
 EMPTY = Bucket((), (), None, (), True)
@@ -231,24 +233,42 @@ SMALL_SET = 4  # literal sets this small are searched with ``in``, not an automa
 # loses where few do (a one-rule bucket: 4.5 against 2.9 us): its scan costs more.
 TRIALS = 200
 SAMPLE = 64  # events a bucket keeps to choose its atom gates by (tagged.plan)
+# A bucket chooses its atom gates from its sample only after this many events per pattern of its
+# static plan (at least REPLAN_MIN): the new Hyperscan database is seldom in the cache (it depends
+# on the data), and compiling it costs ~0.35 ms per pattern (Sysmon process creation with all
+# SigmaHQ: 0.7-1.1 s for ~2,500 patterns, measured), which the ~10 us it saves per event repay
+# only over tens of thousands of events.
+REPLAN_PER_PATTERN = 30
+REPLAN_MIN = 5_000
 MAX_BUCKETS = 50_000  # distinct (Channel, EventID) pairs cached; real logs have hundreds
 # Above this many distinct literal fields, joining every value is as cheap as picking fields.
 MAX_TEXT_FIELDS = 24
+
+
+def _spread(sample: list[dict]) -> list[dict]:
+    """At most SAMPLE events of ``sample``, evenly spaced."""
+    if len(sample) <= SAMPLE:
+        return sample
+    return [sample[i * len(sample) // SAMPLE] for i in range(SAMPLE)]
 
 
 class Engine:
     """Single-event matching over a :class:`RuleSet`. ``match(event)`` → matching rules."""
 
     def __init__(self, ruleset: RuleSet, use_hyperscan: bool = True,
-                 hyperscan_after: int | None = None, atoms: bool | None = None) -> None:
+                 hyperscan_after: int | None = None, atoms: bool | None = None,
+                 replan_after: int | None = None) -> None:
         """``hyperscan_after``: scans before a bucket compiles Hyperscan (None: adaptive, 0: at
         once). ``atoms``: the atom prefilter of buckets on Hyperscan: None (the default) where it
         measured faster than the literal prefilter on the bucket's first ``TRIALS`` events,
-        True always, False never."""
+        True always, False never. ``replan_after``: events a bucket sees before it chooses its
+        atom gates again from a sample of them (None: adaptive, see REPLAN_PER_PATTERN; 0: at
+        the move to Hyperscan, from the events seen until then)."""
         self.ruleset = ruleset
         self.use_hyperscan = use_hyperscan
         self.hyperscan_after = hyperscan_after
         self.atoms = atoms
+        self.replan_after = replan_after
         self.by_key: dict[tuple, list[Unit]] = {}
         for rule in ruleset.rules:
             for u in rule.units:
@@ -342,25 +362,51 @@ class Engine:
                    text_fields=text_fields, need=tuple(need), single_gate=single_gate,
                    upgrade_in=upgrade_in, literals=tuple(lits), preds=tuple(u.pred for u in units),
                    rules=tuple(u.rule for u in units))
+        if upgrade_in >= 0 and self.atoms is not False:
+            b.sample = []
         if upgrade_in == 0:
             self._upgrade(b)
-        elif upgrade_in > 0 and self.atoms is not False:
-            b.sample = []
         return b
 
-    @staticmethod
-    def _keep(b: Bucket, f: dict) -> None:
-        """Systematic sample of the events before the upgrade: every ``stride``-th, the stride
-        doubling (and every other kept event dropped) whenever 2 * SAMPLE are kept, so the
-        sample spans all of them, not only the first."""
+    def _keep(self, b: Bucket, f: dict) -> None:
+        """Systematic sample of the bucket's events until its gates are chosen from it: every
+        ``stride``-th, the stride doubling (and every other kept event dropped) whenever
+        2 * SAMPLE are kept, so the sample spans all of them, not only the first."""
         b.seen += 1
-        if b.seen % b.stride:
+        if b.seen % b.stride == 0:
+            sample = b.sample
+            sample.append(f)
+            if len(sample) >= 2 * SAMPLE:
+                del sample[::2]
+                b.stride *= 2
+        if 0 <= b.replan_at <= b.seen and not b.trials:
+            self._replan(b)
+
+    def _atom_scanner(self, p: Plan) -> Callable[[str], list[int]] | None:
+        scan = self._scanners.get(p.patterns)
+        if scan is None:
+            try:
+                scan = _scan_function(_hs_database(list(p.patterns), regex=True))
+            except Exception:  # noqa: BLE001 - any Hyperscan trouble: the literal path stays
+                return None
+            self._scanners[p.patterns] = scan
+        return scan
+
+    def _replan(self, b: Bucket) -> None:
+        """Choose the bucket's atom gates again, from its sample (``tagged.plan``), and time
+        them against the literal prefilter again (also when the static ones lost); the sampling
+        ends here."""
+        sample, b.sample, b.replan_at = b.sample or [], None, -1
+        if not sample:
             return
-        sample = b.sample
-        sample.append(f)
-        if len(sample) >= 2 * SAMPLE:
-            del sample[::2]
-            b.stride *= 2
+        p = plan(b.units, _spread(sample))
+        if p is None or not p.patterns or (b.atoms is not None and p.patterns == b.atoms.patterns):
+            return
+        scan = self._atom_scanner(p)
+        if scan is not None:
+            b.atoms, b.atom_scan = p, scan
+            if self.atoms is None:
+                b.trials, b.timings = 2 * TRIALS, ([], [])
 
     def _upgrade(self, b: Bucket) -> None:
         """Move a bucket to Hyperscan: its literal scanner and its atom prefilter."""
@@ -372,21 +418,23 @@ class Engine:
         b.upgrade_in = -1
         if self.atoms is False:
             return
-        sample, b.sample = b.sample or (), None
-        if len(sample) > SAMPLE:  # evenly spaced
-            sample = [sample[i * len(sample) // SAMPLE] for i in range(SAMPLE)]
-        p = plan(b.units, sample)
-        if p is not None and p.patterns:
-            atom_scan = self._scanners.get(p.patterns)
-            if atom_scan is None:
-                try:
-                    atom_scan = _scan_function(_hs_database(list(p.patterns), regex=True))
-                except Exception:  # noqa: BLE001 - any Hyperscan trouble: the literal path stays
-                    return
-                self._scanners[p.patterns] = atom_scan
-            b.atoms, b.atom_scan = p, atom_scan
-            if self.atoms is None:
-                b.trials, b.timings = 2 * TRIALS, ([], [])
+        if self.replan_after == 0:  # gates from the events seen so far
+            sample, b.sample = b.sample or [], None
+            p = plan(b.units, _spread(sample))
+        else:  # static gates: the database is the same for every input (cached)
+            p = plan(b.units)
+        atom_scan = self._atom_scanner(p) if p is not None and p.patterns else None
+        if atom_scan is None:
+            b.sample = None
+            return
+        b.atoms, b.atom_scan = p, atom_scan
+        if b.sample is not None:
+            after = self.replan_after
+            if after is None:
+                after = max(REPLAN_MIN, REPLAN_PER_PATTERN * len(p.patterns))
+            b.replan_at = b.seen + after
+        if self.atoms is None:
+            b.trials, b.timings = 2 * TRIALS, ([], [])
 
     # ------------------------------------------------------------------ matching
     def match(self, event: Event) -> list[CompiledRule]:
@@ -422,6 +470,8 @@ class Engine:
         return out
 
     def _match(self, b: Bucket, f: dict, use_atoms: bool) -> list[CompiledRule]:
+        if b.sample is not None:
+            self._keep(b, f)
         cand: set[int] | list[int]
         text = None
         if use_atoms:
@@ -438,8 +488,6 @@ class Engine:
         elif b.scan is not None:
             text = prefilter_text(f, b.text_fields)
             if b.upgrade_in >= 0:
-                if b.sample is not None:
-                    self._keep(b, f)
                 b.upgrade_in -= 1
                 if b.upgrade_in < 0:
                     self._upgrade(b)

@@ -20,9 +20,10 @@ their predicate. Measured on the attack-sample corpus, Sysmon process creation w
 SigmaHQ: 36 predicates per event behind the literal prefilter, 17.6 behind this, ~15 % less
 time per event (``bench/hunt_throughput.py`` for the whole hunt).
 
-Which gate: the one that held on the fewest of a sample of the bucket's own events (64, spread
-over those it saw before moving to Hyperscan; ``plan``), else by a static score of how likely
-it is to hold. The selection naming the binary (``Image|endswith:
+Which gate: first by a static score of how likely it is to hold (below); once the bucket has
+seen enough events to repay compiling a new Hyperscan database (``index.REPLAN_PER_PATTERN``),
+the one that held on the fewest of a sample of them (64, spread over all it saw; ``plan``).
+The selection naming the binary (``Image|endswith:
 '\\cmd.exe'``, ``OriginalFileName: cmd.exe``) or a low-cardinality field (IntegrityLevel,
 Company, User, LogonId ...) holds on a large share of events, while the command-line selection
 beside it rarely does; ``FIELD_PRIOR`` encodes that. One gate per rule, not all: every pattern
