@@ -283,3 +283,13 @@ def test_lists_and_objects_in_link_fields_whole_and_split(tmp_path: Path, pack) 
     one, s1, errors = _hunt([path], pack)
     assert s1["events"] == 300 and not errors
     _same([path], pack)
+
+
+def test_two_split_files_replayed_each_and_merged(tmp_path: Path, pack) -> None:
+    """Two split inputs: each file's ranges replayed into its own stream (no early correlation,
+    which needs the run's one input), the streams merged by time: the unsplit run's output."""
+    first = lateral(tmp_path)
+    second = tmp_path / "again.jsonl"
+    second.write_bytes(first.read_bytes().replace(b"VICTIM", b"TARGET"))
+    s = _same([first, second], pack)
+    assert s["parallelism"]["files_split"] == 2 and s["parallelism"]["ranges"] == 16

@@ -154,6 +154,9 @@ class UnitResult:
     # its candidate stream then (the ranges' streams chained, the replay's decisions applied):
     # a callable giving the records in file order; None for every other unit
     cand_stream: Callable[[], Iterator[tuple]] | None = None
+    # or, when that file is the run's only input, the correlation alerts of its candidates
+    # (correlated as its ranges came in) and no candidate at all
+    correlated: Callable[[], Iterator[Alert]] | None = None
     progress_done: bool = False  # its bytes were already counted on the progress bar
     # where a runner keeps the unit's candidates instead of the result (a cluster correlating
     # in partitions: see HuntContext.correlate_at); None when they are in the result
@@ -444,8 +447,11 @@ class AlertMerge:
             corr = SortedSpiller(ctx.spill, "corr", _KEY, ctx.run_size)
             streams: list[Any] = [p for r in results for p in r.cand_runs]
             streams += budget.sources(CANDS)
+            early = [r.correlated for r in results if r.correlated is not None]
             if ctx.correlate_at is not None:
                 decided = ctx.correlate_at(results, resolved_cands)
+            elif early:  # the run's one input, split and correlated as it came in (scmwatch.split)
+                decided = early[0]()
             else:
                 streams += [r.cand_stream() for r in results if r.cand_stream is not None]
                 if resolved_cands:

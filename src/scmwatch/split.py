@@ -22,6 +22,10 @@ Why the merged output equals the unsplit run's:
   handed out in file order (:func:`dispatch_order`) so that they arrive nearly in order.
   Replaying after the last range instead left the parent reading ~2.7x the surviving records
   (most of them repeated address -> name facts) while both workers were already idle.
+* When that file is the run's only input, its stream is the correlator's whole input (the
+  k-way merge of one stream is that stream), so the parent also correlates each range as it
+  is replayed, with a stage of its own: after the last range only that range and the
+  correlator's end are left. If the file is hunted again whole, that stage is dropped.
 * What a range cannot know exactly makes its file be hunted again as one unit: any read
   problem (so errors are reported and counted exactly as for the whole file), a process
   parent looked up past the first range (the lineage table holds the events before the
@@ -40,7 +44,7 @@ from dataclasses import replace
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from scmwatch.correlate import RANGE_FACT, FactDedup
+from scmwatch.correlate import RANGE_FACT, Candidate, CorrelationStage, FactDedup
 from scmwatch.events.enrich import LineageFacts
 from scmwatch.events.model import ReadError, ReadStats
 from scmwatch.events.ranges import FileRange, split_file
@@ -48,6 +52,7 @@ from scmwatch.events.read import read_input
 from scmwatch.spill import Stream, read_stream, write_run
 
 if TYPE_CHECKING:
+    from scmwatch.alerts import Alert
     from scmwatch.hunt import HuntContext, UnitResult
 
 # Files from this size up are split when more than one worker runs. Measured per range (64
@@ -96,9 +101,11 @@ def split_units(pairs: PairMapper,
         done: dict[int, UnitResult] = {}
         redo: list[int] = []
         deferred = [False]  # did any unit defer a process parent to the merge step
+        # the run's one input split: its candidates are correlated as they come in (docstring)
+        early = len(inputs) == 1 and bool(ranges) and ctx.stage is not None and ctx.correlate_at is None
         first_pass = pairs(ctx, list(enumerate(units)), used, report)
         with contextlib.closing(first_pass):  # closed at once when the hunt is interrupted
-            yield from _gathered(ctx, first_pass, units, file_of, ranges, done, redo, deferred)
+            yield from _gathered(ctx, first_pass, units, file_of, ranges, done, redo, deferred, early)
         if deferred[0]:
             redo.extend(done)
             done.clear()
@@ -118,11 +125,11 @@ def split_units(pairs: PairMapper,
 
 def _gathered(ctx: HuntContext, results: Iterator[UnitResult], units: list[Any], file_of: list[int],
               ranges: dict[int, int], done: dict[int, UnitResult], redo: list[int],
-              deferred: list[bool]) -> Iterator[UnitResult]:
+              deferred: list[bool], early: bool) -> Iterator[UnitResult]:
     """Pass whole files' results on (indexed by file); replay each split file's ranges as they
-    come in, in file order, and when all are in combine them (``done``) or mark the file to be
-    hunted again whole (``redo``)."""
-    replays: dict[int, _Replay] = {fi: _Replay(ctx, fi, n) for fi, n in ranges.items()}
+    come in, in file order (and with ``early`` correlate them), and when all are in combine them
+    (``done``) or mark the file to be hunted again whole (``redo``)."""
+    replays: dict[int, _Replay] = {fi: _Replay(ctx, fi, n, early) for fi, n in ranges.items()}
     for r in results:
         fi = file_of[r.index]
         deferred[0] = deferred[0] or bool(r.deferred)
@@ -163,11 +170,16 @@ class _Replay:
     chained, the decisions applied, merged by (unit, position) with the survivors
     (:meth:`stream`): file order, and exactly the unsplit file's records.
 
+    With ``early`` (the run's only input), each range's stream goes through a correlation stage
+    of the file's own right after its replay, and the result carries the alerts it decided
+    (``UnitResult.correlated``) instead of a candidate stream.
+
     Ranges whose candidates stay where they were selected (``cand_ref``: a cluster correlating
     in partitions) are replayed there instead (:func:`replayed`)."""
 
-    def __init__(self, ctx: HuntContext, index: int, parts: int) -> None:
+    def __init__(self, ctx: HuntContext, index: int, parts: int, early: bool = False) -> None:
         self.ctx = ctx
+        self.index = index
         self.parts: list[UnitResult | None] = [None] * parts
         self.next = 0  # the first range not replayed yet
         self.offset = 0  # events of the file before it
@@ -175,6 +187,10 @@ class _Replay:
         self.dedup = FactDedup()
         self.survivors = Stream(ctx.spill, f"facts{index}", ctx.run_size)
         self.decisions = Stream(ctx.spill, f"decided{index}", ctx.run_size)
+        self.stage = CorrelationStage.for_ruleset(ctx.ruleset, lateness=ctx.lateness) if early else None
+        self.decided = Stream(ctx.spill, f"corr{index}", ctx.run_size)  # alerts the stage decided
+        self.fed = 0  # candidate records the stage took
+        self.peak = 0
 
     def add(self, part: int, r: UnitResult) -> None:
         self.parts[part] = r
@@ -193,7 +209,11 @@ class _Replay:
 
     def _replay(self, r: UnitResult) -> None:
         decide, offset, unit = self.dedup.decide, self.offset, r.index
-        keep, decided = self.survivors.add, self.decisions.add
+        survivors, decisions = self.survivors, self.decisions
+        if self.stage is not None:  # this range's only, correlated right after
+            survivors = Stream(self.ctx.spill, f"facts{self.index}", self.ctx.run_size)
+            decisions = Stream(self.ctx.spill, f"decided{self.index}", self.ctx.run_size)
+        keep, decided = survivors.add, decisions.add
         for records in [*map(read_stream, r.link_runs), r.link_mem]:
             for pos, t, raw, fact, keyed in records:
                 fact = decide(raw, fact, t, offset + pos)
@@ -206,6 +226,35 @@ class _Replay:
                 os.remove(path)
         r.link_runs = []
         r.link_mem = []
+        if self.stage is not None:
+            self._correlate(r, survivors, decisions)
+
+    def _correlate(self, r: UnitResult, survivors: Stream, decisions: Stream) -> None:
+        """Push one replayed range's candidate records through the file's correlation stage."""
+        kept = [s for s in survivors.finish() if s]
+        decided = [s for s in decisions.finish() if s]
+        events = [s for s in (*r.cand_runs, r.cand_mem) if s]
+        assert self.stage is not None
+        push, add = self.stage.correlator.push, self.decided.add
+        for cand in map(Candidate.from_record, _file_stream(events, decided, kept)):
+            for alert in push(cand):
+                add(alert)
+        self.fed += r.candidates + survivors.count
+        self.peak = max(self.peak, survivors.peak, decisions.peak)
+        for path in (*r.cand_runs, *kept, *decided):
+            if isinstance(path, str):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+        r.cand_runs = []
+        r.cand_mem = []
+
+    def _alerts(self) -> Iterator[Alert]:
+        """Every correlation alert of the file: those decided as its ranges came in, then the
+        correlator's end; the stage's summary becomes the hunt's."""
+        assert self.stage is not None
+        yield from _records([s for s in self.decided.finish() if s])
+        yield from self.stage.correlator.finish()
+        self.ctx.correlation_summary = self.stage.summary()
 
     def complete(self) -> bool:
         return all(r is not None for r in self.parts)
@@ -217,7 +266,13 @@ class _Replay:
             return None
         parts = [r for r in self.parts if r is not None]
         out = combine(self.ctx, index, parts)
-        if out.cand_ref is None:
+        if out.cand_ref is not None:  # replayed where the candidates are (module docstring)
+            return out
+        if self.stage is not None:
+            out.correlated = self._alerts
+            out.candidates = self.fed
+            out.cands_peak = max(out.cands_peak, self.peak)
+        else:
             events: list[str | list[tuple]] = [s for r in parts for s in (*r.cand_runs, r.cand_mem) if s]
             survivors = [s for s in self.survivors.finish() if s]
             decisions = [s for s in self.decisions.finish() if s]
@@ -227,7 +282,7 @@ class _Replay:
         return out
 
 
-def _records(sources: list[str | list[tuple]]) -> Iterator[tuple]:
+def _records(sources: list[str | list[Any]]) -> Iterator[Any]:
     for src in sources:
         yield from read_stream(src) if isinstance(src, str) else src
 
