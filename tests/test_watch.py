@@ -271,3 +271,54 @@ def test_a_changed_tuning_file_is_refused_with_the_old_state(tmp_path):
     again = _start(tmp_path, str(log), extra=("--tune", str(tune)))
     _, err = again.communicate(timeout=WAIT)
     assert again.returncode != 0 and b"use another --state" in err, err
+
+
+def _host_line(host: str, second: int) -> bytes:
+    """A System 7045 record as Windows exports put it: the provider header first, the values that
+    tell hosts apart (time, record id, computer) after more than 256 bytes."""
+    return (json.dumps({"Provider_Name": "Service Control Manager",
+                        "Provider_Guid": "{555908d1-a6d7-4695-8e1e-26931d2012f4}",
+                        "Provider_EventSourceName": "Service Control Manager", "EventID": 7045,
+                        "EventID_Qualifiers": 16384, "Version": 0, "Level": 4, "Task": 0, "Opcode": 0,
+                        "Keywords": "0x8080000000000000", "Channel": "System",
+                        "UserID": "S-1-5-21-3623811015-3361044348-30300820-500",
+                        "TimeCreated": f"2024-05-01T10:00:{second:02d}.000000Z", "EventRecordID": second,
+                        "Computer": host, "ServiceName": f"svc{second}", "ImagePath": "C:\\x.exe"})
+            + "\n").encode()
+
+
+def test_a_new_file_that_begins_like_a_followed_one_is_read_not_taken_for_its_copy(tmp_path):
+    """Every host's System log begins with the same provider header: a host's log that appears
+    after another's is a new file (read from its start), not a copy of the other left by a
+    copytruncate rotation, and not the continuation of one read before."""
+    from scmwatch.live.sources import Sources
+
+    one, two, three = (tmp_path / h / "System.jsonl" for h in ("WS1", "WS2", "WS3"))
+    for path in (one, two, three):
+        path.parent.mkdir()
+    _append(one, _host_line("WS1", 1), _host_line("WS1", 2))
+    assert _host_line("WS1", 1)[:256] == _host_line("WS2", 3)[:256]
+    sources = Sources([str(tmp_path)], settle=0.0)
+    sources.start(None)
+
+    def read_all() -> dict[str, int]:
+        events: dict[str, int] = {}
+        while (got := sources.poll()) is not None:
+            src, batch = got
+            src.commit(batch, batch.lines)
+            events[batch.pos.name] = events.get(batch.pos.name, 0) + batch.lines
+        return events
+
+    assert read_all() == {str(one): 2}
+    _append(two, _host_line("WS2", 3), _host_line("WS2", 4), _host_line("WS2", 5))
+    sources.scan(force=True)
+    assert read_all() == {str(two): 3}
+    # a finished file (deleted once read) is remembered to recognise its renamed copy: a new host's
+    # log is not resumed at its offset
+    one.unlink()
+    sources.scan(force=True)
+    assert [p.name for p in sources.history] == [str(one)]
+    _append(three, *[_host_line("WS3", s) for s in range(6, 10)])
+    sources.scan(force=True)
+    assert read_all() == {str(three): 4}
+    sources.close()
