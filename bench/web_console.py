@@ -173,12 +173,17 @@ def main() -> None:
                 for _ in range(n)], deadline)))
             results.append(("filtered: status=benign",
                             timed(client, ["/alerts?status=benign"] * n, deadline)))
-            results.append(("filtered: free text q=svcN (~2k alerts)", timed(client, [
+            results.append(("filtered: free text q=svcN (~200 alerts)", timed(client, [
                 f"/alerts?q=svc{rng.randrange(5000)}" for _ in range(n)], deadline)))
             results.append(("filtered: free text q=SVCN, sort by time", timed(client, [
                 f"/alerts?q=SVC{rng.randrange(5000)}&sort=time" for _ in range(n)], deadline)))
             results.append(("filtered: free text q=LocalSystem (all)",
                             timed(client, ["/alerts?q=LocalSystem"] * n, deadline)))
+            results.append(("filtered: free text q=LocalSystem, counted", timed(
+                client, ["/alerts?q=LocalSystem&count=1"] * n, deadline)))
+            results.append(("filtered: free text q=C:\\Windows\\Temp\\N", timed(client, [
+                "/alerts?" + urlencode({"q": "C:\\Windows\\Temp\\" + str(rng.randrange(10**5))})
+                for _ in range(n)], deadline)))
             results.append(("alert page (any)", timed(client, [f"/alerts/{i}" for i in ids[:n]], deadline)))
             results.append(("alert page (correlation)",
                             timed(client, [f"/alerts/{i}" for i in corr[:n]], deadline)))
