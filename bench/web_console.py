@@ -9,13 +9,21 @@ the latency of each page as the client sees it on loopback: median and p95. The 
 same run is a request the server refuses at once (no cookie: 401), i.e. the HTTP cost alone. The
 server's resident memory (VmRSS now, VmHWM peak) is read from /proc at the end.
 
+With ``--against SRC --against-case FILE`` a second console runs from another source tree (``SRC``,
+the ``src`` directory of an earlier scmwatch, e.g. from ``git archive``) over its own copy of the
+case (an older scmwatch cannot open a case of a newer schema), and every request goes to both,
+alternating which is asked first, so both see the same load on a shared machine: each row then
+gives both and the ratio of the server medians.
+
     python bench/web_console.py [--alerts 1000000] [--requests 30] [--seconds 300] [--case FILE]
+                                [--against SRC --against-case FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import random
 import re
 import statistics
@@ -57,18 +65,21 @@ class Client:
             con.close()
 
 
-def timed(client: Client, paths: list[str], deadline: float, cookie: bool = True,
-          expect: int = 200) -> list[tuple[float, float]]:
-    """(client seconds, server seconds) per request, until ``deadline``."""
-    out = []
-    for path in paths:
+def timed(clients: list[Client], paths: list[str], deadline: float, cookie: bool = True,
+          expect: int = 200) -> list[list[tuple[float, float]]]:
+    """(client seconds, server seconds) per request and client, until ``deadline``; each path
+    goes to every client, the first one asked alternating."""
+    out: list[list[tuple[float, float]]] = [[] for _ in clients]
+    for i, path in enumerate(paths):
         if time.monotonic() > deadline:
             break
-        start = time.perf_counter()
-        status, headers, _ = client.get(path, cookie)
-        took = time.perf_counter() - start
-        out.append((took, server_seconds(headers, took)))
-        assert status == expect, (path, status)
+        order = list(enumerate(clients))
+        for k, client in order if i % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            status, headers, _ = client.get(path, cookie)
+            took = time.perf_counter() - start
+            out[k].append((took, server_seconds(headers, took)))
+            assert status == expect, (path, status)
     return out
 
 
@@ -82,13 +93,30 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return statistics.median(ms), ms[min(len(ms) - 1, int(round(0.95 * (len(ms) - 1))))]
 
 
-def row(label: str, times: list[tuple[float, float]], base: float | None = None) -> str:
+def row(label: str, runs: list[list[tuple[float, float]]], base: float) -> str:
+    times = runs[0]
     if not times:
         return f"{label:<44} (not run: time limit)"
     (c_med, c_p95), (s_med, s_p95) = _stats([t[0] for t in times]), _stats([t[1] for t in times])
-    ratio = f"  {c_med / base:5.1f}x baseline" if base else ""
-    return (f"{label:<44} n={len(times):3d}  client median {c_med:7.1f} p95 {c_p95:7.1f} ms  "
-            f"server median {s_med:7.1f} p95 {s_p95:7.1f} ms{ratio}")
+    out = (f"{label:<44} n={len(times):3d}  client median {c_med:7.1f} p95 {c_p95:7.1f} ms  "
+           f"server median {s_med:7.1f} p95 {s_p95:7.1f} ms  {c_med / base:5.1f}x baseline")
+    if len(runs) > 1 and runs[1]:
+        o_med, o_p95 = _stats([t[1] for t in runs[1]])
+        out += f"  | against: server median {o_med:7.1f} p95 {o_p95:7.1f} ms ({s_med / o_med:4.2f}x)"
+    return out
+
+
+def serve(case: Path, src: str | None = None) -> tuple[subprocess.Popen[str], Client]:
+    """``scmwatch serve CASE`` in its own process (from ``src`` when given), logged in."""
+    env = {**os.environ, "PYTHONPATH": src} if src else None
+    proc = subprocess.Popen([sys.executable, "-m", "scmwatch", "serve", str(case), "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    line = proc.stderr.readline()
+    m = re.search(r"http://\S+", line)
+    if not m:
+        proc.terminate()
+        raise SystemExit(f"serve did not start: {line.strip()}")
+    return proc, Client(m.group(0))
 
 
 def build(case: Path, n: int) -> str:
@@ -116,7 +144,11 @@ def main() -> None:
     ap.add_argument("--case", help="keep the case in this file: written there when missing, else reused "
                     "(its alerts as an earlier run left them)")
     ap.add_argument("--build-only", action="store_true", help="write the case (--case) and stop")
+    ap.add_argument("--against", metavar="SRC", help="also serve from this source tree and compare")
+    ap.add_argument("--against-case", metavar="FILE", help="the case the --against console serves")
     args = ap.parse_args()
+    if bool(args.against) != bool(args.against_case):
+        ap.error("--against and --against-case go together")
     with tempfile.TemporaryDirectory(prefix="scmwatch-bench-web-") as tmp:
         case = Path(args.case) if args.case else Path(tmp) / "case.duckdb"
         if not case.exists():
@@ -131,99 +163,112 @@ def main() -> None:
             total = con.execute("SELECT count(*) FROM alert_rows").fetchone()[0]
         finally:
             con.close()
-        proc = subprocess.Popen([sys.executable, "-m", "scmwatch", "serve", str(case), "--port", "0"],
-                                stderr=subprocess.PIPE, text=True)
+        procs: list[subprocess.Popen[str]] = []
         try:
-            line = proc.stderr.readline()
-            m = re.search(r"http://\S+", line)
-            assert m, line
-            client = Client(m.group(0))
+            clients = []
+            servers = [(case, None)] + ([(Path(args.against_case), args.against)] if args.against else [])
+            for where, src in servers:
+                proc, client = serve(where, src)
+                procs.append(proc)
+                clients.append(client)
             n = args.requests
             deadline = time.monotonic() + args.seconds
             rng = random.Random(1)
-            base = timed(client, ["/alerts"] * n, deadline, cookie=False, expect=401)
+            base = timed(clients, ["/alerts"] * n, deadline, cookie=False, expect=401)[0]
             b = statistics.median(t[0] for t in base) * 1000
             print(f"alerts in the case: {total:,}; baseline (401, HTTP only): median {b:.1f} ms")
-            results: list[tuple[str, list[tuple[float, float]]]] = []
-            results.append(("overview", timed(client, ["/"] * n, deadline)))
-            results.append(("list, first page (level desc)", timed(client, ["/alerts"] * n, deadline)))
+            results: list[tuple[str, list[list[tuple[float, float]]]]] = []
+            results.append(("overview", timed(clients, ["/"] * n, deadline)))
+            results.append(("list, first page (level desc)", timed(clients, ["/alerts"] * n, deadline)))
             # deep pages: walk "next" from the start, timing each
-            deep, path = [], "/alerts?sort=time&dir=asc"
-            for _ in range(n):
+            deep: list[list[tuple[float, float]]] = [[] for _ in clients]
+            at = ["/alerts?sort=time&dir=asc"] * len(clients)
+            for i in range(n):
                 if time.monotonic() > deadline:
                     break
-                start = time.perf_counter()
-                _, headers, body = client.get(path)
-                took = time.perf_counter() - start
-                deep.append((took, server_seconds(headers, took)))
-                nxt = re.search(rb'<a href="([^"]+)" rel="next">', body)
-                path = nxt.group(1).decode().replace("&amp;", "&")
+                order = list(enumerate(clients))
+                for k, client in order if i % 2 == 0 else order[::-1]:
+                    start = time.perf_counter()
+                    _, headers, body = client.get(at[k])
+                    took = time.perf_counter() - start
+                    deep[k].append((took, server_seconds(headers, took)))
+                    nxt = re.search(rb'<a href="([^"]+)" rel="next">', body)
+                    at[k] = nxt.group(1).decode().replace("&amp;", "&")
             results.append(("list, next pages (time asc)", deep))
-            results.append(("list, last page", timed(client, ["/alerts?last=1"] * n, deadline)))
+            results.append(("list, last page", timed(clients, ["/alerts?last=1"] * n, deadline)))
             hosts = [f"ws{rng.randrange(200):04d}" for _ in range(n)]
             results.append(("filtered: host", timed(
-                client, [f"/alerts?{urlencode({'host': h})}" for h in hosts], deadline)))
+                clients, [f"/alerts?{urlencode({'host': h})}" for h in hosts], deadline)))
             results.append(("filtered: host + level", timed(
-                client, [f"/alerts?{urlencode({'host': h, 'level': 'high'})}" for h in hosts], deadline)))
-            results.append(("filtered: one day, sort by host", timed(client, [
+                clients, [f"/alerts?{urlencode({'host': h, 'level': 'high'})}" for h in hosts], deadline)))
+            results.append(("filtered: one day, sort by host", timed(clients, [
                 f"/alerts?{urlencode({'from': f'2024-05-{d:02d}', 'to': f'2024-05-{d:02d}', 'sort': 'host'})}"
                 for d in (rng.randrange(6, 13) for _ in range(n))], deadline)))
-            results.append(("filtered: rule + technique tag", timed(client, [
+            results.append(("filtered: rule + technique tag", timed(clients, [
                 f"/alerts?{urlencode({'rule': f'rule-{rng.randrange(40):02d}', 'tag': 'T1569.002'})}"
                 for _ in range(n)], deadline)))
             results.append(("filtered: status=benign",
-                            timed(client, ["/alerts?status=benign"] * n, deadline)))
-            results.append(("filtered: free text q=svcN (~200 alerts)", timed(client, [
+                            timed(clients, ["/alerts?status=benign"] * n, deadline)))
+            results.append(("filtered: free text q=svcN (~200 alerts)", timed(clients, [
                 f"/alerts?q=svc{rng.randrange(5000)}" for _ in range(n)], deadline)))
-            results.append(("filtered: free text q=SVCN, sort by time", timed(client, [
+            results.append(("filtered: free text q=SVCN, sort by time", timed(clients, [
                 f"/alerts?q=SVC{rng.randrange(5000)}&sort=time" for _ in range(n)], deadline)))
             results.append(("filtered: free text q=LocalSystem (all)",
-                            timed(client, ["/alerts?q=LocalSystem"] * n, deadline)))
+                            timed(clients, ["/alerts?q=LocalSystem"] * n, deadline)))
             results.append(("filtered: free text q=LocalSystem, counted", timed(
-                client, ["/alerts?q=LocalSystem&count=1"] * n, deadline)))
-            results.append(("filtered: free text q=C:\\Windows\\Temp\\N", timed(client, [
+                clients, ["/alerts?q=LocalSystem&count=1"] * n, deadline)))
+            results.append(("filtered: free text q=C:\\Windows\\Temp\\N", timed(clients, [
                 "/alerts?" + urlencode({"q": "C:\\Windows\\Temp\\" + str(rng.randrange(10**5))})
                 for _ in range(n)], deadline)))
-            results.append(("alert page (any)", timed(client, [f"/alerts/{i}" for i in ids[:n]], deadline)))
+            results.append(("alert page (any)", timed(clients, [f"/alerts/{i}" for i in ids[:n]], deadline)))
             results.append(("alert page (correlation)",
-                            timed(client, [f"/alerts/{i}" for i in corr[:n]], deadline)))
-            results.append(("hosts", timed(client, ["/hosts"] * n, deadline)))
+                            timed(clients, [f"/alerts/{i}" for i in corr[:n]], deadline)))
+            results.append(("hosts", timed(clients, ["/hosts"] * n, deadline)))
             results.append(("one host (timeline, alerts)", timed(
-                client, [f"/host?name=ws{rng.randrange(200):04d}" for _ in range(n)], deadline)))
-            results.append(("lateral movement (graph)", timed(client, ["/lateral"] * n, deadline)))
+                clients, [f"/host?name=ws{rng.randrange(200):04d}" for _ in range(n)], deadline)))
+            results.append(("lateral movement (graph)", timed(clients, ["/lateral"] * n, deadline)))
             # bulk triage of every high alert (~225k) through the two POSTs, then status filters
-            _, _, page = client.get("/alerts?level=high")
-            csrf = re.search(rb'name="csrf" value="([^"]+)"', page).group(1).decode()
-            form = {"level": "high", "set_status": "benign", "note": "bench", "csrf": csrf}
-            start = time.perf_counter()
-            status, _, confirm = client.get("/alerts/bulk", form=form)
-            preview_s = time.perf_counter() - start
-            want = re.search(rb'name="confirm" value="(\d+)"', confirm).group(1).decode()
-            start = time.perf_counter()
-            status, _, _ = client.get("/alerts/bulk", form={**form, "confirm": want})
-            assert status == 303, status
-            bulk_s = time.perf_counter() - start
+            bulk = []
+            for client in clients:
+                _, _, page = client.get("/alerts?level=high")
+                csrf = re.search(rb'name="csrf" value="([^"]+)"', page).group(1).decode()
+                form = {"level": "high", "set_status": "benign", "note": "bench", "csrf": csrf}
+                start = time.perf_counter()
+                status, _, confirm = client.get("/alerts/bulk", form=form)
+                preview_s = time.perf_counter() - start
+                want = re.search(rb'name="confirm" value="(\d+)"', confirm).group(1).decode()
+                start = time.perf_counter()
+                status, _, _ = client.get("/alerts/bulk", form={**form, "confirm": want})
+                assert status == 303, status
+                bulk.append((int(want), preview_s, time.perf_counter() - start))
+            want = str(bulk[0][0])
             results.append((f"after bulk: status=benign ({int(want):,} + 5k)",
-                            timed(client, ["/alerts?status=benign"] * n, deadline)))
-            results.append(("after bulk: status=new", timed(client, ["/alerts?status=new"] * n, deadline)))
-            results.append(("after bulk: list, first page", timed(client, ["/alerts"] * n, deadline)))
-            results.append(("after bulk: overview", timed(client, ["/"] * n, deadline)))
-            start = time.perf_counter()
-            status, _, body = client.get("/alerts/export?format=csv&host=ws0007")
-            export_s = time.perf_counter() - start
+                            timed(clients, ["/alerts?status=benign"] * n, deadline)))
+            results.append(("after bulk: status=new", timed(clients, ["/alerts?status=new"] * n, deadline)))
+            results.append(("after bulk: list, first page", timed(clients, ["/alerts"] * n, deadline)))
+            results.append(("after bulk: overview", timed(clients, ["/"] * n, deadline)))
+            exports = []
+            for client in clients:
+                start = time.perf_counter()
+                _, _, body = client.get("/alerts/export?format=csv&host=ws0007")
+                exports.append((body, time.perf_counter() - start))
             for label, times in results:
                 print(row(label, times, b))
-            print(f"bulk triage of {int(want):,} alerts: preview {preview_s:.2f} s, "
-                  f"confirmed write {bulk_s:.2f} s")
-            rows = body.count(b"\r\n") - 1
-            print(f"export CSV, one host: {rows:,} rows, {len(body) / 1e6:.1f} MB in {export_s:.2f} s")
-            status_text = Path(f"/proc/{proc.pid}/status").read_text()
-            rss = {k: int(v.split()[0])
-                   for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(.+)$", status_text, re.M)}
-            print(f"server RSS {rss['VmRSS'] / 1024:.0f} MB now, peak {rss['VmHWM'] / 1024:.0f} MB")
+            for name, proc, (count, preview_s, bulk_s), (body, export_s) in zip(
+                    ("", "against: "), procs, bulk, exports, strict=False):
+                print(f"{name}bulk triage of {count:,} alerts: preview {preview_s:.2f} s, "
+                      f"confirmed write {bulk_s:.2f} s")
+                rows = body.count(b"\r\n") - 1
+                print(f"{name}export CSV, one host: {rows:,} rows, {len(body) / 1e6:.1f} MB "
+                      f"in {export_s:.2f} s")
+                status_text = Path(f"/proc/{proc.pid}/status").read_text()
+                rss = {k: int(v.split()[0])
+                       for k, v in re.findall(r"^(VmRSS|VmHWM):\s+(.+)$", status_text, re.M)}
+                print(f"{name}server RSS {rss['VmRSS'] / 1024:.0f} MB now, peak {rss['VmHWM'] / 1024:.0f} MB")
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=30)
 
 
 if __name__ == "__main__":
