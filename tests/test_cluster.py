@@ -104,7 +104,7 @@ def test_a_worker_starts_each_file_afresh_across_hunts(attack):
     of the last file the worker saw (its facts were dropped as repeats: link_facts 142 vs 164)."""
     payload = cl.rule_payload([str(PACK_DIR)])
     unit = next(u for u in discover([str(attack)], ReadStats()) if Path(u.path).name == "Security.jsonl")
-    first, again = (cl.hunt_batch(payload, [(0, unit)])[0] for _ in range(2))
+    first, again = (cl.hunt_batch(payload, cl.Batch([(0, unit)])) for _ in range(2))
     facts = [rec[4] for rec in first.cand_mem if rec[4] is not None]
     assert facts and [rec[4] for rec in again.cand_mem if rec[4] is not None] == facts
 
@@ -355,3 +355,81 @@ def test_cli_dedup_and_tune_on_the_cluster_equal_jobs_1(tmp_path):
     _assert_same_summary(s2, s1)
     assert s1["tune"]["matches_tuned_out"] > 0 and s1["alerts_deduplicated"] > 0
     assert s2["correlation"]["partitioned"]["partitions"] == 2
+
+
+@pytest.fixture(scope="module")
+def many_small(attack, tmp_path_factory) -> Path:
+    """The attack's files one per directory, with a broken EVTX file and an NDJSON file with a
+    bad line among them: many small files, some failing."""
+    root = tmp_path_factory.mktemp("many")
+    for i, f in enumerate(sorted(p for p in attack.rglob("*") if p.is_file())):
+        d = root / f"{i:03d}"
+        d.mkdir()
+        (d / f.name).write_bytes(f.read_bytes())
+        if i == 5:
+            (d / "broken.evtx").write_bytes(b"ElfFile\0" + b"\xff" * 5000)
+        if i == 9:
+            (d / "bad.jsonl").write_text('{"EventID": 7045, "Channel": "System"}\nnot json\n')
+    return root
+
+
+def test_small_files_come_back_as_one_result_per_task(cluster, pack, many_small, monkeypatch):
+    """Consecutive small files are hunted in one task that returns ONE result: the client
+    handles fewer results than files, and the alerts, the summary, every reported problem and
+    the bytes on the progress bar are the local hunt's."""
+    import scmwatch.hunt as hunt_mod
+
+    advanced: list[int] = []
+
+    class Counting(hunt_mod.Progress):
+        def advance(self, nbytes: int, events: int) -> None:
+            advanced[-1] += nbytes
+            super().advance(nbytes, events)
+
+    monkeypatch.setattr(hunt_mod, "Progress", Counting)
+    rs, engine = pack
+    runs = []
+    results: list[int] = []  # files per result the cluster mapper handed on
+    mapper = cluster.map_units(cl.rule_payload([str(PACK_DIR)]), 2)
+
+    def counted(ctx, inputs, jobs, report):
+        for r in mapper(ctx, inputs, jobs, report):
+            results.append(len(r.files) or 1)
+            yield r
+
+    for kw in ({}, {"map_units": counted}):
+        errors: list = []
+        advanced.append(0)
+        res = run_hunt([str(many_small)], rs, engine=engine, on_error=errors.append, **kw)
+        runs.append((res, sorted(map(repr, errors))))
+    (local, local_errors), (remote, remote_errors) = runs
+    files = local.summary["files"]
+    assert files == sum(results) and len(results) < files / 2  # one result per task, not per file
+    assert _alerts(local) and _alerts(remote) == _alerts(local)
+    _assert_same_summary(remote.summary, local.summary)
+    assert local.summary["files_failed"] == 1 and local.summary["errors"]
+    assert remote_errors == local_errors and any("broken.evtx" in e for e in local_errors)
+    assert advanced[0] == advanced[1] == sum(p.stat().st_size for p in many_small.rglob("*") if p.is_file())
+
+
+def test_cli_case_records_every_file_of_a_batch(many_small, tmp_path):
+    """--case on the cluster: a batch's files are each recorded as locally (size, hash, format,
+    events, problems)."""
+    duckdb = pytest.importorskip("duckdb")
+
+    def files(*extra) -> list:
+        case = tmp_path / f"case{len(extra)}.duckdb"
+        out = subprocess.run([sys.executable, "-m", "scmwatch", "hunt", str(many_small), "--case", str(case),
+                              "-o", os.devnull, *extra],
+                             capture_output=True, text=True, check=False, timeout=300)
+        assert out.returncode == 0, out.stderr
+        con = duckdb.connect(str(case), read_only=True)
+        try:
+            return con.execute("SELECT path, size, sha256, format, events, errors FROM files "
+                               "ORDER BY path").fetchall()  # file_no: in the order results arrived
+        finally:
+            con.close()
+
+    local = files()
+    assert len(local) > 30 and any(r[5] and "{}" not in str(r[5]) for r in local)
+    assert files("--cluster", "local:2") == local

@@ -2,17 +2,19 @@
 
 ``hunt --cluster tcp://scheduler:8786`` (or ``--cluster local[:N]`` for a LocalCluster of N worker
 processes on this machine) keeps everything of a local hunt but *where arrow 1 runs*
-(:func:`scmwatch.hunt.hunt_unit`): each input file -- or each range of a large one, split as
-for ``--jobs`` (:mod:`scmwatch.split`) -- is a task on a worker, which
+(:func:`scmwatch.hunt.hunt_unit`): each range of a large file, split as for ``--jobs``
+(:mod:`scmwatch.split`), each large file and each run of consecutive small files is a task on a
+worker, which
 
 * builds its own :class:`~scmwatch.hunt.HuntContext` once per rule set from the **rule texts**
   shipped with the task (compiled predicates are closures and cannot be pickled; the texts are
   small and the same texts in the same order compile to the same rules, so alert ids, order and
   evidence equal a local run's);
-* reads the file itself (a shared path, or an fsspec URL such as ``s3://`` / ``https://`` that the
-  worker opens with its own credentials from the environment), matches, and returns the
-  :class:`~scmwatch.hunt.UnitResult` with its hits and correlation candidates *in memory* (a remote
-  worker's spill files would not be visible to the client).
+* reads the files itself (shared paths, or fsspec URLs such as ``s3://`` / ``https://`` that the
+  worker opens with its own credentials from the environment), matches, and returns ONE
+  :class:`~scmwatch.hunt.UnitResult` for the task with its hits and correlation candidates *in
+  memory* (a remote worker's spill files would not be visible to the client) and each file's
+  status (:func:`batch_result`): the client's work grows with tasks, not files.
 
 The client merges by time and correlates exactly as locally (:class:`~scmwatch.hunt.AlertMerge`,
 which spills what exceeds its budget). Dask retries a task whose worker died on another worker;
@@ -40,19 +42,24 @@ from typing import Any
 from scmwatch.alerts import Alert
 from scmwatch.correlate import CorrelationStage
 from scmwatch.correlate.partition import Plan, Router, correlate_partition, merged_summary
-from scmwatch.events.model import ReadError
-from scmwatch.hunt import _CAND_KEY, _KEY, HuntContext, UnitResult, hunt_unit
+from scmwatch.events.enrich import LineageFacts
+from scmwatch.events.model import ReadError, ReadStats
+from scmwatch.events.ranges import FileRange
+from scmwatch.hunt import _CAND_KEY, _KEY, FileStatus, HuntContext, UnitResult, hunt_unit
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.load import rule_files
 from scmwatch.sigma.tune import apply_tune, parse_tune
 from scmwatch.spill import SpillDir, read_stream
-from scmwatch.split import dispatch_order, inline_links, replayed, split_units, unit_size
+from scmwatch.split import inline_links, replayed, split_units, unit_size
 
 LOCAL = "local"
-# Inputs per task: small files are batched so a task costs more than its scheduling (a Dask task
-# round trip is ~1-2 ms of scheduler and client time; a small EVTX file hunts in ~0.5 ms).
-BATCH_BYTES = 8 << 20
-BATCH_FILES = 64
+# Inputs per task: consecutive small files are batched and come back as ONE result, so that the
+# client's work grows with tasks, not files (a Dask task costs the client ~1 ms; a small EVTX
+# file of the dev corpus, ~30 events, costs a worker about as much to hunt). At most
+# BATCH_BYTES or BATCH_FILES per task, and at most 1/(4 * workers) of the input's bytes, so
+# that every worker still gets several tasks.
+BATCH_BYTES = 32 << 20
+BATCH_FILES = 256
 
 
 class ClusterError(Exception):
@@ -151,55 +158,98 @@ def _hunt(ctx: HuntContext, index: int, unit: Any) -> UnitResult:
     return _in_memory(ctx, hunt_unit(ctx, index, unit, collect_errors=True))
 
 
-def hunt_batch(payload: RulePayload, batch: list[tuple[int, Any]]) -> list[UnitResult]:
+class Batch:
+    """A task's (unit index, unit) pairs as one opaque argument: Dask walks the lists, tuples
+    and dataclasses of a task's arguments in search of futures, which cost the client ~13
+    calls per small file (measured: a third of its CPU on the dev corpus)."""
+
+    __slots__ = ("units",)
+
+    def __init__(self, units: list[tuple[int, Any]]) -> None:
+        self.units = units
+
+
+def batch_result(results: list[UnitResult]) -> UnitResult:
+    """One result for a task's whole files (in unit order, records in memory), so that the
+    client handles one result per task: hits and candidates merged into one run and one stream
+    (merging early gives the same order, see :mod:`scmwatch.spill`), read stats merged in unit
+    order, errors and deferred process creations in unit order, and each file's status in
+    ``files`` for what is reported per file."""
+    if len(results) == 1:
+        return results[0]
+    stats = ReadStats()
+    out = UnitResult(results[0].index, stats=stats, lineage=LineageFacts())
+    for r in results:
+        st = r.stats
+        out.files.append(FileStatus(r.index, st.events if st else 0, dict(st.errors) if st else {}, r.fmt))
+        if st is not None:
+            stats.merge(st)
+        out.hits += r.hits
+        out.hits_peak = max(out.hits_peak, r.hits_peak)
+        out.candidates += r.candidates
+        out.cands_peak = max(out.cands_peak, r.cands_peak)
+        out.fmt = out.fmt or r.fmt
+        out.seconds += r.seconds
+        out.seen |= r.seen
+        out.errors += r.errors
+        out.lineage.scm |= r.lineage.scm
+        out.lineage.boots |= r.lineage.boots
+        out.lineage.dropped += r.lineage.dropped
+        out.deferred += r.deferred
+        out.derived += r.derived
+        out.deferred_overflow += r.deferred_overflow
+        out.tuned_out += r.tuned_out
+        out.lookups += r.lookups
+    out.hit_tail = list(heapq.merge(*(r.hit_tail for r in results if r.hit_tail), key=_KEY))
+    out.cand_mem = list(heapq.merge(*(r.cand_mem for r in results if r.cand_mem), key=_CAND_KEY))
+    return out
+
+
+def hunt_batch(payload: RulePayload, batch: Batch) -> UnitResult:
     """A worker task: hunt each (index, unit) with the payload's rules (a unit: an input file or
-    a range of one); results in memory."""
+    a range of one); one result for all, in memory."""
     ctx = _context(payload)
-    return [_hunt(ctx, i, unit) for i, unit in batch]
+    return batch_result([_hunt(ctx, i, unit) for i, unit in batch.units])
 
 
-def hunt_batch_parts(payload: RulePayload, batch: list[tuple[int, Any]],
-                     partitions: int) -> tuple[list[UnitResult], list[dict[int, list[tuple]]]]:
-    """A worker task when correlation is partitioned: hunt each (index, unit) and keep its
-    candidates here, cut into ``partitions`` lists (``Router``); the results carry none.
-    Returns (results, per partition {unit index: its candidate records in unit order})."""
+def hunt_batch_parts(payload: RulePayload, batch: Batch,
+                     partitions: int) -> tuple[UnitResult, list[list[tuple]]]:
+    """A worker task when correlation is partitioned: :func:`hunt_batch`, but the candidates
+    stay here, cut into ``partitions`` lists (``Router``); the result carries none.
+    Returns (result, per partition the batch's candidate records in stream order)."""
     ctx = _context(payload)
     router = Router(ctx.stage, Plan(ctx.stage.specs, partitions))
-    results = []
-    parts: list[dict[int, list[tuple]]] = [{} for _ in range(partitions)]
-    for i, unit in batch:
-        r = _hunt(ctx, i, unit)
-        inline_links(r)
-        for p, records in enumerate(router.split(r.cand_mem)):
-            if records:
-                parts[p][i] = records
-        r.cand_mem = []
-        results.append(r)
-    return results, parts
+    results = [_hunt(ctx, i, unit) for i, unit in batch.units]
+    for r in results:
+        inline_links(r)  # a range's link events back among its candidates, replayed where kept
+    r = batch_result(results)
+    parts = router.split(r.cand_mem)
+    r.cand_mem = []
+    return r, parts
 
 
-def _results(out: tuple[list[UnitResult], list]) -> list[UnitResult]:
+def _results(out: tuple[UnitResult, list]) -> UnitResult:
     return out[0]
 
 
-def _part(out: tuple[list[UnitResult], list], p: int) -> dict[int, list[tuple]]:
+def _part(out: tuple[UnitResult, list], p: int) -> list[tuple]:
     return out[1][p]
 
 
 def correlate_part(payload: RulePayload, partitions: int, p: int, streams: list[Any],
                    resolved: list[tuple], batch_ids: list[int],
-                   *parts: dict[int, list[tuple]]) -> tuple[list[Alert], dict[str, Any]]:
-    """A worker task: correlate partition ``p``. ``streams`` names each unit's candidates as
-    ``(batch id, unit index)`` or a split file's chain of those with range offsets; ``parts``
-    are the batches' lists for ``p`` (in ``batch_ids`` order); ``resolved``: the records of
-    deferred process creations the client decided, for this partition."""
+                   *parts: list[tuple]) -> tuple[list[Alert], dict[str, Any]]:
+    """A worker task: correlate partition ``p``. ``streams`` names each result's candidates by
+    its batch id, or a split file's chain of those with range offsets; ``parts`` are the
+    batches' lists for ``p`` (in ``batch_ids`` order); ``resolved``: the records of deferred
+    process creations the client decided, for this partition."""
     ctx = _context(payload)
     stage = CorrelationStage.for_ruleset(ctx.ruleset, lateness=ctx.lateness)
     assert stage is not None
     table = dict(zip(batch_ids, parts, strict=True))
 
-    def records(ref: tuple[int, int]) -> list[tuple]:
-        return table[ref[0]].get(ref[1], [])
+    def records(ref: int) -> list[tuple]:
+        return table[ref]
 
     dropped = [0]
     its: list[Any] = []
@@ -217,24 +267,35 @@ def _same(payload: RulePayload) -> RulePayload:
     return payload
 
 
-def _batches(units: list[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
-    """Largest units first (a split file's ranges in file order), small ones batched up to
-    BATCH_BYTES / BATCH_FILES per task."""
-    sizes = {i: unit_size(u) for i, u in units}
-    order = dispatch_order(units)
-    out: list[list[tuple[int, Any]]] = []
+def _batches(units: list[tuple[int, Any]], workers: int) -> list[Batch]:
+    """Consecutive whole files batched (BATCH_BYTES / BATCH_FILES, at most 1/(4 * workers) of
+    the input's bytes), a range of a split file or a file of that size alone. Consecutive, so
+    that a batch's result sits in unit order among the others; handed out largest first, a
+    split file's ranges in file order (as :func:`scmwatch.split.dispatch_order`)."""
+    sizes = [unit_size(u) for _, u in units]
+    cap = max(1, min(BATCH_BYTES, sum(sizes) // (4 * max(1, workers))))
+    out: list[tuple[int, list[tuple[int, Any]]]] = []
     cur: list[tuple[int, Any]] = []
     cur_bytes = 0
-    for pair in order:
-        size = sizes[pair[0]]
-        if cur and (cur_bytes + size > BATCH_BYTES or len(cur) >= BATCH_FILES):
-            out.append(cur)
+    for pair, size in zip(units, sizes, strict=True):
+        alone = type(pair[1]) is FileRange or size >= cap
+        if cur and (alone or cur_bytes + size > cap or len(cur) >= BATCH_FILES):
+            out.append((cur_bytes, cur))
             cur, cur_bytes = [], 0
-        cur.append(pair)
-        cur_bytes += size
+        if alone:
+            out.append((size, [pair]))
+        else:
+            cur.append(pair)
+            cur_bytes += size
     if cur:
-        out.append(cur)
-    return out
+        out.append((cur_bytes, cur))
+
+    def first(b: tuple[int, list[tuple[int, Any]]]) -> tuple[int, int]:
+        index, unit = b[1][0]
+        size = (unit.inp.compressed_size() or 0) if type(unit) is FileRange else b[0]
+        return (-size, index)
+
+    return [Batch(b) for _, b in sorted(out, key=first)]
 
 
 def parse_address(spec: str) -> tuple[str, int | None]:
@@ -334,20 +395,21 @@ class Cluster:
         def partitioned(ctx: HuntContext, units: list[tuple[int, Any]]) -> Iterator[UnitResult]:
             ctx.correlate_at = lambda results, resolved: self._correlate(
                 ctx, payload_future(), partitions or 1, batches, results, resolved)
-            first = len(batches)
-            futures = {}
-            for n, batch in enumerate(_batches(units), first):
-                batches[n] = self.client.submit(hunt_batch_parts, payload_future(), batch, partitions,
-                                                pure=False, retries=3)
-                futures[self.client.submit(_results, batches[n], pure=False, retries=3)] = n
+            work = _batches(units, self.workers)
+            ids = range(len(batches), len(batches) + len(work))
+            remote = payload_future()
+            hunted = self.client.map(hunt_batch_parts, [remote] * len(work), work,
+                                     [partitions] * len(work), pure=False, retries=3)
+            batches.update(zip(ids, hunted, strict=True))
+            futures = dict(zip(self.client.map(_results, hunted, pure=False, retries=3), ids, strict=True))
             seen: set[int] = set()
             try:
                 for fut in as_completed(list(futures)):
-                    for r in fut.result():
-                        if r.index not in seen:
-                            seen.add(r.index)
-                            r.cand_ref = (futures[fut], r.index)
-                            yield r
+                    r = fut.result()
+                    if r.index not in seen:
+                        seen.add(r.index)
+                        r.cand_ref = futures[fut]
+                        yield r
             except BaseException:  # interrupted: nothing will correlate what the workers keep
                 self.client.cancel(list(batches.values()))
                 raise
@@ -359,16 +421,15 @@ class Cluster:
             if partitions and ctx.stage is not None:
                 yield from partitioned(ctx, units)
                 return
-            remote = payload_future()
-            futures = [self.client.submit(hunt_batch, remote, batch, pure=False, retries=3)
-                       for batch in _batches(units)]
+            work = _batches(units, self.workers)
+            futures = self.client.map(hunt_batch, [payload_future()] * len(work), work, pure=False, retries=3)
             seen: set[int] = set()
             try:
                 for fut in as_completed(futures):
-                    for r in fut.result():
-                        if r.index not in seen:
-                            seen.add(r.index)
-                            yield r
+                    r = fut.result()
+                    if r.index not in seen:
+                        seen.add(r.index)
+                        yield r
             finally:
                 self.client.cancel(futures)
 
@@ -388,17 +449,18 @@ class Cluster:
                 continue
             if isinstance(ref, list):  # a split file: its ranges' streams chained in file order
                 streams.append(("chain", ref))
-                used.update(b for (b, _), _ in ref)
+                used.update(b for b, _ in ref)
             else:
                 streams.append(("unit", ref))
-                used.add(ref[0])
+                used.add(ref)
         ids = sorted(used)
         resolved_parts = Router(ctx.stage, plan).split(sorted(resolved, key=_CAND_KEY))
-        tasks = []
-        for p in range(partitions):
-            parts = [self.client.submit(_part, batches[b], p, pure=False, retries=3) for b in ids]
-            tasks.append(self.client.submit(correlate_part, remote, partitions, p, streams, resolved_parts[p],
-                                            ids, *parts, pure=False, retries=3))
+        n = len(ids)
+        cut = self.client.map(_part, [batches[b] for _ in range(partitions) for b in ids],
+                              [p for p in range(partitions) for _ in ids], pure=False, retries=3)
+        tasks = [self.client.submit(correlate_part, remote, partitions, p, streams, resolved_parts[p],
+                                    ids, *cut[p * n:(p + 1) * n], pure=False, retries=3)
+                 for p in range(partitions)]
         try:
             outs = self.client.gather(tasks)
         finally:

@@ -108,6 +108,16 @@ class Deferred(NamedTuple):
             cands.append(cand)
 
 
+class FileStatus(NamedTuple):
+    """One input file of a batch's result (:attr:`UnitResult.files`): what is reported per file
+    (the case store's file rows, the progress bar's bytes)."""
+
+    index: int  # the unit index of the file (the file index once the mapper hands it on)
+    events: int
+    errors: dict[str, int]  # problems by kind, as ReadStats.errors
+    fmt: str | None
+
+
 class CorrelationHit(NamedTuple):
     """A correlation alert as it is spilled and merged beside the hits."""
 
@@ -161,6 +171,9 @@ class UnitResult:
     # where a runner keeps the unit's candidates instead of the result (a cluster correlating
     # in partitions: see HuntContext.correlate_at); None when they are in the result
     cand_ref: Any = None
+    # a result that stands for a batch of whole files (a cluster task's: scmwatch.cluster), its
+    # files in unit order, the first being ``index``; empty: the result is of one file or range
+    files: list[FileStatus] = field(default_factory=list)
 
 
 @dataclass
@@ -723,7 +736,9 @@ def run_hunt(
                 r.errors = []
                 tuned_out += r.tuned_out
                 if not r.progress_done:
-                    bar.advance(unit_bytes(inputs[r.index]), r.stats.events if r.stats else 0)
+                    nbytes = (sum(unit_bytes(inputs[f.index]) for f in r.files) if r.files
+                              else unit_bytes(inputs[r.index]))
+                    bar.advance(nbytes, r.stats.events if r.stats else 0)
             ctx.progress = None
         counts = _AlertCounts()
         collected: list[Alert] = []

@@ -21,6 +21,8 @@ def unit_bytes(inp: Any) -> int:
     reports it (a remote listing's, else ``HEAD``'s Content-Length), 0 when unknown."""
     if getattr(inp, "url", False):
         return inp.compressed_size() or 0
+    if getattr(inp, "size", None) is not None and getattr(inp, "member", None) is None:
+        return inp.size
     try:
         return os.path.getsize(getattr(inp, "path", inp))
     except OSError:

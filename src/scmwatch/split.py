@@ -116,7 +116,7 @@ def split_units(pairs: PairMapper,
             again = pairs(ctx, whole, max(1, min(n, len(whole))), report)
             with contextlib.closing(again):
                 for r in again:
-                    r.index = file_of[r.index]
+                    _by_file(r, file_of)
                     r.progress_done = True
                     yield r
 
@@ -133,8 +133,8 @@ def _gathered(ctx: HuntContext, results: Iterator[UnitResult], units: list[Any],
     for r in results:
         fi = file_of[r.index]
         deferred[0] = deferred[0] or bool(r.deferred)
-        if fi not in ranges:
-            r.index = fi
+        if fi not in ranges:  # a whole file, or a batch of them
+            _by_file(r, file_of)
             yield r
             continue
         if ctx.progress is not None:
@@ -148,6 +148,13 @@ def _gathered(ctx: HuntContext, results: Iterator[UnitResult], units: list[Any],
                 redo.append(fi)
             else:
                 done[fi] = merged
+
+
+def _by_file(r: UnitResult, file_of: list[int]) -> None:
+    """Index a result of whole files (one, or a batch's) by file instead of by unit."""
+    r.index = file_of[r.index]
+    if r.files:
+        r.files = [f._replace(index=file_of[f.index]) for f in r.files]
 
 
 def _stands(r: UnitResult, part: int) -> bool:
@@ -390,4 +397,6 @@ def unit_size(unit: Any) -> int:
     """Bytes behind a unit (a range's share, a file's size): for batching and progress."""
     if isinstance(unit, FileRange):
         return unit.nbytes
+    if unit.size is not None and unit.member is None:
+        return unit.size
     return unit.compressed_size() or 0

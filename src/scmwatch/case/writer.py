@@ -177,16 +177,23 @@ class CaseWriter:
         self.con.execute("INSERT INTO evidence_rows FROM evidence_batch")
         self._alerts.flush()
 
-    def add_result(self, inp: Any, result: Any) -> None:
-        """Record an input file from its :class:`~scmwatch.hunt.UnitResult` (and, with
-        ``--keep-events``, load its staged events)."""
+    def add_result(self, inputs: list[Any], result: Any) -> None:
+        """Record the input files of a :class:`~scmwatch.hunt.UnitResult` (one, or a batch's:
+        ``result.files``; with ``--keep-events``, load their staged events)."""
+        if result.files:
+            for f in result.files:
+                self._add_input(inputs[f.index], f.events, f.errors, f.fmt)
+            return
         stats = result.stats
         events, errors = (stats.events, dict(stats.errors)) if stats else (0, {})
+        self._add_input(inputs[result.index], events, errors, result.fmt)
+
+    def _add_input(self, inp: Any, events: int, errors: dict[str, int], fmt: str | None) -> None:
         meta = self.keeper.ingest(inp) if self.keeper is not None else None
         if meta is None:
-            self.add_file(inp, events, errors, result.fmt)
+            self.add_file(inp, events, errors, fmt)
         else:
-            self.add_file(inp, events, errors, result.fmt, meta["sha256"], meta["size"],
+            self.add_file(inp, events, errors, fmt, meta["sha256"], meta["size"],
                           bytes.fromhex(meta["head"]), meta["kept"])
 
     def recording(self, map_units: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
@@ -198,7 +205,7 @@ class CaseWriter:
             if self.keeper is not None:
                 ctx.read = self.keeper.read
             for r in map_units(ctx, inputs, jobs, report):
-                self.add_result(inputs[r.index], r)
+                self.add_result(inputs, r)
                 yield r
 
         return mapper

@@ -58,7 +58,9 @@ class InputFile:
     member: str | None = None
     named: bool = True  # named by the user (not found by a directory walk): failure → exit 1
     pipe: bool = False  # a FIFO or pipe named on the command line: read with an idle timeout
-    size: int | None = None  # bytes, when known without asking again (a remote listing's)
+    # bytes, when known without asking again: a remote listing's, a walk's stat of a plain file
+    # (the client of a cluster hunt otherwise stat'ed each small file four times)
+    size: int | None = None
 
     @property
     def url(self) -> bool:
@@ -244,7 +246,7 @@ def discover(paths: Iterable[str], stats: ReadStats) -> Iterator[InputFile]:
         if stat.S_ISDIR(st.st_mode):
             yield from _walk(path, stats)
         elif stat.S_ISREG(st.st_mode):
-            yield from _expand(path, stats, named=True)
+            yield from _expand(path, stats, named=True, size=st.st_size)
         elif stat.S_ISFIFO(st.st_mode):
             yield InputFile(path, path, named=True, pipe=True)
         else:
@@ -271,21 +273,21 @@ def _walk(top: str, stats: ReadStats) -> Iterator[InputFile]:
                 stats.files_skipped += 1
                 continue
             try:
-                mode = os.stat(full).st_mode
+                st = os.stat(full)
             except OSError as exc:
                 stats.files_failed += 1
                 stats.error(full, "unreadable", _why(exc))
                 continue
-            if stat.S_ISREG(mode):
-                yield from _expand(full, stats, named=False)
+            if stat.S_ISREG(st.st_mode):
+                yield from _expand(full, stats, named=False, size=st.st_size)
             else:
                 stats.files_skipped += 1
                 stats.error(full, "special-file", "not a regular file (FIFO, socket or device): skipped")
 
 
-def _expand(path: str, stats: ReadStats, named: bool) -> Iterator[InputFile]:
+def _expand(path: str, stats: ReadStats, named: bool, size: int | None = None) -> Iterator[InputFile]:
     if not path.lower().endswith(".zip"):
-        yield InputFile(path, path, named=named)
+        yield InputFile(path, path, named=named, size=size)
         return
     try:
         with zipfile.ZipFile(path) as archive:
