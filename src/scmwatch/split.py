@@ -4,7 +4,8 @@ A runner that maps units to results (the local fork pool, the Dask cluster) wrap
 with :func:`split_units`. The wrapper plans the units -- each large EVTX or NDJSON file as
 :class:`~scmwatch.events.ranges.FileRange` units, everything else as one unit per file (the
 runner batches small files) -- maps them, and hands ``run_hunt`` one :class:`UnitResult` per
-*file*, so the case store, the progress bar and the summary still see files.
+*file*, or per batch of whole files whose statuses it lists (``UnitResult.files``: a cluster's
+task), so the case store, the progress bar and the summary still see files.
 
 Why the merged output equals the unsplit run's:
 
