@@ -220,8 +220,7 @@ def test_cluster_splits_one_large_evtx_by_chunk_ranges(cluster, pack, tmp_path):
 def test_cluster_replays_link_facts_across_ranges(cluster, pack, tmp_path):
     """Link facts of one NDJSON file that decide two correlations ranges later: the ranges' link
     events replayed by the client (one correlation) or inside each partition (two), the alerts,
-    facts and candidates of the whole-file hunt (partitioned, ``candidates`` counts the records
-    the ranges selected, before the replay drops the repeated facts)."""
+    facts, candidates and whole summary of the whole-file hunt."""
     from lateral_ndjson import lateral
 
     path = lateral(tmp_path)
@@ -235,8 +234,9 @@ def test_cluster_replays_link_facts_across_ranges(cluster, pack, tmp_path):
                           map_units=cluster.map_units(payload, partitions))
         assert _alerts(remote) == _alerts(local) and remote.summary["parallelism"]["ranges"] == 8
         corr, base = remote.summary["correlation"], local.summary["correlation"]
-        for key in ("alerts", "link_facts") if partitions else ("alerts", "candidates", "link_facts"):
+        for key in ("alerts", "candidates", "link_facts"):
             assert corr[key] == base[key], (partitions, key)
+        _assert_same_summary(remote.summary, local.summary)
 
 
 def test_a_killed_worker_during_ranges_loses_and_doubles_nothing(cluster, pack, tmp_path):

@@ -242,7 +242,8 @@ def correlate_part(payload: RulePayload, partitions: int, p: int, streams: list[
     """A worker task: correlate partition ``p``. ``streams`` names each result's candidates by
     its batch id, or a split file's chain of those with range offsets; ``parts`` are the
     batches' lists for ``p`` (in ``batch_ids`` order); ``resolved``: the records of deferred
-    process creations the client decided, for this partition."""
+    process creations the client decided, for this partition. The summary also says how many
+    records the split files' fact dedup removed here (``replay_dropped``)."""
     ctx = _context(payload)
     stage = CorrelationStage.for_ruleset(ctx.ruleset, lateness=ctx.lateness)
     assert stage is not None
@@ -260,7 +261,9 @@ def correlate_part(payload: RulePayload, partitions: int, p: int, streams: list[
             its.append(replayed([(records(r), off) for r, off in ref], dropped))
     if resolved:
         its.append(resolved)
-    return correlate_partition(stage, Plan(stage.specs, partitions), p, its)
+    alerts, summary = correlate_partition(stage, Plan(stage.specs, partitions), p, its)
+    summary["replay_dropped"] = dropped[0]
+    return alerts, summary
 
 
 def _same(payload: RulePayload) -> RulePayload:
@@ -467,7 +470,11 @@ class Cluster:
             self.client.cancel(tasks)
             self.client.cancel(list(batches.values()))
             batches.clear()
-        candidates = sum(r.candidates for r in results) + len(resolved)
+        # the records that reached the correlator, as locally: those the units selected but the
+        # ones the split files' fact dedup removed -- only fact-only records are removed, and every
+        # partition that learns links replays the same dedup over all of them (the others none)
+        dropped = max(s.pop("replay_dropped") for _, s in outs)
+        candidates = sum(r.candidates for r in results) + len(resolved) - dropped
         ctx.correlation_summary = merged_summary([s for _, s in outs], plan, candidates)
         paths = {s.key: s.path for s in ctx.stage.specs if s.path}
         for alerts, _ in outs:
