@@ -196,8 +196,8 @@ def test_cluster_workers_apply_the_tuning_file(tmp_path):
     from scmwatch.events import ReadStats, discover
 
     inputs = list(discover([LOGS[1]], ReadStats()))  # WS2: a UNC service and PSEXESVC
-    plain = cluster.hunt_batch(cluster.rule_payload([str(RULES)]), [(0, inputs[0])])[0]
+    plain = cluster.hunt_batch(cluster.rule_payload([str(RULES)]), cluster.Batch([(0, inputs[0])]))
     tune = tune_file(tmp_path, f"drop: [{PSEXEC_ID}]\nexclude: {{'*network share*': {{Computer: WS2}}}}\n")
-    tuned = cluster.hunt_batch(cluster.rule_payload([str(RULES)], tune=tune), [(0, inputs[0])])[0]
+    tuned = cluster.hunt_batch(cluster.rule_payload([str(RULES)], tune=tune), cluster.Batch([(0, inputs[0])]))
     assert plain.hits == 2 and plain.tuned_out == 0
     assert tuned.hits == 0 and tuned.tuned_out == 1  # PSEXESVC's rule dropped, the UNC one excluded
