@@ -12,12 +12,13 @@ Whole-process wall time of ``scmwatch hunt`` (built-in pack, alerts to /dev/null
    without the simulated old-Windows host, for the same reason.
 3. The ceiling: each file cut in two halves (at a chunk / line boundary), two ``--jobs 1``
    processes on the halves at once, against one process on the whole; and ``--jobs 2`` over the
-   two halves as two files (what the pool gave before files were split).
+   two halves as two files. ``--rounds N`` repeats ``--jobs 1``, ``--jobs 2`` and the ceiling
+   interleaved and prints the medians (the machine is shared: load moves between runs).
 4. The dev corpus x20 (symlinks): ``--jobs 1``, ``--jobs 2``, ``--cluster local:2``.
 
 Inputs go under ``--tmp`` and are deleted at the end. The machine is shared: run it rarely.
 
-    .venv/bin/python bench/split_throughput.py [--mb 1024] [--copies 20] [--tmp /tmp]
+    .venv/bin/python bench/split_throughput.py [--mb 1024] [--copies 20] [--tmp /tmp] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -180,32 +181,48 @@ def view_cost(path: Path) -> None:
           f"{whole:,} / {parts:,} records")
 
 
-def one_file(path: Path, is_evtx: bool, tmp: Path) -> None:
+def one_file(path: Path, is_evtx: bool, tmp: Path, rounds: int = 1) -> None:
+    """``rounds`` x (``--jobs 1``, ``--jobs 2``, the ceiling pair) interleaved, so that a change
+    of load from other work hits all three alike; then ``--cluster local:2`` and ``--jobs 2``
+    over the two halves as two files once."""
     s = tmp / "s.json"
     size = path.stat().st_size
     if is_evtx:
         view_cost(path)
-    t1, s1 = hunt([str(path), "--jobs", "1"], s)
-    t2, s2 = hunt([str(path), "--jobs", "2"], s)
-    tc, sc = hunt([str(path), "--cluster", "local:2"], s)
     a, b = halves(path, is_evtx)
-    tp = pair(a, b, tmp)
+    res = []
+    for _ in range(rounds):
+        t1, s1 = hunt([str(path), "--jobs", "1"], s)
+        t2, s2 = hunt([str(path), "--jobs", "2"], s)
+        tp = pair(a, b, tmp)
+        res.append((t1, s1, t2, s2, tp))
+    tc, sc = hunt([str(path), "--cluster", "local:2"], s)
     th, sh = hunt([str(a), str(b), "--jobs", "2"], s)
     a.unlink()
     b.unlink()
-    ok = s1["alerts"] == s2["alerts"] == sc["alerts"] and s1["events"] == s2["events"] == sc["events"]
+    s1, s2 = res[0][1], res[0][3]
+    ok = all(r[1]["alerts"] == r[3]["alerts"] == sc["alerts"]
+             and r[1]["events"] == r[3]["events"] == sc["events"] for r in res)
     print(f"  {size / 1e6:,.0f} MB, {s1['events']:,} events, {s1['alerts']:,} alerts "
           f"(same in all runs: {ok})")
-    print(f"  --jobs 1          {t1:7.2f} s   hunt phase {s1['seconds']:.2f} s   "
-          f"{s1['events'] / t1:,.0f} ev/s   CPU {s1['cpu']:.2f} s")
-    print(f"  --jobs 2          {t2:7.2f} s   hunt phase {s2['seconds']:.2f} s   x{t1 / t2:.2f}   "
-          f"CPU {s2['cpu']:.2f} s (x{s2['cpu'] / s1['cpu']:.2f})   parallelism {s2['parallelism']}")
-    print(f"  --cluster local:2 {tc:7.2f} s   hunt phase {sc['seconds']:.2f} s   x{t1 / tc:.2f}   "
-          f"parallelism {sc['parallelism']}")
-    print(f"  ceiling: 2 x --jobs 1 on halves at once {tp:.2f} s   x{t1 / tp:.2f}   "
-          f"(--jobs 2 reaches {tp / t2:.0%} of it)")
-    print(f"  --jobs 2 on the two halves (two files, nothing split) {th:.2f} s   x{t1 / th:.2f}   "
-          f"CPU {sh['cpu']:.2f} s (x{sh['cpu'] / s1['cpu']:.2f})")
+    for k, (t1, s1, t2, s2, tp) in enumerate(res, 1):
+        print(f"  round {k}: --jobs 1 {t1:6.2f} s (hunt phase {s1['seconds']:.2f} s, "
+              f"{s1['events'] / t1:,.0f} ev/s, CPU {s1['cpu']:.2f} s)   --jobs 2 {t2:6.2f} s x{t1 / t2:.2f} "
+              f"(CPU {s2['cpu']:.2f} s, x{s2['cpu'] / s1['cpu']:.2f})   ceiling: 2 x --jobs 1 on halves at "
+              f"once {tp:.2f} s x{t1 / tp:.2f}   --jobs 2 / ceiling {tp / t2:.0%}")
+    if rounds > 1:
+        ratios = sorted(r[0] / r[2] for r in res)
+        ceilings = sorted(r[0] / r[4] for r in res)
+        shares = sorted(r[4] / r[2] for r in res)
+        mid = rounds // 2
+        print(f"  median of {rounds}: --jobs 2 x{ratios[mid]:.2f}, ceiling x{ceilings[mid]:.2f}, "
+              f"--jobs 2 / ceiling {shares[mid]:.0%}")
+    print(f"  parallelism of --jobs 2: {res[0][3]['parallelism']}")
+    t1 = res[0][0]
+    print(f"  --cluster local:2 {tc:7.2f} s   hunt phase {sc['seconds']:.2f} s   x{t1 / tc:.2f} "
+          "(against round 1's --jobs 1)")
+    print(f"  --jobs 2 on the two halves (two files) {th:.2f} s   x{t1 / th:.2f}   "
+          f"CPU {sh['cpu']:.2f} s (x{sh['cpu'] / res[0][1]['cpu']:.2f})")
 
 
 def corpus(tmp: Path, copies: int) -> None:
@@ -241,6 +258,8 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=20)
     ap.add_argument("--tmp", default=tempfile.gettempdir())
     ap.add_argument("--skip", default="", help="comma list of parts to skip: evtx,ndjson,corpus")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="--jobs 1 / --jobs 2 / ceiling rounds per large file, interleaved (default 1)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     tmp = Path(tempfile.mkdtemp(prefix="scmwatch-split-", dir=args.tmp))
@@ -249,13 +268,13 @@ def main() -> None:
             path = tmp / "big.evtx"
             used, chunks = big_evtx(path, args.mb)
             print(f"EVTX: {used} clean recordings, {chunks:,} chunks")
-            one_file(path, True, tmp)
+            one_file(path, True, tmp, args.rounds)
             path.unlink()
         if "ndjson" not in skip:
             path = tmp / "big.jsonl"
             lines = big_ndjson(path, args.mb, tmp)
             print(f"NDJSON: {lines:,} lines of simulate output")
-            one_file(path, False, tmp)
+            one_file(path, False, tmp, args.rounds)
             path.unlink()
         if "corpus" not in skip:
             print(f"dev corpus x{args.copies}:")
