@@ -433,3 +433,33 @@ def test_cli_case_records_every_file_of_a_batch(many_small, tmp_path):
     local = files()
     assert len(local) > 30 and any(r[5] and "{}" not in str(r[5]) for r in local)
     assert files("--cluster", "local:2") == local
+
+
+def test_a_file_out_of_order_by_the_lateness_is_correlated_as_by_one_correlator(cluster, pack, attack,
+                                                                               tmp_path):
+    """Every simulated log in one NDJSON file, times out of order across its parts by more than
+    --lateness: some candidates are late. Partitions would judge them against their own newest
+    candidate; the cluster sees the disorder and correlates with one correlator, so the alerts
+    and the whole summary (late events and their examples too) are the local hunt's, whole or as
+    ranges on both workers."""
+    path = tmp_path / "all.jsonl"
+    with path.open("wb") as fh:
+        for p in sorted(attack.rglob("*.jsonl")):
+            data = p.read_bytes()
+            lines = data.splitlines()
+            if not any(b'"EventID":4688' in ln and b'"ParentProcessName"' not in ln for ln in lines):
+                fh.write(data)  # (a host without process parents would make the ranges be re-read)
+    rs, engine = pack
+    local = run_hunt([str(path)], rs, engine=engine)
+    assert local.summary["correlation"]["late_events"] > 0 and _alerts(local)
+    payload = cl.rule_payload([str(PACK_DIR)])
+    for split in (1 << 30, 1 << 18):
+        remote = run_hunt([str(path)], rs, engine=engine, map_units=cluster.map_units(payload, 3),
+                          split_bytes=split)
+        assert _alerts(remote) == _alerts(local)
+        _assert_same_summary(remote.summary, local.summary)
+        assert remote.summary["correlation"]["partitioned"]["one_correlator"] is True
+        assert (remote.summary["parallelism"]["ranges"] > 1) == (split < 1 << 30)
+    # in time order (the attack as it is): the partitions correlate
+    remote = run_hunt([str(attack)], rs, engine=engine, map_units=cluster.map_units(payload, 3))
+    assert remote.summary["correlation"]["partitioned"]["one_correlator"] is False

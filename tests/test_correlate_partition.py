@@ -13,7 +13,17 @@ import pytest
 
 from paths import ATTACK_SAMPLES
 from scmwatch.correlate import CorrelationStage, _link_needs
-from scmwatch.correlate.partition import Plan, Router, correlate_partition, merged_summary
+from scmwatch.correlate.partition import (
+    Plan,
+    Router,
+    StreamOrder,
+    chained,
+    correlate_partition,
+    late_possible,
+    merged_summary,
+    stream_order,
+    together,
+)
 from scmwatch.hunt import local_units, run_hunt
 from scmwatch.rules import PACK_DIR
 from scmwatch.sigma import Engine, load_rules
@@ -135,3 +145,24 @@ def test_a_groups_life_does_not_depend_on_other_groups_traffic():
         alerts = h.finish()
         out.append([(a.correlation["group_by"], [e.record_id for e in a.events]) for a in alerts])
     assert out[0] == out[1] == [({"ServiceName": "foo"}, [5, 6])]
+
+
+def test_late_is_possible_only_with_a_file_out_of_order_by_the_lateness():
+    """stream_order / chained / late_possible: a candidate can be late only when its file has
+    one behind an earlier one by the lateness or more, or with disorder when the buffer's cap
+    can fire; time-ordered streams never."""
+    s = 1_000_000
+    recs = lambda *ts: [(t * s, 0, i) for i, t in enumerate(ts)]  # noqa: E731
+    assert stream_order(recs(1, 2, 3), 300 * s) == StreamOrder(0, 3, s, 3 * s)
+    assert stream_order([(0, 0, 0)], 300 * s) is None  # untimed records never reach the buffer
+    behind = stream_order(recs(1000, 1200, 899), 300 * s)
+    assert behind.disorder_us == 301 * s and behind.window == 2  # (900, 1200] holds 2
+    assert stream_order(recs(400, 600, 700, 800), 300 * s).window == 3  # (500, 800] holds 3
+    assert late_possible([behind], 0, 300 * s, 50_000)
+    assert not late_possible([stream_order(recs(1000, 1200, 901), 300 * s)], 0, 300 * s, 50_000)
+    assert late_possible([stream_order(recs(1000, 1200, 901), 300 * s)], 0, 300 * s, 2)  # the cap
+    assert not late_possible([stream_order(recs(*range(100)), 300 * s)], 10**6, 300 * s, 2)  # ordered
+    # ranges of one file: the second range trails the first's latest by 400 s
+    ranges = [stream_order(recs(100, 500), 300 * s), stream_order(recs(100, 600), 300 * s)]
+    assert chained(ranges).disorder_us == 400 * s and late_possible([chained(ranges)], 0, 300 * s, 50_000)
+    assert not late_possible([together(ranges)], 0, 300 * s, 50_000)  # as separate files: ordered

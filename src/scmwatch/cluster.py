@@ -41,7 +41,15 @@ from typing import Any
 
 from scmwatch.alerts import Alert
 from scmwatch.correlate import CorrelationStage
-from scmwatch.correlate.partition import Plan, Router, correlate_partition, merged_summary
+from scmwatch.correlate.partition import (
+    Plan,
+    Router,
+    correlate_partition,
+    late_possible,
+    merged_summary,
+    stream_order,
+    together,
+)
 from scmwatch.events.enrich import LineageFacts
 from scmwatch.events.model import ReadError, ReadStats
 from scmwatch.events.ranges import FileRange
@@ -200,6 +208,7 @@ def batch_result(results: list[UnitResult]) -> UnitResult:
         out.deferred_overflow += r.deferred_overflow
         out.tuned_out += r.tuned_out
         out.lookups += r.lookups
+    out.order = together(r.order for r in results)
     out.hit_tail = list(heapq.merge(*(r.hit_tail for r in results if r.hit_tail), key=_KEY))
     out.cand_mem = list(heapq.merge(*(r.cand_mem for r in results if r.cand_mem), key=_CAND_KEY))
     return out
@@ -215,25 +224,32 @@ def hunt_batch(payload: RulePayload, batch: Batch) -> UnitResult:
 def hunt_batch_parts(payload: RulePayload, batch: Batch,
                      partitions: int) -> tuple[UnitResult, list[list[tuple]]]:
     """A worker task when correlation is partitioned: :func:`hunt_batch`, but the candidates
-    stay here, cut into ``partitions`` lists (``Router``); the result carries none.
-    Returns (result, per partition the batch's candidate records in stream order)."""
+    stay here, cut into ``partitions`` lists (``Router``), and whole for when one correlator
+    must see them all (``late_possible``); the result carries none, only how far they are out of
+    time order (``UnitResult.order``). Returns (result, per partition the batch's candidate
+    records in stream order, all of them in stream order)."""
     ctx = _context(payload)
     router = Router(ctx.stage, Plan(ctx.stage.specs, partitions))
+    lateness_us = ctx.stage.correlator.buffer.lateness_us
     results = [_hunt(ctx, i, unit) for i, unit in batch.units]
     for r in results:
         inline_links(r)  # a range's link events back among its candidates, replayed where kept
+        r.order = stream_order(r.cand_mem, lateness_us)
     r = batch_result(results)
-    parts = router.split(r.cand_mem)
-    r.cand_mem = []
-    return r, parts
+    whole, r.cand_mem = r.cand_mem, []
+    return r, router.split(whole), whole
 
 
-def _results(out: tuple[UnitResult, list]) -> UnitResult:
+def _results(out: tuple[UnitResult, list, list]) -> UnitResult:
     return out[0]
 
 
-def _part(out: tuple[UnitResult, list], p: int) -> list[tuple]:
+def _part(out: tuple[UnitResult, list, list], p: int) -> list[tuple]:
     return out[1][p]
+
+
+def _whole(out: tuple[UnitResult, list, list]) -> list[tuple]:
+    return out[2]
 
 
 def correlate_part(payload: RulePayload, partitions: int, p: int, streams: list[Any],
@@ -441,8 +457,13 @@ class Cluster:
     def _correlate(self, ctx: HuntContext, remote: Any, partitions: int, batches: dict[int, Any],
                    results: list[UnitResult], resolved: list[tuple]) -> Iterator[Alert]:
         """``HuntContext.correlate_at`` of a partitioned hunt: one task per partition over the
-        candidates the workers kept; the alerts come back to the client, nothing else."""
+        candidates the workers kept (one task over all of them when a candidate can be late:
+        ``late_possible``); the alerts come back to the client, nothing else."""
         assert ctx.stage is not None
+        buffer = ctx.stage.correlator.buffer
+        whole = late_possible((r.order for r in results), len(resolved), buffer.lateness_us, buffer.max_held)
+        if whole:
+            partitions = 1
         plan = Plan(ctx.stage.specs, partitions)
         streams: list[tuple[str, Any]] = []
         used: set[int] = set()
@@ -457,10 +478,14 @@ class Cluster:
                 streams.append(("unit", ref))
                 used.add(ref)
         ids = sorted(used)
-        resolved_parts = Router(ctx.stage, plan).split(sorted(resolved, key=_CAND_KEY))
+        resolved = sorted(resolved, key=_CAND_KEY)
+        resolved_parts = [resolved] if whole else Router(ctx.stage, plan).split(resolved)
         n = len(ids)
-        cut = self.client.map(_part, [batches[b] for _ in range(partitions) for b in ids],
-                              [p for p in range(partitions) for _ in ids], pure=False, retries=3)
+        if whole:
+            cut = self.client.map(_whole, [batches[b] for b in ids], pure=False, retries=3)
+        else:
+            cut = self.client.map(_part, [batches[b] for _ in range(partitions) for b in ids],
+                                  [p for p in range(partitions) for _ in ids], pure=False, retries=3)
         tasks = [self.client.submit(correlate_part, remote, partitions, p, streams, resolved_parts[p],
                                     ids, *cut[p * n:(p + 1) * n], pure=False, retries=3)
                  for p in range(partitions)]
@@ -476,6 +501,7 @@ class Cluster:
         dropped = max(s.pop("replay_dropped") for _, s in outs)
         candidates = sum(r.candidates for r in results) + len(resolved) - dropped
         ctx.correlation_summary = merged_summary([s for _, s in outs], plan, candidates)
+        ctx.correlation_summary["partitioned"]["one_correlator"] = whole
         paths = {s.key: s.path for s in ctx.stage.specs if s.path}
         for alerts, _ in outs:
             for a in alerts:

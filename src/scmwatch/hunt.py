@@ -174,6 +174,9 @@ class UnitResult:
     # a result that stands for a batch of whole files (a cluster task's: scmwatch.cluster), its
     # files in unit order, the first being ``index``; empty: the result is of one file or range
     files: list[FileStatus] = field(default_factory=list)
+    # with a runner that keeps the candidates (cand_ref): how far they are out of time order
+    # (correlate.partition.StreamOrder), to tell whether any can be late
+    order: Any = None
 
 
 @dataclass

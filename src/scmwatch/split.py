@@ -46,6 +46,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from scmwatch.correlate import RANGE_FACT, Candidate, CorrelationStage, FactDedup
+from scmwatch.correlate.partition import chained
 from scmwatch.events.enrich import LineageFacts
 from scmwatch.events.model import ReadError, ReadStats
 from scmwatch.events.ranges import FileRange, split_file
@@ -345,6 +346,7 @@ def combine(ctx: HuntContext, index: int, parts: list[UnitResult]) -> UnitResult
         out.derived += r.derived
         out.tuned_out += r.tuned_out
         offset += r.stats.events
+    out.order = chained(r.order for r in parts)
     return out
 
 

@@ -22,11 +22,22 @@ What can be cut where (:class:`Plan`):
 Why the alerts equal one correlator's: every partition sees its candidates in the same
 ``(time, unit, position)`` order (the reorder buffer releases that order whatever the merge),
 the facts it needs in full, and a group's life does not depend on when sweeps run
-(``Correlator._add`` decides an idle group on arrival). What can differ: an input out of time
-order by more than ``--lateness`` inside one file (a *late* event, counted in the summary) is
-judged against its partition's newest candidate, not the newest of all; the state caps
-(``max_groups``, ``max_state``) apply per partition; and per-partition peaks are reported as the
-largest partition's.
+(``Correlator._add`` decides an idle group on arrival).
+
+*Late* candidates (older than what the reorder buffer already released) would be judged by a
+partition against its own newest candidate, not the newest of all. So the runner asks first
+whether any candidate can be late at all (:func:`late_possible`): every stream is a file's
+candidates in file order, and the k-way merge puts a candidate ``c`` after only records whose key
+is below some record of ``c``'s own file up to ``c``. If no candidate of a file is behind an
+earlier one of the same file by ``--lateness`` or more, the newest time any correlator has seen
+when ``c`` arrives is less than ``c``'s time plus the lateness, so ``c`` is never late -- for one
+correlator or for any partition (a partition sees a subsequence of the same streams). The one
+other way to release early, the buffer's cap (``MAX_HELD``), cannot fire when all files together
+never hold that many candidates within one lateness window; and in time-ordered streams nothing is
+late even then. When a candidate can be late, the candidates are correlated by one correlator
+(one partition), exactly as locally. What still differs with several partitions: the state caps
+(``max_groups``, ``max_state``) and the buffer's cap apply per partition, and the summary's peaks
+are the largest partition's.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import heapq
 import zlib
 from collections.abc import Callable, Iterable
 from operator import itemgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 from scmwatch.alerts import Alert
 from scmwatch.correlate import CorrelationStage, _link_needs
@@ -164,6 +175,71 @@ def correlate_partition(stage: CorrelationStage, plan: Plan, p: int,
         merged = (r for r in merged if r[0] > 0)
     alerts = list(stage.correlate(map(Candidate.from_record, merged)))
     return alerts, stage.summary()
+
+
+class StreamOrder(NamedTuple):
+    """How far candidate streams (files' candidates in file order) are out of time order."""
+
+    disorder_us: int  # the most a candidate's time is behind an earlier one's of its stream
+    window: int  # the most candidates within one lateness window (summed over streams)
+    low_us: int  # the earliest and latest candidate time
+    high_us: int
+
+
+def stream_order(records: list[tuple], lateness_us: int) -> StreamOrder | None:
+    """The order of one stream of candidate records (untimed ones never reach the reorder
+    buffer: left out); None when it has no timed record."""
+    times = [r[0] for r in records if r[0] > 0]
+    if not times:
+        return None
+    disorder = 0
+    high = times[0]
+    for t in times:
+        if t > high:
+            high = t
+        elif high - t > disorder:
+            disorder = high - t
+    ordered = sorted(times)
+    window = lo = 0
+    for hi, t in enumerate(ordered):
+        while ordered[lo] <= t - lateness_us:
+            lo += 1
+        window = max(window, hi - lo + 1)
+    return StreamOrder(disorder, window, ordered[0], high)
+
+
+def chained(orders: Iterable[StreamOrder | None]) -> StreamOrder | None:
+    """One file's order from its ranges' (in file order): a range's candidates also trail every
+    earlier range's latest."""
+    out = None
+    for o in orders:
+        if o is None:
+            continue
+        out = o if out is None else StreamOrder(max(out.disorder_us, o.disorder_us, out.high_us - o.low_us),
+                                                out.window + o.window, min(out.low_us, o.low_us),
+                                                max(out.high_us, o.high_us))
+    return out
+
+
+def together(orders: Iterable[StreamOrder | None]) -> StreamOrder | None:
+    """The order of separate streams (a batch's files): the worst disorder, windows summed."""
+    out = None
+    for o in orders:
+        if o is None:
+            continue
+        out = o if out is None else StreamOrder(max(out.disorder_us, o.disorder_us), out.window + o.window,
+                                                min(out.low_us, o.low_us), max(out.high_us, o.high_us))
+    return out
+
+
+def late_possible(orders: Iterable[StreamOrder | None], sorted_extra: int, lateness_us: int,
+                  max_held: int) -> bool:
+    """Could a reorder buffer judge any candidate late (module docstring)? ``sorted_extra``:
+    records of time-ordered streams besides (the merge step's decided process creations)."""
+    o = together(orders)
+    if o is None or o.disorder_us == 0:
+        return False
+    return o.disorder_us >= lateness_us or o.window + sorted_extra > max_held
 
 
 def merged_summary(summaries: list[dict[str, Any]], plan: Plan, candidates: int) -> dict[str, Any]:
