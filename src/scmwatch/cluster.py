@@ -140,20 +140,21 @@ def _in_memory(ctx: HuntContext, r: UnitResult) -> UnitResult:
             os.unlink(p)
         r.hit_runs = []
     if r.cand_runs:
-        cands: list[tuple] = []
-        for p in r.cand_runs:
-            cands.extend(read_stream(p))
-            os.unlink(p)
-        r.cand_mem = cands + r.cand_mem
+        r.cand_mem = _drain(r.cand_runs) + r.cand_mem
         r.cand_runs = []
     if r.link_runs:
-        links: list[tuple] = []
-        for p in r.link_runs:
-            links.extend(read_stream(p))
-            os.unlink(p)
-        r.link_mem = links + r.link_mem
+        r.link_mem = _drain(r.link_runs) + r.link_mem
         r.link_runs = []
     return r
+
+
+def _drain(paths: list[str]) -> list[tuple]:
+    """The records of spill files, in order; the files are removed."""
+    records: list[tuple] = []
+    for p in paths:
+        records.extend(read_stream(p))
+        os.unlink(p)
+    return records
 
 
 def _hunt(ctx: HuntContext, index: int, unit: Any) -> UnitResult:
