@@ -61,13 +61,18 @@ def _ids(con: duckdb.DuckDBPyConnection, where: str, args: list) -> set[str]:
     return {r[0] for r in con.execute(f"SELECT alert_id FROM alert_rows WHERE {where}", args).fetchall()}
 
 
+def _write_run(path: Path, alerts: list) -> None:
+    """One hunt's run into the case at ``path``: ``alerts`` written, the run closed."""
+    writer = CaseWriter(str(path), command="test")
+    for a in alerts:
+        writer.write(a)
+    writer.close({"events": 0})
+
+
 @pytest.fixture(scope="module")
 def case(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("search") / "c.duckdb"
-    writer = CaseWriter(str(path), command="test")
-    for a in _alerts(len(VALUES) * 10):
-        writer.write(a)
-    writer.close({"events": 0})
+    _write_run(path, _alerts(len(VALUES) * 10))
     return path
 
 
@@ -148,10 +153,7 @@ def test_writer_batches_give_every_alert_its_text(tmp_path):
     path = tmp_path / "c.duckdb"
     alerts = _alerts(_ALERT_BATCH + 700)
     for part in (alerts[: _ALERT_BATCH + 300], alerts[300:]):
-        writer = CaseWriter(str(path), command="test")
-        for a in part:
-            writer.write(a)
-        writer.close({"events": 0})
+        _write_run(path, part)
     con = open_case(str(path))
     try:
         assert con.execute("SELECT count(*) FROM alert_rows").fetchone()[0] == len(alerts)
@@ -173,10 +175,7 @@ def test_index_across_runs_common_tokens_and_an_unindexed_tail(tmp_path, monkeyp
     alerts = _alerts(len(VALUES) * 8)
     texts = NEEDLES + ["ws3", "ws3.corp", "logs/chain", "servicename\":\"caf", "\":7045,", "a\\u0000b"]
     for part in (alerts[:40], alerts[40:120]):
-        writer = CaseWriter(str(path), command="test")
-        for a in part:
-            writer.write(a)
-        writer.close({"events": 0})
+        _write_run(path, part)
         con = open_case(str(path))
         try:
             _index_is_exact(con)
