@@ -8,6 +8,7 @@ small files split into many ranges.
 from __future__ import annotations
 
 import json
+import pickle
 import struct
 from pathlib import Path
 
@@ -198,6 +199,24 @@ def test_ndjson_range_bounds_fall_on_line_starts(tmp_path: Path) -> None:
     assert ranges is not None
     assert [(r.start, r.first_line) for r in ranges] == [(0, 1), (496, 17), (992, 33), (1488, 49)]
     assert all(isinstance(r, FileRange) and r.fmt == "ndjson" for r in ranges)
+
+
+def test_ndjson_line_numbers_are_counted_when_a_range_is_handed_out(tmp_path: Path) -> None:
+    """No line count before the ranges start: a range's first line is counted when it is
+    pickled for a worker (or read here), counting only the ranges before it, each once."""
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"".join(b'{"EventID": %d, "Channel": "x"}\n' % (i % 10) for i in range(100)))
+    ranges = split_file(InputFile(str(path), str(path)), 4, 1)
+    assert ranges is not None and len(ranges) == 4
+    counter = ranges[0].lines
+    assert counter is not None and counter.known == [1]  # nothing counted by splitting
+    sent = pickle.loads(pickle.dumps(ranges[2]))
+    assert counter.known == [1, ranges[1].start // 31 + 1, ranges[2].start // 31 + 1]
+    assert sent.lines is None and sent.first_line == ranges[2].first_line
+    data = path.read_bytes()
+    for r in ranges:
+        assert pickle.loads(pickle.dumps(r)).first_line == data[:r.start].count(b"\n") + 1
+    assert len(counter.known) == 4  # the last range's end (the file size) is never counted
 
 
 def test_bom_and_non_ndjson_files_are_not_split(tmp_path: Path, pack) -> None:
