@@ -8,6 +8,7 @@ inputs served over HTTP on loopback and read by the workers, and the CLI.
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -25,30 +26,14 @@ from paths import ATTACK_SAMPLES  # noqa: E402
 from scmwatch import cluster as cl  # noqa: E402
 from scmwatch.events.model import ReadStats  # noqa: E402
 from scmwatch.events.read import discover  # noqa: E402
-from scmwatch.hunt import run_hunt  # noqa: E402
+from scmwatch.hunt import local_units, run_hunt  # noqa: E402
 from scmwatch.rules import PACK_DIR  # noqa: E402
-from scmwatch.sigma import Engine, load_rules  # noqa: E402
-from scmwatch.simulate import Options, simulate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def cluster():
     with cl.Cluster("local:2") as c:
         yield c
-
-
-@pytest.fixture(scope="module")
-def pack():
-    rs = load_rules([str(PACK_DIR)])
-    return rs, Engine(rs)
-
-
-@pytest.fixture(scope="module")
-def attack(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sim")
-    simulate(Options(scenarios=["all"], out=out, events=6000, seed=21, hosts=6,
-                     labels=out.parent / "l.jsonl"))
-    return out
 
 
 def _alerts(result) -> list[dict]:
@@ -463,3 +448,65 @@ def test_a_file_out_of_order_by_the_lateness_is_correlated_as_by_one_correlator(
     # in time order (the attack as it is): the partitions correlate
     remote = run_hunt([str(attack)], rs, engine=engine, map_units=cluster.map_units(payload, 3))
     assert remote.summary["correlation"]["partitioned"]["one_correlator"] is False
+
+
+def _case(path: Path, paths: list[str], pack, map_units, **kw) -> tuple[list, list, int]:
+    """Hunt ``paths`` into a new case through its writer; (file rows, alert ids) of the case and
+    how many files were split."""
+    duckdb = pytest.importorskip("duckdb")
+    from scmwatch.case import CaseWriter
+
+    rs, engine = pack
+    writer = CaseWriter(str(path), command="test", ruleset=rs)
+    try:
+        res = run_hunt(paths, rs, engine=engine, sink=writer.write, map_units=writer.recording(map_units),
+                       **kw)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close(res.summary)
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        files = con.execute("SELECT path, size, sha256, format, events, errors, events_kept FROM files "
+                            "ORDER BY path").fetchall()  # file_no: in the order results arrived
+        ids = [r[0] for r in con.execute("SELECT alert_id FROM alerts ORDER BY alert_id").fetchall()]
+    finally:
+        con.close()
+    return files, ids, res.summary["parallelism"]["files_split"]
+
+
+def test_case_files_are_hashed_on_the_workers(cluster, pack, http_root, tmp_path, monkeypatch):
+    """--case on the cluster: every input's sha256 is computed where it is read -- whole files
+    in their task, a split file by a task of its own beside its ranges, a URL by the worker
+    that fetches it -- and the client reads no input for the case; the file rows and the alert
+    ids (which name files by their hash) are those of a local --jobs 1 run."""
+    import evtxbuild
+    import scmwatch.case.writer as writer_mod
+
+    big = tmp_path / "big.evtx"
+    big.write_bytes(evtxbuild.evtx_file(evtxbuild.service_chunks(10)))
+    root, base = http_root
+    paths = [str(big), *(f"{base}/{p.name}" for p in sorted(root.iterdir())[:3])]
+    if ATTACK_SAMPLES.is_dir():
+        paths.append(str(ATTACK_SAMPLES / "Lateral Movement"))
+    hashed: list[str] = []
+
+    def spy(inp):
+        hashed.append(inp.name)
+        return file_sha256(inp)
+
+    file_sha256 = writer_mod.file_sha256
+    monkeypatch.setattr(writer_mod, "file_sha256", spy)
+    split = {"split_bytes": 1 << 19}
+    local = _case(tmp_path / "local.duckdb", paths, pack, local_units, **split)
+    assert len(hashed) == len(local[0]) and local[1]
+    hashed.clear()
+    payload = cl.rule_payload([str(PACK_DIR)])
+    for partitions in (None, 2):
+        remote = _case(tmp_path / f"remote{partitions}.duckdb", paths, pack,
+                       cluster.map_units(payload, partitions), **split)
+        assert hashed == []  # the client hashed nothing
+        assert remote[:2] == local[:2] and remote[2] >= 1
+    rows = {r[0]: r for r in local[0]}
+    assert rows[str(big)][2] == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert sum(p.startswith(base) for p in rows) == 3

@@ -7,8 +7,6 @@ multi-host attack with cross-host correlations and on the shared corpus. The Das
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from paths import ATTACK_SAMPLES
@@ -25,24 +23,7 @@ from scmwatch.correlate.partition import (
     together,
 )
 from scmwatch.hunt import local_units, run_hunt
-from scmwatch.rules import PACK_DIR
-from scmwatch.sigma import Engine, load_rules
-from scmwatch.simulate import Options, simulate
 from scmwatch.spill import read_stream
-
-
-@pytest.fixture(scope="module")
-def pack():
-    rs = load_rules([str(PACK_DIR)])
-    return rs, Engine(rs)
-
-
-@pytest.fixture(scope="module")
-def attack(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("sim")
-    simulate(Options(scenarios=["all"], out=out, events=6000, seed=21, hosts=6,
-                     labels=out.parent / "l.jsonl"))
-    return out
 
 
 def partitioned(partitions: int, used: list[set[int]]):

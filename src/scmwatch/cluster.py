@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from scmwatch.alerts import Alert
+from scmwatch.case.files import file_sha256
 from scmwatch.correlate import CorrelationStage
 from scmwatch.correlate.partition import (
     Plan,
@@ -157,14 +158,25 @@ def _drain(paths: list[str]) -> list[tuple]:
     return records
 
 
-def _hunt(ctx: HuntContext, index: int, unit: Any) -> UnitResult:
-    """One unit on a worker, its results in memory. The candidate selector's per-file dedup
-    starts afresh: the worker's context serves every hunt with the same rules, and a file
-    index of this hunt may be the last one the selector saw in the previous hunt (its facts
-    were then dropped as repeats: ``link_facts`` 142 instead of 164)."""
+def _hunt(ctx: HuntContext, index: int, unit: Any, digests: bool = False) -> UnitResult:
+    """One unit on a worker, its results in memory; with ``digests``, a whole file's
+    (sha256, size, first bytes) for the case too, read right after the hunt read it (from the
+    page cache for a local file). The candidate selector's per-file dedup starts afresh: the
+    worker's context serves every hunt with the same rules, and a file index of this hunt may
+    be the last one the selector saw in the previous hunt (its facts were then dropped as
+    repeats: ``link_facts`` 142 instead of 164)."""
     if ctx.selector is not None:
         ctx.selector.reset()
-    return _in_memory(ctx, hunt_unit(ctx, index, unit, collect_errors=True))
+    r = _in_memory(ctx, hunt_unit(ctx, index, unit, collect_errors=True))
+    if digests and type(unit) is not FileRange:
+        r.digest = file_sha256(unit)
+    return r
+
+
+def file_digest(inp: Any) -> tuple[str | None, int | None, bytes]:
+    """A worker task beside the ranges of a split file: the whole file's (sha256, size, first
+    bytes) for the case, once (SHA-256 cannot be combined from the ranges' hashes)."""
+    return file_sha256(inp)
 
 
 class Batch:
@@ -172,10 +184,11 @@ class Batch:
     and dataclasses of a task's arguments in search of futures, which cost the client ~13
     calls per small file (measured: a third of its CPU on the dev corpus)."""
 
-    __slots__ = ("units",)
+    __slots__ = ("digests", "units")
 
-    def __init__(self, units: list[tuple[int, Any]]) -> None:
+    def __init__(self, units: list[tuple[int, Any]], digests: bool = False) -> None:
         self.units = units
+        self.digests = digests  # also hash each whole file for the case (HuntContext.digests)
 
 
 def batch_result(results: list[UnitResult]) -> UnitResult:
@@ -190,7 +203,8 @@ def batch_result(results: list[UnitResult]) -> UnitResult:
     out = UnitResult(results[0].index, stats=stats, lineage=LineageFacts())
     for r in results:
         st = r.stats
-        out.files.append(FileStatus(r.index, st.events if st else 0, dict(st.errors) if st else {}, r.fmt))
+        out.files.append(FileStatus(r.index, st.events if st else 0, dict(st.errors) if st else {}, r.fmt,
+                                    r.digest))
         if st is not None:
             stats.merge(st)
         out.hits += r.hits
@@ -219,7 +233,7 @@ def hunt_batch(payload: RulePayload, batch: Batch) -> UnitResult:
     """A worker task: hunt each (index, unit) with the payload's rules (a unit: an input file or
     a range of one); one result for all, in memory."""
     ctx = _context(payload)
-    return batch_result([_hunt(ctx, i, unit) for i, unit in batch.units])
+    return batch_result([_hunt(ctx, i, unit, batch.digests) for i, unit in batch.units])
 
 
 def hunt_batch_parts(payload: RulePayload, batch: Batch,
@@ -232,7 +246,7 @@ def hunt_batch_parts(payload: RulePayload, batch: Batch,
     ctx = _context(payload)
     router = Router(ctx.stage, Plan(ctx.stage.specs, partitions))
     lateness_us = ctx.stage.correlator.buffer.lateness_us
-    results = [_hunt(ctx, i, unit) for i, unit in batch.units]
+    results = [_hunt(ctx, i, unit, batch.digests) for i, unit in batch.units]
     for r in results:
         inline_links(r)  # a range's link events back among its candidates, replayed where kept
         r.order = stream_order(r.cand_mem, lateness_us)
@@ -287,7 +301,7 @@ def _same(payload: RulePayload) -> RulePayload:
     return payload
 
 
-def _batches(units: list[tuple[int, Any]], workers: int) -> list[Batch]:
+def _batches(units: list[tuple[int, Any]], workers: int, digests: bool = False) -> list[Batch]:
     """Consecutive whole files batched (BATCH_BYTES / BATCH_FILES, at most 1/(4 * workers) of
     the input's bytes), a range of a split file or a file of that size alone. Consecutive, so
     that a batch's result sits in unit order among the others; handed out largest first, a
@@ -315,7 +329,7 @@ def _batches(units: list[tuple[int, Any]], workers: int) -> list[Batch]:
         size = (unit.inp.compressed_size() or 0) if type(unit) is FileRange else b[0]
         return (-size, index)
 
-    return [Batch(b) for _, b in sorted(out, key=first)]
+    return [Batch(b, digests) for _, b in sorted(out, key=first)]
 
 
 def parse_address(spec: str) -> tuple[str, int | None]:
@@ -398,8 +412,6 @@ class Cluster:
         unit, P tasks correlate one partition each (:mod:`scmwatch.correlate.partition`) and the
         client only merges their alerts by time. 0 or None: the candidates come to the client,
         which correlates them all."""
-        from distributed import as_completed
-
         # a task that returns the payload, not scattered data: if the worker holding it dies,
         # the scheduler recomputes it instead of cancelling every task that needs it
         remote = None
@@ -415,45 +427,74 @@ class Cluster:
         def partitioned(ctx: HuntContext, units: list[tuple[int, Any]]) -> Iterator[UnitResult]:
             ctx.correlate_at = lambda results, resolved: self._correlate(
                 ctx, payload_future(), partitions or 1, batches, results, resolved)
-            work = _batches(units, self.workers)
+            work = _batches(units, self.workers, ctx.digests)
             ids = range(len(batches), len(batches) + len(work))
             remote = payload_future()
             hunted = self.client.map(hunt_batch_parts, [remote] * len(work), work,
                                      [partitions] * len(work), pure=False, retries=3)
             batches.update(zip(ids, hunted, strict=True))
             futures = dict(zip(self.client.map(_results, hunted, pure=False, retries=3), ids, strict=True))
-            seen: set[int] = set()
             try:
-                for fut in as_completed(list(futures)):
-                    r = fut.result()
-                    if r.index not in seen:
-                        seen.add(r.index)
-                        r.cand_ref = futures[fut]
-                        yield r
+                for ref, r in self._arrivals(futures, self._digests(ctx, units)):
+                    r.cand_ref = ref
+                    yield r
             except BaseException:  # interrupted: nothing will correlate what the workers keep
                 self.client.cancel(list(batches.values()))
                 raise
-            finally:
-                self.client.cancel(list(futures))
 
         def mapper(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
                    report: Callable[[ReadError], None] | None) -> Iterator[UnitResult]:
             if partitions and ctx.stage is not None:
                 yield from partitioned(ctx, units)
                 return
-            work = _batches(units, self.workers)
+            work = _batches(units, self.workers, ctx.digests)
             futures = self.client.map(hunt_batch, [payload_future()] * len(work), work, pure=False, retries=3)
-            seen: set[int] = set()
-            try:
-                for fut in as_completed(futures):
-                    r = fut.result()
-                    if r.index not in seen:
-                        seen.add(r.index)
-                        yield r
-            finally:
-                self.client.cancel(futures)
+            for _, r in self._arrivals(dict.fromkeys(futures), self._digests(ctx, units)):
+                yield r
 
         return split_units(mapper, workers=lambda: self.workers)
+
+    def _digests(self, ctx: HuntContext, units: list[tuple[int, Any]]) -> dict[Any, int]:
+        """For the case (``ctx.digests``): a :func:`file_digest` task per split file, scheduled
+        with its ranges; future -> the unit index of the file's first range."""
+        if not ctx.digests:
+            return {}
+        first = [(i, u.inp) for i, u in units if type(u) is FileRange and u.part == 0]
+        futures = self.client.map(file_digest, [inp for _, inp in first], pure=False, retries=3)
+        return dict(zip(futures, (i for i, _ in first), strict=True))
+
+    def _arrivals(self, results: dict[Any, Any],
+                  digests: dict[Any, int]) -> Iterator[tuple[Any, UnitResult]]:
+        """(what ``results`` maps its future to, the result) of each task as it finishes, each
+        unit once (a retried task's result may come twice); a split file's first range waits
+        for its file's digest, which the file's combined result then carries (it is built from
+        the first range's: :func:`scmwatch.split.combine`)."""
+        from distributed import as_completed
+
+        first = {i: fut for fut, i in digests.items()}
+        waiting: dict[int, tuple[Any, UnitResult]] = {}
+        seen: set[int] = set()
+        try:
+            for fut in as_completed([*results, *digests]):
+                if fut in digests:
+                    got = waiting.pop(digests[fut], None)
+                    if got is not None:
+                        got[1].digest = fut.result()
+                        yield got
+                    continue
+                r = fut.result()
+                if r.index in seen:
+                    continue
+                seen.add(r.index)
+                digest = first.get(r.index)
+                if digest is not None and not digest.done():
+                    waiting[r.index] = (results[fut], r)
+                    continue
+                if digest is not None:
+                    r.digest = digest.result()
+                yield results[fut], r
+        finally:
+            self.client.cancel([*results, *digests])
 
     def _correlate(self, ctx: HuntContext, remote: Any, partitions: int, batches: dict[int, Any],
                    results: list[UnitResult], resolved: list[tuple]) -> Iterator[Alert]:

@@ -116,6 +116,7 @@ class FileStatus(NamedTuple):
     events: int
     errors: dict[str, int]  # problems by kind, as ReadStats.errors
     fmt: str | None
+    digest: tuple[str | None, int | None, bytes] | None = None  # as UnitResult.digest
 
 
 class CorrelationHit(NamedTuple):
@@ -177,6 +178,9 @@ class UnitResult:
     # with a runner that keeps the candidates (cand_ref): how far they are out of time order
     # (correlate.partition.StreamOrder), to tell whether any can be late
     order: Any = None
+    # (sha256, size, first bytes) of the whole input file (case.files.file_sha256), when the
+    # runner computed it where the file is read (HuntContext.digests); None: not computed
+    digest: tuple[str | None, int | None, bytes] | None = None
 
 
 @dataclass
@@ -223,6 +227,10 @@ class HuntContext:
         # and sets ``correlation_summary``. None: the merge correlates the results' candidates.
         self.correlate_at: Callable[[list[UnitResult], list[tuple]], Iterator[Alert]] | None = None
         self.correlation_summary: dict[str, Any] | None = None
+        # The case store wants each input's sha256 (its file rows, alert ids): a runner whose
+        # workers read the inputs computes it there (UnitResult.digest), so that the client
+        # never reads an input itself; the others leave it to the case store.
+        self.digests = False
 
 
 Reader = Callable[[Any, ReadStats, ReadGate], Iterable[Event]]

@@ -118,9 +118,14 @@ class CaseWriter:
     def add_file(self, inp: Any, events: int, errors: dict[str, int], fmt: str | None,
                  sha256: str | None = None, size: int | None = None, head: bytes = b"",
                  kept: bool = False) -> None:
-        """Record one input file (``inp``: an :class:`~scmwatch.events.read.InputFile`)."""
+        """Record one input file (``inp``: an :class:`~scmwatch.events.read.InputFile`); without
+        ``sha256``, the file is read here to hash it."""
         if sha256 is None:
             sha256, size, head = file_sha256(inp)
+        self._record(inp, events, errors, fmt, sha256, size, head, kept)
+
+    def _record(self, inp: Any, events: int, errors: dict[str, int], fmt: str | None, sha256: str | None,
+                size: int | None, head: bytes, kept: bool = False) -> None:
         if fmt is None and head.startswith(EVTX_MAGIC):
             fmt = "evtx"  # every record skipped by the read gate: no event said its format
         elif fmt is None and events:
@@ -182,15 +187,18 @@ class CaseWriter:
         ``result.files``; with ``--keep-events``, load their staged events)."""
         if result.files:
             for f in result.files:
-                self._add_input(inputs[f.index], f.events, f.errors, f.fmt)
+                self._add_input(inputs[f.index], f.events, f.errors, f.fmt, f.digest)
             return
         stats = result.stats
         events, errors = (stats.events, dict(stats.errors)) if stats else (0, {})
-        self._add_input(inputs[result.index], events, errors, result.fmt)
+        self._add_input(inputs[result.index], events, errors, result.fmt, result.digest)
 
-    def _add_input(self, inp: Any, events: int, errors: dict[str, int], fmt: str | None) -> None:
+    def _add_input(self, inp: Any, events: int, errors: dict[str, int], fmt: str | None,
+                   digest: tuple[str | None, int | None, bytes] | None) -> None:
         meta = self.keeper.ingest(inp) if self.keeper is not None else None
-        if meta is None:
+        if meta is None and digest is not None:  # hashed where it was read (HuntContext.digests)
+            self._record(inp, events, errors, fmt, *digest)
+        elif meta is None:
             self.add_file(inp, events, errors, fmt)
         else:
             self.add_file(inp, events, errors, fmt, meta["sha256"], meta["size"],
@@ -199,11 +207,15 @@ class CaseWriter:
     def recording(self, map_units: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
         """Wrap ``run_hunt``'s unit mapper: each file is recorded as its result arrives, in the
         parent, before any alert is emitted (so alert ids can use every file's hash). With
-        ``--keep-events`` the units are read through the event keeper, in workers too."""
+        ``--keep-events`` the units are read through the event keeper, in workers too; without,
+        a runner that can hashes each file where it is read (a cluster's workers), and the
+        parent hashes the rest."""
 
         def mapper(ctx: Any, inputs: list[Any], jobs: int, report: Any) -> Iterator[Any]:
             if self.keeper is not None:
                 ctx.read = self.keeper.read
+            else:
+                ctx.digests = True
             for r in map_units(ctx, inputs, jobs, report):
                 self.add_result(inputs, r)
                 yield r
