@@ -292,8 +292,11 @@ def test_sampled_gate_is_the_one_that_held_least():
 # ----------------------------------------------------------------------------- regexes and globs
 
 regex_blocks = st.sampled_from(["`", "\\$\\{", "-f", "a", "A", "\\s", ".", "\\d{2,3}", "(?:ab|c-d)", "[0-9]+",
-                                "(x`)?", "(?:\\{\\d\\})+", "\\w+", "^", "$", "\\.", "[ \"']{1}", "ß", "σ"])
-subjects = st.text(alphabet="aAbcdx`${}-f0129 .\"'\nßΣσ\udc80", max_size=24)
+                                "(x`)?", "(?:\\{\\d\\})+", "\\w+", "^", "$", "\\.", "[ \"']{1}", "ß", "σ",
+                                # letters: runs a case-sensitive regex needs as written, unless an
+                                # inline flag makes part of it case-insensitive
+                                "net", "Us", "(?i)", "(?i:Us)", "(?s)", "(?-i:x)", "\\x41", "[nN]", "e?"])
+subjects = st.text(alphabet="aAbcdx`${}-f0129 .\"'\nßΣσ\udc80netNETUusS", max_size=24)
 
 
 @settings(max_examples=400, deadline=None)
