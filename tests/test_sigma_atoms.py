@@ -56,6 +56,9 @@ def test_tagged_text_c_equals_python(fields, names, rest):
     want = tagged.tagged_text_py(fields, index, rest_num)
     if tagged.tagged_join is not None:
         assert tagged.tagged_join(fields, index, rest_num) == want
+        # the bytes the scan reads: the text's UTF-8 (lone surrogates passed through)
+        want_bytes = None if want is None else want.encode("utf-8", "surrogatepass")
+        assert tagged.tagged_join(fields, index, rest_num, True) == want_bytes
     if want is None:
         return
     # every frame holds exactly its value's str.lower(): no case mapping looks across frames
@@ -189,10 +192,36 @@ event_values = st.one_of(st.text(alphabet=TRICKY + "cmdexepingvsadmintTEMP%", ma
 def test_atom_path_equals_every_predicate(engines, fields):
     atom_engine, literal_engine = engines
     f = {"Channel": SYSMON, "EventID": 1, **fields}
-    assert atom_engine.bucket(SYSMON, 1).atom_scan is not None  # the atom path is what runs
+    bucket = atom_engine.bucket(SYSMON, 1)
+    assert bucket.atom_scan is not None  # the atom path is what runs
+    assert (bucket.gather is not None) is (sigma_index.Gather is not None)  # its C handler, when built
     want = _brute(literal_engine, f)
     assert [r.id for r in atom_engine.match_fields(f)] == want
     assert [r.id for r in literal_engine.match_fields(f)] == want
+
+
+@pytest.mark.skipif(sigma_index.Gather is None, reason="the C extension is not built")
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 40), max_size=4), min_size=1, max_size=12),
+       st.lists(st.integers(0, 40), max_size=4), st.lists(st.lists(st.integers(0, 11), max_size=6), max_size=3))
+def test_gather_equals_the_python_candidates(pattern_units, always, scans):
+    """The C match handler gives, per scan, the sorted union of the matched patterns' units and
+    the always ones, and forgets them for the next scan (what ``Engine._match`` did in Python)."""
+    units = tuple(tuple(sorted(set(u))) for u in pattern_units)
+    always_t = tuple(sorted(set(always)))
+    gather = sigma_index.Gather(units, always_t)
+    for ids in scans:
+        ids = [i for i in ids if i < len(units)]
+        for i in ids:
+            assert gather(i, 0, 5, 0, None) is None  # None: Hyperscan scans on
+        want = set(always_t)
+        for i in ids:
+            want.update(units[i])
+        assert gather.take() == sorted(want)
+    with pytest.raises(ValueError):
+        gather(len(units), 0, 0, 0, None)
+    with pytest.raises((TypeError, ValueError, OverflowError)):
+        gather("x", 0, 0, 0, None)
 
 
 @needs_hyperscan

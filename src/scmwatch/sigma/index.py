@@ -37,7 +37,7 @@ from scmwatch.native import pure_python
 from scmwatch.sigma.cache import cache_root
 from scmwatch.sigma.compile import Low
 from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit
-from scmwatch.sigma.tagged import Plan, plan, tagged_text
+from scmwatch.sigma.tagged import Plan, plan, tagged_join, tagged_text
 
 try:  # optional accelerator; the engine is complete without it
     import hyperscan
@@ -45,11 +45,11 @@ except ImportError:  # pragma: no cover - depends on the environment
     hyperscan = None
 
 try:  # optional C extension (sigma/_text.c): the prefilter text without the Python join
-    from scmwatch.sigma._text import lower_join
+    from scmwatch.sigma._text import Gather, lower_join
 except ImportError:  # pragma: no cover - built without a C compiler
-    lower_join = None
+    Gather = lower_join = None
 if pure_python():
-    lower_join = None
+    Gather = lower_join = None
 
 
 def prefilter_text(f: dict, names: tuple[str, ...] | None) -> str:
@@ -114,6 +114,7 @@ def _scan_function(db: Any) -> Callable[[str], list[int]]:
         scan_db(text.encode("utf-8", "surrogatepass"), match_event_handler=_hs_collect, context=hits)
         return hits
 
+    hs_scan.scan_db = scan_db  # type: ignore[attr-defined] # for a C match handler (Gather)
     return hs_scan
 
 
@@ -213,6 +214,10 @@ class Bucket:
     single_gate: bool = True  # every gated unit has one gate: no counting needed
     atoms: Plan | None = None  # the atom prefilter (tagged.py), used when ``atom_scan`` is set
     atom_scan: Callable[[str], list[int]] | None = None  # tagged text -> pattern ids of ``atoms``
+    # with the C extension: Hyperscan's scan of the tagged text's bytes, and the C match handler
+    # that turns the patterns matched into the sorted candidate units (``_text.Gather``)
+    atom_scan_db: Callable[..., Any] | None = None
+    gather: Any = None
     trials: int = 0  # events left to time both prefilters on (``Engine._trial``)
     timings: tuple[list[float], list[float]] = ((), ())  # seconds per event: literal, atoms
     # events seen until the atom gates are chosen from data, every ``stride``-th kept (at most
@@ -250,6 +255,16 @@ def _spread(sample: list[dict]) -> list[dict]:
     if len(sample) <= SAMPLE:
         return sample
     return [sample[i * len(sample) // SAMPLE] for i in range(SAMPLE)]
+
+
+def _use_atoms(b: Bucket, p: Plan | None, scan: Callable[[str], list[int]] | None) -> None:
+    """Give bucket ``b`` the atom prefilter ``p`` with its scanner (None, None: take it away)."""
+    b.atoms, b.atom_scan = p, scan
+    scan_db = getattr(scan, "scan_db", None)
+    if p is not None and scan_db is not None and Gather is not None and tagged_join is not None:
+        b.atom_scan_db, b.gather = scan_db, Gather(p.pattern_units, p.always)
+    else:
+        b.atom_scan_db = b.gather = None
 
 
 class Engine:
@@ -404,7 +419,7 @@ class Engine:
             return
         scan = self._atom_scanner(p)
         if scan is not None:
-            b.atoms, b.atom_scan = p, scan
+            _use_atoms(b, p, scan)
             if self.atoms is None:
                 b.trials, b.timings = 2 * TRIALS, ([], [])
 
@@ -427,7 +442,7 @@ class Engine:
         if atom_scan is None:
             b.sample = None
             return
-        b.atoms, b.atom_scan = p, atom_scan
+        _use_atoms(b, p, atom_scan)
         if b.sample is not None:
             after = self.replan_after
             if after is None:
@@ -465,7 +480,7 @@ class Engine:
         if not b.trials:
             lit_times, atom_times = (sorted(t) for t in b.timings)
             if atom_times[len(atom_times) // 2] >= lit_times[len(lit_times) // 2]:
-                b.atoms = b.atom_scan = None
+                _use_atoms(b, None, None)
             b.timings = ([], [])
         return out
 
@@ -476,6 +491,14 @@ class Engine:
         text = None
         if use_atoms:
             atoms = b.atoms
+            if b.gather is not None:
+                data = tagged_join(f, atoms.index, atoms.rest, True)
+                if data is not None:
+                    b.atom_scan_db(data, match_event_handler=b.gather)
+                    order = b.gather.take()
+                    if not order:
+                        return []
+                    return self._evaluate(b, f, order)
             text = tagged_text(f, atoms.index, atoms.rest)
         if text is not None:
             units_of = atoms.pattern_units
@@ -513,6 +536,10 @@ class Engine:
             order = sorted(cand)
         else:
             order = b.always
+        return self._evaluate(b, f, order)
+
+    def _evaluate(self, b: Bucket, f: dict, order: list[int] | tuple[int, ...]) -> list[CompiledRule]:
+        """The rules of ``b`` at positions ``order`` (ascending) whose predicates hold for ``f``."""
         low = Low(f)
         preds = b.preds
         out = []
