@@ -203,7 +203,8 @@ def test_atom_path_equals_every_predicate(engines, fields):
 @pytest.mark.skipif(sigma_index.Gather is None, reason="the C extension is not built")
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(st.integers(0, 40), max_size=4), min_size=1, max_size=12),
-       st.lists(st.integers(0, 40), max_size=4), st.lists(st.lists(st.integers(0, 11), max_size=6), max_size=3))
+       st.lists(st.integers(0, 40), max_size=4),
+       st.lists(st.lists(st.integers(0, 11), max_size=6), max_size=3))
 def test_gather_equals_the_python_candidates(pattern_units, always, scans):
     """The C match handler gives, per scan, the sorted union of the matched patterns' units and
     the always ones, and forgets them for the next scan (what ``Engine._match`` did in Python)."""
