@@ -47,7 +47,7 @@ def _candidates(b: Bucket, f: dict) -> tuple[list[int], int]:
         return sorted(cand), len(hits)
     if b.scan is None:
         return list(b.always), 0
-    hits = b.scan(prefilter_text(f, b.text_fields))
+    hits = b.scan(prefilter_text(f, b.text_fields, b.text_skip))
     cand = set(b.always)
     if b.single_gate:
         for i in hits:
@@ -62,7 +62,7 @@ def _candidates(b: Bucket, f: dict) -> tuple[list[int], int]:
 def _texts(b: Bucket, events: list[dict]) -> list:
     if b.atom_scan is not None:
         return [tagged_text(f, b.atoms.index, b.atoms.rest) for f in events]
-    return [prefilter_text(f, b.text_fields) for f in events] if b.scan is not None else []
+    return [prefilter_text(f, b.text_fields, b.text_skip) for f in events] if b.scan is not None else []
 
 
 def main() -> int:

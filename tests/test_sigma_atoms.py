@@ -21,7 +21,7 @@ from scmwatch.events.model import Event, ReadStats
 from scmwatch.events.read import discover, read_input
 from scmwatch.sigma import Engine, load_rules, tagged
 from scmwatch.sigma import index as sigma_index
-from scmwatch.sigma.compile import ATOMS, Low, PyLow, _ci_group, atom_of, req_and, req_or
+from scmwatch.sigma.compile import ATOMS, SYSTEM_FIELDS, Low, PyLow, _ci_group, atom_of, req_and, req_or
 from scmwatch.sigma.values import (
     CompileError,
     _raw_matcher,
@@ -55,17 +55,21 @@ def test_tagged_text_c_equals_python(fields, names, rest):
     rest_num = len(index) if rest else -1
     want = tagged.tagged_text_py(fields, index, rest_num)
     if tagged.tagged_join is not None:
-        assert tagged.tagged_join(fields, index, rest_num) == want
+        assert tagged.tagged_text(fields, index, rest_num) == want
         # the bytes the scan reads: the text's UTF-8 (lone surrogates passed through)
         want_bytes = None if want is None else want.encode("utf-8", "surrogatepass")
-        assert tagged.tagged_join(fields, index, rest_num, True) == want_bytes
+        assert tagged.tagged_join(fields, index, rest_num, True, SYSTEM_FIELDS) == want_bytes
+        # without a skip set the System fields are framed as ``rest`` too
+        assert tagged.tagged_join(fields, index, rest_num) == tagged.tagged_text_py(fields, index, rest_num,
+                                                                                    frozenset())
     if want is None:
         return
     # every frame holds exactly its value's str.lower(): no case mapping looks across frames
     frames = re.findall(r"\x1e(..)([^\x10-\x1f]*)\x1d\1", want)
     assert "".join(f"\x1e{n}{v}\x1d{n}" for n, v in frames) == want
     expected = []
-    pairs = index.items() if not rest else ((k, index.get(k, rest_num)) for k in fields)
+    pairs = index.items() if not rest else ((k, index.get(k, rest_num)) for k in fields
+                                            if k in index or k not in SYSTEM_FIELDS)
     for name, i in pairs:
         v = fields.get(name)
         for x in (v if isinstance(v, list) else [] if v is None else [v]):

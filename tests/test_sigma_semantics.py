@@ -410,6 +410,32 @@ def test_keywords_substring_over_values_not_system(check):
     )
 
 
+def test_keyword_beside_a_system_field_literal(check, tmp_path):
+    """The literal prefilter leaves the System fields out of a keyword rule's text (a keyword
+    search skips them): a literal that a rule takes from a System field by name must still be
+    found, whether it is the keyword rule's own or another rule's in the same bucket."""
+    base = {"Channel": "Application", "EventID": 1000}
+    logsource = "product: windows\n  service: application"
+    check(
+        "keywords:\n  - 'mimikatz'\nsel:\n  Computer|contains: 'dc01xyz'\ncondition: keywords and sel",
+        {"CommandLine": "run mimikatz", "Computer": "DC01XYZ.corp"},
+        [{"CommandLine": "run mimikatz", "Computer": "web01"}, {"Computer": "dc01xyz mimikatz"}],
+        base=base, logsource=logsource,
+    )
+    second = tmp_path / "second.yml"
+    second.write_text(
+        "title: system field rule\nid: 5d0b6a54-0000-4000-8000-000000000002\nstatus: test\nlevel: high\n"
+        f"logsource:\n  {logsource}\ndetection:\n  sel:\n    Computer|contains: 'dc01xyz'\n"
+        "  condition: sel\n",
+        encoding="utf-8")
+    keyword = make_rule(tmp_path, "keywords:\n  - 'mimikatz'\ncondition: keywords", logsource=logsource)
+    both = load_rules([keyword, second])
+    assert len(both.rules) == 2
+    for eng in (Engine(both), Engine(both, hyperscan_after=0)):  # pyahocorasick, then Hyperscan
+        got = [r.title for r in eng.match(Event({**base, "Computer": "DC01XYZ"}, "t", 1, "json"))]
+        assert got == ["system field rule"]
+
+
 def test_keywords_all(check):
     check(
         "keywords:\n  '|all':\n    - 'alpha'\n    - 'beta'\ncondition: keywords",

@@ -64,3 +64,23 @@ def test_c_text_takes_non_str_values_too(fields, in_c) -> None:
         got = index.lower_join(fields, names)
         assert got == (expected if in_c else None)
         assert index.prefilter_text(fields, names) == expected
+
+
+@pytest.mark.parametrize(("fields", "names"), [c for c in CASES if c[1] is None])
+@pytest.mark.parametrize("skip", [frozenset(), frozenset({"A"}), frozenset({"B", "Missing"}),
+                                  frozenset({"F3"})])
+def test_skipped_fields_are_left_out(fields, names, skip) -> None:
+    """All fields but ``skip`` (the System fields a keyword literal never comes from)."""
+    expected = python_text({k: v for k, v in fields.items() if k not in skip}, None)
+    saved, index.lower_join = index.lower_join, None
+    try:
+        assert index.prefilter_text(fields, None, skip) == expected
+    finally:
+        index.lower_join = saved
+    if index.lower_join is None:
+        pytest.skip("the C extension was not built")
+    got = index.lower_join(fields, None, skip)
+    assert got is None or got == expected
+    assert index.prefilter_text(fields, None, skip) == expected
+    with pytest.raises(TypeError):
+        index.lower_join(fields, None, ["A"])  # a set, not any container

@@ -109,12 +109,23 @@ static PyObject *ascii_lower_join(Pieces *p) {
     return out;
 }
 
-/* lower_join(fields: dict, names: tuple[str, ...] | None) -> str | None */
+/* 1: key is in skip (a set or frozenset; NULL/None: nothing is skipped), 0: not, -1: error. */
+static int skipped(PyObject *skip, PyObject *key) {
+    if (skip == NULL || skip == Py_None) return 0;
+    return PySet_Contains(skip, key);
+}
+
+/* lower_join(fields: dict, names: tuple[str, ...] | None, skip: frozenset | None = None) -> str | None
+ * (``skip``: with names None, the fields left out) */
 static PyObject *lower_join(PyObject *self, PyObject *args) {
-    PyObject *fields, *names;
-    if (!PyArg_ParseTuple(args, "O!O", &PyDict_Type, &fields, &names)) return NULL;
+    PyObject *fields, *names, *skip = Py_None;
+    if (!PyArg_ParseTuple(args, "O!O|O", &PyDict_Type, &fields, &names, &skip)) return NULL;
     if (names != Py_None && !PyTuple_CheckExact(names)) {
         PyErr_SetString(PyExc_TypeError, "names must be a tuple or None");
+        return NULL;
+    }
+    if (skip != Py_None && !PyAnySet_Check(skip)) {
+        PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
         return NULL;
     }
     Pieces p;
@@ -126,6 +137,11 @@ static PyObject *lower_join(PyObject *self, PyObject *args) {
         Py_ssize_t pos = 0;
         PyObject *key, *value;
         while (!rc && PyDict_Next(fields, &pos, &key, &value)) {
+            int out = skipped(skip, key);
+            if (out) {
+                if (out < 0) rc = -1;
+                continue;
+            }
             Py_INCREF(value); /* str(value) may run code that changes the dict */
             rc = pieces_value(&p, value);
             Py_DECREF(value);
@@ -162,7 +178,8 @@ static PyObject *lower_join(PyObject *self, PyObject *args) {
  * characters 0x10 + i / 12, 0x10 + i % 12; lower-cased as ``str.lower`` does. None ("not
  * clean": the caller takes the per-rule path) when a value is anything but str, int or a list
  * of them, or when a str holds a character in 0x10-0x1f, so no value can forge a segment.
- * With ``rest`` -1 only the indexed names are looked up, in ``index`` order.
+ * With ``rest`` -1 only the indexed names are looked up, in ``index`` order; with ``rest`` >= 0 the
+ * fields in ``skip`` (a set, optional) that are not indexed are left out.
  */
 typedef struct {
     PyObject **items; /* new references: values as str */
@@ -299,11 +316,16 @@ static PyObject *tagged_build(Segs *s) {
 }
 
 static PyObject *tagged_join(PyObject *self, PyObject *args) {
-    PyObject *fields, *index;
+    PyObject *fields, *index, *skip = Py_None;
     Py_ssize_t rest;
     int as_bytes = 0;
-    if (!PyArg_ParseTuple(args, "O!O!n|p", &PyDict_Type, &fields, &PyDict_Type, &index, &rest, &as_bytes))
+    if (!PyArg_ParseTuple(args, "O!O!n|pO", &PyDict_Type, &fields, &PyDict_Type, &index, &rest, &as_bytes,
+                          &skip))
         return NULL;
+    if (skip != Py_None && !PyAnySet_Check(skip)) {
+        PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
+        return NULL;
+    }
     if (rest >= 144 || PyDict_GET_SIZE(index) > 144) {
         PyErr_SetString(PyExc_ValueError, "at most 144 field numbers");
         return NULL;
@@ -341,6 +363,13 @@ static PyObject *tagged_join(PyObject *self, PyObject *args) {
             } else if (PyErr_Occurred()) {
                 rc = -1;
                 break;
+            } else {
+                int out = skipped(skip, key);
+                if (out < 0) {
+                    rc = -1;
+                    break;
+                }
+                if (out) continue;
             }
             rc = segs_value(&s, value, num);
         }
@@ -625,10 +654,11 @@ static PyTypeObject GatherType = {
 
 static PyMethodDef methods[] = {
     {"lower_join", lower_join, METH_VARARGS,
-     "lower_join(fields, names) -> '\\x00'.join(text of each value).lower(), or None for too many pieces."},
+     "lower_join(fields, names, skip=None) -> '\\x00'.join(text of each value).lower(), or None for too "
+     "many pieces."},
     {"tagged_join", tagged_join, METH_VARARGS,
-     "tagged_join(fields, index, rest, as_bytes=False) -> field-tagged lower-cased text (its UTF-8 "
-     "bytes), or None when a value is not clean."},
+     "tagged_join(fields, index, rest, as_bytes=False, skip=None) -> field-tagged lower-cased text (its "
+     "UTF-8 bytes), or None when a value is not clean."},
     {NULL, NULL, 0, NULL},
 };
 

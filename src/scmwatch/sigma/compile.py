@@ -537,8 +537,10 @@ class _Compiler:
         self.placeholders = placeholders or {}
         self.unavailable_used: set[str] = set()
         self.em = Emitter()
-        # Fields whose values can hold a literal of this rule's set (None: any field, keywords).
+        # Fields whose values can hold a literal of this rule's set (None: keywords, any field
+        # but the System ones, which a keyword search skips).
         self.lit_fields: set[str] | None = set()
+        self.system_lits = False  # a literal comes from a System field
 
     # -- fields
     def field(self, name: str) -> str | None:
@@ -563,7 +565,11 @@ class _Compiler:
         return True if aid is None else aid
 
     def note_fields(self, fname: str, lits: frozenset[str] | None) -> None:
-        if lits and self.lit_fields is not None:
+        if not lits:
+            return
+        if fname in SYSTEM_FIELDS:
+            self.system_lits = True
+        if self.lit_fields is not None:
             self.lit_fields.add(fname)
 
     # -- values
@@ -671,8 +677,7 @@ class _Compiler:
         req: Req = True
         if isinstance(val, SigmaRegularExpression) and mapped not in GATE_FIELDS:
             lits = regex_literals(str(val.regexp))
-            if lits:
-                self.lit_fields.add(mapped)
+            self.note_fields(mapped, lits)
             # the case-free substrings every match holds: the lower-cased value holds them too
             req = req_and([self.atom(mapped, [("contains", run)]) for run in regex_needs(str(val.regexp))[0]])
         return self.em.call(self.typed_leaf(mapped, val, hexok)), lits, req
@@ -732,7 +737,7 @@ class _Compiler:
             tests = [text_matcher(k, p) for k, p in specs]
             lits = self.spec_literals([(k, p if k == "glob" else p.lower()) for k, p in specs])
         if lits:
-            self.lit_fields = None  # keyword literals may sit in any field
+            self.lit_fields = None  # keyword literals may sit in any field but the System ones
 
         def test(v: str) -> bool:
             for t in tests:
@@ -910,6 +915,10 @@ def compile_condition(trees: list, fieldmap: FieldMap | None = None,
     if req is False and node is not False:
         req = True
     fields = frozenset(c.lit_fields) if c.lit_fields is not None else None
+    if fields is None and c.system_lits:
+        # "any field" leaves the System fields out (keywords never look there): a rule whose
+        # literals also come from one is evaluated without a literal gate instead
+        lits = ()
     return Compiled(c.em.function(node), lits, c.unavailable_used, fields, req)
 
 

@@ -35,7 +35,7 @@ import ahocorasick
 from scmwatch.events.model import Event
 from scmwatch.native import pure_python
 from scmwatch.sigma.cache import cache_root
-from scmwatch.sigma.compile import Low
+from scmwatch.sigma.compile import SYSTEM_FIELDS, Low
 from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit
 from scmwatch.sigma.tagged import Plan, plan, tagged_join, tagged_text
 
@@ -52,16 +52,17 @@ if pure_python():
     Gather = lower_join = None
 
 
-def prefilter_text(f: dict, names: tuple[str, ...] | None) -> str:
-    """The values of ``names`` (None: all fields) joined with NUL and lower-cased: the text the
-    literal scan runs on. A NUL cannot occur in a literal, so no literal spans two values."""
+def prefilter_text(f: dict, names: tuple[str, ...] | None, skip: frozenset[str] = frozenset()) -> str:
+    """The values of ``names`` (None: all fields but those in ``skip``) joined with NUL and
+    lower-cased: the text the literal scan runs on. A NUL cannot occur in a literal, so no
+    literal spans two values."""
     if lower_join is not None:
-        text = lower_join(f, names)
+        text = lower_join(f, names, skip)
         if text is not None:
             return text
     return "\x00".join([
         v if v.__class__ is str else _as_text(v)
-        for v in (f.values() if names is None else map(f.get, names))
+        for v in ((v for k, v in f.items() if k not in skip) if names is None else map(f.get, names))
         if v is not None
     ]).lower()
 
@@ -205,7 +206,8 @@ class Bucket:
     # literal id -> gate ids (unit position * GATE_SLOTS + k); unit positions when single_gate
     lit_units: tuple[tuple[int, ...], ...]
     empty: bool
-    text_fields: tuple[str, ...] | None = None  # fields scanned by the prefilter; None: all
+    text_fields: tuple[str, ...] | None = None  # fields scanned by the prefilter; None: all ...
+    text_skip: frozenset[str] = frozenset()  # ... but these (System fields no literal comes from)
     upgrade_in: int = -1  # scans left before switching to Hyperscan; -1: final scanner
     literals: tuple[str, ...] = ()
     preds: tuple = ()  # per unit position: its predicate (hot-loop copy of units[i].pred)
@@ -328,6 +330,7 @@ class Engine:
         by_lit: dict[str, list[int]] = {}
         need = [0] * len(units)
         fields: set[str] | None = set()
+        named: set[str] = set()  # fields literals come from by name
         for i, u in enumerate(units):
             if u.pred is False:
                 continue
@@ -340,8 +343,10 @@ class Engine:
                         by_lit.setdefault(lit, []).append(i * GATE_SLOTS + k)
                 if u.literal_fields is None:
                     fields = None
-                elif fields is not None:
-                    fields |= u.literal_fields
+                else:
+                    named |= u.literal_fields
+                    if fields is not None:
+                        fields |= u.literal_fields
         scan = None
         lits = sorted(by_lit)
         upgrade_in = -1
@@ -368,13 +373,18 @@ class Engine:
             elif scan is None:
                 scan = self._scanners[key] = make_scanner(lits, use_hyperscan=False)
         text_fields = tuple(sorted(fields)) if fields is not None and len(fields) <= MAX_TEXT_FIELDS else None
+        # A keyword's literals (``literal_fields`` None) only count in the fields a keyword search
+        # looks at, so the System fields no other literal names stay out of the text: measured on
+        # the 3,137 attack-sample events of buckets scanning all fields (channel-wide keyword
+        # rules), text and scan 3.0 -> 2.0 us per event.
+        text_skip = frozenset(SYSTEM_FIELDS - named) if text_fields is None else frozenset()
         single_gate = max(need, default=0) <= 1
         if single_gate:  # gate id = position * GATE_SLOTS: store positions, no shift per event
             lit_units = tuple(tuple(sorted({g >> GATE_BITS for g in by_lit[x]})) for x in lits)
         else:
             lit_units = tuple(tuple(sorted(set(by_lit[x]))) for x in lits)
         b = Bucket(units, tuple(always), scan, lit_units, False,
-                   text_fields=text_fields, need=tuple(need), single_gate=single_gate,
+                   text_fields=text_fields, text_skip=text_skip, need=tuple(need), single_gate=single_gate,
                    upgrade_in=upgrade_in, literals=tuple(lits), preds=tuple(u.pred for u in units),
                    rules=tuple(u.rule for u in units))
         if upgrade_in >= 0 and self.atoms is not False:
@@ -492,7 +502,7 @@ class Engine:
         if use_atoms:
             atoms = b.atoms
             if b.gather is not None:
-                data = tagged_join(f, atoms.index, atoms.rest, True)
+                data = tagged_join(f, atoms.index, atoms.rest, True, SYSTEM_FIELDS)
                 if data is not None:
                     b.atom_scan_db(data, match_event_handler=b.gather)
                     order = b.gather.take()
@@ -509,7 +519,7 @@ class Engine:
                 return []
             order = sorted(cand)
         elif b.scan is not None:
-            text = prefilter_text(f, b.text_fields)
+            text = prefilter_text(f, b.text_fields, b.text_skip)
             if b.upgrade_in >= 0:
                 b.upgrade_in -= 1
                 if b.upgrade_in < 0:
