@@ -15,6 +15,9 @@
  *    and honours the hunt's ReadGate, i.e. stops after System for records no rule wants.
  * 4. the NDJSON line loop ``NdjsonEvents`` (= ``json_reader._ndjson_bytes`` over ``_Sink.line``)
  *    for files of evtx_dump records or flat objects (``from_flat``'s twin), with the same gate.
+ * 5. the two walks of ``ecs.from_ecs`` over every key of a Winlogbeat document, ``dotted``
+ *    (= ``ecs._walk_py``) and ``event_data`` (= ``ecs._event_data_py``): with them in Python,
+ *    reading Winlogbeat NDJSON ran at 0.14 x ``orjson.loads`` per line, 40 % of it these two.
  *
  * What each buys, measured on the shared attack corpus (277 .evtx files, 8,255 events) with
  * ``bench/read_throughput.py --c-parts`` (ratio to the raw evtx + orjson parse, same run, a
@@ -1628,6 +1631,87 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- 5. Winlogbeat / ECS documents (ecs.py): the two walks over every key of a document ---- */
+
+static PyObject *S_dot, *S_event_data_prefix, *S_user_data_prefix;
+
+/* ecs._walk_py's twin: every leaf of ``obj`` under ``prefix`` + its dotted path, the first
+ * one of a path kept. */
+static int walk(PyObject *obj, PyObject *prefix, PyObject *out) {
+    if (Py_EnterRecursiveCall(" in _flatten.dotted")) return -1;
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    int rc = 0;
+    while (rc == 0 && PyDict_Next(obj, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) continue;
+        PyObject *path = PyUnicode_Concat(prefix, key);
+        if (path == NULL) {
+            rc = -1;
+            break;
+        }
+        if (PyDict_CheckExact(value) && PyDict_GET_SIZE(value) > 0) {
+            PyObject *deeper = PyUnicode_Concat(path, S_dot);
+            if (deeper == NULL) {
+                rc = -1;
+            } else {
+                Py_INCREF(value); /* held while walked: the dict is the caller's */
+                rc = walk(value, deeper, out);
+                Py_DECREF(value);
+                Py_DECREF(deeper);
+            }
+        } else if (PyDict_SetDefault(out, path, value) == NULL) {
+            rc = -1;
+        }
+        Py_DECREF(path);
+    }
+    Py_LeaveRecursiveCall();
+    return rc;
+}
+
+static PyObject *dotted(PyObject *self, PyObject *args) {
+    PyObject *obj, *prefix, *out;
+    if (!PyArg_ParseTuple(args, "O!UO!", &PyDict_Type, &obj, &prefix, &PyDict_Type, &out)) return NULL;
+    if (walk(obj, prefix, out) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* ecs._event_data_py's twin: the ``winlog.event_data.*`` and ``winlog.user_data.*`` leaves of
+ * a dotted view under their own names. */
+static PyObject *event_data(PyObject *self, PyObject *flat) {
+    if (!PyDict_Check(flat)) {
+        PyErr_SetString(PyExc_TypeError, "event_data() takes a dict");
+        return NULL;
+    }
+    PyObject *data = PyDict_New();
+    if (data == NULL) return NULL;
+    const Py_ssize_t ne = PyUnicode_GET_LENGTH(S_event_data_prefix), nu = PyUnicode_GET_LENGTH(S_user_data_prefix);
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(flat, &pos, &key, &value)) {
+        if (!PyUnicode_Check(key)) continue;
+        Py_ssize_t cut = 0;
+        Py_ssize_t m = PyUnicode_Tailmatch(key, S_event_data_prefix, 0, PY_SSIZE_T_MAX, -1);
+        if (m < 0) goto fail;
+        if (m) {
+            cut = ne;
+        } else {
+            m = PyUnicode_Tailmatch(key, S_user_data_prefix, 0, PY_SSIZE_T_MAX, -1);
+            if (m < 0) goto fail;
+            if (m) cut = nu;
+        }
+        if (!cut) continue;
+        PyObject *name = PyUnicode_Substring(key, cut, PyUnicode_GET_LENGTH(key));
+        if (name == NULL) goto fail;
+        int rc = PyDict_SetItem(data, name, value);
+        Py_DECREF(name);
+        if (rc < 0) goto fail;
+    }
+    return data;
+fail:
+    Py_DECREF(data);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"from_evtx_dict", from_evtx_dict, METH_O,
      "evtx JSON record (parsed) -> flat fields dict, or None when it has no Event object."},
@@ -1635,6 +1719,10 @@ static PyMethodDef methods[] = {
      "evtx JSON record text -> flat fields dict (as from_evtx_dict(orjson.loads(text)))."},
     {"configure_flat", configure_flat, METH_VARARGS,
      "configure_flat(flat_map, flat_drop, time_keys, system_ints, iso_utc): from_flat's tables."},
+    {"dotted", dotted, METH_VARARGS,
+     "dotted(obj, prefix, out): every leaf of obj under its dotted path (ecs._walk_py's twin)."},
+    {"event_data", event_data, METH_O,
+     "event_data(flat): the winlog.event_data.* / winlog.user_data.* leaves by name (ecs._event_data_py)."},
     {"configure", configure, METH_VARARGS,
      "configure(system_attrs, core_names, to_int, fallback, event_type): the tables of normalize.py."},
     {NULL, NULL, 0, NULL},
@@ -1662,6 +1750,9 @@ PyMODINIT_FUNC PyInit__flatten(void) {
     INTERN(S_json, "json");
     INTERN(S_TimeCreated, "TimeCreated");
     INTERN(S_EventId, "EventId");
+    INTERN(S_dot, ".");
+    INTERN(S_event_data_prefix, "winlog.event_data.");
+    INTERN(S_user_data_prefix, "winlog.user_data.");
 #undef INTERN
     if (PyType_Ready(&EvtxEventsType) < 0 || PyType_Ready(&NdjsonEventsType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);

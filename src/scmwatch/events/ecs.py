@@ -36,9 +36,11 @@ from scmwatch.events.normalize import (
     SECURITY_TASKS,
     WINLOGBEAT_MODULES,
     _fix_system_types,
+    _flatten,
     _int,
     flatten_data,
 )
+from scmwatch.native import pure_python
 
 _EVENT_DATA = "winlog.event_data."
 _USER_DATA = "winlog.user_data."
@@ -48,13 +50,14 @@ _HASH_ORDER = ("sha1", "md5", "sha256", "imphash")  # the order Sysmon writes th
 _AUDITING = "Microsoft-Windows-Security-Auditing"
 
 
-def _walk(obj: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+def _walk_py(obj: dict[str, Any], prefix: str, out: dict[str, Any]) -> None:
+    """Every leaf of ``obj`` under ``prefix`` + its dotted path (the first one of a path kept)."""
     for key, value in obj.items():
         if type(key) is not str:
             continue
         path = prefix + key
         if type(value) is dict and value:
-            _walk(value, path + ".", out)
+            _walk_py(value, path + ".", out)
         elif path not in out:
             out[path] = value
 
@@ -80,7 +83,8 @@ def _module(flat: dict[str, Any]) -> str | None:
     return CHANNEL_MODULES.get(flat.get("winlog.channel"))  # type: ignore[arg-type]
 
 
-def _event_data(flat: dict[str, Any]) -> dict[str, Any]:
+def _event_data_py(flat: dict[str, Any]) -> dict[str, Any]:
+    """The ``winlog.event_data.*`` and ``winlog.user_data.*`` leaves under their own names."""
     data: dict[str, Any] = {}
     for key, value in flat.items():
         if key.startswith(_EVENT_DATA):
@@ -88,6 +92,16 @@ def _event_data(flat: dict[str, Any]) -> dict[str, Any]:
         elif key.startswith(_USER_DATA):
             data[key[len(_USER_DATA) :]] = value
     return data
+
+
+# The two walks over every key of a document, in C when ``_flatten`` was built (the tests
+# compare them): reading Winlogbeat NDJSON (the shared golden documents as lines) went from
+# 0.14 to 0.2 x ``orjson.loads`` per line.
+_walk = _walk_py
+_event_data = _event_data_py
+if _flatten is not None and not pure_python():
+    _walk = _flatten.dotted
+    _event_data = _flatten.event_data
 
 
 def from_ecs(record: dict[str, Any]) -> dict[str, Any] | None:
