@@ -49,12 +49,10 @@ from scmwatch.correlate.partition import (
     late_possible,
     merged_summary,
     stream_order,
-    together,
 )
-from scmwatch.events.enrich import LineageFacts
-from scmwatch.events.model import ReadError, ReadStats
+from scmwatch.events.model import ReadError
 from scmwatch.events.ranges import FileRange
-from scmwatch.hunt import _CAND_KEY, _KEY, FileStatus, HuntContext, UnitResult, hunt_unit
+from scmwatch.hunt import _CAND_KEY, _KEY, HuntContext, UnitResult, batch_result, hunt_unit
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.load import rule_files
 from scmwatch.sigma.tune import apply_tune, parse_tune
@@ -189,44 +187,6 @@ class Batch:
     def __init__(self, units: list[tuple[int, Any]], digests: bool = False) -> None:
         self.units = units
         self.digests = digests  # also hash each whole file for the case (HuntContext.digests)
-
-
-def batch_result(results: list[UnitResult]) -> UnitResult:
-    """One result for a task's whole files (in unit order, records in memory), so that the
-    client handles one result per task: hits and candidates merged into one run and one stream
-    (merging early gives the same order, see :mod:`scmwatch.spill`), read stats merged in unit
-    order, errors and deferred process creations in unit order, and each file's status in
-    ``files`` for what is reported per file."""
-    if len(results) == 1:
-        return results[0]
-    stats = ReadStats()
-    out = UnitResult(results[0].index, stats=stats, lineage=LineageFacts())
-    for r in results:
-        st = r.stats
-        out.files.append(FileStatus(r.index, st.events if st else 0, dict(st.errors) if st else {}, r.fmt,
-                                    r.digest))
-        if st is not None:
-            stats.merge(st)
-        out.hits += r.hits
-        out.hits_peak = max(out.hits_peak, r.hits_peak)
-        out.candidates += r.candidates
-        out.cands_peak = max(out.cands_peak, r.cands_peak)
-        out.fmt = out.fmt or r.fmt
-        out.seconds += r.seconds
-        out.seen |= r.seen
-        out.errors += r.errors
-        out.lineage.scm |= r.lineage.scm
-        out.lineage.boots |= r.lineage.boots
-        out.lineage.dropped += r.lineage.dropped
-        out.deferred += r.deferred
-        out.derived += r.derived
-        out.deferred_overflow += r.deferred_overflow
-        out.tuned_out += r.tuned_out
-        out.lookups += r.lookups
-    out.order = together(r.order for r in results)
-    out.hit_tail = list(heapq.merge(*(r.hit_tail for r in results if r.hit_tail), key=_KEY))
-    out.cand_mem = list(heapq.merge(*(r.cand_mem for r in results if r.cand_mem), key=_CAND_KEY))
-    return out
 
 
 def hunt_batch(payload: RulePayload, batch: Batch) -> UnitResult:

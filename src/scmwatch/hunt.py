@@ -34,17 +34,19 @@ touches the disk. The summary's ``memory`` object reports how much was held at o
 from __future__ import annotations
 
 import contextlib
+import heapq
 import multiprocessing
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
 from scmwatch import readiness
 from scmwatch.alerts import LEVEL_RANK, Alert, alert_sort_key
 from scmwatch.correlate import Candidate, CorrelationStage
+from scmwatch.correlate.partition import together
 from scmwatch.dedup import Dedup
 from scmwatch.events.enrich import Enricher, LineageFacts, Pending, classify, global_table
 from scmwatch.events.lineage import SERVICES_EXE
@@ -72,6 +74,7 @@ MAX_DEFERRED = 20_000
 HITS, CANDS = "hits", "cand"  # record kinds, also their spill file prefixes
 _KEY = itemgetter(0)  # Hit and CorrelationHit: their sort key
 _CAND_KEY = itemgetter(0, 1, 2)  # candidate records (Candidate.to_record): (time_us, unit, position, ...)
+_INDEX = attrgetter("index")
 
 
 class Hit(NamedTuple):
@@ -624,31 +627,79 @@ _CTX: HuntContext | None = None
 _COLLECT = False
 
 
+def batch_result(results: list[UnitResult]) -> UnitResult:
+    """One result for a task's whole files (in unit order), so that the parent or the cluster
+    client handles one result per task, not per file: hits and candidates merged into one run
+    and one stream (merging early gives the same order, see :mod:`scmwatch.spill`) beside the
+    files' own spilled runs, read stats merged in unit order, errors and deferred process
+    creations in unit order, and each file's status in ``files`` for what is reported per file.
+
+    Measured on the dev corpus x20 (5,560 small .evtx files, ``--jobs 2``): a result per file
+    cost the parent ~13 us to unpickle and ~10 us more to add, merge and report, and the worker
+    ~9 us to pickle; per batch of files that is a few us per file."""
+    if len(results) == 1:
+        return results[0]
+    stats = ReadStats()
+    out = UnitResult(results[0].index, stats=stats, lineage=LineageFacts())
+    for r in results:
+        st = r.stats
+        out.files.append(FileStatus(r.index, st.events if st else 0, dict(st.errors) if st else {}, r.fmt,
+                                    r.digest))
+        if st is not None:
+            stats.merge(st)
+        out.hit_runs += r.hit_runs
+        out.hits += r.hits
+        out.hits_peak = max(out.hits_peak, r.hits_peak)
+        out.cand_runs += r.cand_runs
+        out.candidates += r.candidates
+        out.cands_peak = max(out.cands_peak, r.cands_peak)
+        out.fmt = out.fmt or r.fmt
+        out.seconds += r.seconds
+        out.seen |= r.seen
+        out.errors += r.errors
+        out.lineage.scm |= r.lineage.scm
+        out.lineage.boots |= r.lineage.boots
+        out.lineage.dropped += r.lineage.dropped
+        out.deferred += r.deferred
+        out.derived += r.derived
+        out.deferred_overflow += r.deferred_overflow
+        out.tuned_out += r.tuned_out
+        out.lookups += r.lookups
+    out.order = together(r.order for r in results)
+    out.hit_tail = list(heapq.merge(*(r.hit_tail for r in results if r.hit_tail), key=_KEY))
+    out.cand_mem = list(heapq.merge(*(r.cand_mem for r in results if r.cand_mem), key=_CAND_KEY))
+    return out
+
+
 def _hunt_batch(batch: list[tuple[int, Any]]) -> list[UnitResult]:
-    """A worker's task: hunt a batch of units, then write their short remainders to disk.
+    """A worker's task: hunt a batch of units; one result for its whole files, with their
+    short remainders written to disk.
 
     The hits (each with its event's fields) would otherwise be pickled through the pipe,
     unpickled by the parent -- serial work that limited the --jobs speed-up -- and often
     spilled again there. Here each worker writes one sorted run of hits and one merged stream
     of candidates per batch of whole files (merging early gives the same order, see spill.py)
-    and the parent receives only paths and counts. A range of a split file keeps its own
-    (short) remainders: the parent replays its file's ranges in order as they come in, and a file
-    hunted again whole drops its ranges' results.
+    and the parent receives only paths, counts and each file's status (:func:`batch_result`).
+    A range of a split file keeps its own result and (short) remainders: the parent replays its
+    file's ranges in order as they come in, and a file hunted again whole drops its ranges'
+    results.
     """
     ctx = _CTX
     assert ctx is not None, "hunt context not initialised"
     results = [hunt_unit(ctx, i, unit, collect_errors=_COLLECT) for i, unit in batch]
-    whole = [r for r, (_, unit) in zip(results, batch, strict=True) if type(unit) is not FileRange]
-    tails = [r.hit_tail for r in whole if r.hit_tail]
-    cands = [r.cand_mem for r in whole if r.cand_mem]
-    if tails:
-        whole[0].hit_runs.append(write_merged(ctx.spill, HITS, tails, _KEY))
-    if cands:
-        whole[0].cand_runs.append(write_merged(ctx.spill, CANDS, cands, _CAND_KEY))
-    for r in whole:
+    out = [r for r, (_, unit) in zip(results, batch, strict=True) if type(unit) is FileRange]
+    whole = sorted((r for r, (_, unit) in zip(results, batch, strict=True) if type(unit) is not FileRange),
+                   key=_INDEX)
+    if whole:
+        r = batch_result(whole)
+        if r.hit_tail:
+            r.hit_runs.append(write_merged(ctx.spill, HITS, [r.hit_tail], _KEY))
+        if r.cand_mem:
+            r.cand_runs.append(write_merged(ctx.spill, CANDS, [r.cand_mem], _CAND_KEY))
         r.hit_tail = []
         r.cand_mem = []
-    return results
+        out.append(r)
+    return out
 
 
 def _batches(units: list[tuple[int, Any]], jobs: int) -> list[list[tuple[int, Any]]]:
