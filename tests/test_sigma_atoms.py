@@ -73,18 +73,24 @@ def test_tagged_text_c_equals_python(fields, names, rest):
     for name, i in pairs:
         v = fields.get(name)
         for x in (v if isinstance(v, list) else [] if v is None else [v]):
-            expected.append((tagged.num(i), x.lower() if isinstance(x, str) else str(x)))
+            expected.append((tagged.num(i), str(x).lower()))
     assert frames == expected
 
 
 def test_unclean_values_leave_the_atom_path():
     index = {"A": 0}
-    for bad in ["x\x1ey", "\x10", True, 1.5, [None], [["x"]], {"k": "v"}, ("x",)]:
+    for bad in ["x\x1ey", "\x10", 1.5, [None], [["x"]], {"k": "v"}, ("x",)]:
         assert tagged.tagged_text_py({"A": bad}, index, -1) is None, bad
         if tagged.tagged_join is not None:
             assert tagged.tagged_join({"A": bad}, index, -1) is None, bad
     assert tagged.tagged_text_py({"A": ["X", 7], "B": None}, {"A": 0, "B": 1}, -1) == \
         "\x1e\x10\x10x\x1d\x10\x10\x1e\x10\x107\x1d\x10\x10"
+    # a bool is clean: its text lower-cased is what a predicate compares (``values.as_text``)
+    for fields in ({"A": True}, {"A": [False, "X"]}):
+        want = tagged.tagged_text_py(fields, index, -1)
+        assert want is not None and "true" in want or "false" in want
+        if tagged.tagged_join is not None:
+            assert tagged.tagged_join(fields, index, -1) == want
 
 
 # ----------------------------------------------------------------------------- atom patterns
@@ -160,6 +166,7 @@ RULES = {
     "list_all": "sel:\n  CommandLine|contains|all: ['σ', 'ß']\ncondition: sel",
     "emoji": "sel:\n  CommandLine|contains: ['😀', '\u202e']\ncondition: sel",
     "keyword": "keywords:\n  - 'sekurlsa::'\n  - 'Σ'\ncondition: keywords",
+    "bool_text": "sel:\n  Hashes: 'TRUE'\n  User|startswith: 'fal'\ncondition: sel",  # bools as text
 }
 
 
@@ -227,6 +234,21 @@ def test_gather_equals_the_python_candidates(pattern_units, always, scans):
         gather(len(units), 0, 0, 0, None)
     with pytest.raises((TypeError, ValueError, OverflowError)):
         gather("x", 0, 0, 0, None)
+
+
+@needs_hyperscan
+def test_bools_take_the_atom_path_as_text(engines):
+    """A bool is clean tagged text ("true"/"false"), matched as the predicates match it."""
+    atom_engine, literal_engine = engines
+    cases = (({"Hashes": True, "User": False}, True), ({"Hashes": [False, True], "User": [False]}, True),
+             ({"Hashes": False, "User": False}, False), ({"Hashes": "true", "User": True}, False))
+    for fields, hit in cases:
+        f = {"Channel": SYSMON, "EventID": 1, **fields}
+        b = atom_engine.bucket(SYSMON, 1)
+        assert tagged.tagged_text(f, b.atoms.index, b.atoms.rest) is not None
+        want = _brute(literal_engine, f)
+        assert [r.id for r in atom_engine.match_fields(f)] == want
+        assert ("5d0b6a54-0000-4000-8000-000000000013" in want) is hit
 
 
 @needs_hyperscan

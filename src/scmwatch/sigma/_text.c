@@ -176,8 +176,8 @@ static PyObject *lower_join(PyObject *self, PyObject *args) {
  * a field numbered i (``index[name]``; other fields get ``rest``, or are left out when it is -1)
  * becomes "\x1e" + num(i) + value + "\x1d" + num(i), one segment per list item, num(i) being two
  * characters 0x10 + i / 12, 0x10 + i % 12; lower-cased as ``str.lower`` does. None ("not
- * clean": the caller takes the per-rule path) when a value is anything but str, int or a list
- * of them, or when a str holds a character in 0x10-0x1f, so no value can forge a segment.
+ * clean": the caller takes the per-rule path) when a value is anything but str, int, bool or a
+ * list of them, or when a str holds a character in 0x10-0x1f, so no value can forge a segment.
  * With ``rest`` -1 only the indexed names are looked up, in ``index`` order; with ``rest`` >= 0 the
  * fields in ``skip`` (a set, optional) that are not indexed are left out.
  */
@@ -212,7 +212,7 @@ static int segs_add(Segs *s, PyObject *x, Py_ssize_t field) {
         if (reserved_char(x)) return 1;
         Py_INCREF(x);
         text = x;
-    } else if (PyLong_CheckExact(x)) {
+    } else if (PyLong_CheckExact(x) || PyBool_Check(x)) { /* True -> "true" once lower-cased */
         text = PyObject_Str(x);
         if (text == NULL) return -1;
     } else {
