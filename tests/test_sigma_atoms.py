@@ -417,3 +417,27 @@ def test_trials_pick_a_prefilter_without_changing_matches(engines):
         f = {"Channel": SYSMON, "EventID": 1, **{k: rng.choice(pool) for k in FIELDS}}
         assert [r.id for r in auto.match_fields(f)] == _brute(literal_engine, f)
     assert b.trials == 0 and b.timings == ([], [])
+
+
+keyword_values = st.lists(st.sampled_from(["mimikatz", "sekurlsa::", "a*b?c", "Σσ", "ß", "😀", "x\\*y", "*",
+                                           "İ", "4688", "tRuE", ""]), min_size=2, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(keyword_values, st.dictionaries(st.sampled_from(["CommandLine", "Data", "Computer", "Other"]),
+                                       st.one_of(text_values, st.integers(0, 5000), st.booleans(), st.none(),
+                                                 st.lists(text_values, max_size=2)), max_size=4))
+def test_grouped_keywords_equal_one_leaf_each(words, fields):
+    """An OR of keywords is one pass over the values (``_Compiler.keywords``): it must match
+    exactly when one of the leaves alone (``_Compiler.keyword``) does."""
+    from sigma.types import SigmaString
+
+    from scmwatch.sigma.compile import _Compiler
+
+    c = _Compiler(None, None)
+    vals = [SigmaString(w) for w in words]
+    grouped, _, _ = c.keywords(vals)
+    leaves = [c.keyword(v)[0] for v in vals]
+    low = Low(fields)
+    want = any(c.em.function(leaf)(fields, low) for leaf in leaves)
+    assert c.em.function(grouped)(fields, Low(fields)) == want

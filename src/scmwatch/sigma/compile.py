@@ -635,6 +635,12 @@ class _Compiler:
     def or_node(self, args: list, positive: bool) -> tuple[Node, frozenset[str] | None, Req]:
         groups: dict[str, list[tuple[str, Any]]] = {}
         others: list[tuple[Node, frozenset[str] | None, Req]] = []
+        plain = [a for a in args if isinstance(a, ConditionValueExpression)
+                 and isinstance(a.value, SigmaString | SigmaExpansion)
+                 and not isinstance(a.value, SigmaCasedString)]
+        if len(plain) > 1:  # OR-ed keywords: one pass over the values for all of them
+            others.append(self.keywords([a.value for a in plain]))
+            args = [a for a in args if all(a is not p for p in plain)]
         for a in args:
             if isinstance(a, ConditionFieldEqualsValueExpression) and a.field is not None:
                 specs = self.string_specs(a.value)
@@ -712,13 +718,23 @@ class _Compiler:
 
     def keyword(self, val: Any) -> tuple[Node, frozenset[str] | None, Req]:
         """Field-less value: substring (wildcards honoured) over every non-System value."""
+        return self.keywords([val])
+
+    def keywords(self, vals: list) -> tuple[Node, frozenset[str] | None, Req]:
+        """OR-ed field-less values (a regex alone; otherwise all cased or none): one pass over
+        the event's values for all of them. A keyword list is an OR of one leaf per value, and
+        each leaf went over every field: Mimikatz Keywords (20 values) cost 113 us per Sysmon
+        process-creation event it was evaluated on, 20 us as one pass with plain substrings as
+        one ``_contains_any`` test per value."""
+        val = vals[0]
         cased = isinstance(val, SigmaCasedString)
+        test: Callable[[str], bool]
         if isinstance(val, SigmaRegularExpression):
             tests = [_regex_test(val)]
             lits = regex_literals(str(val.regexp))
             cased = True
         else:
-            values = val.values if isinstance(val, SigmaExpansion) else [val]
+            values = [v for val in vals for v in (val.values if isinstance(val, SigmaExpansion) else [val])]
             specs = []
             for v in values:
                 if not isinstance(v, SigmaString):
@@ -735,15 +751,19 @@ class _Compiler:
                         parts = [*parts, SpecialChars.WILDCARD_MULTI]
                     specs.append(classify(parts))
             tests = [text_matcher(k, p) for k, p in specs]
-            lits = self.spec_literals([(k, p if k == "glob" else p.lower()) for k, p in specs])
+            if specs and all(k == "contains" for k, _ in specs):
+                tests = [_contains_any(tuple(p for _, p in specs))]
+            lits = self.spec_literals([(k, p if k == "glob" or not p else p.lower()) for k, p in specs])
         if lits:
             self.lit_fields = None  # keyword literals may sit in any field but the System ones
-
-        def test(v: str) -> bool:
-            for t in tests:
-                if t(v):
-                    return True
-            return False
+        if len(tests) == 1:
+            test = tests[0]
+        else:
+            def test(v: str) -> bool:
+                for t in tests:
+                    if t(v):
+                        return True
+                return False
 
         lower = not cased
 
