@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 .PHONY: install run test lint bench clean demo screenshots
 
-$(BIN)/scmwatch: pyproject.toml setup.py requirements-export.txt src/scmwatch/events/_flatten.c \
+$(BIN)/scmwatch: pyproject.toml setup.py requirements-export.txt src/scmwatch/events/_flatten.c src/scmwatch/events/_evtx.c \
 		src/scmwatch/events/_xml.c src/scmwatch/sigma/_text.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

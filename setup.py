@@ -1,6 +1,7 @@
 """Build script for the optional C extensions; all metadata lives in pyproject.toml.
 
-``scmwatch.events._flatten`` speeds up EVTX parsing and normalization, ``scmwatch.events._xml``
+``scmwatch.events._evtx`` decodes EVTX chunks straight from binary XML, ``scmwatch.events._flatten``
+speeds up EVTX parsing and normalization, ``scmwatch.events._xml``
 the reading of Windows event XML, ``scmwatch.sigma._text`` builds the engine's prefilter text
 (see each C file for why). All are optional: if they cannot be compiled, installation still
 succeeds and the identical Python code is used.
@@ -13,6 +14,12 @@ setup(
         Extension(
             "scmwatch.events._flatten",
             ["src/scmwatch/events/_flatten.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
+            "scmwatch.events._evtx",
+            ["src/scmwatch/events/_evtx.c"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

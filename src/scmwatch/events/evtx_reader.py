@@ -1,4 +1,12 @@
-"""EVTX through the Rust-backed ``evtx`` package.
+"""EVTX: decoded chunk by chunk in C (``_evtx``), with the Rust-backed ``evtx`` package as the
+reference and the fallback.
+
+The ``evtx`` package renders every record as JSON text that ``_flatten`` then parses again;
+``_evtx.decode_chunk`` reads the chunk's binary XML itself and builds the same fields (see
+``_evtx.c``). It decodes only what it is sure to render exactly as the package does; any other
+chunk (a damaged record, a rare token or value type) goes whole to the package through a
+one-chunk file (:class:`ChunkEvents`), so events, record ids and errors are the package's. The
+C path is off with ``scmwatch.native.pure_python()`` or when the extension was not built.
 
 ``PyEvtxParser`` raises for a record it cannot decode and then carries on with the next one,
 so each failure is counted and the rest of the file is still read. It silently skips a chunk
@@ -10,6 +18,7 @@ read with every chunk header's record-id range and reports each gap.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from collections.abc import Iterator
@@ -18,7 +27,16 @@ from typing import Any, BinaryIO
 import evtx
 
 from scmwatch.events.model import Event, ReadGate, ReadStats
-from scmwatch.events.normalize import EvtxEvents, from_evtx_json
+from scmwatch.events.normalize import EvtxEvents, from_evtx_dict, from_evtx_json
+from scmwatch.native import pure_python
+
+try:
+    from scmwatch.events import _evtx
+except ImportError:  # no compiler at install time
+    _evtx = None  # type: ignore[assignment]
+if _evtx is not None:
+    _evtx.configure(from_evtx_dict, Event)
+DECODE_CHUNK = _evtx.decode_chunk if _evtx is not None and EvtxEvents is not None and not pure_python() else None
 
 MAGIC = b"ElfFile\x00"
 HEADER_SIZE = 4096
@@ -83,8 +101,11 @@ def read_evtx(
         return
     _check_truncation(name, head, size, stats)
     stats.bytes += size
-    records = parser.records_json()
-    events = (EvtxEvents or PyEvtxEvents)(records, name, gate.want if gate is not None else None)
+    want = gate.want if gate is not None else None
+    if DECODE_CHUNK is not None and len(head) >= 42 and struct.unpack_from("<H", head, 40)[0] == HEADER_SIZE:
+        events: Any = ChunkEvents(name, source, size, want)
+    else:
+        events = (EvtxEvents or PyEvtxEvents)(parser.records_json(), name, want)
     if gate is not None:
         gate.reader = events
     errors = 0
@@ -103,6 +124,8 @@ def read_evtx(
             read = events.count + events.skipped + events.missing_count + errors
             _audit_chunks(name, source, head, size, read, stats)
     finally:
+        if isinstance(events, ChunkEvents):
+            events.close()
         stats.events += events.count + events.skipped
         for rid in events.missing:
             stats.error(name, "evtx-record", "record has no Event element", rid)
@@ -258,3 +281,76 @@ class PyEvtxEvents:
             self.count += 1
             return Event(fields, self.name, rec["event_record_id"], "evtx")
         raise StopIteration
+
+
+class ChunkEvents:
+    """Event objects of a whole EVTX file, chunk by chunk: ``_evtx.decode_chunk`` where it is
+    sure, else the ``evtx`` package on a file of the header and that one chunk (it reads each
+    chunk on its own, so events and errors are the ones it gives for the whole file). An error
+    of the package for one record propagates from ``__next__``, and iteration goes on with the
+    next record, as with ``records_json()``. Same counters as :class:`PyEvtxEvents`."""
+
+    def __init__(self, name: str, source: str | BinaryIO, size: int, want: Any = None) -> None:
+        self.name = name
+        self.want = want
+        self.count = 0
+        self.skipped = 0
+        self.missing_count = 0
+        self.missing: list[Any] = []
+        self.fallback_chunks = 0
+        self._own = isinstance(source, str)
+        self._fh: Any = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115 - closed by close()
+        self._fh.seek(0)
+        self._header = self._fh.read(HEADER_SIZE)
+        self._chunks = (size - HEADER_SIZE) // CHUNK_SIZE if len(self._header) == HEADER_SIZE else 0
+        self._next_chunk = 0
+        self._decisions: dict = {}
+        self._ready: Iterator[Event] = iter(())
+        self._slow: Any = None  # the package's events of the current fallback chunk
+
+    def __iter__(self) -> ChunkEvents:
+        return self
+
+    def __next__(self) -> Event:
+        while True:
+            if self._slow is not None:
+                try:
+                    return next(self._slow)
+                except StopIteration:
+                    self._finish_slow()
+            for event in self._ready:
+                return event
+            if self._next_chunk >= self._chunks:
+                raise StopIteration
+            self._load(self._next_chunk)
+            self._next_chunk += 1
+
+    def _load(self, index: int) -> None:
+        self._fh.seek(HEADER_SIZE + index * CHUNK_SIZE)
+        chunk = self._fh.read(CHUNK_SIZE)
+        got = DECODE_CHUNK(chunk, self.name, self.want, self._decisions) if len(chunk) == CHUNK_SIZE else None
+        if got is not None:
+            events, skipped = got
+            self.count += len(events)
+            self.skipped += skipped
+            self._ready = iter(events)
+            return
+        if len(chunk) == CHUNK_SIZE and not chunk.strip(b"\0"):
+            return  # an empty chunk of a preallocated file: the package skips it too
+        self.fallback_chunks += 1
+        parser = evtx.PyEvtxParser(io.BytesIO(self._header + chunk))
+        self._slow = (EvtxEvents or PyEvtxEvents)(parser.records_json(), self.name, self.want)
+
+    def _finish_slow(self) -> None:
+        slow, self._slow = self._slow, None
+        self.count += slow.count
+        self.skipped += slow.skipped
+        self.missing_count += slow.missing_count
+        self.missing.extend(slow.missing[: max(0, PyEvtxEvents.MAX_MISSING_KEPT - len(self.missing))])
+
+    def close(self) -> None:
+        """Close the file this object opened; the counters of a fallback chunk in progress are kept."""
+        if self._slow is not None:
+            self._finish_slow()
+        if self._own:
+            self._fh.close()

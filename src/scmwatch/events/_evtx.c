@@ -1,0 +1,1358 @@
+/*
+ * scmwatch.events._evtx: EVTX chunks decoded straight from binary XML into our flat events.
+ *
+ * Why: the ``evtx`` package renders every record as JSON text, which ``_flatten`` then parses
+ * again; both steps were most of the ~35 % that reading took of a whole-process hunt with all
+ * of SigmaHQ. This module walks one 64 KiB chunk itself (string table, template definitions,
+ * records, BinXml tokens, template instances with their substitution arrays, nested BinXml)
+ * and builds for each record the same object that ``orjson.loads`` makes of the package's JSON
+ * (the rendering rules of the evtx crate's JSON writer, ported one for one), which the
+ * flattener of ``_flatten`` turns into the Event's fields.
+ *
+ * It decodes only what it is sure to render exactly as the package does. Anything else in a
+ * chunk -- a record the package would report as an error, an unknown or unusual token (CDATA,
+ * character and entity references, processing instructions), an array, ANSI or float value,
+ * a lone surrogate, a name JSON would have to escape, a value whose size does not match its
+ * type, nesting past a small depth, more nodes than the pools hold -- makes ``decode_chunk``
+ * return None, and the reader hands that whole chunk to the ``evtx`` package instead. So the
+ * result is the package's, event for event and error for error; tests compare both paths on
+ * every recording of the shared corpora and on damaged and random chunks.
+ *
+ * Hostile input: every read is bounds-checked against the chunk, token loops end at the data
+ * they were given, template and BinXml nesting and element depth are capped, and the node pools
+ * are fixed in size.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define CHUNK_SIZE 65536
+#define CHUNK_HEADER 512
+#define MAX_NODES 32768
+#define MAX_ELEMS 16384
+#define MAX_ATTRS 16384
+#define MAX_TEMPLATES 256
+#define MAX_VALUES 512
+#define MAX_DEPTH 24   /* open elements in one stream */
+#define MAX_NEST 4     /* template instance / BinXml fragment nesting */
+#define MAX_NAMES 1024
+#define MAX_STRING_CHAIN 4096
+
+/* value types */
+enum {
+    T_NULL = 0x00, T_STRING = 0x01, T_ANSI = 0x02, T_I8 = 0x03, T_U8 = 0x04, T_I16 = 0x05, T_U16 = 0x06,
+    T_I32 = 0x07, T_U32 = 0x08, T_I64 = 0x09, T_U64 = 0x0A, T_R32 = 0x0B, T_R64 = 0x0C, T_BOOL = 0x0D,
+    T_BINARY = 0x0E, T_GUID = 0x0F, T_SIZET = 0x10, T_FILETIME = 0x11, T_SYSTIME = 0x12, T_SID = 0x13,
+    T_HEX32 = 0x14, T_HEX64 = 0x15, T_EVTHANDLE = 0x20, T_BINXML = 0x21, T_EVTXML = 0x23,
+};
+
+/* node kinds */
+enum { K_ELEM, K_TEXT, K_VALUE, K_PH };
+
+typedef struct {
+    uint8_t kind;
+    uint8_t vtype;    /* K_VALUE, K_PH: value type */
+    uint8_t optional; /* K_PH */
+    uint16_t index;   /* K_PH: substitution index */
+    uint32_t len;     /* K_TEXT: UTF-16 units; K_VALUE: bytes */
+    uint32_t off;     /* K_TEXT, K_VALUE: chunk offset of the data */
+    int32_t elem;     /* K_ELEM */
+    int32_t next;     /* next node in its list, -1 */
+} Node;
+
+typedef struct {
+    PyObject *name; /* borrowed from the chunk's name table */
+    int32_t first, last; /* node list */
+    int32_t next;
+} Attr;
+
+typedef struct {
+    PyObject *name;
+    int32_t attr_first, attr_last;
+    int32_t child_first, child_last;
+    int32_t nchildren;
+    int has_elem_child;
+} Elem;
+
+typedef struct {
+    Node nodes[MAX_NODES];
+    Elem elems[MAX_ELEMS];
+    Attr attrs[MAX_ATTRS];
+    int nn, ne, na;
+} Pool;
+
+typedef struct {
+    uint32_t off;
+    int root; /* element in the template pool */
+} Template;
+
+typedef struct {
+    uint32_t off; /* 0: empty slot (no name or key lives at offset 0: that is the chunk magic) */
+    uint32_t len;
+    PyObject *name;
+} NameEntry;
+
+#define NAME_SLOTS 4096 /* a power of two, well above MAX_NAMES */
+
+typedef struct {
+    const uint8_t *d; /* the chunk */
+    Pool *tpl;        /* template definitions of this chunk */
+    Pool *rec;        /* the current record */
+    Template templates[MAX_TEMPLATES];
+    int ntemplates;
+    NameEntry names[NAME_SLOTS]; /* names by string-table offset, and text keys (len > 0) */
+    int nnames;
+} Ctx;
+
+/* A value of one template instance: a typed window of the chunk, or an element (nested BinXml). */
+typedef struct {
+    uint8_t type;
+    uint32_t off, len;
+    uint32_t units; /* strings: UTF-16 units before the first NUL */
+    int elem;       /* >= 0: a BinXml value parsed into the record pool */
+} Value;
+
+#define BAIL (-1)
+
+static Pool *POOL_TPL = NULL, *POOL_REC = NULL;
+static PyObject *FROM_DICT = NULL; /* _flatten.from_evtx_dict */
+static PyObject *EVENT = NULL;     /* the Event class */
+static PyObject *S_attributes, *S_text, *S_Data, *S_Event, *S_evtx, *S_Channel, *S_EventID, *S_UserData,
+    *S_empty, *S_Name, *S_EventData;
+
+static inline uint16_t u16at(const uint8_t *d, uint32_t o) { return (uint16_t)(d[o] | (d[o + 1] << 8)); }
+static inline uint32_t u32at(const uint8_t *d, uint32_t o) {
+    return (uint32_t)d[o] | ((uint32_t)d[o + 1] << 8) | ((uint32_t)d[o + 2] << 16) | ((uint32_t)d[o + 3] << 24);
+}
+static inline uint64_t u64at(const uint8_t *d, uint32_t o) {
+    return (uint64_t)u32at(d, o) | ((uint64_t)u32at(d, o + 4) << 32);
+}
+static inline int has(uint64_t at, uint64_t n) { return at + n <= CHUNK_SIZE; }
+
+/* ---- UTF-16 ---------------------------------------------------------------------------- */
+
+/* Units before the first NUL (the crate truncates there); -1 for a lone surrogate. */
+static int64_t utf16_units(const uint8_t *d, uint32_t off, uint32_t units) {
+    for (uint32_t i = 0; i < units; i++) {
+        uint16_t u = u16at(d, off + 2 * i);
+        if (u == 0) return i;
+        if (u >= 0xD800 && u <= 0xDBFF) {
+            if (i + 1 >= units) return -1;
+            uint16_t lo = u16at(d, off + 2 * i + 2);
+            if (lo < 0xDC00 || lo > 0xDFFF) return -1;
+            i++;
+        } else if (u >= 0xDC00 && u <= 0xDFFF) {
+            return -1;
+        }
+    }
+    return units;
+}
+
+/* A growable UCS-4 text buffer. */
+typedef struct {
+    Py_UCS4 *s;
+    Py_ssize_t n, cap;
+    Py_UCS4 max;
+} Buf;
+static Buf TB = {NULL, 0, 0, 0};
+
+static int buf_reserve(Buf *b, Py_ssize_t more) {
+    if (b->n + more <= b->cap) return 0;
+    Py_ssize_t cap = (b->n + more) * 2 + 64;
+    Py_UCS4 *s = PyMem_Realloc(b->s, (size_t)cap * sizeof(Py_UCS4));
+    if (s == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->s = s;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_ascii(Buf *b, const char *s, Py_ssize_t n) {
+    if (buf_reserve(b, n) < 0) return -1;
+    for (Py_ssize_t i = 0; i < n; i++) b->s[b->n++] = (unsigned char)s[i];
+    if (b->max < 0x7F) b->max = 0x7F;
+    return 0;
+}
+
+static int buf_utf16(Buf *b, const uint8_t *d, uint32_t off, uint32_t units) {
+    if (buf_reserve(b, units) < 0) return -1;
+    for (uint32_t i = 0; i < units; i++) {
+        Py_UCS4 u = u16at(d, off + 2 * i);
+        if (u >= 0xD800 && u <= 0xDBFF && i + 1 < units) {
+            Py_UCS4 lo = u16at(d, off + 2 * i + 2);
+            u = 0x10000 + ((u - 0xD800) << 10) + (lo - 0xDC00);
+            i++;
+        }
+        if (u > b->max) b->max = u;
+        b->s[b->n++] = u;
+    }
+    return 0;
+}
+
+/* A str of ``units`` UTF-16 units (no lone surrogates: checked before), without the buffer. */
+static PyObject *utf16_str(const uint8_t *d, uint32_t off, uint32_t units) {
+    unsigned any = 0;
+    for (uint32_t i = 0; i < units; i++) any |= d[off + 2 * i + 1];
+    if (any == 0) {
+        unsigned low = 0;
+        for (uint32_t i = 0; i < units; i++) low |= d[off + 2 * i];
+        PyObject *s = PyUnicode_New(units, low < 0x80 ? 127 : 255);
+        if (s == NULL) return NULL;
+        Py_UCS1 *o = PyUnicode_1BYTE_DATA(s);
+        for (uint32_t i = 0; i < units; i++) o[i] = d[off + 2 * i];
+        return s;
+    }
+    int order = -1;
+    return PyUnicode_DecodeUTF16((const char *)d + off, 2 * (Py_ssize_t)units, "strict", &order);
+}
+
+static PyObject *buf_str(Buf *b, Py_ssize_t from) {
+    return PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, b->s + from, b->n - from);
+}
+
+/* ---- names ----------------------------------------------------------------------------- */
+
+/* The name at a string-table offset (borrowed; owned by ctx). NULL: not sure (bail). */
+static NameEntry *name_slot(Ctx *x, uint32_t off, uint32_t len) {
+    uint32_t h = (off * 2654435761u ^ len) & (NAME_SLOTS - 1);
+    while (x->names[h].off != 0 && !(x->names[h].off == off && x->names[h].len == len)) h = (h + 1) & (NAME_SLOTS - 1);
+    return &x->names[h];
+}
+
+static PyObject *name_at(Ctx *x, uint32_t off) {
+    NameEntry *slot = name_slot(x, off, 0);
+    if (slot->off != 0) return slot->name;
+    if (x->nnames >= MAX_NAMES || off == 0 || !has(off, 8)) return NULL;
+    uint32_t units = u16at(x->d, off + 6);
+    if (!has(off + 8, 2ull * units + 2)) return NULL;
+    int64_t n = utf16_units(x->d, off + 8, units);
+    if (n < 0) return NULL;
+    for (int64_t i = 0; i < n; i++) {
+        uint16_t u = u16at(x->d, off + 8 + 2 * (uint32_t)i);
+        if (u < 0x20 || u == '"' || u == '\\') return NULL; /* JSON writes names unescaped */
+    }
+    Py_ssize_t mark = TB.n;
+    TB.max = 0;
+    if (buf_utf16(&TB, x->d, off + 8, (uint32_t)n) < 0) return NULL;
+    PyObject *s = buf_str(&TB, mark);
+    TB.n = mark;
+    if (s == NULL) return NULL;
+    PyUnicode_InternInPlace(&s);
+    slot->off = off;
+    slot->len = 0;
+    slot->name = s;
+    x->nnames++;
+    return s;
+}
+
+/* The string table the crate reads first: a chunk it cannot read fails as a whole there. */
+static int check_string_table(const uint8_t *d) {
+    int steps = 0;
+    for (int i = 0; i < 64; i++) {
+        uint32_t off = u32at(d, 128 + 4 * i);
+        while (off > 0) {
+            if (++steps > MAX_STRING_CHAIN || !has(off, 8)) return BAIL;
+            uint32_t next = u32at(d, off);
+            uint32_t units = u16at(d, off + 6);
+            if (!has(off + 8, 2ull * units + 2)) return BAIL;
+            if (utf16_units(d, off + 8, units) < 0) return BAIL;
+            if (next == off) break;
+            off = next;
+        }
+    }
+    return 0;
+}
+
+/* A name reference: u32 offset, and the name itself inline when it is stored right here. */
+static int read_name(Ctx *x, uint32_t *pos, uint32_t *name_off) {
+    if (!has(*pos, 4)) return BAIL;
+    uint32_t off = u32at(x->d, *pos);
+    *pos += 4;
+    if (off == *pos) {
+        if (!has(*pos, 8)) return BAIL;
+        *pos += 10 + 2 * (uint32_t)u16at(x->d, *pos + 6);
+        if (*pos > CHUNK_SIZE) return BAIL;
+    }
+    *name_off = off;
+    return 0;
+}
+
+/* ---- pools ----------------------------------------------------------------------------- */
+
+static int new_node(Pool *p) {
+    if (p->nn >= MAX_NODES) return BAIL;
+    Node *n = &p->nodes[p->nn];
+    memset(n, 0, sizeof(*n));
+    n->next = -1;
+    n->elem = -1;
+    return p->nn++;
+}
+
+static int new_elem(Pool *p, PyObject *name) {
+    if (p->ne >= MAX_ELEMS) return BAIL;
+    Elem *e = &p->elems[p->ne];
+    e->name = name;
+    e->attr_first = e->attr_last = e->child_first = e->child_last = -1;
+    e->nchildren = 0;
+    e->has_elem_child = 0;
+    return p->ne++;
+}
+
+static void add_child(Pool *p, int elem, int node) {
+    Elem *e = &p->elems[elem];
+    if (e->child_last < 0) e->child_first = node;
+    else p->nodes[e->child_last].next = node;
+    e->child_last = node;
+    e->nchildren++;
+    if (p->nodes[node].kind == K_ELEM) e->has_elem_child = 1;
+}
+
+static int add_attr(Pool *p, int elem, PyObject *name) {
+    if (p->na >= MAX_ATTRS) return BAIL;
+    int a = p->na++;
+    p->attrs[a].name = name;
+    p->attrs[a].first = p->attrs[a].last = -1;
+    p->attrs[a].next = -1;
+    Elem *e = &p->elems[elem];
+    if (e->attr_last < 0) e->attr_first = a;
+    else p->attrs[e->attr_last].next = a;
+    e->attr_last = a;
+    return a;
+}
+
+static void attr_push(Pool *p, int a, int node) {
+    if (p->attrs[a].last < 0) p->attrs[a].first = node;
+    else p->nodes[p->attrs[a].last].next = node;
+    p->attrs[a].last = node;
+}
+
+/* Drop attributes without value nodes (the crate keeps only those with some). */
+static void prune_attrs(Pool *p, int elem) {
+    Elem *e = &p->elems[elem];
+    int prev = -1;
+    for (int a = e->attr_first; a >= 0; a = p->attrs[a].next) {
+        if (p->attrs[a].first < 0) {
+            if (prev < 0) e->attr_first = p->attrs[a].next;
+            else p->attrs[prev].next = p->attrs[a].next;
+            if (e->attr_last == a) e->attr_last = prev;
+        } else {
+            prev = a;
+        }
+    }
+}
+
+/* ---- values ---------------------------------------------------------------------------- */
+
+/* The fixed size of a type, 0 for variable, -1 for one we do not decode. */
+static int fixed_size(uint8_t t) {
+    switch (t) {
+    case T_I8: case T_U8: return 1;
+    case T_I16: case T_U16: return 2;
+    case T_I32: case T_U32: case T_BOOL: case T_HEX32: return 4;
+    case T_I64: case T_U64: case T_FILETIME: case T_HEX64: return 8;
+    case T_GUID: case T_SYSTIME: return 16;
+    case T_NULL: case T_STRING: case T_BINARY: case T_SID: case T_SIZET: case T_BINXML: return 0;
+    default: return -1;
+    }
+}
+
+/* Is this a valid value type byte for the crate (else it fails the record)? */
+static int known_type(uint8_t t) {
+    return t <= 0x15 || t == 0x20 || t == 0x21 || t == 0x23 || (t >= 0x81 && t <= 0x95);
+}
+
+/* Check one substitution value of ``len`` bytes; returns its normalised type or BAIL. */
+static int check_value(const uint8_t *d, uint8_t type, uint32_t off, uint32_t len) {
+    int fs = fixed_size(type);
+    if (fs < 0) return BAIL;
+    if (fs > 0) return len == (uint32_t)fs ? type : BAIL;
+    switch (type) {
+    case T_NULL: return type;
+    case T_STRING:
+        if (len & 1) return BAIL;
+        return utf16_units(d, off, len / 2) < 0 ? BAIL : type;
+    case T_BINARY: return type;
+    case T_SIZET: return len == 4 ? T_HEX32 : len == 8 ? T_HEX64 : BAIL;
+    case T_SID: {
+        if (len < 8) return BAIL;
+        uint32_t n = d[off + 1];
+        return len == 8 + 4 * n ? type : BAIL;
+    }
+    default: return BAIL;
+    }
+}
+
+static void put_digits(char *out, int width, unsigned v) {
+    for (int i = width - 1; i >= 0; i--) {
+        out[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+}
+
+/* ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` */
+static void put_time(char *out, unsigned y, unsigned mo, unsigned d, unsigned h, unsigned mi, unsigned s,
+                     unsigned us) {
+    put_digits(out, 4, y);
+    out[4] = '-';
+    put_digits(out + 5, 2, mo);
+    out[7] = '-';
+    put_digits(out + 8, 2, d);
+    out[10] = 'T';
+    put_digits(out + 11, 2, h);
+    out[13] = ':';
+    put_digits(out + 14, 2, mi);
+    out[16] = ':';
+    put_digits(out + 17, 2, s);
+    out[19] = '.';
+    put_digits(out + 20, 6, us);
+    out[26] = 'Z';
+    out[27] = 0;
+}
+
+/* FILETIME (100 ns since 1601) to the crate's text, 27 ASCII characters. */
+static int format_filetime(uint64_t ft, char *out) {
+    int64_t secs = (int64_t)(ft / 10000000ULL) - 11644473600LL;
+    uint32_t micros = (uint32_t)((ft % 10000000ULL) / 10);
+    if (secs >= 253370764800LL) return BAIL; /* year 9999 on: near the end of jiff's range */
+    int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
+    int64_t rem = secs - days * 86400;
+    /* days since 1970-01-01 -> civil date (H. Hinnant) */
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = yoe + era * 400;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    int64_t dd = doy - (153 * mp + 2) / 5 + 1;
+    int64_t mm = mp < 10 ? mp + 3 : mp - 9;
+    if (mm <= 2) y++;
+    put_time(out, (unsigned)y, (unsigned)mm, (unsigned)dd, (unsigned)(rem / 3600), (unsigned)(rem / 60 % 60),
+             (unsigned)(rem % 60), micros);
+    return 0;
+}
+
+static int format_systime(const uint8_t *d, uint32_t off, char *out) {
+    unsigned y = u16at(d, off), mo = u16at(d, off + 2), day = u16at(d, off + 6), h = u16at(d, off + 8),
+             mi = u16at(d, off + 10), s = u16at(d, off + 12), ms = u16at(d, off + 14);
+    if (!y && !mo && !day && !h && !mi && !s && !ms) return format_filetime(0, out);
+    static const unsigned mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (y < 1601 || y > 9999 || mo < 1 || mo > 12 || day < 1 || day > mdays[mo - 1] || h > 23 || mi > 59 ||
+        s > 59 || ms > 999)
+        return BAIL;
+    if (mo == 2 && day == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0)) return BAIL;
+    put_time(out, y, mo, day, h, mi, s, ms * 1000);
+    return 0;
+}
+
+/* Is the value "empty" in the crate's sense (an optional substitution then disappears)? */
+static int value_empty(const uint8_t *d, uint8_t type, uint32_t off, uint32_t len) {
+    switch (type) {
+    case T_NULL: return 1;
+    case T_STRING: return utf16_units(d, off, len / 2) == 0;
+    case T_BINARY: case T_BINXML: return len == 0;
+    default: return 0;
+    }
+}
+
+/* The value as a JSON number/bool when the crate writes it as one; NULL (no error) otherwise. */
+static PyObject *value_number(const uint8_t *d, uint8_t t, uint32_t o) {
+    switch (t) {
+    case T_I8: return PyLong_FromLong((int8_t)d[o]);
+    case T_U8: return PyLong_FromLong(d[o]);
+    case T_I16: return PyLong_FromLong((int16_t)u16at(d, o));
+    case T_U16: return PyLong_FromLong(u16at(d, o));
+    case T_I32: return PyLong_FromLong((int32_t)u32at(d, o));
+    case T_U32: return PyLong_FromUnsignedLong(u32at(d, o));
+    case T_I64: return PyLong_FromLongLong((int64_t)u64at(d, o));
+    case T_U64: return PyLong_FromUnsignedLongLong(u64at(d, o));
+    case T_BOOL: return PyBool_FromLong(u32at(d, o) != 0);
+    default: return NULL;
+    }
+}
+
+static const char HEXU[] = "0123456789ABCDEF";
+
+static int put_u64(char *out, uint64_t v) {
+    char rev[24];
+    int n = 0;
+    do {
+        rev[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (int i = 0; i < n; i++) out[i] = rev[n - 1 - i];
+    return n;
+}
+
+static int put_i64(char *out, int64_t v) {
+    if (v >= 0) return put_u64(out, (uint64_t)v);
+    out[0] = '-';
+    return 1 + put_u64(out + 1, (uint64_t)0 - (uint64_t)v);
+}
+
+static int put_hex(char *out, uint64_t v) {
+    static const char hexl[] = "0123456789abcdef";
+    char rev[16];
+    int n = 0;
+    do {
+        rev[n++] = hexl[v & 15];
+        v >>= 4;
+    } while (v);
+    out[0] = '0';
+    out[1] = 'x';
+    for (int i = 0; i < n; i++) out[2 + i] = rev[n - 1 - i];
+    return n + 2;
+}
+
+/* The text of a fixed-size value into ``tmp`` (>= 40 bytes): its length, or BAIL. */
+static int value_ascii(const uint8_t *d, uint8_t t, uint32_t o, char *tmp) {
+    int n = 0;
+    switch (t) {
+    case T_I8: return put_i64(tmp, (int8_t)d[o]);
+    case T_U8: return put_u64(tmp, d[o]);
+    case T_I16: return put_i64(tmp, (int16_t)u16at(d, o));
+    case T_U16: return put_u64(tmp, u16at(d, o));
+    case T_I32: return put_i64(tmp, (int32_t)u32at(d, o));
+    case T_U32: return put_u64(tmp, u32at(d, o));
+    case T_I64: return put_i64(tmp, (int64_t)u64at(d, o));
+    case T_U64: return put_u64(tmp, u64at(d, o));
+    case T_BOOL:
+        if (u32at(d, o)) {
+            memcpy(tmp, "true", 4);
+            return 4;
+        }
+        memcpy(tmp, "false", 5);
+        return 5;
+    case T_HEX32: return put_hex(tmp, u32at(d, o));
+    case T_HEX64: return put_hex(tmp, u64at(d, o));
+    case T_FILETIME: return format_filetime(u64at(d, o), tmp) < 0 ? BAIL : 27;
+    case T_SYSTIME: return format_systime(d, o, tmp) < 0 ? BAIL : 27;
+    case T_GUID: {
+        static const int order[16] = {3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15};
+        for (int i = 0; i < 16; i++) {
+            if (i == 4 || i == 6 || i == 8 || i == 10) tmp[n++] = '-';
+            tmp[n++] = HEXU[d[o + order[i]] >> 4];
+            tmp[n++] = HEXU[d[o + order[i]] & 15];
+        }
+        return n;
+    }
+    default: return BAIL;
+    }
+}
+
+/* The value's text appended to TB. */
+static int value_text(const uint8_t *d, uint8_t t, uint32_t o, uint32_t len) {
+    char tmp[64];
+    int n = 0;
+    switch (t) {
+    case T_NULL: return 0;
+    case T_STRING: {
+        int64_t units = utf16_units(d, o, len / 2);
+        return buf_utf16(&TB, d, o, (uint32_t)units);
+    }
+    case T_SID: {
+        uint64_t auth = 0;
+        for (int i = 2; i < 8; i++) auth = (auth << 8) | d[o + i];
+        n = snprintf(tmp, sizeof tmp, "S-%u-%llu", d[o], (unsigned long long)auth);
+        if (buf_ascii(&TB, tmp, n) < 0) return -2;
+        for (uint32_t i = 0; i < d[o + 1]; i++) {
+            n = snprintf(tmp, sizeof tmp, "-%u", u32at(d, o + 8 + 4 * i));
+            if (buf_ascii(&TB, tmp, n) < 0) return -2;
+        }
+        return 0;
+    }
+    case T_BINARY: {
+        if (buf_reserve(&TB, 2 * (Py_ssize_t)len) < 0) return -2;
+        for (uint32_t i = 0; i < len; i++) {
+            TB.s[TB.n++] = HEXU[d[o + i] >> 4];
+            TB.s[TB.n++] = HEXU[d[o + i] & 15];
+        }
+        if (TB.max < 0x7F) TB.max = 0x7F;
+        return 0;
+    }
+    default:
+        n = value_ascii(d, t, o, tmp);
+        if (n == BAIL) return BAIL;
+    }
+    return buf_ascii(&TB, tmp, n) < 0 ? -2 : 0;
+}
+
+/* ---- BinXml streams -------------------------------------------------------------------- */
+
+enum { MODE_RECORD, MODE_TEMPLATE };
+
+static int parse_stream(Ctx *x, Pool *p, uint32_t start, uint32_t size, int mode, int nest);
+
+/* The template definition at ``off``, parsed once per chunk; its root in the template pool. */
+static int template_at(Ctx *x, uint32_t off, int nest) {
+    for (int i = 0; i < x->ntemplates; i++)
+        if (x->templates[i].off == off) return x->templates[i].root;
+    if (x->ntemplates >= MAX_TEMPLATES || !has(off, 24)) return BAIL;
+    uint32_t size = u32at(x->d, off + 20);
+    if (!has(off + 24ull, size)) return BAIL;
+    int root = parse_stream(x, x->tpl, off + 24, size, MODE_TEMPLATE, nest);
+    if (root < 0) return BAIL;
+    x->templates[x->ntemplates].off = off;
+    x->templates[x->ntemplates].root = root;
+    x->ntemplates++;
+    return root;
+}
+
+/* A copy of template element ``te`` in the record pool with substitutions resolved. */
+static int instantiate(Ctx *x, int te, const Value *values, int nvalues, int depth);
+
+static int resolve_into(Ctx *x, const Node *tn, const Value *values, int nvalues, int depth, int *out) {
+    Pool *r = x->rec;
+    *out = -1;
+    if (tn->kind == K_ELEM) {
+        int e = instantiate(x, tn->elem, values, nvalues, depth + 1);
+        if (e < 0) return BAIL;
+        int n = new_node(r);
+        if (n < 0) return BAIL;
+        r->nodes[n].kind = K_ELEM;
+        r->nodes[n].elem = e;
+        *out = n;
+        return 0;
+    }
+    if (tn->kind != K_PH) {
+        int n = new_node(r);
+        if (n < 0) return BAIL;
+        r->nodes[n] = *tn;
+        r->nodes[n].next = -1;
+        *out = n;
+        return 0;
+    }
+    if (tn->index >= nvalues) return 0;
+    const Value *v = &values[tn->index];
+    if (v->elem >= 0) {
+        int n = new_node(r);
+        if (n < 0) return BAIL;
+        r->nodes[n].kind = K_ELEM;
+        r->nodes[n].elem = v->elem;
+        *out = n;
+        return 0;
+    }
+    if (tn->optional && (v->type == T_STRING ? v->units == 0 : value_empty(x->d, v->type, v->off, v->len)))
+        return 0;
+    int n = new_node(r);
+    if (n < 0) return BAIL;
+    Node *o = &r->nodes[n];
+    if (v->type == T_STRING) {
+        o->kind = K_TEXT;
+        o->off = v->off;
+        o->len = v->units;
+    } else {
+        o->kind = K_VALUE;
+        o->vtype = v->type;
+        o->off = v->off;
+        o->len = v->len;
+    }
+    *out = n;
+    return 0;
+}
+
+static int instantiate(Ctx *x, int te, const Value *values, int nvalues, int depth) {
+    if (depth > MAX_DEPTH) return BAIL;
+    Pool *t = x->tpl, *r = x->rec;
+    int e = new_elem(r, t->elems[te].name);
+    if (e < 0) return BAIL;
+    for (int a = t->elems[te].attr_first; a >= 0; a = t->attrs[a].next) {
+        int ra = -1;
+        for (int tn = t->attrs[a].first; tn >= 0; tn = t->nodes[tn].next) {
+            int n;
+            if (resolve_into(x, &t->nodes[tn], values, nvalues, depth, &n) < 0) return BAIL;
+            if (n < 0) continue;
+            if (ra < 0 && (ra = add_attr(r, e, t->attrs[a].name)) < 0) return BAIL;
+            attr_push(r, ra, n);
+        }
+    }
+    for (int tn = t->elems[te].child_first; tn >= 0; tn = t->nodes[tn].next) {
+        int n;
+        if (resolve_into(x, &t->nodes[tn], values, nvalues, depth, &n) < 0) return BAIL;
+        if (n >= 0) add_child(r, e, n);
+    }
+    return e;
+}
+
+/* A template instance token at ``*pos`` (past the 0x0c): its element in the record pool. */
+static int template_instance(Ctx *x, uint32_t *pos, int nest) {
+    const uint8_t *d = x->d;
+    uint32_t at = *pos;
+    if (!has(at, 9)) return BAIL;
+    uint32_t def = u32at(d, at + 5);
+    at += 9;
+    if (at == def) {
+        if (!has(at, 24)) return BAIL;
+        uint64_t skip = 24ull + u32at(d, at + 20);
+        if (!has(at, skip)) return BAIL;
+        at += (uint32_t)skip;
+    }
+    if (!has(at, 4)) return BAIL;
+    uint32_t count = u32at(d, at);
+    at += 4;
+    if (count > MAX_VALUES || !has(at, 4ull * count)) return BAIL;
+    Value values[MAX_VALUES];
+    uint32_t desc = at;
+    at += 4 * count;
+    for (uint32_t i = 0; i < count; i++) {
+        uint16_t len = u16at(d, desc + 4 * i);
+        uint8_t type = d[desc + 4 * i + 2];
+        if (!known_type(type) || !has(at, len)) return BAIL;
+        values[i].elem = -1;
+        values[i].off = at;
+        values[i].len = len;
+        if (type == T_BINXML) {
+            values[i].type = len > 0 ? T_BINXML : T_NULL; /* an empty fragment is a null value */
+            if (len > 0) {
+                int e = parse_stream(x, x->rec, at, len, MODE_RECORD, nest + 1);
+                if (e < 0) return BAIL;
+                values[i].elem = e;
+            }
+        } else {
+            int t = check_value(d, type, at, len);
+            if (t < 0) return BAIL;
+            values[i].type = (uint8_t)t;
+            if (t == T_STRING) values[i].units = (uint32_t)utf16_units(d, at, len / 2);
+        }
+        at += len;
+    }
+    *pos = at;
+    int root = template_at(x, def, nest);
+    if (root < 0) return BAIL;
+    return instantiate(x, root, values, (int)count, 0);
+}
+
+static int parse_stream(Ctx *x, Pool *p, uint32_t start, uint32_t size, int mode, int nest) {
+    if (nest > MAX_NEST) return BAIL;
+    const uint8_t *d = x->d;
+    uint32_t pos = start, end = start + size;
+    if (end > CHUNK_SIZE) return BAIL;
+    int stack[MAX_DEPTH + 1], depth = 0;
+    int current = -1, cur_attr = -1, root = -1;
+    while (pos < end) {
+        uint8_t tok = d[pos++];
+        switch (tok) {
+        case 0x00:
+            pos = end;
+            continue;
+        case 0x0c: {
+            if (mode != MODE_RECORD || current >= 0) return BAIL;
+            int e = template_instance(x, &pos, nest);
+            if (e < 0) return BAIL;
+            if (depth > 0) {
+                int n = new_node(p);
+                if (n < 0) return BAIL;
+                p->nodes[n].kind = K_ELEM;
+                p->nodes[n].elem = e;
+                add_child(p, stack[depth - 1], n);
+            } else if (root < 0) {
+                root = e;
+            } else {
+                return BAIL;
+            }
+            break;
+        }
+        case 0x01:
+        case 0x41: {
+            if (current >= 0) return BAIL;
+            if (mode == MODE_TEMPLATE) pos += 2; /* dependency id */
+            pos += 4;                            /* data size */
+            uint32_t name_off;
+            if (pos > end || read_name(x, &pos, &name_off) < 0) return BAIL;
+            if (tok == 0x41) pos += 4; /* attribute list size */
+            if (pos > end) return BAIL;
+            PyObject *name = name_at(x, name_off);
+            if (name == NULL) return BAIL;
+            current = new_elem(p, name);
+            if (current < 0) return BAIL;
+            cur_attr = -1;
+            break;
+        }
+        case 0x02:
+        case 0x03: {
+            if (current < 0) return BAIL;
+            prune_attrs(p, current);
+            if (tok == 0x02) {
+                if (depth >= MAX_DEPTH) return BAIL;
+                stack[depth++] = current;
+                current = -1;
+                break;
+            }
+            int e = current;
+            current = -1;
+            goto attach;
+        case 0x04:
+            if (current >= 0 || depth == 0) return BAIL;
+            e = stack[--depth];
+        attach:
+            if (depth > 0) {
+                int n = new_node(p);
+                if (n < 0) return BAIL;
+                p->nodes[n].kind = K_ELEM;
+                p->nodes[n].elem = e;
+                add_child(p, stack[depth - 1], n);
+            } else if (root < 0) {
+                root = e;
+            } else {
+                return BAIL;
+            }
+            break;
+        }
+        case 0x05:
+        case 0x45: {
+            if (!has(pos, 3) || d[pos] != T_STRING) return BAIL;
+            uint32_t units = u16at(d, pos + 1);
+            pos += 3;
+            if (!has(pos, 2ull * units) || pos + 2 * units > end) return BAIL;
+            int64_t n16 = utf16_units(d, pos, units);
+            if (n16 < 0) return BAIL;
+            int n = new_node(p);
+            if (n < 0) return BAIL;
+            p->nodes[n].kind = K_TEXT;
+            p->nodes[n].off = pos;
+            p->nodes[n].len = (uint32_t)n16;
+            pos += 2 * units;
+            if (current >= 0) {
+                if (cur_attr >= 0) attr_push(p, cur_attr, n);
+            } else {
+                if (depth == 0) return BAIL;
+                add_child(p, stack[depth - 1], n);
+            }
+            break;
+        }
+        case 0x06:
+        case 0x46: {
+            if (current < 0) return BAIL;
+            uint32_t name_off;
+            if (read_name(x, &pos, &name_off) < 0 || pos > end) return BAIL;
+            PyObject *name = name_at(x, name_off);
+            if (name == NULL) return BAIL;
+            cur_attr = add_attr(p, current, name);
+            if (cur_attr < 0) return BAIL;
+            break;
+        }
+        case 0x0d:
+        case 0x0e: {
+            if (mode != MODE_TEMPLATE || !has(pos, 3) || pos + 3 > end) return BAIL;
+            uint8_t type = d[pos + 2];
+            if (!known_type(type)) return BAIL;
+            int n = new_node(p);
+            if (n < 0) return BAIL;
+            p->nodes[n].kind = K_PH;
+            p->nodes[n].index = u16at(d, pos);
+            p->nodes[n].vtype = type;
+            p->nodes[n].optional = tok == 0x0e;
+            pos += 3;
+            if (current >= 0) {
+                if (cur_attr >= 0) attr_push(p, cur_attr, n);
+            } else {
+                if (depth == 0) return BAIL;
+                add_child(p, stack[depth - 1], n);
+            }
+            break;
+        }
+        case 0x0f:
+            pos += 3;
+            break;
+        default:
+            return BAIL; /* CDATA, references, PI, unknown: the package's path */
+        }
+    }
+    if (current >= 0 || depth != 0 || root < 0 || pos != end) return BAIL;
+    return root;
+}
+
+/* ---- rendering: the crate's JSON writer, producing what orjson.loads makes of it -------- */
+
+static int node_is_content(Ctx *x, const Node *n) {
+    switch (n->kind) {
+    case K_TEXT: return n->len > 0;
+    case K_VALUE: return !value_empty(x->d, n->vtype, n->off, n->len);
+    default: return 0;
+    }
+}
+
+static int list_has_content(Ctx *x, int first) {
+    for (int i = first; i >= 0; i = x->rec->nodes[i].next)
+        if (node_is_content(x, &x->rec->nodes[i])) return 1;
+    return 0;
+}
+
+static void content_layout(Ctx *x, const Elem *e, int *has_text, int *has_elem) {
+    *has_text = 0;
+    *has_elem = e->has_elem_child;
+    for (int i = e->child_first; i >= 0; i = x->rec->nodes[i].next) {
+        const Node *n = &x->rec->nodes[i];
+        if (n->kind == K_ELEM) *has_elem = 1;
+        else if (node_is_content(x, n)) *has_text = 1;
+    }
+}
+
+static int attrs_have_text(Ctx *x, const Elem *e) {
+    for (int a = e->attr_first; a >= 0; a = x->rec->attrs[a].next)
+        if (list_has_content(x, x->rec->attrs[a].first)) return 1;
+    return 0;
+}
+
+/* Text of a node list into TB: -1 bail, -2 error. */
+static int text_content(Ctx *x, int first, int skip_elements) {
+    for (int i = first; i >= 0; i = x->rec->nodes[i].next) {
+        const Node *n = &x->rec->nodes[i];
+        int rc = 0;
+        if (n->kind == K_TEXT) rc = buf_utf16(&TB, x->d, n->off, n->len) < 0 ? -2 : 0;
+        else if (n->kind == K_VALUE) rc = value_text(x->d, n->vtype, n->off, n->len);
+        else if (n->kind == K_ELEM && !skip_elements) rc = BAIL;
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* New reference to the text, NULL with *bail set or an error. */
+static PyObject *text_object(Ctx *x, int first, int skip_elements, int *bail) {
+    if (first >= 0 && x->rec->nodes[first].next < 0) { /* one node: no buffer */
+        const Node *n = &x->rec->nodes[first];
+        if (n->kind == K_TEXT) return utf16_str(x->d, n->off, n->len);
+        if (n->kind == K_VALUE && n->vtype != T_BINARY && n->vtype != T_SID && n->vtype != T_NULL) {
+            char tmp[64];
+            int len = value_ascii(x->d, n->vtype, n->off, tmp);
+            if (len == BAIL) {
+                *bail = 1;
+                return NULL;
+            }
+            return PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, tmp, len);
+        }
+    }
+    Py_ssize_t mark = TB.n;
+    TB.max = 0;
+    int rc = text_content(x, first, skip_elements);
+    if (rc) {
+        TB.n = mark;
+        if (rc == BAIL) *bail = 1;
+        return NULL;
+    }
+    PyObject *s = buf_str(&TB, mark);
+    TB.n = mark;
+    return s;
+}
+
+/* try_write_as_number: a number object, or NULL (no error) when the nodes are not one number. */
+static PyObject *as_number(Ctx *x, int first, int skip_elements) {
+    const Node *single = NULL;
+    for (int i = first; i >= 0; i = x->rec->nodes[i].next) {
+        const Node *n = &x->rec->nodes[i];
+        if (n->kind == K_ELEM) {
+            if (skip_elements) continue;
+            return NULL;
+        }
+        if (n->kind == K_TEXT) {
+            if (skip_elements) {
+                if (n->len) return NULL;
+            } else if (single != NULL || n->len) {
+                return NULL;
+            } else {
+                single = n;
+            }
+            continue;
+        }
+        if (skip_elements && value_empty(x->d, n->vtype, n->off, n->len)) continue;
+        if (single != NULL) return NULL;
+        single = n;
+    }
+    if (single == NULL || single->kind != K_VALUE) return NULL;
+    return value_number(x->d, single->vtype, single->off);
+}
+
+static PyObject *content_value(Ctx *x, int first, int skip_elements, int *bail) {
+    PyObject *num = as_number(x, first, skip_elements);
+    if (num != NULL || PyErr_Occurred()) return num;
+    return text_object(x, first, skip_elements, bail);
+}
+
+/* try_write_leaf_value: 1 done (*out set), 0 not a leaf, -1 bail/error. */
+static int leaf_value(Ctx *x, const Elem *e, int empty_as_string, PyObject **out, int *bail) {
+    if (e->has_elem_child || e->nchildren != 1) return 0;
+    const Node *n = &x->rec->nodes[e->child_first];
+    if (n->kind == K_TEXT || (n->kind == K_VALUE && value_empty(x->d, n->vtype, n->off, n->len))) {
+        if (n->kind == K_TEXT && n->len) {
+            *out = text_object(x, e->child_first, 0, bail);
+        } else {
+            *out = Py_NewRef(empty_as_string ? S_empty : Py_None);
+        }
+        return *out ? 1 : -1;
+    }
+    if (n->kind != K_VALUE) return 0;
+    *out = value_number(x->d, n->vtype, n->off);
+    if (*out == NULL && !PyErr_Occurred()) *out = text_object(x, e->child_first, 0, bail);
+    return *out ? 1 : -1;
+}
+
+/* The key of a ``Data Name=`` element: one literal text is kept per chunk (interned). */
+static PyObject *data_key(Ctx *x, int first, int *bail) {
+    const Node *n = &x->rec->nodes[first];
+    if (n->kind != K_TEXT || n->next >= 0 || n->len == 0 || x->nnames >= MAX_NAMES) return text_object(x, first, 0, bail);
+    NameEntry *slot = name_slot(x, n->off, n->len);
+    if (slot->off == 0) {
+        PyObject *s = utf16_str(x->d, n->off, n->len);
+        if (s == NULL) return NULL;
+        PyUnicode_InternInPlace(&s);
+        slot->off = n->off;
+        slot->len = n->len;
+        slot->name = s;
+        x->nnames++;
+    }
+    return Py_NewRef(slot->name);
+}
+
+static PyObject *element_value(Ctx *x, int ei, int in_container, int *bail);
+static PyObject *element_body(Ctx *x, int ei, int in_container, int omit_attrs, int has_text, int *bail);
+
+static PyObject *data_value(Ctx *x, int ei, int *bail) {
+    const Elem *e = &x->rec->elems[ei];
+    PyObject *out = NULL;
+    int rc = leaf_value(x, e, 1, &out, bail);
+    if (rc) return out;
+    int has_text, has_elem;
+    content_layout(x, e, &has_text, &has_elem);
+    if (!has_text && !has_elem) return Py_NewRef(S_empty);
+    if (has_elem) return element_body(x, ei, 0, 1, has_text, bail);
+    return content_value(x, e->child_first, 0, bail);
+}
+
+static PyObject *element_value(Ctx *x, int ei, int in_container, int *bail) {
+    const Elem *e = &x->rec->elems[ei];
+    if (e->attr_first < 0) {
+        PyObject *out = NULL;
+        int rc = leaf_value(x, e, 0, &out, bail);
+        if (rc) return out;
+    }
+    int has_text, has_elem;
+    content_layout(x, e, &has_text, &has_elem);
+    int attr_text = attrs_have_text(x, e);
+    if (!has_elem && !has_text && !attr_text) Py_RETURN_NONE;
+    if (!has_elem && !attr_text) return content_value(x, e->child_first, 0, bail);
+    return element_body(x, ei, in_container, 0, has_text, bail);
+}
+
+/* The first attribute called Name (its value list head), or -2 when there is none. */
+static int name_attr(Ctx *x, const Elem *e) {
+    for (int a = e->attr_first; a >= 0; a = x->rec->attrs[a].next)
+        if (x->rec->attrs[a].name == S_Name) return x->rec->attrs[a].first;
+    return -2;
+}
+
+/* Names are interned per chunk, so ours compare by identity. */
+static inline int is_named(PyObject *name, PyObject *interned) { return name == interned; }
+
+static int set_item(PyObject *dict, PyObject *key, PyObject *value) {
+    if (value == NULL) return -1;
+    int rc = PyDict_SetItem(dict, key, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+#define MAX_SUFFIX_NAMES 64
+
+static PyObject *element_body(Ctx *x, int ei, int in_container, int omit_attrs, int has_text, int *bail) {
+    Pool *r = x->rec;
+    const Elem *e = &r->elems[ei];
+    int flatten = 0;
+    if (in_container) {
+        for (int i = e->child_first; i >= 0 && !flatten; i = r->nodes[i].next) {
+            if (r->nodes[i].kind != K_ELEM) continue;
+            const Elem *c = &r->elems[r->nodes[i].elem];
+            if (!is_named(c->name, S_Data)) continue;
+            int na = name_attr(x, c);
+            if (na != -2 && list_has_content(x, na)) flatten = 1;
+        }
+    }
+    PyObject *d = PyDict_New();
+    if (d == NULL) return NULL;
+    if (!omit_attrs && attrs_have_text(x, e)) {
+        PyObject *attrs = PyDict_New();
+        if (attrs == NULL) goto fail;
+        for (int a = e->attr_first; a >= 0; a = r->attrs[a].next) {
+            if (!list_has_content(x, r->attrs[a].first)) continue;
+            PyObject *v = as_number(x, r->attrs[a].first, 0);
+            if (v == NULL && !PyErr_Occurred()) v = text_object(x, r->attrs[a].first, 0, bail);
+            if (set_item(attrs, r->attrs[a].name, v) < 0) {
+                Py_DECREF(attrs);
+                goto fail;
+            }
+        }
+        if (set_item(d, S_attributes, attrs) < 0) goto fail;
+    }
+    if (has_text && set_item(d, S_text, content_value(x, e->child_first, 1, bail)) < 0) goto fail;
+    int positional = 0, emitted = 0;
+    if (in_container && !flatten) {
+        for (int i = e->child_first; i >= 0; i = r->nodes[i].next)
+            if (r->nodes[i].kind == K_ELEM && is_named(r->elems[r->nodes[i].elem].name, S_Data)) positional++;
+    }
+    PyObject *seen_names[MAX_SUFFIX_NAMES];
+    int seen_counts[MAX_SUFFIX_NAMES], nseen = 0;
+    for (int i = e->child_first; i >= 0; i = r->nodes[i].next) {
+        if (r->nodes[i].kind != K_ELEM) continue;
+        int ci = r->nodes[i].elem;
+        PyObject *cname = r->elems[ci].name;
+        if (in_container && is_named(cname, S_Data)) {
+            if (flatten) {
+                int na = name_attr(x, &r->elems[ci]);
+                if (na == -2 || !list_has_content(x, na)) continue;
+                PyObject *key = data_key(x, na, bail);
+                if (key == NULL) goto fail;
+                int rc = set_item(d, key, data_value(x, ci, bail));
+                Py_DECREF(key);
+                if (rc < 0) goto fail;
+            } else if (!emitted && positional > 0) {
+                emitted = 1;
+                PyObject *inner;
+                if (positional == 1) {
+                    inner = data_value(x, ci, bail);
+                } else {
+                    inner = PyList_New(0);
+                    for (int j = e->child_first; inner != NULL && j >= 0; j = r->nodes[j].next) {
+                        if (r->nodes[j].kind != K_ELEM || !is_named(r->elems[r->nodes[j].elem].name, S_Data))
+                            continue;
+                        PyObject *item = data_value(x, r->nodes[j].elem, bail);
+                        if (item == NULL || PyList_Append(inner, item) < 0) Py_CLEAR(inner);
+                        Py_XDECREF(item);
+                    }
+                }
+                if (inner == NULL) goto fail;
+                PyObject *wrap = PyDict_New();
+                if (wrap == NULL || set_item(wrap, S_text, inner) < 0) {
+                    Py_XDECREF(wrap);
+                    goto fail;
+                }
+                if (set_item(d, S_Data, wrap) < 0) goto fail;
+            }
+            continue;
+        }
+        int suffix = 0, k;
+        for (k = 0; k < nseen; k++)
+            if (seen_names[k] == cname) break; /* names are interned per chunk */
+        if (k < nseen) {
+            suffix = seen_counts[k]++;
+        } else {
+            if (nseen >= MAX_SUFFIX_NAMES) {
+                *bail = 1;
+                goto fail;
+            }
+            seen_names[nseen] = cname;
+            seen_counts[nseen++] = 1;
+        }
+        PyObject *key = suffix ? PyUnicode_FromFormat("%U_%d", cname, suffix) : Py_NewRef(cname);
+        if (key == NULL) goto fail;
+        int container = is_named(cname, S_EventData) || is_named(cname, S_UserData);
+        int rc = set_item(d, key, element_value(x, ci, container, bail));
+        Py_DECREF(key);
+        if (rc < 0) goto fail;
+    }
+    return d;
+fail:
+    Py_DECREF(d);
+    return NULL;
+}
+
+/* ---- records --------------------------------------------------------------------------- */
+
+/* The record's object as orjson would load the package's JSON: {root name: value}. */
+static PyObject *render_record(Ctx *x, int root, int *bail) {
+    PyObject *value = element_value(x, root, 0, bail);
+    if (value == NULL) return NULL;
+    PyObject *rec = PyDict_New();
+    if (rec == NULL || PyDict_SetItem(rec, x->rec->elems[root].name, value) < 0) {
+        Py_XDECREF(rec);
+        rec = NULL;
+    }
+    Py_DECREF(value);
+    return rec;
+}
+
+static int has_user_data(Ctx *x, int root) {
+    for (int i = x->rec->elems[root].child_first; i >= 0; i = x->rec->nodes[i].next)
+        if (x->rec->nodes[i].kind == K_ELEM && is_named(x->rec->elems[x->rec->nodes[i].elem].name, S_UserData))
+            return 1;
+    return 0;
+}
+
+/* want(channel, event_id) for the gate, asked once per pair: 1 keep, 0 skip, -1 error. */
+static int gate_keeps(PyObject *want, PyObject *decisions, PyObject *fields) {
+    PyObject *channel = PyDict_GetItemWithError(fields, S_Channel);
+    if (channel == NULL && PyErr_Occurred()) return -1;
+    PyObject *eid = PyDict_GetItemWithError(fields, S_EventID);
+    if (eid == NULL && PyErr_Occurred()) return -1;
+    PyObject *key = PyTuple_Pack(2, channel ? channel : Py_None, eid ? eid : Py_None);
+    if (key == NULL) return -1;
+    PyObject *answer = PyDict_GetItemWithError(decisions, key);
+    if (answer == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) return -1;
+            PyErr_Clear();
+            return 1;
+        }
+        PyObject *got = PyObject_Call(want, key, NULL);
+        int truth = got == NULL ? -1 : PyObject_IsTrue(got);
+        Py_XDECREF(got);
+        if (truth < 0 || PyDict_SetItem(decisions, key, truth ? Py_True : Py_False) < 0) {
+            Py_DECREF(key);
+            return -1;
+        }
+        answer = truth ? Py_True : Py_False;
+    }
+    Py_DECREF(key);
+    return answer == Py_True;
+}
+
+static void release_names(Ctx *x) {
+    if (x->nnames == 0) return;
+    for (int i = 0; i < NAME_SLOTS; i++) {
+        if (x->names[i].off != 0) Py_DECREF(x->names[i].name);
+        x->names[i].off = 0;
+    }
+    x->nnames = 0;
+}
+
+static Ctx CTX;
+
+/* decode_chunk(chunk, name, want, decisions) -> (events, skipped) or None (use the package). */
+static PyObject *decode_chunk(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    PyObject *source, *want, *decisions;
+    if (!PyArg_ParseTuple(args, "y*OOO", &view, &source, &want, &decisions)) return NULL;
+    if (FROM_DICT == NULL || EVENT == NULL) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_RuntimeError, "_evtx.configure() was not called");
+        return NULL;
+    }
+    if (POOL_TPL == NULL) {
+        POOL_TPL = PyMem_Calloc(1, sizeof(Pool));
+        POOL_REC = PyMem_Calloc(1, sizeof(Pool));
+        if (POOL_TPL == NULL || POOL_REC == NULL) {
+            PyBuffer_Release(&view);
+            return PyErr_NoMemory();
+        }
+    }
+    int gated = want != Py_None && PyDict_Check(decisions);
+    Ctx *x = &CTX;
+    x->d = view.buf;
+    x->tpl = POOL_TPL;
+    x->rec = POOL_REC;
+    x->tpl->nn = x->tpl->ne = x->tpl->na = 0;
+    x->ntemplates = 0;
+    x->nnames = 0;
+    PyObject *events = NULL, *result = NULL;
+    Py_ssize_t skipped = 0;
+    const uint8_t *d = x->d;
+    if (view.len != CHUNK_SIZE || memcmp(d, "ElfChnk\0", 8) != 0 || check_string_table(d) < 0) goto unsure;
+    events = PyList_New(0);
+    if (events == NULL) goto done;
+    uint64_t last_id = u64at(d, 32);
+    uint32_t free_space = u32at(d, 48);
+    uint32_t limit = free_space < CHUNK_SIZE ? free_space : CHUNK_SIZE;
+    uint32_t off = CHUNK_HEADER;
+    int records = 0;
+    while (off < limit) {
+        if (CHUNK_SIZE - off < 4) break;
+        uint32_t magic = u32at(d, off);
+        if (magic == 0) break;
+        if (CHUNK_SIZE - off < 24) break; /* a cut header: the package ends the chunk quietly */
+        if (magic != 0x00002A2A) goto unsure;
+        uint32_t size = u32at(d, off + 4);
+        uint64_t rid = u64at(d, off + 8);
+        char tmp[32];
+        if (format_filetime(u64at(d, off + 16), tmp) < 0 || size < 28 || (uint64_t)off + size - 4 > CHUNK_SIZE)
+            goto unsure;
+        if (++records > 4096) goto unsure;
+        x->rec->nn = x->rec->ne = x->rec->na = 0;
+        int root = parse_stream(x, x->rec, off + 24, size - 28, MODE_RECORD, 0);
+        if (root < 0) goto unsure;
+        int bail = 0;
+        PyObject *obj = render_record(x, root, &bail);
+        if (obj == NULL) {
+            if (bail) PyErr_Clear();
+            if (PyErr_Occurred()) goto done;
+            goto unsure;
+        }
+        PyObject *fields = PyObject_CallOneArg(FROM_DICT, obj);
+        Py_DECREF(obj);
+        if (fields == NULL) goto done;
+        if (fields == Py_None) { /* no Event element: the package's path counts it */
+            Py_DECREF(fields);
+            goto unsure;
+        }
+        if (gated && !has_user_data(x, root)) {
+            int keep = gate_keeps(want, decisions, fields);
+            if (keep <= 0) {
+                Py_DECREF(fields);
+                if (keep < 0) goto done;
+                skipped++;
+                goto next;
+            }
+        }
+        PyObject *prid = PyLong_FromUnsignedLongLong(rid);
+        if (prid == NULL) {
+            Py_DECREF(fields);
+            goto done;
+        }
+        PyObject *cargs[4] = {fields, source, prid, S_evtx};
+        PyObject *ev = PyObject_Vectorcall(EVENT, cargs, 4, NULL);
+        Py_DECREF(fields);
+        Py_DECREF(prid);
+        if (ev == NULL || PyList_Append(events, ev) < 0) {
+            Py_XDECREF(ev);
+            goto done;
+        }
+        Py_DECREF(ev);
+    next:
+        off += size;
+        if (rid == last_id) break;
+    }
+    result = Py_BuildValue("On", events, skipped);
+    goto done;
+unsure:
+    result = Py_NewRef(Py_None);
+done:
+    release_names(x);
+    Py_XDECREF(events);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyObject *configure(PyObject *self, PyObject *args) {
+    PyObject *from_dict, *event;
+    if (!PyArg_ParseTuple(args, "OO", &from_dict, &event)) return NULL;
+    Py_XSETREF(FROM_DICT, Py_NewRef(from_dict));
+    Py_XSETREF(EVENT, Py_NewRef(event));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"decode_chunk", decode_chunk, METH_VARARGS,
+     "decode_chunk(chunk, source, want, decisions) -> (events, skipped), or None when the chunk is "
+     "one to leave to the evtx package."},
+    {"configure", configure, METH_VARARGS, "configure(from_evtx_dict, event_type)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_evtx", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__evtx(void) {
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
+    INTERN(S_attributes, "#attributes");
+    INTERN(S_text, "#text");
+    INTERN(S_Data, "Data");
+    INTERN(S_Event, "Event");
+    INTERN(S_evtx, "evtx");
+    INTERN(S_Channel, "Channel");
+    INTERN(S_EventID, "EventID");
+    INTERN(S_UserData, "UserData");
+    INTERN(S_empty, "");
+    INTERN(S_Name, "Name");
+    INTERN(S_EventData, "EventData");
+#undef INTERN
+    return PyModule_Create(&module);
+}
