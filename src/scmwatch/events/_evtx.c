@@ -26,6 +26,7 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <structmember.h>
 
 #define CHUNK_SIZE 65536
 #define CHUNK_HEADER 512
@@ -41,10 +42,10 @@
 
 /* value types */
 enum {
-    T_NULL = 0x00, T_STRING = 0x01, T_ANSI = 0x02, T_I8 = 0x03, T_U8 = 0x04, T_I16 = 0x05, T_U16 = 0x06,
-    T_I32 = 0x07, T_U32 = 0x08, T_I64 = 0x09, T_U64 = 0x0A, T_R32 = 0x0B, T_R64 = 0x0C, T_BOOL = 0x0D,
-    T_BINARY = 0x0E, T_GUID = 0x0F, T_SIZET = 0x10, T_FILETIME = 0x11, T_SYSTIME = 0x12, T_SID = 0x13,
-    T_HEX32 = 0x14, T_HEX64 = 0x15, T_EVTHANDLE = 0x20, T_BINXML = 0x21, T_EVTXML = 0x23,
+    V_NULL = 0x00, V_STRING = 0x01, V_ANSI = 0x02, V_I8 = 0x03, V_U8 = 0x04, V_I16 = 0x05, V_U16 = 0x06,
+    V_I32 = 0x07, V_U32 = 0x08, V_I64 = 0x09, V_U64 = 0x0A, V_R32 = 0x0B, V_R64 = 0x0C, V_BOOL = 0x0D,
+    V_BINARY = 0x0E, V_GUID = 0x0F, V_SIZET = 0x10, V_FILETIME = 0x11, V_SYSTIME = 0x12, V_SID = 0x13,
+    V_HEX32 = 0x14, V_HEX64 = 0x15, V_EVTHANDLE = 0x20, V_BINXML = 0x21, V_EVTXML = 0x23,
 };
 
 /* node kinds */
@@ -103,6 +104,7 @@ typedef struct {
     int ntemplates;
     NameEntry names[NAME_SLOTS]; /* names by string-table offset, and text keys (len > 0) */
     int nnames;
+    int depth; /* objects being rendered, one inside the other */
 } Ctx;
 
 /* A value of one template instance: a typed window of the chunk, or an element (nested BinXml). */
@@ -134,7 +136,17 @@ static inline int has(uint64_t at, uint64_t n) { return at + n <= CHUNK_SIZE; }
 
 /* Units before the first NUL (the crate truncates there); -1 for a lone surrogate. */
 static int64_t utf16_units(const uint8_t *d, uint32_t off, uint32_t units) {
-    for (uint32_t i = 0; i < units; i++) {
+    uint32_t i = 0;
+    /* four units at a time while none is NUL or a surrogate (the common case) */
+    for (; i + 4 <= units; i += 4) {
+        uint64_t w;
+        memcpy(&w, d + off + 2 * i, 8);
+        uint64_t zero = (w - 0x0001000100010001ULL) & ~w & 0x8000800080008000ULL;
+        uint64_t sur = (w & 0xF800F800F800F800ULL) ^ 0xD800D800D800D800ULL;
+        uint64_t is_sur = ~(((sur & 0x7FFF7FFF7FFF7FFFULL) + 0x7FFF7FFF7FFF7FFFULL) | sur) & 0x8000800080008000ULL;
+        if (zero | is_sur) break;
+    }
+    for (; i < units; i++) {
         uint16_t u = u16at(d, off + 2 * i);
         if (u == 0) return i;
         if (u >= 0xD800 && u <= 0xDBFF) {
@@ -349,12 +361,12 @@ static void prune_attrs(Pool *p, int elem) {
 /* The fixed size of a type, 0 for variable, -1 for one we do not decode. */
 static int fixed_size(uint8_t t) {
     switch (t) {
-    case T_I8: case T_U8: return 1;
-    case T_I16: case T_U16: return 2;
-    case T_I32: case T_U32: case T_BOOL: case T_HEX32: return 4;
-    case T_I64: case T_U64: case T_FILETIME: case T_HEX64: return 8;
-    case T_GUID: case T_SYSTIME: return 16;
-    case T_NULL: case T_STRING: case T_BINARY: case T_SID: case T_SIZET: case T_BINXML: return 0;
+    case V_I8: case V_U8: return 1;
+    case V_I16: case V_U16: return 2;
+    case V_I32: case V_U32: case V_BOOL: case V_HEX32: return 4;
+    case V_I64: case V_U64: case V_FILETIME: case V_HEX64: return 8;
+    case V_GUID: case V_SYSTIME: return 16;
+    case V_NULL: case V_STRING: case V_BINARY: case V_SID: case V_SIZET: case V_BINXML: return 0;
     default: return -1;
     }
 }
@@ -370,13 +382,13 @@ static int check_value(const uint8_t *d, uint8_t type, uint32_t off, uint32_t le
     if (fs < 0) return BAIL;
     if (fs > 0) return len == (uint32_t)fs ? type : BAIL;
     switch (type) {
-    case T_NULL: return type;
-    case T_STRING:
+    case V_NULL: return type;
+    case V_STRING:
         if (len & 1) return BAIL;
         return utf16_units(d, off, len / 2) < 0 ? BAIL : type;
-    case T_BINARY: return type;
-    case T_SIZET: return len == 4 ? T_HEX32 : len == 8 ? T_HEX64 : BAIL;
-    case T_SID: {
+    case V_BINARY: return type;
+    case V_SIZET: return len == 4 ? V_HEX32 : len == 8 ? V_HEX64 : BAIL;
+    case V_SID: {
         if (len < 8) return BAIL;
         uint32_t n = d[off + 1];
         return len == 8 + 4 * n ? type : BAIL;
@@ -451,9 +463,9 @@ static int format_systime(const uint8_t *d, uint32_t off, char *out) {
 /* Is the value "empty" in the crate's sense (an optional substitution then disappears)? */
 static int value_empty(const uint8_t *d, uint8_t type, uint32_t off, uint32_t len) {
     switch (type) {
-    case T_NULL: return 1;
-    case T_STRING: return utf16_units(d, off, len / 2) == 0;
-    case T_BINARY: case T_BINXML: return len == 0;
+    case V_NULL: return 1;
+    case V_STRING: return utf16_units(d, off, len / 2) == 0;
+    case V_BINARY: case V_BINXML: return len == 0;
     default: return 0;
     }
 }
@@ -461,15 +473,15 @@ static int value_empty(const uint8_t *d, uint8_t type, uint32_t off, uint32_t le
 /* The value as a JSON number/bool when the crate writes it as one; NULL (no error) otherwise. */
 static PyObject *value_number(const uint8_t *d, uint8_t t, uint32_t o) {
     switch (t) {
-    case T_I8: return PyLong_FromLong((int8_t)d[o]);
-    case T_U8: return PyLong_FromLong(d[o]);
-    case T_I16: return PyLong_FromLong((int16_t)u16at(d, o));
-    case T_U16: return PyLong_FromLong(u16at(d, o));
-    case T_I32: return PyLong_FromLong((int32_t)u32at(d, o));
-    case T_U32: return PyLong_FromUnsignedLong(u32at(d, o));
-    case T_I64: return PyLong_FromLongLong((int64_t)u64at(d, o));
-    case T_U64: return PyLong_FromUnsignedLongLong(u64at(d, o));
-    case T_BOOL: return PyBool_FromLong(u32at(d, o) != 0);
+    case V_I8: return PyLong_FromLong((int8_t)d[o]);
+    case V_U8: return PyLong_FromLong(d[o]);
+    case V_I16: return PyLong_FromLong((int16_t)u16at(d, o));
+    case V_U16: return PyLong_FromLong(u16at(d, o));
+    case V_I32: return PyLong_FromLong((int32_t)u32at(d, o));
+    case V_U32: return PyLong_FromUnsignedLong(u32at(d, o));
+    case V_I64: return PyLong_FromLongLong((int64_t)u64at(d, o));
+    case V_U64: return PyLong_FromUnsignedLongLong(u64at(d, o));
+    case V_BOOL: return PyBool_FromLong(u32at(d, o) != 0);
     default: return NULL;
     }
 }
@@ -511,26 +523,26 @@ static int put_hex(char *out, uint64_t v) {
 static int value_ascii(const uint8_t *d, uint8_t t, uint32_t o, char *tmp) {
     int n = 0;
     switch (t) {
-    case T_I8: return put_i64(tmp, (int8_t)d[o]);
-    case T_U8: return put_u64(tmp, d[o]);
-    case T_I16: return put_i64(tmp, (int16_t)u16at(d, o));
-    case T_U16: return put_u64(tmp, u16at(d, o));
-    case T_I32: return put_i64(tmp, (int32_t)u32at(d, o));
-    case T_U32: return put_u64(tmp, u32at(d, o));
-    case T_I64: return put_i64(tmp, (int64_t)u64at(d, o));
-    case T_U64: return put_u64(tmp, u64at(d, o));
-    case T_BOOL:
+    case V_I8: return put_i64(tmp, (int8_t)d[o]);
+    case V_U8: return put_u64(tmp, d[o]);
+    case V_I16: return put_i64(tmp, (int16_t)u16at(d, o));
+    case V_U16: return put_u64(tmp, u16at(d, o));
+    case V_I32: return put_i64(tmp, (int32_t)u32at(d, o));
+    case V_U32: return put_u64(tmp, u32at(d, o));
+    case V_I64: return put_i64(tmp, (int64_t)u64at(d, o));
+    case V_U64: return put_u64(tmp, u64at(d, o));
+    case V_BOOL:
         if (u32at(d, o)) {
             memcpy(tmp, "true", 4);
             return 4;
         }
         memcpy(tmp, "false", 5);
         return 5;
-    case T_HEX32: return put_hex(tmp, u32at(d, o));
-    case T_HEX64: return put_hex(tmp, u64at(d, o));
-    case T_FILETIME: return format_filetime(u64at(d, o), tmp) < 0 ? BAIL : 27;
-    case T_SYSTIME: return format_systime(d, o, tmp) < 0 ? BAIL : 27;
-    case T_GUID: {
+    case V_HEX32: return put_hex(tmp, u32at(d, o));
+    case V_HEX64: return put_hex(tmp, u64at(d, o));
+    case V_FILETIME: return format_filetime(u64at(d, o), tmp) < 0 ? BAIL : 27;
+    case V_SYSTIME: return format_systime(d, o, tmp) < 0 ? BAIL : 27;
+    case V_GUID: {
         static const int order[16] = {3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15};
         for (int i = 0; i < 16; i++) {
             if (i == 4 || i == 6 || i == 8 || i == 10) tmp[n++] = '-';
@@ -548,12 +560,12 @@ static int value_text(const uint8_t *d, uint8_t t, uint32_t o, uint32_t len) {
     char tmp[64];
     int n = 0;
     switch (t) {
-    case T_NULL: return 0;
-    case T_STRING: {
+    case V_NULL: return 0;
+    case V_STRING: {
         int64_t units = utf16_units(d, o, len / 2);
         return buf_utf16(&TB, d, o, (uint32_t)units);
     }
-    case T_SID: {
+    case V_SID: {
         uint64_t auth = 0;
         for (int i = 2; i < 8; i++) auth = (auth << 8) | d[o + i];
         n = snprintf(tmp, sizeof tmp, "S-%u-%llu", d[o], (unsigned long long)auth);
@@ -564,7 +576,7 @@ static int value_text(const uint8_t *d, uint8_t t, uint32_t o, uint32_t len) {
         }
         return 0;
     }
-    case T_BINARY: {
+    case V_BINARY: {
         if (buf_reserve(&TB, 2 * (Py_ssize_t)len) < 0) return -2;
         for (uint32_t i = 0; i < len; i++) {
             TB.s[TB.n++] = HEXU[d[o + i] >> 4];
@@ -635,12 +647,12 @@ static int resolve_into(Ctx *x, const Node *tn, const Value *values, int nvalues
         *out = n;
         return 0;
     }
-    if (tn->optional && (v->type == T_STRING ? v->units == 0 : value_empty(x->d, v->type, v->off, v->len)))
+    if (tn->optional && (v->type == V_STRING ? v->units == 0 : value_empty(x->d, v->type, v->off, v->len)))
         return 0;
     int n = new_node(r);
     if (n < 0) return BAIL;
     Node *o = &r->nodes[n];
-    if (v->type == T_STRING) {
+    if (v->type == V_STRING) {
         o->kind = K_TEXT;
         o->off = v->off;
         o->len = v->units;
@@ -704,8 +716,8 @@ static int template_instance(Ctx *x, uint32_t *pos, int nest) {
         values[i].elem = -1;
         values[i].off = at;
         values[i].len = len;
-        if (type == T_BINXML) {
-            values[i].type = len > 0 ? T_BINXML : T_NULL; /* an empty fragment is a null value */
+        if (type == V_BINXML) {
+            values[i].type = len > 0 ? V_BINXML : V_NULL; /* an empty fragment is a null value */
             if (len > 0) {
                 int e = parse_stream(x, x->rec, at, len, MODE_RECORD, nest + 1);
                 if (e < 0) return BAIL;
@@ -715,7 +727,7 @@ static int template_instance(Ctx *x, uint32_t *pos, int nest) {
             int t = check_value(d, type, at, len);
             if (t < 0) return BAIL;
             values[i].type = (uint8_t)t;
-            if (t == T_STRING) values[i].units = (uint32_t)utf16_units(d, at, len / 2);
+            if (t == V_STRING) values[i].units = (uint32_t)utf16_units(d, at, len / 2);
         }
         at += len;
     }
@@ -803,7 +815,7 @@ static int parse_stream(Ctx *x, Pool *p, uint32_t start, uint32_t size, int mode
         }
         case 0x05:
         case 0x45: {
-            if (!has(pos, 3) || d[pos] != T_STRING) return BAIL;
+            if (!has(pos, 3) || d[pos] != V_STRING) return BAIL;
             uint32_t units = u16at(d, pos + 1);
             pos += 3;
             if (!has(pos, 2ull * units) || pos + 2 * units > end) return BAIL;
@@ -915,7 +927,7 @@ static PyObject *text_object(Ctx *x, int first, int skip_elements, int *bail) {
     if (first >= 0 && x->rec->nodes[first].next < 0) { /* one node: no buffer */
         const Node *n = &x->rec->nodes[first];
         if (n->kind == K_TEXT) return utf16_str(x->d, n->off, n->len);
-        if (n->kind == K_VALUE && n->vtype != T_BINARY && n->vtype != T_SID && n->vtype != T_NULL) {
+        if (n->kind == K_VALUE && n->vtype != V_BINARY && n->vtype != V_SID && n->vtype != V_NULL) {
             char tmp[64];
             int len = value_ascii(x->d, n->vtype, n->off, tmp);
             if (len == BAIL) {
@@ -1053,9 +1065,50 @@ static int set_item(PyObject *dict, PyObject *key, PyObject *value) {
     return rc;
 }
 
+/* ``brace_guids`` of normalize / _flatten, for one value: a bare upper-case GUID
+ * (``0CCE9243-69AE-11D9-BED3-505054503030``, as evtx renders GUID values) gets the braces
+ * Windows and Sigma rules write. Applied to every value put into the flat fields, it is the
+ * same as the pass over the finished dict. Steals ``value``; new reference. */
+static PyObject *braced(PyObject *value) {
+    if (value == NULL || !PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) != 36 ||
+        PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND)
+        return value;
+    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(value);
+    for (int i = 0; i < 36; i++) {
+        Py_UCS1 ch = s[i];
+        int ok = (i == 8 || i == 13 || i == 18 || i == 23) ? ch == '-'
+                                                          : (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'F');
+        if (!ok) return value;
+    }
+    PyObject *b = PyUnicode_FromFormat("{%U}", value);
+    Py_DECREF(value);
+    return b;
+}
+
+/* out[key] = value for the flat fields (steals value). */
+static int put_flat(PyObject *out, PyObject *key, PyObject *value) { return set_item(out, key, braced(value)); }
+
 #define MAX_SUFFIX_NAMES 64
 
+static PyObject *element_body_in(Ctx *x, int ei, int in_container, int omit_attrs, int has_text, int *bail);
+
+/* Elements nested deeper than this in one record (BinXml inside BinXml can stack streams) are
+ * left to the package: the JSON parser of the old path gives up at 64 levels and the Python
+ * fallback refuses past 100, which the exact result must reproduce. */
+#define MAX_RENDER_DEPTH 30
+
 static PyObject *element_body(Ctx *x, int ei, int in_container, int omit_attrs, int has_text, int *bail) {
+    if (x->depth >= MAX_RENDER_DEPTH) {
+        *bail = 1;
+        return NULL;
+    }
+    x->depth++;
+    PyObject *d = element_body_in(x, ei, in_container, omit_attrs, has_text, bail);
+    x->depth--;
+    return d;
+}
+
+static PyObject *element_body_in(Ctx *x, int ei, int in_container, int omit_attrs, int has_text, int *bail) {
     Pool *r = x->rec;
     const Elem *e = &r->elems[ei];
     int flatten = 0;
@@ -1156,6 +1209,275 @@ fail:
     return NULL;
 }
 
+/* ---- the flat fields straight from the tree --------------------------------------------
+ *
+ * ``from_evtx_dict(render_record(...))`` builds a nested dict per element only for the flattener
+ * to take it apart. For the common shape (an Event with System and EventData, no UserData) the
+ * same fields are written straight into the flat dict, following ``normalize.flatten_system``
+ * and ``flatten_data`` step by step (System in two passes: plain children, then the children
+ * that render as objects). Anything else -- UserData, text or attributes on System or
+ * EventData, a repeated EventData key, an element inside a Data value, a non-integer EventID --
+ * takes the nested path, whose result is exact by construction.
+ */
+
+static PyObject *SYSTEM_ATTRS = NULL; /* normalize.SYSTEM_ATTRS */
+static PyObject *CORE = NULL;         /* frozenset of System names EventData may not overwrite */
+static PyObject *S_prefix, *S_System;
+
+#define GENERIC 1
+#define MAX_PENDING 32
+#define MAX_DATA_KEYS 256
+
+/* Does element_value() make a dict of this element (else a plain value or None)? */
+static int renders_object(Ctx *x, const Elem *e, int *has_text, int *attr_text) {
+    int has_elem;
+    content_layout(x, e, has_text, &has_elem);
+    *attr_text = attrs_have_text(x, e);
+    if (e->attr_first < 0 && !e->has_elem_child && e->nchildren == 1) {
+        int k = x->rec->nodes[e->child_first].kind;
+        if (k == K_TEXT || k == K_VALUE) return 0; /* a leaf */
+    }
+    return has_elem || *attr_text;
+}
+
+/* The key of a child element: its name, or ``name_N`` for the N-th repeat. */
+static PyObject *suffixed(PyObject *name, PyObject **seen, int *counts, int *nseen) {
+    int k;
+    for (k = 0; k < *nseen; k++)
+        if (seen[k] == name) break;
+    if (k < *nseen) return PyUnicode_FromFormat("%U_%d", name, counts[k]++);
+    if (*nseen >= MAX_SUFFIX_NAMES) return NULL;
+    seen[*nseen] = name;
+    counts[(*nseen)++] = 1;
+    return Py_NewRef(name);
+}
+
+static int flat_system(Ctx *x, int si, PyObject *out, int *bail) {
+    Pool *r = x->rec;
+    const Elem *sys = &r->elems[si];
+    int has_text, attr_text;
+    if (!renders_object(x, sys, &has_text, &attr_text)) return GENERIC;
+    if (has_text || attr_text) return GENERIC;
+    PyObject *seen[MAX_SUFFIX_NAMES];
+    int counts[MAX_SUFFIX_NAMES], nseen = 0;
+    struct { PyObject *key; int elem, has_text, attr_text; } pending[MAX_PENDING];
+    int npending = 0, rc = -1;
+    for (int i = sys->child_first; i >= 0; i = r->nodes[i].next) {
+        if (r->nodes[i].kind != K_ELEM) continue;
+        int ci = r->nodes[i].elem;
+        const Elem *c = &r->elems[ci];
+        PyObject *key = suffixed(c->name, seen, counts, &nseen);
+        if (key == NULL) {
+            if (!PyErr_Occurred()) rc = GENERIC;
+            goto done;
+        }
+        int ctext, cattr;
+        if (renders_object(x, c, &ctext, &cattr)) {
+            if (npending >= MAX_PENDING) {
+                Py_DECREF(key);
+                rc = GENERIC;
+                goto done;
+            }
+            pending[npending].key = key;
+            pending[npending].elem = ci;
+            pending[npending].has_text = ctext;
+            pending[npending].attr_text = cattr;
+            npending++;
+            if (PyDict_SetItem(out, key, Py_None) < 0) goto done; /* holds the position */
+            continue;
+        }
+        int container = c->name == S_EventData || c->name == S_UserData;
+        PyObject *v = element_value(x, ci, container, bail);
+        int set = put_flat(out, key, v);
+        Py_DECREF(key);
+        if (set < 0) goto done;
+    }
+    for (int k = 0; k < npending; k++) {
+        const Elem *c = &r->elems[pending[k].elem];
+        PyObject *key = pending[k].key;
+        if (pending[k].has_text) {
+            if (put_flat(out, key, content_value(x, c->child_first, 1, bail)) < 0) goto done;
+        } else if (pending[k].attr_text) {
+            if (PyDict_DelItem(out, key) < 0) goto done;
+        } else {
+            continue; /* stays None */
+        }
+        if (!pending[k].attr_text) continue;
+        PyObject *names = PyDict_GetItemWithError(SYSTEM_ATTRS, key);
+        if (names == NULL && PyErr_Occurred()) goto done;
+        for (int a = c->attr_first; a >= 0; a = r->attrs[a].next) {
+            if (!list_has_content(x, r->attrs[a].first)) continue;
+            PyObject *name = names != NULL && PyDict_Check(names) ? PyDict_GetItemWithError(names, r->attrs[a].name)
+                                                                  : NULL;
+            if (name == NULL && PyErr_Occurred()) goto done;
+            name = name != NULL ? Py_NewRef(name) : PyUnicode_FromFormat("%U_%U", key, r->attrs[a].name);
+            if (name == NULL) goto done;
+            PyObject *v = as_number(x, r->attrs[a].first, 0);
+            if (v == NULL && !PyErr_Occurred()) v = text_object(x, r->attrs[a].first, 0, bail);
+            int set = put_flat(out, name, v);
+            Py_DECREF(name);
+            if (set < 0) goto done;
+        }
+    }
+    rc = 0;
+done:
+    for (int k = 0; k < npending; k++) Py_DECREF(pending[k].key);
+    return rc;
+}
+
+/* One EventData member into ``out`` (flatten_data's rules for a plain value). */
+static int flat_data_member(PyObject *out, PyObject *key, PyObject *value, PyObject **seen, int *nseen) {
+    if (value == NULL) return -1;
+    Py_hash_t h = PyObject_Hash(key);
+    if (h == -1) {
+        Py_DECREF(value);
+        return -1;
+    }
+    for (int k = 0; k < *nseen; k++) {
+        if (seen[k] == key || (PyObject_Hash(seen[k]) == h && PyUnicode_Compare(seen[k], key) == 0)) {
+            Py_DECREF(value);
+            return GENERIC; /* a repeated key: the dict's last-wins rule, on the nested path */
+        }
+    }
+    if (*nseen >= MAX_DATA_KEYS || PyUnicode_FindChar(key, ' ', 0, PyUnicode_GET_LENGTH(key), 1) != -1) {
+        Py_DECREF(value);
+        return GENERIC;
+    }
+    seen[(*nseen)++] = Py_NewRef(key); /* released by flat_event_data */
+    int clash = PyDict_Contains(out, key);
+    if (clash > 0) clash = PySet_Contains(CORE, key);
+    if (clash < 0) {
+        Py_DECREF(value);
+        return -1;
+    }
+    PyObject *name = clash ? PyUnicode_Concat(S_prefix, key) : Py_NewRef(key);
+    if (name == NULL) {
+        Py_DECREF(value);
+        return -1;
+    }
+    int rc = put_flat(out, name, value);
+    Py_DECREF(name);
+    return rc;
+}
+
+/* A Data element's value when it has no element inside (else GENERIC through *generic). */
+static PyObject *flat_data_value(Ctx *x, int ei, int *generic, int *bail) {
+    int has_text, has_elem;
+    content_layout(x, &x->rec->elems[ei], &has_text, &has_elem);
+    if (has_elem) {
+        *generic = 1;
+        return NULL;
+    }
+    return data_value(x, ei, bail);
+}
+
+static int flat_event_data_in(Ctx *x, int di, PyObject *out, PyObject **seen, int *nseen, int *bail) {
+    Pool *r = x->rec;
+    const Elem *e = &r->elems[di];
+    int has_text, attr_text;
+    if (!renders_object(x, e, &has_text, &attr_text)) {
+        PyObject *v = element_value(x, di, 1, bail);
+        if (v == NULL) return -1;
+        if (v == Py_None) {
+            Py_DECREF(v);
+            return 0;
+        }
+        return put_flat(out, S_Data, v);
+    }
+    if (has_text || attr_text) return GENERIC;
+    int flatten = 0, positional = 0;
+    for (int i = e->child_first; i >= 0; i = r->nodes[i].next) {
+        if (r->nodes[i].kind != K_ELEM) continue;
+        const Elem *c = &r->elems[r->nodes[i].elem];
+        if (c->name != S_Data) return GENERIC; /* other children: the nested path */
+        positional++;
+        int na = name_attr(x, c);
+        if (na != -2 && list_has_content(x, na)) flatten = 1;
+    }
+    int generic = 0;
+    if (!flatten && positional == 0) return 0;
+    if (!flatten) {
+        PyObject *list = positional > 1 ? PyList_New(0) : NULL;
+        PyObject *single = NULL;
+        if (positional > 1 && list == NULL) return -1;
+        for (int i = e->child_first; i >= 0; i = r->nodes[i].next) {
+            if (r->nodes[i].kind != K_ELEM) continue;
+            PyObject *v = flat_data_value(x, r->nodes[i].elem, &generic, bail);
+            if (v == NULL) {
+                Py_XDECREF(list);
+                return generic ? GENERIC : -1;
+            }
+            if (list == NULL) {
+                single = v;
+                break;
+            }
+            int rc = PyList_Append(list, v);
+            Py_DECREF(v);
+            if (rc < 0) {
+                Py_DECREF(list);
+                return -1;
+            }
+        }
+        return flat_data_member(out, S_Data, list != NULL ? list : single, seen, nseen);
+    }
+    for (int i = e->child_first; i >= 0; i = r->nodes[i].next) {
+        if (r->nodes[i].kind != K_ELEM) continue;
+        int ci = r->nodes[i].elem;
+        int na = name_attr(x, &r->elems[ci]);
+        if (na == -2 || !list_has_content(x, na)) continue;
+        PyObject *key = data_key(x, na, bail);
+        if (key == NULL) return -1;
+        PyObject *v = flat_data_value(x, ci, &generic, bail);
+        int rc = v == NULL ? (generic ? GENERIC : -1) : flat_data_member(out, key, v, seen, nseen);
+        Py_DECREF(key);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static int flat_event_data(Ctx *x, int di, PyObject *out, int *bail) {
+    PyObject *seen[MAX_DATA_KEYS];
+    int nseen = 0;
+    int rc = flat_event_data_in(x, di, out, seen, &nseen, bail);
+    for (int k = 0; k < nseen; k++) Py_DECREF(seen[k]);
+    return rc;
+}
+
+/* The flat fields of a record, or NULL: with an error, or with *generic set (the nested path). */
+static PyObject *flat_record(Ctx *x, int root, int *generic, int *bail) {
+    Pool *r = x->rec;
+    const Elem *ev = &r->elems[root];
+    int has_text, attr_text;
+    if (ev->name != S_Event || !renders_object(x, ev, &has_text, &attr_text)) {
+        *generic = 1;
+        return NULL;
+    }
+    int sys = -1, data = -1;
+    for (int i = ev->child_first; i >= 0; i = r->nodes[i].next) {
+        if (r->nodes[i].kind != K_ELEM) continue;
+        PyObject *name = r->elems[r->nodes[i].elem].name;
+        if (name == S_UserData) {
+            *generic = 1;
+            return NULL;
+        }
+        if (name == S_System && sys < 0) sys = r->nodes[i].elem;
+        if (name == S_EventData && data < 0) data = r->nodes[i].elem;
+    }
+    PyObject *out = _PyDict_NewPresized(32);
+    if (out == NULL) return NULL;
+    int rc = sys >= 0 ? flat_system(x, sys, out, bail) : 0;
+    if (rc == 0 && data >= 0) rc = flat_event_data(x, data, out, bail);
+    if (rc == 0) {
+        PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
+        if (eid != NULL && eid != Py_None && !PyLong_CheckExact(eid)) rc = GENERIC;
+        else if (PyErr_Occurred()) rc = -1;
+    }
+    if (rc == 0) return out;
+    Py_DECREF(out);
+    if (rc == GENERIC && !PyErr_Occurred() && !*bail) *generic = 1;
+    return NULL;
+}
+
 /* ---- records --------------------------------------------------------------------------- */
 
 /* The record's object as orjson would load the package's JSON: {root name: value}. */
@@ -1216,6 +1538,40 @@ static void release_names(Ctx *x) {
     x->nnames = 0;
 }
 
+/* Event is a slots dataclass: its instances are made as _flatten's make_event does, by setting
+ * the slots at the offsets its member descriptors give (or by calling the class if they cannot
+ * be read). */
+static Py_ssize_t EV_FIELDS = -1, EV_SOURCE = -1, EV_RECORD = -1, EV_FMT = -1, EV_EPOCH = -1;
+
+static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
+    PyObject *descr = PyDict_GetItemString(type->tp_dict, name);
+    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)) return -1;
+    PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
+    if (m->type != T_OBJECT_EX && m->type != T_OBJECT) return -1;
+    return m->offset;
+}
+
+static void set_slot(PyObject *obj, Py_ssize_t offset, PyObject *value) {
+    PyObject **slot = (PyObject **)((char *)obj + offset);
+    Py_XSETREF(*slot, Py_NewRef(value));
+}
+
+static PyObject *make_event(PyObject *fields, PyObject *source, PyObject *rid) {
+    if (EV_FIELDS < 0) {
+        PyObject *args[4] = {fields, source, rid, S_evtx};
+        return PyObject_Vectorcall(EVENT, args, 4, NULL);
+    }
+    PyTypeObject *t = (PyTypeObject *)EVENT;
+    PyObject *ev = t->tp_alloc(t, 0);
+    if (ev == NULL) return NULL;
+    set_slot(ev, EV_FIELDS, fields);
+    set_slot(ev, EV_SOURCE, source);
+    set_slot(ev, EV_RECORD, rid);
+    set_slot(ev, EV_FMT, S_evtx);
+    set_slot(ev, EV_EPOCH, Py_None);
+    return ev;
+}
+
 static Ctx CTX;
 
 /* decode_chunk(chunk, name, want, decisions) -> (events, skipped) or None (use the package). */
@@ -1223,7 +1579,7 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
     Py_buffer view;
     PyObject *source, *want, *decisions;
     if (!PyArg_ParseTuple(args, "y*OOO", &view, &source, &want, &decisions)) return NULL;
-    if (FROM_DICT == NULL || EVENT == NULL) {
+    if (FROM_DICT == NULL || EVENT == NULL || CORE == NULL) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_RuntimeError, "_evtx.configure() was not called");
         return NULL;
@@ -1268,18 +1624,23 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
             goto unsure;
         if (++records > 4096) goto unsure;
         x->rec->nn = x->rec->ne = x->rec->na = 0;
+        x->depth = 0;
         int root = parse_stream(x, x->rec, off + 24, size - 28, MODE_RECORD, 0);
         if (root < 0) goto unsure;
-        int bail = 0;
-        PyObject *obj = render_record(x, root, &bail);
-        if (obj == NULL) {
+        int bail = 0, generic = 0;
+        PyObject *fields = flat_record(x, root, &generic, &bail);
+        if (fields == NULL && generic) {
+            PyObject *obj = render_record(x, root, &bail);
+            if (obj != NULL) {
+                fields = PyObject_CallOneArg(FROM_DICT, obj);
+                Py_DECREF(obj);
+            }
+        }
+        if (fields == NULL) {
             if (bail) PyErr_Clear();
             if (PyErr_Occurred()) goto done;
             goto unsure;
         }
-        PyObject *fields = PyObject_CallOneArg(FROM_DICT, obj);
-        Py_DECREF(obj);
-        if (fields == NULL) goto done;
         if (fields == Py_None) { /* no Event element: the package's path counts it */
             Py_DECREF(fields);
             goto unsure;
@@ -1298,8 +1659,7 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
             Py_DECREF(fields);
             goto done;
         }
-        PyObject *cargs[4] = {fields, source, prid, S_evtx};
-        PyObject *ev = PyObject_Vectorcall(EVENT, cargs, 4, NULL);
+        PyObject *ev = make_event(fields, source, prid);
         Py_DECREF(fields);
         Py_DECREF(prid);
         if (ev == NULL || PyList_Append(events, ev) < 0) {
@@ -1323,10 +1683,24 @@ done:
 }
 
 static PyObject *configure(PyObject *self, PyObject *args) {
-    PyObject *from_dict, *event;
-    if (!PyArg_ParseTuple(args, "OO", &from_dict, &event)) return NULL;
+    PyObject *from_dict, *event, *attrs, *core;
+    if (!PyArg_ParseTuple(args, "OOO!O", &from_dict, &event, &PyDict_Type, &attrs, &core)) return NULL;
+    PyObject *core_set = PyFrozenSet_New(core);
+    if (core_set == NULL) return NULL;
+    Py_XSETREF(CORE, core_set);
+    Py_XSETREF(SYSTEM_ATTRS, Py_NewRef(attrs));
     Py_XSETREF(FROM_DICT, Py_NewRef(from_dict));
     Py_XSETREF(EVENT, Py_NewRef(event));
+    EV_FIELDS = -1;
+    if (PyType_Check(event)) {
+        PyTypeObject *t = (PyTypeObject *)event;
+        EV_FIELDS = slot_offset(t, "fields");
+        EV_SOURCE = slot_offset(t, "source");
+        EV_RECORD = slot_offset(t, "record_id");
+        EV_FMT = slot_offset(t, "fmt");
+        EV_EPOCH = slot_offset(t, "_epoch");
+        if (EV_SOURCE < 0 || EV_RECORD < 0 || EV_FMT < 0 || EV_EPOCH < 0) EV_FIELDS = -1;
+    }
     Py_RETURN_NONE;
 }
 
@@ -1334,7 +1708,8 @@ static PyMethodDef methods[] = {
     {"decode_chunk", decode_chunk, METH_VARARGS,
      "decode_chunk(chunk, source, want, decisions) -> (events, skipped), or None when the chunk is "
      "one to leave to the evtx package."},
-    {"configure", configure, METH_VARARGS, "configure(from_evtx_dict, event_type)."},
+    {"configure", configure, METH_VARARGS,
+     "configure(from_evtx_dict, event_type, system_attrs, core_names): normalize.py's function and tables."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1353,6 +1728,8 @@ PyMODINIT_FUNC PyInit__evtx(void) {
     INTERN(S_empty, "");
     INTERN(S_Name, "Name");
     INTERN(S_EventData, "EventData");
+    INTERN(S_System, "System");
+    INTERN(S_prefix, "EventData_");
 #undef INTERN
     return PyModule_Create(&module);
 }

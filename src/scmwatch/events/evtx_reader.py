@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 import evtx
 
 from scmwatch.events.model import Event, ReadGate, ReadStats
-from scmwatch.events.normalize import EvtxEvents, from_evtx_dict, from_evtx_json
+from scmwatch.events.normalize import _CORE, SYSTEM_ATTRS, EvtxEvents, from_evtx_dict, from_evtx_json
 from scmwatch.native import pure_python
 
 try:
@@ -35,8 +35,8 @@ try:
 except ImportError:  # no compiler at install time
     _evtx = None  # type: ignore[assignment]
 if _evtx is not None:
-    _evtx.configure(from_evtx_dict, Event)
-DECODE_CHUNK = _evtx.decode_chunk if _evtx is not None and EvtxEvents is not None and not pure_python() else None
+    _evtx.configure(from_evtx_dict, Event, SYSTEM_ATTRS, _CORE)
+DECODE_CHUNK = _evtx.decode_chunk if _evtx is not None and not pure_python() else None
 
 MAGIC = b"ElfFile\x00"
 HEADER_SIZE = 4096
@@ -47,6 +47,8 @@ RECORD_MAGIC = 0x00002A2A  # b"**\x00\x00"
 RECORDS_START = 512  # records follow the chunk header and its string/template tables
 MAX_CHUNK_RECORDS = (CHUNK_SIZE - RECORDS_START) // 24  # a record is at least 24 bytes
 MAX_GAP_LINES = 20  # per file; further gaps are counted in one closing line
+_ZERO_CHUNK = bytes(CHUNK_SIZE)
+_CHUNK_ERROR = "Failed to parse chunk number "  # the package's words; then 0 in a one-chunk file
 
 
 def _check_truncation(name: str, head: bytes, size: int, stats: ReadStats) -> None:
@@ -64,6 +66,12 @@ def _check_truncation(name: str, head: bytes, size: int, stats: ReadStats) -> No
             f"file ends inside chunk {full + 1} ({rest} of {CHUNK_SIZE} bytes present; header says {chunks} "
             "chunks): records of the incomplete chunk are lost",
         )
+
+
+def _plain_header(head: bytes, size: int) -> bool:
+    """A header the package accepts, with the usual 4096-byte header block (the package counts
+    chunks from the file size less that block): the chunk path reads such a file."""
+    return size >= HEADER_SIZE and head[:8] == MAGIC and struct.unpack_from("<H", head, 40)[0] == HEADER_SIZE
 
 
 def read_evtx(
@@ -93,7 +101,11 @@ def read_evtx(
             source.seek(0)
             head = source.read(128)
             source.seek(0)
-        parser = evtx.PyEvtxParser(source)
+        want = gate.want if gate is not None else None
+        if DECODE_CHUNK is not None and _plain_header(head, size):
+            events: Any = ChunkEvents(name, source, size, want)
+        else:  # the package also says why a file is no EVTX file
+            events = (EvtxEvents or PyEvtxEvents)(evtx.PyEvtxParser(source).records_json(), name, want)
     except (OSError, RuntimeError) as exc:
         stats.files_failed += 1
         stats.named_failed += named
@@ -101,11 +113,6 @@ def read_evtx(
         return
     _check_truncation(name, head, size, stats)
     stats.bytes += size
-    want = gate.want if gate is not None else None
-    if DECODE_CHUNK is not None and len(head) >= 42 and struct.unpack_from("<H", head, 40)[0] == HEADER_SIZE:
-        events: Any = ChunkEvents(name, source, size, want)
-    else:
-        events = (EvtxEvents or PyEvtxEvents)(parser.records_json(), name, want)
     if gate is not None:
         gate.reader = events
     errors = 0
@@ -318,6 +325,8 @@ class ChunkEvents:
                     return next(self._slow)
                 except StopIteration:
                     self._finish_slow()
+                except RuntimeError as exc:
+                    raise self._renumbered(exc) from None
             for event in self._ready:
                 return event
             if self._next_chunk >= self._chunks:
@@ -335,11 +344,18 @@ class ChunkEvents:
             self.skipped += skipped
             self._ready = iter(events)
             return
-        if len(chunk) == CHUNK_SIZE and not chunk.strip(b"\0"):
+        if chunk == _ZERO_CHUNK:
             return  # an empty chunk of a preallocated file: the package skips it too
         self.fallback_chunks += 1
         parser = evtx.PyEvtxParser(io.BytesIO(self._header + chunk))
         self._slow = (EvtxEvents or PyEvtxEvents)(parser.records_json(), self.name, self.want)
+
+    def _renumbered(self, exc: RuntimeError) -> RuntimeError:
+        """The package's error for the one-chunk file, with the chunk's number in the whole file."""
+        text = str(exc)
+        if not text.startswith(_CHUNK_ERROR):
+            return exc
+        return type(exc)(f"{_CHUNK_ERROR}{self._next_chunk - 1}{text[len(_CHUNK_ERROR) + 1:]}")
 
     def _finish_slow(self) -> None:
         slow, self._slow = self._slow, None

@@ -1,0 +1,192 @@
+"""The C EVTX decoder (``events/_evtx.c``) against the ``evtx`` package: the same events.
+
+The reader decodes chunks itself and gives any chunk it is not sure of to the package; either
+way the result must be the package's, event for event (fields with their types and order,
+record ids) and problem for problem. The reference is every recording of the shared corpora;
+damaged and crafted inputs check that doubt ends in the fallback, never in a difference, a
+crash or a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import evtxbuild
+from paths import SHARED, evtx_files, need_shared
+from scmwatch.events import evtx_reader
+from scmwatch.events.model import ReadGate, ReadStats
+
+pytestmark = pytest.mark.skipif(evtx_reader.DECODE_CHUNK is None, reason="the C decoder was not built")
+
+CORPORA = SHARED / "corpora"
+HEADER, CHUNK = evtx_reader.HEADER_SIZE, evtx_reader.CHUNK_SIZE
+
+
+def read(source: str, c: bool, gate: ReadGate | None = None) -> tuple:
+    """Everything a read gives, through the C decoder or through the package alone."""
+    decode = evtx_reader.DECODE_CHUNK
+    if not c:
+        evtx_reader.DECODE_CHUNK = None
+    try:
+        stats = ReadStats()
+        events = [(e.source, e.record_id, e.fmt, repr(list(e.fields.items())))
+                  for e in evtx_reader.read_evtx("in.evtx", source, stats, gate=gate)]
+    finally:
+        evtx_reader.DECODE_CHUNK = decode
+    return (events, stats.events, stats.bytes, stats.files_failed, dict(stats.errors),
+            [(e.kind, e.message, e.record) for e in stats.first_errors])
+
+
+def assert_same(path: str) -> None:
+    c, package = read(path, True), read(path, False)
+    for part, a, b in zip(("events", "count", "bytes", "failed", "errors", "lines"), c, package, strict=True):
+        assert a == b, f"{path}: C and package differ in {part}"
+
+
+def chunk_counts(path: str) -> tuple[int, int]:
+    """(chunks, chunks the package decoded) of one file read through ChunkEvents."""
+    events = evtx_reader.ChunkEvents(path, path, os.path.getsize(path))
+    for _ in events:
+        pass
+    events.close()
+    return events._chunks, events.fallback_chunks
+
+
+def test_every_recording_of_the_corpora_is_read_as_the_package_reads_it() -> None:
+    files = evtx_files(need_shared(CORPORA))
+    assert len(files) > 100
+    chunks = fallback = 0
+    for path in files:
+        assert_same(str(path))
+        n, slow = chunk_counts(str(path))
+        chunks += n
+        fallback += slow
+    # the decoder really does the work (18 of 863 chunks fell back when this was written)
+    assert fallback < chunks * 0.05, (fallback, chunks)
+
+
+def _corpus_chunks(limit: int) -> list[tuple[bytes, bytes]]:
+    """(file header, chunk) of the first non-empty chunks of the attack samples, in a fixed order."""
+    out = []
+    for path in evtx_files(need_shared(CORPORA / "evtx-attack-samples")):
+        data = path.read_bytes()
+        for i in range((len(data) - HEADER) // CHUNK):
+            chunk = data[HEADER + i * CHUNK:HEADER + (i + 1) * CHUNK]
+            if chunk[:8] == b"ElfChnk\x00" and evtx_reader.DECODE_CHUNK(chunk, "x", None, {}) is not None:
+                out.append((data[:HEADER], chunk))
+                break
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _mutations(chunk: bytes, rng: random.Random) -> list[bytes]:
+    end = min(struct.unpack_from("<I", chunk, 48)[0], CHUNK)
+    span = max(end - 512, 1)
+    out = []
+    for _ in range(3):
+        b = bytearray(chunk)
+        for _ in range(rng.choice((1, 2, 8))):  # bit flips in the tables and records
+            at = rng.randrange(128, 512 + span)
+            b[at] ^= 1 << rng.randrange(8)
+        out.append(bytes(b))
+    b = bytearray(chunk)  # a window of random bytes inside the records
+    at = 512 + rng.randrange(span)
+    b[at:at + 16] = rng.randbytes(16)
+    out.append(bytes(b[:CHUNK]))
+    b = bytearray(chunk)  # the records cut short at a random point
+    cut = 512 + rng.randrange(span)
+    b[cut:] = bytes(CHUNK - cut)
+    out.append(bytes(b))
+    return out
+
+
+def test_damaged_chunks_of_real_recordings_read_as_the_package_reads_them(tmp_path: Path) -> None:
+    rng = random.Random(13)
+    cases = 0
+    for header, chunk in _corpus_chunks(25):
+        for mutated in _mutations(chunk, rng):
+            path = tmp_path / f"m{cases}.evtx"
+            path.write_bytes(header + mutated)
+            assert_same(str(path))
+            cases += 1
+    assert cases >= 100
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"count": 40},
+    {"nested": 3},
+    {"nested": 60},  # deeper than the decoder goes: the package's path
+    {"count": 1, "data": {"A": "x" * 30000}},  # one value of 60 KB of UTF-16
+    {"data": {"Q": 'quote " backslash \\ tab \t nl \n \x01 é 漢 \uffff'}},
+    {"data": {"Name With Space": "v", "EventID": "9", "Channel": "spoof"}},
+    {"data": {}},
+    {"event_id": 4688, "channel": "Security", "computer": ""},
+])
+def test_built_files_read_as_the_package_reads_them(tmp_path: Path, fields: dict) -> None:
+    count = fields.pop("count", 3)
+    path = tmp_path / "b.evtx"
+    path.write_bytes(evtxbuild.simple_file(count, **fields))
+    assert_same(str(path))
+    assert read(str(path), True)[1] == count
+
+
+def test_files_of_many_chunks_preallocated_and_damaged_tails(tmp_path: Path) -> None:
+    chunks = [evtxbuild.chunk(evtxbuild.records(1 + 10 * k, 10), 1 + 10 * k, 10 + 10 * k) for k in range(4)]
+    zero = bytes(CHUNK)
+    garbage = bytes(random.Random(1).randbytes(CHUNK))
+    for name, body in (("plain", chunks), ("prealloc", [*chunks, zero, zero]),
+                       ("gap", [chunks[0], zero, chunks[2]]), ("garbage", [chunks[0], garbage, chunks[1]])):
+        path = tmp_path / f"{name}.evtx"
+        path.write_bytes(evtxbuild.evtx_file(body))
+        assert_same(str(path))
+        cut = tmp_path / f"{name}-cut.evtx"
+        cut.write_bytes(path.read_bytes()[:-1000])
+        assert_same(str(cut))
+
+
+def test_the_gate_skips_exactly_the_unwanted_records(tmp_path: Path) -> None:
+    out = bytearray()
+    for rid in range(1, 10):
+        out += evtxbuild.record(rid, evtxbuild.RECORDS_AT + len(out), event_id=7045 if rid % 3 else 4624)
+    path = tmp_path / "g.evtx"
+    path.write_bytes(evtxbuild.evtx_file([evtxbuild.chunk(bytes(out), 1, 9)]))
+    gate = ReadGate(lambda channel, eid: eid == 7045)
+    c = read(str(path), True, gate)
+    whole = read(str(path), True)
+    assert [e[1] for e in c[0]] == [1, 2, 4, 5, 7, 8]
+    assert c[1] == whole[1] == 9 and gate.skipped == 3
+    assert c[0] == [e for e in whole[0] if e[1] % 3]
+
+
+def test_chunk_ranges_use_the_decoder(tmp_path: Path) -> None:
+    """``--jobs`` and the cluster read ranges of one file through the same reader."""
+    from scmwatch.events.ranges import FileRange, read_range
+    from scmwatch.events.read import InputFile
+
+    chunks = [evtxbuild.chunk(evtxbuild.records(1 + 10 * k, 10), 1 + 10 * k, 10 + 10 * k) for k in range(4)]
+    path = tmp_path / "r.evtx"
+    path.write_bytes(evtxbuild.evtx_file(chunks))
+    inp = InputFile(str(path), str(path))
+    ids = []
+    for part, (a, b) in enumerate(((0, 1), (1, 3), (3, 4))):
+        unit = FileRange(inp, "evtx", part, 3, a, b, declared=4)
+        stats = ReadStats()
+        ids += [e.record_id for e in read_range(unit, stats)]
+        assert not stats.errors
+    assert ids == list(range(1, 41))
+
+
+def test_pure_python_switches_the_decoder_off() -> None:
+    code = "from scmwatch.events import evtx_reader as r; print(r.DECODE_CHUNK is None)"
+    env = dict(os.environ, SCMWATCH_PURE_PYTHON="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
