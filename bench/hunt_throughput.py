@@ -7,7 +7,8 @@ Prints in one run, every side repeated until it has run >= --seconds:
     (b) all SigmaHQ rules (rules, rules-emerging-threats, rules-threat-hunting; windows ones run),
     (a x10) pack (a) with every rule copied 10 times under fresh ids (same predicates: the
             prefilter lets all ten copies through together, the worst case for scaling),
-    (b lit) as (b) with the literal prefilter only (no atom prefilter, ``sigma/tagged.py``);
+    (b lit) as (b) with the literal prefilter only (no atom prefilter, ``sigma/tagged.py``),
+    (b pkg) as (b) with the EVTX reader's C chunk decoder off (the reader before ``_evtx.c``);
   the ratios to raw parse; the CLI's ``--jobs 2`` vs ``--jobs 1`` with (b); peak RSS.
   (b) on the same events as NDJSON (one ``evtx_dump`` record per line) vs ``orjson.loads`` per line,
   and reading those lines alone (read + normalize, no rules, no gate) for what matching adds.
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import orjson
 
-from common import SHARED, evtx_files, evtx_records, raw_pass
+from common import SHARED, evtx_files, evtx_package_reader, evtx_records, raw_pass
 from scmwatch.events import ReadStats, discover, read_input
 from scmwatch.hunt import run_hunt
 from scmwatch.rules import pack_paths
@@ -211,6 +212,7 @@ def main() -> int:
         "a": lambda: hunt_pass(big, rs_a, eng_a),
         "ax10": lambda: hunt_pass(big, rs_x10, eng_x10),
         "b": lambda: hunt_pass(big, rs_b, eng_b),
+        "b_pkg": evtx_package_reader(lambda: hunt_pass(big, rs_b, eng_b)),
         "b_lit": lambda: hunt_pass(big, rs_b, eng_b_lit),
         "raw_json": lambda: raw_json_pass([ndjson] * 4),
         "read_json": lambda: read_json_pass([ndjson] * 4),
@@ -241,6 +243,7 @@ def main() -> int:
     print(f"{'raw evtx+orjson':34s}: {raw:10,.0f} events/s")
     line("(a) scmwatch hunt, ~40 rules", "a", "(target >= 0.6)")
     line("(b) scmwatch hunt, all SigmaHQ", "b", "(target >= 0.35)")
+    line("(b) without the C EVTX decoder", "b_pkg", "(the evtx package's JSON, parsed by _flatten)")
     line("(b lit) literal prefilter only", "b_lit", "")
     line("(a x10) scmwatch hunt", "ax10", "")
     print(f"{'raw orjson.loads per NDJSON line':34s}: {rates['raw_json']:10,.0f} events/s")

@@ -1,9 +1,10 @@
 """Reader + normalizer throughput vs the raw ``evtx`` parse, on the shared EVTX corpus.
 
-Prints events/s for (1) raw ``PyEvtxParser.records_json()`` + ``orjson.loads`` and (2)
-scmwatch's ``read_input`` (sniff, parse, normalize to the event model), interleaved round by
-round on the same files so machine noise hits both alike, plus their ratio and peak RSS.
-The target of issue 2 is a ratio >= 0.8.
+Prints events/s for (1) raw ``PyEvtxParser.records_json()`` + ``orjson.loads``, (2)
+scmwatch's ``read_input`` (sniff, parse, normalize to the event model) and (3) the same with
+the EVTX reader's C chunk decoder off (the ``evtx`` package's JSON parsed by ``_flatten``: the
+reader before ``_evtx.c``), interleaved round by round on the same files so machine noise hits
+all alike, plus their ratios and peak RSS. The target of issue 2 is a ratio >= 0.8.
 
 ``--c-parts`` measures what each part of the C extension ``events/_flatten.c`` buys: the
 reader with everything in Python, then with the C flattener (``from_evtx_dict``), then also
@@ -20,13 +21,14 @@ its streaming ElementTree parser, with the XML/JSONL ratio (issue 13's target: >
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ATTACK_SAMPLES, evtx_files, raw_pass, run_cli
+from common import ATTACK_SAMPLES, evtx_files, evtx_package_reader, raw_pass, run_cli
 from scmwatch.events import ReadStats, read_input
 from scmwatch.events.read import InputFile
 
@@ -53,7 +55,7 @@ def c_parts() -> dict[str, object]:
             evtx_reader.from_evtx_json = c_json if parse else normalize.from_evtx_json_py
             evtx_reader.EvtxEvents = c_loop if loop else None
             return scmwatch_pass(files)
-        return run
+        return evtx_package_reader(run)
 
     return {
         "pure Python": config(False, False, False),
@@ -78,12 +80,13 @@ def main() -> int:
         return 1
     if args.c_parts:
         return parts_table(files, args.seconds)
-    totals = {"raw": [0, 0.0], "scmwatch": [0, 0.0]}
-    best = {"raw": float("inf"), "scmwatch": float("inf")}
-    events = {"raw": 0, "scmwatch": 0}
+    sides = (("raw", raw_pass), ("scmwatch", scmwatch_pass), ("package", evtx_package_reader(scmwatch_pass)))
+    totals = {name: [0, 0.0] for name, _ in sides}
+    best = {name: float("inf") for name, _ in sides}
+    events = {name: 0 for name, _ in sides}
     rounds = 0
     while min(t for _, t in totals.values()) < args.seconds:
-        for name, fn in (("raw", raw_pass), ("scmwatch", scmwatch_pass)):
+        for name, fn in sides:
             t0 = time.perf_counter()
             events[name] = fn(files)
             elapsed = time.perf_counter() - t0
@@ -99,6 +102,8 @@ def main() -> int:
     our_rate = totals["scmwatch"][0] / totals["scmwatch"][1]
     raw_best = events["raw"] / best["raw"]
     our_best = events["scmwatch"] / best["scmwatch"]
+    old_rate = totals["package"][0] / totals["package"][1]
+    old_best = events["package"] / best["package"]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     from scmwatch.events import normalize
 
@@ -108,6 +113,9 @@ def main() -> int:
     print(f"raw evtx+orjson      : {raw_rate:12,.0f} {raw_best:12,.0f} events/s")
     print(f"scmwatch read+normal.: {our_rate:12,.0f} {our_best:12,.0f} events/s")
     print(f"ratio                : {our_rate / raw_rate:12.3f} {our_best / raw_best:12.3f}   (target >= 0.8)")
+    print(f"without the C decoder: {old_rate:12,.0f} {old_best:12,.0f} events/s   "
+          f"ratio {old_rate / raw_rate:.3f} / {old_best / raw_best:.3f}")
+    print(f"load average         : {os.getloadavg()[0]:12.1f}")
     print(f"peak RSS             : {rss:12.1f} MiB")
     return 0
 

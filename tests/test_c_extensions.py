@@ -25,7 +25,7 @@ def _can_compile() -> bool:
 
 @pytest.mark.skipif(not _can_compile(), reason="no C compiler or Python headers here")
 def test_c_extensions_are_built() -> None:
-    from scmwatch.events import _flatten, _xml  # noqa: F401
+    from scmwatch.events import _evtx, _flatten, _xml  # noqa: F401
     from scmwatch.sigma import _text  # noqa: F401
 
 
