@@ -190,3 +190,23 @@ def test_pure_python_switches_the_decoder_off() -> None:
     env = dict(os.environ, SCMWATCH_PURE_PYTHON="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
+
+
+def test_a_string_table_that_loops_is_reported_not_followed(tmp_path: Path) -> None:
+    """The package follows a looping string table forever; the reader reports the chunk."""
+    body = evtxbuild.records(1, 2)
+    chunk = bytearray(evtxbuild.chunk(body, 1, 2))
+    end = struct.unpack_from("<I", chunk, 48)[0]
+    a, b = end + 16, end + 64
+    for at, nxt in ((a, b), (b, a)):  # two names, each the other's next
+        struct.pack_into("<IHH", chunk, at, nxt, 0, 1)
+        chunk[at + 8:at + 10] = "X".encode("utf-16-le")
+    struct.pack_into("<I", chunk, 128, a)
+    good = evtxbuild.chunk(evtxbuild.records(3, 2), 3, 4)
+    path = tmp_path / "loop.evtx"
+    path.write_bytes(evtxbuild.evtx_file([bytes(chunk), good]))
+    events, count, _, _, errors, lines = read(str(path), True)
+    assert [e[1] for e in events] == [3, 4] and count == 2
+    assert lines[0][:2] == ("evtx-record",
+                            "Failed to parse chunk number 0: its string table loops (chunk skipped)")
+    assert errors["evtx-record"] >= 2  # the loop, and the records 1-2 the audit finds missing

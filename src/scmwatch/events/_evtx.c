@@ -38,7 +38,6 @@
 #define MAX_DEPTH 24   /* open elements in one stream */
 #define MAX_NEST 4     /* template instance / BinXml fragment nesting */
 #define MAX_NAMES 1024
-#define MAX_STRING_CHAIN 4096
 
 /* value types */
 enum {
@@ -103,6 +102,7 @@ typedef struct {
     Template templates[MAX_TEMPLATES];
     int ntemplates;
     NameEntry names[NAME_SLOTS]; /* names by string-table offset, and text keys (len > 0) */
+    uint16_t used[MAX_NAMES];    /* the slots in use, to clear them */
     int nnames;
     int depth; /* objects being rendered, one inside the other */
 } Ctx;
@@ -256,17 +256,22 @@ static PyObject *name_at(Ctx *x, uint32_t off) {
     slot->off = off;
     slot->len = 0;
     slot->name = s;
-    x->nnames++;
+    x->used[x->nnames++] = (uint16_t)(slot - x->names);
     return s;
 }
 
-/* The string table the crate reads first: a chunk it cannot read fails as a whole there. */
+#define LOOPS (-2)
+
+/* The string table the crate reads first: a chunk it cannot read fails as a whole there.
+ * LOOPS: a chain comes back to a string it has passed (more steps than a chunk has offsets),
+ * on which the crate would follow the chain forever. */
 static int check_string_table(const uint8_t *d) {
-    int steps = 0;
     for (int i = 0; i < 64; i++) {
         uint32_t off = u32at(d, 128 + 4 * i);
+        int steps = 0;
         while (off > 0) {
-            if (++steps > MAX_STRING_CHAIN || !has(off, 8)) return BAIL;
+            if (++steps > CHUNK_SIZE) return LOOPS;
+            if (!has(off, 8)) return BAIL;
             uint32_t next = u32at(d, off);
             uint32_t units = u16at(d, off + 6);
             if (!has(off + 8, 2ull * units + 2)) return BAIL;
@@ -377,10 +382,17 @@ static int known_type(uint8_t t) {
 }
 
 /* Check one substitution value of ``len`` bytes; returns its normalised type or BAIL. */
+static int format_filetime(uint64_t ft, char *out);
+static int format_systime(const uint8_t *d, uint32_t off, char *out);
+
 static int check_value(const uint8_t *d, uint8_t type, uint32_t off, uint32_t len) {
     int fs = fixed_size(type);
     if (fs < 0) return BAIL;
-    if (fs > 0) return len == (uint32_t)fs ? type : BAIL;
+    if (fs > 0 && len != (uint32_t)fs) return BAIL;
+    char tmp[32];
+    if (type == V_FILETIME && format_filetime(u64at(d, off), tmp) < 0) return BAIL; /* the crate fails it */
+    if (type == V_SYSTIME && format_systime(d, off, tmp) < 0) return BAIL;
+    if (fs > 0) return type;
     switch (type) {
     case V_NULL: return type;
     case V_STRING:
@@ -1013,7 +1025,7 @@ static PyObject *data_key(Ctx *x, int first, int *bail) {
         slot->off = n->off;
         slot->len = n->len;
         slot->name = s;
-        x->nnames++;
+        x->used[x->nnames++] = (uint16_t)(slot - x->names);
     }
     return Py_NewRef(slot->name);
 }
@@ -1443,8 +1455,12 @@ static int flat_event_data(Ctx *x, int di, PyObject *out, int *bail) {
     return rc;
 }
 
-/* The flat fields of a record, or NULL: with an error, or with *generic set (the nested path). */
-static PyObject *flat_record(Ctx *x, int root, int *generic, int *bail) {
+static int gate_keeps(PyObject *want, PyObject *decisions, PyObject *fields);
+
+/* The flat fields of a record, Py_Ellipsis when the gate turns it away after System (only
+ * when System set both Channel and an int EventID: EventData cannot change those), or NULL:
+ * with an error, or with *generic set (the nested path). */
+static PyObject *flat_record(Ctx *x, int root, PyObject *want, PyObject *decisions, int *generic, int *bail) {
     Pool *r = x->rec;
     const Elem *ev = &r->elems[root];
     int has_text, attr_text;
@@ -1466,6 +1482,15 @@ static PyObject *flat_record(Ctx *x, int root, int *generic, int *bail) {
     PyObject *out = _PyDict_NewPresized(32);
     if (out == NULL) return NULL;
     int rc = sys >= 0 ? flat_system(x, sys, out, bail) : 0;
+    if (rc == 0 && want != NULL) {
+        PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
+        int known = eid != NULL && PyLong_CheckExact(eid) && PyDict_GetItemWithError(out, S_Channel) != NULL;
+        int keep = PyErr_Occurred() ? -1 : known ? gate_keeps(want, decisions, out) : 1;
+        if (keep <= 0) {
+            Py_DECREF(out);
+            return keep < 0 ? NULL : Py_NewRef(Py_Ellipsis);
+        }
+    }
     if (rc == 0 && data >= 0) rc = flat_event_data(x, data, out, bail);
     if (rc == 0) {
         PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
@@ -1530,10 +1555,10 @@ static int gate_keeps(PyObject *want, PyObject *decisions, PyObject *fields) {
 }
 
 static void release_names(Ctx *x) {
-    if (x->nnames == 0) return;
-    for (int i = 0; i < NAME_SLOTS; i++) {
-        if (x->names[i].off != 0) Py_DECREF(x->names[i].name);
-        x->names[i].off = 0;
+    for (int i = 0; i < x->nnames; i++) {
+        NameEntry *e = &x->names[x->used[i]];
+        Py_DECREF(e->name);
+        e->off = 0;
     }
     x->nnames = 0;
 }
@@ -1603,7 +1628,13 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
     PyObject *events = NULL, *result = NULL;
     Py_ssize_t skipped = 0;
     const uint8_t *d = x->d;
-    if (view.len != CHUNK_SIZE || memcmp(d, "ElfChnk\0", 8) != 0 || check_string_table(d) < 0) goto unsure;
+    if (view.len != CHUNK_SIZE || memcmp(d, "ElfChnk\0", 8) != 0) goto unsure;
+    int table = check_string_table(d);
+    if (table == LOOPS) {
+        result = PyUnicode_FromString("its string table loops");
+        goto done;
+    }
+    if (table < 0) goto unsure;
     events = PyList_New(0);
     if (events == NULL) goto done;
     uint64_t last_id = u64at(d, 32);
@@ -1628,7 +1659,12 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
         int root = parse_stream(x, x->rec, off + 24, size - 28, MODE_RECORD, 0);
         if (root < 0) goto unsure;
         int bail = 0, generic = 0;
-        PyObject *fields = flat_record(x, root, &generic, &bail);
+        PyObject *fields = flat_record(x, root, gated ? want : NULL, decisions, &generic, &bail);
+        if (fields == Py_Ellipsis) {
+            Py_DECREF(fields);
+            skipped++;
+            goto next;
+        }
         if (fields == NULL && generic) {
             PyObject *obj = render_record(x, root, &bail);
             if (obj != NULL) {
@@ -1706,8 +1742,8 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"decode_chunk", decode_chunk, METH_VARARGS,
-     "decode_chunk(chunk, source, want, decisions) -> (events, skipped), or None when the chunk is "
-     "one to leave to the evtx package."},
+     "decode_chunk(chunk, source, want, decisions) -> (events, skipped); None when the chunk is one to "
+     "leave to the evtx package; a str saying why the chunk cannot be read at all."},
     {"configure", configure, METH_VARARGS,
      "configure(from_evtx_dict, event_type, system_attrs, core_names): normalize.py's function and tables."},
     {NULL, NULL, 0, NULL},

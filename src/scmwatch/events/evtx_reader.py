@@ -129,7 +129,7 @@ def read_evtx(
                     break
         if errors < MAX_RECORD_ERRORS:
             read = events.count + events.skipped + events.missing_count + errors
-            _audit_chunks(name, source, head, size, read, stats)
+            _audit_chunks(name, source, head, size, read, stats, getattr(events, "heads", None))
     finally:
         if isinstance(events, ChunkEvents):
             events.close()
@@ -141,12 +141,24 @@ def read_evtx(
 
 
 def _audit_chunks(name: str, source: str | BinaryIO, head: bytes, size: int, read: int,
-                  stats: ReadStats) -> None:
-    if isinstance(source, str):
-        with open(source, "rb", buffering=0) as fh:  # unbuffered: 40 bytes per chunk, not 8 KiB
-            _audit_open(name, fh, head, size, read, stats)
-    else:
-        _audit_open(name, source, head, size, read, stats)
+                  stats: ReadStats, heads: list[bytes] | None = None) -> None:
+    """``heads``: the first 40 bytes of every chunk, when the reader kept them (then the file is
+    opened again only if the counts disagree)."""
+    if not isinstance(source, str):
+        _audit_open(name, lambda offset, n: _read_at(source, offset, n), head, size, read, stats, heads)
+        return
+    opened: list[BinaryIO] = []
+
+    def read_at(offset: int, n: int) -> bytes:
+        if not opened:
+            opened.append(open(source, "rb", buffering=0))  # noqa: SIM115 - unbuffered: 40 bytes per chunk, not 8 KiB
+        return _read_at(opened[0], offset, n)
+
+    try:
+        _audit_open(name, read_at, head, size, read, stats, heads)
+    finally:
+        for fh in opened:
+            fh.close()
 
 
 def _read_at(fh: BinaryIO, offset: int, n: int) -> bytes:
@@ -154,7 +166,8 @@ def _read_at(fh: BinaryIO, offset: int, n: int) -> bytes:
     return fh.read(n)
 
 
-def _audit_open(name: str, source: BinaryIO, head: bytes, size: int, read: int, stats: ReadStats) -> None:
+def _audit_open(name: str, read_at: Any, head: bytes, size: int, read: int, stats: ReadStats,
+                heads: list[bytes] | None = None) -> None:
     """Report records the chunk headers list but the parser never produced (``evtx-record``),
     chunks the file header counts that have no chunk header (``evtx-chunk``), and a file with
     no readable chunk at all.
@@ -170,7 +183,7 @@ def _audit_open(name: str, source: BinaryIO, head: bytes, size: int, read: int, 
     damaged: set[int] = set()
     ranges: list[tuple[int, int] | None] = []
     for i in range(n):
-        h = _read_at(source, HEADER_SIZE + i * CHUNK_SIZE, 40)
+        h = heads[i] if heads is not None and i < len(heads) else read_at(HEADER_SIZE + i * CHUNK_SIZE, 40)
         if h[:8] != CHUNK_MAGIC:
             ranges.append(None)
             continue
@@ -213,7 +226,7 @@ def _audit_open(name: str, source: BinaryIO, head: bytes, size: int, read: int, 
                             "are lost")
             continue
         first, last = r
-        chunk = _read_at(source, HEADER_SIZE + i * CHUNK_SIZE, CHUNK_SIZE)
+        chunk = read_at(HEADER_SIZE + i * CHUNK_SIZE, CHUNK_SIZE)
         got = _reachable(chunk, first, last)
         for start, end in _missing_runs(got, first, last):
             what = f"record {start}" if start == end else f"records {start}-{end}"
@@ -293,7 +306,9 @@ class PyEvtxEvents:
 class ChunkEvents:
     """Event objects of a whole EVTX file, chunk by chunk: ``_evtx.decode_chunk`` where it is
     sure, else the ``evtx`` package on a file of the header and that one chunk (it reads each
-    chunk on its own, so events and errors are the ones it gives for the whole file). An error
+    chunk on its own, so events and errors are the ones it gives for the whole file). A chunk
+    whose string table loops is reported and skipped: the package would follow it forever
+    (measured: no answer after 20 s on a two-string loop). An error
     of the package for one record propagates from ``__next__``, and iteration goes on with the
     next record, as with ``records_json()``. Same counters as :class:`PyEvtxEvents`."""
 
@@ -311,9 +326,11 @@ class ChunkEvents:
         self._header = self._fh.read(HEADER_SIZE)
         self._chunks = (size - HEADER_SIZE) // CHUNK_SIZE if len(self._header) == HEADER_SIZE else 0
         self._next_chunk = 0
+        self.heads: list[bytes] = []  # the first 40 bytes of each chunk read, for the chunk audit
         self._decisions: dict = {}
         self._ready: Iterator[Event] = iter(())
         self._slow: Any = None  # the package's events of the current fallback chunk
+        self._damaged: str | None = None  # a chunk neither path can read, to report once
 
     def __iter__(self) -> ChunkEvents:
         return self
@@ -329,6 +346,9 @@ class ChunkEvents:
                     raise self._renumbered(exc) from None
             for event in self._ready:
                 return event
+            if self._damaged is not None:
+                text, self._damaged = self._damaged, None
+                raise RuntimeError(text)
             if self._next_chunk >= self._chunks:
                 raise StopIteration
             self._load(self._next_chunk)
@@ -337,7 +357,11 @@ class ChunkEvents:
     def _load(self, index: int) -> None:
         self._fh.seek(HEADER_SIZE + index * CHUNK_SIZE)
         chunk = self._fh.read(CHUNK_SIZE)
+        self.heads.append(chunk[:40])
         got = DECODE_CHUNK(chunk, self.name, self.want, self._decisions) if len(chunk) == CHUNK_SIZE else None
+        if isinstance(got, str):  # the package would never come back from this chunk
+            self._damaged = f"{_CHUNK_ERROR}{index}: {got} (chunk skipped)"
+            return
         if got is not None:
             events, skipped = got
             self.count += len(events)
