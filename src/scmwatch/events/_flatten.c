@@ -17,7 +17,8 @@
  *    for files of evtx_dump records or flat objects (``from_flat``'s twin), with the same gate.
  * 5. the two walks of ``ecs.from_ecs`` over every key of a Winlogbeat document, ``dotted``
  *    (= ``ecs._walk_py``) and ``event_data`` (= ``ecs._event_data_py``): with them in Python,
- *    reading Winlogbeat NDJSON ran at 0.14 x ``orjson.loads`` per line, 40 % of it these two.
+ *    reading Winlogbeat NDJSON ran at 0.12-0.14 x ``orjson.loads`` per line, 40 % of it these two
+ *    (0.17-0.19 x with them in C).
  *
  * What each buys, measured on the shared attack corpus (277 .evtx files, 8,255 events) with
  * ``bench/read_throughput.py --c-parts`` (ratio to the raw evtx + orjson parse, same run, a
