@@ -607,7 +607,8 @@ def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
 
 local_units = split_units(_pool_units)
 local_units.__doc__ = """Hunt every input file inline (``jobs == 1``) or in a fork pool of ``jobs``
-workers, large files as ranges (:func:`scmwatch.split.split_units`); one result per file."""
+workers, large files as ranges (:func:`scmwatch.split.split_units`); one result per file inline, per
+batch of whole files from the pool (:func:`batch_result`), per range of a split file."""
 
 
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
@@ -636,7 +637,9 @@ def batch_result(results: list[UnitResult]) -> UnitResult:
 
     Measured on the dev corpus x20 (5,560 small .evtx files, ``--jobs 2``): a result per file
     cost the parent ~13 us to unpickle and ~10 us more to add, merge and report, and the worker
-    ~9 us to pickle; per batch of files that is a few us per file."""
+    ~9 us to pickle. Per batch: 33 instead of 328 bytes per file through the pipe, ~1.5 us per
+    file to pickle and unpickle, and the parent's CPU outside the final merge 31-36 instead of
+    67-71 us per file."""
     if len(results) == 1:
         return results[0]
     stats = ReadStats()
