@@ -510,3 +510,46 @@ def test_case_files_are_hashed_on_the_workers(cluster, pack, http_root, tmp_path
     rows = {r[0]: r for r in local[0]}
     assert rows[str(big)][2] == hashlib.sha256(big.read_bytes()).hexdigest()
     assert sum(p.startswith(base) for p in rows) == 3
+
+
+def test_the_workers_walk_the_directories_as_a_local_walk(cluster, many_small, http_root, tmp_path,
+                                                          monkeypatch):
+    """Cluster.discover (directory trees walked and files stat'ed by the workers, the client
+    listing a few levels of names): the inputs in the order, the problems in the order (same
+    lines) and the counts of a local discover -- over nested directories deeper than the
+    levels the client lists, a directory's files in several listing tasks, files beside
+    directories, a dangling symlink, a FIFO, a symlinked directory (not followed), a zip
+    archive, non-log files, a missing path, a named file and URLs."""
+    import zipfile
+
+    root, base = http_root
+    tree = tmp_path / "tree"
+    deep = tree / "a" / "b" / "c" / "d"
+    deep.mkdir(parents=True)
+    for i, d in enumerate([tree, tree / "a", tree / "a" / "b", deep]):
+        for name in (f"{i}.jsonl", f"x{i}.evtx", f"notes{i}.txt"):
+            (d / name).write_text('{"EventID": 7045, "Channel": "System"}\n')
+    (tree / "a" / "gone.evtx").symlink_to(tmp_path / "nowhere.evtx")
+    os.mkfifo(tree / "a" / "b" / "pipe.jsonl")
+    (tree / "linked").symlink_to(many_small, target_is_directory=True)
+    with zipfile.ZipFile(tree / "a" / "kape.zip", "w") as z:
+        z.writestr("Logs/System.jsonl", '{"EventID": 7045}\n')
+        z.writestr("Logs/readme.txt", "x")
+    (tree / "empty").mkdir()
+    named = next(p for p in sorted(root.iterdir()))
+    paths = [str(tree), str(many_small), str(tmp_path / "missing"), str(named), f"{base}/{named.name}",
+             f"{base}/missing.jsonl", str(many_small / "000")]
+
+    def listed(discover_fn) -> tuple:
+        errors: list = []
+        stats = ReadStats(on_error=errors.append)
+        found = list(discover_fn(paths, stats))
+        return (found, [e.line() for e in errors], stats.files_failed, stats.named_failed,
+                stats.files_skipped, dict(stats.errors))
+
+    local = listed(discover)
+    assert local[0] and len(local[1]) == 3 and local[3] == 1  # gone, pipe; missing (named)
+    monkeypatch.setattr(cl, "LIST_NAMES", 2)
+    assert listed(cluster.discover) == local
+    monkeypatch.setattr(cl, "WALK_LEVELS", 1)
+    assert listed(cluster.discover) == local

@@ -34,7 +34,7 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +50,9 @@ from scmwatch.correlate.partition import (
     merged_summary,
     stream_order,
 )
-from scmwatch.events.model import ReadError
+from scmwatch.events.model import ReadError, ReadStats
 from scmwatch.events.ranges import FileRange
+from scmwatch.events.read import InputFile, dir_inputs, discover, is_url, walk_level, walk_tree
 from scmwatch.hunt import _CAND_KEY, _KEY, HuntContext, UnitResult, batch_result, hunt_unit
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.load import rule_files
@@ -67,6 +68,14 @@ LOCAL = "local"
 # that every worker still gets several tasks.
 BATCH_BYTES = 32 << 20
 BATCH_FILES = 256
+# The directory walk runs on the workers (Cluster.discover): the client lists directory *names*
+# only, level by level (at most WALK_LEVELS), until there are LIST_TASKS_PER_WORKER subtrees per
+# worker, then hands consecutive subtrees and runs of a directory's file names (at most
+# LIST_NAMES per task) to about that many listing tasks, which ``stat`` every file. A walk on
+# the client cost ~13-15 us per file, most of it the ``stat`` (measured on the corpus x20).
+WALK_LEVELS = 3
+LIST_TASKS_PER_WORKER = 4
+LIST_NAMES = 4096
 
 
 class ClusterError(Exception):
@@ -257,6 +266,54 @@ def correlate_part(payload: RulePayload, partitions: int, p: int, streams: list[
     return alerts, summary
 
 
+# A listing task's inputs, compact (_packed), its counts, and its problems in order.
+Listing = tuple[tuple[list[str], list[int | None], dict[int, InputFile]], ReadStats, list[ReadError]]
+
+
+def list_inputs(parts: list[tuple[str, str, list[str] | None]]) -> Listing:
+    """A worker task: the inputs of consecutive parts of the input paths, as a local
+    :func:`~scmwatch.events.read.discover` finds them there, with their problems in order. A
+    part: ``("tree", dir, None)``, every input under a directory; ``("files", dir, names)``,
+    those among some of its files; ``("path", path, None)``, a URL (a remote file, or a prefix
+    listed with fsspec ``find``) or a path named on the command line."""
+    return _listed(lambda stats: [inp for kind, path, names in parts for inp in (
+        walk_tree(path, stats) if kind == "tree" else
+        dir_inputs(path, names or (), stats) if kind == "files" else discover([path], stats))])
+
+
+def _listed(find: Callable[[ReadStats], list[InputFile]]) -> Listing:
+    errors: list[ReadError] = []
+    stats = ReadStats(on_error=errors.append)
+    found = find(stats)
+    stats.on_error = None
+    return _packed(found), stats, errors
+
+
+def _packed(found: list[InputFile]) -> tuple[list[str], list[int | None], dict[int, InputFile]]:
+    """Inputs as the client unpickles them fastest: the name and size of each plain file a walk
+    found (its path is its name), the others whole by position. Measured on 27,700 inputs:
+    ~1.6 us per input against ~4.4 us for the InputFile objects."""
+    names: list[str] = []
+    sizes: list[int | None] = []
+    other: dict[int, InputFile] = {}
+    for i, inp in enumerate(found):
+        if inp.path == inp.name and inp.member is None and not inp.named and not inp.pipe:
+            names.append(inp.name)
+            sizes.append(inp.size)
+        else:
+            other[i] = inp
+            names.append("")
+            sizes.append(None)
+    return names, sizes, other
+
+
+def _unpacked(names: list[str], sizes: list[int | None], other: dict[int, InputFile]) -> list[InputFile]:
+    found = [InputFile(n, n, None, False, False, size) for n, size in zip(names, sizes, strict=True)]
+    for i, inp in other.items():
+        found[i] = inp
+    return found
+
+
 def _same(payload: RulePayload) -> RulePayload:
     return payload
 
@@ -290,6 +347,31 @@ def _batches(units: list[tuple[int, Any]], workers: int, digests: bool = False) 
         return (-size, index)
 
     return [Batch(b, digests) for _, b in sorted(out, key=first)]
+
+
+def _subtrees(top: str, want: int) -> list[tuple[str, str, list[str] | None]]:
+    """The directory ``top`` as listing parts in walk order (:func:`list_inputs`): names listed
+    level by level here until there are ``want`` subtrees (or WALK_LEVELS levels)."""
+    plan: list[tuple[str, str, list[str] | None]] = [("tree", top, None)]
+    for _ in range(WALK_LEVELS):
+        if sum(kind == "tree" for kind, _, _ in plan) >= want:
+            break
+        deeper: list[tuple[str, str, list[str] | None]] = []
+        for kind, path, names in plan:
+            if kind != "tree":
+                deeper.append((kind, path, names))
+                continue
+            files, subs = walk_level(path)
+            deeper.extend(("files", path, files[k:k + LIST_NAMES]) for k in range(0, len(files), LIST_NAMES))
+            deeper.extend(("tree", sub, None) for sub in subs)
+        plan = deeper
+    return plan
+
+
+def _grouped(parts: list[Any], tasks: int) -> list[list[Any]]:
+    """Consecutive parts in about ``tasks`` groups (one listing task each)."""
+    size = max(1, -(-len(parts) // max(1, tasks)))
+    return [parts[k:k + size] for k in range(0, len(parts), size)]
 
 
 def parse_address(spec: str) -> tuple[str, int | None]:
@@ -361,6 +443,50 @@ class Cluster:
 
     def worker_pids(self) -> list[int]:
         return list(self.client.run(os.getpid).values())
+
+    def discover(self, paths: Iterable[str], stats: ReadStats) -> list[InputFile]:
+        """``run_hunt(expand=...)``: the inputs of ``paths`` in the order, with the problems (in
+        the order, same lines and counts) of :func:`~scmwatch.events.read.discover`, listed by
+        the workers: directory trees walked and files ``stat``-ed there, URL prefixes listed
+        there (with the workers' credentials). The client lists directory names only, a few
+        levels down until there are a few subtrees per worker, and reads the other paths named
+        (files, pipes) itself, in their place."""
+        want = LIST_TASKS_PER_WORKER * max(1, self.workers)
+        runs: list[Any] = []  # in path order: runs of listing parts for the workers, or a local path
+        for path in map(os.fspath, paths):
+            url = is_url(path)
+            if not url and not os.path.isdir(path):
+                runs.append(path)
+                continue
+            if not runs or isinstance(runs[-1], str):
+                runs.append([])
+            runs[-1].extend(_subtrees(path, want) if not url else [("path", path, None)])
+        slots: list[Any] = []  # a local path, or a listing task's future
+        for run in runs:
+            if isinstance(run, str):
+                slots.append(run)
+            else:
+                slots.extend(self.client.submit(list_inputs, g, pure=False, retries=3)
+                             for g in _grouped(run, want))
+        found: list[InputFile] = []
+        try:
+            for slot in slots:
+                packed, part, errors = (_listed(lambda st, p=slot: list(discover([p], st)))
+                                        if isinstance(slot, str) else slot.result())
+                self._took(stats, part, errors)
+                found.extend(_unpacked(*packed))
+        finally:
+            self.client.cancel([s for s in slots if not isinstance(s, str)])
+        return found
+
+    @staticmethod
+    def _took(stats: ReadStats, part: ReadStats, errors: list[ReadError]) -> None:
+        """Add a listing's counts and report its problems (in order) as if found here."""
+        stats.files_failed += part.files_failed
+        stats.named_failed += part.named_failed
+        stats.files_skipped += part.files_skipped
+        for e in errors:  # counted again by stats.error
+            stats.error(e.source, e.kind, e.message, e.record)
 
     def map_units(self, payload: RulePayload,
                   partitions: int | None = None) -> Callable[..., Iterator[UnitResult]]:

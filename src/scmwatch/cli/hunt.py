@@ -270,10 +270,11 @@ def alert_filter(args: argparse.Namespace) -> AlertFilter:
 
 
 @contextlib.contextmanager
-def _units(args: argparse.Namespace, rule_paths: list[str]) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """The unit mapper for run_hunt: the local pool, or the Dask cluster of --cluster."""
+def _units(args: argparse.Namespace, rule_paths: list[str]) -> Iterator[tuple[Any, Any, dict[str, Any]]]:
+    """The unit mapper and the input discovery for run_hunt: the local pool and walk, or the
+    Dask cluster of --cluster (whose workers also walk the directories)."""
     if not args.cluster:
-        yield local_units, {}
+        yield local_units, discover, {}
         return
     from scmwatch.cluster import Cluster, ClusterError, rule_payload
 
@@ -286,7 +287,7 @@ def _units(args: argparse.Namespace, rule_paths: list[str]) -> Iterator[tuple[An
                                min_level=args.min_level, lateness=args.lateness)
         workers = cluster.workers
         partitions = workers if args.partitions is None else args.partitions
-        yield (cluster.map_units(payload, partitions),
+        yield (cluster.map_units(payload, partitions), cluster.discover,
                {"address": args.cluster, "workers": workers, "partitions": partitions})
 
 
@@ -424,10 +425,10 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
             case.write(alert)
 
         try:
-            with _units(args, rule_paths) as (mapper, cluster_info):
+            with _units(args, rule_paths) as (mapper, walk, cluster_info):
                 result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level,
                                   on_error=_print_error, lateness=args.lateness, show_progress=None,
-                                  sink=emit, map_units=case.map_units(mapper), expand=case.expand(discover),
+                                  sink=emit, map_units=case.map_units(mapper), expand=case.expand(walk),
                                   keep=args.keep if args.keep.active else None,
                                   dedup=Dedup(rules) if args.dedup else None)
             if cluster_info:

@@ -267,22 +267,45 @@ def _why(exc: OSError) -> str:
 def _walk(top: str, stats: ReadStats) -> Iterator[InputFile]:
     for root, dirs, files in os.walk(top):
         dirs.sort()
-        for fname in sorted(files):
-            full = os.path.join(root, fname)
-            if not _is_log_name(fname):
-                stats.files_skipped += 1
-                continue
-            try:
-                st = os.stat(full)
-            except OSError as exc:
-                stats.files_failed += 1
-                stats.error(full, "unreadable", _why(exc))
-                continue
-            if stat.S_ISREG(st.st_mode):
-                yield from _expand(full, stats, named=False, size=st.st_size)
-            else:
-                stats.files_skipped += 1
-                stats.error(full, "special-file", "not a regular file (FIFO, socket or device): skipped")
+        yield from dir_inputs(root, files, stats)
+
+
+def walk_level(top: str) -> tuple[list[str], list[str]]:
+    """One level of a directory walk, names only (no ``stat``): ``top``'s file names, sorted,
+    and the subdirectories the walk descends into (not symlinks), in walk order. The walk of
+    ``top`` is :func:`dir_inputs` of those names followed by the walk of each subdirectory, so
+    the parts can be walked apart (by a cluster's workers) and joined in this order."""
+    for root, dirs, files in os.walk(top):
+        dirs.sort()
+        subs = [os.path.join(root, d) for d in dirs]
+        return sorted(files), [d for d in subs if not os.path.islink(d)]
+    return [], []
+
+
+def walk_tree(top: str, stats: ReadStats) -> list[InputFile]:
+    """Every input under the directory ``top``, as the walk of a directory named on the command
+    line finds them there."""
+    return list(_walk(top, stats))
+
+
+def dir_inputs(root: str, files: Iterable[str], stats: ReadStats) -> Iterator[InputFile]:
+    """The inputs among the files ``files`` of the directory ``root``, in name order."""
+    for fname in sorted(files):
+        full = os.path.join(root, fname)
+        if not _is_log_name(fname):
+            stats.files_skipped += 1
+            continue
+        try:
+            st = os.stat(full)
+        except OSError as exc:
+            stats.files_failed += 1
+            stats.error(full, "unreadable", _why(exc))
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield from _expand(full, stats, named=False, size=st.st_size)
+        else:
+            stats.files_skipped += 1
+            stats.error(full, "special-file", "not a regular file (FIFO, socket or device): skipped")
 
 
 def _expand(path: str, stats: ReadStats, named: bool, size: int | None = None) -> Iterator[InputFile]:
