@@ -7,8 +7,11 @@
    correlation + output) per event, and correlation candidates per million events, for the
    built-in pack and all SigmaHQ rules. A worker's rate divided by the client's rate is the
    cluster size at which the client becomes the bottleneck.
+3. The directory walk: the client's CPU and the wall time per file of a local walk
+   (``discover``) against the workers walking (``Cluster.discover`` on a LocalCluster of 2),
+   medians of ``--rounds`` alternating runs.
 
-    .venv/bin/python bench/cluster_throughput.py [--copies 20] [--rounds 3]
+    .venv/bin/python bench/cluster_throughput.py [--copies 20] [--rounds 3] [--walk-only]
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import tempfile
 import time
 
 from common import ATTACK_SAMPLES, SHARED, evtx_files, run_cli
+from scmwatch.cluster import Cluster
+from scmwatch.events.model import ReadStats
+from scmwatch.events.read import discover
 from scmwatch.hunt import local_units, run_hunt
 from scmwatch.rules import PACK_DIR
 from scmwatch.sigma import Engine, load_rules
@@ -56,16 +62,35 @@ def _client_share(tmp: str, rule_dir: str) -> tuple[float, float, float]:
     return events / unit_seconds, events / client, cands * 1e6 / max(events, 1)
 
 
+def _walk_cost(tmp: str, rounds: int) -> None:
+    """Client CPU and wall time per file: a local walk vs the workers walking."""
+    times: dict[str, list[tuple[float, float]]] = {"client walks": [], "workers walk": []}
+    with Cluster("local:2") as c:
+        for _ in range(rounds):
+            for label, walk in (("client walks", discover), ("workers walk", c.discover)):
+                w0, c0 = time.perf_counter(), time.process_time()
+                n = len(list(walk([tmp], ReadStats())))
+                times[label].append((time.perf_counter() - w0, time.process_time() - c0))
+    for label, runs in times.items():
+        wall = statistics.median(w for w, _ in runs) * 1e6 / n
+        cpu = statistics.median(c for _, c in runs) * 1e6 / n
+        print(f"walk, {label}: {n} files, client CPU {cpu:.1f} us per file, wall {wall:.1f} us per file")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--walk-only", action="store_true", help="only part 3 (the directory walk)")
     args = ap.parse_args()
     if not ATTACK_SAMPLES.is_dir():
         print("cluster_throughput: corpus not found:", ATTACK_SAMPLES)
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         n = _corpus(tmp, args.copies)
+        _walk_cost(tmp, args.rounds)
+        if args.walk_only:
+            return 0
         modes = {"--jobs 1": ["--jobs", "1"], "--jobs 2": ["--jobs", "2"],
                  "--cluster local:2": ["--cluster", "local:2"]}
         times: dict[str, list[float]] = {m: [] for m in modes}

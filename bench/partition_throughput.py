@@ -9,8 +9,9 @@ attack of ``--events`` events), with the built-in pack:
    share of the candidates (a family kept whole cannot be cut further).
 2. On a Dask cluster of a separate ``dask scheduler`` process and two ``dask worker`` processes
    on loopback (so the client's CPU is the client's alone): ``--partitions 0`` (the client
-   correlates) vs ``--partitions 2``: candidate records per million events that reach the
-   client, and the client's CPU seconds per million events. A worker's hunting rate divided by
+   correlates) vs ``--partitions 2``, both with the directory walk on the workers, and
+   ``--partitions 2`` with the walk on the client: candidate records per million events that
+   reach the client, and the client's CPU seconds per million events. A worker's hunting rate divided by
    the client's rate is the cluster size at which the client becomes the bottleneck.
 
     .venv/bin/python bench/partition_throughput.py [--copies 10] [--events 200000] [--partitions 32]
@@ -35,6 +36,7 @@ from common import ATTACK_SAMPLES, evtx_files
 from scmwatch import cluster as cl
 from scmwatch.correlate import Candidate, CorrelationStage
 from scmwatch.correlate.partition import Plan, Router, correlate_partition
+from scmwatch.events.read import discover
 from scmwatch.hunt import local_units, run_hunt
 from scmwatch.rules import PACK_DIR
 from scmwatch.sigma import Engine, load_rules
@@ -130,8 +132,10 @@ def _dask_processes(workers: int) -> Iterator[str]:
                 p.wait()
 
 
-def _client_cpu(address: str, path: Path, rs, engine, partitions: int) -> tuple[float, int, int, int]:
-    """(client CPU seconds, events, candidate records received, alerts) of one cluster hunt."""
+def _client_cpu(address: str, path: Path, rs, engine, partitions: int,
+                walk_here: bool = False) -> tuple[float, int, int, int]:
+    """(client CPU seconds, events, candidate records received, alerts) of one cluster hunt; the
+    directory walk on the workers (Cluster.discover), or with ``walk_here`` on the client."""
     received = 0
     with cl.Cluster(address) as c:
         while c.workers < 2:
@@ -145,7 +149,8 @@ def _client_cpu(address: str, path: Path, rs, engine, partitions: int) -> tuple[
                 yield r
 
         before = resource.getrusage(resource.RUSAGE_SELF)
-        res = run_hunt([str(path)], rs, engine=engine, map_units=counting, sink=lambda a: None)
+        res = run_hunt([str(path)], rs, engine=engine, map_units=counting, sink=lambda a: None,
+                       expand=discover if walk_here else c.discover)
         after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return cpu, res.summary["events"], received, res.summary["alerts"]
@@ -184,15 +189,16 @@ def main() -> int:
                       f"{max(m['sizes']) * 100 / max(1, sum(m['sizes'])):.0f}% of the records "
                       f"({sum(m['sizes']) / max(1, m['candidates']):.2f} records per candidate)")
                 rows = {}
-                for parts in (0, 2):
-                    cpu, events, received, alerts = _client_cpu(address, path, rs, engine, parts)
-                    rows[parts] = cpu * 1e6 / events
-                    print(f"  cluster --partitions {parts}: client CPU {cpu:.2f} s "
-                          f"({rows[parts]:.2f} s per million events), {received * 1e6 / events:,.0f} "
+                for parts, here in ((0, False), (2, False), (2, True)):
+                    cpu, events, received, alerts = _client_cpu(address, path, rs, engine, parts, here)
+                    label = f"--partitions {parts}" + (", walk on the client" if here else "")
+                    rows[label] = cpu * 1e6 / events
+                    print(f"  cluster {label}: client CPU {cpu:.2f} s "
+                          f"({rows[label]:.2f} s per million events), {received * 1e6 / events:,.0f} "
                           f"candidates per million events reach the client, {alerts} alerts")
                 w = m["worker_rate"]
-                for parts, per_m in rows.items():
-                    print(f"  --partitions {parts}: client limit ~{1e6 / per_m / w:.0f} workers "
+                for label, per_m in rows.items():
+                    print(f"  {label}: client limit ~{1e6 / per_m / w:.0f} workers "
                           f"(a worker hunts {w:,.0f} events/s)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
