@@ -7,6 +7,7 @@ inputs served over HTTP on loopback and read by the workers, and the CLI.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hashlib
 import http.server
@@ -117,25 +118,33 @@ def test_a_killed_worker_loses_and_doubles_nothing(cluster, pack, attack, monkey
 
 @pytest.fixture()
 def http_root(tmp_path: Path, attack: Path):
-    """A loopback HTTP server over a copy of one host's logs (stops with the test)."""
+    """A loopback HTTP server over a copy of one host's logs (stops with the test), and the GET
+    requests it served, by path."""
     host = next(p for p in sorted(attack.iterdir()) if p.is_dir() and p.name.startswith("WS"))
     root = tmp_path / "www"
     root.mkdir()
     for f in sorted(host.iterdir()):
         (root / f.name).write_bytes(f.read_bytes())
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    served: collections.Counter = collections.Counter()
+
+    class Counting(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            served[self.path] += 1
+            super().do_GET()
+
+    handler = functools.partial(Counting, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+        yield root, f"http://127.0.0.1:{server.server_address[1]}", served
     finally:
         server.shutdown()
         server.server_close()
 
 
 def test_workers_read_inputs_served_over_http(cluster, pack, http_root):
-    root, base = http_root
+    root, base, served = http_root
     files = sorted(p.name for p in root.iterdir())
     rs, engine = pack
     local = run_hunt([str(root / f) for f in files], rs, engine=engine)
@@ -479,13 +488,14 @@ def test_case_files_are_hashed_on_the_workers(cluster, pack, http_root, tmp_path
     """--case on the cluster: every input's sha256 is computed where it is read -- whole files
     in their task, a split file by a task of its own beside its ranges, a URL by the worker
     that fetches it -- and the client reads no input for the case; the file rows and the alert
-    ids (which name files by their hash) are those of a local --jobs 1 run."""
+    ids (which name files by their hash) are those of a local --jobs 1 run. A URL is hashed as
+    its worker reads it: fetched once."""
     import evtxbuild
     import scmwatch.case.writer as writer_mod
 
     big = tmp_path / "big.evtx"
     big.write_bytes(evtxbuild.evtx_file(evtxbuild.service_chunks(10)))
-    root, base = http_root
+    root, base, served = http_root
     paths = [str(big), *(f"{base}/{p.name}" for p in sorted(root.iterdir())[:3])]
     if ATTACK_SAMPLES.is_dir():
         paths.append(str(ATTACK_SAMPLES / "Lateral Movement"))
@@ -498,15 +508,21 @@ def test_case_files_are_hashed_on_the_workers(cluster, pack, http_root, tmp_path
     file_sha256 = writer_mod.file_sha256
     monkeypatch.setattr(writer_mod, "file_sha256", spy)
     split = {"split_bytes": 1 << 19}
+    served.clear()
     local = _case(tmp_path / "local.duckdb", paths, pack, local_units, **split)
     assert len(hashed) == len(local[0]) and local[1]
     hashed.clear()
+    fetched = dict(served)  # per URL: listed, read, and read again to hash it
+    assert len(fetched) == 3
     payload = cl.rule_payload([str(PACK_DIR)])
     for partitions in (None, 2):
+        served.clear()
         remote = _case(tmp_path / f"remote{partitions}.duckdb", paths, pack,
                        cluster.map_units(payload, partitions), **split)
         assert hashed == []  # the client hashed nothing
         assert remote[:2] == local[:2] and remote[2] >= 1
+        # hashed as the worker read it: each URL fetched once less
+        assert served == {path: n - 1 for path, n in fetched.items()}
     rows = {r[0]: r for r in local[0]}
     assert rows[str(big)][2] == hashlib.sha256(big.read_bytes()).hexdigest()
     assert sum(p.startswith(base) for p in rows) == 3
@@ -522,7 +538,7 @@ def test_the_workers_walk_the_directories_as_a_local_walk(cluster, many_small, h
     archive, non-log files, a missing path, a named file and URLs."""
     import zipfile
 
-    root, base = http_root
+    root, base, served = http_root
     tree = tmp_path / "tree"
     deep = tree / "a" / "b" / "c" / "d"
     deep.mkdir(parents=True)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from scmwatch.alerts import Alert
-from scmwatch.case.files import file_sha256
+from scmwatch.case.files import file_sha256, hashed_while_read
 from scmwatch.correlate import CorrelationStage
 from scmwatch.correlate.partition import (
     Plan,
@@ -167,16 +167,18 @@ def _drain(paths: list[str]) -> list[tuple]:
 
 def _hunt(ctx: HuntContext, index: int, unit: Any, digests: bool = False) -> UnitResult:
     """One unit on a worker, its results in memory; with ``digests``, a whole file's
-    (sha256, size, first bytes) for the case too, read right after the hunt read it (from the
-    page cache for a local file). The candidate selector's per-file dedup starts afresh: the
-    worker's context serves every hunt with the same rules, and a file index of this hunt may
-    be the last one the selector saw in the previous hunt (its facts were then dropped as
-    repeats: ``link_facts`` 142 instead of 164)."""
+    (sha256, size, first bytes) for the case too, taken as the hunt reads it
+    (:func:`~scmwatch.case.files.hashed_while_read`). The candidate selector's per-file dedup
+    starts afresh: the worker's context serves every hunt with the same rules, and a file index
+    of this hunt may be the last one the selector saw in the previous hunt (its facts were then
+    dropped as repeats: ``link_facts`` 142 instead of 164)."""
     if ctx.selector is not None:
         ctx.selector.reset()
-    r = _in_memory(ctx, hunt_unit(ctx, index, unit, collect_errors=True))
-    if digests and type(unit) is not FileRange:
-        r.digest = file_sha256(unit)
+    if not digests or type(unit) is FileRange:
+        return _in_memory(ctx, hunt_unit(ctx, index, unit, collect_errors=True))
+    teed, digest = hashed_while_read(unit)
+    r = _in_memory(ctx, hunt_unit(ctx, index, teed, collect_errors=True))
+    r.digest = digest()
     return r
 
 
