@@ -192,8 +192,12 @@ def test_pure_python_switches_the_decoder_off() -> None:
     assert out.stdout.strip() == "True"
 
 
-def test_a_string_table_that_loops_is_reported_not_followed(tmp_path: Path) -> None:
-    """The package follows a looping string table forever; the reader reports the chunk."""
+@pytest.mark.parametrize(("c", "refused"), [(True, False), (False, False), (True, True)],
+                         ids=["decoder", "package-only", "loop-behind-a-refused-string"])
+def test_a_string_table_that_loops_is_reported_not_followed(tmp_path: Path, c: bool, refused: bool) -> None:
+    """The package follows a looping string table forever; the reader reports the chunk, also
+    without the C decoder and when the decoder hands the chunk over for a string it refuses
+    (a lone surrogate) before the loop."""
     body = evtxbuild.records(1, 2)
     chunk = bytearray(evtxbuild.chunk(body, 1, 2))
     end = struct.unpack_from("<I", chunk, 48)[0]
@@ -201,11 +205,13 @@ def test_a_string_table_that_loops_is_reported_not_followed(tmp_path: Path) -> N
     for at, nxt in ((a, b), (b, a)):  # two names, each the other's next
         struct.pack_into("<IHH", chunk, at, nxt, 0, 1)
         chunk[at + 8:at + 10] = "X".encode("utf-16-le")
+    if refused:
+        chunk[a + 8:a + 10] = b"\x00\xd8"
     struct.pack_into("<I", chunk, 128, a)
     good = evtxbuild.chunk(evtxbuild.records(3, 2), 3, 4)
     path = tmp_path / "loop.evtx"
     path.write_bytes(evtxbuild.evtx_file([bytes(chunk), good]))
-    events, count, _, _, errors, lines = read(str(path), True)
+    events, count, _, _, errors, lines = read(str(path), c)
     assert [e[1] for e in events] == [3, 4] and count == 2
     assert lines[0][:2] == ("evtx-record",
                             "Failed to parse chunk number 0: its string table loops (chunk skipped)")

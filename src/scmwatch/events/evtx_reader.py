@@ -106,7 +106,7 @@ def read_evtx(
             head = source.read(128)
             source.seek(0)
         want = gate.want if gate is not None else None
-        if DECODE_CHUNK is not None and _plain_header(head, size):
+        if _plain_header(head, size) and (DECODE_CHUNK is not None or _any_string_table_loops(source, size)):
             events: Any = ChunkEvents(name, source, size, want)
         else:  # the package also says why a file is no EVTX file
             events = (EvtxEvents or PyEvtxEvents)(evtx.PyEvtxParser(source).records_json(), name, want)
@@ -307,6 +307,42 @@ class PyEvtxEvents:
         raise StopIteration
 
 
+def _string_table_loops(chunk: bytes) -> bool:
+    """Whether a chain of the chunk's string table comes back to a string it passed: the package
+    would follow it forever. Checked for every chunk the package reads (without the C decoder:
+    all of them; with it: those it hands over, which may loop behind a string it refused)."""
+    if len(chunk) < CHUNK_SIZE:
+        return False  # the package skips a cut chunk
+    for bucket in struct.unpack_from("<64I", chunk, 128):
+        seen: set[int] = set()
+        off = bucket
+        while 0 < off <= CHUNK_SIZE - 4:
+            if off in seen:
+                return True
+            seen.add(off)
+            nxt = struct.unpack_from("<I", chunk, off)[0]
+            if nxt == off:
+                break
+            off = nxt
+    return False
+
+
+def _any_string_table_loops(source: str | BinaryIO, size: int) -> bool:
+    """Without the C decoder the package reads a whole file at once, and never comes back from
+    a looping chunk: such a file is read chunk by chunk instead (one more read of the file)."""
+    fh: Any = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115 - closed below
+    try:
+        for i in range((size - HEADER_SIZE) // CHUNK_SIZE):
+            if _string_table_loops(_read_at(fh, HEADER_SIZE + i * CHUNK_SIZE, CHUNK_SIZE)):
+                return True
+        return False
+    finally:
+        if isinstance(source, str):
+            fh.close()
+        else:
+            fh.seek(0)
+
+
 class ChunkEvents:
     """Event objects of a whole EVTX file, chunk by chunk: ``_evtx.decode_chunk`` where it is
     sure, else the ``evtx`` package on a file of the header and that one chunk (it reads each
@@ -362,7 +398,10 @@ class ChunkEvents:
         self._fh.seek(HEADER_SIZE + index * CHUNK_SIZE)
         chunk = self._fh.read(CHUNK_SIZE)
         self.heads.append(chunk[:40])
-        got = DECODE_CHUNK(chunk, self.name, self.want, self._decisions) if len(chunk) == CHUNK_SIZE else None
+        whole = len(chunk) == CHUNK_SIZE
+        got = DECODE_CHUNK(chunk, self.name, self.want, self._decisions) if whole and DECODE_CHUNK else None
+        if got is None and whole and _string_table_loops(chunk):
+            got = "its string table loops"
         if isinstance(got, str):  # the package would never come back from this chunk
             self._damaged = f"{_CHUNK_ERROR}{index}: {got} (chunk skipped)"
             return
