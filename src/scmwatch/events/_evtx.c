@@ -749,6 +749,21 @@ static int template_instance(Ctx *x, uint32_t *pos, int nest) {
     return instantiate(x, root, values, (int)count, 0);
 }
 
+/* Hang a finished element under the open one, or make it the stream's root (only one). */
+static int attach_elem(Pool *p, const int *stack, int depth, int *root, int e) {
+    if (depth > 0) {
+        int n = new_node(p);
+        if (n < 0) return BAIL;
+        p->nodes[n].kind = K_ELEM;
+        p->nodes[n].elem = e;
+        add_child(p, stack[depth - 1], n);
+        return 0;
+    }
+    if (*root >= 0) return BAIL;
+    *root = e;
+    return 0;
+}
+
 static int parse_stream(Ctx *x, Pool *p, uint32_t start, uint32_t size, int mode, int nest) {
     if (nest > MAX_NEST) return BAIL;
     const uint8_t *d = x->d;
@@ -765,18 +780,7 @@ static int parse_stream(Ctx *x, Pool *p, uint32_t start, uint32_t size, int mode
         case 0x0c: {
             if (mode != MODE_RECORD || current >= 0) return BAIL;
             int e = template_instance(x, &pos, nest);
-            if (e < 0) return BAIL;
-            if (depth > 0) {
-                int n = new_node(p);
-                if (n < 0) return BAIL;
-                p->nodes[n].kind = K_ELEM;
-                p->nodes[n].elem = e;
-                add_child(p, stack[depth - 1], n);
-            } else if (root < 0) {
-                root = e;
-            } else {
-                return BAIL;
-            }
+            if (e < 0 || attach_elem(p, stack, depth, &root, e) < 0) return BAIL;
             break;
         }
         case 0x01:
@@ -812,17 +816,7 @@ static int parse_stream(Ctx *x, Pool *p, uint32_t start, uint32_t size, int mode
             if (current >= 0 || depth == 0) return BAIL;
             e = stack[--depth];
         attach:
-            if (depth > 0) {
-                int n = new_node(p);
-                if (n < 0) return BAIL;
-                p->nodes[n].kind = K_ELEM;
-                p->nodes[n].elem = e;
-                add_child(p, stack[depth - 1], n);
-            } else if (root < 0) {
-                root = e;
-            } else {
-                return BAIL;
-            }
+            if (attach_elem(p, stack, depth, &root, e) < 0) return BAIL;
             break;
         }
         case 0x05:
