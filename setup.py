@@ -14,12 +14,14 @@ setup(
         Extension(
             "scmwatch.events._flatten",
             ["src/scmwatch/events/_flatten.c"],
+            depends=["src/scmwatch/events/_event.h"],
             optional=True,
             extra_compile_args=["-O2"],
         ),
         Extension(
             "scmwatch.events._evtx",
             ["src/scmwatch/events/_evtx.c"],
+            depends=["src/scmwatch/events/_event.h"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

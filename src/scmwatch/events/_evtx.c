@@ -28,6 +28,8 @@
 #include <string.h>
 #include <structmember.h>
 
+#include "_event.h"
+
 #define CHUNK_SIZE 65536
 #define CHUNK_HEADER 512
 #define MAX_NODES 32768
@@ -119,7 +121,7 @@ typedef struct {
 
 static Pool *POOL_TPL = NULL, *POOL_REC = NULL;
 static PyObject *FROM_DICT = NULL; /* _flatten.from_evtx_dict */
-static PyObject *EVENT = NULL;     /* the Event class */
+static EventClass EVENT = {NULL, -1, -1, -1, -1, -1}; /* the Event class */
 static PyObject *S_attributes, *S_text, *S_Data, *S_Event, *S_evtx, *S_Channel, *S_EventID, *S_UserData,
     *S_empty, *S_Name, *S_EventData;
 
@@ -749,6 +751,17 @@ static int template_instance(Ctx *x, uint32_t *pos, int nest) {
     return instantiate(x, root, values, (int)count, 0);
 }
 
+/* A text or placeholder node goes to the attribute being read, or under the open element. */
+static int attach_value(Pool *p, const int *stack, int depth, int current, int cur_attr, int n) {
+    if (current >= 0) {
+        if (cur_attr >= 0) attr_push(p, cur_attr, n);
+        return 0;
+    }
+    if (depth == 0) return BAIL;
+    add_child(p, stack[depth - 1], n);
+    return 0;
+}
+
 /* Hang a finished element under the open one, or make it the stream's root (only one). */
 static int attach_elem(Pool *p, const int *stack, int depth, int *root, int e) {
     if (depth > 0) {
@@ -833,12 +846,7 @@ static int parse_stream(Ctx *x, Pool *p, uint32_t start, uint32_t size, int mode
             p->nodes[n].off = pos;
             p->nodes[n].len = (uint32_t)n16;
             pos += 2 * units;
-            if (current >= 0) {
-                if (cur_attr >= 0) attr_push(p, cur_attr, n);
-            } else {
-                if (depth == 0) return BAIL;
-                add_child(p, stack[depth - 1], n);
-            }
+            if (attach_value(p, stack, depth, current, cur_attr, n) < 0) return BAIL;
             break;
         }
         case 0x06:
@@ -864,12 +872,7 @@ static int parse_stream(Ctx *x, Pool *p, uint32_t start, uint32_t size, int mode
             p->nodes[n].vtype = type;
             p->nodes[n].optional = tok == 0x0e;
             pos += 3;
-            if (current >= 0) {
-                if (cur_attr >= 0) attr_push(p, cur_attr, n);
-            } else {
-                if (depth == 0) return BAIL;
-                add_child(p, stack[depth - 1], n);
-            }
+            if (attach_value(p, stack, depth, current, cur_attr, n) < 0) return BAIL;
             break;
         }
         case 0x0f:
@@ -1557,40 +1560,6 @@ static void release_names(Ctx *x) {
     x->nnames = 0;
 }
 
-/* Event is a slots dataclass: its instances are made as _flatten's make_event does, by setting
- * the slots at the offsets its member descriptors give (or by calling the class if they cannot
- * be read). */
-static Py_ssize_t EV_FIELDS = -1, EV_SOURCE = -1, EV_RECORD = -1, EV_FMT = -1, EV_EPOCH = -1;
-
-static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
-    PyObject *descr = PyDict_GetItemString(type->tp_dict, name);
-    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)) return -1;
-    PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
-    if (m->type != T_OBJECT_EX && m->type != T_OBJECT) return -1;
-    return m->offset;
-}
-
-static void set_slot(PyObject *obj, Py_ssize_t offset, PyObject *value) {
-    PyObject **slot = (PyObject **)((char *)obj + offset);
-    Py_XSETREF(*slot, Py_NewRef(value));
-}
-
-static PyObject *make_event(PyObject *fields, PyObject *source, PyObject *rid) {
-    if (EV_FIELDS < 0) {
-        PyObject *args[4] = {fields, source, rid, S_evtx};
-        return PyObject_Vectorcall(EVENT, args, 4, NULL);
-    }
-    PyTypeObject *t = (PyTypeObject *)EVENT;
-    PyObject *ev = t->tp_alloc(t, 0);
-    if (ev == NULL) return NULL;
-    set_slot(ev, EV_FIELDS, fields);
-    set_slot(ev, EV_SOURCE, source);
-    set_slot(ev, EV_RECORD, rid);
-    set_slot(ev, EV_FMT, S_evtx);
-    set_slot(ev, EV_EPOCH, Py_None);
-    return ev;
-}
-
 static Ctx CTX;
 
 /* decode_chunk(chunk, name, want, decisions) -> (events, skipped) or None (use the package). */
@@ -1598,7 +1567,7 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
     Py_buffer view;
     PyObject *source, *want, *decisions;
     if (!PyArg_ParseTuple(args, "y*OOO", &view, &source, &want, &decisions)) return NULL;
-    if (FROM_DICT == NULL || EVENT == NULL || CORE == NULL) {
+    if (FROM_DICT == NULL || EVENT.cls == NULL || CORE == NULL) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_RuntimeError, "_evtx.configure() was not called");
         return NULL;
@@ -1689,7 +1658,7 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
             Py_DECREF(fields);
             goto done;
         }
-        PyObject *ev = make_event(fields, source, prid);
+        PyObject *ev = event_new(&EVENT, fields, source, prid, S_evtx);
         Py_DECREF(fields);
         Py_DECREF(prid);
         if (ev == NULL || PyList_Append(events, ev) < 0) {
@@ -1720,17 +1689,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     Py_XSETREF(CORE, core_set);
     Py_XSETREF(SYSTEM_ATTRS, Py_NewRef(attrs));
     Py_XSETREF(FROM_DICT, Py_NewRef(from_dict));
-    Py_XSETREF(EVENT, Py_NewRef(event));
-    EV_FIELDS = -1;
-    if (PyType_Check(event)) {
-        PyTypeObject *t = (PyTypeObject *)event;
-        EV_FIELDS = slot_offset(t, "fields");
-        EV_SOURCE = slot_offset(t, "source");
-        EV_RECORD = slot_offset(t, "record_id");
-        EV_FMT = slot_offset(t, "fmt");
-        EV_EPOCH = slot_offset(t, "_epoch");
-        if (EV_SOURCE < 0 || EV_RECORD < 0 || EV_FMT < 0 || EV_EPOCH < 0) EV_FIELDS = -1;
-    }
+    event_class_set(&EVENT, event);
     Py_RETURN_NONE;
 }
 

@@ -36,6 +36,8 @@
 #include <string.h>
 #include <structmember.h>
 
+#include "_event.h"
+
 static PyObject *SYSTEM_ATTRS = NULL; /* dict: element -> {attribute: name} */
 static PyObject *CORE = NULL;         /* set of System names EventData may not overwrite */
 static PyObject *TO_INT = NULL;       /* callable: text EventID -> int */
@@ -994,8 +996,7 @@ static PyObject *from_evtx_json(PyObject *self, PyObject *text) { return parse_j
  * counts them and iterates on; records without an Event element are counted here.
  * ------------------------------------------------------------------------------------- */
 
-static PyTypeObject *EVENT_TYPE = NULL;
-static Py_ssize_t EV_FIELDS = -1, EV_SOURCE = -1, EV_RECORD = -1, EV_FMT = -1, EV_EPOCH = -1;
+static EventClass EVENT = {NULL, -1, -1, -1, -1, -1};
 static PyObject *S_data, *S_event_record_id, *S_evtx, *S_json;
 
 #define MAX_MISSING_KEPT 100
@@ -1010,28 +1011,6 @@ typedef struct {
     Gate gate;
     PyObject *missing; /* list of their record ids (the first MAX_MISSING_KEPT) */
 } EvtxEvents;
-
-static int set_slot(PyObject *obj, Py_ssize_t offset, PyObject *value) {
-    PyObject **slot = (PyObject **)((char *)obj + offset);
-    Py_INCREF(value);
-    Py_XSETREF(*slot, value);
-    return 0;
-}
-
-static PyObject *make_event(PyObject *fields, PyObject *name, PyObject *rid, PyObject *fmt) {
-    if (EV_FIELDS < 0) {
-        PyObject *args[4] = {fields, name, rid, fmt};
-        return PyObject_Vectorcall((PyObject *)EVENT_TYPE, args, 4, NULL);
-    }
-    PyObject *ev = EVENT_TYPE->tp_alloc(EVENT_TYPE, 0);
-    if (ev == NULL) return NULL;
-    set_slot(ev, EV_FIELDS, fields);
-    set_slot(ev, EV_SOURCE, name);
-    set_slot(ev, EV_RECORD, rid);
-    set_slot(ev, EV_FMT, fmt);
-    set_slot(ev, EV_EPOCH, Py_None);
-    return ev;
-}
 
 static PyObject *evtx_events_next(EvtxEvents *self) {
     while (1) {
@@ -1065,7 +1044,7 @@ static PyObject *evtx_events_next(EvtxEvents *self) {
             Py_DECREF(rec);
             continue;
         }
-        PyObject *ev = make_event(fields, self->name, rid, S_evtx);
+        PyObject *ev = event_new(&EVENT, fields, self->name, rid, S_evtx);
         Py_DECREF(fields);
         Py_DECREF(rec);
         if (ev != NULL) self->count++;
@@ -1080,7 +1059,7 @@ static PyObject *evtx_events_new(PyTypeObject *type, PyObject *args, PyObject *k
         PyErr_SetString(PyExc_TypeError, "want must be callable or None");
         return NULL;
     }
-    if (EVENT_TYPE == NULL || FALLBACK == NULL) {
+    if (EVENT.cls == NULL || FALLBACK == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_flatten.configure() was not called");
         return NULL;
     }
@@ -1413,7 +1392,7 @@ static PyObject *ndjson_line(NdjsonEvents *self, const unsigned char *start, con
                 Py_DECREF(fields);
                 return NULL;
             }
-            PyObject *ev = make_event(fields, self->name, rid, S_json);
+            PyObject *ev = event_new(&EVENT, fields, self->name, rid, S_json);
             Py_DECREF(fields);
             Py_DECREF(rid);
             if (ev != NULL) self->count++;
@@ -1528,7 +1507,7 @@ static PyObject *ndjson_events_new(PyTypeObject *type, PyObject *args, PyObject 
         PyErr_SetString(PyExc_TypeError, "slow and too_long must be callable, want callable or None");
         return NULL;
     }
-    if (EVENT_TYPE == NULL || FALLBACK == NULL) {
+    if (EVENT.cls == NULL || FALLBACK == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_flatten.configure() was not called");
         return NULL;
     }
@@ -1593,31 +1572,12 @@ static PyTypeObject NdjsonEventsType = {
     .tp_members = ndjson_events_members,
 };
 
-/* The byte offset of a __slots__ member of ``type``, or -1. */
-static Py_ssize_t slot_offset(PyTypeObject *type, const char *name) {
-    PyObject *descr = PyDict_GetItemString(type->tp_dict, name);
-    if (descr == NULL || !PyObject_TypeCheck(descr, &PyMemberDescr_Type)) return -1;
-    PyMemberDef *m = ((PyMemberDescrObject *)descr)->d_member;
-    if (m->type != T_OBJECT_EX && m->type != T_OBJECT) return -1;
-    return m->offset;
-}
-
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *attrs, *core, *to_int, *fallback_fn = NULL, *event_type = NULL;
     if (!PyArg_ParseTuple(args, "O!OO|OO!", &PyDict_Type, &attrs, &core, &to_int, &fallback_fn, &PyType_Type,
                           &event_type))
         return NULL;
-    if (event_type != NULL) {
-        PyTypeObject *t = (PyTypeObject *)event_type;
-        Py_INCREF(t);
-        Py_XSETREF(EVENT_TYPE, t);
-        EV_FIELDS = slot_offset(t, "fields");
-        EV_SOURCE = slot_offset(t, "source");
-        EV_RECORD = slot_offset(t, "record_id");
-        EV_FMT = slot_offset(t, "fmt");
-        EV_EPOCH = slot_offset(t, "_epoch");
-        if (EV_SOURCE < 0 || EV_RECORD < 0 || EV_FMT < 0 || EV_EPOCH < 0) EV_FIELDS = -1; /* call the class */
-    }
+    if (event_type != NULL) event_class_set(&EVENT, event_type);
     if (fallback_fn != NULL) {
         Py_INCREF(fallback_fn);
         Py_XSETREF(FALLBACK, fallback_fn);
