@@ -459,6 +459,26 @@ def test_a_file_out_of_order_by_the_lateness_is_correlated_as_by_one_correlator(
     assert remote.summary["correlation"]["partitioned"]["one_correlator"] is False
 
 
+@pytest.mark.parametrize("caps,whole", [({"max_state": 30}, True), ({"max_groups": 20, "max_held": 40}, True),
+                                        ({"max_groups": 200}, False)])
+def test_state_caps_hold_over_the_whole_partitioned_run(cluster, pack, attack, caps, whole):
+    """Small state caps that one correlator overflows (groups evicted, the reorder buffer
+    released early): 3 partitions would each stay under them and give other alerts and counts.
+    The partitions' peaks show it, and the candidates are correlated again by one correlator on
+    a worker: the alerts and the whole summary (evictions and overflows too) are --jobs 1's.
+    With a cap the partitions' peaks rule out, they correlate."""
+    rs, engine = pack
+    local = run_hunt([str(attack)], rs, engine=engine, correlation_caps=caps)
+    base = local.summary["correlation"]
+    assert (base["groups_evicted"] + base["reorder_overflow"] > 0) == whole
+    payload = cl.rule_payload([str(PACK_DIR)], correlation_caps=caps)
+    remote = run_hunt([str(attack)], rs, engine=engine, map_units=cluster.map_units(payload, 3),
+                      correlation_caps=caps)
+    assert _alerts(local) and _alerts(remote) == _alerts(local)
+    _assert_same_summary(remote.summary, local.summary)
+    assert remote.summary["correlation"]["partitioned"]["one_correlator"] is whole
+
+
 def _case(path: Path, paths: list[str], pack, map_units, **kw) -> tuple[list, list, int]:
     """Hunt ``paths`` into a new case through its writer; (file rows, alert ids) of the case and
     how many files were split."""

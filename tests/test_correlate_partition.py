@@ -15,6 +15,7 @@ from scmwatch.correlate.partition import (
     Plan,
     Router,
     StreamOrder,
+    caps_reached,
     chained,
     correlate_partition,
     late_possible,
@@ -26,9 +27,10 @@ from scmwatch.hunt import local_units, run_hunt
 from scmwatch.spill import read_stream
 
 
-def partitioned(partitions: int, used: list[set[int]]):
+def partitioned(partitions: int, used: list[set[int]], summaries: list | None = None):
     """A ``map_units`` that hunts locally, cuts each unit's candidates into partitions (as a
-    cluster worker does) and correlates the partitions one after another."""
+    cluster worker does) and correlates the partitions one after another (their own summaries
+    into ``summaries``)."""
 
     def mapper(ctx, inputs, jobs, report):
         plan = Plan(ctx.stage.specs, partitions)
@@ -40,11 +42,13 @@ def partitioned(partitions: int, used: list[set[int]]):
             extra = router.split(sorted(resolved, key=lambda r: r[:3]))
             for p in range(partitions):
                 streams = [kept[r.cand_ref][p] for r in results] + [extra[p]]
-                fresh = CorrelationStage.for_ruleset(ctx.ruleset, lateness=ctx.lateness)
+                fresh = CorrelationStage.for_ruleset(ctx.ruleset, lateness=ctx.lateness, **ctx.caps)
                 alerts, summary = correlate_partition(fresh, plan, p, streams)
                 if alerts:
                     used[0].add(p)
                 outs.append((alerts, summary))
+            if summaries is not None:
+                summaries[:] = [dict(s) for _, s in outs]
             ctx.correlation_summary = merged_summary([s for _, s in outs], plan,
                                                      sum(r.candidates for r in results))
             for alerts, _ in outs:
@@ -147,3 +151,37 @@ def test_late_is_possible_only_with_a_file_out_of_order_by_the_lateness():
     ranges = [stream_order(recs(100, 500), 300 * s), stream_order(recs(100, 600), 300 * s)]
     assert chained(ranges).disorder_us == 400 * s and late_possible([chained(ranges)], 0, 300 * s, 50_000)
     assert not late_possible([together(ranges)], 0, 300 * s, 50_000)  # as separate files: ordered
+
+
+# what a state cap changes in the correlation summary (besides the alerts)
+CAPPED = ("alerts", "groups_evicted", "entries_truncated", "held_released_early", "reorder_overflow")
+
+
+@pytest.mark.parametrize("cap,values", [("max_groups", (12, 20, 28, 60, 200)),
+                                        ("max_state", (30, 60, 100, 200)),
+                                        ("max_held", (40, 228, 460)),
+                                        ("max_entries_per_group", (3, 12, 40))])
+def test_partitions_below_the_caps_equal_one_correlator_and_caps_reached_says_when_not(pack, attack, cap,
+                                                                                      values):
+    """The state caps hold over the whole run: for each cap, from values that make one
+    correlator evict (or release early) to values it never reaches, either the partitions'
+    peaks rule the cap out (``caps_reached`` False) and their alerts and counts are those of
+    one correlator with the same cap, or ``caps_reached`` says the runner must correlate
+    again with one correlator. Both outcomes occur."""
+    rs, engine = pack
+    verdicts = set()
+    for v in values:
+        caps = {cap: v}
+        local = run_hunt([str(attack)], rs, engine=engine, correlation_caps=caps)
+        summaries: list = []
+        got = run_hunt([str(attack)], rs, engine=engine, map_units=partitioned(3, [set()], summaries),
+                       correlation_caps=caps)
+        reached = caps_reached(summaries, CorrelationStage.for_ruleset(rs, **caps))
+        verdicts.add(reached)
+        corr, base = got.summary["correlation"], local.summary["correlation"]
+        if not reached:
+            assert [a.to_dict() for a in got.alerts] == [a.to_dict() for a in local.alerts], caps
+            assert {k: corr[k] for k in CAPPED} == {k: base[k] for k in CAPPED}, caps
+        if base["groups_evicted"] or base["held_released_early"] or base["reorder_overflow"]:
+            assert reached, caps  # one correlator hit the cap: never left to the partitions
+    assert verdicts == {True, False}

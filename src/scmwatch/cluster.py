@@ -45,6 +45,7 @@ from scmwatch.correlate import CorrelationStage
 from scmwatch.correlate.partition import (
     Plan,
     Router,
+    caps_reached,
     correlate_partition,
     late_possible,
     merged_summary,
@@ -247,7 +248,7 @@ def correlate_part(payload: RulePayload, partitions: int, p: int, streams: list[
     process creations the client decided, for this partition. The summary also says how many
     records the split files' fact dedup removed here (``replay_dropped``)."""
     ctx = _context(payload)
-    stage = CorrelationStage.for_ruleset(ctx.ruleset, lateness=ctx.lateness)
+    stage = CorrelationStage.for_ruleset(ctx.ruleset, lateness=ctx.lateness, **ctx.caps)
     assert stage is not None
     table = dict(zip(batch_ids, parts, strict=True))
 
@@ -587,14 +588,13 @@ class Cluster:
     def _correlate(self, ctx: HuntContext, remote: Any, partitions: int, batches: dict[int, Any],
                    results: list[UnitResult], resolved: list[tuple]) -> Iterator[Alert]:
         """``HuntContext.correlate_at`` of a partitioned hunt: one task per partition over the
-        candidates the workers kept (one task over all of them when a candidate can be late:
-        ``late_possible``); the alerts come back to the client, nothing else."""
+        candidates the workers kept, and one task over all of them instead when a candidate can
+        be late (``late_possible``) or when one correlator could have reached a state cap that
+        the partitions' peaks do not rule out (``caps_reached``); the alerts come back to the
+        client, nothing else."""
         assert ctx.stage is not None
         buffer = ctx.stage.correlator.buffer
         whole = late_possible((r.order for r in results), len(resolved), buffer.lateness_us, buffer.max_held)
-        if whole:
-            partitions = 1
-        plan = Plan(ctx.stage.specs, partitions)
         streams: list[tuple[str, Any]] = []
         used: set[int] = set()
         for r in results:
@@ -609,22 +609,34 @@ class Cluster:
                 used.add(ref)
         ids = sorted(used)
         resolved = sorted(resolved, key=_CAND_KEY)
-        resolved_parts = [resolved] if whole else Router(ctx.stage, plan).split(resolved)
-        n = len(ids)
-        if whole:
-            cut = self.client.map(_whole, [batches[b] for b in ids], pure=False, retries=3)
-        else:
-            cut = self.client.map(_part, [batches[b] for _ in range(partitions) for b in ids],
-                                  [p for p in range(partitions) for _ in ids], pure=False, retries=3)
-        tasks = [self.client.submit(correlate_part, remote, partitions, p, streams, resolved_parts[p],
-                                    ids, *cut[p * n:(p + 1) * n], pure=False, retries=3)
-                 for p in range(partitions)]
+
+        def run(partitions: int, whole: bool) -> list[tuple[list[Alert], dict[str, Any]]]:
+            assert ctx.stage is not None
+            plan = Plan(ctx.stage.specs, partitions)
+            resolved_parts = [resolved] if whole else Router(ctx.stage, plan).split(resolved)
+            n = len(ids)
+            if whole:
+                cut = self.client.map(_whole, [batches[b] for b in ids], pure=False, retries=3)
+            else:
+                cut = self.client.map(_part, [batches[b] for _ in range(partitions) for b in ids],
+                                      [p for p in range(partitions) for _ in ids], pure=False, retries=3)
+            tasks = [self.client.submit(correlate_part, remote, partitions, p, streams, resolved_parts[p],
+                                        ids, *cut[p * n:(p + 1) * n], pure=False, retries=3)
+                     for p in range(partitions)]
+            try:
+                return self.client.gather(tasks)
+            finally:
+                self.client.cancel(tasks)
+
         try:
-            outs = self.client.gather(tasks)
+            outs = run(1 if whole else partitions, whole)
+            if not whole and partitions > 1 and caps_reached([s for _, s in outs], ctx.stage):
+                whole = True
+                outs = run(1, True)
         finally:
-            self.client.cancel(tasks)
             self.client.cancel(list(batches.values()))
             batches.clear()
+        plan = Plan(ctx.stage.specs, 1 if whole else partitions)
         # the records that reached the correlator, as locally: those the units selected but the
         # ones the split files' fact dedup removed -- only fact-only records are removed, and every
         # partition that learns links replays the same dedup over all of them (the others none)

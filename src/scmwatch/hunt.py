@@ -205,10 +205,13 @@ class HuntContext:
 
     def __init__(self, ruleset: RuleSet, spill: SpillDir, *, engine: Engine | None = None,
                  lateness: float = 300.0, min_level: str | None = None, run_size: int = RUN_SIZE,
-                 enrich: bool = True) -> None:
+                 enrich: bool = True, correlation_caps: dict[str, int] | None = None) -> None:
         self.ruleset = ruleset
         self.engine = engine or Engine(ruleset)
-        self.stage = CorrelationStage.for_ruleset(ruleset, lateness=lateness)
+        # the correlator's state caps when not its defaults (CorrelationStage.for_ruleset): every
+        # stage of the hunt, wherever it runs, is built with them
+        self.caps = dict(correlation_caps or {})
+        self.stage = CorrelationStage.for_ruleset(ruleset, lateness=lateness, **self.caps)
         self.selector = self.stage.selector if self.stage is not None else None
         self.suppressed_ids = (self.stage.suppressed_rule_ids(ruleset.rules) if self.stage is not None
                                else frozenset())
@@ -747,6 +750,7 @@ def run_hunt(
     keep: Callable[[Alert], bool] | None = None,
     split_bytes: int = SPLIT_BYTES,
     dedup: Dedup | None = None,
+    correlation_caps: dict[str, int] | None = None,
 ) -> HuntResult:
     """Hunt over ``paths`` with ``ruleset``: sorted alerts, the summary dict and readiness.
 
@@ -765,7 +769,8 @@ def run_hunt(
     alerts into rows, emitted when the stream ends (``alerts`` counts rows,
     ``alerts_deduplicated`` the alerts folded into them). With more than one worker, files of
     ``split_bytes`` and more are hunted as ranges (:mod:`scmwatch.split`); the summary's
-    ``parallelism`` says what was used.
+    ``parallelism`` says what was used. ``correlation_caps`` sets the correlator's state caps
+    (:meth:`~scmwatch.correlate.CorrelationStage.for_ruleset`).
 
     The compiled rules, indexes and pySigma objects are millions of long-lived objects: the
     cyclic GC is frozen for the run so that collections triggered by per-event allocations do
@@ -779,7 +784,7 @@ def run_hunt(
         stats = ReadStats(on_error=on_error)
         inputs = list(expand(paths, stats))
         ctx = HuntContext(ruleset, spill, engine=engine, lateness=lateness, min_level=min_level,
-                          run_size=run_size, enrich=enrich)
+                          run_size=run_size, enrich=enrich, correlation_caps=correlation_caps)
         ctx.split_bytes = split_bytes
         jobs = max(1, jobs)
         # what a mapper that does not say otherwise used: one unit per file

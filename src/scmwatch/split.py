@@ -196,7 +196,8 @@ class _Replay:
         self.dedup = FactDedup()
         self.survivors = Stream(ctx.spill, f"facts{index}", ctx.run_size)
         self.decisions = Stream(ctx.spill, f"decided{index}", ctx.run_size)
-        self.stage = CorrelationStage.for_ruleset(ctx.ruleset, lateness=ctx.lateness) if early else None
+        self.stage = (CorrelationStage.for_ruleset(ctx.ruleset, lateness=ctx.lateness, **ctx.caps) if early
+                      else None)
         self.decided = Stream(ctx.spill, f"corr{index}", ctx.run_size)  # alerts the stage decided
         self.fed = 0  # candidate records the stage took
         self.peak = 0

@@ -34,7 +34,7 @@ from scmwatch.correlate.links import (
     extract_fact,
 )
 from scmwatch.correlate.spec import CorrSpec, rule_key, spec_from_sigma, specs_from_sigma
-from scmwatch.correlate.stream import Candidate, ReorderBuffer, time_us
+from scmwatch.correlate.stream import MAX_HELD, Candidate, ReorderBuffer, time_us
 from scmwatch.events.model import Event
 
 __all__ = [
@@ -303,12 +303,14 @@ class CorrelationStage:
     """Everything the hunt loop needs from correlation, built from loaded pySigma objects."""
 
     @classmethod
-    def for_ruleset(cls, ruleset: Any, *, lateness: float = 300.0) -> CorrelationStage | None:
+    def for_ruleset(cls, ruleset: Any, *, lateness: float = 300.0, **caps: int) -> CorrelationStage | None:
         """The stage for a loaded rule set (``scmwatch.sigma.RuleSet``); None when it has no
-        correlation that can run, so the hunt skips candidate selection altogether."""
+        correlation that can run, so the hunt skips candidate selection altogether. ``caps``:
+        the correlator's state caps (``max_groups``, ``max_entries_per_group``, ``max_state``,
+        ``max_held``), when not the defaults."""
         if not ruleset.correlations:
             return None
-        stage = cls(ruleset.correlations, lateness=lateness)
+        stage = cls(ruleset.correlations, lateness=lateness, **caps)
         return stage if stage.active else None
 
     def __init__(
@@ -318,13 +320,16 @@ class CorrelationStage:
         lateness: float = 300.0,
         max_groups: int = 200_000,
         max_entries_per_group: int = 10_000,
+        max_state: int = 200_000,
+        max_held: int = MAX_HELD,
     ) -> None:
         items = list(correlations)
         specs = [c for c in items if isinstance(c, CorrSpec)]
         converted, self.rejected = specs_from_sigma(c for c in items if not isinstance(c, CorrSpec))
         self.specs = specs + converted
         self.correlator = Correlator(
-            self.specs, lateness=lateness, max_groups=max_groups, max_entries_per_group=max_entries_per_group
+            self.specs, lateness=lateness, max_groups=max_groups, max_entries_per_group=max_entries_per_group,
+            max_state=max_state, max_held=max_held,
         )
         self.selector = CandidateSelector(self.correlator.referenced_keys, _link_needs(self.specs))
 

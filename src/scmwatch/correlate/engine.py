@@ -50,7 +50,7 @@ from scmwatch.correlate.spec import (
     CorrSpec,
     eval_expr,
 )
-from scmwatch.correlate.stream import Candidate, ReorderBuffer
+from scmwatch.correlate.stream import MAX_HELD, Candidate, ReorderBuffer
 from scmwatch.events.model import Event, format_time
 from scmwatch.sigma.values import as_text, strict_number
 
@@ -87,6 +87,10 @@ class _SpecState:
     buffered: bool = False
     lag: int = 0
     held: list = field(default_factory=list)
+    # the buffered correlations this one feeds, directly or through others (cap_bounds)
+    above: list[_SpecState] = field(default_factory=list)
+    # the correlations that feed this one, directly or through others
+    below: list[_SpecState] = field(default_factory=list)
 
 
 def _numeric(value: Any) -> float | None:
@@ -152,6 +156,7 @@ class Correlator:
         max_groups: int = 200_000,
         max_entries_per_group: int = 10_000,
         max_state: int = 200_000,
+        max_held: int = MAX_HELD,
         links: EntityLinks | None = None,
         owns: Callable[[str, tuple | None], bool] | None = None,
     ) -> None:
@@ -160,7 +165,7 @@ class Correlator:
         # this correlator's? None: every group. Partitioned correlation (correlate/partition.py)
         # gives each partition's correlator the groups hashed to it.
         self.owns = owns
-        self.buffer = ReorderBuffer(lateness)
+        self.buffer = ReorderBuffer(lateness, max_held=max_held)
         self.links = links or EntityLinks()
         self.max_groups = max_groups
         self.max_entries = max_entries_per_group
@@ -209,6 +214,20 @@ class Correlator:
             st.buffered = bool(inner)
             st.lag = max((i.lag + 2 * i.spec.timespan_us + SWEEP_US for i in inner), default=0)
         self._buffered = [st for st in self._states if st.buffered]
+        for st in self._states:
+            seen: dict[int, _SpecState] = {}
+            todo = [p for p, _ in st.parents]
+            while todo:
+                p = todo.pop()
+                if id(p) not in seen:
+                    seen[id(p)] = p
+                    todo.extend(q for q, _ in p.parents)
+            st.above = [p for p in seen.values() if p.buffered]
+            for p in st.above:
+                p.below.append(st)
+        self._held = 0  # inputs held back over all buffered correlations
+        self.bound_peak = 0  # most groups + held inputs at once (cap_bounds)
+        self.chain_peak = 0  # most (held inputs + what feeds them) of one buffered correlation
         self._hseq = 0
         self._seq = 0
         self._now = 0
@@ -274,7 +293,7 @@ class Correlator:
         if t > self._now:
             self._now = t
             if t >= self._next_sweep:  # idle groups are dropped at most SWEEP_US (event time) late
-                self._next_sweep = t + SWEEP_US
+                self._next_sweep = (t // SWEEP_US + 1) * SWEEP_US
                 self._sweep(out)
             else:
                 for st in self._buffered:
@@ -319,11 +338,14 @@ class Correlator:
         self._hseq += 1
         heapq.heappush(st.held, (t, evidence is not None, self._hseq, ref, event, evidence))
         self._entries += 1
+        self._held += 1
         if self._entries > self.state_peak:
             self.state_peak = self._entries
+        self._bound(st)
         if len(st.held) > self.max_entries:  # a flood: bounded memory beats exact late chains
             t, _, _, ref, event, evidence = heapq.heappop(st.held)
             self._entries -= 1
+            self._held -= 1
             self.held_released_early += 1
             self._add(st, ref, event, t, evidence, out)
 
@@ -332,6 +354,7 @@ class Correlator:
         while held and (before is None or held[0][0] < before):
             t, _, _, ref, event, evidence = heapq.heappop(held)
             self._entries -= 1
+            self._held -= 1
             self._add(st, ref, event, t, evidence, out)
 
     # -- state ------------------------------------------------------------------------------
@@ -386,6 +409,7 @@ class Correlator:
             self._groups += 1
             if self._groups > self.groups_peak:
                 self.groups_peak = self._groups
+            self._bound(st)
         else:  # keep dict order = least recently updated first (for the sweep)
             groups.move_to_end(key)
         if not spec.eager and g.entries and t > g.start + span:
@@ -416,6 +440,29 @@ class Correlator:
             if chosen is not None:
                 self._fire(st, g, chosen, out)
                 self._clear(g)
+
+    def _bound(self, st: _SpecState) -> None:
+        """Keep the peaks :meth:`cap_bounds` reports, after a group was added to ``st`` or an
+        input held back by it."""
+        n = self._groups + self._held
+        if n > self.bound_peak:
+            self.bound_peak = n
+        for a in (st, *st.above) if st.buffered else st.above:
+            n = len(a.held) + sum(len(b.groups) + len(b.held) for b in a.below)
+            if n > self.chain_peak:
+                self.chain_peak = n
+
+    def cap_bounds(self) -> dict[str, int]:
+        """Peaks that bound what one correlator over every candidate would hold, when this
+        one correlates a partition of them (correlate/partition.py, ``caps_reached``).
+
+        ``bound_peak``: groups plus held inputs. An input a partition still holds back, the
+        correlator of all may already have released into a group (its clock is ahead).
+        ``chain_peak``, per buffered correlation: its held inputs plus the groups and held
+        inputs of the correlations feeding it. The correlator of all may already have closed
+        such a group or released such an input, and so hold its alert here.
+        """
+        return {"bound_peak": self.bound_peak, "chain_peak": self.chain_peak}
 
     def group(self, spec: CorrSpec, ref: str, event: Event) -> tuple[tuple, dict[str, Any]] | None:
         """The group key of ``event`` as input ``ref`` of correlation ``spec`` and its group-by
@@ -490,15 +537,21 @@ class Correlator:
             self.groups_evicted += 1
 
     def _sweep(self, out: list[Alert]) -> None:
-        """Drop groups idle for longer than their timespan (closing at-close windows first)."""
+        """Drop groups idle for longer than their timespan (closing at-close windows first).
+
+        Idle is judged from the start of the current SWEEP_US step of event time, not from the
+        newest candidate: so a correlator that sees only some of the candidates (a partition)
+        never drops a group that the correlator of all still holds (correlate/partition.py,
+        ``caps_reached``). Held inputs are released by the newest time."""
         now = self._now
+        step = now - now % SWEEP_US
         for st in self._states:  # inner first: their alerts reach the outer heaps before release
             if st.buffered and st.held and st.held[0][0] < now - st.lag:
                 self._release(st, now - st.lag, out)
             groups = st.groups
             if not groups:
                 continue
-            horizon = now - st.lag - st.spec.timespan_us
+            horizon = step - st.lag - st.spec.timespan_us
             while groups:
                 key = next(iter(groups))
                 g = groups[key]

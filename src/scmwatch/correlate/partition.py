@@ -35,9 +35,12 @@ correlator or for any partition (a partition sees a subsequence of the same stre
 other way to release early, the buffer's cap (``MAX_HELD``), cannot fire when all files together
 never hold that many candidates within one lateness window; and in time-ordered streams nothing is
 late even then. When a candidate can be late, the candidates are correlated by one correlator
-(one partition), exactly as locally. What still differs with several partitions: the state caps
-(``max_groups``, ``max_state``) and the buffer's cap apply per partition, and the summary's peaks
-are the largest partition's.
+(one partition), exactly as locally.
+
+The state caps (``max_groups``, ``max_state``, a chain's held inputs) and the reorder buffer's cap
+hold over the whole run, as for one correlator: each partition reports peaks whose sums bound what
+one correlator would hold (:func:`caps_reached`); when they reach a cap, the runner correlates the
+candidates again with one correlator. The summary's peaks are the largest partition's.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ _CAND_KEY = itemgetter(0, 1, 2)  # candidate records (Candidate.to_record): (tim
 # summary counts that add up over partitions; the others are peaks or caps (the largest partition's)
 _SUMMED = ("alerts", "late_events", "reorder_overflow", "groups_evicted", "entries_truncated",
            "held_released_early", "missing_group_field", "missing_value_field", "untimed_events")
+
+
+# what a partition reports only for caps_reached, not in the hunt summary
+_BOUNDS = ("bound_peak", "chain_peak")
 
 
 def _hash(value: Any) -> int:
@@ -174,7 +181,36 @@ def correlate_partition(stage: CorrelationStage, plan: Plan, p: int,
     if p:  # an untimed record is counted once, by partition 0 (facts of it still replayed)
         merged = (r for r in merged if r[0] > 0)
     alerts = list(stage.correlate(map(Candidate.from_record, merged)))
-    return alerts, stage.summary()
+    summary = stage.summary()
+    summary.update(stage.correlator.cap_bounds())
+    return alerts, summary
+
+
+def caps_reached(summaries: list[dict[str, Any]], stage: CorrelationStage) -> bool:
+    """Could one correlator over every candidate have reached a state cap that the partitions
+    (``summaries``, from :func:`correlate_partition`) did not show? Then the candidates must be
+    correlated again by one correlator, for its alerts and counts (module docstring).
+
+    Each partition processes its candidates in the order one correlator would, with a clock
+    that is never ahead of that correlator's (it sees fewer candidates), and drops an idle
+    group only from the start of a sweep step that the correlator of all has reached too
+    (``Correlator._sweep``). So at every point what the correlator of all holds of a partition's
+    groups, the partition holds as well, or holds at an earlier stage (an input not released
+    yet, an inner window not closed yet): each cap's quantity over all is at most the sum of the
+    partitions' peaks of it -- groups plus held inputs (``bound_peak``) for ``max_groups``,
+    entries (``state_peak``) for ``max_state``, the reorder buffers' peaks for its cap -- and a
+    chain's held inputs at most what feeds them in its one partition (``chain_peak``) for the
+    per-correlation cap. Below every cap, the partitions' alerts and counts are exact."""
+    corr = stage.correlator
+
+    def total(key: str) -> int:
+        return sum(s[key] for s in summaries)
+
+    if any(s["groups_evicted"] or s["held_released_early"] or s["reorder_overflow"] for s in summaries):
+        return True
+    return (total("bound_peak") >= corr.max_groups or total("state_peak") >= corr.max_state
+            or total("reorder_peak") >= corr.buffer.max_held
+            or max(s["chain_peak"] for s in summaries) >= corr.max_entries)
 
 
 class StreamOrder(NamedTuple):
@@ -245,6 +281,7 @@ def late_possible(orders: Iterable[StreamOrder | None], sorted_extra: int, laten
 def merged_summary(summaries: list[dict[str, Any]], plan: Plan, candidates: int) -> dict[str, Any]:
     """The hunt summary's ``correlation`` object from the partitions' own: counts added up,
     peaks the largest partition's, ``candidates`` the records the units selected."""
+    summaries = [{k: v for k, v in s.items() if k not in _BOUNDS} for s in summaries]
     out = dict(summaries[0])
     for s in summaries[1:]:
         for k, v in s.items():
