@@ -92,10 +92,25 @@ typedef struct {
 typedef struct {
     uint32_t off; /* 0: empty slot (no name or key lives at offset 0: that is the chunk magic) */
     uint32_t len;
+    int space; /* text keys: whether the key has a space */
     PyObject *name;
 } NameEntry;
 
 #define NAME_SLOTS 4096 /* a power of two, well above MAX_NAMES */
+
+/* A str made from bytes of the chunk, kept for the rest of the chunk: equal bytes of the same
+ * kind (``tag``: a value type, or TAG_TEXT for UTF-16 text) give the same str. */
+typedef struct {
+    uint64_t h;
+    uint32_t off, len; /* bytes */
+    uint8_t tag;
+    PyObject *obj; /* NULL: empty slot */
+} ValEntry;
+
+#define VAL_SLOTS 8192 /* a power of two, twice MAX_VALS */
+#define MAX_VALS 4096
+#define TAG_TEXT 0xFF
+#define GATE_MEMO 16
 
 typedef struct {
     const uint8_t *d; /* the chunk */
@@ -106,6 +121,16 @@ typedef struct {
     NameEntry names[NAME_SLOTS]; /* names by string-table offset, and text keys (len > 0) */
     uint16_t used[MAX_NAMES];    /* the slots in use, to clear them */
     int nnames;
+    ValEntry vals[VAL_SLOTS]; /* value strings of this chunk by their bytes */
+    uint16_t vused[MAX_VALS];
+    int nvals;
+    PyObject *guid_in, *guid_out; /* the last GUID given braces, and the braced str */
+    struct {
+        PyObject *channel;
+        long long eid;
+        int keep;
+    } gate[GATE_MEMO]; /* the gate's answers for this chunk (gate_keeps) */
+    int ngate;
     int depth; /* objects being rendered, one inside the other */
 } Ctx;
 
@@ -931,8 +956,8 @@ static int text_content(Ctx *x, int first, int skip_elements) {
     return 0;
 }
 
-/* New reference to the text, NULL with *bail set or an error. */
-static PyObject *text_object(Ctx *x, int first, int skip_elements, int *bail) {
+/* A new str of the text of a node list, NULL with *bail set or an error. */
+static PyObject *fresh_text(Ctx *x, int first, int skip_elements, int *bail) {
     if (first >= 0 && x->rec->nodes[first].next < 0) { /* one node: no buffer */
         const Node *n = &x->rec->nodes[first];
         if (n->kind == K_TEXT) return utf16_str(x->d, n->off, n->len);
@@ -956,6 +981,56 @@ static PyObject *text_object(Ctx *x, int first, int skip_elements, int *bail) {
     }
     PyObject *s = buf_str(&TB, mark);
     TB.n = mark;
+    return s;
+}
+
+static uint64_t bytes_hash(const uint8_t *p, uint32_t n, uint8_t tag) {
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ ((uint64_t)n << 8) ^ tag;
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+    }
+    if (i < n) {
+        uint64_t w = 0;
+        memcpy(&w, p + i, n - i);
+        h = (h ^ w) * 0xFF51AFD7ED558CCDULL;
+        h ^= h >> 32;
+    }
+    return h;
+}
+
+/* New reference to the text, NULL with *bail set or an error.
+ *
+ * The text of a single text or value node is made once per chunk for the same bytes: measured
+ * on the attack samples, 77 % of the str values of a chunk's events repeat one made before
+ * (Provider names, Computer, Channel, user SIDs, Keywords, image paths), and a repeat costs a
+ * hash and a memcmp where a new str costs an allocation, a copy, its own hash later and a free. */
+static PyObject *text_object(Ctx *x, int first, int skip_elements, int *bail) {
+    if (first < 0 || x->rec->nodes[first].next >= 0) return fresh_text(x, first, skip_elements, bail);
+    const Node *n = &x->rec->nodes[first];
+    if (n->kind != K_TEXT && (n->kind != K_VALUE || n->vtype == V_NULL)) return fresh_text(x, first, skip_elements, bail);
+    uint8_t tag = n->kind == K_TEXT ? TAG_TEXT : n->vtype;
+    uint32_t len = n->kind == K_TEXT ? 2 * n->len : n->len;
+    uint64_t h = bytes_hash(x->d + n->off, len, tag);
+    uint32_t i = (uint32_t)h & (VAL_SLOTS - 1);
+    for (; x->vals[i].obj != NULL; i = (i + 1) & (VAL_SLOTS - 1)) {
+        const ValEntry *e = &x->vals[i];
+        if (e->h == h && e->len == len && e->tag == tag && memcmp(x->d + e->off, x->d + n->off, len) == 0)
+            return Py_NewRef(e->obj);
+    }
+    PyObject *s = fresh_text(x, first, skip_elements, bail);
+    if (s != NULL && x->nvals < MAX_VALS) {
+        ValEntry *e = &x->vals[i];
+        e->h = h;
+        e->off = n->off;
+        e->len = len;
+        e->tag = tag;
+        e->obj = Py_NewRef(s);
+        x->vused[x->nvals++] = (uint16_t)i;
+    }
     return s;
 }
 
@@ -1010,8 +1085,9 @@ static int leaf_value(Ctx *x, const Elem *e, int empty_as_string, PyObject **out
     return *out ? 1 : -1;
 }
 
-/* The key of a ``Data Name=`` element: one literal text is kept per chunk (interned). */
-static PyObject *data_key(Ctx *x, int first, int *bail) {
+/* The key of a ``Data Name=`` element: one literal text is kept per chunk (interned).
+ * ``space`` (optional): set to whether it has a space when that is known. */
+static PyObject *data_key(Ctx *x, int first, int *space, int *bail) {
     const Node *n = &x->rec->nodes[first];
     if (n->kind != K_TEXT || n->next >= 0 || n->len == 0 || x->nnames >= MAX_NAMES) return text_object(x, first, 0, bail);
     NameEntry *slot = name_slot(x, n->off, n->len);
@@ -1022,8 +1098,10 @@ static PyObject *data_key(Ctx *x, int first, int *bail) {
         slot->off = n->off;
         slot->len = n->len;
         slot->name = s;
+        slot->space = PyUnicode_FindChar(s, ' ', 0, PyUnicode_GET_LENGTH(s), 1) != -1;
         x->used[x->nnames++] = (uint16_t)(slot - x->names);
     }
+    if (space != NULL) *space = slot->space;
     return Py_NewRef(slot->name);
 }
 
@@ -1078,10 +1156,14 @@ static int set_item(PyObject *dict, PyObject *key, PyObject *value) {
  * (``0CCE9243-69AE-11D9-BED3-505054503030``, as evtx renders GUID values) gets the braces
  * Windows and Sigma rules write. Applied to every value put into the flat fields, it is the
  * same as the pass over the finished dict. Steals ``value``; new reference. */
-static PyObject *braced(PyObject *value) {
+static PyObject *braced(Ctx *x, PyObject *value) {
     if (value == NULL || !PyUnicode_CheckExact(value) || PyUnicode_GET_LENGTH(value) != 36 ||
         PyUnicode_KIND(value) != PyUnicode_1BYTE_KIND)
         return value;
+    if (value == x->guid_in) { /* a value cached for the chunk: the same GUID again */
+        Py_DECREF(value);
+        return Py_NewRef(x->guid_out);
+    }
     const Py_UCS1 *s = PyUnicode_1BYTE_DATA(value);
     for (int i = 0; i < 36; i++) {
         Py_UCS1 ch = s[i];
@@ -1090,12 +1172,18 @@ static PyObject *braced(PyObject *value) {
         if (!ok) return value;
     }
     PyObject *b = PyUnicode_FromFormat("{%U}", value);
+    if (b != NULL) {
+        Py_XSETREF(x->guid_in, Py_NewRef(value));
+        Py_XSETREF(x->guid_out, Py_NewRef(b));
+    }
     Py_DECREF(value);
     return b;
 }
 
 /* out[key] = value for the flat fields (steals value). */
-static int put_flat(PyObject *out, PyObject *key, PyObject *value) { return set_item(out, key, braced(value)); }
+static int put_flat(Ctx *x, PyObject *out, PyObject *key, PyObject *value) {
+    return set_item(out, key, braced(x, value));
+}
 
 #define MAX_SUFFIX_NAMES 64
 
@@ -1162,7 +1250,7 @@ static PyObject *element_body_in(Ctx *x, int ei, int in_container, int omit_attr
             if (flatten) {
                 int na = name_attr(x, &r->elems[ci]);
                 if (na == -2 || !list_has_content(x, na)) continue;
-                PyObject *key = data_key(x, na, bail);
+                PyObject *key = data_key(x, na, NULL, bail);
                 if (key == NULL) goto fail;
                 int rc = set_item(d, key, data_value(x, ci, bail));
                 Py_DECREF(key);
@@ -1297,7 +1385,7 @@ static int flat_system(Ctx *x, int si, PyObject *out, int *bail) {
         }
         int container = c->name == S_EventData || c->name == S_UserData;
         PyObject *v = element_value(x, ci, container, bail);
-        int set = put_flat(out, key, v);
+        int set = put_flat(x, out, key, v);
         Py_DECREF(key);
         if (set < 0) goto done;
     }
@@ -1305,7 +1393,7 @@ static int flat_system(Ctx *x, int si, PyObject *out, int *bail) {
         const Elem *c = &r->elems[pending[k].elem];
         PyObject *key = pending[k].key;
         if (pending[k].has_text) {
-            if (put_flat(out, key, content_value(x, c->child_first, 1, bail)) < 0) goto done;
+            if (put_flat(x, out, key, content_value(x, c->child_first, 1, bail)) < 0) goto done;
         } else if (pending[k].attr_text) {
             if (PyDict_DelItem(out, key) < 0) goto done;
         } else {
@@ -1323,7 +1411,7 @@ static int flat_system(Ctx *x, int si, PyObject *out, int *bail) {
             if (name == NULL) goto done;
             PyObject *v = as_number(x, r->attrs[a].first, 0);
             if (v == NULL && !PyErr_Occurred()) v = text_object(x, r->attrs[a].first, 0, bail);
-            int set = put_flat(out, name, v);
+            int set = put_flat(x, out, name, v);
             Py_DECREF(name);
             if (set < 0) goto done;
         }
@@ -1334,38 +1422,54 @@ done:
     return rc;
 }
 
-/* One EventData member into ``out`` (flatten_data's rules for a plain value). */
-static int flat_data_member(PyObject *out, PyObject *key, PyObject *value, PyObject **seen, int *nseen) {
+/* The EventData keys already written, to find a repeated one. */
+typedef struct {
+    PyObject *key[MAX_DATA_KEYS];
+    Py_hash_t hash[MAX_DATA_KEYS];
+    int n;
+} Seen;
+
+/* One EventData member into ``out`` (flatten_data's rules for a plain value); ``space``: whether
+ * the key has a space, -1 when not known yet. */
+static int flat_data_member(Ctx *x, PyObject *out, PyObject *key, int space, PyObject *value, Seen *seen) {
     if (value == NULL) return -1;
     Py_hash_t h = PyObject_Hash(key);
     if (h == -1) {
         Py_DECREF(value);
         return -1;
     }
-    for (int k = 0; k < *nseen; k++) {
-        if (seen[k] == key || (PyObject_Hash(seen[k]) == h && PyUnicode_Compare(seen[k], key) == 0)) {
+    for (int k = 0; k < seen->n; k++) {
+        if (seen->key[k] == key || (seen->hash[k] == h && PyUnicode_Compare(seen->key[k], key) == 0)) {
             Py_DECREF(value);
             return GENERIC; /* a repeated key: the dict's last-wins rule, on the nested path */
         }
     }
-    if (*nseen >= MAX_DATA_KEYS || PyUnicode_FindChar(key, ' ', 0, PyUnicode_GET_LENGTH(key), 1) != -1) {
+    if (space < 0) space = PyUnicode_FindChar(key, ' ', 0, PyUnicode_GET_LENGTH(key), 1) != -1;
+    if (seen->n >= MAX_DATA_KEYS || space) {
         Py_DECREF(value);
         return GENERIC;
     }
-    seen[(*nseen)++] = Py_NewRef(key); /* released by flat_event_data */
-    int clash = PyDict_Contains(out, key);
-    if (clash > 0) clash = PySet_Contains(CORE, key);
-    if (clash < 0) {
-        Py_DECREF(value);
-        return -1;
+    seen->key[seen->n] = Py_NewRef(key); /* released by flat_event_data */
+    seen->hash[seen->n++] = h;
+    PyObject *v = braced(x, value);
+    if (v == NULL) return -1;
+    /* one lookup when the key is new (the common case); a key System also has goes under
+     * ``EventData_`` when it is one of the core names, else replaces System's value */
+    Py_ssize_t before = PyDict_GET_SIZE(out);
+    PyObject *old = PyDict_SetDefault(out, key, v);
+    if (old == NULL || PyDict_GET_SIZE(out) > before) {
+        Py_DECREF(v);
+        return old == NULL ? -1 : 0;
     }
-    PyObject *name = clash ? PyUnicode_Concat(S_prefix, key) : Py_NewRef(key);
-    if (name == NULL) {
-        Py_DECREF(value);
-        return -1;
+    int rc = PySet_Contains(CORE, key);
+    if (rc == 0) {
+        rc = PyDict_SetItem(out, key, v);
+    } else if (rc > 0) {
+        PyObject *name = PyUnicode_Concat(S_prefix, key);
+        rc = name == NULL ? -1 : PyDict_SetItem(out, name, v);
+        Py_XDECREF(name);
     }
-    int rc = put_flat(out, name, value);
-    Py_DECREF(name);
+    Py_DECREF(v);
     return rc;
 }
 
@@ -1380,7 +1484,7 @@ static PyObject *flat_data_value(Ctx *x, int ei, int *generic, int *bail) {
     return data_value(x, ei, bail);
 }
 
-static int flat_event_data_in(Ctx *x, int di, PyObject *out, PyObject **seen, int *nseen, int *bail) {
+static int flat_event_data_in(Ctx *x, int di, PyObject *out, Seen *seen, int *bail) {
     Pool *r = x->rec;
     const Elem *e = &r->elems[di];
     int has_text, attr_text;
@@ -1391,7 +1495,7 @@ static int flat_event_data_in(Ctx *x, int di, PyObject *out, PyObject **seen, in
             Py_DECREF(v);
             return 0;
         }
-        return put_flat(out, S_Data, v);
+        return put_flat(x, out, S_Data, v);
     }
     if (has_text || attr_text) return GENERIC;
     int flatten = 0, positional = 0;
@@ -1427,17 +1531,18 @@ static int flat_event_data_in(Ctx *x, int di, PyObject *out, PyObject **seen, in
                 return -1;
             }
         }
-        return flat_data_member(out, S_Data, list != NULL ? list : single, seen, nseen);
+        return flat_data_member(x, out, S_Data, 0, list != NULL ? list : single, seen);
     }
     for (int i = e->child_first; i >= 0; i = r->nodes[i].next) {
         if (r->nodes[i].kind != K_ELEM) continue;
         int ci = r->nodes[i].elem;
         int na = name_attr(x, &r->elems[ci]);
         if (na == -2 || !list_has_content(x, na)) continue;
-        PyObject *key = data_key(x, na, bail);
+        int space = -1;
+        PyObject *key = data_key(x, na, &space, bail);
         if (key == NULL) return -1;
         PyObject *v = flat_data_value(x, ci, &generic, bail);
-        int rc = v == NULL ? (generic ? GENERIC : -1) : flat_data_member(out, key, v, seen, nseen);
+        int rc = v == NULL ? (generic ? GENERIC : -1) : flat_data_member(x, out, key, space, v, seen);
         Py_DECREF(key);
         if (rc) return rc;
     }
@@ -1445,19 +1550,20 @@ static int flat_event_data_in(Ctx *x, int di, PyObject *out, PyObject **seen, in
 }
 
 static int flat_event_data(Ctx *x, int di, PyObject *out, int *bail) {
-    PyObject *seen[MAX_DATA_KEYS];
-    int nseen = 0;
-    int rc = flat_event_data_in(x, di, out, seen, &nseen, bail);
-    for (int k = 0; k < nseen; k++) Py_DECREF(seen[k]);
+    Seen seen;
+    seen.n = 0;
+    int rc = flat_event_data_in(x, di, out, &seen, bail);
+    for (int k = 0; k < seen.n; k++) Py_DECREF(seen.key[k]);
     return rc;
 }
 
-static int gate_keeps(PyObject *want, PyObject *decisions, PyObject *fields);
+static int gate_keeps(Ctx *x, PyObject *want, PyObject *decisions, PyObject *fields);
 
 /* The flat fields of a record, Py_Ellipsis when the gate turns it away after System (only
- * when System set both Channel and an int EventID: EventData cannot change those), or NULL:
- * with an error, or with *generic set (the nested path). */
-static PyObject *flat_record(Ctx *x, int root, PyObject *want, PyObject *decisions, int *generic, int *bail) {
+ * when System set both Channel and an int EventID: EventData cannot change those, so *asked
+ * is set when the gate kept it), or NULL: with an error, or with *generic set (the nested path). */
+static PyObject *flat_record(Ctx *x, int root, PyObject *want, PyObject *decisions, int *asked, int *generic,
+                             int *bail) {
     Pool *r = x->rec;
     const Elem *ev = &r->elems[root];
     int has_text, attr_text;
@@ -1482,7 +1588,8 @@ static PyObject *flat_record(Ctx *x, int root, PyObject *want, PyObject *decisio
     if (rc == 0 && want != NULL) {
         PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
         int known = eid != NULL && PyLong_CheckExact(eid) && PyDict_GetItemWithError(out, S_Channel) != NULL;
-        int keep = PyErr_Occurred() ? -1 : known ? gate_keeps(want, decisions, out) : 1;
+        int keep = PyErr_Occurred() ? -1 : known ? gate_keeps(x, want, decisions, out) : 1;
+        *asked = known;
         if (keep <= 0) {
             Py_DECREF(out);
             return keep < 0 ? NULL : Py_NewRef(Py_Ellipsis);
@@ -1522,12 +1629,24 @@ static int has_user_data(Ctx *x, int root) {
     return 0;
 }
 
-/* want(channel, event_id) for the gate, asked once per pair: 1 keep, 0 skip, -1 error. */
-static int gate_keeps(PyObject *want, PyObject *decisions, PyObject *fields) {
+/* want(channel, event_id) for the gate, asked once per pair: 1 keep, 0 skip, -1 error.
+ * The answers for a str Channel and an int EventID are also kept for the chunk by the str's
+ * identity (the value cache gives one str per Channel), sparing a tuple and its hash per record. */
+static int gate_keeps(Ctx *x, PyObject *want, PyObject *decisions, PyObject *fields) {
     PyObject *channel = PyDict_GetItemWithError(fields, S_Channel);
     if (channel == NULL && PyErr_Occurred()) return -1;
     PyObject *eid = PyDict_GetItemWithError(fields, S_EventID);
     if (eid == NULL && PyErr_Occurred()) return -1;
+    long long id = -1;
+    int memo = channel != NULL && PyUnicode_CheckExact(channel) && eid != NULL && PyLong_CheckExact(eid);
+    if (memo) {
+        int overflow;
+        id = PyLong_AsLongLongAndOverflow(eid, &overflow);
+        memo = !overflow && !(id == -1 && PyErr_Occurred());
+        PyErr_Clear();
+        for (int i = 0; memo && i < x->ngate; i++)
+            if (x->gate[i].channel == channel && x->gate[i].eid == id) return x->gate[i].keep;
+    }
     PyObject *key = PyTuple_Pack(2, channel ? channel : Py_None, eid ? eid : Py_None);
     if (key == NULL) return -1;
     PyObject *answer = PyDict_GetItemWithError(decisions, key);
@@ -1548,7 +1667,13 @@ static int gate_keeps(PyObject *want, PyObject *decisions, PyObject *fields) {
         answer = truth ? Py_True : Py_False;
     }
     Py_DECREF(key);
-    return answer == Py_True;
+    int keep = answer == Py_True;
+    if (memo && x->ngate < GATE_MEMO) {
+        x->gate[x->ngate].channel = Py_NewRef(channel); /* held: its address stays its own */
+        x->gate[x->ngate].eid = id;
+        x->gate[x->ngate++].keep = keep;
+    }
+    return keep;
 }
 
 static void release_names(Ctx *x) {
@@ -1558,6 +1683,12 @@ static void release_names(Ctx *x) {
         e->off = 0;
     }
     x->nnames = 0;
+    for (int i = 0; i < x->nvals; i++) Py_CLEAR(x->vals[x->vused[i]].obj);
+    x->nvals = 0;
+    Py_CLEAR(x->guid_in);
+    Py_CLEAR(x->guid_out);
+    for (int i = 0; i < x->ngate; i++) Py_DECREF(x->gate[i].channel);
+    x->ngate = 0;
 }
 
 static Ctx CTX;
@@ -1621,8 +1752,8 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
         x->depth = 0;
         int root = parse_stream(x, x->rec, off + 24, size - 28, MODE_RECORD, 0);
         if (root < 0) goto unsure;
-        int bail = 0, generic = 0;
-        PyObject *fields = flat_record(x, root, gated ? want : NULL, decisions, &generic, &bail);
+        int bail = 0, generic = 0, asked = 0;
+        PyObject *fields = flat_record(x, root, gated ? want : NULL, decisions, &asked, &generic, &bail);
         if (fields == Py_Ellipsis) {
             Py_DECREF(fields);
             skipped++;
@@ -1644,8 +1775,8 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
             Py_DECREF(fields);
             goto unsure;
         }
-        if (gated && !has_user_data(x, root)) {
-            int keep = gate_keeps(want, decisions, fields);
+        if (gated && !asked && !has_user_data(x, root)) {
+            int keep = gate_keeps(x, want, decisions, fields);
             if (keep <= 0) {
                 Py_DECREF(fields);
                 if (keep < 0) goto done;
