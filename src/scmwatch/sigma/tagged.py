@@ -11,6 +11,8 @@ two characters from 0x10-0x1b), all lower-cased, so that the tests are field-sco
 * ``ends``: text + close(i)              * ``any`` (``*``): open(i)
 * ``contains``: text + ``[^\x1d]*`` + close(i); texts of ``SCOPED_CONTAINS`` characters or
   more: text anywhere in the event (a superset of "in its field")
+* ``num`` (OR-ed ints, ``compile._Compiler.numbers``): open(i) + digits + close(i), or any
+  decimal with a fraction
 
 An atom is scanned once per event however many rules share it. From its *requirement*
 (``compile.py``: the positive part of its condition over atoms, necessary for a match) each rule
@@ -44,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scmwatch.native import pure_python
-from scmwatch.sigma.compile import ATOMS, COMMON_LITERALS, SYSTEM_FIELDS, Low, Req, _ci_group
+from scmwatch.sigma.compile import ATOMS, COMMON_LITERALS, SYSTEM_FIELDS, Low, Req, atom_pred
 
 try:  # optional C extension (sigma/_text.c)
     from scmwatch.sigma._text import tagged_join
@@ -63,7 +65,7 @@ FIELD_PRIOR = {
     "FileVersion": -15, "Signature": -15, "ParentUser": -15, "ParentImage": -10, "Image": -8,
     "OriginalFileName": -8, "CurrentDirectory": -5,
 }
-KIND_BONUS = {"eq": 4, "starts": 2, "ends": 2, "contains": 0, "any": -100}
+KIND_BONUS = {"eq": 4, "starts": 2, "ends": 2, "contains": 0, "any": -100, "num": 4}
 
 
 def num(i: int) -> str:
@@ -193,6 +195,12 @@ def _patterns(x: int | str, index: dict[str, int]) -> list[str]:
             parts.append(_alt(short) + "[^\\x1d]*" + closed)
         if long:
             parts.append(_alt(long))
+        if "num" in by:
+            # a str counts as a number when written as a plain decimal (``strict_number``): the
+            # int's own digits ("-0" too for 0), or any decimal with a fraction (its float may
+            # round to the int): a superset of the number test, exact on ints and integer text
+            nums = [("(?:\\x2d)?" if t == "0" else "") + _esc(t) for t in by["num"]]
+            parts.append(opened + "(?:" + "|".join(nums) + "|(?:\\x2d)?[0-9]+\\x2e[0-9]+)" + closed)
         out.append("|".join(parts))
     return out
 
@@ -210,7 +218,7 @@ class Plan:
 
 class _SampleHits:
     """How many events of a sample each gate holds on: atoms by their exact string test
-    (``compile._ci_group``), literals as substrings of the lower-cased values of their fields."""
+    (``compile.atom_pred``), literals as substrings of the lower-cased values of their fields."""
 
     def __init__(self, sample: Sequence[dict]) -> None:
         self.sample = sample
@@ -221,8 +229,7 @@ class _SampleHits:
     def atom_row(self, a: int) -> list[bool]:
         row = self.atom_rows.get(a)
         if row is None:
-            fname, specs = ATOMS[a]
-            test = _ci_group(fname, list(specs))
+            test = atom_pred(a)
             row = self.atom_rows[a] = [test(f, low) for f, low in zip(self.sample, self.lows, strict=True)]
         return row
 

@@ -1,0 +1,215 @@
+"""Fast paths of the Sigma compiler against the plain predicate path they replace.
+
+Differential tests: numbers grouped into one set test (and their ``num`` atom), bools as the
+strings "true"/"false", keywords over one joined text. Each must answer exactly what the
+plain per-leaf / per-value code answers, whatever the event holds (hostile values on purpose:
+non-ASCII case folding, frame characters, floats, lists, None).
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sigma.types import SigmaString
+
+from scmwatch.sigma import Engine, compile, load_rules, tagged
+from scmwatch.sigma import index as sigma_index
+from scmwatch.sigma.compile import ATOMS, Low, _Compiler, _numbers_pred, atom_of, atom_pred
+from scmwatch.sigma.values import as_text, strict_number
+
+needs_hyperscan = pytest.mark.skipif(sigma_index.hyperscan is None, reason="Hyperscan is not installed")
+SYSMON = "Microsoft-Windows-Sysmon/Operational"
+TRICKY = "aAzZ09 -_\\/.:'\"`${}()<>|*?ΣσςİıßẞǅKkſ\u0307\u202e😀\x00\x09\x0a\x10\x1b\x1d\x1e\x1f\udc80é"
+
+number_texts = st.one_of(st.integers(-3, 700).map(str), st.sampled_from(
+    ["0", "-0", "00", "0100", "100.0", "100.5", "99.99999999999999999", "-0.0", " 100", "100 ", "+100", "1e2",
+     "0x64", "１００", "100\x1d", "-5", "-5.00", "", "true"]))
+number_values = st.one_of(st.integers(-3, 700), number_texts, st.booleans(), st.none(),
+                          st.floats(-10, 700, allow_nan=False), st.lists(st.one_of(st.integers(0, 200), number_texts),
+                                                                         max_size=3))
+
+
+def _one_number(v, n, hexok):
+    """The plain per-number leaf: an int as is, a str as its digits or a plain decimal."""
+    def one(x):
+        if x.__class__ is str and x == str(n):
+            return True
+        y = strict_number(x, hexok)
+        return y is not None and y == n
+
+    if v.__class__ is int:
+        return v == n
+    if v is None:
+        return False
+    if isinstance(v, list):
+        return any(one(x) for x in v)
+    return one(v)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(st.integers(-3, 700), st.sampled_from([0, 100, 1.5, -5])), min_size=1, max_size=6),
+       number_values, st.booleans())
+def test_number_set_equals_each_number(nums, value, hexok):
+    want = any(_one_number(value, n, hexok) for n in nums)
+    f = {"DestinationPort": value}
+    assert _numbers_pred("DestinationPort", frozenset(nums), hexok)(f, Low(f)) == want
+
+
+@needs_hyperscan
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-3, 700), min_size=1, max_size=45), number_values)
+def test_number_atom_holds_whenever_the_numbers_do(nums, value):
+    """The ``num`` pattern over the tagged text: a superset of the number test, exact on ints
+    and on text without a decimal point."""
+    aid = atom_of("DestinationPort", [("num", str(n)) for n in nums])
+    p = tagged.plan([_Unit(aid)])
+    scan = sigma_index._scan_function(sigma_index._hs_database(list(p.patterns), regex=True))
+    f = {"DestinationPort": value, "Other": "1"}
+    text = tagged.tagged_text(f, p.index, p.rest)
+    holds = atom_pred(aid)(f, Low(f))
+    assert holds == any(_one_number(value, n, False) for n in nums)
+    if text is None:  # not clean: the event takes the literal prefilter
+        return
+    hit = bool(scan(text))
+    assert holds <= hit, (value, nums)
+    items = value if isinstance(value, list) else [value]
+    if not any(isinstance(x, str) and "." in x for x in items):
+        assert hit == holds, (value, nums)
+
+
+class _Unit:
+    def __init__(self, req):
+        self.pred = lambda f, low: True
+        self.requirement = req
+        self.literals = ()
+        self.literal_fields = frozenset()
+
+
+def test_numbers_and_bools_are_atoms():
+    """OR-ed ports become one ``num`` atom, a bool an ``eq`` atom; a hex field or a float
+    keeps the plain test without an atom."""
+    c = _Compiler(None, None)
+    from sigma.conditions import ConditionFieldEqualsValueExpression as Leaf
+    from sigma.types import SigmaBool, SigmaNumber
+
+    _, _, req = c.or_node([Leaf("DestinationPort", SigmaNumber(n)) for n in (4444, 8080)], True)
+    assert ATOMS[req] == ("DestinationPort", (("num", "4444"), ("num", "8080")))
+    _, lits, req = c.leaf("Initiated", SigmaBool(True), True)
+    assert ATOMS[req] == ("Initiated", (("eq", "true"),)) and lits == frozenset({"true"})
+    _, _, req = c.or_node([Leaf("X", SigmaNumber(1.5)), Leaf("X", SigmaNumber(2))], True)
+    assert req is True
+
+
+RULES = {
+    "ports": "sel:\n  Initiated: true\n  DestinationPort: [4444, 8080, 0, 65535]\ncondition: sel",
+    "not_port": "sel:\n  Image|endswith: '.exe'\nfilter:\n  DestinationPort: 443\ncondition: sel and not filter",
+    "bool_false": "sel:\n  Initiated: false\n  Image|contains: 'x'\ncondition: sel",
+    "keywords": "keywords:\n  - 'perfc.dat'\n  - 'Σσ'\n  - 4444\ncondition: keywords",
+    "keyword_one": "keywords:\n  - '\\\\perfc.dat'\ncondition: keywords",
+    # enough literals for the bucket to move to Hyperscan (and so to the atom prefilter)
+    "images": "sel:\n  Image|endswith: ['\\\\a1.exe', '\\\\b2.exe', '\\\\c3.exe', '\\\\d4.exe', '\\\\e5.exe']\n"
+              "condition: sel",
+}
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fast-rules")
+    for n, (name, det) in enumerate(RULES.items()):
+        body = textwrap.indent(det, "  ")
+        (tmp / f"{name}.yml").write_text(
+            f"title: {name}\nid: 6e0b6a54-0000-4000-8000-{n:012d}\nstatus: test\nlevel: high\n"
+            f"logsource:\n  category: network_connection\n  product: windows\ndetection:\n{body}\n",
+            encoding="utf-8")
+    rs = load_rules([tmp])
+    assert not rs.rejected and len(rs.rules) == len(RULES), rs.rejected
+    return Engine(rs, hyperscan_after=0, atoms=True), Engine(rs, use_hyperscan=False)
+
+
+def _brute(engine, f):
+    b = engine.bucket(f.get("Channel"), f.get("EventID"))
+    low = Low(f)
+    return [u.rule.id for u in b.units if u.pred is True or (u.pred is not False and u.pred(f, low))]
+
+
+def _plain(rule_title, f):
+    """The plain reading of each test rule, written out."""
+    def text(v):
+        return v.lower() if isinstance(v, str) else as_text(v).lower() if as_text(v) is not None else None
+
+    def texts(v):
+        items = v if isinstance(v, list) else [v]
+        return [t for t in (text(x) for x in items if x is not None) if t is not None]
+
+    def is_bool(v, b):
+        items = v if isinstance(v, list) else [v]
+        return any((x is b) if isinstance(x, bool) else isinstance(x, str) and x.lower() == str(b).lower()
+                   for x in items)
+
+    def port(v, ns):
+        return any(_one_number(v, n, False) for n in ns)
+
+    values = [texts(v) for k, v in f.items() if k not in compile.SYSTEM_FIELDS]
+    if rule_title == "ports":
+        return is_bool(f.get("Initiated"), True) and port(f.get("DestinationPort"), (4444, 8080, 0, 65535))
+    if rule_title == "not_port":
+        return any(t.endswith(".exe") for t in texts(f.get("Image"))) and not port(f.get("DestinationPort"), [443])
+    if rule_title == "bool_false":
+        return is_bool(f.get("Initiated"), False) and any("x" in t for t in texts(f.get("Image")))
+    if rule_title == "images":
+        return any(t.endswith(("\\a1.exe", "\\b2.exe", "\\c3.exe", "\\d4.exe", "\\e5.exe"))
+                   for t in texts(f.get("Image")))
+    needles = ["perfc.dat", "σσ", "4444"] if rule_title == "keywords" else ["\\perfc.dat"]
+    return any(n in t for ts in values for t in ts for n in needles)
+
+
+event_values = st.one_of(st.text(alphabet=TRICKY + "perfc.datxe", max_size=16), number_values,
+                         st.sampled_from(["C:\\x\\perfc.dat", "PERFC.DAT", "a.EXE", "ΣΣ", "4444", "TRUE", "False"]),
+                         st.lists(st.one_of(st.text(alphabet="perfc.dat\\ΣTRUE", max_size=10), st.booleans(),
+                                            st.integers(4440, 4450)), max_size=3))
+
+
+@needs_hyperscan
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["Initiated", "DestinationPort", "Image", "Other", "Computer"]),
+                       event_values, max_size=5))
+def test_fast_paths_equal_the_plain_reading(engines, fields):
+    atom_engine, literal_engine = engines
+    f = {"Channel": SYSMON, "EventID": 3, **fields}
+    b = atom_engine.bucket(SYSMON, 3)
+    assert b.atom_scan is not None
+    titles = {r.id: r.title for r in literal_engine.ruleset.rules}
+    want = [r.id for r in literal_engine.ruleset.rules if _plain(r.title, f)]
+    assert sorted(_brute(literal_engine, f)) == sorted(want), [titles[i] for i in want]
+    assert [r.id for r in atom_engine.match_fields(f)] == _brute(literal_engine, f)
+    assert [r.id for r in literal_engine.match_fields(f)] == _brute(literal_engine, f)
+
+
+keyword_words = st.lists(st.sampled_from(["mimikatz", "sekurlsa::", "Σσ", "ß", "😀", "4688", "tRuE", "perfc",
+                                          "İ", "k", "a b"]), min_size=1, max_size=5)
+
+
+@pytest.mark.skipif(compile.tagged_join is None, reason="the C extension is not built")
+@settings(max_examples=400, deadline=None)
+@given(keyword_words, st.dictionaries(st.sampled_from(["CommandLine", "Data", "Computer", "Other", "EventID"]),
+                                      st.one_of(st.text(alphabet=TRICKY + "mikatzperfc", max_size=12),
+                                                st.integers(0, 5000), st.booleans(), st.none(),
+                                                st.floats(allow_nan=False),
+                                                st.lists(st.one_of(st.text(alphabet=TRICKY, max_size=6),
+                                                                   st.none(), st.integers(4680, 4690)),
+                                                         max_size=2)), max_size=4))
+def test_joined_keywords_equal_the_value_loop(words, fields):
+    """Keywords over the joined text answer what the loop over each value answers."""
+    vals = [SigmaString(w) for w in words]
+    fast, _, _ = (c := _Compiler(None, None)).keywords(vals)
+    fast_pred = c.em.function(fast)
+    join, compile.tagged_join = compile.tagged_join, None
+    try:
+        plain, _, _ = (p := _Compiler(None, None)).keywords(vals)
+    finally:
+        compile.tagged_join = join
+    plain_pred = p.em.function(plain)
+    assert fast_pred(fields, Low(fields)) == plain_pred(fields, Low(fields))
