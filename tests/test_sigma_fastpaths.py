@@ -28,8 +28,8 @@ number_texts = st.one_of(st.integers(-3, 700).map(str), st.sampled_from(
     ["0", "-0", "00", "0100", "100.0", "100.5", "99.99999999999999999", "-0.0", " 100", "100 ", "+100", "1e2",
      "0x64", "１００", "100\x1d", "-5", "-5.00", "", "true"]))
 number_values = st.one_of(st.integers(-3, 700), number_texts, st.booleans(), st.none(),
-                          st.floats(-10, 700, allow_nan=False), st.lists(st.one_of(st.integers(0, 200), number_texts),
-                                                                         max_size=3))
+                          st.floats(-10, 700, allow_nan=False),
+                          st.lists(st.one_of(st.integers(0, 200), number_texts), max_size=3))
 
 
 def _one_number(v, n, hexok):
@@ -105,13 +105,14 @@ def test_numbers_and_bools_are_atoms():
 
 RULES = {
     "ports": "sel:\n  Initiated: true\n  DestinationPort: [4444, 8080, 0, 65535]\ncondition: sel",
-    "not_port": "sel:\n  Image|endswith: '.exe'\nfilter:\n  DestinationPort: 443\ncondition: sel and not filter",
+    "not_port": "sel:\n  Image|endswith: '.exe'\nfilter:\n  DestinationPort: 443\n"
+                "condition: sel and not filter",
     "bool_false": "sel:\n  Initiated: false\n  Image|contains: 'x'\ncondition: sel",
     "keywords": "keywords:\n  - 'perfc.dat'\n  - 'Σσ'\n  - 4444\ncondition: keywords",
     "keyword_one": "keywords:\n  - '\\\\perfc.dat'\ncondition: keywords",
     # enough literals for the bucket to move to Hyperscan (and so to the atom prefilter)
-    "images": "sel:\n  Image|endswith: ['\\\\a1.exe', '\\\\b2.exe', '\\\\c3.exe', '\\\\d4.exe', '\\\\e5.exe']\n"
-              "condition: sel",
+    "images": "sel:\n  Image|endswith: ['\\\\a1.exe', '\\\\b2.exe', '\\\\c3.exe', '\\\\d4.exe',"
+              " '\\\\e5.exe']\ncondition: sel",
 }
 
 
@@ -156,7 +157,8 @@ def _plain(rule_title, f):
     if rule_title == "ports":
         return is_bool(f.get("Initiated"), True) and port(f.get("DestinationPort"), (4444, 8080, 0, 65535))
     if rule_title == "not_port":
-        return any(t.endswith(".exe") for t in texts(f.get("Image"))) and not port(f.get("DestinationPort"), [443])
+        return (any(t.endswith(".exe") for t in texts(f.get("Image")))
+                and not port(f.get("DestinationPort"), [443]))
     if rule_title == "bool_false":
         return is_bool(f.get("Initiated"), False) and any("x" in t for t in texts(f.get("Image")))
     if rule_title == "images":
@@ -167,7 +169,8 @@ def _plain(rule_title, f):
 
 
 event_values = st.one_of(st.text(alphabet=TRICKY + "perfc.datxe", max_size=16), number_values,
-                         st.sampled_from(["C:\\x\\perfc.dat", "PERFC.DAT", "a.EXE", "ΣΣ", "4444", "TRUE", "False"]),
+                         st.sampled_from(["C:\\x\\perfc.dat", "PERFC.DAT", "a.EXE", "ΣΣ", "4444", "TRUE",
+                                          "False"]),
                          st.lists(st.one_of(st.text(alphabet="perfc.dat\\ΣTRUE", max_size=10), st.booleans(),
                                             st.integers(4440, 4450)), max_size=3))
 
@@ -194,13 +197,12 @@ keyword_words = st.lists(st.sampled_from(["mimikatz", "sekurlsa::", "Σσ", "ß"
 
 @pytest.mark.skipif(compile.tagged_join is None, reason="the C extension is not built")
 @settings(max_examples=400, deadline=None)
-@given(keyword_words, st.dictionaries(st.sampled_from(["CommandLine", "Data", "Computer", "Other", "EventID"]),
-                                      st.one_of(st.text(alphabet=TRICKY + "mikatzperfc", max_size=12),
-                                                st.integers(0, 5000), st.booleans(), st.none(),
-                                                st.floats(allow_nan=False),
-                                                st.lists(st.one_of(st.text(alphabet=TRICKY, max_size=6),
-                                                                   st.none(), st.integers(4680, 4690)),
-                                                         max_size=2)), max_size=4))
+@given(keyword_words,
+       st.dictionaries(st.sampled_from(["CommandLine", "Data", "Computer", "Other", "EventID"]),
+                       st.one_of(st.text(alphabet=TRICKY + "mikatzperfc", max_size=12), st.integers(0, 5000),
+                                 st.booleans(), st.none(), st.floats(allow_nan=False),
+                                 st.lists(st.one_of(st.text(alphabet=TRICKY, max_size=6), st.none(),
+                                                    st.integers(4680, 4690)), max_size=2)), max_size=4))
 def test_joined_keywords_equal_the_value_loop(words, fields):
     """Keywords over the joined text answer what the loop over each value answers."""
     vals = [SigmaString(w) for w in words]
