@@ -589,3 +589,62 @@ def test_the_workers_walk_the_directories_as_a_local_walk(cluster, many_small, h
     assert listed(cluster.discover) == local
     monkeypatch.setattr(cl, "WALK_LEVELS", 1)
     assert listed(cluster.discover) == local
+
+
+def test_hunting_starts_while_the_workers_still_list(cluster, pack, attack, tmp_path):
+    """The walk overlaps the hunt: the inputs of each listing are hunted as soon as it (and those
+    before it) are in. Two hosts' logs under two URL prefixes on a loopback HTTP server, each
+    prefix listed by its own task; the server holds the second listing back until a hunting
+    task has fetched a file of the first (at most 30 s). Had the hunt waited for the last
+    listing, the server would have given up waiting. The alerts, the summary and the problem
+    lines (the walk's -- a missing path named last -- before the hunt's -- a bad line --, as locally)
+    are those of a local hunt of the same URLs."""
+    root = tmp_path / "www"
+    hosts = [p for p in sorted(attack.iterdir()) if p.is_dir() and (p / "System.jsonl").is_file()][:2]
+    for sub, host in zip("ab", hosts, strict=True):
+        (root / sub).mkdir(parents=True)
+        for f in sorted(host.iterdir()):
+            (root / sub / f.name).write_bytes(f.read_bytes())
+    (root / "a" / "bad.jsonl").write_text('{"EventID": 7045, "Channel": "System"}\n{not json\n')
+    armed, hunted = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    class Holding(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.rstrip("/")
+            if armed.is_set() and path.startswith("/a/"):
+                order.append("hunt a")
+                hunted.set()
+            elif armed.is_set() and path == "/b":
+                order.append("list b: " + ("after a hunting task" if hunted.wait(30) else "gave up waiting"))
+            super().do_GET()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Holding, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    paths = [f"{base}/a/", f"{base}/b/", str(tmp_path / "missing")]
+    rs, engine = pack
+
+    def hunt(**kw):
+        lines: list[str] = []
+        res = run_hunt(paths, rs, engine=engine, on_error=lambda e: lines.append(e.line()), **kw)
+        return res, lines
+
+    try:
+        local, local_lines = hunt()
+        assert _alerts(local) and len(local_lines) == 3 and "missing" in local_lines[0]
+        armed.set()
+        remote, remote_lines = hunt(map_units=cluster.map_units(cl.rule_payload([str(PACK_DIR)])),
+                                    expand=cluster.discover)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "list b: after a hunting task" in order and order.index("hunt a") < order.index(
+        "list b: after a hunting task")
+    assert _alerts(remote) == _alerts(local)
+    _assert_same_summary(remote.summary, local.summary)
+    assert remote_lines == local_lines

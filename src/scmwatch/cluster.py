@@ -53,13 +53,13 @@ from scmwatch.correlate.partition import (
 )
 from scmwatch.events.model import ReadError, ReadStats
 from scmwatch.events.ranges import FileRange
-from scmwatch.events.read import InputFile, dir_inputs, discover, is_url, walk_level, walk_tree
+from scmwatch.events.read import InputFile, InputStream, dir_inputs, discover, is_url, walk_level, walk_tree
 from scmwatch.hunt import _CAND_KEY, _KEY, HuntContext, UnitResult, batch_result, hunt_unit
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.load import rule_files
 from scmwatch.sigma.tune import apply_tune, parse_tune
 from scmwatch.spill import SpillDir, read_stream
-from scmwatch.split import inline_links, replayed, split_units, unit_size
+from scmwatch.split import Waves, inline_links, replayed, split_units, unit_size
 
 LOCAL = "local"
 # Inputs per task: consecutive small files are batched and come back as ONE result, so that the
@@ -321,13 +321,16 @@ def _same(payload: RulePayload) -> RulePayload:
     return payload
 
 
-def _batches(units: list[tuple[int, Any]], workers: int, digests: bool = False) -> list[Batch]:
+def _batches(units: list[tuple[int, Any]], workers: int, digests: bool = False,
+             waves: int = 1) -> list[Batch]:
     """Consecutive whole files batched (BATCH_BYTES / BATCH_FILES, at most 1/(4 * workers) of
     the input's bytes), a range of a split file or a file of that size alone. Consecutive, so
     that a batch's result sits in unit order among the others; handed out largest first, a
-    split file's ranges in file order (as :func:`scmwatch.split.dispatch_order`)."""
+    split file's ranges in file order (as :func:`scmwatch.split.dispatch_order`). ``units``:
+    one of ``waves`` waves of the input (a walk still under way), which gets its share of the
+    tasks: 4 * workers / waves, at least one."""
     sizes = [unit_size(u) for _, u in units]
-    cap = max(1, min(BATCH_BYTES, sum(sizes) // (4 * max(1, workers))))
+    cap = max(1, min(BATCH_BYTES, sum(sizes) * max(1, waves) // (4 * max(1, workers))))
     out: list[tuple[int, list[tuple[int, Any]]]] = []
     cur: list[tuple[int, Any]] = []
     cur_bytes = 0
@@ -447,13 +450,18 @@ class Cluster:
     def worker_pids(self) -> list[int]:
         return list(self.client.run(os.getpid).values())
 
-    def discover(self, paths: Iterable[str], stats: ReadStats) -> list[InputFile]:
+    def discover(self, paths: Iterable[str], stats: ReadStats) -> InputStream | list[InputFile]:
         """``run_hunt(expand=...)``: the inputs of ``paths`` in the order, with the problems (in
         the order, same lines and counts) of :func:`~scmwatch.events.read.discover`, listed by
         the workers: directory trees walked and files ``stat``-ed there, URL prefixes listed
         there (with the workers' credentials). The client lists directory names only, a few
         levels down until there are a few subtrees per worker, and reads the other paths named
-        (files, pipes) itself, in their place."""
+        (files, pipes) itself, in their place.
+
+        With listing tasks, the inputs come as an :class:`~scmwatch.events.read.InputStream`:
+        one wave per listing (or path read here), in order, each as soon as it and those before
+        it are in, so that the hunt starts on the first while the workers list the rest. A
+        listing's problems are reported when its wave is taken."""
         want = LIST_TASKS_PER_WORKER * max(1, self.workers)
         runs: list[Any] = []  # in path order: runs of listing parts for the workers, or a local path
         for path in map(os.fspath, paths):
@@ -471,16 +479,22 @@ class Cluster:
             else:
                 slots.extend(self.client.submit(list_inputs, g, pure=False, retries=3)
                              for g in _grouped(run, want))
-        found: list[InputFile] = []
+        waves = self._waves(slots, stats)
+        if len(slots) == len(runs) and all(isinstance(s, str) for s in slots):
+            return [inp for wave in waves for inp in wave]  # nothing listed elsewhere
+        return InputStream(waves, expected=len(slots))
+
+    def _waves(self, slots: list[Any], stats: ReadStats) -> Iterator[list[InputFile]]:
+        """Each slot's inputs in order (a listing task's, or a path's read here), its problems
+        reported as it is taken; the listings not taken are cancelled when this stops."""
         try:
             for slot in slots:
                 packed, part, errors = (_listed(lambda st, p=slot: list(discover([p], st)))
                                         if isinstance(slot, str) else slot.result())
                 self._took(stats, part, errors)
-                found.extend(_unpacked(*packed))
+                yield _unpacked(*packed)
         finally:
             self.client.cancel([s for s in slots if not isinstance(s, str)])
-        return found
 
     @staticmethod
     def _took(stats: ReadStats, part: ReadStats, errors: list[ReadError]) -> None:
@@ -513,35 +527,45 @@ class Cluster:
 
         batches: dict[int, Any] = {}  # batch id -> its hunt future (holds its partitions' candidates)
 
-        def partitioned(ctx: HuntContext, units: list[tuple[int, Any]]) -> Iterator[UnitResult]:
+        def partitioned(ctx: HuntContext, waves: Waves) -> Iterator[UnitResult]:
             ctx.correlate_at = lambda results, resolved: self._correlate(
                 ctx, payload_future(), partitions or 1, batches, results, resolved)
-            work = _batches(units, self.workers, ctx.digests)
-            ids = range(len(batches), len(batches) + len(work))
-            remote = payload_future()
-            hunted = self.client.map(hunt_batch_parts, [remote] * len(work), work,
-                                     [partitions] * len(work), pure=False, retries=3)
-            batches.update(zip(ids, hunted, strict=True))
-            futures = dict(zip(self.client.map(_results, hunted, pure=False, retries=3), ids, strict=True))
+
+            def submit(units: list[tuple[int, Any]]) -> tuple[dict[Any, Any], dict[Any, int]]:
+                work = _batches(units, self.workers, ctx.digests, waves.expected)
+                ids = range(len(batches), len(batches) + len(work))
+                remote = payload_future()
+                hunted = self.client.map(hunt_batch_parts, [remote] * len(work), work,
+                                         [partitions] * len(work), pure=False, retries=3)
+                batches.update(zip(ids, hunted, strict=True))
+                results = self.client.map(_results, hunted, pure=False, retries=3)
+                futures = dict(zip(results, ids, strict=True))
+                return futures, self._digests(ctx, units)
+
             try:
-                for ref, r in self._arrivals(futures, self._digests(ctx, units)):
+                for ref, r in self._arrivals(map(submit, waves)):
                     r.cand_ref = ref
                     yield r
             except BaseException:  # interrupted: nothing will correlate what the workers keep
                 self.client.cancel(list(batches.values()))
                 raise
 
-        def mapper(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
+        def mapper(ctx: HuntContext, waves: Waves, jobs: int,
                    report: Callable[[ReadError], None] | None) -> Iterator[UnitResult]:
             if partitions and ctx.stage is not None:
-                yield from partitioned(ctx, units)
+                yield from partitioned(ctx, waves)
                 return
-            work = _batches(units, self.workers, ctx.digests)
-            futures = self.client.map(hunt_batch, [payload_future()] * len(work), work, pure=False, retries=3)
-            for _, r in self._arrivals(dict.fromkeys(futures), self._digests(ctx, units)):
+
+            def submit(units: list[tuple[int, Any]]) -> tuple[dict[Any, Any], dict[Any, int]]:
+                work = _batches(units, self.workers, ctx.digests, waves.expected)
+                futures = self.client.map(hunt_batch, [payload_future()] * len(work), work, pure=False,
+                                          retries=3)
+                return dict.fromkeys(futures), self._digests(ctx, units)
+
+            for _, r in self._arrivals(map(submit, waves)):
                 yield r
 
-        return split_units(mapper, workers=lambda: self.workers)
+        return split_units(mapper, workers=lambda: self.workers, waves=True)
 
     def _digests(self, ctx: HuntContext, units: list[tuple[int, Any]]) -> dict[Any, int]:
         """For the case (``ctx.digests``): a :func:`file_digest` task per split file, scheduled
@@ -552,36 +576,54 @@ class Cluster:
         futures = self.client.map(file_digest, [inp for _, inp in first], pure=False, retries=3)
         return dict(zip(futures, (i for i, _ in first), strict=True))
 
-    def _arrivals(self, results: dict[Any, Any],
-                  digests: dict[Any, int]) -> Iterator[tuple[Any, UnitResult]]:
-        """(what ``results`` maps its future to, the result) of each task as it finishes, each
-        unit once (a retried task's result may come twice); a split file's first range waits
-        for its file's digest, which the file's combined result then carries (it is built from
-        the first range's: :func:`scmwatch.split.combine`)."""
+    def _arrivals(self, submitted: Iterable[tuple[dict[Any, Any], dict[Any, int]]]
+                  ) -> Iterator[tuple[Any, UnitResult]]:
+        """(what a wave's ``results`` maps its future to, the result) of each task as it finishes,
+        each unit once (a retried task's result may come twice); a split file's first range
+        waits for its file's digest, which the file's combined result then carries (it is built
+        from the first range's: :func:`scmwatch.split.combine`). ``submitted``: per wave of
+        units, the futures of its tasks (-> what they stand for) and of its digests (-> the unit
+        index of the file's first range); between waves (taking the next one may wait for a
+        listing) the results already in are handed on."""
         from distributed import as_completed
 
-        first = {i: fut for fut, i in digests.items()}
+        results: dict[Any, Any] = {}
+        digests: dict[Any, int] = {}
+        first: dict[int, Any] = {}
         waiting: dict[int, tuple[Any, UnitResult]] = {}
         seen: set[int] = set()
+        arrived = as_completed()
+
+        def took(fut: Any) -> Iterator[tuple[Any, UnitResult]]:
+            if fut in digests:
+                got = waiting.pop(digests[fut], None)
+                if got is not None:
+                    got[1].digest = fut.result()
+                    yield got
+                return
+            r = fut.result()
+            if r.index in seen:
+                return
+            seen.add(r.index)
+            digest = first.get(r.index)
+            if digest is not None and not digest.done():
+                waiting[r.index] = (results[fut], r)
+                return
+            if digest is not None:
+                r.digest = digest.result()
+            yield results[fut], r
+
         try:
-            for fut in as_completed([*results, *digests]):
-                if fut in digests:
-                    got = waiting.pop(digests[fut], None)
-                    if got is not None:
-                        got[1].digest = fut.result()
-                        yield got
-                    continue
-                r = fut.result()
-                if r.index in seen:
-                    continue
-                seen.add(r.index)
-                digest = first.get(r.index)
-                if digest is not None and not digest.done():
-                    waiting[r.index] = (results[fut], r)
-                    continue
-                if digest is not None:
-                    r.digest = digest.result()
-                yield results[fut], r
+            for wave_results, wave_digests in submitted:
+                results.update(wave_results)
+                digests.update(wave_digests)
+                first.update((i, fut) for fut, i in wave_digests.items())
+                arrived.update([*wave_results, *wave_digests])
+                while arrived.has_ready():
+                    for fut in arrived.next_batch(block=False):
+                        yield from took(fut)
+            for fut in arrived:
+                yield from took(fut)
         finally:
             self.client.cancel([*results, *digests])
 

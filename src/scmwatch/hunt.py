@@ -52,8 +52,8 @@ from scmwatch.events.enrich import Enricher, LineageFacts, Pending, classify, gl
 from scmwatch.events.lineage import SERVICES_EXE
 from scmwatch.events.model import Event, ReadError, ReadGate, ReadStats
 from scmwatch.events.ranges import FileRange, read_range
-from scmwatch.events.read import InputFile, discover, read_input
-from scmwatch.progress import Progress, unit_bytes
+from scmwatch.events.read import InputFile, InputStream, discover, read_input
+from scmwatch.progress import Progress, input_size, unit_bytes
 from scmwatch.readiness import Readiness
 from scmwatch.sigma import CompiledRule, Engine, RuleSet
 from scmwatch.sigma.cache import freeze_gc, unfreeze_gc
@@ -778,11 +778,16 @@ def run_hunt(
     copy-on-write them by touching GC headers.
     """
     spill = SpillDir(spill_dir)
+    stream: InputStream | None = None
     freeze_gc()
     try:
         start = time.perf_counter()
         stats = ReadStats(on_error=on_error)
-        inputs = list(expand(paths, stats))
+        found = expand(paths, stats)
+        # a walk whose inputs arrive in waves (a cluster's workers list the directories): hunted
+        # as they arrive, their problems reported after the walk's, as those of a local walk
+        stream = found if isinstance(found, InputStream) else None
+        inputs = stream if stream is not None else list(found)
         ctx = HuntContext(ruleset, spill, engine=engine, lateness=lateness, min_level=min_level,
                           run_size=run_size, enrich=enrich, correlation_caps=correlation_caps)
         ctx.split_bytes = split_bytes
@@ -796,13 +801,20 @@ def run_hunt(
         # closed on the way out: interrupted here, the pool is terminated before the spill dir
         # is removed (a worker still writing into it left it behind)
         closing = contextlib.closing(units) if hasattr(units, "close") else contextlib.nullcontext()
-        with Progress(inputs, enabled=show_progress) as bar, closing:
+        held: list[ReadError] = []  # a stream's hunt problems while its walk goes on
+        bar_of = Progress(inputs if stream is None else [], enabled=show_progress, growing=stream is not None)
+        with bar_of as bar, closing:
             ctx.progress = bar.advance
+            if stream is not None:
+                stream.on_wave = lambda wave: bar.grow(input_size(wave))
             for r in units:
                 merge.add(r)
                 if on_error is not None:
-                    for err in r.errors:
-                        on_error(err)
+                    held += r.errors
+                    if stream is None or stream.done:
+                        for err in held:
+                            on_error(err)
+                        held.clear()
                 r.errors = []
                 tuned_out += r.tuned_out
                 if not r.progress_done:
@@ -810,6 +822,8 @@ def run_hunt(
                               else unit_bytes(inputs[r.index]))
                     bar.advance(nbytes, r.stats.events if r.stats else 0)
             ctx.progress = None
+        for err in held if on_error is not None else ():
+            on_error(err)
         counts = _AlertCounts()
         collected: list[Alert] = []
         emit = sink if sink is not None else collected.append
@@ -850,6 +864,8 @@ def run_hunt(
         summary["lineage"] = merge.lineage
         return HuntResult(collected, summary, stats, stats.exit_code, ready)
     finally:
+        if stream is not None:
+            stream.close()  # interrupted: the listings still under way are not waited for
         unfreeze_gc()
         spill.cleanup()
 

@@ -36,10 +36,12 @@ def input_size(paths: Sequence[Any]) -> int:
 class Progress:
     """``with Progress(inputs) as bar: ... bar.file_done(inp); bar.events(n)``; a no-op off-terminal."""
 
-    def __init__(self, inputs: Sequence[Any], enabled: bool | None = None) -> None:
+    def __init__(self, inputs: Sequence[Any], enabled: bool | None = None, growing: bool = False) -> None:
+        """``growing``: more inputs come while the bar runs (:meth:`grow`); the bar is then drawn
+        on a terminal whatever the bytes known at the start."""
         total = input_size(inputs)
         if enabled is None:
-            enabled = sys.stderr.isatty() and total >= LARGE_INPUT
+            enabled = sys.stderr.isatty() and (growing or total >= LARGE_INPUT)
         self._bar = None
         self._task = None
         self._done = 0
@@ -67,6 +69,12 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+    def grow(self, nbytes: int) -> None:
+        """``nbytes`` more to read: inputs found since the bar started."""
+        self._total += nbytes
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, total=self._total)
 
     def file_done(self, inp: Any, events: int) -> None:
         if self._bar is None:

@@ -50,7 +50,7 @@ from scmwatch.correlate.partition import chained
 from scmwatch.events.enrich import LineageFacts
 from scmwatch.events.model import ReadError, ReadStats
 from scmwatch.events.ranges import FileRange, split_file
-from scmwatch.events.read import read_input
+from scmwatch.events.read import InputStream, read_input
 from scmwatch.spill import Stream, read_stream, write_run
 
 if TYPE_CHECKING:
@@ -72,50 +72,90 @@ Report = Callable[[ReadError], None] | None
 PairMapper = Callable[["HuntContext", list[tuple[int, Any]], int, Report], Iterator["UnitResult"]]
 
 
-def split_units(pairs: PairMapper,
-                workers: Callable[[], int] | None = None) -> Callable[..., Iterator[UnitResult]]:
+class Waves:
+    """(unit index, unit) pairs in waves, for a runner that starts each wave's units as it
+    arrives (``split_units(waves=True)``): ``expected`` waves or so in all."""
+
+    def __init__(self, waves: Iterable[list[tuple[int, Any]]], expected: int = 1) -> None:
+        self._waves = waves
+        self.expected = max(1, expected)
+
+    def __iter__(self) -> Iterator[list[tuple[int, Any]]]:
+        return iter(self._waves)
+
+
+def split_units(pairs: PairMapper, workers: Callable[[], int] | None = None,
+                waves: bool = False) -> Callable[..., Iterator[UnitResult]]:
     """A ``run_hunt(map_units=...)`` that splits large files and runs every unit with ``pairs``.
 
     ``workers`` tells how many units run at once (a cluster's worker count); by default the
     ``jobs`` that ``run_hunt`` passes. Splitting needs more than one and the default reader
-    (``--keep-events`` reads whole files through the event keeper)."""
+    (``--keep-events`` reads whole files through the event keeper). With ``waves``, ``pairs``
+    takes :class:`Waves` instead of a list: the units of each wave of an
+    :class:`~scmwatch.events.read.InputStream` as it arrives (a walk still under way), so that
+    they are hunted while the walk goes on; their indexes are those of the whole walk."""
 
-    def mapper(ctx: HuntContext, inputs: list[Any], jobs: int, report: Report) -> Iterator[UnitResult]:
+    def mapper(ctx: HuntContext, inputs: Any, jobs: int, report: Report) -> Iterator[UnitResult]:
         n = workers() if workers is not None else jobs
         can_split = n > 1 and ctx.read is read_input
+        streamed = waves and isinstance(inputs, InputStream)
+        if not streamed:
+            inputs = list(inputs)
         units: list[Any] = []
         file_of: list[int] = []
         first: dict[int, int] = {}
         ranges: dict[int, int] = {}
-        for fi, inp in enumerate(inputs):
-            parts = split_file(inp, RANGES_PER_JOB * n, ctx.split_bytes) if can_split else None
-            first[fi] = len(units)
-            if parts:
-                ranges[fi] = len(parts)
-                units.extend(parts)
-                file_of.extend([fi] * len(parts))
-            else:
-                units.append(inp)
-                file_of.append(fi)
-        used = max(1, min(n, len(units)))
-        ctx.parallelism = {"jobs": used, "units": len(units), "files_split": len(ranges),
-                           "ranges": sum(ranges.values()), "files_reread_whole": 0}
+        replays: dict[int, _Replay] = {}
+        planned: list[Any] = []  # the inputs planned so far (a stream's, as they arrive)
+        # the run's one input split: its candidates are correlated as they come in (docstring);
+        # a stream's inputs are not known in advance, so not then
+        early = (not streamed and len(inputs) == 1 and ctx.stage is not None and ctx.correlate_at is None)
+        ctx.parallelism = {"jobs": n, "units": 0, "files_split": 0, "ranges": 0, "files_reread_whole": 0}
+
+        def plan(wave: list[Any]) -> list[tuple[int, Any]]:
+            """The (unit index, unit) pairs of a wave of inputs, large files as ranges."""
+            out: list[tuple[int, Any]] = []
+            for fi, inp in enumerate(wave, len(planned)):
+                parts = split_file(inp, RANGES_PER_JOB * n, ctx.split_bytes) if can_split else None
+                first[fi] = len(units)
+                if parts:
+                    ranges[fi] = len(parts)
+                    replays[fi] = _Replay(ctx, fi, len(parts), early)
+                    out.extend(zip(range(len(units), len(units) + len(parts)), parts, strict=True))
+                    units.extend(parts)
+                    file_of.extend([fi] * len(parts))
+                else:
+                    out.append((len(units), inp))
+                    units.append(inp)
+                    file_of.append(fi)
+            planned.extend(wave)
+            ctx.parallelism.update(jobs=max(1, min(n, len(units))), units=len(units), files_split=len(ranges),
+                                   ranges=sum(ranges.values()))
+            return out
+
+        def stream_waves() -> Iterator[list[tuple[int, Any]]]:
+            while (wave := inputs.next_wave()) is not None:
+                yield plan(wave)
+
+        if streamed:
+            first_pass = pairs(ctx, Waves(stream_waves(), inputs.expected), n, report)
+        else:
+            units_of = plan(inputs)
+            used = ctx.parallelism["jobs"]
+            first_pass = pairs(ctx, Waves([units_of]) if waves else units_of, used, report)
         done: dict[int, UnitResult] = {}
         redo: list[int] = []
         deferred = [False]  # did any unit defer a process parent to the merge step
-        # the run's one input split: its candidates are correlated as they come in (docstring)
-        early = len(inputs) == 1 and bool(ranges) and ctx.stage is not None and ctx.correlate_at is None
-        first_pass = pairs(ctx, list(enumerate(units)), used, report)
         with contextlib.closing(first_pass):  # closed at once when the hunt is interrupted
-            yield from _gathered(ctx, first_pass, units, file_of, ranges, done, redo, deferred, early)
+            yield from _gathered(ctx, first_pass, units, file_of, replays, done, redo, deferred)
         if deferred[0]:
             redo.extend(done)
             done.clear()
         yield from done.values()
         if redo:
             ctx.parallelism["files_reread_whole"] = len(redo)
-            whole = [(first[fi], inputs[fi]) for fi in sorted(redo)]
-            again = pairs(ctx, whole, max(1, min(n, len(whole))), report)
+            whole = [(first[fi], planned[fi]) for fi in sorted(redo)]
+            again = pairs(ctx, Waves([whole]) if waves else whole, max(1, min(n, len(whole))), report)
             with contextlib.closing(again):
                 for r in again:
                     _by_file(r, file_of)
@@ -126,16 +166,16 @@ def split_units(pairs: PairMapper,
 
 
 def _gathered(ctx: HuntContext, results: Iterator[UnitResult], units: list[Any], file_of: list[int],
-              ranges: dict[int, int], done: dict[int, UnitResult], redo: list[int],
-              deferred: list[bool], early: bool) -> Iterator[UnitResult]:
+              replays: dict[int, _Replay], done: dict[int, UnitResult], redo: list[int],
+              deferred: list[bool]) -> Iterator[UnitResult]:
     """Pass whole files' results on (indexed by file); replay each split file's ranges as they
-    come in, in file order (and with ``early`` correlate them), and when all are in combine them
-    (``done``) or mark the file to be hunted again whole (``redo``)."""
-    replays: dict[int, _Replay] = {fi: _Replay(ctx, fi, n, early) for fi, n in ranges.items()}
+    come in, in file order (``replays``: by file, each with its stage when the ranges are
+    correlated as they come in), and when all are in combine them (``done``) or mark the file
+    to be hunted again whole (``redo``)."""
     for r in results:
         fi = file_of[r.index]
         deferred[0] = deferred[0] or bool(r.deferred)
-        if fi not in ranges:  # a whole file, or a batch of them
+        if fi not in replays:  # a whole file, or a batch of them
             _by_file(r, file_of)
             yield r
             continue

@@ -255,6 +255,58 @@ def discover(paths: Iterable[str], stats: ReadStats) -> Iterator[InputFile]:
             stats.error(path, "unreadable", "not a regular file, directory or pipe (a device or socket)")
 
 
+class InputStream:
+    """The inputs of a walk that arrive in waves, in walk order: a cluster's workers list the
+    directories while the inputs of the first listings are already being hunted
+    (``run_hunt(expand=...)``). Iterating it gives every input, waiting for each wave; indexing
+    and ``len`` see the inputs arrived so far; a unit mapper takes each wave as it arrives
+    (:meth:`next_wave`). ``expected``: about how many waves come (a mapper gives each wave its
+    share of the tasks); ``on_wave`` is called with each wave as it arrives (the progress
+    bar's total); ``done``: the last wave is in."""
+
+    def __init__(self, waves: Iterable[list[InputFile]], expected: int = 1) -> None:
+        self._waves = iter(waves)
+        self.arrived: list[InputFile] = []
+        self.expected = max(1, expected)
+        self.done = False
+        self.on_wave: Callable[[list[InputFile]], None] | None = None
+
+    def next_wave(self) -> list[InputFile] | None:
+        """The next wave (waiting for it), or None after the last."""
+        if self.done:
+            return None
+        wave = next(self._waves, None)
+        if wave is None:
+            self.done = True
+            return None
+        self.arrived.extend(wave)
+        if self.on_wave is not None:
+            self.on_wave(wave)
+        return wave
+
+    def close(self) -> None:
+        """Stop waiting for the waves still to come (an interrupted hunt)."""
+        close = getattr(self._waves, "close", None)
+        if close is not None:
+            close()
+        self.done = True
+
+    def __iter__(self) -> Iterator[InputFile]:
+        i = 0
+        while True:
+            while i < len(self.arrived):
+                yield self.arrived[i]
+                i += 1
+            if self.next_wave() is None:
+                return
+
+    def __len__(self) -> int:
+        return len(self.arrived)
+
+    def __getitem__(self, i: int) -> InputFile:
+        return self.arrived[i]
+
+
 def _why(exc: OSError) -> str:
     """An OSError as the user should read it (``os.strerror`` says "Too many levels of ...")."""
     if exc.errno == errno.ELOOP:
