@@ -211,18 +211,26 @@ def test_cluster_splits_one_large_evtx_by_chunk_ranges(cluster, pack, tmp_path):
     assert parted.summary["correlation"]["candidates"] == local.summary["correlation"]["candidates"] > 0
 
 
-def test_cluster_replays_link_facts_across_ranges(cluster, pack, tmp_path):
+def test_cluster_replays_link_facts_across_ranges(cluster, pack, tmp_path, monkeypatch):
     """Link facts of one NDJSON file that decide two correlations ranges later: the ranges' link
     events replayed by the client (one correlation) or inside each partition (two), the alerts,
-    facts, candidates and whole summary of the whole-file hunt."""
+    facts, candidates and whole summary of the whole-file hunt. The ranges' line numbers (the
+    alerts' record ids) are counted by the workers: the client counts none of the file's lines."""
     from lateral_ndjson import lateral
+    from scmwatch.events import ranges
 
     path = lateral(tmp_path)
     rs, engine = pack
     local = run_hunt([str(path)], rs, engine=engine)
     chains = [a for a in _alerts(local) if a["title"].startswith("Lateral movement chain")]
     assert len(chains) == 2
+    assert any(a["record_id"] > 200 for a in _alerts(local))  # in a later range (50 lines each)
     payload = cl.rule_payload([str(PACK_DIR)])
+
+    def not_here(*args):
+        raise AssertionError("the client counted lines")
+
+    monkeypatch.setattr(ranges.LineCounter, "first_line", not_here)
     for partitions in (None, 2):
         remote = run_hunt([str(path)], rs, engine=engine, split_bytes=1 << 12,
                           map_units=cluster.map_units(payload, partitions))

@@ -35,7 +35,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from scmwatch.correlate.partition import (
     stream_order,
 )
 from scmwatch.events.model import ReadError, ReadStats
-from scmwatch.events.ranges import FileRange
+from scmwatch.events.ranges import FileRange, count_newlines
 from scmwatch.events.read import InputFile, InputStream, dir_inputs, discover, is_url, walk_level, walk_tree
 from scmwatch.hunt import _CAND_KEY, _KEY, HuntContext, UnitResult, batch_result, hunt_unit
 from scmwatch.sigma import load_rules
@@ -192,24 +192,38 @@ def file_digest(inp: Any) -> tuple[str | None, int | None, bytes]:
 class Batch:
     """A task's (unit index, unit) pairs as one opaque argument: Dask walks the lists, tuples
     and dataclasses of a task's arguments in search of futures, which cost the client ~13
-    calls per small file (measured: a third of its CPU on the dev corpus)."""
+    calls per small file (measured: a third of its CPU on the dev corpus).
+
+    An NDJSON range travels without its file's line counter: its first line number comes from
+    :func:`~scmwatch.events.ranges.count_newlines` tasks over the ranges before it, passed to
+    its task (:meth:`numbered`), so that the client reads none of a large file's bytes."""
 
     __slots__ = ("digests", "units")
 
     def __init__(self, units: list[tuple[int, Any]], digests: bool = False) -> None:
-        self.units = units
+        self.units = [(i, replace(u, lines=None)) if type(u) is FileRange and u.lines is not None else (i, u)
+                      for i, u in units]
         self.digests = digests  # also hash each whole file for the case (HuntContext.digests)
 
+    def numbered(self, counts: tuple[int, ...]) -> list[tuple[int, Any]]:
+        """The units, an NDJSON range given its first line number from the newline counts of
+        the ranges before it (a range is alone in its batch)."""
+        if not counts:
+            return self.units
+        (i, unit), = self.units
+        return [(i, replace(unit, counted=1 + sum(counts)))]
 
-def hunt_batch(payload: RulePayload, batch: Batch) -> UnitResult:
+
+def hunt_batch(payload: RulePayload, batch: Batch, *counts: int) -> UnitResult:
     """A worker task: hunt each (index, unit) with the payload's rules (a unit: an input file or
-    a range of one); one result for all, in memory."""
+    a range of one); one result for all, in memory. ``counts``: for an NDJSON range, the
+    newlines of its file's ranges before it."""
     ctx = _context(payload)
-    return batch_result([_hunt(ctx, i, unit, batch.digests) for i, unit in batch.units])
+    return batch_result([_hunt(ctx, i, unit, batch.digests) for i, unit in batch.numbered(counts)])
 
 
-def hunt_batch_parts(payload: RulePayload, batch: Batch,
-                     partitions: int) -> tuple[UnitResult, list[list[tuple]]]:
+def hunt_batch_parts(payload: RulePayload, batch: Batch, partitions: int,
+                     *counts: int) -> tuple[UnitResult, list[list[tuple]], list[tuple]]:
     """A worker task when correlation is partitioned: :func:`hunt_batch`, but the candidates
     stay here, cut into ``partitions`` lists (``Router``), and whole for when one correlator
     must see them all (``late_possible``); the result carries none, only how far they are out of
@@ -218,7 +232,7 @@ def hunt_batch_parts(payload: RulePayload, batch: Batch,
     ctx = _context(payload)
     router = Router(ctx.stage, Plan(ctx.stage.specs, partitions))
     lateness_us = ctx.stage.correlator.buffer.lateness_us
-    results = [_hunt(ctx, i, unit, batch.digests) for i, unit in batch.units]
+    results = [_hunt(ctx, i, unit, batch.digests) for i, unit in batch.numbered(counts)]
     for r in results:
         inline_links(r)  # a range's link events back among its candidates, replayed where kept
         r.order = stream_order(r.cand_mem, lateness_us)
@@ -534,9 +548,7 @@ class Cluster:
             def submit(units: list[tuple[int, Any]]) -> tuple[dict[Any, Any], dict[Any, int]]:
                 work = _batches(units, self.workers, ctx.digests, waves.expected)
                 ids = range(len(batches), len(batches) + len(work))
-                remote = payload_future()
-                hunted = self.client.map(hunt_batch_parts, [remote] * len(work), work,
-                                         [partitions] * len(work), pure=False, retries=3)
+                hunted = self._tasks(hunt_batch_parts, payload_future(), work, units, partitions)
                 batches.update(zip(ids, hunted, strict=True))
                 results = self.client.map(_results, hunted, pure=False, retries=3)
                 futures = dict(zip(results, ids, strict=True))
@@ -558,14 +570,40 @@ class Cluster:
 
             def submit(units: list[tuple[int, Any]]) -> tuple[dict[Any, Any], dict[Any, int]]:
                 work = _batches(units, self.workers, ctx.digests, waves.expected)
-                futures = self.client.map(hunt_batch, [payload_future()] * len(work), work, pure=False,
-                                          retries=3)
+                futures = self._tasks(hunt_batch, payload_future(), work, units)
                 return dict.fromkeys(futures), self._digests(ctx, units)
 
             for _, r in self._arrivals(map(submit, waves)):
                 yield r
 
         return split_units(mapper, workers=lambda: self.workers, waves=True)
+
+    def _tasks(self, fn: Callable[..., Any], remote: Any, work: list[Batch], units: list[tuple[int, Any]],
+               *args: Any) -> list[Any]:
+        """One ``fn(payload, batch, *args)`` task per batch, in order; an NDJSON range's also
+        gets the futures of the newline counts of its file's ranges before it (one
+        :func:`~scmwatch.events.ranges.count_newlines` task per range but the last, on the
+        workers: the client reads none of the file)."""
+        ranges: dict[Any, list[FileRange]] = {}
+        for _, u in units:
+            if type(u) is FileRange and u.fmt == "ndjson" and u.part < u.parts - 1:
+                ranges.setdefault(u.inp, []).append(u)
+        counts: dict[tuple[Any, int], Any] = {}
+        for inp, rs in ranges.items():
+            futures = self.client.map(count_newlines, [inp.path] * len(rs), [r.start for r in rs],
+                                      [r.end for r in rs], pure=False, retries=3)
+            counts.update(((inp, r.part), f) for r, f in zip(rs, futures, strict=True))
+
+        def before(batch: Batch) -> list[Any]:
+            unit = batch.units[0][1]
+            if type(unit) is not FileRange or unit.fmt != "ndjson":
+                return []
+            return [counts[unit.inp, k] for k in range(unit.part)]
+
+        if not counts:
+            columns = [[a] * len(work) for a in args]
+            return self.client.map(fn, [remote] * len(work), work, *columns, pure=False, retries=3)
+        return [self.client.submit(fn, remote, b, *args, *before(b), pure=False, retries=3) for b in work]
 
     def _digests(self, ctx: HuntContext, units: list[tuple[int, Any]]) -> dict[Any, int]:
         """For the case (``ctx.digests``): a :func:`file_digest` task per split file, scheduled
