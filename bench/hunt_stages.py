@@ -157,7 +157,7 @@ def main() -> int:
           f"{load_average()}")
     prev = None
     for k in sides:
-        delta = f"  (+{us[k] - us[prev]:6.2f})" if prev in ("loop", "+enrich", "+select", "+match", "+hits") else ""
+        delta = f"  (+{us[k] - us[prev]:6.2f})" if prev is not None else " " * 11
         print(f"{k:8s}: {us[k]:7.2f} us/event{delta}   {rates[k]:10,.0f} events/s   "
               f"ratio {rates[k] / rates['raw']:5.3f}")
         prev = k
