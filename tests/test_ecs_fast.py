@@ -1,5 +1,8 @@
-"""The C walks of Winlogbeat / ECS documents (``_flatten.dotted``, ``_flatten.event_data``)
-against the Python functions they stand in for (``ecs._walk_py``, ``ecs._event_data_py``).
+"""The C parts of reading Winlogbeat / ECS documents against the Python functions they stand in
+for: the walks (``_flatten.dotted``, ``_flatten.event_data`` = ``ecs._walk_py``,
+``ecs._event_data_py``), the per-name loops (``_flatten.pick``, ``_flatten.upper_guids`` =
+``ecs._pick_py``, ``ecs._upper_guids_py``) and the line scan (``_flatten.suspicious`` =
+``sanitize.suspicious_py``).
 
 Same leaves, same dotted paths in the same order, the first of a repeated path kept, on random
 documents and on every Winlogbeat golden document of ../shared; hostile lines (broken JSON,
@@ -18,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paths import SHARED, need_shared
-from scmwatch.events import ecs
+from scmwatch.events import ecs, sanitize
 from scmwatch.events.model import ReadStats
 from scmwatch.events.normalize import _flatten
 from scmwatch.events.read import discover, read_input
@@ -55,6 +58,62 @@ def test_walks_equal_the_python_twins(doc: dict[str, Any], prefix: str, start: d
     _walks(doc, prefix, start)
 
 
+_paths = st.sampled_from(["a", "b", "winlog.x", "winlog.event_data.A", "", "é"])
+_values = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=4), st.just([]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_paths, _values, max_size=6),
+       st.lists(st.tuples(_paths, st.sampled_from(["X", "Y", "Z"])), max_size=8))
+def test_pick_equals_the_python_twin(flat: dict[str, Any], pairs: list[tuple[str, str]]) -> None:
+    c, py = _flatten.pick(flat, tuple(pairs)), ecs._pick_py(flat, tuple(pairs))
+    assert list(c.items()) == list(py.items())
+    assert all(c[k] is py[k] for k in py)
+
+
+_guidish = st.builds(lambda a, b: "{" + "-".join((a, b[:4], b[4:8], b[8:12], a + b[:4])) + "}",
+                     st.text("0123456789abcdefABCDEFgG-", min_size=8, max_size=8),
+                     st.text("0123456789abcdefABCDEF", min_size=12, max_size=12))
+_out_values = st.one_of(_guidish, _guidish.map(lambda g: g[:-1] + "]"),
+                        _guidish.map(lambda g: g.replace("a", "\xe1")),
+                        _guidish.map(lambda g: g.replace("b", "\u0431")),
+                        st.text(max_size=40), st.integers(), st.none())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=3), _out_values, max_size=6))
+def test_upper_guids_equals_the_python_twin(out: dict[str, Any]) -> None:
+    c, py = dict(out), dict(out)
+    _flatten.upper_guids(c)
+    ecs._upper_guids_py(py)
+    assert list(c.items()) == list(py.items())
+    assert all(type(c[k]) is type(py[k]) for k in py)
+
+
+_scan_parts = [b"\\", b"u", b"d", b"D", b"{", b"[", b"x", b"\\ud8", b"\\u", b"\xff"]
+_scan_bytes = st.lists(st.sampled_from(_scan_parts), max_size=140).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_scan_bytes)
+def test_line_scan_equals_the_python_twin(line: bytes) -> None:
+    assert _flatten.suspicious(line, sanitize.MAX_DEPTH) is sanitize.suspicious_py(line)
+    for n in (sanitize.MAX_DEPTH, sanitize.MAX_DEPTH + 1):
+        text = b"[" * n + line[:0]
+        assert _flatten.suspicious(text, sanitize.MAX_DEPTH) is sanitize.suspicious_py(text)
+
+
+def test_dotted_paths_stay_right_when_the_path_cache_fills() -> None:
+    """Paths are cached across documents (prefix -> key -> path) and the cache is emptied when
+    full: hostile documents with ever new keys still walk exactly as the Python function."""
+    for i in range(40_000):
+        doc = {f"k{i}": {"a": i, f"b{i % 7}": {"c": i}}, "winlog": {"channel": "System"}}
+        if i % 997 == 0 or i > 39_990:
+            _walks(doc)
+        else:
+            _flatten.dotted(doc, "", {})
+
+
 def test_dotted_keys_and_nested_keys_of_one_path() -> None:
     doc = {"winlog": {"event_data": {"A": 1}}, "winlog.event_data.A": 2, "winlog.user_data.A": 3, 7: {"x": 1}}
     out: dict[str, Any] = {}
@@ -71,6 +130,14 @@ def test_deep_nesting_raises_instead_of_crashing() -> None:
         _flatten.dotted(doc, "", {})
 
 
+def _python_twins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ecs, "_walk", ecs._walk_py)
+    monkeypatch.setattr(ecs, "_event_data", ecs._event_data_py)
+    monkeypatch.setattr(ecs, "_pick", ecs._pick_py)
+    monkeypatch.setattr(ecs, "_upper_guids", ecs._upper_guids_py)
+    monkeypatch.setattr(sanitize, "_scan", None)
+
+
 def _golden() -> list[dict[str, Any]]:
     docs = []
     for p in sorted(need_shared(WINLOGBEAT).rglob("*.golden.json")):
@@ -85,8 +152,7 @@ def test_every_winlogbeat_golden_document_maps_the_same(monkeypatch: pytest.Monk
     for doc in docs:
         _walks(doc)
     with_c = [ecs.from_ecs(d) for d in docs]
-    monkeypatch.setattr(ecs, "_walk", ecs._walk_py)
-    monkeypatch.setattr(ecs, "_event_data", ecs._event_data_py)
+    _python_twins(monkeypatch)
     with_py = [ecs.from_ecs(d) for d in docs]
     for a, b in zip(with_c, with_py, strict=True):
         assert list(a.items()) == list(b.items())  # type: ignore[union-attr]
@@ -118,8 +184,7 @@ def test_hostile_winlogbeat_lines_are_counted_the_same(tmp_path: Path,
     path = tmp_path / "winlogbeat.ndjson"
     path.write_bytes(b"\n".join(body) + b"\n")
     with_c = _read(path)
-    monkeypatch.setattr(ecs, "_walk", ecs._walk_py)
-    monkeypatch.setattr(ecs, "_event_data", ecs._event_data_py)
+    _python_twins(monkeypatch)
     assert _read(path) == with_c
     events, errors, lines = with_c
     assert [rid for rid, _ in events] == [1, 3, 5, 8]  # orjson refuses a lone surrogate (line 6)

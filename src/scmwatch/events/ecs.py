@@ -94,25 +94,47 @@ def _event_data_py(flat: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-# The two walks over every key of a document, in C when ``_flatten`` was built (the tests
-# compare them): reading Winlogbeat NDJSON (the shared golden documents as lines) went from
-# 0.12-0.14 to 0.17-0.19 x ``orjson.loads`` per line (old and new code in one run, load ~3).
+_ECS_PAIRS = tuple(ECS_MAP.items())
+
+
+def _pick_py(flat: dict[str, Any], pairs: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """``{name: flat[path]}`` over ``pairs`` in order: None values skipped, the first path of a
+    name that has a value wins."""
+    out: dict[str, Any] = {}
+    for path, name in pairs:
+        if name not in out:
+            value = flat.get(path)
+            if value is not None:
+                out[name] = value
+    return out
+
+
+def _upper_guids_py(out: dict[str, Any]) -> None:
+    """Every top-level ``{guid}`` value in upper case, as Windows writes it."""
+    for key, value in out.items():
+        if type(value) is str and len(value) == 38 and value[0] == "{" and _GUID.fullmatch(value):
+            out[key] = value.upper()
+
+
+# The walks over every key of a document and the per-name loops, in C when ``_flatten`` was
+# built (the tests compare them): reading Winlogbeat NDJSON (the shared golden documents as
+# lines) went from 0.12-0.14 to 0.17-0.19 x ``orjson.loads`` per line with the two walks in C
+# (old and new code in one run, load ~3); see README for the pick, GUID and scan functions.
 _walk = _walk_py
 _event_data = _event_data_py
+_pick = _pick_py
+_upper_guids = _upper_guids_py
 if _flatten is not None and not pure_python():
     _walk = _flatten.dotted
     _event_data = _flatten.event_data
+    _pick = _flatten.pick
+    _upper_guids = _flatten.upper_guids
 
 
 def from_ecs(record: dict[str, Any]) -> dict[str, Any] | None:
     """One Winlogbeat / Elastic document → flat fields with Windows names (module docstring)."""
     flat = dotted_view(record)
-    out: dict[str, Any] = {}
-    for path, name in ECS_MAP.items():
-        if name not in out:
-            value = flat.get(path)
-            if value is not None:
-                out[name] = value
+    out = _pick(flat, _ECS_PAIRS)
     module = _module(flat)
     if "Channel" not in out and module:
         eid = _int(out.get("EventID"))
@@ -129,9 +151,7 @@ def from_ecs(record: dict[str, Any]) -> dict[str, Any] | None:
     _fix_system_types(out)
     if module:
         _module_fields(out, flat, module)
-    for key, value in out.items():
-        if type(value) is str and len(value) == 38 and value[0] == "{" and _GUID.fullmatch(value):
-            out[key] = value.upper()
+    _upper_guids(out)
     return out
 
 
