@@ -348,3 +348,17 @@ def test_evtx_guids_rendered_with_braces_as_windows_does(pure: str) -> None:
     assert f["SubcategoryGuid"] == "{0CCE9243-69AE-11D9-BED3-505054503030}"
     assert f["Provider_Guid"] == "{54849625-5478-4994-A5BA-3E3B0328C30D}"
     assert f["Correlation_ActivityID"] == "{3EEF0A0D-9551-0000-140C-EF3E5195D501}"
+
+
+def test_module_fields_of_an_event_id_that_is_a_list_or_a_number_per_event(tmp_path: Path) -> None:
+    """A module document whose EventID is a list (attacker-shaped) is read with the rows that
+    apply to every EventID, not the end of its file; the rows per EventID are looked up once."""
+    odd = _sysmon(1, {"RuleName": "-"}, process={"pid": 4, "executable": "C:\\a.exe", "command_line": "a"})
+    odd["winlog"]["event_id"] = [1]
+    docs = [odd, _sysmon(1, process={"pid": 5, "command_line": "b"}), _sysmon(3, process={"pid": 6}),
+            _sysmon(1, process={"pid": 7, "command_line": "c"})]
+    events = _read(tmp_path, *docs)
+    assert [e["EventID"] for e in events] == [[1], 1, 3, 1]
+    assert events[0]["Image"] == "C:\\a.exe" and "CommandLine" not in events[0]  # only=(1,) rows: not a list
+    assert [e.get("CommandLine") for e in events[1:]] == ["b", None, "c"]
+    assert [e["ProcessId"] for e in events] == [4, 5, 6, 7]

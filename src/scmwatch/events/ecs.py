@@ -35,6 +35,7 @@ from scmwatch.events.normalize import (
     SECURITY_CHANNEL_KEYWORD,
     SECURITY_TASKS,
     WINLOGBEAT_MODULES,
+    ModuleField,
     _fix_system_types,
     _flatten,
     _int,
@@ -219,11 +220,32 @@ def _event_data_values(data: dict[str, Any], module: str | None) -> None:
                 data[key] = value == "true"
 
 
+# (module, EventID) -> the module's rows that apply to it: a Sysmon event skipped ~40 of its
+# module's ~50 rows one by one on every event (bounded: hostile logs can vary the EventID)
+_ROWS: dict[tuple[str, int], tuple[ModuleField, ...]] = {}
+
+
+def _applies(row: ModuleField, eid: Any) -> bool:
+    if eid.__class__ is list or eid.__class__ is dict:  # an EventID no set of ids can hold
+        return not row.only
+    return not (row.only and eid not in row.only or eid in row.never)
+
+
+def _module_rows(module: str, eid: Any) -> tuple[ModuleField, ...] | list[ModuleField]:
+    if type(eid) is not int:
+        return [row for row in WINLOGBEAT_MODULES[module] if _applies(row, eid)]
+    rows = _ROWS.get((module, eid))
+    if rows is None:
+        rows = tuple(row for row in WINLOGBEAT_MODULES[module] if _applies(row, eid))
+        if len(_ROWS) >= 4096:
+            _ROWS.clear()
+        _ROWS[(module, eid)] = rows
+    return rows
+
+
 def _module_fields(out: dict[str, Any], flat: dict[str, Any], module: str) -> None:
     eid = out.get("EventID")
-    for row in WINLOGBEAT_MODULES[module]:
-        if row.only and eid not in row.only or eid in row.never:
-            continue
+    for row in _module_rows(module, eid):
         if row.how == "psmessage":
             _powershell_message(out, flat.get("message"), eid)  # type: ignore[arg-type]
             continue
