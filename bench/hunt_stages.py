@@ -14,8 +14,11 @@ the EVTX corpus (or the given NDJSON files) repeated 4 times per pass:
   +hits      the real engine: hits built and spilled (``match_in`` alone timed apart)
   hunt       run_hunt: the above plus the merge, alerts and summary
 
+``--winlogbeat`` runs it on Winlogbeat lines instead: the shared Winlogbeat golden documents
+(security, sysmon and powershell modules), 20 copies as NDJSON.
+
     python bench/hunt_stages.py [--seconds 2] [--sigmahq DIR] [--corpus DIR] [--rules builtin]
-                                [--profile FILE] [NDJSON...]
+                                [--winlogbeat] [--profile FILE] [NDJSON...]
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
+
 from common import SHARED, evtx_files, load_average
 from hunt_throughput import hunt_pass, measure, ndjson_copy, raw_json_pass, read_json_pass
 from scmwatch.events import ReadStats, discover
@@ -36,6 +41,20 @@ from scmwatch.rules import pack_paths
 from scmwatch.sigma import Engine, load_rules
 from scmwatch.sigma.cache import freeze_gc
 from scmwatch.spill import SpillDir
+
+WINLOGBEAT = SHARED / "winlogbeat-modules"
+
+
+def winlogbeat_copy(out: Path, copies: int = 20) -> Path | None:
+    """The Winlogbeat golden documents as NDJSON lines, ``copies`` times (None: not there)."""
+    docs: list = []
+    for p in sorted(WINLOGBEAT.rglob("*.golden.json")):
+        data = orjson.loads(p.read_bytes())
+        docs += data if type(data) is list else [data]
+    if not docs:
+        return None
+    out.write_bytes(b"".join(orjson.dumps(d) + b"\n" for d in docs) * copies)
+    return out
 
 
 class _NoMatch:
@@ -101,6 +120,7 @@ def main() -> int:
     ap.add_argument("--sigmahq", default=str(SHARED / "sigmahq"))
     ap.add_argument("--rules", default="sigmahq", help="sigmahq (all of it) or builtin")
     ap.add_argument("--seconds", type=float, default=2.0, help="minimum time per side")
+    ap.add_argument("--winlogbeat", action="store_true", help="Winlogbeat lines (golden documents)")
     ap.add_argument("--profile", help="also write a cProfile of the full hunt pass here and print its top")
     args = ap.parse_args()
     sigmahq = Path(args.sigmahq)
@@ -114,6 +134,12 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     if args.inputs:
         inputs = list(args.inputs)
+    elif args.winlogbeat:
+        path = winlogbeat_copy(Path(tmp.name) / "winlogbeat.ndjson")
+        if path is None:
+            print(f"need Winlogbeat golden documents under {WINLOGBEAT}", file=sys.stderr)
+            return 1
+        inputs = [str(path)]
     else:
         files = evtx_files(args.corpus)
         if not files:
