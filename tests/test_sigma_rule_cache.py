@@ -257,3 +257,96 @@ def test_lasting_frees_the_compile_garbage_and_joins_a_frozen_rule_set() -> None
     with cache.lasting():  # not frozen: nothing is
         kept = [Node() for _ in range(10)]
     assert gc.get_freeze_count() == 0
+
+
+def _count_hashes(monkeypatch) -> list[str]:
+    """The rule files whose content the cache key reads from now on."""
+    read: list[str] = []
+    real = cache.content_hash
+
+    def counting(path: str) -> bytes | None:
+        read.append(os.path.basename(path))
+        return real(path)
+
+    monkeypatch.setattr(cache, "content_hash", counting)
+    return read
+
+
+def _same_size_edit(path: Path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` (as long) in the file and put its mtime back."""
+    st = path.stat()
+    text = path.read_text()
+    assert len(old) == len(new) and old in text
+    path.write_text(text.replace(old, new))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+
+
+def test_unchanged_rule_files_are_not_read_again(tmp_path: Path, monkeypatch) -> None:
+    """Stat first: a warm start reads no rule file; an edit that keeps size and mtime is still
+    seen (the ctime changed), and a touched but unchanged file keeps its entry."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setattr(cache, "RACY_NS", 0)  # the files are old enough to trust their stamp
+    rules = _rules(tmp_path / "r")
+    read = _count_hashes(monkeypatch)
+    load_rules(rules)
+    assert sorted(read) == ["a.yml", "b.yml", "broken.yml"]
+    assert len(list((tmp_path / "c" / "rules").glob("*" + cache.STAMP_SUFFIX))) == 1
+    read.clear()
+    assert _fires(load_rules(rules), r"c:\windows\psexesvc.exe") == ["Service installed 1"]
+    assert read == []
+    _same_size_edit(rules / "a.yml", "psexesvc", "evil1234")
+    rs = load_rules(rules)
+    assert read == ["a.yml"]
+    assert _fires(rs, r"c:\x\evil1234.exe") == ["Service installed 1"]
+    assert _fires(rs, r"c:\windows\psexesvc.exe") == []
+    entries = _entries(tmp_path / "c")
+    read.clear()
+    os.utime(rules / "b.yml")  # touched: read again, same content, same entry
+    assert _fires(load_rules(rules), r"c:\x\evil1234.exe") == ["Service installed 1"]
+    assert read == ["b.yml"] and _entries(tmp_path / "c") == entries
+
+
+def test_file_changed_in_the_tick_of_its_stamp_is_hashed_again(tmp_path: Path, monkeypatch) -> None:
+    """Git's racily clean files: on a file system with whole-second mtimes and no ctime or inode
+    (simulated), an edit in the second the stamp was taken keeps the file's signature; only a
+    file last changed RACY_NS before its stamp is trusted, so the edit is seen."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+
+    def coarse(st: os.stat_result) -> tuple[int, ...]:
+        second = st.st_mtime_ns // 10**9 * 10**9
+        return (st.st_size, second, second, 0, 0)
+
+    monkeypatch.setattr(cache, "_signature", coarse)
+    rules = _rules(tmp_path / "r")
+    read = _count_hashes(monkeypatch)
+    load_rules(rules)
+    read.clear()
+    _same_size_edit(rules / "a.yml", "psexesvc", "evil1234")  # same second, same size
+    rs = load_rules(rules)
+    assert "a.yml" in read
+    assert _fires(rs, r"c:\x\evil1234.exe") == ["Service installed 1"]
+    # Once the files are old at stamp time, the stamp is trusted (and the entry reused).
+    old = 10**18  # 2001
+    for f in rules.iterdir():
+        os.utime(f, ns=(old, old))
+    load_rules(rules)  # stamped now, every file long unchanged
+    read.clear()
+    assert _fires(load_rules(rules), r"c:\x\evil1234.exe") == ["Service installed 1"]
+    assert read == []
+
+
+def test_damaged_or_foreign_stamp_only_costs_the_hashing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setattr(cache, "RACY_NS", 0)
+    rules = _rules(tmp_path / "r")
+    load_rules(rules)
+    (stamp,) = (tmp_path / "c" / "rules").glob("*" + cache.STAMP_SUFFIX)
+    read = _count_hashes(monkeypatch)
+    for garbage in (b"", b"garbage", stamp.read_bytes()[:100]):
+        stamp.write_bytes(garbage)
+        read.clear()
+        assert _fires(load_rules(rules), r"c:\windows\psexesvc.exe") == ["Service installed 1"]
+        assert sorted(read) == ["a.yml", "b.yml", "broken.yml"]
+        assert stamp.read_bytes() != garbage  # written again
+    assert len(_entries(tmp_path / "c")) == 1  # the same key all along

@@ -29,8 +29,7 @@ from scmwatch.progress import summary_line
 from scmwatch.results import Results, fit
 from scmwatch.sigma import load_rules
 from scmwatch.sigma.cache import no_gc
-from scmwatch.sigma.load import RULE_SUFFIXES, rule_files
-from scmwatch.sigma.tune import TuneError, apply_tune, load_tune
+from scmwatch.sigma.files import RULE_SUFFIXES, has_rule_files
 from scmwatch.sinks import FORMATS, open_sink
 from scmwatch.sinks.jsonl import json_line
 
@@ -293,6 +292,8 @@ def _units(args: argparse.Namespace, rule_paths: list[str]) -> Iterator[tuple[An
 
 def _tune(ruleset: Any, path: str) -> None:
     """Apply the tuning file to the loaded rules; its problems are usage errors (exit 2)."""
+    from scmwatch.sigma.tune import TuneError, apply_tune, load_tune  # YAML: only with --tune
+
     try:
         warnings = apply_tune(ruleset, load_tune(path))
     except TuneError as exc:
@@ -353,7 +354,7 @@ def load_ruleset(args: argparse.Namespace) -> tuple[Any, list[str]]:
         except RulesNotInstalled as exc:
             raise RunFailed(str(exc), 2) from exc
         for path in rule_paths:
-            if os.path.isdir(path) and not rule_files([path], []):
+            if os.path.isdir(path) and not has_rule_files(path):
                 raise RunFailed(f"{path}: --rules names a directory without rule files "
                               f"({'/'.join(sorted(RULE_SUFFIXES))})", 2)
             if os.path.isfile(path) and not path.lower().endswith(RULE_SUFFIXES):

@@ -26,17 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sigma.correlations import (
-    CorrelationConditionAND,
-    CorrelationConditionNOT,
-    CorrelationConditionOR,
-    SigmaCorrelationCondition,
-    SigmaCorrelationRule,
-    SigmaExtendedCorrelationCondition,
-    SigmaRuleReference,
-)
+if TYPE_CHECKING:  # imported where correlation rules are converted: pySigma's correlations
+    # module (and pyparsing, YAML) cost ~25 ms of a start with no correlation rule to convert
+    from sigma.correlations import SigmaCorrelationRule
 
 TYPES = (
     "event_count",
@@ -183,6 +177,13 @@ def _expr_text(node: Any) -> str:
 
 
 def _convert_expr(node: Any) -> Any:
+    from sigma.correlations import (
+        CorrelationConditionAND,
+        CorrelationConditionNOT,
+        CorrelationConditionOR,
+        SigmaRuleReference,
+    )
+
     if isinstance(node, SigmaRuleReference):
         return ("ref", node.reference)
     if isinstance(node, CorrelationConditionNOT):
@@ -221,6 +222,8 @@ def _tag_text(tag: Any) -> str:
 
 def spec_from_sigma(rule: SigmaCorrelationRule) -> CorrSpec:
     """Flatten one pySigma correlation rule (its references must already be resolved)."""
+    from sigma.correlations import SigmaCorrelationCondition, SigmaExtendedCorrelationCondition
+
     ctype = str(rule.type.name).lower()
     if ctype not in TYPES:
         raise ValueError(f"unsupported correlation type {ctype}")

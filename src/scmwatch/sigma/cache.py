@@ -20,7 +20,10 @@ The pieces are read from the open entry one by one (``os.pread``), not held in m
 The key covers what changes the result: the scmwatch, pySigma and Python versions, the source of
 the compiler (``sigma/*.py`` and the correlation spec, so an edited compiler is a miss too), the
 placeholder values, the paths as given and every rule file's path and SHA-256 of its content
-(editing, adding or removing a rule file is a miss). Entries are written atomically (temp file
+(editing, adding or removing a rule file is a miss). The content hashes come stat first from a
+*stamp* per list of rule paths (``file_digests``: a file whose size, times, inode and device are
+unchanged is not read again; git's index does the same, with the same care for files changed
+in the tick they were stamped), so a warm start reads no rule file. Entries are written atomically (temp file
 + ``os.replace``), so concurrent writers never leave half a file; the whole entry is checked
 against its length and a CRC-32 in the header when it is opened (8 ms for 30 MB where SHA-256
 took 27 ms; it guards against truncation and damage, not an attacker: see below), so an entry
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import importlib.util
 import json
 import os
 import pickle
@@ -45,13 +49,21 @@ import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scmwatch import __version__
 from scmwatch.sigma import predpickle
-from scmwatch.sigma.load import LoadedSigma, load_sigma, rule_files
+from scmwatch.sigma.files import rule_paths
+
+if TYPE_CHECKING:
+    from scmwatch.sigma.load import LoadedSigma
 
 FORMAT = b"scmwatch-rules-4\n"
+STAMP_FORMAT = "scmwatch-stamp-1"
+STAMP_SUFFIX = ".stamp"
+# A stored content hash is trusted only for a file last changed this long before its stamp was
+# taken (file_digests): coarser than any file system's timestamps (FAT: 2 s).
+RACY_NS = 2_000_000_000
 HEADER = struct.Struct("<QQI")  # skeleton length, rule part length, CRC-32 of both
 KEEP = 8  # entries kept, most recently used first (all of SigmaHQ: ~30 MB each)
 CHUNK = 1 << 20  # bytes read at once while checking an entry
@@ -130,11 +142,12 @@ def lasting() -> Iterator[None]:
 
 
 def _pysigma_version() -> str:
-    """pySigma's version, from the ``pysigma-*.dist-info`` directory beside its package:
+    """pySigma's version, from the ``pysigma-*.dist-info`` directory beside its package, found
+    without importing it (a warm start with all SigmaHQ needs no pySigma object):
     ``importlib.metadata`` (and the email package it imports) cost ~10 ms of every start."""
-    import sigma.types
-
-    site = os.path.dirname(os.path.dirname(sigma.types.__file__ or ""))
+    spec = importlib.util.find_spec("sigma")
+    where = spec.submodule_search_locations if spec is not None else None
+    site = os.path.dirname(list(where)[0]) if where else ""
     try:
         names = os.listdir(site)
     except OSError:
@@ -165,20 +178,121 @@ def _compiler_digest() -> bytes:
 def cache_key(paths: Sequence[str | os.PathLike],
               placeholders: dict[str, list[str]] | None = None) -> str | None:
     """SHA-256 over versions, the compiler, placeholder values, the given paths and each rule
-    file's path and content. None when a file cannot be read (then the plain load reports it)."""
+    file's path and content. None when a file cannot be read (then the plain load reports it).
+
+    Each file's content hash comes from the stamp (:func:`file_digests`) when its ``stat`` is
+    unchanged: hashing the 3,754 SigmaHQ files took ~0.1 s of every start."""
     digest = hashlib.sha256()
     digest.update(FORMAT + f"{__version__} {_pysigma_version()} {sys.version}\n".encode())
     digest.update(_compiler_digest())
     digest.update(json.dumps(placeholders or {}, sort_keys=True).encode() + b"\n")
     for p in paths:
         digest.update(b"arg\x00" + os.fsencode(p) + b"\x00")
-    for f in rule_files(paths, []):
+    files = rule_paths(paths, [])
+    hashes = file_digests(files, _stamp_path(paths))
+    if hashes is None:
+        return None
+    for f, h in zip(files, hashes, strict=True):
+        digest.update(b"file\x00" + os.fsencode(f) + b"\x00" + h)
+    return digest.hexdigest()
+
+
+def _stamp_path(paths: Sequence[str | os.PathLike]) -> str | None:
+    """The stamp file of this list of rule paths (by absolute path), or None (caching off)."""
+    root = cache_root()
+    if root is None:
+        return None
+    name = hashlib.sha256(b"\x00".join(os.fsencode(os.path.abspath(p)) for p in paths)).hexdigest()
+    return os.path.join(root, "rules", name + STAMP_SUFFIX)
+
+
+def _signature(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
+def file_digests(files: Sequence[str], stamp: str | None) -> list[bytes] | None:
+    """SHA-256 of each file's content (None when one cannot be read), stat first.
+
+    The stamp (``stamp``, a file in the cache) remembers, per path, the file's ``stat``
+    signature (size, mtime and ctime in ns, inode, device) and content hash; a file whose
+    signature is unchanged is not read again. The ctime catches what keeps size and mtime
+    (``touch -d``, ``cp -p``, an edit whose mtime was put back): the kernel sets it on every
+    change and no call can set it. The trade-off is git's "racily clean" entries: on a file
+    system with coarse timestamps, a file changed in the same tick as it was stamped could
+    keep its signature; so a hash is trusted only for a file whose mtime and ctime are at
+    least RACY_NS older than the stamp (otherwise it is hashed again on every run until it
+    is). What is left is an edit that forges the ctime (changing the clock) or a file system
+    that reports no times, where the cache is as trustworthy as git's index."""
+    old: dict[str, tuple[tuple[int, ...], bytes]] = {}
+    stamped = 0
+    if stamp is not None:
+        got = _read_stamp(stamp)
+        if got is not None:
+            stamped, old = got
+    trust_before = stamped - RACY_NS
+    now = time.time_ns()  # before any stat: a file changed from now on is younger
+    out: list[bytes] = []
+    fresh: dict[str, tuple[tuple[int, ...], bytes]] = {}
+    hashed = 0
+    for f in files:
         try:
-            data = f.read_bytes()
+            sig = _signature(os.stat(f))
         except OSError:
             return None
-        digest.update(b"file\x00" + os.fsencode(f) + b"\x00" + hashlib.sha256(data).digest())
-    return digest.hexdigest()
+        known = old.get(f)
+        if known is not None and known[0] == sig and sig[1] < trust_before and sig[2] < trust_before:
+            h = known[1]
+        else:
+            h = content_hash(f)
+            if h is None:
+                return None
+            hashed += 1
+        fresh[f] = (sig, h)
+        out.append(h)
+    if stamp is not None and (hashed or len(fresh) != len(old)):
+        _write_stamp(stamp, now, fresh)
+    return out
+
+
+def content_hash(path: str) -> bytes | None:
+    """SHA-256 of a file's content; None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).digest()
+    except OSError:
+        return None
+
+
+def _read_stamp(path: str) -> tuple[int, dict[str, tuple[tuple[int, ...], bytes]]] | None:
+    try:
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_uid != os.getuid():
+                return None
+            data = fh.read()
+        with no_gc():
+            head, stamped, table = pickle.loads(data)  # noqa: S301 - our own file, see read_entry
+    except Exception:  # noqa: BLE001 - absent, damaged, another format: every file is hashed
+        return None
+    if head != STAMP_FORMAT or not isinstance(stamped, int) or not isinstance(table, dict):
+        return None
+    return stamped, table
+
+
+def _write_stamp(path: str, stamped: int, table: dict[str, tuple[tuple[int, ...], bytes]]) -> None:
+    """Atomically, best effort: a stamp that cannot be written only costs the hashing."""
+    tmp = None
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pickle.dumps((STAMP_FORMAT, stamped, table), protocol=pickle.HIGHEST_PROTOCOL))
+        os.replace(tmp, path)
+        tmp = None
+    except OSError:
+        pass
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 class RuleSource:
@@ -209,6 +323,8 @@ class RuleSource:
                     return got
             except Exception:  # noqa: BLE001 - see the class docstring
                 pass
+            from scmwatch.sigma.load import load_sigma  # YAML and pySigma: only on this rare path
+
             self._reloaded = load_sigma(self.paths)
         return self._reloaded.rules[i]
 
@@ -349,19 +465,21 @@ def write_entry(key: str, skeleton: Any, loaded: LoadedSigma, paths: list[str | 
 
 
 def _prune(cache: str) -> None:
-    """Keep the KEEP most recently used entries: every edit of a rule file, every new rule set
-    and every upgrade makes a new one. An entry removed under a concurrent reader is only a
-    miss for it (an open file stays readable)."""
-    entries = []
+    """Keep the KEEP most recently used entries, and as many stamps: every edit of a rule file,
+    every new rule set and every upgrade makes a new entry (each list of rule paths a stamp). An
+    entry removed under a concurrent reader is only a miss for it (an open file stays readable)."""
+    entries: dict[str, list[tuple[int, str]]] = {".pickle": [], STAMP_SUFFIX: []}
     with os.scandir(cache) as it:
         for e in it:
-            if e.name.endswith(".pickle"):
+            kind = os.path.splitext(e.name)[1]
+            if kind in entries:
                 try:
-                    entries.append((e.stat().st_atime_ns, e.path))
+                    entries[kind].append((e.stat().st_atime_ns, e.path))
                 except OSError:
                     continue
-    for _, path in sorted(entries, reverse=True)[KEEP:]:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
+    for found in entries.values():
+        for _, path in sorted(found, reverse=True)[KEEP:]:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass

@@ -47,13 +47,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sigma.conditions import (
-    ConditionAND,
-    ConditionFieldEqualsValueExpression,
-    ConditionNOT,
-    ConditionOR,
-    ConditionValueExpression,
-)
 from sigma.types import (
     CompareOperators,
     Placeholder,
@@ -91,6 +84,24 @@ from scmwatch.sigma.values import (
     string_parts,
     text_matcher,
 )
+
+
+def _conditions() -> None:
+    """Bind pySigma's condition node classes here, at the first compilation.
+
+    ``sigma.conditions`` imports pyparsing (~35 ms), and a start from the rule cache compiles
+    nothing: the stored predicates need only this module's helpers. Every entry point that
+    walks condition trees calls this first (the trees' classes are loaded by then anyway)."""
+    global ConditionAND, ConditionFieldEqualsValueExpression, ConditionNOT, ConditionOR
+    global ConditionValueExpression
+    from sigma.conditions import (
+        ConditionAND,
+        ConditionFieldEqualsValueExpression,
+        ConditionNOT,
+        ConditionOR,
+        ConditionValueExpression,
+    )
+
 
 Pred = Callable[[dict, "Low"], bool]
 Node = Any  # a Code expression while compiling, a Pred once emitted, or a folded constant bool
@@ -542,6 +553,7 @@ def _cased_pred(fname: str, specs: list[tuple[str, Any]]) -> Pred:
 
 class _Compiler:
     def __init__(self, fieldmap: FieldMap | None, placeholders: dict[str, list[str]] | None) -> None:
+        _conditions()
         self.fm = fieldmap
         self.placeholders = placeholders or {}
         self.unavailable_used: set[str] = set()
@@ -994,6 +1006,7 @@ def compile_condition(trees: list, fieldmap: FieldMap | None = None,
 
 def required_eventids(trees: list) -> set[int] | None:
     """EventIDs a rule's condition requires (equality, ∩ over AND, ∪ over OR); None if unknown."""
+    _conditions()
 
     def walk(n: Any) -> set[int] | None:
         if isinstance(n, ConditionFieldEqualsValueExpression):
@@ -1041,6 +1054,7 @@ def required_eventids(trees: list) -> set[int] | None:
 
 def condition_fields(trees: list) -> list[str]:
     """Field names a condition tests, in first-seen order (what explains a hit)."""
+    _conditions()
     out: dict[str, None] = {}
 
     def walk(n: Any) -> None:
@@ -1059,6 +1073,7 @@ def condition_fields(trees: list) -> list[str]:
 def empty_value_fields(trees: list) -> list[str]:
     """Fields a condition compares with ``''``: Winlogbeat/Elastic exports drop empty EventData
     values, so there such a test sees a missing field (``rules check -v`` says so)."""
+    _conditions()
     out: dict[str, None] = {}
 
     def walk(n: Any) -> None:

@@ -14,10 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-from sigma.correlations import SigmaCorrelationRule
-from sigma.rule import SigmaRule
+from typing import TYPE_CHECKING, Any
 
 from scmwatch.sigma.cache import cache_key, cache_root, lasting, no_gc, read_entry, write_entry
 from scmwatch.sigma.compile import (
@@ -30,9 +27,14 @@ from scmwatch.sigma.compile import (
     req_import,
     required_eventids,
 )
-from scmwatch.sigma.load import LoadedSigma, load_placeholders, load_sigma, one_line
 from scmwatch.sigma.logsource import Key, sources_for
 from scmwatch.sigma.values import CompileError
+
+if TYPE_CHECKING:  # loading (YAML, pySigma) is imported when a rule set is not in the cache
+    from sigma.correlations import SigmaCorrelationRule
+    from sigma.rule import SigmaRule
+
+    from scmwatch.sigma.load import LoadedSigma
 
 
 @dataclass(eq=False, slots=True)
@@ -130,6 +132,8 @@ class CompiledRule:
                     fresh, _ = compile_rule(rule, path, trees, src.placeholders)
                     preds = {u.source: u.pred for u in fresh.units}
                 except Exception as exc:  # noqa: BLE001 - it compiled when the entry was made
+                    from scmwatch.sigma.load import one_line
+
                     preds = {}
                     why = f"{type(exc).__name__}: {one_line(exc)}"
                     self.flags.append(f"cannot compile from the rule cache: {why}")
@@ -243,6 +247,7 @@ def _runnable_correlations(correlations: list[SigmaCorrelationRule],
     rejected too (its input would never arrive).
     """
     from scmwatch.correlate.spec import rule_key, spec_from_sigma
+    from scmwatch.sigma.load import one_line
 
     ok: dict[str, SigmaCorrelationRule] = {}
     bad: set[str] = set()
@@ -290,11 +295,14 @@ def load_rules(paths: Iterable[str | os.PathLike] | str | os.PathLike,
 
 def _load_rules(paths: list[str | os.PathLike], placeholders: str | os.PathLike | dict | None) -> RuleSet:
     bad_placeholders = []
-    try:
-        values = load_placeholders(placeholders)
-    except Exception as exc:
-        bad_placeholders.append((str(placeholders), f"placeholder file: {one_line(exc)}"))
-        values = {}
+    values: dict[str, list[str]] = {}
+    if placeholders is not None:
+        from scmwatch.sigma.load import load_placeholders, one_line
+
+        try:
+            values = load_placeholders(placeholders)
+        except Exception as exc:
+            bad_placeholders.append((str(placeholders), f"placeholder file: {one_line(exc)}"))
     key = cache_key(paths, values) if cache_root() is not None else None
     entry = read_entry(key) if key is not None else None
     if entry is not None:
@@ -302,6 +310,8 @@ def _load_rules(paths: list[str | os.PathLike], placeholders: str | os.PathLike 
         for cr in rs.rules:
             cr._source = (source, cr._source_index)
     else:
+        from scmwatch.sigma.load import load_sigma
+
         loaded = load_sigma(paths)
         rs = _compile_all(loaded, values)
         if key is not None:
@@ -311,6 +321,8 @@ def _load_rules(paths: list[str | os.PathLike], placeholders: str | os.PathLike 
 
 
 def _compile_all(loaded: LoadedSigma, values: dict[str, list[str]]) -> RuleSet:
+    from scmwatch.sigma.load import one_line
+
     rs = RuleSet()
     rs.files = loaded.files
     rs.filters = len(loaded.filters)
