@@ -102,6 +102,7 @@ spec_texts = st.text(alphabet="ab\\.Σσςİi\u0307ß😀 ", max_size=20)
 class _Unit:
     def __init__(self, req):
         self.pred = lambda f, low: True
+        self.never = False  # as ruleset.Unit.never: its predicate is not known to be False
         self.requirement = req
         self.literals = ()
         self.literal_fields = frozenset()

@@ -173,8 +173,17 @@ def test_only_the_buckets_the_input_has_are_compiled(tmp_path: Path, monkeypatch
                "t", 1, "json")
     assert [r.title for r in engine.match(ev)] == ["Service installed 1"]
     compiled = sorted(r.title for r in rs.rules if _has_predicates(r))
-    assert compiled == ["Service installed 1", "Service installed 2"]  # not the process_creation rule
+    # only what ran: not the process_creation rule (another bucket), nor rule 2, whose literal
+    # ("evil.exe") the prefilter did not find in the event
+    assert compiled == ["Service installed 1"]
     assert not [r for r in rs.rules if "sigma" in r.__dict__]  # stored predicates: no pySigma needed
+    for n in range(2):  # read on its first call, then called directly
+        ev = Event({"Channel": "System", "EventID": 7045, "ImagePath": rf"C:\{n}\evil.exe"}, "t", 3, "json")
+        assert [r.title for r in engine.match(ev)] == ["Service installed 2"]
+        assert sorted(r.title for r in rs.rules if _has_predicates(r)) == ["Service installed 1",
+                                                                          "Service installed 2"]
+    bucket = engine.bucket("System", 7045)
+    assert all(p is True or getattr(p, "__name__", "") != "first_call" for p in bucket.preds[:2])
     sysmon = "Microsoft-Windows-Sysmon/Operational"
     proc = Event({"Channel": sysmon, "EventID": 1, "Image": r"c:\x.exe"}, "t", 2, "json")
     assert [r.title for r in engine.match(proc)] == ["Service installed 3"]
@@ -350,3 +359,27 @@ def test_damaged_or_foreign_stamp_only_costs_the_hashing(tmp_path: Path, monkeyp
         assert sorted(read) == ["a.yml", "b.yml", "broken.yml"]
         assert stamp.read_bytes() != garbage  # written again
     assert len(_entries(tmp_path / "c")) == 1  # the same key all along
+
+
+def test_rule_that_cannot_be_read_or_compiled_never_matches(tmp_path: Path, monkeypatch) -> None:
+    """A bucket's stand-in for an unread predicate that turns out False (neither stored nor
+    compilable) puts a predicate that never matches in its place, and the rule says why."""
+    from scmwatch.events.model import Event
+    from scmwatch.sigma import Engine, ruleset
+
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    load_rules(rules)
+    rs = load_rules(rules)
+    monkeypatch.setattr(cache.RuleSource, "predicates", lambda self, i: None)
+
+    def broken(*args, **kwargs):
+        raise ValueError("compiler gone")
+
+    monkeypatch.setattr(ruleset, "compile_rule", broken)
+    engine = Engine(rs)
+    ev = Event({"Channel": "System", "EventID": 7045, "ImagePath": r"C:\Windows\PSEXESVC.exe"}, "t", 1, "json")
+    assert engine.match(ev) == [] and engine.match(ev) == []
+    (rule,) = [r for r in rs.rules if r.title == "Service installed 1"]
+    assert any("cannot compile from the rule cache" in f for f in rule.flags)
+    assert rule.units[0].never

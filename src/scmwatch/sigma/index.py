@@ -36,7 +36,7 @@ from scmwatch.events.model import Event
 from scmwatch.native import pure_python
 from scmwatch.sigma.cache import cache_root
 from scmwatch.sigma.compile import SYSTEM_FIELDS, Low
-from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit
+from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit, hot_predicates
 from scmwatch.sigma.tagged import Plan, plan, tagged_join, tagged_text
 
 try:  # optional accelerator; the engine is complete without it
@@ -210,7 +210,8 @@ class Bucket:
     text_skip: frozenset[str] = frozenset()  # ... but these (System fields no literal comes from)
     upgrade_in: int = -1  # scans left before switching to Hyperscan; -1: final scanner
     literals: tuple[str, ...] = ()
-    preds: tuple = ()  # per unit position: its predicate (hot-loop copy of units[i].pred)
+    # per unit position: its predicate (hot-loop copy of units[i].pred, read on first use)
+    preds: list | tuple = ()
     rules: tuple = ()  # per unit position: its CompiledRule
     need: tuple[int, ...] = ()  # per unit: how many gates must be hit
     single_gate: bool = True  # every gated unit has one gate: no counting needed
@@ -332,7 +333,7 @@ class Engine:
         fields: set[str] | None = set()
         named: set[str] = set()  # fields literals come from by name
         for i, u in enumerate(units):
-            if u.pred is False:
+            if u.never:
                 continue
             if not u.literals:
                 always.append(i)
@@ -385,7 +386,7 @@ class Engine:
             lit_units = tuple(tuple(sorted(set(by_lit[x]))) for x in lits)
         b = Bucket(units, tuple(always), scan, lit_units, False,
                    text_fields=text_fields, text_skip=text_skip, need=tuple(need), single_gate=single_gate,
-                   upgrade_in=upgrade_in, literals=tuple(lits), preds=tuple(u.pred for u in units),
+                   upgrade_in=upgrade_in, literals=tuple(lits), preds=hot_predicates(units),
                    rules=tuple(u.rule for u in units))
         if upgrade_in >= 0 and self.atoms is not False:
             b.sample = []

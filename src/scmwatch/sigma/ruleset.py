@@ -12,7 +12,7 @@ A rule set from the cache (``cache.py``) has everything but its predicates and p
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +60,12 @@ class Unit:
         self.rule.compile_units()
         return self.pred
 
+    @property
+    def never(self) -> bool:
+        """Known never to match (its predicate is False), without reading a predicate that is
+        not read yet (then it is not known: False)."""
+        return _slot(self) is False
+
     def __getstate__(self) -> tuple:
         return (self.rule, self.source, self.keys, self.literals, self.literal_fields, self.order,
                 req_export(self.requirement))
@@ -67,6 +73,45 @@ class Unit:
     def __setstate__(self, state: tuple) -> None:
         self.rule, self.source, self.keys, self.literals, self.literal_fields, self.order, req = state
         self.requirement = req_import(req)
+
+
+_UNREAD = object()
+_read_pred = Unit.__dict__["pred"].__get__  # the slot itself: raises AttributeError when unread
+
+
+def _slot(u: Unit) -> Any:
+    try:
+        return _read_pred(u)
+    except AttributeError:
+        return _UNREAD
+
+
+def _never(f: dict, low: Any) -> bool:
+    return False
+
+
+def hot_predicates(units: Sequence[Unit]) -> list[Pred | bool]:
+    """The units' predicates, for an index's hot loop: ``preds[i](f, low)`` (True: always).
+
+    A unit of a rule from the cache whose predicates are not read yet gets a stand-in that
+    reads them (``Unit.pred``) on its first call and puts the real one in its place in this
+    list. Building a (Channel, EventID) bucket used to read every predicate of its rules:
+    2,183 rules, ~0.1-0.18 s of a dev-corpus hunt with all SigmaHQ and again in every
+    ``--jobs`` worker, where the prefilter lets 763 of them run at all (measured)."""
+    preds: list[Pred | bool] = []
+    for i, u in enumerate(units):
+        p = _slot(u)
+        preds.append(_stand_in(u, preds, i) if p is _UNREAD else p)
+    return preds
+
+
+def _stand_in(u: Unit, preds: list[Pred | bool], i: int) -> Pred:
+    def first_call(f: dict, low: Any) -> bool:
+        p = u.pred
+        preds[i] = _never if p is False else p
+        return p if isinstance(p, bool) else p(f, low)
+
+    return first_call
 
 
 @dataclass(eq=False)

@@ -276,7 +276,7 @@ def plan(units: Sequence[Any], sample: Sequence[dict] = ()) -> Plan | None:
     rest = False
     hits = _SampleHits(sample) if sample else None
     for pos, u in enumerate(units):
-        if u.pred is False:
+        if u.never:
             continue
         gates: list[frozenset] = requirement_gates(u.requirement)
         if not gates or (hits is not None and u.literal_fields is not None):
