@@ -378,7 +378,8 @@ def test_rule_that_cannot_be_read_or_compiled_never_matches(tmp_path: Path, monk
 
     monkeypatch.setattr(ruleset, "compile_rule", broken)
     engine = Engine(rs)
-    ev = Event({"Channel": "System", "EventID": 7045, "ImagePath": r"C:\Windows\PSEXESVC.exe"}, "t", 1, "json")
+    ev = Event({"Channel": "System", "EventID": 7045, "ImagePath": r"C:\Windows\PSEXESVC.exe"},
+               "t", 1, "json")
     assert engine.match(ev) == [] and engine.match(ev) == []
     (rule,) = [r for r in rs.rules if r.title == "Service installed 1"]
     assert any("cannot compile from the rule cache" in f for f in rule.flags)
