@@ -117,9 +117,10 @@ def test_concurrent_writers_leave_one_good_entry(tmp_path: Path) -> None:
 
 
 def _state(rs) -> tuple:
-    """Everything a rule set says about its rules, without predicates."""
+    """Everything a rule set says about its rules, without predicates (the requirements read
+    last: from the cache, each unit's is read on first access, into this process's atom ids)."""
     return ([(r.id, r.title, r.level, r.path, r.sources, r.flags, r.detection_fields,
-              [(u.source, u.keys, u.literals, u.literal_fields, u.order) for u in r.units])
+              [(u.source, u.keys, u.literals, u.literal_fields, u.order, u.requirement) for u in r.units])
              for r in rs.rules],
             [(c.title, str(c.type)) for c in rs.correlations], rs.rejected, rs.warnings,
             [(r.id, why) for r, why in rs.not_run], rs.files)

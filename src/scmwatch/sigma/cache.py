@@ -58,7 +58,7 @@ from scmwatch.sigma.files import rule_paths
 if TYPE_CHECKING:
     from scmwatch.sigma.load import LoadedSigma
 
-FORMAT = b"scmwatch-rules-4\n"
+FORMAT = b"scmwatch-rules-5\n"
 STAMP_FORMAT = "scmwatch-stamp-1"
 STAMP_SUFFIX = ".stamp"
 # A stored content hash is trusted only for a file last changed this long before its stamp was
