@@ -83,6 +83,7 @@ def test_number_atom_holds_whenever_the_numbers_do(nums, value):
 class _Unit:
     def __init__(self, req):
         self.pred = lambda f, low: True
+        self.never = False  # as ruleset.Unit.never: its predicate is not known to be False
         self.requirement = req
         self.literals = ()
         self.literal_fields = frozenset()
