@@ -216,3 +216,129 @@ def test_joined_keywords_equal_the_value_loop(words, fields):
         compile.tagged_join = join
     plain_pred = p.em.function(plain)
     assert fast_pred(fields, Low(fields)) == plain_pred(fields, Low(fields))
+
+
+# ----------------------------------------------------------------------------- regex atoms
+
+regex_blocks = st.sampled_from(["`", "\\$\\{", "-f", "a", "A", "\\s", "\\S", ".", "\\d{2,3}", "(?:ab|c-d)",
+                                "[0-9]+", "(x`)?", "(?:\\{\\d\\})+", "\\w+", "\\W", "^", "$", "\\b", "\\.",
+                                "[ \"']{1}",
+                                "[^a-z]", "[^\\\\]", "[^A]", "[A-Z]{2}", "k", "K", "(?i)", "(?i:Us)", "(?s)",
+                                "[^\\W]", "\\D", "x{3,}", "y{0,200}", ".{150,}", "(a)\\1", "(?=b)", "(?!c)",
+                                "[\\u212a]", "[^\\x00-\\x1f]", "net", "|", "\\x41", "[nN]", "e?"])
+regex_subjects = st.text(alphabet="aAbcdkKx`${}-f0129 .\"'\n\tUusSyY\\\u212a_", max_size=40)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(regex_blocks, min_size=1, max_size=6), st.sampled_from(["", "i", "m", "s", "is"]),
+       regex_subjects)
+def test_regex_prefilter_holds_whenever_the_regex_does(blocks, flags, value):
+    """``values.regex_prefilter``: whenever the rule's regex (RE2, its flags) matches a value
+    whose lower-cased text is ASCII, the prefilter pattern matches that lower-cased text
+    (checked with RE2 here, with Hyperscan below)."""
+    import re2
+
+    from scmwatch.sigma.values import CompileError, re2_searcher, regex_prefilter
+
+    pattern = "".join(blocks)
+    try:
+        search = re2_searcher(pattern, flags)
+    except CompileError:
+        return
+    rendered = regex_prefilter(pattern)
+    if rendered is None or not search(value):
+        return
+    assert value.lower().isascii()
+    assert re2.search(rendered, value.lower()) is not None, (pattern, flags, value, rendered)
+
+
+@needs_hyperscan
+@settings(max_examples=150, deadline=None)
+@given(st.lists(regex_blocks, min_size=1, max_size=5), st.sampled_from(["", "i", "s"]),
+       st.lists(regex_subjects, min_size=1, max_size=6))
+def test_regex_prefilter_in_hyperscan(blocks, flags, values):
+    """The same through Hyperscan's prefilter mode, as the atom scan runs it (no value is lost)."""
+    from scmwatch.sigma.values import CompileError, re2_searcher, regex_prefilter
+
+    pattern = "".join(blocks)
+    try:
+        search = re2_searcher(pattern, flags)
+    except CompileError:
+        return
+    rendered = regex_prefilter(pattern)
+    if rendered is None:
+        return
+    scan = sigma_index._scan_function(sigma_index._hs_database([tagged.PREFILTER + rendered], regex=True))
+    for v in values:
+        if search(v):
+            assert scan(v.lower()), (pattern, flags, v, rendered)
+
+
+def test_regex_prefilter_refuses_what_it_cannot_read():
+    from scmwatch.sigma.values import regex_prefilter
+
+    assert regex_prefilter("a{,3}") is None  # RE2 reads it as text, Python as a repeat
+    assert regex_prefilter("[[:alpha:]]x") is None  # RE2's POSIX class, Python's nested set
+    assert regex_prefilter("x|") is None  # matches the empty string: no gate
+    assert regex_prefilter("é") is None
+    want = "\\x6e\\x65\\x74(?:[\\x09-\\x0d\\x20]){1,}\\x75\\x73\\x65\\x72"
+    assert regex_prefilter("\\bnet\\s+user$") == want  # anchors and boundaries dropped
+
+
+@needs_hyperscan
+def test_sigmahq_regex_prefilters_compile():
+    """Every regex of SigmaHQ's rules that gets a prefilter pattern compiles in Hyperscan."""
+    from paths import SIGMAHQ
+
+    if not (SIGMAHQ / "rules").is_dir():
+        pytest.skip("../shared/corpora/sigmahq absent")
+    rs = load_rules([SIGMAHQ / d for d in ("rules", "rules-emerging-threats", "rules-threat-hunting")])
+    seen = {spec[1] for _, specs in list(ATOMS) for spec in specs if spec[0] == "re"}
+    assert len(seen) > 80 and rs.rules
+    sigma_index._hs_compile_regex([tagged.PREFILTER + p for p in sorted(seen)])
+
+
+REGEX_RULES = {
+    "single_dot": "sel:\n  CommandLine|re: '\\\\[a-zA-Z0-9]{1,32}\\.[a-zA-Z0-9]{1,6}\\.[ \"'']{1}'\n"
+                  "condition: sel",
+    "hex_args": "sel:\n  CommandLine|re: '\\s[a-fA-F0-9]{8}\\s'\ncondition: sel",
+    "user_case": "sel:\n  Image|re: '(?i)\\\\NET[^a-z]EXE$'\ncondition: sel",
+    "images": RULES["images"],
+}
+
+
+@pytest.fixture(scope="module")
+def regex_engines(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("regex-rules")
+    for n, (name, det) in enumerate(REGEX_RULES.items()):
+        body = textwrap.indent(det, "  ")
+        (tmp / f"{name}.yml").write_text(
+            f"title: {name}\nid: 7e0b6a54-0000-4000-8000-{n:012d}\nstatus: test\nlevel: high\n"
+            f"logsource:\n  category: process_creation\n  product: windows\ndetection:\n{body}\n",
+            encoding="utf-8")
+    rs = load_rules([tmp])
+    assert not rs.rejected and len(rs.rules) == len(REGEX_RULES), rs.rejected
+    return Engine(rs, hyperscan_after=0, atoms=True), Engine(rs, use_hyperscan=False)
+
+
+regex_event_values = st.one_of(
+    st.text(alphabet="aAbK\u212ak\\. \"'0129fF\tİß®x", max_size=30),
+    st.sampled_from(["C:\\x\\a.b.c ", "c:\\X\\FOO.BAR.\"", "x 0123abcd y", "X 0123ABCD\tY", "\\net.exe",
+                     "\\NET_EXE", "\\NE\u212aT.EXE", "® \\x\\a.b.c ", "\\net-exe\n"]),
+    st.integers(), st.booleans(), st.none(),
+    st.lists(st.text(alphabet="\\a.b \u212a®", max_size=10), max_size=3))
+
+
+@needs_hyperscan
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["CommandLine", "Image", "Product", "Other"]), regex_event_values,
+                       max_size=4))
+def test_regex_atoms_equal_the_predicates(regex_engines, fields):
+    """Regex atoms in the scan: exactly the rules brute force gives, non-ASCII values included."""
+    atom_engine, literal_engine = regex_engines
+    f = {"Channel": SYSMON, "EventID": 1, **fields}
+    b = atom_engine.bucket(SYSMON, 1)
+    assert b.atom_scan is not None and any(p.startswith(tagged.PREFILTER) for p in b.atoms.patterns)
+    want = _brute(literal_engine, f)
+    assert [r.id for r in atom_engine.match_fields(f)] == want
+    assert [r.id for r in literal_engine.match_fields(f)] == want

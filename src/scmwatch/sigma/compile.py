@@ -74,12 +74,14 @@ from scmwatch.sigma.values import (
     CompileError,
     as_text,
     classify,
+    compile_re2,
     globs_matcher,
     lower_parts,
     necessary_literal,
     re2_searcher,
     regex_literals,
     regex_needs,
+    regex_prefilter,
     strict_number,
     string_parts,
     text_matcher,
@@ -310,7 +312,7 @@ def _lit_score(s: frozenset[str]) -> float:
 # picks a gate from it and scans all atoms of a bucket at once.
 
 Req = Any  # True (no requirement) | False (impossible) | atom id | ("&" | "|", tuple of Req)
-ATOM_KINDS = frozenset({"eq", "starts", "ends", "contains", "any", "num"})
+ATOM_KINDS = frozenset({"eq", "starts", "ends", "contains", "any", "num", "re"})
 # The frame characters of the tagged text (``tagged.py``): an atom whose text holds one is not
 # scanned.
 TAG_CHARS = frozenset(chr(c) for c in range(0x10, 0x20))
@@ -339,6 +341,17 @@ def atom_pred(aid: int) -> Pred:
     fname, specs = ATOMS[aid]
     if specs and specs[0][0] == "num":
         return _numbers_pred(fname, frozenset(int(t) for _, t in specs), False)
+    if specs and specs[0][0] == "re":  # its prefilter pattern over the lower-cased value
+        search = compile_re2(specs[0][1], "s").search
+
+        def test(v: str) -> bool:
+            return search(v) is not None
+
+        def pred(f, low):
+            v = low[fname]
+            return _slow(f.get(fname), test) if v is None else test(v)
+
+        return pred
     return _ci_group(fname, list(specs))
 
 
@@ -718,8 +731,12 @@ class _Compiler:
         if isinstance(val, SigmaRegularExpression) and mapped not in GATE_FIELDS:
             lits = regex_literals(str(val.regexp))
             self.note_fields(mapped, lits)
-            # the case-free substrings every match holds: the lower-cased value holds them too
+            # the case-free substrings every match holds: the lower-cased value holds them too;
+            # and the regex itself as a prefilter pattern over the lower-cased value
             req = req_and([self.atom(mapped, [("contains", run)]) for run in regex_needs(str(val.regexp))[0]])
+            rx = regex_prefilter(str(val.regexp))
+            if rx is not None:
+                req = req_and([req, self.atom(mapped, [("re", rx)])])
         return self.em.call(self.typed_leaf(mapped, val, hexok)), lits, req
 
     def numbers(self, fname: str, nums: list[int | float],

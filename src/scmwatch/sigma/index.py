@@ -37,7 +37,7 @@ from scmwatch.native import pure_python
 from scmwatch.sigma.cache import cache_root
 from scmwatch.sigma.compile import SYSTEM_FIELDS, Low
 from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit, hot_predicates
-from scmwatch.sigma.tagged import Plan, plan, tagged_join, tagged_text
+from scmwatch.sigma.tagged import PREFILTER, Plan, non_ascii, plan, tagged_join, tagged_text
 
 try:  # optional accelerator; the engine is complete without it
     import hyperscan
@@ -120,10 +120,15 @@ def _scan_function(db: Any) -> Callable[[str], list[int]]:
 
 
 def _hs_compile_regex(patterns: list[str]) -> Any:
+    """Regexes (ASCII); those marked ``tagged.PREFILTER`` in Hyperscan's prefilter mode (it may
+    match more than the regex, never less: what a gate needs, and it accepts any size)."""
     n = len(patterns)
+    marked = [x.startswith(PREFILTER) for x in patterns]
+    single, prefilter = hyperscan.HS_FLAG_SINGLEMATCH, hyperscan.HS_FLAG_PREFILTER
     db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-    db.compile(expressions=[x.encode("ascii") for x in patterns], ids=list(range(n)), elements=n,
-               flags=[hyperscan.HS_FLAG_SINGLEMATCH] * n)
+    texts = [x[len(PREFILTER):] if m else x for x, m in zip(patterns, marked, strict=True)]
+    db.compile(expressions=[x.encode("ascii") for x in texts], ids=list(range(n)), elements=n,
+               flags=[single | prefilter if m else single for m in marked])
     return db
 
 
@@ -507,6 +512,10 @@ class Engine:
                 if data is not None:
                     b.atom_scan_db(data, match_event_handler=b.gather)
                     order = b.gather.take()
+                    if atoms.ascii_only:
+                        extra = non_ascii(f, atoms.ascii_only)
+                        if extra:
+                            order = sorted(extra.union(order))
                     if not order:
                         return []
                     return self._evaluate(b, f, order)
@@ -516,6 +525,8 @@ class Engine:
             cand = set(atoms.always)
             for i in b.atom_scan(text):
                 cand.update(units_of[i])
+            if atoms.ascii_only:
+                cand |= non_ascii(f, atoms.ascii_only)
             if not cand:
                 return []
             order = sorted(cand)

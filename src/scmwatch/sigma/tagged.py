@@ -13,6 +13,11 @@ two characters from 0x10-0x1b), all lower-cased, so that the tests are field-sco
   more: text anywhere in the event (a superset of "in its field")
 * ``num`` (OR-ed ints, ``compile._Compiler.numbers``): open(i) + digits + close(i), or any
   decimal with a fraction
+* ``re`` (a ``|re`` value): its prefilter pattern (``values.regex_prefilter``) anywhere in the
+  event, in Hyperscan's prefilter mode; a unit gated by one is let through whenever that field
+  is not ASCII (``non_ascii``). Measured with all SigmaHQ on the attack-sample corpus (atom
+  gates from data): Sysmon process creation 12.0 -> 9.5 candidates and 25-28 -> 21.3-21.7 us
+  per event, old and new code alternately
 
 An atom is scanned once per event however many rules share it. From its *requirement*
 (``compile.py``: the positive part of its condition over atoms, necessary for a match) each rule
@@ -65,7 +70,10 @@ FIELD_PRIOR = {
     "FileVersion": -15, "Signature": -15, "ParentUser": -15, "ParentImage": -10, "Image": -8,
     "OriginalFileName": -8, "CurrentDirectory": -5,
 }
-KIND_BONUS = {"eq": 4, "starts": 2, "ends": 2, "contains": 0, "any": -100, "num": 4}
+KIND_BONUS = {"eq": 4, "starts": 2, "ends": 2, "contains": 0, "any": -100, "num": 4, "re": -4}
+# A pattern starting with this is a regex atom's prefilter pattern (``values.regex_prefilter``):
+# compiled in Hyperscan's prefilter mode, and only relied on for ASCII text (``Plan.ascii_only``).
+PREFILTER = "\x00prefilter:"
 
 
 def num(i: int) -> str:
@@ -173,6 +181,8 @@ def _patterns(x: int | str, index: dict[str, int]) -> list[str]:
     if isinstance(x, str):
         return [_esc(x)]
     fname, specs = ATOMS[x]
+    if specs[0][0] == "re":  # anywhere in the event: a superset of "in its field"
+        return [PREFILTER + specs[0][1]]
     frame = num(index[fname])
     opened, closed = _esc("\x1e" + frame), _esc("\x1d" + frame)
     out = []
@@ -214,6 +224,9 @@ class Plan:
     patterns: tuple[str, ...]  # Hyperscan regexes (ASCII, over the UTF-8 tagged text)
     pattern_units: tuple[tuple[int, ...], ...]  # pattern id -> unit positions it lets through
     always: tuple[int, ...]  # unit positions without a gate
+    # (field, unit positions whose gate holds a regex atom on it): candidates whenever the
+    # field's value is not ASCII (``non_ascii``)
+    ascii_only: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 class _SampleHits:
@@ -301,10 +314,29 @@ def plan(units: Sequence[Any], sample: Sequence[dict] = ()) -> Plan | None:
         return None
     index = {name: i for i, name in enumerate(sorted(fields))}
     by_pattern: dict[str, set[int]] = {}
+    ascii_only: dict[str, set[int]] = {}
     for pos, gate in chosen.items():
         for x in gate:
             for p in _patterns(x, index):
                 by_pattern.setdefault(p, set()).add(pos)
+                if p.startswith(PREFILTER):
+                    ascii_only.setdefault(ATOMS[x][0], set()).add(pos)
     patterns = tuple(sorted(by_pattern))
     return Plan(index, len(index) if rest else -1, patterns,
-                tuple(tuple(sorted(by_pattern[p])) for p in patterns), tuple(always))
+                tuple(tuple(sorted(by_pattern[p])) for p in patterns), tuple(always),
+                tuple((k, tuple(sorted(v))) for k, v in sorted(ascii_only.items())))
+
+
+def non_ascii(f: dict, ascii_only: tuple[tuple[str, tuple[int, ...]], ...]) -> set[int]:
+    """The unit positions whose regex atom cannot be relied on for event ``f``: those on a
+    field with a non-ASCII str value (``values.regex_prefilter`` holds for ASCII values only;
+    Sysmon's ``Product`` is "Microsoft® Windows® ...", so the whole text is seldom ASCII)."""
+    out: set[int] = set()
+    for name, units in ascii_only:
+        v = f.get(name)
+        if v.__class__ is str:
+            if not v.isascii():
+                out.update(units)
+        elif v.__class__ is list and not all(x.isascii() for x in v if x.__class__ is str):
+            out.update(units)
+    return out

@@ -209,6 +209,160 @@ def regex_needs(pattern: str, cased: bool = False) -> tuple[tuple[str, ...], int
     return needs, min(min_width, 1 << 20)
 
 
+_ASCII = frozenset(range(128))
+_KELVIN = 0x212A  # the one non-ASCII character whose ``lower()`` is ASCII ("k")
+_WORD = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_DIGIT = frozenset(b"0123456789")
+_SPACE = frozenset(b"\t\n\v\f\r ")  # Python's \s; RE2's lacks \v: as a member set, the larger
+_RE2_SPACE = frozenset(b"\t\n\f\r ")  # as a complement (\S), the smaller
+MAX_PREFILTER_REPEAT = 100  # larger repeat counts become "at least min(lo, this)"
+
+
+class _Unrenderable(Exception):
+    pass
+
+
+def regex_prefilter(pattern: str) -> str | None:
+    """A Hyperscan pattern (ASCII, ``\\xHH`` escapes) that matches the *lower-cased* text of
+    every ASCII value ``pattern`` matches anywhere, whatever its flags; None when the pattern
+    cannot be read safely or would hold on the empty string.
+
+    Why: a rule whose only positive test is a regex (Raspberry Robin's single-dot file, SNAKE's
+    hex arguments, PowerShell token obfuscation ...) had no selective atom, so its predicate ran
+    RE2 on most process creations. This pattern is scanned with the bucket's other atoms
+    (``tagged.py``, Hyperscan's prefilter mode), so such rules run only where it matched.
+
+    Necessary by construction, never exact: each single-character item becomes the set of
+    lower-cased ASCII characters its original set can match (both cases collapse to one, so
+    the regex's own flags do not matter; a negated set or ``.`` also takes ``k``, the lower
+    case of the Kelvin sign), anchors, word boundaries and lookarounds become empty,
+    back-references any text, repeats above MAX_PREFILTER_REPEAT "at least". Only events whose
+    tagged text is ASCII may rely on it (the caller lets the rest through): there lowering maps
+    one character to one, so a match of the regex maps to a match of this. Read with Python's
+    parser, whose syntax equals RE2's for what it accepts here; the spellings where the two
+    differ (``{,n}``, POSIX classes ``[:alpha:]``) are refused."""
+    if "{," in pattern or "[:" in pattern:
+        return None
+    try:
+        from re import _constants as sre_c  # type: ignore[attr-defined]
+        from re import _parser as sre_parse  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - older layouts
+        return None
+    try:
+        tree = sre_parse.parse(pattern)
+        if tree.getwidth()[0] == 0:
+            return None
+        out = _render(tree, sre_c)
+    except (_Unrenderable, Exception):  # noqa: BLE001 - anything unexpected: no prefilter
+        return None
+    return out or None
+
+
+def _class(codes: set[int], wide: bool) -> str:
+    """A character class of the lower-cased images of ``codes`` (ASCII); ``wide``: the original
+    set can match a non-ASCII character, so "k" (Kelvin sign) is in."""
+    low = {ord(chr(c).lower()) for c in codes}
+    if wide:
+        low.add(ord("k"))
+    if not low:
+        raise _Unrenderable("empty set")
+    if len(low) == 1:
+        return f"\\x{low.pop():02x}"
+    runs: list[list[int]] = []
+    for x in sorted(low):
+        if runs and runs[-1][1] == x - 1:
+            runs[-1][1] = x
+        else:
+            runs.append([x, x])
+    return "[" + "".join(f"\\x{a:02x}" if a == b else f"\\x{a:02x}-\\x{b:02x}" for a, b in runs) + "]"
+
+
+def _category(cat: Any, c: Any) -> tuple[set[int], bool]:
+    if cat is c.CATEGORY_DIGIT:
+        return set(_DIGIT), False
+    if cat is c.CATEGORY_NOT_DIGIT:
+        return set(_ASCII - _DIGIT), True
+    if cat is c.CATEGORY_WORD:
+        return set(_WORD), False
+    if cat is c.CATEGORY_NOT_WORD:
+        return set(_ASCII - _WORD), True
+    if cat is c.CATEGORY_SPACE:
+        return set(_SPACE), False
+    if cat is c.CATEGORY_NOT_SPACE:
+        return set(_ASCII - _RE2_SPACE), True
+    raise _Unrenderable(str(cat))
+
+
+def _in(items: list, c: Any) -> str:
+    codes: set[int] = set()
+    wide = False
+    negate = False
+    for op, av in items:
+        if op is c.NEGATE:
+            negate = True
+        elif op is c.LITERAL:
+            if av < 128:
+                codes.add(av)
+            else:
+                wide = True
+        elif op is c.RANGE:
+            lo, hi = av
+            codes.update(range(lo, min(hi, 127) + 1))
+            wide = wide or hi >= 128
+        elif op is c.CATEGORY:
+            got, w = _category(av, c)
+            codes |= got
+            wide = wide or w
+        else:
+            raise _Unrenderable(str(op))
+    if negate:
+        # [^S] on the original: any character outside S, non-ASCII ones too; case is ignored,
+        # so a letter of S may still be matched in the other case: leave letters in the set
+        return _class(set(_ASCII - {x for x in codes if not chr(x).isalpha()}), True)
+    return _class(codes, wide)
+
+
+def _render(items: Any, c: Any) -> str:
+    out = []
+    for op, av in items:
+        if op is c.LITERAL:
+            if av >= 128:
+                if av != _KELVIN:
+                    raise _Unrenderable("non-ASCII literal")
+                av = ord("k")
+            out.append(_class({av}, False))
+        elif op is c.NOT_LITERAL:
+            keep = _ASCII - ({av} if av < 128 and not chr(av).isalpha() else set())
+            out.append(_class(set(keep), True))
+        elif op is c.ANY:
+            out.append(_class(set(_ASCII), True))
+        elif op is c.IN:
+            out.append(_in(av, c))
+        elif op is c.BRANCH:
+            out.append("(?:" + "|".join(_render(b, c) for b in av[1]) + ")")
+        elif op is c.SUBPATTERN or op is c.ATOMIC_GROUP:
+            inner = _render(av[-1] if op is c.SUBPATTERN else av, c)
+            if inner:
+                out.append("(?:" + inner + ")")
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, getattr(c, "POSSESSIVE_REPEAT", None)):
+            lo, hi, item = av
+            inner = _render(item, c)
+            if not inner:
+                continue
+            if hi is c.MAXREPEAT or hi > MAX_PREFILTER_REPEAT:
+                count = f"{{{min(lo, MAX_PREFILTER_REPEAT)},}}"
+            else:
+                count = f"{{{lo},{hi}}}"
+            out.append(f"(?:{inner}){count}")
+        elif op is c.GROUPREF:
+            out.append(_class(set(_ASCII), True) + "*")
+        elif op in (c.AT, c.ASSERT, c.ASSERT_NOT):
+            continue
+        else:
+            raise _Unrenderable(str(op))
+    return "".join(out)
+
+
 def regex_literals(pattern: str) -> frozenset[str] | None:
     """Lower-cased strings of which one must occur in any text the regex matches (None: unknown).
 
