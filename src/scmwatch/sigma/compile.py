@@ -312,7 +312,7 @@ def _lit_score(s: frozenset[str]) -> float:
 # picks a gate from it and scans all atoms of a bucket at once.
 
 Req = Any  # True (no requirement) | False (impossible) | atom id | ("&" | "|", tuple of Req)
-ATOM_KINDS = frozenset({"eq", "starts", "ends", "contains", "any", "num", "re"})
+ATOM_KINDS = frozenset({"eq", "starts", "ends", "contains", "any", "num", "re", "glob"})
 # The frame characters of the tagged text (``tagged.py``): an atom whose text holds one is not
 # scanned.
 TAG_CHARS = frozenset(chr(c) for c in range(0x10, 0x20))
@@ -321,19 +321,26 @@ ATOMS: list[tuple[str, tuple[tuple[str, Any], ...]]] = []  # atom id -> (field, 
 
 
 def atom_of(fname: str, specs: list[tuple[str, Any]]) -> int | None:
-    """The atom id of an OR-group of (kind, lower-cased text) tests on ``fname``; None when a
-    test cannot be written as a scan pattern (globs, delimiter characters)."""
+    """The atom id of an OR-group of (kind, lower-cased text) tests on ``fname`` (a glob's
+    payload: its parts); None when a test cannot be written as a scan pattern (delimiter
+    characters)."""
     canon = []
     for kind, payload in specs:
-        if kind not in ATOM_KINDS or (payload and not TAG_CHARS.isdisjoint(payload)):
+        texts = [p for p in payload if isinstance(p, str)] if kind == "glob" else [payload or ""]
+        if kind not in ATOM_KINDS or any(not TAG_CHARS.isdisjoint(t) for t in texts):
             return None
-        canon.append((kind, payload or ""))
-    key = (fname, tuple(sorted(set(canon))))
+        canon.append((kind, tuple(payload) if kind == "glob" else payload or ""))
+    key = (fname, tuple(sorted(set(canon), key=_canon_order)))
     aid = _atom_ids.get(key)
     if aid is None:
         aid = _atom_ids[key] = len(ATOMS)
         ATOMS.append(key)
     return aid
+
+
+def _canon_order(spec: tuple[str, Any]) -> tuple[str, str]:
+    kind, payload = spec
+    return kind, payload if isinstance(payload, str) else repr(payload)
 
 
 def atom_pred(aid: int) -> Pred:
@@ -726,6 +733,8 @@ class _Compiler:
             self.note_fields(mapped, lits)
             return self.em.call(_cased_pred(mapped, specs)), lits, True
         hexok = self.fm is not None and mapped in self.fm.hex_fields
+        if isinstance(val, SigmaFieldReference) and not val.starts_with and not val.ends_with:
+            return self.same_fields(mapped, val.field), None, True
         lits = None
         req: Req = True
         if isinstance(val, SigmaRegularExpression) and mapped not in GATE_FIELDS:
@@ -755,6 +764,18 @@ class _Compiler:
             aid = atom_of(mapped, [("num", str(n)) for n in nums])
             req = True if aid is None else aid
         return self.em.call(pred), None, req
+
+    def same_fields(self, fname: str, ref: str) -> Code:
+        """``fname|fieldref: ref`` inline when both are str (the common case, compared as the
+        ``_fieldref_leaf`` call would), that call otherwise. ``Potentially Suspicious Child
+        Process Of ... Itself`` runs on every Sysmon process creation (it has no atom)."""
+        other = self.field(ref)
+        if other is None:
+            raise CompileError(f"fieldref to unavailable field {ref}")
+        a, b = self.em.name(fname), self.em.name(other)
+        slow = self.em.name(_fieldref_leaf(fname, other, False, False))
+        return Code(f"((_v == _w) if (_v := low[{a}]) is not None and (_w := low[{b}]) is not None "
+                    f"else {slow}(f, low))")
 
     def typed_leaf(self, fname: str, val: Any, hexok: bool) -> Pred:
         if isinstance(val, SigmaRegularExpression):

@@ -11,6 +11,8 @@ two characters from 0x10-0x1b), all lower-cased, so that the tests are field-sco
 * ``ends``: text + close(i)              * ``any`` (``*``): open(i)
 * ``contains``: text + ``[^\x1d]*`` + close(i); texts of ``SCOPED_CONTAINS`` characters or
   more: text anywhere in the event (a superset of "in its field")
+* ``glob`` (inner wildcards): ``*`` as ``[^\x1d]*``, ``?`` as one to four bytes, framed
+  like the kinds above (``_glob_pattern``)
 * ``num`` (OR-ed ints, ``compile._Compiler.numbers``): open(i) + digits + close(i), or any
   decimal with a fraction
 * ``re`` (a ``|re`` value): its prefilter pattern (``values.regex_prefilter``) anywhere in the
@@ -52,6 +54,7 @@ from typing import Any
 
 from scmwatch.native import pure_python
 from scmwatch.sigma.compile import ATOMS, COMMON_LITERALS, SYSTEM_FIELDS, Low, Req, atom_pred
+from scmwatch.sigma.values import ONE, WILD, necessary_literal
 
 try:  # optional C extension (sigma/_text.c)
     from scmwatch.sigma._text import tagged_join
@@ -70,7 +73,7 @@ FIELD_PRIOR = {
     "FileVersion": -15, "Signature": -15, "ParentUser": -15, "ParentImage": -10, "Image": -8,
     "OriginalFileName": -8, "CurrentDirectory": -5,
 }
-KIND_BONUS = {"eq": 4, "starts": 2, "ends": 2, "contains": 0, "any": -100, "num": 4, "re": -4}
+KIND_BONUS = {"eq": 4, "starts": 2, "ends": 2, "contains": 0, "any": -100, "num": 4, "re": -4, "glob": 0}
 # A pattern starting with this is a regex atom's prefilter pattern (``values.regex_prefilter``):
 # compiled in Hyperscan's prefilter mode, and only relied on for ASCII text (``Plan.ascii_only``).
 PREFILTER = "\x00prefilter:"
@@ -125,7 +128,8 @@ def tagged_text_py(f: dict, index: dict[str, int], rest: int,
 
 def _atom_score(a: int) -> float:
     fname, specs = ATOMS[a]
-    return min(KIND_BONUS[k] + min(len(t), 12) - (8 if t in COMMON_LITERALS else 0) for k, t in specs) \
+    texts = [(k, necessary_literal(list(t)) if k == "glob" else t) for k, t in specs]
+    return min(KIND_BONUS[k] + min(len(t), 12) - (8 if t in COMMON_LITERALS else 0) for k, t in texts) \
         + FIELD_PRIOR.get(fname, 0)
 
 
@@ -205,6 +209,8 @@ def _patterns(x: int | str, index: dict[str, int]) -> list[str]:
             parts.append(_alt(short) + "[^\\x1d]*" + closed)
         if long:
             parts.append(_alt(long))
+        for glob in by.get("glob", ()):
+            parts.append(_glob_pattern(glob, opened, closed))
         if "num" in by:
             # a str counts as a number when written as a plain decimal (``strict_number``): the
             # int's own digits ("-0" too for 0), or any decimal with a fraction (its float may
@@ -213,6 +219,18 @@ def _patterns(x: int | str, index: dict[str, int]) -> list[str]:
             parts.append(opened + "(?:" + "|".join(nums) + "|(?:\\x2d)?[0-9]+\\x2e[0-9]+)" + closed)
         out.append("|".join(parts))
     return out
+
+
+def _glob_pattern(glob: tuple, opened: str, closed: str) -> str:
+    """A wildcard value within its field: ``*`` any run of the field's text, ``?`` one
+    character of it (one to four UTF-8 bytes: a superset), the value's start / end framed
+    unless it starts / ends with ``*``. No frame character can be crossed, so with ``*`` only
+    the pattern is exact."""
+    out = [] if glob[0] is WILD else [opened]
+    for p in glob[1 if glob[0] is WILD else 0:]:
+        out.append("[^\\x1d]*" if p is WILD else "[^\\x1d]{1,4}" if p is ONE else _esc(p))
+    out.append(closed)
+    return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)
