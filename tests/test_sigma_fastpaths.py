@@ -342,3 +342,61 @@ def test_regex_atoms_equal_the_predicates(regex_engines, fields):
     want = _brute(literal_engine, f)
     assert [r.id for r in atom_engine.match_fields(f)] == want
     assert [r.id for r in literal_engine.match_fields(f)] == want
+
+
+# ----------------------------------------------------------------------------- glob atoms
+
+glob_tokens = st.lists(st.sampled_from(["a", "b", "|", "find", "σ", "İ", "*", "?"]), min_size=1, max_size=6)
+glob_values = st.one_of(st.text(alphabet="abAB|findFINDσΣİi\u0307ß😀 ", max_size=14),
+                        st.lists(st.text(alphabet="ab|find", max_size=6), max_size=2), st.integers(0, 99),
+                        st.booleans(), st.none())
+
+
+@needs_hyperscan
+@settings(max_examples=300, deadline=None)
+@given(st.lists(glob_tokens, min_size=1, max_size=3), glob_values)
+def test_glob_atom_holds_whenever_the_glob_does(globs, value):
+    """A wildcard value's pattern: whenever the value matches (``compile._ci_group``), the
+    pattern matches the tagged text; with ``*`` alone, exactly then."""
+    from sigma.types import SpecialChars
+
+    from scmwatch.sigma.compile import _ci_group
+    from scmwatch.sigma.values import classify, lower_parts
+
+    specs = []
+    for tokens in globs:
+        parts = [SpecialChars.WILDCARD_MULTI if t == "*" else SpecialChars.WILDCARD_SINGLE if t == "?" else t
+                 for t in tokens]
+        specs.append(classify(lower_parts(parts)))
+    aid = atom_of("CommandLine", specs)
+    assert aid is not None
+    p = tagged.plan([_Unit(aid)])
+    scan = sigma_index._scan_function(sigma_index._hs_database(list(p.patterns), regex=True))
+    f = {"CommandLine": value, "Image": "find|a"}
+    text = tagged.tagged_text(f, p.index, p.rest)
+    if text is None:
+        return
+    holds = _ci_group("CommandLine", specs)(f, Low(f))
+    hit = bool(scan(text))
+    assert holds <= hit, (specs, value)
+    if all(k != "glob" or SpecialChars.WILDCARD_SINGLE not in g for k, g in specs) and \
+            all(k != "contains" or len(t) < tagged.SCOPED_CONTAINS for k, t in specs):
+        assert hit == holds, (specs, value)
+
+
+# ----------------------------------------------------------------------------- fieldref inline
+
+ref_values = st.one_of(st.sampled_from(["C:\\X\\a.exe", "c:\\x\\A.EXE", "İ", "i\u0307", "Σ", "ς", ""]),
+                       st.integers(0, 3), st.booleans(), st.none(), st.floats(0, 2),
+                       st.lists(st.sampled_from(["a", "A", 1]), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["Image", "ParentImage", "Other"]), ref_values, max_size=3))
+def test_inline_fieldref_equals_the_call(fields):
+    from scmwatch.sigma.compile import _fieldref_leaf
+
+    c = _Compiler(None, None)
+    inline = c.em.function(c.same_fields("Image", "ParentImage"))
+    call = _fieldref_leaf("Image", "ParentImage", False, False)
+    assert inline(fields, Low(fields)) == call(fields, Low(fields))
