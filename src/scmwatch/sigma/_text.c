@@ -321,6 +321,62 @@ static PyObject *tagged_build(Segs *s) {
     return out;
 }
 
+static Py_UCS1 LOWER[256]; /* ASCII lower-casing, byte for byte (filled at import) */
+
+/* The tagged text's UTF-8 bytes built directly (what the scan reads): ASCII pieces lowered
+ * through LOWER into the bytes, the others lowered with str.lower and copied as UTF-8, so
+ * neither the joined str nor its encoding is made (Sysmon's Product "Microsoft® ..." made
+ * every process creation take the whole-text encoding). NULL without an exception: a piece
+ * has no strict UTF-8 (a lone surrogate), the caller takes the str path. */
+static PyObject *tagged_build_bytes(Segs *s) {
+    PyObject **low = PyMem_Calloc(s->n ? s->n : 1, sizeof(PyObject *));
+    if (low == NULL) return PyErr_NoMemory();
+    PyObject *out = NULL;
+    Py_ssize_t total = 6 * s->n;
+    for (Py_ssize_t i = 0; i < s->n; i++) {
+        PyObject *piece = s->items[i];
+        if (PyUnicode_IS_ASCII(piece)) {
+            total += PyUnicode_GET_LENGTH(piece);
+            continue;
+        }
+        low[i] = PyObject_CallMethodNoArgs(piece, S_lower);
+        if (low[i] == NULL) goto done;
+        Py_ssize_t size;
+        if (PyUnicode_AsUTF8AndSize(low[i], &size) == NULL) {
+            if (PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) PyErr_Clear();
+            goto done;
+        }
+        total += size;
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) goto done;
+    char *o = PyBytes_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < s->n; i++) {
+        char hi = (char)(0x10 + s->field[i] / 12), lo = (char)(0x10 + s->field[i] % 12);
+        *o++ = 0x1e;
+        *o++ = hi;
+        *o++ = lo;
+        if (low[i] == NULL) {
+            const Py_UCS1 *src = PyUnicode_1BYTE_DATA(s->items[i]);
+            Py_ssize_t len = PyUnicode_GET_LENGTH(s->items[i]);
+            for (Py_ssize_t k = 0; k < len; k++) o[k] = (char)LOWER[src[k]];
+            o += len;
+        } else {
+            Py_ssize_t size;
+            const char *utf8 = PyUnicode_AsUTF8AndSize(low[i], &size); /* cached above */
+            memcpy(o, utf8, (size_t)size);
+            o += size;
+        }
+        *o++ = 0x1d;
+        *o++ = hi;
+        *o++ = lo;
+    }
+done:
+    for (Py_ssize_t i = 0; i < s->n; i++) Py_XDECREF(low[i]);
+    PyMem_Free(low);
+    return out;
+}
+
 static PyObject *tagged_join(PyObject *self, PyObject *args) {
     PyObject *fields, *index, *skip = Py_None;
     Py_ssize_t rest;
@@ -385,8 +441,9 @@ static PyObject *tagged_join(PyObject *self, PyObject *args) {
         out = Py_None;
         Py_INCREF(out);
     } else if (rc == 0) {
-        out = tagged_build(&s);
-        if (out != NULL && as_bytes) {
+        out = as_bytes ? tagged_build_bytes(&s) : NULL;
+        if (out == NULL && !PyErr_Occurred()) out = tagged_build(&s);
+        if (out != NULL && as_bytes && !PyBytes_CheckExact(out)) {
             /* what the scan reads: the UTF-8 bytes (ASCII text: the same bytes, one copy) */
             PyObject *b = PyUnicode_IS_ASCII(out)
                 ? PyBytes_FromStringAndSize((const char *)PyUnicode_1BYTE_DATA(out), PyUnicode_GET_LENGTH(out))
@@ -712,6 +769,7 @@ PyMODINIT_FUNC PyInit__text(void) {
     NUL = PyUnicode_FromStringAndSize("\0", 1);
     S_lower = PyUnicode_InternFromString("lower");
     if (NUL == NULL || S_lower == NULL) return NULL;
+    for (int c = 0; c < 256; c++) LOWER[c] = (Py_UCS1)((c >= 'A' && c <= 'Z') ? c + 32 : c);
     LowType.tp_base = &PyDict_Type;
     Low_as_mapping = *PyDict_Type.tp_as_mapping;
     Low_as_mapping.mp_subscript = (binaryfunc)Low_subscript;
