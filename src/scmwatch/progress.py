@@ -19,10 +19,10 @@ LARGE_INPUT = 32 << 20  # bytes; below this a run finishes before a bar is worth
 def unit_bytes(inp: Any) -> int:
     """Bytes behind one input for the bar: a local file's size, a URL's as its fsspec backend
     reports it (a remote listing's, else ``HEAD``'s Content-Length), 0 when unknown."""
+    if getattr(inp, "size", None) is not None and getattr(inp, "member", None) is None:
+        return inp.size  # a walk's or a remote listing's: known without asking (first, per file)
     if getattr(inp, "url", False):
         return inp.compressed_size() or 0
-    if getattr(inp, "size", None) is not None and getattr(inp, "member", None) is None:
-        return inp.size
     try:
         return os.path.getsize(getattr(inp, "path", inp))
     except OSError:

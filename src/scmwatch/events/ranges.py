@@ -99,8 +99,8 @@ def splittable(inp: InputFile) -> bool:
 def split_file(inp: InputFile, parts: int, min_bytes: int) -> list[FileRange] | None:
     """``inp`` as up to ``parts`` ranges if it is a splittable EVTX or NDJSON file of at least
     ``min_bytes``; None otherwise (also when it cannot be read: the whole-file read reports that)."""
-    if parts < 2 or not splittable(inp) or (inp.size is not None and inp.size < min_bytes):
-        return None
+    if parts < 2 or (inp.size is not None and inp.size < min_bytes) or not splittable(inp):
+        return None  # a walk's small file: decided by its size alone (the client asks per file)
     try:
         size = os.path.getsize(inp.path)
         if size < min_bytes:
