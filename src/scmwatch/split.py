@@ -401,14 +401,16 @@ def replayed(chain: list[tuple[str | list[tuple], int]], dropped: list[int]) -> 
     """A split file's candidate records as one stream, where they were kept (a cluster's
     partition): its ranges' streams (spill files or lists) in file order, the per-file fact
     dedup replayed with whole-file positions (range offset + position in range). Records the
-    dedup removes are counted in ``dropped[0]``."""
+    dedup removes are counted in ``dropped[0]``, but for the copies a partition that learns
+    links gets of other partitions' candidates for their facts (keys None:
+    ``correlate.partition.Router``), which are no candidates of their own."""
     dedup = FactDedup()
     for path, offset in chain:
         records: Iterable[tuple] = read_stream(path) if isinstance(path, str) else path
         for rec in records:
             out = dedup.replay(rec, offset + rec[2])
             if out is None:
-                dropped[0] += 1
+                dropped[0] += rec[3] is not None
             else:
                 yield out
 

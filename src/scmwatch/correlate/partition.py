@@ -165,8 +165,8 @@ class Router:
                 bare = None
                 for p in fact_parts:
                     if p not in owners:
-                        if bare is None:
-                            bare = (rec[0], rec[1], rec[2], (), rec[4], None)
+                        if bare is None:  # keys None: a copy for the facts, not a candidate of its own
+                            bare = (rec[0], rec[1], rec[2], None if rec[3] else (), rec[4], None)
                         parts[p].append(bare)
         return parts
 
