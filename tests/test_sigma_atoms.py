@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import random
 import re
-import textwrap
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine_pairs import brute, engine_pair
 from paths import SIGMAHQ
 from scmwatch.events.model import Event, ReadStats
 from scmwatch.events.read import discover, read_input
@@ -173,22 +173,7 @@ RULES = {
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("atom-rules")
-    for n, (name, det) in enumerate(RULES.items()):
-        body = textwrap.indent(det, "  ")
-        (tmp / f"{name}.yml").write_text(
-            f"title: {name}\nid: 5d0b6a54-0000-4000-8000-{n:012d}\nstatus: test\nlevel: high\n"
-            f"logsource:\n  category: process_creation\n  product: windows\ndetection:\n{body}\n",
-            encoding="utf-8")
-    rs = load_rules([tmp])
-    assert not rs.rejected and len(rs.rules) == len(RULES), rs.rejected
-    return Engine(rs, hyperscan_after=0, atoms=True), Engine(rs, use_hyperscan=False)
-
-
-def _brute(engine, f):
-    b = engine.bucket(f.get("Channel"), f.get("EventID"))
-    low = Low(f)
-    return [u.rule.id for u in b.units if u.pred is True or (u.pred is not False and u.pred(f, low))]
+    return engine_pair(tmp_path_factory.mktemp("atom-rules"), RULES, "process_creation", "5d0b6a54")
 
 
 event_values = st.one_of(st.text(alphabet=TRICKY + "cmdexepingvsadmintTEMP%", max_size=30),
@@ -207,7 +192,7 @@ def test_atom_path_equals_every_predicate(engines, fields):
     bucket = atom_engine.bucket(SYSMON, 1)
     assert bucket.atom_scan is not None  # the atom path is what runs
     assert (bucket.gather is not None) is (sigma_index.Gather is not None)  # its C handler, when built
-    want = _brute(literal_engine, f)
+    want = brute(literal_engine, f)
     assert [r.id for r in atom_engine.match_fields(f)] == want
     assert [r.id for r in literal_engine.match_fields(f)] == want
 
@@ -247,7 +232,7 @@ def test_bools_take_the_atom_path_as_text(engines):
         f = {"Channel": SYSMON, "EventID": 1, **fields}
         b = atom_engine.bucket(SYSMON, 1)
         assert tagged.tagged_text(f, b.atoms.index, b.atoms.rest) is not None
-        want = _brute(literal_engine, f)
+        want = brute(literal_engine, f)
         assert [r.id for r in atom_engine.match_fields(f)] == want
         assert ("5d0b6a54-0000-4000-8000-000000000013" in want) is hit
 
@@ -257,7 +242,7 @@ def test_hostile_huge_values(engines):
     atom_engine, literal_engine = engines
     for v in ["a" * 200_000, "Σ" * 50_000 + "\\cmd.exe", "x\\PING.exe" + " -n " * 20_000, ["İ" * 1000] * 50]:
         f = {"Channel": SYSMON, "EventID": 1, "Image": v, "CommandLine": v, "ParentImage": None}
-        assert [r.id for r in atom_engine.match_fields(f)] == _brute(literal_engine, f)
+        assert [r.id for r in atom_engine.match_fields(f)] == brute(literal_engine, f)
 
 
 # ----------------------------------------------------------------------------- SigmaHQ
@@ -303,7 +288,7 @@ def test_sigmahq_atom_path_equals_predicates(sigmahq):
     checked = 0
     for ev in events:
         for f in [ev.fields, *_mutations(ev.fields, rng)]:
-            want = _brute(literal_engine, f)
+            want = brute(literal_engine, f)
             assert [r.id for r in atom_engine.match_fields(f)] == want, (ev.source, ev.record_id)
             assert [r.id for r in literal_engine.match_fields(f)] == want
             checked += bool(want)
@@ -324,7 +309,7 @@ def test_sigmahq_sampled_gates_equal_predicates(sigmahq):
     b = engine.bucket(SYSMON, 1)
     static = None
     for f in variants + variants:
-        assert [r.id for r in engine.match_fields(f)] == _brute(literal_engine, f)
+        assert [r.id for r in engine.match_fields(f)] == brute(literal_engine, f)
         if static is None and b.atoms is not None:
             static = b.atoms.patterns
     assert b.atom_scan is not None and b.sample is None  # sampled, and chosen again from it
@@ -416,7 +401,7 @@ def test_trials_pick_a_prefilter_without_changing_matches(engines):
     assert b.trials == 2 * sigma_index.TRIALS and b.atom_scan is not None
     for _ in range(2 * sigma_index.TRIALS + 5):
         f = {"Channel": SYSMON, "EventID": 1, **{k: rng.choice(pool) for k in FIELDS}}
-        assert [r.id for r in auto.match_fields(f)] == _brute(literal_engine, f)
+        assert [r.id for r in auto.match_fields(f)] == brute(literal_engine, f)
     assert b.trials == 0 and b.timings == ([], [])
 
 

@@ -8,14 +8,13 @@ non-ASCII case folding, frame characters, floats, lists, None).
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sigma.types import SigmaString
 
-from scmwatch.sigma import Engine, compile, load_rules, tagged
+from engine_pairs import brute, engine_pair
+from scmwatch.sigma import compile, load_rules, tagged
 from scmwatch.sigma import index as sigma_index
 from scmwatch.sigma.compile import ATOMS, Low, _Compiler, _numbers_pred, atom_of, atom_pred
 from scmwatch.sigma.values import as_text, strict_number
@@ -119,22 +118,7 @@ RULES = {
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fast-rules")
-    for n, (name, det) in enumerate(RULES.items()):
-        body = textwrap.indent(det, "  ")
-        (tmp / f"{name}.yml").write_text(
-            f"title: {name}\nid: 6e0b6a54-0000-4000-8000-{n:012d}\nstatus: test\nlevel: high\n"
-            f"logsource:\n  category: network_connection\n  product: windows\ndetection:\n{body}\n",
-            encoding="utf-8")
-    rs = load_rules([tmp])
-    assert not rs.rejected and len(rs.rules) == len(RULES), rs.rejected
-    return Engine(rs, hyperscan_after=0, atoms=True), Engine(rs, use_hyperscan=False)
-
-
-def _brute(engine, f):
-    b = engine.bucket(f.get("Channel"), f.get("EventID"))
-    low = Low(f)
-    return [u.rule.id for u in b.units if u.pred is True or (u.pred is not False and u.pred(f, low))]
+    return engine_pair(tmp_path_factory.mktemp("fast-rules"), RULES, "network_connection", "6e0b6a54")
 
 
 def _plain(rule_title, f):
@@ -187,9 +171,9 @@ def test_fast_paths_equal_the_plain_reading(engines, fields):
     assert b.atom_scan is not None
     titles = {r.id: r.title for r in literal_engine.ruleset.rules}
     want = [r.id for r in literal_engine.ruleset.rules if _plain(r.title, f)]
-    assert sorted(_brute(literal_engine, f)) == sorted(want), [titles[i] for i in want]
-    assert [r.id for r in atom_engine.match_fields(f)] == _brute(literal_engine, f)
-    assert [r.id for r in literal_engine.match_fields(f)] == _brute(literal_engine, f)
+    assert sorted(brute(literal_engine, f)) == sorted(want), [titles[i] for i in want]
+    assert [r.id for r in atom_engine.match_fields(f)] == brute(literal_engine, f)
+    assert [r.id for r in literal_engine.match_fields(f)] == brute(literal_engine, f)
 
 
 keyword_words = st.lists(st.sampled_from(["mimikatz", "sekurlsa::", "Σσ", "ß", "😀", "4688", "tRuE", "perfc",
@@ -309,16 +293,7 @@ REGEX_RULES = {
 
 @pytest.fixture(scope="module")
 def regex_engines(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("regex-rules")
-    for n, (name, det) in enumerate(REGEX_RULES.items()):
-        body = textwrap.indent(det, "  ")
-        (tmp / f"{name}.yml").write_text(
-            f"title: {name}\nid: 7e0b6a54-0000-4000-8000-{n:012d}\nstatus: test\nlevel: high\n"
-            f"logsource:\n  category: process_creation\n  product: windows\ndetection:\n{body}\n",
-            encoding="utf-8")
-    rs = load_rules([tmp])
-    assert not rs.rejected and len(rs.rules) == len(REGEX_RULES), rs.rejected
-    return Engine(rs, hyperscan_after=0, atoms=True), Engine(rs, use_hyperscan=False)
+    return engine_pair(tmp_path_factory.mktemp("regex-rules"), REGEX_RULES, "process_creation", "7e0b6a54")
 
 
 regex_event_values = st.one_of(
@@ -339,7 +314,7 @@ def test_regex_atoms_equal_the_predicates(regex_engines, fields):
     f = {"Channel": SYSMON, "EventID": 1, **fields}
     b = atom_engine.bucket(SYSMON, 1)
     assert b.atom_scan is not None and any(p.startswith(tagged.PREFILTER) for p in b.atoms.patterns)
-    want = _brute(literal_engine, f)
+    want = brute(literal_engine, f)
     assert [r.id for r in atom_engine.match_fields(f)] == want
     assert [r.id for r in literal_engine.match_fields(f)] == want
 
