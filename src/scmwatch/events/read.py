@@ -149,6 +149,11 @@ def is_url(path: str) -> bool:
     return bool(sep) and scheme.isalnum() and scheme.lower() != "file"
 
 
+#: URL scheme -> the extra that installs its fsspec implementation (pyproject.toml).
+URL_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "az": "az", "abfs": "az",
+              "http": "remote", "https": "remote"}
+
+
 def _fs(url: str) -> tuple[Any, str]:
     try:
         from fsspec.core import url_to_fs
@@ -156,7 +161,11 @@ def _fs(url: str) -> tuple[Any, str]:
         raise OSError(errno.ENOTSUP, "reading URLs needs fsspec: pip install 'scmwatch[remote]'") from exc
     try:
         return url_to_fs(url)
-    except (ImportError, ValueError) as exc:  # no implementation for the scheme, or a bad URL
+    except ImportError as exc:  # the scheme's implementation is not installed
+        extra = URL_EXTRAS.get(url.split("://", 1)[0].lower())
+        hint = f": pip install 'scmwatch[{extra}]'" if extra else ""
+        raise OSError(errno.ENOTSUP, f"{exc}{hint}") from exc
+    except ValueError as exc:  # no implementation known for the scheme, or a bad URL
         raise OSError(errno.ENOTSUP, str(exc)) from exc
 
 

@@ -1,0 +1,30 @@
+"""Small written rule sets as two engines (atom prefilter on, Hyperscan off) and the
+brute-force answer every fast path is held to: each unit's predicate on every event."""
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+from scmwatch.sigma import Engine, load_rules
+from scmwatch.sigma.compile import Low
+
+
+def engine_pair(tmp: Path, rules: dict[str, str], category: str, id_prefix: str) -> tuple[Engine, Engine]:
+    """Write one rule per ``rules`` item (title -> detection YAML) under ``category`` and return
+    ``(atom engine, literal engine)``; ``id_prefix`` keeps ids apart between test modules."""
+    for n, (name, det) in enumerate(rules.items()):
+        body = textwrap.indent(det, "  ")
+        (tmp / f"{name}.yml").write_text(
+            f"title: {name}\nid: {id_prefix}-0000-4000-8000-{n:012d}\nstatus: test\nlevel: high\n"
+            f"logsource:\n  category: {category}\n  product: windows\ndetection:\n{body}\n",
+            encoding="utf-8")
+    rs = load_rules([tmp])
+    assert not rs.rejected and len(rs.rules) == len(rules), rs.rejected
+    return Engine(rs, hyperscan_after=0, atoms=True), Engine(rs, use_hyperscan=False)
+
+
+def brute(engine: Engine, f: dict) -> list[str]:
+    """The ids of the rules whose predicate holds on ``f``, no prefilter asked."""
+    b = engine.bucket(f.get("Channel"), f.get("EventID"))
+    low = Low(f)
+    return [u.rule.id for u in b.units if u.pred is True or (u.pred is not False and u.pred(f, low))]
