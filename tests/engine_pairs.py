@@ -28,3 +28,14 @@ def brute(engine: Engine, f: dict) -> list[str]:
     b = engine.bucket(f.get("Channel"), f.get("EventID"))
     low = Low(f)
     return [u.rule.id for u in b.units if u.pred is True or (u.pred is not False and u.pred(f, low))]
+
+
+class StandInUnit:
+    """A rule unit with only a requirement, for planning the atom scan without a rule."""
+
+    def __init__(self, req: object) -> None:
+        self.pred = lambda f, low: True
+        self.never = False  # as ruleset.Unit.never: its predicate is not known to be False
+        self.requirement = req
+        self.literals = ()
+        self.literal_fields = frozenset()

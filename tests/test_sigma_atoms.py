@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine_pairs import brute, engine_pair
+from engine_pairs import StandInUnit, brute, engine_pair
 from paths import SIGMAHQ
 from scmwatch.events.model import Event, ReadStats
 from scmwatch.events.read import discover, read_input
@@ -99,15 +99,6 @@ kinds = st.sampled_from(["eq", "starts", "ends", "contains", "any"])
 spec_texts = st.text(alphabet="ab\\.Σσςİi\u0307ß😀 ", max_size=20)
 
 
-class _Unit:
-    def __init__(self, req):
-        self.pred = lambda f, low: True
-        self.never = False  # as ruleset.Unit.never: its predicate is not known to be False
-        self.requirement = req
-        self.literals = ()
-        self.literal_fields = frozenset()
-
-
 @needs_hyperscan
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(FIELDS[:2]), st.lists(st.tuples(kinds, spec_texts), min_size=1,
@@ -124,7 +115,7 @@ def test_atom_patterns_equal_the_predicates(groups, fields):
         aid = atom_of(fname, specs)
         assert aid is not None
         specs_of[aid] = (fname, specs)
-    units = [_Unit(a) for a in specs_of]
+    units = [StandInUnit(a) for a in specs_of]
     p = tagged.plan(units)
     scan = sigma_index._scan_function(sigma_index._hs_database(list(p.patterns), regex=True))
     text = tagged.tagged_text(fields, p.index, p.rest)
@@ -320,7 +311,7 @@ def test_sampled_gate_is_the_one_that_held_least():
     img = atom_of("Image", [("ends", "\\updater.exe")])
     cli = atom_of("CommandLine", [("contains", " -x ")])
 
-    class Unit(_Unit):
+    class Unit(StandInUnit):
         def __init__(self):
             super().__init__(("&", (img, cli)))
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sigma.types import SigmaString
 
-from engine_pairs import brute, engine_pair
+from engine_pairs import StandInUnit, brute, engine_pair
 from scmwatch.sigma import compile, load_rules, tagged
 from scmwatch.sigma import index as sigma_index
 from scmwatch.sigma.compile import ATOMS, Low, _Compiler, _numbers_pred, atom_of, atom_pred
@@ -64,7 +64,7 @@ def test_number_atom_holds_whenever_the_numbers_do(nums, value):
     """The ``num`` pattern over the tagged text: a superset of the number test, exact on ints
     and on text without a decimal point."""
     aid = atom_of("DestinationPort", [("num", str(n)) for n in nums])
-    p = tagged.plan([_Unit(aid)])
+    p = tagged.plan([StandInUnit(aid)])
     scan = sigma_index._scan_function(sigma_index._hs_database(list(p.patterns), regex=True))
     f = {"DestinationPort": value, "Other": "1"}
     text = tagged.tagged_text(f, p.index, p.rest)
@@ -77,15 +77,6 @@ def test_number_atom_holds_whenever_the_numbers_do(nums, value):
     items = value if isinstance(value, list) else [value]
     if not any(isinstance(x, str) and "." in x for x in items):
         assert hit == holds, (value, nums)
-
-
-class _Unit:
-    def __init__(self, req):
-        self.pred = lambda f, low: True
-        self.never = False  # as ruleset.Unit.never: its predicate is not known to be False
-        self.requirement = req
-        self.literals = ()
-        self.literal_fields = frozenset()
 
 
 def test_numbers_and_bools_are_atoms():
@@ -213,6 +204,17 @@ regex_blocks = st.sampled_from(["`", "\\$\\{", "-f", "a", "A", "\\s", "\\S", "."
 regex_subjects = st.text(alphabet="aAbcdkKx`${}-f0129 .\"'\n\tUusSyY\\\u212a_", max_size=40)
 
 
+def _regex_and_prefilter(pattern: str, flags: str):
+    """The rule's RE2 search and its prefilter pattern; ``(None, None)`` when RE2 refuses it."""
+    from scmwatch.sigma.values import CompileError, re2_searcher, regex_prefilter
+
+    try:
+        search = re2_searcher(pattern, flags)
+    except CompileError:
+        return None, None
+    return search, regex_prefilter(pattern)
+
+
 @settings(max_examples=600, deadline=None)
 @given(st.lists(regex_blocks, min_size=1, max_size=6), st.sampled_from(["", "i", "m", "s", "is"]),
        regex_subjects)
@@ -222,14 +224,8 @@ def test_regex_prefilter_holds_whenever_the_regex_does(blocks, flags, value):
     (checked with RE2 here, with Hyperscan below)."""
     import re2
 
-    from scmwatch.sigma.values import CompileError, re2_searcher, regex_prefilter
-
     pattern = "".join(blocks)
-    try:
-        search = re2_searcher(pattern, flags)
-    except CompileError:
-        return
-    rendered = regex_prefilter(pattern)
+    search, rendered = _regex_and_prefilter(pattern, flags)
     if rendered is None or not search(value):
         return
     assert value.lower().isascii()
@@ -242,14 +238,8 @@ def test_regex_prefilter_holds_whenever_the_regex_does(blocks, flags, value):
        st.lists(regex_subjects, min_size=1, max_size=6))
 def test_regex_prefilter_in_hyperscan(blocks, flags, values):
     """The same through Hyperscan's prefilter mode, as the atom scan runs it (no value is lost)."""
-    from scmwatch.sigma.values import CompileError, re2_searcher, regex_prefilter
-
     pattern = "".join(blocks)
-    try:
-        search = re2_searcher(pattern, flags)
-    except CompileError:
-        return
-    rendered = regex_prefilter(pattern)
+    search, rendered = _regex_and_prefilter(pattern, flags)
     if rendered is None:
         return
     scan = sigma_index._scan_function(sigma_index._hs_database([tagged.PREFILTER + rendered], regex=True))
@@ -345,7 +335,7 @@ def test_glob_atom_holds_whenever_the_glob_does(globs, value):
         specs.append(classify(lower_parts(parts)))
     aid = atom_of("CommandLine", specs)
     assert aid is not None
-    p = tagged.plan([_Unit(aid)])
+    p = tagged.plan([StandInUnit(aid)])
     scan = sigma_index._scan_function(sigma_index._hs_database(list(p.patterns), regex=True))
     f = {"CommandLine": value, "Image": "find|a"}
     text = tagged.tagged_text(f, p.index, p.rest)
