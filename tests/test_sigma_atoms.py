@@ -322,6 +322,24 @@ def test_sampled_gate_is_the_one_that_held_least():
     assert set(sampled.index) == {"CommandLine"}  # ... but held on every sampled event
 
 
+def test_gate_ties_are_broken_by_the_tests_not_the_atom_ids():
+    """Atom ids are numbered per process as requirements are read (a fresh compile and a
+    rule-cache load differ), so two equally scored gates must be told apart by their tests:
+    otherwise the static plan, and the Hyperscan database cached for it, changes between runs."""
+    chosen = []
+    for first, second in (("-qqq-1", "-aaa-1"), ("-aaa-2", "-qqq-2")):  # created in either order
+        a = atom_of("CommandLine", [("contains", first)])
+        b = atom_of("CommandLine", [("contains", second)])
+
+        class Unit(StandInUnit):
+            def __init__(self, a=a, b=b):
+                super().__init__(("&", (a, b)))
+
+        p = tagged.plan([Unit()])
+        chosen.append([t for t in (first, second) if any(tagged._esc(t) in x for x in p.patterns)])
+    assert chosen == [["-qqq-1"], ["-qqq-2"]]
+
+
 # ----------------------------------------------------------------------------- regexes and globs
 
 regex_blocks = st.sampled_from(["`", "\\$\\{", "-f", "a", "A", "\\s", ".", "\\d{2,3}", "(?:ab|c-d)", "[0-9]+",

@@ -289,6 +289,28 @@ def _lower_text(f: dict, names: tuple[str, ...] | None) -> str:
     return "\x00".join(out).lower()
 
 
+def _gate_key(gate: frozenset) -> list[str]:
+    """What breaks a tie between equally scored gates: their atoms' tests (``repr`` of
+    ``ATOMS[x]``) and literals, never the atom ids, which are numbered per process in the order
+    requirements are read (a fresh compile and a rule-cache load number them differently, and a
+    cached rule's requirements are read as buckets are met). Ties broken by id gave the Sysmon
+    process-creation bucket another static plan after the rule cache was written, so the
+    second hunt compiled its Hyperscan database again (1.1 s of CPU in each ``--jobs`` worker,
+    measured on 100k simulated events), and two inputs meeting buckets in another order could
+    each pay for one of their own."""
+    return sorted(_atom_key(x) if isinstance(x, int) else x for x in gate)
+
+
+_atom_keys: dict[int, str] = {}
+
+
+def _atom_key(a: int) -> str:
+    key = _atom_keys.get(a)
+    if key is None:
+        key = _atom_keys[a] = repr(ATOMS[a])
+    return key
+
+
 def plan(units: Sequence[Any], sample: Sequence[dict] = ()) -> Plan | None:
     """The atom prefilter for a bucket's units (``ruleset.Unit``), or None when it cannot have
     one (too many fields).
@@ -316,10 +338,10 @@ def plan(units: Sequence[Any], sample: Sequence[dict] = ()) -> Plan | None:
             always.append(pos)
             continue
         if hits is None or len(gates) == 1:
-            best = max(gates, key=lambda g: (_score(g), sorted(map(str, g))))
+            best = max(gates, key=lambda g: (_score(g), _gate_key(g)))
         else:
             held = {g: hits.count(g, u.literal_fields) for g in gates}
-            best = max(gates, key=lambda g: (-held[g], _score(g), sorted(map(str, g))))
+            best = max(gates, key=lambda g: (-held[g], _score(g), _gate_key(g)))
         chosen[pos] = best
         for x in best:
             if isinstance(x, int):
