@@ -25,7 +25,7 @@ from scmwatch.sigma import Engine, load_rules
 from scmwatch.sigma.cache import freeze_gc
 from scmwatch.sigma.compile import SYSTEM_FIELDS, Low
 from scmwatch.sigma.index import GATE_BITS, Bucket, prefilter_text
-from scmwatch.sigma.tagged import non_ascii, tagged_join, tagged_text
+from scmwatch.sigma.tagged import candidates, non_ascii, tagged_join, tagged_text
 
 
 def _least(fn, repeat: int) -> float:
@@ -44,10 +44,7 @@ def _candidates(b: Bucket, f: dict) -> tuple[list[int], int]:
     text = tagged_text(f, b.atoms.index, b.atoms.rest) if b.atom_scan is not None else None
     if text is not None:
         hits = b.atom_scan(text)
-        cand = set(b.atoms.always)
-        for i in hits:
-            cand.update(b.atoms.pattern_units[i])
-        cand |= non_ascii(f, b.atoms.ascii_only)
+        cand = candidates(b.atoms, hits) | non_ascii(f, b.atoms.ascii_only)
         return sorted(cand), len(hits)
     if b.scan is None:
         return list(b.always), 0

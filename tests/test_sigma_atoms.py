@@ -120,7 +120,7 @@ def test_atom_patterns_equal_the_predicates(groups, fields):
     scan = sigma_index._scan_function(sigma_index._hs_database(list(p.patterns), regex=True))
     text = tagged.tagged_text(fields, p.index, p.rest)
     assert text is not None
-    hit = {u for i in scan(text) for u in p.pattern_units[i]}
+    hit = tagged.candidates(p, scan(text))
     for pos, aid in enumerate(specs_of):
         fname, specs = specs_of[aid]
         holds = _ci_group(fname, specs)(fields, Low(fields))
@@ -189,28 +189,36 @@ def test_atom_path_equals_every_predicate(engines, fields):
 
 
 @pytest.mark.skipif(sigma_index.Gather is None, reason="the C extension is not built")
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 40), max_size=4), min_size=1, max_size=12),
-       st.lists(st.integers(0, 40), max_size=4),
-       st.lists(st.lists(st.integers(0, 11), max_size=6), max_size=3))
-def test_gather_equals_the_python_candidates(pattern_units, always, scans):
-    """The C match handler gives, per scan, the sorted union of the matched patterns' units and
-    the always ones, and forgets them for the next scan (what ``Engine._match`` did in Python)."""
-    units = tuple(tuple(sorted(set(u))) for u in pattern_units)
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=1, max_size=10).flatmap(lambda need: st.tuples(
+    st.just(need),
+    st.lists(st.lists(st.sampled_from([u * tagged.GATE_SLOTS + k for u, n in enumerate(need)
+                                       for k in range(n)] or [None]), max_size=4), min_size=1, max_size=12),
+    st.lists(st.integers(0, len(need) - 1), max_size=4),
+    st.lists(st.lists(st.integers(0, len(need) - 1), max_size=3), max_size=12),
+    st.lists(st.lists(st.integers(0, 11), max_size=6), max_size=3))))
+def test_gather_equals_the_python_candidates(case):
+    """The C match handler gives, per scan, the sorted units whose every gate (``need`` of them)
+    a matched pattern hit, and the always ones, less those a matched pattern killed; and forgets
+    them for the next scan (``tagged.candidates`` is its Python twin)."""
+    need, pattern_gates, always, kills, scans = case
+    gates = tuple(tuple(sorted(set(g) - {None})) for g in pattern_gates)  # gate k < need[u]
     always_t = tuple(sorted(set(always)))
-    gather = sigma_index.Gather(units, always_t)
+    kills_t = tuple(tuple(sorted(set(k))) for k in kills)
+    p = tagged.Plan({}, -1, ("",) * len(gates), gates, always_t, tuple(need))
+    gather = sigma_index.Gather(gates, always_t, tuple(need), kills_t)
     for ids in scans:
-        ids = [i for i in ids if i < len(units)]
+        ids = [i for i in ids if i < len(gates)]
         for i in ids:
             assert gather(i, 0, 5, 0, None) is None  # None: Hyperscan scans on
-        want = set(always_t)
-        for i in ids:
-            want.update(units[i])
-        assert gather.take() == sorted(want)
+        killed = {u for i in ids if i < len(kills_t) for u in kills_t[i]}
+        assert gather.take() == sorted(tagged.candidates(p, ids) - killed)
     with pytest.raises(ValueError):
-        gather(len(units), 0, 0, 0, None)
+        gather(len(gates), 0, 0, 0, None)
     with pytest.raises((TypeError, ValueError, OverflowError)):
         gather("x", 0, 0, 0, None)
+    with pytest.raises(ValueError):  # a gate id past the units' slots
+        sigma_index.Gather(((len(need) * tagged.GATE_SLOTS,),), (), tuple(need))
 
 
 @needs_hyperscan
@@ -305,6 +313,7 @@ def test_sigmahq_sampled_gates_equal_predicates(sigmahq):
             static = b.atoms.patterns
     assert b.atom_scan is not None and b.sample is None  # sampled, and chosen again from it
     assert static is not None and b.atoms.patterns != static
+    assert max(b.atoms.need) == 2  # some rules got a second gate
 
 
 def test_sampled_gate_is_the_one_that_held_least():
@@ -338,6 +347,38 @@ def test_gate_ties_are_broken_by_the_tests_not_the_atom_ids():
         p = tagged.plan([Unit()])
         chosen.append([t for t in (first, second) if any(tagged._esc(t) in x for x in p.patterns)])
     assert chosen == [["-qqq-1"], ["-qqq-2"]]
+
+
+@needs_hyperscan
+def test_second_gate_both_must_hold():
+    """A second gate joins when the two held together on few sampled events: the unit is then a
+    candidate only when both hold (and still whenever it can match)."""
+    img = atom_of("Image", [("ends", "\\updater.exe")])
+    cli = atom_of("CommandLine", [("contains", " -x ")])
+    sample = [{"Image": "C:\\Tools\\Updater.exe", "CommandLine": f"updater -y {i}"} for i in range(8)]
+    sample += [{"Image": "C:\\a.exe", "CommandLine": "a -x now"}] * 4
+    p = tagged.plan([StandInUnit(("&", (img, cli)))], sample)
+    assert p.need == (2,) and set(p.index) == {"Image", "CommandLine"}
+    scan = sigma_index._scan_function(sigma_index._hs_database(list(p.patterns), regex=True))
+    for f, cand in (({"Image": "C:\\a.exe", "CommandLine": "a -x now"}, set()),
+                    ({"Image": "C:\\Updater.exe", "CommandLine": "updater -y"}, set()),
+                    ({"Image": "C:\\Updater.exe", "CommandLine": "UPDATER -X now"}, {0})):
+        assert tagged.candidates(p, scan(tagged.tagged_text(f, p.index, p.rest))) == cand
+    one = tagged.plan([StandInUnit(("&", (img, cli)))], sample[:8])  # cli never held: one is enough
+    assert one.need == (1,) and set(one.index) == {"CommandLine"}
+
+
+def test_sampled_choice_counts_a_regex_atoms_scan():
+    """Of two gates that held equally seldom, the plain one wins over a regex atom's prefilter
+    pattern (its scan costs on every event); a regex gate that saves enough still wins."""
+    rx = atom_of("CommandLine", [("re", "net[\\x09-\\x0d\\x20]+user")])
+    img = atom_of("Image", [("ends", "\\net.exe")])
+    unit = StandInUnit(("&", (rx, img)))
+    quiet = [{"Image": "C:\\x.exe", "CommandLine": "x"}] * 20
+    assert set(tagged.plan([unit], quiet).index) == {"Image"}
+    busy = [{"Image": "C:\\net.exe", "CommandLine": "net group"}] * 20
+    sampled = tagged.plan([unit], busy)
+    assert sampled.need == (1,) and any(x.startswith(tagged.PREFILTER) for x in sampled.patterns)
 
 
 # ----------------------------------------------------------------------------- regexes and globs

@@ -585,90 +585,156 @@ static PyTypeObject LowType = {
  * (id, from, to, flags, context)) and the set of candidate units it builds. A Python handler
  * plus ``set.update`` per match and ``sorted`` per event cost ~3 us of a ~28 us Sysmon
  * process-creation match (6.2 matches, 12 candidates per event); here a match is a C call that
- * marks the units of the pattern, and ``take()`` returns them (with the units that are always
- * candidates) as a sorted list, ready for the next event.
+ * marks the gates of the pattern, and ``take()`` returns the units whose every gate was hit and
+ * that no pattern killed (with the units that are always candidates, unless killed) as a sorted
+ * list, ready for the next event.
  *
- * Gather(pattern_units: tuple[tuple[int, ...], ...], always: tuple[int, ...])
+ * Gather(pattern_gates: tuple[tuple[int, ...], ...], always: tuple[int, ...],
+ *        need: tuple[int, ...], pattern_kills: tuple[tuple[int, ...], ...] = ())
+ *
+ * A gate id is ``position * GATE_SLOTS + k`` (k < GATE_SLOTS); ``need[position]`` is how many
+ * distinct gates of the unit must be hit (0: none, the unit is a candidate only when in
+ * ``always``); ``pattern_kills[id]`` lists the units a match of pattern ``id`` rules out.
  */
+#define GATE_SLOTS 4
+
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t npat, nunits, nfound, nalways;
-    Py_ssize_t *start; /* npat + 1 offsets into units */
-    int *units;
+    Py_ssize_t npat, nkpat, nunits, nfound, nalways, ntouched, nkilled;
+    Py_ssize_t *start; /* npat + 1 offsets into gates */
+    int *gates;
+    Py_ssize_t *kstart; /* nkpat + 1 offsets into kills */
+    int *kills;
     int *always;
+    unsigned char *need; /* nunits */
+    unsigned char *count; /* nunits: distinct gates hit this scan */
+    unsigned char *gmark; /* nunits * GATE_SLOTS */
+    unsigned char *killed; /* nunits */
+    unsigned char *mark; /* nunits: in found */
+    int *touched; /* gate ids marked this scan */
+    int *killist; /* units killed this scan */
     int *found; /* nunits */
-    unsigned char *mark; /* nunits */
 } GatherObject;
 
 static void Gather_dealloc(GatherObject *self) {
     PyMem_Free(self->start);
-    PyMem_Free(self->units);
+    PyMem_Free(self->gates);
+    PyMem_Free(self->kstart);
+    PyMem_Free(self->kills);
     PyMem_Free(self->always);
-    PyMem_Free(self->found);
+    PyMem_Free(self->need);
+    PyMem_Free(self->count);
+    PyMem_Free(self->gmark);
+    PyMem_Free(self->killed);
     PyMem_Free(self->mark);
+    PyMem_Free(self->touched);
+    PyMem_Free(self->killist);
+    PyMem_Free(self->found);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Read a tuple of non-negative ints into out (count items); raise on anything else. */
-static int read_positions(PyObject *tup, int *out, Py_ssize_t *maxpos) {
+/* Read a tuple of ints in [0, limit) into out; raise on anything else. */
+static int read_positions(PyObject *tup, int *out, Py_ssize_t limit) {
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(tup); k++) {
         Py_ssize_t v = PyLong_AsSsize_t(PyTuple_GET_ITEM(tup, k));
         if (v == -1 && PyErr_Occurred()) return -1;
-        if (v < 0 || v > 0x3fffffff) {
-            PyErr_SetString(PyExc_ValueError, "unit position out of range");
+        if (v < 0 || v >= limit) {
+            PyErr_SetString(PyExc_ValueError, "unit position or gate id out of range");
             return -1;
         }
         out[k] = (int)v;
-        if (v > *maxpos) *maxpos = v;
     }
     return 0;
 }
 
-static int Gather_init(GatherObject *self, PyObject *args, PyObject *kwds) {
-    PyObject *pats, *always;
-    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
-        PyErr_SetString(PyExc_TypeError, "Gather() takes no keyword arguments");
-        return -1;
-    }
-    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &pats, &PyTuple_Type, &always)) return -1;
-    if (self->start != NULL) {
-        PyErr_SetString(PyExc_TypeError, "Gather is initialised once");
-        return -1;
-    }
-    Py_ssize_t npat = PyTuple_GET_SIZE(pats), total = 0;
-    for (Py_ssize_t i = 0; i < npat; i++) {
-        PyObject *t = PyTuple_GET_ITEM(pats, i);
+/* A tuple of tuples of ints as offsets (n + 1) and the concatenated items; -1 on error. */
+static int read_lists(PyObject *lists, Py_ssize_t limit, Py_ssize_t **start, int **items) {
+    Py_ssize_t n = PyTuple_GET_SIZE(lists), total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyTuple_GET_ITEM(lists, i);
         if (!PyTuple_Check(t)) {
-            PyErr_SetString(PyExc_TypeError, "pattern_units must be a tuple of tuples");
+            PyErr_SetString(PyExc_TypeError, "pattern lists must be tuples of tuples");
             return -1;
         }
         total += PyTuple_GET_SIZE(t);
     }
-    self->start = PyMem_Calloc(npat + 1, sizeof(Py_ssize_t));
-    self->units = PyMem_Calloc(total ? total : 1, sizeof(int));
-    self->always = PyMem_Calloc(PyTuple_GET_SIZE(always) ? PyTuple_GET_SIZE(always) : 1, sizeof(int));
-    if (self->start == NULL || self->units == NULL || self->always == NULL) {
+    *start = PyMem_Calloc(n + 1, sizeof(Py_ssize_t));
+    *items = PyMem_Calloc(total ? total : 1, sizeof(int));
+    if (*start == NULL || *items == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    Py_ssize_t maxpos = -1, at = 0;
-    for (Py_ssize_t i = 0; i < npat; i++) {
-        PyObject *t = PyTuple_GET_ITEM(pats, i);
-        self->start[i] = at;
-        if (read_positions(t, self->units + at, &maxpos) < 0) return -1;
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyTuple_GET_ITEM(lists, i);
+        (*start)[i] = at;
+        if (read_positions(t, *items + at, limit) < 0) return -1;
         at += PyTuple_GET_SIZE(t);
     }
-    self->start[npat] = at;
-    if (read_positions(always, self->always, &maxpos) < 0) return -1;
-    self->npat = npat;
-    self->nalways = PyTuple_GET_SIZE(always);
-    self->nunits = maxpos + 1;
-    self->found = PyMem_Calloc(self->nunits ? self->nunits : 1, sizeof(int));
-    self->mark = PyMem_Calloc(self->nunits ? self->nunits : 1, 1);
-    if (self->found == NULL || self->mark == NULL) {
+    (*start)[n] = at;
+    return 0;
+}
+
+static int Gather_init(GatherObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *pats, *always, *need, *kills = NULL;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Gather() takes no keyword arguments");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!O!|O!", &PyTuple_Type, &pats, &PyTuple_Type, &always, &PyTuple_Type, &need,
+                          &PyTuple_Type, &kills))
+        return -1;
+    if (self->start != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Gather is initialised once");
+        return -1;
+    }
+    Py_ssize_t nunits = PyTuple_GET_SIZE(need);
+    if (nunits > 0x3fffffff / GATE_SLOTS) {
+        PyErr_SetString(PyExc_ValueError, "too many units");
+        return -1;
+    }
+    Py_ssize_t n1 = nunits ? nunits : 1;
+    self->need = PyMem_Calloc(n1, 1);
+    self->count = PyMem_Calloc(n1, 1);
+    self->gmark = PyMem_Calloc(n1 * GATE_SLOTS, 1);
+    self->killed = PyMem_Calloc(n1, 1);
+    self->mark = PyMem_Calloc(n1, 1);
+    self->touched = PyMem_Calloc(n1 * GATE_SLOTS, sizeof(int));
+    self->killist = PyMem_Calloc(n1, sizeof(int));
+    self->found = PyMem_Calloc(n1, sizeof(int));
+    self->always = PyMem_Calloc(PyTuple_GET_SIZE(always) ? PyTuple_GET_SIZE(always) : 1, sizeof(int));
+    if (self->need == NULL || self->count == NULL || self->gmark == NULL || self->killed == NULL ||
+        self->mark == NULL || self->touched == NULL || self->killist == NULL || self->found == NULL ||
+        self->always == NULL) {
         PyErr_NoMemory();
         return -1;
     }
+    for (Py_ssize_t k = 0; k < nunits; k++) {
+        Py_ssize_t v = PyLong_AsSsize_t(PyTuple_GET_ITEM(need, k));
+        if (v == -1 && PyErr_Occurred()) return -1;
+        if (v < 0 || v > GATE_SLOTS) {
+            PyErr_SetString(PyExc_ValueError, "need must be in 0..4");
+            return -1;
+        }
+        self->need[k] = (unsigned char)v;
+    }
+    if (read_lists(pats, nunits * GATE_SLOTS, &self->start, &self->gates) < 0) return -1;
+    if (kills == NULL) {
+        self->kstart = PyMem_Calloc(1, sizeof(Py_ssize_t));
+        self->kills = PyMem_Calloc(1, sizeof(int));
+        if (self->kstart == NULL || self->kills == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->nkpat = 0;
+    } else {
+        if (read_lists(kills, nunits, &self->kstart, &self->kills) < 0) return -1;
+        self->nkpat = PyTuple_GET_SIZE(kills);
+    }
+    if (read_positions(always, self->always, nunits) < 0) return -1;
+    self->npat = PyTuple_GET_SIZE(pats);
+    self->nalways = PyTuple_GET_SIZE(always);
+    self->nunits = nunits;
     return 0;
 }
 
@@ -684,10 +750,23 @@ static PyObject *Gather_call(GatherObject *self, PyObject *args, PyObject *kwds)
         return NULL;
     }
     for (Py_ssize_t k = self->start[id]; k < self->start[id + 1]; k++) {
-        int u = self->units[k];
-        if (!self->mark[u]) {
+        int g = self->gates[k];
+        if (self->gmark[g]) continue;
+        self->gmark[g] = 1;
+        self->touched[self->ntouched++] = g;
+        int u = g / GATE_SLOTS;
+        if (++self->count[u] == self->need[u] && !self->mark[u]) {
             self->mark[u] = 1;
             self->found[self->nfound++] = u;
+        }
+    }
+    if (id < self->nkpat) {
+        for (Py_ssize_t k = self->kstart[id]; k < self->kstart[id + 1]; k++) {
+            int u = self->kills[k];
+            if (!self->killed[u]) {
+                self->killed[u] = 1;
+                self->killist[self->nkilled++] = u;
+            }
         }
     }
     Py_RETURN_NONE; /* None: Hyperscan scans on */
@@ -703,47 +782,51 @@ static PyObject *Gather_take(GatherObject *self, PyObject *unused) {
         PyErr_SetString(PyExc_TypeError, "Gather is not initialised");
         return NULL;
     }
-    if (self->nfound) {
-        for (Py_ssize_t k = 0; k < self->nalways; k++) {
-            int u = self->always[k];
-            if (!self->mark[u]) {
-                self->mark[u] = 1;
-                self->found[self->nfound++] = u;
-            }
+    for (Py_ssize_t k = 0; k < self->nalways; k++) {
+        int u = self->always[k];
+        if (!self->mark[u]) {
+            self->mark[u] = 1;
+            self->found[self->nfound++] = u;
         }
-    } else {
-        for (Py_ssize_t k = 0; k < self->nalways; k++) {
-            self->mark[self->always[k]] = 1;
-            self->found[k] = self->always[k]; /* always is sorted and unique (the caller's) */
-        }
-        self->nfound = self->nalways;
     }
-    if (self->nfound > 1) qsort(self->found, (size_t)self->nfound, sizeof(int), cmp_int);
-    PyObject *out = PyList_New(self->nfound);
+    Py_ssize_t n = 0;
     for (Py_ssize_t k = 0; k < self->nfound; k++) {
-        self->mark[self->found[k]] = 0;
-        if (out == NULL) continue;
+        int u = self->found[k];
+        self->mark[u] = 0;
+        if (!self->killed[u]) self->found[n++] = u;
+    }
+    if (n > 1) qsort(self->found, (size_t)n, sizeof(int), cmp_int);
+    for (Py_ssize_t k = 0; k < self->ntouched; k++) {
+        int g = self->touched[k];
+        self->gmark[g] = 0;
+        self->count[g / GATE_SLOTS] = 0;
+    }
+    for (Py_ssize_t k = 0; k < self->nkilled; k++) self->killed[self->killist[k]] = 0;
+    self->nfound = self->ntouched = self->nkilled = 0;
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
         PyObject *v = PyLong_FromLong(self->found[k]);
         if (v == NULL) {
-            Py_CLEAR(out);
-            continue;
+            Py_DECREF(out);
+            return NULL;
         }
         PyList_SET_ITEM(out, k, v);
     }
-    self->nfound = 0;
     return out;
 }
 
 static PyMethodDef Gather_methods[] = {
     {"take", (PyCFunction)Gather_take, METH_NOARGS,
-     "The sorted unit positions marked since the last take (with the always ones); resets."},
+     "The sorted candidate unit positions since the last take (every gate hit, or always; none "
+     "killed); resets."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject GatherType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "scmwatch.sigma._text.Gather",
-    .tp_doc = "Atom-scan match handler: marks the units of each matched pattern; take() lists them.",
+    .tp_doc = "Atom-scan match handler: marks the gates of each matched pattern; take() lists the candidates.",
     .tp_basicsize = sizeof(GatherObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,

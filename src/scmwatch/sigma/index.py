@@ -37,7 +37,7 @@ from scmwatch.native import pure_python
 from scmwatch.sigma.cache import cache_root
 from scmwatch.sigma.compile import SYSTEM_FIELDS, Low
 from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit, hot_predicates
-from scmwatch.sigma.tagged import PREFILTER, Plan, non_ascii, plan, tagged_join, tagged_text
+from scmwatch.sigma.tagged import PREFILTER, Plan, candidates, non_ascii, plan, tagged_join, tagged_text
 
 try:  # optional accelerator; the engine is complete without it
     import hyperscan
@@ -270,7 +270,7 @@ def _use_atoms(b: Bucket, p: Plan | None, scan: Callable[[str], list[int]] | Non
     b.atoms, b.atom_scan = p, scan
     scan_db = getattr(scan, "scan_db", None)
     if p is not None and scan_db is not None and Gather is not None and tagged_join is not None:
-        b.atom_scan_db, b.gather = scan_db, Gather(p.pattern_units, p.always)
+        b.atom_scan_db, b.gather = scan_db, Gather(p.pattern_gates, p.always, p.need)
     else:
         b.atom_scan_db = b.gather = None
 
@@ -521,10 +521,7 @@ class Engine:
                     return self._evaluate(b, f, order)
             text = tagged_text(f, atoms.index, atoms.rest)
         if text is not None:
-            units_of = atoms.pattern_units
-            cand = set(atoms.always)
-            for i in b.atom_scan(text):
-                cand.update(units_of[i])
+            cand = candidates(atoms, b.atom_scan(text))
             if atoms.ascii_only:
                 cand |= non_ascii(f, atoms.ascii_only)
             if not cand:

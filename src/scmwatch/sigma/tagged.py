@@ -177,6 +177,19 @@ CHUNK = 40  # tests per pattern: Hyperscan limits a pattern's length
 # rare enough that the difference lets few rules through, and the scoped form of the 3,000+
 # hash IOCs took 7.7 s of Hyperscan compilation for one bucket.
 SCOPED_CONTAINS = 16
+# Gate ids: unit position * GATE_SLOTS + the gate's index (``_text.Gather`` has the same).
+GATE_BITS = 2
+GATE_SLOTS = 1 << GATE_BITS
+# A sampled choice counts a regex atom in a gate as if the gate held on this share of the
+# sampled events more. A regex atom's prefilter pattern costs scan time on every event: the 38
+# of Sysmon process creation with all SigmaHQ took 1.7 of its 6.1 us of scan (load 4.8), where
+# most of them let through rules a plain atom beside them also held back.
+REGEX_HELD = 0.05
+# A second gate is looked for only when the first held on this many sampled events. Two gates
+# per rule (both must hold, counted by ``_text.Gather``) against one, the choice from the
+# sample, old and new alternately in one process (attack-sample corpus, load 2.7-2.8):
+# Sysmon process creation 19.0-19.3 -> 16.8-18.0 us per event, with REGEX_HELD.
+SECOND_MIN = 2
 
 
 def _patterns(x: int | str, index: dict[str, int]) -> list[str]:
@@ -240,11 +253,30 @@ class Plan:
     index: dict[str, int]  # field name -> frame number
     rest: int  # frame number of all other fields; -1: they are left out
     patterns: tuple[str, ...]  # Hyperscan regexes (ASCII, over the UTF-8 tagged text)
-    pattern_units: tuple[tuple[int, ...], ...]  # pattern id -> unit positions it lets through
+    # pattern id -> the gate ids it hits (unit position * GATE_SLOTS + gate index)
+    pattern_gates: tuple[tuple[int, ...], ...]
     always: tuple[int, ...]  # unit positions without a gate
+    # per unit position: how many of its gates must be hit (0: none; ungated or never)
+    need: tuple[int, ...] = ()
     # (field, unit positions whose gate holds a regex atom on it): candidates whenever the
     # field's value is not ASCII (``non_ascii``)
     ascii_only: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+
+def candidates(p: Plan, hits: Sequence[int]) -> set[int]:
+    """The unit positions the scan's matched pattern ids ``hits`` let through: those whose every
+    gate was hit, and the ungated ones (``_text.Gather`` is the C twin)."""
+    gates: set[int] = set()
+    for i in hits:
+        gates.update(p.pattern_gates[i])
+    count: dict[int, int] = {}
+    for g in gates:
+        u = g >> GATE_BITS
+        count[u] = count.get(u, 0) + 1
+    need = p.need
+    cand = {u for u, c in count.items() if c == need[u]}
+    cand.update(p.always)
+    return cand
 
 
 class _SampleHits:
@@ -271,12 +303,13 @@ class _SampleHits:
             texts = self.texts[fields] = [_lower_text(f, names) for f in self.sample]
         return [lit in t for t in texts]
 
-    def count(self, gate: frozenset, fields: frozenset[str] | None) -> int:
+    def row(self, gate: frozenset, fields: frozenset[str] | None) -> list[bool]:
+        """Per sampled event: does the gate (an OR) hold."""
         held = [False] * len(self.sample)
         for x in gate:
             row = self.atom_row(x) if isinstance(x, int) else self.literal_row(x, fields)
             held = [a or b for a, b in zip(held, row, strict=True)]
-        return sum(held)
+        return held
 
 
 def _lower_text(f: dict, names: tuple[str, ...] | None) -> str:
@@ -315,15 +348,18 @@ def plan(units: Sequence[Any], sample: Sequence[dict] = ()) -> Plan | None:
     """The atom prefilter for a bucket's units (``ruleset.Unit``), or None when it cannot have
     one (too many fields).
 
-    Each unit's gate is one of the necessary ORs its requirement gives, or of its literal gates
-    (a literal anywhere in the fields its literals come from). With a ``sample`` of the bucket's
-    events, the gate that held on the fewest of them wins (the static score breaks ties);
-    without one, the best static score among the requirement's gates (the literal gates only
-    when it has none). Any choice is exact: every gate is necessary for the rule to match.
-    Measured on the attack-sample corpus, Sysmon process creation with all SigmaHQ and 64
-    sampled events: 19.6 predicates per event with the static choice, 10.9 with the sampled
-    one (9.7 for the best choice in hindsight)."""
-    chosen: dict[int, frozenset] = {}
+    Each unit's gates are among the necessary ORs its requirement gives, or its literal gates
+    (a literal anywhere in the fields its literals come from); it is a candidate when all its
+    chosen gates hold. With a ``sample`` of the bucket's events, the gate that held on the
+    fewest of them wins (the static score breaks ties; a regex atom counts as REGEX_HELD of the
+    sampled events held more, for its scan), and a second gate joins it when both held together
+    on at most half the events the first held on; without one, the best
+    static score among the requirement's gates (the literal gates only when it has none). Any
+    choice is exact: every gate is necessary for the rule to match. Measured on the
+    attack-sample corpus, Sysmon process creation with all SigmaHQ and 64 sampled events:
+    19.6 predicates per event with the static choice, 10.9 with the sampled one (9.7 for the
+    best choice in hindsight)."""
+    chosen: dict[int, list[frozenset]] = {}
     always = []
     fields: set[str] = set()
     rest = False
@@ -338,33 +374,68 @@ def plan(units: Sequence[Any], sample: Sequence[dict] = ()) -> Plan | None:
             always.append(pos)
             continue
         if hits is None or len(gates) == 1:
-            best = max(gates, key=lambda g: (_score(g), _gate_key(g)))
+            picked = [max(gates, key=lambda g: (_score(g), _gate_key(g)))]
         else:
-            held = {g: hits.count(g, u.literal_fields) for g in gates}
-            best = max(gates, key=lambda g: (-held[g], _score(g), _gate_key(g)))
-        chosen[pos] = best
-        for x in best:
-            if isinstance(x, int):
-                fields.add(ATOMS[x][0])
-            elif u.literal_fields is None:
-                rest = True
-            else:
-                fields |= u.literal_fields
+            picked = _sampled_gates(gates, hits, u.literal_fields)
+        chosen[pos] = picked
+        for gate in picked:
+            for x in gate:
+                if isinstance(x, int):
+                    fields.add(ATOMS[x][0])
+                elif u.literal_fields is None:
+                    rest = True
+                else:
+                    fields |= u.literal_fields
     if len(fields) + rest > MAX_FIELDS:
         return None
     index = {name: i for i, name in enumerate(sorted(fields))}
     by_pattern: dict[str, set[int]] = {}
     ascii_only: dict[str, set[int]] = {}
-    for pos, gate in chosen.items():
-        for x in gate:
-            for p in _patterns(x, index):
-                by_pattern.setdefault(p, set()).add(pos)
-                if p.startswith(PREFILTER):
-                    ascii_only.setdefault(ATOMS[x][0], set()).add(pos)
+    need = [0] * len(units)
+    for pos, picked in chosen.items():
+        need[pos] = len(picked)
+        for k, gate in enumerate(picked):
+            for x in gate:
+                for p in _patterns(x, index):
+                    by_pattern.setdefault(p, set()).add(pos << GATE_BITS | k)
+                    if p.startswith(PREFILTER):
+                        ascii_only.setdefault(ATOMS[x][0], set()).add(pos)
     patterns = tuple(sorted(by_pattern))
     return Plan(index, len(index) if rest else -1, patterns,
-                tuple(tuple(sorted(by_pattern[p])) for p in patterns), tuple(always),
+                tuple(tuple(sorted(by_pattern[p])) for p in patterns), tuple(always), tuple(need),
                 tuple((k, tuple(sorted(v))) for k, v in sorted(ascii_only.items())))
+
+
+def _regex_atoms(gate: frozenset) -> int:
+    return sum(1 for x in gate if isinstance(x, int) and ATOMS[x][1][0][0] == "re")
+
+
+def _sampled_gates(gates: list[frozenset], hits: _SampleHits,
+                   fields: frozenset[str] | None) -> list[frozenset]:
+    """The gates of one unit chosen by a sample: the one that held least (a regex atom's scan
+    counted in), and a second one when the two held together on at most half the sampled
+    events the first held on (both must then hold: ``candidates``)."""
+    rows = {g: hits.row(g, fields) for g in gates}
+    n = len(hits.sample)
+
+    def cost(held: int, g: frozenset) -> float:
+        return held + REGEX_HELD * n * _regex_atoms(g)
+
+    def key(g: frozenset) -> tuple:
+        return (-cost(sum(rows[g]), g), _score(g), _gate_key(g))
+
+    first = max(gates, key=key)
+    held = sum(rows[first])
+    if held < SECOND_MIN:
+        return [first]
+    row = rows[first]
+    both = {g: sum(a and b for a, b in zip(row, rows[g], strict=True)) for g in gates if g != first}
+    if not both:
+        return [first]
+    second = max(both, key=lambda g: (-cost(both[g], g), _score(g), _gate_key(g)))
+    if cost(both[second], second) * 2 > held:
+        return [first]
+    return [first, second]
 
 
 def non_ascii(f: dict, ascii_only: tuple[tuple[str, tuple[int, ...]], ...]) -> set[int]:
