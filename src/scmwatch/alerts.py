@@ -90,6 +90,22 @@ class Alert:
         return out
 
 
+class HitLine(NamedTuple):
+    """A single-event alert already written as its ``--format jsonl`` line (``Alert.to_dict``'s
+    JSON, :class:`scmwatch.sinks.jsonl.HitLines`), with what the run's counts and results
+    summary read of it: what hunt streams instead of an :class:`Alert` when its sink takes lines."""
+
+    line: bytes
+    rule_id: str
+    title: str
+    level: str
+    tags: list[str]
+    time: float
+    host: str
+    source: str
+    link_fields: dict[str, Any] | None  # the event's fields when they may show a lateral link, else None
+
+
 def evidence_of(alert: Alert) -> list[Event]:
     """The events an alert rests on: every contributing event for a correlation, else its one."""
     return list(alert.events) if alert.events else [alert.event]

@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Any
 
-from scmwatch.alerts import LEVEL_RANK, LEVELS, Alert
+from scmwatch.alerts import LEVEL_RANK, LEVELS, Alert, HitLine
 from scmwatch.correlate.lateral import links_of
 from scmwatch.displaytime import show_time, zone_label
 from scmwatch.escape import terminal
-from scmwatch.events.model import format_time
+from scmwatch.events.model import Event, format_time
 
 _TECHNIQUE = re.compile(r"attack\.(t\d{4}(?:\.\d{3})?)", re.IGNORECASE)
 MAX_KEYS = 10_000
@@ -83,44 +83,58 @@ class Results:
         self.untracked += 1
         return False
 
-    def add(self, a: Alert) -> None:
+    def add(self, a: Alert | HitLine) -> None:
         """Count an alert; a ``--dedup`` row counts as the alerts it stands for."""
+        if type(a) is HitLine:
+            self._count(a.rule_id, a.title, a.level, a.tags, a.host, a.time, 1)
+            self._span(a.time)
+            if a.link_fields is not None:
+                self._add_links([Event(a.link_fields, a.source, None, "", a.time)])
+            return
         n = 1
         if a.repeat is not None:
             n = a.repeat.count
             self.rows += 1
+        self._count(a.rule_id, a.title, a.level, a.tags, a.host, a.time, n)
+        if n > 1:
+            span = self.hosts.get(a.host or "-")
+            if span is not None:
+                span.add(a.repeat.last, 0)
+        evidence = a.events if a.events else [a.event]
+        for ev in evidence:
+            self._span(ev.time)
+        if n > 1:
+            self.last = max(self.last, a.repeat.last)
+        if a.events or may_link(a.event.fields):
+            self._add_links(evidence, n)
+
+    def _count(self, rule_id: str, title: str, level: str, tags: list[str], host: str, t: float,
+               n: int) -> None:
         self.total += n
-        self.by_level[a.level] += n
-        if self._room(self.rules, a.rule_id):
-            rule = self.rules.get(a.rule_id)
+        self.by_level[level] += n
+        if self._room(self.rules, rule_id):
+            rule = self.rules.get(rule_id)
             if rule is None:
-                rule = self.rules[a.rule_id] = _Rule(a.title, a.level)
+                rule = self.rules[rule_id] = _Rule(title, level)
             rule.count += n
-        host = a.host or "-"
+        host = host or "-"
         if self._room(self.hosts, host):
             span = self.hosts.get(host)
             if span is None:
                 span = self.hosts[host] = _Span()
-            span.add(a.time, n)
-            if n > 1:
-                span.add(a.repeat.last, 0)
-        techs = self._techs.get(a.rule_id)
+            span.add(t, n)
+        techs = self._techs.get(rule_id)
         if techs is None:
-            techs = self._techs[a.rule_id] = sorted({m.upper() for tag in a.tags
-                                                     for m in _TECHNIQUE.findall(str(tag))})
+            techs = self._techs[rule_id] = sorted({m.upper() for tag in tags
+                                                   for m in _TECHNIQUE.findall(str(tag))})
         for tech in techs:
             if self._room(self.techniques, tech):
                 self.techniques[tech] += n
-        evidence = a.events if a.events else [a.event]
-        for ev in evidence:
-            t = ev.time
-            if t:
-                self.first = t if not self.first else min(self.first, t)
-                self.last = max(self.last, t)
-        if n > 1:
-            self.last = max(self.last, a.repeat.last)
-        if a.events or _may_link(a.event.fields):
-            self._add_links(evidence, n)
+
+    def _span(self, t: float) -> None:
+        if t:
+            self.first = t if not self.first else min(self.first, t)
+            self.last = max(self.last, t)
 
     def _add_links(self, evidence: list[Any], n: int = 1) -> None:
         for link in links_of(evidence):
@@ -212,7 +226,7 @@ class Results:
         return [fit(line, width) for line in out]
 
 
-def _may_link(f: dict[str, Any]) -> bool:
+def may_link(f: dict[str, Any]) -> bool:
     """Can one event alone show a lateral link (links_of)? A remote address or workstation, or
     a UNC host on a command line. Cheap, and false for most single-event alerts: it took
     :meth:`Results.add` on the demo's alerts from 51 to 22 µs per alert."""

@@ -431,7 +431,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                                   on_error=_print_error, lateness=args.lateness, show_progress=None,
                                   sink=emit, map_units=case.map_units(mapper), expand=case.expand(walk),
                                   keep=args.keep if args.keep.active else None,
-                                  dedup=Dedup(rules) if args.dedup else None)
+                                  dedup=Dedup(rules) if args.dedup else None,
+                                  lines=getattr(sink, "takes_lines", False) and case.writer is None)
             if cluster_info:
                 result.summary["cluster"] = cluster_info
                 result.summary["jobs"] = cluster_info["workers"]
