@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Sequence
+from typing import NamedTuple
 
 FILE_HEADER = 4096
 CHUNK = 65536
@@ -165,3 +166,117 @@ def service_chunks(n_chunks: int, per_chunk: int = 50, psexec_every: int = 17) -
             rid += 1
         chunks.append(chunk(bytes(body), rid - per_chunk, rid - 1))
     return chunks
+
+
+# ---- records made of template instances, as Windows writes them -------------------------------
+
+STRING, UINT32, GUID, BINXML = 0x01, 0x08, 0x0F, 0x21
+
+
+class Sub(NamedTuple):
+    """A substitution in a template: value ``index`` of the instance, declared ``vtype``."""
+
+    index: int
+    vtype: int = STRING
+    optional: bool = True
+
+
+class _Bin:
+    """BinXML at a known chunk offset (names are written inline, so they need it)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.b = bytearray()
+
+    def here(self) -> int:
+        return self.at + len(self.b)
+
+    def name(self, name: str) -> None:
+        self.b += struct.pack("<I", self.here() + 4)
+        self.b += struct.pack("<IHH", 0, 0, len(name)) + _utf16(name) + b"\x00\x00"
+
+    def value(self, v: str | Sub) -> None:
+        if isinstance(v, Sub):
+            self.b += bytes([0x0E if v.optional else 0x0D]) + struct.pack("<HB", v.index, v.vtype)
+        else:
+            self.b += b"\x05\x01" + struct.pack("<H", len(v)) + _utf16(v)
+
+    def element(self, tag: str, attrs: Sequence[tuple[str, str | Sub]] = (), content: Sequence = ()) -> None:
+        """``content``: child elements as (tag, attrs, content) tuples, and values."""
+        self.b += bytes([0x41 if attrs else 0x01]) + b"\xff\xff"  # dependency id
+        size_at = len(self.b)
+        self.b += b"\x00\x00\x00\x00"
+        self.name(tag)
+        if attrs:
+            list_at = len(self.b)
+            self.b += b"\x00\x00\x00\x00"
+            for i, (key, v) in enumerate(attrs):
+                self.b += bytes([0x46 if i < len(attrs) - 1 else 0x06])
+                self.name(key)
+                self.value(v)
+            struct.pack_into("<I", self.b, list_at, len(self.b) - list_at - 4)
+        if not content:
+            self.b += b"\x03"
+        else:
+            self.b += b"\x02"
+            for c in content:
+                if isinstance(c, tuple) and not isinstance(c, Sub):
+                    self.element(*c)
+                else:
+                    self.value(c)
+            self.b += b"\x04"
+        struct.pack_into("<I", self.b, size_at, len(self.b) - size_at - 4)
+
+    def instance(self, tree: tuple, values: Sequence[tuple[int, object]], defs: dict) -> None:
+        """A template instance of ``tree``, defined inline the first time (``defs``: tree -> offset)."""
+        self.b += b"\x0c\x01" + struct.pack("<I", len(defs) + 1)
+        known = defs.get(tree)
+        if known is None:
+            known = defs[tree] = self.here() + 4
+        self.b += struct.pack("<I", known)
+        if known == self.here():
+            body = _Bin(self.here() + 24)
+            body.b += b"\x0f\x01\x01\x00"
+            body.element(*tree)
+            body.b += b"\x00"
+            self.b += struct.pack("<I", 0) + bytes(range(16)) + struct.pack("<I", len(body.b)) + body.b
+        encoded = []
+        for vtype, v in values:
+            if vtype == BINXML:  # v: (tree, values) of a nested instance, or None for an empty one
+                if v is None:
+                    encoded.append((vtype, b""))
+                    continue
+                encoded.append((vtype, v))
+            elif vtype == STRING:
+                encoded.append((vtype, _utf16(str(v)) + b"\x00\x00"))
+            elif vtype == UINT32:
+                encoded.append((vtype, struct.pack("<I", int(v))))  # type: ignore[call-overload]
+            elif vtype == GUID:
+                encoded.append((vtype, bytes(v)))  # type: ignore[call-overload]
+            else:
+                encoded.append((vtype, b""))
+        self.b += struct.pack("<I", len(encoded))
+        desc_at = len(self.b)
+        self.b += bytes(4 * len(encoded))
+        for i, (vtype, data) in enumerate(encoded):
+            start = len(self.b)
+            if isinstance(data, tuple):
+                self.b += b"\x0f\x01\x01\x00"
+                self.instance(data[0], data[1], defs)
+                self.b += b"\x00"
+            else:
+                self.b += data
+            struct.pack_into("<HBB", self.b, desc_at + 4 * i, len(self.b) - start, vtype, 0)
+
+
+def template_record(rid: int, at: int, tree: tuple, values: Sequence[tuple[int, object]],
+                    defs: dict) -> bytes:
+    """One record made of a template instance of ``tree`` with ``values`` ((type, value) pairs;
+    a BINXML value is (tree, values) of a nested instance or None), to be placed at chunk offset
+    ``at``; ``defs`` holds the chunk's template definitions written so far."""
+    w = _Bin(at + 24)
+    w.b += b"\x0f\x01\x01\x00"
+    w.instance(tree, values, defs)
+    w.b += b"\x00"
+    size = 24 + len(w.b) + 4
+    return struct.pack("<IIQQ", 0x00002A2A, size, rid, FILETIME_2024) + bytes(w.b) + struct.pack("<I", size)

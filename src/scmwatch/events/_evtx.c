@@ -18,6 +18,9 @@
  * result is the package's, event for event and error for error; tests compare both paths on
  * every recording of the shared corpora and on damaged and random chunks.
  *
+ * Records of one template are rendered once per chunk and their steps replayed for the rest
+ * (see "plans" below).
+ *
  * Hostile input: every read is bounds-checked against the chunk, token loops end at the data
  * they were given, template and BinXml nesting and element depth are capped, and the node pools
  * are fixed in size.
@@ -61,6 +64,7 @@ typedef struct {
     uint8_t vtype;    /* K_VALUE, K_PH: value type */
     uint8_t optional; /* K_PH */
     uint16_t index;   /* K_PH: substitution index */
+    int16_t origin;   /* the substitution a record node was made from, -1: the template's own */
     uint32_t len;     /* K_TEXT: UTF-16 units; K_VALUE: bytes */
     uint32_t off;     /* K_TEXT, K_VALUE: chunk offset of the data */
     int32_t elem;     /* K_ELEM */
@@ -116,6 +120,52 @@ typedef struct {
 #define TAG_TEXT 0xFF
 #define GATE_MEMO 16
 
+/* A value of one template instance: a typed window of the chunk, or an element (nested BinXml). */
+typedef struct {
+    uint8_t type;
+    uint32_t off, len;
+    uint32_t units; /* strings: UTF-16 units before the first NUL */
+    int elem;       /* >= 0: a BinXml value parsed into the record pool */
+} Value;
+
+/* Where the value being rendered comes from: a substitution (>= 0), the template or the
+ * record's layout alone (VS_CONST), or several nodes or an object (VS_OPAQUE). */
+#define VS_CONST (-2)
+#define VS_OPAQUE (-3)
+
+/* One step of a record's flat fields: out[key] = the value (braced), or del out[key]. */
+typedef struct {
+    PyObject *key;   /* owned */
+    PyObject *value; /* owned: the value itself when src is VS_CONST */
+    int16_t src;
+    uint8_t del;
+} Op;
+
+#define MAX_PLANS 32
+#define MAX_PLAN_OPS 160
+#define MAX_FRAMES 8          /* template instances of one record read lazily */
+#define MAX_LAZY_VALUES 1024  /* and their values */
+
+/* A template instance read lazily: its values are x->lv[base, base + count). */
+typedef struct {
+    uint32_t def; /* the template definition's chunk offset */
+    int root;     /* its root element in the template pool */
+    int base, count;
+} Frame;
+
+/* The flat fields of every record made of the same template instances (one inside a BinXml
+ * value of another) whose substitutions have the same types and emptiness, as a list of
+ * steps: see ``replay``. */
+typedef struct {
+    int nframes, nlv;
+    uint32_t defs[MAX_FRAMES];
+    int counts[MAX_FRAMES];
+    int nops, nsys; /* steps; the first nsys are System's (then the gate is asked) */
+    int broken;     /* recording met something that is not one value of one substitution */
+    uint8_t sig[MAX_LAZY_VALUES];
+    Op ops[MAX_PLAN_OPS];
+} Plan;
+
 typedef struct {
     const uint8_t *d; /* the chunk */
     Pool *tpl;        /* template definitions of this chunk */
@@ -136,15 +186,17 @@ typedef struct {
     } gate[GATE_MEMO]; /* the gate's answers for this chunk (gate_keeps) */
     int ngate;
     int depth; /* objects being rendered, one inside the other */
+    Frame frames[MAX_FRAMES]; /* the record's template instances read lazily */
+    int nframes;
+    Value lv[MAX_LAZY_VALUES]; /* their values */
+    int nlv;
+    int plannable; /* every BinXml value of those instances is itself one read lazily */
+    uint8_t lsig[MAX_LAZY_VALUES];
+    Plan plans[MAX_PLANS]; /* the chunk's plans */
+    int nplans;
+    Plan *recording; /* the plan the record being rendered writes (or NULL) */
+    int vsrc;        /* VS_* or the substitution of the value just made */
 } Ctx;
-
-/* A value of one template instance: a typed window of the chunk, or an element (nested BinXml). */
-typedef struct {
-    uint8_t type;
-    uint32_t off, len;
-    uint32_t units; /* strings: UTF-16 units before the first NUL */
-    int elem;       /* >= 0: a BinXml value parsed into the record pool */
-} Value;
 
 #define BAIL (-1)
 
@@ -346,6 +398,7 @@ static int new_node(Pool *p) {
     memset(n, 0, sizeof(*n));
     n->next = -1;
     n->elem = -1;
+    n->origin = -1;
     return p->nn++;
 }
 
@@ -426,7 +479,7 @@ static int known_type(uint8_t t) {
 static int format_filetime(uint64_t ft, char *out);
 static int format_systime(const uint8_t *d, uint32_t off, char *out);
 
-static int check_value(const uint8_t *d, uint8_t type, uint32_t off, uint32_t len) {
+static int check_value(const uint8_t *d, uint8_t type, uint32_t off, uint32_t len, uint32_t *units) {
     int fs = fixed_size(type);
     if (fs < 0) return BAIL;
     if (fs > 0 && len != (uint32_t)fs) return BAIL;
@@ -436,9 +489,13 @@ static int check_value(const uint8_t *d, uint8_t type, uint32_t off, uint32_t le
     if (fs > 0) return type;
     switch (type) {
     case V_NULL: return type;
-    case V_STRING:
+    case V_STRING: {
         if (len & 1) return BAIL;
-        return utf16_units(d, off, len / 2) < 0 ? BAIL : type;
+        int64_t n = utf16_units(d, off, len / 2);
+        if (n < 0) return BAIL;
+        *units = (uint32_t)n;
+        return type;
+    }
     case V_BINARY: return type;
     case V_SIZET: return len == 4 ? V_HEX32 : len == 8 ? V_HEX64 : BAIL;
     case V_SID: {
@@ -647,7 +704,8 @@ static int value_text(const uint8_t *d, uint8_t t, uint32_t o, uint32_t len) {
 
 /* ---- BinXml streams -------------------------------------------------------------------- */
 
-enum { MODE_RECORD, MODE_TEMPLATE };
+/* MODE_RECORD_LAZY: a template instance at the top of the stream is read lazily. */
+enum { MODE_RECORD, MODE_RECORD_LAZY, MODE_TEMPLATE };
 
 static int parse_stream(Ctx *x, Pool *p, uint32_t start, uint32_t size, int mode, int nest);
 
@@ -666,14 +724,15 @@ static int template_at(Ctx *x, uint32_t off, int nest) {
     return root;
 }
 
-/* A copy of template element ``te`` in the record pool with substitutions resolved. */
-static int instantiate(Ctx *x, int te, const Value *values, int nvalues, int depth);
+/* A copy of template element ``te`` in the record pool with substitutions resolved; ``base``:
+ * where the values are in x->lv (the origin of the nodes made from them), -1 not there. */
+static int instantiate(Ctx *x, int te, const Value *values, int nvalues, int depth, int base);
 
-static int resolve_into(Ctx *x, const Node *tn, const Value *values, int nvalues, int depth, int *out) {
+static int resolve_into(Ctx *x, const Node *tn, const Value *values, int nvalues, int depth, int base, int *out) {
     Pool *r = x->rec;
     *out = -1;
     if (tn->kind == K_ELEM) {
-        int e = instantiate(x, tn->elem, values, nvalues, depth + 1);
+        int e = instantiate(x, tn->elem, values, nvalues, depth + 1, base);
         if (e < 0) return BAIL;
         int n = new_node(r);
         if (n < 0) return BAIL;
@@ -705,6 +764,7 @@ static int resolve_into(Ctx *x, const Node *tn, const Value *values, int nvalues
     int n = new_node(r);
     if (n < 0) return BAIL;
     Node *o = &r->nodes[n];
+    if (base >= 0) o->origin = (int16_t)(base + tn->index);
     if (v->type == V_STRING) {
         o->kind = K_TEXT;
         o->off = v->off;
@@ -719,7 +779,7 @@ static int resolve_into(Ctx *x, const Node *tn, const Value *values, int nvalues
     return 0;
 }
 
-static int instantiate(Ctx *x, int te, const Value *values, int nvalues, int depth) {
+static int instantiate(Ctx *x, int te, const Value *values, int nvalues, int depth, int base) {
     if (depth > MAX_DEPTH) return BAIL;
     Pool *t = x->tpl, *r = x->rec;
     int e = new_elem(r, t->elems[te].name);
@@ -728,7 +788,7 @@ static int instantiate(Ctx *x, int te, const Value *values, int nvalues, int dep
         int ra = -1;
         for (int tn = t->attrs[a].first; tn >= 0; tn = t->nodes[tn].next) {
             int n;
-            if (resolve_into(x, &t->nodes[tn], values, nvalues, depth, &n) < 0) return BAIL;
+            if (resolve_into(x, &t->nodes[tn], values, nvalues, depth, base, &n) < 0) return BAIL;
             if (n < 0) continue;
             if (ra < 0 && (ra = add_attr(r, e, t->attrs[a].name)) < 0) return BAIL;
             attr_push(r, ra, n);
@@ -736,14 +796,19 @@ static int instantiate(Ctx *x, int te, const Value *values, int nvalues, int dep
     }
     for (int tn = t->elems[te].child_first; tn >= 0; tn = t->nodes[tn].next) {
         int n;
-        if (resolve_into(x, &t->nodes[tn], values, nvalues, depth, &n) < 0) return BAIL;
+        if (resolve_into(x, &t->nodes[tn], values, nvalues, depth, base, &n) < 0) return BAIL;
         if (n >= 0) add_child(r, e, n);
     }
     return e;
 }
 
-/* A template instance token at ``*pos`` (past the 0x0c): its element in the record pool. */
-static int template_instance(Ctx *x, uint32_t *pos, int nest) {
+/* LAZY + f: the root ``parse_stream`` gives for a stream whose only content is a template
+ * instance read lazily into frame f (no element of the pools yet: ``materialize``). */
+#define LAZY (MAX_ELEMS + 1)
+
+/* A template instance token at ``*pos`` (past the 0x0c): its element in the record pool; with
+ * ``lazy`` (and room in the frames), LAZY + its frame, its BinXml values read lazily too. */
+static int template_instance(Ctx *x, uint32_t *pos, int nest, int lazy) {
     const uint8_t *d = x->d;
     uint32_t at = *pos;
     if (!has(at, 9)) return BAIL;
@@ -759,7 +824,16 @@ static int template_instance(Ctx *x, uint32_t *pos, int nest) {
     uint32_t count = u32at(d, at);
     at += 4;
     if (count > MAX_VALUES || !has(at, 4ull * count)) return BAIL;
-    Value values[MAX_VALUES];
+    Value own[MAX_VALUES];
+    Value *values = own;
+    int f = -1;
+    if (lazy && x->nframes < MAX_FRAMES && x->nlv + count <= MAX_LAZY_VALUES) {
+        f = x->nframes++;
+        x->frames[f].base = x->nlv;
+        x->frames[f].count = (int)count;
+        values = x->lv + x->nlv;
+        x->nlv += (int)count;
+    }
     uint32_t desc = at;
     at += 4 * count;
     for (uint32_t i = 0; i < count; i++) {
@@ -772,22 +846,39 @@ static int template_instance(Ctx *x, uint32_t *pos, int nest) {
         if (type == V_BINXML) {
             values[i].type = len > 0 ? V_BINXML : V_NULL; /* an empty fragment is a null value */
             if (len > 0) {
-                int e = parse_stream(x, x->rec, at, len, MODE_RECORD, nest + 1);
+                int e = parse_stream(x, x->rec, at, len, f >= 0 ? MODE_RECORD_LAZY : MODE_RECORD, nest + 1);
                 if (e < 0) return BAIL;
                 values[i].elem = e;
+                if (e < LAZY) x->plannable = 0;
             }
         } else {
-            int t = check_value(d, type, at, len);
+            int t = check_value(d, type, at, len, &values[i].units);
             if (t < 0) return BAIL;
             values[i].type = (uint8_t)t;
-            if (t == V_STRING) values[i].units = (uint32_t)utf16_units(d, at, len / 2);
         }
         at += len;
     }
     *pos = at;
     int root = template_at(x, def, nest);
     if (root < 0) return BAIL;
-    return instantiate(x, root, values, (int)count, 0);
+    if (f < 0) return instantiate(x, root, values, (int)count, 0, -1);
+    x->frames[f].def = def;
+    x->frames[f].root = root;
+    return LAZY + f;
+}
+
+/* The element of a frame read lazily, its BinXml values first (as an eager read makes them). */
+static int materialize(Ctx *x, int f) {
+    const Frame *fr = &x->frames[f];
+    Value *vals = x->lv + fr->base;
+    for (int i = 0; i < fr->count; i++) {
+        if (vals[i].elem >= LAZY) {
+            int e = materialize(x, vals[i].elem - LAZY);
+            if (e < 0) return BAIL;
+            vals[i].elem = e;
+        }
+    }
+    return instantiate(x, fr->root, vals, fr->count, 0, fr->base);
 }
 
 /* A text or placeholder node goes to the attribute being read, or under the open element. */
@@ -830,8 +921,8 @@ static int parse_stream(Ctx *x, Pool *p, uint32_t start, uint32_t size, int mode
             pos = end;
             continue;
         case 0x0c: {
-            if (mode != MODE_RECORD || current >= 0) return BAIL;
-            int e = template_instance(x, &pos, nest);
+            if (mode == MODE_TEMPLATE || current >= 0) return BAIL;
+            int e = template_instance(x, &pos, nest, mode == MODE_RECORD_LAZY && depth == 0);
             if (e < 0 || attach_elem(p, stack, depth, &root, e) < 0) return BAIL;
             break;
         }
@@ -970,20 +1061,37 @@ static int text_content(Ctx *x, int first, int skip_elements) {
     return 0;
 }
 
+/* A new str of one text node or one value node (not V_NULL), as fresh_text makes it. */
+static PyObject *node_fresh(Ctx *x, const Node *n, int *bail) {
+    if (n->kind == K_TEXT) return utf16_str(x->d, n->off, n->len);
+    char tmp[64];
+    if (n->vtype != V_BINARY && n->vtype != V_SID) {
+        int len = value_ascii(x->d, n->vtype, n->off, tmp);
+        if (len == BAIL) {
+            *bail = 1;
+            return NULL;
+        }
+        return PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, tmp, len);
+    }
+    Py_ssize_t mark = TB.n;
+    TB.max = 0;
+    int rc = value_text(x->d, n->vtype, n->off, n->len);
+    if (rc) {
+        TB.n = mark;
+        if (rc == BAIL) *bail = 1;
+        return NULL;
+    }
+    PyObject *s = buf_str(&TB, mark);
+    TB.n = mark;
+    return s;
+}
+
 /* A new str of the text of a node list, NULL with *bail set or an error. */
 static PyObject *fresh_text(Ctx *x, int first, int skip_elements, int *bail) {
     if (first >= 0 && x->rec->nodes[first].next < 0) { /* one node: no buffer */
         const Node *n = &x->rec->nodes[first];
-        if (n->kind == K_TEXT) return utf16_str(x->d, n->off, n->len);
-        if (n->kind == K_VALUE && n->vtype != V_BINARY && n->vtype != V_SID && n->vtype != V_NULL) {
-            char tmp[64];
-            int len = value_ascii(x->d, n->vtype, n->off, tmp);
-            if (len == BAIL) {
-                *bail = 1;
-                return NULL;
-            }
-            return PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, tmp, len);
-        }
+        if (n->kind == K_TEXT || (n->kind == K_VALUE && n->vtype != V_BINARY && n->vtype != V_SID && n->vtype != V_NULL))
+            return node_fresh(x, n, bail);
     }
     Py_ssize_t mark = TB.n;
     TB.max = 0;
@@ -1016,16 +1124,32 @@ static uint64_t bytes_hash(const uint8_t *p, uint32_t n, uint8_t tag) {
     return h;
 }
 
-/* New reference to the text, NULL with *bail set or an error.
- *
- * The text of a single text or value node is made once per chunk for the same bytes: measured
- * on the attack samples, 77 % of the str values of a chunk's events repeat one made before
- * (Provider names, Computer, Channel, user SIDs, Keywords, image paths), and a repeat costs a
- * hash and a memcmp where a new str costs an allocation, a copy, its own hash later and a free. */
+/* The source of a value made from node ``n`` alone: its substitution when it has content, else
+ * VS_CONST (an empty node renders by its type and place alone, which the plan's key fixes). */
+static inline void from_node(Ctx *x, const Node *n) {
+    x->vsrc = n->origin >= 0 && node_is_content(x, n) ? n->origin : VS_CONST;
+}
+
+static PyObject *cached_text(Ctx *x, const Node *n, int *bail);
+
+/* New reference to the text, NULL with *bail set or an error. */
 static PyObject *text_object(Ctx *x, int first, int skip_elements, int *bail) {
-    if (first < 0 || x->rec->nodes[first].next >= 0) return fresh_text(x, first, skip_elements, bail);
+    if (first < 0 || x->rec->nodes[first].next >= 0) {
+        x->vsrc = first < 0 ? VS_CONST : VS_OPAQUE;
+        return fresh_text(x, first, skip_elements, bail);
+    }
     const Node *n = &x->rec->nodes[first];
+    from_node(x, n);
     if (n->kind != K_TEXT && (n->kind != K_VALUE || n->vtype == V_NULL)) return fresh_text(x, first, skip_elements, bail);
+    return cached_text(x, n, bail);
+}
+
+/* The text of a single text or value node (not V_NULL), made once per chunk for the same
+ * bytes: measured on the attack samples, 77 % of the str values of a chunk's events repeat one
+ * made before (Provider names, Computer, Channel, user SIDs, Keywords, image paths), and a
+ * repeat costs a hash and a memcmp where a new str costs an allocation, a copy, its own hash
+ * later and a free. */
+static PyObject *cached_text(Ctx *x, const Node *n, int *bail) {
     uint8_t tag = n->kind == K_TEXT ? TAG_TEXT : n->vtype;
     uint32_t len = n->kind == K_TEXT ? 2 * n->len : n->len;
     uint64_t h = bytes_hash(x->d + n->off, len, tag);
@@ -1035,7 +1159,7 @@ static PyObject *text_object(Ctx *x, int first, int skip_elements, int *bail) {
         if (e->h == h && e->len == len && e->tag == tag && memcmp(x->d + e->off, x->d + n->off, len) == 0)
             return Py_NewRef(e->obj);
     }
-    PyObject *s = fresh_text(x, first, skip_elements, bail);
+    PyObject *s = node_fresh(x, n, bail);
     if (s != NULL && x->nvals < MAX_VALS) {
         ValEntry *e = &x->vals[i];
         e->h = h;
@@ -1072,7 +1196,9 @@ static PyObject *as_number(Ctx *x, int first, int skip_elements) {
         single = n;
     }
     if (single == NULL || single->kind != K_VALUE) return NULL;
-    return value_number(x->d, single->vtype, single->off);
+    PyObject *num = value_number(x->d, single->vtype, single->off);
+    if (num != NULL) from_node(x, single);
+    return num;
 }
 
 static PyObject *content_value(Ctx *x, int first, int skip_elements, int *bail) {
@@ -1090,12 +1216,14 @@ static int leaf_value(Ctx *x, const Elem *e, int empty_as_string, PyObject **out
             *out = text_object(x, e->child_first, 0, bail);
         } else {
             *out = Py_NewRef(empty_as_string ? S_empty : Py_None);
+            x->vsrc = VS_CONST;
         }
         return *out ? 1 : -1;
     }
     if (n->kind != K_VALUE) return 0;
     *out = value_number(x->d, n->vtype, n->off);
-    if (*out == NULL && !PyErr_Occurred()) *out = text_object(x, e->child_first, 0, bail);
+    if (*out != NULL) from_node(x, n);
+    else if (!PyErr_Occurred()) *out = text_object(x, e->child_first, 0, bail);
     return *out ? 1 : -1;
 }
 
@@ -1129,7 +1257,10 @@ static PyObject *data_value(Ctx *x, int ei, int *bail) {
     if (rc) return out;
     int has_text, has_elem;
     content_layout(x, e, &has_text, &has_elem);
-    if (!has_text && !has_elem) return Py_NewRef(S_empty);
+    if (!has_text && !has_elem) {
+        x->vsrc = VS_CONST;
+        return Py_NewRef(S_empty);
+    }
     if (has_elem) return element_body(x, ei, 0, 1, has_text, bail);
     return content_value(x, e->child_first, 0, bail);
 }
@@ -1144,7 +1275,10 @@ static PyObject *element_value(Ctx *x, int ei, int in_container, int *bail) {
     int has_text, has_elem;
     content_layout(x, e, &has_text, &has_elem);
     int attr_text = attrs_have_text(x, e);
-    if (!has_elem && !has_text && !attr_text) Py_RETURN_NONE;
+    if (!has_elem && !has_text && !attr_text) {
+        x->vsrc = VS_CONST;
+        Py_RETURN_NONE;
+    }
     if (!has_elem && !attr_text) return content_value(x, e->child_first, 0, bail);
     return element_body(x, ei, in_container, 0, has_text, bail);
 }
@@ -1194,8 +1328,25 @@ static PyObject *braced(Ctx *x, PyObject *value) {
     return b;
 }
 
-/* out[key] = value for the flat fields (steals value). */
+/* Write down a step of the plan being recorded: out[key] = ``value`` (made from x->vsrc), or
+ * with ``del`` the removal of out[key]. A value of several nodes or an object breaks the plan. */
+static void record_op(Ctx *x, PyObject *key, PyObject *value, int del) {
+    Plan *p = x->recording;
+    if (p == NULL || p->broken) return;
+    if (p->nops >= MAX_PLAN_OPS || (!del && (value == NULL || x->vsrc == VS_OPAQUE))) {
+        p->broken = 1;
+        return;
+    }
+    Op *o = &p->ops[p->nops++];
+    o->key = Py_NewRef(key);
+    o->del = (uint8_t)del;
+    o->src = (int16_t)(del ? VS_CONST : x->vsrc);
+    o->value = !del && x->vsrc == VS_CONST ? Py_NewRef(value) : NULL;
+}
+
+/* out[key] = value for the flat fields (steals value); the value's source is x->vsrc. */
 static int put_flat(Ctx *x, PyObject *out, PyObject *key, PyObject *value) {
+    record_op(x, key, value, 0);
     return set_item(out, key, braced(x, value));
 }
 
@@ -1216,6 +1367,7 @@ static PyObject *element_body(Ctx *x, int ei, int in_container, int omit_attrs, 
     x->depth++;
     PyObject *d = element_body_in(x, ei, in_container, omit_attrs, has_text, bail);
     x->depth--;
+    x->vsrc = VS_OPAQUE;
     return d;
 }
 
@@ -1394,10 +1546,13 @@ static int flat_system(Ctx *x, int si, PyObject *out, int *bail) {
             pending[npending].has_text = ctext;
             pending[npending].attr_text = cattr;
             npending++;
+            x->vsrc = VS_CONST;
+            record_op(x, key, Py_None, 0);
             if (PyDict_SetItem(out, key, Py_None) < 0) goto done; /* holds the position */
             continue;
         }
         int container = c->name == S_EventData || c->name == S_UserData;
+        x->vsrc = VS_OPAQUE;
         PyObject *v = element_value(x, ci, container, bail);
         int set = put_flat(x, out, key, v);
         Py_DECREF(key);
@@ -1407,8 +1562,10 @@ static int flat_system(Ctx *x, int si, PyObject *out, int *bail) {
         const Elem *c = &r->elems[pending[k].elem];
         PyObject *key = pending[k].key;
         if (pending[k].has_text) {
+            x->vsrc = VS_OPAQUE;
             if (put_flat(x, out, key, content_value(x, c->child_first, 1, bail)) < 0) goto done;
         } else if (pending[k].attr_text) {
+            record_op(x, key, NULL, 1);
             if (PyDict_DelItem(out, key) < 0) goto done;
         } else {
             continue; /* stays None */
@@ -1423,6 +1580,7 @@ static int flat_system(Ctx *x, int si, PyObject *out, int *bail) {
             if (name == NULL && PyErr_Occurred()) goto done;
             name = name != NULL ? Py_NewRef(name) : PyUnicode_FromFormat("%U_%U", key, r->attrs[a].name);
             if (name == NULL) goto done;
+            x->vsrc = VS_OPAQUE;
             PyObject *v = as_number(x, r->attrs[a].first, 0);
             if (v == NULL && !PyErr_Occurred()) v = text_object(x, r->attrs[a].first, 0, bail);
             int set = put_flat(x, out, name, v);
@@ -1472,14 +1630,17 @@ static int flat_data_member(Ctx *x, PyObject *out, PyObject *key, int space, PyO
     Py_ssize_t before = PyDict_GET_SIZE(out);
     PyObject *old = PyDict_SetDefault(out, key, v);
     if (old == NULL || PyDict_GET_SIZE(out) > before) {
+        if (old != NULL) record_op(x, key, v, 0);
         Py_DECREF(v);
         return old == NULL ? -1 : 0;
     }
     int rc = PySet_Contains(CORE, key);
     if (rc == 0) {
+        record_op(x, key, v, 0);
         rc = PyDict_SetItem(out, key, v);
     } else if (rc > 0) {
         PyObject *name = PyUnicode_Concat(S_prefix, key);
+        if (name != NULL) record_op(x, name, v, 0);
         rc = name == NULL ? -1 : PyDict_SetItem(out, name, v);
         Py_XDECREF(name);
     }
@@ -1503,6 +1664,7 @@ static int flat_event_data_in(Ctx *x, int di, PyObject *out, Seen *seen, int *ba
     const Elem *e = &r->elems[di];
     int has_text, attr_text;
     if (!renders_object(x, e, &has_text, &attr_text)) {
+        x->vsrc = VS_OPAQUE;
         PyObject *v = element_value(x, di, 1, bail);
         if (v == NULL) return -1;
         if (v == Py_None) {
@@ -1529,6 +1691,7 @@ static int flat_event_data_in(Ctx *x, int di, PyObject *out, Seen *seen, int *ba
         if (positional > 1 && list == NULL) return -1;
         for (int i = e->child_first; i >= 0; i = r->nodes[i].next) {
             if (r->nodes[i].kind != K_ELEM) continue;
+            x->vsrc = VS_OPAQUE;
             PyObject *v = flat_data_value(x, r->nodes[i].elem, &generic, bail);
             if (v == NULL) {
                 Py_XDECREF(list);
@@ -1545,6 +1708,7 @@ static int flat_event_data_in(Ctx *x, int di, PyObject *out, Seen *seen, int *ba
                 return -1;
             }
         }
+        if (list != NULL) x->vsrc = VS_OPAQUE;
         return flat_data_member(x, out, S_Data, 0, list != NULL ? list : single, seen);
     }
     for (int i = e->child_first; i >= 0; i = r->nodes[i].next) {
@@ -1553,8 +1717,11 @@ static int flat_event_data_in(Ctx *x, int di, PyObject *out, Seen *seen, int *ba
         int na = name_attr(x, &r->elems[ci]);
         if (na == -2 || !list_has_content(x, na)) continue;
         int space = -1;
+        if (x->recording != NULL && (r->nodes[na].next >= 0 || r->nodes[na].origin >= 0))
+            x->recording->broken = 1; /* a key that is not the template's own text */
         PyObject *key = data_key(x, na, &space, bail);
         if (key == NULL) return -1;
+        x->vsrc = VS_OPAQUE;
         PyObject *v = flat_data_value(x, ci, &generic, bail);
         int rc = v == NULL ? (generic ? GENERIC : -1) : flat_data_member(x, out, key, space, v, seen);
         Py_DECREF(key);
@@ -1599,6 +1766,7 @@ static PyObject *flat_record(Ctx *x, int root, PyObject *want, PyObject *decisio
     PyObject *out = _PyDict_NewPresized(32);
     if (out == NULL) return NULL;
     int rc = sys >= 0 ? flat_system(x, sys, out, bail) : 0;
+    if (x->recording != NULL) x->recording->nsys = x->recording->nops;
     if (rc == 0 && want != NULL) {
         PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
         int known = eid != NULL && PyLong_CheckExact(eid) && PyDict_GetItemWithError(out, S_Channel) != NULL;
@@ -1618,6 +1786,138 @@ static PyObject *flat_record(Ctx *x, int root, PyObject *want, PyObject *decisio
     if (rc == 0) return out;
     Py_DECREF(out);
     if (rc == GENERIC && !PyErr_Occurred() && !*bail) *generic = 1;
+    return NULL;
+}
+
+/* ---- plans: the flat fields of a template's records without the tree --------------------
+ *
+ * A record that is one template instance (nearly all) is rendered from the template's tree with
+ * its substitutions put in. What ``flat_record`` then writes -- which keys, in which order,
+ * which of them None or "" or a text of the template -- depends only on the template and on each
+ * substitution's type and emptiness; the values themselves come one each from a substitution.
+ * So the first record of each (template, types and emptiness) in a chunk is rendered as before
+ * while its steps are written down (``record_op``), and the chunk's later records of the same
+ * kind replay those steps on their own values, without the copy of the template's tree or the
+ * walks over it. A plan is only kept when every value of the record came from one substitution
+ * or was constant, every key was the template's own, and no value was BinXml; anything else is
+ * rendered as before, record by record. On the attack samples 84 % of the records are replayed
+ * (nearly all are an Event template with EventData as a nested instance in a BinXml value), and
+ * the decoder went from 5.07 to 3.77 us per event (bench/evtx_decode.py --base, old and new
+ * build alternately, load 3.6).
+ */
+
+/* The types and emptiness of the record's lazily read values into x->lsig. */
+static void instance_sig(Ctx *x) {
+    for (int i = 0; i < x->nlv; i++) {
+        const Value *v = &x->lv[i];
+        int empty = v->type == V_STRING ? v->units == 0 : value_empty(x->d, v->type, v->off, v->len);
+        x->lsig[i] = (uint8_t)(v->type | (empty ? 0x80 : 0));
+    }
+}
+
+static int same_frames(const Plan *p, const Ctx *x) {
+    if (p->nframes != x->nframes || p->nlv != x->nlv) return 0;
+    for (int f = 0; f < x->nframes; f++)
+        if (p->defs[f] != x->frames[f].def || p->counts[f] != x->frames[f].count) return 0;
+    return memcmp(p->sig, x->lsig, (size_t)x->nlv) == 0;
+}
+
+static Plan *find_plan(Ctx *x) {
+    for (int k = x->nplans - 1; k >= 0; k--)
+        if (same_frames(&x->plans[k], x)) return &x->plans[k];
+    return NULL;
+}
+
+static void release_ops(Plan *p) {
+    for (int k = 0; k < p->nops; k++) {
+        Py_DECREF(p->ops[k].key);
+        Py_XDECREF(p->ops[k].value);
+    }
+    p->nops = 0;
+}
+
+/* Start writing down the plan of the record about to be rendered. */
+static void begin_plan(Ctx *x) {
+    Plan *p = &x->plans[x->nplans];
+    p->nframes = x->nframes;
+    p->nlv = x->nlv;
+    for (int f = 0; f < x->nframes; f++) {
+        p->defs[f] = x->frames[f].def;
+        p->counts[f] = x->frames[f].count;
+    }
+    memcpy(p->sig, x->lsig, (size_t)x->nlv);
+    p->nops = 0;
+    p->nsys = 0;
+    p->broken = 0;
+    x->recording = p;
+}
+
+/* Keep the plan written down when the record rendered completely on the flat path. */
+static void end_plan(Ctx *x, PyObject *fields) {
+    Plan *p = x->recording;
+    if (p == NULL) return;
+    x->recording = NULL;
+    if (fields != NULL && PyDict_CheckExact(fields) && !p->broken) x->nplans++;
+    else release_ops(p);
+}
+
+/* One substitution's value as the renderer makes it from the node it becomes. */
+static PyObject *sub_value(Ctx *x, const Value *v, int *bail) {
+    Node n;
+    memset(&n, 0, sizeof n);
+    n.off = v->off;
+    if (v->type == V_STRING) {
+        n.kind = K_TEXT;
+        n.len = v->units;
+        return cached_text(x, &n, bail);
+    }
+    PyObject *num = value_number(x->d, v->type, v->off);
+    if (num != NULL || PyErr_Occurred()) return num;
+    n.kind = K_VALUE;
+    n.vtype = v->type;
+    n.len = v->len;
+    return cached_text(x, &n, bail);
+}
+
+static int replay_ops(Ctx *x, const Plan *p, int from, int to, PyObject *out, int *bail) {
+    for (int k = from; k < to; k++) {
+        const Op *o = &p->ops[k];
+        if (o->del) {
+            if (PyDict_DelItem(out, o->key) < 0) return -1;
+            continue;
+        }
+        PyObject *v = o->src >= 0 ? sub_value(x, &x->lv[o->src], bail) : Py_NewRef(o->value);
+        if (set_item(out, o->key, braced(x, v)) < 0) return -1;
+    }
+    return 0;
+}
+
+/* flat_record's result for the lazily read instance by plan ``p``: the fields, Py_Ellipsis
+ * when the gate turns the record away, NULL with an error or *bail, or NULL with *declined
+ * when the result would not be flat_record's (then the record is rendered). */
+static PyObject *replay(Ctx *x, const Plan *p, PyObject *want, PyObject *decisions, int *asked, int *declined,
+                        int *bail) {
+    PyObject *out = _PyDict_NewPresized(32);
+    if (out == NULL) return NULL;
+    if (replay_ops(x, p, 0, p->nsys, out, bail) < 0) goto fail;
+    if (want != NULL) {
+        PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
+        int known = eid != NULL && PyLong_CheckExact(eid) && PyDict_GetItemWithError(out, S_Channel) != NULL;
+        int keep = PyErr_Occurred() ? -1 : known ? gate_keeps(x, want, decisions, out) : 1;
+        *asked = known;
+        if (keep < 0) goto fail;
+        if (keep == 0) {
+            Py_DECREF(out);
+            return Py_NewRef(Py_Ellipsis);
+        }
+    }
+    if (replay_ops(x, p, p->nsys, p->nops, out, bail) < 0) goto fail;
+    PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
+    if (eid != NULL && eid != Py_None && !PyLong_CheckExact(eid)) *declined = 1;
+    if (*declined || PyErr_Occurred()) goto fail;
+    return out;
+fail:
+    Py_DECREF(out);
     return NULL;
 }
 
@@ -1703,6 +2003,10 @@ static void release_names(Ctx *x) {
     Py_CLEAR(x->guid_out);
     for (int i = 0; i < x->ngate; i++) Py_DECREF(x->gate[i].channel);
     x->ngate = 0;
+    if (x->recording != NULL) release_ops(x->recording);
+    x->recording = NULL;
+    for (int k = 0; k < x->nplans; k++) release_ops(&x->plans[k]);
+    x->nplans = 0;
 }
 
 static Ctx CTX;
@@ -1780,10 +2084,33 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
         if (++records > 4096) goto unsure;
         x->rec->nn = x->rec->ne = x->rec->na = 0;
         x->depth = 0;
-        int root = parse_stream(x, x->rec, off + 24, size - 28, MODE_RECORD, 0);
+        x->nframes = x->nlv = 0;
+        x->plannable = 1;
+        int root = parse_stream(x, x->rec, off + 24, size - 28, MODE_RECORD_LAZY, 0);
         if (root < 0) goto unsure;
-        int bail = 0, generic = 0, asked = 0;
-        PyObject *fields = flat_record(x, root, gated ? want : NULL, decisions, &asked, &generic, &bail);
+        int bail = 0, generic = 0, asked = 0, replayed = 0;
+        PyObject *fields = NULL;
+        if (root >= LAZY) {
+            Plan *plan = NULL;
+            if (x->plannable) {
+                instance_sig(x);
+                plan = find_plan(x);
+            }
+            if (plan != NULL) {
+                int declined = 0;
+                fields = replay(x, plan, gated ? want : NULL, decisions, &asked, &declined, &bail);
+                replayed = !declined;
+            }
+            if (!replayed) {
+                root = materialize(x, root - LAZY);
+                if (root < 0) goto unsure;
+                if (plan == NULL && x->plannable && x->nplans < MAX_PLANS) begin_plan(x);
+            }
+        }
+        if (!replayed) {
+            fields = flat_record(x, root, gated ? want : NULL, decisions, &asked, &generic, &bail);
+            end_plan(x, fields);
+        }
         if (fields == Py_Ellipsis) {
             Py_DECREF(fields);
             skipped++;
@@ -1805,7 +2132,7 @@ static PyObject *decode_chunk(PyObject *self, PyObject *args) {
             Py_DECREF(fields);
             goto unsure;
         }
-        if (gated && !asked && !has_user_data(x, root)) {
+        if (gated && !asked && (replayed || !has_user_data(x, root))) {
             int keep = gate_keeps(x, want, decisions, fields);
             if (keep <= 0) {
                 Py_DECREF(fields);
