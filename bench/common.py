@@ -53,6 +53,21 @@ def evtx_package_reader(fn):
     return run
 
 
+def evtx_build_reader(decode, fn):
+    """``fn`` with the EVTX reader's chunk decoder replaced by ``decode`` (another build's
+    ``decode_chunk``), to put two builds side by side in one run."""
+    from scmwatch.events import evtx_reader
+
+    def run(*args, **kwargs):
+        own, evtx_reader.DECODE_CHUNK = evtx_reader.DECODE_CHUNK, decode
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            evtx_reader.DECODE_CHUNK = own
+
+    return run
+
+
 def evtx_files(*roots: str | Path) -> list[str]:
     """Every ``.evtx`` file under the given files/directories, sorted."""
     out: list[str] = []

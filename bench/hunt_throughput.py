@@ -8,14 +8,16 @@ Prints in one run, every side repeated until it has run >= --seconds:
     (a x10) pack (a) with every rule copied 10 times under fresh ids (same predicates: the
             prefilter lets all ten copies through together, the worst case for scaling),
     (b lit) as (b) with the literal prefilter only (no atom prefilter, ``sigma/tagged.py``),
-    (b pkg) as (b) with the EVTX reader's C chunk decoder off (the reader before ``_evtx.c``);
+    (b pkg) as (b) with the EVTX reader's C chunk decoder off (the reader before ``_evtx.c``),
+    (b base) with ``--evtx-base PATH``: as (b) with another build of ``_evtx`` (e.g. main's
+            ``_evtx*.so`` copied aside), interleaved with (b): before and after in one run;
   the ratios to raw parse; the CLI's ``--jobs 2`` vs ``--jobs 1`` with (b); peak RSS.
   (b) on the same events as NDJSON (one ``evtx_dump`` record per line) vs ``orjson.loads`` per line,
   and reading those lines alone (read + normalize, no rules, no gate) for what matching adds.
 Targets: (a) >= 0.6 of raw, (b) >= 0.35 of raw (NDJSON: >= 0.3), (a x10) time <= 2 x (a),
 jobs 2 >= 1.7 x jobs 1.
 
-    python bench/hunt_throughput.py [--seconds 5] [--corpus DIR] [--sigmahq DIR]
+    python bench/hunt_throughput.py [--seconds 5] [--corpus DIR] [--sigmahq DIR] [--evtx-base PATH]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import orjson
 
-from common import SHARED, evtx_files, evtx_package_reader, evtx_records, raw_pass
+from common import SHARED, evtx_build_reader, evtx_files, evtx_package_reader, evtx_records, raw_pass
 from scmwatch.events import ReadStats, discover, read_input
 from scmwatch.hunt import run_hunt
 from scmwatch.rules import pack_paths
@@ -175,6 +177,7 @@ def main() -> int:
     ap.add_argument("--sigmahq", default=str(SHARED / "sigmahq"))
     ap.add_argument("--seconds", type=float, default=5.0, help="minimum time per side")
     ap.add_argument("--skip-jobs", action="store_true", help="leave out the CLI --jobs runs (minutes)")
+    ap.add_argument("--evtx-base", metavar="PATH", help="another build of _evtx, run as (b base)")
     args = ap.parse_args()
     files = evtx_files(args.corpus)
     sigmahq = Path(args.sigmahq)
@@ -207,7 +210,13 @@ def main() -> int:
     # larger input would be: the per-run fixed costs (summary, readiness report) are amortised
     # as they are in practice, not charged to every 8k events. Engines are warm after pass 1.
     big = files * 4
+    base: dict = {}
+    if args.evtx_base:
+        from evtx_decode import load_build
+
+        base["b_base"] = evtx_build_reader(load_build(args.evtx_base), lambda: hunt_pass(big, rs_b, eng_b))
     rates = measure({
+        **base,
         "raw": lambda: raw_pass(big),
         "a": lambda: hunt_pass(big, rs_a, eng_a),
         "ax10": lambda: hunt_pass(big, rs_x10, eng_x10),
@@ -244,6 +253,8 @@ def main() -> int:
     line("(a) scmwatch hunt, ~40 rules", "a", "(target >= 0.6)")
     line("(b) scmwatch hunt, all SigmaHQ", "b", "(target >= 0.35)")
     line("(b) without the C EVTX decoder", "b_pkg", "(the evtx package's JSON, parsed by _flatten)")
+    if base:
+        line("(b base) --evtx-base build", "b_base", f"(b is {rates['b'] / rates['b_base']:.3f} x this)")
     line("(b lit) literal prefilter only", "b_lit", "")
     line("(a x10) scmwatch hunt", "ax10", "")
     print(f"{'raw orjson.loads per NDJSON line':34s}: {rates['raw_json']:10,.0f} events/s")
