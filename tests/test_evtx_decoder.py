@@ -289,3 +289,31 @@ def test_template_records_read_as_the_package_reads_them(tmp_path: Path) -> None
         c = read(str(path), True, ReadGate(lambda channel, eid: eid == 7045))
         package = read(str(path), False, ReadGate(lambda channel, eid: eid == 7045))
         assert c == package
+
+
+def test_chunks_in_holes_of_a_sparse_file_are_not_read(tmp_path: Path) -> None:
+    """A preallocated file copied sparsely: its empty chunks are holes, known to be zeros without
+    reading them; everything read is what reading the zeros gives."""
+    chunks = [evtxbuild.chunk(evtxbuild.records(1 + 10 * k, 10), 1 + 10 * k, 10 + 10 * k) for k in range(2)]
+    zero = bytes(CHUNK)
+    dense = evtxbuild.evtx_file([chunks[0], zero, chunks[1], zero, zero])
+    sparse = tmp_path / "sparse.evtx"
+    with open(sparse, "wb") as fh:
+        fh.write(dense[:HEADER + CHUNK])
+        fh.seek(HEADER + 2 * CHUNK)
+        fh.write(chunks[1])
+        fh.truncate(len(dense))
+    (tmp_path / "dense.evtx").write_bytes(dense)
+    for c in (True, False):
+        assert read(str(sparse), c) == read(str(tmp_path / "dense.evtx"), c)
+    assert_same(str(sparse))
+    fd = os.open(sparse, os.O_RDONLY)
+    try:
+        if not evtx_reader._has_holes(fd, len(dense)):
+            pytest.skip("this filesystem stores no holes")
+    finally:
+        os.close(fd)
+    events = evtx_reader.ChunkEvents(str(sparse), str(sparse), len(dense))
+    assert len(list(events)) == 20
+    events.close()
+    assert events.hole_chunks == 3

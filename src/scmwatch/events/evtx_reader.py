@@ -25,6 +25,7 @@ read with every chunk header's record-id range and reports each gap.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import struct
@@ -55,6 +56,8 @@ RECORDS_START = 512  # records follow the chunk header and its string/template t
 MAX_CHUNK_RECORDS = (CHUNK_SIZE - RECORDS_START) // 24  # a record is at least 24 bytes
 MAX_GAP_LINES = 20  # per file; further gaps are counted in one closing line
 _ZERO_CHUNK = bytes(CHUNK_SIZE)
+_ZERO_HEAD = bytes(40)
+SEEK_DATA, SEEK_HOLE = getattr(os, "SEEK_DATA", None), getattr(os, "SEEK_HOLE", None)
 _CHUNK_ERROR = "Failed to parse chunk number "  # the package's words; then 0 in a one-chunk file
 
 
@@ -357,6 +360,35 @@ def _any_string_table_loops(source: str | BinaryIO, size: int) -> bool:
             fh.seek(0)
 
 
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    """``n`` bytes at ``offset``, fewer only at the end of the file (as a buffered read gives)."""
+    data = os.pread(fd, n, offset)
+    while 0 < len(data) < n:
+        more = os.pread(fd, n - len(data), offset + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _has_holes(fd: int, size: int) -> bool:
+    """Whether the file has a hole (a range the filesystem stores as none: zeros) past its header."""
+    if SEEK_HOLE is None:
+        return False
+    try:
+        return os.lseek(fd, HEADER_SIZE, SEEK_HOLE) < size
+    except OSError:
+        return False
+
+
+def _in_hole(fd: int, offset: int) -> bool:
+    """Whether the chunk at ``offset`` lies in a hole, so is all zeros without reading it."""
+    try:
+        return os.lseek(fd, offset, SEEK_DATA) >= offset + CHUNK_SIZE  # type: ignore[arg-type]
+    except OSError as exc:
+        return exc.errno == errno.ENXIO  # no data from here to the end of the file
+
+
 class ChunkEvents:
     """Event objects of a whole EVTX file, chunk by chunk: ``_evtx.decode_chunk`` where it is
     sure, else the ``evtx`` package on a file of the header and that one chunk (it reads each
@@ -365,7 +397,14 @@ class ChunkEvents:
     (measured: no answer after 20 s on a two-string loop). An error
     of the package for one record propagates from ``__next__`` (or from the iterator
     :meth:`batch` gave), and iteration goes on with the next record, as with ``records_json()``.
-    Same counters as :class:`PyEvtxEvents`."""
+    Same counters as :class:`PyEvtxEvents`.
+
+    A file given by path is read with ``os.pread`` (no buffered file object: one system call
+    per chunk), and a chunk that lies in a hole of a sparse file is known to be zeros without
+    reading it: preallocated EVTX files are mostly empty chunks (208 of the 565 chunks of the
+    attack samples, all of them holes there), each a 64 KiB copy and scan otherwise. Measured
+    on the attack samples, reading + normalizing alone (old and new reader alternately, median of
+    three, load 2.4): 5.76 -> 4.96 us CPU per event."""
 
     def __init__(self, name: str, source: str | BinaryIO, size: int, want: Any = None) -> None:
         self.name = name
@@ -375,10 +414,22 @@ class ChunkEvents:
         self.missing_count = 0
         self.missing: list[Any] = []
         self.fallback_chunks = 0
-        self._own = isinstance(source, str)
-        self._fh: Any = open(source, "rb") if isinstance(source, str) else source  # noqa: SIM115 - closed by close()
-        self._fh.seek(0)
-        self._header = self._fh.read(HEADER_SIZE)
+        self.hole_chunks = 0  # chunks known to be zeros from the file's holes, not read
+        self._fd: int | None = None
+        self._fh: Any = None
+        self._sparse = False
+        if isinstance(source, str):
+            self._fd = os.open(source, os.O_RDONLY)
+            try:
+                self._header = _pread(self._fd, HEADER_SIZE, 0)
+                self._sparse = _has_holes(self._fd, size)
+            except OSError:
+                os.close(self._fd)
+                raise
+        else:
+            self._fh = source
+            self._fh.seek(0)
+            self._header = self._fh.read(HEADER_SIZE)
         self._chunks = (size - HEADER_SIZE) // CHUNK_SIZE if len(self._header) == HEADER_SIZE else 0
         self._next_chunk = 0
         self.heads: list[bytes] = []  # the first 40 bytes of each chunk read, for the chunk audit
@@ -423,8 +474,16 @@ class ChunkEvents:
                 return ready
 
     def _load(self, index: int) -> None:
-        self._fh.seek(HEADER_SIZE + index * CHUNK_SIZE)
-        chunk = self._fh.read(CHUNK_SIZE)
+        offset = HEADER_SIZE + index * CHUNK_SIZE
+        if self._fd is None:
+            self._fh.seek(offset)
+            chunk = self._fh.read(CHUNK_SIZE)
+        elif self._sparse and _in_hole(self._fd, offset):
+            self.hole_chunks += 1
+            self.heads.append(_ZERO_HEAD)
+            return  # an empty chunk of a preallocated file: the package skips it too
+        else:
+            chunk = _pread(self._fd, CHUNK_SIZE, offset)
         self.heads.append(chunk[:40])
         whole = len(chunk) == CHUNK_SIZE
         got = DECODE_CHUNK(chunk, self.name, self.want, self._decisions) if whole and DECODE_CHUNK else None
@@ -463,8 +522,9 @@ class ChunkEvents:
         """Close the file this object opened; the counters of a fallback chunk in progress are kept."""
         if self._slow is not None:
             self._finish_slow()
-        if self._own:
-            self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class _SlowChunk:
