@@ -128,6 +128,7 @@ def test_damaged_chunks_of_real_recordings_read_as_the_package_reads_them(tmp_pa
     {"count": 1, "data": {"A": "x" * 30000}},  # one value of 60 KB of UTF-16
     {"data": {"Q": 'quote " backslash \\ tab \t nl \n \x01 é 漢 \uffff'}},
     {"data": {"Name With Space": "v", "EventID": "9", "Channel": "spoof"}},
+    {"data": {"K" * 65: "long key", "L" * 300: "longer key, made per chunk", "K" * 64: "kept"}},
     {"data": {}},
     {"event_id": 4688, "channel": "Security", "computer": ""},
 ])
