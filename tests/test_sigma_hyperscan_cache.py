@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from scmwatch.sigma import index
+from engine_pairs import brute, engine_pair
+from scmwatch.sigma import index, tagged
 
 pytestmark = pytest.mark.skipif(index.hyperscan is None, reason="Hyperscan is not installed")
 
@@ -50,3 +53,69 @@ def test_unwritable_or_disabled_cache_still_scans(tmp_path: Path, monkeypatch) -
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", "")
     assert index.hyperscan_cache_dir() is None
     assert sorted(index.make_scanner(LITERALS)(TEXTS[0])) == [0, 1]
+
+
+def _hold_claim(cache: str, name: str, conn) -> None:
+    fd = index._claim(cache, name)
+    conn.send(fd is not None)
+    conn.recv()  # until told to let go
+
+
+@contextmanager
+def _claimed_elsewhere(cache: Path, name: str):
+    """Another process holds the compile lock of database ``name`` meanwhile."""
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe()
+    child = ctx.Process(target=_hold_claim, args=(str(cache), name, there))
+    child.start()
+    try:
+        assert here.poll(20) and here.recv() is True
+        yield
+    finally:
+        here.send("go")
+        child.join(20)
+        assert child.exitcode == 0
+
+
+PATTERNS = ["\\x1e\\x10\\x10a", "\\x1e\\x10\\x10b", "x\\x1d"]
+
+
+def test_a_database_claimed_by_another_process_is_busy_until_stored(tmp_path: Path, monkeypatch) -> None:
+    """``--jobs`` workers meeting the same new bucket compile its atom database once: the one
+    that cannot claim it hears ``Busy`` (and goes on without it), not a second compile."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path))
+    cache = tmp_path / "hyperscan"
+    name = index._db_name(PATTERNS, True)
+    with _claimed_elsewhere(cache, name):
+        with pytest.raises(index.Busy):
+            index._hs_database(PATTERNS, regex=True, claim=True)
+        assert not (cache / f"{name}.hsdb").exists()
+        assert index._hs_database(PATTERNS, regex=True) is not None  # unclaimed: compiled anyway
+    (cache / f"{name}.hsdb").unlink()
+    assert index._hs_database(PATTERNS, regex=True, claim=True) is not None  # free again: compiled
+    assert (cache / f"{name}.hsdb").stat().st_size > 0
+    with _claimed_elsewhere(cache, name):  # stored: loaded, whoever holds the lock
+        assert index._hs_database(PATTERNS, regex=True, claim=True) is not None
+
+
+def test_busy_atom_database_keeps_the_literal_prefilter_then_moves(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "cache"))
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    rules = {f"r{i}": f"sel:\n  CommandLine|contains: ['tool{i}-a', 'tool{i}-b']\ncondition: sel"
+             for i in range(4)}
+    atom, literal = engine_pair(rules_dir, rules, "process_creation", "7e0b6a54")
+    sysmon = ("Microsoft-Windows-Sysmon/Operational", 1)
+    p = tagged.plan(literal.bucket(*sysmon).units)
+    name = index._db_name(list(p.patterns), True)
+    events = [{"Channel": sysmon[0], "EventID": 1, "CommandLine": f"run tool{i % 5}-b now"}
+              for i in range(600)]
+    with _claimed_elsewhere(tmp_path / "cache" / "hyperscan", name):
+        b = atom.bucket(*sysmon)
+        assert b.atoms is None and b.upgrade_in == index.BUSY_RETRY
+        for f in events[:300]:
+            assert [r.id for r in atom.match_fields(f)] == brute(literal, f)
+        assert b.atoms is None
+    for f in events[300:]:
+        assert [r.id for r in atom.match_fields(f)] == brute(literal, f)
+    assert b.atoms is not None and b.atoms.patterns == p.patterns  # retried: compiled and used
