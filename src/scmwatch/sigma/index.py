@@ -37,6 +37,7 @@ from scmwatch.events.model import Event
 from scmwatch.native import pure_python
 from scmwatch.sigma.cache import cache_root
 from scmwatch.sigma.compile import SYSTEM_FIELDS, Low
+from scmwatch.sigma.plancache import MISSING, plan_key, read_plan, write_plan
 from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit, hot_predicates
 from scmwatch.sigma.tagged import PREFILTER, Plan, candidates, non_ascii, plan, tagged_join, tagged_text
 
@@ -219,6 +220,20 @@ def _hs_database(literals: list[str], regex: bool = False, claim: bool = False) 
     finally:
         if lock is not None:
             os.close(lock)
+
+
+def cached_scanner(literals: list[str]) -> Callable[[str], list[int]] | None:
+    """The Hyperscan scanner of these literals when their database is in the cache, else None
+    (nothing compiled): a bucket starts on it instead of building a pyahocorasick automaton,
+    ~0.4 ms per 100 literals (measured: 97 automatons, 26 ms of CPU per --jobs worker on the
+    dev corpus x5)."""
+    cache = hyperscan_cache_dir() if hyperscan is not None else None
+    if cache is None:
+        return None
+    try:
+        return _scan_function(_hs_load(os.path.join(cache, _db_name(literals, False) + ".hsdb")))
+    except Exception:  # noqa: BLE001 - absent or unreadable: the caller builds its own
+        return None
 
 
 def make_scanner(literals: list[str], use_hyperscan: bool = True) -> Callable[[str], list[int]]:
@@ -433,7 +448,11 @@ class Engine:
                 after = self.hyperscan_after
                 upgrade_in = max(HS_MIN_SCANS, len(lits) // 2) if after is None else after
                 if scan is None and upgrade_in > 0:
-                    scan = make_scanner(lits, use_hyperscan=False)
+                    scan = cached_scanner(lits)
+                    if scan is not None:
+                        self._scanners[key] = scan
+                    else:
+                        scan = make_scanner(lits, use_hyperscan=False)
             elif scan is None:
                 scan = self._scanners[key] = make_scanner(lits, use_hyperscan=False)
         text_fields = tuple(sorted(fields)) if fields is not None and len(fields) <= MAX_TEXT_FIELDS else None
@@ -501,6 +520,18 @@ class Engine:
             if self.atoms is None:
                 b.trials, b.timings = 2 * TRIALS, ([], [])
 
+    def _static_plan(self, b: Bucket) -> Plan | None:
+        """``tagged.plan(b.units)``, from the plan cache (``plancache.py``) when it has it."""
+        key = plan_key(b.units)
+        if key is not None:
+            got = read_plan(key, len(b.units))
+            if got is not MISSING:
+                return got  # type: ignore[return-value]
+        p = plan(b.units)
+        if key is not None:
+            write_plan(key, p)
+        return p
+
     def _upgrade(self, b: Bucket) -> None:
         """Move a bucket to Hyperscan: its literal scanner and its atom prefilter."""
         key = b.literals
@@ -517,7 +548,7 @@ class Engine:
             atom_scan = self._atom_scanner(p) if p is not None and p.patterns else None
         else:  # static gates: the database is the same for every input (cached)
             waiting = self._waiting.pop(id(b), None)
-            p = waiting[1] if waiting is not None and waiting[0] is b else plan(b.units)
+            p = waiting[1] if waiting is not None and waiting[0] is b else self._static_plan(b)
             try:
                 atom_scan = self._atom_scanner(p, claim=True) if p is not None and p.patterns else None
             except Busy:  # another worker compiles it: the literal prefilter until it is stored

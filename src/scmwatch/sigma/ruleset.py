@@ -154,6 +154,7 @@ class CompiledRule:
         state = self.__dict__.copy()
         state.pop("sigma", None)
         state.pop("_source", None)
+        state.pop("_origin", None)
         return state
 
     def __getattr__(self, name: str) -> Any:
@@ -364,6 +365,7 @@ def _load_rules(paths: list[str | os.PathLike], placeholders: str | os.PathLike 
         rs, source = entry
         for cr in rs.rules:
             cr._source = (source, cr._source_index)
+            cr._origin = (key, cr._source_index)  # what a bucket's cached plan is keyed by
     else:
         from scmwatch.sigma.load import load_sigma
 
@@ -371,6 +373,8 @@ def _load_rules(paths: list[str | os.PathLike], placeholders: str | os.PathLike 
         rs = _compile_all(loaded, values)
         if key is not None:
             write_entry(key, rs, loaded, paths, values)
+            for cr in rs.rules:
+                cr._origin = (key, cr._source_index)
     rs.rejected[:0] = bad_placeholders
     return rs
 

@@ -1,0 +1,130 @@
+"""A bucket's static atom plan is cached on disk: reused while its rules are unchanged, planned
+again when a rule is edited, when the stored plan is damaged or does not fit, and when the cache
+cannot be written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from engine_pairs import brute
+from scmwatch.sigma import index, plancache, tagged
+from scmwatch.sigma.ruleset import load_rules
+
+pytestmark = pytest.mark.skipif(index.hyperscan is None, reason="Hyperscan is not installed")
+
+SYSMON = ("Microsoft-Windows-Sysmon/Operational", 1)
+RULE = """title: Tool {n}
+id: 8e0b6a54-0000-4000-8000-{n:012d}
+status: test
+level: high
+logsource:
+  category: process_creation
+  product: windows
+detection:
+  sel:
+    Image|endswith: '\\\\tool{n}.exe'
+    CommandLine|contains: ['{needle}', ' -x{n} ']
+  condition: sel
+"""
+
+
+def _rules(d: Path, needle: str = "--run") -> Path:
+    d.mkdir(exist_ok=True)
+    for n in range(6):
+        (d / f"t{n}.yml").write_text(RULE.format(n=n, needle=needle), encoding="utf-8")
+    return d
+
+
+def _events() -> list[dict]:
+    return [{"Channel": SYSMON[0], "EventID": 1, "Image": f"C:\\bin\\tool{i % 7}.exe",
+             "CommandLine": f"tool{i % 7} {'--run' if i % 3 else '--walk'} -x{i % 6} "} for i in range(40)]
+
+
+def _plans(root: Path) -> list[Path]:
+    return sorted((root / "plans").glob("*.json"))
+
+
+def _engine_plan(rules: Path):
+    """The static plan an atom engine's Sysmon process-creation bucket takes, and whether its
+    matches equal brute force."""
+    rs = load_rules(rules)
+    engine = index.Engine(rs, hyperscan_after=0, atoms=True)
+    literal = index.Engine(rs, use_hyperscan=False)
+    same = all([r.id for r in engine.match_fields(f)] == brute(literal, f) for f in _events())
+    return engine.bucket(*SYSMON).atoms, same
+
+
+def test_plan_is_stored_then_read_not_planned_again(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    first, same = _engine_plan(rules)
+    assert first is not None and same
+    (stored,) = _plans(tmp_path / "c")
+
+    def no_planning(*a, **k):
+        raise AssertionError("planned again")
+
+    monkeypatch.setattr(index, "plan", no_planning)
+    again, same = _engine_plan(rules)
+    assert again == first and same
+    assert _plans(tmp_path / "c") == [stored]
+
+
+def test_edited_rule_gets_a_plan_of_its_own(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    first, _ = _engine_plan(rules)
+    _rules(rules, needle="--walk")
+    edited, same = _engine_plan(rules)
+    assert same and edited.patterns != first.patterns
+    assert len(_plans(tmp_path / "c")) == 2
+
+
+@pytest.mark.parametrize("damage", [b"", b"{not json", b'{"format": "scmwatch-plan-1", "plan": {"index": 3}}',
+                                    "positions"])
+def test_damaged_or_misfit_plan_is_planned_again_and_rewritten(tmp_path: Path, monkeypatch, damage) -> None:
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    first, _ = _engine_plan(rules)
+    (stored,) = _plans(tmp_path / "c")
+    good = stored.read_bytes()
+    if damage == "positions":  # well-formed, but naming a unit the bucket does not have
+        damage = good.replace(b'"always":[]', b'"always":[99]')
+        assert damage != good
+    stored.write_bytes(damage)
+    again, same = _engine_plan(rules)
+    assert again == first and same
+    assert stored.read_bytes() == good
+
+
+def test_unwritable_or_disabled_cache_still_plans(tmp_path: Path, monkeypatch) -> None:
+    rules = _rules(tmp_path / "r")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(blocker))
+    plan, same = _engine_plan(rules)
+    assert plan is not None and same
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", "")
+    plan, same = _engine_plan(rules)
+    assert plan is not None and same
+
+
+def test_read_only_plan_directory_is_ignored(tmp_path: Path, monkeypatch) -> None:
+    if os.getuid() == 0:
+        pytest.skip("root writes into a read-only directory")
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    (tmp_path / "c" / "plans").mkdir(parents=True)
+    (tmp_path / "c" / "plans").chmod(0o500)
+    plan, same = _engine_plan(_rules(tmp_path / "r"))
+    assert plan is not None and same and not _plans(tmp_path / "c")
+
+
+def test_units_of_no_cache_entry_have_no_key(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", "")
+    rs = load_rules(_rules(tmp_path / "r"))
+    units = index.Engine(rs).bucket(*SYSMON).units
+    assert units and plancache.plan_key(units) is None
+    assert tagged.plan(units) is not None
