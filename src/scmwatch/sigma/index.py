@@ -22,6 +22,7 @@ literal prefilter; both give exactly the same matches.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -164,9 +165,11 @@ def _claim(cache: str, name: str) -> int | None:
         return None
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, int(name[:12], 16))
-    except OSError:
+    except OSError as exc:
         os.close(fd)
-        raise Busy(name) from None
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            raise Busy(name) from None
+        return None  # no locks here (ENOLCK on some network file systems): compile without
     return fd
 
 
