@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,3 +120,15 @@ def test_busy_atom_database_keeps_the_literal_prefilter_then_moves(tmp_path: Pat
     for f in events[300:]:
         assert [r.id for r in atom.match_fields(f)] == brute(literal, f)
     assert b.atoms is not None and b.atoms.patterns == p.patterns  # retried: compiled and used
+
+
+def test_cache_without_locks_compiles_without_one(tmp_path: Path, monkeypatch) -> None:
+    """A file system that refuses locks (ENOLCK) must not look like a database forever busy."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path))
+
+    def no_locks(*args) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(index.fcntl, "lockf", no_locks)
+    assert index._hs_database(PATTERNS, regex=True, claim=True) is not None
+    assert (tmp_path / "hyperscan" / f"{index._db_name(PATTERNS, True)}.hsdb").exists()
