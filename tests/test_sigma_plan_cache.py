@@ -83,17 +83,22 @@ def test_edited_rule_gets_a_plan_of_its_own(tmp_path: Path, monkeypatch) -> None
     assert len(_plans(tmp_path / "c")) == 2
 
 
-@pytest.mark.parametrize("damage", [b"", b"{not json", b'{"format": "scmwatch-plan-1", "plan": {"index": 3}}',
-                                    "positions"])
+@pytest.mark.parametrize("damage", [b"", b"{not json", b'{"plan": {"index": 3}}', "positions", "pattern"])
 def test_damaged_or_misfit_plan_is_planned_again_and_rewritten(tmp_path: Path, monkeypatch, damage) -> None:
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
     rules = _rules(tmp_path / "r")
     first, _ = _engine_plan(rules)
     (stored,) = _plans(tmp_path / "c")
     good = stored.read_bytes()
-    if damage == "positions":  # well-formed, but naming a unit the bucket does not have
-        damage = good.replace(b'"always":[]', b'"always":[99]')
-        assert damage != good
+    head, body = good.split(b"\n", 1)
+    if damage == "positions":  # well-formed, checksum right, but naming a unit the bucket lacks
+        body = body.replace(b'"always":[]', b'"always":[99]')
+        damage = plancache._header(body) + b"\n" + body
+    elif damage == "pattern":  # one byte of a pattern altered: the checksum catches it
+        damage = head + b"\n" + body.replace(b"x7", b"x6", 1)
+    elif damage.startswith(b"{"):
+        damage = plancache._header(damage) + b"\n" + damage
+    assert damage != good
     stored.write_bytes(damage)
     again, same = _engine_plan(rules)
     assert again == first and same

@@ -9,9 +9,10 @@ The key names the bucket's units in order, each by the rule-cache entry its rule
 (``cache.py``: that key covers the rule files, the versions and the source of the compiler,
 ``tagged.py`` included), the rule's index in it and the unit's source label. A bucket with a
 unit of no entry (the cache off) is not cached. A plan is stored as JSON (no pickle: nothing in
-it runs code), atomically; an entry that does not parse or does not fit the bucket is planned
-again and rewritten; a cache directory that cannot be written is ignored. Entries are small
-(a few kB, ~0.2 MB for Sysmon process creation); the KEEP most recently written are kept.
+it runs code) after a line with its CRC-32, atomically; an entry that is altered, does not parse
+or does not fit the bucket is planned again and rewritten; a cache directory that cannot be
+written is ignored. Entries are small (a few kB, ~0.2 MB for Sysmon process creation); the KEEP
+most recently written are kept.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -58,10 +60,10 @@ def read_plan(key: str, units: int) -> Plan | None | object:
         with open(path, "rb") as fh:
             if os.fstat(fh.fileno()).st_uid != os.getuid():
                 return MISSING
-            data = orjson.loads(fh.read())
-        if data["format"] != FORMAT:
+            head, _, body = fh.read().partition(b"\n")
+        if head != _header(body):
             return MISSING
-        p = data["plan"]
+        p = orjson.loads(body)["plan"]
         if p is None:
             return None
         return _checked(p, units)
@@ -87,12 +89,18 @@ def _checked(p: dict, units: int) -> Plan:
                 tuple((str(k), positions(v)) for k, v in p["ascii_only"]))
 
 
+def _header(body: bytes) -> bytes:
+    """The first line of a plan file: the format and the CRC-32 of the JSON after it (a plan
+    altered in place, say one pattern's byte, would silently let rules go unscanned)."""
+    return f"{FORMAT} {zlib.crc32(body):08x}".encode()
+
+
 def write_plan(key: str, plan: Plan | None) -> None:
     """Store a bucket's plan; best effort (a cache that cannot be written is skipped)."""
     path = _path(key)
     if path is None:
         return
-    body: dict[str, Any] = {"format": FORMAT, "plan": None}
+    body: dict[str, Any] = {"plan": None}
     if plan is not None:
         body["plan"] = {"index": plan.index, "rest": plan.rest, "patterns": plan.patterns,
                         "pattern_units": plan.pattern_units, "always": plan.always,
@@ -103,7 +111,8 @@ def write_plan(key: str, plan: Plan | None) -> None:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            fh.write(orjson.dumps(body))
+            data = orjson.dumps(body)
+            fh.write(_header(data) + b"\n" + data)
         os.replace(tmp, path)  # atomic: concurrent --jobs workers see the old file or the new
         tmp = None
         _prune(folder)
