@@ -22,12 +22,13 @@ import os
 import tempfile
 import zlib
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 
 import orjson
 
 from scmwatch.sigma.cache import cache_root
-from scmwatch.sigma.tagged import Plan
+from scmwatch.sigma.tagged import GATE_BITS, Plan
 
 FORMAT = "scmwatch-plan-1"
 KEEP = 2_000  # files kept (all SigmaHQ has ~340 distinct buckets)
@@ -72,21 +73,22 @@ def read_plan(key: str, units: int) -> Plan | None | object:
 
 
 def _checked(p: dict, units: int) -> Plan:
-    """A Plan from its JSON form, every unit position checked to be one of the bucket's."""
-    def positions(xs: list) -> tuple[int, ...]:
-        out = tuple(xs)
-        if not all(type(x) is int and 0 <= x < units for x in out):
-            raise ValueError("unit position out of range")
-        return out
+    """A Plan from its JSON form (every field, lists as tuples), each unit position and gate id
+    checked to be one of the bucket's."""
+    if set(p) != {f.name for f in fields(Plan)} or not isinstance(p["index"], dict):
+        raise ValueError("not a plan of this build")
+    plan = Plan(**{k: dict(v) if k == "index" else _tuples(v) for k, v in p.items()})
+    positions = [*plan.always, *(u for _, us in plan.ascii_only for u in us),
+                 *(g >> GATE_BITS for gs in plan.pattern_gates for g in gs)]
+    if not all(type(x) is int and 0 <= x < units for x in positions) \
+            or len(plan.pattern_gates) != len(plan.patterns) or len(plan.need) not in (0, units) \
+            or not all(type(x) is str for x in plan.patterns):
+        raise ValueError("does not fit the bucket")
+    return plan
 
-    index = p["index"]
-    patterns = tuple(p["patterns"])
-    pattern_units = tuple(positions(x) for x in p["pattern_units"])
-    if not isinstance(index, dict) or not all(type(v) is int for v in index.values()) \
-            or len(pattern_units) != len(patterns) or not all(type(x) is str for x in patterns):
-        raise ValueError("not a plan")
-    return Plan(index, int(p["rest"]), patterns, pattern_units, positions(p["always"]),
-                tuple((str(k), positions(v)) for k, v in p["ascii_only"]))
+
+def _tuples(v: Any) -> Any:
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
 def _header(body: bytes) -> bytes:
@@ -102,9 +104,7 @@ def write_plan(key: str, plan: Plan | None) -> None:
         return
     body: dict[str, Any] = {"plan": None}
     if plan is not None:
-        body["plan"] = {"index": plan.index, "rest": plan.rest, "patterns": plan.patterns,
-                        "pattern_units": plan.pattern_units, "always": plan.always,
-                        "ascii_only": plan.ascii_only}
+        body["plan"] = {f.name: getattr(plan, f.name) for f in fields(Plan)}
     tmp = None
     try:
         folder = os.path.dirname(path)
