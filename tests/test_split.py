@@ -17,6 +17,7 @@ import pytest
 import evtxbuild
 from lateral_ndjson import lateral, line, logon
 from paths import ATTACK_SAMPLES, evtx_files
+from scmwatch import split
 from scmwatch.events.ranges import FileRange, split_file
 from scmwatch.events.read import InputFile
 from scmwatch.hunt import run_hunt
@@ -142,6 +143,18 @@ def test_ndjson_ranges_equal_the_whole_file_with_correlations(tmp_path: Path, pa
     assert any(a.get("correlation") for a in one)  # cross-host correlations are in play
     assert s1["correlation"]["late_events"] and s1["correlation"]["link_facts"]
     _same([path], pack)
+
+
+def test_larger_files_get_more_ranges_and_the_same_output(tmp_path: Path, pack, attack: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file over ``RANGE_BYTES`` per worker is cut into more ranges (the idle end of a split
+    run is up to one range); the output is still the whole file's."""
+    path = _joined(attack, tmp_path / "all.jsonl", old_host=False)
+    size = path.stat().st_size
+    assert split.range_count(size, 2) == 2 * split.RANGES_PER_JOB
+    monkeypatch.setattr(split, "RANGE_BYTES", -(-size // 14))  # 7 per worker
+    assert split.range_count(size, 2) == 14 and split.range_count(None, 2) == 2 * split.RANGES_PER_JOB
+    assert _same([path], pack)["parallelism"]["ranges"] == 14
 
 
 def test_ndjson_old_host_lineage_rereads_whole(tmp_path: Path, pack, attack: Path) -> None:
