@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import random
+from typing import NamedTuple
 
 from scmwatch import spill
 
@@ -41,3 +43,25 @@ def test_merge_runs_over_block_files_and_lists(tmp_path, monkeypatch):
     sources = [spill.write_run(d, "r", r) for r in runs[:6]] + runs[6:]
     merged = list(spill.merge_runs(sources, key=lambda x: x, spill=d, fan_in=2))
     assert merged == sorted(x for r in runs for x in r)
+
+
+class _Named(NamedTuple):
+    key: tuple
+    payload: dict
+
+
+def test_records_come_back_exactly_in_either_encoding(tmp_path, monkeypatch):
+    """Blocks of builtin values are marshalled, a block holding anything else (a NamedTuple, as
+    correlation alerts are) is pickled: both give back the same types and values, including
+    what JSON could not carry (tuples vs lists, lone surrogates, huge ints, NaN)."""
+    monkeypatch.setattr(spill, "BLOCK", 64)
+    d = spill.SpillDir(str(tmp_path))
+    plain = [((float(i), "f\ud800", 10**40 + i), {"a": [1, (2, 3)], "n": None, "b": True}, i)
+             for i in range(40)]
+    named = [_Named((float(i),), {"x": i}) for i in range(40)]
+    odd = [(float("nan"), frozenset({1}), b"\x00bytes")]
+    records = plain[:20] + named + plain[20:] + odd
+    back = list(spill.read_stream(spill.write_run(d, "t", records)))
+    assert back[:-1] == records[:-1]
+    assert [type(r) for r in back] == [type(r) for r in records]
+    assert type(back[0][1]["a"][1]) is tuple and math.isnan(back[-1][0]) and back[-1][1:] == odd[0][1:]

@@ -14,32 +14,35 @@ grow with the input (each correlation candidate keeps its whole event). Instead:
   at most ``fan_in`` files open at once; beyond that, groups of files are first merged into
   intermediate files.
 
-Records are pickled in small compressed blocks (:class:`StreamWriter`), so a reader holds one
-block's records plus its I/O buffer. With
-unique keys, merging in groups gives exactly the order of one flat ``heapq.merge`` of all
-streams -- even for streams that are not themselves sorted (candidate streams are in file
-order, not time order; the correlator's reorder buffer repairs that): the head of a merged
-group is always the least head of its members, so every comparison is the same.
+Records are written in small compressed blocks (:class:`StreamWriter`), so a reader holds one
+block's records plus its I/O buffer. With unique keys, merging in groups gives exactly the order
+of one flat ``heapq.merge`` of all streams -- even for streams that are not themselves sorted
+(candidate streams are in file order, not time order; the correlator's reorder buffer repairs
+that): the head of a merged group is always the least head of its members, so every
+comparison is the same.
 """
 
 from __future__ import annotations
 
 import heapq
-import io
 import itertools
+import marshal
 import os
 import pickle
 import resource
 import shutil
 import stat
 import tempfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
+import zstandard
+
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 _BUFFER = 1 << 16
-BLOCK = 1 << 15  # uncompressed bytes of pickled records per compressed block
+BLOCK = 1 << 15  # uncompressed bytes of serialised records per compressed block (about)
+_GUESS = 512  # bytes per record assumed for a file's first block (a hit of all SigmaHQ: ~800)
+_MARSHAL, _PICKLE = b"m", b"p"  # a block's first byte (after decompression): how it is encoded
 
 
 def default_fan_in() -> int:
@@ -71,7 +74,7 @@ class SpillDir:
 
     def new_path(self, prefix: str) -> str:
         # the pid keeps names unique across forked --jobs workers
-        return os.path.join(self.path, f"{prefix}-{os.getpid()}-{next(self._names)}.pkl")
+        return os.path.join(self.path, f"{prefix}-{os.getpid()}-{next(self._names)}.spill")
 
     def usage(self) -> tuple[int, int]:
         """``(bytes, files)`` in the directory now."""
@@ -133,38 +136,53 @@ def _running(pid: int) -> bool:
 class StreamWriter:
     """Append records to one spill file, in the order given; the file is created on first write.
 
-    Records are pickled into blocks of about ``BLOCK`` bytes with one pickler per block, so an
-    object several records share (the fields of an event that many rules matched) is stored
-    once, and each block is zlib-compressed (level 1) behind a 4-byte length. With all SigmaHQ
-    rules that took the spill from 225 to 40 MB per million events, for about 3 % more hunt
-    time (``bench/hunt_memory.py --rules``); a reader holds one block's records at a time.
+    Records are kept until about ``BLOCK`` bytes of them are due, then written as one block:
+    the block's record list serialised in one call, so that an object several records share
+    (the fields of an event that many rules matched) is stored once, and compressed with
+    zstd (level 1) behind a 4-byte length; a reader holds one block's records at a time.
+
+    The list is marshalled: records are builtin values (tuples, dicts, strings, numbers) and
+    ``marshal`` writes exactly those types, refusing anything else (a NamedTuple, a dataclass),
+    whose block is then pickled instead. Measured on the hits of all SigmaHQ on the attack
+    samples (1,541 hits of 1,039 events, CPU time, best of 15): pickle + zlib 5.9 us to write
+    and 3.9 us to read back a hit, 161 bytes each on disk; marshal + zlib 4.6 + 3.1 us, 133
+    bytes; marshal + zstd **1.8 + 2.0 us, 103 bytes** (serialising alone, without compression:
+    0.9 + 1.6 us, 785 bytes). The records must not change once written (the hunt's do not:
+    hits and candidates are built once), as a block is serialised when it is full.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.count = 0
         self._fh: IO[bytes] | None = None
-        self._block = io.BytesIO()
-        self._pickler = pickle.Pickler(self._block, PROTOCOL)
+        self._records: list[Any] = []
+        self._per_block = max(1, BLOCK // _GUESS)
+        self._zstd = zstandard.ZstdCompressor(level=1)  # one per writer: not thread-safe
 
     def write(self, record: Any) -> None:
-        self._pickler.dump(record)
+        records = self._records
+        records.append(record)
         self.count += 1
-        if self._block.tell() >= BLOCK:
+        if len(records) >= self._per_block:
             self._flush()
 
     def _flush(self) -> None:
-        data = self._block.getvalue()
-        if not data:
+        records = self._records
+        if not records:
             return
+        try:
+            data = _MARSHAL + marshal.dumps(records, 4)
+        except ValueError:  # a type marshal does not write exactly (or nesting beyond its limit)
+            data = _PICKLE + pickle.dumps(records, PROTOCOL)
+        # as many records next time as make about BLOCK bytes, judging by these
+        self._per_block = max(1, min(1 << 14, BLOCK * len(records) // len(data)))
+        self._records = []
         fh = self._fh
         if fh is None:
             fh = self._fh = open(self.path, "wb", buffering=_BUFFER)  # noqa: SIM115 - closed in close()
-        packed = zlib.compress(data, 1)
+        packed = self._zstd.compress(data)
         fh.write(len(packed).to_bytes(4, "little"))
         fh.write(packed)
-        self._block = io.BytesIO()
-        self._pickler = pickle.Pickler(self._block, PROTOCOL)
 
     def close(self) -> str | None:
         """Close the file; returns its path, or None when nothing was written."""
@@ -193,16 +211,17 @@ def write_merged(spill: SpillDir, prefix: str, lists: list[list[Any]], key: Call
 
 def read_stream(path: str) -> Iterator[Any]:
     """The records of one spill file, in the order written."""
+    unzstd = zstandard.ZstdDecompressor()
     with open(path, "rb", buffering=_BUFFER) as fh:
         while True:
             head = fh.read(4)
             if not head:
                 return
-            block = io.BytesIO(zlib.decompress(fh.read(int.from_bytes(head, "little"))))
-            load = pickle.Unpickler(block).load  # the block's pickler memo: shared objects once
-            end = len(block.getbuffer())
-            while block.tell() < end:
-                yield load()
+            data = memoryview(unzstd.decompress(fh.read(int.from_bytes(head, "little"))))
+            if data[:1] == _MARSHAL:
+                yield from marshal.loads(data[1:])
+            else:
+                yield from pickle.loads(data[1:])
 
 
 class Stream:
