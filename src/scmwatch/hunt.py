@@ -235,7 +235,10 @@ class HuntContext:
         self.suppressed_ids = (self.stage.suppressed_rule_ids(ruleset.rules) if self.stage is not None
                                else frozenset())
         self.min_rank = LEVEL_RANK.get(min_level, 0) if min_level else 0
-        self.rule_rank = {r.id: LEVEL_RANK.get(r.level, 0) for r in ruleset.rules}
+        # rules whose matches give no hit: below --min-level, or only there for a correlation
+        self.dropped_ids = self.suppressed_ids | (
+            {r.id for r in ruleset.rules if LEVEL_RANK.get(r.level, 0) < self.min_rank} if self.min_rank
+            else frozenset())
         self.spill = spill
         self.run_size = run_size
         # how units are read when hunt_unit is not told otherwise (--jobs workers inherit it):
@@ -298,11 +301,9 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     select = None
     if ctx.selector is not None:
         select = ctx.selector.select_range if ranged else ctx.selector.select
-    suppressed = ctx.suppressed_ids
-    min_rank = ctx.min_rank
-    rank = ctx.rule_rank
+    dropped = ctx.dropped_ids
     hits = SortedSpiller(ctx.spill, f"hits{index}", _KEY, ctx.run_size)
-    add_hit = hits.add
+    add_hits = hits.extend
     cands = Stream(ctx.spill, f"cand{index}", ctx.run_size)
     # a range's link events go apart, compact, for the parent's replay (scmwatch.split)
     links = Stream(ctx.spill, f"link{index}", ctx.run_size) if ranged and select is not None else None
@@ -334,21 +335,21 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
         nonlocal n
         out = []
         rid = ev.record_id
+        t, source, order = ev.time, ev.source, rid if rid is not None else -1
         if lines is not None:
-            kept = [r for r in rules if rank[r.id] >= min_rank and r.id not in suppressed]
+            kept = [r for r in rules if r.id not in dropped]
             if not kept:
                 return out
-            t, src = ev.time, ev.source
             host = str(f.get("Computer") or "")
             link = f if may_link(f) else None
-            for r, body in zip(kept, lines.bodies(kept, t, src, rid, f, derived), strict=True):
-                out.append(((t, src, rid if rid is not None else -1, r.id, 0, index, n), body, host, link))
+            for r, body in zip(kept, lines.bodies(kept, t, source, rid, f, derived), strict=True):
+                out.append(((t, source, order, r.id, 0, index, n), body, host, link))
                 n += 1  # a LineHit as a plain tuple (see Hit)
             return out
+        fmt = ev.fmt
         for r in rules:
-            if rank[r.id] >= min_rank and r.id not in suppressed:
-                out.append(((ev.time, ev.source, rid if rid is not None else -1, r.id, 0, index, n),
-                            f, rid, ev.fmt, derived))  # a Hit as a plain tuple (see Hit)
+            if r.id not in dropped:
+                out.append(((t, source, order, r.id, 0, index, n), f, rid, fmt, derived))  # a Hit (see Hit)
                 n += 1
         return out
 
@@ -377,12 +378,10 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
         rules = no_rules if b.empty else match_in(b, f)
         if pending is not None and not b.empty and _defer(res, ctx, ev, f, b, rules, pending, hits_of,
                                                           select, index, pos):
-            for h in hits_of(ev, f, rules, ()):  # what it matches anyway is not in doubt
-                add_hit(h)
+            add_hits(hits_of(ev, f, rules, ()))  # what it matches anyway is not in doubt
             continue  # its candidate is decided by the merge step
         if rules:
-            for h in hits_of(ev, f, rules, derived):
-                add_hit(h)
+            add_hits(hits_of(ev, f, rules, derived))
         if select is not None:
             cand = select(ev, rules, index, pos)
             if cand is not None:

@@ -292,6 +292,16 @@ class SortedSpiller:
         if len(buf) >= self.run_size:
             self.flush()
 
+    def extend(self, records: list[Any]) -> None:
+        """:meth:`add` of each record (one event's hits), in one call while the buffer has room."""
+        buf = self._buf
+        if len(buf) + len(records) < self.run_size:
+            buf += records
+            self.count += len(records)
+            return
+        for rec in records:
+            self.add(rec)
+
     def flush(self) -> None:
         buf = self._buf
         if not buf:
