@@ -195,24 +195,21 @@ def test_atom_path_equals_every_predicate(engines, fields):
     st.lists(st.lists(st.sampled_from([u * tagged.GATE_SLOTS + k for u, n in enumerate(need)
                                        for k in range(n)] or [None]), max_size=4), min_size=1, max_size=12),
     st.lists(st.integers(0, len(need) - 1), max_size=4),
-    st.lists(st.lists(st.integers(0, len(need) - 1), max_size=3), max_size=12),
     st.lists(st.lists(st.integers(0, 11), max_size=6), max_size=3))))
 def test_gather_equals_the_python_candidates(case):
     """The C match handler gives, per scan, the sorted units whose every gate (``need`` of them)
-    a matched pattern hit, and the always ones, less those a matched pattern killed; and forgets
-    them for the next scan (``tagged.candidates`` is its Python twin)."""
-    need, pattern_gates, always, kills, scans = case
+    a matched pattern hit, and the always ones; and forgets them for the next scan
+    (``tagged.candidates`` is its Python twin)."""
+    need, pattern_gates, always, scans = case
     gates = tuple(tuple(sorted(set(g) - {None})) for g in pattern_gates)  # gate k < need[u]
     always_t = tuple(sorted(set(always)))
-    kills_t = tuple(tuple(sorted(set(k))) for k in kills)
     p = tagged.Plan({}, -1, ("",) * len(gates), gates, always_t, tuple(need))
-    gather = sigma_index.Gather(gates, always_t, tuple(need), kills_t)
+    gather = sigma_index.Gather(gates, always_t, tuple(need))
     for ids in scans:
         ids = [i for i in ids if i < len(gates)]
         for i in ids:
             assert gather(i, 0, 5, 0, None) is None  # None: Hyperscan scans on
-        killed = {u for i in ids if i < len(kills_t) for u in kills_t[i]}
-        assert gather.take() == sorted(tagged.candidates(p, ids) - killed)
+        assert gather.take() == sorted(tagged.candidates(p, ids))
     with pytest.raises(ValueError):
         gather(len(gates), 0, 0, 0, None)
     with pytest.raises((TypeError, ValueError, OverflowError)):

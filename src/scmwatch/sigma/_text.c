@@ -585,50 +585,40 @@ static PyTypeObject LowType = {
  * (id, from, to, flags, context)) and the set of candidate units it builds. A Python handler
  * plus ``set.update`` per match and ``sorted`` per event cost ~3 us of a ~28 us Sysmon
  * process-creation match (6.2 matches, 12 candidates per event); here a match is a C call that
- * marks the gates of the pattern, and ``take()`` returns the units whose every gate was hit and
- * that no pattern killed (with the units that are always candidates, unless killed) as a sorted
- * list, ready for the next event.
+ * marks the gates of the pattern, and ``take()`` returns the units whose every gate was hit
+ * (with the units that are always candidates) as a sorted list, ready for the next event.
  *
- * Gather(pattern_gates: tuple[tuple[int, ...], ...], always: tuple[int, ...],
- *        need: tuple[int, ...], pattern_kills: tuple[tuple[int, ...], ...] = ())
+ * Gather(pattern_gates: tuple[tuple[int, ...], ...], always: tuple[int, ...], need: tuple[int, ...])
  *
  * A gate id is ``position * GATE_SLOTS + k`` (k < GATE_SLOTS); ``need[position]`` is how many
  * distinct gates of the unit must be hit (0: none, the unit is a candidate only when in
- * ``always``); ``pattern_kills[id]`` lists the units a match of pattern ``id`` rules out.
+ * ``always``).
  */
 #define GATE_SLOTS 4
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t npat, nkpat, nunits, nfound, nalways, ntouched, nkilled;
+    Py_ssize_t npat, nunits, nfound, nalways, ntouched;
     Py_ssize_t *start; /* npat + 1 offsets into gates */
     int *gates;
-    Py_ssize_t *kstart; /* nkpat + 1 offsets into kills */
-    int *kills;
     int *always;
     unsigned char *need; /* nunits */
     unsigned char *count; /* nunits: distinct gates hit this scan */
     unsigned char *gmark; /* nunits * GATE_SLOTS */
-    unsigned char *killed; /* nunits */
     unsigned char *mark; /* nunits: in found */
     int *touched; /* gate ids marked this scan */
-    int *killist; /* units killed this scan */
     int *found; /* nunits */
 } GatherObject;
 
 static void Gather_dealloc(GatherObject *self) {
     PyMem_Free(self->start);
     PyMem_Free(self->gates);
-    PyMem_Free(self->kstart);
-    PyMem_Free(self->kills);
     PyMem_Free(self->always);
     PyMem_Free(self->need);
     PyMem_Free(self->count);
     PyMem_Free(self->gmark);
-    PyMem_Free(self->killed);
     PyMem_Free(self->mark);
     PyMem_Free(self->touched);
-    PyMem_Free(self->killist);
     PyMem_Free(self->found);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -676,13 +666,12 @@ static int read_lists(PyObject *lists, Py_ssize_t limit, Py_ssize_t **start, int
 }
 
 static int Gather_init(GatherObject *self, PyObject *args, PyObject *kwds) {
-    PyObject *pats, *always, *need, *kills = NULL;
+    PyObject *pats, *always, *need;
     if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "Gather() takes no keyword arguments");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "O!O!O!|O!", &PyTuple_Type, &pats, &PyTuple_Type, &always, &PyTuple_Type, &need,
-                          &PyTuple_Type, &kills))
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyTuple_Type, &pats, &PyTuple_Type, &always, &PyTuple_Type, &need))
         return -1;
     if (self->start != NULL) {
         PyErr_SetString(PyExc_TypeError, "Gather is initialised once");
@@ -697,15 +686,12 @@ static int Gather_init(GatherObject *self, PyObject *args, PyObject *kwds) {
     self->need = PyMem_Calloc(n1, 1);
     self->count = PyMem_Calloc(n1, 1);
     self->gmark = PyMem_Calloc(n1 * GATE_SLOTS, 1);
-    self->killed = PyMem_Calloc(n1, 1);
     self->mark = PyMem_Calloc(n1, 1);
     self->touched = PyMem_Calloc(n1 * GATE_SLOTS, sizeof(int));
-    self->killist = PyMem_Calloc(n1, sizeof(int));
     self->found = PyMem_Calloc(n1, sizeof(int));
     self->always = PyMem_Calloc(PyTuple_GET_SIZE(always) ? PyTuple_GET_SIZE(always) : 1, sizeof(int));
-    if (self->need == NULL || self->count == NULL || self->gmark == NULL || self->killed == NULL ||
-        self->mark == NULL || self->touched == NULL || self->killist == NULL || self->found == NULL ||
-        self->always == NULL) {
+    if (self->need == NULL || self->count == NULL || self->gmark == NULL || self->mark == NULL ||
+        self->touched == NULL || self->found == NULL || self->always == NULL) {
         PyErr_NoMemory();
         return -1;
     }
@@ -719,18 +705,6 @@ static int Gather_init(GatherObject *self, PyObject *args, PyObject *kwds) {
         self->need[k] = (unsigned char)v;
     }
     if (read_lists(pats, nunits * GATE_SLOTS, &self->start, &self->gates) < 0) return -1;
-    if (kills == NULL) {
-        self->kstart = PyMem_Calloc(1, sizeof(Py_ssize_t));
-        self->kills = PyMem_Calloc(1, sizeof(int));
-        if (self->kstart == NULL || self->kills == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        self->nkpat = 0;
-    } else {
-        if (read_lists(kills, nunits, &self->kstart, &self->kills) < 0) return -1;
-        self->nkpat = PyTuple_GET_SIZE(kills);
-    }
     if (read_positions(always, self->always, nunits) < 0) return -1;
     self->npat = PyTuple_GET_SIZE(pats);
     self->nalways = PyTuple_GET_SIZE(always);
@@ -760,15 +734,6 @@ static PyObject *Gather_call(GatherObject *self, PyObject *args, PyObject *kwds)
             self->found[self->nfound++] = u;
         }
     }
-    if (id < self->nkpat) {
-        for (Py_ssize_t k = self->kstart[id]; k < self->kstart[id + 1]; k++) {
-            int u = self->kills[k];
-            if (!self->killed[u]) {
-                self->killed[u] = 1;
-                self->killist[self->nkilled++] = u;
-            }
-        }
-    }
     Py_RETURN_NONE; /* None: Hyperscan scans on */
 }
 
@@ -789,20 +754,15 @@ static PyObject *Gather_take(GatherObject *self, PyObject *unused) {
             self->found[self->nfound++] = u;
         }
     }
-    Py_ssize_t n = 0;
-    for (Py_ssize_t k = 0; k < self->nfound; k++) {
-        int u = self->found[k];
-        self->mark[u] = 0;
-        if (!self->killed[u]) self->found[n++] = u;
-    }
+    Py_ssize_t n = self->nfound;
+    for (Py_ssize_t k = 0; k < n; k++) self->mark[self->found[k]] = 0;
     if (n > 1) qsort(self->found, (size_t)n, sizeof(int), cmp_int);
     for (Py_ssize_t k = 0; k < self->ntouched; k++) {
         int g = self->touched[k];
         self->gmark[g] = 0;
         self->count[g / GATE_SLOTS] = 0;
     }
-    for (Py_ssize_t k = 0; k < self->nkilled; k++) self->killed[self->killist[k]] = 0;
-    self->nfound = self->ntouched = self->nkilled = 0;
+    self->nfound = self->ntouched = 0;
     PyObject *out = PyList_New(n);
     if (out == NULL) return NULL;
     for (Py_ssize_t k = 0; k < n; k++) {
@@ -818,8 +778,7 @@ static PyObject *Gather_take(GatherObject *self, PyObject *unused) {
 
 static PyMethodDef Gather_methods[] = {
     {"take", (PyCFunction)Gather_take, METH_NOARGS,
-     "The sorted candidate unit positions since the last take (every gate hit, or always; none "
-     "killed); resets."},
+     "The sorted candidate unit positions since the last take (every gate hit, or always); resets."},
     {NULL, NULL, 0, NULL},
 };
 
