@@ -75,7 +75,7 @@ def _scan(b: Bucket):
         scan_db, gather = b.atom_scan_db, b.gather
 
         def gathered(data: bytes) -> list[int]:
-            scan_db(data, match_event_handler=gather)
+            scan_db(data, gather)
             return gather.take()
 
         return gathered

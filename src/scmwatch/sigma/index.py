@@ -115,7 +115,7 @@ def _scan_function(db: Any) -> Callable[[str], list[int]]:
 
     def hs_scan(text: str) -> list[int]:
         hits: list[int] = []
-        scan_db(text.encode("utf-8", "surrogatepass"), match_event_handler=_hs_collect, context=hits)
+        scan_db(text.encode("utf-8", "surrogatepass"), _hs_collect, 0, hits)  # positional: see _match
         return hits
 
     hs_scan.scan_db = scan_db  # type: ignore[attr-defined] # for a C match handler (Gather)
@@ -613,7 +613,9 @@ class Engine:
             if b.gather is not None:
                 data = tagged_join(f, atoms.index, atoms.rest, True, SYSTEM_FIELDS)
                 if data is not None:
-                    b.atom_scan_db(data, match_event_handler=b.gather)
+                    # (data, match_event_handler) positionally: the binding's keyword parsing
+                    # took 0.28 us of a scan, 0.15 without (a one-rule bucket's 20-byte text)
+                    b.atom_scan_db(data, b.gather)
                     order = b.gather.take()
                     if atoms.ascii_only:
                         extra = non_ascii(f, atoms.ascii_only)
