@@ -40,7 +40,16 @@ from scmwatch.sigma.cache import cache_root
 from scmwatch.sigma.compile import SYSTEM_FIELDS, Low
 from scmwatch.sigma.plancache import MISSING, plan_key, read_plan, write_plan
 from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit, hot_predicates
-from scmwatch.sigma.tagged import PREFILTER, Plan, candidates, non_ascii, plan, tagged_join, tagged_text
+from scmwatch.sigma.tagged import (
+    PREFILTER,
+    Plan,
+    candidates,
+    gated,
+    non_ascii,
+    plan,
+    tagged_join,
+    tagged_text,
+)
 
 try:  # optional accelerator; the engine is complete without it
     import hyperscan
@@ -644,15 +653,7 @@ class Engine:
                 for i in b.scan(text):
                     cand.update(lit_units[i])
             else:
-                gates: set[int] = set()
-                for i in b.scan(text):
-                    gates.update(lit_units[i])
-                counts: dict[int, int] = {}
-                for g in gates:
-                    u = g >> GATE_BITS
-                    counts[u] = counts.get(u, 0) + 1
-                need = b.need
-                cand = {u for u, c in counts.items() if c == need[u]}
+                cand = gated(lit_units, b.scan(text), b.need, GATE_BITS)
             if b.always:
                 cand.update(b.always)
             if not cand:

@@ -48,7 +48,7 @@ case-ignorable, so no case mapping looks across them (``tests/test_sigma_atoms.p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,18 +263,25 @@ class Plan:
     ascii_only: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
+def gated(pattern_gates: Sequence[Sequence[int]], hits: Iterable[int], need: Sequence[int],
+          bits: int = GATE_BITS) -> set[int]:
+    """The unit positions whose every gate one of the matched pattern ids ``hits`` hit: a pattern
+    lists the gates (``unit << bits | gate``) it satisfies, a unit needs ``need[unit]`` of them
+    (the literal prefilter numbers its gates with its own ``bits``)."""
+    gates: set[int] = set()
+    for i in hits:
+        gates.update(pattern_gates[i])
+    count: dict[int, int] = {}
+    for g in gates:
+        u = g >> bits
+        count[u] = count.get(u, 0) + 1
+    return {u for u, c in count.items() if c == need[u]}
+
+
 def candidates(p: Plan, hits: Sequence[int]) -> set[int]:
     """The unit positions the scan's matched pattern ids ``hits`` let through: those whose every
     gate was hit, and the ungated ones (``_text.Gather`` is the C twin)."""
-    gates: set[int] = set()
-    for i in hits:
-        gates.update(p.pattern_gates[i])
-    count: dict[int, int] = {}
-    for g in gates:
-        u = g >> GATE_BITS
-        count[u] = count.get(u, 0) + 1
-    need = p.need
-    cand = {u for u, c in count.items() if c == need[u]}
+    cand = gated(p.pattern_gates, hits, p.need)
     cand.update(p.always)
     return cand
 
