@@ -1127,6 +1127,19 @@ static int text_content(Ctx *x, int first, int skip_elements) {
     return 0;
 }
 
+/* The text buffered from `mark` on as a new str, TB cut back to `mark` either way; NULL with
+ * *bail set when the renderer returned BAIL, NULL with an error for any other non-zero rc. */
+static PyObject *take_text(Py_ssize_t mark, int rc, int *bail) {
+    if (rc) {
+        TB.n = mark;
+        if (rc == BAIL) *bail = 1;
+        return NULL;
+    }
+    PyObject *s = buf_str(&TB, mark);
+    TB.n = mark;
+    return s;
+}
+
 /* A new str of one text node or one value node (not V_NULL), as fresh_text makes it. */
 static PyObject *node_fresh(Ctx *x, const Node *n, int *bail) {
     if (n->kind == K_TEXT) return utf16_str(x->d, n->off, n->len);
@@ -1141,15 +1154,7 @@ static PyObject *node_fresh(Ctx *x, const Node *n, int *bail) {
     }
     Py_ssize_t mark = TB.n;
     TB.max = 0;
-    int rc = value_text(x->d, n->vtype, n->off, n->len);
-    if (rc) {
-        TB.n = mark;
-        if (rc == BAIL) *bail = 1;
-        return NULL;
-    }
-    PyObject *s = buf_str(&TB, mark);
-    TB.n = mark;
-    return s;
+    return take_text(mark, value_text(x->d, n->vtype, n->off, n->len), bail);
 }
 
 /* A new str of the text of a node list, NULL with *bail set or an error. */
@@ -1161,15 +1166,7 @@ static PyObject *fresh_text(Ctx *x, int first, int skip_elements, int *bail) {
     }
     Py_ssize_t mark = TB.n;
     TB.max = 0;
-    int rc = text_content(x, first, skip_elements);
-    if (rc) {
-        TB.n = mark;
-        if (rc == BAIL) *bail = 1;
-        return NULL;
-    }
-    PyObject *s = buf_str(&TB, mark);
-    TB.n = mark;
-    return s;
+    return take_text(mark, text_content(x, first, skip_elements), bail);
 }
 
 static uint64_t bytes_hash(const uint8_t *p, uint32_t n, uint8_t tag) {
