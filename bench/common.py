@@ -41,16 +41,7 @@ def evtx_package_reader(fn):
     """``fn`` with the EVTX reader's C chunk decoder (``events/_evtx.c``) off: the ``evtx``
     package renders each record as JSON and ``_flatten`` parses it, as before the decoder, so a
     benchmark can put the old and the new reader side by side in one run."""
-    from scmwatch.events import evtx_reader
-
-    def run(*args, **kwargs):
-        decode, evtx_reader.DECODE_CHUNK = evtx_reader.DECODE_CHUNK, None
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            evtx_reader.DECODE_CHUNK = decode
-
-    return run
+    return evtx_build_reader(None, fn)
 
 
 def evtx_build_reader(decode, fn):
