@@ -183,9 +183,77 @@ def test_atom_path_equals_every_predicate(engines, fields):
     bucket = atom_engine.bucket(SYSMON, 1)
     assert bucket.atom_scan is not None  # the atom path is what runs
     assert (bucket.gather is not None) is (sigma_index.Gather is not None)  # its C handler, when built
+    assert (bucket.matcher is not None) is (sigma_index.Matcher is not None)  # the C atom path, when built
     want = brute(literal_engine, f)
     assert [r.id for r in atom_engine.match_fields(f)] == want
     assert [r.id for r in literal_engine.match_fields(f)] == want
+
+
+def _python_atom_path(engine: Engine, b: sigma_index.Bucket, f: dict) -> list[str] | None:
+    """What ``Engine._match`` computes on the atom path without the C Matcher (None: not clean)."""
+    text = tagged.tagged_text_py(f, b.atoms.index, b.atoms.rest)
+    if text is None:
+        return None
+    cand = tagged.candidates(b.atoms, b.atom_scan(text)) | tagged.non_ascii(f, b.atoms.ascii_only)
+    low = PyLow(f)
+    out = [b.rules[i] for i in sorted(cand) if b.preds[i] is True or b.preds[i](f, low)]
+    return [r.id for r in dict.fromkeys(out)]
+
+
+@needs_hyperscan
+@pytest.mark.skipif(sigma_index.Matcher is None, reason="the C extension is not built")
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(FIELDS + ["OriginalFileName", "Other"]), event_values, max_size=6))
+def test_matcher_equals_the_python_atom_path(engines, fields):
+    """``_text.Matcher`` (tagged bytes, scan, candidates with the non-ASCII ones, predicates in one
+    C call) answers what the Python atom path answers, None exactly when the text is not clean,
+    and leaves nothing behind for the next event."""
+    atom_engine, _ = engines
+    f = {"Channel": SYSMON, "EventID": 1, **fields}
+    b = atom_engine.bucket(SYSMON, 1)
+    assert b.atoms.ascii_only  # the regex rule's atom: non-ASCII values add its unit
+    want = _python_atom_path(atom_engine, b, f)
+    got = b.matcher(f)
+    assert (None if got is None else [r.id for r in got]) == want
+    quiet = {"Channel": SYSMON, "EventID": 1}
+    assert [r.id for r in b.matcher(quiet)] == _python_atom_path(atom_engine, b, quiet)
+
+
+@pytest.mark.skipif(sigma_index.evaluate is None, reason="the C extension is not built")
+def test_evaluate_equals_the_python_loop():
+    """``_text.evaluate``: the rules whose predicate is True or returns a true value, in ``order``,
+    each rule once; a stand-in that replaces itself in ``preds`` is read as replaced; a
+    predicate's exception reaches the caller; one Low per call, made only when needed."""
+    lows = []
+
+    def seen(f, low):
+        lows.append(low)
+        return "yes"
+
+    preds = [True, seen, lambda f, low: 0, lambda f, low: [], lambda f, low: low["Image"] == "a.exe", None]
+
+    def stand_in(f, low):
+        preds[5] = lambda f, low: True
+        return False
+
+    preds[5] = stand_in
+    rules = ("r0", "r1", "r2", "r3", "r4", "r1")
+    f = {"Image": "A.EXE"}
+    assert sigma_index.evaluate(f, [0, 1, 2, 3, 4, 5], preds, rules) == ["r0", "r1", "r4"]
+    assert len(lows) == 1 and lows[0]["Image"] == "a.exe"
+    assert sigma_index.evaluate(f, (1, 5), preds, rules) == ["r1"]  # r1 once, though two units hold
+    assert sigma_index.evaluate(f, [0], preds, rules) == ["r0"] and len(lows) == 2  # True: no Low made
+    assert sigma_index.evaluate(f, [], preds, rules) == []
+
+    def boom(f, low):
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        sigma_index.evaluate(f, [0, 1], [True, boom], ("a", "b"))
+    with pytest.raises(IndexError):
+        sigma_index.evaluate(f, [2], [True, True], ("a", "b"))
+    with pytest.raises(IndexError):
+        sigma_index.evaluate(f, [-1], [True], ("a",))
 
 
 @pytest.mark.skipif(sigma_index.Gather is None, reason="the C extension is not built")

@@ -377,6 +377,22 @@ done:
     return out;
 }
 
+/* The arguments tagged_join checks, checked (0), or an exception set (-1). */
+static int tagged_args_ok(PyObject *index, Py_ssize_t rest, PyObject *skip) {
+    if (skip != Py_None && !PyAnySet_Check(skip)) {
+        PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
+        return -1;
+    }
+    if (rest >= 144 || PyDict_GET_SIZE(index) > 144) {
+        PyErr_SetString(PyExc_ValueError, "at most 144 field numbers");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *tagged_join_impl(PyObject *fields, PyObject *index, Py_ssize_t rest, int as_bytes,
+                                  PyObject *skip);
+
 static PyObject *tagged_join(PyObject *self, PyObject *args) {
     PyObject *fields, *index, *skip = Py_None;
     Py_ssize_t rest;
@@ -384,14 +400,12 @@ static PyObject *tagged_join(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!O!n|pO", &PyDict_Type, &fields, &PyDict_Type, &index, &rest, &as_bytes,
                           &skip))
         return NULL;
-    if (skip != Py_None && !PyAnySet_Check(skip)) {
-        PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
-        return NULL;
-    }
-    if (rest >= 144 || PyDict_GET_SIZE(index) > 144) {
-        PyErr_SetString(PyExc_ValueError, "at most 144 field numbers");
-        return NULL;
-    }
+    if (tagged_args_ok(index, rest, skip) < 0) return NULL;
+    return tagged_join_impl(fields, index, rest, as_bytes, skip);
+}
+
+static PyObject *tagged_join_impl(PyObject *fields, PyObject *index, Py_ssize_t rest, int as_bytes,
+                                  PyObject *skip) {
     Segs s = {NULL, NULL, 0, 0, 0, 1};
     int rc = 0;
     Py_ssize_t pos = 0;
@@ -742,18 +756,18 @@ static int cmp_int(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static PyObject *Gather_take(GatherObject *self, PyObject *unused) {
-    if (self->mark == NULL) {
-        PyErr_SetString(PyExc_TypeError, "Gather is not initialised");
-        return NULL;
+/* A unit as a candidate of this scan (once). */
+static void gather_add(GatherObject *self, int u) {
+    if (!self->mark[u]) {
+        self->mark[u] = 1;
+        self->found[self->nfound++] = u;
     }
-    for (Py_ssize_t k = 0; k < self->nalways; k++) {
-        int u = self->always[k];
-        if (!self->mark[u]) {
-            self->mark[u] = 1;
-            self->found[self->nfound++] = u;
-        }
-    }
+}
+
+/* The scan's candidates with the always ones, sorted in found[0..n), and every mark reset for
+ * the next scan; found stays valid until then. */
+static Py_ssize_t gather_finish(GatherObject *self) {
+    for (Py_ssize_t k = 0; k < self->nalways; k++) gather_add(self, self->always[k]);
     Py_ssize_t n = self->nfound;
     for (Py_ssize_t k = 0; k < n; k++) self->mark[self->found[k]] = 0;
     if (n > 1) qsort(self->found, (size_t)n, sizeof(int), cmp_int);
@@ -763,6 +777,15 @@ static PyObject *Gather_take(GatherObject *self, PyObject *unused) {
         self->count[g / GATE_SLOTS] = 0;
     }
     self->nfound = self->ntouched = 0;
+    return n;
+}
+
+static PyObject *Gather_take(GatherObject *self, PyObject *unused) {
+    if (self->mark == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Gather is not initialised");
+        return NULL;
+    }
+    Py_ssize_t n = gather_finish(self);
     PyObject *out = PyList_New(n);
     if (out == NULL) return NULL;
     for (Py_ssize_t k = 0; k < n; k++) {
@@ -795,7 +818,258 @@ static PyTypeObject GatherType = {
     .tp_methods = Gather_methods,
 };
 
+/*
+ * evaluate and Matcher: the last steps of a match in C. ``Engine._evaluate`` ran each candidate's
+ * predicate in a Python loop, and the atom path of ``Engine._match`` made the tagged text, called
+ * the scan, took the candidates and added the non-ASCII ones in Python: three Python frames and
+ * ~60 bytecodes per event around the C pieces. A Matcher does all of it in one call per event.
+ *
+ * evaluate(fields, order, preds, rules) -> [rules[i] for i in order if preds[i] is True or
+ * preds[i](fields, Low(fields))], each rule once (first place), the Low made at most once and
+ * only when a predicate is called. ``preds`` is a list (a stand-in replaces itself in it on its
+ * first call, see ruleset.hot_predicates), read item by item as the loop reaches it.
+ */
+static PyObject *evaluate_found(PyObject *fields, const int *order, Py_ssize_t n, PyObject *preds,
+                                PyObject *rules) {
+    PyObject *out = PyList_New(0), *low = NULL;
+    if (out == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t i = order[k];
+        if (i >= PyList_GET_SIZE(preds) || i >= PyTuple_GET_SIZE(rules)) {
+            PyErr_SetString(PyExc_IndexError, "unit position out of range");
+            goto fail;
+        }
+        PyObject *p = PyList_GET_ITEM(preds, i);
+        int hit = 1;
+        if (p != Py_True) {
+            if (low == NULL && (low = PyObject_CallOneArg((PyObject *)&LowType, fields)) == NULL) goto fail;
+            Py_INCREF(p);
+            PyObject *argv[2] = {fields, low};
+            PyObject *r = PyObject_Vectorcall(p, argv, 2, NULL);
+            Py_DECREF(p);
+            if (r == NULL) goto fail;
+            hit = PyObject_IsTrue(r);
+            Py_DECREF(r);
+            if (hit < 0) goto fail;
+        }
+        if (!hit) continue;
+        PyObject *rule = PyTuple_GET_ITEM(rules, i);
+        Py_ssize_t j = 0, m = PyList_GET_SIZE(out);
+        while (j < m && PyList_GET_ITEM(out, j) != rule) j++;
+        if (j == m && PyList_Append(out, rule) < 0) goto fail;
+    }
+    Py_XDECREF(low);
+    return out;
+fail:
+    Py_XDECREF(low);
+    Py_DECREF(out);
+    return NULL;
+}
+
+static int *order_buf = NULL; /* evaluate's positions (the GIL serialises callers) */
+static Py_ssize_t order_cap = 0;
+
+static PyObject *evaluate(PyObject *self, PyObject *args) {
+    PyObject *fields, *order, *preds, *rules;
+    if (!PyArg_ParseTuple(args, "O!OO!O!", &PyDict_Type, &fields, &order, &PyList_Type, &preds, &PyTuple_Type,
+                          &rules))
+        return NULL;
+    PyObject *seq = PySequence_Fast(order, "order must be a sequence of unit positions");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > order_cap) {
+        int *grown = PyMem_Realloc(order_buf, (size_t)(n + 64) * sizeof(int));
+        if (grown == NULL) {
+            Py_DECREF(seq);
+            return PyErr_NoMemory();
+        }
+        order_buf = grown;
+        order_cap = n + 64;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t v = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(seq, k));
+        if (v == -1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        if (v < 0 || v > 0x3fffffff) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_IndexError, "unit position out of range");
+            return NULL;
+        }
+        order_buf[k] = (int)v;
+    }
+    Py_DECREF(seq);
+    return evaluate_found(fields, order_buf, n, preds, rules);
+}
+
+/*
+ * Matcher(gather, scan_db, index, rest, skip, ascii_only, preds, rules): one bucket's atom path.
+ * ``m(fields)`` is ``Engine._match`` with the atom prefilter and its C handler: the tagged text's
+ * bytes (tagged_join), ``scan_db(data, gather)``, the candidates (gather's take, with the units
+ * of ``ascii_only`` -- ((field, (unit, ...)), ...) -- whose field has a non-ASCII str value,
+ * as ``tagged.non_ascii``), then evaluate. None when the text is not clean: the caller takes
+ * the Python path, as ``_match`` does.
+ */
+typedef struct {
+    PyObject_HEAD
+    GatherObject *gather;
+    PyObject *scan_db, *index, *skip, *preds, *rules;
+    Py_ssize_t rest, nascii;
+    PyObject **ascii_names; /* nascii borrowed from ascii_only (kept alive by it) */
+    Py_ssize_t *ascii_start; /* nascii + 1 offsets into ascii_units */
+    int *ascii_units;
+    PyObject *ascii_only;
+} MatcherObject;
+
+static void Matcher_dealloc(MatcherObject *self) {
+    Py_XDECREF(self->gather);
+    Py_XDECREF(self->scan_db);
+    Py_XDECREF(self->index);
+    Py_XDECREF(self->skip);
+    Py_XDECREF(self->preds);
+    Py_XDECREF(self->rules);
+    Py_XDECREF(self->ascii_only);
+    PyMem_Free(self->ascii_names);
+    PyMem_Free(self->ascii_start);
+    PyMem_Free(self->ascii_units);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Matcher_init(MatcherObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *gather, *scan_db, *index, *skip, *ascii_only, *preds, *rules;
+    Py_ssize_t rest;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "Matcher() takes no keyword arguments");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "O!OO!nOO!O!O!", &GatherType, &gather, &scan_db, &PyDict_Type, &index, &rest,
+                          &skip, &PyTuple_Type, &ascii_only, &PyList_Type, &preds, &PyTuple_Type, &rules))
+        return -1;
+    if (self->gather != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Matcher is initialised once");
+        return -1;
+    }
+    GatherObject *g = (GatherObject *)gather;
+    if (g->mark == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Gather is not initialised");
+        return -1;
+    }
+    if (tagged_args_ok(index, rest, skip) < 0) return -1;
+    if (PyList_GET_SIZE(preds) != g->nunits || PyTuple_GET_SIZE(rules) != g->nunits) {
+        PyErr_SetString(PyExc_ValueError, "preds and rules must have one item per unit of the gather");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(ascii_only), total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(ascii_only, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(pair, 0)) ||
+            !PyTuple_Check(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "ascii_only must be ((field, (unit, ...)), ...)");
+            return -1;
+        }
+        total += PyTuple_GET_SIZE(PyTuple_GET_ITEM(pair, 1));
+    }
+    self->ascii_names = PyMem_Calloc(n ? n : 1, sizeof(PyObject *));
+    self->ascii_start = PyMem_Calloc(n + 1, sizeof(Py_ssize_t));
+    self->ascii_units = PyMem_Calloc(total ? total : 1, sizeof(int));
+    if (self->ascii_names == NULL || self->ascii_start == NULL || self->ascii_units == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(ascii_only, i), *units = PyTuple_GET_ITEM(pair, 1);
+        self->ascii_names[i] = PyTuple_GET_ITEM(pair, 0);
+        self->ascii_start[i] = at;
+        if (read_positions(units, self->ascii_units + at, g->nunits) < 0) return -1;
+        at += PyTuple_GET_SIZE(units);
+    }
+    self->ascii_start[n] = at;
+    self->nascii = n;
+    self->rest = rest;
+    Py_INCREF(gather);
+    self->gather = g;
+    Py_INCREF(scan_db);
+    self->scan_db = scan_db;
+    Py_INCREF(index);
+    self->index = index;
+    Py_INCREF(skip);
+    self->skip = skip;
+    Py_INCREF(preds);
+    self->preds = preds;
+    Py_INCREF(rules);
+    self->rules = rules;
+    Py_INCREF(ascii_only);
+    self->ascii_only = ascii_only;
+    return 0;
+}
+
+/* Is ``v`` a str with a non-ASCII character, or a list holding one (``tagged.non_ascii``)? */
+static int not_ascii(PyObject *v) {
+    if (PyUnicode_CheckExact(v)) return !PyUnicode_IS_ASCII(v);
+    if (PyList_CheckExact(v)) {
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(v); k++) {
+            PyObject *x = PyList_GET_ITEM(v, k);
+            if (PyUnicode_CheckExact(x) && !PyUnicode_IS_ASCII(x)) return 1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *Matcher_call(MatcherObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *fields;
+    if (self->gather == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Matcher is not initialised");
+        return NULL;
+    }
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds)) || !PyArg_ParseTuple(args, "O!", &PyDict_Type, &fields)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "Matcher(fields) takes one dict");
+        return NULL;
+    }
+    PyObject *data = tagged_join_impl(fields, self->index, self->rest, 1, self->skip);
+    if (data == NULL || data == Py_None) return data;
+    GatherObject *g = self->gather;
+    PyObject *r = PyObject_CallFunctionObjArgs(self->scan_db, data, (PyObject *)g, NULL);
+    Py_DECREF(data);
+    if (r == NULL) {
+        gather_finish(g); /* forget this scan's marks */
+        return NULL;
+    }
+    Py_DECREF(r);
+    for (Py_ssize_t i = 0; i < self->nascii; i++) {
+        PyObject *v = PyDict_GetItemWithError(fields, self->ascii_names[i]);
+        if (v == NULL) {
+            if (PyErr_Occurred()) {
+                gather_finish(g);
+                return NULL;
+            }
+            continue;
+        }
+        if (not_ascii(v))
+            for (Py_ssize_t k = self->ascii_start[i]; k < self->ascii_start[i + 1]; k++)
+                gather_add(g, self->ascii_units[k]);
+    }
+    Py_ssize_t n = gather_finish(g);
+    if (n == 0) return PyList_New(0);
+    return evaluate_found(fields, g->found, n, self->preds, self->rules);
+}
+
+static PyTypeObject MatcherType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scmwatch.sigma._text.Matcher",
+    .tp_doc = "One bucket's atom path: Matcher(...)(fields) -> matching rules, or None (text not clean).",
+    .tp_basicsize = sizeof(MatcherObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Matcher_init,
+    .tp_dealloc = (destructor)Matcher_dealloc,
+    .tp_call = (ternaryfunc)Matcher_call,
+};
+
 static PyMethodDef methods[] = {
+    {"evaluate", evaluate, METH_VARARGS,
+     "evaluate(fields, order, preds, rules) -> the rules at positions order whose predicate holds, each once."},
     {"lower_join", lower_join, METH_VARARGS,
      "lower_join(fields, names, skip=None) -> '\\x00'.join(text of each value).lower(), or None for too "
      "many pieces."},
@@ -832,6 +1106,16 @@ PyMODINIT_FUNC PyInit__text(void) {
     Py_INCREF(&GatherType);
     if (PyModule_AddObject(m, "Gather", (PyObject *)&GatherType) < 0) {
         Py_DECREF(&GatherType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&MatcherType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&MatcherType);
+    if (PyModule_AddObject(m, "Matcher", (PyObject *)&MatcherType) < 0) {
+        Py_DECREF(&MatcherType);
         Py_DECREF(m);
         return NULL;
     }
