@@ -4,8 +4,10 @@ rebuilt when corrupt, shared safely by concurrent writers, skipped when unwritab
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from scmwatch.sigma import cache
@@ -385,3 +387,98 @@ def test_rule_that_cannot_be_read_or_compiled_never_matches(tmp_path: Path, monk
     (rule,) = [r for r in rs.rules if r.title == "Service installed 1"]
     assert any("cannot compile from the rule cache" in f for f in rule.flags)
     assert rule.units[0].never
+
+
+def _count_walks(monkeypatch) -> list[int]:
+    """How many times the cache key lists the rule directories from now on."""
+    walks: list[int] = []
+    real = cache.rule_paths
+
+    def counting(*args, **kwargs):
+        walks.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache, "rule_paths", counting)
+    return walks
+
+
+def _titles(rules: Path) -> list[str]:
+    return sorted(r.title for r in load_rules(rules).rules)
+
+
+def test_unchanged_directories_are_not_listed_again(tmp_path: Path, monkeypatch) -> None:
+    """The stamp keeps the list of rule files with the signature of each directory it came
+    from: a warm start lists no directory, and a file added, removed or renamed anywhere below
+    (its directory's mtime changed), a new subdirectory or a symlink whose target appears is
+    still seen."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setattr(cache, "RACY_NS", 0)
+    rules = _rules(tmp_path / "r")
+    sub = rules / "deep" / "er"
+    sub.mkdir(parents=True)
+    walks = _count_walks(monkeypatch)
+    assert _titles(rules) == ["Service installed 1", "Service installed 2"]
+    assert len(walks) == 1
+    walks.clear()
+    assert _titles(rules) == ["Service installed 1", "Service installed 2"]
+    assert walks == []  # from the stamp
+    (sub / "c.yml").write_text(RULE.format(n=3, needle="x"))  # added deep down
+    assert _titles(rules) == ["Service installed 1", "Service installed 2", "Service installed 3"]
+    (sub / "c.yml").rename(sub / "c.yaml.off")  # renamed away from the rule suffixes
+    assert _titles(rules) == ["Service installed 1", "Service installed 2"]
+    newdir = rules / "new"
+    newdir.mkdir()
+    (newdir / "d.yml").write_text(RULE.format(n=4, needle="y"))
+    assert _titles(rules) == ["Service installed 1", "Service installed 2", "Service installed 4"]
+    target = tmp_path / "elsewhere.yml"
+    (rules / "link.yml").symlink_to(target)  # dangling: not a rule file yet
+    assert _titles(rules) == ["Service installed 1", "Service installed 2", "Service installed 4"]
+    walks.clear()
+    target.write_text(RULE.format(n=5, needle="z"))  # no directory below the rules changed
+    assert _titles(rules) == ["Service installed 1", "Service installed 2", "Service installed 4",
+                              "Service installed 5"]
+    assert walks == [1]
+    shutil.rmtree(newdir)
+    (rules / "b.yml").unlink()
+    assert _titles(rules) == ["Service installed 1", "Service installed 5"]
+
+
+def test_directory_changed_in_the_tick_of_its_stamp_is_listed_again(tmp_path: Path, monkeypatch) -> None:
+    """As for files: with whole-second times and no ctime or inode (simulated), a file added in
+    the second the stamp was taken keeps its directory's signature; only a directory unchanged
+    for RACY_NS before its stamp is trusted, so the new file is seen."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+
+    def coarse(st: os.stat_result) -> tuple[int, ...]:
+        second = st.st_mtime_ns // 10**9 * 10**9
+        return (0, second, second, 0, 0)
+
+    monkeypatch.setattr(cache, "_signature", coarse)
+    rules = _rules(tmp_path / "r")
+    now = time.time_ns()
+    os.utime(rules, ns=(now, now))
+    assert _titles(rules) == ["Service installed 1", "Service installed 2"]
+    (rules / "c.yml").write_text(RULE.format(n=3, needle="x"))
+    os.utime(rules, ns=(now, now))  # the directory's signature is the same as when stamped
+    assert _titles(rules) == ["Service installed 1", "Service installed 2", "Service installed 3"]
+    # Once old at stamp time, the directory is trusted: its listing is not made again.
+    old = 10**18  # 2001
+    os.utime(rules, ns=(old, old))
+    walks = _count_walks(monkeypatch)
+    load_rules(rules)  # stamped now, the directory long unchanged
+    walks.clear()
+    assert _titles(rules) == ["Service installed 1", "Service installed 2", "Service installed 3"]
+    assert walks == []
+
+
+def test_a_rule_path_that_changes_kind_is_listed_again(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setattr(cache, "RACY_NS", 0)
+    rules = _rules(tmp_path / "r")
+    one = tmp_path / "one.yml"
+    assert _titles(rules) == ["Service installed 1", "Service installed 2"]
+    rs = load_rules([rules, one])  # a rule path that does not exist yet
+    assert any(p.endswith("one.yml") for p, _ in rs.rejected)
+    one.write_text(RULE.format(n=3, needle="x"))
+    assert sorted(r.title for r in load_rules([rules, one]).rules) == [
+        "Service installed 1", "Service installed 2", "Service installed 3"]
