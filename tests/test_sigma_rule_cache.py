@@ -482,3 +482,27 @@ def test_a_rule_path_that_changes_kind_is_listed_again(tmp_path: Path, monkeypat
     one.write_text(RULE.format(n=3, needle="x"))
     assert sorted(r.title for r in load_rules([rules, one]).rules) == [
         "Service installed 1", "Service installed 2", "Service installed 3"]
+
+
+def test_rule_details_are_read_on_first_use_and_equal_a_fresh_load(tmp_path: Path, monkeypatch) -> None:
+    """What a hunt reads of a rule only when it hits (ruleset.DETAILS) is stored apart in the
+    entry and read on first access: the same values as a fresh load, a value set before the
+    others were read stays, and a cached rule pickled again keeps them."""
+    import pickle
+
+    from scmwatch.sigma.ruleset import DETAILS
+
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    fresh = {r.id: r for r in load_rules(rules).rules}
+    cached = load_rules(rules).rules
+    assert cached and all("_details" in r.__dict__ for r in cached)
+    for r in cached:
+        assert {k: getattr(r, k) for k in DETAILS} == {k: getattr(fresh[r.id], k) for k in DETAILS}
+        assert "_details" not in r.__dict__
+    again = load_rules(rules).rules[0]
+    again.flags = ["set first"]
+    assert again.tags == fresh[again.id].tags and again.flags == ["set first"]
+    other = load_rules(rules).rules[0]
+    copy = pickle.loads(pickle.dumps(other))
+    assert copy.description == fresh[other.id].description and copy.path == fresh[other.id].path
