@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from tests.test_hunt_lineage import _4688, _scm, _write
 
 from scmwatch import rules as pack
 from scmwatch.alerts import Alert, HitLine
+from scmwatch.correlate.lateral import Link
 from scmwatch.hunt import alerts_from_hits, run_hunt
-from scmwatch.results import Results
+from scmwatch.results import MAX_KEYS, Results, Tally, rule_key, tally_sum
 from scmwatch.sigma import load_rules
+from scmwatch.simulate import Options, simulate
 from scmwatch.sinks import open_sink
 from scmwatch.sinks.jsonl import HitLines, json_line
 
@@ -98,36 +101,86 @@ def test_rules_without_custom_attributes_share_one_body_per_event() -> None:
     assert json.loads(lines.line(RULES[2], custom))["maxpatrol_rule"] == "MP-1"
 
 
-def _run(paths: list[str], ruleset: Any, jobs: int, lines: bool) -> tuple[bytes, dict, dict, set]:
+def _run(paths: list[str], ruleset: Any, jobs: int, lines: bool, tallied: bool = True,
+         max_keys: int = MAX_KEYS, **options: Any) -> tuple[bytes, str, str, set]:
+    """Output, summary and results summary (as JSON text: their key order counts too) and the
+    kinds of alert the sink saw; the results summary fed by run_hunt (``tallied``: the line
+    hits' tallies when it can) or by the sink, alert by alert."""
     out = io.StringIO()
     buf = io.BytesIO()
     out.buffer = buf  # type: ignore[attr-defined]
     sink = open_sink("jsonl", out, ruleset.by_id())
-    results = Results()
+    results = _Counting(max_keys)
     kinds: set = set()
 
     def emit(a: Alert | HitLine) -> None:
         kinds.add(type(a))
-        results.add(a)
+        if not tallied:
+            results.add(a)
         sink.write(a)
 
-    r = run_hunt(paths, ruleset, jobs=jobs, sink=emit, lines=lines)
+    r = run_hunt(paths, ruleset, jobs=jobs, sink=emit, lines=lines, results=results if tallied else None,
+                 **options)
     sink.close()
     summary = {k: v for k, v in r.summary.items() if "second" not in k and k != "memory"}
-    return buf.getvalue(), summary, results.to_dict(), kinds
+    if tallied and kinds & {HitLine}:
+        kinds.add("fed one by one" if results.added else "tallied")
+    return buf.getvalue(), json.dumps(summary), json.dumps(results.to_dict()), kinds
+
+
+class _Counting(Results):
+    added = 0
+
+    def add(self, a: Alert | HitLine) -> None:
+        self.added += 1
+        super().add(a)
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_demo_lines_equal_alerts_with_correlations_and_links(jobs: int) -> None:
     ruleset = load_rules([str(pack.PACK_DIR)])
     assert ruleset.correlations
-    before = _run([str(DEMO)], ruleset, jobs, lines=False)
+    before = _run([str(DEMO)], ruleset, jobs, lines=False, tallied=False)
     after = _run([str(DEMO)], ruleset, jobs, lines=True)
     assert before[3] == {Alert}
-    assert after[3] == {Alert, HitLine}  # correlations are still Alerts
+    assert after[3] == {Alert, HitLine, "tallied"}  # correlations are still Alerts
     assert after[:3] == before[:3]
-    assert before[2]["lateral_movement"]  # the results' links were built from the line hits too
-    assert after[1]["alerts"] == before[0].count(b"\n") > 50
+    assert json.loads(before[2])["lateral_movement"]  # the results' links were built from the line hits too
+    assert json.loads(after[1])["alerts"] == before[0].count(b"\n") > 50
+    # fed alert by alert (the lines' own fields) or from the workers' tallies: the same
+    assert _run([str(DEMO)], ruleset, jobs, lines=True, tallied=False)[:3] == before[:3]
+
+
+def test_split_files_tallies_are_their_ranges_tallies(tmp_path: Path) -> None:
+    """A file hunted as ranges (scmwatch.split): its tally is its ranges' added up."""
+    sim = tmp_path / "sim"
+    simulate(Options(scenarios=["all"], out=sim, events=3000, seed=21, hosts=6, labels=tmp_path / "l.jsonl"))
+    path = tmp_path / "all.jsonl"
+    with path.open("wb") as fh:  # logs whose process parents are all in them: ranges stand
+        for p in sorted(sim.rglob("*.jsonl")):
+            data = p.read_bytes()
+            lines = data.splitlines()
+            if not any(b'"EventID":4688' in ln and b'"ParentProcessName"' not in ln for ln in lines):
+                fh.write(data)
+    ruleset = load_rules([str(pack.PACK_DIR)])
+    before = _run([str(path)], ruleset, 2, lines=False, tallied=False, split_bytes=1 << 12)
+    after = _run([str(path)], ruleset, 2, lines=True, split_bytes=1 << 12)
+    par = json.loads(after[1])["parallelism"]
+    assert par["ranges"] > 1 and not par["files_reread_whole"]
+    assert after[:3] == before[:3] and "tallied" in after[3]
+    assert json.loads(after[1])["alerts"] > 20
+
+
+@pytest.mark.parametrize("max_keys", [1, 3])
+def test_tallies_too_many_keys_fall_back_to_alert_by_alert(max_keys: int) -> None:
+    """Beyond ``max_keys`` which keys are tracked depends on the order: then the summary is fed
+    alert by alert in merge order, as without tallies."""
+    ruleset = load_rules([str(pack.PACK_DIR)])
+    before = _run([str(DEMO)], ruleset, 2, lines=False, tallied=False, max_keys=max_keys)
+    after = _run([str(DEMO)], ruleset, 2, lines=True, max_keys=max_keys)
+    assert after[:3] == before[:3]
+    assert json.loads(after[2])["untracked"] > 0
+    assert "fed one by one" in after[3]
 
 
 def test_lineage_lines_equal_alerts(tmp_path: Path) -> None:
@@ -142,13 +195,14 @@ def test_lineage_lines_equal_alerts(tmp_path: Path) -> None:
         _write(tmp_path / "System.jsonl", [_scm("2024-05-01T11:00:00Z", 0x1F0)]),
     ]
     ruleset = load_rules([str(pack.PACK_DIR)])
-    before = _run(paths, ruleset, 1, lines=False)
+    before = _run(paths, ruleset, 1, lines=False, tallied=False)
     for jobs in (1, 2):
         after = _run(paths, ruleset, jobs, lines=True)
         assert after[0] == before[0] and after[2] == before[2]
+        assert after[1] == before[1] or jobs > 1
     alerts = [json.loads(x) for x in before[0].splitlines()]
     assert sum(a.get("derived") == ["ParentProcessName"] for a in alerts) == 2
-    assert before[1]["lineage"]["resolved_by_merge"] == 1
+    assert json.loads(before[1])["lineage"]["resolved_by_merge"] == 1
 
 
 def test_filters_and_dedup_still_get_alerts() -> None:
@@ -156,3 +210,53 @@ def test_filters_and_dedup_still_get_alerts() -> None:
     kinds: set = set()
     run_hunt([str(DEMO)], ruleset, sink=lambda a: kinds.add(type(a)), lines=True, keep=lambda a: True)
     assert kinds == {Alert}
+
+
+def test_tallies_in_any_parts_and_order_count_as_alerts_in_merge_order() -> None:
+    """Alerts with links (many addresses and services per link, so which come first matters)
+    tallied in random parts, each in random order, then added up in random order: the same
+    results summary as every alert added in merge order."""
+    rng = random.Random(7)
+    hosts = ["dc01", "ws1", "ws2", "fs01"]
+    alerts = []
+    for n in range(400):
+        t = 1714557600.0 + rng.randrange(50)
+        key = (t, "a.evtx", n, f"r{n % 7}", 0, 0, n)
+        pairs = {tuple(rng.sample(hosts, 2)) for _ in range(rng.randrange(3))}  # a link per pair (links_of)
+        links = tuple(Link(t, src, rng.choice([None, *(f"10.0.0.{i}" for i in range(12))]), dst,
+                           rng.choice([None, "svc-a", "svc-b", *(f"s{i}" for i in range(10))]), "inbound")
+                      for src, dst in sorted(pairs))
+        rule = RULES[n % 2]
+        alerts.append(HitLine(b"", f"r{n % 7}", rule.title, ["low", "high"][n % 2], rule.tags, t,
+                              rng.choice([*hosts, ""]), "a.evtx", links or None))
+        alerts[-1] = (key, alerts[-1])
+    want = Results()
+    for _, a in sorted(alerts, key=lambda ka: ka[0]):
+        want.add(a)
+    for _ in range(5):
+        rng.shuffle(alerts)
+        cuts = sorted(rng.sample(range(1, len(alerts)), 4))
+        parts = []
+        for lo, hi in zip([0, *cuts], [*cuts, len(alerts)], strict=True):
+            part = Tally()
+            for key, a in alerts[lo:hi]:
+                part.add(key, rule_key(a.rule_id, a.title, a.level, a.tags), a.host, a.time, a.links)
+            parts.append(part)
+        rng.shuffle(parts)
+        got = Results()
+        got.absorb(tally_sum(parts))
+        assert json.dumps(got.to_dict()) == json.dumps(want.to_dict())
+        assert got.lines() == want.lines()  # the first two addresses of a link are shown
+
+
+def test_tally_overflows_beyond_max_keys_and_with_an_untallied_part() -> None:
+    t = Tally(max_keys=2)
+    for n, host in enumerate(["a", "b", "a", "c"]):
+        t.add((1.0, "x", n, "r", 0, 0, n), rule_key("r", "T", "high", []), host, 1.0)
+    assert t.overflow and not t.hosts
+    assert not Results().absorbable(t)
+    ok = Tally()
+    ok.add((1.0, "x", 1, "r", 0, 0, 1), rule_key("r", "T", "high", []), "a", 1.0)
+    assert not tally_sum([ok]).overflow
+    assert tally_sum([ok, None]).overflow
+    assert tally_sum([None, None]) is None

@@ -103,7 +103,7 @@ class HitLine(NamedTuple):
     time: float
     host: str
     source: str
-    link_fields: dict[str, Any] | None  # the event's fields when they may show a lateral link, else None
+    links: tuple | None  # the lateral links its event shows (correlate.lateral.Link), when any
 
 
 def evidence_of(alert: Alert) -> list[Event]:

@@ -46,6 +46,7 @@ from typing import Any, NamedTuple
 from scmwatch import readiness
 from scmwatch.alerts import LEVEL_RANK, Alert, HitLine, alert_sort_key
 from scmwatch.correlate import Candidate, CorrelationStage
+from scmwatch.correlate.lateral import links_of
 from scmwatch.correlate.partition import together
 from scmwatch.dedup import Dedup
 from scmwatch.events.enrich import Enricher, LineageFacts, Pending, classify, global_table
@@ -55,7 +56,7 @@ from scmwatch.events.ranges import FileRange, read_range
 from scmwatch.events.read import InputFile, InputStream, discover, read_input
 from scmwatch.progress import Progress, input_size, unit_bytes
 from scmwatch.readiness import Readiness
-from scmwatch.results import may_link
+from scmwatch.results import Results, Tally, may_link, rule_key, tally_sum
 from scmwatch.sigma import CompiledRule, Engine, RuleSet
 from scmwatch.sigma.cache import freeze_gc, unfreeze_gc
 from scmwatch.sinks.jsonl import HitLines, rule_extra
@@ -103,7 +104,7 @@ class LineHit(NamedTuple):
     key: tuple  # as Hit.key
     body: bytes  # HitLines.bodies: the line without the rule's part
     host: str
-    link_fields: dict[str, Any] | None  # the event's fields when they may show a lateral link
+    links: tuple | None  # the lateral links its event shows (HitLine.links)
 
 
 class Deferred(NamedTuple):
@@ -194,6 +195,9 @@ class UnitResult:
     # where a runner keeps the unit's candidates instead of the result (a cluster correlating
     # in partitions: see HuntContext.correlate_at); None when they are in the result
     cand_ref: Any = None
+    # what the results summary counts of its line hits (HuntContext.lines), gathered where they
+    # were matched; None: its hits are not tallied (each is counted as it is merged)
+    tally: Tally | None = None
     # a result that stands for a batch of whole files (a cluster task's: scmwatch.cluster), its
     # files in unit order, the first being ``index``; empty: the result is of one file or range
     files: list[FileStatus] = field(default_factory=list)
@@ -330,8 +334,14 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
         return not b.empty or eid in wanted_ids or bool(kind)
 
     lines = ctx.lines
+    tally = res.tally = Tally() if lines is not None else None
+    rule_keys: dict[str, tuple] = {}
 
-    def hits_of(ev: Event, f: dict, rules: list, derived: tuple) -> list[Hit]:
+    def tally_key(r: CompiledRule) -> tuple:
+        k = rule_keys[r.id] = rule_key(r.id, r.title, r.level, r.tags)
+        return k
+
+    def hits_of(ev: Event, f: dict, rules: list, derived: tuple, tallied: bool = True) -> list[Hit]:
         nonlocal n
         out = []
         rid = ev.record_id
@@ -341,10 +351,14 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
             if not kept:
                 return out
             host = str(f.get("Computer") or "")
-            link = f if may_link(f) else None
+            links = (tuple(links_of([Event(f, source, None, "", t)])) or None) if may_link(f) else None
+            count = tally.add if tallied and tally is not None else None
             for r, body in zip(kept, lines.bodies(kept, t, source, rid, f, derived), strict=True):
-                out.append(((t, source, order, r.id, 0, index, n), body, host, link))
-                n += 1  # a LineHit as a plain tuple (see Hit)
+                key = (t, source, order, r.id, 0, index, n)
+                out.append((key, body, host, links))  # a LineHit as a plain tuple (see Hit)
+                n += 1
+                if count is not None:
+                    count(key, rule_keys.get(r.id) or tally_key(r), host, t, links)
             return out
         fmt = ev.fmt
         for r in rules:
@@ -443,8 +457,9 @@ def _defer(res: UnitResult, ctx: HuntContext, ev: Event, f: dict, bucket: Any, r
         cand_scm = c.to_record() if c is not None else None
         c = select(ev, rules, index, pos)
         cand_plain = c.to_record() if c is not None else None
+    # its hits count only if the merge step keeps them: not tallied here
     res.deferred.append(Deferred(pending.host, pending.pid, ev.time,
-                                 hits_of(scm_ev, scm_fields, extra, (parent,)), cand_scm, cand_plain))
+                                 hits_of(scm_ev, scm_fields, extra, (parent,), False), cand_scm, cand_plain))
     return True
 
 
@@ -466,9 +481,17 @@ class AlertMerge:
         self.seen: set[tuple[Any, Any]] = set()
         self.lineage: dict[str, int] = {}  # process-lineage counts (after alerts())
         self._memory: dict[str, Any] = {}
+        # the results' tallies added up (UnitResult.tally), while every result so far has one;
+        # after alerts(): the tally of every alert it yields, or None (count each alert yielded)
+        self.tally: Tally | None = Tally() if ctx.lines is not None else None
 
     def add(self, r: UnitResult) -> None:
         """Take one unit's result; its short in-memory tails join the budget (or go to disk)."""
+        if self.tally is not None:
+            self.tally.merge(r.tally)
+            r.tally = None
+            if self.tally.overflow:
+                self.tally = None
         written = self.budget.keep({HITS: r.hit_tail, CANDS: r.cand_mem})
         if HITS in written:
             r.hit_runs.append(written[HITS])
@@ -478,9 +501,12 @@ class AlertMerge:
         r.cand_mem = []
         self.results.append(r)
 
-    def alerts(self) -> Iterator[Alert]:
-        """Every alert of the hunt, sorted by (time, source, record id, rule id)."""
+    def alerts(self) -> Iterator[Alert | HitLine]:
+        """Every alert of the hunt, sorted by (time, source, record id, rule id); a
+        :class:`HitLine` for a hit written as its line. Everything but the final merge is done
+        when this returns, so :attr:`tally` then says whether the alerts are tallied."""
         ctx, budget = self.ctx, self.budget
+        tally = self.tally
         results = sorted(self.results, key=lambda r: r.index)
         for r in results:
             if r.stats is not None:
@@ -503,6 +529,11 @@ class AlertMerge:
         resolved_hits, resolved_cands = self._resolve_lineage(results)
         if resolved_hits:
             runs.append(sorted(resolved_hits, key=_KEY))
+            if tally is not None:
+                by_id = ctx.ruleset.by_id()
+                for key, _, host, links in resolved_hits:
+                    rule = by_id[key[3]]
+                    tally.add(key, rule_key(rule.id, rule.title, rule.level, rule.tags), host, key[0], links)
         if ctx.stage is not None:
             # Correlation alerts come out in decision order, not time order: spill them as
             # sorted runs too.
@@ -521,7 +552,10 @@ class AlertMerge:
                 decided = ctx.stage.correlate(map(Candidate.from_record, budget.merge(streams, _CAND_KEY)))
             for a in decided:
                 if LEVEL_RANK.get(a.level, 0) >= ctx.min_rank:
-                    corr.add(CorrelationHit(alert_sort_key(a) + (1, evidence_key(a)), a))
+                    key = alert_sort_key(a) + (1, evidence_key(a))
+                    corr.add(CorrelationHit(key, a))
+                    if tally is not None:
+                        tally.add_alert(key, a)
             budget.release(CANDS)
             corr_runs, corr_tail = corr.finish()
             runs.extend(corr_runs)
@@ -530,7 +564,9 @@ class AlertMerge:
             mem["alerts_buffered_peak"] = max(mem["alerts_buffered_peak"], corr.peak)
             mem["correlation_alerts"] = corr.count
         mem["spill_bytes"], mem["files_written"] = ctx.spill.usage()
-        yield from alerts_from_hits(budget.merge(runs, _KEY), ctx.ruleset.by_id(), ctx.lines)
+        if tally is not None and tally.overflow:
+            self.tally = None
+        return alerts_from_hits(budget.merge(runs, _KEY), ctx.ruleset.by_id(), ctx.lines)
 
     def _resolve_lineage(self, results: list[UnitResult]) -> tuple[list[Hit], list[tuple]]:
         """Decide the units' deferred process creations with every unit's SCM PIDs and boots."""
@@ -589,12 +625,12 @@ def alerts_from_hits(records: Iterable[Hit | LineHit | CorrelationHit], by_id: d
             yield rec.alert
             continue
         if len(rec) == 4:  # a LineHit
-            key, body, host, link_fields = rec
+            key, body, host, links = rec
             rule = by_id[key[3]]
             if lines is None:
                 lines = HitLines()
             yield HitLine(lines.line(rule, body), rule.id, rule.title, rule.level, rule.tags, key[0], host,
-                          key[1], link_fields)
+                          key[1], links)
             continue
         key, fields, rid, fmt, derived = rec
         rule = by_id[key[3]]
@@ -680,7 +716,8 @@ def batch_result(results: list[UnitResult]) -> UnitResult:
     if len(results) == 1:
         return results[0]
     stats = ReadStats()
-    out = UnitResult(results[0].index, stats=stats, lineage=LineageFacts())
+    out = UnitResult(results[0].index, stats=stats, lineage=LineageFacts(),
+                     tally=tally_sum(r.tally for r in results))
     for r in results:
         st = r.stats
         out.files.append(FileStatus(r.index, st.events if st else 0, dict(st.errors) if st else {}, r.fmt,
@@ -786,6 +823,7 @@ def run_hunt(
     dedup: Dedup | None = None,
     correlation_caps: dict[str, int] | None = None,
     lines: bool = False,
+    results: Results | None = None,
 ) -> HuntResult:
     """Hunt over ``paths`` with ``ruleset``: sorted alerts, the summary dict and readiness.
 
@@ -813,6 +851,9 @@ def run_hunt(
     sink and the results summary): the parent's CPU after the last unit's result, the merge
     and the output, went from 0.39-0.40 to 0.22-0.23 s (16 to 9 us per alert; three
     interleaved pairs, load 3.0-3.3); the workers' bodies cost them ~5 us per hit.
+    ``results`` (:class:`~scmwatch.results.Results`) is fed every alert emitted; with ``lines``,
+    the workers tally what it and the summary's counts take of their line hits
+    (:class:`~scmwatch.results.Tally`), so the parent then only merges and copies bytes.
 
     The compiled rules, indexes and pySigma objects are millions of long-lived objects: the
     cyclic GC is frozen for the run so that collections triggered by per-event allocations do
@@ -874,22 +915,32 @@ def run_hunt(
         clock = time.perf_counter
         output = 0.0  # time spent in the caller's sink: reported apart
         filtered = 0
-        for alert in merge.alerts():
+        stream = merge.alerts()
+        tally = merge.tally
+        if tally is not None and results is not None and not results.absorbable(tally):
+            tally = None
+        count = None if tally is not None else counts.add if results is None else _both(counts, results)
+        for alert in stream:
             if keep is not None and not keep(alert):
                 filtered += 1
                 continue
             if dedup is not None:
                 dedup.add(alert)
                 continue
-            counts.add(alert)
+            if count is not None:
+                count(alert)
             t0 = clock()
             emit(alert)
             output += clock() - t0
         for alert in dedup.alerts() if dedup is not None else ():
-            counts.add(alert)
+            count(alert)
             t0 = clock()
             emit(alert)
             output += clock() - t0
+        if tally is not None:
+            counts.absorb(tally)
+            if results is not None:
+                results.absorb(tally)
         seconds = time.perf_counter() - start - output
         summary = make_summary(stats, ruleset, counts, seconds, ctx.parallelism["jobs"])
         summary["parallelism"] = dict(ctx.parallelism)
@@ -922,10 +973,24 @@ class _AlertCounts:
         self.by_level: dict[str, int] = {}
         self.by_rule: dict[str, int] = {}
 
-    def add(self, a: Alert) -> None:
+    def add(self, a: Alert | HitLine) -> None:
         self.total += 1
         self.by_level[a.level] = self.by_level.get(a.level, 0) + 1
         self.by_rule[a.title] = self.by_rule.get(a.title, 0) + 1
+
+    def absorb(self, tally: Tally) -> None:
+        """Count the alerts of a complete tally, as :meth:`add` one by one in merge order."""
+        for (_, title, level, _), (count, _) in sorted(tally.rules.items(), key=lambda kv: kv[1][1]):
+            self.total += count
+            self.by_level[level] = self.by_level.get(level, 0) + count
+            self.by_rule[title] = self.by_rule.get(title, 0) + count
+
+
+def _both(counts: _AlertCounts, results: Results) -> Callable[[Alert | HitLine], None]:
+    def count(a: Alert | HitLine) -> None:
+        counts.add(a)
+        results.add(a)
+    return count
 
 
 def make_summary(stats: ReadStats, ruleset: RuleSet, counts: _AlertCounts, seconds: float,

@@ -51,6 +51,7 @@ from scmwatch.events.enrich import LineageFacts
 from scmwatch.events.model import ReadError, ReadStats
 from scmwatch.events.ranges import FileRange, split_file
 from scmwatch.events.read import InputStream, read_input
+from scmwatch.results import tally_sum
 from scmwatch.spill import Stream, read_stream, write_run
 
 if TYPE_CHECKING:
@@ -400,6 +401,7 @@ def combine(ctx: HuntContext, index: int, parts: list[UnitResult]) -> UnitResult
         out.tuned_out += r.tuned_out
         offset += r.stats.events
     out.order = chained(r.order for r in parts)
+    out.tally = tally_sum(r.tally for r in parts)
     return out
 
 

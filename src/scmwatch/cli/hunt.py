@@ -416,7 +416,6 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
         results = Results()
 
         def emit(alert: Any) -> None:
-            results.add(alert)
             try:
                 sink.write(alert)
             except BrokenPipeError:  # `hunt | head`: the reader is done; main() ends quietly
@@ -432,7 +431,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                                   sink=emit, map_units=case.map_units(mapper), expand=case.expand(walk),
                                   keep=args.keep if args.keep.active else None,
                                   dedup=Dedup(rules) if args.dedup else None,
-                                  lines=getattr(sink, "takes_lines", False) and case.writer is None)
+                                  lines=getattr(sink, "takes_lines", False) and case.writer is None,
+                                  results=results)
             if cluster_info:
                 result.summary["cluster"] = cluster_info
                 result.summary["jobs"] = cluster_info["workers"]
