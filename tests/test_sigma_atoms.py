@@ -8,6 +8,7 @@ the frame characters themselves, NUL, lists, ints, bools, floats, None, empty an
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 
@@ -217,6 +218,56 @@ def test_matcher_equals_the_python_atom_path(engines, fields):
     assert (None if got is None else [r.id for r in got]) == want
     quiet = {"Channel": SYSMON, "EventID": 1}
     assert [r.id for r in b.matcher(quiet)] == _python_atom_path(atom_engine, b, quiet)
+
+
+GATED_RULES = {
+    **RULES,
+    "two_gates": "sel:\n  CommandLine|contains: 'vssadmin delete'\n"
+                 "  ParentImage|endswith: '\\\\wmiprvse.exe'\ncondition: sel",
+    "three_gates": "sel:\n  CommandLine|contains: 'ping -n'\n  Image|endswith: '\\\\ping.exe'\n"
+                   "  User|contains: 'authority'\ncondition: sel",
+    "no_literal": "sel:\n  User: null\ncondition: sel",
+}
+
+
+@pytest.fixture(scope="module")
+def gated_engines(tmp_path_factory):
+    """(rules with one to three literal gates on the literal prefilter, moved to Hyperscan at
+    once: with the C extension its buckets match through ``_text.LiteralMatcher``; the same
+    rules without Hyperscan)."""
+    tmp = tmp_path_factory.mktemp("gated-rules")
+    _, plain = engine_pair(tmp, GATED_RULES, "process_creation", "5d0b6a55")
+    # the compiler gives one gate per rule (a condition is an OR of its parts); the index takes
+    # up to three, each necessary: give the three-gate rule its three
+    three = next(r for r in plain.ruleset.rules if r.title == "three_gates")
+    three.units = [dataclasses.replace(u, literals=(frozenset({"ping -n"}), frozenset({"\\ping.exe"}),
+                                                    frozenset({"authority"})),
+                                       literal_fields=frozenset({"CommandLine", "Image", "User"}))
+                   for u in three.units]
+    for u in three.units:
+        u.pred  # noqa: B018 - compiled before the copy is made
+    return Engine(plain.ruleset, hyperscan_after=0, atoms=False), Engine(plain.ruleset, use_hyperscan=False)
+
+
+@needs_hyperscan
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(FIELDS + ["OriginalFileName", "Other"]), event_values, max_size=6))
+def test_literal_matcher_equals_every_predicate(gated_engines, fields):
+    """The literal path in C (Hyperscan's scan with the C handler over the literals' gates, one
+    gate or several per rule) answers what evaluating every rule of the bucket answers."""
+    hs_engine, plain = gated_engines
+    f = {"Channel": SYSMON, "EventID": 1, **fields}
+    b = hs_engine.bucket(SYSMON, 1)
+    assert b.atom_scan is None and b.upgrade_in == -1
+    assert (b.lit_matcher is not None) is (sigma_index.LiteralMatcher is not None)
+    assert max(b.need) == 3 and b.always  # units with three gates, and one without any
+    want = brute(plain, f)
+    assert [r.id for r in hs_engine.match_fields(f)] == want
+    assert [r.id for r in plain.match_fields(f)] == want
+    hit = {"Channel": SYSMON, "EventID": 1, "CommandLine": "PING -n 1 x", "Image": "C:\\W\\PING.EXE",
+           "User": "NT AUTHORITY\\SYSTEM", "ParentImage": "C:\\wmiprvse.exe"}
+    assert "three_gates" in {r.title for r in hs_engine.match_fields(hit)}
+    assert "three_gates" not in {r.title for r in hs_engine.match_fields({**hit, "User": "bob"})}
 
 
 @pytest.mark.skipif(sigma_index.evaluate is None, reason="the C extension is not built")

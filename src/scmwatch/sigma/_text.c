@@ -115,6 +115,8 @@ static int skipped(PyObject *skip, PyObject *key) {
     return PySet_Contains(skip, key);
 }
 
+static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *skip);
+
 /* lower_join(fields: dict, names: tuple[str, ...] | None, skip: frozenset | None = None) -> str | None
  * (``skip``: with names None, the fields left out) */
 static PyObject *lower_join(PyObject *self, PyObject *args) {
@@ -128,6 +130,10 @@ static PyObject *lower_join(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
         return NULL;
     }
+    return lower_join_impl(fields, names, skip);
+}
+
+static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *skip) {
     Pieces p;
     p.n = 0;
     p.total = 0;
@@ -1067,6 +1073,113 @@ static PyTypeObject MatcherType = {
     .tp_call = (ternaryfunc)Matcher_call,
 };
 
+/*
+ * LiteralMatcher(gather, scan_db, names, skip, preds, rules): ``Engine._match`` on the literal
+ * prefilter of a bucket whose scanner is final and Hyperscan's, in one call: the prefilter text
+ * (lower_join), its UTF-8 bytes, ``scan_db(data, gather)`` (``gather`` built from the literal ->
+ * gate lists, so a match is a C call instead of a Python handler appending to a list), the
+ * candidates, then evaluate. None when lower_join gives up (too many pieces): the Python path.
+ */
+typedef struct {
+    PyObject_HEAD
+    GatherObject *gather;
+    PyObject *scan_db, *names, *skip, *preds, *rules;
+} LiteralMatcherObject;
+
+static void LiteralMatcher_dealloc(LiteralMatcherObject *self) {
+    Py_XDECREF(self->gather);
+    Py_XDECREF(self->scan_db);
+    Py_XDECREF(self->names);
+    Py_XDECREF(self->skip);
+    Py_XDECREF(self->preds);
+    Py_XDECREF(self->rules);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int LiteralMatcher_init(LiteralMatcherObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *gather, *scan_db, *names, *skip, *preds, *rules;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "LiteralMatcher() takes no keyword arguments");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "O!OOOO!O!", &GatherType, &gather, &scan_db, &names, &skip, &PyList_Type, &preds,
+                          &PyTuple_Type, &rules))
+        return -1;
+    if (self->gather != NULL) {
+        PyErr_SetString(PyExc_TypeError, "LiteralMatcher is initialised once");
+        return -1;
+    }
+    GatherObject *g = (GatherObject *)gather;
+    if (g->mark == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Gather is not initialised");
+        return -1;
+    }
+    if (names != Py_None && !PyTuple_CheckExact(names)) {
+        PyErr_SetString(PyExc_TypeError, "names must be a tuple or None");
+        return -1;
+    }
+    if (skip != Py_None && !PyAnySet_Check(skip)) {
+        PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
+        return -1;
+    }
+    if (PyList_GET_SIZE(preds) != g->nunits || PyTuple_GET_SIZE(rules) != g->nunits) {
+        PyErr_SetString(PyExc_ValueError, "preds and rules must have one item per unit of the gather");
+        return -1;
+    }
+    Py_INCREF(gather);
+    self->gather = g;
+    Py_INCREF(scan_db);
+    self->scan_db = scan_db;
+    Py_INCREF(names);
+    self->names = names;
+    Py_INCREF(skip);
+    self->skip = skip;
+    Py_INCREF(preds);
+    self->preds = preds;
+    Py_INCREF(rules);
+    self->rules = rules;
+    return 0;
+}
+
+static PyObject *LiteralMatcher_call(LiteralMatcherObject *self, PyObject *args, PyObject *kwds) {
+    PyObject *fields;
+    if (self->gather == NULL) {
+        PyErr_SetString(PyExc_TypeError, "LiteralMatcher is not initialised");
+        return NULL;
+    }
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds)) || !PyArg_ParseTuple(args, "O!", &PyDict_Type, &fields)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "LiteralMatcher(fields) takes one dict");
+        return NULL;
+    }
+    PyObject *text = lower_join_impl(fields, self->names, self->skip);
+    if (text == NULL || text == Py_None) return text;
+    PyObject *data = PyUnicode_IS_ASCII(text)
+        ? PyBytes_FromStringAndSize((const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text))
+        : PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
+    Py_DECREF(text);
+    if (data == NULL) return NULL;
+    GatherObject *g = self->gather;
+    PyObject *r = PyObject_CallFunctionObjArgs(self->scan_db, data, (PyObject *)g, NULL);
+    Py_DECREF(data);
+    Py_ssize_t n = gather_finish(g);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    if (n == 0) return PyList_New(0);
+    return evaluate_found(fields, g->found, n, self->preds, self->rules);
+}
+
+static PyTypeObject LiteralMatcherType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scmwatch.sigma._text.LiteralMatcher",
+    .tp_doc = "One bucket's literal path: LiteralMatcher(...)(fields) -> matching rules, or None (Python path).",
+    .tp_basicsize = sizeof(LiteralMatcherObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)LiteralMatcher_init,
+    .tp_dealloc = (destructor)LiteralMatcher_dealloc,
+    .tp_call = (ternaryfunc)LiteralMatcher_call,
+};
+
 static PyMethodDef methods[] = {
     {"evaluate", evaluate, METH_VARARGS,
      "evaluate(fields, order, preds, rules) -> the rules at positions order whose predicate holds, each once."},
@@ -1116,6 +1229,16 @@ PyMODINIT_FUNC PyInit__text(void) {
     Py_INCREF(&MatcherType);
     if (PyModule_AddObject(m, "Matcher", (PyObject *)&MatcherType) < 0) {
         Py_DECREF(&MatcherType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyType_Ready(&LiteralMatcherType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&LiteralMatcherType);
+    if (PyModule_AddObject(m, "LiteralMatcher", (PyObject *)&LiteralMatcherType) < 0) {
+        Py_DECREF(&LiteralMatcherType);
         Py_DECREF(m);
         return NULL;
     }
