@@ -192,6 +192,42 @@ def test_only_the_buckets_the_input_has_are_compiled(tmp_path: Path, monkeypatch
     assert [r.title for r in engine.match(proc)] == ["Service installed 3"]
 
 
+def test_a_bucket_reads_only_its_own_source_of_a_rule(tmp_path: Path, monkeypatch) -> None:
+    """A rule on two sources (Sysmon process creation and Security 4688) stores a predicate per
+    source: a Sysmon event reads the Sysmon one only, a 4688 event then the other, and both
+    match as the rule compiled afresh does (also when a source's piece is missing: the rule is
+    compiled again, every unit)."""
+    from scmwatch.events.model import Event
+    from scmwatch.sigma import Engine
+    from scmwatch.sigma.ruleset import _UNREAD, _slot
+
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = tmp_path / "r"
+    rules.mkdir()
+    proc = RULE.format(n=3, needle="x").replace("service: system", "category: process_creation")
+    (rules / "proc.yml").write_text(proc.replace("EventID: 7045\n    ImagePath", "Image"))
+    fresh = load_rules(rules)
+    sysmon = Event({"Channel": "Microsoft-Windows-Sysmon/Operational", "EventID": 1,
+                    "Image": r"c:\evil\x.exe"}, "t", 1, "json")
+    security = Event({"Channel": "Security", "EventID": 4688, "NewProcessName": r"c:\evil\x.exe"}, "t", 2,
+                     "json")
+    want = [[r.title for r in Engine(fresh).match(ev)] for ev in (sysmon, security)]
+    assert want == [["Service installed 3"], ["Service installed 3"]]
+    for missing in (False, True):
+        rs = load_rules(rules)
+        (rule,) = rs.rules
+        assert len(rule.units) == 2 and not any("sigma" in r.__dict__ for r in rs.rules)
+        if missing:  # an entry without the 4688 piece: compiled again when it is asked for
+            src, i = rule.__dict__["_source"]
+            src.preds[i] = {k: v for k, v in src.preds[i].items() if "4688" not in k}
+        engine = Engine(rs)
+        assert [r.title for r in engine.match(sysmon)] == want[0]
+        assert [_slot(u) is _UNREAD for u in rule.units] == [False, True]
+        assert [r.title for r in engine.match(security)] == want[1]
+        assert _UNREAD not in [_slot(u) for u in rule.units]
+        assert ("sigma" in rule.__dict__) is missing
+
+
 def test_placeholder_values_are_part_of_the_key(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
     rules = _rules(tmp_path / "r")
@@ -374,7 +410,7 @@ def test_rule_that_cannot_be_read_or_compiled_never_matches(tmp_path: Path, monk
     rules = _rules(tmp_path / "r")
     load_rules(rules)
     rs = load_rules(rules)
-    monkeypatch.setattr(cache.RuleSource, "predicates", lambda self, i: None)
+    monkeypatch.setattr(cache.RuleSource, "predicates", lambda self, i, sources: None)
 
     def broken(*args, **kwargs):
         raise ValueError("compiler gone")

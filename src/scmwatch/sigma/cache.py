@@ -7,11 +7,16 @@ Why: all 3,754 SigmaHQ rules cost ~3.9 s to parse (YAML, pySigma objects, condit
   sources, (Channel, EventID) keys, prefilter literals and flags, plus rejections, warnings and
   correlations; but no predicate and no pySigma object. It unpickles in ~45 ms (3.4 MB for
   SigmaHQ).
-* each rule's compiled predicates (``predpickle``: generated code and closures by value),
-  unpickled on first use (``Unit.pred``) in ~0.1 ms where compiling the rule again took
-  ~0.6 ms: the engine asks only for the rules of the (Channel, EventID) buckets the input has,
-  and every ``--jobs`` worker asks for the ones it meets. A rule whose predicates could not be
-  stored (3% of SigmaHQ: an RE2 matcher's compiled object) is compiled on first use from:
+* each rule's compiled predicates (``predpickle``: generated code and closures by value), one
+  piece per event source, unpickled on first use (``Unit.pred``) in ~0.1 ms where compiling the
+  rule again took ~0.6 ms: the engine asks only for the rules of the (Channel, EventID) buckets
+  the input has, and every ``--jobs`` worker asks for the ones it meets. A piece per source, not
+  per rule, because most rules a bucket meets run on two sources (1,060 of the 1,184 of Sysmon
+  process creation also run on Security 4688) and a bucket needs one: the 977 a hunt of the
+  attack corpus ×5 reads took 30 instead of 41 ms and 3.4 instead of 4.9 MB
+  (``bench/worker_warmup.py`` (2), CPU, minimum of 5 passes). A
+  predicate that could not be stored (3% of SigmaHQ: an RE2 matcher's compiled object) makes its
+  rule compiled on first use from:
 * each rule's pySigma objects (rule, parsed condition trees), pickled one by one (16 MB for
   SigmaHQ), also what ``CompiledRule.sigma`` gives (``rules check``, explanations).
 
@@ -62,7 +67,7 @@ from scmwatch.sigma.files import normalized, rule_paths
 if TYPE_CHECKING:
     from scmwatch.sigma.load import LoadedSigma
 
-FORMAT = b"scmwatch-rules-5\n"
+FORMAT = b"scmwatch-rules-6\n"
 STAMP_FORMAT = "scmwatch-stamp-2"
 STAMP_SUFFIX = ".stamp"
 # A stored content hash is trusted only for a file last changed this long before its stamp was
@@ -370,14 +375,15 @@ class RuleSource:
     """The pieces of a cached rule set, unpickled one rule at a time on demand.
 
     ``data[offsets[i]:offsets[i + 1]]`` is rule ``i``'s pySigma objects, ``data[a:b]`` with
-    ``(a, b) = preds[i]`` its compiled predicates (None: not stored). ``rule(i)`` is
+    ``(a, b) = preds[i][source]`` its compiled predicate on that source (``preds[i]`` None or
+    without the source: not stored). ``rule(i)`` is
     ``LoadedSigma.rules[i]`` of the load the entry was made from. Should a piece fail to unpickle
     after all (the whole entry passed its checksum, so only a damaged process could do that),
     the rule files are loaded again once and used from then on, and predicates are compiled."""
 
     def __init__(self, data: Any, offsets: list[int], paths: list[str | os.PathLike],
                  placeholders: dict[str, list[str]],
-                 preds: list[tuple[int, int] | None] | None = None) -> None:
+                 preds: list[dict[str, tuple[int, int]] | None] | None = None) -> None:
         self.data = data
         self.offsets = offsets
         self.paths = paths
@@ -399,17 +405,23 @@ class RuleSource:
             self._reloaded = load_sigma(self.paths)
         return self._reloaded.rules[i]
 
-    def predicates(self, i: int) -> dict[str, Any] | None:
-        """Rule ``i``'s ``{source label: predicate}`` as compiled when the entry was made, or
-        None (not stored, or unreadable: the caller compiles the rule)."""
-        span = self.preds[i] if self.preds is not None and i < len(self.preds) else None
-        if span is None or self._reloaded is not None:
+    def predicates(self, i: int, sources: Sequence[str]) -> dict[str, Any] | None:
+        """Rule ``i``'s ``{source label: predicate}`` for ``sources`` as compiled when the entry
+        was made, or None when one of them is not stored or unreadable (the caller compiles the
+        rule)."""
+        spans = self.preds[i] if self.preds is not None and i < len(self.preds) else None
+        if spans is None or self._reloaded is not None:
             return None
-        try:
-            got = predpickle.loads(self.data[span[0]:span[1]])
-        except Exception:  # noqa: BLE001 - see the class docstring
-            return None
-        return got if isinstance(got, dict) else None
+        out = {}
+        for source in sources:
+            span = spans.get(source)
+            if span is None:
+                return None
+            try:
+                out[source] = predpickle.loads(self.data[span[0]:span[1]])
+            except Exception:  # noqa: BLE001 - see the class docstring
+                return None
+        return out
 
 
 class _FileRegion:
@@ -513,22 +525,27 @@ class _RulePartCheck:
         return self.crc
 
 
-def _predicate_pieces(skeleton: Any, count: int, at: int) -> tuple[list[bytes], list[tuple[int, int] | None]]:
-    """Each rule's compiled predicates pickled (``predpickle``), and their spans from ``at``."""
+def _predicate_pieces(skeleton: Any, count: int,
+                      at: int) -> tuple[list[bytes], list[dict[str, tuple[int, int]] | None]]:
+    """Each rule's compiled predicate per source pickled (``predpickle``), and their spans from
+    ``at`` by source."""
     by_ref = predpickle.module_attributes()
     pieces: list[bytes] = []
-    spans: list[tuple[int, int] | None] = [None] * count
+    spans: list[dict[str, tuple[int, int]] | None] = [None] * count
     for cr in skeleton.rules:
         i = getattr(cr, "_source_index", None)
         if i is None or not 0 <= i < count:
             continue
-        try:
-            data = predpickle.dumps({u.source: u.pred for u in cr.units}, by_ref)
-        except Exception:  # noqa: BLE001 - not storable: compiled on first use instead
-            continue
-        spans[i] = (at, at + len(data))
-        pieces.append(data)
-        at += len(data)
+        got: dict[str, tuple[int, int]] = {}
+        for u in cr.units:
+            try:
+                data = predpickle.dumps(u.pred, by_ref)
+            except Exception:  # noqa: BLE001 - not storable: compiled on first use instead
+                continue
+            got[u.source] = (at, at + len(data))
+            pieces.append(data)
+            at += len(data)
+        spans[i] = got or None
     return pieces, spans
 
 

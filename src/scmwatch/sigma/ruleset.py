@@ -65,7 +65,7 @@ class Unit:
             return self.requirement
         if name != "pred":
             raise AttributeError(name)
-        self.rule.compile_units()
+        self.rule.compile_units(self.source)
         return self.pred
 
     @property
@@ -195,17 +195,20 @@ class CompiledRule:
         self.sigma = rule
         return rule, path, trees
 
-    def compile_units(self) -> None:
-        """The predicates of a rule that came from the cache (what ``Unit.pred`` asks): those
-        stored in the entry, else compiled again from the rule's pySigma objects.
+    def compile_units(self, source: str | None = None) -> None:
+        """The predicates of a rule that came from the cache (what ``Unit.pred`` asks): of its
+        unit on ``source`` (None: of every unit) as stored in the entry, else of every unit
+        compiled again from the rule's pySigma objects.
 
         The cache key covers the compiler's source, so either gives the units the entry
         describes; should a source's predicate not come out after all, the unit never matches
         and the rule says why in ``flags``."""
         src, index = self.__dict__["_source"]
+        units = [u for u in self.units if source is None or u.source == source] or self.units
         with lasting():
-            preds = src.predicates(index)
+            preds = src.predicates(index, [u.source for u in units])
             if preds is None:
+                units = self.units
                 rule, path, trees = self._pysigma()
                 try:
                     fresh, _ = compile_rule(rule, path, trees, src.placeholders)
@@ -216,7 +219,7 @@ class CompiledRule:
                     preds = {}
                     why = f"{type(exc).__name__}: {one_line(exc)}"
                     self.flags.append(f"cannot compile from the rule cache: {why}")
-        for u in self.units:
+        for u in units:
             if u.source not in preds:
                 self.flags.append(f"not run on {u.source}: its predicate did not compile from the rule cache")
             u.pred = preds.get(u.source, False)
