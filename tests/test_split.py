@@ -157,6 +157,68 @@ def test_larger_files_get_more_ranges_and_the_same_output(tmp_path: Path, pack, 
     assert _same([path], pack)["parallelism"]["ranges"] == 14
 
 
+def test_range_weights_shrink_the_last_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last round of ranges is cut into a shrinking tail (1/2, 1/4, 1/8 and 1/8 of a range
+    per worker) down to TAIL_BYTES; a file whose ranges are already small has none."""
+    assert split.range_weights(32 << 20, 2) == [1] * 8  # 4 MiB ranges: nothing to cut
+    w = split.range_weights(1 << 30, 2)
+    assert w == [8] * 14 + [4, 4, 2, 2, 1, 1, 1, 1]
+    assert sum(w) == 8 * split.range_count(1 << 30, 2)  # the tail is one round of the body
+    monkeypatch.setattr(split, "TAIL_BYTES", 1 << 20)
+    assert split.range_weights(48 << 20, 3) == [4] * 9 + [2, 2, 2, 1, 1, 1, 1, 1, 1]  # 2 halvings
+    assert split.range_weights(24 << 20, 3) == [2] * 9 + [1] * 6
+
+
+@pytest.mark.parametrize("kind", ["evtx", "ndjson"])
+def test_weighted_ranges_follow_the_weights_and_tile_the_file(tmp_path: Path, attack: Path,
+                                                              kind: str) -> None:
+    if kind == "evtx":
+        path = tmp_path / "big.evtx"
+        path.write_bytes(evtxbuild.evtx_file(evtxbuild.service_chunks(40)))
+    else:
+        path = _joined(attack, tmp_path / "all.jsonl", old_host=False)
+    weights = [4, 4, 4, 2, 1, 1]
+    ranges = split_file(InputFile(str(path), str(path)), len(weights), SMALL, weights)
+    assert ranges is not None and [r.part for r in ranges] == list(range(6))
+    assert all(r.parts == 6 for r in ranges)
+    assert [a.end for a in ranges[:-1]] == [b.start for b in ranges[1:]] and ranges[0].start == 0
+    sizes = [r.end - r.start for r in ranges]
+    for size, w in zip(sizes, weights, strict=True):  # within a chunk / a line of its share
+        assert abs(size - w * sizes[-1]) <= (1 if kind == "evtx" else 2048) * w
+    few = split_file(InputFile(str(path), str(path)), 3, SMALL, [100, 1, 1])  # cuts merge, never empty
+    assert few is not None and all(r.end > r.start for r in few)
+
+
+@pytest.mark.parametrize("kind", ["evtx", "ndjson"])
+def test_a_shrinking_tail_gives_the_whole_files_output(tmp_path: Path, pack, attack: Path, kind: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ranges of unequal sizes (the shrinking tail), each a pool task of its own: the output,
+    correlations and link facts included, is the whole file's."""
+    if kind == "evtx":
+        path = tmp_path / "big.evtx"
+        path.write_bytes(evtxbuild.evtx_file(evtxbuild.service_chunks(64)))
+    else:
+        path = _joined(attack, tmp_path / "all.jsonl", old_host=False)
+    monkeypatch.setattr(split, "TAIL_BYTES", path.stat().st_size // 64)
+    weights = split.range_weights(path.stat().st_size, 2)
+    assert len(set(weights)) == 4
+    s = _same([path], pack)
+    assert s["parallelism"]["ranges"] == len(weights) == 14
+
+
+def test_each_range_is_a_pool_task_of_its_own(tmp_path: Path) -> None:
+    from scmwatch.hunt import _batches
+
+    path = tmp_path / "big.evtx"
+    path.write_bytes(evtxbuild.evtx_file(evtxbuild.service_chunks(16)))
+    ranges = split_file(InputFile(str(path), str(path)), 16, SMALL)
+    assert ranges is not None
+    small = [InputFile(f"s{i}", str(path)) for i in range(3)]
+    units = list(enumerate([*ranges, *small]))
+    batches = _batches(units, 2)
+    assert [b for b in batches if len(b) == 1 and isinstance(b[0][1], FileRange)] == [[u] for u in units[:16]]
+
+
 def test_ndjson_old_host_lineage_rereads_whole(tmp_path: Path, pack, attack: Path) -> None:
     _same([_joined(attack, tmp_path / "all.jsonl", old_host=True)], pack, reread=1)
 

@@ -75,10 +75,35 @@ RANGES_PER_JOB = 4
 RANGE_BYTES = 64 << 20
 
 
+# The last ranges shrink: one round of ``workers`` ranges is cut into rounds of 1/2, 1/4, 1/8
+# ... of a range (and a second 1/8 round), down to TAIL_BYTES, so that the workers end within
+# a small range of each other and the parent's replay of the last range is short. Measured on
+# 1 GB NDJSON, --jobs 2: 16 equal ranges (tasks of one or two) left one worker alone for the
+# last 1.3 of 8.9 s; with the tail (22 ranges, each a task) the two ended 0.03-0.07 s apart.
+TAIL_BYTES = 4 << 20
+
+
 def range_count(size: int | None, workers: int) -> int:
-    """How many ranges a file of ``size`` bytes is split into for ``workers`` workers."""
+    """How many ranges of the body a file of ``size`` bytes is split into for ``workers``
+    workers (before :func:`range_weights` cuts the last round smaller)."""
     per_job = -(-(size or 0) // (RANGE_BYTES * workers))
     return workers * max(RANGES_PER_JOB, per_job)
+
+
+def range_weights(size: int | None, workers: int) -> list[int]:
+    """The relative sizes of the ranges a file of ``size`` bytes is split into, in file order:
+    :func:`range_count` equal ranges, the last ``workers`` of them cut into a shrinking tail
+    (TAIL_BYTES)."""
+    count = range_count(size, workers)
+    one = (size or 0) // count  # bytes per range of the body
+    halvings = 0
+    while halvings < 3 and one >> (halvings + 1) >= TAIL_BYTES:
+        halvings += 1
+    if not halvings:
+        return [1] * count
+    unit = 1 << halvings  # a body range, in the smallest tail range's size
+    tail = [unit >> h for h in range(1, halvings + 1)] + [1]
+    return [unit] * (count - workers) + [w for w in tail for _ in range(workers)]
 
 Report = Callable[[ReadError], None] | None
 # A runner's mapper over (unit index, unit) pairs, results in any order, ``r.index`` = unit index.
@@ -129,7 +154,8 @@ def split_units(pairs: PairMapper, workers: Callable[[], int] | None = None,
             """The (unit index, unit) pairs of a wave of inputs, large files as ranges."""
             out: list[tuple[int, Any]] = []
             for fi, inp in enumerate(wave, len(planned)):
-                parts = split_file(inp, range_count(inp.size, n), ctx.split_bytes) if can_split else None
+                weights = range_weights(inp.size, n)
+                parts = split_file(inp, len(weights), ctx.split_bytes, weights) if can_split else None
                 first[fi] = len(units)
                 if parts:
                     ranges[fi] = len(parts)

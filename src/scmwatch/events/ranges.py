@@ -37,7 +37,7 @@ import io
 import os
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,9 +96,13 @@ def splittable(inp: InputFile) -> bool:
     return inp.member is None and not inp.pipe and not inp.url and not inp.name.lower().endswith(".gz")
 
 
-def split_file(inp: InputFile, parts: int, min_bytes: int) -> list[FileRange] | None:
+def split_file(inp: InputFile, parts: int, min_bytes: int,
+               weights: Sequence[int] | None = None) -> list[FileRange] | None:
     """``inp`` as up to ``parts`` ranges if it is a splittable EVTX or NDJSON file of at least
-    ``min_bytes``; None otherwise (also when it cannot be read: the whole-file read reports that)."""
+    ``min_bytes``; None otherwise (also when it cannot be read: the whole-file read reports that).
+    ``weights`` (``parts`` positive integers, in file order): the ranges' relative sizes; equal
+    by default."""
+    weights = list(weights) if weights is not None and len(weights) == parts else [1] * parts
     if parts < 2 or (inp.size is not None and inp.size < min_bytes) or not splittable(inp):
         return None  # a walk's small file: decided by its size alone (the client asks per file)
     try:
@@ -108,13 +112,23 @@ def split_file(inp: InputFile, parts: int, min_bytes: int) -> list[FileRange] | 
         with open(inp.path, "rb") as fh:
             head = fh.read(max(SNIFF, HEADER_SIZE))
             if head.startswith(MAGIC):
-                return _evtx_ranges(inp, head, size, parts)
-            return _ndjson_ranges(inp, fh, head, size, parts)
+                return _evtx_ranges(inp, head, size, weights)
+            return _ndjson_ranges(inp, fh, head, size, weights)
     except OSError:
         return None
 
 
-def _evtx_ranges(inp: InputFile, head: bytes, size: int, parts: int) -> list[FileRange] | None:
+def _cuts(total: int, weights: list[int]) -> list[int]:
+    """Where ranges of ``weights`` relative sizes start in ``[0, total)`` (the first at 0)."""
+    whole = sum(weights)
+    out, acc = [], 0
+    for w in weights:
+        out.append(total * acc // whole)
+        acc += w
+    return out
+
+
+def _evtx_ranges(inp: InputFile, head: bytes, size: int, weights: list[int]) -> list[FileRange] | None:
     """Chunk ranges over the chunks the header declares; the last range also takes any chunks
     past them (a preallocated tail). A truncated file (a partial chunk, or fewer chunks than
     declared) is not split: its whole-file read reports the truncation."""
@@ -124,12 +138,15 @@ def _evtx_ranges(inp: InputFile, head: bytes, size: int, parts: int) -> list[Fil
     chunks, rest = divmod(size - HEADER_SIZE, CHUNK_SIZE)
     if rest or chunks < declared or declared < 2:
         return None
-    parts = min(parts, declared)
-    bounds = [declared * k // parts for k in range(parts)] + [chunks]
+    if len(weights) > declared:
+        weights = [1] * declared
+    bounds = sorted(set(_cuts(declared, weights))) + [chunks]
+    parts = len(bounds) - 1
     return [FileRange(inp, "evtx", k, parts, bounds[k], bounds[k + 1], declared) for k in range(parts)]
 
 
-def _ndjson_ranges(inp: InputFile, fh: Any, head: bytes, size: int, parts: int) -> list[FileRange] | None:
+def _ndjson_ranges(inp: InputFile, fh: Any, head: bytes, size: int,
+                   weights: list[int]) -> list[FileRange] | None:
     """Line-aligned byte ranges of an NDJSON file that the JSON reader would read line by line
     (UTF-8, no BOM, the first non-blank line one whole object); the first range holds that line."""
     if head.startswith(SIMULATOR_LABELS) or sniff_encoding(head) != "utf-8":
@@ -145,8 +162,8 @@ def _ndjson_ranges(inp: InputFile, fh: Any, head: bytes, size: int, parts: int) 
         return None
     bounds = [0]
     floor = fh.tell()
-    for k in range(1, parts):
-        at = _line_start(fh, max(size * k // parts, floor, bounds[-1] + 1))
+    for cut in _cuts(size, weights)[1:]:
+        at = _line_start(fh, max(cut, floor, bounds[-1] + 1))
         if at >= size:
             break
         if at > bounds[-1]:
