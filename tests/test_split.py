@@ -387,3 +387,46 @@ def test_two_split_files_replayed_each_and_merged(tmp_path: Path, pack) -> None:
     second.write_bytes(first.read_bytes().replace(b"VICTIM", b"TARGET"))
     s = _same([first, second], pack)
     assert s["parallelism"]["files_split"] == 2 and s["parallelism"]["ranges"] == 16
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_a_link_event_without_a_usable_time(tmp_path: Path, pack, fresh: bool) -> None:
+    """A range keeps its link events' time text and the replay parses it only for the facts it
+    keeps: a kept one without a usable time makes the file be read again whole (which reports
+    it as the whole-file read does); a repeat the dedup drops is no problem in either read."""
+    path = lateral(tmp_path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    ip, ws = ("10.0.0.99", "NEWHOST") if fresh else ("10.0.0.9", "VICTIM")
+    bad = logon(170, ip, ws).replace(b"2024-01-01T01:02:50.000000Z", b"not a time at all, really!!")
+    assert len(bad) == len(lines[170])
+    lines[170] = bad
+    path.write_bytes(b"".join(lines))
+    one, s1, e1 = _hunt([path], pack)
+    assert bool(s1["errors"].get("time")) == fresh and bool(e1) == fresh
+    _same([path], pack, reread=1 if fresh else 0)
+
+
+def test_link_events_columns_pickle_and_time_text_parses_as_time_us() -> None:
+    """``LinkEvents`` travels from a worker as columns; the time text it keeps gives exactly the
+    microseconds ``time_us`` gives the event, canonical or not."""
+    from scmwatch.correlate import LinkEvents
+    from scmwatch.correlate.stream import time_us, when_us
+    from scmwatch.events.model import Event
+
+    texts = ["2024-01-01T01:02:03.123456Z", "2024-01-01T01:02:03Z", "2024-01-01T01:02:03.1234567Z",
+             "2024-01-01T03:02:03.5+02:00", "2024-02-30T01:02:03Z", "garbage", ""]
+    for text in texts:
+        assert when_us(text) == time_us(Event({"TimeCreated": text}, "s", 1, "json")), text
+    links = LinkEvents()
+    raw = ("4624", "DC01", "10.0.0.9", "VICTIM", None, None, None, None)
+    fact = ("ipname", "10.0.0.9", "victim")
+    for pos in range(5):
+        when = texts[pos % 2] if pos != 3 else 77
+        links.add(pos, when, links.index(raw if pos % 2 else None, fact), pos == 4)
+    links.add(5, "x", links.index(raw, (["unhashable"],)), False)
+    back = pickle.loads(pickle.dumps(links))
+    assert len(back.raws) == 2 and len(back.facts) == 3
+    assert list(back.rows()) == list(links.rows())
+    rows = list(back.rows())
+    assert rows[3] == (3, 77, raw, fact, False) and rows[4][4] is True and rows[5][3] == (["unhashable"],)
+    assert rows[0] == (0, when_us(texts[0]), None, fact, False)

@@ -151,9 +151,6 @@ def _in_memory(ctx: HuntContext, r: UnitResult) -> UnitResult:
     if r.cand_runs:
         r.cand_mem = _drain(r.cand_runs) + r.cand_mem
         r.cand_runs = []
-    if r.link_runs:
-        r.link_mem = _drain(r.link_runs) + r.link_mem
-        r.link_runs = []
     return r
 
 

@@ -40,12 +40,13 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
 
 from scmwatch import readiness
 from scmwatch.alerts import LEVEL_RANK, Alert, HitLine, alert_sort_key
-from scmwatch.correlate import Candidate, CorrelationStage
+from scmwatch.correlate import Candidate, CorrelationStage, LinkEvents
 from scmwatch.correlate.lateral import links_of
 from scmwatch.correlate.partition import together
 from scmwatch.dedup import Dedup
@@ -179,11 +180,9 @@ class UnitResult:
     deferred_overflow: int = 0  # unresolved process creations beyond MAX_DEFERRED (left unresolved)
     tuned_out: int = 0  # (rule, event) matches the tuning file's exclusions took away
     lookups: int = 0  # process parents looked up in the unit's own lineage table
-    # a range of a split file: its link events, ``(position, time_us, raw, fact, keyed)`` in
-    # range order, for the parent to replay the per-file fact dedup over (scmwatch.split); a
-    # spill file and the short remainder in memory, like the candidates
-    link_runs: list[str] = field(default_factory=list)
-    link_mem: list[tuple] = field(default_factory=list)
+    # a range of a split file: its link events, for the parent to replay the per-file fact
+    # dedup over (scmwatch.split)
+    links: LinkEvents | None = None
     parts: int = 0  # a file hunted as ranges (scmwatch.split): how many
     # its candidate stream then (the ranges' streams chained, the replay's decisions applied):
     # a callable giving the records in file order; None for every other unit
@@ -303,14 +302,15 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
     if read is None and ranged:
         read = read_range
     select = None
+    # a range's link events go apart, column by column, for the parent's replay (scmwatch.split)
+    range_links = LinkEvents() if ranged and ctx.selector is not None else None
     if ctx.selector is not None:
-        select = ctx.selector.select_range if ranged else ctx.selector.select
+        select = (ctx.selector.select if range_links is None
+                  else partial(ctx.selector.select_range, links=range_links))
     dropped = ctx.dropped_ids
     hits = SortedSpiller(ctx.spill, f"hits{index}", _KEY, ctx.run_size)
     add_hits = hits.extend
     cands = Stream(ctx.spill, f"cand{index}", ctx.run_size)
-    # a range's link events go apart, compact, for the parent's replay (scmwatch.split)
-    links = Stream(ctx.spill, f"link{index}", ctx.run_size) if ranged and select is not None else None
     # (Channel, EventID) -> (the engine's bucket for it, its enrichment kind: events.enrich):
     # one lookup per event, and its keys are the pairs this unit had (for the readiness report)
     pairs: dict[tuple, tuple[Any, int]] = {}
@@ -407,10 +407,8 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
                                     "ones counted only", ev.record_id)
                     else:
                         stats.errors["time"] += 1
-                if links is not None and cand.fact is not None:  # (RANGE_FACT, raw, fact)
-                    links.add((pos, cand.time_us, cand.fact[1], cand.fact[2], bool(cand.keys)))
-                    if not cand.keys:
-                        continue
+                if not cand.keys and range_links is not None:  # an untimed link event: in range_links
+                    continue
                 cands.add(cand.to_record())
     res.tuned_out = engine.excluded - excluded_before
     res.lineage = enricher.facts
@@ -425,10 +423,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
         res.cand_runs.append(cand_path)
     res.candidates = cands.count
     res.cands_peak = cands.peak
-    if links is not None:
-        link_path, res.link_mem = links.finish()
-        if link_path is not None:
-            res.link_runs.append(link_path)
+    res.links = range_links
     res.stats = stats
     res.seconds = time.perf_counter() - start
     stats.on_error = None  # keep the callback out of the pickled result

@@ -45,8 +45,9 @@ from dataclasses import replace
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from scmwatch.correlate import RANGE_FACT, Candidate, CorrelationStage, FactDedup
+from scmwatch.correlate import RANGE_FACT, Candidate, CandidateSelector, CorrelationStage, FactDedup
 from scmwatch.correlate.partition import chained
+from scmwatch.correlate.stream import when_us
 from scmwatch.events.enrich import LineageFacts
 from scmwatch.events.model import ReadError, ReadStats
 from scmwatch.events.ranges import FileRange, split_file
@@ -250,8 +251,8 @@ class _Replay:
     """One split file while its ranges come in: the per-file fact dedup replayed over each range
     as soon as every range before it is in.
 
-    A range hands in its link events apart (``UnitResult.link_runs``/``link_mem``: position,
-    time, raw values, fact, keyed), so the replay reads those small records only: the link
+    A range hands in its link events apart (``UnitResult.links``: position, time, raw values,
+    fact, keyed, column by column), so the replay reads those small records only: the link
     events that matched no rule and survive become candidate records (``survivors``), and for
     the others, which are in the range's candidate stream with their event, the replay notes
     the fact to keep (``decisions``). The file's candidate stream is then the ranges' streams
@@ -290,33 +291,51 @@ class _Replay:
             if not _stands(got, self.next):
                 self.ok = False  # the file is hunted again whole: nothing more to replay
                 return
-            if got.cand_ref is None:
-                self._replay(got)
+            if got.cand_ref is None and not self._replay(got):
+                self.ok = False  # a link fact kept without a usable time: reported by the whole read
+                return
             assert got.stats is not None
             self.offset += got.stats.events
             self.next += 1
 
-    def _replay(self, r: UnitResult) -> None:
-        decide, offset, unit = self.dedup.decide, self.offset, r.index
+    def _replay(self, r: UnitResult) -> bool:
+        """Replay the fact dedup over one range's link events (False: the range cannot stand).
+
+        Inline rather than through :meth:`FactDedup.decide`, and an event's time parsed only
+        when its fact is kept (:func:`~scmwatch.correlate.stream.when_us`): most link events
+        repeat raw values seen just before and are dropped on their position alone."""
+        dedup, offset, unit = self.dedup, self.offset, r.index
+        raw_fresh, fresh = dedup.raw_fresh, dedup.fresh
+        raw_refresh, fact_refresh = CandidateSelector.RAW_REFRESH, CandidateSelector.FACT_REFRESH_US
         survivors, decisions = self.survivors, self.decisions
         if self.stage is not None:  # this range's only, correlated right after
             survivors = Stream(self.ctx.spill, f"facts{self.index}", self.ctx.run_size)
             decisions = Stream(self.ctx.spill, f"decided{self.index}", self.ctx.run_size)
         keep, decided = survivors.add, decisions.add
-        for records in [*map(read_stream, r.link_runs), r.link_mem]:
-            for pos, t, raw, fact, keyed in records:
-                fact = decide(raw, fact, t, offset + pos)
+        links = r.links
+        timed = True
+        if links is not None:
+            raws, facts = links.raws, links.facts
+            columns = (links.pos, links.when, links.raw, links.fact, links.keyed)
+            for pos, when, ri, fi, keyed in zip(*columns, strict=True):
+                raw = raws[ri]
+                fact = facts[fi]
+                if raw is not None and not raw_fresh(raw, offset + pos, raw_refresh):
+                    fact = None
+                elif fact is not None:
+                    t = when if when.__class__ is int else when_us(when)
+                    timed = timed and t > 0
+                    fact = fresh(fact, t, fact_refresh)
                 if keyed:
                     decided(fact)
                 elif fact is not None:
                     keep((t, unit, pos, (), fact, None))
-        for path in r.link_runs:
-            with contextlib.suppress(OSError):
-                os.remove(path)
-        r.link_runs = []
-        r.link_mem = []
+        r.links = None
+        if not timed:
+            return False
         if self.stage is not None:
             self._correlate(r, survivors, decisions)
+        return True
 
     def _correlate(self, r: UnitResult, survivors: Stream, decisions: Stream) -> None:
         """Push one replayed range's candidate records through the file's correlation stage."""
@@ -458,13 +477,14 @@ def replayed(chain: list[tuple[str | list[tuple], int]], dropped: list[int]) -> 
 def inline_links(r: UnitResult) -> None:
     """A range's link events put back among its candidate records (in memory, in range order),
     as :func:`replayed` takes them: for a runner that replays where the candidates are kept."""
-    if not r.link_mem:
+    if not r.links:
+        r.links = None
         return
     alone = [(t, r.index, pos, (), (RANGE_FACT, raw, fact), None)
-             for pos, t, raw, fact, keyed in r.link_mem if not keyed]
+             for pos, t, raw, fact, keyed in r.links.rows() if not keyed]
     r.cand_mem = list(heapq.merge(r.cand_mem, alone, key=_UNIT_POSITION))
     r.candidates += len(alone)
-    r.link_mem = []
+    r.links = None
 
 
 def dispatch_order(units: list[tuple[int, Any]]) -> list[tuple[int, Any]]:

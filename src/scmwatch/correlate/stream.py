@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from scmwatch.events.model import Event
+from scmwatch.events.model import Event, parse_time
 
 
 @dataclass(slots=True)
@@ -72,6 +72,15 @@ def time_us(event: Event) -> int:
                 event._epoch = us / 1_000_000
                 return us
     return int(round(event.time * 1_000_000))
+
+
+def when_us(when: str | int) -> int:
+    """:func:`time_us` of an event from what a range kept of it (``LinkEvents.when``): its time
+    in us, or its ``TimeCreated`` text when it had no time parsed yet (same arithmetic)."""
+    if when.__class__ is int:
+        return when  # type: ignore[return-value]
+    us = _fast_us(when)  # type: ignore[arg-type]
+    return us if us is not None else int(round(parse_time(when) * 1_000_000))
 
 
 def _fast_us(s: str) -> int | None:
