@@ -2,7 +2,8 @@
 
 ``scmwatch.events._evtx`` decodes EVTX chunks straight from binary XML, ``scmwatch.events._flatten``
 speeds up EVTX parsing and normalization, ``scmwatch.events._xml``
-the reading of Windows event XML, ``scmwatch.sigma._text`` builds the engine's prefilter text
+the reading of Windows event XML, ``scmwatch.events._lines`` the counting of a split NDJSON
+file's lines, ``scmwatch.sigma._text`` builds the engine's prefilter text
 (see each C file for why). All are optional: if they cannot be compiled, installation still
 succeeds and the identical Python code is used.
 """
@@ -28,6 +29,12 @@ setup(
         Extension(
             "scmwatch.events._xml",
             ["src/scmwatch/events/_xml.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
+            "scmwatch.events._lines",
+            ["src/scmwatch/events/_lines.c"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

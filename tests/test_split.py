@@ -430,3 +430,33 @@ def test_link_events_columns_pickle_and_time_text_parses_as_time_us() -> None:
     rows = list(back.rows())
     assert rows[3] == (3, 77, raw, fact, False) and rows[4][4] is True and rows[5][3] == (["unhashable"],)
     assert rows[0] == (0, when_us(texts[0]), None, fact, False)
+
+
+def test_newline_counts_c_and_python_agree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C newline count (``events/_lines.c``) and its Python twin agree on any bytes and end,
+    and the line numbers of NDJSON ranges are the same through either."""
+    import random
+
+    from scmwatch.events import ranges
+
+    rng = random.Random(7)
+    blobs = [b"", b"\n", b"\n\n", b"abc", bytes(rng.randrange(256) for _ in range(5000)),
+             b"\r\n".join(b"x" * rng.randrange(40) for _ in range(300))]
+    for blob in blobs:
+        buf = bytearray(blob)
+        for end in {0, 1, len(buf) // 3, len(buf)}:
+            want = blob[:end].count(b"\n")
+            assert ranges.py_newlines_in(buf, end) == want
+            if ranges._lines is not None:
+                assert ranges._lines.count_newlines(buf, end) == want
+                assert ranges._lines.count_newlines(memoryview(buf), end) == want
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"".join(b'{"EventID": %d}\n' % i + b"\n" * (i % 3) for i in range(500)))
+    firsts = []
+    for count in (ranges.newlines_in, ranges.py_newlines_in):
+        monkeypatch.setattr(ranges, "newlines_in", count)
+        parts = split_file(InputFile(str(path), str(path)), 6, 1)
+        assert parts is not None
+        firsts.append([pickle.loads(pickle.dumps(r)).first_line for r in parts])
+    data = path.read_bytes()
+    assert firsts[0] == firsts[1] == [data[:r.start].count(b"\n") + 1 for r in parts]
