@@ -68,6 +68,28 @@ def test_batched_results_equal_jobs_one(many: Path, pack) -> None:
     assert sorted(one[2]) == sorted(two[2]) and len(one[2]) >= 3
 
 
+def test_workers_are_gone_when_the_hunt_returns(many: Path, pack, monkeypatch) -> None:
+    """The finished pool is terminated beside the merge (``hunt._retire``), but joined before
+    ``run_hunt`` returns: no worker process or retiring thread outlives it, even when
+    terminating takes longer than the merge (slowed down here)."""
+    import multiprocessing
+    import multiprocessing.pool
+    import threading
+    import time
+
+    real = multiprocessing.pool.Pool.terminate
+
+    def slow(self) -> None:
+        time.sleep(0.3)
+        real(self)
+
+    monkeypatch.setattr(multiprocessing.pool.Pool, "terminate", slow)
+    rs, engine = pack
+    run_hunt([str(many)], rs, engine=engine, jobs=2)
+    assert multiprocessing.active_children() == []
+    assert not [t for t in threading.enumerate() if t.name == "scmwatch-pool-retire"]
+
+
 def test_batch_with_a_failing_file_in_the_middle(many: Path, pack, monkeypatch) -> None:
     """One task's result for [good, broken, unreadable, good] carries what the four per-file
     results carry: each file's status, every error in unit order, merged counts and records."""
