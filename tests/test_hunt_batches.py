@@ -120,3 +120,21 @@ def test_batch_with_a_failing_file_in_the_middle(many: Path, pack, monkeypatch) 
         assert got.seen == set().union(*(r.seen for r in alone))
     finally:
         spill.cleanup()
+
+
+def test_batches_hand_out_every_unit_once_and_shrink_towards_the_end(many: Path) -> None:
+    """Guided self-scheduling: every unit once, in dispatch order, in batches closed as soon as
+    they reach at most 1/(8*jobs) of the estimated cost, the last ones smaller than the first
+    ones, so that workers finish close together."""
+    from scmwatch.split import dispatch_order, unit_size
+
+    inputs = list(discover([str(many)], ReadStats()))
+    units = list(enumerate(inputs * 8))  # enough units for many batches
+    batches = hunt._batches(units, 2)
+    assert [p for b in batches for p in b] == dispatch_order(units)
+    def cost(b: list) -> int:
+        return sum(unit_size(u) + hunt.FILE_COST for _, u in b)
+
+    total = sum(map(cost, batches))
+    assert all(cost(b[:-1]) < total / 16 for b in batches)
+    assert len(batches) > 16 and max(map(cost, batches[-4:-1])) < min(map(cost, batches[:4]))
