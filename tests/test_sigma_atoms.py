@@ -593,3 +593,78 @@ def test_grouped_keywords_equal_one_leaf_each(words, fields):
     low = Low(fields)
     want = any(c.em.function(leaf)(fields, low) for leaf in leaves)
     assert c.em.function(grouped)(fields, Low(fields)) == want
+
+
+# ----------------------------------------------------------------------------- keyword anchors
+
+MIMIKATZ = ["dpapi::masterkey", "eo.oe.kiwi", "event::clear", "gentilkiwi.com", "kiwi legit printer",
+            "lsadump::", "mimidrv.sys", "\\mimilib.dll", "sekurlsa::"]
+
+
+def test_keyword_anchors_of_the_mimikatz_keywords():
+    assert sigma_index.keyword_anchors(MIMIKATZ) == ("::", "kiwi", "mimi")
+    assert sigma_index.keyword_anchors(["abc", "sekurlsa::"]) is None  # "abc" holds no anchor
+    assert sigma_index.keyword_anchors(["σσσσσ"]) is None  # no ASCII anchor
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="ab:c-Σ ", min_size=3, max_size=9).map(str.lower), min_size=1, max_size=12))
+def test_keyword_anchors_cover_every_literal(literals):
+    anchors = sigma_index.keyword_anchors(literals)
+    if anchors is not None:
+        assert 1 <= len(anchors) <= sigma_index.MAX_ANCHORS
+        assert all(any(a in lit for a in anchors) for lit in literals)
+        assert all(a.isascii() and a == a.lower() for a in anchors)
+
+
+anchor_values = st.one_of(st.text(alphabet=TRICKY + "KIWImimi:", max_size=14), st.integers(), st.none(),
+                          st.booleans(), st.lists(st.one_of(st.text(alphabet="kiwiMIMI:Σ", max_size=6),
+                                                            st.integers(), st.none()), max_size=3))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.sampled_from(["CommandLine", "Data", "Computer", "EventID", "Other"]),
+                       anchor_values, max_size=5), st.booleans())
+def test_any_anchor_c_equals_python_and_the_join(fields, named):
+    """``_text.has_anchor`` answers as its Python twin, and never False where the joined,
+    lower-cased prefilter text holds an anchor (what makes the gate safe)."""
+    anchors = ("::", "kiwi", "mimi")
+    names = ("CommandLine", "Data") if named else None
+    skip = frozenset() if named else SYSTEM_FIELDS
+    c_has, sigma_index.has_anchor = sigma_index.has_anchor, None
+    try:
+        want = sigma_index.any_anchor(fields, names, skip, anchors)
+    finally:
+        sigma_index.has_anchor = c_has
+    assert sigma_index.any_anchor(fields, names, skip, anchors) == want
+    text = sigma_index.prefilter_text(fields, names, skip)
+    if any(a in text for a in anchors):
+        assert want
+
+
+KEYWORD_RULES = {"keywords": "keywords:\n  - 'sekurlsa::'\n  - 'gentilkiwi.com'\n  - '\\\\mimilib.dll'\n"
+                             "  - 'Kiwi Legit Printer'\ncondition: keywords"}
+
+
+@pytest.fixture(scope="module")
+def keyword_engines(tmp_path_factory):
+    """A bucket whose one rule searches keywords: (Hyperscan literal path, the default engine,
+    no Hyperscan)."""
+    tmp = tmp_path_factory.mktemp("keyword-rules")
+    _, plain = engine_pair(tmp, KEYWORD_RULES, "process_creation", "5d0b6a56")
+    return (Engine(plain.ruleset, hyperscan_after=0, atoms=False), Engine(plain.ruleset),
+            Engine(plain.ruleset, use_hyperscan=False))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(["CommandLine", "Data", "Computer", "Other", "Image"]), anchor_values,
+                       max_size=5))
+def test_keyword_gate_equals_every_predicate(keyword_engines, fields):
+    f = {"Channel": SYSMON, "EventID": 1, **fields}
+    plain = keyword_engines[-1]
+    assert plain.bucket(SYSMON, 1).anchors == ("::", "kiwi", "mimi")
+    want = brute(plain, f)
+    for engine in keyword_engines:
+        assert [r.id for r in engine.match_fields(f)] == want
+    hit = {"Channel": SYSMON, "EventID": 1, "CommandLine": "x SEKURLSA::logonpasswords"}
+    assert all(len(e.match_fields(hit)) == 1 for e in keyword_engines)

@@ -177,6 +177,150 @@ static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *sk
 }
 
 /*
+ * has_anchor(fields, names, skip, anchors) -> bool: does a value lower_join would join (the same
+ * fields, the same text of each) hold one of ``anchors`` (a tuple of non-empty lower-case ASCII
+ * str), ASCII case ignored? A non-ASCII value answers True (str.lower of such text is not
+ * computed here). The literal prefilter of a bucket whose literals
+ * each hold an anchor asks this first (index.keyword_anchors): no anchor, no literal, no scan.
+ */
+static int anchors_ok(PyObject *anchors) {
+    if (!PyTuple_CheckExact(anchors)) return 0;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(anchors); k++) {
+        PyObject *a = PyTuple_GET_ITEM(anchors, k);
+        if (!PyUnicode_CheckExact(a) || !PyUnicode_IS_ASCII(a) || PyUnicode_GET_LENGTH(a) == 0) return 0;
+        const Py_UCS1 *p = PyUnicode_1BYTE_DATA(a);
+        for (Py_ssize_t j = 0; j < PyUnicode_GET_LENGTH(a); j++)
+            if (p[j] >= 'A' && p[j] <= 'Z') return 0;
+    }
+    return 1;
+}
+
+static Py_UCS1 LOWER[256]; /* ASCII lower-casing, byte for byte (filled at import) */
+
+/* What has_anchor looks for: per byte (either case) whether an anchor starts with it, and
+ * whether an int's text (digits and '-') could hold an anchor at all. */
+typedef struct {
+    unsigned char start[256];
+    int digits;
+    PyObject *anchors;
+} AnchorScan;
+
+static void anchor_scan_init(AnchorScan *a, PyObject *anchors) {
+    memset(a->start, 0, sizeof a->start);
+    a->digits = 0;
+    a->anchors = anchors;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(anchors); k++) {
+        PyObject *x = PyTuple_GET_ITEM(anchors, k);
+        const Py_UCS1 *q = PyUnicode_1BYTE_DATA(x);
+        a->start[q[0]] = 1;
+        if (q[0] >= 'a' && q[0] <= 'z') a->start[q[0] - 32] = 1;
+        Py_ssize_t j = 0, m = PyUnicode_GET_LENGTH(x);
+        while (j < m && ((q[j] >= '0' && q[j] <= '9') || q[j] == '-')) j++;
+        if (j == m) a->digits = 1;
+    }
+}
+
+/* 1 when the str holds an anchor (ASCII case ignored) or is not ASCII, else 0. */
+static int text_anchor(AnchorScan *a, PyObject *text) {
+    if (!PyUnicode_IS_ASCII(text)) return 1;
+    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), na = PyTuple_GET_SIZE(a->anchors);
+    for (Py_ssize_t at = 0; at < n; at++) {
+        if (!a->start[s[at]]) continue;
+        Py_UCS1 c = LOWER[s[at]];
+        for (Py_ssize_t k = 0; k < na; k++) {
+            PyObject *x = PyTuple_GET_ITEM(a->anchors, k);
+            const Py_UCS1 *q = PyUnicode_1BYTE_DATA(x);
+            Py_ssize_t m = PyUnicode_GET_LENGTH(x), j = 1;
+            if (q[0] != c || at + m > n) continue;
+            while (j < m && LOWER[s[at + j]] == q[j]) j++;
+            if (j == m) return 1;
+        }
+    }
+    return 0;
+}
+
+/* One item as lower_join makes its text (as_str): 1, 0, or -1 with an exception set. An int's
+ * text (digits, '-') holds no anchor unless one is made of those only. */
+static int item_anchor(AnchorScan *a, PyObject *x) {
+    if (PyUnicode_CheckExact(x)) return text_anchor(a, x);
+    if (PyLong_CheckExact(x) && !a->digits) return 0;
+    PyObject *t = PyObject_Str(x);
+    if (t == NULL) return -1;
+    int rc = text_anchor(a, t);
+    Py_DECREF(t);
+    return rc;
+}
+
+/* One field value as lower_join joins it: None skipped, a list item by item. */
+static int value_anchor(AnchorScan *a, PyObject *v) {
+    if (v == Py_None) return 0;
+    if (!PyList_CheckExact(v)) return item_anchor(a, v);
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(v); k++) {
+        PyObject *x = PyList_GET_ITEM(v, k);
+        Py_INCREF(x); /* str(x) may run code that changes the list */
+        int rc = item_anchor(a, x);
+        Py_DECREF(x);
+        if (rc) return rc;
+        if (k + 1 > PyList_GET_SIZE(v)) break;
+    }
+    return 0;
+}
+
+/* has_anchor without argument checks: 1, 0, or -1 with an exception set. */
+static int has_anchor_impl(PyObject *fields, PyObject *names, PyObject *skip, PyObject *anchors) {
+    AnchorScan a;
+    anchor_scan_init(&a, anchors);
+    int rc = 0;
+    if (names == Py_None) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (!rc && PyDict_Next(fields, &pos, &key, &value)) {
+            int out = skipped(skip, key);
+            if (out) {
+                if (out < 0) rc = -1;
+                continue;
+            }
+            Py_INCREF(value);
+            rc = value_anchor(&a, value);
+            Py_DECREF(value);
+        }
+    } else {
+        for (Py_ssize_t i = 0; !rc && i < PyTuple_GET_SIZE(names); i++) {
+            PyObject *value = PyDict_GetItemWithError(fields, PyTuple_GET_ITEM(names, i));
+            if (value == NULL) {
+                if (PyErr_Occurred()) rc = -1;
+                continue;
+            }
+            Py_INCREF(value);
+            rc = value_anchor(&a, value);
+            Py_DECREF(value);
+        }
+    }
+    return rc;
+}
+
+static PyObject *has_anchor(PyObject *self, PyObject *args) {
+    PyObject *fields, *names, *skip, *anchors;
+    if (!PyArg_ParseTuple(args, "O!OOO", &PyDict_Type, &fields, &names, &skip, &anchors)) return NULL;
+    if (names != Py_None && !PyTuple_CheckExact(names)) {
+        PyErr_SetString(PyExc_TypeError, "names must be a tuple or None");
+        return NULL;
+    }
+    if (skip != Py_None && !PyAnySet_Check(skip)) {
+        PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
+        return NULL;
+    }
+    if (!anchors_ok(anchors)) {
+        PyErr_SetString(PyExc_ValueError, "anchors must be a tuple of non-empty lower-case ASCII str");
+        return NULL;
+    }
+    int rc = has_anchor_impl(fields, names, skip, anchors);
+    if (rc < 0) return NULL;
+    return PyBool_FromLong(rc);
+}
+
+/*
  * tagged_join(fields, index, rest) -> str | None: the field-tagged text of the requirement scan
  * (tagged.tagged_text is the Python twin; tests/test_sigma_atoms.py compares them). A value of
  * a field numbered i (``index[name]``; other fields get ``rest``, or are left out when it is -1)
@@ -326,8 +470,6 @@ static PyObject *tagged_build(Segs *s) {
     }
     return out;
 }
-
-static Py_UCS1 LOWER[256]; /* ASCII lower-casing, byte for byte (filled at import) */
 
 /* The tagged text's UTF-8 bytes built directly (what the scan reads): ASCII pieces lowered
  * through LOWER into the bytes, the others lowered with str.lower and copied as UTF-8, so
@@ -1083,7 +1225,7 @@ static PyTypeObject MatcherType = {
 typedef struct {
     PyObject_HEAD
     GatherObject *gather;
-    PyObject *scan_db, *names, *skip, *preds, *rules;
+    PyObject *scan_db, *names, *skip, *preds, *rules, *anchors;
 } LiteralMatcherObject;
 
 static void LiteralMatcher_dealloc(LiteralMatcherObject *self) {
@@ -1093,18 +1235,23 @@ static void LiteralMatcher_dealloc(LiteralMatcherObject *self) {
     Py_XDECREF(self->skip);
     Py_XDECREF(self->preds);
     Py_XDECREF(self->rules);
+    Py_XDECREF(self->anchors);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int LiteralMatcher_init(LiteralMatcherObject *self, PyObject *args, PyObject *kwds) {
-    PyObject *gather, *scan_db, *names, *skip, *preds, *rules;
+    PyObject *gather, *scan_db, *names, *skip, *preds, *rules, *anchors = Py_None;
     if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "LiteralMatcher() takes no keyword arguments");
         return -1;
     }
-    if (!PyArg_ParseTuple(args, "O!OOOO!O!", &GatherType, &gather, &scan_db, &names, &skip, &PyList_Type, &preds,
-                          &PyTuple_Type, &rules))
+    if (!PyArg_ParseTuple(args, "O!OOOO!O!|O", &GatherType, &gather, &scan_db, &names, &skip, &PyList_Type, &preds,
+                          &PyTuple_Type, &rules, &anchors))
         return -1;
+    if (anchors != Py_None && !anchors_ok(anchors)) {
+        PyErr_SetString(PyExc_ValueError, "anchors must be None or a tuple of non-empty lower-case ASCII str");
+        return -1;
+    }
     if (self->gather != NULL) {
         PyErr_SetString(PyExc_TypeError, "LiteralMatcher is initialised once");
         return -1;
@@ -1138,6 +1285,8 @@ static int LiteralMatcher_init(LiteralMatcherObject *self, PyObject *args, PyObj
     self->preds = preds;
     Py_INCREF(rules);
     self->rules = rules;
+    Py_INCREF(anchors);
+    self->anchors = anchors;
     return 0;
 }
 
@@ -1151,6 +1300,15 @@ static PyObject *LiteralMatcher_call(LiteralMatcherObject *self, PyObject *args,
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "LiteralMatcher(fields) takes one dict");
         return NULL;
     }
+    GatherObject *g = self->gather;
+    if (self->anchors != Py_None) {
+        int found = has_anchor_impl(fields, self->names, self->skip, self->anchors);
+        if (found < 0) return NULL;
+        if (!found) { /* no literal can occur: the always ones only */
+            Py_ssize_t n = gather_finish(g);
+            return n ? evaluate_found(fields, g->found, n, self->preds, self->rules) : PyList_New(0);
+        }
+    }
     PyObject *text = lower_join_impl(fields, self->names, self->skip);
     if (text == NULL || text == Py_None) return text;
     PyObject *data = PyUnicode_IS_ASCII(text)
@@ -1158,7 +1316,6 @@ static PyObject *LiteralMatcher_call(LiteralMatcherObject *self, PyObject *args,
         : PyUnicode_AsEncodedString(text, "utf-8", "surrogatepass");
     Py_DECREF(text);
     if (data == NULL) return NULL;
-    GatherObject *g = self->gather;
     PyObject *r = PyObject_CallFunctionObjArgs(self->scan_db, data, (PyObject *)g, NULL);
     Py_DECREF(data);
     Py_ssize_t n = gather_finish(g);
@@ -1186,6 +1343,9 @@ static PyMethodDef methods[] = {
     {"lower_join", lower_join, METH_VARARGS,
      "lower_join(fields, names, skip=None) -> '\\x00'.join(text of each value).lower(), or None for too "
      "many pieces."},
+    {"has_anchor", has_anchor, METH_VARARGS,
+     "has_anchor(fields, names, skip, anchors) -> does a value lower_join joins hold an anchor (ASCII case "
+     "ignored; a non-ASCII value: True)?"},
     {"tagged_join", tagged_join, METH_VARARGS,
      "tagged_join(fields, index, rest, as_bytes=False, skip=None) -> field-tagged lower-cased text (its "
      "UTF-8 bytes), or None when a value is not clean."},

@@ -66,11 +66,11 @@ except ImportError:  # pragma: no cover - depends on the environment
     hyperscan = None
 
 try:  # optional C extension (sigma/_text.c): the prefilter text without the Python join
-    from scmwatch.sigma._text import Gather, LiteralMatcher, Matcher, evaluate, lower_join
+    from scmwatch.sigma._text import Gather, LiteralMatcher, Matcher, evaluate, has_anchor, lower_join
 except ImportError:  # pragma: no cover - built without a C compiler
-    Gather = LiteralMatcher = Matcher = evaluate = lower_join = None
+    Gather = LiteralMatcher = Matcher = evaluate = has_anchor = lower_join = None
 if pure_python():
-    Gather = LiteralMatcher = Matcher = evaluate = lower_join = None
+    Gather = LiteralMatcher = Matcher = evaluate = has_anchor = lower_join = None
 
 
 def prefilter_text(f: dict, names: tuple[str, ...] | None, skip: frozenset[str] = frozenset()) -> str:
@@ -86,6 +86,66 @@ def prefilter_text(f: dict, names: tuple[str, ...] | None, skip: frozenset[str] 
         for v in ((v for k, v in f.items() if k not in skip) if names is None else map(f.get, names))
         if v is not None
     ]).lower()
+
+
+def any_anchor(f: dict, names: tuple[str, ...] | None, skip: frozenset[str],
+               anchors: tuple[str, ...]) -> bool:
+    """Does a value :func:`prefilter_text` joins hold one of ``anchors`` (lower-case ASCII), case
+    ignored? A non-ASCII value answers True: its lower-casing is left to the scan."""
+    if has_anchor is not None:
+        return has_anchor(f, names, skip, anchors)
+    values = (v for k, v in f.items() if k not in skip) if names is None else map(f.get, names)
+    for v in values:
+        if v is None:
+            continue
+        for x in v if v.__class__ is list else (v,):  # type: ignore[attr-defined]
+            text = x if x.__class__ is str else str(x)
+            if not text.isascii():
+                return True
+            text = text.lower()
+            for a in anchors:
+                if a in text:
+                    return True
+    return False
+
+
+# Two-character anchors: a doubled character that ordinary values seldom double ("::" in every
+# Mimikatz command, "sekurlsa::"); other anchors are four characters of a literal.
+PAIR_ANCHORS = frozenset(c * 2 for c in ":^|`~{}$@!#=<>&")
+MAX_ANCHORS = 8
+
+
+def keyword_anchors(literals: list[str]) -> tuple[str, ...] | None:
+    """A few short strings, each literal holding one (so a text without any of them holds no
+    literal), picked greedily by how many literals they cover, pairs of PAIR_ANCHORS first; None
+    when a literal has no ASCII anchor or more than MAX_ANCHORS would be needed.
+
+    Why: a bucket whose only gated rules are keyword searches (the Mimikatz keyword rule is on
+    every Windows channel) joined and lower-cased every value of every event for its literal
+    scan; looking for "::", "kiwi" and "mimi" in the values costs less (``has_anchor``), and only
+    events holding one are scanned: 1.05 -> 0.75 us per event of such buckets (2,773 of the
+    attack corpus' 8,255 events, warm engines, interleaved runs)."""
+    options: list[set[str]] = []
+    for lit in literals:
+        grams = {lit[i:i + 4] for i in range(len(lit) - 3)} | {lit[i:i + 2] for i in range(len(lit) - 1)
+                                                               if lit[i:i + 2] in PAIR_ANCHORS}
+        grams = {g for g in grams if g.isascii() and g == g.lower()}
+        if not grams:
+            return None
+        options.append(grams)
+    chosen: list[str] = []
+    left = list(range(len(options)))
+    while left:
+        counts: dict[str, int] = {}
+        for i in left:
+            for g in options[i]:
+                counts[g] = counts.get(g, 0) + 1
+        best = max(counts, key=lambda g: (g in PAIR_ANCHORS, counts[g], g))
+        chosen.append(best)
+        if len(chosen) > MAX_ANCHORS:
+            return None
+        left = [i for i in left if best not in options[i]]
+    return tuple(sorted(chosen))
 
 
 def _as_text(v: object) -> str:
@@ -304,6 +364,8 @@ class Bucket:
     text_skip: frozenset[str] = frozenset()  # ... but these (System fields no literal comes from)
     upgrade_in: int = -1  # scans left before switching to Hyperscan; -1: final scanner
     literals: tuple[str, ...] = ()
+    # all its gated rules search keywords: no literal without one of these in a value (None: no such gate)
+    anchors: tuple[str, ...] | None = None
     # per unit position: its predicate (hot-loop copy of units[i].pred, read on first use)
     preds: list | tuple = ()
     rules: tuple = ()  # per unit position: its CompiledRule
@@ -388,7 +450,7 @@ def _literal_matcher(b: Bucket) -> Any:
         gather = Gather(gates, b.always, b.need)
     except ValueError:  # more gates than the C handler has slots: the Python path
         return None
-    return LiteralMatcher(gather, scan_db, b.text_fields, b.text_skip, b.preds, b.rules)
+    return LiteralMatcher(gather, scan_db, b.text_fields, b.text_skip, b.preds, b.rules, b.anchors)
 
 
 class Engine:
@@ -514,7 +576,8 @@ class Engine:
         b = Bucket(units, tuple(always), scan, lit_units, False,
                    text_fields=text_fields, text_skip=text_skip, need=tuple(need), single_gate=single_gate,
                    upgrade_in=upgrade_in, literals=tuple(lits), preds=hot_predicates(units),
-                   rules=tuple(u.rule for u in units))
+                   rules=tuple(u.rule for u in units),
+                   anchors=keyword_anchors(lits) if lits and fields is None and not named else None)
         if upgrade_in >= 0 and self.atoms is not False:
             b.sample = []
         if upgrade_in == 0:
@@ -672,6 +735,8 @@ class Engine:
                 return []
             order = sorted(cand)
         elif b.scan is not None:
+            if b.anchors is not None and not any_anchor(f, b.text_fields, b.text_skip, b.anchors):
+                return self._evaluate(b, f, b.always) if b.always else []
             if b.lit_matcher is not None:
                 out = b.lit_matcher(f)
                 if out is not None:
