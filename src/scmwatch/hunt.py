@@ -79,6 +79,7 @@ HITS, CANDS = "hits", "cand"  # record kinds, also their spill file prefixes
 _KEY = itemgetter(0)  # Hit and CorrelationHit: their sort key
 _CAND_KEY = itemgetter(0, 1, 2)  # candidate records (Candidate.to_record): (time_us, unit, position, ...)
 _INDEX = attrgetter("index")
+_BRACE = ord("{")
 
 
 class Hit(NamedTuple):
@@ -615,17 +616,22 @@ def alerts_from_hits(records: Iterable[Hit | LineHit | CorrelationHit], by_id: d
     """Alerts from (merged) hit records: the rule's title, level and custom attributes added;
     a :class:`HitLine` for a hit already written as its line."""
     extras: dict[str, dict[str, Any]] = {}
+    heads: dict[str, tuple] = {}  # rule id -> (its part of the line, id, title, level, tags)
+    new = tuple.__new__  # a HitLine without its Python-level __new__: ~0.25 us of the parent's per line
     for rec in records:
         if type(rec) is CorrelationHit:
             yield rec.alert
             continue
         if len(rec) == 4:  # a LineHit
             key, body, host, links = rec
-            rule = by_id[key[3]]
-            if lines is None:
-                lines = HitLines()
-            yield HitLine(lines.line(rule, body), rule.id, rule.title, rule.level, rule.tags, key[0], host,
-                          key[1], links)
+            head = heads.get(key[3])
+            if head is None:
+                rule = by_id[key[3]]
+                if lines is None:
+                    lines = HitLines()
+                head = heads[rule.id] = (lines.prefix(rule), rule.id, rule.title, rule.level, rule.tags)
+            line = body if body[0] == _BRACE else head[0] + body  # a whole line, or the body (HitLines)
+            yield new(HitLine, (line, head[1], head[2], head[3], head[4], key[0], host, key[1], links))
             continue
         key, fields, rid, fmt, derived = rec
         rule = by_id[key[3]]
@@ -973,28 +979,32 @@ def run_hunt(
         tally = merge.tally
         if tally is not None and results is not None and not results.absorbable(tally):
             tally = None
-        count = None if tally is not None else counts.add if results is None else _both(counts, results)
-        for alert in stream:
-            if keep is not None and not keep(alert):
-                filtered += 1
-                continue
-            if dedup is not None:
-                dedup.add(alert)
-                continue
-            if count is not None:
-                count(alert)
-            t0 = clock()
-            emit(alert)
-            output += clock() - t0
-        for alert in dedup.alerts() if dedup is not None else ():
-            count(alert)
-            t0 = clock()
-            emit(alert)
-            output += clock() - t0
-        if tally is not None:
+        if tally is not None:  # lines, so neither keep nor dedup: nothing per alert but the output
+            for alert in stream:
+                t0 = clock()
+                emit(alert)
+                output += clock() - t0
             counts.absorb(tally)
             if results is not None:
                 results.absorb(tally)
+        else:
+            count = counts.add if results is None else _both(counts, results)
+            for alert in stream:
+                if keep is not None and not keep(alert):
+                    filtered += 1
+                    continue
+                if dedup is not None:
+                    dedup.add(alert)
+                    continue
+                count(alert)
+                t0 = clock()
+                emit(alert)
+                output += clock() - t0
+            for alert in dedup.alerts() if dedup is not None else ():
+                count(alert)
+                t0 = clock()
+                emit(alert)
+                output += clock() - t0
         seconds = time.perf_counter() - start - output
         summary = make_summary(stats, ruleset, counts, seconds, ctx.parallelism["jobs"])
         summary["parallelism"] = dict(ctx.parallelism)

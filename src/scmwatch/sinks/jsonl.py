@@ -127,9 +127,14 @@ class HitLines:
         """The whole line of ``rule``'s alert from its body."""
         if body[:1] == b"{":
             return body
-        prefix = (self._rules.get(rule.id) or self._rule(rule))[0]
+        prefix = self.prefix(rule)
         assert prefix is not None, "a rule whose part orjson refuses has whole lines only"
         return prefix + body
+
+    def prefix(self, rule: Any) -> bytes | None:
+        """``rule``'s part of its alerts' lines, joined to each body that is not a whole line
+        (None: orjson refuses it, so its bodies are all whole lines)."""
+        return (self._rules.get(rule.id) or self._rule(rule))[0]
 
 
 def _head(rule: Any) -> dict[str, Any]:
