@@ -1051,6 +1051,25 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
     return evaluate_found(fields, order_buf, n, preds, rules);
 }
 
+/* The two matchers' shared part at init: an initialised gather, one predicate and one rule per unit. */
+static int gather_parts_ok(GatherObject *g, PyObject *preds, PyObject *rules) {
+    if (g->mark == NULL) {
+        PyErr_SetString(PyExc_TypeError, "Gather is not initialised");
+        return -1;
+    }
+    if (PyList_GET_SIZE(preds) != g->nunits || PyTuple_GET_SIZE(rules) != g->nunits) {
+        PyErr_SetString(PyExc_ValueError, "preds and rules must have one item per unit of the gather");
+        return -1;
+    }
+    return 0;
+}
+
+/* The gathered units' rules that hold on ``fields``; the gather is left empty for the next scan. */
+static PyObject *evaluate_gathered(GatherObject *g, PyObject *fields, PyObject *preds, PyObject *rules) {
+    Py_ssize_t n = gather_finish(g);
+    return n ? evaluate_found(fields, g->found, n, preds, rules) : PyList_New(0);
+}
+
 /*
  * Matcher(gather, scan_db, index, rest, skip, ascii_only, preds, rules): one bucket's atom path.
  * ``m(fields)`` is ``Engine._match`` with the atom prefilter and its C handler: the tagged text's
@@ -1099,15 +1118,7 @@ static int Matcher_init(MatcherObject *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     GatherObject *g = (GatherObject *)gather;
-    if (g->mark == NULL) {
-        PyErr_SetString(PyExc_TypeError, "Gather is not initialised");
-        return -1;
-    }
-    if (tagged_args_ok(index, rest, skip) < 0) return -1;
-    if (PyList_GET_SIZE(preds) != g->nunits || PyTuple_GET_SIZE(rules) != g->nunits) {
-        PyErr_SetString(PyExc_ValueError, "preds and rules must have one item per unit of the gather");
-        return -1;
-    }
+    if (gather_parts_ok(g, preds, rules) < 0 || tagged_args_ok(index, rest, skip) < 0) return -1;
     Py_ssize_t n = PyTuple_GET_SIZE(ascii_only), total = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *pair = PyTuple_GET_ITEM(ascii_only, i);
@@ -1198,9 +1209,7 @@ static PyObject *Matcher_call(MatcherObject *self, PyObject *args, PyObject *kwd
             for (Py_ssize_t k = self->ascii_start[i]; k < self->ascii_start[i + 1]; k++)
                 gather_add(g, self->ascii_units[k]);
     }
-    Py_ssize_t n = gather_finish(g);
-    if (n == 0) return PyList_New(0);
-    return evaluate_found(fields, g->found, n, self->preds, self->rules);
+    return evaluate_gathered(g, fields, self->preds, self->rules);
 }
 
 static PyTypeObject MatcherType = {
@@ -1257,20 +1266,13 @@ static int LiteralMatcher_init(LiteralMatcherObject *self, PyObject *args, PyObj
         return -1;
     }
     GatherObject *g = (GatherObject *)gather;
-    if (g->mark == NULL) {
-        PyErr_SetString(PyExc_TypeError, "Gather is not initialised");
-        return -1;
-    }
+    if (gather_parts_ok(g, preds, rules) < 0) return -1;
     if (names != Py_None && !PyTuple_CheckExact(names)) {
         PyErr_SetString(PyExc_TypeError, "names must be a tuple or None");
         return -1;
     }
     if (skip != Py_None && !PyAnySet_Check(skip)) {
         PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
-        return -1;
-    }
-    if (PyList_GET_SIZE(preds) != g->nunits || PyTuple_GET_SIZE(rules) != g->nunits) {
-        PyErr_SetString(PyExc_ValueError, "preds and rules must have one item per unit of the gather");
         return -1;
     }
     Py_INCREF(gather);
@@ -1304,10 +1306,8 @@ static PyObject *LiteralMatcher_call(LiteralMatcherObject *self, PyObject *args,
     if (self->anchors != Py_None) {
         int found = has_anchor_impl(fields, self->names, self->skip, self->anchors);
         if (found < 0) return NULL;
-        if (!found) { /* no literal can occur: the always ones only */
-            Py_ssize_t n = gather_finish(g);
-            return n ? evaluate_found(fields, g->found, n, self->preds, self->rules) : PyList_New(0);
-        }
+        if (!found) /* no literal can occur: the always ones only */
+            return evaluate_gathered(g, fields, self->preds, self->rules);
     }
     PyObject *text = lower_join_impl(fields, self->names, self->skip);
     if (text == NULL || text == Py_None) return text;
@@ -1318,11 +1318,12 @@ static PyObject *LiteralMatcher_call(LiteralMatcherObject *self, PyObject *args,
     if (data == NULL) return NULL;
     PyObject *r = PyObject_CallFunctionObjArgs(self->scan_db, data, (PyObject *)g, NULL);
     Py_DECREF(data);
-    Py_ssize_t n = gather_finish(g);
-    if (r == NULL) return NULL;
+    if (r == NULL) {
+        gather_finish(g); /* forget this scan's marks */
+        return NULL;
+    }
     Py_DECREF(r);
-    if (n == 0) return PyList_New(0);
-    return evaluate_found(fields, g->found, n, self->preds, self->rules);
+    return evaluate_gathered(g, fields, self->preds, self->rules);
 }
 
 static PyTypeObject LiteralMatcherType = {
