@@ -138,3 +138,80 @@ def test_batches_hand_out_every_unit_once_and_shrink_towards_the_end(many: Path)
     total = sum(map(cost, batches))
     assert all(cost(b[:-1]) < total / 16 for b in batches)
     assert len(batches) > 16 and max(map(cost, batches[-4:-1])) < min(map(cost, batches[:4]))
+
+
+@pytest.fixture(scope="module")
+def copies(many: Path, tmp_path_factory) -> Path:
+    """Three copies of ``many`` in directories of their own (files of one name in each), and
+    ``Security.jsonl`` (all of them in one) in ten more: a name group larger than one
+    worker's share."""
+    root = tmp_path_factory.mktemp("copies")
+    for k in range(3):
+        d = root / f"host{k}"
+        d.mkdir()
+        for f in many.iterdir():
+            (d / f.name).write_bytes(f.read_bytes())
+    whole = b"".join(p.read_bytes() for p in sorted(many.glob("part*.jsonl")))
+    for k in range(10):
+        d = root / f"dc{k}"
+        d.mkdir()
+        (d / "Security.jsonl").write_bytes(whole)
+    return root
+
+
+def test_queues_keep_a_name_on_one_worker_and_hand_out_every_unit_once(copies: Path) -> None:
+    """Each worker's queue (``hunt._queues``) holds whole name groups while its share allows
+    (the buckets each worker meets, see the docstring); a group larger than a share spills
+    over; every unit is handed out once; the shares stay within one file of each other."""
+    from scmwatch.split import unit_size
+
+    units = list(enumerate(discover([str(copies)], ReadStats())))
+    queues = hunt._queues(units, 2)
+    got = [p for q in queues for b in q for p in b]
+    assert sorted(i for i, _ in got) == [i for i, _ in units]
+    owners: dict[str, set[int]] = {}
+    for w, q in enumerate(queues):
+        for b in q:
+            for _, u in b:
+                owners.setdefault(hunt.affinity_key(u), set()).add(w)
+    assert owners["security.jsonl"] == {0, 1}  # 10 files, over half the run: both workers
+    assert sum(len(ws) > 1 for ws in owners.values()) <= 2 and len(owners) > 20
+    loads = [sum(unit_size(u) + hunt.FILE_COST for b in q for _, u in b) for q in queues]
+    biggest = max(unit_size(u) + hunt.FILE_COST for _, u in units)
+    assert abs(loads[0] - loads[1]) <= biggest
+
+
+def test_plan_gives_each_batch_once_own_queue_first_then_the_others_smallest() -> None:
+    """What pool workers take (``hunt._Plan.take``): a worker's own queue from its largest
+    batch on, then, its queue empty, the last (smallest) batch of the fullest other queue."""
+    import multiprocessing
+
+    queues = [[["a0"], ["a1"], ["a2"]], [["b0"]], [["c0"], ["c1"]]]
+    plan = hunt._Plan(queues, multiprocessing.get_context("fork"))
+    plan.join()
+    assert plan.own == 0
+    taken = [plan.take()[0] for _ in range(2)]
+    plan.own = 1
+    taken += [plan.take()[0] for _ in range(4)]
+    assert taken == ["a0", "a1", "b0", "c1", "a2", "c0"]
+    plan.join()
+    assert plan.own == 1  # the second worker to join
+
+
+def test_name_groups_give_the_output_of_jobs_one(copies: Path, tmp_path: Path) -> None:
+    """Same-named files kept on one worker, a group split over both, stolen batches: the
+    JSON lines and the summary's counts are those of ``--jobs 1``, byte for byte."""
+    import json
+
+    from scmwatch.cli import main
+
+    out = {}
+    for jobs in (1, 2):
+        alerts, summary = tmp_path / f"a{jobs}.jsonl", tmp_path / f"s{jobs}.json"
+        assert main(["hunt", str(copies), "--jobs", str(jobs), "--format", "jsonl", "-o", str(alerts),
+                     "--summary", str(summary)]) == 0
+        s = json.loads(summary.read_text())
+        out[jobs] = alerts.read_bytes(), {k: s[k] for k in ("files", "events", "alerts", "alerts_by_rule",
+                                                            "errors", "results")}
+    assert out[1] == out[2]
+    assert out[1][0].count(b"\n") > 30 and out[1][1]["files"] > 100
