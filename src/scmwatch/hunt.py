@@ -473,7 +473,7 @@ class AlertMerge:
         self.ctx = ctx
         self.stats = stats
         self.budget = SpillBudget(ctx.spill, memory_budget, fan_in or default_fan_in(),
-                                  {HITS: _KEY, CANDS: _CAND_KEY})
+                                  {HITS: _KEY, CANDS: _CAND_KEY}, frozenset({HITS}))
         self.results: list[UnitResult] = []
         self.seen: set[tuple[Any, Any]] = set()
         self.lineage: dict[str, int] = {}  # process-lineage counts (after alerts())

@@ -396,7 +396,8 @@ def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -
 
     A plain EVTX file on disk (the common case, and often thousands of small files) is sniffed
     with raw ``os`` calls and its reader returned directly, without a wrapping generator: one
-    layer less per event and no buffered file object per file. Everything else (text formats,
+    layer less per event and no buffered file object per file; a small one (``WHOLE_EVTX``) is
+    read whole right there, so it is opened once. Everything else (text formats,
     ``.gz``, archive members, pipes) goes through :func:`_read_stream`. ``gate`` (optional) lets
     the EVTX reader, and the NDJSON reader of evtx_dump lines, skip records nobody wants
     (:class:`~scmwatch.events.model.ReadGate`).
@@ -408,6 +409,8 @@ def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -
                 st = os.fstat(fd)
                 head = os.read(fd, SNIFF) if stat.S_ISREG(st.st_mode) else b""
                 size = st.st_size
+                body = (os.read(fd, size - SNIFF) if SNIFF < size <= WHOLE_EVTX and len(head) == SNIFF
+                        and head.startswith(MAGIC) else None)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -424,7 +427,7 @@ def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -
             return iter(())
         if head.startswith(MAGIC):
             stats.files += 1
-            return read_evtx(inp.name, inp.path, stats, head, size, named=inp.named, gate=gate)
+            return read_evtx(inp.name, inp.path, stats, head, size, named=inp.named, gate=gate, body=body)
     return _read_stream(inp, stats, gate)
 
 
@@ -463,7 +466,11 @@ def _read_stream(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None)
             stats.named_failed += 1
 
 
-SNIFF = 4096  # enough to tell the formats apart; the EVTX parser re-reads the file itself
+SNIFF = 4096  # enough to tell the formats apart, and an EVTX file's header
+# An EVTX file up to this size is read whole where it is sniffed and never opened again
+# (read_evtx(body=...)): 5 system calls instead of 9 for a one-chunk file, most of the attack
+# samples. Larger files are read chunk by chunk (64 KiB buffers, their holes not read).
+WHOLE_EVTX = SNIFF + 4 * 65536
 
 
 def _dispatch(inp: InputFile, stream: BinaryIO, stats: ReadStats, gate: ReadGate | None) -> Iterator[Event]:
