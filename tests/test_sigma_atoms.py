@@ -78,6 +78,22 @@ def test_tagged_text_c_equals_python(fields, names, rest):
     assert frames == expected
 
 
+@pytest.mark.skipif(tagged.tagged_join is None, reason="the C extension is not built")
+def test_latin1_values_lowered_into_the_scanned_bytes():
+    """Latin-1 values (Sysmon's Product "Microsoft® Windows®") take the C table, not str.lower:
+    every code point below U+0100 outside the frame characters, alone and beside ASCII and wider
+    text, gives the bytes of the Python text's UTF-8."""
+    latin1 = "".join(chr(c) for c in range(0x20, 0x100))
+    values = [latin1, latin1.upper(), "Microsoft® Windows® Operating System", "ÀÉÎÕÜÞ×ßÿµ",
+              ["Ä", "b", 7], "Ωmega İ À"]
+    for k, v in enumerate(values):
+        fields = {"A": v, "B": "ASCII Only", "C": values[k - 1]}
+        for index, rest in (({"A": 0}, -1), ({"A": 0, "C": 1}, 2), ({}, 0)):
+            want = tagged.tagged_text_py(fields, index, rest)
+            assert want is not None
+            assert tagged.tagged_join(fields, index, rest, True, SYSTEM_FIELDS) == want.encode("utf-8")
+
+
 def test_unclean_values_leave_the_atom_path():
     index = {"A": 0}
     for bad in ["x\x1ey", "\x10", 1.5, [None], [["x"]], {"k": "v"}, ("x",)]:
