@@ -193,3 +193,26 @@ def test_unhashable_channel_or_event_id_is_no_traceback(tmp_path, capsys):
     rc, out, err = run_cli(capsys, str(p), "--format", "jsonl")
     assert rc == 0 and "Traceback" not in err
     assert "3 events" in err
+
+
+def test_young_gc_threshold_raised_for_the_hunt_and_restored():
+    """While a hunt runs the cyclic GC's young generation waits for HUNT_GC_THRESHOLD net
+    allocations (its hits and lineage entries are not walked again and again); afterwards, and
+    after a failed run, the process has its own thresholds back."""
+    import gc
+
+    from scmwatch.hunt import HUNT_GC_THRESHOLD
+
+    before = gc.get_threshold()
+    seen: list[tuple[int, ...]] = []
+    result = run_hunt(LOGS, load_rules([RULES]), sink=lambda a: seen.append(gc.get_threshold()))
+    assert result.summary["alerts"] == 4
+    assert seen and all(t == (HUNT_GC_THRESHOLD, *before[1:]) for t in seen)
+    assert gc.get_threshold() == before
+
+    def boom(alert):
+        raise RuntimeError("sink failed")
+
+    with pytest.raises(RuntimeError):
+        run_hunt(LOGS, load_rules([RULES]), sink=boom)
+    assert gc.get_threshold() == before
