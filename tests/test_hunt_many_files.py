@@ -1,9 +1,10 @@
 """Many small EVTX files: the per-file shortcuts change nothing a hunt reports.
 
-A small EVTX file is read whole where it is sniffed (``read.WHOLE_EVTX``) and the hunt's short
-sorted runs of hits are merged by one sort (``spill.merge_sorted``). The reference for both is
-the path they replace, run in the same test: every file read chunk by chunk with ``pread``
-(``WHOLE_EVTX = 0``) and every merge a ``heapq.merge``. Alerts (their JSON lines, in order),
+A small EVTX file is read whole where it is sniffed (``read.WHOLE_EVTX``), the hunt's short
+sorted runs of hits are merged by one sort (``spill.merge_sorted``) and the read gate's answers
+are shared by a run's files (``HuntContext.gate_answers``). The reference is the paths they
+replace, run in the same test: every file read chunk by chunk with ``pread`` (``WHOLE_EVTX =
+0``), every merge a ``heapq.merge``, every file's gate asking afresh. Alerts (their JSON lines, in order),
 the summary and the problem lines must be identical -- on the shared attack samples copied
 as the side-by-side benchmark's x5 input is, and on built files with the damage the EVTX reader
 reports (cut chunks, records the chunk headers list but the file lacks, zeroed chunks).
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import scmwatch.hunt as hunt
 import scmwatch.spill as spill
 from evtxbuild import CHUNK, chunk, evtx_file, records, service_chunks, simple_file
 from paths import ATTACK_SAMPLES, SIGMAHQ, need_shared
@@ -32,10 +34,20 @@ from scmwatch.sigma import Engine, load_rules
 from scmwatch.sinks.jsonl import JsonlSink
 
 
+class _AskEveryFile(hunt.ReadGate):
+    """The gate keeping its own answers (the run's shared ones are not taken)."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name != "decisions" or not hasattr(self, "decisions"):
+            super().__setattr__(name, value)
+
+
 def _reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The paths the shortcuts replace: whole files never read at once, merges by heapq."""
+    """The paths the shortcuts replace: whole files never read at once, merges by heapq, the
+    gate asked per file."""
     monkeypatch.setattr(read, "WHOLE_EVTX", 0)
     monkeypatch.setattr(spill, "merge_sorted", lambda lists, key: list(heapq.merge(*lists, key=key)))
+    monkeypatch.setattr(hunt, "ReadGate", _AskEveryFile)
 
 
 def _hunt(root: Path, rs, engine, **kw) -> tuple[bytes, dict, list[str]]:
@@ -64,6 +76,8 @@ def _built(root: Path) -> Path:
     (root / "g.evtx").write_bytes(evtx_file(service_chunks(5, per_chunk=30)))  # past WHOLE_EVTX
     for k in range(12):
         (root / f"s{k:02d}.evtx").write_bytes(evtx_file(service_chunks(1 + k % 2, per_chunk=8 + k)))
+        # events no rule looks at (the gate turns them away), on channels only these files have
+        (root / f"t{k:02d}.evtx").write_bytes(simple_file(2 + k, channel=f"Chan{k % 3}", event_id=9000 + k))
     return root
 
 

@@ -276,6 +276,15 @@ class HuntContext:
         # Set when the run's sink takes JSON lines (run_hunt's ``lines``): each hit is written as
         # its line where it is matched (a --jobs worker), not by the parent after the merge.
         self.lines: HitLines | None = None
+        # What the units' gates answered per (Channel, EventID) (ReadGate.decisions), shared by
+        # the units of one run (the local mapper sets it): the answers are the same for all, so
+        # asked once per pair and process rather than once per pair and file. A unit not asked
+        # does not list the pair in its ``seen``; the readiness report takes the union over the
+        # run's units, which the unit asked first made complete. None: each unit asks afresh (a
+        # cluster worker's context outlives a run).
+        self.gate_answers: dict | None = None
+        # the results summary's key per rule (results.rule_key), for the tallies of all units
+        self.rule_keys: dict[str, tuple] = {}
 
 
 Reader = Callable[[Any, ReadStats, ReadGate], Iterable[Event]]
@@ -346,7 +355,7 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
 
     lines = ctx.lines
     tally = res.tally = Tally() if lines is not None else None
-    rule_keys: dict[str, tuple] = {}
+    rule_keys = ctx.rule_keys
 
     def tally_key(r: CompiledRule) -> tuple:
         k = rule_keys[r.id] = rule_key(r.id, r.title, r.level, r.tags)
@@ -379,6 +388,8 @@ def hunt_unit(ctx: HuntContext, index: int, unit: Any, *, on_error: Callable[[Re
         return out
 
     gate = ReadGate(want)
+    if ctx.gate_answers is not None:
+        gate.decisions = ctx.gate_answers
     excluded_before = engine.excluded
     n = 0
     ev = None
@@ -663,6 +674,7 @@ def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
     """Hunt (index, unit) pairs inline (``jobs == 1``) or in a fork pool; yields results as
     they finish. Errors go to ``report``: inline as they happen, from workers with each result
     (``UnitResult.errors``)."""
+    ctx.gate_answers = {}
     if jobs == 1:
         for i, unit in units:
             yield hunt_unit(ctx, i, unit, on_error=report)

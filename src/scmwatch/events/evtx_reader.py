@@ -121,7 +121,7 @@ def read_evtx(
             source = (_InMemory(head, body) if DECODE_CHUNK is not None and _plain_header(head, size)
                       else io.BytesIO(head + body))
         if _plain_header(head, size) and (DECODE_CHUNK is not None or _any_string_table_loops(source, size)):
-            events: Any = ChunkEvents(name, source, size, want)
+            events: Any = ChunkEvents(name, source, size, want, gate.decisions if gate is not None else None)
         else:  # the package also says why a file is no EVTX file
             events = (EvtxEvents or PyEvtxEvents)(evtx.PyEvtxParser(source).records_json(), name, want)
     except (OSError, RuntimeError) as exc:
@@ -224,9 +224,11 @@ def _audit_open(name: str, read_at: Any, head: bytes, size: int, read: int, stat
     """
     if len(head) < 44 or size < HEADER_SIZE:
         return  # reported by _check_truncation
+    n = (size - HEADER_SIZE) // CHUNK_SIZE
+    if heads is not None and 0 < n <= len(heads) and _all_read(heads, n, read):
+        return
     declared = struct.unpack_from("<H", head, 42)[0]
     next_id = struct.unpack_from("<Q", head, 24)[0]
-    n = (size - HEADER_SIZE) // CHUNK_SIZE
     damaged: set[int] = set()
     ranges: list[tuple[int, int] | None] = []
     for i in range(n):
@@ -285,6 +287,21 @@ def _audit_open(name: str, read_at: Any, head: bytes, size: int, read: int, stat
     if not gaps and not lost:
         stats.error(name, "evtx-record", f"{expected - read} of the {expected} records the chunk headers "
                     "list were not read")
+
+
+def _all_read(heads: list[bytes], n: int, read: int) -> bool:
+    """The common case of :func:`_audit_open`, decided from the kept chunk heads alone: every
+    chunk has a valid header and the reader produced all the records they list: 0.6 instead
+    of 3.0 us for a one-chunk file (measured)."""
+    expected = 0
+    for h in heads[:n]:
+        if h[:8] != CHUNK_MAGIC:
+            return False
+        first, last = struct.unpack_from("<QQ", h, 24)
+        if not 0 <= last - first < MAX_CHUNK_RECORDS:
+            return False
+        expected += last - first + 1
+    return read >= expected
 
 
 def _reachable(chunk: bytes, first: int, last: int) -> set[int]:
@@ -432,7 +449,8 @@ class ChunkEvents:
     on the attack samples, reading + normalizing alone (old and new reader alternately, median of
     three, load 2.4): 5.76 -> 4.96 us CPU per event."""
 
-    def __init__(self, name: str, source: str | BinaryIO | _InMemory, size: int, want: Any = None) -> None:
+    def __init__(self, name: str, source: str | BinaryIO | _InMemory, size: int, want: Any = None,
+                 decisions: dict | None = None) -> None:
         self.name = name
         self.want = want
         self.count = 0
@@ -463,7 +481,7 @@ class ChunkEvents:
         self._chunks = (size - HEADER_SIZE) // CHUNK_SIZE if len(self._header) == HEADER_SIZE else 0
         self._next_chunk = 0
         self.heads: list[bytes] = []  # the first 40 bytes of each chunk read, for the chunk audit
-        self._decisions: dict = {}
+        self._decisions: dict = {} if decisions is None else decisions  # want's answers per pair
         self._ready: list[Event] = []  # the C decoder's events of the chunk just read
         self._batch: Iterator[Event] | None = None  # what __next__ is going through
         self._slow: Any = None  # the package's events of the current fallback chunk

@@ -143,10 +143,13 @@ class ReadGate:
     still count as events read.
     ``skipped`` says how many records of the current file were skipped so far, so a caller
     can number events as if it had seen every one. Readers that cannot skip ignore the gate.
+    ``decisions`` holds the EVTX decoder's answers per pair: a hunt whose ``want`` answers the
+    same for every file shares one dict over its files, so ``want`` is asked once per pair.
     """
 
     def __init__(self, want: Any) -> None:
         self.want = want
+        self.decisions: dict = {}
         self.reader: Any = None  # set by the reader that honours the gate
 
     @property

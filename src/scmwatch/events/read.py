@@ -351,22 +351,25 @@ def walk_tree(top: str, stats: ReadStats) -> list[InputFile]:
 
 def dir_inputs(root: str, files: Iterable[str], stats: ReadStats) -> Iterator[InputFile]:
     """The inputs among the files ``files`` of the directory ``root``, in name order."""
+    prefix = os.path.join(root, "")  # each name joined as os.path.join does, without a call per file
     for fname in sorted(files):
-        full = os.path.join(root, fname)
         if not _is_log_name(fname):
             stats.files_skipped += 1
             continue
+        full = prefix + fname
         try:
             st = os.stat(full)
         except OSError as exc:
             stats.files_failed += 1
             stats.error(full, "unreadable", _why(exc))
             continue
-        if stat.S_ISREG(st.st_mode):
-            yield from _expand(full, stats, named=False, size=st.st_size)
-        else:
+        if not stat.S_ISREG(st.st_mode):
             stats.files_skipped += 1
             stats.error(full, "special-file", "not a regular file (FIFO, socket or device): skipped")
+        elif fname[-4:].lower() == ".zip":
+            yield from _expand(full, stats, named=False, size=st.st_size)
+        else:
+            yield InputFile(full, full, named=False, size=st.st_size)
 
 
 def _expand(path: str, stats: ReadStats, named: bool, size: int | None = None) -> Iterator[InputFile]:
