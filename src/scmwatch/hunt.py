@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import heapq
-import os
+import mmap
 import signal
 import threading
 import time
@@ -853,8 +853,7 @@ def _hunt_batch(batch: list[tuple[int, Any]]) -> list[UnitResult]:
 FILE_COST = 1 << 15
 
 
-def _batches(units: list[tuple[int, Any]], jobs: int,
-             total: int | None = None) -> list[list[tuple[int, Any]]]:
+def _batches(units: list[tuple[int, Any]], jobs: int) -> list[list[tuple[int, Any]]]:
     """Units, largest first, grouped by estimated cost (bytes + FILE_COST per file): each batch
     a quarter of the cost still to hand out per worker, between 1/(32*jobs) and 1/(8*jobs) of
     the whole (guided self-scheduling). Few tasks keep Pool overhead small (~0.5 ms of parent
@@ -864,17 +863,17 @@ def _batches(units: list[tuple[int, Any]], jobs: int,
     A range of a split file is a task alone: its size is chosen for balance
     (``scmwatch.split.range_weights``), and two ranges in one task made tasks of one and two
     ranges whose ends were up to a range apart (1 GB NDJSON, ``--jobs 2``: one worker idle for
-    the last 1.3 of 8.9 s).
-
-    With ``total`` (the cost of the whole run), ``units`` are one worker's share of it
-    (:func:`_queues`): its batches are sized as if the other workers' shares shrank alike."""
+    the last 1.3 of 8.9 s)."""
     cost = {i: unit_size(u) + FILE_COST for i, u in units}
-    order = dispatch_order(units)
-    mine = sum(cost.values()) or 1
-    spread = 1 if total is None else jobs  # how many shares like this one are still handed out
-    total = total or mine
+    return _cut(dispatch_order(units), cost, jobs, sum(cost.values()) or 1, 1)
+
+
+def _cut(order: list[tuple[int, Any]], cost: dict[int, int], jobs: int, total: int,
+         spread: int) -> list[list[tuple[int, Any]]]:
+    """:func:`_batches` of ``order`` (in dispatch order), one of ``spread`` equal shares of
+    units costing ``total`` in all: its batches are sized as if the other shares shrank alike."""
     largest, smallest = total / (8 * jobs), total / (32 * jobs)
-    remaining = mine
+    remaining = sum(cost[i] for i, _ in order)
 
     def target() -> float:
         return min(largest, max(smallest, remaining * spread / (4 * jobs)))
@@ -908,7 +907,7 @@ def _batches(units: list[tuple[int, Any]], jobs: int,
 def affinity_key(unit: Any) -> str:
     """Files that are likely to hold the same kinds of events: the same base name (a triage
     collection's ``Security.evtx`` of every host, copies of one recording)."""
-    return os.path.basename(unit.member or unit.path).lower()
+    return (unit.member or unit.path).rpartition("/")[2].lower()
 
 
 def _queues(units: list[tuple[int, Any]], jobs: int) -> list[list[list[tuple[int, Any]]]]:
@@ -917,36 +916,42 @@ def _queues(units: list[tuple[int, Any]], jobs: int) -> list[list[list[tuple[int
     so that each worker meets fewer of the engine's buckets. Every worker builds, fills with
     predicates and ramps up each bucket it meets (``sigma.index``); on the EVTX attack samples
     x5 (1,390 files, 41k events, all SigmaHQ) batches handed out in one order made the two
-    workers meet 281 buckets between them, these queues 181 (one process:
-    142), and the whole ``--jobs 2`` hunt's CPU went from 1.78-1.87 to 1.65-1.75 s (medians of
-    6 alternated runs, twice, load 3.4-4.6). Ranges of a split file keep the one queue of
-    :func:`_batches`, in dispatch order: their sizes are chosen for it."""
+    workers meet 281 buckets between them, these queues 181 (one process: 142), and the whole
+    ``--jobs 2`` hunt's CPU went from 1.78-1.87 to 1.65-1.75 s (medians of 6 alternated runs,
+    twice, load 3.4-4.6). Ranges of a split file keep the one queue of :func:`_batches`, in
+    dispatch order: their sizes are chosen for it."""
     if jobs == 1 or any(type(u) is FileRange for _, u in units):
         return [_batches(units, jobs)]
     cost = {i: unit_size(u) + FILE_COST for i, u in units}
-    groups: dict[str, list[tuple[int, Any]]] = {}
-    for pair in dispatch_order(units):
-        groups.setdefault(affinity_key(pair[1]), []).append(pair)
-    total = sum(cost.values())
-    share = total / jobs
+    order = dispatch_order(units)
+    groups: dict[str, list[int]] = {}
+    for i, u in order:
+        groups.setdefault(affinity_key(u), []).append(i)
+    share = sum(cost.values()) / jobs
     load = [0] * jobs
-    shares: list[list[tuple[int, Any]]] = [[] for _ in range(jobs)]
-    for _, pairs in sorted(groups.items(), key=lambda kv: (-sum(cost[i] for i, _ in kv[1]), kv[0])):
+    owner: dict[int, int] = {}
+    for _, files in sorted(groups.items(), key=lambda kv: (-sum(map(cost.__getitem__, kv[1])), kv[0])):
         w = None
-        for pair in pairs:
-            c = cost[pair[0]]
+        for i in files:
+            c = cost[i]
             if w is None or load[w] + c > share:  # its group's worker is full: the least loaded one
-                w = min(range(jobs), key=load.__getitem__)
-            shares[w].append(pair)
+                w = load.index(min(load))
+            owner[i] = w
             load[w] += c
-    return [_batches(mine, jobs, total) for mine in shares]
+    shares: list[list[tuple[int, Any]]] = [[] for _ in range(jobs)]
+    for pair in order:
+        shares[owner[pair[0]]].append(pair)
+    total = sum(load) or 1
+    return [_cut(mine, cost, jobs, total, jobs) for mine in shares]
 
 
 class _Plan:
     """Which batch a pool worker hunts next: its own queue's largest batch left, else the
     smallest batch left of the queue with most left (work stealing keeps the finish balanced).
     The parent builds it before the fork; workers inherit the batches and share only the
-    queues' bounds (under a lock), so a task is a token, not a pickled list of files."""
+    queues' bounds (in shared memory, under a lock), so a task is a token, not a pickled list
+    of files. The bounds live in an anonymous shared mapping, not a ``multiprocessing``
+    shared array: that imports ``ctypes``, ~5 ms of the parent's start-up before the fork."""
 
     def __init__(self, queues: list[list[list[tuple[int, Any]]]], mp: Any) -> None:
         self.batches = [b for q in queues for b in q]
@@ -954,21 +959,24 @@ class _Plan:
         for q in queues:
             start = bounds[-1] if bounds else 0
             bounds += [start, start + len(q)]
-        self.bounds = mp.RawArray("q", bounds)  # (head, end) of each queue in ``batches``
-        self.joined = mp.RawValue("i", 0)
+        # (head, end) of each queue in ``batches``, then how many workers joined
+        self.shared = memoryview(mmap.mmap(-1, 8 * (len(bounds) + 1))).cast("q")
+        for i, v in enumerate(bounds):
+            self.shared[i] = v
         self.lock = mp.Lock()
         self.queues = len(queues)
         self.own = 0
 
     def join(self) -> None:
         """In a new worker: take the next queue as its own."""
+        b = self.shared
         with self.lock:
-            self.own = self.joined.value % self.queues
-            self.joined.value += 1
+            self.own = b[-1] % self.queues
+            b[-1] += 1
 
     def take(self) -> list[tuple[int, Any]]:
         """The next batch for this worker (there is one per token the pool hands out)."""
-        b = self.bounds
+        b = self.shared
         with self.lock:
             q = self.own
             if b[2 * q] < b[2 * q + 1]:
