@@ -194,8 +194,46 @@ def test_plan_gives_each_batch_once_own_queue_first_then_the_others_smallest() -
     plan.own = 1
     taken += [plan.take()[0] for _ in range(4)]
     assert taken == ["a0", "a1", "b0", "c1", "a2", "c0"]
+    assert plan.take() == [] and plan.take() == []  # the tokens left over find nothing
     plan.join()
     assert plan.own == 1  # the second worker to join
+
+
+def test_the_hunting_process_is_one_of_the_jobs(many: Path, pack, monkeypatch, tmp_path: Path) -> None:
+    """``--jobs 2`` forks one worker: this process hunts units too (counted here: the worker's
+    calls happen in its own copy of the counter), and reports its problems with its results;
+    not when a file is split (then it replays the ranges as they come in)."""
+    import multiprocessing
+
+    here: list[int] = []
+    real = hunt.hunt_unit
+    forked: list[int] = []
+    pool = multiprocessing.get_context("fork").Pool
+
+    def counting(ctx, i, unit, **kwargs):
+        here.append(i)
+        return real(ctx, i, unit, **kwargs)
+
+    def one_pool(processes, **kwargs):
+        forked.append(processes)
+        return pool(processes, **kwargs)
+
+    monkeypatch.setattr(hunt, "hunt_unit", counting)
+    monkeypatch.setattr(multiprocessing.context.ForkContext, "Pool", lambda self, n, **kw: one_pool(n, **kw))
+    rs, engine = pack
+    errors: list[str] = []
+    res = run_hunt([str(many)], rs, engine=engine, jobs=2, on_error=lambda e: errors.append(e.line()))
+    assert forked == [1]
+    assert here and len(here) == len(set(here))  # how many the worker took depends on timing
+    assert len(errors) >= 3 and res.summary["files"] >= 20
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(b"".join(p.read_bytes() for p in sorted(many.glob("part*.jsonl"))))
+    here.clear()
+    forked.clear()
+    res = run_hunt([str(big)], rs, engine=engine, jobs=2, split_bytes=1 << 12)
+    par = res.summary["parallelism"]
+    assert par["ranges"] > 1 and forked[0] == 2
+    assert len(here) == par["files_reread_whole"]  # only a file read again whole, inline
 
 
 def test_name_groups_give_the_output_of_jobs_one(copies: Path, tmp_path: Path) -> None:
