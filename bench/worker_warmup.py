@@ -11,7 +11,10 @@ by side in one run mean anything):
       (every source of the rule, as the rule cache stored them before) against one piece per
       source (only the bucket's), minimum of 5 passes;
   (3) per file: ``hunt_unit`` of a one-record EVTX file (warm engine) against opening and
-      reading the file's header, µs per file, minimum of 5 rounds.
+      reading the file's header, µs per file, minimum of 5 rounds;
+  (4) dispatch: the engine's buckets the two hunting processes of ``--jobs 2`` meet between
+      them (each warms up every bucket it meets), with the batches dealt alternately in one
+      order against the per-process queues of same-named files (``hunt._queues``); no timing.
 
     python bench/worker_warmup.py [--copies 5] [--sigmahq DIR] [--corpus DIR]
 """
@@ -28,7 +31,10 @@ from pathlib import Path
 
 from case_store import make_copies
 from common import ATTACK_SAMPLES, SHARED, load_average
+from scmwatch import hunt
 from scmwatch.events import ReadStats, discover
+from scmwatch.events.model import ReadGate
+from scmwatch.events.read import read_input
 from scmwatch.hunt import HuntContext, hunt_unit, run_hunt
 from scmwatch.sigma import Engine, load_rules, predpickle
 from scmwatch.sigma import index as sigma_index
@@ -145,6 +151,32 @@ def _cpu(fn) -> float:
     return time.process_time() - t
 
 
+def dispatch(root: Path, rules) -> None:
+    """(4)."""
+    inputs = list(discover([str(root)], ReadStats()))
+    units = list(enumerate(inputs))
+    engine = Engine(rules)
+    pairs: list[set] = []
+    for inp in inputs:
+        met = set()
+        for ev in read_input(inp, ReadStats(), ReadGate(lambda channel, eid: True)):
+            key = (ev.fields.get("Channel"), ev.fields.get("EventID"))
+            if not engine.bucket(*key).empty:
+                met.add(key)
+        pairs.append(met)
+
+    def met(shares: list[list[int]]) -> int:
+        return sum(len(set().union(*(pairs[i] for i in share))) for share in shares)
+
+    dealt: list[list[int]] = [[], []]
+    for k, batch in enumerate(hunt._batches(units, 2)):
+        dealt[k % 2] += [i for i, _ in batch]
+    queues = [[i for batch in q for i, _ in batch] for q in hunt._queues(units, 2)]
+    one, a, b = met([list(range(len(inputs)))]), met(dealt), met(queues)
+    print(f"(4) dispatch, {len(inputs):,} files: buckets met by two hunting processes, batches dealt in "
+          f"one order {a}, queues by file name {b} (one process {one}): x{a / b:.2f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=5)
@@ -162,6 +194,7 @@ def main() -> None:
         read = warmup(root, rules)
         predicate_pieces(read)
         per_file(root, rules)
+        dispatch(root, rules)
 
 
 if __name__ == "__main__":
