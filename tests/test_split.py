@@ -206,6 +206,21 @@ def test_a_shrinking_tail_gives_the_whole_files_output(tmp_path: Path, pack, att
     assert s["parallelism"]["ranges"] == len(weights) == 14
 
 
+@pytest.mark.parametrize("budget", [8, 100_000])
+def test_ranges_short_hit_runs_are_gathered_as_they_come_in(tmp_path: Path, pack, attack: Path,
+                                                             budget: int) -> None:
+    """Each range's last, short run of hits joins its file's runs as the range comes in (sorted
+    runs of ``run_size`` written then, the rest left to the memory budget): with runs and a
+    budget much smaller than the hits (most written while ranges come in) or a budget that holds
+    them, the alerts are the whole file's in the same order, and no buffer held more than its
+    bound."""
+    path = _joined(attack, tmp_path / "all.jsonl", old_host=False)
+    s = _same([path], pack, run_size=16, memory_budget=budget)
+    mem = s["memory"]
+    assert mem["hits"] > 16 * s["parallelism"]["ranges"]
+    assert mem["alerts_buffered_peak"] <= 16 and mem["held_peak"] <= budget
+
+
 def test_each_range_is_a_pool_task_of_its_own(tmp_path: Path) -> None:
     from scmwatch.hunt import _batches
 
