@@ -221,6 +221,29 @@ def test_ranges_short_hit_runs_are_gathered_as_they_come_in(tmp_path: Path, pack
     assert mem["alerts_buffered_peak"] <= 16 and mem["held_peak"] <= budget
 
 
+def test_a_range_result_is_handed_over_in_a_file(tmp_path: Path, pack) -> None:
+    """A pool worker writes a range's result to a spill file and sends only its path through the
+    pool's pipe; the parent reads the same result back and removes the file."""
+    from scmwatch.hunt import HuntContext, hunt_unit
+    from scmwatch.spill import SpillDir
+
+    path = lateral(tmp_path)
+    rs, engine = pack
+    spill = SpillDir(str(tmp_path))
+    ctx = HuntContext(rs, spill, engine=engine)
+    ranges = split_file(InputFile(str(path), str(path)), 8, SMALL)
+    assert ranges is not None
+    r = hunt_unit(ctx, 3, ranges[3])
+    handed = split.hand_over(spill, r)
+    assert len(pickle.dumps(handed)) < 300 < len(pickle.dumps(r))
+    back = handed.result()
+    assert not Path(handed.path).exists()
+    assert back.index == 3 and back.stats is not None and r.stats is not None
+    assert back.stats.events == r.stats.events == 50 and back.hits == r.hits
+    assert back.links is not None and r.links is not None and list(back.links.rows()) == list(r.links.rows())
+    spill.cleanup()
+
+
 def test_each_range_is_a_pool_task_of_its_own(tmp_path: Path) -> None:
     from scmwatch.hunt import _batches
 

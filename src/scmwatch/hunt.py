@@ -64,7 +64,7 @@ from scmwatch.sigma import CompiledRule, Engine, RuleSet
 from scmwatch.sigma.cache import freeze_gc, unfreeze_gc
 from scmwatch.sinks.jsonl import HitLines, rule_extra
 from scmwatch.spill import SortedSpiller, SpillBudget, SpillDir, Stream, default_fan_in, write_merged
-from scmwatch.split import SPLIT_BYTES, dispatch_order, split_units, unit_size
+from scmwatch.split import SPLIT_BYTES, Handed, dispatch_order, hand_over, split_units, unit_size
 
 # Hits (or correlation alerts, or candidates) one unit's buffer holds before it goes to disk.
 RUN_SIZE = 2048
@@ -850,7 +850,7 @@ def batch_result(results: list[UnitResult]) -> UnitResult:
     return out
 
 
-def _hunt_batch(batch: list[tuple[int, Any]]) -> list[UnitResult]:
+def _hunt_batch(batch: list[tuple[int, Any]]) -> list[UnitResult | Handed]:
     """A worker's task: hunt a batch of units; one result for its whole files, with their
     short remainders written to disk.
 
@@ -859,16 +859,16 @@ def _hunt_batch(batch: list[tuple[int, Any]]) -> list[UnitResult]:
     spilled again there. Here each worker writes one sorted run of hits and one merged stream
     of candidates per batch of whole files (merging early gives the same order, see spill.py)
     and the parent receives only paths, counts and each file's status (:func:`batch_result`).
-    A range of a split file keeps its own result and (short) remainders: the parent replays its
-    file's ranges in order as they come in, and a file hunted again whole drops its ranges'
-    results.
+    A range of a split file keeps its own result and (short) remainders, handed over in a file
+    (:class:`~scmwatch.split.Handed`): the parent replays its file's ranges in order as they
+    come in, and a file hunted again whole drops its ranges' results.
     """
     ctx = _CTX
     assert ctx is not None, "hunt context not initialised"
     results = [hunt_unit(ctx, i, unit, collect_errors=_COLLECT) for i, unit in batch]
-    out = [r for r, (_, unit) in zip(results, batch, strict=True) if type(unit) is FileRange]
-    whole = sorted((r for r, (_, unit) in zip(results, batch, strict=True) if type(unit) is not FileRange),
-                   key=_INDEX)
+    pairs = list(zip(results, batch, strict=True))
+    out: list[UnitResult | Handed] = [hand_over(ctx.spill, r) for r, (_, u) in pairs if type(u) is FileRange]
+    whole = sorted((r for r, (_, unit) in pairs if type(unit) is not FileRange), key=_INDEX)
     if whole:
         r = batch_result(whole)
         if r.hit_tail:
