@@ -332,6 +332,32 @@ def test_ndjson_line_numbers_are_counted_when_a_range_is_handed_out(tmp_path: Pa
     assert len(counter.known) == 4  # the last range's end (the file size) is never counted
 
 
+def test_ndjson_line_counts_are_shared_with_forked_workers(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool worker that takes its range from the plan it inherited by fork (not pickled) asks
+    the counter itself: what it counts is the parent's too (shared memory), so no range is
+    counted twice, whichever process asks first."""
+    import multiprocessing
+
+    from scmwatch.events import ranges as ranges_mod
+
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"".join(b'{"EventID": %d, "Channel": "x"}\n' % (i % 10) for i in range(100)))
+    ranges = split_file(InputFile(str(path), str(path)), 4, 1)
+    assert ranges is not None and len(ranges) == 4
+    child = multiprocessing.get_context("fork").Process(target=lambda: ranges[3].first_line)
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+
+    def recount(*args: object) -> int:
+        raise AssertionError("counted again")
+
+    monkeypatch.setattr(ranges_mod, "_newlines", recount)
+    data = path.read_bytes()
+    assert [r.first_line for r in ranges] == [data[:r.start].count(b"\n") + 1 for r in ranges]
+
+
 def test_bom_and_non_ndjson_files_are_not_split(tmp_path: Path, pack) -> None:
     body = b"\n".join(_flat(i) for i in range(300)) + b"\n"
     (tmp_path / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + body)

@@ -34,9 +34,9 @@ reported exactly as for a whole-file read.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import struct
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -196,30 +196,46 @@ def _line_start(fh: Any, at: int) -> int:
 class LineCounter:
     """The line number at each range start of one NDJSON file, counted on demand: asking for
     range k counts the newlines of the ranges not counted yet before it, once each, in order
-    (ranges are handed out in file order, so each ask counts about one range). Thread-safe: a
-    pool hands out tasks from its own thread.
+    (ranges are handed out in file order, so each ask counts about one range).
+
+    Shared by the threads and the forked processes that ask: a pool hands out a range from a
+    thread of its own, or its workers take their ranges from a plan they inherit instead of
+    having them pickled. The counts are in shared memory under a process-shared lock, so each
+    range is counted once, by whichever process asks first; counted per process, each of two
+    workers counted the whole file before its last range (0.17-0.20 s of CPU per GB, twice).
 
     Counting newlines runs at memory speed (``bytes.count``): measured 2.8 GB/s from the page
     cache on this machine, against ~80 MB/s to hunt NDJSON with ``--jobs 1``."""
 
     def __init__(self, path: str, bounds: list[int]) -> None:
+        import multiprocessing  # ~5 ms: only a split file needs it
+
+        mp = multiprocessing.get_context("fork")
         self.path = path
         self.bounds = bounds  # byte offsets of the range starts, then the file size
-        self.known = [1]  # line numbers at bounds[0], bounds[1], ... counted so far
-        self._lock = threading.Lock()
+        self._lines = mp.RawArray("q", len(bounds) - 1)  # line number at each range start; 0: not yet
+        self._lines[0] = 1
+        self._lock = mp.Lock()
+
+    @property
+    def known(self) -> list[int]:
+        """The line numbers counted so far, at bounds[0], bounds[1], ..."""
+        return list(itertools.takewhile(bool, self._lines))
 
     def first_line(self, part: int) -> int:
+        lines = self._lines
+        if lines[part]:
+            return lines[part]
         with self._lock:
-            known = self.known
-            if part < len(known):
-                return known[part]
-            with open(self.path, "rb", buffering=0) as fh:
-                buf = bytearray(COUNT_BLOCK)
-                view = memoryview(buf)
-                while len(known) <= part:
-                    k = len(known)
-                    known.append(known[-1] + _newlines(fh, view, self.bounds[k - 1], self.bounds[k]))
-            return known[part]
+            last = part  # the last range start counted
+            while not lines[last]:
+                last -= 1
+            if last < part:
+                with open(self.path, "rb", buffering=0) as fh:
+                    view = memoryview(bytearray(COUNT_BLOCK))
+                    for k in range(last, part):
+                        lines[k + 1] = lines[k] + _newlines(fh, view, self.bounds[k], self.bounds[k + 1])
+            return lines[part]
 
 
 def count_newlines(path: str, start: int, end: int) -> int:
