@@ -235,6 +235,12 @@ def one_file(path: Path, is_evtx: bool, tmp: Path, rounds: int = 1) -> None:
               f"(CPU {s2['cpu']:.2f} s, x{s2['cpu'] / s1['cpu']:.2f}: parent {s2['cpu_parent']:.2f} s, "
               f"workers {s2['cpu'] - s2['cpu_parent']:.2f} s)   ceiling: 2 x --jobs 1 on halves at "
               f"once {tp:.2f} s x{t1 / tp:.2f}   --jobs 2 / ceiling {tp / t2:.0%}")
+        line = s2["parallelism"].get("ranges_timeline")
+        if line:
+            first, last, lead = line["first_result"], line["last_result"], line["last_lead"]
+            print(f"           --jobs 2 timeline, s from the plan: first range result {first:.2f}, last "
+                  f"{last:.2f} ({lead:.2f} after the one before); hunt done "
+                  f"{s2['seconds'] + s2['output_seconds']:.2f} from its start")
     if rounds > 1:
         ratios = sorted(r[0] / r[2] for r in res)
         ceilings = sorted(r[0] / r[4] for r in res)

@@ -378,6 +378,9 @@ def test_summary_reports_the_parallelism_used(tmp_path: Path, pack) -> None:
                                                    "files_reread_whole": 0}
     _, s, _ = _hunt([path], pack, jobs=2, split_bytes=SMALL)
     assert s["jobs"] == 2 and s["parallelism"]["units"] == s["parallelism"]["ranges"] > 1
+    line = s["parallelism"]["ranges_timeline"]  # when the ranges' results came in
+    assert 0 < line["first_result"] <= line["last_result"] <= s["seconds"]
+    assert 0 <= line["last_lead"] <= line["last_result"] - line["first_result"]
 
 
 def test_progress_advances_by_range_bytes(tmp_path: Path, pack, monkeypatch) -> None:

@@ -41,6 +41,7 @@ import contextlib
 import heapq
 import os
 import pickle
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from operator import itemgetter
@@ -136,6 +137,7 @@ def split_units(pairs: PairMapper, workers: Callable[[], int] | None = None,
     they are hunted while the walk goes on; their indexes are those of the whole walk."""
 
     def mapper(ctx: HuntContext, inputs: Any, jobs: int, report: Report) -> Iterator[UnitResult]:
+        start = time.perf_counter()
         n = workers() if workers is not None else jobs
         can_split = n > 1 and ctx.read is read_input
         streamed = waves and isinstance(inputs, InputStream)
@@ -187,8 +189,11 @@ def split_units(pairs: PairMapper, workers: Callable[[], int] | None = None,
         done: dict[int, UnitResult] = {}
         redo: list[int] = []
         deferred = [False]  # did any unit defer a process parent to the merge step
+        arrived: list[float] = []  # when each range's result came in
         with contextlib.closing(first_pass):  # closed at once when the hunt is interrupted
-            yield from _gathered(ctx, first_pass, units, file_of, replays, done, redo, deferred)
+            yield from _gathered(ctx, first_pass, units, file_of, replays, done, redo, deferred, arrived)
+        if arrived:
+            ctx.parallelism["ranges_timeline"] = timeline(start, arrived)
         if deferred[0]:
             redo.extend(done)
             done.clear()
@@ -208,11 +213,12 @@ def split_units(pairs: PairMapper, workers: Callable[[], int] | None = None,
 
 def _gathered(ctx: HuntContext, results: Iterator[UnitResult], units: list[Any], file_of: list[int],
               replays: dict[int, _Replay], done: dict[int, UnitResult], redo: list[int],
-              deferred: list[bool]) -> Iterator[UnitResult]:
+              deferred: list[bool], arrived: list[float]) -> Iterator[UnitResult]:
     """Pass whole files' results on (indexed by file); replay each split file's ranges as they
     come in, in file order (``replays``: by file, each with its stage when the ranges are
     correlated as they come in), and when all are in combine them (``done``) or mark the file
-    to be hunted again whole (``redo``)."""
+    to be hunted again whole (``redo``); note when each range came in (``arrived``)."""
+    clock = time.perf_counter
     for r in results:
         if type(r) is Handed:
             r = r.result()
@@ -222,6 +228,7 @@ def _gathered(ctx: HuntContext, results: Iterator[UnitResult], units: list[Any],
             _by_file(r, file_of)
             yield r
             continue
+        arrived.append(clock())
         if ctx.progress is not None:
             ctx.progress(units[r.index].nbytes, r.stats.events if r.stats else 0)
         rep = replays[fi]
@@ -233,6 +240,15 @@ def _gathered(ctx: HuntContext, results: Iterator[UnitResult], units: list[Any],
                 redo.append(fi)
             else:
                 done[fi] = merged
+
+
+def timeline(start: float, arrived: list[float]) -> dict[str, float]:
+    """When the ranges' results came in, in seconds from the plan (the summary's
+    ``parallelism.ranges_timeline``, which bench/split_throughput.py prints): the first and the
+    last, and the last one's lead over the one before it (with two workers, how long one of
+    them had no range left while the other finished its last)."""
+    return {"first_result": round(arrived[0] - start, 3), "last_result": round(arrived[-1] - start, 3),
+            "last_lead": round(arrived[-1] - arrived[-2], 3) if len(arrived) > 1 else 0.0}
 
 
 class Handed(NamedTuple):
