@@ -127,8 +127,9 @@ class Enricher:
         table = self.table
         if kind & (SYSMON1 | SEC4688):
             pid_f, image_f, creator_f, parent_f = PROCESS_FIELDS[kind & (SYSMON1 | SEC4688)]
-            if fields.get(parent_f) in (None, "", "-"):
-                creator = pid_value(fields.get(creator_f))
+            get = fields.get
+            if get(parent_f) in (None, "", "-"):
+                creator = pid_value(get(creator_f))
                 if creator is not None and ev.time:
                     self.lookups += 1
                     image = table.image(host, creator, ev.time)
@@ -137,10 +138,10 @@ class Enricher:
                         derived += (parent_f,)
                     else:
                         pending = Pending(parent_f, host, creator)
-            pid, image = pid_value(fields.get(pid_f)), fields.get(image_f)
-            start = fields.get("TimeCreated")
+            pid, image = pid_value(get(pid_f)), get(image_f)
+            start = get("TimeCreated")
             if pid is not None and isinstance(image, str) and start:
-                table.add(Fact(host, pid, image, ev._epoch if ev._epoch is not None else start))
+                table.add_use(host, pid, image, ev._epoch if ev._epoch is not None else start)
         elif kind & SCM:
             if str(fields.get("Provider_Name") or "").lower() == SCM_PROVIDER:
                 pid = pid_value(fields.get("ProcessID"))

@@ -99,13 +99,26 @@ class LineageTable:
         return h
 
     def add(self, fact: Fact) -> None:
-        h = self._get(fact.host)
-        entries = h.pids.get(fact.pid)
+        self.add_use(*fact)
+
+    def add_use(self, host: str, pid: int, image: str, time: float | str, scm: bool = False) -> None:
+        """:meth:`add` of a fact given by its parts: every process creation adds one, and building
+        the Fact and a call to ``_get`` per event took its enrichment from 1.15-1.17 to 1.55-1.78 us
+        (the attack corpus' 1,543 enriched events, 1,491 of them Sysmon process creations,
+        minimum of 30 passes, three interleaved runs)."""
+        hosts = self._hosts
+        h = hosts.get(host)
+        if h is None:
+            h = self._get(host)
+        else:
+            hosts.move_to_end(host)
+        pids = h.pids
+        entries = pids.get(pid)
         if entries is None:
-            entries = h.pids[fact.pid] = []
-            if len(h.pids) > self.max_pids:
-                h.pids.popitem(last=False)
-        entries.append((fact.time, fact.image, fact.scm))
+            entries = pids[pid] = []
+            if len(pids) > self.max_pids:
+                pids.popitem(last=False)
+        entries.append((time, image, scm))
         if len(entries) > 8:  # a PID is reused rarely enough that the last few uses suffice
             del entries[:-8]
 
