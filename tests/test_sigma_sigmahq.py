@@ -126,6 +126,23 @@ def test_prefilter_never_loses_a_match(ruleset, engine):
         assert [r.id for r in fallback.match(ev)] == fast
 
 
+def test_warm_start_never_loses_a_match(ruleset):
+    """A default engine whose buckets start on the databases and plans a first engine left in
+    the cache (``Engine._warm_start``) answers as evaluating every gated rule does."""
+    from scmwatch.sigma import index
+
+    events = _regression_events()
+    first = Engine(ruleset, hyperscan_after=0)  # compiles and stores every bucket's databases and plan
+    fallback = Engine(ruleset, use_hyperscan=False)
+    warm = Engine(ruleset)
+    for ev in events:
+        want = [r.id for r in fallback.match(ev)]
+        assert [r.id for r in first.match(ev)] == want
+        assert [r.id for r in warm.match(ev)] == want, (ev.source, ev.record_id)
+    if index.hyperscan is not None:
+        assert any(b.upgrade_in == -1 and b.seen for b in warm._normalized.values())
+
+
 def test_gating_prevents_cross_source_hits(ruleset, engine):
     """Without gating raw_access_thread / process_creation rules would fire on other Sysmon events
     (logsource.py): every hit's rule must list a source whose keys include the event's key."""

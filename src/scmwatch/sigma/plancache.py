@@ -13,6 +13,11 @@ it runs code) after a line with its CRC-32, atomically; an entry that is altered
 or does not fit the bucket is planned again and rewritten; a cache directory that cannot be
 written is ignored. Entries are small (a few kB, ~0.2 MB for Sysmon process creation); the KEEP
 most recently written are kept.
+
+Beside a plan, under the same key, the prefilter its bucket's trials kept (``Engine._trial``:
+atoms or literal), so that the next run's bucket starts on it instead of timing both again on
+its first 400 events (``Engine._warm_start``); stored the same way, one file per flavour of the
+matchers timed (C or Python).
 """
 
 from __future__ import annotations
@@ -47,14 +52,37 @@ def plan_key(units: Sequence[Any]) -> str | None:
     return digest.hexdigest()
 
 
-def _path(key: str) -> str | None:
+def _path(key: str, suffix: str = ".json") -> str | None:
     root = cache_root()
-    return os.path.join(root, "plans", key + ".json") if root else None
+    return os.path.join(root, "plans", key + suffix) if root else None
 
 
 def read_plan(key: str, units: int) -> Plan | None | object:
     """The stored plan of a bucket of ``units`` units (None: it has none), or MISSING."""
-    path = _path(key)
+    body = _read(_path(key))
+    if body is MISSING:
+        return MISSING
+    try:
+        p = orjson.loads(body)["plan"]  # type: ignore[arg-type]
+        if p is None:
+            return None
+        return _checked(p, units)
+    except Exception:  # noqa: BLE001 - another format, or not this bucket's: planned again
+        return MISSING
+
+
+def read_choice(key: str, flavour: str) -> bool | None:
+    """Which prefilter the bucket's last trials kept (``Engine._trial``) on this build's
+    ``flavour`` of the matchers (the C ones or the Python ones time differently): True the atom
+    prefilter, False the literal one, None not known."""
+    body = _read(_path(key, f".{flavour}.trial"))
+    if body == b"atoms":
+        return True
+    return False if body == b"literal" else None
+
+
+def _read(path: str | None) -> bytes | object:
+    """The body of the cache file at ``path`` when its header line holds, else MISSING."""
     if path is None:
         return MISSING
     try:
@@ -62,14 +90,9 @@ def read_plan(key: str, units: int) -> Plan | None | object:
             if os.fstat(fh.fileno()).st_uid != os.getuid():
                 return MISSING
             head, _, body = fh.read().partition(b"\n")
-        if head != _header(body):
-            return MISSING
-        p = orjson.loads(body)["plan"]
-        if p is None:
-            return None
-        return _checked(p, units)
-    except Exception:  # noqa: BLE001 - absent, damaged, another format: planned again
+    except OSError:  # absent or unreadable
         return MISSING
+    return body if head == _header(body) else MISSING
 
 
 def _checked(p: dict, units: int) -> Plan:
@@ -99,24 +122,36 @@ def _header(body: bytes) -> bytes:
 
 def write_plan(key: str, plan: Plan | None) -> None:
     """Store a bucket's plan; best effort (a cache that cannot be written is skipped)."""
-    path = _path(key)
-    if path is None:
-        return
     body: dict[str, Any] = {"plan": None}
     if plan is not None:
         body["plan"] = {f.name: getattr(plan, f.name) for f in fields(Plan)}
+    try:
+        data = orjson.dumps(body)
+    except (TypeError, orjson.JSONEncodeError):
+        return
+    _write(_path(key), data)
+
+
+def write_choice(key: str, flavour: str, atoms: bool) -> None:
+    """Store the prefilter a bucket's trials kept (:func:`read_choice`); best effort."""
+    _write(_path(key, f".{flavour}.trial"), b"atoms" if atoms else b"literal")
+
+
+def _write(path: str | None, data: bytes) -> None:
+    """``data`` after its header line, written atomically at ``path``; best effort."""
+    if path is None:
+        return
     tmp = None
     try:
         folder = os.path.dirname(path)
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            data = orjson.dumps(body)
             fh.write(_header(data) + b"\n" + data)
         os.replace(tmp, path)  # atomic: concurrent --jobs workers see the old file or the new
         tmp = None
         _prune(folder)
-    except (OSError, TypeError, orjson.JSONEncodeError):
+    except OSError:
         pass
     finally:
         if tmp is not None and os.path.exists(tmp):
@@ -124,11 +159,12 @@ def write_plan(key: str, plan: Plan | None) -> None:
 
 
 def _prune(folder: str) -> None:
-    """Keep the KEEP most recently written plans: every edit of a rule file makes new keys."""
+    """Keep the KEEP most recently written plans and trial choices: every edit of a rule file
+    makes new keys."""
     with os.scandir(folder) as it:
         found = []
         for e in it:
-            if e.name.endswith(".json"):
+            if e.name.endswith((".json", ".trial")):
                 try:
                     found.append((e.stat().st_mtime_ns, e.path))
                 except OSError:

@@ -1,0 +1,169 @@
+"""A bucket whose Hyperscan databases and static plan are cached starts on them (the C path from
+its first event, with the prefilter its last trials kept), buckets of the same units are one,
+and none of it changes a match: cold, warm and at-once engines answer alike."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from engine_pairs import brute
+from scmwatch.sigma import index, plancache
+from scmwatch.sigma.index import Engine
+from scmwatch.sigma.ruleset import load_rules
+
+pytestmark = pytest.mark.skipif(index.hyperscan is None, reason="Hyperscan is not installed")
+
+SYSMON = ("Microsoft-Windows-Sysmon/Operational", 1)
+RULE = """title: Tool {n}
+id: 9e0b6a54-0000-4000-8000-{n:012d}
+status: test
+level: high
+logsource:
+  category: process_creation
+  product: windows
+detection:
+  sel:
+    Image|endswith: '\\\\tool{n}.exe'
+    CommandLine|contains: ['--run', ' -x{n} ']
+  condition: sel
+"""
+KEYWORD = """title: Keyword
+id: 9e0b6a54-0000-4000-8000-000000000100
+status: test
+level: high
+logsource:
+  product: windows
+  service: security
+detection:
+  keywords: ['mimikatz', 'sekurlsa::']
+  condition: keywords
+"""
+# enough for the cold run's ramp (HS_MIN_SCANS) and both prefilters' trials to end
+EVENTS = index.HS_MIN_SCANS + 2 * index.TRIALS + 20
+
+
+def _events(n: int = EVENTS, seed: int = 3) -> list[dict]:
+    rng = random.Random(seed)
+    pool = ["C:\\bin\\tool1.exe", "c:\\BIN\\TOOL2.EXE", "tool3 --run -x3 ", "x --RUN -x1 ", "", None, 7,
+            ["a", "tool4 --run"], "ΣΊΣΥΦΟΣ.EXE", "a\x1eb --run -x2 "]
+    return [{"Channel": SYSMON[0], "EventID": 1, "Image": rng.choice(pool), "CommandLine": rng.choice(pool),
+             "ParentImage": rng.choice(pool)} for _ in range(n)]
+
+
+def _rules(d: Path) -> Path:
+    d.mkdir(exist_ok=True)
+    for n in range(6):
+        (d / f"t{n}.yml").write_text(RULE.format(n=n), encoding="utf-8")
+    return d
+
+
+@pytest.fixture
+def rules(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "cache"))
+    return _rules(tmp_path / "rules")
+
+
+def _ids(engine: Engine, events: list[dict]) -> list[list[str]]:
+    return [[r.id for r in engine.match_fields(f)] for f in events]
+
+
+def _cold_run(rules: Path) -> list[list[str]]:
+    """A first hunt: the bucket ramps to Hyperscan (compiled, stored) and times both prefilters."""
+    engine = Engine(load_rules(rules))
+    b = engine.bucket(*SYSMON)
+    assert b.upgrade_in > 0 and b.lit_matcher is None  # nothing cached: the ramp
+    got = _ids(engine, _events())
+    assert b.upgrade_in == -1 and b.trials == 0
+    return got
+
+
+def _trial_files(rules: Path) -> list[Path]:
+    return sorted((rules.parent / "cache" / "plans").glob("*.trial"))
+
+
+def test_warm_bucket_takes_the_c_path_from_its_first_event(rules: Path, monkeypatch) -> None:
+    cold = _cold_run(rules)
+    assert len(_trial_files(rules)) == 1  # the trials' choice, for the next run
+    rs = load_rules(rules)
+    literal = Engine(rs, use_hyperscan=False)
+    engine = Engine(rs)
+    b = engine.bucket(*SYSMON)
+    assert b.upgrade_in == -1 and b.trials == 0
+    if index.LiteralMatcher is not None:  # with the C extension: the Python path is never taken
+        assert (b.matcher if b.atom_scan is not None else b.lit_matcher) is not None
+
+        def python_path(*a, **k):
+            raise AssertionError("took the Python path")
+
+        clean = [f for f in _events() if not any(isinstance(v, str) and "\x1e" in v for v in f.values())]
+        monkeypatch.setattr(engine, "_match", python_path)
+        assert _ids(engine, clean) == [brute(literal, f) for f in clean]
+        assert b.seen == len(clean)  # sampled for the replan beside the C call
+        monkeypatch.undo()
+    warm = Engine(load_rules(rules))
+    assert _ids(warm, _events()) == cold == [brute(literal, f) for f in _events()]
+
+
+@pytest.mark.parametrize("atoms", [True, False])
+def test_warm_bucket_keeps_the_stored_choice(rules: Path, atoms: bool) -> None:
+    _cold_run(rules)
+    (stored,) = _trial_files(rules)
+    key = stored.name.split(".")[0]
+    plancache.write_choice(key, index.TRIAL_FLAVOUR, atoms)
+    engine = Engine(load_rules(rules))
+    b = engine.bucket(*SYSMON)
+    assert b.trials == 0 and (b.atom_scan is not None) == atoms
+    literal = Engine(engine.ruleset, use_hyperscan=False)
+    assert _ids(engine, _events(200, seed=9)) == [brute(literal, f) for f in _events(200, seed=9)]
+
+
+@pytest.mark.parametrize("damage", [b"", b"atoms", b"scmwatch-plan-1 00000000\nmaybe"])
+def test_absent_or_damaged_choice_means_trials(rules: Path, damage: bytes) -> None:
+    _cold_run(rules)
+    (stored,) = _trial_files(rules)
+    stored.write_bytes(damage)
+    b = Engine(load_rules(rules)).bucket(*SYSMON)
+    assert b.upgrade_in == -1 and b.trials == 2 * index.TRIALS
+    stored.unlink()
+    b = Engine(load_rules(rules)).bucket(*SYSMON)
+    assert b.upgrade_in == -1 and b.trials == 2 * index.TRIALS
+
+
+def test_missing_atom_database_means_the_ramp(rules: Path) -> None:
+    """Compiling is what the ramp spares a rare bucket: a static plan whose atom database is
+    not cached does not move the bucket at once, though its literal database is cached."""
+    _cold_run(rules)
+    rs = load_rules(rules)
+    units = Engine(rs).bucket(*SYSMON).units
+    static = plancache.read_plan(plancache.plan_key(units), len(units))
+    assert static is not plancache.MISSING and static.patterns
+    db = rules.parent / "cache" / "hyperscan" / (index._db_name(list(static.patterns), True) + ".hsdb")
+    db.unlink()
+    b = Engine(rs).bucket(*SYSMON)
+    assert b.upgrade_in > 0 and b.lit_matcher is None and b.scan.scan_db is not None
+
+
+def test_told_when_to_move_no_warm_start(rules: Path) -> None:
+    _cold_run(rules)
+    rs = load_rules(rules)
+    assert Engine(rs, hyperscan_after=50).bucket(*SYSMON).upgrade_in == 50
+    assert Engine(rs, replan_after=0).bucket(*SYSMON).upgrade_in > 0  # gates from this run's events
+    assert Engine(rs, atoms=False).bucket(*SYSMON).upgrade_in == -1
+
+
+def test_pairs_of_the_same_units_share_one_bucket(tmp_path: Path) -> None:
+    (tmp_path / "k.yml").write_text(KEYWORD, encoding="utf-8")
+    (tmp_path / "l.yml").write_text(KEYWORD.replace("000000000100", "000000000101")
+                                    .replace("keywords: ['mimikatz', 'sekurlsa::']",
+                                             "sel:\n    EventID: 4688\n    CommandLine|contains: psexec")
+                                    .replace("condition: keywords", "condition: sel"), encoding="utf-8")
+    engine = Engine(load_rules(tmp_path))
+    a = engine.bucket("Security", 4624)
+    assert engine.bucket("Security", 4625) is a and engine.bucket("security", "4624") is a
+    assert len(a.units) == 1 and len(engine.bucket("Security", 4688).units) == 2
+    ev = {"Channel": "Security", "EventID": 4625, "Data": "run MIMIKATZ"}
+    assert [r.title for r in engine.match_fields(ev)] == ["Keyword"]
+    assert [r.title for r in engine.match_fields({**ev, "EventID": 4624})] == ["Keyword"]
