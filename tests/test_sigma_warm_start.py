@@ -142,8 +142,14 @@ def test_missing_atom_database_means_the_ramp(rules: Path) -> None:
     assert static is not plancache.MISSING and static.patterns
     db = rules.parent / "cache" / "hyperscan" / (index._db_name(list(static.patterns), True) + ".hsdb")
     db.unlink()
-    b = Engine(rs).bucket(*SYSMON)
-    assert b.upgrade_in > 0 and b.lit_matcher is None and b.scan.scan_db is not None
+    engine = Engine(rs)
+    b = engine.bucket(*SYSMON)
+    assert b.upgrade_in > 0 and b.atom_scan is None and b.scan.scan_db is not None
+    # its cached literal database: the C literal path on the ramp, counting its events there
+    assert (b.lit_matcher is not None) == (index.LiteralMatcher is not None)
+    literal = Engine(rs, use_hyperscan=False)
+    assert _ids(engine, _events()) == [brute(literal, f) for f in _events()]
+    assert b.upgrade_in == -1 and db.exists()  # moved on, and compiled the atom database
 
 
 def test_told_when_to_move_no_warm_start(rules: Path) -> None:
