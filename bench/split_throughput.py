@@ -28,6 +28,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -242,12 +243,11 @@ def one_file(path: Path, is_evtx: bool, tmp: Path, rounds: int = 1) -> None:
                   f"{last:.2f} ({lead:.2f} after the one before); hunt done "
                   f"{s2['seconds'] + s2['output_seconds']:.2f} from its start")
     if rounds > 1:
-        ratios = sorted(r[0] / r[2] for r in res)
-        ceilings = sorted(r[0] / r[4] for r in res)
-        shares = sorted(r[4] / r[2] for r in res)
-        mid = rounds // 2
-        print(f"  median of {rounds}: --jobs 2 x{ratios[mid]:.2f}, ceiling x{ceilings[mid]:.2f}, "
-              f"--jobs 2 / ceiling {shares[mid]:.0%}")
+        ratio = statistics.median(r[0] / r[2] for r in res)
+        ceiling = statistics.median(r[0] / r[4] for r in res)
+        share = statistics.median(r[4] / r[2] for r in res)
+        print(f"  median of {rounds}: --jobs 2 x{ratio:.2f}, ceiling x{ceiling:.2f}, "
+              f"--jobs 2 / ceiling {share:.0%}")
     print(f"  parallelism of --jobs 2: {res[0][3]['parallelism']}")
     t1 = res[0][0]
     print(f"  --cluster local:2 {tc:7.2f} s   hunt phase {sc['seconds']:.2f} s   x{t1 / tc:.2f} "
