@@ -115,29 +115,14 @@ static int skipped(PyObject *skip, PyObject *key) {
     return PySet_Contains(skip, key);
 }
 
-static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *skip);
+/* The values lower_join joins, each given to visit(ctx, value) in join order: the values of the
+ * fields ``names`` (a tuple) present in ``fields``, or with names None every value whose key
+ * ``skip`` does not hold. Stops at visit's first non-zero answer and returns it; -1 also on a
+ * lookup error (exception set). lower_join and has_anchor walk the same values this way. */
+typedef int (*value_visit)(void *ctx, PyObject *value);
 
-/* lower_join(fields: dict, names: tuple[str, ...] | None, skip: frozenset | None = None) -> str | None
- * (``skip``: with names None, the fields left out) */
-static PyObject *lower_join(PyObject *self, PyObject *args) {
-    PyObject *fields, *names, *skip = Py_None;
-    if (!PyArg_ParseTuple(args, "O!O|O", &PyDict_Type, &fields, &names, &skip)) return NULL;
-    if (names != Py_None && !PyTuple_CheckExact(names)) {
-        PyErr_SetString(PyExc_TypeError, "names must be a tuple or None");
-        return NULL;
-    }
-    if (skip != Py_None && !PyAnySet_Check(skip)) {
-        PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
-        return NULL;
-    }
-    return lower_join_impl(fields, names, skip);
-}
-
-static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *skip) {
-    Pieces p;
-    p.n = 0;
-    p.total = 0;
-    p.ascii = 1;
+static int each_joined_value(PyObject *fields, PyObject *names, PyObject *skip, value_visit visit,
+                             void *ctx) {
     int rc = 0;
     if (names == Py_None) {
         Py_ssize_t pos = 0;
@@ -149,22 +134,56 @@ static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *sk
                 continue;
             }
             Py_INCREF(value); /* str(value) may run code that changes the dict */
-            rc = pieces_value(&p, value);
+            rc = visit(ctx, value);
             Py_DECREF(value);
         }
-    } else {
-        Py_ssize_t count = PyTuple_GET_SIZE(names);
-        for (Py_ssize_t i = 0; !rc && i < count; i++) {
-            PyObject *value = PyDict_GetItemWithError(fields, PyTuple_GET_ITEM(names, i));
-            if (value == NULL) {
-                if (PyErr_Occurred()) rc = -1;
-                continue;
-            }
-            Py_INCREF(value);
-            rc = pieces_value(&p, value);
-            Py_DECREF(value);
-        }
+        return rc;
     }
+    for (Py_ssize_t i = 0; !rc && i < PyTuple_GET_SIZE(names); i++) {
+        PyObject *value = PyDict_GetItemWithError(fields, PyTuple_GET_ITEM(names, i));
+        if (value == NULL) {
+            if (PyErr_Occurred()) rc = -1;
+            continue;
+        }
+        Py_INCREF(value);
+        rc = visit(ctx, value);
+        Py_DECREF(value);
+    }
+    return rc;
+}
+
+/* lower_join's and has_anchor's check of ``names`` and ``skip``: 0, or -1 with TypeError set. */
+static int names_skip_ok(PyObject *names, PyObject *skip) {
+    if (names != Py_None && !PyTuple_CheckExact(names)) {
+        PyErr_SetString(PyExc_TypeError, "names must be a tuple or None");
+        return -1;
+    }
+    if (skip != Py_None && !PyAnySet_Check(skip)) {
+        PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *skip);
+
+/* lower_join(fields: dict, names: tuple[str, ...] | None, skip: frozenset | None = None) -> str | None
+ * (``skip``: with names None, the fields left out) */
+static PyObject *lower_join(PyObject *self, PyObject *args) {
+    PyObject *fields, *names, *skip = Py_None;
+    if (!PyArg_ParseTuple(args, "O!O|O", &PyDict_Type, &fields, &names, &skip)) return NULL;
+    if (names_skip_ok(names, skip) < 0) return NULL;
+    return lower_join_impl(fields, names, skip);
+}
+
+static int visit_pieces(void *p, PyObject *value) { return pieces_value((Pieces *)p, value); }
+
+static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *skip) {
+    Pieces p;
+    p.n = 0;
+    p.total = 0;
+    p.ascii = 1;
+    int rc = each_joined_value(fields, names, skip, visit_pieces, &p);
     PyObject *out = NULL;
     if (rc == 1) {
         out = Py_None;
@@ -271,49 +290,18 @@ static int value_anchor(AnchorScan *a, PyObject *v) {
 }
 
 /* has_anchor without argument checks: 1, 0, or -1 with an exception set. */
+static int visit_anchor(void *a, PyObject *value) { return value_anchor((AnchorScan *)a, value); }
+
 static int has_anchor_impl(PyObject *fields, PyObject *names, PyObject *skip, PyObject *anchors) {
     AnchorScan a;
     anchor_scan_init(&a, anchors);
-    int rc = 0;
-    if (names == Py_None) {
-        Py_ssize_t pos = 0;
-        PyObject *key, *value;
-        while (!rc && PyDict_Next(fields, &pos, &key, &value)) {
-            int out = skipped(skip, key);
-            if (out) {
-                if (out < 0) rc = -1;
-                continue;
-            }
-            Py_INCREF(value);
-            rc = value_anchor(&a, value);
-            Py_DECREF(value);
-        }
-    } else {
-        for (Py_ssize_t i = 0; !rc && i < PyTuple_GET_SIZE(names); i++) {
-            PyObject *value = PyDict_GetItemWithError(fields, PyTuple_GET_ITEM(names, i));
-            if (value == NULL) {
-                if (PyErr_Occurred()) rc = -1;
-                continue;
-            }
-            Py_INCREF(value);
-            rc = value_anchor(&a, value);
-            Py_DECREF(value);
-        }
-    }
-    return rc;
+    return each_joined_value(fields, names, skip, visit_anchor, &a);
 }
 
 static PyObject *has_anchor(PyObject *self, PyObject *args) {
     PyObject *fields, *names, *skip, *anchors;
     if (!PyArg_ParseTuple(args, "O!OOO", &PyDict_Type, &fields, &names, &skip, &anchors)) return NULL;
-    if (names != Py_None && !PyTuple_CheckExact(names)) {
-        PyErr_SetString(PyExc_TypeError, "names must be a tuple or None");
-        return NULL;
-    }
-    if (skip != Py_None && !PyAnySet_Check(skip)) {
-        PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
-        return NULL;
-    }
+    if (names_skip_ok(names, skip) < 0) return NULL;
     if (!anchors_ok(anchors)) {
         PyErr_SetString(PyExc_ValueError, "anchors must be a tuple of non-empty lower-case ASCII str");
         return NULL;
