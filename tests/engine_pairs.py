@@ -23,6 +23,32 @@ def engine_pair(tmp: Path, rules: dict[str, str], category: str, id_prefix: str)
     return Engine(rs, hyperscan_after=0, atoms=True), Engine(rs, use_hyperscan=False)
 
 
+SYSMON = ("Microsoft-Windows-Sysmon/Operational", 1)
+TOOL_RULE = """title: Tool {n}
+id: 8e0b6a54-0000-4000-8000-{n:012d}
+status: test
+level: high
+logsource:
+  category: process_creation
+  product: windows
+detection:
+  sel:
+    Image|endswith: '\\\\tool{n}.exe'
+    CommandLine|contains: ['{needle}', ' -x{n} ']
+  condition: sel
+"""
+
+
+def tool_rules(d: Path, needle: str = "--run") -> Path:
+    """Six Sysmon process-creation rules written into ``d`` (made if missing): one bucket with
+    enough literals for a Hyperscan database and an atom plan, small enough to reason about.
+    ``needle``: the command-line literal they share (changing it edits every rule)."""
+    d.mkdir(exist_ok=True)
+    for n in range(6):
+        (d / f"t{n}.yml").write_text(TOOL_RULE.format(n=n, needle=needle), encoding="utf-8")
+    return d
+
+
 def brute(engine: Engine, f: dict) -> list[str]:
     """The ids of the rules whose predicate holds on ``f``, no prefilter asked."""
     b = engine.bucket(f.get("Channel"), f.get("EventID"))

@@ -9,33 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from engine_pairs import brute
+from engine_pairs import SYSMON, brute, tool_rules
 from scmwatch.sigma import index, plancache, tagged
 from scmwatch.sigma.ruleset import load_rules
 
 pytestmark = pytest.mark.skipif(index.hyperscan is None, reason="Hyperscan is not installed")
 
-SYSMON = ("Microsoft-Windows-Sysmon/Operational", 1)
-RULE = """title: Tool {n}
-id: 8e0b6a54-0000-4000-8000-{n:012d}
-status: test
-level: high
-logsource:
-  category: process_creation
-  product: windows
-detection:
-  sel:
-    Image|endswith: '\\\\tool{n}.exe'
-    CommandLine|contains: ['{needle}', ' -x{n} ']
-  condition: sel
-"""
 
-
-def _rules(d: Path, needle: str = "--run") -> Path:
-    d.mkdir(exist_ok=True)
-    for n in range(6):
-        (d / f"t{n}.yml").write_text(RULE.format(n=n, needle=needle), encoding="utf-8")
-    return d
 
 
 def _events() -> list[dict]:
@@ -59,7 +39,7 @@ def _engine_plan(rules: Path):
 
 def test_plan_is_stored_then_read_not_planned_again(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
-    rules = _rules(tmp_path / "r")
+    rules = tool_rules(tmp_path / "r")
     first, same = _engine_plan(rules)
     assert first is not None and same
     (stored,) = _plans(tmp_path / "c")
@@ -75,9 +55,9 @@ def test_plan_is_stored_then_read_not_planned_again(tmp_path: Path, monkeypatch)
 
 def test_edited_rule_gets_a_plan_of_its_own(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
-    rules = _rules(tmp_path / "r")
+    rules = tool_rules(tmp_path / "r")
     first, _ = _engine_plan(rules)
-    _rules(rules, needle="--walk")
+    tool_rules(rules, needle="--walk")
     edited, same = _engine_plan(rules)
     assert same and edited.patterns != first.patterns
     assert len(_plans(tmp_path / "c")) == 2
@@ -86,7 +66,7 @@ def test_edited_rule_gets_a_plan_of_its_own(tmp_path: Path, monkeypatch) -> None
 @pytest.mark.parametrize("damage", [b"", b"{not json", b'{"plan": {"index": 3}}', "positions", "pattern"])
 def test_damaged_or_misfit_plan_is_planned_again_and_rewritten(tmp_path: Path, monkeypatch, damage) -> None:
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
-    rules = _rules(tmp_path / "r")
+    rules = tool_rules(tmp_path / "r")
     first, _ = _engine_plan(rules)
     (stored,) = _plans(tmp_path / "c")
     good = stored.read_bytes()
@@ -106,7 +86,7 @@ def test_damaged_or_misfit_plan_is_planned_again_and_rewritten(tmp_path: Path, m
 
 
 def test_unwritable_or_disabled_cache_still_plans(tmp_path: Path, monkeypatch) -> None:
-    rules = _rules(tmp_path / "r")
+    rules = tool_rules(tmp_path / "r")
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(blocker))
@@ -123,13 +103,13 @@ def test_read_only_plan_directory_is_ignored(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
     (tmp_path / "c" / "plans").mkdir(parents=True)
     (tmp_path / "c" / "plans").chmod(0o500)
-    plan, same = _engine_plan(_rules(tmp_path / "r"))
+    plan, same = _engine_plan(tool_rules(tmp_path / "r"))
     assert plan is not None and same and not _plans(tmp_path / "c")
 
 
 def test_units_of_no_cache_entry_have_no_key(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", "")
-    rs = load_rules(_rules(tmp_path / "r"))
+    rs = load_rules(tool_rules(tmp_path / "r"))
     units = index.Engine(rs).bucket(*SYSMON).units
     assert units and plancache.plan_key(units) is None
     assert tagged.plan(units) is not None

@@ -9,27 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from engine_pairs import brute
+from engine_pairs import SYSMON, brute, tool_rules
 from scmwatch.sigma import index, plancache
 from scmwatch.sigma.index import Engine
 from scmwatch.sigma.ruleset import load_rules
 
 pytestmark = pytest.mark.skipif(index.hyperscan is None, reason="Hyperscan is not installed")
 
-SYSMON = ("Microsoft-Windows-Sysmon/Operational", 1)
-RULE = """title: Tool {n}
-id: 9e0b6a54-0000-4000-8000-{n:012d}
-status: test
-level: high
-logsource:
-  category: process_creation
-  product: windows
-detection:
-  sel:
-    Image|endswith: '\\\\tool{n}.exe'
-    CommandLine|contains: ['--run', ' -x{n} ']
-  condition: sel
-"""
 KEYWORD = """title: Keyword
 id: 9e0b6a54-0000-4000-8000-000000000100
 status: test
@@ -53,17 +39,11 @@ def _events(n: int = EVENTS, seed: int = 3) -> list[dict]:
              "ParentImage": rng.choice(pool)} for _ in range(n)]
 
 
-def _rules(d: Path) -> Path:
-    d.mkdir(exist_ok=True)
-    for n in range(6):
-        (d / f"t{n}.yml").write_text(RULE.format(n=n), encoding="utf-8")
-    return d
-
 
 @pytest.fixture
 def rules(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "cache"))
-    return _rules(tmp_path / "rules")
+    return tool_rules(tmp_path / "rules")
 
 
 def _ids(engine: Engine, events: list[dict]) -> list[list[str]]:
