@@ -152,7 +152,7 @@ static int each_joined_value(PyObject *fields, PyObject *names, PyObject *skip, 
     return rc;
 }
 
-/* lower_join's and has_anchor's check of ``names`` and ``skip``: 0, or -1 with TypeError set. */
+/* lower_join's, has_anchor's and LiteralMatcher's check of ``names`` and ``skip``: 0, or -1 with TypeError set. */
 static int names_skip_ok(PyObject *names, PyObject *skip) {
     if (names != Py_None && !PyTuple_CheckExact(names)) {
         PyErr_SetString(PyExc_TypeError, "names must be a tuple or None");
@@ -1281,14 +1281,7 @@ static int LiteralMatcher_init(LiteralMatcherObject *self, PyObject *args, PyObj
     }
     GatherObject *g = (GatherObject *)gather;
     if (gather_parts_ok(g, preds, rules) < 0) return -1;
-    if (names != Py_None && !PyTuple_CheckExact(names)) {
-        PyErr_SetString(PyExc_TypeError, "names must be a tuple or None");
-        return -1;
-    }
-    if (skip != Py_None && !PyAnySet_Check(skip)) {
-        PyErr_SetString(PyExc_TypeError, "skip must be a set, a frozenset or None");
-        return -1;
-    }
+    if (names_skip_ok(names, skip) < 0) return -1;
     Py_INCREF(gather);
     self->gather = g;
     Py_INCREF(scan_db);
