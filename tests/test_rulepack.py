@@ -219,6 +219,27 @@ def test_readiness_names_missing_sources_with_advice(pack):
     assert both.rules_ready > ready.rules_ready
 
 
+def test_readiness_groups_are_kept_and_follow_level_changes():
+    """The rules' grouping by event source is computed once per rule set and reused, and a level
+    changed in place (a tuning file does that) is not answered from the kept grouping."""
+    from scmwatch.alerts import LEVEL_RANK
+
+    rs = load_rules(pack_paths())
+    seen = {("System", 7045)}
+    first = readiness.compute(rs, seen, LEVEL_RANK["high"], LEVEL_RANK)
+    groups = readiness._groups(rs, LEVEL_RANK["high"], LEVEL_RANK, ())
+    assert readiness._groups(rs, LEVEL_RANK["high"], LEVEL_RANK, ()) is groups
+    again = readiness.compute(rs, seen, LEVEL_RANK["high"], LEVEL_RANK)
+    assert again.to_dict() == first.to_dict()
+    low = next(r for g in first.gaps for r in g.rules)
+    low.level = "low"  # now below --min-level high: no longer counted
+    after = readiness.compute(rs, seen, LEVEL_RANK["high"], LEVEL_RANK)
+    assert after.rules_total == first.rules_total - 1
+    assert low not in [r for g in after.gaps for r in g.rules]
+    fresh = readiness.compute(load_rules(pack_paths()), seen, LEVEL_RANK["high"], LEVEL_RANK)
+    assert fresh.rules_total == first.rules_total
+
+
 def test_hunt_reports_readiness_in_table_and_summary(tmp_path):
     log = tmp_path / "system.json"
     log.write_text(json.dumps({"EventID": 7045, "Channel": "System", "Computer": "WS1",
