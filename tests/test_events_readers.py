@@ -409,6 +409,24 @@ def test_python_flatten_semantics_on_odd_layout() -> None:
     assert from_evtx_dict_py([]) is None  # a top-level array: not an event (as in C)
 
 
+def test_format_time_writes_the_strftime_text() -> None:
+    """``format_time`` writes with ``isoformat`` what ``strftime("%Y-%m-%dT%H:%M:%S.%fZ")``
+    writes, for times from year 1000 to the end of the range, microseconds included."""
+    import random
+    from datetime import UTC, datetime
+
+    from scmwatch.events.model import _YEAR_1000, MAX_EPOCH, format_time
+
+    rng = random.Random(7)
+    values = [rng.uniform(_YEAR_1000, MAX_EPOCH) for _ in range(20_000)]
+    values += [rng.uniform(0, 4e9) for _ in range(20_000)]
+    values += [_YEAR_1000, MAX_EPOCH, 0.0, 1e-6, 1551604828.621489]
+    for v in values:
+        want = datetime.fromtimestamp(v, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        assert format_time(v) == want, v
+    assert format_time(-1e20) == "0001-01-02T00:00:00.000000Z"
+
+
 def test_seven_digit_times_shortcut_equals_parse_and_print() -> None:
     """``iso_utc`` cuts Windows XML's 7th fraction digit instead of parsing and printing: the
     same result for every valid time 1970-2099; invalid ones stay as written."""
