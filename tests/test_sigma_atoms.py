@@ -176,6 +176,8 @@ RULES = {
     "emoji": "sel:\n  CommandLine|contains: ['😀', '\u202e']\ncondition: sel",
     "keyword": "keywords:\n  - 'sekurlsa::'\n  - 'Σ'\ncondition: keywords",
     "bool_text": "sel:\n  Hashes: 'TRUE'\n  User|startswith: 'fal'\ncondition: sel",  # bools as text
+    # no literal run its match needs: the regex atom is its gate (non-ASCII values let it through)
+    "regex_alt": "sel:\n  CommandLine|re: '\\w(?:`|\\$)\\w'\ncondition: sel",
 }
 
 
@@ -498,6 +500,24 @@ def test_second_gate_both_must_hold():
         assert tagged.candidates(p, scan(tagged.tagged_text(f, p.index, p.rest))) == cand
     one = tagged.plan([StandInUnit(("&", (img, cli)))], sample[:8])  # cli never held: one is enough
     assert one.need == (1,) and set(one.index) == {"CommandLine"}
+
+
+def test_static_choice_scores_a_regex_atom_by_its_literal_run():
+    """The static gate choice scores a regex atom by the longest literal run its prefilter
+    pattern needs, not by the pattern's escaped text: a one-character regex loses to the
+    binary's name (SigmaHQ's regedit/regini ADS rules: ``CommandLine|re: ':[^ \\]'``, which
+    holds on almost every process creation), a regex needing a long run still wins."""
+    from scmwatch.sigma.values import prefilter_run, regex_prefilter
+
+    colon = regex_prefilter(":[^ \\\\]")
+    werfault = regex_prefilter("(?i)\\.exe[\"']?\\s+[^\"]{0,64}werfaultsecure\\.exe")
+    assert prefilter_run(colon) == ":" and prefilter_run(werfault) == "werfaultsecure.exe"
+    assert prefilter_run(regex_prefilter("[0-9a-f]{8}")) == ""
+    img = atom_of("Image", [("ends", "\\regedit.exe")])
+    for rx, wins in ((colon, False), (werfault, True)):
+        p = tagged.plan([StandInUnit(("&", (img, atom_of("CommandLine", [("re", rx)]))))])
+        assert set(p.index) == ({"CommandLine"} if wins else {"Image"}), rx
+        assert any(x.startswith(tagged.PREFILTER) for x in p.patterns) is wins
 
 
 def test_sampled_choice_counts_a_regex_atoms_scan():

@@ -54,7 +54,7 @@ from typing import Any
 
 from scmwatch.native import pure_python
 from scmwatch.sigma.compile import ATOMS, COMMON_LITERALS, SYSTEM_FIELDS, Low, Req, atom_pred
-from scmwatch.sigma.values import ONE, WILD, necessary_literal
+from scmwatch.sigma.values import ONE, WILD, necessary_literal, prefilter_run
 
 try:  # optional C extension (sigma/_text.c)
     from scmwatch.sigma._text import tagged_join
@@ -128,7 +128,8 @@ def tagged_text_py(f: dict, index: dict[str, int], rest: int,
 
 def _atom_score(a: int) -> float:
     fname, specs = ATOMS[a]
-    texts = [(k, necessary_literal(list(t)) if k == "glob" else t) for k, t in specs]
+    texts = [(k, necessary_literal(list(t)) if k == "glob" else prefilter_run(t) if k == "re" else t)
+             for k, t in specs]
     return min(KIND_BONUS[k] + min(len(t), 12) - (8 if t in COMMON_LITERALS else 0) for k, t in texts) \
         + FIELD_PRIOR.get(fname, 0)
 
