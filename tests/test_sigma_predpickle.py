@@ -56,6 +56,36 @@ def test_generated_functions_share_their_namespace_and_may_refer_to_themselves()
     assert "__builtins__" not in back.__globals__ or back.__globals__["__builtins__"]
 
 
+def test_nested_functions_share_their_code_with_the_module() -> None:
+    """A closure's code is a reference to its code in the module, not a copy: every predicate
+    that holds one shares the one code object (and the stored bytes leave it out)."""
+    a, b = _make("x"), _make("y")
+    back = _roundtrip({"a": a, "b": b})
+    assert back["a"].__code__ is a.__code__ and back["b"].__code__ is a.__code__
+    assert back["a"]("xz") and not back["b"]("xz") and back["b"]("yz")
+    copied = predpickle.dumps(a, {})  # no references: the code marshalled
+    by_ref = predpickle.dumps(a, predpickle.module_attributes(__name__))
+    assert len(by_ref) < len(copied) - len(a.__code__.co_code)
+    assert predpickle.loads(copied).__code__ is not a.__code__
+
+
+def _recursive():
+    def walk(v, depth=0):
+        return depth if not isinstance(v, list) else max((walk(x, depth + 1) for x in v), default=depth + 1)
+
+    return walk
+
+
+def test_a_closure_that_refers_to_itself_is_stored_in_two_steps() -> None:
+    """A function in its own cell (a recursive closure) cannot be made in one call: its
+    arguments would hold it before it exists. It is stored with its cells filled afterwards."""
+    walk = _recursive()
+    assert walk.__closure__[0].cell_contents is walk
+    back = _roundtrip(walk)
+    assert back.__closure__[0].cell_contents is back
+    assert back([[1, [2]], 3]) == walk([[1, [2]], 3]) == 3
+
+
 def test_a_function_says_how_to_rebuild_what_cannot_be_pickled() -> None:
     m = re2_searcher(r"psexe(c|svc)\.exe$", "i")
     with pytest.raises((TypeError, pickle.PicklingError)):
