@@ -3,8 +3,8 @@
 ``scmwatch.events._evtx`` decodes EVTX chunks straight from binary XML, ``scmwatch.events._flatten``
 speeds up EVTX parsing and normalization, ``scmwatch.events._xml``
 the reading of Windows event XML, ``scmwatch.events._lines`` the counting of a split NDJSON
-file's lines, ``scmwatch.sigma._text`` builds the engine's prefilter text
-(see each C file for why). All are optional: if they cannot be compiled, installation still
+file's lines, ``scmwatch.sigma._text`` builds the engine's prefilter text, ``scmwatch.sigma._stat``
+stats the rule files for the rule cache with the GIL released (see each C file for why). All are optional: if they cannot be compiled, installation still
 succeeds and the identical Python code is used.
 """
 
@@ -41,6 +41,12 @@ setup(
         Extension(
             "scmwatch.sigma._text",
             ["src/scmwatch/sigma/_text.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
+            "scmwatch.sigma._stat",
+            ["src/scmwatch/sigma/_stat.c"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

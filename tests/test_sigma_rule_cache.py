@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from scmwatch.sigma import cache
 from scmwatch.sigma.ruleset import load_rules
 
@@ -366,6 +368,7 @@ def test_file_changed_in_the_tick_of_its_stamp_is_hashed_again(tmp_path: Path, m
         return (st.st_size, second, second, 0, 0)
 
     monkeypatch.setattr(cache, "_signature", coarse)
+    monkeypatch.setattr(cache, "_signatures", cache._py_signatures)  # the C twin stats exactly
     rules = _rules(tmp_path / "r")
     read = _count_hashes(monkeypatch)
     load_rules(rules)
@@ -382,6 +385,44 @@ def test_file_changed_in_the_tick_of_its_stamp_is_hashed_again(tmp_path: Path, m
     read.clear()
     assert _fires(load_rules(rules), r"c:\x\evil1234.exe") == ["Service installed 1"]
     assert read == []
+
+
+def test_warm_start_reads_the_entry_while_the_files_are_stated(tmp_path: Path, monkeypatch) -> None:
+    """With the stamp's files all old enough to trust, the entry they select is read while the
+    files are stat'ed, and the key is not made again; a file changed meanwhile (an edit that
+    keeps size and mtime) drops that entry and makes the key again, so the edit is seen."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    monkeypatch.setattr(cache, "RACY_NS", 0)
+    rules = _rules(tmp_path / "r")
+    load_rules(rules)
+    keys: list = []
+    read: list = []
+    real_key, real_read = cache.cache_key, cache.read_entry
+    monkeypatch.setattr(cache, "cache_key", lambda *a: keys.append(a) or real_key(*a))
+    monkeypatch.setattr(cache, "read_entry", lambda key: read.append(key) or real_read(key))
+    assert _fires(load_rules(rules), r"c:\windows\psexesvc.exe") == ["Service installed 1"]
+    assert keys == [] and len(read) == 1
+    _same_size_edit(rules / "a.yml", "psexesvc", "evil1234")
+    rs = load_rules(rules)
+    assert len(keys) == 1 and len(read) == 3 and read[1] != read[2]  # the old entry, then the new key's
+    assert _fires(rs, r"c:\x\evil1234.exe") == ["Service installed 1"]
+    assert _fires(rs, r"c:\windows\psexesvc.exe") == []
+
+
+def test_stat_signatures_in_c_equal_the_python_twin(tmp_path: Path) -> None:
+    if cache._stat is None:
+        pytest.skip("built without the C extensions")
+    (tmp_path / "f.yml").write_text("x")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "link.yml").symlink_to(tmp_path / "f.yml")
+    (tmp_path / "dangling.yml").symlink_to(tmp_path / "gone")
+    paths = [str(tmp_path / n) for n in ("f.yml", "d", "link.yml", "dangling.yml", "missing", "f.yml/x")]
+    got = cache._stat.signatures(paths)
+    assert got == cache._py_signatures(paths)
+    assert got[0] is not None and got[0] == got[2] and got[3:] == [None, None, None]
+    assert cache._stat.signatures([]) == []
+    with pytest.raises(TypeError):
+        cache._stat.signatures([1])
 
 
 def test_damaged_or_foreign_stamp_only_costs_the_hashing(tmp_path: Path, monkeypatch) -> None:
@@ -490,6 +531,7 @@ def test_directory_changed_in_the_tick_of_its_stamp_is_listed_again(tmp_path: Pa
         return (0, second, second, 0, 0)
 
     monkeypatch.setattr(cache, "_signature", coarse)
+    monkeypatch.setattr(cache, "_signatures", cache._py_signatures)
     rules = _rules(tmp_path / "r")
     now = time.time_ns()
     os.utime(rules, ns=(now, now))

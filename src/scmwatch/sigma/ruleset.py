@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from scmwatch.sigma.cache import cache_key, cache_root, lasting, no_gc, read_entry, write_entry
+from scmwatch.sigma.cache import cache_root, lasting, no_gc, open_entry, write_entry
 from scmwatch.sigma.compile import (
     Pred,
     Req,
@@ -385,8 +385,7 @@ def _load_rules(paths: list[str | os.PathLike], placeholders: str | os.PathLike 
             values = load_placeholders(placeholders)
         except Exception as exc:
             bad_placeholders.append((str(placeholders), f"placeholder file: {one_line(exc)}"))
-    key = cache_key(paths, values) if cache_root() is not None else None
-    entry = read_entry(key) if key is not None else None
+    key, entry = open_entry(paths, values) if cache_root() is not None else (None, None)
     if entry is not None:
         rs, source = entry
         for cr in rs.rules:
