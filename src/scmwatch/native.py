@@ -1,5 +1,5 @@
 """The switch for the optional C extensions (``events/_flatten.c``, ``events/_xml.c``,
-``events/_lines.c``, ``sigma/_text.c``).
+``events/_lines.c``, ``sigma/_text.c``, ``sigma/_stat.c``).
 
 Each extension replaces Python code that stays in the tree and gives identical results; the
 tests compare the two. ``SCMWATCH_PURE_PYTHON`` forces the Python code: ``1``, ``true``,
