@@ -243,16 +243,60 @@ def test_placeholder_values_are_part_of_the_key(tmp_path: Path, monkeypatch) -> 
     assert len(_entries(tmp_path / "c")) == 2
 
 
+def _piece_spans(entry: Path) -> tuple[int, list[int], list]:
+    """Where an entry's rule part starts, its pySigma pieces' offsets and predicate spans."""
+    import pickle
+    import struct
+
+    data = entry.read_bytes()
+    head = len(cache.FORMAT) + cache.HEADER.size
+    skel_len, _, _ = struct.unpack_from("<QQI", data, len(cache.FORMAT))
+    _, offsets, _, spans, _, _ = pickle.loads(data[head:head + skel_len])  # noqa: S301
+    return head + skel_len, offsets, spans
+
+
 def test_altered_rule_part_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
+    """A damaged piece is caught by its own CRC when it is read: its rule is compiled again
+    from the files (same matches) and the entry removed, so the next load writes it anew."""
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
     rules = _rules(tmp_path / "r")
     load_rules(rules)
     (entry,) = _entries(tmp_path / "c")
-    data = bytearray(entry.read_bytes())
-    data[-10] ^= 0xFF  # inside the pickled rules and predicates: the checksum catches it
+    base, offsets, spans = _piece_spans(entry)
+    good = entry.read_bytes()
+    for where in (base + [s for rule in spans if rule for s in rule.values()][0][0] + 5,  # a predicate
+                  base + offsets[0] + 5):  # a rule's pySigma objects
+        data = bytearray(good)
+        data[where] ^= 0xFF
+        entry.write_bytes(bytes(data))
+        rs = load_rules(rules)
+        assert entry.exists()  # nothing read yet: the skeleton holds
+        assert _fires(rs, r"c:\windows\psexesvc.exe") == ["Service installed 1"]
+        assert rs.rules[0].sigma.title == "Service installed 1"
+        assert not entry.exists()  # removed when the damaged piece was met
+        assert _fires(load_rules(rules), r"c:\windows\psexesvc.exe") == ["Service installed 1"]
+        assert entry.read_bytes() != bytes(data)  # written anew
+        good = entry.read_bytes()
+
+
+def test_a_damaged_piece_leaves_an_entry_written_meanwhile(tmp_path: Path, monkeypatch) -> None:
+    """The entry is removed only if it is still the file that was read: a concurrent writer's
+    new entry under the same name stays."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    load_rules(rules)
+    (entry,) = _entries(tmp_path / "c")
+    good = entry.read_bytes()
+    base, offsets, _ = _piece_spans(entry)
+    data = bytearray(good)
+    data[base + offsets[0] + 5] ^= 0xFF
     entry.write_bytes(bytes(data))
-    assert _fires(load_rules(rules), r"c:\windows\psexesvc.exe") == ["Service installed 1"]
-    assert entry.read_bytes() != bytes(data)
+    rs = load_rules(rules)
+    replacement = tmp_path / "c" / "rules" / "new.tmp"
+    replacement.write_bytes(good)
+    os.replace(replacement, entry)  # as write_entry does
+    assert rs.rules[0].sigma.title == "Service installed 1"  # the damaged piece, read now
+    assert entry.read_bytes() == good
 
 
 def test_rule_source_that_fails_loads_the_files_again(tmp_path: Path) -> None:

@@ -33,11 +33,16 @@ comes from the stamp too while no directory it was made from changed, so it list
 A warm start reads the entry the stamp's files select while a thread stats them, and keeps it
 when none changed (``open_entry``).
 Entries are written atomically (temp file + ``os.replace``), so concurrent writers never leave
-half a file; the whole entry is checked against its length and a CRC-32 in the header when it
-is opened (8 ms for 30 MB where SHA-256 took 27 ms, computed beside the skeleton's unpickling:
-``_RulePartCheck``; it guards against truncation and damage, not an attacker: see below), so an
-entry that is truncated or altered is rebuilt from the files and rewritten; a cache directory that
-cannot be written is ignored. Only files owned by the current user are trusted (a pickle runs
+half a file. An entry is checked against its length and its skeleton against a CRC-32 in
+the header when it is opened, so an entry that is truncated or whose skeleton is altered is
+rebuilt from the files and rewritten; each piece is checked against its own CRC-32 (in the
+skeleton's tables) when it is read, ~1 us for a predicate's 2.7 KB: a damaged piece makes its
+rule compiled again from the rule files (loaded again) and removes the entry, so the next run
+writes it anew. The CRCs guard against truncation and damage, not an attacker (see below). A
+check of the whole 27 MB entry at every start cost ~8 ms of CPU (in a thread beside the
+skeleton's unpickling) and mapped the rule part (peak RSS 57 -> 75 MiB) to read the ~2 MB of
+pieces a hunt of the attack corpus x5 reads. A cache directory that cannot be written is
+ignored. Only files owned by the current user are trusted (a pickle runs
 code when loaded). The KEEP most recently used entries are kept, older ones removed when a new
 one is written.
 """
@@ -48,7 +53,6 @@ import gc
 import hashlib
 import importlib.util
 import json
-import mmap
 import os
 import pickle
 import struct
@@ -75,13 +79,13 @@ except ImportError:  # built without the C extensions
 if TYPE_CHECKING:
     from scmwatch.sigma.load import LoadedSigma
 
-FORMAT = b"scmwatch-rules-6\n"
+FORMAT = b"scmwatch-rules-7\n"
 STAMP_FORMAT = "scmwatch-stamp-2"
 STAMP_SUFFIX = ".stamp"
 # A stored content hash is trusted only for a file last changed this long before its stamp was
 # taken (file_digests): coarser than any file system's timestamps (FAT: 2 s).
 RACY_NS = 2_000_000_000
-HEADER = struct.Struct("<QQI")  # skeleton length, rule part length, CRC-32 of both
+HEADER = struct.Struct("<QQI")  # skeleton length, rule part length, CRC-32 of the skeleton
 KEEP = 8  # entries kept, most recently used first (all of SigmaHQ: ~30 MB each)
 
 
@@ -440,34 +444,61 @@ def _write_stamp(path: str, stamp: _Stamp) -> None:
 class RuleSource:
     """The pieces of a cached rule set, unpickled one rule at a time on demand.
 
-    ``data[offsets[i]:offsets[i + 1]]`` is rule ``i``'s pySigma objects, ``data[a:b]`` with
-    ``(a, b) = preds[i][source]`` its compiled predicate on that source (``preds[i]`` None or
-    without the source: not stored). ``rule(i)`` is
-    ``LoadedSigma.rules[i]`` of the load the entry was made from. Should a piece fail to unpickle
-    after all (the whole entry passed its checksum, so only a damaged process could do that),
-    the rule files are loaded again once and used from then on, and predicates are compiled."""
+    ``data[offsets[i]:offsets[i + 1]]`` is rule ``i``'s pySigma objects (CRC-32 ``crcs[i]``),
+    ``data[a:b]`` with ``(a, b, crc) = preds[i][source]`` its compiled predicate on that source
+    (``preds[i]`` None or without the source: not stored). ``rule(i)`` is
+    ``LoadedSigma.rules[i]`` of the load the entry was made from. Should a piece not match its
+    CRC or fail to unpickle, the entry (``entry``: its path and ``(st_dev, st_ino)``) is removed
+    if it is still the file this source reads, the rule files are loaded again once and used
+    from then on, and predicates are compiled."""
 
     def __init__(self, data: Any, offsets: list[int], paths: list[str | os.PathLike],
                  placeholders: dict[str, list[str]],
-                 preds: list[dict[str, tuple[int, int]] | None] | None = None) -> None:
+                 preds: list[dict[str, tuple[int, int, int]] | None] | None = None,
+                 crcs: list[int] | None = None, entry: tuple[str, tuple[int, int]] | None = None) -> None:
         self.data = data
         self.offsets = offsets
         self.paths = paths
         self.placeholders = placeholders
         self.preds = preds
+        self.crcs = crcs
+        self.entry = entry
         self._reloaded: LoadedSigma | None = None
+
+    def _piece(self, start: int, end: int, crc: int | None) -> bytes:
+        data = self.data[start:end]
+        if crc is not None and zlib.crc32(data) != crc:
+            self._drop()
+            raise ValueError("rule cache piece does not match its CRC")
+        return data
+
+    def _drop(self) -> None:
+        """Remove the damaged entry (once), unless another process replaced it meanwhile."""
+        entry, self.entry = self.entry, None
+        if entry is None:
+            return
+        path, ident = entry
+        try:
+            st = os.stat(path)
+            if (st.st_dev, st.st_ino) == ident:
+                os.unlink(path)
+        except OSError:
+            pass
 
     def rule(self, i: int) -> tuple[Any, str, list]:
         if self._reloaded is None:
             try:
+                crc = self.crcs[i] if self.crcs is not None else None
+                data = self._piece(self.offsets[i], self.offsets[i + 1], crc)
                 with no_gc():
-                    got = pickle.loads(self.data[self.offsets[i]:self.offsets[i + 1]])  # noqa: S301
+                    got = pickle.loads(data)  # noqa: S301
                 if isinstance(got, tuple) and len(got) == 3:
                     return got
             except Exception:  # noqa: BLE001 - see the class docstring
                 pass
             from scmwatch.sigma.load import load_sigma  # YAML and pySigma: only on this rare path
 
+            self._drop()
             self._reloaded = load_sigma(self.paths)
         return self._reloaded.rules[i]
 
@@ -484,8 +515,9 @@ class RuleSource:
             if span is None:
                 return None
             try:
-                out[source] = predpickle.loads(self.data[span[0]:span[1]])
+                out[source] = predpickle.loads(self._piece(*span))
             except Exception:  # noqa: BLE001 - see the class docstring
+                self._drop()
                 return None
         return out
 
@@ -542,76 +574,34 @@ def read_entry(key: str) -> tuple[Any, RuleSource] | None:
         skel = os.pread(fd, skel_len, len(head))
         if len(skel) != skel_len:
             return None
-        checking = _RulePartCheck(fd, start, rules_len, zlib.crc32(skel))
-        try:
-            with no_gc():
-                got = pickle.loads(skel)  # noqa: S301 - kept only if the checksum holds
-        finally:
-            crc = checking.result()
-        if crc != check:
+        if zlib.crc32(skel) != check:
             return None
-        skeleton, offsets, preds, paths, placeholders = got
+        with no_gc():
+            skeleton, offsets, crcs, preds, paths, placeholders = pickle.loads(skel)  # noqa: S301
     except Exception:  # noqa: BLE001 - absent, truncated, garbage, another build: load again
         return None
-    return skeleton, RuleSource(region, offsets, paths, placeholders, preds)
-
-
-class _RulePartCheck:
-    """The CRC-32 of an entry's rule part, computed in a thread while the skeleton unpickles.
-
-    ``zlib.crc32`` over the mapped file is one call that releases the GIL, so it runs beside
-    ``pickle.loads`` instead of before it: reading and checking the 22 MB rule part of all
-    SigmaHQ cost ~8 ms of every start in line (``os.preadv`` into a buffer, then CRC), hidden
-    behind the skeleton's ~25 ms now (``read_entry`` with all SigmaHQ: min 37 -> 23 ms over 15
-    runs). The skeleton's objects are used only once the whole entry's checksum holds. Mapping
-    is safe because entries are only ever replaced (``os.replace``), never truncated in place,
-    and a file shorter than its header says is refused before (``mmap`` checks the size too).
-    The mapped pages count in the process's peak RSS (a start with all SigmaHQ: 57 -> 75 MiB);
-    they are page cache, unmapped before any worker forks. Reading in 4 MB chunks instead kept
-    the peak but cost 5 ms: each chunk waits for the GIL the unpickling holds."""
-
-    def __init__(self, fd: int, start: int, length: int, seed: int) -> None:
-        self.crc: int | None = None
-        self._thread = threading.Thread(target=self._run, args=(fd, start, length, seed), daemon=True)
-        self._thread.start()
-
-    def _run(self, fd: int, start: int, length: int, seed: int) -> None:
-        if not length:
-            self.crc = seed
-            return
-        try:
-            with mmap.mmap(fd, start + length, prot=mmap.PROT_READ) as mm, memoryview(mm) as view:
-                part = view[start:]
-                try:
-                    self.crc = zlib.crc32(part, seed)
-                finally:
-                    part.release()
-        except (OSError, ValueError):  # shorter than its header says, or not mappable
-            self.crc = None
-
-    def result(self) -> int | None:
-        self._thread.join()
-        return self.crc
+    entry = (path, (st.st_dev, st.st_ino))
+    return skeleton, RuleSource(region, offsets, paths, placeholders, preds, crcs, entry)
 
 
 def _predicate_pieces(skeleton: Any, count: int,
-                      at: int) -> tuple[list[bytes], list[dict[str, tuple[int, int]] | None]]:
+                      at: int) -> tuple[list[bytes], list[dict[str, tuple[int, int, int]] | None]]:
     """Each rule's compiled predicate per source pickled (``predpickle``), and their spans from
-    ``at`` by source."""
+    ``at`` with their CRC-32 by source."""
     by_ref = predpickle.module_attributes()
     pieces: list[bytes] = []
-    spans: list[dict[str, tuple[int, int]] | None] = [None] * count
+    spans: list[dict[str, tuple[int, int, int]] | None] = [None] * count
     for cr in skeleton.rules:
         i = getattr(cr, "_source_index", None)
         if i is None or not 0 <= i < count:
             continue
-        got: dict[str, tuple[int, int]] = {}
+        got: dict[str, tuple[int, int, int]] = {}
         for u in cr.units:
             try:
                 data = predpickle.dumps(u.pred, by_ref)
             except Exception:  # noqa: BLE001 - not storable: compiled on first use instead
                 continue
-            got[u.source] = (at, at + len(data))
+            got[u.source] = (at, at + len(data), zlib.crc32(data))
             pieces.append(data)
             at += len(data)
         spans[i] = got or None
@@ -635,12 +625,13 @@ def write_entry(key: str, skeleton: Any, loaded: LoadedSigma, paths: list[str | 
             offsets.append(offsets[-1] + len(p))
         pred_pieces, spans = _predicate_pieces(skeleton, len(pieces), offsets[-1])
         rules = b"".join(pieces + pred_pieces)
-        skel = pickle.dumps((skeleton, offsets, spans, [str(p) for p in paths], placeholders),
+        crcs = [zlib.crc32(p) for p in pieces]
+        skel = pickle.dumps((skeleton, offsets, crcs, spans, [str(p) for p in paths], placeholders),
                             protocol=pickle.HIGHEST_PROTOCOL)
         os.makedirs(cache, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
-            fh.write(FORMAT + HEADER.pack(len(skel), len(rules), zlib.crc32(rules, zlib.crc32(skel))))
+            fh.write(FORMAT + HEADER.pack(len(skel), len(rules), zlib.crc32(skel)))
             fh.write(skel)
             fh.write(rules)
         os.replace(tmp, os.path.join(cache, key + ".pickle"))  # atomic: readers see old or new
