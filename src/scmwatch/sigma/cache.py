@@ -53,6 +53,7 @@ import gc
 import hashlib
 import importlib.util
 import json
+import mmap
 import os
 import pickle
 import struct
@@ -522,6 +523,24 @@ class RuleSource:
         return out
 
 
+def _skeleton(fd: int, at: int, length: int, check: int) -> tuple | None:
+    """The entry's skeleton tuple, unpickled from the file's pages as mapped (None: its CRC-32 is
+    not ``check``). Mapped, not read: reading it allocated a 4.8 MB copy (all SigmaHQ), ~1,200
+    page faults of a fresh process at ~3 us each on this kind of VM (a 2-event hunt takes
+    ~10,000 in all), where the page cache's pages come in ~16 per fault. Safe because entries
+    are only ever replaced (``os.replace``), never truncated in place, and the size was checked
+    against the header before; nothing of the mapping is kept."""
+    with mmap.mmap(fd, at + length, prot=mmap.PROT_READ) as mm, memoryview(mm) as view:
+        skel = view[at:]
+        try:
+            if zlib.crc32(skel) != check:
+                return None
+            with no_gc():
+                return pickle.loads(skel)  # noqa: S301 - the checksum holds
+        finally:
+            skel.release()
+
+
 class _FileRegion:
     """The rule part of an open entry: ``region[a:b]`` reads those bytes with ``os.pread``
     (no shared file position, so forked ``--jobs`` workers may read at once). The open file
@@ -571,13 +590,10 @@ def read_entry(key: str) -> tuple[Any, RuleSource] | None:
         region.base = start = len(head) + skel_len
         if st.st_size != start + rules_len:
             return None
-        skel = os.pread(fd, skel_len, len(head))
-        if len(skel) != skel_len:
+        got = _skeleton(fd, len(head), skel_len, check)
+        if got is None:
             return None
-        if zlib.crc32(skel) != check:
-            return None
-        with no_gc():
-            skeleton, offsets, crcs, preds, paths, placeholders = pickle.loads(skel)  # noqa: S301
+        skeleton, offsets, crcs, preds, paths, placeholders = got
     except Exception:  # noqa: BLE001 - absent, truncated, garbage, another build: load again
         return None
     entry = (path, (st.st_dev, st.st_ino))
