@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -56,6 +55,8 @@ class CaseRun:
             return
         if case_modules(quiet=True) is None:
             raise CaseRunError(f"case files need DuckDB ({EXTRA_HINT})", 2)
+        import shlex
+
         from scmwatch.case import CaseError, CaseWriter
         from scmwatch.case.store import LOCK_WAIT
 
