@@ -427,6 +427,41 @@ def test_format_time_writes_the_strftime_text() -> None:
     assert format_time(-1e20) == "0001-01-02T00:00:00.000000Z"
 
 
+def test_canonical_epoch_in_c_equals_the_python_path() -> None:
+    """``_flatten.canonical_epoch`` (parse_time's C path for the canonical text) gives what
+    ``fromisoformat(text).timestamp()`` gives, and None, never a wrong time, for texts of that
+    length that are no valid date (the Python path then decides)."""
+    import random
+
+    flatten = pytest.importorskip("scmwatch.events._flatten")
+    from scmwatch.events.model import _fromiso, parse_time
+
+    rng = random.Random(11)
+    taken = 0
+    for i in range(60_000):
+        year = rng.randrange(1, 10_000) if i % 2 else rng.randrange(1960, 2100)
+        month, day, hour = rng.randrange(0, 14), rng.randrange(0, 33), rng.randrange(0, 26)
+        text = (f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{rng.randrange(0, 62):02d}:"
+                f"{rng.randrange(0, 62):02d}.{rng.randrange(10**6):06d}Z")
+        try:
+            want = _fromiso(text).timestamp()
+        except ValueError:
+            want = None
+        got = flatten.canonical_epoch(text)
+        if got is not None:
+            taken += 1
+            assert got == want, text
+        elif want is not None:
+            assert abs(want) * 1e6 >= 2**53 - 1e6, text  # 2**53 microseconds from 1970 on: left to Python
+    assert taken > 10_000
+    for text in ("2019-03-03 09:20:28.621489Z", "2019-03-03T09:20:28.621489+", "2019-02-29T00:00:00.000000Z",
+                 "2019-03-03T09:20:28.62148\u0667Z", "0000-01-01T00:00:00.000000Z"):
+        assert flatten.canonical_epoch(text) is None, text
+    assert flatten.canonical_epoch("2019-03-03T09:20:28.621489Z") == parse_time("2019-03-03T09:20:28.621489Z")
+    assert flatten.canonical_epoch(b"2019-03-03T09:20:28.621489Z") is None
+    assert parse_time("2024-02-29T23:59:59.999999Z") == _fromiso("2024-02-29T23:59:59.999999Z").timestamp()
+
+
 def test_seven_digit_times_shortcut_equals_parse_and_print() -> None:
     """``iso_utc`` cuts Windows XML's 7th fraction digit instead of parsing and printing: the
     same result for every valid time 1970-2099; invalid ones stay as written."""

@@ -1818,6 +1818,56 @@ static PyObject *suspicious(PyObject *self, PyObject *args) {
     return PyBool_FromLong(found);
 }
 
+/* ---------------------------------------------------------------------------------------
+ * canonical_epoch: ``2019-03-03T09:20:28.621489Z`` (what every reader writes) -> POSIX seconds.
+ *
+ * Why: ``model.parse_time`` of that text (a regex test, ``fromisoformat``, ``timestamp``) is
+ * 0.7-0.8 us, paid for every event that gets a hit or a correlation candidate. This returns
+ * the same float: ``timestamp()`` of an aware datetime divides its whole microseconds since the
+ * epoch by 10**6, correctly rounded, which IEEE division of the exact double is while they
+ * stay below 2**53 (the years 1685 to 2255). Anything else -- another shape, a field out of range,
+ * a later time -- is None, and the caller takes the Python path.
+ * ------------------------------------------------------------------------------------- */
+
+static int fixed_digits(const Py_UCS1 *s, int n, int *out) {
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        unsigned d = (unsigned)s[i] - '0';
+        if (d > 9) return 0;
+        v = v * 10 + (int)d;
+    }
+    *out = v;
+    return 1;
+}
+
+static long long days_from_civil(int y, int m, int d) {
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static PyObject *canonical_epoch(PyObject *self, PyObject *arg) {
+    static const int month_days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (!PyUnicode_Check(arg) || PyUnicode_GET_LENGTH(arg) != 27 || !PyUnicode_IS_ASCII(arg)) Py_RETURN_NONE;
+    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(arg);
+    if (s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' || s[26] != 'Z')
+        Py_RETURN_NONE;
+    int y, mo, d, h, mi, sec, us;
+    if (!fixed_digits(s, 4, &y) || !fixed_digits(s + 5, 2, &mo) || !fixed_digits(s + 8, 2, &d) ||
+        !fixed_digits(s + 11, 2, &h) || !fixed_digits(s + 14, 2, &mi) || !fixed_digits(s + 17, 2, &sec) ||
+        !fixed_digits(s + 20, 6, &us))
+        Py_RETURN_NONE;
+    if (y < 1 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 59) Py_RETURN_NONE;
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (d > month_days[mo - 1] + (mo == 2 && leap)) Py_RETURN_NONE;
+    long long total = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) * 1000000LL) + us;
+    if (total >= (1LL << 53) || total <= -(1LL << 53)) Py_RETURN_NONE;
+    return PyFloat_FromDouble((double)total / 1e6);
+}
+
 static PyMethodDef methods[] = {
     {"from_evtx_dict", from_evtx_dict, METH_O,
      "evtx JSON record (parsed) -> flat fields dict, or None when it has no Event object."},
@@ -1835,6 +1885,8 @@ static PyMethodDef methods[] = {
      "upper_guids(out): top-level {guid} values in upper case, in place (ecs._upper_guids_py)."},
     {"suspicious", suspicious, METH_VARARGS,
      "suspicious(data, limit): a \\ud escape or more than limit brackets (sanitize.suspicious)."},
+    {"canonical_epoch", canonical_epoch, METH_O,
+     "canonical_epoch(text): POSIX seconds of YYYY-MM-DDTHH:MM:SS.ffffffZ, None for anything else."},
     {"configure", configure, METH_VARARGS,
      "configure(system_attrs, core_names, to_int, fallback, event_type): the tables of normalize.py."},
     {NULL, NULL, 0, NULL},

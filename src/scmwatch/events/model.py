@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from scmwatch.escape import terminal
+from scmwatch.native import pure_python
 
 
 @dataclass(slots=True)
@@ -70,7 +71,13 @@ def parse_time(value: Any) -> float:
     """
     if not value:
         return 0.0
-    if value.__class__ is str and len(value) == 27 and _CANONICAL(value):
+    if value.__class__ is str and len(value) == 27:
+        if _canonical_epoch is not None:  # the C twin of the canonical text's path: 0.1 us, not 0.7
+            epoch = _canonical_epoch(value)
+            if epoch is not None:
+                return epoch if MIN_EPOCH <= epoch <= MAX_EPOCH else 0.0
+        if not _CANONICAL(value):
+            return _parse_general(value)
         # what every reader writes (``2019-03-03T09:20:28.621489Z``): the general path below
         # would hand fromisoformat this very text with ``+00:00`` for ``Z``; 0.7 us, not 3.6
         try:
@@ -114,6 +121,13 @@ def _parse_general(value: Any) -> float:
 
 
 _fromiso = datetime.fromisoformat
+
+try:  # events/_flatten.c, when it was compiled at install time (scmwatch.native)
+    from scmwatch.events._flatten import canonical_epoch as _canonical_epoch
+except ImportError:
+    _canonical_epoch = None
+if pure_python():
+    _canonical_epoch = None
 _CANONICAL = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z").fullmatch
 
 
