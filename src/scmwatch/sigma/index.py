@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import hashlib
 import os
 import tempfile
@@ -48,8 +49,8 @@ from scmwatch.sigma.cache import cache_root
 from scmwatch.sigma.compile import SYSTEM_FIELDS, Low
 from scmwatch.sigma.plancache import MISSING, plan_key, read_choice, read_plan, write_choice, write_plan
 from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit, hot_predicates
-from scmwatch.sigma.tagged import GATE_SLOTS as C_GATE_SLOTS
 from scmwatch.sigma.tagged import (
+    GATE_BITS,
     PREFILTER,
     Plan,
     candidates,
@@ -148,6 +149,13 @@ def keyword_anchors(literals: list[str]) -> tuple[str, ...] | None:
     return tuple(sorted(chosen))
 
 
+@functools.lru_cache(maxsize=256)
+def _keyword_anchors(literals: tuple[str, ...]) -> tuple[str, ...] | None:
+    """:func:`keyword_anchors`, once per literal set: the Mimikatz keyword rule alone is the
+    literal set of every Windows channel's bucket (8 of the attack corpus' 68, ~1 ms each)."""
+    return keyword_anchors(list(literals))
+
+
 def _as_text(v: object) -> str:
     """A non-str field value as prefilter text (list items joined, numbers as digits)."""
     if v.__class__ is list:
@@ -225,8 +233,9 @@ def _db_name(literals: list[str], regex: bool) -> str:
     digest = hashlib.sha256()
     flavour = "re-1" if regex else "1"
     digest.update(f"scmwatch-hs-{flavour} {getattr(hyperscan, '__version__', '?')}\n".encode())
-    for lit in literals:
-        digest.update(lit.encode("utf-8", "surrogatepass") + b"\x00\x01")
+    digest.update("\x00\x01".join(literals).encode("utf-8", "surrogatepass"))
+    if literals:
+        digest.update(b"\x00\x01")
     return digest.hexdigest()
 
 
@@ -399,8 +408,10 @@ HS_MIN_SCANS = 256  # never compile Hyperscan for a bucket before this many even
 # Scans a bucket makes on its literal prefilter before it looks again for the atom database
 # another process was compiling (``Busy``): ~20 us to look, ~256 x 30 us of matching between.
 BUSY_RETRY = 256
-GATE_BITS = 3
-GATE_SLOTS = 1 << GATE_BITS  # gate ids: unit position * GATE_SLOTS + gate index (MAX_GATES <= 8)
+# gate ids: unit position * GATE_SLOTS + gate index (``compile.MAX_GATES`` = 3 fit): the numbering
+# of the C match handler (``_text.Gather``, ``tagged.GATE_BITS``), so the literal path's gates go
+# to it as they are
+GATE_SLOTS = 1 << GATE_BITS
 SMALL_SET = 4  # literal sets this small are searched with ``in``, not an automaton
 # Events per prefilter a bucket times before it keeps the faster one. The atom prefilter wins
 # where many rules share a bucket (Sysmon process creation: 32 against 37 us per event) and
@@ -441,16 +452,12 @@ def _use_atoms(b: Bucket, p: Plan | None, scan: Callable[[str], list[int]] | Non
 
 def _literal_matcher(b: Bucket) -> Any:
     """The C literal path of bucket ``b`` (None: not available, or its scanner not Hyperscan's):
-    a Gather over the literals' gates, renumbered to the C handler's GATE_SLOTS (a unit has at
-    most ``compile.MAX_GATES`` = 3 gates, so they fit)."""
+    a Gather over the literals' gates (a single-gate bucket keeps unit positions: gate 0 of each)."""
     scan_db = getattr(b.scan, "scan_db", None)
     if LiteralMatcher is None or scan_db is None:
         return None
-    if b.single_gate:
-        gates = tuple(tuple(u * C_GATE_SLOTS for u in units) for units in b.lit_units)
-    else:
-        gates = tuple(tuple((g >> GATE_BITS) * C_GATE_SLOTS + (g & (GATE_SLOTS - 1)) for g in ids)
-                      for ids in b.lit_units)
+    gates = tuple([tuple([u << GATE_BITS for u in units]) for units in b.lit_units]) if b.single_gate \
+        else b.lit_units
     try:
         gather = Gather(gates, b.always, b.need)
     except ValueError:  # more gates than the C handler has slots: the Python path
@@ -536,22 +543,32 @@ class Engine:
         need = [0] * len(units)
         fields: set[str] | None = set()
         named: set[str] = set()  # fields literals come from by name
+        never = [u.never for u in units]
+        single_gate = all(n or len(u.literals) <= 1 for u, n in zip(units, never, strict=True))
+        # Units in order, each gate once per literal: every list of ``by_lit`` comes out sorted
+        # and without repeats. Sorting and deduplicating each list again, with the steps made
+        # cheaper beside it, cost every process 94-140 ms of CPU for the 68 buckets of the attack
+        # corpus (all SigmaHQ, warm caches); now 58-100.
         for i, u in enumerate(units):
-            if u.never:
+            if never[i]:
                 continue
             if not u.literals:
                 always.append(i)
+                continue
+            need[i] = len(u.literals)
+            if single_gate:  # gate id = position * GATE_SLOTS: store positions, no shift per event
+                for lit in u.literals[0]:
+                    by_lit.setdefault(lit, []).append(i)
             else:
-                need[i] = len(u.literals)
                 for k, gate in enumerate(u.literals):
                     for lit in gate:
                         by_lit.setdefault(lit, []).append(i * GATE_SLOTS + k)
-                if u.literal_fields is None:
-                    fields = None
-                else:
-                    named |= u.literal_fields
-                    if fields is not None:
-                        fields |= u.literal_fields
+            if u.literal_fields is None:
+                fields = None
+            else:
+                named |= u.literal_fields
+                if fields is not None:
+                    fields |= u.literal_fields
         scan = None
         lits = sorted(by_lit)
         upgrade_in = -1
@@ -587,16 +604,12 @@ class Engine:
         # the 3,137 attack-sample events of buckets scanning all fields (channel-wide keyword
         # rules), text and scan 3.0 -> 2.0 us per event.
         text_skip = frozenset(SYSTEM_FIELDS - named) if text_fields is None else frozenset()
-        single_gate = max(need, default=0) <= 1
-        if single_gate:  # gate id = position * GATE_SLOTS: store positions, no shift per event
-            lit_units = tuple(tuple(sorted({g >> GATE_BITS for g in by_lit[x]})) for x in lits)
-        else:
-            lit_units = tuple(tuple(sorted(set(by_lit[x]))) for x in lits)
+        lit_units = tuple(map(tuple, map(by_lit.__getitem__, lits)))
         b = Bucket(units, tuple(always), scan, lit_units, False,
                    text_fields=text_fields, text_skip=text_skip, need=tuple(need), single_gate=single_gate,
                    upgrade_in=upgrade_in, literals=tuple(lits), preds=hot_predicates(units),
                    rules=tuple(u.rule for u in units),
-                   anchors=keyword_anchors(lits) if lits and fields is None and not named else None)
+                   anchors=_keyword_anchors(tuple(lits)) if lits and fields is None and not named else None)
         if upgrade_in >= 0 and self.atoms is not False:
             b.sample = []
         if upgrade_in == 0:
