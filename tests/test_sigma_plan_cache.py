@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 
 from engine_pairs import SYSMON, brute, tool_rules
@@ -63,7 +64,19 @@ def test_edited_rule_gets_a_plan_of_its_own(tmp_path: Path, monkeypatch) -> None
     assert len(_plans(tmp_path / "c")) == 2
 
 
-@pytest.mark.parametrize("damage", [b"", b"{not json", b'{"plan": {"index": 3}}', "positions", "pattern"])
+# well-formed, checksum right, but a gate id, position or count the bucket cannot have
+MISFITS = {
+    "gate_unit": lambda p: p["pattern_gates"][0].append(99 << tagged.GATE_BITS),
+    "gate_negative": lambda p: p["pattern_gates"][-1].append(-1),
+    "need_bool": lambda p: p["need"].__setitem__(0, True),
+    "gate_float": lambda p: p["pattern_gates"][0].__setitem__(0, 0.0),
+    "ascii_name": lambda p: p["ascii_only"].append([7, [0]]),
+    "rest_text": lambda p: p.__setitem__("rest", "-1"),
+}
+
+
+@pytest.mark.parametrize("damage", [b"", b"{not json", b'{"plan": {"index": 3}}', "positions", "pattern",
+                                    *MISFITS])
 def test_damaged_or_misfit_plan_is_planned_again_and_rewritten(tmp_path: Path, monkeypatch, damage) -> None:
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
     rules = tool_rules(tmp_path / "r")
@@ -76,6 +89,11 @@ def test_damaged_or_misfit_plan_is_planned_again_and_rewritten(tmp_path: Path, m
         damage = plancache._header(body) + b"\n" + body
     elif damage == "pattern":  # one byte of a pattern altered: the checksum catches it
         damage = head + b"\n" + body.replace(b"x7", b"x6", 1)
+    elif damage in MISFITS:
+        doc = orjson.loads(body)
+        MISFITS[damage](doc["plan"])
+        body = orjson.dumps(doc)
+        damage = plancache._header(body) + b"\n" + body
     elif damage.startswith(b"{"):
         damage = plancache._header(damage) + b"\n" + damage
     assert damage != good
