@@ -518,6 +518,12 @@ def test_static_choice_scores_a_regex_atom_by_its_literal_run():
         p = tagged.plan([StandInUnit(("&", (img, atom_of("CommandLine", [("re", rx)]))))])
         assert set(p.index) == ({"CommandLine"} if wins else {"Image"}), rx
         assert any(x.startswith(tagged.PREFILTER) for x in p.patterns) is wins
+    # a regex outscores the case-free substring its match needs (it implies it): an OR of such
+    # selections keeps the regexes, not their backticks
+    ticks = [("&", (atom_of("CommandLine", [("contains", "`")]), atom_of("CommandLine", [("re", x)])))
+             for x in (regex_prefilter("\\w+`\\w+`"), regex_prefilter("\\$\\{`e`n`v"))]
+    (gate,) = tagged.requirement_gates(("|", tuple(ticks)))
+    assert {tagged.ATOMS[a][1][0][0] for a in gate} == {"re"}
 
 
 def test_sampled_choice_counts_a_regex_atoms_scan():
