@@ -124,6 +124,7 @@ def _run(paths: list[str], ruleset: Any, jobs: int, lines: bool, tallied: bool =
     sink.close()
     summary = {k: v for k, v in r.summary.items() if "second" not in k and k != "memory"}
     summary["parallelism"].pop("ranges_timeline", None)  # when the ranges came in: times
+    summary["parallelism"].pop("ranges_here", None)  # which process took which range: timing
     if tallied and kinds & {HitLine}:
         kinds.add("fed one by one" if results.added else "tallied")
     return buf.getvalue(), json.dumps(summary), json.dumps(results.to_dict()), kinds

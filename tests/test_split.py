@@ -383,6 +383,20 @@ def test_summary_reports_the_parallelism_used(tmp_path: Path, pack) -> None:
     assert 0 <= line["last_lead"] <= line["last_result"] - line["first_result"]
 
 
+@pytest.mark.parametrize("kind", ["evtx", "ndjson"])
+def test_this_process_hunts_ranges_beside_the_worker(tmp_path: Path, pack, attack: Path, kind: str) -> None:
+    """With ``--jobs 2`` this process hunts ranges of the split file beside one forked worker,
+    replaying and correlating the ranges that come in between its own; the output is still the
+    whole file's (correlations across ranges included for NDJSON)."""
+    if kind == "evtx":
+        path = tmp_path / "big.evtx"
+        path.write_bytes(evtxbuild.evtx_file(evtxbuild.service_chunks(12)))
+    else:
+        path = _joined(attack, tmp_path / "all.jsonl", old_host=False)
+    par = _same([path], pack)["parallelism"]
+    assert 1 <= par["ranges_here"] <= par["ranges"]
+
+
 def test_progress_advances_by_range_bytes(tmp_path: Path, pack, monkeypatch) -> None:
     """The bar moves as each range is read, by the range's bytes, and reaches the file size."""
     from scmwatch import progress

@@ -681,12 +681,17 @@ def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
     This process is one of the ``jobs``: it would otherwise only wait for results, so one
     worker fewer is forked and started, and this process's units' results cross no pipe and
     keep their short remainders in memory. Between its units it takes the results the workers
-    finished (without waiting), so progress and memory stay as with workers only. Not when a
-    file is split: this process replays and correlates its ranges as they come in
-    (:mod:`scmwatch.split`), work that would hold up its own range, a large share of the run.
-    Measured on the EVTX attack samples x5 (1,390 files, all SigmaHQ, ``--jobs 2``, 12
-    alternated runs, load 2.1-3.0): whole-process CPU median 1.52 -> 1.45 s, wall 0.93 ->
-    0.91 s."""
+    finished (without waiting), so progress and memory stay as with workers only. Measured on
+    the EVTX attack samples x5 (1,390 files, all SigmaHQ, ``--jobs 2``, 12 alternated runs,
+    load 2.1-3.0): whole-process CPU median 1.52 -> 1.45 s, wall 0.93 -> 0.91 s.
+
+    Ranges of a split file too (the summary's ``parallelism.ranges_here`` counts this
+    process's): the replay and correlation of the ranges (:mod:`scmwatch.split`) run between
+    its own ranges, and the plan's work stealing gives it fewer ranges for that. A forked
+    worker beside a parent that only replayed made three processes on two cores, and each of
+    that worker's ranges was pickled, written, read and unpickled. 983 MB of NDJSON,
+    ``--jobs 2``, 5 alternated pairs at load 5-8 from other work: whole-process CPU median
+    20.82 -> 20.59 s (lower in 4 of the 5 pairs; wall times at that load say nothing)."""
     ctx.gate_answers = {}
     if jobs == 1:
         for i, unit in units:
@@ -700,9 +705,7 @@ def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
 
     mp = multiprocessing.get_context("fork")
     plan = _Plan(_queues(units, jobs), mp)
-    here = not any(type(u) is FileRange for _, u in units)
-    if here:
-        plan.join()  # the first queue is this process's; the workers take the others
+    plan.join()  # the first queue is this process's; the workers take the others
     _CTX, _COLLECT, _PLAN = ctx, report is not None, plan
 
     # A Ctrl-C or SIGTERM while the pool is being built would leave the workers forked so far
@@ -711,15 +714,19 @@ def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     pool = None
     try:
-        pool = mp.Pool(jobs - 1 if here else jobs, initializer=_worker_start)
+        pool = mp.Pool(jobs - 1, initializer=_worker_start)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         # Largest units first so one big file does not finish last alone; batches of files
         # per task, because a Pool round trip costs ~0.5 ms of parent CPU and directories of
         # small .evtx files are common. A token per batch: those this process takes leave
         # empty ones for the workers.
         done = pool.imap_unordered(_hunt_next, range(len(plan.batches)), chunksize=1)
-        while here and (batch := plan.take()):
+        if any(type(u) is FileRange for _, u in units):
+            ctx.parallelism["ranges_here"] = 0
+        while batch := plan.take():
             for i, unit in batch:  # errors in the result, as a worker's: it may be dropped
+                if type(unit) is FileRange:
+                    ctx.parallelism["ranges_here"] += 1
                 yield hunt_unit(ctx, i, unit, collect_errors=report is not None)
                 yield from _finished(done)
         for results in done:

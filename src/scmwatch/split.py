@@ -17,9 +17,10 @@ Why the merged output equals the unsplit run's:
   differently. The per-file dedup of link facts depends on every earlier event of the file,
   so ranges select facts undeduped (``CandidateSelector.select_range``) and the dedup
   (``FactDedup``) is replayed over the ranges in file order with whole-file positions.
-* That replay runs in the parent *as the ranges come in* (:class:`_Replay`): a range is
-  replayed as soon as every range before it is in, its survivors written to the file's one
-  stream, so when the last range arrives only that range is left to replay. Ranges are
+* That replay runs in the parent *as the ranges come in* (:class:`_Replay`), between the
+  ranges the parent hunts itself (``scmwatch.hunt._pool_units``): a range is replayed as soon
+  as every range before it is in, its survivors written to the file's one stream, so when the
+  last range arrives only that range is left to replay. Ranges are
   handed out in file order (:func:`dispatch_order`) so that they arrive nearly in order.
   Replaying after the last range instead left the parent reading ~2.7x the surviving records
   (most of them repeated address -> name facts) while both workers were already idle.
