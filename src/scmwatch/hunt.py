@@ -719,16 +719,19 @@ def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
         # Largest units first so one big file does not finish last alone; batches of files
         # per task, because a Pool round trip costs ~0.5 ms of parent CPU and directories of
         # small .evtx files are common. A token per batch: those this process takes leave
-        # empty ones for the workers.
-        done = pool.imap_unordered(_hunt_next, range(len(plan.batches)), chunksize=1)
+        # empty ones for the workers. This process takes its first batch before any worker
+        # has a token, so that it hunts at least one unit however the processes are scheduled.
         if any(type(u) is FileRange for _, u in units):
             ctx.parallelism["ranges_here"] = 0
-        while batch := plan.take():
+        batch = plan.take()
+        done = pool.imap_unordered(_hunt_next, range(len(plan.batches)), chunksize=1)
+        while batch:
             for i, unit in batch:  # errors in the result, as a worker's: it may be dropped
                 if type(unit) is FileRange:
                     ctx.parallelism["ranges_here"] += 1
                 yield hunt_unit(ctx, i, unit, collect_errors=report is not None)
                 yield from _finished(done)
+            batch = plan.take()
         for results in done:
             yield from results
         _retire(pool)
