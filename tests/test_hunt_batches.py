@@ -48,10 +48,11 @@ def many(tmp_path_factory) -> Path:
     return out
 
 
-def _hunt(root: Path, pack, jobs: int):
+def _hunt(root: Path, pack, jobs: int, **kw):
     rs, engine = pack
     errors: list[str] = []
-    res = run_hunt([str(root)], rs, engine=engine, jobs=jobs, on_error=lambda e: errors.append(e.line()))
+    res = run_hunt([str(root)], rs, engine=engine, jobs=jobs, on_error=lambda e: errors.append(e.line()),
+                   **kw)
     summary = {k: v for k, v in res.summary.items() if k not in ("seconds", "events_per_second", "memory",
                                                                  "output_seconds", "jobs", "parallelism")}
     return [a.to_dict() for a in res.alerts], summary, errors
@@ -66,6 +67,55 @@ def test_batched_results_equal_jobs_one(many: Path, pack) -> None:
     assert one[1]["errors"] and one[1]["files"] >= 20
     # workers report in the order batches finish; every problem is there once
     assert sorted(one[2]) == sorted(two[2]) and len(one[2]) >= 3
+
+
+@pytest.mark.parametrize(("files", "run_size"), [(64, hunt.RUN_SIZE), (7, hunt.RUN_SIZE), (7, 4)])
+def test_files_hunted_together_report_what_one_call_per_file_does(many: Path, pack, monkeypatch,
+                                                                    files: int, run_size: int) -> None:
+    """``--jobs 1`` hunts runs of up to ``BATCH_FILES`` whole files in one call each
+    (``hunt.hunt_files``): the alerts (correlations across files among them), the summary and
+    the problems, reported as they happen, are those of one ``hunt_unit`` call per file; also
+    when a run's candidates go to disk early (``run_size`` 4)."""
+    calls: list[int] = []
+    real = hunt._hunt
+
+    def counting(units, *args, **kwargs):
+        calls.append(len(units))
+        return real(units, *args, **kwargs)
+
+    monkeypatch.setattr(hunt, "_hunt", counting)
+    monkeypatch.setattr(hunt, "BATCH_FILES", files)
+    got = _hunt(many, pack, 1, run_size=run_size)
+    assert max(calls) == min(files, got[1]["files"]) and len(calls) < got[1]["files"] / 2
+    monkeypatch.setattr(hunt, "BATCH_FILES", 1)
+    calls.clear()
+    assert _hunt(many, pack, 1, run_size=run_size) == got
+    assert set(calls) == {1}
+    assert any(a.get("correlation") for a in got[0]) and len(got[2]) >= 3
+
+
+def test_each_file_of_a_batch_keeps_its_own_lineage_table(pack, monkeypatch, tmp_path: Path) -> None:
+    """A legacy 4688 (no ParentProcessName) whose parent, services.exe, started in the file before
+    it: hunted together, the second file still does not see the first one's processes (each
+    file's own lineage table, as in a call per file), so the parent is left to the merge step
+    (which knows the SCM's PIDs from System events only: the analytic does not fire)."""
+    import json
+
+    def proc(t: str, pid: str, image: str, creator: str, cmd: str) -> str:
+        return json.dumps({"EventID": 4688, "Version": 1, "Channel": "Security", "Computer": "W7",
+                           "TimeCreated": t, "Provider_Name": "Microsoft-Windows-Security-Auditing",
+                           "NewProcessId": pid, "NewProcessName": image, "ProcessId": creator,
+                           "CommandLine": cmd}) + "\n"
+
+    system32 = "C:\\Windows\\System32\\"
+    (tmp_path / "a.jsonl").write_text(proc("2024-05-01T10:07:00Z", "0x300", system32 + "services.exe",
+                                           "0x1c4", "services.exe"))
+    (tmp_path / "b.jsonl").write_text(proc("2024-05-01T10:08:00Z", "0x9cc", system32 + "cmd.exe", "0x300",
+                                           "cmd.exe /c echo abc > \\\\.\\pipe\\abc"))
+    got = _hunt(tmp_path, pack, 1)
+    assert got[1]["lineage"]["deferred"] == 1 and got[1]["files"] == 2
+    monkeypatch.setattr(hunt, "BATCH_FILES", 1)
+    assert _hunt(tmp_path, pack, 1) == got
 
 
 def test_workers_are_gone_when_the_hunt_returns(many: Path, pack, monkeypatch) -> None:
@@ -206,19 +256,19 @@ def test_the_hunting_process_is_one_of_the_jobs(many: Path, pack, monkeypatch, t
     import multiprocessing
 
     here: list[int] = []
-    real = hunt.hunt_unit
+    real = hunt._hunt
     forked: list[int] = []
     pool = multiprocessing.get_context("fork").Pool
 
-    def counting(ctx, i, unit, **kwargs):
-        here.append(i)
-        return real(ctx, i, unit, **kwargs)
+    def counting(units, *args, **kwargs):
+        here.extend(i for i, _ in units)
+        return real(units, *args, **kwargs)
 
     def one_pool(processes, **kwargs):
         forked.append(processes)
         return pool(processes, **kwargs)
 
-    monkeypatch.setattr(hunt, "hunt_unit", counting)
+    monkeypatch.setattr(hunt, "_hunt", counting)
     monkeypatch.setattr(multiprocessing.context.ForkContext, "Pool", lambda self, n, **kw: one_pool(n, **kw))
     rs, engine = pack
     errors: list[str] = []

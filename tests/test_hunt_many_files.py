@@ -1,10 +1,12 @@
 """Many small EVTX files: the per-file shortcuts change nothing a hunt reports.
 
 A small EVTX file is read whole where it is sniffed (``read.WHOLE_EVTX``), the hunt's short
-sorted runs of hits are merged by one sort (``spill.merge_sorted``) and the read gate's answers
-are shared by a run's files (``HuntContext.gate_answers``). The reference is the paths they
-replace, run in the same test: every file read chunk by chunk with ``pread`` (``WHOLE_EVTX =
-0``), every merge a ``heapq.merge``, every file's gate asking afresh. Alerts (their JSON lines, in order),
+sorted runs of hits are merged by one sort (``spill.merge_sorted``), the read gate's answers
+are shared by a run's files (``HuntContext.gate_answers``) and runs of whole files are hunted in
+one call each (``hunt.hunt_files``). The reference is the paths they replace, run in the same
+test: every file read chunk by chunk with ``pread`` (``WHOLE_EVTX = 0``), every merge a
+``heapq.merge``, every file's gate asking afresh, one ``hunt_unit`` call per file
+(``BATCH_FILES = 1``). Alerts (their JSON lines, in order),
 the summary and the problem lines must be identical -- on the shared attack samples copied
 as the side-by-side benchmark's x5 input is, and on built files with the damage the EVTX reader
 reports (cut chunks, records the chunk headers list but the file lacks, zeroed chunks).
@@ -44,8 +46,9 @@ class _AskEveryFile(hunt.ReadGate):
 
 def _reference(monkeypatch: pytest.MonkeyPatch) -> None:
     """The paths the shortcuts replace: whole files never read at once, merges by heapq, the
-    gate asked per file."""
+    gate asked per file, a call per file."""
     monkeypatch.setattr(read, "WHOLE_EVTX", 0)
+    monkeypatch.setattr(hunt, "BATCH_FILES", 1)
     monkeypatch.setattr(spill, "merge_sorted", lambda lists, key: list(heapq.merge(*lists, key=key)))
     monkeypatch.setattr(hunt, "ReadGate", _AskEveryFile)
 
