@@ -1225,9 +1225,10 @@ def run_hunt(
                 r.errors = []
                 tuned_out += r.tuned_out
                 if not r.progress_done:
-                    nbytes = (sum(unit_bytes(inputs[f.index]) for f in r.files) if r.files
-                              else unit_bytes(inputs[r.index]))
-                    bar.advance(nbytes, r.stats.events if r.stats else 0)
+                    for f in r.files:  # a batch's files one by one, as results of their own would
+                        bar.advance(unit_bytes(inputs[f.index]), f.events)
+                    if not r.files:
+                        bar.advance(unit_bytes(inputs[r.index]), r.stats.events if r.stats else 0)
             ctx.progress = None
         for err in held if on_error is not None else ():
             on_error(err)
