@@ -144,8 +144,11 @@ def test_files_of_many_chunks_preallocated_and_damaged_tails(tmp_path: Path) -> 
     chunks = [evtxbuild.chunk(evtxbuild.records(1 + 10 * k, 10), 1 + 10 * k, 10 + 10 * k) for k in range(4)]
     zero = bytes(CHUNK)
     garbage = bytes(random.Random(1).randbytes(CHUNK))
+    last_byte, first_byte = zero[:-1] + b"\x01", b"\x01" + zero[1:]  # not zeros: garbage too
     for name, body in (("plain", chunks), ("prealloc", [*chunks, zero, zero]),
-                       ("gap", [chunks[0], zero, chunks[2]]), ("garbage", [chunks[0], garbage, chunks[1]])):
+                       ("gap", [chunks[0], zero, chunks[2]]), ("garbage", [chunks[0], garbage, chunks[1]]),
+                       ("last-byte", [chunks[0], last_byte, chunks[1]]),
+                       ("first-byte", [*chunks, first_byte])):
         path = tmp_path / f"{name}.evtx"
         path.write_bytes(evtxbuild.evtx_file(body))
         assert_same(str(path))

@@ -2080,14 +2080,12 @@ static void release_names(Ctx *x) {
 
 static Ctx CTX;
 
+/* A chunk of zeros (preallocated): its first byte zero and every byte equal to the one before
+   it, asked of libc's vectorised memcmp. Most small EVTX files end in one such chunk; an OR over
+   its 8-byte words cost ~25k instructions per chunk (callgrind), ~1/10 of the hunt's whole
+   per-file cost, against ~4k. */
 static int all_zero(const uint8_t *d) {
-    uint64_t any = 0;
-    for (uint32_t i = 0; i < CHUNK_SIZE; i += 8) {
-        uint64_t w;
-        memcpy(&w, d + i, 8);
-        any |= w;
-    }
-    return any == 0;
+    return d[0] == 0 && memcmp(d, d + 1, CHUNK_SIZE - 1) == 0;
 }
 
 /* decode_chunk(chunk, name, want, decisions) -> (events, skipped) or None (use the package). */
