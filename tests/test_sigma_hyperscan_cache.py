@@ -132,3 +132,38 @@ def test_cache_without_locks_compiles_without_one(tmp_path: Path, monkeypatch) -
     monkeypatch.setattr(index.fcntl, "lockf", no_locks)
     assert index._hs_database(PATTERNS, regex=True, claim=True) is not None
     assert (tmp_path / "hyperscan" / f"{index._db_name(PATTERNS, True)}.hsdb").exists()
+
+
+def test_a_large_literal_set_is_compiled_at_first_sight(tmp_path: Path, monkeypatch) -> None:
+    """A bucket on the ramp whose literal database is not cached builds an automaton in every
+    run; from ``COMPILE_AT_ONCE`` literals its database is compiled and stored instead (the next
+    engine loads it), and its events take the Hyperscan literal path with the same matches.
+    Without a cache to keep it in, the automaton as before."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "cache"))
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    hashes = {i: "".join(f"    - 'SHA256={i:02d}{k:060d}'\n" for k in range(3)) for i in range(4)}
+    rules = {f"d{i}": f"sel:\n  Hashes|contains:\n{h}condition: sel" for i, h in hashes.items()}
+    _, literal = engine_pair(rules_dir, rules, "driver_load", "9e0b6a54")
+    rs = literal.ruleset
+    drivers = ("Microsoft-Windows-Sysmon/Operational", 6)
+    events = [{"Channel": drivers[0], "EventID": 6, "Hashes": f"MD5=1,SHA256={i % 5:02d}{i % 3:060d}"}
+              for i in range(12)]
+    stored = tmp_path / "cache" / "hyperscan"
+
+    def fresh(at_once: int) -> index.Bucket:
+        monkeypatch.setattr(index, "COMPILE_AT_ONCE", at_once)
+        engine = index.Engine(rs)
+        b = engine.bucket(*drivers)
+        assert b.upgrade_in > 0  # still on the ramp
+        for f in events:
+            assert [r.id for r in engine.match_fields(f)] == brute(literal, f)
+        return b
+
+    assert getattr(fresh(13).scan, "scan_db", None) is None and not list(stored.glob("*.hsdb"))
+    b = fresh(12)
+    assert b.scan.scan_db is not None and len(list(stored.glob("*.hsdb"))) == 1
+    assert index.LiteralMatcher is None or b.lit_matcher is not None
+    assert fresh(10**6).scan.scan_db is not None  # the next engine finds it in the cache
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", "")
+    assert getattr(fresh(12).scan, "scan_db", None) is None
