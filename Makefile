@@ -27,7 +27,7 @@ PURE_TESTS := tests/test_events_readers.py tests/test_events_json_parser.py test
 	tests/test_hunt.py tests/test_hunt_gate.py tests/test_hunt_memory.py tests/test_sigma_warm_start.py
 
 test: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	SCMWATCH_PURE_PYTHON=1 $(BIN)/python -m pytest $(PURE_TESTS)
 
