@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from scmwatch.detections import ASR_PSEXEC_WMI
 from scmwatch.sigma import CompiledRule, RuleSet
@@ -218,14 +218,11 @@ def compute(ruleset: RuleSet, seen_pairs: Iterable[tuple[Any, Any]], min_level_r
     channels = {c for c, _ in seen}
     total = ready = 0
     gaps: list[Gap] = []
-    for sig, rules, described in _groups(ruleset, min_level_rank, level_rank, exclude_ids):
+    for sig, rules, (labels, advice) in _groups(ruleset, min_level_rank, level_rank, exclude_ids):
         total += len(rules)
         if any(_covered(k, seen, channels) for k in sig):
             ready += len(rules)
             continue
-        if described is None:
-            described = _describe_all(list(sig))
-        labels, advice = described
         gaps.append(Gap(list(labels), list(advice), list(rules)))
     gaps.sort(key=lambda g: (-len(g.rules), g.needs))
     blind = _blind_correlations(ruleset, seen, channels) if ruleset.correlations else []
@@ -237,10 +234,18 @@ def compute(ruleset: RuleSet, seen_pairs: Iterable[tuple[Any, Any]], min_level_r
 _GROUPS: list[Any] = [None, None]
 
 
+class _Group(NamedTuple):
+    """Rules that can alert and listen to the same keys (:func:`_groups`)."""
+
+    keys: tuple
+    rules: list[Any]  # in rule-set order
+    described: tuple[list[str], list[str]]  # what _describe_all says of the keys: labels, advice
+
+
 def _groups(ruleset: RuleSet, min_level_rank: int, level_rank: dict[str, int] | None,
-            exclude_ids: Iterable[str]) -> list[list[Any]]:
-    """``[key tuple, rules, (labels, advice) or None]`` per distinct key list of the rules that
-    can alert, in the order of their first rule; rules within a group in rule-set order."""
+            exclude_ids: Iterable[str]) -> list[_Group]:
+    """A :class:`_Group` per distinct key list of the rules that can alert, in the order of
+    their first rule."""
     excluded = frozenset(exclude_ids)
     ranks = tuple(sorted(level_rank.items())) if level_rank is not None else None
     rules = tuple(ruleset.rules)
@@ -252,14 +257,8 @@ def _groups(ruleset: RuleSet, min_level_rank: int, level_rank: dict[str, int] | 
         if not rule.units or rule.id in excluded or (
                 level_rank is not None and level_rank.get(rule.level, 0) < min_level_rank):
             continue
-        sig = tuple(rule_keys(rule))
-        group = groups.get(sig)
-        if group is None:
-            group = groups[sig] = [sig, [], None]
-        group[1].append(rule)
-    out = list(groups.values())
-    for group in out:
-        group[2] = _describe_all(list(group[0]))
+        groups.setdefault(tuple(rule_keys(rule)), []).append(rule)
+    out = [_Group(sig, members, _describe_all(list(sig))) for sig, members in groups.items()]
     _GROUPS[0], _GROUPS[1] = key, out
     return out
 
