@@ -57,6 +57,8 @@ class Unit:
     order: int = 0
     requirement: Req = True  # over atoms (compile.py): necessary for ``pred``
     stored_requirement: bytes | None = field(default=None, repr=False)  # pickled, not read yet
+    # ``pred`` not read yet (a unit from the rule cache): its slot is empty until ``Unit.pred``
+    unread: bool = field(default=False, repr=False)
 
     def __getattr__(self, name: str) -> Any:
         if name == "requirement":
@@ -72,7 +74,7 @@ class Unit:
     def never(self) -> bool:
         """Known never to match (its predicate is False), without reading a predicate that is
         not read yet (then it is not known: False)."""
-        return _slot(self) is False
+        return not self.unread and self.pred is False
 
     def __getstate__(self) -> tuple:
         stored = self.stored_requirement
@@ -83,17 +85,18 @@ class Unit:
     def __setstate__(self, state: tuple) -> None:
         (self.rule, self.source, self.keys, self.literals, self.literal_fields, self.order,
          self.stored_requirement) = state
+        self.unread = True
 
 
 _UNREAD = object()
-_read_pred = Unit.__dict__["pred"].__get__  # the slot itself: raises AttributeError when unread
 
 
 def _slot(u: Unit) -> Any:
-    try:
-        return _read_pred(u)
-    except AttributeError:
-        return _UNREAD
+    """The unit's predicate, or ``_UNREAD`` without reading it. Told by a flag, not by the
+    empty slot's AttributeError: raising and catching that (here and again in ``never``) cost
+    ~2 us per unit of every bucket built; building the attack corpus x5's 142 buckets (4,039
+    units, in every ``--jobs`` process) took 51-53 ms with it, 40-45 ms without."""
+    return _UNREAD if u.unread else u.pred
 
 
 def _never(f: dict, low: Any) -> bool:
@@ -223,6 +226,7 @@ class CompiledRule:
             if u.source not in preds:
                 self.flags.append(f"not run on {u.source}: its predicate did not compile from the rule cache")
             u.pred = preds.get(u.source, False)
+            u.unread = False
 
 
 @dataclass
