@@ -153,3 +153,43 @@ def test_pairs_of_the_same_units_share_one_bucket(tmp_path: Path) -> None:
     ev = {"Channel": "Security", "EventID": 4625, "Data": "run MIMIKATZ"}
     assert [r.title for r in engine.match_fields(ev)] == ["Keyword"]
     assert [r.title for r in engine.match_fields({**ev, "EventID": 4624})] == ["Keyword"]
+
+
+def _systematic(events: list[dict]) -> list[dict]:
+    """The sample ``Engine._keep`` is to keep of ``events``: every stride-th, the stride doubling
+    (every other kept one dropped) whenever 2 * SAMPLE are kept."""
+    sample: list[dict] = []
+    stride = 1
+    for seen, f in enumerate(events, 1):
+        if seen % stride == 0:
+            sample.append(f)
+            if len(sample) >= 2 * index.SAMPLE:
+                del sample[::2]
+                stride *= 2
+    return sample
+
+
+@pytest.mark.parametrize("replan_after", [None, 700])
+def test_sampling_asks_keep_only_when_it_has_something_to_do(rules: Path, monkeypatch,
+                                                             replan_after: int | None) -> None:
+    """A sampling bucket counts its events in ``match_in`` and calls ``_keep`` only for those it
+    keeps and for its replan: the same sample as one call per event, far fewer calls, and the
+    replan (here at the 700th event) still where it was."""
+    _cold_run(rules)
+    engine = Engine(load_rules(rules), replan_after=replan_after)
+    b = engine.bucket(*SYSMON)
+    assert b.sample == [] and b.trials == 0 and b.replan_at > 0
+    calls = []
+    keep = engine._keep
+    monkeypatch.setattr(engine, "_keep", lambda b, f: (calls.append(b.seen), keep(b, f)))
+    events = _events(3_000, seed=11)
+    literal = Engine(engine.ruleset, use_hyperscan=False)
+    for n, f in enumerate(events, 1):
+        assert [r.id for r in engine.match_fields(f)] == brute(literal, f)
+        if b.sample is not None:
+            assert b.seen == n and b.sample == _systematic(events[:n])
+    if replan_after is None:  # a short hunt: no replan, all sampled
+        assert b.replan_at > len(events) and b.sample == _systematic(events)
+    else:
+        assert b.sample is None and b.replan_at == -1 and calls[-1] == replan_after
+    assert len(calls) < len(events) // 4 and len(set(calls)) == len(calls)
