@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 
 $(BIN)/scmwatch: pyproject.toml setup.py requirements-export.txt src/scmwatch/events/_flatten.c src/scmwatch/events/_evtx.c \
 		src/scmwatch/events/_xml.c src/scmwatch/events/_lines.c src/scmwatch/events/_event.h \
-		src/scmwatch/sigma/_text.c src/scmwatch/sigma/_stat.c
+		src/scmwatch/sigma/_text.c src/scmwatch/sigma/_stat.c src/scmwatch/sigma/_prog.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'

@@ -45,6 +45,12 @@ setup(
             extra_compile_args=["-O2"],
         ),
         Extension(
+            "scmwatch.sigma._prog",
+            ["src/scmwatch/sigma/_prog.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        ),
+        Extension(
             "scmwatch.sigma._stat",
             ["src/scmwatch/sigma/_stat.c"],
             optional=True,

@@ -21,6 +21,7 @@ from scmwatch.sigma.cache import cache_root, lasting, no_gc, open_entry, write_e
 from scmwatch.sigma.compile import (
     Pred,
     Req,
+    c_program,
     compile_condition,
     condition_fields,
     empty_value_fields,
@@ -114,14 +115,14 @@ def hot_predicates(units: Sequence[Unit]) -> list[Pred | bool]:
     preds: list[Pred | bool] = []
     for i, u in enumerate(units):
         p = _slot(u)
-        preds.append(_stand_in(u, preds, i) if p is _UNREAD else p)
+        preds.append(_stand_in(u, preds, i) if p is _UNREAD else c_program(p))
     return preds
 
 
 def _stand_in(u: Unit, preds: list[Pred | bool], i: int) -> Pred:
     def first_call(f: dict, low: Any) -> bool:
         p = u.pred
-        preds[i] = _never if p is False else p
+        preds[i] = _never if p is False else c_program(p)
         return p if isinstance(p, bool) else p(f, low)
 
     return first_call
