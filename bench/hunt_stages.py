@@ -2,8 +2,9 @@
 
 Each side is the hunt loop (``hunt_unit``) with one more stage switched on, so the difference
 between neighbouring sides is what that stage costs per event; all sides interleaved round by
-round in one run (the machine is shared), warm engines, the ``evtx_dump``-shaped NDJSON copy of
-the EVTX corpus (or the given NDJSON files) repeated 4 times per pass:
+round in one run (the machine is shared), warm engines (every bucket settled:
+``hunt_throughput.settle``), the ``evtx_dump``-shaped NDJSON copy of the EVTX corpus (or the
+given NDJSON files) repeated 4 times per pass:
 
   raw        ``orjson.loads`` per line (the ratio's baseline)
   read       the reader alone (read + normalize, ungated)
@@ -34,7 +35,7 @@ from pathlib import Path
 import orjson
 
 from common import SHARED, evtx_files, load_average
-from hunt_throughput import hunt_pass, measure, ndjson_copy, raw_json_pass, read_json_pass
+from hunt_throughput import hunt_pass, measure, ndjson_copy, raw_json_pass, read_json_pass, settle
 from scmwatch.events import ReadStats, discover
 from scmwatch.hunt import HuntContext, hunt_unit
 from scmwatch.rules import pack_paths
@@ -169,7 +170,7 @@ def main() -> int:
         "hunt": lambda: hunt_pass(big, rs, engine),
     }
     freeze_gc()  # as run_hunt does: the collector does not walk the compiled rules again and again
-    rates = measure(sides, args.seconds)
+    rates = measure(sides, args.seconds, lambda: settle([engine], inputs))
     timed.seconds = timed.calls = 0
     t0 = time.perf_counter()
     n = unit_pass(ctx(timed, True, True), big)
