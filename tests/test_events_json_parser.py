@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -305,6 +305,72 @@ def test_strings_in_every_position_at_once() -> None:
         )
         result = check(text)
         assert _raises(result) == (name in STRING_IDS_THAT_ERR), name
+
+
+# What ends a run of plain bytes, at every offset of an 8-byte word: the scanner takes the first
+# special byte's position from the word's flag bits, where a borrow may also flag bytes above it,
+# so each is followed by bytes a borrow would flag ('#' is '"' ^ 1, ' ' is 0x20) and by more text.
+WORD_SPECIALS = {
+    "closing-quote": "",
+    "escape": r"\n",
+    "escaped-quote": r"\"",
+    "escaped-backslash": r"\\",
+    "non-ascii": "é",
+    "non-ascii-4byte": "😀",
+    "raw-tab": "\t",
+    "raw-nul": "\x00",
+}
+
+
+@pytest.fixture
+def fallbacks() -> Iterator[list[Any]]:
+    """The texts the C parser hands to its Python fallback while the test runs."""
+    seen: list[Any] = []
+
+    def counting(text: Any) -> Any:
+        seen.append(text)
+        return PY_PARSE(text)
+
+    configure = normalize._flatten.configure
+    configure(normalize.SYSTEM_ATTRS, normalize._CORE, normalize._int, counting, normalize.Event)
+    try:
+        yield seen
+    finally:
+        configure(normalize.SYSTEM_ATTRS, normalize._CORE, normalize._int, PY_PARSE, normalize.Event)
+
+
+@pytest.mark.parametrize("special", list(WORD_SPECIALS.values()), ids=list(WORD_SPECIALS))
+def test_string_end_at_every_offset_of_a_word(special: str, fallbacks: list[Any]) -> None:
+    """Equal to the reference, and a valid string is read by the C parser itself: a misplaced
+    end would leave the cursor where the next member cannot parse, and the fallback would hide
+    it by giving the right answer."""
+    bad = special in ("\t", "\x00")
+    for before in range(18):
+        for after in ("", "#", " #", "#" * 9, "x" * 17):
+            value = '"' + "a" * before + special + after + '"'
+            # (a spaced EventData name is the fallback's by design: no space in the key)
+            key = value.replace(" ", "")
+            for text in (placements(value)["eventdata-value"], key_placements(key)["eventdata-key"],
+                         placements(value)["system-value"]):
+                fallbacks.clear()
+                result = check(text)
+                assert _raises(result) == bad, (before, after)
+                assert bool(fallbacks) == bad, (before, after, text)
+            result = check(placements(value)["eventdata-value"])
+            if not bad:
+                assert result["CommandLine"] == json.loads(value)
+
+
+def test_eventdata_names_seen_before_follow_a_new_configuration(fallbacks: list[Any]) -> None:
+    """A name read before as a plain EventData name is remembered as plain; configure() with a
+    set of protected names that now holds it must send the record to the fallback again."""
+    text = record(sysm(), datam('{"PlainName":"x","After":"y"}'))
+    for _ in range(2):
+        assert C_PARSE(text)["PlainName"] == "x"
+    assert not fallbacks
+    normalize._flatten.configure(normalize.SYSTEM_ATTRS, {*normalize._CORE, "PlainName"}, normalize._int)
+    C_PARSE(text)
+    assert fallbacks == [text]
 
 
 INVALID_UTF8 = {
