@@ -307,9 +307,10 @@ def test_strings_in_every_position_at_once() -> None:
         assert _raises(result) == (name in STRING_IDS_THAT_ERR), name
 
 
-# What ends a run of plain bytes, at every offset of an 8-byte word: the scanner takes the first
-# special byte's position from the word's flag bits, where a borrow may also flag bytes above it,
-# so each is followed by bytes a borrow would flag ('#' is '"' ^ 1, ' ' is 0x20) and by more text.
+# What ends a run of plain bytes, at every offset of a 16-byte (SSE2) and an 8-byte word: the
+# scanner takes the first special byte's position from the word's flag bits, where a borrow may
+# also flag bytes above it, so each is followed by bytes a borrow would flag ('#' is '"' ^ 1,
+# ' ' is 0x20) and by more text.
 WORD_SPECIALS = {
     "closing-quote": "",
     "escape": r"\n",
@@ -345,7 +346,7 @@ def test_string_end_at_every_offset_of_a_word(special: str, fallbacks: list[Any]
     end would leave the cursor where the next member cannot parse, and the fallback would hide
     it by giving the right answer."""
     bad = special in ("\t", "\x00")
-    for before in range(18):
+    for before in range(34):
         for after in ("", "#", " #", "#" * 9, "x" * 17):
             value = '"' + "a" * before + special + after + '"'
             # (a spaced EventData name is the fallback's by design: no space in the key)
@@ -782,6 +783,42 @@ LAYOUTS.update(
 @pytest.mark.parametrize("text", list(LAYOUTS.values()), ids=list(LAYOUTS))
 def test_layouts(text: str) -> None:
     check(text)
+
+
+# System children with attributes and no ``#text`` leave no member of their own (the streaming
+# parser keeps no placeholder for them): repeated names, and an attribute whose flat name is
+# another child's, must still come out as flatten_system's two passes make them.
+SYSTEM_CHILDREN = {
+    "attr-named-like-later-child":
+        '{"Execution":{"#attributes":{"ProcessID":1}},"ProcessID":{"#attributes":{"X":2}}}',
+    "attr-named-like-earlier-member": '{"ProcessID":7,"Execution":{"#attributes":{"ProcessID":1}}}',
+    "attr-named-like-later-member": '{"Execution":{"#attributes":{"ProcessID":1}},"ProcessID":7}',
+    "attrs-child-twice":
+        '{"Provider":{"#attributes":{"Name":"a"}},"Provider":{"#attributes":{"Name":"b"}}}',
+    "attrs-child-then-member": '{"Provider":{"#attributes":{"Name":"a"}},"Provider":"x"}',
+    "member-then-attrs-child": '{"Provider":"x","Provider":{"#attributes":{"Name":"a"}}}',
+    "attrs-child-then-text-child": '{"Provider":{"#attributes":{"Name":"a"}},"Provider":{"#text":"t"}}',
+    "text-child-then-attrs-child": '{"Provider":{"#text":"t"},"Provider":{"#attributes":{"Name":"a"}}}',
+    "attrs-child-then-empty-child": '{"Security":{"#attributes":{"UserID":"S-1"}},"Security":{}}',
+    "empty-child-between": '{"Correlation":{},"Execution":{"#attributes":{"ProcessID":1}},"Channel":"X"}',
+    "null-attrs": '{"Security":{"#attributes":null},"Channel":"X"}',
+    "text-and-attrs": '{"Provider":{"#attributes":{"Name":"a"},"#text":"t"},"Channel":"X"}',
+    "attr-named-like-own-child":
+        '{"TimeCreated":{"#attributes":{"SystemTime":"2024-05-01T10:00:00Z"}},"X":1}',
+    "unmapped-attrs-children": '{"A":{"#attributes":{"B":1}},"A_B":{"#attributes":{"C":2}},"Z":0}',
+}
+
+
+@pytest.mark.parametrize("system", list(SYSTEM_CHILDREN.values()), ids=list(SYSTEM_CHILDREN))
+def test_system_children_without_text(system: str) -> None:
+    check(record(sysm(system), datam()))
+
+
+def test_system_children_without_text_pinned() -> None:
+    out = check(record(sysm(SYSTEM_CHILDREN["attr-named-like-later-child"]), datam('{"A":1}')))
+    assert "ProcessID" not in out and out["ProcessID_X"] == 2  # the second child's removal wins
+    out = check(record(sysm(SYSTEM_CHILDREN["empty-child-between"]), datam('{"A":1}')))
+    assert list(out) == ["Correlation", "Channel", "ProcessID", "A"]
 
 
 # Found by these tests: the C parser streamed EventData members into the flat dict one by one,

@@ -39,6 +39,9 @@
 #include <structmember.h>
 
 #include "_event.h"
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 static PyObject *SYSTEM_ATTRS = NULL; /* dict: element -> {attribute: name} */
 static PyObject *CORE = NULL;         /* set of System names EventData may not overwrite */
@@ -286,7 +289,10 @@ typedef struct {
 #define MAX_DEPTH 64
 
 static inline void skip_ws(Cursor *c) {
-    while (c->p < c->end && (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t')) c->p++;
+    /* one comparison for the usual next byte (structure or a value, all above the space) */
+    while (c->p < c->end && *c->p <= ' ' &&
+           (*c->p == ' ' || *c->p == '\n' || *c->p == '\r' || *c->p == '\t'))
+        c->p++;
 }
 
 /* Object keys repeat in every record: one cached, interned str per distinct short key saves
@@ -363,6 +369,19 @@ static inline uint64_t special_bytes(uint64_t w) {
 #define FIRST_FLAGGED(m) ((unsigned)__builtin_ctzll(m) >> 3)
 #endif
 static inline const unsigned char *scan_plain(const unsigned char *s, const unsigned char *end) {
+#if defined(__SSE2__) && defined(FIRST_FLAGGED)
+    /* 16 bytes per step: a signed byte below 0x20 is a control character or (negative) one of
+     * 0x80-0xff, so one comparison finds both (the reader's scan 84M -> ~35M instructions). */
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+    while (end - s >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)s);
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                                   _mm_cmplt_epi8(v, space));
+        unsigned mask = (unsigned)_mm_movemask_epi8(hit);
+        if (mask) return s + __builtin_ctz(mask);
+        s += 16;
+    }
+#endif
     while (end - s >= 8) {
         uint64_t w;
         memcpy(&w, s, 8);
@@ -770,7 +789,7 @@ static int system_child(Cursor *c, Pending *p) {
 static int stream_system(Cursor *c, PyObject *out) {
     Pending pending[MAX_PENDING];
     int npending = 0, rc = -1;
-    Py_ssize_t members = 0;
+    Py_ssize_t members = 0, absent = 0;
     int more = open_container(c, '}');
     while (more > 0) {
         PyObject *key = member_key(c);
@@ -785,7 +804,14 @@ static int stream_system(Cursor *c, PyObject *out) {
             memset(p, 0, sizeof(*p));
             p->key = key;
             if (system_child(c, p) < 0) goto done;
-            if (PyDict_SetItem(out, key, Py_None) < 0) goto done; /* holds the position */
+            /* A child with attributes and no #text leaves no member (only its attributes, added
+             * after the last member), so it gets no placeholder to delete again: Provider,
+             * TimeCreated, Execution and Security of every record, ~270 instructions each. */
+            if (p->text == NULL && p->nattrs > 0) {
+                absent++;
+            } else if (PyDict_SetItem(out, key, Py_None) < 0) { /* holds the position */
+                goto done;
+            }
         } else {
             PyObject *value = parse_value(c, 3);
             int set = value == NULL ? -1 : PyDict_SetItem(out, key, value);
@@ -795,14 +821,27 @@ static int stream_system(Cursor *c, PyObject *out) {
         }
         more = next_item(c, '}');
     }
-    /* A repeated member would follow the dict's last-wins rule: leave that to the fallback. */
-    if (more < 0 || PyDict_GET_SIZE(out) != members) goto done;
+    /* A repeated member would follow the dict's last-wins rule: leave that to the fallback. A
+     * child without a placeholder repeats a member when its name is in ``out`` or is another
+     * such child's. */
+    if (more < 0 || PyDict_GET_SIZE(out) != members - absent) goto done;
+    for (int k = 0; absent && k < npending; k++) {
+        Pending *p = &pending[k];
+        if (p->text != NULL || p->nattrs == 0) continue;
+        int in = PyDict_Contains(out, p->key);
+        if (in != 0) goto done;
+        for (int j = 0; j < k; j++)
+            if (pending[j].text == NULL && pending[j].nattrs > 0 && key_is(pending[j].key, p->key)) goto done;
+    }
     for (int k = 0; k < npending; k++) {
         Pending *p = &pending[k];
         if (p->text != NULL) {
             if (PyDict_SetItem(out, p->key, p->text) < 0) goto done;
         } else if (p->nattrs > 0) {
-            if (PyDict_DelItem(out, p->key) < 0) goto done;
+            /* no placeholder; but an earlier child's attribute may have taken the name, and
+             * the placeholder's removal removed that too */
+            int in = PyDict_Contains(out, p->key);
+            if (in < 0 || (in && PyDict_DelItem(out, p->key) < 0)) goto done;
         } else {
             continue; /* stays None */
         }
