@@ -119,25 +119,34 @@ def test_each_file_of_a_batch_keeps_its_own_lineage_table(pack, monkeypatch, tmp
 
 
 def test_workers_are_gone_when_the_hunt_returns(many: Path, pack, monkeypatch) -> None:
-    """The finished pool is terminated beside the merge (``hunt._retire``), but joined before
-    ``run_hunt`` returns: no worker process or retiring thread outlives it, even when
-    terminating takes longer than the merge (slowed down here)."""
-    import multiprocessing
-    import multiprocessing.pool
-    import threading
+    """The finished workers are reaped after the merge (``hunt.join_retired``), but before
+    ``run_hunt`` returns: no worker process outlives it, not even as a zombie, even when a
+    worker takes its time to exit after its last result (slowed down here)."""
+    import os
     import time
 
-    real = multiprocessing.pool.Pool.terminate
+    from scmwatch import workers
 
-    def slow(self) -> None:
+    made: list[workers.Workers] = []
+    real_init, real_exit = workers.Workers.__init__, os._exit
+
+    def init(self, *args, **kwargs) -> None:
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    def lingering_exit(code: int) -> None:  # only the workers leave by os._exit here
         time.sleep(0.3)
-        real(self)
+        real_exit(code)
 
-    monkeypatch.setattr(multiprocessing.pool.Pool, "terminate", slow)
+    monkeypatch.setattr(workers.Workers, "__init__", init)
+    monkeypatch.setattr(os, "_exit", lingering_exit)
     rs, engine = pack
-    run_hunt([str(many)], rs, engine=engine, jobs=2)
-    assert multiprocessing.active_children() == []
-    assert not [t for t in threading.enumerate() if t.name == "scmwatch-pool-retire"]
+    run_hunt([str(many)], rs, engine=engine, jobs=3)
+    assert len(made) == 1 and len(made[0].pids) == 2
+    for pid in made[0].pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    assert not hunt._retiring
 
 
 def test_batch_with_a_failing_file_in_the_middle(many: Path, pack, monkeypatch) -> None:
@@ -232,12 +241,10 @@ def test_queues_keep_a_name_on_one_worker_and_hand_out_every_unit_once(copies: P
 
 
 def test_plan_gives_each_batch_once_own_queue_first_then_the_others_smallest() -> None:
-    """What pool workers take (``hunt._Plan.take``): a worker's own queue from its largest
+    """What workers take (``hunt._Plan.take``): a worker's own queue from its largest
     batch on, then, its queue empty, the last (smallest) batch of the fullest other queue."""
-    import multiprocessing
-
     queues = [[["a0"], ["a1"], ["a2"]], [["b0"]], [["c0"], ["c1"]]]
-    plan = hunt._Plan(queues, multiprocessing.get_context("fork"))
+    plan = hunt._Plan(queues)
     plan.join()
     assert plan.own == 0
     taken = [plan.take()[0] for _ in range(2)]
@@ -253,23 +260,21 @@ def test_the_hunting_process_is_one_of_the_jobs(many: Path, pack, monkeypatch, t
     """``--jobs 2`` forks one worker: this process hunts units too (counted here: the worker's
     calls happen in its own copy of the counter), and reports its problems with its results;
     also ranges of a split file (replaying the ranges that came in between its own)."""
-    import multiprocessing
-
     here: list[int] = []
     real = hunt._hunt
     forked: list[int] = []
-    pool = multiprocessing.get_context("fork").Pool
+    workers = hunt.Workers
 
     def counting(units, *args, **kwargs):
         here.extend(i for i, _ in units)
         return real(units, *args, **kwargs)
 
-    def one_pool(processes, **kwargs):
-        forked.append(processes)
-        return pool(processes, **kwargs)
+    def counted(count, work):
+        forked.append(count)
+        return workers(count, work)
 
     monkeypatch.setattr(hunt, "_hunt", counting)
-    monkeypatch.setattr(multiprocessing.context.ForkContext, "Pool", lambda self, n, **kw: one_pool(n, **kw))
+    monkeypatch.setattr(hunt, "Workers", counted)
     rs, engine = pack
     errors: list[str] = []
     res = run_hunt([str(many)], rs, engine=engine, jobs=2, on_error=lambda e: errors.append(e.line()))

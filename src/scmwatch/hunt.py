@@ -1,6 +1,6 @@
 """Hunt: read logs, match every event against the rule set, correlate, stream sorted alerts.
 
-The hunt is three arrows, each one call, so a local ``--jobs`` pool, a cluster worker or a
+The hunt is three arrows, each one call, so a local ``--jobs`` worker, a cluster worker or a
 follower loop can drive the same code (docs/architecture.md has the picture)::
 
     unit of input ──hunt_unit──▶ UnitResult ──AlertMerge.add/alerts──▶ Alert ──sink──▶ output
@@ -22,7 +22,7 @@ follower loop can drive the same code (docs/architecture.md has the picture)::
 3. A sink is any ``Callable[[Alert], None]``; the CLI passes ``scmwatch.sinks.open_sink``'s.
 
 :func:`run_hunt` is the local orchestration of the three: discover files, map them with
-:func:`local_units` (inline, or a fork pool of workers), merge, sink, summarise.
+:func:`local_units` (inline, or with forked workers), merge, sink, summarise.
 
 Bounded memory: nothing can be emitted before every unit is read, and holding every unit's hits
 and candidates (each with its whole event) made peak RSS grow with the input. So each unit's
@@ -39,7 +39,6 @@ import gc
 import heapq
 import mmap
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -66,6 +65,7 @@ from scmwatch.sigma.cache import freeze_gc, unfreeze_gc
 from scmwatch.sinks.jsonl import HitLines, rule_extra
 from scmwatch.spill import SortedSpiller, SpillBudget, SpillDir, Stream, default_fan_in, write_merged
 from scmwatch.split import SPLIT_BYTES, Handed, dispatch_order, hand_over, split_units, unit_size
+from scmwatch.workers import STOP_SIGNALS, FileLock, Workers
 
 # Hits (or correlation alerts, or candidates) one unit's buffer holds before it goes to disk.
 RUN_SIZE = 2048
@@ -728,10 +728,11 @@ UnitMapper = Callable[[HuntContext, list[InputFile], int, bool], Iterator[UnitRe
 
 def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
                 report: Callable[[ReadError], None] | None) -> Iterator[UnitResult]:
-    """Hunt (index, unit) pairs inline (``jobs == 1``), or here and in a fork pool of
-    ``jobs - 1`` workers; yields results as they finish. Errors go to ``report`` inline as
-    they happen; with workers, with each result (``UnitResult.errors``), this process's too
-    (the mapper may drop a result and hunt its file again whole, ``scmwatch.split``).
+    """Hunt (index, unit) pairs inline (``jobs == 1``), or here and in ``jobs - 1`` forked
+    workers (:class:`~scmwatch.workers.Workers`); yields results as they finish. Errors go to
+    ``report`` inline as they happen; with workers, with each result (``UnitResult.errors``),
+    this process's too (the mapper may drop a result and hunt its file again whole,
+    ``scmwatch.split``).
 
     This process is one of the ``jobs``: it would otherwise only wait for results, so one
     worker fewer is forked and started, and this process's units' results cross no pipe and
@@ -756,116 +757,75 @@ def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
     # parallel, and only those needed (warming all 300+ SigmaHQ buckets up front costs ~1 s of
     # Hyperscan compilation in the parent alone).
     global _CTX, _COLLECT, _PLAN
-    import multiprocessing  # only with workers: ~5 ms of every start
-
-    mp = multiprocessing.get_context("fork")
-    plan = _Plan(_queues(units, jobs), mp)
+    plan = _Plan(_queues(units, jobs))
     plan.join()  # the first queue is this process's; the workers take the others
     _CTX, _COLLECT, _PLAN = ctx, report is not None, plan
-
-    # A Ctrl-C or SIGTERM while the pool is being built would leave the workers forked so far
-    # running with no one to stop them: the signals wait (blocked) until the pool is in the
-    # ``with``, whose exit terminates it; workers unblock them in their initializer.
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    pool = None
+    if any(type(u) is FileRange for _, u in units):
+        ctx.parallelism["ranges_here"] = 0
+    # Largest units first so one big file does not finish last alone; batches of files per
+    # take, because directories of small .evtx files are common. This process takes its first
+    # batch before any worker is forked, so that it hunts at least one unit however the
+    # processes are scheduled; the workers start on theirs at once (scmwatch.workers).
+    batch = plan.take()
+    workers = None
     try:
-        pool = mp.Pool(jobs - 1, initializer=_worker_start)
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-        # Largest units first so one big file does not finish last alone; batches of files
-        # per task, because a Pool round trip costs ~0.5 ms of parent CPU and directories of
-        # small .evtx files are common. A token per batch: those this process takes leave
-        # empty ones for the workers. This process takes its first batch before any worker
-        # has a token, so that it hunts at least one unit however the processes are scheduled.
-        if any(type(u) is FileRange for _, u in units):
-            ctx.parallelism["ranges_here"] = 0
-        batch = plan.take()
-        done = pool.imap_unordered(_hunt_next, range(len(plan.batches)), chunksize=1)
+        workers = Workers(jobs - 1, _work)
         while batch:
             for files in _file_batches(sorted(batch, key=_FIRST)):
                 if type(files[0][1]) is FileRange:  # a range alone (_file_batches)
                     ctx.parallelism["ranges_here"] += 1
                 # errors in the result, as a worker's: it may be dropped
                 yield _hunt(files, ctx, collect_errors=report is not None)
-                yield from _finished(done)
+                for results in workers.finished():
+                    yield from results
             batch = plan.take()
-        for results in done:
+        for results in workers.rest():
             yield from results
-        _retire(pool)
-        pool = None
+        _retiring.append(workers)  # reaped after the merge (join_retired)
+        workers = None
     finally:
-        if pool is not None:  # interrupted, or a unit failed: stopped before anything goes on
-            pool.terminate()
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        if workers is not None:  # interrupted, or a unit failed: stopped before anything goes on
+            workers.terminate()
         _CTX = _PLAN = None
 
 
-def _finished(done: Any) -> Iterator[UnitResult]:
-    """The results of the pool's tasks finished by now (``done``: ``imap_unordered``'s
-    iterator), without waiting for more."""
-    from multiprocessing import TimeoutError as NotYet
-
-    while True:
-        try:
-            results = done.next(timeout=0)
-        except (NotYet, StopIteration):
-            return
-        yield from results
-
-
-_retiring: list[threading.Thread] = []
-
-
-def _retire(pool: Any) -> None:
-    """Terminate a pool whose tasks are all done in a thread, while the merge goes on.
-
-    ``Pool.terminate`` waits for its handler threads and for the killed workers to exit (the
-    kernel frees each one's heap): 10-11 ms of the parent's wall time between the last result
-    and the merge of the dev corpus x5 (measured), now spent beside the merge. The hunt joins
-    the thread before it returns (:func:`join_retired`), so the workers are gone by then as
-    before."""
-    thread = threading.Thread(target=pool.terminate, name="scmwatch-pool-retire", daemon=True)
-    thread.start()
-    _retiring.append(thread)
+_retiring: list[Workers] = []
 
 
 def join_retired() -> None:
-    """Wait for the pools :func:`_retire` is terminating."""
+    """Wait for the workers of finished hunts to exit: each tells it is done with its last
+    result, then the kernel frees its heap (10-11 ms of the parent's wall time on the dev
+    corpus x5 when the parent waited for it before the merge), so this is done after the merge."""
     while _retiring:
         _retiring.pop().join()
 
 
 local_units = split_units(_pool_units)
-local_units.__doc__ = """Hunt every input file inline (``jobs == 1``) or in a fork pool of ``jobs``
+local_units.__doc__ = """Hunt every input file inline (``jobs == 1``) or here and in ``jobs - 1`` forked
 workers, large files as ranges (:func:`scmwatch.split.split_units`); one result per file inline, per
-batch of whole files from the pool (:func:`batch_result`), per range of a split file."""
+batch of whole files from a worker (:func:`batch_result`), per range of a split file."""
 
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
-def _worker_start() -> None:
-    """A pool worker's initializer: its signals, its queue of the plan."""
+def _work(send: Callable[[list[UnitResult | Handed]], None]) -> None:
+    """A forked worker's life (:class:`~scmwatch.workers.Workers`): its signals, its queue of
+    the plan, then each batch the plan gives it, hunted and its results sent."""
     _worker_signals()
     assert _PLAN is not None, "dispatch plan not initialised"
     _PLAN.join()
-
-
-def _hunt_next(_token: int) -> list[UnitResult]:
-    """A worker's task: hunt the batch the plan gives it (:meth:`_Plan.take`)."""
-    assert _PLAN is not None, "dispatch plan not initialised"
-    return _hunt_batch(_PLAN.take())
+    while batch := _PLAN.take():
+        send(_hunt_batch(batch))
 
 
 def _worker_signals() -> None:
-    """In a pool worker: Ctrl-C is the parent's to handle (it terminates the pool), and
-    SIGTERM (what ``Pool.terminate`` sends) ends the worker at once, without a traceback."""
+    """In a worker: Ctrl-C is the parent's to handle (it terminates the workers), and SIGTERM
+    (what ``Workers.terminate`` sends) ends the worker at once, without a traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # blocked while the pool was built
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked while the workers were forked
 
 
-# The fork pool's workers inherit these (compiled rules cannot be pickled).
+# The forked workers inherit these (compiled rules cannot be pickled).
 _CTX: HuntContext | None = None
 _COLLECT = False
 _PLAN: _Plan | None = None
@@ -1079,11 +1039,12 @@ class _Plan:
     """Which batch a hunting process takes next: its own queue's largest batch left, else the
     smallest batch left of the queue with most left (work stealing keeps the finish balanced).
     The parent builds it before the fork; workers inherit the batches and share only the
-    queues' bounds (in shared memory, under a lock), so a task is a token, not a pickled list
-    of files. The bounds live in an anonymous shared mapping, not a ``multiprocessing``
-    shared array: that imports ``ctypes``, ~5 ms of the parent's start-up before the fork."""
+    queues' bounds (in shared memory, under a lock), so no list of files is pickled. The
+    bounds live in an anonymous shared mapping, not a ``multiprocessing`` shared array: that
+    imports ``ctypes``, ~5 ms of the parent's start-up before the fork; the lock is a
+    :class:`~scmwatch.workers.FileLock` for the same reason."""
 
-    def __init__(self, queues: list[list[list[tuple[int, Any]]]], mp: Any) -> None:
+    def __init__(self, queues: list[list[list[tuple[int, Any]]]]) -> None:
         self.batches = [b for q in queues for b in q]
         bounds: list[int] = []
         for q in queues:
@@ -1093,7 +1054,7 @@ class _Plan:
         self.shared = memoryview(mmap.mmap(-1, 8 * (len(bounds) + 1))).cast("q")
         for i, v in enumerate(bounds):
             self.shared[i] = v
-        self.lock = mp.Lock()
+        self.lock = FileLock()
         self.queues = len(queues)
         self.own = 0
 
@@ -1205,7 +1166,7 @@ def run_hunt(
         merge = AlertMerge(ctx, stats, memory_budget=memory_budget, fan_in=fan_in)
         tuned_out = 0
         units = map_units(ctx, inputs, jobs, on_error)
-        # closed on the way out: interrupted here, the pool is terminated before the spill dir
+        # closed on the way out: interrupted here, the workers are terminated before the spill dir
         # is removed (a worker still writing into it left it behind)
         closing = contextlib.closing(units) if hasattr(units, "close") else contextlib.nullcontext()
         held: list[ReadError] = []  # a stream's hunt problems while its walk goes on

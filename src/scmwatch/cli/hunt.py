@@ -32,6 +32,7 @@ from scmwatch.sigma.cache import no_gc
 from scmwatch.sigma.files import RULE_SUFFIXES, has_rule_files
 from scmwatch.sinks import FORMATS, open_sink
 from scmwatch.sinks.jsonl import json_line
+from scmwatch.workers import WorkerLost
 
 
 def register(subparsers: Any) -> None:
@@ -438,6 +439,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                 result.summary["jobs"] = cluster_info["workers"]
         except _OutputError as exc:
             raise RunFailed(f"{where}: cannot write alerts: {exc}") from None
+        except WorkerLost as exc:
+            raise RunFailed(f"{exc}; no alerts written") from None
         except BrokenPipeError:
             raise
         except OSError as exc:
