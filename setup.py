@@ -4,8 +4,8 @@
 speeds up EVTX parsing and normalization, ``scmwatch.events._xml`` the reading of Windows event XML,
 ``scmwatch.events._lines`` the counting of a split NDJSON file's lines, ``scmwatch.sigma._text``
 builds the engine's prefilter text, ``scmwatch.sigma._stat`` stats the rule files for the rule cache
-with the GIL released (see each C file for why). All are optional: if they cannot be compiled,
-installation still succeeds and the identical Python code is used.
+and a hunt's log files with the GIL released (see each C file for why). All are optional: if they
+cannot be compiled, installation still succeeds and the identical Python code is used.
 """
 
 from setuptools import Extension, setup

@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 from scmwatch import rules as pack
@@ -22,7 +23,7 @@ from scmwatch.dedup import Dedup
 from scmwatch.displaytime import ZoneError, parse_zone
 from scmwatch.escape import terminal
 from scmwatch.events.model import ReadError
-from scmwatch.events.read import discover
+from scmwatch.events.read import Prewalk, discover
 from scmwatch.export.update import RulesNotInstalled, resolve_rule_paths
 from scmwatch.hunt import local_units, run_hunt
 from scmwatch.progress import summary_line
@@ -270,11 +271,12 @@ def alert_filter(args: argparse.Namespace) -> AlertFilter:
 
 
 @contextlib.contextmanager
-def _units(args: argparse.Namespace, rule_paths: list[str]) -> Iterator[tuple[Any, Any, dict[str, Any]]]:
-    """The unit mapper and the input discovery for run_hunt: the local pool and walk, or the
-    Dask cluster of --cluster (whose workers also walk the directories)."""
+def _units(args: argparse.Namespace, rule_paths: list[str],
+           prewalk: Prewalk | None) -> Iterator[tuple[Any, Any, dict[str, Any]]]:
+    """The unit mapper and the input discovery for run_hunt: the local workers and walk (begun
+    as ``prewalk``), or the Dask cluster of --cluster (whose workers also walk the directories)."""
     if not args.cluster:
-        yield local_units, discover, {}
+        yield local_units, partial(discover, prewalk=prewalk), {}
         return
     from scmwatch.cluster import Cluster, ClusterError, rule_payload
 
@@ -379,7 +381,9 @@ def load_ruleset(args: argparse.Namespace) -> tuple[Any, list[str]]:
 
 
 def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
-    """Load the rules, hunt, stream the alerts into the output; ``(summary, exit code)``."""
+    """Load the rules, hunt, stream the alerts into the output; ``(summary, exit code)``. The
+    walk of the local inputs begins first: its stats run in a thread while the rules load."""
+    prewalk = None if args.cluster else Prewalk(args.paths)
     ruleset, rule_paths = load_ruleset(args)
     rules = ruleset.by_id()
     args.keep.with_statuses(ruleset)
@@ -390,7 +394,7 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
     for line in case.notes():
         print(f"scmwatch: {terminal(line)}", file=sys.stderr)
     try:
-        summary, code = _hunt_into(args, ruleset, rules, case, start, rule_paths)
+        summary, code = _hunt_into(args, ruleset, rules, case, start, rule_paths, prewalk)
     except BaseException:
         case.abort()
         raise
@@ -402,7 +406,7 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
 
 
 def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], case: Any,
-               start: float, rule_paths: list[str]) -> tuple[dict[str, Any], int]:
+               start: float, rule_paths: list[str], prewalk: Prewalk | None) -> tuple[dict[str, Any], int]:
     """Hunt and stream the alerts into the output (and the case); ``(summary, exit code)``."""
     # Alerts are streamed to the sink as the hunt's final merge produces them (never collected),
     # so the output is opened first; it replaces the named file only when the run succeeds.
@@ -426,7 +430,7 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
             case.write(alert)
 
         try:
-            with _units(args, rule_paths) as (mapper, walk, cluster_info):
+            with _units(args, rule_paths, prewalk) as (mapper, walk, cluster_info):
                 result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level,
                                   on_error=_print_error, lateness=args.lateness, show_progress=None,
                                   sink=emit, map_units=case.map_units(mapper), expand=case.expand(walk),

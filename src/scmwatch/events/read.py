@@ -18,6 +18,7 @@ import select
 import stat
 import struct
 import tempfile
+import threading
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,7 @@ from scmwatch.events.json_reader import read_json
 from scmwatch.events.model import Event, ReadGate, ReadStats
 from scmwatch.events.text import CHUNK, Prefixed, sniff_encoding
 from scmwatch.events.zeek_reader import read_zeek_tsv, zeek_log_type
+from scmwatch.native import pure_python
 
 # Extensions a directory walk picks up (explicitly named files are always tried).
 LOG_EXTENSIONS = frozenset({".evtx", ".json", ".jsonl", ".ndjson", ".xml", ".log", ".tsv", ".gz", ".zip"})
@@ -232,12 +234,13 @@ def _is_log_name(name: str) -> bool:
     return os.path.splitext(lower)[1] in LOG_EXTENSIONS
 
 
-def discover(paths: Iterable[str], stats: ReadStats) -> Iterator[InputFile]:
+def discover(paths: Iterable[str], stats: ReadStats, prewalk: Prewalk | None = None) -> Iterator[InputFile]:
     """Expand paths (files, directories recursively, zip archives) into inputs, in a stable order.
 
     A walk takes regular files only: a FIFO, socket or device in a directory is counted
     (``special-file``) and skipped -- opening a FIFO nobody writes to would block forever. A
     path named on the command line may be a pipe (read with an idle timeout, see ``_Pipe``).
+    ``prewalk``: the listing and the stats of the directories among ``paths``, begun earlier.
     """
     for path in paths:
         path = os.fspath(path)
@@ -252,7 +255,13 @@ def discover(paths: Iterable[str], stats: ReadStats) -> Iterator[InputFile]:
             stats.error(path, "unreadable", _why(exc))
             continue
         if stat.S_ISDIR(st.st_mode):
-            yield from _walk(path, stats)
+            levels = prewalk.levels(path) if prewalk is not None else None
+            if levels is None:
+                yield from _walk(path, stats)
+            else:
+                looked = prewalk.looked()
+                for root, files in levels:
+                    yield from dir_inputs(root, files, stats, looked)
         elif stat.S_ISREG(st.st_mode):
             yield from _expand(path, stats, named=True, size=st.st_size)
         elif stat.S_ISFIFO(st.st_mode):
@@ -325,9 +334,85 @@ def _why(exc: OSError) -> str:
 
 
 def _walk(top: str, stats: ReadStats) -> Iterator[InputFile]:
+    for root, files in _levels(top):
+        yield from dir_inputs(root, files, stats)
+
+
+def _levels(top: str) -> Iterator[tuple[str, list[str]]]:
+    """Each directory of the walk of ``top`` with its file names, in walk order."""
     for root, dirs, files in os.walk(top):
         dirs.sort()
-        yield from dir_inputs(root, files, stats)
+        yield root, files
+
+
+def _py_modes(paths: list[str]) -> list[tuple[int, int] | None]:
+    """Each path's ``(st_mode, st_size)``, None where it cannot be stat'ed: the Python twin of
+    ``scmwatch.sigma._stat.modes``."""
+    out: list[tuple[int, int] | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append(None)
+            continue
+        out.append((st.st_mode, st.st_size))
+    return out
+
+
+def _modes() -> Callable[[list[str]], list[tuple[int, int] | None]]:
+    """``_stat.modes``, or its Python twin (pure Python, or built without the C extensions)."""
+    if pure_python():
+        return _py_modes
+    try:
+        from scmwatch.sigma._stat import modes
+    except ImportError:
+        return _py_modes
+    return modes
+
+
+class Prewalk:
+    """The walk of the directories among ``paths`` begun before the hunt needs it: the names
+    are listed at once, and the log files among them stat'ed in a thread that releases the GIL
+    for all of them (``_stat.modes``), while this one goes on (the CLI loads the rule set
+    meanwhile: a second core does the stats). :func:`discover` then takes the listing and the
+    stats from here; a file whose stat failed is stat'ed again there, for its error.
+
+    Measured on the EVTX attack samples x5 (81 directories, 1,391 log files): the walk took
+    17-41 ms of the serial start of a hunt (load 4-6), its stats ~10-15 ms of it."""
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        self._levels: dict[str, list[tuple[str, list[str]]]] = {}
+        names: list[str] = []
+        for path in paths:
+            if path in self._levels or is_url(path) or not os.path.isdir(path):
+                continue
+            levels = self._levels[path] = list(_levels(path))
+            for root, files in levels:
+                prefix = os.path.join(root, "")
+                names += [prefix + f for f in files if _is_log_name(f)]
+        self._names = names
+        self._modes: list[tuple[int, int] | None] = []
+        self._thread: threading.Thread | None = None
+        if names:
+            self._thread = threading.Thread(target=self._stat, args=(_modes(),), name="scmwatch-prewalk",
+                                            daemon=True)
+            self._thread.start()
+
+    def _stat(self, modes: Callable[[list[str]], list[tuple[int, int] | None]]) -> None:
+        self._modes = modes(self._names)
+
+    def levels(self, top: str) -> list[tuple[str, list[str]]] | None:
+        """The walk of ``top`` (:func:`_levels`), or None when it was not listed here."""
+        return self._levels.get(top)
+
+    def looked(self) -> dict[str, tuple[int, int] | None]:
+        """Each listed log file's ``(st_mode, st_size)`` (None: stat it again), once stat'ed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if len(self._modes) != len(self._names):  # the thread failed: each is stat'ed again
+            return {}
+        return dict(zip(self._names, self._modes, strict=True))
 
 
 def walk_level(top: str) -> tuple[list[str], list[str]]:
@@ -348,27 +433,34 @@ def walk_tree(top: str, stats: ReadStats) -> list[InputFile]:
     return list(_walk(top, stats))
 
 
-def dir_inputs(root: str, files: Iterable[str], stats: ReadStats) -> Iterator[InputFile]:
-    """The inputs among the files ``files`` of the directory ``root``, in name order."""
+def dir_inputs(root: str, files: Iterable[str], stats: ReadStats,
+               looked: dict[str, tuple[int, int] | None] | None = None) -> Iterator[InputFile]:
+    """The inputs among the files ``files`` of the directory ``root``, in name order;
+    ``looked``: their ``(st_mode, st_size)`` stat'ed before (:class:`Prewalk`)."""
     prefix = os.path.join(root, "")  # each name joined as os.path.join does, without a call per file
     for fname in sorted(files):
         if not _is_log_name(fname):
             stats.files_skipped += 1
             continue
         full = prefix + fname
-        try:
-            st = os.stat(full)
-        except OSError as exc:
-            stats.files_failed += 1
-            stats.error(full, "unreadable", _why(exc))
-            continue
-        if not stat.S_ISREG(st.st_mode):
+        got = looked.get(full) if looked is not None else None
+        if got is not None:
+            mode, size = got
+        else:
+            try:
+                st = os.stat(full)
+            except OSError as exc:
+                stats.files_failed += 1
+                stats.error(full, "unreadable", _why(exc))
+                continue
+            mode, size = st.st_mode, st.st_size
+        if not stat.S_ISREG(mode):
             stats.files_skipped += 1
             stats.error(full, "special-file", "not a regular file (FIFO, socket or device): skipped")
         elif fname[-4:].lower() == ".zip":
-            yield from _expand(full, stats, named=False, size=st.st_size)
+            yield from _expand(full, stats, named=False, size=size)
         else:
-            yield InputFile(full, full, named=False, size=st.st_size)
+            yield InputFile(full, full, named=False, size=size)
 
 
 def _expand(path: str, stats: ReadStats, named: bool, size: int | None = None) -> Iterator[InputFile]:

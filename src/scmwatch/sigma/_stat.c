@@ -9,6 +9,10 @@
  * of them, so the rule cache stats the files in a thread while the main thread unpickles the
  * entry the files are expected to select (``cache.open_entry``): the two overlap on two cores.
  * The Python twin (``cache._signatures``) gives the same tuples.
+ *
+ * ``modes(paths)``: each path's ``(st_mode, st_size)``, None where it cannot be stat'ed, for the
+ * same reason: a hunt's walk of 1,390 log files stats them in a thread while the rules load
+ * (``events.read.Prewalk``); the Python twin is ``events.read._py_modes``.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -18,12 +22,13 @@
 
 typedef struct {
     int ok;
+    unsigned int mode;
     long long size, mtime_ns, ctime_ns;
     unsigned long long ino, dev;
 } sig_t;
 
-static PyObject *signatures(PyObject *self, PyObject *arg) {
-    PyObject *seq = PySequence_Fast(arg, "signatures() takes a sequence of paths");
+static PyObject *stat_paths(PyObject *arg, int modes) {
+    PyObject *seq = PySequence_Fast(arg, "takes a sequence of paths");
     if (seq == NULL)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -47,6 +52,7 @@ static PyObject *signatures(PyObject *self, PyObject *arg) {
         if (stat(names[i], &st) != 0)
             continue;
         sigs[i].ok = 1;
+        sigs[i].mode = (unsigned int)st.st_mode;
         sigs[i].size = (long long)st.st_size;
         sigs[i].mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
         sigs[i].ctime_ns = (long long)st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec;
@@ -61,6 +67,8 @@ static PyObject *signatures(PyObject *self, PyObject *arg) {
         PyObject *t;
         if (!sigs[i].ok) {
             t = Py_NewRef(Py_None);
+        } else if (modes) {
+            t = Py_BuildValue("(IL)", sigs[i].mode, sigs[i].size);
         } else {
             t = Py_BuildValue("(LLLKK)", sigs[i].size, sigs[i].mtime_ns, sigs[i].ctime_ns, sigs[i].ino,
                               sigs[i].dev);
@@ -83,9 +91,14 @@ done:
     return out;
 }
 
+static PyObject *signatures(PyObject *self, PyObject *arg) { return stat_paths(arg, 0); }
+
+static PyObject *modes(PyObject *self, PyObject *arg) { return stat_paths(arg, 1); }
+
 static PyMethodDef methods[] = {
     {"signatures", signatures, METH_O,
      "signatures(paths) -> [(size, mtime_ns, ctime_ns, ino, dev) or None per path], GIL released"},
+    {"modes", modes, METH_O, "modes(paths) -> [(st_mode, st_size) or None per path], GIL released"},
     {NULL, NULL, 0, NULL},
 };
 
