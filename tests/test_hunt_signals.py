@@ -42,7 +42,8 @@ def _dead_pid() -> int:
     return p.pid
 
 
-@pytest.mark.parametrize(("sig", "jobs", "code"), [(signal.SIGTERM, "1", 143), (signal.SIGINT, "2", 130)])
+@pytest.mark.parametrize(("sig", "jobs", "code"),
+                         [(signal.SIGTERM, "1", 143), (signal.SIGINT, "2", 130), (signal.SIGTERM, "2", 143)])
 def test_signal_removes_the_spill_dir_and_writes_the_summary(tmp_path, sig, jobs, code):
     spill_parent = tmp_path / "tmp"
     spill_parent.mkdir()

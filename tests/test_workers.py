@@ -177,3 +177,34 @@ def test_cli_reports_a_worker_exception_once(tmp_path: Path) -> None:
     assert proc.stderr.count("a bug in the worker") == 1
     assert "scmwatch: internal error: ValueError: a bug in the worker" in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_a_message_begun_is_read_to_its_end() -> None:
+    """When the parent looks (between its own units) while a worker is writing a result, it
+    reads that result to its end then, instead of leaving the rest for its next look, one of
+    its batches later (here the writer pauses halfway)."""
+    import pickle
+    import threading
+
+    from scmwatch import workers
+
+    data = pickle.dumps((workers._RESULT, b"x" * 30_000))
+    framed = workers._LENGTH.pack(len(data)) + data
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.write(write, framed[:1000])
+
+    def rest() -> None:
+        time.sleep(0.3)
+        with os.fdopen(write, "wb") as fh:
+            fh.write(framed[1000:])
+
+    t = threading.Thread(target=rest)
+    t.start()
+    w = workers._Worker(0, read)
+    ended = workers._drain(w)
+    t.join()
+    os.close(read)
+    assert not ended or bytes(w.buffer) == framed
+    assert bytes(w.buffer[:len(framed)]) == framed
+    assert list(Workers._messages(None, w)) == [b"x" * 30_000]  # type: ignore[arg-type]

@@ -179,15 +179,31 @@ def _grow(fd: int) -> None:
 
 
 def _drain(w: _Worker) -> bool:
-    """Read what the worker's pipe holds; True at its end (the worker closed it: it exited)."""
+    """Read what the worker's pipe holds; True at its end (the worker closed it: it exited). A
+    message whose start is read is read to its end, waiting for it: its worker is writing it
+    (a result larger than the pipe would otherwise wait for the parent's next look, one batch of
+    the parent's later, per pipe's worth)."""
     while True:
         try:
             data = os.read(w.fd, PIPE_BYTES)
         except BlockingIOError:
-            return False
+            if not _incomplete(w.buffer):
+                return False
+            select.select([w.fd], [], [])
+            continue
         if not data:
             return True
         w.buffer += data
+
+
+def _incomplete(buf: bytearray) -> bool:
+    """Whether ``buf`` ends inside a message."""
+    at = 0
+    while at < len(buf):
+        if len(buf) - at < _LENGTH.size:
+            return True
+        at += _LENGTH.size + _LENGTH.unpack_from(buf, at)[0]
+    return at > len(buf)
 
 
 def _send(fd: int, kind: int, obj: Any) -> None:
