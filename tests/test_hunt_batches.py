@@ -309,3 +309,39 @@ def test_name_groups_give_the_output_of_jobs_one(copies: Path, tmp_path: Path) -
                                                             "errors", "results")}
     assert out[1] == out[2]
     assert out[1][0].count(b"\n") > 30 and out[1][1]["files"] > 100
+
+
+def test_a_stop_signal_while_the_workers_are_forked_stops_them(many: Path, pack, monkeypatch) -> None:
+    """A SIGTERM that comes in while the workers are being forked waits until they are held,
+    then ends the hunt (as the CLI's handler does) with every worker stopped and reaped: none
+    is left running, with no one to stop it."""
+    import os
+    import signal
+
+    class Stop(Exception):
+        pass
+
+    def stop(signum, frame):
+        raise Stop
+
+    made = []
+    real = hunt.Workers
+
+    def forked_then_signalled(count, work):
+        w = real(count, work)
+        made.append(w)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return w
+
+    monkeypatch.setattr(hunt, "Workers", forked_then_signalled)
+    old = signal.signal(signal.SIGTERM, stop)
+    try:
+        rs, engine = pack
+        with pytest.raises(Stop):
+            run_hunt([str(many)], rs, engine=engine, jobs=3)
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert len(made) == 1 and len(made[0].pids) == 2
+    for pid in made[0].pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)

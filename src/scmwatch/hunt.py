@@ -767,9 +767,14 @@ def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
     # batch before any worker is forked, so that it hunts at least one unit however the
     # processes are scheduled; the workers start on theirs at once (scmwatch.workers).
     batch = plan.take()
+    # A Ctrl-C or SIGTERM while the workers are forked would leave those forked so far running
+    # with no one to stop them: the signals wait (blocked) until they are in ``workers``, which
+    # the ``finally`` terminates; the workers unblock them in ``_worker_signals``.
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     workers = None
     try:
         workers = Workers(jobs - 1, _work)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         while batch:
             for files in _file_batches(sorted(batch, key=_FIRST)):
                 if type(files[0][1]) is FileRange:  # a range alone (_file_batches)
@@ -786,6 +791,7 @@ def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
     finally:
         if workers is not None:  # interrupted, or a unit failed: stopped before anything goes on
             workers.terminate()
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         _CTX = _PLAN = None
 
 

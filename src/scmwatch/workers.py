@@ -67,12 +67,12 @@ class _Worker:
 class Workers:
     """``count`` forked processes, each running ``work(send)`` and then exiting; ``send(obj)``
     pickles ``obj`` to this process, which gets them from :meth:`finished` and :meth:`rest`. An
-    exception ``work`` raises is raised here when it comes in. Stop signals are blocked while
-    forking (a Ctrl-C then would leave a worker no one stops); ``work`` sets its own."""
+    exception ``work`` raises is raised here when it comes in. The caller blocks the stop
+    signals while this forks and until it holds the object (a Ctrl-C in between would leave a
+    worker no one stops); ``work`` sets the worker's own."""
 
     def __init__(self, count: int, work: Callable[[Callable[[Any], None]], None]) -> None:
         self._workers: list[_Worker] = []
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             for _ in range(count):
                 read, write = os.pipe()
@@ -89,8 +89,6 @@ class Workers:
         except BaseException:
             self.terminate()
             raise
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     @property
     def pids(self) -> list[int]:
