@@ -60,23 +60,31 @@ def _needles(ns: dict) -> dict[str, set[str]]:
     """Field -> the strings a program text tests it with (both fields of a fieldref)."""
     out: dict[str, set[str]] = {}
     for token in ns[PROG_KEY].split():
-        if token[0] not in "cf":
+        if token[0] not in "cfnze":
             continue
-        keys = [ns[f"k{k}"] if k != "0" else None for k in token[1:].split(",")]
+        numbers = token[1:].split(",")
+        if token[0] == "e":
+            numbers = numbers[:1]  # then the presence asked for
+        keys = [ns[f"k{k}"] if k != "0" else None for k in numbers]
         if token[0] == "c":
             strings = out.setdefault(keys[0], set())
             for x in keys[1:5]:
                 if x is not None:
                     strings.update([x] if isinstance(x, str) else x)
-        elif token[0] == "f":
+        elif token[0] == "n":
+            out.setdefault(keys[0], set()).update(str(n) for n in keys[1])
+        else:
             out.setdefault(keys[0], set())
-            out.setdefault(keys[1], set())
+            if token[0] == "f":
+                out.setdefault(keys[1], set())
     return out
 
 
 def _hostile(rng: random.Random, needles: list[str]) -> object:
     n = rng.choice(needles) if needles else "x"
     twist = rng.choice(TWISTS)
+    if n.lstrip("-").isdigit() and rng.random() < 0.5:  # a number's value: as int, float, text ...
+        return rng.choice([int(n), float(n), int(n) + 1, n, " " + n, "0" + n, [n], [int(n)], True, None])
     return rng.choice([
         n, n.upper(), n.title(), n.swapcase(), "pre" + n + "post", n[1:], n[:-1], twist + n, n + twist,
         n.replace("i", "İ"), n.replace("s", "ſ"), n.replace("ss", "ß"), n.replace("k", "K"), n.upper() * 50,
@@ -161,11 +169,41 @@ def test_prog_calls_python_for_regex_and_numbers(tmp_path):
     assert not _agree(pred, prog, {"LogonType": "03"})
 
 
+def test_prog_numbers_null_exists(tmp_path):
+    """Number sets, ``null`` and ``|exists`` run in C: every kind of value answers as in Python."""
+    pred, prog = _compiled(tmp_path, """\
+        sel:
+            LogonType: [3, 10]
+            TargetUserName|exists: true
+        nul:
+            SubjectUserName: null
+        gone:
+            IpAddress|exists: false
+        condition: sel or (nul and gone)
+        """)
+    assert {t[0] for t in pred.__globals__[PROG_KEY].split()} >= {"n", "z", "e"}
+    values = [3, 10, 4, 3.0, "3", "03", " 3", "10", True, False, None, "", [3], ["x", "10"], [], 0, "x",
+              {"a": 1}, 2**70]
+    hits = 0
+    for lt in values:
+        for name in values[:4] + ["Administrator", "", None]:
+            for f in ({"LogonType": lt, "TargetUserName": name}, {"LogonType": lt},
+                      {"SubjectUserName": name}, {"SubjectUserName": lt, "IpAddress": name},
+                      {"LogonType": lt, "SubjectUserName": name, "TargetUserName": lt}):
+                hits += _agree(pred, prog, f)
+    assert _agree(pred, prog, {"LogonType": 10, "TargetUserName": None})
+    assert not _agree(pred, prog, {"LogonType": "03", "TargetUserName": "a", "SubjectUserName": "x"})
+    assert _agree(pred, prog, {"SubjectUserName": ""})
+    assert not _agree(pred, prog, {"SubjectUserName": "", "IpAddress": None})
+    assert 20 < hits < 600
+
+
 def test_prog_rejects_malformed_texts():
     ns = {"k1": "Image", "k2": ("\\x.exe",), "k3": str.isascii, "k4": 3, "k5": (1,)}
     assert Prog("c1,0,0,2,0,3,1", ns, _slow)({"Image": "A\\X.EXE"}, Low({"Image": "A\\X.EXE"})) is True
     for bad in ["", "&", "&2 p3", "c1,0,0,2,0,3", "c1,0,0,5,0,3,1", "c1,0,0,2,0,0,1", "p4", "p9", "?1",
-                "p3 p3", "p3p3", "!", "f1,2,3", "&1  p3 x", "c1,0,0,2,0,3,1,", "p99999999999"]:
+                "p3 p3", "p3p3", "!", "f1,2,3", "&1  p3 x", "c1,0,0,2,0,3,1,", "p99999999999", "z3", "z1,2",
+                "e1", "n1,2,3", "n1,5,3", "e3,1"]:
         with pytest.raises(ValueError):
             Prog(bad, ns, _slow)
     with pytest.raises(TypeError):

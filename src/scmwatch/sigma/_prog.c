@@ -24,6 +24,10 @@
  *       missing field)
  *   fA,B,K   ``ns[A]|fieldref: ns[B]``: both lower-cased values str: are they equal, else
  *       ``ns[K](f, low)`` (``compile._Compiler.same_fields``)
+ *   nF,S,K   numbers on field ns[F]: an int value: is it in the frozenset ns[S]; a missing or None
+ *       value: False; any other: ``ns[K](f, low)`` (``compile._numbers_pred``)
+ *   zF       ``field: null``: the value of ns[F] is missing, None or ""
+ *   eF,X     ``field|exists``: is ns[F] a key of the event (X 1) / not one (X 0)
  *   pK       ``ns[K](f, low)``
  */
 #define PY_SSIZE_T_CLEAN
@@ -31,12 +35,15 @@
 #include <stddef.h>
 #include <string.h>
 
-enum { OP_AND, OP_OR, OP_NOT, OP_CI, OP_PY, OP_FEQ };
+static PyObject *EMPTY = NULL; /* "" */
+
+enum { OP_AND, OP_OR, OP_NOT, OP_CI, OP_PY, OP_FEQ, OP_NULL, OP_EXISTS, OP_NUM };
 
 typedef struct Node {
     int op;
     int native;           /* OP_CI: the needles are the whole test */
     int contains_wide;    /* OP_CI: some needle of contains is not ASCII */
+    int want;             /* OP_EXISTS: the key's presence asked for */
     Py_ssize_t n;         /* children */
     struct Node **kids;
     /* new references (NULL: none) */
@@ -195,6 +202,31 @@ static Node *parse(Parser *p, int depth) {
     case 'c':
         if (ci_parse(p, n) < 0) goto fail;
         break;
+    case 'n':
+        n->op = OP_NUM;
+        if ((n->field = ns_item(p, ',', 1)) == NULL || (n->eqs = ns_item(p, ',', 1)) == NULL
+            || (n->pred = ns_item(p, 0, 1)) == NULL)
+            goto fail;
+        if (!PyUnicode_CheckExact(n->field) || !PyFrozenSet_CheckExact(n->eqs) || !PyCallable_Check(n->pred)) {
+            bad("a Prog number set holds a field name, a frozenset and a callable");
+            goto fail;
+        }
+        break;
+    case 'z':
+    case 'e': {
+        n->op = c == 'z' ? OP_NULL : OP_EXISTS;
+        if ((n->field = ns_item(p, c == 'e' ? ',' : 0, 1)) == NULL) goto fail;
+        if (!PyUnicode_CheckExact(n->field)) {
+            bad("a Prog null / exists test names a field");
+            goto fail;
+        }
+        if (c == 'e') {
+            long want = read_num(p, 0);
+            if (want < 0) goto fail;
+            n->want = want != 0;
+        }
+        break;
+    }
     default:
         PyErr_Format(PyExc_ValueError, "unknown Prog text node %c", c);
         goto fail;
@@ -207,6 +239,22 @@ static Node *parse(Parser *p, int depth) {
 fail:
     node_free(n);
     return NULL;
+}
+
+/* ``v.startswith(t)`` (end 0) / ``v.endswith(t)`` (end 1): PyUnicode_Tailmatch's answer, with its
+ * general path (index adjustment, kinds) taken only when the kinds differ. A needle of a wider
+ * kind holds a character the value cannot hold. Sysmon process creation: ~5.7 per candidate. */
+static int tail(PyObject *v, PyObject *t, int end) {
+    if (!PyUnicode_IS_READY(v) || !PyUnicode_IS_READY(t))
+        return (int)PyUnicode_Tailmatch(v, t, 0, PY_SSIZE_T_MAX, end ? 1 : -1);
+    int kv = PyUnicode_KIND(v), kt = PyUnicode_KIND(t);
+    if (kt > kv) return 0;
+    if (kv != PyUnicode_1BYTE_KIND || kt != PyUnicode_1BYTE_KIND)
+        return (int)PyUnicode_Tailmatch(v, t, 0, PY_SSIZE_T_MAX, end ? 1 : -1);
+    Py_ssize_t lv = PyUnicode_GET_LENGTH(v), lt = PyUnicode_GET_LENGTH(t);
+    if (lt > lv) return 0;
+    const Py_UCS1 *a = PyUnicode_1BYTE_DATA(v) + (end ? lv - lt : 0), *b = PyUnicode_1BYTE_DATA(t);
+    return lt == 0 || (a[0] == b[0] && a[lt - 1] == b[lt - 1] && memcmp(a, b, (size_t)lt) == 0);
 }
 
 /* The native part of a ci node on a lower-cased str value: 1, 0 or -1 (error). */
@@ -222,13 +270,11 @@ static int ci_native(Node *n, PyObject *v) {
     }
     if (n->starts != NULL)
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(n->starts); k++) {
-            Py_ssize_t r = PyUnicode_Tailmatch(v, PyTuple_GET_ITEM(n->starts, k), 0, PY_SSIZE_T_MAX, -1);
-            if (r) return (int)r;
+            if (tail(v, PyTuple_GET_ITEM(n->starts, k), 0)) return 1;
         }
     if (n->ends != NULL)
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(n->ends); k++) {
-            Py_ssize_t r = PyUnicode_Tailmatch(v, PyTuple_GET_ITEM(n->ends, k), 0, PY_SSIZE_T_MAX, 1);
-            if (r) return (int)r;
+            if (tail(v, PyTuple_GET_ITEM(n->ends, k), 1)) return 1;
         }
     if (n->contains == NULL) return 0;
     if (PyUnicode_CheckExact(n->contains)) return PyUnicode_Contains(v, n->contains);
@@ -288,6 +334,27 @@ static int eval(ProgObject *p, Node *n, PyObject *f, PyObject *low) {
     }
     case OP_PY:
         return truth_of_call(n->pred, f, low);
+    case OP_NUM: {
+        PyObject *v = PyDict_GetItemWithError(f, n->field);
+        if (v == NULL) return PyErr_Occurred() ? -1 : 0;
+        if (PyLong_CheckExact(v)) return PySet_Contains(n->eqs, v);
+        if (v == Py_None) return 0;
+        return truth_of_call(n->pred, f, low);
+    }
+    case OP_NULL: {
+        PyObject *v = PyDict_GetItemWithError(f, n->field);
+        if (v == NULL) return PyErr_Occurred() ? -1 : 1;
+        if (v == Py_None) return 1;
+        if (PyUnicode_CheckExact(v)) return PyUnicode_GET_LENGTH(v) == 0;
+        Py_INCREF(v);
+        int r = PyObject_RichCompareBool(v, EMPTY, Py_EQ);
+        Py_DECREF(v);
+        return r;
+    }
+    case OP_EXISTS: {
+        int r = PyDict_Contains(f, n->field);
+        return r < 0 ? r : r == n->want;
+    }
     case OP_FEQ: {
         PyObject *a = lowered(low, n->field);
         if (a == NULL) return -1;
@@ -437,6 +504,7 @@ static PyTypeObject ProgType = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_prog", NULL, -1, NULL};
 
 PyMODINIT_FUNC PyInit__prog(void) {
+    if (EMPTY == NULL && (EMPTY = PyUnicode_FromStringAndSize("", 0)) == NULL) return NULL;
     if (PyType_Ready(&ProgType) < 0) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;

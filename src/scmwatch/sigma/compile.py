@@ -530,6 +530,7 @@ def _ci_group(fname: str, specs: list[tuple[str, Any]]) -> Pred:
 
 NATIVE_ORDER = ("eq", "starts", "ends", "contains")  # string tests a Prog runs itself
 NATIVE_KINDS = frozenset(NATIVE_ORDER)
+NATIVE_NODES = frozenset("cfnze")  # program nodes C evaluates itself (the others call Python)
 
 
 PROG_KEY = "__scm_prog__"  # a generated namespace's program text (in the namespace: no function attribute)
@@ -803,7 +804,12 @@ class _Compiler:
             rx = regex_prefilter(str(val.regexp))
             if rx is not None:
                 req = req_and([req, self.atom(mapped, [("re", rx)])])
-        return self.em.call(self.typed_leaf(mapped, val, hexok)), lits, req
+        code = self.em.call(self.typed_leaf(mapped, val, hexok))
+        if isinstance(val, SigmaNull):
+            code.prog = f"z{self.em.name(mapped)[1:]}"
+        elif isinstance(val, SigmaExists):
+            code.prog = f"e{self.em.name(mapped)[1:]},{int(val.exists)}"
+        return code, lits, req
 
     def numbers(self, fname: str, nums: list[int | float],
                 positive: bool) -> tuple[Node, frozenset[str] | None, Req]:
@@ -815,12 +821,14 @@ class _Compiler:
         if mapped is None:
             return (not positive), (frozenset() if positive else None), not positive
         hexok = self.fm is not None and mapped in self.fm.hex_fields
-        pred = _numbers_pred(mapped, frozenset(nums), hexok)
+        numset = frozenset(nums)
+        code = self.em.call(_numbers_pred(mapped, numset, hexok))
+        code.prog = f"n{self.em.name(mapped)[1:]},{self.em.name(numset)[1:]},{code.prog[1:]}"
         req: Req = True
         if not hexok and mapped not in GATE_FIELDS and all(type(n) is int for n in nums):
             aid = atom_of(mapped, [("num", str(n)) for n in nums])
             req = True if aid is None else aid
-        return self.em.call(pred), None, req
+        return code, None, req
 
     def same_fields(self, fname: str, ref: str) -> Code:
         """``fname|fieldref: ref`` inline when both are str (the common case, compared as the
@@ -1096,7 +1104,7 @@ def compile_condition(trees: list, fieldmap: FieldMap | None = None,
         # "any field" leaves the System fields out (keywords never look there): a rule whose
         # literals also come from one is evaluated without a literal gate instead
         lits = ()
-    if node is not True and node is not False and any(t[0] in "cf" for t in node.prog.split()):
+    if node is not True and node is not False and any(t[0] in NATIVE_NODES for t in node.prog.split()):
         c.em.ns[PROG_KEY] = node.prog
     return Compiled(c.em.function(node), lits, c.unavailable_used, fields, req)
 
