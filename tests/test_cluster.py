@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from scmwatch.events.model import ReadStats  # noqa: E402
 from scmwatch.events.read import discover  # noqa: E402
 from scmwatch.hunt import local_units, run_hunt  # noqa: E402
 from scmwatch.rules import PACK_DIR  # noqa: E402
+from scmwatch.sigma import ruleset as ruleset_mod  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +95,56 @@ def test_a_worker_starts_each_file_afresh_across_hunts(attack):
     first, again = (cl.hunt_batch(payload, cl.Batch([(0, unit)])) for _ in range(2))
     facts = [rec[4] for rec in first.cand_mem if rec[4] is not None]
     assert facts and [rec[4] for rec in again.cand_mem if rec[4] is not None] == facts
+
+
+def _fresh_context(payload):
+    """The context of a worker process that has not hunted these rules yet."""
+    for ctx in cl._CONTEXTS.values():
+        ctx.spill.cleanup()
+    cl._CONTEXTS.clear()
+    return cl._context(payload)
+
+
+def test_a_workers_rules_come_from_the_cache_on_the_next_hunt(tmp_path, monkeypatch):
+    """The rule files shipped to a worker live in a folder named by their digest, so the rule
+    cache (keyed by paths and contents) serves the next hunt, or another worker process, and no
+    hunt leaves a folder of rule files in the temporary directory."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    opened = []
+    real = ruleset_mod.open_entry
+    monkeypatch.setattr(ruleset_mod, "open_entry",
+                        lambda *a: opened.append(real(*a)[1] is not None) or real(*a))
+    payload = cl.rule_payload([str(PACK_DIR)])
+    cold = _fresh_context(payload).ruleset.rules
+    warm = _fresh_context(payload).ruleset.rules
+    assert opened == [False, True]  # compiled from the files, then the cache's entry
+    assert [r.id for r in warm] == [r.id for r in cold] and warm
+    assert os.listdir(tmp_path / "cache" / "payloads") == [payload.digest]
+    spill = cl._CONTEXTS[payload.digest].spill.path
+    assert os.listdir(tmp_path / "tmp") == [os.path.basename(spill)]
+    _fresh_context(cl.rule_payload([str(next(PACK_DIR.rglob("*.yml")))]))  # the next rule set
+    assert not os.path.exists(spill)  # the last context's spill folder went with it
+
+
+def test_payload_folders_are_pruned_and_removed_without_a_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "cache"))
+    rules = sorted(PACK_DIR.rglob("*.yml"))[:cl.PAYLOADS_KEPT + 2]
+    digests = []
+    for r in rules:  # one rule set per rule file, each used once
+        payload = cl.rule_payload([str(r)])
+        with cl._rule_folder(payload) as folder:
+            assert (folder / payload.files[0][0]).read_text(encoding="utf-8") == payload.files[0][1]
+        digests.append(payload.digest)
+    left = set(os.listdir(tmp_path / "cache" / "payloads"))
+    assert len(left) == cl.PAYLOADS_KEPT and digests[-1] in left and digests[0] not in left
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", "")  # caching off: a temporary folder, removed
+    with cl._rule_folder(cl.rule_payload([str(rules[0])])) as folder:
+        assert folder.parent == tmp_path / "tmp" and any(folder.iterdir())
+    assert os.listdir(tmp_path / "tmp") == []
 
 
 def test_a_killed_worker_loses_and_doubles_nothing(cluster, pack, attack, monkeypatch):
