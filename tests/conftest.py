@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
-# Compiled Hyperscan databases go to a private cache for the test run, not the user's ~/.cache.
-os.environ.setdefault("SCMWATCH_CACHE_DIR", tempfile.mkdtemp(prefix="scmwatch-test-cache-"))
+# Compiled Hyperscan databases go to a private cache for the test run, not the user's ~/.cache,
+# removed when the run ends.
+if "SCMWATCH_CACHE_DIR" not in os.environ:
+    os.environ["SCMWATCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="scmwatch-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["SCMWATCH_CACHE_DIR"], True)
 
 
 @pytest.fixture(scope="session")

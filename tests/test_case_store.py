@@ -355,3 +355,27 @@ def test_oversized_values_are_cut_not_fatal(capsys, tmp_path):
     kept = scalar(case, "SELECT data->>'ImagePath' FROM events")
     assert len(kept) < stage.MAX_ROW and kept.startswith("A" * 1000) and "cut by scmwatch" in kept
     assert scalar(case, "SELECT (summary->>'case_values_cut')::INT FROM runs") >= 1
+
+
+def test_a_case_run_removes_the_staging_dead_runs_left(tmp_path):
+    """Staged rows are files named by the writing process's pid: a run killed outright leaves
+    them, and the next run writing a case removes those of processes that are gone, only those."""
+    import os
+
+    from scmwatch.case.stage import sweep
+    from scmwatch.case.writer import CaseWriter
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    tmp = tmp_path / "tmp"
+    (tmp / f"scmwatch-events-{dead}-a").mkdir(parents=True)
+    (tmp / f"scmwatch-events-{dead}-a" / "rows.ndjson").write_text("{}\n")
+    (tmp / f"scmwatch-case-{dead}-b.ndjson").write_text("{}\n")
+    kept = [f"scmwatch-case-{os.getpid()}-c.ndjson", "scmwatch-case-nopid.ndjson", "notes.txt"]
+    for name in kept:
+        (tmp / name).write_text("")
+    (tmp / f"scmwatch-case-{dead}-link").symlink_to(tmp / "notes.txt")  # never followed
+    writer = CaseWriter(str(tmp_path / "case.duckdb"), command="test", tmpdir=str(tmp))
+    writer.close({})
+    assert sorted(os.listdir(tmp)) == sorted([*kept, f"scmwatch-case-{dead}-link"])
+    assert sweep(str(tmp)) == 0

@@ -222,15 +222,20 @@ def test_case_gets_every_alert_once_across_a_kill(tmp_path):
     log = tmp_path / "System.jsonl"
     case = tmp_path / "case.duckdb"
     _append(log, *[_line(f"x{i}", i) for i in range(5)])
-    proc = _start(tmp_path, str(log), extra=("--case", str(case)))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    proc = _start(tmp_path, str(log), extra=("--case", str(case)), env=env)
     _until(tmp_path, proc, 5)
     proc.kill()  # whatever the case committed or not, the restart completes it once
     proc.communicate(timeout=WAIT)
+    assert any(n.startswith(f"scmwatch-case-{proc.pid}-") for n in os.listdir(tmp))  # SIGKILL left them
     _append(log, *[_line(f"y{i}", 10 + i) for i in range(3)])
-    proc = _start(tmp_path, str(log), extra=("--case", str(case)))
+    proc = _start(tmp_path, str(log), extra=("--case", str(case)), env=env)
     _until(tmp_path, proc, 8)
     time.sleep(0.5)
     _stop(proc)
+    assert os.listdir(tmp) == []  # the restart removed the killed run's staging, and its own
     con = duckdb.connect(str(case), read_only=True)
     try:
         rows = con.execute("SELECT alert_id, event->>'ServiceName' FROM alert_rows").fetchall()

@@ -91,11 +91,13 @@ class SpillDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def remove_stale(parent: str | None = None) -> int:
-    """Remove spill directories under ``parent`` (default ``TMPDIR``) left by dead hunts.
+def remove_stale(parent: str | None = None, prefix: str = PREFIX) -> int:
+    """Remove what dead processes left under ``parent`` (default ``TMPDIR``): by default spill
+    directories of dead hunts, else files or directories named with ``prefix`` the same way
+    (the case store's staging, which a SIGKILL leaves too).
 
-    Only directories named ``scmwatch-hunt-<pid>-...``, owned by this user, whose pid no longer
-    runs; never a symlink. Returns how many were removed.
+    Only entries named ``<prefix><pid>-...``, owned by this user, whose pid no longer runs; never
+    a symlink. Returns how many were removed.
     """
     base = parent or tempfile.gettempdir()
     me = os.getuid()
@@ -105,16 +107,23 @@ def remove_stale(parent: str | None = None) -> int:
     except OSError:
         return 0
     for entry in entries:
-        pid = entry.name[len(PREFIX):].split("-", 1)[0] if entry.name.startswith(PREFIX) else ""
+        pid = entry.name[len(prefix):].split("-", 1)[0] if entry.name.startswith(prefix) else ""
         if not pid.isdigit():
             continue
         try:
             st = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != me or _running(int(pid)):
+        kind = stat.S_ISDIR(st.st_mode)
+        if not (kind or stat.S_ISREG(st.st_mode)) or st.st_uid != me or _running(int(pid)):
             continue
-        shutil.rmtree(entry.path, ignore_errors=True)
+        if kind:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            try:
+                os.unlink(entry.path)
+            except OSError:
+                continue
         removed += 1
     return removed
 

@@ -31,7 +31,7 @@ import duckdb
 import orjson
 
 from scmwatch.case.files import file_sha256
-from scmwatch.case.stage import load, row_line
+from scmwatch.case.stage import EVENTS_PREFIX, load, row_line
 from scmwatch.events.model import Event, ReadGate, ReadStats
 from scmwatch.events.read import read_input
 from scmwatch.sinks.jsonl import json_line
@@ -117,7 +117,7 @@ class EventKeeper:
         self.con.execute("DELETE FROM event_rows WHERE file_sha256 NOT IN "
                          "(SELECT sha256 FROM file_rows WHERE events_kept AND sha256 IS NOT NULL)")
         self.loaded: set[str] = set()  # file hashes whose events this run committed
-        self.dir = tempfile.mkdtemp(prefix="scmwatch-events-", dir=tmpdir)
+        self.dir = tempfile.mkdtemp(prefix=f"{EVENTS_PREFIX}{os.getpid()}-", dir=tmpdir)
         self.kept = frozenset(r[0] for r in con.execute(
             "SELECT DISTINCT sha256 FROM file_rows WHERE events_kept AND sha256 IS NOT NULL").fetchall())
         self.events = 0

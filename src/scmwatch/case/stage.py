@@ -16,12 +16,23 @@ from typing import Any
 import duckdb
 
 from scmwatch.sinks.jsonl import json_line
+from scmwatch.spill import remove_stale
 
 # The largest staged row. DuckDB's JSON reader holds two buffers of this size per thread, so it
 # bounds the case's memory; EVTX records are at most 64 KiB, and a larger row (a giant JSON log
 # line) has its long strings cut (``row_line``) rather than failing the run.
 MAX_ROW = 16 << 20
 CUT = 64 << 10  # a string longer than this in an oversized row keeps its first CUT characters
+# Staged files and folders are named ``<prefix><pid>-...``: a run killed outright (SIGKILL) leaves
+# them behind, and the next run writing a case removes those of dead processes (``sweep``), as
+# the hunt does with its spill folders.
+STAGE_PREFIX = "scmwatch-case-"
+EVENTS_PREFIX = "scmwatch-events-"
+
+
+def sweep(tmpdir: str | None = None) -> int:
+    """Remove the staging that dead runs left in ``tmpdir`` (default ``TMPDIR``); how many."""
+    return remove_stale(tmpdir, STAGE_PREFIX) + remove_stale(tmpdir, EVENTS_PREFIX)
 
 
 def row_line(row: dict[str, Any]) -> tuple[bytes, bool]:
@@ -60,7 +71,7 @@ class Stager:
         self.insert = insert
         self.columns = columns
         self.batch = batch
-        fd, self.path = tempfile.mkstemp(prefix="scmwatch-case-", suffix=".ndjson", dir=tmpdir)
+        fd, self.path = tempfile.mkstemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", suffix=".ndjson", dir=tmpdir)
         self.fh = os.fdopen(fd, "wb")
         self.pending = 0
         self.cut = 0  # rows whose long strings were cut to fit MAX_ROW
@@ -86,8 +97,15 @@ class Stager:
         try:
             self.flush()
         finally:
-            self.fh.close()
+            self.discard()
+
+    def discard(self) -> None:
+        """Close and remove the staging file, loading nothing more (idempotent)."""
+        self.fh.close()
+        try:
             os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
 
 def load(con: duckdb.DuckDBPyConnection, insert: str, path: str | list[str], columns: dict[str, str]) -> None:

@@ -23,7 +23,7 @@ from scmwatch.case.entities import event_host, links_of
 from scmwatch.case.events import EventKeeper
 from scmwatch.case.files import EVTX_MAGIC, file_sha256
 from scmwatch.case.rules import store_rules
-from scmwatch.case.stage import Stager, dumps
+from scmwatch.case.stage import Stager, dumps, sweep
 from scmwatch.case.store import open_case
 from scmwatch.correlate.links import short_host
 
@@ -77,6 +77,7 @@ class CaseWriter:
                  on_wait: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.con = open_case(path, write=True, create=True, wait=wait, on_wait=on_wait)
+        sweep(tmpdir)
         con = self.con
         self.known = {r[0] for r in con.execute("SELECT alert_id FROM alert_rows").fetchall()}
         # One transaction per run: a run is kept whole or not at all, and thousands of small
@@ -242,7 +243,7 @@ class CaseWriter:
         """Load what is staged and close the run's record (``summary``: the hunt summary)."""
         try:
             self._load()
-            for st in (self._files, self._alerts, self._evidence, self._links):
+            for st in self._stagers():
                 st.close()
             self.con.execute("DROP TABLE evidence_batch")
             s = summary or {}
@@ -261,18 +262,19 @@ class CaseWriter:
             search.catch_up(self.con)
             self.con.execute("CHECKPOINT")
         finally:
+            for st in self._stagers():
+                st.discard()
             self.con.close()
+
+    def _stagers(self) -> tuple[Stager, ...]:
+        return self._files, self._alerts, self._evidence, self._links
 
     def abort(self) -> None:
         """Give up (the hunt failed or was interrupted): nothing of this run stays in the case."""
         if self.keeper is not None:
             self.keeper.abort()
-        for st in (self._files, self._alerts, self._evidence, self._links):
-            try:
-                st.fh.close()
-                os.unlink(st.path)
-            except OSError:
-                pass
+        for st in self._stagers():
+            st.discard()
         try:
             self.con.execute("ROLLBACK")
         finally:
