@@ -317,6 +317,8 @@ def test_a_stop_signal_while_the_workers_are_forked_stops_them(many: Path, pack,
     is left running, with no one to stop it."""
     import os
     import signal
+    import threading
+    import time
 
     class Stop(Exception):
         pass
@@ -331,15 +333,24 @@ def test_a_stop_signal_while_the_workers_are_forked_stops_them(many: Path, pack,
         w = real(count, work)
         made.append(w)
         os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # time for the other thread to take it
         return w
 
     monkeypatch.setattr(hunt, "Workers", forked_then_signalled)
     old = signal.signal(signal.SIGTERM, stop)
+    # A second thread (the CLI has its stat and progress threads) that blocks no signal: the
+    # kernel gives it the process's SIGTERM at once, and Python runs the handler in the main
+    # thread at its next instruction, whatever the main thread's signal mask says.
+    done = threading.Event()
+    other = threading.Thread(target=done.wait)
+    other.start()
     try:
         rs, engine = pack
         with pytest.raises(Stop):
             run_hunt([str(many)], rs, engine=engine, jobs=3)
     finally:
+        done.set()
+        other.join()
         signal.signal(signal.SIGTERM, old)
     assert len(made) == 1 and len(made[0].pids) == 2
     for pid in made[0].pids:

@@ -32,9 +32,7 @@ import hashlib
 import heapq
 import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -63,6 +61,7 @@ from scmwatch.sigma.load import rule_files
 from scmwatch.sigma.tune import apply_tune, parse_tune
 from scmwatch.spill import SpillDir, read_stream
 from scmwatch.split import Waves, inline_links, replayed, split_units, unit_size
+from scmwatch.workers import stops_deferred
 
 LOCAL = "local"
 # Inputs per task: consecutive small files are batched and come back as ONE result, so that the
@@ -502,30 +501,6 @@ def parse_address(spec: str) -> tuple[str, int | None]:
     return spec, None
 
 
-@contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C / SIGTERM / SIGHUP back while the cluster starts, then deliver them.
-
-    Interrupted half-way, a LocalCluster has workers still starting that it can then neither
-    use nor close (Dask's own exit hook fails on them with a traceback, and they outlive the
-    hunt); held back for the 2-3 s of start-up, the stop arrives when the cluster can be shut
-    down cleanly. Only the main thread can handle signals; elsewhere nothing is deferred.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    stops = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
-    before = {s: signal.signal(s, lambda num, _frame: caught.append(num)) for s in stops}
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
-        for num in dict.fromkeys(caught):
-            signal.raise_signal(num)
-
-
 class Cluster:
     """A Dask client for one hunt (a LocalCluster it owns, or a connection to a scheduler)."""
 
@@ -538,7 +513,11 @@ class Cluster:
         self.spec = spec
         self._local = None
         try:
-            with _signals_deferred():
+            # Interrupted half-way, a LocalCluster has workers still starting that it can then
+            # neither use nor close (Dask's own exit hook fails on them with a traceback, and
+            # they outlive the hunt); held back for the 2-3 s of start-up, the stop arrives when
+            # the cluster can be shut down cleanly.
+            with stops_deferred():
                 if address == LOCAL:
                     self._local = LocalCluster(n_workers=n or max(1, os.cpu_count() or 1),
                                                threads_per_worker=1, processes=True, host="127.0.0.1",

@@ -65,7 +65,7 @@ from scmwatch.sigma.cache import freeze_gc, unfreeze_gc
 from scmwatch.sinks.jsonl import HitLines, rule_extra
 from scmwatch.spill import SortedSpiller, SpillBudget, SpillDir, Stream, default_fan_in, write_merged
 from scmwatch.split import SPLIT_BYTES, Handed, dispatch_order, hand_over, split_units, unit_size
-from scmwatch.workers import STOP_SIGNALS, FileLock, Workers
+from scmwatch.workers import STOP_SIGNALS, FileLock, Workers, stops_deferred
 
 # Hits (or correlation alerts, or candidates) one unit's buffer holds before it goes to disk.
 RUN_SIZE = 2048
@@ -768,13 +768,17 @@ def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
     # processes are scheduled; the workers start on theirs at once (scmwatch.workers).
     batch = plan.take()
     # A Ctrl-C or SIGTERM while the workers are forked would leave those forked so far running
-    # with no one to stop them: the signals wait (blocked) until they are in ``workers``, which
-    # the ``finally`` terminates; the workers unblock them in ``_worker_signals``.
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    # with no one to stop them: the signals wait until they are in ``workers``, which the
+    # ``finally`` terminates. The workers inherit them blocked and set their own in
+    # ``_worker_signals``.
     workers = None
     try:
-        workers = Workers(jobs - 1, _work)
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        with stops_deferred():
+            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                workers = Workers(jobs - 1, _work)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         while batch:
             for files in _file_batches(sorted(batch, key=_FIRST)):
                 if type(files[0][1]) is FileRange:  # a range alone (_file_batches)
@@ -791,7 +795,6 @@ def _pool_units(ctx: HuntContext, units: list[tuple[int, Any]], jobs: int,
     finally:
         if workers is not None:  # interrupted, or a unit failed: stopped before anything goes on
             workers.terminate()
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         _CTX = _PLAN = None
 
 

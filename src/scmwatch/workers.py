@@ -15,6 +15,7 @@ without saying it is done raises :class:`WorkerLost` in the parent.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pickle
@@ -22,6 +23,7 @@ import select
 import signal
 import struct
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,6 +33,30 @@ _LENGTH = struct.Struct("<Q")
 PIPE_BYTES = 1 << 20
 _RESULT, _ERROR, _DONE = 0, 1, 2
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def stops_deferred() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM / SIGHUP back for a critical section, then deliver them.
+
+    By Python-level handlers that only record them: blocking them with ``pthread_sigmask``
+    holds them back from the calling thread only, and another thread of the process that does
+    not block them (the hunt's stat and progress threads) takes the kernel's signal at once,
+    after which Python runs the handler in the main thread at its next instruction. Only the
+    main thread can set handlers, and only it runs them: elsewhere nothing is deferred.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    before = {s: signal.signal(s, lambda num, _frame: caught.append(num)) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        for num in dict.fromkeys(caught):
+            signal.raise_signal(num)
 
 
 class WorkerLost(RuntimeError):
@@ -67,9 +93,10 @@ class _Worker:
 class Workers:
     """``count`` forked processes, each running ``work(send)`` and then exiting; ``send(obj)``
     pickles ``obj`` to this process, which gets them from :meth:`finished` and :meth:`rest`. An
-    exception ``work`` raises is raised here when it comes in. The caller blocks the stop
+    exception ``work`` raises is raised here when it comes in. The caller defers the stop
     signals while this forks and until it holds the object (a Ctrl-C in between would leave a
-    worker no one stops); ``work`` sets the worker's own."""
+    worker no one stops), and blocks them for the workers, which inherit the mask; ``work`` sets
+    the worker's own."""
 
     def __init__(self, count: int, work: Callable[[Callable[[Any], None]], None]) -> None:
         self._workers: list[_Worker] = []
