@@ -47,7 +47,17 @@ from scmwatch.events.model import Event
 from scmwatch.native import pure_python
 from scmwatch.sigma.cache import cache_root
 from scmwatch.sigma.compile import SYSTEM_FIELDS, Low
-from scmwatch.sigma.plancache import MISSING, plan_key, read_choice, read_plan, write_choice, write_plan
+from scmwatch.sigma.plancache import (
+    MISSING,
+    Layout,
+    plan_key,
+    read_choice,
+    read_layout,
+    read_plan,
+    write_choice,
+    write_layout,
+    write_plan,
+)
 from scmwatch.sigma.ruleset import CompiledRule, RuleSet, Unit, hot_predicates
 from scmwatch.sigma.tagged import (
     GATE_BITS,
@@ -418,6 +428,8 @@ class Bucket:
     # the plan-cache key under which the running trials' choice is stored (None: not stored, as
     # for a plan chosen from this run's events)
     trial_key: str | None = None
+    gates: tuple[tuple[int, ...], ...] = ()  # per literal: its gate ids for the C match handler
+    key: str | None = None  # the units' plan-cache key (``plan_key``; None: not cached)
 
 
 EMPTY = Bucket((), (), None, (), True)
@@ -480,13 +492,60 @@ def _literal_matcher(b: Bucket) -> Any:
     scan_db = getattr(b.scan, "scan_db", None)
     if LiteralMatcher is None or scan_db is None:
         return None
-    gates = tuple([tuple([u << GATE_BITS for u in units]) for units in b.lit_units]) if b.single_gate \
-        else b.lit_units
     try:
-        gather = Gather(gates, b.always, b.need)
-    except ValueError:  # more gates than the C handler has slots: the Python path
-        return None
+        gather = Gather(b.gates, b.always, b.need)
+    except (ValueError, TypeError):  # more gates than the C handler has slots, or a cached layout's
+        return None  # gate ids not ints: the Python path
     return LiteralMatcher(gather, scan_db, b.text_fields, b.text_skip, b.preds, b.rules, b.anchors)
+
+
+def layout(units: tuple[Unit, ...], preds: list) -> Layout:
+    """The literal prefilter of a bucket of ``units`` (``preds``: their ``hot_predicates``; a unit
+    whose predicate is False is left out): per literal the gates it opens, the units without
+    literals, the fields its text is joined from. Stored in the plan cache (``plancache.Layout``)."""
+    always = []
+    by_lit: dict[str, list[int]] = {}
+    need = [0] * len(units)
+    fields: set[str] | None = set()
+    named: set[str] = set()  # fields literals come from by name
+    single_gate = all(p is False or len(u.literals) <= 1 for u, p in zip(units, preds, strict=True))
+    # Units in order, each gate once per literal: every list of ``by_lit`` comes out sorted
+    # and without repeats. Sorting and deduplicating each list again, with the steps made
+    # cheaper beside it, cost every process 94-140 ms of CPU for the 68 buckets of the attack
+    # corpus (all SigmaHQ, warm caches); now 58-100.
+    for i, u in enumerate(units):
+        if preds[i] is False:
+            continue
+        if not u.literals:
+            always.append(i)
+            continue
+        need[i] = len(u.literals)
+        if single_gate:  # gate id = position * GATE_SLOTS: store positions, no shift per event
+            for lit in u.literals[0]:
+                by_lit.setdefault(lit, []).append(i)
+        else:
+            for k, gate in enumerate(u.literals):
+                for lit in gate:
+                    by_lit.setdefault(lit, []).append(i * GATE_SLOTS + k)
+        if u.literal_fields is None:
+            fields = None
+        else:
+            named |= u.literal_fields
+            if fields is not None:
+                fields |= u.literal_fields
+    lits = tuple(sorted(by_lit))
+    text_fields = tuple(sorted(fields)) if fields is not None and len(fields) <= MAX_TEXT_FIELDS else None
+    # A keyword's literals (``literal_fields`` None) only count in the fields a keyword search
+    # looks at, so the System fields no other literal names stay out of the text: measured on
+    # the 3,137 attack-sample events of buckets scanning all fields (channel-wide keyword
+    # rules), text and scan 3.0 -> 2.0 us per event.
+    text_skip = tuple(sorted(SYSTEM_FIELDS - named)) if text_fields is None else ()
+    lit_units = tuple(map(tuple, map(by_lit.__getitem__, lits)))
+    # the C match handler's gate ids: a single-gate bucket's positions are gate 0 of each
+    gates = tuple([tuple([u << GATE_BITS for u in us]) for us in lit_units]) if single_gate else lit_units
+    anchors = _keyword_anchors(lits) if lits and fields is None and not named else None
+    return Layout(tuple(always), tuple(need), single_gate, lits, lit_units, gates, text_fields, text_skip,
+                  anchors)
 
 
 class Engine:
@@ -562,39 +621,18 @@ class Engine:
         return b
 
     def _new_bucket(self, units: tuple[Unit, ...]) -> Bucket:
-        always = []
-        by_lit: dict[str, list[int]] = {}
-        need = [0] * len(units)
-        fields: set[str] | None = set()
-        named: set[str] = set()  # fields literals come from by name
-        never = [u.never for u in units]
-        single_gate = all(n or len(u.literals) <= 1 for u, n in zip(units, never, strict=True))
-        # Units in order, each gate once per literal: every list of ``by_lit`` comes out sorted
-        # and without repeats. Sorting and deduplicating each list again, with the steps made
-        # cheaper beside it, cost every process 94-140 ms of CPU for the 68 buckets of the attack
-        # corpus (all SigmaHQ, warm caches); now 58-100.
-        for i, u in enumerate(units):
-            if never[i]:
-                continue
-            if not u.literals:
-                always.append(i)
-                continue
-            need[i] = len(u.literals)
-            if single_gate:  # gate id = position * GATE_SLOTS: store positions, no shift per event
-                for lit in u.literals[0]:
-                    by_lit.setdefault(lit, []).append(i)
-            else:
-                for k, gate in enumerate(u.literals):
-                    for lit in gate:
-                        by_lit.setdefault(lit, []).append(i * GATE_SLOTS + k)
-            if u.literal_fields is None:
-                fields = None
-            else:
-                named |= u.literal_fields
-                if fields is not None:
-                    fields |= u.literal_fields
+        preds = hot_predicates(units)
+        key = plan_key(units)
+        # a unit already known never to match (its predicate read and False) is left out of the
+        # layout: such a layout is not the cached one
+        cached = key is not None and False not in preds
+        lay = read_layout(key, len(units)) if cached else None
+        if lay is None:
+            lay = layout(units, preds)
+            if cached:
+                write_layout(key, lay)
         scan = None
-        lits = sorted(by_lit)
+        lits = list(lay.literals)
         upgrade_in = -1
         if lits:
             # Buckets often share one literal set (PowerShell's two channels, channel-wide
@@ -603,12 +641,12 @@ class Engine:
             # repay the compilation (~12 us per literal; saves ~0.5-1 us per literal-scan):
             # rare (Channel, EventID) pairs never pay for it, and --jobs workers only
             # compile what their files need.
-            key = tuple(lits)
-            scan = self._scanners.get(key)
+            lit_key = lay.literals
+            scan = self._scanners.get(lit_key)
             hs_ready = self.use_hyperscan and hyperscan is not None
             if len(lits) <= SMALL_SET:
                 if scan is None:
-                    scan = self._scanners[key] = make_small_scanner(lits)
+                    scan = self._scanners[lit_key] = make_small_scanner(lits)
             elif hs_ready:
                 # the atom prefilter (tagged.py) comes with the move to Hyperscan, also for a
                 # bucket whose literal scanner another bucket compiled
@@ -619,23 +657,15 @@ class Engine:
                     if scan is None and len(lits) >= COMPILE_AT_ONCE:
                         scan = _compiled_once(lits)
                     if scan is not None:
-                        self._scanners[key] = scan
+                        self._scanners[lit_key] = scan
                     else:
                         scan = make_scanner(lits, use_hyperscan=False)
             elif scan is None:
-                scan = self._scanners[key] = make_scanner(lits, use_hyperscan=False)
-        text_fields = tuple(sorted(fields)) if fields is not None and len(fields) <= MAX_TEXT_FIELDS else None
-        # A keyword's literals (``literal_fields`` None) only count in the fields a keyword search
-        # looks at, so the System fields no other literal names stay out of the text: measured on
-        # the 3,137 attack-sample events of buckets scanning all fields (channel-wide keyword
-        # rules), text and scan 3.0 -> 2.0 us per event.
-        text_skip = frozenset(SYSTEM_FIELDS - named) if text_fields is None else frozenset()
-        lit_units = tuple(map(tuple, map(by_lit.__getitem__, lits)))
-        b = Bucket(units, tuple(always), scan, lit_units, False,
-                   text_fields=text_fields, text_skip=text_skip, need=tuple(need), single_gate=single_gate,
-                   upgrade_in=upgrade_in, literals=tuple(lits), preds=hot_predicates(units),
-                   rules=tuple(u.rule for u in units),
-                   anchors=_keyword_anchors(tuple(lits)) if lits and fields is None and not named else None)
+                scan = self._scanners[lit_key] = make_scanner(lits, use_hyperscan=False)
+        b = Bucket(units, lay.always, scan, lay.lit_units, False, text_fields=lay.text_fields,
+                   text_skip=frozenset(lay.text_skip), need=lay.need, single_gate=lay.single_gate,
+                   upgrade_in=upgrade_in, literals=lay.literals, preds=preds,
+                   rules=tuple(u.rule for u in units), anchors=lay.anchors, gates=lay.gates, key=key)
         if upgrade_in >= 0 and self.atoms is not False:
             b.sample = []
         if upgrade_in == 0:
@@ -666,7 +696,7 @@ class Engine:
         if self.atoms is False:
             self._upgrade(b)
             return
-        key = plan_key(b.units)
+        key = b.key
         static = read_plan(key, len(b.units)) if key is not None else MISSING
         if static is MISSING:
             return
@@ -735,7 +765,7 @@ class Engine:
     def _static_plan(self, b: Bucket) -> tuple[Plan | None, str | None]:
         """``tagged.plan(b.units)``, from the plan cache (``plancache.py``) when it has it, and
         its key there (None: not cached)."""
-        key = plan_key(b.units)
+        key = b.key
         if key is not None:
             got = read_plan(key, len(b.units))
             if got is not MISSING:
