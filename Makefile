@@ -24,7 +24,8 @@ run: install
 # their Python twins are what runs where no compiler was, and must stay right on their own.
 PURE_TESTS := tests/test_events_readers.py tests/test_events_json_parser.py tests/test_events_corpus.py \
 	tests/test_winlogbeat_mapping.py tests/test_winlogbeat_pairs.py tests/test_sigma_text.py tests/test_sigma_atoms.py \
-	tests/test_hunt.py tests/test_hunt_gate.py tests/test_hunt_memory.py tests/test_sigma_warm_start.py
+	tests/test_hunt.py tests/test_hunt_gate.py tests/test_hunt_memory.py tests/test_sigma_warm_start.py \
+	tests/test_sigma_layout_cache.py
 
 test: install
 	$(BIN)/ruff check .

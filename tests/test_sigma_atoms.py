@@ -355,6 +355,34 @@ def test_gather_equals_the_python_candidates(case):
         sigma_index.Gather(((len(need) * tagged.GATE_SLOTS,),), (), tuple(need))
 
 
+@pytest.mark.skipif(sigma_index.Gather is None, reason="the C extension is not built")
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 1), min_size=1, max_size=10).flatmap(lambda need: st.tuples(
+    st.just(need),
+    st.lists(st.lists(st.integers(0, len(need) - 1), max_size=4), min_size=1, max_size=12),
+    st.lists(st.integers(0, len(need) - 1), max_size=4),
+    st.lists(st.lists(st.integers(0, 11), max_size=6), max_size=3))))
+def test_gather_shift_takes_unit_positions_as_their_gate_0(case):
+    """``Gather(..., shift=GATE_BITS)`` over unit positions (a single-gate bucket's literal path)
+    gathers exactly what it does over their gate ids, and rejects a position past the units."""
+    need, positions, always, scans = case
+    lists = tuple(tuple(sorted(set(us))) for us in positions)
+    ids = tuple(tuple(u * tagged.GATE_SLOTS for u in us) for us in lists)
+    always_t = tuple(sorted(set(always)))
+    shifted = sigma_index.Gather(lists, always_t, tuple(need), tagged.GATE_BITS)
+    plain = sigma_index.Gather(ids, always_t, tuple(need))
+    for hits in scans:
+        hits = [i for i in hits if i < len(lists)]
+        for i in hits:
+            shifted(i, 0, 5, 0, None)
+            plain(i, 0, 5, 0, None)
+        assert shifted.take() == plain.take()
+    with pytest.raises(ValueError):
+        sigma_index.Gather(((len(need),),), (), tuple(need), tagged.GATE_BITS)
+    with pytest.raises(ValueError):
+        sigma_index.Gather((), (), tuple(need), 1)
+
+
 @needs_hyperscan
 def test_bools_take_the_atom_path_as_text(engines):
     """A bool is clean tagged text ("true"/"false"), matched as the predicates match it."""

@@ -428,7 +428,6 @@ class Bucket:
     # the plan-cache key under which the running trials' choice is stored (None: not stored, as
     # for a plan chosen from this run's events)
     trial_key: str | None = None
-    gates: tuple[tuple[int, ...], ...] = ()  # per literal: its gate ids for the C match handler
     key: str | None = None  # the units' plan-cache key (``plan_key``; None: not cached)
 
 
@@ -492,10 +491,10 @@ def _literal_matcher(b: Bucket) -> Any:
     scan_db = getattr(b.scan, "scan_db", None)
     if LiteralMatcher is None or scan_db is None:
         return None
-    try:
-        gather = Gather(b.gates, b.always, b.need)
-    except (ValueError, TypeError):  # more gates than the C handler has slots, or a cached layout's
-        return None  # gate ids not ints: the Python path
+    try:  # a single-gate bucket's positions are gate 0 of each: shifted in C
+        gather = Gather(b.lit_units, b.always, b.need, GATE_BITS if b.single_gate else 0)
+    except ValueError:  # more gates than the C handler has slots: the Python path
+        return None
     return LiteralMatcher(gather, scan_db, b.text_fields, b.text_skip, b.preds, b.rules, b.anchors)
 
 
@@ -541,11 +540,8 @@ def layout(units: tuple[Unit, ...], preds: list) -> Layout:
     # rules), text and scan 3.0 -> 2.0 us per event.
     text_skip = tuple(sorted(SYSTEM_FIELDS - named)) if text_fields is None else ()
     lit_units = tuple(map(tuple, map(by_lit.__getitem__, lits)))
-    # the C match handler's gate ids: a single-gate bucket's positions are gate 0 of each
-    gates = tuple([tuple([u << GATE_BITS for u in us]) for us in lit_units]) if single_gate else lit_units
     anchors = _keyword_anchors(lits) if lits and fields is None and not named else None
-    return Layout(tuple(always), tuple(need), single_gate, lits, lit_units, gates, text_fields, text_skip,
-                  anchors)
+    return Layout(tuple(always), tuple(need), single_gate, lits, lit_units, text_fields, text_skip, anchors)
 
 
 class Engine:
@@ -665,7 +661,7 @@ class Engine:
         b = Bucket(units, lay.always, scan, lay.lit_units, False, text_fields=lay.text_fields,
                    text_skip=frozenset(lay.text_skip), need=lay.need, single_gate=lay.single_gate,
                    upgrade_in=upgrade_in, literals=lay.literals, preds=preds,
-                   rules=tuple(u.rule for u in units), anchors=lay.anchors, gates=lay.gates, key=key)
+                   rules=tuple(u.rule for u in units), anchors=lay.anchors, key=key)
         if upgrade_in >= 0 and self.atoms is not False:
             b.sample = []
         if upgrade_in == 0:

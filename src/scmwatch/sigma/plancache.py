@@ -20,11 +20,11 @@ its first 400 events (``Engine._warm_start``); stored the same way, one file per
 matchers timed (C or Python).
 
 Beside them, under the same key, the bucket's literal-prefilter layout (:class:`Layout`: which
-literals gate which units, the fields its text is joined from, the C handler's gate ids), stored
-with ``marshal`` (plain tuples, ints and strings; the CRC line guards it as it does a plan):
-working it out from the units cost each process 17-20 ms for the 68 buckets of an x5 hunt with
-all SigmaHQ (20,000 literal gates walked), reading it back ~11 ms (x5 ``--jobs 1``: 5,658M ->
-5,599M instructions, callgrind, same cached trial choices).
+literals gate which units, the fields its text is joined from), stored with ``marshal`` (plain
+tuples, ints and strings; the CRC line guards it as it does a plan): working it out from the
+units cost each process 17-20 ms for the 68 buckets of an x5 hunt with all SigmaHQ (20,000
+literal gates walked), reading it back ~11 ms (x5 ``--jobs 1``: 5,658M -> 5,599M instructions,
+callgrind, same cached trial choices).
 """
 
 from __future__ import annotations
@@ -41,13 +41,21 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from scmwatch.native import pure_python
 from scmwatch.sigma.cache import cache_root
 from scmwatch.sigma.tagged import GATE_BITS, Plan
+
+try:  # optional C extension (sigma/_text.c): checks a stored layout's ids as it reads them
+    from scmwatch.sigma._text import Gather
+except ImportError:  # pragma: no cover - built without a C compiler
+    Gather = None
+if pure_python():
+    Gather = None
 
 FORMAT = "scmwatch-plan-1"
 KEEP = 3_000  # files kept (all SigmaHQ has ~340 distinct buckets, up to 4 files each)
 MISSING = object()  # not in the cache (None is a plan: the bucket cannot have one)
-LAYOUT_FORMAT = f"scmwatch-layout-1 marshal-{marshal.version}"
+LAYOUT_FORMAT = f"scmwatch-layout-2 marshal-{marshal.version}"
 
 
 class Layout(NamedTuple):
@@ -58,7 +66,6 @@ class Layout(NamedTuple):
     single_gate: bool  # every gated unit has one gate: ``lit_units`` holds positions
     literals: tuple[str, ...]  # sorted
     lit_units: tuple[tuple[int, ...], ...]  # per literal: unit positions (single_gate) or gate ids
-    gates: tuple[tuple[int, ...], ...]  # per literal: its gate ids for the C match handler
     text_fields: tuple[str, ...] | None  # fields the prefilter text is joined from; None: all ...
     text_skip: tuple[str, ...]  # ... but these
     anchors: tuple[str, ...] | None  # keyword anchors (``index.keyword_anchors``)
@@ -119,16 +126,23 @@ def read_layout(key: str, units: int) -> Layout | None:
 
 
 def _fits(got: Layout, units: int) -> bool:
-    """Whether every position and gate id of ``got`` names one of ``units`` units: types as sets,
-    bounds by min/max, over the flat sequences (no list built: ~2 ms for the 68 layouts of an x5
-    hunt). A single-gate bucket's C gate ids are checked by the C match handler itself
-    (``_literal_matcher``)."""
-    ids = got.lit_units
+    """Whether every position and gate id of ``got`` names one of ``units`` units. With the C
+    extension its match handler checks them as it reads them (``_text.Gather``, what the bucket's
+    C literal path is built on: ~0.3 ms for the 68 layouts of an x5 hunt, where the same checks
+    in Python, types as sets and bounds by min/max, took 4-5 ms of each process)."""
     names = (*(got.text_fields or ()), *got.text_skip, *(got.anchors or ()))
-    if type(got.single_gate) is not bool or len(got.need) != units \
-            or not len(got.literals) == len(ids) == len(got.gates) \
-            or not set(map(type, chain(got.always, got.need, chain.from_iterable(ids)))) <= {int} \
+    ids = got.lit_units
+    if type(got.single_gate) is not bool or len(got.need) != units or len(got.literals) != len(ids) \
             or not set(map(type, chain(got.literals, names))) <= {str}:
+        return False
+    if Gather is not None:
+        try:
+            Gather(ids, got.always, got.need, GATE_BITS if got.single_gate else 0)
+        except (TypeError, ValueError, OverflowError):
+            return False
+        return max(got.need, default=0) < 1 << GATE_BITS
+    if not set(map(type, (got.always, got.need, *ids))) <= {tuple} \
+            or not set(map(type, chain(got.always, got.need, chain.from_iterable(ids)))) <= {int}:
         return False
     top = units if got.single_gate else units << GATE_BITS
     return all(0 <= min(xs, default=0) and max(xs, default=-1) < bound
@@ -141,18 +155,28 @@ def write_layout(key: str, layout: Layout) -> None:
     _write(_path(key, ".layout"), marshal.dumps(tuple(layout)), LAYOUT_FORMAT)
 
 
-def _read(path: str | None, form: str = FORMAT) -> bytes | object:
-    """The body of the cache file at ``path`` when its header line holds, else MISSING."""
+def _read(path: str | None, form: str = FORMAT) -> memoryview | object:
+    """The body of the cache file at ``path`` when its header line holds, else MISSING. Read with
+    one ``os.read`` and kept as a view (no file object, no copy of the body): an x5 hunt reads
+    ~110 of these files in each process, 2.6 -> 1.3 ms."""
     if path is None:
         return MISSING
     try:
-        with open(path, "rb") as fh:
-            if os.fstat(fh.fileno()).st_uid != os.getuid():
-                return MISSING
-            head, _, body = fh.read().partition(b"\n")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:  # absent or unreadable
         return MISSING
-    return body if head == _header(body, form) else MISSING
+    try:
+        st = os.fstat(fd)
+        data = os.read(fd, st.st_size) if st.st_uid == os.getuid() else b""
+    except OSError:
+        return MISSING
+    finally:
+        os.close(fd)
+    nl = data.find(b"\n")
+    if nl < 0 or len(data) != st.st_size:
+        return MISSING
+    body = memoryview(data)[nl + 1:]
+    return body if data[:nl] == _header(body, form) else MISSING
 
 
 def _checked(p: dict, units: int) -> Plan:
@@ -178,7 +202,7 @@ def _checked(p: dict, units: int) -> Plan:
     return plan
 
 
-def _header(body: bytes, form: str = FORMAT) -> bytes:
+def _header(body: bytes | memoryview, form: str = FORMAT) -> bytes:
     """The first line of a cache file: the format and the CRC-32 of the body after it (a plan
     altered in place, say one pattern's byte, would silently let rules go unscanned)."""
     return f"{form} {zlib.crc32(body):08x}".encode()
