@@ -88,14 +88,23 @@ def test_warm_bucket_takes_the_c_path_from_its_first_event(rules: Path, monkeypa
 
 
 @pytest.mark.parametrize("atoms", [True, False])
-def test_warm_bucket_keeps_the_stored_choice(rules: Path, atoms: bool) -> None:
+def test_warm_bucket_keeps_the_stored_choice(rules: Path, atoms: bool, monkeypatch) -> None:
+    """... and loads the atom database only when the choice is the atom prefilter."""
     _cold_run(rules)
     (stored,) = _trial_files(rules)
     key = stored.name.split(".")[0]
     plancache.write_choice(key, index.TRIAL_FLAVOUR, atoms)
-    engine = Engine(load_rules(rules))
+    rs = load_rules(rules)
+    units = Engine(rs, hyperscan_after=10**9).bucket(*SYSMON).units
+    static = plancache.read_plan(plancache.plan_key(units), len(units))
+    atom_db = index._db_name(list(static.patterns), True) + ".hsdb"
+    loaded = []
+    load = index._hs_load
+    monkeypatch.setattr(index, "_hs_load", lambda path: loaded.append(Path(path).name) or load(path))
+    engine = Engine(rs)
     b = engine.bucket(*SYSMON)
-    assert b.trials == 0 and (b.atom_scan is not None) == atoms
+    assert b.upgrade_in == -1 and b.trials == 0 and (b.atom_scan is not None) == atoms
+    assert (atom_db in loaded) == atoms and len(loaded) == 1 + atoms  # the literal database, always
     literal = Engine(engine.ruleset, use_hyperscan=False)
     assert _ids(engine, _events(200, seed=9)) == [brute(literal, f) for f in _events(200, seed=9)]
 
@@ -112,10 +121,15 @@ def test_absent_or_damaged_choice_means_trials(rules: Path, damage: bytes) -> No
     assert b.upgrade_in == -1 and b.trials == 2 * index.TRIALS
 
 
-def test_missing_atom_database_means_the_ramp(rules: Path) -> None:
+@pytest.mark.parametrize("choice", [None, False])
+def test_missing_atom_database_means_the_ramp(rules: Path, choice: bool | None) -> None:
     """Compiling is what the ramp spares a rare bucket: a static plan whose atom database is
-    not cached does not move the bucket at once, though its literal database is cached."""
+    not cached does not move the bucket at once, though its literal database is cached (also
+    when its stored choice is the literal prefilter, which does not load the atom database)."""
     _cold_run(rules)
+    (stored,) = _trial_files(rules)
+    if choice is not None:
+        plancache.write_choice(stored.name.split(".")[0], index.TRIAL_FLAVOUR, choice)
     rs = load_rules(rules)
     units = Engine(rs).bucket(*SYSMON).units
     static = plancache.read_plan(plancache.plan_key(units), len(units))

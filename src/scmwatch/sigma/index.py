@@ -336,6 +336,13 @@ def cached_scanner(literals: list[str], regex: bool = False) -> Callable[[str], 
         return None
 
 
+def is_cached(literals: list[str], regex: bool = False) -> bool:
+    """Whether the cache holds a database for these literals (``regex``: atom patterns), not
+    loading it."""
+    cache = hyperscan_cache_dir() if hyperscan is not None else None
+    return cache is not None and os.path.isfile(os.path.join(cache, _db_name(literals, regex) + ".hsdb"))
+
+
 def make_scanner(literals: list[str], use_hyperscan: bool = True) -> Callable[[str], list[int]]:
     """``scan(lower_text) -> ids`` of the literals occurring in it (ids index ``literals``)."""
     if use_hyperscan and hyperscan is not None:
@@ -697,12 +704,17 @@ class Engine:
         if static is MISSING:
             return
         patterns = static.patterns if static is not None else ()  # type: ignore[attr-defined]
+        choice = read_choice(key, TRIAL_FLAVOUR) if self.atoms is None else None
         if patterns and patterns not in self._scanners:
-            scan = cached_scanner(list(patterns), regex=True)
-            if scan is None:
-                return
-            self._scanners[patterns] = scan
-        self._upgrade(b, (static, key), read_choice(key, TRIAL_FLAVOUR) if self.atoms is None else None)
+            if choice is False:  # the literal prefilter kept: its atom database is not loaded
+                if not is_cached(list(patterns), regex=True):
+                    return
+            else:
+                scan = cached_scanner(list(patterns), regex=True)
+                if scan is None:
+                    return
+                self._scanners[patterns] = scan
+        self._upgrade(b, (static, key), choice)
 
     def _keep(self, b: Bucket, f: dict) -> None:
         """Systematic sample of the bucket's events until its gates are chosen from it: every
@@ -794,6 +806,12 @@ class Engine:
             if static is None:
                 static = waiting[1] if waiting is not None and waiting[0] is b else self._static_plan(b)
             p, b.trial_key = static
+            if choice is False and p is not None and p.patterns:
+                # the literal prefilter its last trials kept: nothing of the atom side is loaded
+                # (11 atom databases and their C matchers per x5 process, each dropped at once)
+                self._replan_later(b, p)
+                b.trial_key = None
+                return
             try:
                 atom_scan = self._atom_scanner(p, claim=True) if p is not None and p.patterns else None
             except Busy:  # another worker compiles it: the literal prefilter until it is stored
@@ -804,18 +822,21 @@ class Engine:
             b.sample = b.trial_key = None
             return
         _use_atoms(b, p, atom_scan)
+        self._replan_later(b, p)
+        if self.atoms is not None or choice is not None:
+            b.trial_key = None
+        else:
+            b.trials, b.timings = 2 * TRIALS, ([], [])
+
+    def _replan_later(self, b: Bucket, p: Plan) -> None:
+        """When a sampling bucket chooses its gates from its sample (``_replan``), static plan
+        ``p`` taken."""
         if b.sample is not None:
             after = self.replan_after
             if after is None:
                 after = max(REPLAN_MIN, REPLAN_PER_PATTERN * len(p.patterns))
             b.replan_at = b.seen + after
             b.keep_at = min(b.keep_at, b.replan_at)
-        if self.atoms is not None or choice is not None:
-            b.trial_key = None
-            if choice is False:
-                _use_atoms(b, None, None)
-        else:
-            b.trials, b.timings = 2 * TRIALS, ([], [])
 
     # ------------------------------------------------------------------ matching
     def match(self, event: Event) -> list[CompiledRule]:
