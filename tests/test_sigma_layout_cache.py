@@ -165,3 +165,26 @@ def test_read_only_plan_directory_is_ignored(tmp_path: Path, monkeypatch) -> Non
     (tmp_path / "c" / "plans").chmod(0o500)
     shape, same = _bucket(tool_rules(tmp_path / "r"))
     assert shape[3] and same and not _layouts(tmp_path / "c")
+
+
+@pytest.mark.skipif(index.hyperscan is None, reason="Hyperscan is not installed")
+@pytest.mark.parametrize("stale", [False, True])
+def test_literal_database_found_by_the_stored_name(tmp_path: Path, monkeypatch, stale: bool) -> None:
+    """A cached layout names its literals' database, so it is found without hashing them; a name
+    that finds nothing (another Hyperscan version's) falls back to the name worked out."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rs = load_rules(tool_rules(tmp_path / "r"))
+    index.Engine(rs, hyperscan_after=0).bucket(*SYSMON)  # compiles and stores the literal database
+    (stored,) = _layouts(tmp_path / "c")
+    fields = marshal.loads(stored.read_bytes().split(b"\n", 1)[1])
+    assert fields[-1] == index._db_name(list(fields[3]), False)
+    if stale:
+        stored.write_bytes(_altered(fields, len(fields) - 1, "0" * 64))
+    named = []
+    db_name = index._db_name
+    monkeypatch.setattr(index, "_db_name", lambda lits, regex: named.append(regex) or db_name(lits, regex))
+    b = index.Engine(rs).bucket(*SYSMON)
+    assert b.scan.scan_db is not None  # the cached database, no automaton
+    assert named.count(False) == stale
+    literal = index.Engine(rs, use_hyperscan=False)
+    assert all([r.id for r in index.Engine(rs).match_fields(f)] == brute(literal, f) for f in EVENTS)

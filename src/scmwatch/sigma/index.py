@@ -322,18 +322,24 @@ def _hs_database(literals: list[str], regex: bool = False, claim: bool = False) 
             os.close(lock)
 
 
-def cached_scanner(literals: list[str], regex: bool = False) -> Callable[[str], list[int]] | None:
+def cached_scanner(literals: list[str], regex: bool = False,
+                   name: str = "") -> Callable[[str], list[int]] | None:
     """The Hyperscan scanner of these literals (``regex``: these atom patterns) when their
     database is in the cache, else None (nothing compiled): a bucket starts on it instead of
     building a pyahocorasick automaton, ~0.4 ms per 100 literals (measured: 97 automatons,
-    26 ms of CPU per --jobs worker on the dev corpus x5)."""
+    26 ms of CPU per --jobs worker on the dev corpus x5). ``name``: their database's name as a
+    stored layout gives it (``_db_name`` hashes every literal: ~2 ms of each x5 process), tried
+    first; the name is worked out when it is not there (another Hyperscan version's)."""
     cache = hyperscan_cache_dir() if hyperscan is not None else None
     if cache is None:
         return None
-    try:
-        return _scan_function(_hs_load(os.path.join(cache, _db_name(literals, regex) + ".hsdb")))
-    except Exception:  # noqa: BLE001 - absent or unreadable: the caller builds its own
-        return None
+    for given in (name, "") if name else ("",):
+        try:
+            db = _hs_load(os.path.join(cache, (given or _db_name(literals, regex)) + ".hsdb"))
+        except Exception:  # noqa: BLE001 - absent or unreadable: the caller builds its own
+            continue
+        return _scan_function(db)
+    return None
 
 
 def is_cached(literals: list[str], regex: bool = False) -> bool:
@@ -548,7 +554,9 @@ def layout(units: tuple[Unit, ...], preds: list) -> Layout:
     text_skip = tuple(sorted(SYSTEM_FIELDS - named)) if text_fields is None else ()
     lit_units = tuple(map(tuple, map(by_lit.__getitem__, lits)))
     anchors = _keyword_anchors(lits) if lits and fields is None and not named else None
-    return Layout(tuple(always), tuple(need), single_gate, lits, lit_units, text_fields, text_skip, anchors)
+    lit_db = _db_name(list(lits), False) if len(lits) > SMALL_SET and hyperscan is not None else ""
+    return Layout(tuple(always), tuple(need), single_gate, lits, lit_units, text_fields, text_skip, anchors,
+                  lit_db)
 
 
 class Engine:
@@ -656,7 +664,7 @@ class Engine:
                 after = self.hyperscan_after
                 upgrade_in = max(HS_MIN_SCANS, len(lits) // 2) if after is None else after
                 if scan is None and upgrade_in > 0:
-                    scan = cached_scanner(lits)
+                    scan = cached_scanner(lits, name=lay.lit_db)
                     if scan is None and len(lits) >= COMPILE_AT_ONCE:
                         scan = _compiled_once(lits)
                     if scan is not None:

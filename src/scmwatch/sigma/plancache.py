@@ -69,6 +69,7 @@ class Layout(NamedTuple):
     text_fields: tuple[str, ...] | None  # fields the prefilter text is joined from; None: all ...
     text_skip: tuple[str, ...]  # ... but these
     anchors: tuple[str, ...] | None  # keyword anchors (``index.keyword_anchors``)
+    lit_db: str  # the cache name of the literals' Hyperscan database ("": none)
 
 
 def plan_key(units: Sequence[Any]) -> str | None:
@@ -133,7 +134,7 @@ def _fits(got: Layout, units: int) -> bool:
     names = (*(got.text_fields or ()), *got.text_skip, *(got.anchors or ()))
     ids = got.lit_units
     if type(got.single_gate) is not bool or len(got.need) != units or len(got.literals) != len(ids) \
-            or not set(map(type, chain(got.literals, names))) <= {str}:
+            or not set(map(type, chain(got.literals, names, (got.lit_db,)))) <= {str}:
         return False
     if Gather is not None:
         try:
