@@ -729,8 +729,9 @@ class Engine:
         ``stride``-th, the stride doubling (and every other kept event dropped) whenever
         2 * SAMPLE are kept, so the sample spans all of them, not only the first. Called only
         when the ``seen`` count (kept by ``match_in``) reaches ``keep_at``: the next event to
-        keep or the replan. Called for every event, it cost ~0.2 us of each (32,395 calls on the
-        attack corpus x5, whose buckets all sample and none reaches its replan)."""
+        keep or the replan. On the attack corpus x5 (every bucket samples, one reaches its
+        replan) 32,395 calls became 7,193, and sampling costs ~0.05 instead of ~0.10 us per event
+        (measured apart, the loop's own 0.04 us taken off)."""
         seen = b.seen
         if seen % b.stride == 0:
             sample = b.sample
