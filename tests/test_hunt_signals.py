@@ -18,22 +18,9 @@ from pathlib import Path
 import pytest
 
 from scmwatch.spill import PREFIX, SpillDir, remove_stale
+from service_logs import system_logs
 
 WAIT = 60  # seconds: generous bounds that only turn a hang into a failure
-
-
-def _logs(tmp: Path, files: int, events: int) -> list[str]:
-    paths = []
-    for f in range(files):
-        path = tmp / f"System{f}.jsonl"
-        with path.open("w") as fh:
-            for i in range(events):
-                fh.write(json.dumps({
-                    "EventID": 7045, "Channel": "System", "Computer": f"WS{f}", "EventRecordID": i + 1,
-                    "TimeCreated": f"2024-05-01T10:{i // 6000 % 60:02d}:{i // 100 % 60:02d}.{i % 100:06d}Z",
-                    "ServiceName": f"svc{i}", "ImagePath": f"C:\\Users\\Public\\s{i}.exe"}) + "\n")
-        paths.append(str(path))
-    return paths
 
 
 def _dead_pid() -> int:
@@ -47,7 +34,7 @@ def _dead_pid() -> int:
 def test_signal_removes_the_spill_dir_and_writes_the_summary(tmp_path, sig, jobs, code):
     spill_parent = tmp_path / "tmp"
     spill_parent.mkdir()
-    logs = _logs(tmp_path, 2, 20_000)
+    logs = system_logs(tmp_path, 2, 20_000)
     out, summary = tmp_path / "alerts.jsonl", tmp_path / "summary.json"
     env = dict(os.environ, TMPDIR=str(spill_parent))
     argv = ["hunt", *logs, "--jobs", jobs, "--format", "jsonl", "-o", str(out), "--summary", str(summary)]

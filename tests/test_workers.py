@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from scmwatch.workers import FileLock, WorkerLost, Workers
+from service_logs import system_logs
 
 WAIT = 60  # seconds: generous bounds that only turn a hang into a failure
 
@@ -125,24 +126,10 @@ def test_the_file_lock_excludes_a_forked_process(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
 
 
-def _logs(tmp: Path, files: int, events: int) -> list[str]:
-    paths = []
-    for f in range(files):
-        path = tmp / f"System{f}.jsonl"
-        with path.open("w") as fh:
-            for i in range(events):
-                fh.write(json.dumps({
-                    "EventID": 7045, "Channel": "System", "Computer": f"WS{f}", "EventRecordID": i + 1,
-                    "TimeCreated": f"2024-05-01T10:{i // 6000 % 60:02d}:{i // 100 % 60:02d}.{i % 100:06d}Z",
-                    "ServiceName": f"svc{i}", "ImagePath": f"C:\\Users\\Public\\s{i}.exe"}) + "\n")
-        paths.append(str(path))
-    return paths
-
-
 def _cli_with_worker(tmp_path: Path, worker_body: str) -> tuple[subprocess.CompletedProcess, Path, Path]:
     """``scmwatch hunt --jobs 2`` in a subprocess whose forked worker runs ``worker_body``
     instead of hunting (``hunt._work`` replaced before the fork)."""
-    logs = _logs(tmp_path, 4, 500)
+    logs = system_logs(tmp_path, 4, 500)
     out, summary = tmp_path / "alerts.jsonl", tmp_path / "summary.json"
     script = textwrap.dedent(f"""
         import os, signal, sys
