@@ -29,7 +29,8 @@ RULE_DIRS = ["rules", "rules-emerging-threats", "rules-threat-hunting"]
 TWISTS = ["İ", "ß", "ẞ", "ſ", "K", "ı", "é", "\u0307", "😀", "\x00", " ", "\\", "*"]
 
 
-def _trees(tmp_path, detection: str):
+def _rule_file(tmp_path, detection: str):
+    """A process-creation rule with ``detection`` (YAML, any indentation), written to a file."""
     path = tmp_path / "r.yml"
     path.write_text(textwrap.dedent("""\
         title: t
@@ -38,7 +39,11 @@ def _trees(tmp_path, detection: str):
         logsource: {product: windows, category: process_creation}
         detection:
         """) + textwrap.indent(textwrap.dedent(detection), "    "), encoding="utf-8")
-    rs = load_rules([path])
+    return path
+
+
+def _trees(tmp_path, detection: str):
+    rs = load_rules([_rule_file(tmp_path, detection)])
     assert not rs.rejected, rs.rejected
     (rule,) = rs.rules
     return rule.sigma.detection.parsed_condition
@@ -214,16 +219,10 @@ def test_prog_rejects_malformed_texts():
 
 def test_hot_loop_runs_progs(tmp_path):
     """An index's predicates are Progs where C is on (the feature), lambdas in pure Python."""
-    path = tmp_path / "r.yml"
-    path.write_text(textwrap.dedent("""\
-        title: t
-        id: 6f0f9f4e-3a3c-4c0e-9a59-0d6c2a1b7e12
-        status: test
-        logsource: {product: windows, category: process_creation}
-        detection:
-            sel: {Image|endswith: '\\\\x.exe'}
-            condition: sel
-        """), encoding="utf-8")
+    path = _rule_file(tmp_path, """\
+        sel: {Image|endswith: '\\\\x.exe'}
+        condition: sel
+        """)
     units = [u for r in load_rules([path]).rules for u in r.units]
     preds = hot_predicates(units)
     kinds = {type(p) for p in preds}
