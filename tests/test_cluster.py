@@ -13,6 +13,7 @@ import hashlib
 import http.server
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,6 +142,18 @@ def test_payload_folders_are_pruned_and_removed_without_a_cache(tmp_path, monkey
         digests.append(payload.digest)
     left = set(os.listdir(tmp_path / "cache" / "payloads"))
     assert len(left) == cl.PAYLOADS_KEPT and digests[-1] in left and digests[0] not in left
+    payload = cl.rule_payload([str(rules[0])])
+    foreign = tmp_path / "cache" / "payloads" / payload.digest
+    shutil.rmtree(foreign, ignore_errors=True)
+    foreign.mkdir()
+    (foreign / payload.files[0][0]).write_text("title: planted", encoding="utf-8")
+    monkeypatch.setattr(cl, "_owned", lambda folder: False)  # as if another user's folder
+    with cl._rule_folder(payload) as folder:  # not used: a temporary folder of this run's own
+        assert folder.parent == tmp_path / "tmp"
+        assert (folder / payload.files[0][0]).read_text(encoding="utf-8") == payload.files[0][1]
+    assert os.listdir(tmp_path / "tmp") == []
+    monkeypatch.undo()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", "")  # caching off: a temporary folder, removed
     with cl._rule_folder(cl.rule_payload([str(rules[0])])) as folder:
         assert folder.parent == tmp_path / "tmp" and any(folder.iterdir())

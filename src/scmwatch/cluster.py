@@ -168,6 +168,8 @@ def _rule_folder(payload: RulePayload) -> Iterator[Path]:
                     os.rename(staging, folder)
                 except OSError:  # a concurrent worker's folder, the same files, is in place
                     shutil.rmtree(staging, ignore_errors=True)
+                if not _owned(folder):  # another user's: its rule files are not trusted
+                    raise PermissionError(folder)
             os.utime(folder)
             _prune_payloads(parent)
         except OSError:
