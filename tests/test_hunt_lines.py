@@ -18,7 +18,7 @@ from tests.test_hunt_lineage import _4688, _scm, _write
 from scmwatch import rules as pack
 from scmwatch.alerts import Alert, HitLine
 from scmwatch.correlate.lateral import Link
-from scmwatch.hunt import alerts_from_hits, run_hunt
+from scmwatch.hunt import CorrelationHit, alerts_from_hits, line_blocks, run_hunt
 from scmwatch.results import MAX_KEYS, Results, Tally, rule_key, tally_sum
 from scmwatch.sigma import load_rules
 from scmwatch.simulate import Options, simulate
@@ -94,6 +94,33 @@ def test_hit_lines_are_the_alerts_lines(fields: dict[str, Any], t: float, rid: i
         json.loads(line)
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 1024])
+def test_line_blocks_are_the_alerts_lines_in_order(size: int) -> None:
+    """Blocks of joined lines (the rule's part and the body; whole lines as they are) with
+    their counts, broken where a record is not a line hit: the lines and alerts, in order, of
+    :func:`alerts_from_hits`."""
+    records: list = []
+    for n, fields in enumerate(FIELDS):
+        records += _hits(fields, 1714557600.0 + n, n, ())[1]
+        if n in (1, 3):  # a correlation alert between line hits
+            corr = next(alerts_from_hits(_hits(fields, 1.0, n, ())[0][:1], BY_ID))
+            records.append(CorrelationHit(records[-1][0] + (1,), corr))
+    want = [a.line if type(a) is HitLine else a for a in alerts_from_hits(records, BY_ID, HitLines())]
+    got: list = []
+    blocks = 0
+    for item in line_blocks(records, BY_ID, HitLines(), size):
+        if type(item) is tuple:
+            block, count = item
+            assert 0 < count <= size and block.count(b"\n") == count
+            got += block.splitlines(keepends=True)
+            blocks += 1
+        else:
+            got.append(item)
+    assert got == want
+    assert sum(type(a) is Alert for a in got) == 2
+    assert blocks >= (len(records) - 2) // size
+
+
 def test_rules_without_custom_attributes_share_one_body_per_event() -> None:
     lines = HitLines()
     a, b, custom, _ = lines.bodies(RULES, 1.0, "x", 1, dict(FIELDS[0]))
@@ -102,10 +129,11 @@ def test_rules_without_custom_attributes_share_one_body_per_event() -> None:
 
 
 def _run(paths: list[str], ruleset: Any, jobs: int, lines: bool, tallied: bool = True,
-         max_keys: int = MAX_KEYS, **options: Any) -> tuple[bytes, str, str, set]:
+         max_keys: int = MAX_KEYS, blocks: bool = False, **options: Any) -> tuple[bytes, str, str, set]:
     """Output, summary and results summary (as JSON text: their key order counts too) and the
     kinds of alert the sink saw; the results summary fed by run_hunt (``tallied``: the line
-    hits' tallies when it can) or by the sink, alert by alert."""
+    hits' tallies when it can) or by the sink, alert by alert. ``blocks``: the sink also takes
+    blocks of lines (``write_lines``), seen as the kind ``bytes``."""
     out = io.StringIO()
     buf = io.BytesIO()
     out.buffer = buf  # type: ignore[attr-defined]
@@ -119,8 +147,13 @@ def _run(paths: list[str], ruleset: Any, jobs: int, lines: bool, tallied: bool =
             results.add(a)
         sink.write(a)
 
+    def emit_lines(block: bytes, count: int) -> None:
+        kinds.add(bytes)
+        sink.write_lines(block, count)
+
     r = run_hunt(paths, ruleset, jobs=jobs, sink=emit, lines=lines, results=results if tallied else None,
-                 **options)
+                 write_lines=emit_lines if blocks else None, **options)
+    assert sink.count == r.summary["alerts"]
     sink.close()
     summary = {k: v for k, v in r.summary.items() if "second" not in k and k != "memory"}
     summary["parallelism"].pop("ranges_timeline", None)  # when the ranges came in: times
@@ -151,6 +184,10 @@ def test_demo_lines_equal_alerts_with_correlations_and_links(jobs: int) -> None:
     assert json.loads(after[1])["alerts"] == before[0].count(b"\n") > 50
     # fed alert by alert (the lines' own fields) or from the workers' tallies: the same
     assert _run([str(DEMO)], ruleset, jobs, lines=True, tallied=False)[:3] == before[:3]
+    # written in blocks of lines (hunt --format jsonl): the same bytes, correlations still Alerts
+    written = _run([str(DEMO)], ruleset, jobs, lines=True, blocks=True)
+    assert written[:3] == before[:3]
+    assert written[3] == {Alert, bytes}
 
 
 def test_split_files_tallies_are_their_ranges_tallies(tmp_path: Path) -> None:
@@ -183,6 +220,9 @@ def test_tallies_too_many_keys_fall_back_to_alert_by_alert(max_keys: int) -> Non
     assert after[:3] == before[:3]
     assert json.loads(after[2])["untracked"] > 0
     assert "fed one by one" in after[3]
+    # the results summary needs each alert: the sink gets them one by one, not in blocks
+    written = _run([str(DEMO)], ruleset, 2, lines=True, max_keys=max_keys, blocks=True)
+    assert written[:3] == before[:3] and bytes not in written[3]
 
 
 def test_lineage_lines_equal_alerts(tmp_path: Path) -> None:

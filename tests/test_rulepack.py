@@ -240,6 +240,28 @@ def test_readiness_groups_are_kept_and_follow_level_changes():
     assert fresh.rules_total == first.rules_total
 
 
+def test_parent_groups_rules_for_readiness_while_the_workers_finish(monkeypatch):
+    """``--jobs 2``: the rules' grouping (readiness._groups) is ready when the parent starts
+    waiting for the worker's last results, not made after them."""
+    from scmwatch import workers
+    from scmwatch.hunt import run_hunt
+
+    rs = load_rules(pack_paths())
+    seen_at_wait = []
+    rest = workers.Workers.rest
+
+    def waiting(self):
+        seen_at_wait.append(readiness._GROUPS[0] is not None and readiness._GROUPS[0][0] == tuple(rs.rules))
+        return rest(self)
+
+    monkeypatch.setattr(workers.Workers, "rest", waiting)
+    monkeypatch.setattr(readiness, "_GROUPS", [None, None])
+    result = run_hunt([str(ROOT / "examples" / "demo")], rs, jobs=2)
+    assert seen_at_wait == [True]
+    assert result.summary["parallelism"]["jobs"] == 2
+    assert result.readiness.to_dict() == run_hunt([str(ROOT / "examples" / "demo")], rs).readiness.to_dict()
+
+
 def test_hunt_reports_readiness_in_table_and_summary(tmp_path):
     log = tmp_path / "system.json"
     log.write_text(json.dumps({"EventID": 7045, "Channel": "System", "Computer": "WS1",

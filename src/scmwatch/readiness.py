@@ -229,6 +229,14 @@ def compute(ruleset: RuleSet, seen_pairs: Iterable[tuple[Any, Any]], min_level_r
     return Readiness(total, ready, gaps, blind)
 
 
+def prepare(ruleset: RuleSet, min_level_rank: int = 0, level_rank: dict[str, int] | None = None,
+            exclude_ids: Iterable[str] = ()) -> None:
+    """What :func:`compute` will need of the rule set alone (:func:`_groups`), ahead of it: a
+    ``--jobs`` hunt's parent does it while it waits for the workers' last results (all SigmaHQ:
+    ~4 ms less after the last result)."""
+    _groups(ruleset, min_level_rank, level_rank, exclude_ids)
+
+
 # The rules of the last rule set :func:`compute` saw, grouped by the keys they listen to, under
 # a key holding those rule objects and their levels (a tuning file changes levels in place).
 _GROUPS: list[Any] = [None, None]

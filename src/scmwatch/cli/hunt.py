@@ -429,6 +429,15 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                 raise _OutputError(exc.strerror or str(exc)) from exc
             case.write(alert)
 
+        def emit_lines(block: bytes, count: int) -> None:
+            try:
+                sink.write_lines(block, count)
+            except BrokenPipeError:
+                raise
+            except OSError as exc:
+                raise _OutputError(exc.strerror or str(exc)) from exc
+
+        lines = getattr(sink, "takes_lines", False) and case.writer is None
         try:
             with _units(args, rule_paths, prewalk) as (mapper, walk, cluster_info):
                 result = run_hunt(args.paths, ruleset, jobs=args.jobs, min_level=args.min_level,
@@ -436,8 +445,7 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                                   sink=emit, map_units=case.map_units(mapper), expand=case.expand(walk),
                                   keep=args.keep if args.keep.active else None,
                                   dedup=Dedup(rules) if args.dedup else None,
-                                  lines=getattr(sink, "takes_lines", False) and case.writer is None,
-                                  results=results)
+                                  lines=lines, write_lines=emit_lines if lines else None, results=results)
             if cluster_info:
                 result.summary["cluster"] = cluster_info
                 result.summary["jobs"] = cluster_info["workers"]

@@ -180,6 +180,14 @@ class JsonlSink:
             self.stream.write(line.decode("utf-8"))
         self.count += 1
 
+    def write_lines(self, block: bytes, count: int) -> None:
+        """Write ``count`` whole lines at once (``run_hunt``'s blocks of line hits)."""
+        if self._buf is not None:
+            self._buf.write(block)
+        else:
+            self.stream.write(block.decode("utf-8"))
+        self.count += count
+
     def close(self) -> None:
         if self._buf is not None:
             self._buf.flush()
