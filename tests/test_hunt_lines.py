@@ -121,6 +121,23 @@ def test_line_blocks_are_the_alerts_lines_in_order(size: int) -> None:
     assert blocks >= (len(records) - 2) // size
 
 
+@pytest.mark.parametrize("binary", [True, False])
+def test_sink_writes_a_block_as_its_lines(binary: bool) -> None:
+    """``JsonlSink.write_lines``: the bytes of a block, or its text on a stream without a
+    binary buffer, and its lines counted."""
+    lined = _hits(FIELDS[0], 1.0, 1, ())[1]
+    lines = [a.line for a in alerts_from_hits(lined, BY_ID, HitLines())]
+    out = io.StringIO()
+    if binary:
+        out.buffer = io.BytesIO()  # type: ignore[attr-defined]
+    sink = open_sink("jsonl", out, BY_ID)
+    sink.write_lines(b"".join(lines[:2]), 2)
+    sink.write(next(alerts_from_hits(lined[2:3], BY_ID, HitLines())))
+    sink.close()
+    written = out.buffer.getvalue() if binary else out.getvalue().encode("utf-8")  # type: ignore[attr-defined]
+    assert written == b"".join(lines[:3]) and sink.count == 3
+
+
 def test_rules_without_custom_attributes_share_one_body_per_event() -> None:
     lines = HitLines()
     a, b, custom, _ = lines.bodies(RULES, 1.0, "x", 1, dict(FIELDS[0]))
