@@ -321,3 +321,51 @@ def test_chunks_in_holes_of_a_sparse_file_are_not_read(tmp_path: Path) -> None:
     assert len(list(events)) == 20
     events.close()
     assert events.hole_chunks == 3
+
+
+def _edge_texts() -> list[str]:
+    """Texts around the decoder's UTF-16 steps (16 units packed at a time) and its hash's sample
+    (texts over 48 bytes): ASCII, then one Latin-1, DEL, C1 or CJK character at each edge."""
+    out = []
+    for n in (1, 7, 8, 15, 16, 17, 23, 24, 25, 31, 32, 33, 47, 48, 49, 200):
+        out.append("a" * n)
+        for odd in ("é", "\x7f", "\x80", "ÿ", "漢"):
+            for at in {0, n // 2, 15, 16, n - 1}:
+                if at < n:
+                    out.append("a" * at + odd + "b" * (n - at - 1))
+    return out
+
+
+def test_values_at_the_utf16_and_hash_edges_read_as_the_package_reads_them(tmp_path: Path) -> None:
+    texts = _edge_texts()
+    chunks, body, first = [], bytearray(), 1
+    for rid, k in enumerate(range(0, len(texts), 8), 1):
+        body += evtxbuild.record(rid, evtxbuild.RECORDS_AT + len(body),
+                                 data={f"V{j}": t for j, t in enumerate(texts[k:k + 8])})
+        if len(body) > 40000 or k + 8 >= len(texts):
+            chunks.append(evtxbuild.chunk(bytes(body), first, rid))
+            body, first = bytearray(), rid + 1
+    path = tmp_path / "edges.evtx"
+    path.write_bytes(evtxbuild.evtx_file(chunks))
+    assert_same(str(path))
+    got = [v for e in evtx_reader.read_evtx("in.evtx", str(path), ReadStats()) for k, v in e.fields.items()
+           if k.startswith("V")]
+    assert chunk_counts(str(path)) == (len(chunks), 0)  # all decoded in C
+    assert got == texts
+
+
+def test_long_values_that_share_the_hash_sample_stay_apart(tmp_path: Path) -> None:
+    """Values of one length whose first, middle and last 16 bytes agree hash alike: each
+    record must still get its own value, not a cached one of the same hash."""
+    texts = ["H" * 8 + f"{k:08d}" + "M" * 8 + f"{k:08x}" + "T" * 8 for k in range(60)]  # 40 units
+    assert len({len(t) for t in texts}) == 1 and len(set(texts)) == 60
+    sample = {(t[:8], t[16:24], t[-8:]) for t in texts}  # bytes 0-15, 32-47, 64-79 of the UTF-16
+    assert len(sample) == 1
+    body = bytearray()
+    for k, t in enumerate(texts):
+        body += evtxbuild.record(k + 1, evtxbuild.RECORDS_AT + len(body), data={"CommandLine": t})
+    path = tmp_path / "alike.evtx"
+    path.write_bytes(evtxbuild.evtx_file([evtxbuild.chunk(bytes(body), 1, len(texts))]))
+    assert_same(str(path))
+    got = [e.fields["CommandLine"] for e in evtx_reader.read_evtx("in.evtx", str(path), ReadStats())]
+    assert got == texts
