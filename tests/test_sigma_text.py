@@ -84,3 +84,32 @@ def test_skipped_fields_are_left_out(fields, names, skip) -> None:
     assert index.prefilter_text(fields, None, skip) == expected
     with pytest.raises(TypeError):
         index.lower_join(fields, None, ["A"])  # a set, not any container
+
+
+def _byte_texts() -> list[str]:
+    """Every character below U+0100 at each place of a 16-byte step and past it (the C code
+    lowers ASCII 16 bytes at a time and tests for the tagged text's frame bytes the same way)."""
+    out = []
+    for n in (15, 16, 17, 31, 32, 33, 40):
+        for c in range(256):
+            at = c % n
+            out.append("Ab" * (n // 2) + "Z" * (n % 2))
+            out.append(out[-1][:at] + chr(c) + out[-1][at + 1:])
+    return out
+
+
+@pytest.mark.skipif(index.lower_join is None, reason="the C extension is not built")
+def test_c_lower_casing_equals_str_lower_on_every_byte() -> None:
+    from scmwatch.sigma import tagged
+    from scmwatch.sigma.compile import SYSTEM_FIELDS, Low, PyLow
+
+    for t in _byte_texts():
+        pair = {"A": t, "B": t[::-1]}
+        assert index.lower_join(pair, ("A", "B")) == python_text(pair, ("A", "B"))
+        assert Low({"A": t})["A"] == PyLow({"A": t})["A"] == t.lower()
+        fields, numbers = {"A": t, "B": [t.upper(), "x"]}, {"A": 0, "B": 1}
+        want = tagged.tagged_text_py(fields, numbers, -1)
+        assert want is None or want.isascii() == t.isascii()
+        assert tagged.tagged_join(fields, numbers, -1) == want
+        got = tagged.tagged_join(fields, numbers, -1, True, SYSTEM_FIELDS)
+        assert got == (None if want is None else want.encode("utf-8"))
