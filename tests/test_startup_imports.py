@@ -30,7 +30,7 @@ NOT_FOR_A_HUNT = ("duckdb", "dask", "distributed", "jinja2", "sigma.pipelines", 
                   "starlette", "uvicorn", "fsspec",
                   "urllib.request", "importlib.metadata", "scmwatch.audit", "scmwatch.simulate",
                   "scmwatch.live", "scmwatch.case", "scmwatch.web", "scmwatch.cluster",
-                  "scmwatch.sinks.table")
+                  "scmwatch.sinks.table", "scmwatch.dedup", "scmwatch.sinks.explain")
 
 
 def _hunt(tmp_path: Path, *extra: str) -> tuple[int, set[str]]:
@@ -72,14 +72,16 @@ detection:
 
 def test_warm_hunt_without_correlation_rules_needs_no_pysigma_parsing(tmp_path: Path) -> None:
     """From the rule cache, rules without correlations need neither YAML nor pySigma's
-    condition grammar (pyparsing) nor its correlation and rule classes: ~60 ms of every start."""
+    condition grammar (pyparsing) nor its correlation and rule classes: ~60 ms of every start;
+    nor ``textwrap`` (only the table's results summary wraps; pyparsing's traceback imports it)."""
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "psexec.yml").write_text(RULE)
     _hunt(tmp_path, "--rules", str(rules))  # fills the rule cache
     code, modules = _hunt(tmp_path, "--rules", str(rules))
     assert code == 0 and "scmwatch.hunt" in modules
-    heavy = ("yaml", "pyparsing", "sigma.conditions", "sigma.correlations", "sigma.rule", "sigma.collection")
+    heavy = ("yaml", "pyparsing", "sigma.conditions", "sigma.correlations", "sigma.rule", "sigma.collection",
+             "textwrap")
     assert sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in heavy)) == []
 
 
@@ -97,6 +99,31 @@ def test_parser_for_one_command_or_all() -> None:
     assert names(only) == {"hunt"}
     assert names(build_parser(["--help"])) == set(COMMANDS)
     assert names(build_parser(["hnut"])) == set(COMMANDS)  # a typo gets argparse's full message
+
+
+FROZEN = """
+import gc, json, sys
+import scmwatch.cli as cli
+before = gc.get_freeze_count()
+parser = cli._build_lasting(["hunt"]) if sys.argv[1] == "own" else cli.build_parser(["hunt"])
+import scmwatch.hunt
+print(json.dumps({"frozen": gc.get_freeze_count() - before, "enabled": gc.isenabled(),
+                  "hunt_tracked": gc.is_tracked(scmwatch.hunt.run_hunt)}))
+"""
+
+
+def test_own_process_freezes_what_the_command_imports() -> None:
+    """In the command's own process (``entry``) the subcommand's modules are imported with the
+    collector off and then frozen (gc.freeze); the collector is on again afterwards. A library
+    call of ``main`` leaves the collector as it was."""
+    got = {}
+    for how in ("own", "library"):
+        out = subprocess.run([sys.executable, "-c", FROZEN, how], capture_output=True, text=True, timeout=120,
+                             check=True)
+        got[how] = json.loads(out.stdout)
+    assert got["own"]["frozen"] > 10_000 and got["own"]["enabled"]
+    assert got["library"]["frozen"] == 0 and got["library"]["enabled"]
+    assert got["own"]["hunt_tracked"] and got["library"]["hunt_tracked"]
 
 
 def test_console_entry_flushes_runs_atexit_and_keeps_the_exit_code(tmp_path: Path) -> None:

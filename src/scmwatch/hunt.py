@@ -44,14 +44,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter, itemgetter
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from scmwatch import readiness
 from scmwatch.alerts import LEVEL_RANK, Alert, HitLine, alert_sort_key
 from scmwatch.correlate import Candidate, CorrelationStage, LinkEvents
 from scmwatch.correlate.lateral import links_of
 from scmwatch.correlate.partition import together
-from scmwatch.dedup import Dedup
 from scmwatch.events.enrich import Enricher, LineageFacts, Pending, classify, global_table
 from scmwatch.events.lineage import SERVICES_EXE
 from scmwatch.events.model import Event, ReadError, ReadGate, ReadStats
@@ -66,6 +65,9 @@ from scmwatch.sinks.jsonl import HitLines, rule_extra
 from scmwatch.spill import SortedSpiller, SpillBudget, SpillDir, Stream, default_fan_in, write_merged
 from scmwatch.split import SPLIT_BYTES, Handed, dispatch_order, hand_over, split_units, unit_size
 from scmwatch.workers import STOP_SIGNALS, FileLock, Workers, stops_deferred
+
+if TYPE_CHECKING:
+    from scmwatch.dedup import Dedup
 
 # Hits (or correlation alerts, or candidates) one unit's buffer holds before it goes to disk.
 RUN_SIZE = 2048

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import gc
 import importlib
 import os
 import signal
@@ -79,9 +80,26 @@ def _on_termination_signals() -> dict[int, Any]:
     return old
 
 
-def main(argv: list[str] | None = None) -> int:
+def _build_lasting(argv: list[str]) -> argparse.ArgumentParser:
+    """:func:`build_parser` in a process that is the command's own (:func:`entry`): the
+    subcommand's modules live until it exits, so the objects their import allocates go to the
+    collector's permanent generation (``gc.freeze``) instead of being walked again and again by
+    the collections those allocations trigger. Importing ``hunt`` and what it runs: 462M -> 421M
+    instructions (callgrind), ~7 ms of every start."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        return build_parser(argv)
+    finally:
+        gc.freeze()
+        if was:
+            gc.enable()
+
+
+def main(argv: list[str] | None = None, own_process: bool = False) -> int:
+    """Run one command; ``own_process``: the process ends with it (:func:`entry`)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(argv)
+    parser = _build_lasting(argv) if own_process else build_parser(argv)
     args = parser.parse_args(argv)
     args.argv = argv  # as given: recorded by `hunt --case`
     if not getattr(args, "func", None):
@@ -115,7 +133,7 @@ def entry() -> None:
     loaded rule set object by object, ~0.1 s of a dev-corpus hunt with all SigmaHQ (measured)
     for nothing. By then the hunt has closed its output, summary and spill files; the other
     commands (servers, stores, the cluster) exit the ordinary way."""
-    code = main()
+    code = main(own_process=True)
     argv = sys.argv[1:]
     options = {a.split("=", 1)[0] for a in argv}
     if argv[:1] == ["hunt"] and not options & {"--case", "--cluster"}:
