@@ -65,13 +65,17 @@ def _needles(ns: dict) -> dict[str, set[str]]:
     """Field -> the strings a program text tests it with (both fields of a fieldref)."""
     out: dict[str, set[str]] = {}
     for token in ns[PROG_KEY].split():
-        if token[0] not in "cfnze":
+        if token[0] not in "cfnzer":
             continue
         numbers = token[1:].split(",")
         if token[0] == "e":
             numbers = numbers[:1]  # then the presence asked for
+        elif token[0] == "r":
+            numbers = numbers[:2]  # then the test, the predicate and the least length
         keys = [ns[f"k{k}"] if k != "0" else None for k in numbers]
-        if token[0] == "c":
+        if token[0] == "r":  # the substrings every match holds, as written: near misses from them
+            out.setdefault(keys[0], set()).update(keys[1] or ())
+        elif token[0] == "c":
             strings = out.setdefault(keys[0], set())
             for x in keys[1:5]:
                 if x is not None:
@@ -174,6 +178,46 @@ def test_prog_calls_python_for_regex_and_numbers(tmp_path):
     assert not _agree(pred, prog, {"LogonType": "03"})
 
 
+def test_prog_regex_checks_run_in_c(tmp_path):
+    """A ``|re`` node makes the test's length and substring checks in C: a value they turn away
+    never calls the Python test, and every other answer is the test's."""
+    pred, prog = _compiled(tmp_path, """\
+        sel:
+            CommandLine|re: 'user\\s+/add'
+        ci:
+            ParentCommandLine|re|i: '^whoami /(all|priv)$'
+        condition: sel or ci
+        """)
+    ns = dict(pred.__globals__)
+    tokens = [t for t in ns[PROG_KEY].split() if t[0] == "r"]
+    assert len(tokens) == 2
+    calls = []
+    for t in tokens:
+        key = f"k{t[1:].split(',')[2]}"
+        test = ns[key]
+        assert test.needs and test.min_len > 0
+        ns[key] = lambda v, test=test: calls.append(v) or test(v)
+    counted = Prog(ns[PROG_KEY], ns, _slow)
+    turned_away = [{"CommandLine": "net user x"}, {"CommandLine": "u/add"}, {"CommandLine": ""},
+                   {"CommandLine": "NET USER /ADD"},  # a case-sensitive regex needs its letters
+                   {"ParentCommandLine": "whoami"}, {"ParentCommandLine": "WHOAMI ALL"}, {}]
+    for f in turned_away:
+        assert counted(f, Low(f)) is False
+        _agree(pred, prog, f)
+    assert calls == []
+    reached = [{"CommandLine": "net user bob /add"}, {"CommandLine": "user /addx"},
+               {"ParentCommandLine": "WhoAmI /PRIV"}, {"ParentCommandLine": "whoami /all\n"},
+               {"ParentCommandLine": "whoami /allx"}]
+    for f in reached:
+        assert counted(f, Low(f)) is _agree(pred, prog, f)
+    assert len(calls) == len(reached)
+    assert [_agree(pred, prog, f) for f in reached] == [False, True, True, True, False]
+    for v in (["x", "user  /add"], ["user /ad"], 7, None, True, "user\t/add", "user /add" * 1000,
+              "İuser /add", "user /add\x00", "whoami /all", "\u0130whoami /all"):
+        for f in ({"CommandLine": v}, {"ParentCommandLine": v}):
+            _agree(pred, prog, f)
+
+
 def test_prog_numbers_null_exists(tmp_path):
     """Number sets, ``null`` and ``|exists`` run in C: every kind of value answers as in Python."""
     pred, prog = _compiled(tmp_path, """\
@@ -206,9 +250,12 @@ def test_prog_numbers_null_exists(tmp_path):
 def test_prog_rejects_malformed_texts():
     ns = {"k1": "Image", "k2": ("\\x.exe",), "k3": str.isascii, "k4": 3, "k5": (1,)}
     assert Prog("c1,0,0,2,0,3,1", ns, _slow)({"Image": "A\\X.EXE"}, Low({"Image": "A\\X.EXE"})) is True
+    assert Prog("r1,2,3,3,7", ns, _slow)({"Image": "a\\x.exe"}, Low({})) is True
+    assert Prog("r1,2,3,3,8", ns, _slow)({"Image": "a\\x.exe"}, Low({})) is False  # shorter than 8
     for bad in ["", "&", "&2 p3", "c1,0,0,2,0,3", "c1,0,0,5,0,3,1", "c1,0,0,2,0,0,1", "p4", "p9", "?1",
                 "p3 p3", "p3p3", "!", "f1,2,3", "&1  p3 x", "c1,0,0,2,0,3,1,", "p99999999999", "z3", "z1,2",
-                "e1", "n1,2,3", "n1,5,3", "e3,1"]:
+                "e1", "n1,2,3", "n1,5,3", "e3,1", "r1,2,3,3", "r1,4,3,3,0", "r1,0,4,3,0", "r4,0,3,3,0",
+                "r1,5,3,3,0", "r1,2,3,3,-1"]:
         with pytest.raises(ValueError):
             Prog(bad, ns, _slow)
     with pytest.raises(TypeError):

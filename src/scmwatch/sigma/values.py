@@ -129,6 +129,7 @@ def _raw_matcher(rx: Any, anchor_name: str, fallback: Callable[[str], bool],
                     return False
             return len(v.encode("utf-8", "surrogatepass")) >= min_bytes and fallback(v)
 
+        matches.needs, matches.min_len = needs, min_bytes  # type: ignore[attr-defined]
         return matches
     match = raw.Match
 
@@ -145,6 +146,8 @@ def _raw_matcher(rx: Any, anchor_name: str, fallback: Callable[[str], bool],
     # pickled, the pattern object it came from can; the prechecks come along (without them a
     # rule from the cache ran RE2 on every value its gate let through)
     matches.__rebuild__ = (_raw_matcher, (rx, anchor_name, fallback, needs, min_bytes))  # type: ignore[attr-defined]
+    # what a regex program node checks in C before calling ``matches`` (``compile.regex_code``)
+    matches.needs, matches.min_len = needs, min_bytes  # type: ignore[attr-defined]
     return matches
 
 
