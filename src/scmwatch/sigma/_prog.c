@@ -8,9 +8,10 @@
  * candidates. A Prog runs the same tree as C: AND/OR/NOT nodes, and per OR-group of
  * case-insensitive strings on one field (``compile._ci_code``) the same CPython string
  * operations the lambda calls (set membership, ``PyUnicode_Tailmatch``, ``PyUnicode_Contains``)
- * on the same lower-cased value, read through the event's ``Low``. Everything else (regex,
- * numbers, cidr, keywords, fieldref, ``|cased``, globs, non-str values) calls the Python
- * closure the lambda calls, so the result is the lambda's by construction;
+ * on the same lower-cased value, read through the event's ``Low``; a regex's length and
+ * substring prechecks before its test. Everything else (the regex itself, cidr, keywords,
+ * ``|cased``, globs, non-str values) calls the Python closure the lambda calls, so the result
+ * is the lambda's by construction;
  * tests/test_sigma_prog.py compares both over every SigmaHQ rule.
  *
  * Prog(text, ns, slow): callable as ``prog(f, low) -> bool``. ``text`` is the program
