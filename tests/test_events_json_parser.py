@@ -142,6 +142,9 @@ def placements(value: str) -> dict[str, str]:
         "eventdata-not-object": record(sysm(), datam(value)),
         "system-value": record(sysm('{"EventID":1,"Computer":' + value + "}"), datam()),
         "system-attr": record(sysm('{"Provider":{"#attributes":{"Name":' + value + "}}}"), datam()),
+        "system-attr-joined": record(sysm('{"Provider":{"#attributes":{"Odd":' + value + "}}}"), datam()),
+        "system-text": record(sysm('{"EventID":1,"Opcode":{"#attributes":{"A":1},"#text":' + value + "}}"),
+                              datam()),
         "userdata": record(sysm(), '"UserData":{"W":{"Field":' + value + "}}"),
         "event-extra": record(sysm(), '"Extra":' + value, datam()),
         "top-extra": record(sysm(), datam(), top='"Other":' + value),
@@ -293,6 +296,21 @@ def test_string_semantics_pinned() -> None:
     for name in ("guid-bare-lower", "guid-braced", "guid-dash-moved", "guid-37", "guid-non-hex"):
         out = check(placements(STRINGS[name])["eventdata-value"])
         assert out["CommandLine"] == json.loads(STRINGS[name]), name
+
+
+def test_bare_guids_braced_wherever_they_become_a_field() -> None:
+    """The C reader braces a bare GUID as it sets each field (no pass over the finished fields
+    unless a part was flattened from a dict): every top-level place gets its braces, a GUID
+    nested in a list keeps none."""
+    bare = STRINGS["guid-bare-upper"]
+    braced = "{" + json.loads(bare) + "}"
+    where = placements(bare)
+    fields = {"eventdata-value": "CommandLine", "eventdata-nested": "Nested", "eventdata-not-object": "Data",
+              "system-value": "Computer", "system-attr": "Provider_Name",
+              "system-attr-joined": "Provider_Odd", "system-text": "Opcode", "userdata": "Field"}
+    for place, name in fields.items():
+        assert check(where[place])[name] == braced, place
+    assert check(where["eventdata-array"])["List"] == [json.loads(bare)] * 2
 
 
 def test_strings_in_every_position_at_once() -> None:

@@ -49,6 +49,48 @@ static PyObject *TO_INT = NULL;       /* callable: text EventID -> int */
 static PyObject *S_Channel, *S_Event, *S_System, *S_EventData, *S_UserData, *S_attributes, *S_text, *S_EventID,
     *S_Data, *S_space, *S_empty, *S_prefix;
 
+/* evtx renders GUID-typed values as ``0CCE9243-69AE-11D9-BED3-505054503030``; Windows (and so
+ * every Sigma rule) writes ``{0CCE9243-...}``. A top-level value of exactly that form (36
+ * characters, upper-case hex, dashes at 8/13/18/23) gets the braces back:
+ * ``normalize.brace_guids`` is the Python twin. */
+static int is_bare_guid(PyObject *v) {
+    if (!PyUnicode_CheckExact(v) || PyUnicode_GET_LENGTH(v) != 36 || PyUnicode_KIND(v) != PyUnicode_1BYTE_KIND)
+        return 0;
+    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(v);
+    for (int i = 0; i < 36; i++) {
+        Py_UCS1 ch = s[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (ch != '-') return 0;
+        } else if (!((ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'F'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ``value`` as the flat fields hold it: a bare GUID braced (new reference). */
+static PyObject *braced_value(PyObject *value) {
+    if (!is_bare_guid(value)) return Py_NewRef(value);
+    /* built directly: PyUnicode_FromFormat parsed its format for every GUID, ~850
+     * instructions each (64M of the NDJSON reader's 1,399M on the attack corpus x4) */
+    PyObject *braced = PyUnicode_New(38, 127);
+    if (braced == NULL) return NULL;
+    Py_UCS1 *d = PyUnicode_1BYTE_DATA(braced);
+    d[0] = '{';
+    memcpy(d + 1, PyUnicode_1BYTE_DATA(value), 36);
+    d[37] = '}';
+    return braced;
+}
+
+/* out[key] = value, a bare GUID braced: what brace_guids would make of it afterwards. */
+static int set_field(PyObject *out, PyObject *key, PyObject *value) {
+    PyObject *v = braced_value(value);
+    if (v == NULL) return -1;
+    int rc = PyDict_SetItem(out, key, v);
+    Py_DECREF(v);
+    return rc;
+}
+
 /* out[SYSTEM_ATTRS[key][attr]] (or out["<key>_<attr>"]) = value: one attribute of a <System>
  * child. ``names`` is SYSTEM_ATTRS[key] or NULL. */
 static int put_system_attr(PyObject *out, PyObject *names, PyObject *key, PyObject *attr, PyObject *value) {
@@ -57,10 +99,10 @@ static int put_system_attr(PyObject *out, PyObject *names, PyObject *key, PyObje
         name = PyDict_GetItemWithError(names, attr);
         if (name == NULL && PyErr_Occurred()) return -1;
     }
-    if (name != NULL) return PyDict_SetItem(out, name, value);
+    if (name != NULL) return set_field(out, name, value);
     PyObject *joined = PyUnicode_FromFormat("%U_%U", key, attr);
     if (joined == NULL) return -1;
-    int rc = PyDict_SetItem(out, joined, value);
+    int rc = set_field(out, joined, value);
     Py_DECREF(joined);
     return rc;
 }
@@ -194,39 +236,14 @@ static int flatten_user_data(PyObject *user, PyObject *out) {
     return 0;
 }
 
-/* evtx renders GUID-typed values as ``0CCE9243-69AE-11D9-BED3-505054503030``; Windows (and so
- * every Sigma rule) writes ``{0CCE9243-...}``. A top-level value of exactly that form (36
- * characters, upper-case hex, dashes at 8/13/18/23) gets the braces back:
- * ``normalize.brace_guids`` is the Python twin. */
-static int is_bare_guid(PyObject *v) {
-    if (!PyUnicode_CheckExact(v) || PyUnicode_GET_LENGTH(v) != 36 || PyUnicode_KIND(v) != PyUnicode_1BYTE_KIND)
-        return 0;
-    const Py_UCS1 *s = PyUnicode_1BYTE_DATA(v);
-    for (int i = 0; i < 36; i++) {
-        Py_UCS1 ch = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (ch != '-') return 0;
-        } else if (!((ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'F'))) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 static int brace_guids(PyObject *out) {
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (PyDict_Next(out, &pos, &key, &value)) {
         if (!is_bare_guid(value)) continue;
-        /* built directly: PyUnicode_FromFormat parsed its format for every GUID, ~850
-         * instructions each (64M of the NDJSON reader's 1,399M on the attack corpus x4) */
-        PyObject *braced = PyUnicode_New(38, 127);
+        PyObject *braced = braced_value(value);
         if (braced == NULL) return -1;
-        Py_UCS1 *d = PyUnicode_1BYTE_DATA(braced);
-        d[0] = '{';
-        memcpy(d + 1, PyUnicode_1BYTE_DATA(value), 36);
-        d[37] = '}';
-        int rc = PyDict_SetItem(out, key, braced);
+        int rc = PyDict_SetItem(out, key, braced); /* an existing key: no resize while iterating */
         Py_DECREF(braced);
         if (rc < 0) return -1;
     }
@@ -282,6 +299,9 @@ static PyObject *FALLBACK = NULL; /* callable: text -> from_evtx_dict(orjson.loa
 typedef struct {
     const unsigned char *p;
     const unsigned char *end;
+    /* a member went into the fields without set_field (flatten_data, flatten_user_data): the
+     * finished fields need the brace_guids pass */
+    int unbraced;
 } Cursor;
 
 /* NULL without an exception set means "not sure: use the fallback". */
@@ -701,7 +721,7 @@ static int stream_event_data(Cursor *c, PyObject *out) {
              * System name is renamed or not depending on the whole dict too. Both are rare
              * (Defender events; odd exports): the fallback does them exactly. */
             int unsure = value == NULL || unsure_name(key) != 0;
-            int rc = unsure ? -1 : PyDict_SetItem(out, key, value);
+            int rc = unsure ? -1 : set_field(out, key, value);
             Py_DECREF(key);
             Py_XDECREF(value);
             if (rc < 0) return -1;
@@ -814,7 +834,7 @@ static int stream_system(Cursor *c, PyObject *out) {
             }
         } else {
             PyObject *value = parse_value(c, 3);
-            int set = value == NULL ? -1 : PyDict_SetItem(out, key, value);
+            int set = value == NULL ? -1 : set_field(out, key, value);
             Py_DECREF(key);
             Py_XDECREF(value);
             if (set < 0) goto done;
@@ -836,7 +856,7 @@ static int stream_system(Cursor *c, PyObject *out) {
     for (int k = 0; k < npending; k++) {
         Pending *p = &pending[k];
         if (p->text != NULL) {
-            if (PyDict_SetItem(out, p->key, p->text) < 0) goto done;
+            if (set_field(out, p->key, p->text) < 0) goto done;
         } else if (p->nattrs > 0) {
             /* no placeholder; but an earlier child's attribute may have taken the name, and
              * the placeholder's removal removed that too */
@@ -953,6 +973,7 @@ static int parse_event(Cursor *c, PyObject *out, Gate *gate, int *parts) {
                 if (stream_event_data(c, out) < 0) goto fail;
             } else {
                 PyObject *data = parse_value(c, 2);
+                c->unbraced = 1;
                 int rc = data == NULL ? -1 : (data == Py_None ? 0 : flatten_data(data, out));
                 Py_XDECREF(data);
                 if (rc < 0) goto fail;
@@ -983,6 +1004,7 @@ static int parse_event(Cursor *c, PyObject *out, Gate *gate, int *parts) {
     if (more < 0) goto fail;
     *parts = system_done || data_done;
     if (user != NULL) {
+        c->unbraced = 1;
         int rc = user == Py_None ? 0 : flatten_user_data(user, out);
         Py_DECREF(user);
         return rc;
@@ -1036,7 +1058,9 @@ static PyObject *parse_text(const unsigned char *data, Py_ssize_t size, Gate *ga
     skip_ws(c);
     if (more < 0 || c->p != c->end) goto give_up;
     if (out == NULL) Py_RETURN_NONE;
-    if (fix_event_id(out) < 0 || brace_guids(out) < 0) goto give_up;
+    /* streamed members were braced as they were set (set_field): the pass over every value
+     * cost ~4 % of an NDJSON hunt's instructions (callgrind, attack corpus x4, all SigmaHQ) */
+    if (fix_event_id(out) < 0 || (c->unbraced && brace_guids(out) < 0)) goto give_up;
     if (ndjson) {
         PyObject *eid = PyDict_GetItemWithError(out, S_EventID);
         if (eid != NULL && PyUnicode_Check(eid)) goto give_up;
