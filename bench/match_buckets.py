@@ -82,6 +82,27 @@ def _scan(b: Bucket):
     return b.atom_scan if b.atom_scan is not None else b.scan
 
 
+def hold_state(engine: Engine) -> tuple[int, int]:
+    """Keep every bucket of ``engine`` in the state it is in now: no more sampling towards a
+    replan, no move off the ramp. Returns (buckets that stopped sampling, buckets on the ramp).
+
+    Why: the timing passes go on feeding the buckets. With --fresh they crossed the replan
+    threshold and the ramp's end mid-measurement (Sysmon image loads replanned in a timed pass,
+    a 0.64 s compilation; 5 buckets in all), so each figure came from a different state, some
+    not the one --fresh stands for, and the shares did not add up."""
+    held = ramp = 0
+    for b in {id(b): b for b in engine._buckets.values()}.values():
+        if b.empty:
+            continue
+        if b.sample is not None:
+            b.sample, b.replan_at = None, -1
+            held += 1
+        if b.upgrade_in >= 0:
+            b.upgrade_in = -1
+            ramp += 1
+    return held, ramp
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--corpus", default=str(SHARED / "evtx-attack-samples"))
@@ -104,6 +125,9 @@ def main() -> int:
     for _ in range(1 if args.fresh else 3):
         for f in events:
             engine.match_fields(f)
+    if args.fresh:
+        held, ramp = hold_state(engine)
+        print(f"fresh state held after one pass: {held} buckets stopped sampling, {ramp} left on the ramp")
     freeze_gc()  # as a hunt does: collections must not walk the rule set (seen: 2x on some buckets)
     per: dict[tuple, list[dict]] = defaultdict(list)
     for f in events:
