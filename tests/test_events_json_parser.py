@@ -1079,3 +1079,33 @@ def test_round_trips_of_real_records_agree() -> None:
                 _same(C_PARSE(form.decode()), got)
         escaped_non_ascii += "\\u" in forms["json-ascii"] and not text.isascii()
     assert escaped_non_ascii >= 1  # the \\u escapes of non-ASCII text were really exercised
+
+
+def _system_texts() -> list[str]:
+    """System string values that stress the reader's value cache: equal first and last eight
+    bytes with another middle, every length up to past the cached limit, bare GUIDs (cached
+    braced) and their near misses, more distinct texts than the cache has slots."""
+    texts = [f"HOST-{i:04d}" for i in range(1500)]
+    texts += ["0123456789abcdef" * 4, "0123456789abcdef" * 4 + "x", ""]
+    texts += ["ABCDEFGH" + mid + "12345678" for mid in ("", "x", "y", "xy", "yx", "-" * 40, "+" * 40)]
+    texts += ["z" * n for n in range(70)]
+    guid = "0CCE9243-69AE-11D9-BED3-50505454303{}"
+    texts += [guid.format(d) for d in "0123456789ABCDEF"] + [guid.format("g"), guid.format("a")]
+    return texts
+
+
+def test_system_values_through_the_value_cache() -> None:
+    """Each System string value (member, attribute, #text) read twice in another order, every
+    record against the Python flattener: a cache slot handing back another text, or a bare
+    GUID's braced copy where it does not belong, makes a record differ."""
+    texts = _system_texts()
+    order = texts + texts[::-1] + texts[::7]
+    for i, text in enumerate(order):
+        value = json.dumps(text)
+        system = ('{"Provider":{"#attributes":{"Name":' + value + ',"Guid":' + value + '}},"EventID":4688,'
+                  '"Keywords":' + value + ',"Opcode":{"#attributes":{"A":1},"#text":' + value + '},'
+                  '"Channel":"Security","Computer":' + value + "}")
+        out = check(record(sysm(system), datam('{"List":[' + value + '],"Plain":' + value + "}")))
+        want = "{" + text + "}" if normalize._is_bare_guid(text) and len(text) == 36 else text
+        assert (out["Computer"], out["Provider_Name"], out["Opcode"], out["Plain"]) == (want,) * 4, (i, text)
+        assert out["List"] == [text]

@@ -664,6 +664,52 @@ static PyObject *parse_value(Cursor *c, int depth) {
     }
 }
 
+/* A System member's value; a plain short string through the value cache. System values repeat
+ * in every record of a log (Channel, Computer, Keywords, Provider's Name and Guid): one str per
+ * distinct text, a bare GUID braced once (System values all become fields, see set_field),
+ * instead of a new str (and a braced copy) per record; equal objects also hash once. Texts that
+ * do not repeat (TimeCreated) only take over their slot. */
+#define VALUE_CACHE_SIZE 1024
+static KeySlot value_cache[VALUE_CACHE_SIZE];
+
+/* The text a value-cache slot stands for: its str, or the inside of the braces it added. */
+static inline const Py_UCS1 *slot_text(const KeySlot *slot) {
+    return PyUnicode_1BYTE_DATA(slot->key) + (PyUnicode_GET_LENGTH(slot->key) != slot->n);
+}
+
+static PyObject *system_value(Cursor *c, int depth) {
+    if (c->p >= c->end || *c->p != '"') return parse_value(c, depth);
+    const unsigned char *s = c->p + 1;
+    const unsigned char *q = scan_plain(s, c->end);
+    Py_ssize_t n = q - s;
+    if (q >= c->end || *q != '"' || n > KEY_CACHE_MAX_LEN) return parse_value(c, depth);
+    uint64_t a = 0, b = 0;
+    if (n >= 8) {
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+    } else {
+        memcpy(&a, s, (size_t)n);
+    }
+    uint64_t h = (a * 0x9E3779B97F4A7C15ULL) ^ (b * 0xC2B2AE3D27D4EB4FULL) ^ (uint64_t)n;
+    h ^= h >> 29;
+    KeySlot *slot = &value_cache[(h * 0x9E3779B97F4A7C15ULL >> 40) & (VALUE_CACHE_SIZE - 1)];
+    c->p = q + 1;
+    if (slot->key != NULL && slot->n == n && slot->head == a && slot->tail == b &&
+        (n <= 16 || memcmp(s + 8, slot_text(slot) + 8, n - 16) == 0))
+        return Py_NewRef(slot->key);
+    PyObject *text = PyUnicode_New(n, 127);
+    if (text == NULL) return NULL;
+    memcpy(PyUnicode_1BYTE_DATA(text), s, n);
+    PyObject *value = braced_value(text);
+    Py_DECREF(text);
+    if (value == NULL) return NULL;
+    Py_XSETREF(slot->key, Py_NewRef(value));
+    slot->head = a;
+    slot->tail = b;
+    slot->n = n;
+    return value;
+}
+
 /* Compare a parsed key with one of our interned names (usually the same object). */
 static inline int key_is(PyObject *key, PyObject *name) {
     return key == name || (PyUnicode_GET_LENGTH(key) == PyUnicode_GET_LENGTH(name) &&
@@ -760,7 +806,7 @@ static int system_attributes(Cursor *c, Pending *p) {
         if (p->nattrs >= MAX_ATTRS) return -1;
         PyObject *name = member_key(c);
         if (name == NULL) return -1;
-        PyObject *value = parse_value(c, 4);
+        PyObject *value = system_value(c, 4);
         int duplicate = 0; /* a repeated attribute follows the dict's last-wins rule: fallback */
         for (int i = 0; i < p->nattrs && !duplicate; i++) duplicate = key_is(p->names[i], name);
         if (value == NULL || duplicate) {
@@ -796,7 +842,7 @@ static int system_child(Cursor *c, Pending *p) {
             }
         } else if (is_text) {
             if (p->text != NULL) return -1;
-            p->text = parse_value(c, 4);
+            p->text = system_value(c, 4);
             if (p->text == NULL) return -1;
         } else if (skip_value(c, 4) < 0) { /* ignored by flatten_system too */
             return -1;
@@ -833,7 +879,7 @@ static int stream_system(Cursor *c, PyObject *out) {
                 goto done;
             }
         } else {
-            PyObject *value = parse_value(c, 3);
+            PyObject *value = system_value(c, 3);
             int set = value == NULL ? -1 : set_field(out, key, value);
             Py_DECREF(key);
             Py_XDECREF(value);
