@@ -777,6 +777,44 @@ static int stream_event_data(Cursor *c, PyObject *out) {
     return more;
 }
 
+/* The field an attribute of a System child becomes (borrowed): SYSTEM_ATTRS[key][attr], or
+ * "<key>_<attr>" (put_system_attr's names), remembered per (child, attribute) pair of objects.
+ * Both are cached keys, the same objects record after record, each held by its slot so that
+ * its address cannot be another str's while it is there; emptied when configure() sets
+ * SYSTEM_ATTRS. The two dict lookups cost ~230 instructions per attribute, four to six
+ * attributes a record (Provider's Name and Guid, TimeCreated, Execution, Security). */
+#define ATTR_FIELDS 256
+typedef struct {
+    PyObject *key, *attr, *name;
+} AttrSlot;
+static AttrSlot attr_fields[ATTR_FIELDS];
+
+static void attr_fields_clear(void) {
+    for (int i = 0; i < ATTR_FIELDS; i++) {
+        Py_CLEAR(attr_fields[i].key);
+        Py_CLEAR(attr_fields[i].attr);
+        Py_CLEAR(attr_fields[i].name);
+    }
+}
+
+static PyObject *attr_field(PyObject *key, PyObject *attr) {
+    AttrSlot *slot = &attr_fields[(((uintptr_t)key >> 4) ^ ((uintptr_t)attr >> 3)) & (ATTR_FIELDS - 1)];
+    if (slot->key == key && slot->attr == attr) return slot->name;
+    PyObject *names = PyDict_GetItemWithError(SYSTEM_ATTRS, key);
+    if (names == NULL && PyErr_Occurred()) return NULL;
+    PyObject *name = NULL;
+    if (names != NULL && PyDict_Check(names)) {
+        name = PyDict_GetItemWithError(names, attr);
+        if (name == NULL && PyErr_Occurred()) return NULL;
+    }
+    name = name != NULL ? Py_NewRef(name) : PyUnicode_FromFormat("%U_%U", key, attr);
+    if (name == NULL) return NULL;
+    Py_XSETREF(slot->key, Py_NewRef(key));
+    Py_XSETREF(slot->attr, Py_NewRef(attr));
+    Py_XSETREF(slot->name, name);
+    return name;
+}
+
 /* System's members straight into ``out`` (flatten_system's rules without building the System
  * dict and its children's dicts). Plain members are set in order; a member that is an object
  * gets a placeholder at its position and is finished after the last member, as
@@ -911,10 +949,9 @@ static int stream_system(Cursor *c, PyObject *out) {
         } else {
             continue; /* stays None */
         }
-        PyObject *names = p->nattrs ? PyDict_GetItemWithError(SYSTEM_ATTRS, p->key) : NULL;
-        if (names == NULL && PyErr_Occurred()) goto done;
         for (int i = 0; i < p->nattrs; i++) {
-            if (put_system_attr(out, names, p->key, p->names[i], p->values[i]) < 0) goto done;
+            PyObject *name = attr_field(p->key, p->names[i]);
+            if (name == NULL || set_field(out, name, p->values[i]) < 0) goto done;
         }
     }
     rc = 0;
@@ -1746,6 +1783,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
     if (core_set == NULL) return NULL;
     Py_XSETREF(CORE, core_set);
     plain_names_clear();
+    attr_fields_clear();
     Py_INCREF(attrs);
     Py_XSETREF(SYSTEM_ATTRS, attrs);
     Py_INCREF(to_int);
