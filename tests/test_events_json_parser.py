@@ -1094,10 +1094,10 @@ def _system_texts() -> list[str]:
     return texts
 
 
-def test_system_values_through_the_value_cache() -> None:
-    """Each System string value (member, attribute, #text) read twice in another order, every
-    record against the Python flattener: a cache slot handing back another text, or a bare
-    GUID's braced copy where it does not belong, makes a record differ."""
+def test_values_through_the_value_cache() -> None:
+    """Each System string value (member, attribute, #text) and EventData value read twice in
+    another order, every record against the Python flattener: a cache slot handing back another
+    text, or a bare GUID's braced copy where it does not belong, makes a record differ."""
     texts = _system_texts()
     order = texts + texts[::-1] + texts[::7]
     for i, text in enumerate(order):

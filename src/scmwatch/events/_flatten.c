@@ -664,11 +664,13 @@ static PyObject *parse_value(Cursor *c, int depth) {
     }
 }
 
-/* A System member's value; a plain short string through the value cache. System values repeat
- * in every record of a log (Channel, Computer, Keywords, Provider's Name and Guid): one str per
- * distinct text, a bare GUID braced once (System values all become fields, see set_field),
- * instead of a new str (and a braced copy) per record; equal objects also hash once. Texts that
- * do not repeat (TimeCreated) only take over their slot. */
+/* A System or EventData member's value; a plain short string through the value cache. Values
+ * repeat record after record (Channel, Computer, Keywords, Provider's Name and Guid; EventData's
+ * "-", "0x0", SIDs, images): one str per distinct text, a bare GUID braced once (these values
+ * all become fields, see set_field), instead of a new str (and a braced copy) per record; equal
+ * objects also hash once. Texts that do not repeat (TimeCreated, command lines) only take over
+ * their slot. Callgrind, attack corpus NDJSON x4, all SigmaHQ, two hunt passes: System values
+ * 5,593M -> 5,462M instructions, EventData's too 5,259M -> 5,142M. */
 #define VALUE_CACHE_SIZE 1024
 static KeySlot value_cache[VALUE_CACHE_SIZE];
 
@@ -677,7 +679,7 @@ static inline const Py_UCS1 *slot_text(const KeySlot *slot) {
     return PyUnicode_1BYTE_DATA(slot->key) + (PyUnicode_GET_LENGTH(slot->key) != slot->n);
 }
 
-static PyObject *system_value(Cursor *c, int depth) {
+static PyObject *cached_value(Cursor *c, int depth) {
     if (c->p >= c->end || *c->p != '"') return parse_value(c, depth);
     const unsigned char *s = c->p + 1;
     const unsigned char *q = scan_plain(s, c->end);
@@ -752,7 +754,7 @@ static int stream_event_data(Cursor *c, PyObject *out) {
     while (more > 0) {
         PyObject *key = member_key(c);
         if (key == NULL) return -1;
-        PyObject *value = parse_value(c, 3);
+        PyObject *value = cached_value(c, 3);
         if (value == NULL) {
             Py_DECREF(key);
             return -1;
@@ -844,7 +846,7 @@ static int system_attributes(Cursor *c, Pending *p) {
         if (p->nattrs >= MAX_ATTRS) return -1;
         PyObject *name = member_key(c);
         if (name == NULL) return -1;
-        PyObject *value = system_value(c, 4);
+        PyObject *value = cached_value(c, 4);
         int duplicate = 0; /* a repeated attribute follows the dict's last-wins rule: fallback */
         for (int i = 0; i < p->nattrs && !duplicate; i++) duplicate = key_is(p->names[i], name);
         if (value == NULL || duplicate) {
@@ -880,7 +882,7 @@ static int system_child(Cursor *c, Pending *p) {
             }
         } else if (is_text) {
             if (p->text != NULL) return -1;
-            p->text = system_value(c, 4);
+            p->text = cached_value(c, 4);
             if (p->text == NULL) return -1;
         } else if (skip_value(c, 4) < 0) { /* ignored by flatten_system too */
             return -1;
@@ -917,7 +919,7 @@ static int stream_system(Cursor *c, PyObject *out) {
                 goto done;
             }
         } else {
-            PyObject *value = system_value(c, 3);
+            PyObject *value = cached_value(c, 3);
             int set = value == NULL ? -1 : set_field(out, key, value);
             Py_DECREF(key);
             Py_XDECREF(value);
