@@ -241,23 +241,33 @@ def test_readiness_groups_are_kept_and_follow_level_changes():
 
 
 def test_parent_groups_rules_for_readiness_while_the_workers_finish(monkeypatch):
-    """``--jobs 2``: the rules' grouping (readiness._groups) is ready when the parent starts
-    waiting for the worker's last results, not made after them."""
+    """``--jobs 2``: the rules' grouping (readiness._groups) and the rules by id are ready when
+    the parent starts waiting for the worker's last results, not made after them."""
     from scmwatch import workers
     from scmwatch.hunt import run_hunt
+    from scmwatch.sigma import RuleSet
 
     rs = load_rules(pack_paths())
     seen_at_wait = []
+    made_while_waiting = []
     rest = workers.Workers.rest
+    by_id = RuleSet.by_id
 
     def waiting(self):
         seen_at_wait.append(readiness._GROUPS[0] is not None and readiness._GROUPS[0][0] == tuple(rs.rules))
         return rest(self)
 
+    def counted(self):
+        if seen_at_wait:
+            made_while_waiting.append(self)
+        return by_id(self)
+
     monkeypatch.setattr(workers.Workers, "rest", waiting)
+    monkeypatch.setattr(RuleSet, "by_id", counted)
     monkeypatch.setattr(readiness, "_GROUPS", [None, None])
     result = run_hunt([str(ROOT / "examples" / "demo")], rs, jobs=2)
     assert seen_at_wait == [True]
+    assert made_while_waiting == []
     assert result.summary["parallelism"]["jobs"] == 2
     assert result.readiness.to_dict() == run_hunt([str(ROOT / "examples" / "demo")], rs).readiness.to_dict()
 

@@ -1230,7 +1230,13 @@ def run_hunt(
         ctx.parallelism = {"jobs": min(jobs, max(1, len(inputs))), "units": len(inputs), "files_split": 0,
                            "ranges": 0, "files_reread_whole": 0}
         merge = AlertMerge(ctx, stats, memory_budget=memory_budget, fan_in=fan_in)
-        ctx.idle = partial(readiness.prepare, ruleset, ctx.min_rank, LEVEL_RANK, ctx.suppressed_ids)
+        ahead: list[dict[str, CompiledRule]] = []  # the rules by id, when made while waiting
+
+        def idle() -> None:
+            readiness.prepare(ruleset, ctx.min_rank, LEVEL_RANK, ctx.suppressed_ids)
+            ahead.append(ruleset.by_id())
+
+        ctx.idle = idle
         tuned_out = 0
         units = map_units(ctx, inputs, jobs, on_error)
         # closed on the way out: interrupted here, the workers are terminated before the spill dir
@@ -1267,7 +1273,7 @@ def run_hunt(
         output = 0.0  # time spent in the caller's sink: reported apart
         filtered = 0
         stream = merge.records()
-        by_id = ruleset.by_id()
+        by_id = ahead[0] if ahead else ruleset.by_id()
         tally = merge.tally
         if tally is not None and results is not None and not results.absorbable(tally):
             tally = None
