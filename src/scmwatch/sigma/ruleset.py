@@ -47,7 +47,10 @@ class Unit:
     again on first access; its requirement is pickled with atom keys, not this process's atom
     ids (``compile.req_export``), as bytes of its own, made this process's again on first
     access: only the atom prefilter of a bucket moving to Hyperscan asks for it, and reading
-    every unit's at start cost ~20 ms of each start with all SigmaHQ (measured)."""
+    every unit's at start cost ~20 ms of each start with all SigmaHQ (measured). Its literal
+    gates are bytes of their own too, read on first access: a bucket whose layout is cached
+    (``plancache.read_layout``) never asks for them, and the 3,479 units' gates were ~6 of the
+    ~18 ms the skeleton of all SigmaHQ took to unpickle (measured)."""
 
     rule: CompiledRule
     source: str
@@ -58,6 +61,7 @@ class Unit:
     order: int = 0
     requirement: Req = True  # over atoms (compile.py): necessary for ``pred``
     stored_requirement: bytes | None = field(default=None, repr=False)  # pickled, not read yet
+    stored_literals: bytes | None = field(default=None, repr=False)  # pickled, not read yet
     # ``pred`` not read yet (a unit from the rule cache): its slot is empty until ``Unit.pred``
     unread: bool = field(default=False, repr=False)
 
@@ -66,6 +70,10 @@ class Unit:
             self.requirement = req_import(pickle.loads(self.stored_requirement))  # noqa: S301
             self.stored_requirement = None
             return self.requirement
+        if name == "literals" and self.stored_literals is not None:
+            self.literals = pickle.loads(self.stored_literals)  # noqa: S301 - from the rule cache entry
+            self.stored_literals = None
+            return self.literals
         if name != "pred":
             raise AttributeError(name)
         self.rule.compile_units(self.source)
@@ -81,10 +89,13 @@ class Unit:
         stored = self.stored_requirement
         if stored is None:
             stored = pickle.dumps(req_export(self.requirement), protocol=pickle.HIGHEST_PROTOCOL)
-        return (self.rule, self.source, self.keys, self.literals, self.literal_fields, self.order, stored)
+        lits = self.stored_literals
+        if lits is None:
+            lits = pickle.dumps(self.literals, protocol=pickle.HIGHEST_PROTOCOL)
+        return (self.rule, self.source, self.keys, lits, self.literal_fields, self.order, stored)
 
     def __setstate__(self, state: tuple) -> None:
-        (self.rule, self.source, self.keys, self.literals, self.literal_fields, self.order,
+        (self.rule, self.source, self.keys, self.stored_literals, self.literal_fields, self.order,
          self.stored_requirement) = state
         self.unread = True
 
@@ -209,10 +220,11 @@ class CompiledRule:
         and the rule says why in ``flags``."""
         src, index = self.__dict__["_source"]
         units = [u for u in self.units if source is None or u.source == source] or self.units
-        with lasting():
+        with lasting(collect=False):
             preds = src.predicates(index, [u.source for u in units])
-            if preds is None:
-                units = self.units
+        if preds is None:
+            units = self.units
+            with lasting():
                 rule, path, trees = self._pysigma()
                 try:
                     fresh, _ = compile_rule(rule, path, trees, src.placeholders)
