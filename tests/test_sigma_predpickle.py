@@ -98,6 +98,47 @@ def test_a_function_says_how_to_rebuild_what_cannot_be_pickled() -> None:
     assert cells["needs"] == (".",) and cells["min_bytes"] == 10
 
 
+def test_references_are_resolved_once_per_process_and_functions_made_in_c() -> None:
+    """What a piece refers to (module attributes, module dictionaries, nested code) is a
+    persistent id, resolved on first use and then found with one lookup; functions and their
+    cells are made by ``FunctionType`` and ``CellType`` themselves: no Python call per piece
+    (~20 % fewer instructions reading an x5 hunt's 809 predicates, callgrind)."""
+    import pickletools
+
+    by_ref = predpickle.module_attributes(__name__)
+    data = predpickle.dumps({"a": _make("x"), "b": _make("y")}, by_ref)
+    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(data)]
+    assert ("BINPERSID", None) in ops
+    names = [arg for name, arg in ops if isinstance(arg, str)]
+    assert not [n for n in names if "scmwatch" in n]  # no helper of predpickle is called
+    calls = []
+    real = predpickle._module
+    predpickle._module = lambda name: calls.append(name) or real(name)
+    try:
+        predpickle._REFS.clear()
+        predpickle._REFS.update({v: k for k, v in predpickle._BUILTINS.items()})
+        first = predpickle.loads(data)
+        resolved = len(calls)
+        second = predpickle.loads(data)
+    finally:
+        predpickle._module = real
+    assert resolved and len(calls) == resolved  # the second piece resolved nothing again
+    assert first["a"]("xz") and second["b"]("yz") and not second["a"]("yz")
+    assert second["a"].__code__ is first["a"].__code__ and second["a"].__globals__ is globals()
+
+
+def test_a_reference_that_no_longer_resolves_fails_to_load() -> None:
+    """A stored reference to a module attribute or a nested function that is gone (the code
+    moved) raises ``UnpicklingError``: the rule cache then compiles the rule again."""
+    f = _make("x")
+    for pid in ("a\x00test_sigma_predpickle\x00NO_SUCH_NAME",
+                "c\x00test_sigma_predpickle\x00_make.<locals>.test\x001",
+                "a\x00no_such_module_anywhere\x00x", "z\x00what"):
+        data = predpickle.dumps(f, {id(SENTINEL): pid})
+        with pytest.raises(pickle.UnpicklingError):
+            predpickle.loads(data)
+
+
 def test_what_cannot_be_stored_is_refused() -> None:
     import threading
 

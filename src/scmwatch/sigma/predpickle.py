@@ -14,8 +14,13 @@ code object. Objects that are module attributes of ``scmwatch`` (helper function
 tables, sentinels compared with ``is``) are stored by reference, so they keep their identity.
 With both, and each function made in one call: reading the 813 predicates a hunt of the attack
 corpus x5 reads took 18-22 instead of 28-29 ms in a loop (CPU, min of 10; 2.3 instead of
-2.9 MB). A function that holds something unpicklable (the RE2 matcher's
-compiled object) says how to make it again in a ``__rebuild__`` attribute: ``(callable, args)``.
+2.9 MB). What is stored by reference is a persistent id (``Unpickler.persistent_load``: one
+lookup in a table of what earlier pieces resolved, see :class:`_Refs`) and a function is made by
+``types.FunctionType`` and ``types.CellType`` themselves: no global looked up by name (~1.1 us
+each, ~7 per piece) and no Python call per function or reference, 174M -> 139M instructions
+for the 809 predicates of an x5 hunt (callgrind). A function that holds something unpicklable
+(the RE2 matcher's compiled object) says how to make it again in a ``__rebuild__`` attribute:
+``(callable, args)``.
 Anything else goes through ordinary pickling; a rule whose predicates cannot be pickled has none
 in the cache and is compiled from its pySigma objects as before.
 
@@ -38,6 +43,7 @@ from typing import Any
 
 _EMPTY = object()  # an empty closure cell
 _PLAIN = (str, int, float, bool, bytes, type(None))  # values, not worth a reference
+_SEP = "\x00"  # between the parts of a persistent id
 
 
 def _module(name: str) -> types.ModuleType:
@@ -45,23 +51,6 @@ def _module(name: str) -> types.ModuleType:
     already imported (0.23 s over the 2,183 rules of a dev-corpus hunt, measured)."""
     mod = sys.modules.get(name)
     return mod if mod is not None else importlib.import_module(name)
-
-
-def _module_attr(module: str, name: str) -> Any:
-    return getattr(_module(module), name)
-
-
-def _module_dict(module: str) -> dict[str, Any]:
-    return _module(module).__dict__
-
-
-def _function(code: types.CodeType, globals_: dict[str, Any], cells: tuple,
-              defaults: tuple | None) -> types.FunctionType:
-    """A function made in one call, with its cells filled: what most predicates hold (a function
-    that its own cells, defaults or attributes refer to takes :func:`_new_function` and
-    :func:`_set_function`). One call instead of two: ~1 us less per function (17,005 in the
-    predicates of all SigmaHQ; measured)."""
-    return types.FunctionType(code, globals_, None, defaults, tuple(map(types.CellType, cells)) or None)
 
 
 def _new_function(code: types.CodeType, globals_: dict[str, Any], name: str,
@@ -93,24 +82,24 @@ class _Namespace:
 
 class _ModuleDict:
     def __init__(self, module: str) -> None:
-        self.module = module
+        self.pid = _SEP.join(("d", module))  # one str: met again, pickle's memo writes a reference
 
 
-def module_attributes(prefix: str = "scmwatch") -> dict[int, tuple[Any, tuple]]:
-    """``id(obj) -> reduction`` of what is stored by reference: every attribute of the loaded
-    modules under ``prefix`` (``(module, name)``), and the code of every function nested in one
-    of their functions (``(module, qualname, first line)``). Both live as long as their module,
-    so their ids are theirs."""
-    out: dict[int, tuple[Any, tuple]] = {}
+def module_attributes(prefix: str = "scmwatch") -> dict[int, str]:
+    """``id(obj) -> persistent id`` of what is stored by reference: every attribute of the
+    loaded modules under ``prefix`` (``a``, module, name), and the code of every function nested
+    in one of their functions (``c``, module, qualname, first line). Both live as long as their
+    module, so their ids are theirs."""
+    out: dict[int, str] = {}
     for modname, mod in list(sys.modules.items()):
         if mod is None or not (modname == prefix or modname.startswith(prefix + ".")):
             continue
         for name, value in list(vars(mod).items()):
             if not name.startswith("__") and not isinstance(value, _PLAIN):
-                out.setdefault(id(value), (_module_attr, (modname, name)))
-        for where, code in _nested_codes(mod).items():
+                out.setdefault(id(value), _SEP.join(("a", modname, name)))
+        for (qualname, line), code in _nested_codes(mod).items():
             if code is not None:
-                out.setdefault(id(code), (_nested_code, (modname, *where)))
+                out.setdefault(id(code), _SEP.join(("c", modname, qualname, str(line))))
     return out
 
 
@@ -165,14 +154,50 @@ def _nested_code(module: str, qualname: str, line: int) -> types.CodeType:
     return code
 
 
+# What a stored predicate is made with, by persistent id (small ints), besides the references
+# of :func:`module_attributes` (strings).
+_BUILTINS: dict[Any, int] = {types.FunctionType: 0, types.CellType: 1, marshal.loads: 2, dict: 3}
+
+
+class _Refs(dict):
+    """Persistent id -> object, each string id resolved on first use (an import, a lookup in a
+    module) and kept: every later piece finds it with one lookup in C
+    (``Unpickler.persistent_load`` is this dict's ``__getitem__``)."""
+
+    def __missing__(self, pid: Any) -> Any:
+        if not isinstance(pid, str):
+            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+        kind, module, *rest = pid.split(_SEP)
+        try:
+            if kind == "a" and len(rest) == 1:
+                value = getattr(_module(module), rest[0])
+            elif kind == "c" and len(rest) == 2:
+                value = _nested_code(module, rest[0], int(rest[1]))
+            elif kind == "d" and not rest:
+                value = _module(module).__dict__
+            elif kind == "m" and not rest:
+                value = _module(module)
+            else:
+                raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise pickle.UnpicklingError(f"persistent id {pid!r}: {exc}") from exc
+        self[pid] = value
+        return value
+
+
+_REFS = _Refs({v: k for k, v in _BUILTINS.items()})
+_persistent_load = _REFS.__getitem__
+
+
 class _Cycle(Exception):
     """A function met again while its own arguments were being pickled (:meth:`_Pickler._function`)."""
 
 
 class _Pickler(pickle.Pickler):
-    def __init__(self, file: io.BytesIO, by_ref: dict[int, tuple[Any, tuple]], cycles: bool = False) -> None:
+    def __init__(self, file: io.BytesIO, by_ref: dict[int, str], cycles: bool = False) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.by_ref = by_ref
+        self.builtins = {id(k): v for k, v in _BUILTINS.items()}
         self.keep: dict[int, Any] = {}  # wrappers made here, alive (their ids unique) while pickling
         self.cycles = cycles  # every function in two steps, so that cells may refer back to it
         self.started: set[int] = set()  # functions whose one-call reduction was begun
@@ -183,23 +208,30 @@ class _Pickler(pickle.Pickler):
             w = self.keep[id(key)] = (make(), key)
         return w[0]
 
+    def persistent_id(self, obj: Any) -> Any:
+        """What is stored by reference, as a persistent id (:class:`_Refs`)."""
+        i = id(obj)
+        ref = self.by_ref.get(i)
+        if ref is None:
+            ref = self.builtins.get(i)
+        if ref is None:
+            t = type(obj)
+            if t is types.ModuleType:
+                return _SEP.join(("m", obj.__name__))
+            if t is _ModuleDict:
+                return obj.pid
+        return ref
+
     def reducer_override(self, obj: Any) -> Any:
         t = type(obj)
         if t is types.FunctionType:
             return self._function(obj)
-        if isinstance(obj, type):
-            return NotImplemented  # by reference, as pickle does
-        ref = self.by_ref.get(id(obj))
-        if ref is not None:
-            return ref
         if t is types.CodeType:
             return marshal.loads, (marshal.dumps(obj),)
-        if t is types.ModuleType:
-            return _module, (obj.__name__,)
         if t is _Namespace:
             return dict, (), None, None, iter(obj.ns.items())
-        if t is _ModuleDict:
-            return _module_dict, (obj.module,)
+        if t is types.CellType:
+            return types.CellType, (obj.cell_contents,)
         return NotImplemented
 
     def _function(self, f: types.FunctionType) -> Any:
@@ -230,12 +262,13 @@ class _Pickler(pickle.Pickler):
             if id(f) in self.started:
                 raise _Cycle
             self.started.add(id(f))
-            return _function, (code, globals_, tuple(cells), f.__defaults__)
+            # made by ``FunctionType`` itself (its cells by ``CellType``), no Python frame
+            return types.FunctionType, (code, globals_, None, f.__defaults__, f.__closure__)
         state = (tuple(cells), f.__defaults__, f.__kwdefaults__, dict(f.__dict__) or None, f.__qualname__)
         return _new_function, (code, globals_, f.__name__, len(cells)), state, None, None, _set_function
 
 
-def dumps(obj: Any, by_ref: dict[int, tuple[Any, tuple]]) -> bytes:
+def dumps(obj: Any, by_ref: dict[int, str]) -> bytes:
     """``obj`` (e.g. a rule's ``{source: predicate}``) as bytes; raises what pickling raises
     (``pickle.PicklingError``, ``TypeError`` ...) when something in it cannot be stored."""
     buf = io.BytesIO()
@@ -248,4 +281,7 @@ def dumps(obj: Any, by_ref: dict[int, tuple[Any, tuple]]) -> bytes:
 
 
 def loads(data: bytes) -> Any:
-    return pickle.loads(data)  # noqa: S301 - the cache's own entry (see cache.py)
+    """What :func:`dumps` stored (the cache's own entry, see cache.py)."""
+    unpickler = pickle.Unpickler(io.BytesIO(data))  # noqa: S301
+    unpickler.persistent_load = _persistent_load
+    return unpickler.load()
