@@ -218,6 +218,35 @@ def test_prog_regex_checks_run_in_c(tmp_path):
             _agree(pred, prog, f)
 
 
+def test_prog_string_tests_on_bools_stay_in_c(tmp_path):
+    """A bool value is tested as its text ("true" / "false") in C, without the Python ``slow``
+    path; any other value that is not a str still takes it, and C answers as Python does."""
+    pred, prog = _compiled(tmp_path, """\
+        sel:
+            Initiated: 'true'
+        alt:
+            SourceIsIpv6|contains: ['als', 'x']
+        condition: sel or alt
+        """)
+    ns = pred.__globals__
+    calls = []
+
+    def slow(v, test):
+        calls.append(v)
+        return _slow(v, test)
+
+    counted = Prog(ns[PROG_KEY], ns, slow)
+    for f, want in (({"Initiated": True}, True), ({"Initiated": False}, False),
+                    ({"Initiated": False, "SourceIsIpv6": False}, True), ({"SourceIsIpv6": True}, False)):
+        assert counted(f, Low(f)) is want
+        assert _agree(pred, prog, f) is want
+    assert calls == []
+    for v in (1, 0, 1.0, [True], ["TRUE"], None, {"a": 1}):
+        f = {"Initiated": v, "SourceIsIpv6": v}
+        assert counted(f, Low(f)) is _agree(pred, prog, f)
+    assert len(calls) == 14 and not any(isinstance(v, bool) for v in calls)  # two tests each
+
+
 def test_prog_numbers_null_exists(tmp_path):
     """Number sets, ``null`` and ``|exists`` run in C: every kind of value answers as in Python."""
     pred, prog = _compiled(tmp_path, """\
