@@ -326,7 +326,10 @@ typedef struct {
 } KeySlot;
 static KeySlot key_cache[KEY_CACHE_SIZE];
 
-static PyObject *cached_key(const unsigned char *s, Py_ssize_t n) {
+/* The slot of a cache of `size` slots (a power of two) for the text s[0:n]; `probe` gets the
+ * fields a slot is compared by (the first and last eight bytes, the length). */
+static inline KeySlot *slot_for(KeySlot *table, size_t size, const unsigned char *s, Py_ssize_t n,
+                                KeySlot *probe) {
     uint64_t a = 0, b = 0;
     if (n >= 8) {
         memcpy(&a, s, 8);
@@ -336,21 +339,41 @@ static PyObject *cached_key(const unsigned char *s, Py_ssize_t n) {
     }
     uint64_t h = (a * 0x9E3779B97F4A7C15ULL) ^ (b * 0xC2B2AE3D27D4EB4FULL) ^ (uint64_t)n;
     h ^= h >> 29;
-    KeySlot *slot = &key_cache[(h * 0x9E3779B97F4A7C15ULL >> 40) & (KEY_CACHE_SIZE - 1)];
-    if (slot->key != NULL && slot->n == n && slot->head == a && slot->tail == b &&
-        (n <= 16 || memcmp(PyUnicode_1BYTE_DATA(slot->key) + 8, s + 8, n - 16) == 0)) {
-        Py_INCREF(slot->key);
-        return slot->key;
-    }
+    probe->head = a;
+    probe->tail = b;
+    probe->n = n;
+    return &table[(h * 0x9E3779B97F4A7C15ULL >> 40) & (size - 1)];
+}
+
+/* The text a slot stands for: its str, or the inside of the braces the value cache added. */
+static inline const Py_UCS1 *slot_text(const KeySlot *slot) {
+    return PyUnicode_1BYTE_DATA(slot->key) + (PyUnicode_GET_LENGTH(slot->key) != slot->n);
+}
+
+/* Whether `slot` holds the text s[0:n] that `probe` was made from. */
+static inline int slot_holds(const KeySlot *slot, const KeySlot *probe, const unsigned char *s) {
+    return slot->key != NULL && slot->n == probe->n && slot->head == probe->head &&
+           slot->tail == probe->tail &&
+           (probe->n <= 16 || memcmp(s + 8, slot_text(slot) + 8, probe->n - 16) == 0);
+}
+
+/* Put `obj` (a reference the slot takes) in `slot` for the text `probe` was made from. */
+static inline void slot_fill(KeySlot *slot, const KeySlot *probe, PyObject *obj) {
+    Py_XSETREF(slot->key, obj);
+    slot->head = probe->head;
+    slot->tail = probe->tail;
+    slot->n = probe->n;
+}
+
+static PyObject *cached_key(const unsigned char *s, Py_ssize_t n) {
+    KeySlot probe;
+    KeySlot *slot = slot_for(key_cache, KEY_CACHE_SIZE, s, n, &probe);
+    if (slot_holds(slot, &probe, s)) return Py_NewRef(slot->key);
     PyObject *key = PyUnicode_New(n, 127);
     if (key == NULL) return NULL;
     memcpy(PyUnicode_1BYTE_DATA(key), s, n);
     PyUnicode_InternInPlace(&key);
-    Py_INCREF(key);
-    Py_XSETREF(slot->key, key);
-    slot->head = a;
-    slot->tail = b;
-    slot->n = n;
+    slot_fill(slot, &probe, Py_NewRef(key));
     return key;
 }
 
@@ -674,41 +697,23 @@ static PyObject *parse_value(Cursor *c, int depth) {
 #define VALUE_CACHE_SIZE 1024
 static KeySlot value_cache[VALUE_CACHE_SIZE];
 
-/* The text a value-cache slot stands for: its str, or the inside of the braces it added. */
-static inline const Py_UCS1 *slot_text(const KeySlot *slot) {
-    return PyUnicode_1BYTE_DATA(slot->key) + (PyUnicode_GET_LENGTH(slot->key) != slot->n);
-}
-
 static PyObject *cached_value(Cursor *c, int depth) {
     if (c->p >= c->end || *c->p != '"') return parse_value(c, depth);
     const unsigned char *s = c->p + 1;
     const unsigned char *q = scan_plain(s, c->end);
     Py_ssize_t n = q - s;
     if (q >= c->end || *q != '"' || n > KEY_CACHE_MAX_LEN) return parse_value(c, depth);
-    uint64_t a = 0, b = 0;
-    if (n >= 8) {
-        memcpy(&a, s, 8);
-        memcpy(&b, s + n - 8, 8);
-    } else {
-        memcpy(&a, s, (size_t)n);
-    }
-    uint64_t h = (a * 0x9E3779B97F4A7C15ULL) ^ (b * 0xC2B2AE3D27D4EB4FULL) ^ (uint64_t)n;
-    h ^= h >> 29;
-    KeySlot *slot = &value_cache[(h * 0x9E3779B97F4A7C15ULL >> 40) & (VALUE_CACHE_SIZE - 1)];
+    KeySlot probe;
+    KeySlot *slot = slot_for(value_cache, VALUE_CACHE_SIZE, s, n, &probe);
     c->p = q + 1;
-    if (slot->key != NULL && slot->n == n && slot->head == a && slot->tail == b &&
-        (n <= 16 || memcmp(s + 8, slot_text(slot) + 8, n - 16) == 0))
-        return Py_NewRef(slot->key);
+    if (slot_holds(slot, &probe, s)) return Py_NewRef(slot->key);
     PyObject *text = PyUnicode_New(n, 127);
     if (text == NULL) return NULL;
     memcpy(PyUnicode_1BYTE_DATA(text), s, n);
     PyObject *value = braced_value(text);
     Py_DECREF(text);
     if (value == NULL) return NULL;
-    Py_XSETREF(slot->key, Py_NewRef(value));
-    slot->head = a;
-    slot->tail = b;
-    slot->n = n;
+    slot_fill(slot, &probe, Py_NewRef(value));
     return value;
 }
 
