@@ -9,7 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -193,6 +193,21 @@ def _print_error(err: ReadError) -> None:
 
 class _OutputError(Exception):
     """Writing an alert failed (disk full, closed pipe): told apart from spill-file errors."""
+
+
+def _output(write: Callable[..., None]) -> Callable[..., None]:
+    """``write`` (a sink's) with its failures as :class:`_OutputError`; a closed pipe
+    (`hunt | head`: the reader is done) as it is, and main() ends quietly."""
+
+    def guarded(*args: Any) -> None:
+        try:
+            write(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputError(exc.strerror or str(exc)) from exc
+
+    return guarded
 
 
 class RunFailed(Exception):
@@ -427,22 +442,11 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
         sink = open_sink(args.format, stream, rules, color=False if target is not None else None, tz=args.tz)
         results = Results()
 
-        def emit(alert: Any) -> None:
-            try:
-                sink.write(alert)
-            except BrokenPipeError:  # `hunt | head`: the reader is done; main() ends quietly
-                raise
-            except OSError as exc:
-                raise _OutputError(exc.strerror or str(exc)) from exc
-            case.write(alert)
+        write = _output(sink.write)
 
-        def emit_lines(block: bytes, count: int) -> None:
-            try:
-                sink.write_lines(block, count)
-            except BrokenPipeError:
-                raise
-            except OSError as exc:
-                raise _OutputError(exc.strerror or str(exc)) from exc
+        def emit(alert: Any) -> None:
+            write(alert)
+            case.write(alert)
 
         lines = getattr(sink, "takes_lines", False) and case.writer is None
         try:
@@ -452,7 +456,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                                   sink=emit, map_units=case.map_units(mapper), expand=case.expand(walk),
                                   keep=args.keep if args.keep.active else None,
                                   dedup=_dedup(rules) if args.dedup else None,
-                                  lines=lines, write_lines=emit_lines if lines else None, results=results)
+                                  lines=lines, write_lines=_output(sink.write_lines) if lines else None,
+                                  results=results)
             if cluster_info:
                 result.summary["cluster"] = cluster_info
                 result.summary["jobs"] = cluster_info["workers"]

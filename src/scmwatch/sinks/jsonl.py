@@ -173,12 +173,7 @@ class JsonlSink:
 
     def write(self, a: Alert | HitLine) -> None:
         """Write one alert; a :class:`HitLine` (hunt's workers wrote its line) as it is."""
-        line = a.line if type(a) is HitLine else json_line(self.shape(a))
-        if self._buf is not None:
-            self._buf.write(line)
-        else:
-            self.stream.write(line.decode("utf-8"))
-        self.count += 1
+        self.write_lines(a.line if type(a) is HitLine else json_line(self.shape(a)), 1)
 
     def write_lines(self, block: bytes, count: int) -> None:
         """Write ``count`` whole lines at once (``run_hunt``'s blocks of line hits)."""
