@@ -100,8 +100,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--sigmahq", type=Path, default=SHARED / "sigmahq")
     args = ap.parse_args()
-    if not ATTACK_SAMPLES.is_dir() or not args.sigmahq.is_dir():
-        sys.exit(f"needs {ATTACK_SAMPLES} and {args.sigmahq}")
+    if not ATTACK_SAMPLES.is_dir() or not (args.sigmahq / "rules").is_dir():
+        sys.exit(f"needs {ATTACK_SAMPLES} and {args.sigmahq / 'rules'}")
     with no_gc(freeze=True):
         ruleset = load_rules([args.sigmahq / "rules"])
         engine = Engine(ruleset)
