@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from scmwatch import spill
+from scmwatch import hunt, spill
 from scmwatch.alerts import alert_sort_key
 from scmwatch.cli import main
 from scmwatch.events.model import Event
@@ -102,6 +102,28 @@ def test_small_input_stays_in_memory(stream):
     mem = res.summary["memory"]
     assert mem["files_written"] == 0 and mem["spill_bytes"] == 0
     assert 0 < mem["held_peak"] <= 10_000
+
+
+def test_default_budget_holds_the_tails_of_a_few_thousand_hits(tmp_path, monkeypatch):
+    """Four files hunted one by one (as files beyond hunt.BATCH_BYTES are): each one's hits stay
+    under its run size, but together they exceed 4,096 (the budget before). By default the
+    tails are all held, none written out and read back."""
+    monkeypatch.setattr(hunt, "BATCH_BYTES", 1)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "base.yml").write_text((FIX / "rules" / "psexec_service.yml").read_text())
+    rs = load_rules([rules])
+    paths = []
+    for f in range(4):
+        ev = {"EventID": 7045, "Channel": "System", "Computer": "WS1", "ServiceName": "PSEXESVC"}
+        lines = [json.dumps({**ev, "TimeCreated": _ts(f * 2000 + i)}) for i in range(1500)]
+        p = tmp_path / f"log{f}.ndjson"
+        p.write_text("\n".join(lines) + "\n")
+        paths.append(str(p))
+    held = run_hunt(paths, rs).summary["memory"]
+    assert held["hits"] == 6000 and held["held_peak"] == 6000
+    assert held["files_written"] == 0 and held["merge_open_peak"] == 0
+    assert run_hunt(paths, rs, memory_budget=4096).summary["memory"]["files_written"] > 0
 
 
 @pytest.mark.parametrize("run_size", [8, 64])
