@@ -169,3 +169,40 @@ def test_sigmahq_from_the_cache_matches_like_compiled(tmp_path: Path, monkeypatc
     assert not [r for r in cached.rules if "sigma" in r.__dict__]  # no rule compiled again
     assert not [f for r in cached.rules for f in r.flags if "rule cache" in f]
     assert os.listdir(tmp_path / "c" / "rules")
+
+
+def test_generated_code_is_read_on_the_first_call() -> None:
+    """A generated function comes back running a stand-in that unmarshals its code on the first
+    call and puts it in place: the hunt runs a rule's ``Prog``, hardly ever its lambda."""
+    ns: dict = {"k1": frozenset({"cmd.exe"})}
+    top = eval("lambda f, low, extra=2: low.get('Image') in k1 and extra == 2", ns)  # noqa: S307
+    back = predpickle.loads(predpickle.dumps(top, {}))
+    assert back.__code__ is predpickle._trampoline.__code__
+    assert back.__name__ == back.__qualname__ == "<lambda>" and back.__globals__["k1"] == ns["k1"]
+    assert back({}, {"Image": "cmd.exe"}) and not back({}, {"Image": "a"})
+    assert back.__code__ is not predpickle._trampoline.__code__
+    assert back.__code__.co_code == top.__code__.co_code
+    assert back.__defaults__ == (2,) and back.__kwdefaults__ is None
+    assert not back({}, {"Image": "cmd.exe"}, 3)
+
+
+def test_a_stored_regex_is_compiled_when_a_value_first_passes_its_prechecks() -> None:
+    """The RE2 matcher from the cache keeps its prechecks and compiles its regex only when a
+    value passes them: most regexes of a hunt's predicates never see one."""
+    m = re2_searcher(r"\\psexe(c|svc)\.exe$", "i")
+    back = _roundtrip(m)
+
+    def compiled():
+        cells = dict(zip(back.__code__.co_freevars, (c.cell_contents for c in back.__closure__), strict=True))
+        return cells["compiled"]
+
+    assert back.needs == m.needs and back.min_len == m.min_len
+    assert back.needs == (".", "\\") and back.min_len == 11
+    assert not back("short.exe") and not back("C:/Windows/system32/cmd.exe")  # too short; no "\\"
+    assert compiled() is None
+    for v in (r"C:\Windows\PSEXESVC.exe", r"C:\psexec.exe", "psexec.exe", r"C:\psexec.exe.bak",
+              "C:\\psexec.exe\n", "C:\\other.exe"):
+        assert back(v) == m(v)
+    assert compiled() is not None
+    again = _roundtrip(back)
+    assert again(r"C:\psexec.exe") and not again("psexec.exe")

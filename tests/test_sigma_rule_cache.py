@@ -698,3 +698,25 @@ def test_predicates_read_from_the_cache_collect_nothing(tmp_path: Path, monkeypa
     again.rules[0].__dict__["_source"][0].preds = None  # stored predicates unavailable: compiled
     assert _fires(again, r"c:\windows\psexesvc.exe") == ["Service installed 1"]
     assert collected
+
+
+def test_a_hunt_runs_the_program_not_the_lambda_of_a_cached_rule(tmp_path: Path, monkeypatch) -> None:
+    """A unit from the cache gets its predicate on the first event that reaches it and runs its
+    ``Prog`` from then on, that first event too: the generated lambda's code stays unread
+    (``predpickle._lazy_function``), yet the lambda still answers alike when called."""
+    from scmwatch.sigma import Engine, compile, predpickle
+
+    if compile.Prog is None:
+        pytest.skip("no C extensions: the lambda is what runs")
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    load_rules(rules)
+    rs = load_rules(rules)
+    engine = Engine(rs)
+    hit = {"Channel": "System", "EventID": 7045, "ImagePath": r"C:\Windows\PSEXESVC.exe"}
+    assert [r.title for r in engine.match_fields(hit)] == ["Service installed 1"]
+    assert [r.title for r in engine.match_fields(dict(hit, ImagePath="x"))] == []
+    (unit,) = rs.rules[0].units
+    assert unit.pred.__code__ is predpickle._trampoline.__code__  # read, never called
+    assert _fires(rs, r"c:\windows\psexesvc.exe") == ["Service installed 1"]
+    assert unit.pred.__code__ is not predpickle._trampoline.__code__

@@ -10,17 +10,20 @@ module's dictionary by the module's name, a generated namespace by value (shared
 functions, as when compiled). Its code is ``marshal``-ed only when generated: a closure of an
 ``scmwatch`` function (``_ci_group``'s ``test``: 10,569 of SigmaHQ's 17,005 stored functions)
 refers to its code in the module by qualified name and line, so every predicate shares the one
-code object. Objects that are module attributes of ``scmwatch`` (helper functions, shared
-tables, sentinels compared with ``is``) are stored by reference, so they keep their identity.
+code object; generated code is unmarshalled when its function is first called
+(:func:`_lazy_function`), which a hunt with the C extensions hardly ever does. Objects that are
+module attributes of ``scmwatch`` (helper functions, shared tables, sentinels compared with
+``is``) are stored by reference, so they keep their identity.
 With both, and each function made in one call: reading the 813 predicates a hunt of the attack
 corpus x5 reads took 18-22 instead of 28-29 ms in a loop (CPU, min of 10; 2.3 instead of
 2.9 MB). What is stored by reference is a persistent id (``Unpickler.persistent_load``: one
 lookup in a table of what earlier pieces resolved, see :class:`_Refs`) and a function is made by
 ``types.FunctionType`` and ``types.CellType`` themselves: no global looked up by name (~1.1 us
-each, ~7 per piece) and no Python call per function or reference, 174M -> 139M instructions
+each, ~7 per piece) and no Python call per closure or reference, 174M -> 139M instructions
 for the 809 predicates of an x5 hunt (callgrind). A function that holds something unpicklable
 (the RE2 matcher's compiled object) says how to make it again in a ``__rebuild__`` attribute:
-``(callable, args)``.
+``(callable, args)`` (the RE2 matcher: one that compiles its regex when first needed,
+``values._stored_matcher``).
 Anything else goes through ordinary pickling; a rule whose predicates cannot be pickled has none
 in the cache and is compiled from its pySigma objects as before.
 
@@ -154,9 +157,47 @@ def _nested_code(module: str, qualname: str, line: int) -> types.CodeType:
     return code
 
 
+class _Lazy:
+    """A generated function's code, ``marshal``-ed, until the function is first called."""
+
+    __slots__ = ("fn", "code", "defaults")
+
+    def __init__(self, fn: types.FunctionType, code: bytes, defaults: tuple | None) -> None:
+        self.fn = fn
+        self.code = code
+        self.defaults = defaults
+
+    def load(self) -> types.FunctionType:
+        fn = self.fn
+        fn.__code__ = marshal.loads(self.code)
+        fn.__defaults__ = self.defaults
+        fn.__kwdefaults__ = None
+        return fn
+
+
+def _trampoline(*args: Any, _lazy: _Lazy, **kwargs: Any) -> Any:
+    return _lazy.load()(*args, **kwargs)
+
+
+def _lazy_function(code: bytes, globals_: dict[str, Any], name: str, qualname: str,
+                   defaults: tuple | None) -> types.FunctionType:
+    """A generated function (no closure) whose code is unmarshalled on its first call, when it
+    swaps in its own code: until then it runs :func:`_trampoline`. A rule's generated lambda is
+    called only where ``_prog`` is missing (``SCMWATCH_PURE_PYTHON=1``) or could not run its
+    tests (``compile.c_program``): the hunt runs the ``Prog`` made from the lambda's namespace.
+    An x5 hunt read 798 predicates and called 2 of their lambdas; unmarshalling them all (code
+    objects of up to ~6 KB, their names interned one by one) was 13.7M of the 81M instructions
+    the reading took (callgrind)."""
+    fn = types.FunctionType(_trampoline.__code__, globals_, name)
+    fn.__qualname__ = qualname
+    fn.__kwdefaults__ = {"_lazy": _Lazy(fn, code, defaults)}
+    return fn
+
+
 # What a stored predicate is made with, by persistent id (small ints), besides the references
 # of :func:`module_attributes` (strings).
-_BUILTINS: dict[Any, int] = {types.FunctionType: 0, types.CellType: 1, marshal.loads: 2, dict: 3}
+_BUILTINS: dict[Any, int] = {types.FunctionType: 0, types.CellType: 1, marshal.loads: 2, dict: 3,
+                             _lazy_function: 4}
 
 
 class _Refs(dict):
@@ -262,6 +303,9 @@ class _Pickler(pickle.Pickler):
             if id(f) in self.started:
                 raise _Cycle
             self.started.add(id(f))
+            if f.__closure__ is None and id(code) not in self.by_ref:  # generated: see _lazy_function
+                return _lazy_function, (marshal.dumps(code), globals_, f.__name__, f.__qualname__,
+                                        f.__defaults__)
             # made by ``FunctionType`` itself (its cells by ``CellType``), no Python frame
             return types.FunctionType, (code, globals_, None, f.__defaults__, f.__closure__)
         state = (tuple(cells), f.__defaults__, f.__kwdefaults__, dict(f.__dict__) or None, f.__qualname__)

@@ -133,8 +133,8 @@ def hot_predicates(units: Sequence[Unit]) -> list[Pred | bool]:
 def _stand_in(u: Unit, preds: list[Pred | bool], i: int) -> Pred:
     def first_call(f: dict, low: Any) -> bool:
         p = u.pred
-        preds[i] = _never if p is False else c_program(p)
-        return p if isinstance(p, bool) else p(f, low)
+        q = preds[i] = _never if p is False else c_program(p)
+        return q if isinstance(q, bool) else q(f, low)  # the program: the lambda's code stays unread
 
     return first_call
 

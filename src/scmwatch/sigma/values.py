@@ -104,30 +104,33 @@ def re2_searcher(pattern: str, flags: str = "") -> Callable[[str], bool]:
     """
     rx = compile_re2(pcre_dollar(pattern, flags), flags)
     needs, min_bytes = regex_needs(pattern, cased="i" not in flags)
-    return _raw_matcher(rx, "UNANCHORED", lambda v: rx.search(v) is not None, needs, min_bytes)
+    return _raw_matcher(rx, "UNANCHORED", needs, min_bytes)
 
 
 def re2_fullmatcher(pattern: str) -> Callable[[str], bool]:
     """``v -> bool``: does the RE2 regex (``.`` matching newlines too) match all of ``v``."""
     rx = compile_re2(pattern, "s")
-    return _raw_matcher(rx, "ANCHOR_BOTH", lambda v: rx.fullmatch(v) is not None)
+    return _raw_matcher(rx, "ANCHOR_BOTH")
 
 
-def _raw_matcher(rx: Any, anchor_name: str, fallback: Callable[[str], bool],
-                 needs: tuple[str, ...] = (), min_bytes: int = 0) -> Callable[[str], bool]:
-    """``v -> bool`` calling the compiled RE2 object directly with ``anchor_name``; ``fallback``
-    (the public API) where google-re2's internal layout differs. ``needs`` / ``min_bytes``:
-    necessary conditions (``regex_needs``) checked first, so most values never reach RE2."""
+def _raw_matcher(rx: Any, anchor_name: str, needs: tuple[str, ...] = (),
+                 min_bytes: int = 0) -> Callable[[str], bool]:
+    """``v -> bool`` calling the compiled RE2 object directly with ``anchor_name``
+    (``UNANCHORED``: search, ``ANCHOR_BOTH``: full match); the public API where google-re2's
+    internal layout differs. ``needs`` / ``min_bytes``: necessary conditions (``regex_needs``)
+    checked first, so most values never reach RE2."""
     raw = getattr(rx, "_regexp", None)
     anchor = getattr(getattr(re2, "_Anchor", None), anchor_name, None)
     if raw is None or anchor is None:
+        api = rx.search if anchor_name == "UNANCHORED" else rx.fullmatch
+
         def matches(v: str) -> bool:
             if len(v) < min_bytes:
                 return False
             for s in needs:
                 if s not in v:
                     return False
-            return len(v.encode("utf-8", "surrogatepass")) >= min_bytes and fallback(v)
+            return len(v.encode("utf-8", "surrogatepass")) >= min_bytes and api(v) is not None
 
         matches.needs, matches.min_len = needs, min_bytes  # type: ignore[attr-defined]
         return matches
@@ -143,10 +146,35 @@ def _raw_matcher(rx: Any, anchor_name: str, fallback: Callable[[str], bool],
         return len(b) >= min_bytes and match(anchor, b, 0, len(b))[0][0] != -1
 
     # how the rule cache stores it (sigma/predpickle.py): the compiled RE2 object cannot be
-    # pickled, the pattern object it came from can; the prechecks come along (without them a
-    # rule from the cache ran RE2 on every value its gate let through)
-    matches.__rebuild__ = (_raw_matcher, (rx, anchor_name, fallback, needs, min_bytes))  # type: ignore[attr-defined]
+    # pickled, its pattern can; the prechecks come along (without them a rule from the cache
+    # ran RE2 on every value its gate let through)
+    matches.__rebuild__ = (_stored_matcher, (rx.pattern, anchor_name, needs, min_bytes))  # type: ignore[attr-defined]
     # what a regex program node checks in C before calling ``matches`` (``compile.regex_code``)
+    matches.needs, matches.min_len = needs, min_bytes  # type: ignore[attr-defined]
+    return matches
+
+
+def _stored_matcher(pattern: str, anchor_name: str, needs: tuple[str, ...],
+                    min_bytes: int) -> Callable[[str], bool]:
+    """:func:`_raw_matcher`'s test as the rule cache reads it (``pattern``: the compiled one,
+    flags inline), its regex compiled when a value first passes the prechecks. Compiling the
+    regexes on reading (pickled RE2 objects: ``re2.Options`` set attribute by attribute, then
+    RE2's own compilation) was ~30M of the ~110M instructions reading an x5 hunt's predicates
+    took (callgrind), for the 83 regexes of 104 matchers, most of which never see a value."""
+    compiled: Callable[[str], bool] | None = None
+
+    def matches(v: str) -> bool:
+        nonlocal compiled
+        if len(v) < min_bytes:
+            return False
+        for s in needs:
+            if s not in v:
+                return False
+        if compiled is None:
+            compiled = _raw_matcher(re2.compile(pattern, _RE2_OPTIONS), anchor_name, (), min_bytes)
+        return compiled(v)
+
+    matches.__rebuild__ = (_stored_matcher, (pattern, anchor_name, needs, min_bytes))  # type: ignore[attr-defined]
     matches.needs, matches.min_len = needs, min_bytes  # type: ignore[attr-defined]
     return matches
 
