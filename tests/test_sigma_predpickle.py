@@ -176,7 +176,9 @@ def test_generated_code_is_read_on_the_first_call() -> None:
     call and puts it in place: the hunt runs a rule's ``Prog``, hardly ever its lambda."""
     ns: dict = {"k1": frozenset({"cmd.exe"})}
     top = eval("lambda f, low, extra=2: low.get('Image') in k1 and extra == 2", ns)  # noqa: S307
-    back = predpickle.loads(predpickle.dumps(top, {}))
+    data = predpickle.dumps(top, {})
+    assert len(predpickle.dumps(predpickle.loads(data), {})) == len(data)  # uncalled: stored alike
+    back = predpickle.loads(data)
     assert back.__code__ is predpickle._trampoline.__code__
     assert back.__name__ == back.__qualname__ == "<lambda>" and back.__globals__["k1"] == ns["k1"]
     assert back({}, {"Image": "cmd.exe"}) and not back({}, {"Image": "a"})

@@ -289,6 +289,12 @@ class _Pickler(pickle.Pickler):
         else:
             ns = {k: v for k, v in g.items() if k != "__builtins__"}
             globals_ = self._wrapper(g, lambda: _Namespace(ns))
+        lazy = f.__kwdefaults__.get("_lazy") if f.__code__ is _trampoline.__code__ else None
+        if lazy is not None and not self.cycles:  # read and not called yet: stored as it was read
+            if id(f) in self.started:
+                raise _Cycle
+            self.started.add(id(f))
+            return _lazy_function, (lazy.code, globals_, f.__name__, f.__qualname__, lazy.defaults)
         cells = []
         for c in f.__closure__ or ():
             try:
