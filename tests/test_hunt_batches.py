@@ -356,3 +356,51 @@ def test_a_stop_signal_while_the_workers_are_forked_stops_them(many: Path, pack,
     for pid in made[0].pids:
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_worker_hands_short_remainders_through_its_pipe(many: Path, pack, monkeypatch) -> None:
+    """A worker's batch whose short remainders fit what is left of the worker's share of the
+    merge's memory budget (``hunt._HAND_OVER``) sends them with its result, through its pipe:
+    no run and no stream written for the parent to read back. Beyond that share they are
+    written, as one sorted run, and the share is left as it was."""
+    from scmwatch.spill import read_stream
+
+    rs, engine = pack
+    inputs = list(discover([str(many)], ReadStats()))
+    batch = [(i, u) for i, u in enumerate(inputs) if Path(u.name).name.startswith("part0")]
+    spill = SpillDir()
+    try:
+        monkeypatch.setattr(hunt, "_COLLECT", True)
+        monkeypatch.setattr(hunt, "_CTX", HuntContext(rs, spill, engine=engine))
+        monkeypatch.setattr(hunt, "_HAND_OVER", 10_000)
+        [kept] = hunt._hunt_batch(batch)
+        held = len(kept.hit_tail) + len(kept.cand_mem)
+        assert kept.hit_tail and kept.cand_mem and not kept.hit_runs and not kept.cand_runs
+        assert hunt._HAND_OVER == 10_000 - held
+        assert spill.usage()[1] == 0
+
+        monkeypatch.setattr(hunt, "_CTX", HuntContext(rs, spill, engine=engine))
+        monkeypatch.setattr(hunt, "_HAND_OVER", held - 1)  # one record short
+        [written] = hunt._hunt_batch(batch)
+        assert not written.hit_tail and not written.cand_mem
+        assert len(written.hit_runs) == 1 and len(written.cand_runs) == 1
+        assert hunt._HAND_OVER == held - 1
+        assert list(read_stream(written.hit_runs[0])) == kept.hit_tail
+    finally:
+        spill.cleanup()
+
+
+def test_jobs_two_writes_no_spill_file_when_the_remainders_fit_the_budget(many: Path, pack) -> None:
+    """With ``--jobs 2`` the worker's remainders reach the merge through its pipe: the run
+    writes nothing to disk when all its records fit the memory budget, as ``--jobs 1`` does,
+    with the same alerts; a budget too small for them still spills (and gives the same alerts)."""
+    rs, engine = pack
+    one = run_hunt([str(many)], rs, engine=engine, jobs=1)
+    two = run_hunt([str(many)], rs, engine=engine, jobs=2)
+    assert [a.to_dict() for a in two.alerts] == [a.to_dict() for a in one.alerts]
+    assert len(one.alerts) > 10 and two.summary["parallelism"]["jobs"] == 2
+    assert one.summary["memory"]["files_written"] == two.summary["memory"]["files_written"] == 0
+    tight = run_hunt([str(many)], rs, engine=engine, jobs=2, memory_budget=4)
+    assert [a.to_dict() for a in tight.alerts] == [a.to_dict() for a in one.alerts]
+    assert tight.summary["memory"]["files_written"] > 0
+    assert not hunt._HAND_OVER  # the parent's own is left at zero
