@@ -346,3 +346,16 @@ def test_every_sigmahq_prog_matches_its_lambda(sigmahq):
     assert progs > 3500
     assert hits > 1000, hits  # the made events reach the positive paths too
     assert checked > 100_000
+
+
+def test_prog_field_names_are_interned():
+    """The readers intern every field name, so a program's lookups meet the event's own key
+    object; a field name the program is given becomes the interned one."""
+    import sys
+
+    field = "".join(["Scm", "Prog", "Field"])  # made at run time: not interned yet
+    ns = {"k1": field, "k2": ("\\x.exe",), "k3": str.isascii}
+    prog = Prog("c1,0,0,2,0,3,1", ns, _slow)
+    assert sys.intern("".join(["ScmProg", "Field"])) is field
+    event = {sys.intern("".join(["Scm", "ProgField"])): "A\\X.EXE"}
+    assert prog(event, Low(event)) is True

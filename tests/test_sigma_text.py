@@ -113,3 +113,21 @@ def test_c_lower_casing_equals_str_lower_on_every_byte() -> None:
         assert tagged.tagged_join(fields, numbers, -1) == want
         got = tagged.tagged_join(fields, numbers, -1, True, SYSTEM_FIELDS)
         assert got == (None if want is None else want.encode("utf-8"))
+
+
+@pytest.mark.skipif(index.lower_join is None, reason="the C extension is not built")
+def test_matchers_intern_the_field_names_they_are_given() -> None:
+    """Events are keyed by interned names (the readers intern them): the C matchers take the
+    interned objects of their field names, so their lookups stop at the identity test."""
+    import sys
+
+    from scmwatch.sigma._text import Gather, LiteralMatcher, Matcher
+
+    def fresh(tag: str) -> str:
+        return "".join(["ScmText", tag, "Field"])  # made at run time: not interned yet
+
+    index_name, skip_name, name, lit_skip = fresh("Index"), fresh("Skip"), fresh("Name"), fresh("LitSkip")
+    Matcher(Gather((), (), ()), None, {index_name: 0}, -1, frozenset({skip_name}), (), [], ())
+    LiteralMatcher(Gather((), (), ()), None, (name,), frozenset({lit_skip}), [], ())
+    for tag, made in (("Index", index_name), ("Skip", skip_name), ("Name", name), ("LitSkip", lit_skip)):
+        assert sys.intern(fresh(tag)) is made

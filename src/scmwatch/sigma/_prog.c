@@ -123,6 +123,15 @@ static PyObject *ns_item(Parser *p, char sep, int required) {
     return Py_NewRef(v);
 }
 
+/* A field name from the namespace: the interned str, the object the readers key every event
+ * with (they intern field names), so each lookup of it in an event finds the key by identity
+ * instead of comparing equal strings (a rich compare in the readers' presized dicts). */
+static PyObject *field_item(Parser *p, char sep) {
+    PyObject *v = ns_item(p, sep, 1);
+    if (v != NULL && PyUnicode_CheckExact(v)) PyUnicode_InternInPlace(&v);
+    return v;
+}
+
 static int all_str(PyObject *tup) {
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(tup); k++)
         if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(tup, k))) return 0;
@@ -138,7 +147,7 @@ static int ascii_only(PyObject *x) {
 
 static int ci_parse(Parser *p, Node *n) {
     n->op = OP_CI;
-    if ((n->field = ns_item(p, ',', 1)) == NULL) return -1;
+    if ((n->field = field_item(p, ',')) == NULL) return -1;
     PyObject **slots[4] = {&n->eqs, &n->starts, &n->ends, &n->contains};
     for (int k = 0; k < 4; k++)
         if ((*slots[k] = ns_item(p, ',', 0)) == NULL && PyErr_Occurred()) return -1;
@@ -198,7 +207,7 @@ static Node *parse(Parser *p, int depth) {
         break;
     case 'f':
         n->op = OP_FEQ;
-        if ((n->field = ns_item(p, ',', 1)) == NULL || (n->other = ns_item(p, ',', 1)) == NULL
+        if ((n->field = field_item(p, ',')) == NULL || (n->other = field_item(p, ',')) == NULL
             || (n->pred = ns_item(p, 0, 1)) == NULL)
             goto fail;
         if (!PyUnicode_CheckExact(n->field) || !PyUnicode_CheckExact(n->other) || !PyCallable_Check(n->pred)) {
@@ -211,7 +220,7 @@ static Node *parse(Parser *p, int depth) {
         break;
     case 'r':
         n->op = OP_RE;
-        if ((n->field = ns_item(p, ',', 1)) == NULL) goto fail;
+        if ((n->field = field_item(p, ',')) == NULL) goto fail;
         if ((n->contains = ns_item(p, ',', 0)) == NULL && PyErr_Occurred()) goto fail;
         if ((n->test = ns_item(p, ',', 1)) == NULL || (n->pred = ns_item(p, ',', 1)) == NULL
             || (n->min_len = read_num(p, 0)) < 0)
@@ -224,7 +233,7 @@ static Node *parse(Parser *p, int depth) {
         break;
     case 'n':
         n->op = OP_NUM;
-        if ((n->field = ns_item(p, ',', 1)) == NULL || (n->eqs = ns_item(p, ',', 1)) == NULL
+        if ((n->field = field_item(p, ',')) == NULL || (n->eqs = ns_item(p, ',', 1)) == NULL
             || (n->pred = ns_item(p, 0, 1)) == NULL)
             goto fail;
         if (!PyUnicode_CheckExact(n->field) || !PyFrozenSet_CheckExact(n->eqs) || !PyCallable_Check(n->pred)) {
@@ -235,7 +244,7 @@ static Node *parse(Parser *p, int depth) {
     case 'z':
     case 'e': {
         n->op = c == 'z' ? OP_NULL : OP_EXISTS;
-        if ((n->field = ns_item(p, c == 'e' ? ',' : 0, 1)) == NULL) goto fail;
+        if ((n->field = field_item(p, c == 'e' ? ',' : 0)) == NULL) goto fail;
         if (!PyUnicode_CheckExact(n->field)) {
             bad("a Prog null / exists test names a field");
             goto fail;
