@@ -115,6 +115,36 @@ def test_c_lower_casing_equals_str_lower_on_every_byte() -> None:
         assert got == (None if want is None else want.encode("utf-8"))
 
 
+def _wide_texts() -> list[str]:
+    """Texts past Latin-1 beside ASCII: characters whose lower case is ASCII (KELVIN SIGN), two
+    code points (İ), another width (ẞ, Deseret), none (CJK, lone surrogates), and capital sigma in
+    every kind of neighbourhood (its lower case depends on the letters around it)."""
+    chars = ["\u212a", "\u0130", "\u1e9e", "\U00010400", "\u4e2d", "\ud800", "\u0391", "\u03a3", "\u1f88",
+             "\u2c6f", "\uff21", "\u0100", "\u00c4", "\u0345", "\u00df"]
+    out = []
+    for c in chars:
+        out += [c, "A" + c, c + "Z", "Ab" + c + "Cd", "x\x00" + c, c * 3, f"PowerShell {c} -EncodedCommand"]
+    out += ["\u039f\u0394\u039f\u03a3 \u03a3", "A\u03a3\u0301", "\u03a3\u0391", "\u212a\U00010400\u0130"]
+    return out
+
+
+@pytest.mark.skipif(index.lower_join is None, reason="the C extension is not built")
+def test_c_lower_casing_equals_str_lower_past_latin1() -> None:
+    from scmwatch.sigma import tagged
+    from scmwatch.sigma.compile import SYSTEM_FIELDS, Low, PyLow
+
+    for t in _wide_texts():
+        pair = {"A": t, "B": "CMD.EXE", "C": t[::-1]}
+        assert index.lower_join(pair, ("A", "B", "C")) == "\x00".join((t, "CMD.EXE", t[::-1])).lower()
+        assert index.lower_join(pair, None) == python_text(pair, None)
+        assert Low({"A": t})["A"] == PyLow({"A": t})["A"] == t.lower()
+        fields, numbers = {"A": t, "B": [t.upper(), "x"]}, {"A": 0, "B": 1}
+        want = tagged.tagged_text_py(fields, numbers, -1)
+        assert tagged.tagged_join(fields, numbers, -1) == want
+        got = tagged.tagged_join(fields, numbers, -1, True, SYSTEM_FIELDS)
+        assert got == (None if want is None else want.encode("utf-8", "surrogatepass"))
+
+
 @pytest.mark.skipif(index.lower_join is None, reason="the C extension is not built")
 def test_matchers_intern_the_field_names_they_are_given() -> None:
     """Events are keyed by interned names (the readers intern them): the C matchers take the
