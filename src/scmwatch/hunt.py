@@ -740,8 +740,12 @@ def alerts_from_hits(records: Iterable[Hit | LineHit | CorrelationHit], by_id: d
         yield Alert(r[0], r[1], r[2], r[3], list(r[4]), ev, None, None, more)
 
 
-# Lines per block of :func:`line_blocks`: ~1.6 MB of x5's alert lines, one write each.
-LINE_BLOCK = 1024
+# Lines per block of :func:`line_blocks`, one write each: ~200 KB of x5's alert lines. Blocks
+# of 1,024 lines (~1.6 MB) were mostly joined into memory malloc mapped afresh (above its mmap
+# threshold) and faulted in page by page: x5's parent (--jobs 2) took ~1,450 page faults after
+# the workers' last result, now ~600, and 21.5 -> 18.9 ms of CPU there (bench/fork_overhead.py,
+# four alternated runs of 5-7 rounds).
+LINE_BLOCK = 128
 
 
 def line_blocks(records: Iterable[Hit | LineHit | CorrelationHit], by_id: dict[str, CompiledRule],
