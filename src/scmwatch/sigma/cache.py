@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from scmwatch import __version__
+from scmwatch.cachedir import cache_root
 from scmwatch.native import pure_python
 from scmwatch.sigma import predpickle
 from scmwatch.sigma.files import normalized, rule_paths
@@ -89,19 +90,6 @@ STAMP_SUFFIX = ".stamp"
 RACY_NS = 2_000_000_000
 HEADER = struct.Struct("<QQI")  # skeleton length, rule part length, CRC-32 of the skeleton
 KEEP = 8  # entries kept, most recently used first (all of SigmaHQ: ~30 MB each)
-
-
-def cache_root() -> str | None:
-    """The scmwatch cache directory (None: caching off).
-
-    ``SCMWATCH_CACHE_DIR`` (empty: off), else ``$XDG_CACHE_HOME/scmwatch`` or
-    ``~/.cache/scmwatch``.
-    """
-    root = os.environ.get("SCMWATCH_CACHE_DIR")
-    if root is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "scmwatch")
-    return root or None
 
 
 @contextmanager
