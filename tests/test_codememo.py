@@ -1,12 +1,13 @@
-"""The memo of generated dataclass and named-tuple code (``scmwatch.codememo``): a second start
-compiles nothing, the classes it defines behave as without the memo, and a damaged, foreign or
-unwritable memo only costs the compiling."""
+"""The memo of generated dataclass and named-tuple code and of regexes (``scmwatch.codememo``):
+a second start compiles nothing, the classes and patterns it makes behave as without the memo,
+and a damaged, foreign or unwritable memo only costs the compiling."""
 
 from __future__ import annotations
 
 import collections
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,7 +43,13 @@ def _define() -> dict[str, Any]:
         y: str = "y"
 
     Point = collections.namedtuple("Point", "x y")
-    return {"Plain": Plain, "Frozen": Frozen, "Typed": Typed, "Point": Point}
+    re.purge()  # re's own per-process cache would answer before the memo is asked
+    patterns = [re.compile(p, f) for p, f in PATTERNS]
+    return {"Plain": Plain, "Frozen": Frozen, "Typed": Typed, "Point": Point, "patterns": patterns}
+
+
+PATTERNS = [(r"(?P<drive>[a-z]):\\(?P<rest>.*?)(?:\.exe)?$", re.I), (r"^\s*(\d+)\s*(?#c)$", re.M | re.X),
+            (rb"(?i)\x00[^\x00]{2,}", 0), (r"(?s)a.b|(?<=x)c", 0)]
 
 
 def _behaviour(cls: dict[str, Any]) -> list[Any]:
@@ -52,7 +59,11 @@ def _behaviour(cls: dict[str, Any]) -> list[Any]:
         f.size = 3  # type: ignore[misc]
     return [repr(p), p == cls["Plain"](1, [], "x"), p == cls["Plain"](2), cls["Plain"](1).b is not p.b,
             repr(f), hash(f) == hash(cls["Frozen"]("p", None)), not hasattr(f, "__dict__"),
-            cls["Typed"](1), cls["Typed"](1, "z")._replace(x=2), cls["Point"](1, y=2)._asdict()]
+            cls["Typed"](1), cls["Typed"](1, "z")._replace(x=2), cls["Point"](1, y=2)._asdict(),
+            [(p.pattern, p.flags, p.groups, p.groupindex) for p in cls["patterns"]],
+            [bool(p.search(s)) for p in cls["patterns"][:2] for s in ("C:\\x.EXE", " 42 \n", "")],
+            cls["patterns"][0].match("c:\\tmp\\a.exe").groupdict(),
+            cls["patterns"][2].findall(b"\x00AB\x00c")]
 
 
 def test_second_start_compiles_nothing_and_classes_behave_the_same(cache: Path) -> None:
@@ -66,7 +77,13 @@ def test_second_start_compiles_nothing_and_classes_behave_the_same(cache: Path) 
         got_second = _behaviour(_define())
     assert second.compiled == 0
     assert len(second.used) == first.compiled
+    assert sum(mode.startswith(codememo.REGEX) for mode, _ in second.used) == len(PATTERNS)
     assert got_first == got_second == plain
+    re.purge()
+    with codememo.remembered("probe"):
+        stored = [re.compile(p, f) for p, f in PATTERNS]
+    re.purge()
+    assert stored == [re.compile(p, f) for p, f in PATTERNS]  # the same flags, pattern and SRE code
 
 
 def test_the_patch_ends_with_the_block(cache: Path) -> None:
@@ -75,6 +92,7 @@ def test_the_patch_ends_with_the_block(cache: Path) -> None:
         raise RuntimeError
     assert not hasattr(dataclasses, "exec")
     assert not hasattr(collections, "eval")
+    assert re._compiler.compile is codememo._ORIGINAL_REGEX  # type: ignore[attr-defined]
     _define()  # the standard library's own exec/eval again
 
 
