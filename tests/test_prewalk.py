@@ -86,3 +86,16 @@ def test_stat_modes_in_c_equal_the_python_twin(tree: Path) -> None:
     assert _stat.modes([]) == []
     with pytest.raises(TypeError):
         _stat.modes([1])
+
+
+def test_log_name_test_is_splitexts() -> None:
+    """``_is_log_name`` answers as ``os.path.splitext`` of the lower-cased name would, on names
+    with leading, doubled and trailing dots, directories (zip members), case and non-ASCII."""
+    stems = ["", ".", "..", "a", ".a", "a.", "a..", "dir/", "dir/.", "d.x/", "d.x/.", "d.x/a", "/", "a/b/",
+             "İ", "ǅ.", "x.tar", "  "]
+    exts = ["", ".", ".evtx", ".EVTX", ".Json", ".jsonl", ".ndjson", ".xml", ".log", ".tsv", ".gz", ".zip",
+            ".txt", ".evtx.txt", ".gz/", ".zip/x", "evtx", ".ev", ".evtxx", "\u0130.log", ".lOg"]
+    names = [stem + ext + more for stem in stems for ext in exts for more in ("", ext)]
+    for name in names:
+        expected = os.path.splitext(name.lower())[1] in read.LOG_EXTENSIONS
+        assert read._is_log_name(name) == expected, name

@@ -229,9 +229,20 @@ def _known_size(info: Any) -> int | None:
     return size if isinstance(size, int) and size >= 0 else None
 
 
+_LOG_SUFFIXES = tuple(LOG_EXTENSIONS)
+
+
 def _is_log_name(name: str) -> bool:
+    """``os.path.splitext(name.lower())[1] in LOG_EXTENSIONS``, without ``splitext``'s Python
+    code: the lower-cased name ends in one of the extensions (each a dot and letters), and its
+    base name holds something other than dots before that dot (``splitext`` gives ``.evtx`` or
+    ``a/..evtx`` no extension). The walk of the attack corpus x5 asks it for each of its 1,530
+    names twice before the ``--jobs`` worker forks: ~0.6 us a name with ``splitext``."""
     lower = name.lower()
-    return os.path.splitext(lower)[1] in LOG_EXTENSIONS
+    if not lower.endswith(_LOG_SUFFIXES):
+        return False
+    dot = lower.rfind(".")
+    return lower[lower.rfind("/", 0, dot) + 1:dot].strip(".") != ""
 
 
 def discover(paths: Iterable[str], stats: ReadStats, prewalk: Prewalk | None = None) -> Iterator[InputFile]:
