@@ -160,6 +160,25 @@ def test_odd_line_as_the_last_line_without_newline(name: str, tmp_path: Path,
     assert_same_read(_odd_file(tmp_path, [line(record(1)), ODD_LINES[name]], last_newline=False), monkeypatch)
 
 
+def test_short_texts_read_as_themselves_wherever_they_stand(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C loop finds a short key or value (under 8 bytes) in its caches by one masked 8-byte
+    load, or byte by byte when the line ends within 8 bytes: either way the same text is the
+    same entry, and texts that differ only in their last byte are never one another's."""
+    texts = ["x" * (n - 1) + c for n in range(1, 8) for c in "ab"]
+    lines = []
+    for i, t in enumerate(texts):
+        other = texts[i ^ 1]  # the same length, the last byte differs
+        lines.append(line(record(i, **{t: t, other: other, "Mid": t, "Last": t})))
+        lines.append(line(record(100 + i, **{other: t, "Last": other})))
+    events = assert_same_read(_odd_file(tmp_path, lines), monkeypatch)
+    assert len(events) == 2 * len(texts)
+    for i, t in enumerate(texts):
+        first, second = events[2 * i].fields, events[2 * i + 1].fields
+        assert first[t] == first["Mid"] == first["Last"] == t and first[texts[i ^ 1]] == texts[i ^ 1]
+        assert second[texts[i ^ 1]] == t and second["Last"] == texts[i ^ 1]
+
+
 @pytest.mark.parametrize("block", [1, 2, 7, 64, 1000, 4096])
 def test_reads_cut_anywhere_give_the_same_events(block: int, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
