@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from scmwatch.sigma import cache
-from scmwatch.sigma.ruleset import load_rules
+from scmwatch.sigma.ruleset import Unit, load_rules
 
 RULE = """title: Service installed {n}
 id: 5f6e1b5a-0000-4000-8000-00000000000{n}
@@ -243,16 +243,17 @@ def test_placeholder_values_are_part_of_the_key(tmp_path: Path, monkeypatch) -> 
     assert len(_entries(tmp_path / "c")) == 2
 
 
-def _piece_spans(entry: Path) -> tuple[int, list[int], list]:
-    """Where an entry's rule part starts, its pySigma pieces' offsets and predicate spans."""
+def _piece_spans(entry: Path) -> tuple[int, list[int], list, list[int]]:
+    """Where an entry's rule part starts, its pySigma pieces' offsets, predicate spans and the
+    offsets of the rules' stored parts."""
     import pickle
     import struct
 
     data = entry.read_bytes()
     head = len(cache.FORMAT) + cache.HEADER.size
     skel_len, _, _ = struct.unpack_from("<QQI", data, len(cache.FORMAT))
-    _, offsets, _, spans, _, _ = pickle.loads(data[head:head + skel_len])  # noqa: S301
-    return head + skel_len, offsets, spans
+    _, offsets, _, spans, _, _, (parts, _) = pickle.loads(data[head:head + skel_len])  # noqa: S301
+    return head + skel_len, offsets, spans, parts
 
 
 def test_altered_rule_part_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
@@ -262,16 +263,19 @@ def test_altered_rule_part_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
     rules = _rules(tmp_path / "r")
     load_rules(rules)
     (entry,) = _entries(tmp_path / "c")
-    base, offsets, spans = _piece_spans(entry)
+    base, offsets, spans, parts = _piece_spans(entry)
     good = entry.read_bytes()
     for where in (base + [s for rule in spans if rule for s in rule.values()][0][0] + 5,  # a predicate
-                  base + offsets[0] + 5):  # a rule's pySigma objects
+                  base + offsets[0] + 5,  # a rule's pySigma objects
+                  base + parts[0] + 5):  # its details, literal gates and requirements
         data = bytearray(good)
         data[where] ^= 0xFF
         entry.write_bytes(bytes(data))
         rs = load_rules(rules)
         assert entry.exists()  # nothing read yet: the skeleton holds
         assert _fires(rs, r"c:\windows\psexesvc.exe") == ["Service installed 1"]
+        assert rs.rules[0].path.endswith("a.yml")
+        assert rs.rules[0].units[0].literals == (frozenset({"psexesvc"}),)
         assert rs.rules[0].sigma.title == "Service installed 1"
         assert not entry.exists()  # removed when the damaged piece was met
         assert _fires(load_rules(rules), r"c:\windows\psexesvc.exe") == ["Service installed 1"]
@@ -287,7 +291,7 @@ def test_a_damaged_piece_leaves_an_entry_written_meanwhile(tmp_path: Path, monke
     load_rules(rules)
     (entry,) = _entries(tmp_path / "c")
     good = entry.read_bytes()
-    base, offsets, _ = _piece_spans(entry)
+    base, offsets, _, _ = _piece_spans(entry)
     data = bytearray(good)
     data[base + offsets[0] + 5] ^= 0xFF
     entry.write_bytes(bytes(data))
@@ -619,9 +623,9 @@ def test_a_rule_path_that_changes_kind_is_listed_again(tmp_path: Path, monkeypat
 
 
 def test_rule_details_are_read_on_first_use_and_equal_a_fresh_load(tmp_path: Path, monkeypatch) -> None:
-    """What a hunt reads of a rule only when it hits (ruleset.DETAILS) is stored apart in the
-    entry and read on first access: the same values as a fresh load, a value set before the
-    others were read stays, and a cached rule pickled again keeps them."""
+    """What a hunt reads of a rule only when it hits (ruleset.DETAILS) is a piece of its own in
+    the entry, not in the skeleton, read on first access: the same values as a fresh load, a
+    value set before the others were read stays, and a cached rule pickled again keeps them."""
     import pickle
 
     from scmwatch.sigma.ruleset import DETAILS
@@ -630,7 +634,7 @@ def test_rule_details_are_read_on_first_use_and_equal_a_fresh_load(tmp_path: Pat
     rules = _rules(tmp_path / "r")
     fresh = {r.id: r for r in load_rules(rules).rules}
     cached = load_rules(rules).rules
-    assert cached and all("_details" in r.__dict__ for r in cached)
+    assert cached and not [r for r in cached if "_details" in r.__dict__ or DETAILS[0] in r.__dict__]
     for r in cached:
         assert {k: getattr(r, k) for k in DETAILS} == {k: getattr(fresh[r.id], k) for k in DETAILS}
         assert "_details" not in r.__dict__
@@ -643,9 +647,9 @@ def test_rule_details_are_read_on_first_use_and_equal_a_fresh_load(tmp_path: Pat
 
 
 def test_unit_literals_are_read_on_first_use_and_equal_a_fresh_load(tmp_path: Path, monkeypatch) -> None:
-    """A cached unit's literal gates are bytes of their own in the skeleton, read on first
-    access: the same gates as a fresh load, and a unit pickled again before reading them keeps
-    them."""
+    """A cached unit's literal gates and requirement are in a piece of their rule's own in the
+    entry, not in the skeleton, read on first access: the same gates as a fresh load, and a
+    unit pickled again before reading them keeps them."""
     import pickle
 
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
@@ -653,7 +657,9 @@ def test_unit_literals_are_read_on_first_use_and_equal_a_fresh_load(tmp_path: Pa
     fresh = {r.id: r for r in load_rules(rules).rules}
     cached = load_rules(rules).rules
     units = [u for r in cached for u in r.units]
-    assert units and all(u.stored_literals is not None for u in units)
+    assert units and all(u.stored_literals is None and u.stored_requirement is None for u in units)
+    with pytest.raises(AttributeError):
+        Unit.literals.__get__(units[0], Unit)  # the slot itself: not read yet
     copy = pickle.loads(pickle.dumps(units[0]))  # not read yet: pickled as stored
     for r in cached:
         assert [u.literals for u in r.units] == [u.literals for u in fresh[r.id].units]

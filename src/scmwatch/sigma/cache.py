@@ -49,9 +49,11 @@ one is written.
 
 from __future__ import annotations
 
+import copyreg
 import gc
 import hashlib
 import importlib.util
+import io
 import json
 import mmap
 import os
@@ -63,6 +65,7 @@ import tempfile
 import threading
 import time
 import zlib
+from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -82,7 +85,7 @@ except ImportError:  # built without the C extensions
 if TYPE_CHECKING:
     from scmwatch.sigma.load import LoadedSigma
 
-FORMAT = b"scmwatch-rules-7\n"
+FORMAT = b"scmwatch-rules-8\n"
 STAMP_FORMAT = "scmwatch-stamp-2"
 STAMP_SUFFIX = ".stamp"
 # A stored content hash is trusted only for a file last changed this long before its stamp was
@@ -448,10 +451,11 @@ class RuleSource:
     if it is still the file this source reads, the rule files are loaded again once and used
     from then on, and predicates are compiled."""
 
-    def __init__(self, data: Any, offsets: list[int], paths: list[str | os.PathLike],
+    def __init__(self, data: Any, offsets: Sequence[int], paths: list[str | os.PathLike],
                  placeholders: dict[str, list[str]],
                  preds: list[dict[str, tuple[int, int, int]] | None] | None = None,
-                 crcs: list[int] | None = None, entry: tuple[str, tuple[int, int]] | None = None) -> None:
+                 crcs: Sequence[int] | None = None, entry: tuple[str, tuple[int, int]] | None = None,
+                 parts: tuple[Sequence[int], Sequence[int]] | None = None) -> None:
         self.data = data
         self.offsets = offsets
         self.paths = paths
@@ -459,6 +463,7 @@ class RuleSource:
         self.preds = preds
         self.crcs = crcs
         self.entry = entry
+        self.parts = parts
         self._reloaded: LoadedSigma | None = None
 
     def _piece(self, start: int, end: int, crc: int | None) -> bytes:
@@ -497,6 +502,20 @@ class RuleSource:
             self._drop()
             self._reloaded = load_sigma(self.paths)
         return self._reloaded.rules[i]
+
+    def stored(self, i: int) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]] | None:
+        """Rule ``i``'s ``CompiledRule.stored_parts`` as the entry holds them (``parts``: their
+        offsets and CRC-32s), or None when they are not there or unreadable (the caller
+        compiles the rule again)."""
+        if self.parts is None or self._reloaded is not None:
+            return None
+        offsets, crcs = self.parts
+        try:
+            got = pickle.loads(self._piece(offsets[i], offsets[i + 1], crcs[i]))  # noqa: S301
+        except Exception:  # noqa: BLE001 - see the class docstring
+            self._drop()
+            return None
+        return got if isinstance(got, tuple) and len(got) == 2 else None
 
     def predicates(self, i: int, sources: Sequence[str]) -> dict[str, Any] | None:
         """Rule ``i``'s ``{source label: predicate}`` for ``sources`` as compiled when the entry
@@ -588,11 +607,11 @@ def read_entry(key: str) -> tuple[Any, RuleSource] | None:
         got = _skeleton(fd, len(head), skel_len, check)
         if got is None:
             return None
-        skeleton, offsets, crcs, preds, paths, placeholders = got
+        skeleton, offsets, crcs, preds, paths, placeholders, parts = got
     except Exception:  # noqa: BLE001 - absent, truncated, garbage, another build: load again
         return None
     entry = (path, (st.st_dev, st.st_ino))
-    return skeleton, RuleSource(region, offsets, paths, placeholders, preds, crcs, entry)
+    return skeleton, RuleSource(region, offsets, paths, placeholders, preds, crcs, entry, parts)
 
 
 def _predicate_pieces(skeleton: Any, count: int,
@@ -619,6 +638,34 @@ def _predicate_pieces(skeleton: Any, count: int,
     return pieces, spans
 
 
+def _stored_pieces(skeleton: Any, count: int, at: int) -> tuple[list[bytes], tuple[array, array]]:
+    """Each rule's ``stored_parts`` pickled, and their offsets from ``at`` (rule ``i``'s piece
+    is ``offsets[i]:offsets[i + 1]``, empty for an index no rule has) with their CRC-32s."""
+    by_index: dict[int, bytes] = {}
+    for cr in skeleton.rules:
+        i = getattr(cr, "_source_index", None)
+        if i is not None and 0 <= i < count:
+            by_index[i] = pickle.dumps(cr.stored_parts(), protocol=pickle.HIGHEST_PROTOCOL)
+    pieces = [by_index.get(i, b"") for i in range(count)]
+    offsets = array("Q", [at])
+    for p in pieces:
+        offsets.append(offsets[-1] + len(p))
+    return pieces, (offsets, array("I", [zlib.crc32(p) for p in pieces]))
+
+
+class _SkeletonPickler(pickle.Pickler):
+    """Pickles rules and units in the state the skeleton stores (``entry_state``)."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def reducer_override(self, obj: Any) -> Any:
+        state = getattr(type(obj), "entry_state", None)
+        if state is None:
+            return NotImplemented
+        return copyreg.__newobj__, (type(obj),), state(obj)
+
+
 def write_entry(key: str, skeleton: Any, loaded: LoadedSigma, paths: list[str | os.PathLike],
                 placeholders: dict[str, list[str]]) -> None:
     """Store ``skeleton`` (pickling a ``RuleSet`` leaves predicates and pySigma rules out), every
@@ -635,14 +682,16 @@ def write_entry(key: str, skeleton: Any, loaded: LoadedSigma, paths: list[str | 
         for p in pieces:
             offsets.append(offsets[-1] + len(p))
         pred_pieces, spans = _predicate_pieces(skeleton, len(pieces), offsets[-1])
-        rules = b"".join(pieces + pred_pieces)
+        part_pieces, parts = _stored_pieces(skeleton, len(pieces), offsets[-1] + sum(map(len, pred_pieces)))
+        rules = b"".join(pieces + pred_pieces + part_pieces)
         crcs = [zlib.crc32(p) for p in pieces]
         # without the memo entries nothing fetches again (``pickletools.optimize``, ~0.27 s of a
         # cold load of all SigmaHQ): its skeleton then unpickled in 12.4 instead of 18.1 ms, the
         # first load of a process (CPU, 4 alternate runs)
-        skel = pickletools.optimize(pickle.dumps(
-            (skeleton, offsets, crcs, spans, [str(p) for p in paths], placeholders),
-            protocol=pickle.HIGHEST_PROTOCOL))
+        buf = io.BytesIO()
+        _SkeletonPickler(buf).dump((skeleton, array("Q", offsets), array("I", crcs), spans,
+                                    [str(p) for p in paths], placeholders, parts))
+        skel = pickletools.optimize(buf.getvalue())
         os.makedirs(cache, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
