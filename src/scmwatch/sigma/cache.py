@@ -3,10 +3,14 @@
 Why: all 3,754 SigmaHQ rules cost ~3.9 s to parse (YAML, pySigma objects, conditions) and
 ~1.9 s to compile, on every run. An entry holds:
 
-* the rule set's *skeleton*, pickled: every ``CompiledRule`` with its metadata, its event
-  sources, (Channel, EventID) keys, prefilter literals and flags, plus rejections, warnings and
-  correlations; but no predicate and no pySigma object. It unpickles in ~45 ms (3.4 MB for
-  SigmaHQ).
+* the rule set's *skeleton*, pickled: every ``CompiledRule`` with what a hunt reads of every
+  rule (id, title, level, its units' sources and (Channel, EventID) keys), plus rejections,
+  warnings and correlations; but no predicate and no pySigma object. It unpickles in ~12 ms
+  (0.9 MB for SigmaHQ).
+* each rule's details (description, tags, flags ...) and its units' prefilter literals and
+  requirements, one piece per rule (``CompiledRule.stored_parts``), read on first use: a hunt
+  reads the details of the rules that hit, and literals or requirements only where a bucket's
+  layout or plan is not cached (``CompiledRule.entry_state``).
 * each rule's compiled predicates (``predpickle``: generated code and closures by value), one
   piece per event source, unpickled on first use (``Unit.pred``) in ~0.1 ms where compiling the
   rule again took ~0.6 ms: the engine asks only for the rules of the (Channel, EventID) buckets

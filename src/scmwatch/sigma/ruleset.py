@@ -50,7 +50,9 @@ class Unit:
     every unit's at start cost ~20 ms of each start with all SigmaHQ (measured). Its literal
     gates are bytes of their own too, read on first access: a bucket whose layout is cached
     (``plancache.read_layout``) never asks for them, and the 3,479 units' gates were ~6 of the
-    ~18 ms the skeleton of all SigmaHQ took to unpickle (measured)."""
+    ~18 ms the skeleton of all SigmaHQ took to unpickle (measured). In the rule cache's
+    skeleton both are left out (``entry_state``): their rule reads them from its entry into
+    ``stored_*`` when one is first asked for (``CompiledRule.read_stored``)."""
 
     rule: CompiledRule
     source: str
