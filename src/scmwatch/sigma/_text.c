@@ -190,20 +190,20 @@ static int each_joined_value(PyObject *fields, PyObject *names, PyObject *skip, 
     return rc;
 }
 
-/* lower_join's, has_anchor's and LiteralMatcher's check of ``names`` and ``skip``: 0, or -1 with TypeError set. */
 /* Field names as the readers key events: interned (``_evtx`` and ``_flatten`` intern every
  * field name), so a lookup of one in an event, or of an event's key in these, meets the same
  * object and stops at the identity test instead of comparing equal strings (in the readers'
  * presized dicts a rich compare). With _prog's field names interned too: x5 --jobs 1, all
- * SigmaHQ, 4,854.9M -> 4,821.5M instructions (callgrind). A new reference to ``x`` with its str
- * items (a dict's keys) interned: a tuple, a frozenset or a dict of the same items; anything
- * else as it is. */
+ * SigmaHQ, 4,854.9M -> 4,821.5M instructions (callgrind). A new reference to ``k``, interned
+ * when it is a str. */
 static PyObject *interned_str(PyObject *k) {
     Py_INCREF(k);
     if (PyUnicode_CheckExact(k)) PyUnicode_InternInPlace(&k);
     return k;
 }
 
+/* A new reference to ``x`` with its str items (a dict's keys) interned: a tuple, a frozenset or
+ * a dict of the same items; anything else as it is. */
 static PyObject *interned_names(PyObject *x) {
     if (PyDict_CheckExact(x)) {
         PyObject *out = PyDict_New(), *k, *v;
@@ -235,6 +235,7 @@ static PyObject *interned_names(PyObject *x) {
     return Py_NewRef(x);
 }
 
+/* lower_join's, has_anchor's and LiteralMatcher's check of ``names`` and ``skip``: 0, or -1 with TypeError set. */
 static int names_skip_ok(PyObject *names, PyObject *skip) {
     if (names != Py_None && !PyTuple_CheckExact(names)) {
         PyErr_SetString(PyExc_TypeError, "names must be a tuple or None");

@@ -642,6 +642,15 @@ def _predicate_pieces(skeleton: Any, count: int,
     return pieces, spans
 
 
+def _table(pieces: list[bytes], at: int) -> tuple[array, array]:
+    """Where ``pieces``, laid end to end from ``at``, start and end (piece ``i`` is
+    ``offsets[i]:offsets[i + 1]``), and their CRC-32s."""
+    offsets = array("Q", [at])
+    for p in pieces:
+        offsets.append(offsets[-1] + len(p))
+    return offsets, array("I", [zlib.crc32(p) for p in pieces])
+
+
 def _stored_pieces(skeleton: Any, count: int, at: int) -> tuple[list[bytes], tuple[array, array]]:
     """Each rule's ``stored_parts`` pickled, and their offsets from ``at`` (rule ``i``'s piece
     is ``offsets[i]:offsets[i + 1]``, empty for an index no rule has) with their CRC-32s."""
@@ -651,10 +660,7 @@ def _stored_pieces(skeleton: Any, count: int, at: int) -> tuple[list[bytes], tup
         if i is not None and 0 <= i < count:
             by_index[i] = pickle.dumps(cr.stored_parts(), protocol=pickle.HIGHEST_PROTOCOL)
     pieces = [by_index.get(i, b"") for i in range(count)]
-    offsets = array("Q", [at])
-    for p in pieces:
-        offsets.append(offsets[-1] + len(p))
-    return pieces, (offsets, array("I", [zlib.crc32(p) for p in pieces]))
+    return pieces, _table(pieces, at)
 
 
 class _SkeletonPickler(pickle.Pickler):
@@ -682,18 +688,15 @@ def write_entry(key: str, skeleton: Any, loaded: LoadedSigma, paths: list[str | 
     tmp = None
     try:
         pieces = [pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in loaded.rules]
-        offsets = [0]
-        for p in pieces:
-            offsets.append(offsets[-1] + len(p))
+        offsets, crcs = _table(pieces, 0)
         pred_pieces, spans = _predicate_pieces(skeleton, len(pieces), offsets[-1])
         part_pieces, parts = _stored_pieces(skeleton, len(pieces), offsets[-1] + sum(map(len, pred_pieces)))
         rules = b"".join(pieces + pred_pieces + part_pieces)
-        crcs = [zlib.crc32(p) for p in pieces]
         # without the memo entries nothing fetches again (``pickletools.optimize``, ~0.27 s of a
         # cold load of all SigmaHQ): its skeleton then unpickled in 12.4 instead of 18.1 ms, the
         # first load of a process (CPU, 4 alternate runs)
         buf = io.BytesIO()
-        _SkeletonPickler(buf).dump((skeleton, array("Q", offsets), array("I", crcs), spans,
+        _SkeletonPickler(buf).dump((skeleton, offsets, crcs, spans,
                                     [str(p) for p in paths], placeholders, parts))
         skel = pickletools.optimize(buf.getvalue())
         os.makedirs(cache, exist_ok=True)
