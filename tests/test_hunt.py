@@ -216,3 +216,32 @@ def test_young_gc_threshold_raised_for_the_hunt_and_restored():
     with pytest.raises(RuntimeError):
         run_hunt(LOGS, load_rules([RULES]), sink=boom)
     assert gc.get_threshold() == before
+
+
+def test_hunt_leaves_no_young_generation_to_collect(tmp_path):
+    """What a hunt leaves alive (here its result's ~3,000 alerts) is not left in the young
+    generation for the caller's next allocation to collect: no collection starts while the hunt
+    ends, and the young count is back to nothing afterwards."""
+    import gc
+
+    line = (FIX / "a.ndjson").read_text().splitlines()[0]
+    big = tmp_path / "many.ndjson"
+    big.write_text((line + "\n") * 3_000)
+    rules = load_rules([RULES])
+    gc.collect()
+    young = gc.get_threshold()[0]
+    starts: list[tuple[int, int]] = []  # (young threshold, young count) of each collection
+
+    def started(phase: str, info: dict) -> None:
+        if phase == "start":
+            starts.append((gc.get_threshold()[0], gc.get_count()[0]))
+
+    gc.callbacks.append(started)
+    try:
+        result = run_hunt([str(big)], rules)
+        after = gc.get_count()[0]
+    finally:
+        gc.callbacks.remove(started)
+    assert len(result.alerts) == 3_000
+    assert not any(t == young and c > 2 * young for t, c in starts)  # none walked the survivors
+    assert after < 100
