@@ -9,17 +9,23 @@ predicates that cost most in the costliest bucket. Matching in a hunt costs more
 (fresh event dicts, no warm caches); ``hunt_throughput.py`` gives the whole-hunt ratios.
 
     python bench/match_buckets.py [--corpus DIR] [--sigmahq DIR] [--top 12] [--repeat 5] [--fresh]
+                                  [--ndjson]
+
+``--ndjson`` matches the corpus' events as the NDJSON reader gives them (the ``evtx_dump``-shaped
+copy of ``hunt_throughput.py``'s NDJSON ratio) instead of as the EVTX reader does.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from common import SHARED, evtx_files, load_average
+from hunt_throughput import ndjson_copy
 from scmwatch.events import ReadStats, discover, read_input
 from scmwatch.sigma import Engine, load_rules
 from scmwatch.sigma.cache import freeze_gc
@@ -112,6 +118,7 @@ def main() -> int:
     ap.add_argument("--fresh", action="store_true",
                     help="the state a short hunt (the attack corpus x5) matches in: one pass, static atom "
                          "gates from the plan cache, the atom prefilter on every bucket that has one")
+    ap.add_argument("--ndjson", action="store_true", help="the events of the corpus' NDJSON copy")
     args = ap.parse_args()
     files, sigmahq = evtx_files(args.corpus), Path(args.sigmahq)
     if not files or not (sigmahq / "rules").is_dir():
@@ -119,7 +126,10 @@ def main() -> int:
         return 1
     rs = load_rules([sigmahq / d for d in ("rules", "rules-emerging-threats", "rules-threat-hunting")])
     stats = ReadStats()
-    events = [ev.fields for inp in discover(files, stats) for ev in read_input(inp, stats)]
+    tmp = tempfile.TemporaryDirectory()
+    inputs = [str(ndjson_copy(files, Path(tmp.name) / "corpus.ndjson"))] if args.ndjson else files
+    events = [ev.fields for inp in discover(inputs, stats) for ev in read_input(inp, stats)]
+    tmp.cleanup()
     # default: atom gates from data at once, a long hunt's steady state
     engine = Engine(rs, atoms=True) if args.fresh else Engine(rs, replan_after=0)
     for _ in range(1 if args.fresh else 3):
