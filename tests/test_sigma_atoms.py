@@ -740,3 +740,47 @@ def test_keyword_gate_equals_every_predicate(keyword_engines, fields):
         assert [r.id for r in engine.match_fields(f)] == want
     hit = {"Channel": SYSMON, "EventID": 1, "CommandLine": "x SEKURLSA::logonpasswords"}
     assert all(len(e.match_fields(hit)) == 1 for e in keyword_engines)
+
+
+@needs_hyperscan
+@pytest.mark.skipif(sigma_index.Matcher is None, reason="the C extension is not built")
+def test_matcher_key_order_memory_never_changes_the_answer(engines):
+    """A Matcher that frames every field (``rest`` >= 0) remembers the field number of each key of
+    the last event, by position (a bucket's events come with the same interned keys in the same
+    order). Events one after the other through one such Matcher, each answered as evaluating
+    every rule answers it: the same keys with other values, the keys in another order (an
+    indexed field where another one was), fewer and more keys, a System field where an indexed
+    one was, and keys equal to the indexed names but not the same objects."""
+    import sys
+
+    from scmwatch.sigma._text import Matcher
+
+    atom_engine, literal_engine = engines
+    b = atom_engine.bucket(SYSMON, 1)
+    p = b.atoms
+    framing_all = Matcher(b.gather, b.atom_scan_db, p.index, len(p.index), SYSTEM_FIELDS, p.ascii_only,
+                          b.preds, b.rules)
+    fresh = "".join(["Comm", "andLine"])  # equal to an indexed name, made at run time
+    assert fresh == "CommandLine" and fresh is not sys.intern("CommandLine")
+    head = {"Channel": SYSMON, "EventID": 1}
+    events = [
+        {**head, "Image": "C:\\x\\PING.exe", "CommandLine": "ping -n 1", "User": "NT AUTHORITY"},
+        {**head, "Image": "C:\\x\\cmd.exe", "CommandLine": "vssadmin list", "User": "bob"},
+        {**head, "CommandLine": "x", "Image": "C:\\x\\PING.exe -n 1", "User": "NT AUTHORITY"},
+        {**head, "CommandLine": "vssadmin", "Image": "C:\\x\\pwsh.exe", "User": "NT AUTHORITY"},
+        {**head, "User": "x", "Computer": "\\cmd.exe", "CommandLine": "sekurlsa::x"},
+        {**head, "Computer": "sekurlsa::", "User": "x"},
+        {**head, "Image": "\\pwsh.exe"},
+        {**head, "Image": "C:\\x\\PING.exe", fresh: "ping -n 2", "Other": "sekurlsa::logon", "Hashes": "x"},
+        {**head, "Image": "C:\\x\\PING.exe", fresh: "ping", "Other": "y", "Hashes": "x",
+         "ParentImage": "c:\\temp\\a"},
+        {**head, "Image": "C:\\x\\PING.exe", "CommandLine": "ping -n 3", "User": "NT AUTHORITY"},
+    ]
+    answers = []
+    for f in events * 2:
+        want = brute(literal_engine, f)
+        got = framing_all(f)
+        assert got is not None and [r.id for r in got] == want, f
+        assert [r.id for r in b.matcher(f)] == want, f
+        answers.append(want)
+    assert any(answers) and not all(answers)  # events that match and events that do not

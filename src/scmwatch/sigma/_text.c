@@ -701,8 +701,55 @@ static int tagged_args_ok(PyObject *index, Py_ssize_t rest, PyObject *skip) {
     return 0;
 }
 
+/* The field number of each key of the last event a Matcher framed (with ``rest`` >= 0), in that
+ * event's order: a bucket's events come with the same keys in the same order (the readers intern
+ * them), so a key that is the very object found at its position last time takes the number
+ * found then, without the index lookup and the skip test. -1: a key that is left out. The keys
+ * are held (new references), so a position's object cannot be another key's. */
+typedef struct {
+    PyObject **keys;
+    Py_ssize_t *num;
+    Py_ssize_t n, cap;
+} KeyOrder;
+
+static void keyorder_clear(KeyOrder *k) {
+    for (Py_ssize_t i = 0; i < k->n; i++) Py_DECREF(k->keys[i]);
+    PyMem_Free(k->keys);
+    PyMem_Free(k->num);
+    k->keys = NULL;
+    k->num = NULL;
+    k->n = k->cap = 0;
+}
+
+/* Remember ``key`` (number ``num``) at position ``i`` (at most one past the last): 0, or -1 with
+ * MemoryError set. */
+static int keyorder_set(KeyOrder *k, Py_ssize_t i, PyObject *key, Py_ssize_t num) {
+    if (i == k->cap) {
+        Py_ssize_t cap = k->cap ? k->cap * 2 : 64;
+        PyObject **keys = PyMem_Realloc(k->keys, cap * sizeof(PyObject *));
+        if (keys == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        k->keys = keys;
+        Py_ssize_t *nums = PyMem_Realloc(k->num, cap * sizeof(Py_ssize_t));
+        if (nums == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        k->num = nums;
+        k->cap = cap;
+    }
+    Py_INCREF(key);
+    if (i < k->n) Py_DECREF(k->keys[i]);
+    else k->n = i + 1;
+    k->keys[i] = key;
+    k->num[i] = num;
+    return 0;
+}
+
 static PyObject *tagged_join_impl(PyObject *fields, PyObject *index, Py_ssize_t rest, int as_bytes,
-                                  PyObject *skip);
+                                  PyObject *skip, KeyOrder *order);
 
 static PyObject *tagged_join(PyObject *self, PyObject *args) {
     PyObject *fields, *index, *skip = Py_None;
@@ -712,11 +759,29 @@ static PyObject *tagged_join(PyObject *self, PyObject *args) {
                           &skip))
         return NULL;
     if (tagged_args_ok(index, rest, skip) < 0) return NULL;
-    return tagged_join_impl(fields, index, rest, as_bytes, skip);
+    return tagged_join_impl(fields, index, rest, as_bytes, skip, NULL);
 }
 
+/* The field number of ``key`` with ``rest`` >= 0: its index number, ``rest``, or -1 when ``skip``
+ * leaves it out; -2 with an exception set. */
+static Py_ssize_t field_number(PyObject *index, Py_ssize_t rest, PyObject *skip, PyObject *key) {
+    PyObject *n = PyDict_GetItemWithError(index, key);
+    if (n != NULL) {
+        Py_ssize_t num = PyLong_AsSsize_t(n);
+        if (num < 0 || num >= 144) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "field number out of range");
+            return -2;
+        }
+        return num;
+    }
+    if (PyErr_Occurred()) return -2;
+    int out = skipped(skip, key);
+    return out < 0 ? -2 : out ? -1 : rest;
+}
+
+/* ``order``: the caller's KeyOrder (a Matcher's), or NULL. */
 static PyObject *tagged_join_impl(PyObject *fields, PyObject *index, Py_ssize_t rest, int as_bytes,
-                                  PyObject *skip) {
+                                  PyObject *skip, KeyOrder *order) {
     Segs s = {NULL, NULL, 0, 0, 0, 1};
     int rc = 0;
     Py_ssize_t pos = 0;
@@ -737,28 +802,18 @@ static PyObject *tagged_join_impl(PyObject *fields, PyObject *index, Py_ssize_t 
             rc = segs_value(&s, v, num);
         }
     } else {
-        while (!rc && PyDict_Next(fields, &pos, &key, &value)) {
-            PyObject *n = PyDict_GetItemWithError(index, key);
-            Py_ssize_t num = rest;
-            if (n != NULL) {
-                num = PyLong_AsSsize_t(n);
-                if (num < 0 || num >= 144) {
-                    if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "field number out of range");
-                    rc = -1;
-                    break;
-                }
-            } else if (PyErr_Occurred()) {
-                rc = -1;
-                break;
+        for (Py_ssize_t i = 0; !rc && PyDict_Next(fields, &pos, &key, &value); i++) {
+            Py_ssize_t num;
+            if (order != NULL && i < order->n && order->keys[i] == key) {
+                num = order->num[i];
             } else {
-                int out = skipped(skip, key);
-                if (out < 0) {
+                num = field_number(index, rest, skip, key);
+                if (num == -2 || (order != NULL && keyorder_set(order, i, key, num) < 0)) {
                     rc = -1;
                     break;
                 }
-                if (out) continue;
             }
-            rc = segs_value(&s, value, num);
+            if (num >= 0) rc = segs_value(&s, value, num);
         }
     }
     PyObject *out = NULL;
@@ -1252,6 +1307,7 @@ typedef struct {
     Py_ssize_t *ascii_start; /* nascii + 1 offsets into ascii_units */
     int *ascii_units;
     PyObject *ascii_only;
+    KeyOrder order; /* the last event's keys (rest >= 0) */
 } MatcherObject;
 
 static void Matcher_dealloc(MatcherObject *self) {
@@ -1265,6 +1321,7 @@ static void Matcher_dealloc(MatcherObject *self) {
     PyMem_Free(self->ascii_names);
     PyMem_Free(self->ascii_start);
     PyMem_Free(self->ascii_units);
+    keyorder_clear(&self->order);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1348,7 +1405,7 @@ static PyObject *Matcher_call(MatcherObject *self, PyObject *args, PyObject *kwd
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "Matcher(fields) takes one dict");
         return NULL;
     }
-    PyObject *data = tagged_join_impl(fields, self->index, self->rest, 1, self->skip);
+    PyObject *data = tagged_join_impl(fields, self->index, self->rest, 1, self->skip, &self->order);
     if (data == NULL || data == Py_None) return data;
     GatherObject *g = self->gather;
     PyObject *r = PyObject_CallFunctionObjArgs(self->scan_db, data, (PyObject *)g, NULL);
