@@ -22,6 +22,7 @@ import evtxbuild
 from paths import SHARED, evtx_files, need_shared
 from scmwatch.events import evtx_reader
 from scmwatch.events.model import ReadGate, ReadStats
+from scmwatch.events.read import InputFile, read_input
 
 pytestmark = pytest.mark.skipif(evtx_reader.DECODE_CHUNK is None, reason="the C decoder was not built")
 
@@ -29,15 +30,17 @@ CORPORA = SHARED / "corpora"
 HEADER, CHUNK = evtx_reader.HEADER_SIZE, evtx_reader.CHUNK_SIZE
 
 
-def read(source: str, c: bool, gate: ReadGate | None = None) -> tuple:
-    """Everything a read gives, through the C decoder or through the package alone."""
+def read(source: str, c: bool, gate: ReadGate | None = None, sniffed: bool = False) -> tuple:
+    """Everything a read gives, through the C decoder or through the package alone. ``sniffed``:
+    read as a hunt reads a file (``read_input``: a small one read where it is sniffed)."""
     decode = evtx_reader.DECODE_CHUNK
     if not c:
         evtx_reader.DECODE_CHUNK = None
     try:
         stats = ReadStats()
         events = [(e.source, e.record_id, e.fmt, repr(list(e.fields.items())))
-                  for e in evtx_reader.read_evtx("in.evtx", source, stats, gate=gate)]
+                  for e in (read_input(InputFile("in.evtx", source), stats, gate) if sniffed
+                            else evtx_reader.read_evtx("in.evtx", source, stats, gate=gate))]
     finally:
         evtx_reader.DECODE_CHUNK = decode
     return (events, stats.events, stats.bytes, stats.files_failed, dict(stats.errors),
@@ -48,6 +51,8 @@ def assert_same(path: str) -> None:
     c, package = read(path, True), read(path, False)
     for part, a, b in zip(("events", "count", "bytes", "failed", "errors", "lines"), c, package, strict=True):
         assert a == b, f"{path}: C and package differ in {part}"
+    if Path(path).read_bytes()[:8] == evtx_reader.MAGIC:
+        assert read(path, True, sniffed=True) == c, f"{path}: read_input reads it otherwise"
 
 
 def chunk_counts(path: str) -> tuple[int, int]:
@@ -118,6 +123,92 @@ def test_damaged_chunks_of_real_recordings_read_as_the_package_reads_them(tmp_pa
             assert_same(str(path))
             cases += 1
     assert cases >= 100
+
+
+def _decoded(got: object) -> object:
+    if isinstance(got, tuple):
+        return [(e.record_id, repr(list(e.fields.items()))) for e in got[0]], got[1]
+    return got
+
+
+def test_a_prefix_of_a_chunk_decodes_as_the_whole_chunk_or_asks_for_it() -> None:
+    """The reader gives the decoder a chunk up to its free-space offset: a prefix must decode
+    exactly as the whole chunk does, or say (False) that it cannot, never differ; and the used
+    part of an undamaged chunk is enough."""
+    decode = evtx_reader.DECODE_CHUNK
+    rng = random.Random(16)
+    asked = cases = 0
+    for _, chunk in _corpus_chunks(25):
+        free = struct.unpack_from("<I", chunk, 48)[0]
+        assert decode(chunk[:free], "x", None, {}) is not False
+        for case in [chunk, *_mutations(chunk, rng)]:
+            whole = _decoded(decode(case, "x", None, {}))
+            free = struct.unpack_from("<I", case, 48)[0]
+            cuts = {0, 100, 511, 512, 4096, free - 30, free - 1, free, free + 1, rng.randrange(512, CHUNK)}
+            for cut in cuts | {CHUNK - 1}:
+                if 0 <= cut < CHUNK:
+                    got = decode(case[:cut], "x", None, {})
+                    asked += got is False
+                    assert got is False or _decoded(got) == whole, (cases, cut, free)
+            cases += 1
+    assert cases >= 100 and asked >= 100  # (cuts in the records, in the header)
+    assert decode(bytes(CHUNK)[:4096], "x", None, {}) is False  # zeros so far: the rest decides
+
+
+def test_a_chunk_is_read_up_to_its_free_space_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small files (read where sniffed) and large ones (pread chunk by chunk) alike: of a chunk
+    only its header and records are read, the bytes past its free-space offset are not; a chunk
+    of zeros is read whole (the package skips it only when all of it is zeros)."""
+    from scmwatch.events import read as read_module
+
+    chunks = [evtxbuild.chunk(evtxbuild.records(1 + 20 * k, 20), 1 + 20 * k, 20 + 20 * k) for k in range(2)]
+    used = [struct.unpack_from("<I", c, 48)[0] for c in chunks]
+    assert all(4096 < u < CHUNK // 2 for u in used)
+    small = tmp_path / "small.evtx"
+    small.write_bytes(evtxbuild.evtx_file([chunks[0], chunks[1], bytes(CHUNK)], declared=2))
+    large = tmp_path / "large.evtx"
+    large.write_bytes(evtxbuild.evtx_file([chunks[0], chunks[1], *[bytes(CHUNK)] * 3], declared=2))
+    got = []
+    real_read, real_pread = os.read, os.pread
+
+    def spy_read(fd: int, n: int) -> bytes:
+        got.append(real_read(fd, n))
+        return got[-1]
+
+    def spy_pread(fd: int, n: int, at: int) -> bytes:
+        got.append(real_pread(fd, n, at))
+        return got[-1]
+
+    # each chunk's header is read, then the part it says (the header again); the large file's
+    # header is read again by the chunk reader, the sniff's first chunk header unused
+    for path, zeros, extra in ((small, 1, 0), (large, 3, HEADER + evtx_reader.PROBE)):
+        got.clear()
+        monkeypatch.setattr(os, "read", spy_read)
+        monkeypatch.setattr(os, "pread", spy_pread)
+        sniffed = read(str(path), True, sniffed=True)
+        monkeypatch.setattr(os, "read", real_read)
+        monkeypatch.setattr(os, "pread", real_pread)
+        assert not sniffed[4], sniffed[4]  # a clean file: the chunk audit reads nothing more
+        probes = (2 + zeros) * evtx_reader.PROBE
+        assert sum(map(len, got)) == HEADER + probes + sum(used) + zeros * CHUNK + extra, path.name
+        assert sniffed == read(str(path), False, sniffed=True)  # the package's events and problems
+        assert [e[1] for e in sniffed[0]] == list(range(1, 41))
+    assert read_module.WHOLE_EVTX >= small.stat().st_size and read_module.WHOLE_EVTX < large.stat().st_size
+
+
+@pytest.mark.parametrize("free", [0, 100, 511, 512, 513, 2000, CHUNK - 1, CHUNK, CHUNK + 1, 2**32 - 1])
+def test_a_lying_free_space_offset_reads_as_the_package_reads_it(tmp_path: Path, free: int) -> None:
+    """Past the chunk, inside its header, inside its records: the reader then reads the whole
+    chunk, or decodes what it read only where that decides it, and gives the package's result."""
+    chunk = bytearray(evtxbuild.chunk(evtxbuild.records(1, 20), 1, 20))
+    struct.pack_into("<I", chunk, 48, free)
+    chunk[-200:] = random.Random(free).randbytes(200)  # the unused tail: not zeros
+    good = evtxbuild.chunk(evtxbuild.records(21, 3), 21, 23)
+    for name, body in (("one", [bytes(chunk)]), ("two", [bytes(chunk), good]),
+                       ("many", [bytes(chunk), good, *[bytes(CHUNK)] * 4])):
+        path = tmp_path / f"{name}.evtx"
+        path.write_bytes(evtxbuild.evtx_file(body))
+        assert_same(str(path))
 
 
 @pytest.mark.parametrize("fields", [

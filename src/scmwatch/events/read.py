@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from scmwatch.events.evtx_reader import MAGIC, read_evtx
+from scmwatch.events.evtx_reader import MAGIC, PROBE, read_evtx, read_small
 from scmwatch.events.json_reader import read_json
 from scmwatch.events.model import Event, ReadGate, ReadStats
 from scmwatch.events.text import CHUNK, Prefixed, sniff_encoding
@@ -502,7 +502,8 @@ def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -
     A plain EVTX file on disk (the common case, and often thousands of small files) is sniffed
     with raw ``os`` calls and its reader returned directly, without a wrapping generator: one
     layer less per event and no buffered file object per file; a small one (``WHOLE_EVTX``) is
-    read whole right there, so it is opened once. Everything else (text formats,
+    read right there (each chunk's used part: :func:`~scmwatch.events.evtx_reader.read_small`),
+    so it is opened once. Everything else (text formats,
     ``.gz``, archive members, pipes) goes through :func:`_read_stream`. ``gate`` (optional) lets
     the EVTX reader, and the NDJSON reader of evtx_dump lines, skip records nobody wants
     (:class:`~scmwatch.events.model.ReadGate`).
@@ -512,10 +513,11 @@ def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -
             fd = os.open(inp.path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks, even on a FIFO
             try:
                 st = os.fstat(fd)
-                head = os.read(fd, SNIFF) if stat.S_ISREG(st.st_mode) else b""
+                head = os.read(fd, SNIFF + PROBE) if stat.S_ISREG(st.st_mode) else b""
                 size = st.st_size
-                body = (os.read(fd, size - SNIFF) if SNIFF < size <= WHOLE_EVTX and len(head) == SNIFF
-                        and head.startswith(MAGIC) else None)
+                body = (read_small(fd, inp.path, head, size) if SNIFF < size <= WHOLE_EVTX
+                        and len(head) >= SNIFF and head.startswith(MAGIC) else None)
+                head = head[:SNIFF]
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -572,9 +574,10 @@ def _read_stream(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None)
 
 
 SNIFF = 4096  # enough to tell the formats apart, and an EVTX file's header
-# An EVTX file up to this size is read whole where it is sniffed and never opened again
+# An EVTX file up to this size is read where it is sniffed and not opened again
 # (read_evtx(body=...)): 5 system calls instead of 9 for a one-chunk file, most of the attack
-# samples. Larger files are read chunk by chunk (64 KiB buffers, their holes not read).
+# samples. Larger files are read chunk by chunk (their holes not read). Either way a chunk is
+# read up to its free-space offset, the first sniff read taking the first chunk's first page.
 WHOLE_EVTX = SNIFF + 4 * 65536
 
 
