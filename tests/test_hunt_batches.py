@@ -404,3 +404,86 @@ def test_jobs_two_writes_no_spill_file_when_the_remainders_fit_the_budget(many: 
     assert [a.to_dict() for a in tight.alerts] == [a.to_dict() for a in one.alerts]
     assert tight.summary["memory"]["files_written"] > 0
     assert not hunt._HAND_OVER  # the parent's own is left at zero
+
+
+def test_the_parent_groups_for_readiness_before_it_steals(many: Path, pack, monkeypatch) -> None:
+    """The run's end work that needs no result (``HuntContext.idle``) is done once this process
+    has taken its own queue, while the worker still hunts: before it steals the worker's
+    batches (the worker is slowed down here, so that there are some to steal), not after its
+    last unit."""
+    import os
+    import time
+
+    parent = os.getpid()
+    events: list[str] = []
+    real_take, real_batch = hunt._Plan.take, hunt._hunt_batch
+
+    def take(self):
+        stolen = self.own_done()
+        got = real_take(self)
+        if got and os.getpid() == parent:
+            events.append("stolen" if stolen else "own")
+        return got
+
+    def slow(batch):
+        time.sleep(0.2)  # only the worker hunts batches through here
+        return real_batch(batch)
+
+    monkeypatch.setattr(hunt._Plan, "take", take)
+    monkeypatch.setattr(hunt, "_hunt_batch", slow)
+    real_pool = hunt._pool_units
+
+    def pool(ctx, units, jobs, report):
+        idle = ctx.idle
+        ctx.idle = lambda: (events.append("idle"), idle())
+        return real_pool(ctx, units, jobs, report)
+
+    monkeypatch.setattr(hunt, "_pool_units", pool)
+    monkeypatch.setattr(hunt, "local_units", hunt.split_units(pool))
+    rs, engine = pack
+    one = run_hunt([str(many)], rs, engine=engine, jobs=1)
+    res = run_hunt([str(many)], rs, engine=engine, jobs=2, map_units=hunt.local_units)
+    assert [a.to_dict() for a in res.alerts] == [a.to_dict() for a in one.alerts]
+    assert events.count("idle") == 1 and "stolen" in events
+    assert events.index("idle") < events.index("stolen")
+    assert "own" not in events[events.index("idle"):]
+
+
+def test_the_parent_encodes_no_rule_part_the_worker_sent(many: Path, pack, monkeypatch) -> None:
+    """A worker sends the rules' parts of lines it encoded (``HitLines.new_prefixes``) with
+    its results: the parent, alone after the workers' last result, writes the merged lines
+    without encoding a rule's part again (it would read the rule's stored details for it).
+    Counted in this process only: the worker's calls happen in its own copy of the counters."""
+    from scmwatch.sinks.jsonl import HitLines, json_line
+
+    encoded: list[tuple[str, bool]] = []
+    adopted: list[str] = []
+    writing = [False]
+    real_rule, real_adopt, real_blocks = HitLines._rule, HitLines.adopt, hunt.line_blocks
+
+    def rule(self, r):
+        encoded.append((r.id, writing[0]))
+        return real_rule(self, r)
+
+    def adopt(self, prefixes):
+        adopted.extend(prefixes)
+        return real_adopt(self, prefixes)
+
+    def blocks(*args, **kwargs):
+        writing[0] = True
+        yield from real_blocks(*args, **kwargs)
+
+    monkeypatch.setattr(HitLines, "_rule", rule)
+    monkeypatch.setattr(HitLines, "adopt", adopt)
+    monkeypatch.setattr(hunt, "line_blocks", blocks)
+    rs, engine = pack
+    written: list[bytes] = []
+    one = run_hunt([str(many)], rs, engine=engine, jobs=1)
+    res = run_hunt([str(many)], rs, engine=engine, jobs=2, lines=True, sink=lambda a: None,
+                   write_lines=lambda block, n: written.append(block))
+    lines = b"".join(written).splitlines(keepends=True)
+    assert lines == [json_line(a.to_dict()) for a in one.alerts if a.correlation is None]
+    assert res.summary["parallelism"]["jobs"] == 2
+    worker_only = set(adopted) - {rid for rid, tail in encoded if not tail}  # hit in the worker alone
+    assert worker_only and worker_only <= {a.rule_id for a in one.alerts}
+    assert not [rid for rid, tail in encoded if tail]

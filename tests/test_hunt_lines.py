@@ -145,6 +145,39 @@ def test_rules_without_custom_attributes_share_one_body_per_event() -> None:
     assert json.loads(lines.line(RULES[2], custom))["maxpatrol_rule"] == "MP-1"
 
 
+class _Unreadable(Rule):
+    """A rule whose details cannot be read here (they would be read to encode its part)."""
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        raise AssertionError("the rule's part was encoded again")
+
+    @description.setter
+    def description(self, value: str) -> None:
+        pass
+
+
+def test_rule_parts_encoded_in_one_process_serve_another() -> None:
+    """What a worker encodes (``new_prefixes``: each rule's part once, since its last call) the
+    parent adopts: its lines come out whole without the rule's part encoded there again; a rule
+    whose part orjson refused (None) stays whole-line only."""
+    worker = HitLines()
+    bodies = worker.bodies(RULES[:2], 1.0, "x", 1, dict(FIELDS[0]))
+    sent = worker.new_prefixes()
+    assert sent == {r.id: worker.prefix(r) for r in RULES[:2]} and all(sent.values())
+    assert worker.new_prefixes() == {}
+    worker.bodies(RULES, 2.0, "x", 2, dict(FIELDS[0]))
+    later = worker.new_prefixes()
+    assert set(later) == {"r-custom", "r-surrogate"} and later["r-surrogate"] is None
+    parent = HitLines()
+    parent.adopt(sent)
+    parent.adopt(later)
+    for r, body in zip(RULES[:2], bodies, strict=True):
+        unreadable = _Unreadable(r.id, r.title, r.level, "", r.tags)
+        assert parent.line(unreadable, body) == worker.line(r, body)
+    assert parent.prefix(_Unreadable("r-surrogate")) is None
+
+
 def _run(paths: list[str], ruleset: Any, jobs: int, lines: bool, tallied: bool = True,
          max_keys: int = MAX_KEYS, blocks: bool = False, **options: Any) -> tuple[bytes, str, str, set]:
     """Output, summary and results summary (as JSON text: their key order counts too) and the

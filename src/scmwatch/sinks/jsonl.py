@@ -16,6 +16,8 @@ from scmwatch.alerts import Alert, HitLine
 from scmwatch.escape import no_surrogates
 from scmwatch.events.model import format_time
 
+_MISSING = object()  # not in HitLines._given (None is a prefix there: orjson refused the rule's part)
+
 # orjson refuses more than 254 levels; log values nested deeper are cut here
 MAX_DEPTH = 200
 
@@ -80,6 +82,8 @@ class HitLines:
     def __init__(self) -> None:
         self._rules: dict[str, tuple[bytes | None, dict[str, Any]]] = {}
         self._time: tuple[float, str | None] = (0.0, None)
+        self._handed = 0  # how many of ``_rules`` (in insertion order) new_prefixes gave out
+        self._given: dict[str, bytes | None] = {}  # rule id -> its prefix, from another process
 
     def _rule(self, rule: Any) -> tuple[bytes | None, dict[str, Any]]:
         try:
@@ -134,7 +138,27 @@ class HitLines:
     def prefix(self, rule: Any) -> bytes | None:
         """``rule``'s part of its alerts' lines, joined to each body that is not a whole line
         (None: orjson refuses it, so its bodies are all whole lines)."""
-        return (self._rules.get(rule.id) or self._rule(rule))[0]
+        entry = self._rules.get(rule.id)
+        if entry is not None:
+            return entry[0]
+        given = self._given.get(rule.id, _MISSING)
+        if given is not _MISSING:
+            return given  # type: ignore[return-value]
+        return self._rule(rule)[0]
+
+    def new_prefixes(self) -> dict[str, bytes | None]:
+        """The prefixes encoded here since the last call, by rule id: a ``--jobs`` worker sends
+        them with its results (:meth:`adopt`)."""
+        new = {rid: entry[0] for rid, entry in list(self._rules.items())[self._handed:]}
+        self._handed = len(self._rules)
+        return new
+
+    def adopt(self, prefixes: dict[str, bytes | None]) -> None:
+        """Take the prefixes another process encoded (:meth:`new_prefixes`) for :meth:`prefix`,
+        so that the parent does not encode them again after the workers' last result, when it
+        alone runs: x5 (all SigmaHQ, ``--jobs 2``) had it encode 47-137 rules there, each
+        reading its rule's stored details."""
+        self._given.update(prefixes)
 
 
 def _head(rule: Any) -> dict[str, Any]:
