@@ -8,7 +8,9 @@ instruction; ``--jobs 1`` where it starts hunting (its first batch of files) and
 Page faults after the fork are copy-on-write copies of the heap both processes share (every
 reference count written) and each process's own new memory (its warm-ups, buffers): the
 excess over ``--jobs 1`` is what two heaps cost. ``tail``: the parent's CPU from the workers'
-last result to the end, the serial merge and output. Medians over the rounds.
+last result to the end, the serial merge and output; ``alone``: the parent's wall time from
+the worker's last instruction to the end (the clocks of both processes are the same monotonic
+clock), when the second core has nothing to do. Medians over the rounds.
 
     python bench/fork_overhead.py [--rounds 7] [--input /tmp/x5] [--rules DIR]
 """
@@ -45,13 +47,14 @@ def child(fd, work):
     def timed(send):
         start = now()
         work(send)
-        send(("probe", start, now()))
+        send(("probe", start, now(), time.perf_counter()))
     real_child(fd, timed)
 
 def take(self, timeout):
     for got in real_take(self, timeout):
         if type(got) is tuple and got[:1] == ("probe",):
-            marks["worker"] = got[1:]
+            marks["worker"] = got[1:3]
+            marks["worker done"] = got[3]
             continue
         yield got
 
@@ -72,6 +75,7 @@ try:
 except SystemExit:
     pass
 marks["end"] = now()
+marks["end at"] = time.perf_counter()
 print(json.dumps(marks))
 """
 
@@ -112,6 +116,7 @@ def main() -> None:
             "worker faults": spent(*two["worker"])[1],
             "tail cpu": spent(two["rest"], two["end"])[0],
             "tail faults": spent(two["rest"], two["end"])[1],
+            "alone": two["end at"] - two["worker done"],
         }
         figures["both cpu"] = figures["parent cpu"] + figures["worker cpu"]
         figures["both faults"] = figures["parent faults"] + figures["worker faults"]
@@ -120,7 +125,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in rows.items()}
     print(f"--jobs 1 hunt: {med['jobs1 hunt cpu']:.3f} s CPU, {med['jobs1 hunt faults']:,.0f} faults")
     print(f"--jobs 2 after the fork: parent {med['parent cpu']:.3f} s, {med['parent faults']:,.0f} faults "
-          f"(tail {1000 * med['tail cpu']:.1f} ms, {med['tail faults']:,.0f}); "
+          f"(tail {1000 * med['tail cpu']:.1f} ms, {med['tail faults']:,.0f}; alone "
+          f"{1000 * med['alone']:.1f} ms wall after the worker's end); "
           f"worker {med['worker cpu']:.3f} s, {med['worker faults']:,.0f} faults")
     print(f"both: {med['both cpu']:.3f} s CPU (x{med['both cpu'] / med['jobs1 hunt cpu']:.2f} of --jobs 1), "
           f"{med['both faults']:,.0f} faults (+{med['both faults'] - med['jobs1 hunt faults']:,.0f}); "
