@@ -4,10 +4,10 @@ cannot be written."""
 
 from __future__ import annotations
 
+import marshal
 import os
 from pathlib import Path
 
-import orjson
 import pytest
 
 from engine_pairs import SYSMON, brute, tool_rules
@@ -25,7 +25,7 @@ def _events() -> list[dict]:
 
 
 def _plans(root: Path) -> list[Path]:
-    return sorted((root / "plans").glob("*.json"))
+    return sorted((root / "plans").glob("*.plan"))
 
 
 def _engine_plan(rules: Path):
@@ -64,6 +64,26 @@ def test_edited_rule_gets_a_plan_of_its_own(tmp_path: Path, monkeypatch) -> None
     assert len(_plans(tmp_path / "c")) == 2
 
 
+FIELDS = ("index", "rest", "patterns", "pattern_gates", "always", "need", "ascii_only")
+
+
+def _stored(body: bytes) -> tuple[str, dict]:
+    """A stored plan's database name and its fields, made mutable (lists for tuples)."""
+    name, p = marshal.loads(body)
+    doc = dict(zip(FIELDS, p, strict=True))
+    doc.update(patterns=list(doc["patterns"]), pattern_gates=[list(g) for g in doc["pattern_gates"]],
+               always=list(doc["always"]), need=list(doc["need"]),
+               ascii_only=[[x, list(us)] for x, us in doc["ascii_only"]])
+    return name, doc
+
+
+def _body(name: str, doc: dict) -> bytes:
+    """:func:`_stored` undone: the plan as ``write_plan`` lays it out, tuples again."""
+    p = (doc["index"], doc["rest"], tuple(doc["patterns"]), tuple(map(tuple, doc["pattern_gates"])),
+         tuple(doc["always"]), tuple(doc["need"]), tuple((x, tuple(us)) for x, us in doc["ascii_only"]))
+    return marshal.dumps((name, p))
+
+
 # well-formed, checksum right, but a gate id, position or count the bucket cannot have
 MISFITS = {
     "gate_unit": lambda p: p["pattern_gates"][0].append(99 << tagged.GATE_BITS),
@@ -72,11 +92,15 @@ MISFITS = {
     "gate_float": lambda p: p["pattern_gates"][0].__setitem__(0, 0.0),
     "ascii_name": lambda p: p["ascii_only"].append([7, [0]]),
     "rest_text": lambda p: p.__setitem__("rest", "-1"),
+    "positions": lambda p: p["always"].append(99),
+    "pattern_bytes": lambda p: p["patterns"].__setitem__(0, p["patterns"][0].encode()),
+    "index_value": lambda p: p["index"].__setitem__("Image", "1"),
 }
 
 
-@pytest.mark.parametrize("damage", [b"", b"{not json", b'{"plan": {"index": 3}}', "positions", "pattern",
-                                    *MISFITS])
+@pytest.mark.parametrize("damage", [b"", b"\x00not marshal", marshal.dumps(("", {"index": 3})),
+                                    marshal.dumps((7, None)), marshal.dumps(("", (1, 2))), "pattern",
+                                    "old_format", *MISFITS])
 def test_damaged_or_misfit_plan_is_planned_again_and_rewritten(tmp_path: Path, monkeypatch, damage) -> None:
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
     rules = tool_rules(tmp_path / "r")
@@ -84,23 +108,67 @@ def test_damaged_or_misfit_plan_is_planned_again_and_rewritten(tmp_path: Path, m
     (stored,) = _plans(tmp_path / "c")
     good = stored.read_bytes()
     head, body = good.split(b"\n", 1)
-    if damage == "positions":  # well-formed, checksum right, but naming a unit the bucket lacks
-        body = body.replace(b'"always":[]', b'"always":[99]')
-        damage = plancache._header(body) + b"\n" + body
-    elif damage == "pattern":  # one byte of a pattern altered: the checksum catches it
+    assert marshal.loads(_body(*_stored(body))) == marshal.loads(body)  # laid out as stored
+    if damage == "pattern":  # one byte of a pattern altered: the checksum catches it
         damage = head + b"\n" + body.replace(b"x7", b"x6", 1)
+    elif damage == "old_format":  # the same body under another format's header, checksum right
+        damage = plancache._header(body, "scmwatch-plan-1") + b"\n" + body
     elif damage in MISFITS:
-        doc = orjson.loads(body)
-        MISFITS[damage](doc["plan"])
-        body = orjson.dumps(doc)
-        damage = plancache._header(body) + b"\n" + body
-    elif damage.startswith(b"{"):
-        damage = plancache._header(damage) + b"\n" + damage
+        name, doc = _stored(body)
+        MISFITS[damage](doc)
+        body = _body(name, doc)
+        damage = plancache._header(body, plancache.PLAN_FORMAT) + b"\n" + body
+    elif damage:
+        damage = plancache._header(damage, plancache.PLAN_FORMAT) + b"\n" + damage
     assert damage != good
     stored.write_bytes(damage)
     again, same = _engine_plan(rules)
     assert again == first and same
     assert stored.read_bytes() == good
+
+
+@pytest.mark.parametrize("stale", [False, True])
+def test_atom_database_found_by_the_stored_name(tmp_path: Path, monkeypatch, stale: bool) -> None:
+    """A stored plan names its patterns' Hyperscan database, so a warm start finds it without
+    hashing the patterns; a name that finds nothing (another Hyperscan version's) falls back to
+    the name worked out."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = tool_rules(tmp_path / "r")
+    first, _ = _engine_plan(rules)  # plans, compiles and stores the atom database
+    (stored,) = _plans(tmp_path / "c")
+    name, doc = _stored(stored.read_bytes().split(b"\n", 1)[1])
+    assert name == index._db_name(list(first.patterns), True)
+    if stale:
+        body = _body("0" * 64, doc)
+        stored.write_bytes(plancache._header(body, plancache.PLAN_FORMAT) + b"\n" + body)
+    rs = load_rules(rules)
+    named = []
+    db_name = index._db_name
+    monkeypatch.setattr(index, "_db_name", lambda lits, regex: named.append(regex) or db_name(lits, regex))
+    engine = index.Engine(rs, atoms=True)  # warm start: every database cached
+    b = engine.bucket(*SYSMON)
+    assert b.atoms == first and b.upgrade_in == -1
+    assert named.count(True) == stale
+    literal = index.Engine(rs, use_hyperscan=False)
+    assert all([r.id for r in engine.match_fields(f)] == brute(literal, f) for f in _events())
+
+
+def test_repeated_gates_are_stored_once(tmp_path: Path, monkeypatch) -> None:
+    """Equal gate tuples of a stored plan or layout come back as one object (``marshal``
+    references repeats): what makes reading the plans and layouts of all SigmaHQ cheap."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    gates = tuple(tuple([g]) for g in (0, 4, 0, 0, 5))  # five objects, three values
+    p = tagged.Plan(index={"Image": 0}, rest=1, patterns=("a", "b", "c", "d", "e"), pattern_gates=gates,
+                    always=(), need=(1, 1))
+    plancache.write_plan("k", p, "name")
+    got, name = plancache.read_plan("k", 2)
+    assert got == p and name == "name"
+    assert len({id(g) for g in got.pattern_gates}) == 3
+    lay = plancache.Layout((), (1, 1), True, ("a", "b", "c"), tuple(tuple([i]) for i in (0, 1, 1)), None, (),
+                           None, "")
+    plancache.write_layout("k", lay)
+    got = plancache.read_layout("k", 2)
+    assert got == lay and len({id(us) for us in got.lit_units}) == 2
 
 
 def test_unwritable_or_disabled_cache_still_plans(tmp_path: Path, monkeypatch) -> None:

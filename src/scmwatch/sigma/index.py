@@ -328,8 +328,9 @@ def cached_scanner(literals: list[str], regex: bool = False,
     database is in the cache, else None (nothing compiled): a bucket starts on it instead of
     building a pyahocorasick automaton, ~0.4 ms per 100 literals (measured: 97 automatons,
     26 ms of CPU per --jobs worker on the dev corpus x5). ``name``: their database's name as a
-    stored layout gives it (``_db_name`` hashes every literal: ~2 ms of each x5 process), tried
-    first; the name is worked out when it is not there (another Hyperscan version's)."""
+    stored layout or plan gives it (``_db_name`` hashes every literal or pattern: ~2 ms of each
+    x5 process for the literals, 0.5-3 for the plans' 0.8 MB of patterns), tried first; the name
+    is worked out when it is not there (another Hyperscan version's)."""
     cache = hyperscan_cache_dir() if hyperscan is not None else None
     if cache is None:
         return None
@@ -342,11 +343,14 @@ def cached_scanner(literals: list[str], regex: bool = False,
     return None
 
 
-def is_cached(literals: list[str], regex: bool = False) -> bool:
+def is_cached(literals: list[str], regex: bool = False, name: str = "") -> bool:
     """Whether the cache holds a database for these literals (``regex``: atom patterns), not
-    loading it."""
+    loading it; ``name`` as for :func:`cached_scanner`."""
     cache = hyperscan_cache_dir() if hyperscan is not None else None
-    return cache is not None and os.path.isfile(os.path.join(cache, _db_name(literals, regex) + ".hsdb"))
+    if cache is None:
+        return False
+    return any(os.path.isfile(os.path.join(cache, (given or _db_name(literals, regex)) + ".hsdb"))
+               for given in ((name, "") if name else ("",)))
 
 
 def make_scanner(literals: list[str], use_hyperscan: bool = True) -> Callable[[str], list[int]]:
@@ -708,17 +712,18 @@ class Engine:
             self._upgrade(b)
             return
         key = b.key
-        static = read_plan(key, len(b.units)) if key is not None else MISSING
-        if static is MISSING:
+        got = read_plan(key, len(b.units)) if key is not None else MISSING
+        if got is MISSING:
             return
-        patterns = static.patterns if static is not None else ()  # type: ignore[attr-defined]
+        static, name = got  # type: ignore[misc]
+        patterns = static.patterns if static is not None else ()
         choice = read_choice(key, TRIAL_FLAVOUR) if self.atoms is None else None
         if patterns and patterns not in self._scanners:
             if choice is False:  # the literal prefilter kept: its atom database is not loaded
-                if not is_cached(list(patterns), regex=True):
+                if not is_cached(list(patterns), regex=True, name=name):
                     return
             else:
-                scan = cached_scanner(list(patterns), regex=True)
+                scan = cached_scanner(list(patterns), regex=True, name=name)
                 if scan is None:
                     return
                 self._scanners[patterns] = scan
@@ -786,10 +791,11 @@ class Engine:
         if key is not None:
             got = read_plan(key, len(b.units))
             if got is not MISSING:
-                return got, key  # type: ignore[return-value]
+                return got[0], key  # type: ignore[index]
         p = plan(b.units)
         if key is not None:
-            write_plan(key, p)
+            has_db = p is not None and p.patterns and hyperscan is not None
+            write_plan(key, p, _db_name(list(p.patterns), True) if has_db else "")  # type: ignore[union-attr]
         return p, key
 
     def _upgrade(self, b: Bucket, static: tuple[Plan | None, str | None] | None = None,
