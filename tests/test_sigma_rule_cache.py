@@ -483,6 +483,11 @@ def test_stat_signatures_in_c_equal_the_python_twin(tmp_path: Path) -> None:
     assert cache._stat.signatures([]) == []
     with pytest.raises(TypeError):
         cache._stat.signatures([1])
+    packed = cache._stat.packed(paths)
+    assert packed == cache._pack(got) and cache._unpack(packed) == got
+    assert packed[-3 * cache.SIG.size:] == cache.GONE * 3 and cache._stat.packed([]) == b""
+    with pytest.raises(TypeError):
+        cache._stat.packed([1])
 
 
 def test_damaged_or_foreign_stamp_only_costs_the_hashing(tmp_path: Path, monkeypatch) -> None:
@@ -492,7 +497,13 @@ def test_damaged_or_foreign_stamp_only_costs_the_hashing(tmp_path: Path, monkeyp
     load_rules(rules)
     (stamp,) = (tmp_path / "c" / "rules").glob("*" + cache.STAMP_SUFFIX)
     read = _count_hashes(monkeypatch)
-    for garbage in (b"", b"garbage", stamp.read_bytes()[:100]):
+    good = stamp.read_bytes()
+    head, body = good.split(b"\n", 1)
+    small = int(head.split()[-1])
+    digest_byte = head + b"\n" + body[:small - 1] + bytes([body[small - 1] ^ 1]) + body[small:]
+    old_format = b"scmwatch-stamp-2" + good[len(cache.STAMP_FORMAT):]
+    long_size = head[:-len(str(small))] + str(len(body) + 1).encode() + b"\n" + body
+    for garbage in (b"", b"garbage", good[:100], good[:-1], digest_byte, old_format, long_size):
         stamp.write_bytes(garbage)
         read.clear()
         assert _fires(load_rules(rules), r"c:\windows\psexesvc.exe") == ["Service installed 1"]

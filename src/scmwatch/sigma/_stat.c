@@ -10,6 +10,12 @@
  * entry the files are expected to select (``cache.open_entry``): the two overlap on two cores.
  * The Python twin (``cache._signatures``) gives the same tuples.
  *
+ * ``packed(paths)``: the same signatures as one bytes object, five native 64-bit integers per
+ * path (size, mtime, ctime signed; inode, device unsigned), all bits set for a path that cannot
+ * be stat'ed: the form the rule cache's stamp keeps them in, so that a warm start compares the
+ * 3,285 signatures of all SigmaHQ as one ``memcmp`` instead of building and comparing as many
+ * tuples (the stamp's pickle of them took ~0.9 ms to read). The Python twin is ``cache._py_packed``.
+ *
  * ``modes(paths)``: each path's ``(st_mode, st_size)``, None where it cannot be stat'ed, for the
  * same reason: a hunt's walk of 1,390 log files stats them in a thread while the rules load
  * (``events.read.Prewalk``); the Python twin is ``events.read._py_modes``.
@@ -19,6 +25,9 @@
 #include <sys/stat.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+
+enum { AS_SIGNATURES, AS_MODES, AS_PACKED };
 
 typedef struct {
     int ok;
@@ -27,7 +36,7 @@ typedef struct {
     unsigned long long ino, dev;
 } sig_t;
 
-static PyObject *stat_paths(PyObject *arg, int modes) {
+static PyObject *stat_paths(PyObject *arg, int form) {
     PyObject *seq = PySequence_Fast(arg, "takes a sequence of paths");
     if (seq == NULL)
         return NULL;
@@ -60,6 +69,23 @@ static PyObject *stat_paths(PyObject *arg, int modes) {
         sigs[i].dev = (unsigned long long)st.st_dev;
     }
     Py_END_ALLOW_THREADS
+    if (form == AS_PACKED) {
+        out = PyBytes_FromStringAndSize(NULL, n * 40);
+        if (out == NULL)
+            goto done;
+        char *at = PyBytes_AS_STRING(out);
+        for (Py_ssize_t i = 0; i < n; i++, at += 40) {
+            if (!sigs[i].ok) {
+                memset(at, 0xff, 40);
+                continue;
+            }
+            int64_t head[3] = {sigs[i].size, sigs[i].mtime_ns, sigs[i].ctime_ns};
+            uint64_t tail[2] = {sigs[i].ino, sigs[i].dev};
+            memcpy(at, head, 24);
+            memcpy(at + 24, tail, 16);
+        }
+        goto done;
+    }
     out = PyList_New(n);
     if (out == NULL)
         goto done;
@@ -67,7 +93,7 @@ static PyObject *stat_paths(PyObject *arg, int modes) {
         PyObject *t;
         if (!sigs[i].ok) {
             t = Py_NewRef(Py_None);
-        } else if (modes) {
+        } else if (form == AS_MODES) {
             t = Py_BuildValue("(IL)", sigs[i].mode, sigs[i].size);
         } else {
             t = Py_BuildValue("(LLLKK)", sigs[i].size, sigs[i].mtime_ns, sigs[i].ctime_ns, sigs[i].ino,
@@ -91,14 +117,18 @@ done:
     return out;
 }
 
-static PyObject *signatures(PyObject *self, PyObject *arg) { return stat_paths(arg, 0); }
+static PyObject *signatures(PyObject *self, PyObject *arg) { return stat_paths(arg, AS_SIGNATURES); }
 
-static PyObject *modes(PyObject *self, PyObject *arg) { return stat_paths(arg, 1); }
+static PyObject *modes(PyObject *self, PyObject *arg) { return stat_paths(arg, AS_MODES); }
+
+static PyObject *packed(PyObject *self, PyObject *arg) { return stat_paths(arg, AS_PACKED); }
 
 static PyMethodDef methods[] = {
     {"signatures", signatures, METH_O,
      "signatures(paths) -> [(size, mtime_ns, ctime_ns, ino, dev) or None per path], GIL released"},
     {"modes", modes, METH_O, "modes(paths) -> [(st_mode, st_size) or None per path], GIL released"},
+    {"packed", packed, METH_O,
+     "packed(paths) -> bytes: signatures() as 5 native int64 per path, all bits set for None"},
     {NULL, NULL, 0, NULL},
 };
 
