@@ -96,8 +96,9 @@ def test_warm_bucket_keeps_the_stored_choice(rules: Path, atoms: bool, monkeypat
     plancache.write_choice(key, index.TRIAL_FLAVOUR, atoms)
     rs = load_rules(rules)
     units = Engine(rs, hyperscan_after=10**9).bucket(*SYSMON).units
-    static = plancache.read_plan(plancache.plan_key(units), len(units))
+    static, name = plancache.read_plan(plancache.plan_key(units), len(units))
     atom_db = index._db_name(list(static.patterns), True) + ".hsdb"
+    assert name + ".hsdb" == atom_db
     loaded = []
     load = index._hs_load
     monkeypatch.setattr(index, "_hs_load", lambda path: loaded.append(Path(path).name) or load(path))
@@ -132,8 +133,10 @@ def test_missing_atom_database_means_the_ramp(rules: Path, choice: bool | None) 
         plancache.write_choice(stored.name.split(".")[0], index.TRIAL_FLAVOUR, choice)
     rs = load_rules(rules)
     units = Engine(rs).bucket(*SYSMON).units
-    static = plancache.read_plan(plancache.plan_key(units), len(units))
-    assert static is not plancache.MISSING and static.patterns
+    got = plancache.read_plan(plancache.plan_key(units), len(units))
+    assert got is not plancache.MISSING
+    static, _ = got
+    assert static.patterns
     db = rules.parent / "cache" / "hyperscan" / (index._db_name(list(static.patterns), True) + ".hsdb")
     db.unlink()
     engine = Engine(rs)
