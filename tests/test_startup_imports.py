@@ -147,3 +147,58 @@ def test_console_entry_flushes_runs_atexit_and_keeps_the_exit_code(tmp_path: Pat
     bad = subprocess.run([sys.executable, "-c", probe, "hunt", str(tmp_path / "absent.jsonl")],
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "atexit ran" in bad.stderr
+
+
+OWN = """
+import json, sys
+sys.argv = ["scmwatch", *sys.argv[1:]]
+import scmwatch.cli as cli
+code = cli.main(own_process=True)
+modules = sorted(m for m, v in sys.modules.items() if not isinstance(v, cli._Deferred))
+import dataclasses
+@dataclasses.dataclass
+class Late:
+    a: int
+    b: str = "x"
+print(json.dumps({"code": code, "modules": modules, "doc": Late.__doc__}))
+"""
+
+
+def test_hunt_defers_inspect_and_archive_readers(tmp_path: Path) -> None:
+    """A hunt in its own process (``entry``) does not import ``inspect`` (nor ``ast``, ``dis``,
+    ``tokenize``), which ``dataclasses`` imports for the docstring of a class without one:
+    the classes it runs have theirs. A class defined later without one still gets it, as
+    ``inspect`` is imported at that first use. Nor are ``zipfile`` and ``gzip`` imported when no
+    input is an archive. (Rules without correlations: pySigma's condition grammar, which
+    correlation rules need, uses ``inspect`` at its import.)"""
+    events = tmp_path / "two.jsonl"
+    events.write_text(EVENTS)
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "psexec.yml").write_text(RULE)
+    env = dict(os.environ, SCMWATCH_CACHE_DIR=str(tmp_path / "cache"))
+    args = ["hunt", str(events), "--rules", str(rules), "--format", "jsonl", "-o", os.devnull]
+    for _ in range(2):  # the second start: warm rule cache and code memo
+        out = subprocess.run([sys.executable, "-c", OWN, *args], env=env, capture_output=True, text=True,
+                             timeout=120, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["code"] == 0 and "scmwatch.hunt" in got["modules"]
+    assert not {"inspect", "ast", "dis", "tokenize", "zipfile", "gzip"} & set(got["modules"])
+    assert got["doc"] == "Late(a: int, b: str = 'x')"
+
+
+def test_a_deferred_module_is_the_real_one_at_first_use() -> None:
+    """``import inspect`` of a deferred module runs nothing; its first attribute lookup imports
+    the real module, which takes its place in ``sys.modules`` and answers through the stand-in."""
+    probe = ("import sys\n"
+             "from scmwatch.cli import _defer\n"
+             "_defer('inspect')\n"
+             "import inspect\n"
+             "assert 'ast' not in sys.modules\n"
+             "real = sys.modules['inspect']\n"
+             "print(inspect.signature(lambda x, y=2: 0), inspect.isfunction(len), 'ast' in sys.modules,\n"
+             "      sys.modules['inspect'] is not real,\n"
+             "      sys.modules['inspect'].signature is inspect.signature)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                         check=True)
+    assert out.stdout.split() == ["(x,", "y=2)", "False", "True", "True", "True"]

@@ -45,6 +45,8 @@ class Repeat(NamedTuple):
 
 @dataclass(slots=True)
 class Alert:
+    """One alert: a rule's match on one event, or a correlation's on several."""
+
     rule_id: str
     title: str
     level: str

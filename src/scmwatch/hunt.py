@@ -232,6 +232,8 @@ class UnitResult:
 
 @dataclass
 class HuntResult:
+    """What :func:`run_hunt` returns: alerts (unless streamed), summary, stats and readiness."""
+
     alerts: list[Alert]  # empty when the caller passed a ``sink`` (alerts were streamed to it)
     summary: dict[str, Any]
     stats: ReadStats

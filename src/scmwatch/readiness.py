@@ -145,6 +145,8 @@ class Gap:
 
 @dataclass
 class Readiness:
+    """Which rules could not fire on a run's input, grouped by what they miss (:class:`Gap`)."""
+
     rules_total: int
     rules_ready: int
     gaps: list[Gap]

@@ -39,6 +39,8 @@ MAX_ADDRESSES = 8  # source addresses kept per link
 
 @dataclass
 class _Span:
+    """How many, and the first and last event time."""
+
     count: int = 0
     first: float = 0.0
     last: float = 0.0
@@ -52,6 +54,8 @@ class _Span:
 
 @dataclass
 class _Rule:
+    """A rule's alerts."""
+
     title: str
     level: str
     count: int = 0
@@ -59,6 +63,8 @@ class _Rule:
 
 @dataclass
 class _Link:
+    """A lateral-movement link: when, from which addresses, which services."""
+
     span: _Span = field(default_factory=_Span)
     addresses: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)

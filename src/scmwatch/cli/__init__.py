@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+import types
 from typing import Any
 
 from scmwatch import __version__
@@ -81,13 +82,41 @@ def _on_termination_signals() -> dict[int, Any]:
     return old
 
 
+class _Deferred(types.ModuleType):
+    """Stands in ``sys.modules`` for a module not imported yet: ``import name`` gets it, and its
+    first attribute lookup imports the real module, which then replaces it there and answers
+    every lookup through it. (``importlib.util.LazyLoader`` does not defer ``import name``
+    itself: the import statement reads the module's ``__spec__``, which runs the body.)"""
+
+    def __getattr__(self, attr: str) -> Any:
+        real = self.__dict__.get("_real")
+        if real is None:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            real = self._real = importlib.import_module(self.__name__)
+        return getattr(real, attr)
+
+
+def _defer(name: str) -> None:
+    """Import module ``name`` at its first use instead of at its first ``import`` (nothing when
+    it is imported already)."""
+    if name not in sys.modules:
+        sys.modules[name] = _Deferred(name)
+
+
 def _build_lasting(argv: list[str]) -> argparse.ArgumentParser:
     """:func:`build_parser` in a process that is the command's own (:func:`entry`): the
     subcommand's modules live until it exits, so the objects their import allocates go to the
     collector's permanent generation (``gc.freeze``) instead of being walked again and again by
     the collections those allocations trigger. Importing ``hunt`` and what it runs: 462M -> 421M
     instructions (callgrind), ~7 ms of every start. The code their dataclasses and named tuples
-    generate comes compiled from the cache (:mod:`scmwatch.codememo`)."""
+    generate comes compiled from the cache (:mod:`scmwatch.codememo`).
+
+    ``dataclasses`` imports ``inspect`` (with ``ast``, ``dis``, ``tokenize``: ~5 ms, ~4.5% of a
+    hunt's start before its worker forks) for one use, the generated docstring of a class
+    without one; the classes ``hunt`` runs have theirs, so there ``inspect`` is deferred."""
+    if argv[:1] == ["hunt"]:
+        _defer("inspect")
     was = gc.isenabled()
     gc.disable()
     try:

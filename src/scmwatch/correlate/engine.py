@@ -73,6 +73,8 @@ class _Group:
 
 @dataclass
 class _SpecState:
+    """One correlation's open groups and the correlations it feeds."""
+
     spec: CorrSpec
     # least recently updated first; an OrderedDict because a plain dict slows down finding its
     # first live key after many deletions at the front (the sweep does exactly that)

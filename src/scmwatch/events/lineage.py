@@ -70,6 +70,8 @@ def pid_value(value: Any) -> int | None:
 
 @dataclass
 class _Host:
+    """One host's boots and processes by pid."""
+
     boots: list[float] = field(default_factory=list)  # sorted boot times
     # pid -> list of (start, image, scm); start may be raw text until the PID is looked up
     pids: OrderedDict = field(default_factory=OrderedDict)

@@ -10,16 +10,13 @@ caller and the other inputs are still read.
 from __future__ import annotations
 
 import errno
-import gzip
 import io
-import lzma
 import os
 import select
 import stat
 import struct
 import tempfile
 import threading
-import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -77,6 +74,8 @@ class InputFile:
             return io.BufferedReader(_Pipe(self.path, PIPE_IDLE), CHUNK)
         if self.member is None:
             return open(self.path, "rb")
+        import zipfile
+
         archive = zipfile.ZipFile(self.path)
         try:
             return archive.open(self.member)  # the member keeps the archive open until closed
@@ -97,10 +96,12 @@ class InputFile:
                 return None
         try:
             if self.member is not None:
+                import zipfile
+
                 with zipfile.ZipFile(self.path) as archive:
                     return archive.getinfo(self.member).compress_size
             return os.path.getsize(self.path)
-        except (OSError, KeyError, zipfile.BadZipFile):
+        except (OSError, KeyError, *_archive_errors()):
             return None
 
     @property
@@ -478,6 +479,8 @@ def _expand(path: str, stats: ReadStats, named: bool, size: int | None = None) -
     if not path.lower().endswith(".zip"):
         yield InputFile(path, path, named=named, size=size)
         return
+    import zipfile
+
     try:
         with zipfile.ZipFile(path) as archive:
             members = [m for m in archive.infolist() if not m.filename.endswith("/")]
@@ -538,6 +541,22 @@ def read_input(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -
     return _read_stream(inp, stats, gate)
 
 
+def _archive_errors() -> tuple[type[Exception], ...]:
+    """What a damaged archive or compressed stream raises besides ``OSError``, ``EOFError`` and
+    ``zlib.error``. Asked only while an exception is handled: ``zipfile`` is imported at the
+    first archive or failure, not at every start (~1 ms)."""
+    import lzma
+    import zipfile
+
+    return (lzma.LZMAError, zipfile.BadZipFile)
+
+
+def _gunzip(raw: BinaryIO) -> BinaryIO:
+    import gzip  # at the first .gz input
+
+    return gzip.GzipFile(fileobj=raw)
+
+
 def _read_stream(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None) -> Iterator[Event]:
     """Open, sniff and read one input as a stream (text formats, compressed or archived).
 
@@ -549,15 +568,15 @@ def _read_stream(inp: InputFile, stats: ReadStats, gate: ReadGate | None = None)
     failed_before = stats.files_failed
     try:
         raw = inp.open()
-    except (OSError, zipfile.BadZipFile) as exc:
+    except (OSError, *_archive_errors()) as exc:
         stats.files_failed += 1
         stats.named_failed += inp.named
         stats.error(inp.name, "unreadable", _why(exc) if isinstance(exc, OSError) else str(exc))
         return
     try:
-        stream: BinaryIO = gzip.GzipFile(fileobj=raw) if inp.name.lower().endswith(".gz") else raw
+        stream: BinaryIO = _gunzip(raw) if inp.name.lower().endswith(".gz") else raw
         yield from _dispatch(inp, stream, stats, gate)
-    except (OSError, EOFError, zlib.error, lzma.LZMAError, struct.error, zipfile.BadZipFile) as exc:
+    except (OSError, EOFError, zlib.error, struct.error, *_archive_errors()) as exc:
         # a damaged compressed stream, whichever decompressor (gzip, deflate, bzip2, lzma) read it
         read = stats.events - before
         stats.error(inp.name, "unreadable", f"read failed after {read} events: {exc}")

@@ -30,10 +30,13 @@ import shutil
 import stat
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import zipfile
 
 SET_NAME = "sigmahq"
 RELEASE_URL = "https://github.com/SigmaHQ/sigma/releases/latest/download/{asset}"
@@ -56,6 +59,8 @@ class RulesNotInstalled(Exception):
 
 @dataclass
 class Installed:
+    """The record of the installed SigmaHQ set (``rules/sigmahq.json``)."""
+
     version: str
     source: str
     channel: str | None
@@ -172,6 +177,8 @@ def _safe_name(name: str) -> PurePosixPath:
 
 def check_zip(path: Path) -> list[zipfile.ZipInfo]:
     """The rule members of a verified package (see module doc); raises UpdateError."""
+    import zipfile  # here: `hunt` imports this module for the rule-set names alone
+
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -203,6 +210,8 @@ def check_zip(path: Path) -> list[zipfile.ZipInfo]:
 
 
 def _unpack(path: Path, members: list[zipfile.ZipInfo], dest: Path) -> None:
+    import zipfile
+
     with zipfile.ZipFile(path) as zf:
         for info in members:
             target = dest.joinpath(*_safe_name(info.filename).parts)

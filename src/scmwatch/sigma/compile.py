@@ -169,6 +169,8 @@ if not pure_python():
 
 @dataclass
 class Compiled:
+    """A compiled detection: its predicate and what must be in an event for it to match."""
+
     pred: Node
     literals: Gates  # all gates must be hit for the rule to be able to match; () = always run
     unavailable_used: set[str] = field(default_factory=set)

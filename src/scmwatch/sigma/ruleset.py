@@ -301,6 +301,8 @@ class CompiledRule:
 
 @dataclass
 class RuleSet:
+    """The loaded rules and correlations, and what could not be loaded or run."""
+
     rules: list[CompiledRule] = field(default_factory=list)
     correlations: list[SigmaCorrelationRule] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
