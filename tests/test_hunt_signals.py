@@ -12,11 +12,15 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from scmwatch import rules as pack
+from scmwatch.hunt import run_hunt
+from scmwatch.sigma import load_rules
 from scmwatch.spill import PREFIX, SpillDir, remove_stale
 from service_logs import system_logs
 
@@ -52,6 +56,29 @@ def test_signal_removes_the_spill_dir_and_writes_the_summary(tmp_path, sig, jobs
     s = json.loads(summary.read_text())
     assert s["exit_code"] == code and s["error"] in ("interrupted", "terminated (SIGTERM)")
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("scmwatch: ")
+
+
+def test_a_stop_right_after_the_spill_dir_is_made_still_removes_it(tmp_path, monkeypatch):
+    """A Ctrl-C that lands as the spill directory has just been made (a loaded host preempts the
+    hunt when its mkdir returns, and the signal is taken when it runs again) still removes it:
+    the signal waits until the directory is the hunt's to clean up."""
+    made = []
+    real = tempfile.mkdtemp
+
+    def mkdtemp(*args, **kwargs):
+        path = real(*args, **kwargs)
+        made.append(path)
+        signal.raise_signal(signal.SIGINT)
+        return path
+
+    logs = system_logs(tmp_path, 1, 10)
+    ruleset = load_rules([str(pack.PACK_DIR)])
+    spill_parent = tmp_path / "tmp"
+    spill_parent.mkdir()
+    monkeypatch.setattr(tempfile, "mkdtemp", mkdtemp)
+    with pytest.raises(KeyboardInterrupt):
+        run_hunt(logs, ruleset, spill_dir=str(spill_parent))
+    assert len(made) == 1 and list(spill_parent.iterdir()) == []
 
 
 def test_stale_spill_dirs_of_dead_hunts_are_removed_at_the_next_start(tmp_path):

@@ -1258,12 +1258,15 @@ def run_hunt(
     copy-on-write them by touching GC headers; and its young generation is collected only every
     ``HUNT_GC_THRESHOLD`` net allocations (restored afterwards).
     """
-    spill = SpillDir(spill_dir)
+    spill: SpillDir | None = None
     stream: InputStream | None = None
     freeze_gc()
     thresholds = gc.get_threshold()
     gc.set_threshold(HUNT_GC_THRESHOLD, *thresholds[1:])  # forked --jobs workers inherit it
     try:
+        # a Ctrl-C or SIGTERM between the directory's creation and ``spill`` would leave it behind
+        with stops_deferred():
+            spill = SpillDir(spill_dir)
         start = time.perf_counter()
         stats = ReadStats(on_error=on_error)
         found = expand(paths, stats)
@@ -1392,7 +1395,8 @@ def run_hunt(
         gc.set_threshold(*thresholds)
         unfreeze_gc()
         join_retired()
-        spill.cleanup()
+        if spill is not None:
+            spill.cleanup()
 
 
 class _AlertCounts:
