@@ -737,3 +737,39 @@ def test_a_hunt_runs_the_program_not_the_lambda_of_a_cached_rule(tmp_path: Path,
     assert unit.pred.__code__ is predpickle._trampoline.__code__  # read, never called
     assert _fires(rs, r"c:\windows\psexesvc.exe") == ["Service installed 1"]
     assert unit.pred.__code__ is not predpickle._trampoline.__code__
+
+
+def test_the_skeleton_stores_equal_values_once(tmp_path: Path, monkeypatch) -> None:
+    """Equal strings, keys and literal-field sets of the rules and units in the skeleton are one
+    object each (the pickle's memo stores them once): read back, the rules share them, and the
+    rule set equals a fresh load."""
+    rules = _rules(tmp_path / "r")
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", "")
+    fresh = load_rules(rules)
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    load_rules(rules)  # writes the entry
+    cached = load_rules(rules)
+    a, b = cached.rules
+    ua, ub = a.units[0], b.units[0]
+    assert a.level == "high" and a.status == "test" and ua.source == ub.source and ua.keys == ub.keys
+    assert a.level is b.level and a.status is b.status
+    assert ua.source is ub.source and ua.keys[0] is ub.keys[0] and ua.keys is not ub.keys
+    assert ua.literal_fields == ub.literal_fields and ua.literal_fields is ub.literal_fields
+    assert _state(cached) == _state(fresh)
+
+
+def test_shared_values_keep_their_types() -> None:
+    """``1`` and ``True`` (and tuples or sets of them) are equal but not the same value: the
+    skeleton's pickler shares neither for the other; equal strings and tuples it shares."""
+    import io
+
+    p = cache._SkeletonPickler(io.BytesIO())
+    one = p._shared((1, (1,), frozenset({1})))
+    true = p._shared((True, (True,), frozenset({True})))
+    assert one == true and one is not true
+    assert type(true[0]) is bool and type(true[1][0]) is bool and type(next(iter(true[2]))) is bool
+    assert type(one[0]) is int and type(one[1][0]) is int and type(next(iter(one[2]))) is int
+    key = ("sys" + "tem", 7045)
+    assert p._shared(key) is p._shared(("system", 7045)) and p._shared(key) is not key
+    units: list = [object()]
+    assert p._shared(units) is units  # a list of anything else stays itself
