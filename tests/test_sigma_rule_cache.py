@@ -773,3 +773,17 @@ def test_shared_values_keep_their_types() -> None:
     assert p._shared(key) is p._shared(("system", 7045)) and p._shared(key) is not key
     units: list = [object()]
     assert p._shared(units) is units  # a list of anything else stays itself
+
+
+def test_shared_values_nested_keep_their_types_and_never_hash_the_unhashable() -> None:
+    """A tuple holding ``(1,)`` is not shared for one holding ``(True,)`` (the nested ones are
+    equal, not the same), and a tuple holding a tuple of a list is left as it is instead of
+    failing to hash."""
+    import io
+
+    p = cache._SkeletonPickler(io.BytesIO())
+    one, true = p._shared(((1,), "a")), p._shared(((True,), "a"))
+    assert one == true and one is not true and type(true[0][0]) is bool
+    assert p._shared(((1,), "a")) is one
+    odd = (("x", ["y"]),)
+    assert p._shared(odd) is odd

@@ -731,6 +731,7 @@ class _SkeletonPickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._same: dict[Any, Any] = {}
+        self._made: set[int] = set()  # ids of the tuples and frozensets in _same
 
     def reducer_override(self, obj: Any) -> Any:
         state = getattr(type(obj), "entry_state", None)
@@ -752,17 +753,25 @@ class _SkeletonPickler(pickle.Pickler):
             return self._same.setdefault(value, value)
         if kind is list:
             items = list(map(self._shared, value))
-            return items if value and all(type(i) in _PLAIN for i in items) else value
+            return items if value and all(self._plain(i) for i in items) else value
         if kind is tuple or kind is frozenset:
             items = list(map(self._shared, value))
-            if all(type(i) in _PLAIN for i in items):
-                typed = tuple((type(i), i) for i in items)  # 1 and True are equal, not the same
-                key = (kind, typed if kind is tuple else frozenset(typed))
-                return self._same.setdefault(key, kind(items))
+            if all(self._plain(i) for i in items):
+                # 1 and True are equal, not the same; a nested tuple or set is a shared one, so
+                # its identity says what it holds, types included
+                typed = tuple((type(i), i if type(i) in _PLAIN else id(i)) for i in items)
+                got = self._same.setdefault((kind, typed if kind is tuple else frozenset(typed)), kind(items))
+                self._made.add(id(got))  # held by _same: the id stays its own
+                return got
         return value
 
+    def _plain(self, item: Any) -> bool:
+        """Whether ``item`` (as :meth:`_shared` gave it) may be part of a shared value: a string,
+        number or None, or a tuple or frozenset that is itself shared."""
+        return type(item) in _PLAIN or id(item) in self._made
 
-_PLAIN = frozenset({str, int, type(None), bool, tuple, frozenset})
+
+_PLAIN = frozenset({str, int, type(None), bool})
 
 
 def write_entry(key: str, skeleton: Any, loaded: LoadedSigma, paths: list[str | os.PathLike],
