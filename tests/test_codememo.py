@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -60,6 +61,7 @@ def _behaviour(cls: dict[str, Any]) -> list[Any]:
     return [repr(p), p == cls["Plain"](1, [], "x"), p == cls["Plain"](2), cls["Plain"](1).b is not p.b,
             repr(f), hash(f) == hash(cls["Frozen"]("p", None)), not hasattr(f, "__dict__"),
             cls["Typed"](1), cls["Typed"](1, "z")._replace(x=2), cls["Point"](1, y=2)._asdict(),
+            typing.get_type_hints(cls["Typed"]),
             [(p.pattern, p.flags, p.groups, p.groupindex) for p in cls["patterns"]],
             [bool(p.search(s)) for p in cls["patterns"][:2] for s in ("C:\\x.EXE", " 42 \n", "")],
             cls["patterns"][0].match("c:\\tmp\\a.exe").groupdict(),
@@ -86,12 +88,36 @@ def test_second_start_compiles_nothing_and_classes_behave_the_same(cache: Path) 
     assert stored == [re.compile(p, f) for p, f in PATTERNS]  # the same flags, pattern and SRE code
 
 
+def test_second_start_compiles_no_forward_reference(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``NamedTuple``'s string annotations (``from __future__ import annotations``) are compiled
+    by ``typing.ForwardRef`` at class definition: through the memo, not again at a second start."""
+    with codememo.remembered("probe") as first:
+        _define()
+    assert ("eval", "int") in first.used and ("eval", "str") in first.used
+    calls: list[Any] = []
+    real = compile
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("builtins.compile", counting)
+    with codememo.remembered("probe") as second:
+        cls = _define()
+    assert second.compiled == 0 and calls == []
+    assert typing.get_type_hints(cls["Typed"]) == {"x": int, "y": str}
+    with pytest.raises(SyntaxError), codememo.remembered("probe"):
+        typing.ForwardRef("not an expression (")  # typing's own error, as without the memo
+    cls["Typed"](1)
+
+
 def test_the_patch_ends_with_the_block(cache: Path) -> None:
     with pytest.raises(RuntimeError), codememo.remembered("probe"):
         assert dataclasses.exec.__self__ is not None  # type: ignore[attr-defined]
         raise RuntimeError
     assert not hasattr(dataclasses, "exec")
     assert not hasattr(collections, "eval")
+    assert not hasattr(typing, "compile")
     assert re._compiler.compile is codememo._ORIGINAL_REGEX  # type: ignore[attr-defined]
     _define()  # the standard library's own exec/eval again
 

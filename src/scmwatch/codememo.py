@@ -1,5 +1,6 @@
 """What a subcommand's imports compile at every start, compiled once and kept: the code that
-``dataclasses`` and ``collections.namedtuple`` generate, and the module-level regexes.
+``dataclasses`` and ``collections.namedtuple`` generate, the string annotations of ``typing``
+named tuples, and the module-level regexes.
 
 ``dataclasses`` and ``namedtuple`` build their methods as source text and compile it at every
 class definition (``exec`` in ``dataclasses``, ``eval`` in ``namedtuple``). Importing what
@@ -96,6 +97,20 @@ class Memo:
         final, code, groups, groupindex, indexgroup = args
         return _sre.compile(pattern, final, code, groups, groupindex, indexgroup)
 
+    def compile(self, source: Any, filename: str, mode: str, flags: int = 0, dont_inherit: bool = False,
+                optimize: int = -1) -> Any:
+        """``compile`` as ``typing.ForwardRef`` calls it (``compile(annotation, "<string>",
+        "eval")``) for each string annotation of a ``NamedTuple`` class, through the memo. The
+        first ``compile`` of a process also builds the ``ast`` node types (~9M instructions):
+        the hunt's imports define 17 such classes, 81 annotations, 12.9M of the ~450M
+        instructions before the worker forks (callgrind), none of it needed when the memo
+        holds their code. The caller's ``__future__`` flags are never inherited: ``typing``
+        has none."""
+        if (isinstance(source, str) and filename == "<string>" and mode == "eval" and not flags
+                and optimize == -1):
+            return self.code(source, mode)
+        return builtins.compile(source, filename, mode, flags, dont_inherit=True, optimize=optimize)
+
     def exec(self, source: Any, globals: Any = None, locals: Any = None) -> None:
         """``exec`` as ``dataclasses`` calls it, with ``source`` compiled through the memo."""
         if isinstance(source, str) and isinstance(globals, dict):
@@ -184,24 +199,28 @@ def write_memo(path: str, codes: dict[Key, Any]) -> None:
 @contextmanager
 def remembered(name: str) -> Iterator[Memo]:
     """While the block runs (importing subcommand ``name``'s modules), ``dataclasses`` and
-    ``collections.namedtuple`` compile their generated code, and ``re`` its patterns, through a
-    :class:`Memo` read from ``name``'s memo file; afterwards all three are as before. When the
+    ``collections.namedtuple`` compile their generated code, ``typing`` its forward references,
+    and ``re`` its patterns, through a :class:`Memo` read from ``name``'s memo file; afterwards
+    all four are as before. When the
     block compiled anything the file is written again with what it held and what was compiled
     (installs of two versions of scmwatch sharing a cache directory do not replace each other's
     code at every start), or with only what was used once that is more than ``KEEP`` times as
     many texts."""
     import collections
     import dataclasses
+    import typing
     path = memo_path(name)
     memo = Memo(read_memo(path) if path else None)
     dataclasses.exec = memo.exec  # type: ignore[attr-defined]
     collections.eval = memo.eval  # type: ignore[attr-defined]
+    typing.compile = memo.compile  # type: ignore[attr-defined]
     sre_compiler.compile = memo.regex
     try:
         yield memo
     finally:
         del dataclasses.exec  # type: ignore[attr-defined]
         del collections.eval  # type: ignore[attr-defined]
+        del typing.compile  # type: ignore[attr-defined]
         sre_compiler.compile = _ORIGINAL_REGEX
     if path and memo.compiled:
         keep = memo.known if len(memo.known) <= KEEP * len(memo.used) else memo.used
