@@ -169,8 +169,9 @@ def test_hunt_defers_inspect_and_archive_readers(tmp_path: Path) -> None:
     ``tokenize``), which ``dataclasses`` imports for the docstring of a class without one:
     the classes it runs have theirs. A class defined later without one still gets it, as
     ``inspect`` is imported at that first use. Nor are ``zipfile`` and ``gzip`` imported when no
-    input is an archive. (Rules without correlations: pySigma's condition grammar, which
-    correlation rules need, uses ``inspect`` at its import.)"""
+    input is an archive, nor ``zstandard`` when no result is spilled to disk. (Rules without
+    correlations: pySigma's condition grammar, which correlation rules need, uses ``inspect``
+    at its import.)"""
     events = tmp_path / "two.jsonl"
     events.write_text(EVENTS)
     rules = tmp_path / "rules"
@@ -183,7 +184,7 @@ def test_hunt_defers_inspect_and_archive_readers(tmp_path: Path) -> None:
                              timeout=120, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["code"] == 0 and "scmwatch.hunt" in got["modules"]
-    assert not {"inspect", "ast", "dis", "tokenize", "zipfile", "gzip"} & set(got["modules"])
+    assert not {"inspect", "ast", "dis", "tokenize", "zipfile", "gzip", "zstandard"} & set(got["modules"])
     assert got["doc"] == "Late(a: int, b: str = 'x')"
 
 
