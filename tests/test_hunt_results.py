@@ -180,6 +180,25 @@ def test_table_ends_with_results_and_short_readiness(capsys):
     assert "Results summary" not in out  # machine formats stay clean
 
 
+def test_results_object_made_only_for_what_keeps_it(capsys, tmp_path, monkeypatch):
+    """The summary's ``results`` object is made for ``--summary`` (and a case), not for a hunt
+    that writes neither: there it was the parent's work after the last result for nothing."""
+    made = []
+    real = Results.to_dict
+
+    def counted(self, *args, **kwargs):
+        made.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Results, "to_dict", counted)
+    rc, out, _ = hunt(capsys, *LOGS, "--rules", RULES, "--format", "jsonl")
+    assert rc == 0 and out and not made
+    summ = tmp_path / "s.json"
+    rc, again, _ = hunt(capsys, *LOGS, "--rules", RULES, "--format", "jsonl", "--summary", str(summ))
+    assert rc == 0 and again == out and made == [1]
+    assert json.loads(summ.read_text())["results"]["alerts"] == len(out.splitlines())
+
+
 # -- --timezone and timing -----------------------------------------------------------------------
 
 def test_timezone_for_display_only(capsys, tmp_path):

@@ -472,7 +472,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                           f"elsewhere?): {exc.strerror or exc}") from None
         try:
             sink.close()
-            result.summary["results"] = results.to_dict()
+            if args.summary or case.writer is not None:  # only they keep the summary: ~1 ms of the tail
+                result.summary["results"] = results.to_dict()
             _write_footer(result, args, stream, results)
             stream.flush()
             if target is not None:
