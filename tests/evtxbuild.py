@@ -182,16 +182,24 @@ class Sub(NamedTuple):
 
 
 class _Bin:
-    """BinXML at a known chunk offset (names are written inline, so they need it)."""
+    """BinXML at a known chunk offset (names are written inline, so they need it). ``names``:
+    the chunk's names written so far (name -> offset), when a name written once is to be
+    referred to by its offset afterwards, as Windows refers to a chunk's string table."""
 
-    def __init__(self, at: int) -> None:
+    def __init__(self, at: int, names: dict[str, int] | None = None) -> None:
         self.at = at
         self.b = bytearray()
+        self.names = names
 
     def here(self) -> int:
         return self.at + len(self.b)
 
     def name(self, name: str) -> None:
+        if self.names is not None and name in self.names:
+            self.b += struct.pack("<I", self.names[name])
+            return
+        if self.names is not None:
+            self.names[name] = self.here() + 4
         self.b += struct.pack("<I", self.here() + 4)
         self.b += struct.pack("<IHH", 0, 0, len(name)) + _utf16(name) + b"\x00\x00"
 
@@ -235,7 +243,7 @@ class _Bin:
             known = defs[tree] = self.here() + 4
         self.b += struct.pack("<I", known)
         if known == self.here():
-            body = _Bin(self.here() + 24)
+            body = _Bin(self.here() + 24, self.names)
             body.b += b"\x0f\x01\x01\x00"
             body.element(*tree)
             body.b += b"\x00"
@@ -270,11 +278,12 @@ class _Bin:
 
 
 def template_record(rid: int, at: int, tree: tuple, values: Sequence[tuple[int, object]],
-                    defs: dict) -> bytes:
+                    defs: dict, names: dict[str, int] | None = None) -> bytes:
     """One record made of a template instance of ``tree`` with ``values`` ((type, value) pairs;
     a BINXML value is (tree, values) of a nested instance or None), to be placed at chunk offset
-    ``at``; ``defs`` holds the chunk's template definitions written so far."""
-    w = _Bin(at + 24)
+    ``at``; ``defs`` holds the chunk's template definitions written so far, ``names`` (optional)
+    the names written so far, each then referred to by its offset (see :class:`_Bin`)."""
+    w = _Bin(at + 24, names)
     w.b += b"\x0f\x01\x01\x00"
     w.instance(tree, values, defs)
     w.b += b"\x00"

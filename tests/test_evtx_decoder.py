@@ -460,3 +460,63 @@ def test_long_values_that_share_the_hash_sample_stay_apart(tmp_path: Path) -> No
     assert_same(str(path))
     got = [e.fields["CommandLine"] for e in evtx_reader.read_evtx("in.evtx", str(path), ReadStats())]
     assert got == texts
+
+
+# Plans are kept across chunks for templates of the same tokens and names (``template_key``):
+# a chunk that refers to its names by offset must not take the plan of another chunk whose
+# template has the same bytes but whose offsets hold other names.
+def _system_with(tag: str) -> tuple:
+    return ("System", (), (*_SYSTEM[2], (tag, (), (evtxbuild.Sub(8),))))
+
+
+def _named_chunk(tag: str, shift: int = 0, n: int = 12) -> bytes:
+    """Records of two templates, each name written once and referred to by offset afterwards:
+    the second template's ``tag`` element is a reference to the name the first one wrote.
+    ``shift`` records without templates come first (the templates then lie elsewhere)."""
+    names: dict[str, int] = {}
+    defs: dict = {}
+    body = bytearray(evtxbuild.records(1, shift))
+    first = ("Event", (_NS,), (_system_with(tag), _DATA))
+    second = ("Event", (_NS,), (_system_with(tag), ("EventData", (), (
+        ("Data", (("Name", "Only"),), (evtxbuild.Sub(4),)),))))
+    s, g = evtxbuild.STRING, evtxbuild.GUID
+    for k in range(n):
+        values = [(evtxbuild.UINT32, 7045), (s, "System"), (s, f"HOST{k % 3}"), (s, "S-1-5-18"),
+                  (s, f"svc{k}"), (s, "C:\\x.exe"), (g, bytes(range(16))), (s, ""), (s, f"t{k}"),
+                  (g, bytes(range(16, 32)))]
+        tree = first if k % 2 == 0 else second
+        at = evtxbuild.RECORDS_AT + len(body)
+        body += evtxbuild.template_record(shift + k + 1, at, tree, values, defs, names)
+    return evtxbuild.chunk(bytes(body), 1, shift + n)
+
+
+def test_templates_of_the_same_bytes_and_other_names_keep_apart(tmp_path: Path) -> None:
+    """The second template of both chunks has the same bytes (its names are offsets into the
+    first template, whose names have the same lengths), but those offsets name ``Alpha`` in one
+    chunk and ``Gamma`` in the other: each chunk reads as the package reads it."""
+    chunks = {tag: _named_chunk(tag) for tag in ("Alpha", "Gamma")}
+    a, g = chunks["Alpha"], chunks["Gamma"]
+    assert a != g and len(a) == len(g)
+    for tag, chunk in chunks.items():
+        path = tmp_path / f"{tag}.evtx"
+        path.write_bytes(evtxbuild.evtx_file([chunk]))
+        assert_same(str(path))
+        assert chunk_counts(str(path)) == (1, 0)
+        events = list(evtx_reader.read_evtx("in.evtx", str(path), ReadStats()))
+        assert len(events) == 12 and all(e.fields[tag] == f"t{k}" for k, e in enumerate(events))
+
+
+def test_plans_are_kept_across_chunks_and_files(tmp_path: Path) -> None:
+    """A template met again in another chunk (here another file, its templates at other
+    offsets) replays the plans its records made before: none of its records is rendered."""
+    counters = evtx_reader._evtx.counters
+    first, moved = tmp_path / "first.evtx", tmp_path / "moved.evtx"
+    first.write_bytes(evtxbuild.evtx_file([_named_chunk("Delta")]))
+    moved.write_bytes(evtxbuild.evtx_file([_named_chunk("Delta", shift=3)]))
+    assert_same(str(first))
+    before = counters()
+    assert_same(str(moved))
+    after = counters()
+    assert after["rendered"] == before["rendered"]
+    assert after["replayed"] > before["replayed"]
+    assert after["plans"] == before["plans"] and after["plans"] > 0
