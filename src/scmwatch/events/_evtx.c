@@ -93,10 +93,13 @@ typedef struct {
 } Pool;
 
 typedef struct {
-    uint32_t off;
-    int root;     /* element in the template pool */
+    uint32_t off, size; /* its definition, its tokens' size */
+    int root;           /* element in the template pool, UNPARSED, or BAIL */
+    int nest;
     uint32_t key; /* what plans know it by: template_key */
 } Template;
+
+#define UNPARSED (-2)
 
 typedef struct {
     uint32_t off; /* 0: empty slot (no name or key lives at offset 0: that is the chunk magic) */
@@ -151,7 +154,7 @@ typedef struct {
 /* A template instance read lazily: its values are x->lv[base, base + count). */
 typedef struct {
     uint32_t key; /* its template's template_key */
-    int root;     /* its root element in the template pool */
+    int tpl;      /* its template in x->templates */
     int base, count;
 } Frame;
 
@@ -823,24 +826,36 @@ static int parse_stream(Ctx *x, Pool *p, uint32_t start, uint32_t size, int mode
 
 static uint32_t template_key(Ctx *x, uint32_t start, uint32_t size, uint32_t off);
 
-/* The template definition at ``off``, parsed once per chunk; its root in the template pool, and
- * its template_key into ``*key``. */
-static int template_at(Ctx *x, uint32_t off, int nest, uint32_t *key) {
+/* The template definition at ``off``, once per chunk: its index in x->templates, its tokens
+ * keyed (template_key) but not yet parsed (``template_root``). */
+static int template_at(Ctx *x, uint32_t off, int nest) {
     for (int i = 0; i < x->ntemplates; i++)
-        if (x->templates[i].off == off) {
-            *key = x->templates[i].key;
-            return x->templates[i].root;
-        }
+        if (x->templates[i].off == off) return i;
     if (x->ntemplates >= MAX_TEMPLATES || !has(off, 24)) return BAIL;
     uint32_t size = u32at(x->d, off + 20);
     if (!has(off + 24ull, size)) return BAIL;
-    int root = parse_stream(x, x->tpl, off + 24, size, MODE_TEMPLATE, nest);
-    if (root < 0) return BAIL;
-    x->templates[x->ntemplates].off = off;
-    x->templates[x->ntemplates].root = root;
-    x->templates[x->ntemplates].key = *key = template_key(x, off + 24, size, off);
-    x->ntemplates++;
-    return root;
+    Template *t = &x->templates[x->ntemplates];
+    t->off = off;
+    t->size = size;
+    t->root = UNPARSED;
+    t->nest = nest;
+    t->key = template_key(x, off + 24, size, off);
+    return x->ntemplates++;
+}
+
+/* Template ``i``'s root in the template pool, parsed when first asked for: a record replayed from
+ * a plan never asks (a plan is made from a record rendered from the tree of a template of the
+ * same tokens and names, parsed then). BAIL when it cannot be parsed. */
+static Py_ssize_t N_PARSED; /* templates parsed, for counters() */
+
+static int template_root(Ctx *x, int i) {
+    Template *t = &x->templates[i];
+    if (t->root == UNPARSED) {
+        N_PARSED++;
+        int root = parse_stream(x, x->tpl, t->off + 24, t->size, MODE_TEMPLATE, t->nest);
+        t->root = root < 0 ? BAIL : root;
+    }
+    return t->root;
 }
 
 /* A copy of template element ``te`` in the record pool with substitutions resolved; ``base``:
@@ -978,12 +993,14 @@ static int template_instance(Ctx *x, uint32_t *pos, int nest, int lazy) {
         at += len;
     }
     *pos = at;
-    uint32_t key;
-    int root = template_at(x, def, nest, &key);
-    if (root < 0) return BAIL;
-    if (f < 0) return instantiate(x, root, values, (int)count, 0, -1);
-    x->frames[f].key = key;
-    x->frames[f].root = root;
+    int t = template_at(x, def, nest);
+    if (t < 0) return BAIL;
+    if (f < 0) {
+        int root = template_root(x, t);
+        return root < 0 ? BAIL : instantiate(x, root, values, (int)count, 0, -1);
+    }
+    x->frames[f].key = x->templates[t].key;
+    x->frames[f].tpl = t;
     return LAZY + f;
 }
 
@@ -998,7 +1015,9 @@ static int materialize(Ctx *x, int f) {
             vals[i].elem = e;
         }
     }
-    return instantiate(x, fr->root, vals, fr->count, 0, fr->base);
+    int root = template_root(x, fr->tpl);
+    if (root < 0) return BAIL;
+    return instantiate(x, root, vals, fr->count, 0, fr->base);
 }
 
 /* A text or placeholder node goes to the attribute being read, or under the open element. */
@@ -1966,7 +1985,9 @@ static int same_frames(const Plan *p, const Ctx *x) {
  * by its offset and its plans last for its chunk, as before. On x5 (1,385 files of one or a
  * few chunks, callgrind): the decoder over every chunk with a gate keeping every record
  * 1,015M -> 887M instructions, records rendered 6,215 -> 1,086 of 39,285; the whole hunt (--jobs 1)
- * 4,141M -> 4,015M. */
+ * 4,141M -> 4,015M. A template definition is then parsed into its tree only when a record of it
+ * is rendered (``template_root``): x5 parses 760 of them, and the decoder 881M -> 850M
+ * instructions, the hunt 4,015M -> 3,975M. */
 #define KEYED 0x80000000u  /* a template_key from the content table (else a chunk offset) */
 #define CANON_SLOTS 4096   /* a power of two */
 #define CANON_MAX 2048
@@ -2000,17 +2021,25 @@ static int canon_put(uint32_t *n, const uint8_t *p, uint32_t len) {
     return 0;
 }
 
-/* The name at ``off`` (checked by name_at when the template was parsed): its length and text. */
+/* The name at ``off``, its length and text; BAIL for a name name_at refuses (the template then
+ * has no key, and its records are rendered, which parses it). */
 static int canon_name(Ctx *x, uint32_t *n, uint32_t off) {
-    if (!has(off, 8)) return BAIL;
+    if (off == 0 || !has(off, 8)) return BAIL;
     uint32_t units = u16at(x->d, off + 6);
-    if (!has(off + 8, 2ull * units)) return BAIL;
+    if (!has(off + 8, 2ull * units + 2)) return BAIL;
+    int64_t k = utf16_units(x->d, off + 8, units);
+    if (k < 0) return BAIL;
+    for (int64_t i = 0; i < k; i++) {
+        uint16_t u = u16at(x->d, off + 8 + 2 * (uint32_t)i);
+        if (u < 0x20 || u == '"' || u == '\\') return BAIL;
+    }
     return canon_put(n, x->d + off + 6, 2 + 2 * units);
 }
 
 /* The key plans know the template whose tokens are ``size`` bytes at ``start`` by: the same in
  * every chunk for the same tokens and names (KEYED | its slot in the content table), else its
- * chunk offset ``off``. Its tokens were read by parse_stream (MODE_TEMPLATE) already. */
+ * chunk offset ``off``. Reads the tokens as parse_stream (MODE_TEMPLATE) does, every read
+ * bounds-checked; whether they make a tree is parse_stream's to say when the tree is asked for. */
 static uint32_t template_key(Ctx *x, uint32_t start, uint32_t size, uint32_t off) {
     const uint8_t *d = x->d;
     uint32_t pos = start, end = start + size, n = 0, name_off;
@@ -2555,14 +2584,15 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 }
 
 static PyObject *counters(PyObject *self, PyObject *noargs) {
-    return Py_BuildValue("{sisisnsn}", "templates", NCANON, "plans", NGPLAN, "rendered", N_RENDERED, "replayed",
-                         N_REPLAYED);
+    return Py_BuildValue("{sisisnsnsn}", "templates", NCANON, "plans", NGPLAN, "rendered", N_RENDERED, "replayed",
+                         N_REPLAYED, "parsed", N_PARSED);
 }
 
 static PyMethodDef methods[] = {
     {"counters", counters, METH_NOARGS,
-     "counters() -> {templates, plans, rendered, replayed}: the templates and plans kept across chunks so far, "
-     "and the records of one template instance rendered from its tree or replayed from a plan."},
+     "counters() -> {templates, plans, rendered, replayed, parsed}: the templates and plans kept across chunks so "
+     "far, the records of one template instance rendered from its tree or replayed from a plan, and the template "
+     "definitions parsed into trees."},
     {"decode_chunk", decode_chunk, METH_VARARGS,
      "decode_chunk(chunk, source, want, decisions) -> (events, skipped) (no events for a chunk of zeros, "
      "which the evtx package skips); None when the chunk is one to leave to the package; a str saying why "
