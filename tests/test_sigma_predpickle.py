@@ -69,6 +69,47 @@ def test_nested_functions_share_their_code_with_the_module() -> None:
     assert predpickle.loads(copied).__code__ is not a.__code__
 
 
+class _Maker:
+    @staticmethod
+    def make(prefix: str):
+        return lambda v: str(v).startswith(prefix)
+
+
+_renamed = _make  # a second name: the module table finds _make's nested code while _make is rebound
+
+
+def test_a_nested_code_is_found_under_its_function_without_the_module_table(monkeypatch) -> None:
+    """A stored reference to a nested function's code is resolved from the code of the
+    function its qualname names (``f`` of ``f.<locals>.g``, a static method ``C.m``), without
+    walking the whole module for its table, and gives the object that table gives."""
+    import sys
+
+    walked = []
+    table = predpickle._nested_codes
+    monkeypatch.setattr(predpickle, "_nested_codes", lambda mod: walked.append(mod) or table(mod))
+    monkeypatch.setattr(predpickle, "_codes", {})
+    mod = sys.modules[__name__]
+    whole = table(mod)
+    for f in (_make("x"), _Maker.make("x")):
+        code = f.__code__
+        assert whole[(code.co_qualname, code.co_firstlineno)] is code
+        assert predpickle._nested_code(__name__, code.co_qualname, code.co_firstlineno) is code
+    assert walked == []
+
+
+def test_a_nested_code_not_found_under_its_function_comes_from_the_module_table(monkeypatch) -> None:
+    """Where the qualname's function is not the module attribute of that name (here: the name
+    rebound to something else), the module's table decides, as before."""
+    code = _make("x").__code__
+    assert predpickle._code_under(__import__(__name__), code.co_qualname, code.co_firstlineno) is code
+    monkeypatch.setattr(predpickle, "_codes", {})
+    monkeypatch.setitem(globals(), "_make", SENTINEL)
+    assert predpickle._code_under(__import__(__name__), code.co_qualname, code.co_firstlineno) is None
+    assert predpickle._nested_code(__name__, code.co_qualname, code.co_firstlineno) is code
+    with pytest.raises(pickle.UnpicklingError):
+        predpickle._nested_code(__name__, code.co_qualname, code.co_firstlineno + 1)
+
+
 def _recursive():
     def walk(v, depth=0):
         return depth if not isinstance(v, list) else max((walk(x, depth + 1) for x in v), default=depth + 1)
