@@ -136,8 +136,7 @@ def unfreeze_gc() -> None:
     _frozen = False
 
 
-@contextmanager
-def lasting(collect: bool = True) -> Iterator[None]:
+class lasting:  # noqa: N801 - used as a function: ``with lasting():``
     """Cyclic GC off while a rule is compiled on first use (``Unit.pred``), mid-hunt.
 
     Compiling leaves ~40 objects of cyclic garbage per rule, and what it keeps (the pySigma
@@ -150,17 +149,27 @@ def lasting(collect: bool = True) -> Iterator[None]:
     ``collect=False``: no collection on exit, for what leaves next to no garbage: reading a
     rule's stored predicates (``RuleSource.predicates``) left 30 unreachable objects over the
     809 reads of an x5 hunt, and collecting the young generation after each read (it holds
-    the batch of events in flight too) cost ~8 ms of each process (measured in place)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if collect:
+    the batch of events in flight too) cost ~8 ms of each process (measured in place).
+
+    A class, not a ``contextlib.contextmanager`` generator: entering and leaving took ~4 us
+    that way, ~1 us this way, for each of the ~680 predicates each x5 process reads."""
+
+    __slots__ = ("collect", "was")
+
+    def __init__(self, collect: bool = True) -> None:
+        self.collect = collect
+        self.was = False
+
+    def __enter__(self) -> None:
+        self.was = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.collect:
             gc.collect(0)
         if _frozen:
             gc.freeze()
-        if was:
+        if self.was:
             gc.enable()
 
 
