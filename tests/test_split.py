@@ -470,6 +470,43 @@ def test_two_split_files_replayed_each_and_merged(tmp_path: Path, pack) -> None:
     assert s["parallelism"]["files_split"] == 2 and s["parallelism"]["ranges"] == 16
 
 
+def test_ranges_parse_address_name_facts_only_where_the_replay_keeps_them(
+        tmp_path: Path, pack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DNS query repeated with a changing answer: the whole file parses its first event's fact
+    (the raw dedup drops the repeats unparsed), and so do the ranges, which leave each fact
+    unparsed for the replay that alone knows the repeats; the output is the whole file's."""
+    from scmwatch import correlate
+    from scmwatch.hunt import hunt_unit
+    from scmwatch.split import split_units
+
+    dns = [line(i, EventID=22, Channel="Microsoft-Windows-Sysmon/Operational", Computer="WS1",
+                QueryName="fs.corp.example", QueryResults=f"10.0.{i // 200}.{i % 200 + 1}")
+           for i in range(400)]
+    path = tmp_path / "dns.jsonl"
+    path.write_bytes(b"".join(dns))
+    parsed: list[str] = []
+    real = correlate.extract_fact
+
+    def counted(fields, *args):
+        parsed.append(fields["QueryResults"])
+        return real(fields, *args)
+
+    monkeypatch.setattr(correlate, "extract_fact", counted)
+    one, s1, _ = _hunt([path], pack)
+    assert parsed == ["10.0.0.1"] and s1["correlation"]["link_facts"] == 1
+    parsed.clear()
+
+    def in_order(ctx, units, jobs, report):
+        for i, u in units:
+            r = hunt_unit(ctx, i, u, collect_errors=True)
+            assert len(r.links.rest) == r.stats.events  # each distinct, none parsed in the range
+            yield r
+
+    two, s2, _ = _hunt([path], pack, jobs=2, split_bytes=SMALL, map_units=split_units(in_order))
+    assert two == one and s2["correlation"] == s1["correlation"] and s2["parallelism"]["ranges"] == 8
+    assert parsed == ["10.0.0.1"]
+
+
 @pytest.mark.parametrize("fresh", [True, False])
 def test_a_link_event_without_a_usable_time(tmp_path: Path, pack, fresh: bool) -> None:
     """A range keeps its link events' time text and the replay parses it only for the facts it

@@ -435,7 +435,7 @@ def _hunt(units: list[tuple[int, Any]], ctx: HuntContext, on_error: Reporter | N
         range_links = LinkEvents() if ranged and ctx.selector is not None else None
         if ctx.selector is not None:
             select = (ctx.selector.select if range_links is None
-                      else partial(ctx.selector.select_range, links=range_links))
+                      else partial(ctx.selector.select_range, range_links))
         cands = Stream(ctx.spill, f"cand{index}", ctx.run_size)
         if enricher is None or many:
             enricher = Enricher()

@@ -48,7 +48,14 @@ from dataclasses import replace
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from scmwatch.correlate import RANGE_FACT, Candidate, CandidateSelector, CorrelationStage, FactDedup
+from scmwatch.correlate import (
+    RANGE_FACT,
+    Candidate,
+    CandidateSelector,
+    CorrelationStage,
+    FactDedup,
+    name_fact,
+)
 from scmwatch.correlate.partition import chained
 from scmwatch.correlate.stream import when_us
 from scmwatch.events.enrich import LineageFacts
@@ -373,17 +380,19 @@ class _Replay:
         links = r.links
         timed = True
         if links is not None:
-            raws, facts = links.raws, links.facts
+            raws, facts, rest = links.raws, links.facts, links.rest
+            parse = self.ctx.selector.key_fact if self.ctx.selector is not None else name_fact
             columns = (links.pos, links.when, links.raw, links.fact, links.keyed)
             for pos, when, ri, fi, keyed in zip(*columns, strict=True):
                 raw = raws[ri]
-                fact = facts[fi]
                 if raw is not None and not raw_fresh(raw, offset + pos, raw_refresh):
                     fact = None
-                elif fact is not None:
-                    t = when if when.__class__ is int else when_us(when)
-                    timed = timed and t > 0
-                    fact = fresh(fact, t, fact_refresh)
+                else:
+                    fact = facts[fi] if fi >= 0 else parse(raw + rest[~fi])
+                    if fact is not None:
+                        t = when if when.__class__ is int else when_us(when)
+                        timed = timed and t > 0
+                        fact = fresh(fact, t, fact_refresh)
                 if keyed:
                     decided(fact)
                 elif fact is not None:

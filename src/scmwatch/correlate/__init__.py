@@ -184,9 +184,16 @@ class LinkEvents:
     for the whole file's select (13,253 link events of simulated NDJSON, best of 3), ~0.8 s of
     worker CPU per GB; as columns, whose arrays pickle as bytes, see the docstring of
     :meth:`CandidateSelector.select_range`. Held in memory: a range is at most
-    ``scmwatch.split.RANGE_BYTES``, ~25 bytes per link event."""
+    ``scmwatch.split.RANGE_BYTES``, ~25 bytes per link event.
 
-    __slots__ = ("_facts", "_keys", "_raws", "fact", "facts", "keyed", "pos", "raw", "raws", "when")
+    An address -> name event that matched no rule keeps its fact unparsed (a negative fact
+    index ``~j``: ``rest[j]``, the ``_NAME_FIELDS`` values after its raw ones), parsed by
+    :meth:`fact_of` only where the replay keeps it: the whole file's raw dedup parses those
+    alone, while a range, which cannot know them, parsed every distinct event (983 MB of
+    simulated NDJSON: 55k ``extract_fact`` calls over the ranges against 14k for the whole
+    file)."""
+
+    __slots__ = ("_facts", "_keys", "_raws", "fact", "facts", "keyed", "pos", "raw", "raws", "rest", "when")
 
     def __init__(self) -> None:
         self.pos = array("q")
@@ -196,6 +203,7 @@ class LinkEvents:
         self.keyed = bytearray()
         self.raws: list[tuple | None] = [None]
         self.facts: list[tuple | None] = [None]
+        self.rest: list[tuple] = []  # the unparsed facts' other _NAME_FIELDS values
         self._keys: dict[tuple, tuple[int, int]] = {}  # _NAME_FIELDS values -> (raw, fact) indexes
         self._raws: dict[tuple, int] = {}
         self._facts: dict[tuple, int] = {}
@@ -204,15 +212,26 @@ class LinkEvents:
         return len(self.pos)
 
     def __getstate__(self) -> tuple:
-        return (self.pos, self.when, self.raw, self.fact, self.keyed, self.raws, self.facts)
+        return (self.pos, self.when, self.raw, self.fact, self.keyed, self.raws, self.facts, self.rest)
 
     def __setstate__(self, state: tuple) -> None:
-        self.pos, self.when, self.raw, self.fact, self.keyed, self.raws, self.facts = state
+        self.pos, self.when, self.raw, self.fact, self.keyed, self.raws, self.facts, self.rest = state
         self._keys, self._raws, self._facts = {}, {}, {}
 
     def index(self, raw: tuple | None, fact: tuple | None) -> tuple[int, int]:
         """(raw index, fact index), each value added to its table when new."""
         return self._index(raw, self.raws, self._raws), self._index(fact, self.facts, self._facts)
+
+    def unparsed(self, key: tuple) -> tuple[int, int]:
+        """(raw index, unparsed fact index) of an address -> name event's ``_NAME_FIELDS`` values."""
+        self.rest.append(key[len(_NAME_RAW):])
+        return self._index(key[:len(_NAME_RAW)], self.raws, self._raws), ~(len(self.rest) - 1)
+
+    def fact_of(self, ri: int, fi: int) -> tuple | None:
+        """The fact at index ``fi`` of an event with raw index ``ri``, parsed now if it is not yet."""
+        if fi >= 0:
+            return self.facts[fi]
+        return name_fact(self.raws[ri] + self.rest[~fi])  # type: ignore[operator]
 
     @staticmethod
     def _index(value: tuple | None, table: list, ids: dict) -> int:
@@ -237,10 +256,16 @@ class LinkEvents:
 
     def rows(self) -> Iterator[tuple[int, int, tuple | None, tuple | None, bool]]:
         """``(position, time_us, raw, fact, keyed)`` per link event, in range order."""
-        raws, facts = self.raws, self.facts
+        raws, fact_of = self.raws, self.fact_of
         columns = (self.pos, self.when, self.raw, self.fact, self.keyed)
         for pos, when, ri, fi, keyed in zip(*columns, strict=True):
-            yield pos, when_us(when), raws[ri], facts[fi], bool(keyed)
+            yield pos, when_us(when), raws[ri], fact_of(ri, fi), bool(keyed)
+
+
+def name_fact(key: tuple) -> tuple | None:
+    """``extract_fact(fields, False, True)`` of an event from its ``_NAME_FIELDS`` values: they
+    are every field it reads, and it reads them with ``get`` (absent and None are alike)."""
+    return extract_fact(dict(zip(_NAME_FIELDS, key, strict=True)), False, True)
 
 
 class CandidateSelector:
@@ -287,6 +312,13 @@ class CandidateSelector:
         state["_dedup"] = FactDedup()
         state["_names"] = {}
         return state
+
+    def key_fact(self, key: tuple) -> tuple | None:
+        """:func:`name_fact`, remembered as :meth:`_name_fact` remembers it."""
+        fact = self._names.get(key, self._names)
+        if fact is self._names:
+            fact = self._name_fact(dict(zip(_NAME_FIELDS, key, strict=True)), key)
+        return fact  # type: ignore[return-value]
 
     def _name_fact(self, fields: dict[str, Any], key: tuple | None = None) -> tuple | None:
         """``extract_fact(fields, False, True)``, remembered by the values it reads (``key``:
@@ -347,9 +379,11 @@ class CandidateSelector:
         return Candidate(t, file_index, position, event if keys else None, keys, fact)
 
     def select_range(
-        self, event: Event, matched: Iterable[Any], file_index: int, position: int, links: LinkEvents
+        self, links: LinkEvents, event: Event, matched: Iterable[Any], file_index: int, position: int
     ) -> Candidate | None:
-        """:meth:`select` for one range of a split file: the per-file dedup depends on the events
+        """:meth:`select` for one range of a split file (``links`` first, so that the hunt binds it
+        with a positional ``partial``: one bound by keyword copied its keywords into a new dict
+        per event): the per-file dedup depends on the events
         before the range, so every link event goes into ``links`` with what the dedup needs (its
         raw values, its fact), and the merge step replays the dedup in file order. The candidate
         of a link event that matched a referenced rule carries ``(RANGE_FACT, raw, fact)``;
@@ -380,7 +414,9 @@ class CandidateSelector:
                     if key is None:
                         ids = links.index(_raw_key(fields), self._name_fact(fields))
                     else:
-                        ids = known[key] = links.index(key[:len(_NAME_RAW)], self._name_fact(fields, key))
+                        ids = known[key] = links.unparsed(key)
+                if keys and ids[1] < 0:  # its candidate carries the fact
+                    ids = links.index(links.raws[ids[0]], self._name_fact(fields, key))
             if keys:
                 t = time_us(event)
                 links.add(position, t, ids, True)

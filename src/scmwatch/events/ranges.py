@@ -306,7 +306,9 @@ def _ndjson_range(unit: FileRange, stats: ReadStats, gate: ReadGate | None) -> I
 
 
 class _Window(io.RawIOBase):
-    """Bytes ``[start, end)`` of a file, read with ``pread``."""
+    """Bytes ``[start, end)`` of a file, read with ``preadv`` into the caller's buffer: ``pread``
+    gave each 1 MiB block as a new bytes object copied into that buffer again (callgrind, 128 MB
+    of NDJSON split: 134 MB copied by ``memoryview`` besides the reads)."""
 
     def __init__(self, path: str, start: int, end: int) -> None:
         self._fd = os.open(path, os.O_RDONLY)
@@ -320,10 +322,9 @@ class _Window(io.RawIOBase):
         n = min(len(buffer), self._end - self._pos)
         if n <= 0:
             return 0
-        data = os.pread(self._fd, n, self._pos)
-        buffer[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
+        got = os.preadv(self._fd, [memoryview(buffer).cast("B")[:n]], self._pos)
+        self._pos += got
+        return got
 
     def close(self) -> None:
         if not self.closed:
