@@ -179,6 +179,59 @@ def test_short_texts_read_as_themselves_wherever_they_stand(tmp_path: Path,
         assert second[texts[i ^ 1]] == t and second["Last"] == texts[i ^ 1]
 
 
+def test_read_json_hands_back_the_c_loop_itself(tmp_path: Path) -> None:
+    """An NDJSON file of evtx_dump records is iterated through the C loop with no generator of
+    the reader in between; the loop adds its counts to the stats when it ends."""
+    path = tmp_path / "x.ndjson"
+    path.write_bytes(b"".join(line(record(i)) for i in range(1, 6)))
+    stats = ReadStats()
+    with open(path, "rb") as fh:
+        events = json_reader.read_json(str(path), fh, stats)
+        assert type(events) is json_reader.NdjsonEvents
+        assert stats.events == 0
+        assert [e.record_id for e in events] == [1, 2, 3, 4, 5]
+    assert stats.events == 5 and stats.bytes == path.stat().st_size
+
+
+@pytest.mark.parametrize("how", ["close", "drop"])
+def test_counts_reach_the_stats_when_the_loop_stops_early(how: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped after two events (closed, as a ``yield from`` closes it, or dropped), the loop adds
+    what it has read once, as the generator's ``finally`` did."""
+    monkeypatch.setattr(json_reader, "BLOCK", 1000)
+    path = tmp_path / "x.ndjson"
+    path.write_bytes(b"".join(line(record(i)) for i in range(1, 50)))
+    read = len(line(record(1))) + 1000  # the first line (read to tell the format), one block
+    stats = ReadStats()
+    with open(path, "rb") as fh:
+        events = json_reader.read_json(str(path), fh, stats)
+        assert [next(events).record_id, next(events).record_id] == [1, 2]
+        if how == "close":
+            events.close()
+            assert (stats.events, stats.bytes) == (2, read)
+            events.close()
+            assert list(events) == []
+        del events
+    assert (stats.events, stats.bytes) == (2, read)
+
+
+def test_a_read_error_is_reported_after_the_events_read_before_it(tmp_path: Path) -> None:
+    """A compressed NDJSON file cut short fails in the middle of the C loop: the loop's counts are
+    in the stats when the reader reports the failure, so the message says how many were read."""
+    import gzip
+
+    body = b"".join(line(record(i, Pad="p" * 400)) for i in range(1, 6001))
+    packed = gzip.compress(body, compresslevel=1)
+    path = tmp_path / "cut.ndjson.gz"
+    path.write_bytes(packed[: len(packed) * 3 // 4])
+    stats = ReadStats()
+    events = [e for inp in discover([str(path)], stats) for e in read_input(inp, stats)]
+    assert 1000 < len(events) < 6000
+    assert stats.events == len(events)
+    (err,) = stats.first_errors
+    assert err.kind == "unreadable" and f"read failed after {len(events)} events" in err.message
+
+
 @pytest.mark.parametrize("block", [1, 2, 7, 64, 1000, 4096])
 def test_reads_cut_anywhere_give_the_same_events(block: int, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1551,7 +1551,24 @@ typedef struct {
     Py_ssize_t nbytes;  /* bytes read */
     int flat;           /* the file's flavour: flat exports, else evtx_dump records */
     Gate gate;
+    PyObject *on_end;   /* callable(nbytes, count, skipped), called once when done, or NULL */
 } NdjsonEvents;
+
+/* on_end(nbytes, count, skipped), once: when the lines run out or reading fails, at close() or
+ * at the latest when the loop is freed. It stands in for the ``finally`` of a generator around
+ * the loop that added those counts to the reader's stats, so the hunt reads every event through
+ * two generator frames less (json_reader.read_json and _c_lines): ~120 instructions per event
+ * (callgrind, NDJSON reading of the attack corpus: 249M -> 245M instructions per pass). */
+static int ndjson_finish(NdjsonEvents *self) {
+    PyObject *fn = self->on_end;
+    if (fn == NULL) return 0;
+    self->on_end = NULL;
+    PyObject *res = PyObject_CallFunction(fn, "nnn", self->nbytes, self->count, self->skipped);
+    Py_DECREF(fn);
+    if (res == NULL) return -1;
+    Py_DECREF(res);
+    return 0;
+}
 
 static int carry_append(NdjsonEvents *self, const unsigned char *s, Py_ssize_t n) {
     if (self->carried + n > self->carry_cap) {
@@ -1631,7 +1648,7 @@ static PyObject *ndjson_line(NdjsonEvents *self, const unsigned char *start, con
     return ev;
 }
 
-static PyObject *ndjson_events_next(NdjsonEvents *self) {
+static PyObject *ndjson_events_step(NdjsonEvents *self) {
     while (!self->done) {
         if (self->block == NULL || self->pos >= self->view.len) {
             release_block(self);
@@ -1707,12 +1724,45 @@ static PyObject *ndjson_events_next(NdjsonEvents *self) {
     return NULL;
 }
 
+/* The next event; at the end (or an error) on_end runs first, an error it raises chained to the
+ * reading error. */
+static PyObject *ndjson_events_next(NdjsonEvents *self) {
+    PyObject *ev = ndjson_events_step(self);
+    if (ev == NULL && self->on_end != NULL) {
+        if (PyErr_Occurred()) {
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            if (ndjson_finish(self) < 0) _PyErr_ChainExceptions(type, value, tb);
+            else PyErr_Restore(type, value, tb);
+        } else {
+            ndjson_finish(self);
+        }
+    }
+    return ev;
+}
+
+/* close(): no more lines are read, on_end runs now (a generator delegating to the loop with
+ * ``yield from`` calls this when it is closed). */
+static PyObject *ndjson_events_close(NdjsonEvents *self, PyObject *Py_UNUSED(ignored)) {
+    self->done = 1;
+    self->carried = 0;
+    self->skipping = 0;
+    release_block(self);
+    if (ndjson_finish(self) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *ndjson_events_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *blocks, *name, *slow, *too_long, *want = Py_None;
+    PyObject *blocks, *name, *slow, *too_long, *want = Py_None, *on_end = Py_None;
     Py_ssize_t first = 1, cap = PY_SSIZE_T_MAX;
     int flat = 0;
-    if (!PyArg_ParseTuple(args, "OUnOOn|Op", &blocks, &name, &first, &slow, &too_long, &cap, &want, &flat))
+    if (!PyArg_ParseTuple(args, "OUnOOn|OpO", &blocks, &name, &first, &slow, &too_long, &cap, &want, &flat,
+                          &on_end))
         return NULL;
+    if (on_end != Py_None && !PyCallable_Check(on_end)) {
+        PyErr_SetString(PyExc_TypeError, "on_end must be callable or None");
+        return NULL;
+    }
     if (flat && FLAT_MAP == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_flatten.configure_flat() was not called");
         return NULL;
@@ -1747,10 +1797,17 @@ static PyObject *ndjson_events_new(PyTypeObject *type, PyObject *args, PyObject 
         }
         self->gate.want = Py_NewRef(want);
     }
+    if (on_end != Py_None) self->on_end = Py_NewRef(on_end);
     return (PyObject *)self;
 }
 
 static void ndjson_events_dealloc(NdjsonEvents *self) {
+    if (self->on_end != NULL) { /* dropped before its end: its counts still go in */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (ndjson_finish(self) < 0) PyErr_WriteUnraisable(NULL);
+        PyErr_Restore(type, value, tb);
+    }
     release_block(self);
     Py_XDECREF(self->blocks);
     Py_XDECREF(self->name);
@@ -1771,19 +1828,25 @@ static PyMemberDef ndjson_events_members[] = {
     {NULL},
 };
 
+static PyMethodDef ndjson_events_methods[] = {
+    {"close", (PyCFunction)ndjson_events_close, METH_NOARGS, "stop reading; on_end runs now"},
+    {NULL},
+};
+
 static PyTypeObject NdjsonEventsType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "scmwatch.events._flatten.NdjsonEvents",
     .tp_basicsize = sizeof(NdjsonEvents),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "NdjsonEvents(blocks, name, first_line, slow, too_long, cap, want=None, flat=False): Event "
-              "objects from NDJSON lines of evtx_dump records (or flat exports); other lines go to "
-              "slow(line, lineno).",
+    .tp_doc = "NdjsonEvents(blocks, name, first_line, slow, too_long, cap, want=None, flat=False, "
+              "on_end=None): Event objects from NDJSON lines of evtx_dump records (or flat exports); "
+              "other lines go to slow(line, lineno); on_end(nbytes, count, skipped) once when done.",
     .tp_new = ndjson_events_new,
     .tp_dealloc = (destructor)ndjson_events_dealloc,
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)ndjson_events_next,
     .tp_members = ndjson_events_members,
+    .tp_methods = ndjson_events_methods,
 };
 
 static PyObject *configure(PyObject *self, PyObject *args) {

@@ -170,11 +170,13 @@ def read_json(
     name: str, stream: BinaryIO, stats: ReadStats, encoding: str = "utf-8", zeek_path: str | None = None,
     gate: ReadGate | None = None,
 ) -> Iterator[Event]:
-    """Yield normalized events from a JSON/NDJSON stream (see module docstring).
+    """Normalized events from a JSON/NDJSON stream (see module docstring).
 
     ``encoding`` is what :func:`~scmwatch.events.text.sniff_encoding` found; NDJSON in UTF-8
     (the common case) takes the bytes fast path, everything else is decoded in chunks.
     ``gate``: see :class:`~scmwatch.events.model.ReadGate` (NDJSON read by the C loop only).
+    A plain function that reads the first line now and returns the reader's iterator: the C
+    loop's events reach the caller without a generator frame of this function in between.
     """
     if encoding == "utf-8":
         # NDJSON iff the first non-blank line is a whole object (lines may be far longer than a chunk).
@@ -188,14 +190,12 @@ def read_json(
             sink = _Sink(name, stats, "json-line", zeek_path)
             flavour = _flavour(first)
             if flavour:
-                yield from _c_lines(skipped + first, stream, sink, 1, gate, flavour)
-                return
+                return _c_lines(skipped + first, stream, sink, 1, gate, flavour)
             lines = itertools.chain(blank, [first], _lines(stream, name, stats, len(blank) + 2))
-            yield from _ndjson_bytes(lines, sink)
-            return
+            return _ndjson_bytes(lines, sink)
         stream = io.BufferedReader(Prefixed(skipped + first, stream), CHUNK)
     sink = _Sink(name, stats, "json-object")
-    yield from _stream(TextChunks(name, stream, encoding, stats), sink, zeek_path, name, stats)
+    return _stream(TextChunks(name, stream, encoding, stats), sink, zeek_path, name, stats)
 
 
 def _flavour(line: bytes) -> str | None:
@@ -214,20 +214,22 @@ def _flavour(line: bytes) -> str | None:
 def _c_lines(head: bytes, stream: BinaryIO | None, sink: _Sink, first_line: int, gate: ReadGate | None,
              flavour: str) -> Iterator[Event]:
     """NDJSON lines through ``_flatten.NdjsonEvents``: ``head`` (whole lines), then ``stream``
-    in blocks. Lines the C loop is not sure about go to :meth:`_Sink.line`."""
+    in blocks. Lines the C loop is not sure about go to :meth:`_Sink.line`. The loop itself is
+    the iterator; it adds its bytes and events to the stats when it ends, fails or is closed."""
     blocks: Iterable[Any] = [head] if head else []
     if stream is not None:
         blocks = itertools.chain(blocks, _reads(stream))
+    stats = sink.stats
+
+    def end(nbytes: int, count: int, skipped: int) -> None:
+        stats.bytes += nbytes
+        stats.events += count + skipped  # skipped lines were read, as in read_evtx
+
     events = NdjsonEvents(blocks, sink.name, first_line, sink.line, sink.too_long, MAX_OBJECT,
-                          gate.want if gate is not None else None, flavour == "flat")
+                          gate.want if gate is not None else None, flavour == "flat", end)
     if gate is not None:
         gate.reader = events
-    try:
-        yield from events
-    finally:
-        stats = sink.stats
-        stats.bytes += events.nbytes
-        stats.events += events.count + events.skipped  # skipped lines were read, as in read_evtx
+    return events
 
 
 def _reads(stream: BinaryIO) -> Iterator[memoryview]:
@@ -275,7 +277,7 @@ def is_object_line(line: bytes) -> bool:
 
 def read_ndjson_lines(name: str, stream: BinaryIO, stats: ReadStats, first_line: int,
                       zeek_path: str | None = None, gate: ReadGate | None = None) -> Iterator[Event]:
-    """Yield the events of NDJSON lines that start at line ``first_line`` of their file (a
+    """The events of NDJSON lines that start at line ``first_line`` of their file (a
     range of a split file, ``events.ranges``): the same reading as the rest of a whole file.
     ``stream`` must be buffered (``peek`` tells the flavour from the first line)."""
     sink = _Sink(name, stats, "json-line", zeek_path)
@@ -283,9 +285,8 @@ def read_ndjson_lines(name: str, stream: BinaryIO, stats: ReadStats, first_line:
     nl = head.find(b"\n")
     flavour = _flavour(head[:nl + 1]) if nl != -1 else None
     if flavour:
-        yield from _c_lines(b"", stream, sink, first_line, gate, flavour)
-    else:
-        yield from _ndjson_bytes(_lines(stream, name, stats, first_line), sink, first_line)
+        return _c_lines(b"", stream, sink, first_line, gate, flavour)
+    return _ndjson_bytes(_lines(stream, name, stats, first_line), sink, first_line)
 
 
 def read_ndjson_batch(name: str, data: bytes, stats: ReadStats, first_line: int = 1,
