@@ -179,6 +179,38 @@ def test_short_texts_read_as_themselves_wherever_they_stand(tmp_path: Path,
         assert second[texts[i ^ 1]] == t and second["Last"] == texts[i ^ 1]
 
 
+def test_member_names_in_changing_orders_read_as_the_python_reader(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C loop tries first the name that followed the previous one last time (the two latest
+    successors): a name that is a prefix of the guess or the guess a prefix of it, one of the
+    same length that differs, a third successor pushing one out, an escaped spelling of a cached
+    name, a name too long to cache and a non-ASCII one all read as the Python reader reads them."""
+    shapes = [
+        {"ImageLoaded": "a", "Signed": "true"},
+        {"Image": "b", "Signed": "false"},
+        {"ImageLoadedX": "c", "Signed": "x"},
+        {"UserA": "1", "UserB": "2"},
+        {"UserB": "3", "UserA": "4"},
+        {"UserC": "5"},
+        {"UserA": "6", "Image": "7"},
+        {"Image": "8", "ImageLoaded": "9"},
+        {"N" * 80: "long", "Image": "10"},
+        {"Imagé": "11", "Image": "12"},
+        {"Image": "13", "Image ": "14"},
+    ]
+    lines = []
+    for i in range(3):
+        for k, data in enumerate(shapes):
+            lines.append(line(record(10 * k + i, **data)))
+    escaped = line(record(900, Image="e"))[:-1].replace(b'"Image"', b'"Im\\u0061ge"') + b"\n"
+    assert b"\\u0061" in escaped
+    lines += [escaped, line(record(901, Image="f")), escaped]
+    events = assert_same_read(_odd_file(tmp_path, lines), monkeypatch)
+    assert len(events) == 3 * len(shapes) + 3
+    assert events[1].fields["Image"] == "b" and "ImageLoaded" not in events[1].fields
+    assert events[-3].fields["Image"] == "e" and events[-1].fields["Image"] == "e"
+
+
 def test_read_json_hands_back_the_c_loop_itself(tmp_path: Path) -> None:
     """An NDJSON file of evtx_dump records is iterated through the C loop with no generator of
     the reader in between; the loop adds its counts to the stats when it ends."""
