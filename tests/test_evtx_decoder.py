@@ -522,3 +522,30 @@ def test_plans_are_kept_across_chunks_and_files(tmp_path: Path) -> None:
     assert after["parsed"] == before["parsed"]
     assert after["replayed"] > before["replayed"]
     assert after["plans"] == before["plans"] and after["plans"] > 0
+
+
+def test_a_template_with_a_name_json_must_escape_goes_to_the_package_every_time(tmp_path: Path) -> None:
+    """Template keys do not check names (``canon_name``): a template whose name the decoder
+    refuses gets a key like any other, but never a plan, so each of its chunks, the second
+    one too, is still handed to the package."""
+    tree = ("Event", (_NS,), (_SYSTEM, ("EventData", (), (('Bad"Name', (), (evtxbuild.Sub(4),)),))))
+    values = [(evtxbuild.UINT32, 7045), (evtxbuild.STRING, "System"), (evtxbuild.STRING, "HOST"),
+              (evtxbuild.STRING, "S-1-5-18"), (evtxbuild.STRING, "svc")]
+    for k in range(2):
+        body = bytearray(evtxbuild.records(1, k))
+        defs: dict = {}
+        for rid in range(k + 1, k + 4):
+            body += evtxbuild.template_record(rid, evtxbuild.RECORDS_AT + len(body), tree, values, defs)
+        path = tmp_path / f"bad{k}.evtx"
+        path.write_bytes(evtxbuild.evtx_file([evtxbuild.chunk(bytes(body), 1, k + 3)]))
+        assert_same(str(path))
+        events = evtx_reader.ChunkEvents(str(path), str(path), os.path.getsize(path))
+        while True:  # the package's JSON of the name does not parse: an error per record
+            try:
+                next(events)
+            except StopIteration:
+                break
+            except ValueError:
+                continue
+        events.close()
+        assert events.fallback_chunks == 1
