@@ -14,15 +14,28 @@ by side in one run mean anything):
       reading the file's header, µs per file, minimum of 5 rounds;
   (4) dispatch: the engine's buckets the two hunting processes of ``--jobs 2`` meet between
       them (each warms up every bucket it meets), with the batches dealt alternately in one
-      order against the per-process queues of same-named files (``hunt._queues``); no timing.
+      order against the per-process queues of same-named files (``hunt._queues``); no timing;
+  (5) forked: what a ``--jobs`` process pays once after the fork, in a process forked from a
+      fresh interpreter that loaded the rules from the warm rule cache (as ``scmwatch hunt``
+      forks its worker): the buckets of every (Channel, EventID) pair of the corpus built, then
+      the predicates of up to 700 of their units read (about what one x5 process reads); CPU
+      and minor page faults in all and per step (layouts, plans, Hyperscan databases loaded,
+      predicates), median of 5 forks. The page faults (copy-on-write of the parent's pages and
+      fresh memory, ~3 us each on this kind of VM: ~5,000, ~15 ms of ~50) hardly move with
+      the load, unlike the CPU times.
 
-    python bench/worker_warmup.py [--copies 5] [--sigmahq DIR] [--corpus DIR]
+    python bench/worker_warmup.py [--copies 5] [--sigmahq DIR] [--corpus DIR] [--only forked]
 """
 
 from __future__ import annotations
 
 import argparse
+import marshal
 import os
+import random
+import resource
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -177,12 +190,99 @@ def dispatch(root: Path, rules) -> None:
           f"one order {a}, queues by file name {b} (one process {one}): x{a / b:.2f}")
 
 
+FORKED_STEPS = {"layouts": (sigma_index, "read_layout"), "plans": (sigma_index, "read_plan"),
+                "databases": (sigma_index, "_hs_load"),
+                "predicates": (sigma_ruleset.CompiledRule, "compile_units")}
+
+
+def _faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _forked_once(rules, pairs: list[tuple], units: int, out: int) -> None:
+    """In a forked child: (5) once, the figures written to ``out`` as one line."""
+    spent: Counter = Counter()
+    for name, (owner, attr) in FORKED_STEPS.items():
+        fn = getattr(owner, attr)
+
+        def wrapper(*args, _fn=fn, _name=name, **kwargs):
+            t, f = time.process_time(), _faults()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                spent[_name] += time.process_time() - t
+                spent[_name + " faults"] += _faults() - f
+
+        setattr(owner, attr, wrapper)
+    t, f = time.process_time(), _faults()
+    engine = Engine(rules)
+    buckets = {id(b): b for b in (engine.bucket(*pair) for pair in pairs)}
+    built, built_faults = time.process_time() - t, _faults() - f
+    unread = [u for b in buckets.values() for u in b.units if u.unread]
+    random.Random(1).shuffle(unread)
+    for u in unread[:units]:
+        if u.unread:
+            u.pred  # noqa: B018 - reading it is the point
+    total, faults = time.process_time() - t, _faults() - f
+    os.write(out, marshal.dumps((total, faults, built, built_faults, len(buckets), min(units, len(unread)),
+                                 dict(spent))))
+
+
+def forked(root: Path, sigmahq: Path) -> None:
+    """(5), in a fresh interpreter that loads the rules once, as ``scmwatch hunt`` does before it
+    forks (forked from this process, the child's allocations land in what this one freed and
+    copy it: twice the page faults of a hunt's worker)."""
+    done = subprocess.run([sys.executable, __file__, "--forked-in", str(root), "--sigmahq", str(sigmahq)],
+                          check=True, capture_output=True, text=True)
+    print(done.stdout.strip())
+
+
+def forked_in(root: Path, sigmahq: Path, units: int = 700, runs: int = 5) -> None:
+    """(5) itself: the rules loaded from the (warm) rule cache, then ``runs`` forks."""
+    rules = load_rules([str(sigmahq / "rules")])
+    freeze_gc()
+    pairs = set()
+    for inp in discover([str(root)], ReadStats()):
+        for ev in read_input(inp, ReadStats(), ReadGate(lambda channel, eid: True)):
+            pairs.add((ev.fields.get("Channel"), ev.fields.get("EventID")))
+    got = []
+    for _ in range(runs):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(r)
+                _forked_once(rules, sorted(pairs, key=repr), units, w)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        with os.fdopen(r, "rb") as fh:
+            data = fh.read()
+        _, status = os.waitpid(pid, 0)
+        if status:
+            sys.exit(f"(5): the forked process failed ({status})")
+        got.append(marshal.loads(data))
+    med = [statistics.median(g[k] for g in got) for k in range(4)]
+    steps = ", ".join(f"{name} {statistics.median(g[6].get(name, 0) for g in got) * 1e3:.1f} ms / "
+                      f"{statistics.median(g[6].get(name + ' faults', 0) for g in got):.0f}"
+                      for name in FORKED_STEPS)
+    print(f"(5) forked, {got[0][4]} buckets then {got[0][5]} predicates: {med[0] * 1e3:.1f} ms CPU, "
+          f"{med[1]:.0f} page faults (buckets {med[2] * 1e3:.1f} ms / {med[3]:.0f}); per step, CPU / faults: "
+          f"{steps}; median of {runs}; {load_average()}")
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--copies", type=int, default=5)
     ap.add_argument("--sigmahq", type=Path, default=SHARED / "sigmahq")
     ap.add_argument("--corpus", type=Path, default=ATTACK_SAMPLES)
+    ap.add_argument("--only", choices=["forked"], help="run (5) alone")
+    ap.add_argument("--forked-in", type=Path, help=argparse.SUPPRESS)  # (5)'s own interpreter
     args = ap.parse_args()
+    if args.forked_in:
+        forked_in(args.forked_in, args.sigmahq)
+        return
     if not args.corpus.is_dir() or not (args.sigmahq / "rules").is_dir():
         sys.exit(f"needs {args.corpus} and {args.sigmahq / 'rules'}")
     load_rules([str(args.sigmahq / "rules")])  # a changed compiler: this one fills the rule cache
@@ -191,6 +291,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="scmwatch-warmup-") as tmp:
         root = Path(tmp)
         make_copies(args.corpus, root, args.copies)
+        forked(root, args.sigmahq)
+        if args.only:
+            return
         read = warmup(root, rules)
         predicate_pieces(read)
         per_file(root, rules)
