@@ -1118,7 +1118,10 @@ def _queues(units: list[tuple[int, Any]], jobs: int) -> list[list[list[tuple[int
     if jobs == 1 or any(type(u) is FileRange for _, u in units):
         return [_batches(units, jobs)]
     cost = {i: unit_size(u) + FILE_COST for i, u in units}
-    order = dispatch_order(units)
+    # dispatch_order's order (largest first, then by index) from the sizes known here: asking
+    # each unit its size again was a fifth of this function's ~2 ms on x5 (1,390 files)
+    unit = dict(units)
+    order = [(i, unit[i]) for i in sorted(sorted(cost), key=cost.__getitem__, reverse=True)]
     groups: dict[str, list[int]] = {}
     for i, u in order:
         groups.setdefault(affinity_key(u), []).append(i)
@@ -1348,7 +1351,7 @@ def run_hunt(
                     output += clock() - t0
             counts.absorb(tally)
             if results is not None:
-                results.absorb(tally)
+                results.absorb(tally, checked=True)
         else:
             count = counts.add if results is None else _both(counts, results)
             for alert in alerts_from_hits(stream, by_id, ctx.lines):

@@ -166,8 +166,12 @@ def split_units(pairs: PairMapper, workers: Callable[[], int] | None = None,
             """The (unit index, unit) pairs of a wave of inputs, large files as ranges."""
             out: list[tuple[int, Any]] = []
             for fi, inp in enumerate(wave, len(planned)):
-                weights = range_weights(inp.size, n)
-                parts = split_file(inp, len(weights), ctx.split_bytes, weights) if can_split else None
+                parts = None
+                # a file known to be smaller is not split (split_file's own first test): its
+                # weights and the call skipped, ~1 ms of the parent's start on x5's 1,390 files
+                if can_split and (inp.size is None or inp.size >= ctx.split_bytes):
+                    weights = range_weights(inp.size, n)
+                    parts = split_file(inp, len(weights), ctx.split_bytes, weights)
                 first[fi] = len(units)
                 if parts:
                     ranges[fi] = len(parts)
