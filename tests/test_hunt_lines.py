@@ -240,6 +240,28 @@ def test_demo_lines_equal_alerts_with_correlations_and_links(jobs: int) -> None:
     assert written[3] == {Alert, bytes}
 
 
+class _Checks(Results):
+    checks = 0
+
+    def absorbable(self, tally: Tally) -> bool:
+        self.checks += 1
+        return super().absorbable(tally)
+
+
+def test_the_tally_is_checked_once_and_absorbed() -> None:
+    """The hunt asks :meth:`Results.absorbable` once and absorbs the tally without asking
+    again; a tally not checked is still refused when it does not fit."""
+    ruleset = load_rules([str(pack.PACK_DIR)])
+    results = _Checks()
+    r = run_hunt([str(DEMO)], ruleset, jobs=2, sink=lambda a: None, lines=True, results=results)
+    assert results.checks == 1 and results.total == r.summary["alerts"] > 50
+    over = Tally(max_keys=1)
+    for n in range(2):
+        over.add((1.0, "x", n, "r", 0, 0, n), rule_key(f"r{n}", "T", "high", []), "a", 1.0)
+    with pytest.raises(ValueError):
+        Results().absorb(over)  # overflow: not absorbable
+
+
 def test_split_files_tallies_are_their_ranges_tallies(tmp_path: Path) -> None:
     """A file hunted as ranges (scmwatch.split): its tally is its ranges' added up."""
     sim = tmp_path / "sim"
