@@ -99,3 +99,19 @@ def test_log_name_test_is_splitexts() -> None:
     for name in names:
         expected = os.path.splitext(name.lower())[1] in read.LOG_EXTENSIONS
         assert read._is_log_name(name) == expected, name
+
+
+def test_a_walked_file_is_the_input_its_constructor_makes(tree: Path) -> None:
+    """The walk makes its inputs without the dataclass's ``__init__``: each is equal to, hashes
+    as and is as frozen as ``InputFile(path, path, named=False, size=size)``."""
+    import dataclasses
+
+    found = list(discover([str(tree)], ReadStats(), prewalk=Prewalk([str(tree)])))
+    walked = [f for f in found if f.member is None]
+    assert walked
+    for f in walked:
+        made = read.InputFile(f.path, f.path, named=False, size=f.size)
+        assert f == made and hash(f) == hash(made) and repr(f) == repr(made)
+        assert dataclasses.astuple(f) == (f.path, f.path, None, False, False, os.path.getsize(f.path))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            f.size = 1  # type: ignore[misc]
