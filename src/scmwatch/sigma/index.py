@@ -602,7 +602,8 @@ class Engine:
         self._waiting: dict[int, tuple[Bucket, tuple[Plan | None, str | None]]] = {}
         # the tuning file's exclusions (sigma/tune.py), per rule; ``excluded`` counts the
         # (rule, event) matches they took away
-        self.exclusions = {r: ruleset.exclusions[r.id] for r in ruleset.rules if r.id in ruleset.exclusions}
+        excl = ruleset.exclusions  # without a tuning file none: the rules are not walked for them
+        self.exclusions = {r: excl[r.id] for r in ruleset.rules if r.id in excl} if excl else {}
         self.excluded = 0
 
     # ------------------------------------------------------------------ index
