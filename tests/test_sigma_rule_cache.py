@@ -141,7 +141,10 @@ def test_cached_rule_set_equals_a_fresh_one_and_matches_alike(tmp_path: Path, mo
     load_rules(PACK_DIR)  # writes the entry
     cached = load_rules(PACK_DIR)
     assert all("sigma" not in r.__dict__ for r in cached.rules)  # nothing compiled yet
+    assert cached.specs() == fresh.corr_specs and len(fresh.corr_specs) == len(fresh.correlations) > 5
+    assert cached.correlation_count == len(fresh.correlations) and cached.read_correlations is None
     assert cached.correlations and _state(cached) == _state(fresh)
+    assert cached.specs() is None  # the pySigma correlations are read: they say from now on
     fixtures = [f for f in (fixture_file_for(Path(p)) for p in pack_paths()) if f.exists()]
     events = [fixture_event(obj, str(f), n) for f in fixtures for n, obj in load_fixtures(f)[0]]
     assert len(events) > 50
@@ -252,7 +255,7 @@ def _piece_spans(entry: Path) -> tuple[int, list[int], list, list[int]]:
     data = entry.read_bytes()
     head = len(cache.FORMAT) + cache.HEADER.size
     skel_len, _, _ = struct.unpack_from("<QQI", data, len(cache.FORMAT))
-    _, offsets, _, spans, _, _, (parts, _) = pickle.loads(data[head:head + skel_len])  # noqa: S301
+    _, offsets, _, spans, _, _, (parts, _), _ = pickle.loads(data[head:head + skel_len])  # noqa: S301
     return head + skel_len, offsets, spans, parts
 
 
@@ -787,3 +790,86 @@ def test_shared_values_nested_keep_their_types_and_never_hash_the_unhashable() -
     assert p._shared(((1,), "a")) is one
     odd = (("x", ["y"]),)
     assert p._shared(odd) is odd
+
+
+CORR = """title: Two installs
+id: 7a1d0c1e-0000-4000-8000-0000000000c1
+name: two_installs
+correlation:
+  type: event_count
+  rules:
+    - 5f6e1b5a-0000-4000-8000-000000000001
+  group-by:
+    - Computer
+  timespan: {span}
+  condition:
+    gte: 2
+level: high
+"""
+
+
+def test_correlations_come_flattened_and_their_pysigma_piece_on_demand(tmp_path: Path, monkeypatch) -> None:
+    """A cached rule set gives its correlations flattened without reading the pySigma ones;
+    those come from their own piece when asked for, from the files again when it is damaged
+    (the entry removed), and an edited correlation rule is a miss."""
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    (rules / "corr.yml").write_text(CORR.format(span="5m"))
+    fresh = load_rules(rules)
+    (entry,) = _entries(tmp_path / "c")
+    cached = load_rules(rules)
+    (spec,) = cached.specs()
+    assert spec == fresh.corr_specs[0] and spec.timespan_us == 300_000_000
+    assert spec.ref_keys == {"5f6e1b5a-0000-4000-8000-000000000001": "5f6e1b5a-0000-4000-8000-000000000001"}
+    assert spec.label == "two_installs" and spec.leaves == (("5f6e1b5a-0000-4000-8000-000000000001", ""),)
+    assert cached.read_correlations is None and cached.correlation_count == 1
+    assert [c.title for c in cached.correlations] == ["Two installs"] and entry.exists()
+    data = bytearray(entry.read_bytes())
+    data[-3] ^= 0xFF  # the correlations' piece is the entry's last
+    entry.write_bytes(bytes(data))
+    damaged = load_rules(rules)
+    assert damaged.specs() == [spec]  # the skeleton holds
+    assert [c.title for c in damaged.correlations] == ["Two installs"]  # from the files
+    assert not entry.exists()
+    (rules / "corr.yml").write_text(CORR.format(span="7m"))
+    assert load_rules(rules).specs() is None  # loaded from the files
+    assert load_rules(rules).specs()[0].timespan_us == 420_000_000
+
+
+def test_a_compiled_rule_knows_its_correlation_key_without_pysigma(tmp_path: Path, monkeypatch) -> None:
+    from scmwatch.correlate.spec import rule_key
+
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    uuid = "5f6e1b5a-0000-4000-8000-00000000000"
+    (rules / "named.yml").write_text(RULE.format(n=3, needle="x").replace(f"id: {uuid}3", "name: no_id_rule"))
+    (rules / "bare.yml").write_text(RULE.format(n=4, needle="y").replace(f"id: {uuid}4\n", ""))
+    load_rules(rules)
+    cached = load_rules(rules)
+    keys = [rule_key(r) for r in cached.rules]
+    assert all("sigma" not in r.__dict__ for r in cached.rules)  # no pySigma rule was read for them
+    assert keys == [rule_key(r.sigma) for r in cached.rules]
+    assert "name:no_id_rule" in keys and "title:Service installed 4" in keys
+    assert "5f6e1b5a-0000-4000-8000-000000000001" in keys
+
+
+def test_a_warm_hunt_with_the_pack_imports_no_pysigma_correlations(tmp_path: Path) -> None:
+    """The built-in pack's correlations run from their flattened form: a warm start imports
+    neither pySigma's correlations and rule modules nor pyparsing or YAML (~80 ms)."""
+    events = tmp_path / "two.jsonl"
+    events.write_text('{"Channel": "System", "EventID": 7045, "Computer": "h1", "ServiceName": "x",'
+                      ' "ImagePath": "C:\\\\Windows\\\\PSEXESVC.exe",'
+                      ' "TimeCreated": "2024-01-01T00:00:00Z"}\n')
+    code = ("import sys, scmwatch.cli\n"
+            "try:\n"
+            "    scmwatch.cli.main(['hunt', sys.argv[1], '--format', 'jsonl', '--output', sys.argv[2]])\n"
+            "except SystemExit:\n    pass\n"
+            "names = ('sigma.correlations', 'sigma.rule', 'pyparsing', 'yaml')\n"
+            "print(sorted(m for m in names if m in sys.modules))")
+    env = {**os.environ, "SCMWATCH_CACHE_DIR": str(tmp_path / "c")}
+    out = tmp_path / "alerts.jsonl"
+    runs = [subprocess.run([sys.executable, "-c", code, str(events), str(out)], env=env, text=True,
+                           capture_output=True, timeout=120) for _ in range(2)]
+    assert runs[0].stdout.strip() != "[]"  # the cold load parses the rules with pySigma
+    assert runs[1].stdout.strip() == "[]", runs[1].stderr
+    assert "PSEXESVC" in out.read_text()

@@ -1444,7 +1444,7 @@ def make_summary(stats: ReadStats, ruleset: RuleSet, counts: _AlertCounts, secon
         "rules_loaded": len(ruleset.rules),
         "rules_rejected": len(ruleset.rejected),
         "rules_not_run": len(ruleset.not_run),
-        "correlations_loaded": len(ruleset.correlations),
+        "correlations_loaded": ruleset.correlation_count,
         "jobs": jobs,
         "alerts_by_level": counts.by_level,
         "alerts_by_rule": dict(sorted(counts.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))),

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from scmwatch.correlate.spec import leaf_references
 from scmwatch.detections import ASR_PSEXEC_WMI
 from scmwatch.sigma import CompiledRule, RuleSet
 
@@ -227,7 +228,7 @@ def compute(ruleset: RuleSet, seen_pairs: Iterable[tuple[Any, Any]], min_level_r
             continue
         gaps.append(Gap(list(labels), list(advice), list(rules)))
     gaps.sort(key=lambda g: (-len(g.rules), g.needs))
-    blind = _blind_correlations(ruleset, seen, channels) if ruleset.correlations else []
+    blind = _blind_correlations(ruleset, seen, channels) if ruleset.correlation_count else []
     return Readiness(total, ready, gaps, blind)
 
 
@@ -282,24 +283,14 @@ def _blind_correlations(ruleset: RuleSet, seen: set[tuple[str | None, int | None
             if k:
                 by_ref[k] = r
 
-    def leaves(corr: Any, seen_corr: set[int]) -> list[CompiledRule]:
-        if id(corr) in seen_corr:
-            return []
-        seen_corr.add(id(corr))
-        out: list[CompiledRule] = []
-        for ref in getattr(corr, "rules", []) or []:
-            target = getattr(ref, "rule", None)
-            if target is not None and hasattr(target, "rules") and not hasattr(target, "detection"):
-                out.extend(leaves(target, seen_corr))
-                continue
-            rule = by_ref.get(getattr(ref, "reference", "")) or by_ref.get(getattr(target, "name", "") or "")
-            if rule is not None:
-                out.append(rule)
-        return out
-
+    specs = ruleset.specs()
+    if specs is None:  # the pySigma correlations are read (and maybe tuned): they say
+        specs = [(c.name or str(c.id), leaf_references(c)) for c in ruleset.correlations]
+    else:
+        specs = [(s.label, s.leaves) for s in specs]
     blind = []
-    for corr in ruleset.correlations:
-        rules = leaves(corr, set())
+    for label, leaves in specs:
+        rules = [r for r in (by_ref.get(ref) or by_ref.get(name) for ref, name in leaves) if r is not None]
         if rules and not any(_covered(k, seen, channels) for r in rules for k in rule_keys(r)):
-            blind.append(corr.name or str(corr.id))
+            blind.append(label)
     return blind

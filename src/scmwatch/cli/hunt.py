@@ -393,11 +393,11 @@ def load_ruleset(args: argparse.Namespace) -> tuple[Any, list[str]]:
         ruleset = load_rules(rule_paths, placeholders=args.placeholders)
     for path, reason in ruleset.rejected:
         print(f"scmwatch: {terminal(path)}: rule rejected: {terminal(reason)}", file=sys.stderr)
-    if not ruleset.rules and not ruleset.correlations:
+    if not ruleset.rules and not ruleset.correlation_count:
         raise RunFailed("no rule could be loaded", 1, {"rules_rejected": len(ruleset.rejected)})
     if args.tune:
         _tune(ruleset, args.tune)
-        if not ruleset.rules and not ruleset.correlations:
+        if not ruleset.rules and not ruleset.correlation_count:
             raise RunFailed(f"{args.tune}: the tuning file drops every rule", 2)
     return ruleset, rule_paths
 

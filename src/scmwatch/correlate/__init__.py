@@ -439,10 +439,16 @@ class CorrelationStage:
         """The stage for a loaded rule set (``scmwatch.sigma.RuleSet``); None when it has no
         correlation that can run, so the hunt skips candidate selection altogether. ``caps``:
         the correlator's state caps (``max_groups``, ``max_entries_per_group``, ``max_state``,
-        ``max_held``), when not the defaults."""
-        if not ruleset.correlations:
+        ``max_held``), when not the defaults. A rule set from the cache gives its correlations
+        flattened (``RuleSet.specs``) as long as its pySigma ones are not read: a hunt with the
+        built-in pack then imports no pySigma correlation code."""
+        specs = getattr(ruleset, "specs", None)
+        items = specs() if specs is not None else None
+        if items is None:
+            items = ruleset.correlations
+        if not items:
             return None
-        stage = cls(ruleset.correlations, lateness=lateness, **caps)
+        stage = cls(items, lateness=lateness, **caps)
         return stage if stage.active else None
 
     def __init__(

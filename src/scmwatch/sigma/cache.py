@@ -5,8 +5,8 @@ Why: all 3,754 SigmaHQ rules cost ~3.9 s to parse (YAML, pySigma objects, condit
 
 * the rule set's *skeleton*, pickled: every ``CompiledRule`` with what a hunt reads of every
   rule (id, title, level, its units' sources and (Channel, EventID) keys), plus rejections,
-  warnings and correlations; but no predicate and no pySigma object. It unpickles in ~12 ms
-  (0.9 MB for SigmaHQ).
+  warnings and the correlations flattened (``CorrSpec``); but no predicate and no pySigma
+  object. It unpickles in ~12 ms (0.9 MB for SigmaHQ).
 * each rule's details (description, tags, flags ...) and its units' prefilter literals and
   requirements, one piece per rule (``CompiledRule.stored_parts``), read on first use: a hunt
   reads the details of the rules that hit, and literals or requirements only where a bucket's
@@ -23,6 +23,10 @@ Why: all 3,754 SigmaHQ rules cost ~3.9 s to parse (YAML, pySigma objects, condit
   rule compiled on first use from:
 * each rule's pySigma objects (rule, parsed condition trees), pickled one by one (16 MB for
   SigmaHQ), also what ``CompiledRule.sigma`` gives (``rules check``, explanations).
+* the pySigma correlations, in one piece (a correlation may reference another), read only
+  when ``RuleSet.correlations`` is asked for (a tuning file, ``rules`` commands): a hunt needs
+  only the flattened ones. In the skeleton they imported pySigma's correlations module,
+  pyparsing and YAML at every start with the built-in pack (~80 ms).
 
 The pieces are read from the open entry one by one (``os.pread``), not held in memory.
 
@@ -89,7 +93,7 @@ except ImportError:  # built without the C extensions
 if TYPE_CHECKING:
     from scmwatch.sigma.load import LoadedSigma
 
-FORMAT = b"scmwatch-rules-8\n"
+FORMAT = b"scmwatch-rules-9\n"
 STAMP_FORMAT = f"scmwatch-stamp-3 marshal-{marshal.version}"
 STAMP_SUFFIX = ".stamp"
 # A stored content hash is trusted only for a file last changed this long before its stamp was
@@ -524,7 +528,8 @@ class RuleSource:
                  placeholders: dict[str, list[str]],
                  preds: list[dict[str, tuple[int, int, int]] | None] | None = None,
                  crcs: Sequence[int] | None = None, entry: tuple[str, tuple[int, int]] | None = None,
-                 parts: tuple[Sequence[int], Sequence[int]] | None = None) -> None:
+                 parts: tuple[Sequence[int], Sequence[int]] | None = None,
+                 corrs: tuple[int, int, int] | None = None) -> None:
         self.data = data
         self.offsets = offsets
         self.paths = paths
@@ -533,6 +538,7 @@ class RuleSource:
         self.crcs = crcs
         self.entry = entry
         self.parts = parts
+        self.corrs = corrs
         self._reloaded: LoadedSigma | None = None
 
     def _piece(self, start: int, end: int, crc: int | None) -> bytes:
@@ -571,6 +577,27 @@ class RuleSource:
             self._drop()
             self._reloaded = load_sigma(self.paths)
         return self._reloaded.rules[i]
+
+    def correlations(self) -> list[Any]:
+        """The rule set's pySigma correlations as the entry stores them (``corrs``: their
+        piece's span and CRC-32) or, should that piece be damaged, from the rule files loaded
+        again."""
+        if self._reloaded is None and self.corrs is not None:
+            try:
+                with no_gc():
+                    got = pickle.loads(self._piece(*self.corrs))  # noqa: S301
+                if isinstance(got, list):
+                    return got
+            except Exception:  # noqa: BLE001 - see the class docstring
+                pass
+        if self._reloaded is None:
+            from scmwatch.sigma.load import load_sigma  # YAML and pySigma: only on this rare path
+
+            self._drop()
+            self._reloaded = load_sigma(self.paths)
+        from scmwatch.sigma.ruleset import _runnable_correlations
+
+        return _runnable_correlations(self._reloaded.correlations, [])[0]
 
     def stored(self, i: int) -> tuple[bytes, tuple[tuple[bytes, bytes], ...]] | None:
         """Rule ``i``'s ``CompiledRule.stored_parts`` as the entry holds them (``parts``: their
@@ -676,11 +703,11 @@ def read_entry(key: str) -> tuple[Any, RuleSource] | None:
         got = _skeleton(fd, len(head), skel_len, check)
         if got is None:
             return None
-        skeleton, offsets, crcs, preds, paths, placeholders, parts = got
+        skeleton, offsets, crcs, preds, paths, placeholders, parts, corrs = got
     except Exception:  # noqa: BLE001 - absent, truncated, garbage, another build: load again
         return None
     entry = (path, (st.st_dev, st.st_ino))
-    return skeleton, RuleSource(region, offsets, paths, placeholders, preds, crcs, entry, parts)
+    return skeleton, RuleSource(region, offsets, paths, placeholders, preds, crcs, entry, parts, corrs)
 
 
 def _predicate_pieces(skeleton: Any, count: int,
@@ -800,13 +827,16 @@ def write_entry(key: str, skeleton: Any, loaded: LoadedSigma, paths: list[str | 
         offsets, crcs = _table(pieces, 0)
         pred_pieces, spans = _predicate_pieces(skeleton, len(pieces), offsets[-1])
         part_pieces, parts = _stored_pieces(skeleton, len(pieces), offsets[-1] + sum(map(len, pred_pieces)))
-        rules = b"".join(pieces + pred_pieces + part_pieces)
+        corr_piece = pickle.dumps(list(skeleton.correlations), protocol=pickle.HIGHEST_PROTOCOL)
+        at = parts[0][-1]
+        corrs = (at, at + len(corr_piece), zlib.crc32(corr_piece))
+        rules = b"".join(pieces + pred_pieces + part_pieces + [corr_piece])
         # without the memo entries nothing fetches again (``pickletools.optimize``, ~0.27 s of a
         # cold load of all SigmaHQ): its skeleton then unpickled in 12.4 instead of 18.1 ms, the
         # first load of a process (CPU, 4 alternate runs)
         buf = io.BytesIO()
         _SkeletonPickler(buf).dump((skeleton, offsets, crcs, spans,
-                                    [str(p) for p in paths], placeholders, parts))
+                                    [str(p) for p in paths], placeholders, parts, corrs))
         skel = pickletools.optimize(buf.getvalue())
         os.makedirs(cache, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")

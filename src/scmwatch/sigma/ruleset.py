@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # loading (YAML, pySigma) is imported when a rule set is not 
     from sigma.correlations import SigmaCorrelationRule
     from sigma.rule import SigmaRule
 
+    from scmwatch.correlate.spec import CorrSpec
     from scmwatch.sigma.load import LoadedSigma
 
 
@@ -175,9 +176,17 @@ class CompiledRule:
     sources: list[str] = field(default_factory=list)  # labels of the sources it runs on
     flags: list[str] = field(default_factory=list)  # e.g. not run on Security/4688 because ...
     units: list[Unit] = field(default_factory=list, repr=False)
+    # its correlation join key (``correlate.spec.rule_key``) where that is not ``id`` (a rule
+    # without a Sigma id: ``id`` is made up, the key is its name or title)
+    other_key: str | None = field(default=None, repr=False)
 
     def __hash__(self) -> int:
         return id(self)
+
+    @property
+    def join_key(self) -> str:
+        """Its ``correlate.spec.rule_key``, without its pySigma rule (see there)."""
+        return self.id if self.other_key is None else self.other_key
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled (the rule cache) without the pySigma rule; ``sigma`` comes from the rule
@@ -301,10 +310,14 @@ class CompiledRule:
 
 @dataclass
 class RuleSet:
-    """The loaded rules and correlations, and what could not be loaded or run."""
+    """The loaded rules and correlations, and what could not be loaded or run.
+
+    A rule set from the cache holds its correlations flattened (``corr_specs``: what a hunt
+    needs of them) and reads the pySigma objects (``correlations``) from its entry only when
+    asked: unpickling them imported pySigma's correlations module, pyparsing and YAML, ~80 ms
+    of every start with the built-in pack."""
 
     rules: list[CompiledRule] = field(default_factory=list)
-    correlations: list[SigmaCorrelationRule] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     not_run: list[tuple[CompiledRule, str]] = field(default_factory=list)  # compiled, no event source
@@ -313,6 +326,42 @@ class RuleSet:
     # rule id -> the tuning file's exclusion (``tune.py``): events it holds for are no match
     exclusions: dict[str, Callable[[dict], bool]] = field(default_factory=dict)
     tuned: dict[str, int] = field(default_factory=dict)  # what a tuning file changed (tune.py)
+    # ``correlate.spec.CorrSpec`` of each correlation, in order (as the entry was made)
+    corr_specs: list[CorrSpec] = field(default_factory=list, repr=False)
+    # the pySigma correlations; None: not read from the rule cache entry (``source``) yet
+    read_correlations: list[SigmaCorrelationRule] | None = field(default_factory=list, repr=False)
+    source: Any = field(default=None, repr=False)  # the entry's ``cache.RuleSource``
+
+    @property
+    def correlations(self) -> list[SigmaCorrelationRule]:
+        """The pySigma correlation rules (read from the rule cache entry on first access)."""
+        if self.read_correlations is None:
+            self.read_correlations = self.source.correlations()
+        return self.read_correlations
+
+    @correlations.setter
+    def correlations(self, value: list[SigmaCorrelationRule]) -> None:
+        self.read_correlations = value
+
+    @property
+    def correlation_count(self) -> int:
+        """``len(correlations)``, without reading them."""
+        if self.read_correlations is None:
+            return len(self.corr_specs)
+        return len(self.read_correlations)
+
+    def specs(self) -> list[CorrSpec] | None:
+        """The correlations flattened as the entry stores them, or None once the pySigma
+        correlations are read (a tuning file changes those in place): then they say."""
+        return self.corr_specs if self.read_correlations is None else None
+
+    def entry_state(self) -> dict[str, Any]:
+        """The state the rule cache's skeleton stores: the correlations only flattened (the
+        entry holds the pySigma ones apart, ``cache.RuleSource.correlations``)."""
+        state = self.__dict__.copy()
+        state["read_correlations"] = None
+        state["source"] = None
+        return state
 
     def by_id(self) -> dict[str, CompiledRule]:
         return {r.id: r for r in self.rules}
@@ -349,6 +398,7 @@ def compile_rule(rule: SigmaRule, path: str, trees: list,
         status=_text(rule.status).lower() or None,
         fields=[str(f) for f in (rule.fields or [])],
         detection_fields=condition_fields(trees),
+        other_key=None if rule.id else _other_key(rule),
     )
     # Compile the plain form once, whatever the source: a rule broken in itself is rejected.
     base = compile_condition(trees, None, placeholders)
@@ -383,6 +433,12 @@ def compile_rule(rule: SigmaRule, path: str, trees: list,
     return cr, reason
 
 
+def _other_key(rule: SigmaRule) -> str:
+    from scmwatch.correlate.spec import rule_key
+
+    return rule_key(rule)
+
+
 def _with_extra(pred: Pred | bool, extra: dict[str, frozenset[str]]) -> Pred:
     checks = tuple(extra.items())
 
@@ -395,9 +451,10 @@ def _with_extra(pred: Pred | bool, extra: dict[str, frozenset[str]]) -> Pred:
     return gated
 
 
-def _runnable_correlations(correlations: list[SigmaCorrelationRule],
-                           rejected: list[tuple[str, str]]) -> list[SigmaCorrelationRule]:
-    """The correlations the correlator can run; each other one becomes a one-line rejection.
+def _runnable_correlations(correlations: list[SigmaCorrelationRule], rejected: list[tuple[str, str]]
+                           ) -> tuple[list[SigmaCorrelationRule], list[CorrSpec]]:
+    """The correlations the correlator can run, and each one flattened; each other one becomes a
+    one-line rejection.
 
     pySigma accepts some documents the correlator cannot evaluate (``value_percentile`` without
     ``percentile:``); converting here rather than when a hunt starts makes them count in
@@ -408,10 +465,11 @@ def _runnable_correlations(correlations: list[SigmaCorrelationRule],
     from scmwatch.sigma.load import one_line
 
     ok: dict[str, SigmaCorrelationRule] = {}
+    specs: dict[int, CorrSpec] = {}
     bad: set[str] = set()
     for corr in correlations:
         try:
-            spec_from_sigma(corr)
+            specs[id(corr)] = spec_from_sigma(corr)
         except (ValueError, AttributeError, TypeError) as exc:
             rejected.append((_corr_path(corr), f"'{corr.title}': correlation: {one_line(exc)}"))
             bad.add(rule_key(corr))
@@ -430,7 +488,8 @@ def _runnable_correlations(correlations: list[SigmaCorrelationRule],
                 bad.add(key)
                 del ok[key]
                 changed = True
-    return [c for c in correlations if rule_key(c) in ok and ok[rule_key(c)] is c]
+    runnable = [c for c in correlations if rule_key(c) in ok and ok[rule_key(c)] is c]
+    return runnable, [specs[id(c)] for c in runnable]
 
 
 def _corr_path(corr: Any) -> str:
@@ -464,6 +523,7 @@ def _load_rules(paths: list[str | os.PathLike], placeholders: str | os.PathLike 
     key, entry = open_entry(paths, values) if cache_root() is not None else (None, None)
     if entry is not None:
         rs, source = entry
+        rs.source = source
         for cr in rs.rules:
             cr._source = (source, cr._source_index)
             cr._origin = (key, cr._source_index)  # what a bucket's cached plan is keyed by
@@ -488,7 +548,7 @@ def _compile_all(loaded: LoadedSigma, values: dict[str, list[str]]) -> RuleSet:
     rs.filters = len(loaded.filters)
     rs.rejected.extend(loaded.rejected)
     rs.warnings.extend(loaded.warnings)
-    rs.correlations = _runnable_correlations(loaded.correlations, rs.rejected)
+    rs.correlations, rs.corr_specs = _runnable_correlations(loaded.correlations, rs.rejected)
     order = 0
     for index, (rule, path, trees) in enumerate(loaded.rules):
         try:
