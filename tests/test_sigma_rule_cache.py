@@ -166,6 +166,21 @@ def _has_predicates(rule) -> bool:
     return True
 
 
+def _made(engine, unit) -> bool:
+    """Has ``engine`` made what runs ``unit`` (its predicate read, or with C its program made
+    from the stored parts: ``ruleset.lite_program``), not only the stand-in that would?"""
+    from scmwatch.sigma.ruleset import _UNREAD, _slot
+
+    if _slot(unit) is not _UNREAD:
+        return True
+    return any(getattr(b.preds[i], "__name__", "") != "first_call"
+               for b in engine._by_units.values() for i, u in enumerate(b.units) if u is unit)
+
+
+def _ran(engine, rs) -> list[str]:
+    return sorted(r.title for r in rs.rules if any(_made(engine, u) for u in r.units))
+
+
 def test_only_the_buckets_the_input_has_are_compiled(tmp_path: Path, monkeypatch) -> None:
     from scmwatch.events.model import Event
     from scmwatch.sigma import Engine
@@ -180,7 +195,7 @@ def test_only_the_buckets_the_input_has_are_compiled(tmp_path: Path, monkeypatch
     ev = Event({"Channel": "System", "EventID": 7045, "ImagePath": r"C:\Windows\PSEXESVC.exe"},
                "t", 1, "json")
     assert [r.title for r in engine.match(ev)] == ["Service installed 1"]
-    compiled = sorted(r.title for r in rs.rules if _has_predicates(r))
+    compiled = _ran(engine, rs)
     # only what ran: not the process_creation rule (another bucket), nor rule 2, whose literal
     # ("evil.exe") the prefilter did not find in the event
     assert compiled == ["Service installed 1"]
@@ -188,8 +203,7 @@ def test_only_the_buckets_the_input_has_are_compiled(tmp_path: Path, monkeypatch
     for n in range(2):  # read on its first call, then called directly
         ev = Event({"Channel": "System", "EventID": 7045, "ImagePath": rf"C:\{n}\evil.exe"}, "t", 3, "json")
         assert [r.title for r in engine.match(ev)] == ["Service installed 2"]
-        assert sorted(r.title for r in rs.rules if _has_predicates(r)) == ["Service installed 1",
-                                                                          "Service installed 2"]
+        assert _ran(engine, rs) == ["Service installed 1", "Service installed 2"]
     bucket = engine.bucket("System", 7045)
     assert all(p is True or getattr(p, "__name__", "") != "first_call" for p in bucket.preds[:2])
     sysmon = "Microsoft-Windows-Sysmon/Operational"
@@ -204,8 +218,6 @@ def test_a_bucket_reads_only_its_own_source_of_a_rule(tmp_path: Path, monkeypatc
     compiled again, every unit)."""
     from scmwatch.events.model import Event
     from scmwatch.sigma import Engine
-    from scmwatch.sigma.ruleset import _UNREAD, _slot
-
     monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
     rules = tmp_path / "r"
     rules.mkdir()
@@ -222,14 +234,16 @@ def test_a_bucket_reads_only_its_own_source_of_a_rule(tmp_path: Path, monkeypatc
         rs = load_rules(rules)
         (rule,) = rs.rules
         assert len(rule.units) == 2 and not any("sigma" in r.__dict__ for r in rs.rules)
-        if missing:  # an entry without the 4688 piece: compiled again when it is asked for
+        if missing:  # an entry without the 4688 pieces: compiled again when it is asked for
             src, i = rule.__dict__["_source"]
             src.preds[i] = {k: v for k, v in src.preds[i].items() if "4688" not in k}
+            if src.progs[i] is not None:
+                src.progs[i] = {k: v for k, v in src.progs[i].items() if "4688" not in k}
         engine = Engine(rs)
         assert [r.title for r in engine.match(sysmon)] == want[0]
-        assert [_slot(u) is _UNREAD for u in rule.units] == [False, True]
+        assert [_made(engine, u) for u in rule.units] == [True, False]
         assert [r.title for r in engine.match(security)] == want[1]
-        assert _UNREAD not in [_slot(u) for u in rule.units]
+        assert all(_made(engine, u) for u in rule.units)
         assert ("sigma" in rule.__dict__) is missing
 
 
@@ -246,17 +260,17 @@ def test_placeholder_values_are_part_of_the_key(tmp_path: Path, monkeypatch) -> 
     assert len(_entries(tmp_path / "c")) == 2
 
 
-def _piece_spans(entry: Path) -> tuple[int, list[int], list, list[int]]:
-    """Where an entry's rule part starts, its pySigma pieces' offsets, predicate spans and the
-    offsets of the rules' stored parts."""
+def _piece_spans(entry: Path, programs: bool = False) -> tuple[int, list[int], list, list[int]]:
+    """Where an entry's rule part starts, its pySigma pieces' offsets, predicate spans (or,
+    ``programs``, program spans) and the offsets of the rules' stored parts."""
     import pickle
     import struct
 
     data = entry.read_bytes()
     head = len(cache.FORMAT) + cache.HEADER.size
     skel_len, _, _ = struct.unpack_from("<QQI", data, len(cache.FORMAT))
-    _, offsets, _, spans, _, _, (parts, _), _ = pickle.loads(data[head:head + skel_len])  # noqa: S301
-    return head + skel_len, offsets, spans, parts
+    _, offsets, _, spans, progs, _, _, (parts, _), _ = pickle.loads(data[head:head + skel_len])  # noqa: S301
+    return head + skel_len, offsets, progs if programs else spans, parts
 
 
 def test_altered_rule_part_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
@@ -284,6 +298,33 @@ def test_altered_rule_part_is_rebuilt(tmp_path: Path, monkeypatch) -> None:
         assert _fires(load_rules(rules), r"c:\windows\psexesvc.exe") == ["Service installed 1"]
         assert entry.read_bytes() != bytes(data)  # written anew
         good = entry.read_bytes()
+
+
+def test_a_damaged_program_piece_is_caught_and_the_predicate_read(tmp_path: Path, monkeypatch) -> None:
+    """A program piece (``RuleSource.program``) that does not match its CRC is caught when a
+    bucket first runs its unit: the entry is removed, and the unit runs its predicate, read
+    from the entry (same matches)."""
+    from scmwatch.sigma import Engine, compile
+
+    if compile.Prog is None:
+        pytest.skip("no C extensions: programs are not read")
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    rules = _rules(tmp_path / "r")
+    load_rules(rules)
+    (entry,) = _entries(tmp_path / "c")
+    base, _, progs, _ = _piece_spans(entry, programs=True)
+    spans = [s for rule in progs if rule for s in rule.values()]
+    assert len(spans) == 2  # both rules have a program
+    data = bytearray(entry.read_bytes())
+    for a, _, _ in spans:
+        data[base + a + 5] ^= 0xFF
+    entry.write_bytes(bytes(data))
+    rs = load_rules(rules)
+    engine = Engine(rs)
+    hit = {"Channel": "System", "EventID": 7045, "ImagePath": r"C:\Windows\PSEXESVC.exe"}
+    assert [r.title for r in engine.match_fields(hit)] == ["Service installed 1"]
+    assert not entry.exists()
+    assert not rs.rules[0].units[0].unread  # its predicate read instead
 
 
 def test_a_damaged_piece_leaves_an_entry_written_meanwhile(tmp_path: Path, monkeypatch) -> None:
@@ -526,6 +567,7 @@ def test_rule_that_cannot_be_read_or_compiled_never_matches(tmp_path: Path, monk
     load_rules(rules)
     rs = load_rules(rules)
     monkeypatch.setattr(cache.RuleSource, "predicates", lambda self, i, sources: None)
+    monkeypatch.setattr(cache.RuleSource, "program", lambda self, i, source: None)
 
     def broken(*args, **kwargs):
         raise ValueError("compiler gone")
@@ -740,6 +782,44 @@ def test_a_hunt_runs_the_program_not_the_lambda_of_a_cached_rule(tmp_path: Path,
     assert unit.pred.__code__ is predpickle._trampoline.__code__  # read, never called
     assert _fires(rs, r"c:\windows\psexesvc.exe") == ["Service installed 1"]
     assert unit.pred.__code__ is not predpickle._trampoline.__code__
+
+
+def test_a_cached_rule_runs_its_stored_program_until_it_needs_python(tmp_path: Path, monkeypatch) -> None:
+    """With C, a unit from the cache runs the ``Prog`` made from its stored program's parts, its
+    predicate not read, as long as C answers alone (str values); the first value C hands to a
+    Python test (a list) reads the predicate, and from then on the bucket runs the predicate's
+    own program. Every answer is the freshly compiled rule's."""
+    import gc
+
+    from scmwatch.sigma import Engine, compile
+    from scmwatch.sigma.ruleset import _Later
+
+    if compile.Prog is None:
+        pytest.skip("no C extensions: the predicate is what runs")
+    rules = _rules(tmp_path / "r")
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", "")
+    fresh = Engine(load_rules(rules))
+    monkeypatch.setenv("SCMWATCH_CACHE_DIR", str(tmp_path / "c"))
+    load_rules(rules)
+    rs = load_rules(rules)
+    engine = Engine(rs)
+    unit = rs.rules[0].units[0]
+    base = {"Channel": "System", "EventID": 7045}
+    values = [r"C:\Windows\PSEXESVC.exe", "x", r"c:\psexesvc\evil.exe", "PSEXESVC"]
+    for v in values:
+        f = dict(base, ImagePath=v)
+        assert [r.title for r in engine.match_fields(f)] == [r.title for r in fresh.match_fields(f)]
+    bucket = engine.bucket("System", 7045)
+    (i,) = [k for k, u in enumerate(bucket.units) if u is unit]
+    prog = bucket.preds[i]
+    assert type(prog) is compile.Prog and unit.unread  # the program, the predicate not read
+    assert any(type(v) is _Later for v in gc.get_referents(prog))
+    for v in (["x", r"C:\PSEXESVC.exe"], ["x"], 7045, r"C:\PSEXESVC.exe"):
+        f = dict(base, ImagePath=v)
+        assert [r.title for r in engine.match_fields(f)] == [r.title for r in fresh.match_fields(f)]
+    assert not unit.unread  # read by the list
+    assert type(bucket.preds[i]) is compile.Prog and bucket.preds[i] is not prog
+    assert not any(type(v) is _Later for v in gc.get_referents(bucket.preds[i]))
 
 
 def test_the_skeleton_stores_equal_values_once(tmp_path: Path, monkeypatch) -> None:

@@ -93,7 +93,7 @@ except ImportError:  # built without the C extensions
 if TYPE_CHECKING:
     from scmwatch.sigma.load import LoadedSigma
 
-FORMAT = b"scmwatch-rules-9\n"
+FORMAT = b"scmwatch-rules-10\n"
 STAMP_FORMAT = f"scmwatch-stamp-3 marshal-{marshal.version}"
 STAMP_SUFFIX = ".stamp"
 # A stored content hash is trusted only for a file last changed this long before its stamp was
@@ -518,7 +518,8 @@ class RuleSource:
 
     ``data[offsets[i]:offsets[i + 1]]`` is rule ``i``'s pySigma objects (CRC-32 ``crcs[i]``),
     ``data[a:b]`` with ``(a, b, crc) = preds[i][source]`` its compiled predicate on that source
-    (``preds[i]`` None or without the source: not stored). ``rule(i)`` is
+    (``preds[i]`` None or without the source: not stored), and ``progs[i][source]`` the same
+    way its program's parts (``compile.program_parts``). ``rule(i)`` is
     ``LoadedSigma.rules[i]`` of the load the entry was made from. Should a piece not match its
     CRC or fail to unpickle, the entry (``entry``: its path and ``(st_dev, st_ino)``) is removed
     if it is still the file this source reads, the rule files are loaded again once and used
@@ -529,7 +530,8 @@ class RuleSource:
                  preds: list[dict[str, tuple[int, int, int]] | None] | None = None,
                  crcs: Sequence[int] | None = None, entry: tuple[str, tuple[int, int]] | None = None,
                  parts: tuple[Sequence[int], Sequence[int]] | None = None,
-                 corrs: tuple[int, int, int] | None = None) -> None:
+                 corrs: tuple[int, int, int] | None = None,
+                 progs: list[dict[str, tuple[int, int, int]] | None] | None = None) -> None:
         self.data = data
         self.offsets = offsets
         self.paths = paths
@@ -539,6 +541,7 @@ class RuleSource:
         self.entry = entry
         self.parts = parts
         self.corrs = corrs
+        self.progs = progs
         self._reloaded: LoadedSigma | None = None
 
     def _piece(self, start: int, end: int, crc: int | None) -> bytes:
@@ -612,6 +615,23 @@ class RuleSource:
             self._drop()
             return None
         return got if isinstance(got, tuple) and len(got) == 2 else None
+
+    def program(self, i: int, source: str) -> tuple[str, dict[str, Any], tuple[str, ...]] | None:
+        """Rule ``i``'s program on ``source`` as ``compile.program_parts`` gave it when the entry
+        was made, or None when it is not stored or unreadable (the caller reads the predicate)."""
+        spans = self.progs[i] if self.progs is not None and i < len(self.progs) else None
+        span = spans.get(source) if spans is not None else None
+        if span is None or self._reloaded is not None:
+            return None
+        try:
+            got = pickle.loads(self._piece(*span))  # noqa: S301 - the checksum holds
+        except Exception:  # noqa: BLE001 - see the class docstring
+            self._drop()
+            return None
+        if type(got) is not tuple or len(got) != 3 or type(got[0]) is not str or type(got[1]) is not dict \
+                or type(got[2]) is not tuple:
+            return None
+        return got
 
     def predicates(self, i: int, sources: Sequence[str]) -> dict[str, Any] | None:
         """Rule ``i``'s ``{source label: predicate}`` for ``sources`` as compiled when the entry
@@ -703,11 +723,40 @@ def read_entry(key: str) -> tuple[Any, RuleSource] | None:
         got = _skeleton(fd, len(head), skel_len, check)
         if got is None:
             return None
-        skeleton, offsets, crcs, preds, paths, placeholders, parts, corrs = got
+        skeleton, offsets, crcs, preds, progs, paths, placeholders, parts, corrs = got
     except Exception:  # noqa: BLE001 - absent, truncated, garbage, another build: load again
         return None
     entry = (path, (st.st_dev, st.st_ino))
-    return skeleton, RuleSource(region, offsets, paths, placeholders, preds, crcs, entry, parts, corrs)
+    return skeleton, RuleSource(region, offsets, paths, placeholders, preds, crcs, entry, parts, corrs, progs)
+
+
+def _program_pieces(skeleton: Any, count: int,
+                    at: int) -> tuple[list[bytes], list[dict[str, tuple[int, int, int]] | None]]:
+    """Each rule's predicate per source as its ``Prog``'s parts (``compile.program_parts``)
+    plainly pickled, where it has a program, and their spans from ``at`` with their CRC-32 by
+    source (read by :meth:`RuleSource.program`)."""
+    from scmwatch.sigma.compile import program_parts  # writing only
+
+    pieces: list[bytes] = []
+    spans: list[dict[str, tuple[int, int, int]] | None] = [None] * count
+    for cr in skeleton.rules:
+        i = getattr(cr, "_source_index", None)
+        if i is None or not 0 <= i < count:
+            continue
+        got: dict[str, tuple[int, int, int]] = {}
+        for u in cr.units:
+            parts = program_parts(u.pred)
+            if parts is None:
+                continue
+            try:
+                data = pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:  # noqa: BLE001 - not storable: the whole predicate is read instead
+                continue
+            got[u.source] = (at, at + len(data), zlib.crc32(data))
+            pieces.append(data)
+            at += len(data)
+        spans[i] = got or None
+    return pieces, spans
 
 
 def _predicate_pieces(skeleton: Any, count: int,
@@ -826,16 +875,18 @@ def write_entry(key: str, skeleton: Any, loaded: LoadedSigma, paths: list[str | 
         pieces = [pickle.dumps(r, protocol=pickle.HIGHEST_PROTOCOL) for r in loaded.rules]
         offsets, crcs = _table(pieces, 0)
         pred_pieces, spans = _predicate_pieces(skeleton, len(pieces), offsets[-1])
-        part_pieces, parts = _stored_pieces(skeleton, len(pieces), offsets[-1] + sum(map(len, pred_pieces)))
+        at = offsets[-1] + sum(map(len, pred_pieces))
+        prog_pieces, progs = _program_pieces(skeleton, len(pieces), at)
+        part_pieces, parts = _stored_pieces(skeleton, len(pieces), at + sum(map(len, prog_pieces)))
         corr_piece = pickle.dumps(list(skeleton.correlations), protocol=pickle.HIGHEST_PROTOCOL)
         at = parts[0][-1]
         corrs = (at, at + len(corr_piece), zlib.crc32(corr_piece))
-        rules = b"".join(pieces + pred_pieces + part_pieces + [corr_piece])
+        rules = b"".join(pieces + pred_pieces + prog_pieces + part_pieces + [corr_piece])
         # without the memo entries nothing fetches again (``pickletools.optimize``, ~0.27 s of a
         # cold load of all SigmaHQ): its skeleton then unpickled in 12.4 instead of 18.1 ms, the
         # first load of a process (CPU, 4 alternate runs)
         buf = io.BytesIO()
-        _SkeletonPickler(buf).dump((skeleton, offsets, crcs, spans,
+        _SkeletonPickler(buf).dump((skeleton, offsets, crcs, spans, progs,
                                     [str(p) for p in paths], placeholders, parts, corrs))
         skel = pickletools.optimize(buf.getvalue())
         os.makedirs(cache, exist_ok=True)
