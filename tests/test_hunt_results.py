@@ -139,6 +139,31 @@ def test_results_follow_the_filters(capsys, tmp_path):
     assert all("fs01" in (x["source_host"], x["target_host"]) for x in res["lateral_movement"])
 
 
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_results_summary_is_made_only_where_it_is_read(capsys, tmp_path, monkeypatch, jobs):
+    """The table's footer, ``--summary`` and a case read the results summary; JSON lines alone
+    do not, and then no alert is counted into one (its counts and output are still right)."""
+    made = []
+    real_init = Results.__init__
+
+    def init(self, *args, **kwargs):
+        made.append(self)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Results, "__init__", init)
+    out, summ = tmp_path / "a.jsonl", tmp_path / "s.json"
+    rc, _, err = hunt(capsys, str(DEMO), "--format", "jsonl", "-o", str(out), "--jobs", jobs)
+    assert rc == 0 and made == []
+    n = len(out.read_text().splitlines())
+    assert n > 0 and f"{n:,} alerts" in err
+    rc, _, _ = hunt(capsys, str(DEMO), "--format", "jsonl", "-o", str(out), "--jobs", jobs,
+                    "--summary", str(summ))
+    assert rc == 0 and len(made) == 1 and made[0].total == n
+    assert json.loads(summ.read_text())["results"]["alerts"] == n
+    rc, table, _ = hunt(capsys, str(DEMO), "--jobs", jobs)
+    assert rc == 0 and len(made) == 2 and made[1].total == n and "alerts" in table
+
+
 def _event(host: str, t: str, **extra: object) -> Event:
     fields = {"EventID": 7045, "Channel": "System", "Computer": host, "TimeCreated": t, **extra}
     return Event(fields, "x.evtx", 1, "evtx")
