@@ -4,8 +4,10 @@ results summary (table and ``--summary``), ``--readiness``, ``--timezone``, the 
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
+import weakref
 from pathlib import Path
 
 import pytest
@@ -162,6 +164,39 @@ def test_results_summary_is_made_only_where_it_is_read(capsys, tmp_path, monkeyp
     assert json.loads(summ.read_text())["results"]["alerts"] == n
     rc, table, _ = hunt(capsys, str(DEMO), "--jobs", jobs)
     assert rc == 0 and len(made) == 2 and made[1].total == n and "alerts" in table
+
+
+def test_a_hunt_in_its_own_process_leaves_its_merge_unfreed(capsys, tmp_path, monkeypatch):
+    """A hunt whose process ends with it (``scmwatch.cli.entry``) hands what it leaves behind to
+    ``cli.hunt._UNFREED`` rather than freeing it object by object just before the process
+    exits; in-process callers (``main`` without ``own_process``) keep ordinary lifetimes."""
+    import scmwatch.cli as cli
+    import scmwatch.cli.hunt as cli_hunt
+    import scmwatch.hunt as hunt_mod
+
+    merges: list[weakref.ref] = []
+    real_init = hunt_mod.AlertMerge.__init__
+
+    def init(self, *args, **kwargs):
+        merges.append(weakref.ref(self))
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(hunt_mod.AlertMerge, "__init__", init)
+    monkeypatch.setattr(cli_hunt, "_UNFREED", [])
+    out = tmp_path / "a.jsonl"
+    argv = ["hunt", str(DEMO), "--format", "jsonl", "-o", str(out), "--jobs", "2"]
+    assert main(argv) == 0
+    gc.collect()
+    assert len(merges) == 1 and merges[0]() is None and cli_hunt._UNFREED == []
+    expected = out.read_bytes()
+    # the process's own parser, without its gc.freeze of the test process's objects
+    monkeypatch.setattr(cli, "_build_lasting", cli.build_parser)
+    assert main(argv, own_process=True) == 0
+    gc.collect()
+    assert out.read_bytes() == expected
+    assert len(merges) == 2 and merges[1]() is not None
+    assert [left[0] for left in cli_hunt._UNFREED] == [merges[1]()]
+    capsys.readouterr()
 
 
 def _event(host: str, t: str, **extra: object) -> Event:

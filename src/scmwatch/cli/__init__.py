@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None, own_process: bool = False) -> int:
     parser = _build_lasting(argv) if own_process else build_parser(argv)
     args = parser.parse_args(argv)
     args.argv = argv  # as given: recorded by `hunt --case`
+    args.own_process = own_process
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

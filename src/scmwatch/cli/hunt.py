@@ -427,6 +427,11 @@ def _run(args: argparse.Namespace, start: float) -> tuple[dict[str, Any], int]:
     return summary, code
 
 
+# What a hunt leaves behind in a process that ends with it (``run_hunt(leftovers=...)``): never
+# freed, since the process exits without tearing its objects down (``scmwatch.cli.entry``).
+_UNFREED: list[Any] = []
+
+
 def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], case: Any,
                start: float, rule_paths: list[str], prewalk: Prewalk | None) -> tuple[dict[str, Any], int]:
     """Hunt and stream the alerts into the output (and the case); ``(summary, exit code)``."""
@@ -461,7 +466,8 @@ def _hunt_into(args: argparse.Namespace, ruleset: Any, rules: dict[str, Any], ca
                                   keep=args.keep if args.keep.active else None,
                                   dedup=_dedup(rules) if args.dedup else None,
                                   lines=lines, write_lines=_output(sink.write_lines) if lines else None,
-                                  results=results)
+                                  results=results,
+                                  leftovers=_UNFREED if getattr(args, "own_process", False) else None)
             if cluster_info:
                 result.summary["cluster"] = cluster_info
                 result.summary["jobs"] = cluster_info["workers"]
