@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine_pairs import SYSMON, brute, tool_rules
-from scmwatch.sigma import index, plancache
+from scmwatch.sigma import index, plancache, tagged
 from scmwatch.sigma.index import Engine
 from scmwatch.sigma.ruleset import load_rules
 
@@ -210,3 +210,70 @@ def test_sampling_asks_keep_only_when_it_has_something_to_do(rules: Path, monkey
     else:
         assert b.sample is None and b.replan_at == -1 and calls[-1] == replan_after
     assert len(calls) < len(events) // 4 and len(set(calls)) == len(calls)
+
+
+def _held_apart(n: int, seed: int) -> list[dict]:
+    """Events whose command lines all hold the tools' shared needle but whose binaries are no
+    tool's: a sample of them gates the rules by their binaries (the static plan: by command line)."""
+    rng = random.Random(seed)
+    return [{"Channel": SYSMON[0], "EventID": 1, "Image": rng.choice(["C:\\bin\\a.exe", "b.exe", ""]),
+             "CommandLine": f"go --run {rng.randrange(99)}", "ParentImage": "p.exe"} for _ in range(n)]
+
+
+def _held_together(n: int, seed: int) -> list[dict]:
+    """Events on which binaries and command lines each show up half the time: a sample of them
+    gates the rules by both."""
+    rng = random.Random(seed)
+    return [{"Channel": SYSMON[0], "EventID": 1,
+             "Image": f"C:\\bin\\tool{rng.randrange(6)}.exe" if rng.random() < 0.5 else "C:\\bin\\other.exe",
+             "CommandLine": "go --run now" if rng.random() < 0.5 else "plain", "ParentImage": "p.exe"}
+            for _ in range(n)]
+
+
+REPLAN_AT = 700
+
+
+def _replanned(rules: Path, events: list[dict]) -> Engine:
+    """A warm hunt of ``events`` that replans its bucket at the REPLAN_AT-th, every match checked."""
+    engine = Engine(load_rules(rules), replan_after=REPLAN_AT)
+    literal = Engine(engine.ruleset, use_hyperscan=False)
+    assert _ids(engine, events) == [brute(literal, f) for f in events]
+    return engine
+
+
+def test_replan_takes_the_last_stored_plan_instead_of_compiling(rules: Path, monkeypatch) -> None:
+    """A replan whose own database is not cached takes the bucket's last compiled replan (its
+    database is), so that split hunts, whose processes sample different ranges, compile nothing
+    on a warm cache; the prefilter that replan's trials kept is kept without timing again."""
+    _cold_run(rules)
+    b = _replanned(rules, _held_apart(REPLAN_AT + 2 * index.TRIALS + 50, seed=1)).bucket(*SYSMON)
+    key = b.key + index.REPLANNED
+    got = plancache.read_plan(key, len(b.units))
+    assert got is not plancache.MISSING and got[0].patterns and b.trials == 0
+    first = got[0].patterns
+    assert plancache.read_choice(key, index.TRIAL_FLAVOUR) is not None  # its trials' choice, stored
+    plancache.write_choice(key, index.TRIAL_FLAVOUR, True)
+
+    events = _held_together(REPLAN_AT + 100, seed=2)
+    own = tagged.plan(b.units, index._spread(_systematic(events[:REPLAN_AT])))
+    assert own.patterns != first and not index.is_cached(list(own.patterns), regex=True)
+    compiled = []
+    compile_regex = index._hs_compile_regex
+    monkeypatch.setattr(index, "_hs_compile_regex", lambda pats: compiled.append(pats) or compile_regex(pats))
+    b = _replanned(rules, events).bucket(*SYSMON)
+    assert b.sample is None and b.atoms is not None and b.atoms.patterns == first
+    assert compiled == [] and b.trials == 0
+
+
+def test_replan_whose_last_trials_kept_the_literal_prefilter_plans_nothing(rules: Path, monkeypatch) -> None:
+    """... and where they kept the literal prefilter, no gates are chosen and no database loaded."""
+    _cold_run(rules)
+    b = _replanned(rules, _held_apart(REPLAN_AT + 2 * index.TRIALS + 50, seed=1)).bucket(*SYSMON)
+    plancache.write_choice(b.key + index.REPLANNED, index.TRIAL_FLAVOUR, False)
+    planned = []
+    plan = index.plan
+    monkeypatch.setattr(index, "plan",
+                        lambda units, sample=(): planned.append(len(sample)) or plan(units, sample))
+    b = _replanned(rules, _held_together(REPLAN_AT + 100, seed=2)).bucket(*SYSMON)
+    assert b.sample is None and b.replan_at == -1 and b.atoms is None and b.atom_scan is None
+    assert not any(planned) and b.trials == 0

@@ -485,6 +485,9 @@ SAMPLE = 64  # events a bucket keeps to choose its atom gates by (tagged.plan)
 # only over tens of thousands of events.
 REPLAN_PER_PATTERN = 30
 REPLAN_MIN = 5_000
+# The plan-cache key suffix of a bucket's last replan (``Engine._replan``): its plan, stored when
+# it compiled its database, and the prefilter its trials kept.
+REPLANNED = "-replan"
 # Trials time the C matchers or, without them, the Python path: their choices are stored apart.
 TRIAL_FLAVOUR = "c" if Matcher is not None else "py"
 MAX_BUCKETS = 50_000  # distinct (Channel, EventID) pairs cached; real logs have hundreds
@@ -780,18 +783,47 @@ class Engine:
     def _replan(self, b: Bucket) -> None:
         """Choose the bucket's atom gates again, from its sample (``tagged.plan``), and time
         them against the literal prefilter again (also when the static ones lost); the sampling
-        ends here."""
+        ends here.
+
+        A replan whose database is not cached takes the bucket's last compiled replan instead
+        (stored under REPLANNED; any plan is exact), and the prefilter that replan's trials kept
+        is kept without timing again (the literal one: nothing is planned). Why: each process of
+        a split hunt samples other ranges of the file in every run, so its plan, and the database
+        it compiled, differed from run to run: 1 GB of EVTX, built-in pack, ``--jobs 2``, warm
+        cache: 1-3 replan databases compiled per run in 3 of 4 runs (0.03-0.24 s of CPU each at
+        load 5-6), whose trials then kept the literal prefilter in 2 of 3 buckets; none after."""
         sample, b.sample, b.replan_at = b.sample or [], None, -1
         if not sample:
             return
+        key = b.key + REPLANNED if b.key is not None else None
+        choice = read_choice(key, TRIAL_FLAVOUR) if key is not None and self.atoms is None else None
+        if choice is False:  # the literal prefilter its last replan's trials kept: nothing planned
+            if b.atoms is not None:
+                _use_atoms(b, None, None)
+            return
         p = plan(b.units, _spread(sample))
-        if p is None or not p.patterns or (b.atoms is not None and p.patterns == b.atoms.patterns):
+        if p is None or not p.patterns:
+            return
+        compiled = False  # whether this replan compiles its database
+        if key is not None and not is_cached(list(p.patterns), regex=True):
+            got = read_plan(key, len(b.units))
+            last = got[0] if got is not MISSING else None  # type: ignore[index]
+            if last is not None and last.patterns and is_cached(list(last.patterns), regex=True,
+                                                                name=got[1]):  # type: ignore[index]
+                p = last
+            else:
+                compiled = True
+        if b.atoms is not None and p.patterns == b.atoms.patterns:
             return
         scan = self._atom_scanner(p)
-        if scan is not None:
-            _use_atoms(b, p, scan)
-            if self.atoms is None:
-                b.trials, b.timings = 2 * TRIALS, ([], [])
+        if scan is None:
+            return
+        if compiled:
+            write_plan(key, p, _db_name(list(p.patterns), True))  # type: ignore[arg-type]
+        _use_atoms(b, p, scan)
+        if self.atoms is None and choice is None:
+            b.trials, b.timings = 2 * TRIALS, ([], [])
+            b.trial_key = key
 
     def _static_plan(self, b: Bucket) -> tuple[Plan | None, str | None]:
         """``tagged.plan(b.units)``, from the plan cache (``plancache.py``) when it has it, and

@@ -27,6 +27,10 @@ atoms or literal), so that the next run's bucket starts on it instead of timing 
 its first 400 events (``Engine._warm_start``); stored the same way, one file per flavour of the
 matchers timed (C or Python).
 
+Under the key with ``index.REPLANNED`` appended, the plan of the bucket's last replan that
+compiled its database (gates chosen from a sample of its events, ``Engine._replan``) and the
+prefilter its trials kept: a later replan whose own database is not cached takes them.
+
 Beside them, under the same key, the bucket's literal-prefilter layout (:class:`Layout`: which
 literals gate which units, the fields its text is joined from), stored with ``marshal`` (plain
 tuples, ints and strings; the CRC line guards it as it does a plan): working it out from the
