@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import scmwatch.sigma.values as sigma_values
 from engine_pairs import StandInUnit, brute, engine_pair
 from paths import SIGMAHQ
 from scmwatch.events.model import Event, ReadStats
@@ -589,6 +590,30 @@ def test_regex_prechecks_never_change_the_answer(blocks, flags, value):
     searcher = re2_searcher(pattern, flags)
     rebuild, args = searcher.__rebuild__  # as the rule cache reads it: compiled when first needed
     assert searcher(value) == plain(value) == rebuild(*args)(value)
+
+
+line_runs = st.sampled_from([".{3}", ".{3,}", ".{3,5}", ".{0,}", ".{1000,}", ".{4,4}"])
+run_subjects = st.text(alphabet="ab \n\r\tσ\udc80\u2028", max_size=12) | st.sampled_from(
+    ["a" * 1000, "a" * 999, "a" * 999 + "\n" + "b" * 999, "b" * 10 + "\n" + "a" * 1000, "σ" * 1000])
+
+
+@settings(max_examples=300, deadline=None)
+@given(line_runs, st.sampled_from(["", "i", "m", "s", "ms"]), run_subjects)
+def test_a_line_run_regex_answers_as_re2(pattern, flags, value):
+    """``.{n,...}`` is answered by line lengths (no RE2 for ASCII values), as RE2 answers."""
+    rx = compile_re2(pcre_dollar(pattern, flags), flags)
+    searcher = re2_searcher(pattern, flags)
+    rebuild, args = searcher.__rebuild__
+    assert searcher(value) == _raw_matcher(rx, "UNANCHORED")(value) == rebuild(*args)(value)
+
+
+def test_a_line_run_regex_runs_no_re2_on_ascii(monkeypatch):
+    rebuild, args = re2_searcher(".{1000,}").__rebuild__
+    searcher = rebuild(*args)  # as the rule cache reads it
+    monkeypatch.setattr(sigma_values.re2, "compile", lambda *a, **k: pytest.fail("RE2 compiled"))
+    assert searcher("x" * 400 + "\n" + "y" * 1000)
+    assert not searcher("x" * 999 + "\n" + "y" * 999)
+    assert searcher.min_len == 1000
 
 
 glob_parts = st.lists(st.sampled_from(["a", "b", "%temp%\\", ">", "σ", "*", "?"]), min_size=1, max_size=6)
