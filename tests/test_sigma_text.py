@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scmwatch.sigma import index
 
@@ -161,3 +163,33 @@ def test_matchers_intern_the_field_names_they_are_given() -> None:
     LiteralMatcher(Gather((), (), ()), None, (name,), frozenset({lit_skip}), [], ())
     for tag, made in (("Index", index_name), ("Skip", skip_name), ("Name", name), ("LitSkip", lit_skip)):
         assert sys.intern(fresh(tag)) is made
+
+
+LITERALS = ("evil", "bad", "0x1")
+KEYS = ("Channel", "Computer", "CommandLine", "Image", "User", "Pid")
+
+
+@pytest.mark.skipif(index.lower_join is None, reason="the C extension is not built")
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(["EVIL x", "bad", "ok", 1, None])),
+                         max_size=6).map(dict), min_size=1, max_size=8),
+       st.sampled_from([None, ("e", "b", "0")]))
+def test_literal_matcher_answers_as_the_python_join_over_events_of_any_key_order(events, anchors) -> None:
+    """A LiteralMatcher keeps the keys of the last event and whether ``skip`` leaves each out,
+    and asks the set only for a key that is not the one at its position last time: events
+    whose keys come in another order, or where another key takes a skipped one's place, must
+    be joined as the Python text is."""
+    from scmwatch.sigma._text import Gather, LiteralMatcher
+
+    skip = frozenset({"Channel", "Computer"})
+
+    def scan(data: bytes, gather) -> None:  # what Hyperscan reports for these literals
+        for i, lit in enumerate(LITERALS):
+            if lit.encode() in data:
+                gather(i, 0, 0, 0, None)
+
+    gather = Gather(tuple((i,) for i in range(len(LITERALS))), (), (1,) * len(LITERALS), 2)  # unit positions
+    m = LiteralMatcher(gather, scan, None, skip, [True] * len(LITERALS), LITERALS, anchors)
+    for f in events:
+        text = python_text({k: v for k, v in f.items() if k not in skip}, None)
+        assert m(f) == [lit for lit in LITERALS if lit in text]

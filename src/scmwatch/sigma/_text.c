@@ -153,6 +153,53 @@ static int skipped(PyObject *skip, PyObject *key) {
     return PySet_Contains(skip, key);
 }
 
+/* The field number of each key of the last event a Matcher framed (with ``rest`` >= 0), in that
+ * event's order (a LiteralMatcher: 0 for a key it joins, -1 for one ``skip`` leaves out): a bucket's events come with the same keys in the same order (the readers intern
+ * them), so a key that is the very object found at its position last time takes the number
+ * found then, without the index lookup and the skip test. -1: a key that is left out. The keys
+ * are held (new references), so a position's object cannot be another key's. */
+typedef struct {
+    PyObject **keys;
+    Py_ssize_t *num;
+    Py_ssize_t n, cap;
+} KeyOrder;
+
+static void keyorder_clear(KeyOrder *k) {
+    for (Py_ssize_t i = 0; i < k->n; i++) Py_DECREF(k->keys[i]);
+    PyMem_Free(k->keys);
+    PyMem_Free(k->num);
+    k->keys = NULL;
+    k->num = NULL;
+    k->n = k->cap = 0;
+}
+
+/* Remember ``key`` (number ``num``) at position ``i`` (at most one past the last): 0, or -1 with
+ * MemoryError set. */
+static int keyorder_set(KeyOrder *k, Py_ssize_t i, PyObject *key, Py_ssize_t num) {
+    if (i == k->cap) {
+        Py_ssize_t cap = k->cap ? k->cap * 2 : 64;
+        PyObject **keys = PyMem_Realloc(k->keys, cap * sizeof(PyObject *));
+        if (keys == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        k->keys = keys;
+        Py_ssize_t *nums = PyMem_Realloc(k->num, cap * sizeof(Py_ssize_t));
+        if (nums == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        k->num = nums;
+        k->cap = cap;
+    }
+    Py_INCREF(key);
+    if (i < k->n) Py_DECREF(k->keys[i]);
+    else k->n = i + 1;
+    k->keys[i] = key;
+    k->num[i] = num;
+    return 0;
+}
+
 /* The values lower_join joins, each given to visit(ctx, value) in join order: the values of the
  * fields ``names`` (a tuple) present in ``fields``, or with names None every value whose key
  * ``skip`` does not hold. Stops at visit's first non-zero answer and returns it; -1 also on a
@@ -160,13 +207,19 @@ static int skipped(PyObject *skip, PyObject *key) {
 typedef int (*value_visit)(void *ctx, PyObject *value);
 
 static int each_joined_value(PyObject *fields, PyObject *names, PyObject *skip, value_visit visit,
-                             void *ctx) {
+                             void *ctx, KeyOrder *order) {
     int rc = 0;
     if (names == Py_None) {
         Py_ssize_t pos = 0;
         PyObject *key, *value;
-        while (!rc && PyDict_Next(fields, &pos, &key, &value)) {
-            int out = skipped(skip, key);
+        for (Py_ssize_t i = 0; !rc && PyDict_Next(fields, &pos, &key, &value); i++) {
+            int out;
+            if (order != NULL && i < order->n && order->keys[i] == key) {
+                out = order->num[i] < 0;
+            } else {
+                out = skipped(skip, key);
+                if (out >= 0 && order != NULL && keyorder_set(order, i, key, -out) < 0) out = -1;
+            }
             if (out) {
                 if (out < 0) rc = -1;
                 continue;
@@ -248,7 +301,7 @@ static int names_skip_ok(PyObject *names, PyObject *skip) {
     return 0;
 }
 
-static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *skip);
+static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *skip, KeyOrder *order);
 
 /* lower_join(fields: dict, names: tuple[str, ...] | None, skip: frozenset | None = None) -> str | None
  * (``skip``: with names None, the fields left out) */
@@ -256,17 +309,17 @@ static PyObject *lower_join(PyObject *self, PyObject *args) {
     PyObject *fields, *names, *skip = Py_None;
     if (!PyArg_ParseTuple(args, "O!O|O", &PyDict_Type, &fields, &names, &skip)) return NULL;
     if (names_skip_ok(names, skip) < 0) return NULL;
-    return lower_join_impl(fields, names, skip);
+    return lower_join_impl(fields, names, skip, NULL);
 }
 
 static int visit_pieces(void *p, PyObject *value) { return pieces_value((Pieces *)p, value); }
 
-static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *skip) {
+static PyObject *lower_join_impl(PyObject *fields, PyObject *names, PyObject *skip, KeyOrder *order) {
     Pieces p;
     p.n = 0;
     p.total = 0;
     p.ascii = 1;
-    int rc = each_joined_value(fields, names, skip, visit_pieces, &p);
+    int rc = each_joined_value(fields, names, skip, visit_pieces, &p, order);
     PyObject *out = NULL;
     if (rc == 1) {
         out = Py_None;
@@ -437,10 +490,11 @@ static int value_anchor(AnchorScan *a, PyObject *v) {
 /* has_anchor without argument checks: 1, 0, or -1 with an exception set. */
 static int visit_anchor(void *a, PyObject *value) { return value_anchor((AnchorScan *)a, value); }
 
-static int has_anchor_impl(PyObject *fields, PyObject *names, PyObject *skip, PyObject *anchors) {
+static int has_anchor_impl(PyObject *fields, PyObject *names, PyObject *skip, PyObject *anchors,
+                           KeyOrder *order) {
     AnchorScan a;
     anchor_scan_init(&a, anchors);
-    return each_joined_value(fields, names, skip, visit_anchor, &a);
+    return each_joined_value(fields, names, skip, visit_anchor, &a, order);
 }
 
 static PyObject *has_anchor(PyObject *self, PyObject *args) {
@@ -451,7 +505,7 @@ static PyObject *has_anchor(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "anchors must be a tuple of non-empty lower-case ASCII str");
         return NULL;
     }
-    int rc = has_anchor_impl(fields, names, skip, anchors);
+    int rc = has_anchor_impl(fields, names, skip, anchors, NULL);
     if (rc < 0) return NULL;
     return PyBool_FromLong(rc);
 }
@@ -698,53 +752,6 @@ static int tagged_args_ok(PyObject *index, Py_ssize_t rest, PyObject *skip) {
         PyErr_SetString(PyExc_ValueError, "at most 144 field numbers");
         return -1;
     }
-    return 0;
-}
-
-/* The field number of each key of the last event a Matcher framed (with ``rest`` >= 0), in that
- * event's order: a bucket's events come with the same keys in the same order (the readers intern
- * them), so a key that is the very object found at its position last time takes the number
- * found then, without the index lookup and the skip test. -1: a key that is left out. The keys
- * are held (new references), so a position's object cannot be another key's. */
-typedef struct {
-    PyObject **keys;
-    Py_ssize_t *num;
-    Py_ssize_t n, cap;
-} KeyOrder;
-
-static void keyorder_clear(KeyOrder *k) {
-    for (Py_ssize_t i = 0; i < k->n; i++) Py_DECREF(k->keys[i]);
-    PyMem_Free(k->keys);
-    PyMem_Free(k->num);
-    k->keys = NULL;
-    k->num = NULL;
-    k->n = k->cap = 0;
-}
-
-/* Remember ``key`` (number ``num``) at position ``i`` (at most one past the last): 0, or -1 with
- * MemoryError set. */
-static int keyorder_set(KeyOrder *k, Py_ssize_t i, PyObject *key, Py_ssize_t num) {
-    if (i == k->cap) {
-        Py_ssize_t cap = k->cap ? k->cap * 2 : 64;
-        PyObject **keys = PyMem_Realloc(k->keys, cap * sizeof(PyObject *));
-        if (keys == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        k->keys = keys;
-        Py_ssize_t *nums = PyMem_Realloc(k->num, cap * sizeof(Py_ssize_t));
-        if (nums == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        k->num = nums;
-        k->cap = cap;
-    }
-    Py_INCREF(key);
-    if (i < k->n) Py_DECREF(k->keys[i]);
-    else k->n = i + 1;
-    k->keys[i] = key;
-    k->num[i] = num;
     return 0;
 }
 
@@ -1454,6 +1461,7 @@ typedef struct {
     PyObject_HEAD
     GatherObject *gather;
     PyObject *scan_db, *names, *skip, *preds, *rules, *anchors;
+    KeyOrder order; /* the last event's keys and whether ``skip`` leaves each out (names None) */
 } LiteralMatcherObject;
 
 static void LiteralMatcher_dealloc(LiteralMatcherObject *self) {
@@ -1464,6 +1472,7 @@ static void LiteralMatcher_dealloc(LiteralMatcherObject *self) {
     Py_XDECREF(self->preds);
     Py_XDECREF(self->rules);
     Py_XDECREF(self->anchors);
+    keyorder_clear(&self->order);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1513,12 +1522,12 @@ static PyObject *LiteralMatcher_call(LiteralMatcherObject *self, PyObject *args,
     }
     GatherObject *g = self->gather;
     if (self->anchors != Py_None) {
-        int found = has_anchor_impl(fields, self->names, self->skip, self->anchors);
+        int found = has_anchor_impl(fields, self->names, self->skip, self->anchors, &self->order);
         if (found < 0) return NULL;
         if (!found) /* no literal can occur: the always ones only */
             return evaluate_gathered(g, fields, self->preds, self->rules);
     }
-    PyObject *text = lower_join_impl(fields, self->names, self->skip);
+    PyObject *text = lower_join_impl(fields, self->names, self->skip, &self->order);
     if (text == NULL || text == Py_None) return text;
     PyObject *data = PyUnicode_IS_ASCII(text)
         ? PyBytes_FromStringAndSize((const char *)PyUnicode_1BYTE_DATA(text), PyUnicode_GET_LENGTH(text))
