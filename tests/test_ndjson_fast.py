@@ -312,6 +312,28 @@ def test_the_gate_skips_exactly_the_unwanted_records(tmp_path: Path, monkeypatch
     assert len(asked) == len(set(asked))  # asked once per pair and file
 
 
+def test_the_gate_answers_repeated_and_changing_pairs_alike(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C loop answers a record whose pair is the one before it without the decisions dict
+    (the same Channel str, the same int EventID): runs of a pair, an EventID or a Channel that
+    changes alone, a Channel too long for the value cache (a new str every record) and an
+    EventID past 64 bits must each get their own pair's answer."""
+    long_channel = "Microsoft-Windows-" + "X" * 80
+    pairs = ([("Security", 4688)] * 3 + [("Security", 4689), ("Security", 4688), ("System", 4688)]
+             + [(long_channel, 4688)] * 2 + [(long_channel, 4689)] + [("Security", 2**70)] * 2
+             + [("Security", 4688), ("Security", 4689)] * 2)
+    path = _odd_file(tmp_path, [line(record(i, eid=eid, channel=ch)) for i, (ch, eid) in enumerate(pairs)])
+
+    def want(channel: Any, eid: Any) -> bool:
+        return eid in (4688, 2**70) and channel != "System"
+
+    gated, _, gate = read_file(path, True, monkeypatch, want)
+    whole, _, _ = read_file(path, False, monkeypatch)
+    kept = [e for e in whole if want(e.fields["Channel"], e.fields["EventID"])]
+    assert [(e.record_id, e.fields) for e in gated] == [(e.record_id, e.fields) for e in kept]
+    assert gate.skipped == len(whole) - len(kept) == 5
+
+
 def test_split_ranges_read_as_the_whole_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "big.ndjson"
     broken = ODD_LINES["broken"]
