@@ -192,4 +192,31 @@ def test_literal_matcher_answers_as_the_python_join_over_events_of_any_key_order
     m = LiteralMatcher(gather, scan, None, skip, [True] * len(LITERALS), LITERALS, anchors)
     for f in events:
         text = python_text({k: v for k, v in f.items() if k not in skip}, None)
-        assert m(f) == [lit for lit in LITERALS if lit in text]
+        assert m(f) == type(m).__call__(m, f) == [lit for lit in LITERALS if lit in text]  # both call paths
+
+
+@pytest.mark.skipif(index.lower_join is None, reason="the C extension is not built")
+def test_matchers_called_with_anything_but_one_dict_raise_as_before() -> None:
+    """The matchers and the match handler take their arguments without a tuple (vectorcall);
+    every other way of calling them still gets the tp_call's answers."""
+    from scmwatch.sigma._text import Gather, LiteralMatcher, Matcher
+
+    gather = Gather(((0,),), (), (1,), 2)
+    lit = LiteralMatcher(gather, lambda data, g: g(0, 0, 0, 0, None), None, frozenset(), [True], ("r",))
+    atom = Matcher(gather, lambda data, g: None, {"A": 0}, -1, frozenset(), (), [True], ("r",))
+    for m in (lit, atom):
+        for args, kwargs in (((), {}), (({}, {}), {}), (([],), {}), ((), {"fields": {}})):
+            with pytest.raises(TypeError, match="takes one dict|must be dict|exactly 1 argument"):
+                m(*args, **kwargs)
+            with pytest.raises(TypeError, match="takes one dict|must be dict|exactly 1 argument"):
+                type(m).__call__(m, *args, **kwargs)
+    assert lit({"A": "x"}) == ["r"] and atom({"A": "x"}) == []
+    gather(0, 0, 0, 0, None, extra=1)  # the handler ignores keywords, as it always did
+    assert gather.take() == [0]
+    with pytest.raises(TypeError, match="needs a pattern id"):
+        gather()
+    with pytest.raises(ValueError, match="out of range"):
+        gather(5)
+    uninitialised = Gather.__new__(Gather)
+    with pytest.raises(TypeError, match="needs a pattern id"):
+        uninitialised(0)
