@@ -105,9 +105,45 @@ def test_warm_bucket_keeps_the_stored_choice(rules: Path, atoms: bool, monkeypat
     engine = Engine(rs)
     b = engine.bucket(*SYSMON)
     assert b.upgrade_in == -1 and b.trials == 0 and (b.atom_scan is not None) == atoms
-    assert (atom_db in loaded) == atoms and len(loaded) == 1 + atoms  # the literal database, always
+    # one database: the atoms' for the atom prefilter (the literal one waits until it is used),
+    # else the literal one
+    assert (atom_db in loaded) == atoms and len(loaded) == 1
+    assert (b.lit_matcher is None) == (atoms or index.LiteralMatcher is None)
     literal = Engine(engine.ruleset, use_hyperscan=False)
+    # events whose tagged text C can make (no \x1e in a value): the atom prefilter alone ran
+    clean = [f for f in _events(200, seed=9)
+             if not any(isinstance(v, str) and "\x1e" in v for v in f.values())]
+    assert _ids(engine, clean) == [brute(literal, f) for f in clean]
+    assert len(loaded) == 1
+    # the others take the literal prefilter, which loads its database now
     assert _ids(engine, _events(200, seed=9)) == [brute(literal, f) for f in _events(200, seed=9)]
+    assert len(loaded) == 2 - (not atoms)
+
+
+def test_kept_atoms_load_the_literal_database_when_trials_need_it(rules: Path, monkeypatch) -> None:
+    """A bucket that starts on the atom prefilter its last trials kept, its literal database not
+    loaded, loads it when it times both prefilters again after choosing its gates from its
+    sample (``Engine._replan``), and answers alike all along."""
+    _cold_run(rules)
+    (stored,) = _trial_files(rules)
+    plancache.write_choice(stored.name.split(".")[0], index.TRIAL_FLAVOUR, True)
+    loaded = []
+    load = index._hs_load
+    monkeypatch.setattr(index, "_hs_load", lambda path: loaded.append(Path(path).name) or load(path))
+    rs = load_rules(rules)
+    engine = Engine(rs, replan_after=40)
+    b = engine.bucket(*SYSMON)
+    assert b.atom_scan is not None and type(b.scan) is index._LazyScan and len(loaded) == 1
+    literal = Engine(rs, use_hyperscan=False)
+    events = _events(seed=11)
+    replanned = []
+    replan = engine._replan
+    monkeypatch.setattr(engine, "_replan", lambda bucket: replanned.append(bucket.trials) or replan(bucket))
+    assert _ids(engine, events) == [brute(literal, f) for f in events]
+    assert replanned == [0]
+    assert b.timings != ([], []) or b.trials == 0
+    assert len(loaded) == 3  # the new plan's atom database and, for the trials, the literal one
+    assert (b.lit_matcher is not None) == (index.LiteralMatcher is not None)
 
 
 @pytest.mark.parametrize("damage", [b"", b"atoms", b"scmwatch-plan-1 00000000\nmaybe"])

@@ -351,14 +351,55 @@ def cached_scanner(literals: list[str], regex: bool = False,
     return None
 
 
+class _LazyScan:
+    """The Hyperscan scanner of a literal set whose database is in the cache, loaded when it is
+    first used: a bucket whose warm start keeps the atom prefilter (``Engine._warm_start``) does
+    not scan its literals unless it times both prefilters again after choosing its gates from
+    its sample (``Engine._replan``). On the attack corpus x5 three such buckets loaded literal
+    databases they never used in every process (Sysmon process creation's 570 KB among them:
+    ~1.5 ms and ~400 page faults). A database gone meanwhile is compiled (``make_scanner``)."""
+
+    __slots__ = ("literals", "name", "_scan")
+
+    def __init__(self, literals: list[str], name: str) -> None:
+        self.literals = literals
+        self.name = name
+        self._scan: Callable[[str], list[int]] | None = None
+
+    def _load(self) -> Callable[[str], list[int]]:
+        scan = self._scan = cached_scanner(self.literals, name=self.name) or make_scanner(self.literals)
+        return scan
+
+    def __call__(self, text: str) -> list[int]:
+        return (self._scan or self._load())(text)
+
+    @property
+    def scan_db(self) -> Any:
+        return getattr(self._scan or self._load(), "scan_db", None)
+
+
+def _has_db(scan: Any) -> bool:
+    """Whether ``scan`` is (or loads, :class:`_LazyScan`) a Hyperscan database, not loading it."""
+    return type(scan) is _LazyScan or getattr(scan, "scan_db", None) is not None
+
+
 def is_cached(literals: list[str], regex: bool = False, name: str = "") -> bool:
     """Whether the cache holds a database for these literals (``regex``: atom patterns), not
     loading it; ``name`` as for :func:`cached_scanner`."""
+    return _cached_name(literals, regex, name) is not None
+
+
+def _cached_name(literals: list[str], regex: bool = False, name: str = "") -> str | None:
+    """The name under which the cache holds the database of these literals (None: it does not),
+    ``name`` tried first (:func:`cached_scanner`)."""
     cache = hyperscan_cache_dir() if hyperscan is not None else None
     if cache is None:
-        return False
-    return any(os.path.isfile(os.path.join(cache, (given or _db_name(literals, regex)) + ".hsdb"))
-               for given in ((name, "") if name else ("",)))
+        return None
+    for given in (name, "") if name else ("",):
+        given = given or _db_name(literals, regex)
+        if os.path.isfile(os.path.join(cache, given + ".hsdb")):
+            return given
+    return None
 
 
 def make_scanner(literals: list[str], use_hyperscan: bool = True) -> Callable[[str], list[int]]:
@@ -511,6 +552,13 @@ def _use_atoms(b: Bucket, p: Plan | None, scan: Callable[[str], list[int]] | Non
         b.matcher = Matcher(b.gather, scan_db, p.index, p.rest, SYSTEM_FIELDS, p.ascii_only, b.preds, b.rules)
     else:
         b.atom_scan_db = b.gather = b.matcher = None
+
+
+def _literal_path(b: Bucket) -> None:
+    """Make bucket ``b``'s C literal path if it was left unmade while the atom prefilter its
+    warm start kept ran alone (``Engine._upgrade``: its literal database not loaded yet)."""
+    if b.lit_matcher is None:
+        b.lit_matcher = _literal_matcher(b)
 
 
 def _literal_matcher(b: Bucket) -> Any:
@@ -680,7 +728,8 @@ class Engine:
                 after = self.hyperscan_after
                 upgrade_in = max(HS_MIN_SCANS, len(lits) // 2) if after is None else after
                 if scan is None and upgrade_in > 0:
-                    scan = cached_scanner(lits, name=lay.lit_db)
+                    found = _cached_name(lits, name=lay.lit_db)
+                    scan = _LazyScan(lits, found) if found is not None else None
                     if scan is None and len(lits) >= COMPILE_AT_ONCE:
                         scan = _compiled_once(lits)
                     if scan is not None:
@@ -717,8 +766,7 @@ class Engine:
         seeing a few hundred events) 8,220 events took the ramp's Python path and 5,338 the
         trials' (~20 and ~14 us per event against ~2-13 in C for the same buckets): with warm
         caches every event of such a bucket takes the C path from the first."""
-        if self.hyperscan_after is not None or self.replan_after == 0 \
-                or getattr(b.scan, "scan_db", None) is None:
+        if self.hyperscan_after is not None or self.replan_after == 0 or not _has_db(b.scan):
             return  # told when to move, gates to choose from this run's events, or no cached database
         if self.atoms is False:
             self._upgrade(b)
@@ -799,6 +847,7 @@ class Engine:
         choice = read_choice(key, TRIAL_FLAVOUR) if key is not None and self.atoms is None else None
         if choice is False:  # the literal prefilter its last replan's trials kept: nothing planned
             if b.atoms is not None:
+                _literal_path(b)
                 _use_atoms(b, None, None)
             return
         p = plan(b.units, _spread(sample))
@@ -822,6 +871,7 @@ class Engine:
             write_plan(key, p, _db_name(list(p.patterns), True))  # type: ignore[arg-type]
         _use_atoms(b, p, scan)
         if self.atoms is None and choice is None:
+            _literal_path(b)  # timed against the atoms: made now if the atoms ran alone so far
             b.trials, b.timings = 2 * TRIALS, ([], [])
             b.trial_key = key
 
@@ -850,7 +900,9 @@ class Engine:
             scan = self._scanners[key] = make_scanner(list(key), use_hyperscan=True)
         b.scan = scan
         b.upgrade_in = -1
-        b.lit_matcher = _literal_matcher(b)
+        # the atom prefilter kept by the last trials: the literal path waits until it is used
+        lazy = choice is True and type(scan) is _LazyScan
+        b.lit_matcher = None if lazy else _literal_matcher(b)
         if self.atoms is False:
             return
         if self.replan_after == 0:  # gates from the events seen so far
@@ -873,9 +925,13 @@ class Engine:
             except Busy:  # another worker compiles it: the literal prefilter until it is stored
                 self._waiting[id(b)] = (b, static)
                 b.upgrade_in = BUSY_RETRY
+                if lazy:
+                    _literal_path(b)
                 return
         if atom_scan is None:
             b.sample = b.trial_key = None
+            if lazy:
+                _literal_path(b)
             return
         _use_atoms(b, p, atom_scan)
         self._replan_later(b, p)
