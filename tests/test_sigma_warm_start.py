@@ -146,6 +146,25 @@ def test_kept_atoms_load_the_literal_database_when_trials_need_it(rules: Path, m
     assert (b.lit_matcher is not None) == (index.LiteralMatcher is not None)
 
 
+def test_kept_atoms_dropped_by_a_replan_choice_take_the_c_literal_path(rules: Path) -> None:
+    """... and when its replan's stored choice is the literal prefilter, the bucket drops the
+    atoms at the replan and makes its C literal path then, its answers unchanged."""
+    _cold_run(rules)
+    (stored,) = _trial_files(rules)
+    key = stored.name.split(".")[0]
+    plancache.write_choice(key, index.TRIAL_FLAVOUR, True)
+    plancache.write_choice(key + index.REPLANNED, index.TRIAL_FLAVOUR, False)
+    rs = load_rules(rules)
+    engine = Engine(rs, replan_after=40)
+    b = engine.bucket(*SYSMON)
+    assert b.atom_scan is not None and b.lit_matcher is None and type(b.scan) is index._LazyScan
+    literal = Engine(rs, use_hyperscan=False)
+    events = _events(seed=12)
+    assert _ids(engine, events) == [brute(literal, f) for f in events]
+    assert b.atom_scan is None and b.trials == 0
+    assert (b.lit_matcher is not None) == (index.LiteralMatcher is not None)
+
+
 @pytest.mark.parametrize("damage", [b"", b"atoms", b"scmwatch-plan-1 00000000\nmaybe"])
 def test_absent_or_damaged_choice_means_trials(rules: Path, damage: bytes) -> None:
     _cold_run(rules)
