@@ -166,6 +166,30 @@ def test_results_summary_is_made_only_where_it_is_read(capsys, tmp_path, monkeyp
     assert rc == 0 and len(made) == 2 and made[1].total == n and "alerts" in table
 
 
+def test_line_hits_look_for_lateral_links_only_for_the_results_summary(capsys, tmp_path, monkeypatch):
+    """Only the results summary reads a line hit's lateral links: a JSON-lines hunt that keeps
+    none does not look for them in the hits' events; with ``--summary`` they are found and
+    counted, and the alert lines are the same either way."""
+    import scmwatch.hunt as hunt_mod
+
+    asked = []
+    real = hunt_mod.may_link
+
+    def may_link(fields):
+        asked.append(fields)
+        return real(fields)
+
+    monkeypatch.setattr(hunt_mod, "may_link", may_link)
+    plain, summed, summ = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "s.json"
+    rc, _, _ = hunt(capsys, str(DEMO), "--format", "jsonl", "-o", str(plain), "--jobs", "1")
+    assert rc == 0 and asked == []
+    rc, _, _ = hunt(capsys, str(DEMO), "--format", "jsonl", "-o", str(summed), "--jobs", "1",
+                    "--summary", str(summ))
+    assert rc == 0 and asked
+    assert json.loads(summ.read_text())["results"]["lateral_movement"]
+    assert plain.read_bytes() == summed.read_bytes()
+
+
 def test_a_hunt_in_its_own_process_leaves_its_merge_unfreed(capsys, tmp_path, monkeypatch):
     """A hunt whose process ends with it (``scmwatch.cli.entry``) hands what it leaves behind to
     ``cli.hunt._UNFREED`` rather than freeing it object by object just before the process
