@@ -190,6 +190,42 @@ def test_line_hits_look_for_lateral_links_only_for_the_results_summary(capsys, t
     assert plain.read_bytes() == summed.read_bytes()
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_hunt_without_results_tallies_the_rules_only_and_counts_the_same(tmp_path, monkeypatch, jobs):
+    """Without a results summary the line hits' tallies keep the rules only (``Tally.add_rule``):
+    the run summary's alert counts by level and by rule, and the lines, are those of a run that
+    keeps one (whose tallies are whole)."""
+    from scmwatch.hunt import run_hunt
+    from scmwatch.results import Tally
+    from scmwatch.rules import PACK_DIR
+    from scmwatch.sigma import load_rules
+    from scmwatch.sinks.jsonl import JsonlSink
+
+    ruleset = load_rules([str(PACK_DIR)])
+    lean = []  # this process's rules-only adds (a forked worker's are its own)
+    real_add = Tally.add_rule
+
+    def add_rule(self, *args, **kwargs):
+        lean.append(args[0])
+        return real_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(Tally, "add_rule", add_rule)
+    runs = []
+    for keep in (None, Results()):
+        out = io.StringIO()
+        sink = JsonlSink(out)
+        res = run_hunt([str(DEMO)], ruleset, jobs=jobs, sink=sink.write, lines=True,
+                       write_lines=sink.write_lines, results=keep)
+        sink.close()
+        runs.append((res.summary, out.getvalue(), len(lean)))
+    (plain, plain_out, lean_plain), (kept, kept_out, lean_both) = runs
+    assert plain_out == kept_out and plain["alerts"] == kept["alerts"] > 0
+    assert plain["alerts_by_level"] == kept["alerts_by_level"]
+    assert plain["alerts_by_rule"] == kept["alerts_by_rule"]
+    if jobs == 1:  # the hits of the run that keeps a summary are tallied whole
+        assert lean_plain > 0 and lean_both == lean_plain
+
+
 def test_a_hunt_in_its_own_process_leaves_its_merge_unfreed(capsys, tmp_path, monkeypatch):
     """A hunt whose process ends with it (``scmwatch.cli.entry``) hands what it leaves behind to
     ``cli.hunt._UNFREED`` rather than freeing it object by object just before the process
