@@ -74,7 +74,7 @@ import threading
 import time
 import zlib
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -730,13 +730,11 @@ def read_entry(key: str) -> tuple[Any, RuleSource] | None:
     return skeleton, RuleSource(region, offsets, paths, placeholders, preds, crcs, entry, parts, corrs, progs)
 
 
-def _program_pieces(skeleton: Any, count: int,
-                    at: int) -> tuple[list[bytes], list[dict[str, tuple[int, int, int]] | None]]:
-    """Each rule's predicate per source as its ``Prog``'s parts (``compile.program_parts``)
-    plainly pickled, where it has a program, and their spans from ``at`` with their CRC-32 by
-    source (read by :meth:`RuleSource.program`)."""
-    from scmwatch.sigma.compile import program_parts  # writing only
-
+def _unit_pieces(skeleton: Any, count: int, at: int, dump: Callable[[Any], bytes | None]
+                 ) -> tuple[list[bytes], list[dict[str, tuple[int, int, int]] | None]]:
+    """Each rule's units as ``dump(unit)`` gives them, and their spans from ``at`` with their
+    CRC-32 by source; a unit that ``dump`` gives None for or cannot store is left out (what
+    reads it then makes it from the rule instead)."""
     pieces: list[bytes] = []
     spans: list[dict[str, tuple[int, int, int]] | None] = [None] * count
     for cr in skeleton.rules:
@@ -745,42 +743,39 @@ def _program_pieces(skeleton: Any, count: int,
             continue
         got: dict[str, tuple[int, int, int]] = {}
         for u in cr.units:
-            parts = program_parts(u.pred)
-            if parts is None:
-                continue
             try:
-                data = pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception:  # noqa: BLE001 - not storable: the whole predicate is read instead
+                data = dump(u)
+            except Exception:  # noqa: BLE001 - not storable: see above
+                continue
+            if data is None:
                 continue
             got[u.source] = (at, at + len(data), zlib.crc32(data))
             pieces.append(data)
             at += len(data)
         spans[i] = got or None
     return pieces, spans
+
+
+def _program_pieces(skeleton: Any, count: int,
+                    at: int) -> tuple[list[bytes], list[dict[str, tuple[int, int, int]] | None]]:
+    """Each rule's predicate per source as its ``Prog``'s parts (``compile.program_parts``)
+    plainly pickled, where it has a program (read by :meth:`RuleSource.program`; without one
+    the whole predicate is read)."""
+    from scmwatch.sigma.compile import program_parts  # writing only
+
+    def dump(u: Any) -> bytes | None:
+        parts = program_parts(u.pred)
+        return None if parts is None else pickle.dumps(parts, protocol=pickle.HIGHEST_PROTOCOL)
+
+    return _unit_pieces(skeleton, count, at, dump)
 
 
 def _predicate_pieces(skeleton: Any, count: int,
                       at: int) -> tuple[list[bytes], list[dict[str, tuple[int, int, int]] | None]]:
-    """Each rule's compiled predicate per source pickled (``predpickle``), and their spans from
-    ``at`` with their CRC-32 by source."""
+    """Each rule's compiled predicate per source pickled (``predpickle``; one that is not
+    storable is compiled on first use instead)."""
     by_ref = predpickle.module_attributes()
-    pieces: list[bytes] = []
-    spans: list[dict[str, tuple[int, int, int]] | None] = [None] * count
-    for cr in skeleton.rules:
-        i = getattr(cr, "_source_index", None)
-        if i is None or not 0 <= i < count:
-            continue
-        got: dict[str, tuple[int, int, int]] = {}
-        for u in cr.units:
-            try:
-                data = predpickle.dumps(u.pred, by_ref)
-            except Exception:  # noqa: BLE001 - not storable: compiled on first use instead
-                continue
-            got[u.source] = (at, at + len(data), zlib.crc32(data))
-            pieces.append(data)
-            at += len(data)
-        spans[i] = got or None
-    return pieces, spans
+    return _unit_pieces(skeleton, count, at, lambda u: predpickle.dumps(u.pred, by_ref))
 
 
 def _table(pieces: list[bytes], at: int) -> tuple[array, array]:
