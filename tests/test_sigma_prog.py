@@ -314,14 +314,24 @@ def sigmahq():
     return load_rules([SIGMAHQ / d for d in RULE_DIRS])
 
 
-def test_every_sigmahq_prog_matches_its_lambda(sigmahq):
+@pytest.fixture(scope="module")
+def attack_events() -> list[dict]:
+    """The attack corpus's events as field dicts (none when it is absent)."""
+    if not ATTACK_SAMPLES.is_dir():
+        return []
+    stats = ReadStats()
+    return [ev.fields for inp in discover([str(ATTACK_SAMPLES)], stats) for ev in read_input(inp, stats)]
+
+
+def _made_events(rng: random.Random, ns: dict, n: int) -> list[dict]:
+    """``n`` hostile events made from a program's own strings (each field present 9 times in 10)."""
+    fields = _needles(ns)
+    return [{k: _hostile(rng, sorted(v)) for k, v in fields.items() if rng.random() < 0.9} for _ in range(n)]
+
+
+def test_every_sigmahq_prog_matches_its_lambda(sigmahq, attack_events):
     """All SigmaHQ rules: C and Python agree on the attack corpus and on hostile events made
     from each rule's own strings."""
-    events: list[dict] = []
-    if ATTACK_SAMPLES.is_dir():
-        stats = ReadStats()
-        events = [ev.fields for inp in discover([str(ATTACK_SAMPLES)], stats)
-                  for ev in read_input(inp, stats)]
     rng = random.Random(2026)
     progs = checked = hits = 0
     for rule in sigmahq.rules:
@@ -332,13 +342,7 @@ def test_every_sigmahq_prog_matches_its_lambda(sigmahq):
                 continue
             progs += 1
             prog = Prog(ns[PROG_KEY], ns, _slow)
-            fields = _needles(ns)
-            sample = events[progs % 17::97]
-            made = []
-            for _ in range(24):
-                f = {k: _hostile(rng, sorted(n)) for k, n in fields.items() if rng.random() < 0.9}
-                made.append(f)
-            for f in sample + made:
+            for f in attack_events[progs % 17::97] + _made_events(rng, ns, 24):
                 want = bool(pred(f, Low(f)))
                 assert prog(f, Low(f)) is want, (rule.path, f)
                 hits += want
@@ -361,7 +365,7 @@ def test_prog_field_names_are_interned():
     assert prog(event, Low(event)) is True
 
 
-def test_every_sigmahq_program_from_the_cache_matches_its_lambda(sigmahq):
+def test_every_sigmahq_program_from_the_cache_matches_its_lambda(sigmahq, attack_events):
     """All SigmaHQ rules from the rule cache: the ``Prog`` a bucket makes from a unit's stored
     program parts (``ruleset.lite_program``: its Python tests read with the predicate on their
     first call) answers what the freshly compiled lambda answers, on attack-corpus events and on
@@ -373,11 +377,6 @@ def test_every_sigmahq_program_from_the_cache_matches_its_lambda(sigmahq):
     cached = load_rules([SIGMAHQ / d for d in RULE_DIRS])  # the fixture's load stored the entry
     assert all("_source" in r.__dict__ for r in cached.rules)
     assert [r.id for r in cached.rules] == [r.id for r in sigmahq.rules]
-    events: list[dict] = []
-    if ATTACK_SAMPLES.is_dir():
-        stats = ReadStats()
-        events = [ev.fields for inp in discover([str(ATTACK_SAMPLES)], stats)
-                  for ev in read_input(inp, stats)]
     rng = random.Random(2027)
     progs = checked = unread = 0
     for fresh, rule in zip(sigmahq.rules, cached.rules, strict=True):
@@ -390,10 +389,7 @@ def test_every_sigmahq_program_from_the_cache_matches_its_lambda(sigmahq):
             preds: list = [None]
             prog = lite_program(u, preds, 0)
             assert type(prog) is Prog and preds == [None], rule.path
-            fields = _needles(ns)
-            made = [{k: _hostile(rng, sorted(n)) for k, n in fields.items() if rng.random() < 0.9}
-                    for _ in range(6)]
-            for f in events[progs % 29::211] + made:
+            for f in attack_events[progs % 29::211] + _made_events(rng, ns, 6):
                 want = bool(pred(f, Low(f)))
                 run = prog if preds[0] is None else preds[0]  # the predicate's own, once read
                 assert run(f, Low(f)) is want, (rule.path, f)
