@@ -559,7 +559,7 @@ static int is_name(const Elem *e, const char *s) {
     return e->len == n && memcmp(e->name, s, (size_t)n) == 0;
 }
 
-static int event(Cur *c, PyObject *out) {
+static int event_body(Cur *c, PyObject *out) {
     Elem ev;
     int rc = read_elem(c, &ev, 0, 0);
     if (rc != OK) return rc;
@@ -637,6 +637,22 @@ static int canonical_time(PyObject *out) {
     return rc;
 }
 
+/* One ``<Event>`` at the cursor: OK with ``*out`` a new dict of its fields (SystemTime in its
+ * canonical form), else REJECT, MORE or FAIL with ``*out`` NULL. */
+static int event(Cur *c, PyObject **out) {
+    PyObject *fields = PyDict_New();
+    *out = NULL;
+    if (fields == NULL) return FAIL;
+    int rc = event_body(c, fields);
+    if (rc == OK && canonical_time(fields) < 0) rc = FAIL;
+    if (rc != OK) {
+        Py_DECREF(fields);
+        return rc;
+    }
+    *out = fields;
+    return OK;
+}
+
 /* Why ``parse_events`` stopped (its third result). */
 enum { STOP_LOW = 0, STOP_MORE = 1, STOP_OTHER = 2, STOP_REJECT = 3, STOP_BATCH = 4 };
 #define BATCH 256
@@ -685,18 +701,15 @@ static PyObject *parse_events(PyObject *self, PyObject *args) {
             why = STOP_BATCH;
             break;
         }
-        PyObject *out = PyDict_New();
-        if (out == NULL) goto fail;
+        PyObject *out;
         Py_ssize_t start = c.i;
-        int rc = event(&c, out);
-        if (rc == OK && canonical_time(out) < 0) rc = FAIL;
+        int rc = event(&c, &out);
         if (rc == OK) {
             int bad = PyList_Append(events, out);
             Py_DECREF(out);
             if (bad < 0) goto fail;
             continue;
         }
-        Py_DECREF(out);
         if (rc == FAIL) goto fail;
         c.i = start;
         why = rc == MORE && !final ? STOP_MORE : STOP_REJECT;
