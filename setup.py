@@ -29,6 +29,7 @@ setup(
         Extension(
             "scmwatch.events._xml",
             ["src/scmwatch/events/_xml.c"],
+            depends=["src/scmwatch/events/_event.h"],
             optional=True,
             extra_compile_args=["-O2"],
         ),

@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from paths import ATTACK_SAMPLES, evtx_files, evtx_records, need_shared
-from scmwatch.events import json_reader
+from scmwatch.events import json_reader, text
 from scmwatch.events.model import ReadGate, ReadStats
 from scmwatch.events.ranges import read_range, split_file
 from scmwatch.events.read import discover, read_input
@@ -230,7 +230,7 @@ def test_counts_reach_the_stats_when_the_loop_stops_early(how: str, tmp_path: Pa
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Stopped after two events (closed, as a ``yield from`` closes it, or dropped), the loop adds
     what it has read once, as the generator's ``finally`` did."""
-    monkeypatch.setattr(json_reader, "BLOCK", 1000)
+    monkeypatch.setattr(text, "BLOCK", 1000)
     path = tmp_path / "x.ndjson"
     path.write_bytes(b"".join(line(record(i)) for i in range(1, 50)))
     read = len(line(record(1))) + 1000  # the first line (read to tell the format), one block
@@ -267,7 +267,7 @@ def test_a_read_error_is_reported_after_the_events_read_before_it(tmp_path: Path
 @pytest.mark.parametrize("block", [1, 2, 7, 64, 1000, 4096])
 def test_reads_cut_anywhere_give_the_same_events(block: int, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(json_reader, "BLOCK", block)
+    monkeypatch.setattr(text, "BLOCK", block)
     lines = [line(record(1))] + [odd + line(record(200 + i)) for i, odd in enumerate(ODD_LINES.values())]
     assert_same_read(_odd_file(tmp_path, lines), monkeypatch)
 
@@ -276,7 +276,7 @@ def test_reads_cut_anywhere_give_the_same_events(block: int, tmp_path: Path,
 def test_lines_past_the_cap_are_reported_and_skipped(block: int, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(json_reader, "MAX_OBJECT", 600)
-    monkeypatch.setattr(json_reader, "BLOCK", block)
+    monkeypatch.setattr(text, "BLOCK", block)
     long_one = b'{"a": "' + b"y" * 700 + b'"}\n'
     exactly = b"z" * 600 + b"\n"  # 600 bytes without the newline: past the cap too
     below = line(record(3, P="q" * (600 - len(line(record(3, P=""))))))  # 599 bytes and a newline
@@ -447,7 +447,7 @@ def test_flat_odd_line_alone_after_a_flat_one(name: str, tmp_path: Path,
 
 @pytest.mark.parametrize("block", [1, 5, 333])
 def test_flat_reads_cut_anywhere(block: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(json_reader, "BLOCK", block)
+    monkeypatch.setattr(text, "BLOCK", block)
     lines = [line(flat(1))] + [odd + line(flat(200 + i)) for i, odd in enumerate(FLAT_ODD.values())]
     assert_same_read(_odd_file(tmp_path, lines), monkeypatch)
 

@@ -7,6 +7,7 @@ hands the rest of a file to the streaming parser, which then counts from there).
 
 from __future__ import annotations
 
+import codecs
 import io
 import random
 import re
@@ -16,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from paths import FIXTURES
-from scmwatch.events import ReadStats, xml_reader
+from scmwatch.events import ReadStats, text, xml_reader
+from scmwatch.events.text import sniff_encoding
 
 pytestmark = pytest.mark.skipif(xml_reader.fast_events is None, reason="the C extension is not in use")
 
@@ -24,11 +26,17 @@ _POS = re.compile(r": line \d+(, column \d+)?")
 
 
 def _read(data: bytes, fast: bool, monkeypatch: pytest.MonkeyPatch) -> tuple:
-    monkeypatch.setattr(xml_reader, "fast_events", xml_reader._xml.parse_events if fast else None)
+    monkeypatch.setattr(xml_reader, "fast_events", xml_reader._xml.XmlEvents if fast else None)
     stats = ReadStats()
-    events = [(e.fields, e.record_id, e.fmt) for e in xml_reader.read_xml("x.xml", io.BytesIO(data), stats)]
+    events = [(e.fields, e.record_id, e.fmt) for e in xml_reader.read_xml("x.xml", io.BytesIO(data), stats,
+                                                                         _encoding(data))]
     messages = [(e.kind, _POS.sub("", e.message)) for e in stats.first_errors]
     return events, dict(stats.errors), stats.events, messages
+
+
+def _encoding(data: bytes) -> str:
+    """The encoding the dispatcher would hand the reader."""
+    return sniff_encoding(data[:4096]) or "utf-8"
 
 
 def same(data: bytes, monkeypatch: pytest.MonkeyPatch) -> list:
@@ -135,22 +143,27 @@ def test_random_documents_read_the_same(monkeypatch, data, between, wrapped):
     same(doc.encode("utf-8", "surrogatepass"), monkeypatch)
 
 
-def test_a_huge_event_is_read_in_linear_time(monkeypatch):
-    """Refills double the buffer for an event that does not fit: a 20 MB field is parsed a few
-    times, not once per 64 KiB read."""
-    calls = []
-    real = xml_reader._xml.parse_events
+def _with_loops(data: bytes, monkeypatch: pytest.MonkeyPatch) -> tuple[list, list, ReadStats]:
+    """Read ``data`` through the C loop: its events, the loops made, the stats."""
+    loops = []
 
-    def counting(buf, pos, final):
-        calls.append(len(buf))
-        return real(buf, pos, final)
+    def keeping(*args):
+        loops.append(xml_reader._xml.XmlEvents(*args))
+        return loops[-1]
 
-    monkeypatch.setattr(xml_reader, "fast_events", counting)
-    doc = event(data="<Data Name='x'>" + "A" * (20 << 20) + "</Data>").encode()
+    monkeypatch.setattr(xml_reader, "fast_events", keeping)
     stats = ReadStats()
-    events = list(xml_reader.read_xml("big.xml", io.BytesIO(doc), stats))
+    return list(xml_reader.read_xml("x.xml", io.BytesIO(data), stats, _encoding(data))), loops, stats
+
+
+def test_a_huge_event_is_read_in_linear_time(monkeypatch):
+    """An event that does not fit in the buffer doubles what is read next: a 20 MB field is
+    parsed a few times over, not once per 1 MiB block."""
+    doc = event(data="<Data Name='x'>" + "A" * (20 << 20) + "</Data>").encode()
+    events, loops, stats = _with_loops(doc, monkeypatch)
     assert len(events) == 1 and len(events[0].fields["x"]) == 20 << 20
-    assert len(calls) < 20 and sum(calls) < 3 * len(doc)
+    assert 0 < loops[0].reparsed < 2 * len(doc)
+    assert stats.bytes == len(doc)
 
 
 def test_recurring_strings_cache_never_mixes_values(monkeypatch):
@@ -194,3 +207,70 @@ def test_batches_of_tiny_events_read_the_same(monkeypatch):
     doc = "<Events>\r\n" + "".join(tiny) + "</Events>\n"
     events = same(doc.encode(), monkeypatch)
     assert [e[0]["EventID"] for e in events] == list(range(5000))
+
+
+_LINE = re.compile(r": line (\d+)")
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1000])
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_blocks_cut_anywhere_read_the_same(block, newline, monkeypatch):
+    """The C loop takes the file in blocks cut anywhere -- inside an event, a CR LF, the
+    ``</Events>`` end tag -- and hands the rest to the streaming parser where it stops, with the
+    line of a later error counted over the whole file as the streaming parser alone counts it."""
+    monkeypatch.setattr(text, "BLOCK", block)
+    body = newline.join(event(str(i)) for i in range(1, 30))
+    bad = event("99", data="<Data Name='x'><![CDATA[q]]></Data>") + newline + "<Event><oops></Event>"
+    wrapped = "<Events>" + newline + body + newline + "</Events >" + newline
+    for doc in ("<?xml version='1.0'?>" + newline + wrapped,
+                "<Events>" + body + newline + bad + newline + "</Events>",
+                body + newline + event("30") + newline + "</Events>",
+                "<Events>" + newline + body + newline + "<Other/>" + newline + event("31")):
+        fast = _read(doc.encode(), True, monkeypatch)
+        slow = _read(doc.encode(), False, monkeypatch)
+        assert fast[:3] == slow[:3]
+        lines = [_LINE.findall(e.message) for e in _errors(doc.encode(), True, monkeypatch)]
+        assert lines == [_LINE.findall(e.message) for e in _errors(doc.encode(), False, monkeypatch)]
+
+
+def _errors(data: bytes, fast: bool, monkeypatch: pytest.MonkeyPatch) -> list:
+    monkeypatch.setattr(xml_reader, "fast_events", xml_reader._xml.XmlEvents if fast else None)
+    stats = ReadStats()
+    for _ in xml_reader.read_xml("x.xml", io.BytesIO(data), stats, _encoding(data)):
+        pass
+    return stats.first_errors
+
+
+def test_large_utf16_bom_and_bad_bytes_late_in_the_file_read_the_same(monkeypatch):
+    """Past the first read: UTF-16 text is re-encoded chunk by chunk for the C loop, a UTF-8
+    BOM is skipped, and an invalid byte after 2,000 events hands the rest to the streaming
+    parser, which replaces and counts it as before."""
+    events = "\n".join(event(str(i), data=f"<Data Name='v'>\u00e9{i}</Data>") for i in range(1, 2001))
+    doc = "<Events>\n" + events + "\n" + event("2001") + "\n</Events>\n"
+    broken = doc.encode().replace(b"<EventRecordID>2001<", b"<EventRecordID>20\xff01<")
+    for data, by_c in ((doc.encode("utf-16"), 2001), (codecs.BOM_UTF8 + doc.encode(), 2001), (broken, 2000)):
+        read = same(data, monkeypatch)
+        assert len(read) == 2001
+        events, loops, _ = _with_loops(data, monkeypatch)
+        assert len(events) == 2001 and [loop.count for loop in loops] == [by_c]
+    assert read[-1][0]["EventRecordID"] == "20\ufffd01"
+
+
+@pytest.mark.parametrize("how", ["exhaust", "drop"])
+def test_counts_reach_the_stats_once(how, tmp_path, monkeypatch):
+    """The C loop adds its events and bytes to the stats once: when it stops, or when the
+    reader is dropped after two events (a hunt that stops early)."""
+    monkeypatch.setattr(text, "BLOCK", 500)
+    path = tmp_path / "x.xml"
+    body = "\n".join(event(str(i)) for i in range(1, 40))
+    path.write_bytes(("<Events>\n" + body + "\n</Events>\n").encode())
+    stats = ReadStats()
+    with open(path, "rb") as fh:
+        events = xml_reader.read_xml(str(path), fh, stats)
+        if how == "drop":
+            assert [next(events).record_id, next(events).record_id] == [1, 2]
+            del events
+            assert stats.events == 2 and 0 < stats.bytes < path.stat().st_size
+        else:
+            assert [e.record_id for e in events] == list(range(1, 40))
+            assert stats.events == 39 and stats.bytes == path.stat().st_size

@@ -5,30 +5,30 @@
  *
  * Why: ElementTree hands every start and end of the ~60 elements of an event to Python, and
  * the reader then walks them again: 13k events/s, 0.19 x the JSONL reader on the same events.
- * This parser reads the UTF-8 bytes of the events once and builds the dicts directly, a batch
- * per call: ~100k events/s, 0.51-0.55 x the JSONL reader's C loop on the same events
- * (``bench/read_throughput.py --xml 50000``, same run).
+ * This parser reads the UTF-8 bytes of the events once and builds the dicts directly; with the
+ * loop at the end of this file making the Event objects, the reader reads ~160k events/s, 0.69 x
+ * the JSONL reader's C loop on the same events (``bench/read_throughput.py --xml 50000``, same
+ * run).
  *
  * It accepts only a strict subset of XML that it is sure to read exactly as expat would:
  * ASCII names without prefixes, attribute values and text without CR, tab or newline in
  * attributes, the five predefined entities and character references, nothing else (no
  * comments, CDATA, processing instructions, DOCTYPE, surrogates or characters XML forbids).
- * Anything outside that subset returns None, and the reader hands the rest of the file to the
+ * Anything outside that subset stops the loop, and the reader hands the rest of the file to the
  * streaming ElementTree parser, which stays the reference (tests compare the two on every
  * input they have). Entities other than the predefined ones cannot occur (a DOCTYPE sends the
  * whole file to the streaming parser), so nothing here can expand or fetch anything.
  *
- * ``parse_events(buf, pos, final)`` -> ``(fields_list, pos, why)``: the events read from ``pos``
- * on (white space between them skipped) and where and why it stopped: 0 fewer than 64 bytes
- * left and not ``final`` (read more), 1 the event at ``pos`` does not end inside ``buf`` and
- * ``final`` is false (read more), 2 something other than an ``<Event`` start tag at ``pos``
- * (or the end), 3 the event at ``pos`` is not in the subset, 4 a batch is full (call again).
- * ``configure(system_attrs, system_ints)`` hands over the tables of normalize.py.
+ * ``XmlEvents`` (at the end of this file) is the reader's loop over the bytes of a file, making the
+ * Event objects; ``configure(system_attrs, system_ints, event_class)`` hands over the tables of
+ * normalize.py and the Event class.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "_event.h"
 
 static PyObject *SYSTEM_ATTRS = NULL; /* dict: element -> {attribute: name} */
 static PyObject *SYSTEM_INTS = NULL;  /* frozenset of names whose text becomes an int */
@@ -653,90 +653,314 @@ static int event(Cur *c, PyObject **out) {
     return OK;
 }
 
-/* Why ``parse_events`` stopped (its third result). */
-enum { STOP_LOW = 0, STOP_MORE = 1, STOP_OTHER = 2, STOP_REJECT = 3, STOP_BATCH = 4 };
-#define BATCH 256
-#define LOW_WATER 64
+/* ------------------------------------------------------------------------------------------
+ * XmlEvents: the reader's loop, Event objects straight from the UTF-8 bytes of the file.
+ *
+ * Why: with a Python loop around a parser that returned lists of dicts, the reader paid per
+ * event for the loop, the TimeCreated and EventID checks, a method call making the Event, two
+ * generator frames and, for every file, decoding the bytes to text and encoding them back:
+ * 2.5 of its 7.7 us per event (``bench/read_throughput.py --xml 50000``). This iterator takes
+ * the bytes in blocks cut anywhere, keeps the unread part in a buffer of its own (an event cut
+ * by a block end waits for the next block; one that still does not fit doubles what is read
+ * next, so a huge event costs a few parses, not one per block), skips white space and one
+ * ``</Events>`` end tag between events, and makes each Event as ``_Walk.emit`` does. An event it
+ * is not sure about -- no EventID, an EventID that is not a plain decimal, a TimeCreated that is
+ * not canonical -- goes to ``slow(fields)``, the Python code that reports and makes it.
+ *
+ * It stops at the first byte that is not an event in the subset above, or at the end:
+ * ``rest()`` then gives the unread bytes, whether the wrapper is still open and the line
+ * breaks before them, from where the streaming parser goes on. ``on_end(nbytes, count)`` runs
+ * once when it stops (or is freed first): bytes read up to where it stopped, events made here.
+ * ------------------------------------------------------------------------------------------ */
+
+#define LOW_WATER 64 /* fewer unread bytes than this and more to come: read on first */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *blocks;    /* iterator of UTF-8 buffers; NULL once exhausted */
+    unsigned char *buf;  /* the unread bytes are buf[pos:len] */
+    Py_ssize_t len, cap, pos;
+    PyObject *name;      /* provenance: the input's name */
+    PyObject *slow;      /* callable: fields -> Event or None */
+    PyObject *on_end;    /* callable(nbytes, count), called once; NULL after */
+    int wrapper;         /* an <Events> start tag is open */
+    int stopped;
+    Py_ssize_t dropped;  /* bytes dropped from the front of buf */
+    Py_ssize_t lines;    /* line breaks in them */
+    Py_ssize_t count;    /* events made here (slow makes and counts its own) */
+    Py_ssize_t reparsed; /* bytes parsed again after an event did not fit */
+} XmlEvents;
+
+static EventClass EVENT = {NULL, -1, -1, -1, -1, -1};
 
 /* ``<Event`` followed by white space or ``>`` at the cursor. */
 static int at_event(const Cur *c) {
     return c->n - c->i >= 7 && memcmp(c->p + c->i, "<Event", 6) == 0 &&
            (is_ws(c->p[c->i + 6]) || c->p[c->i + 6] == '>');
 }
+static PyObject *S_xml, *S_EventID, *S_EventRecordID;
 
-/* The events from ``pos`` on, up to BATCH of them: one call instead of one per event saves the
- * reader's Python loop ~1.5 us per event (the white space and start-tag checks, the call). */
-static PyObject *parse_events(PyObject *self, PyObject *args) {
-    Py_buffer buf;
-    Py_ssize_t pos;
-    int final;
-    if (SYSTEM_ATTRS == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_xml.configure() was not called");
-        return NULL;
+/* Line breaks as XML counts them (CR LF, LF, CR) in p[0:n]. */
+static Py_ssize_t breaks(const unsigned char *p, Py_ssize_t n) {
+    Py_ssize_t k = 0;
+    const unsigned char *end = p + n, *s = p;
+    while ((s = memchr(s, '\n', (size_t)(end - s))) != NULL) {
+        k++;
+        s++;
     }
-    if (!PyArg_ParseTuple(args, "y*np", &buf, &pos, &final)) return NULL;
-    if (pos < 0 || pos > buf.len) {
-        PyBuffer_Release(&buf);
-        PyErr_SetString(PyExc_ValueError, "pos out of range");
-        return NULL;
-    }
-    PyObject *events = PyList_New(0);
-    if (events == NULL) {
-        PyBuffer_Release(&buf);
-        return NULL;
-    }
-    Cur c = {(const unsigned char *)buf.buf, buf.len, pos};
-    int why;
-    for (;;) {
-        skip_ws(&c);
-        if (c.n - c.i < LOW_WATER && !final) {
-            why = STOP_LOW;
+    if (memchr(p, '\r', (size_t)n) == NULL) return k;
+    for (Py_ssize_t i = 0; i < n; i++) k += p[i] == '\r' && (i + 1 == n || p[i + 1] != '\n');
+    return k;
+}
+
+/* Drop the bytes before pos (a CR just before it stays: it may start a CR LF), then take blocks
+ * until ``want`` bytes are unread or the blocks run out. */
+static int refill(XmlEvents *self, Py_ssize_t want) {
+    Py_ssize_t drop = self->pos;
+    if (drop > 0 && self->buf[drop - 1] == '\r') drop--;
+    self->lines += breaks(self->buf, drop);
+    self->dropped += drop;
+    memmove(self->buf, self->buf + drop, (size_t)(self->len - drop));
+    self->len -= drop;
+    self->pos -= drop;
+    while (self->blocks != NULL && self->len - self->pos < want) {
+        PyObject *block = PyIter_Next(self->blocks);
+        if (block == NULL) {
+            if (PyErr_Occurred()) return -1;
+            Py_CLEAR(self->blocks);
             break;
         }
-        if (!at_event(&c)) {
-            why = STOP_OTHER;
-            break;
+        Py_buffer view;
+        if (PyObject_GetBuffer(block, &view, PyBUF_SIMPLE) < 0) {
+            Py_DECREF(block);
+            return -1;
         }
-        if (PyList_GET_SIZE(events) >= BATCH) {
-            why = STOP_BATCH;
-            break;
+        if (self->len + view.len > self->cap) {
+            Py_ssize_t cap = 2 * (self->len + view.len) + 4096;
+            unsigned char *grown = PyMem_Realloc(self->buf, (size_t)cap);
+            if (grown == NULL) {
+                PyBuffer_Release(&view);
+                Py_DECREF(block);
+                PyErr_NoMemory();
+                return -1;
+            }
+            self->buf = grown;
+            self->cap = cap;
         }
-        PyObject *out;
-        Py_ssize_t start = c.i;
-        int rc = event(&c, &out);
-        if (rc == OK) {
-            int bad = PyList_Append(events, out);
-            Py_DECREF(out);
-            if (bad < 0) goto fail;
+        memcpy(self->buf + self->len, view.buf, (size_t)view.len);
+        self->len += view.len;
+        PyBuffer_Release(&view);
+        Py_DECREF(block);
+    }
+    return 0;
+}
+
+static int xml_finish(XmlEvents *self) {
+    PyObject *fn = self->on_end;
+    if (fn == NULL) return 0;
+    self->on_end = NULL;
+    PyObject *res = PyObject_CallFunction(fn, "nn", self->dropped + self->pos, self->count);
+    Py_DECREF(fn);
+    if (res == NULL) return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
+/* ``</Events S? >`` at pos: 1 (pos moved past it), 0 no, -1 cannot tell before more is read. */
+static int end_wrapper(XmlEvents *self) {
+    const unsigned char *p = self->buf;
+    Py_ssize_t i = self->pos, n = self->len;
+    if (n - i < 8) return self->blocks != NULL && memcmp(p + i, "</Events", (size_t)(n - i)) == 0 ? -1 : 0;
+    if (memcmp(p + i, "</Events", 8) != 0) return 0;
+    i += 8;
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n')) i++;
+    if (i == n) return self->blocks != NULL ? -1 : 0;
+    if (p[i] != '>') return 0;
+    self->pos = i + 1;
+    return 1;
+}
+
+/* The Event of a parsed event's fields, or NULL with no exception when slow() said None. */
+static PyObject *make_event(XmlEvents *self, PyObject *fields) {
+    PyObject *id = PyDict_GetItemWithError(fields, S_EventID);
+    PyObject *tc = id != NULL ? PyDict_GetItemWithError(fields, S_TimeCreated) : NULL;
+    if (PyErr_Occurred()) return NULL;
+    int sure = id != NULL && PyLong_CheckExact(id);
+    if (sure && tc != NULL && tc != Py_None) {
+        sure = PyUnicode_CheckExact(tc) &&
+               (PyUnicode_GET_LENGTH(tc) == 0 ||
+                (PyUnicode_GET_LENGTH(tc) == 27 && PyUnicode_READ_CHAR(tc, 10) == 'T' &&
+                 PyUnicode_READ_CHAR(tc, 26) == 'Z'));
+    }
+    if (!sure) {
+        PyObject *ev = PyObject_CallOneArg(self->slow, fields);
+        if (ev == Py_None) Py_CLEAR(ev);
+        return ev;
+    }
+    PyObject *rid = PyDict_GetItemWithError(fields, S_EventRecordID);
+    if (rid == NULL && PyErr_Occurred()) return NULL;
+    if (rid == NULL || !PyLong_CheckExact(rid)) rid = Py_None;
+    PyObject *ev = event_new(&EVENT, fields, self->name, rid, S_xml);
+    if (ev != NULL) self->count++;
+    return ev;
+}
+
+static PyObject *xml_events_step(XmlEvents *self) {
+    while (!self->stopped) {
+        while (self->pos < self->len && is_ws(self->buf[self->pos])) self->pos++;
+        if (self->blocks != NULL && self->len - self->pos < LOW_WATER) {
+            if (refill(self, LOW_WATER) < 0) return NULL;
             continue;
         }
-        if (rc == FAIL) goto fail;
-        c.i = start;
-        why = rc == MORE && !final ? STOP_MORE : STOP_REJECT;
-        break;
+        Cur c = {self->buf, self->len, self->pos};
+        if (at_event(&c)) {
+            PyObject *fields;
+            int rc = event(&c, &fields);
+            if (rc == OK) {
+                self->pos = c.i;
+                PyObject *ev = make_event(self, fields);
+                Py_DECREF(fields);
+                if (ev != NULL || PyErr_Occurred()) return ev;
+                continue;
+            }
+            if (rc == FAIL) return NULL;
+            if (rc == MORE && self->blocks != NULL) {
+                self->reparsed += c.i - self->pos;
+                if (refill(self, 2 * (self->len - self->pos)) < 0) return NULL;
+                continue;
+            }
+        } else if (self->wrapper) {
+            int end = end_wrapper(self);
+            if (end == 1) {
+                self->wrapper = 0;
+                continue;
+            }
+            if (end < 0) {
+                if (refill(self, 2 * (self->len - self->pos) + LOW_WATER) < 0) return NULL;
+                continue;
+            }
+        }
+        self->stopped = 1;
     }
-    PyBuffer_Release(&buf);
-    return Py_BuildValue("(Nni)", events, c.i, why);
-fail:
-    PyBuffer_Release(&buf);
-    Py_DECREF(events);
     return NULL;
 }
 
+/* The next event; when the loop stops (or fails) on_end runs first, an error it raises chained
+ * to the reading error. */
+static PyObject *xml_events_next(XmlEvents *self) {
+    PyObject *ev = xml_events_step(self);
+    if (ev == NULL) {
+        self->stopped = 1;
+        if (self->on_end != NULL) {
+            if (PyErr_Occurred()) {
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                if (xml_finish(self) < 0) _PyErr_ChainExceptions(type, value, tb);
+                else PyErr_Restore(type, value, tb);
+            } else {
+                xml_finish(self);
+            }
+        }
+    }
+    return ev;
+}
+
+/* rest() -> (unread bytes, wrapper still open, line breaks before them), once stopped. */
+static PyObject *xml_events_rest(XmlEvents *self, PyObject *Py_UNUSED(ignored)) {
+    if (!self->stopped) {
+        PyErr_SetString(PyExc_RuntimeError, "rest() before the loop stopped");
+        return NULL;
+    }
+    Py_ssize_t lines = self->lines + breaks(self->buf, self->pos);
+    return Py_BuildValue("(y#Nn)", (const char *)self->buf + self->pos, self->len - self->pos,
+                         PyBool_FromLong(self->wrapper), lines);
+}
+
+static PyObject *xml_events_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *blocks, *name, *slow, *on_end;
+    int wrapper;
+    if (!PyArg_ParseTuple(args, "OUpOO", &blocks, &name, &wrapper, &slow, &on_end)) return NULL;
+    if (!PyCallable_Check(slow) || !PyCallable_Check(on_end)) {
+        PyErr_SetString(PyExc_TypeError, "slow and on_end must be callable");
+        return NULL;
+    }
+    if (EVENT.cls == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_xml.configure() was not called");
+        return NULL;
+    }
+    XmlEvents *self = (XmlEvents *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->blocks = PyObject_GetIter(blocks);
+    if (self->blocks == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->name = Py_NewRef(name);
+    self->slow = Py_NewRef(slow);
+    self->on_end = Py_NewRef(on_end);
+    self->wrapper = wrapper;
+    return (PyObject *)self;
+}
+
+static void xml_events_dealloc(XmlEvents *self) {
+    if (self->on_end != NULL) { /* dropped before its end: its counts still go in */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (xml_finish(self) < 0) PyErr_WriteUnraisable(NULL);
+        PyErr_Restore(type, value, tb);
+    }
+    Py_XDECREF(self->blocks);
+    Py_XDECREF(self->name);
+    Py_XDECREF(self->slow);
+    PyMem_Free(self->buf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef xml_events_members[] = {
+    {"count", T_PYSSIZET, offsetof(XmlEvents, count), READONLY, "events made here (not by slow)"},
+    {"reparsed", T_PYSSIZET, offsetof(XmlEvents, reparsed), READONLY,
+     "bytes parsed again because an event did not end inside the buffer"},
+    {NULL},
+};
+
+static PyMethodDef xml_events_methods[] = {
+    {"rest", (PyCFunction)xml_events_rest, METH_NOARGS,
+     "rest() -> (unread bytes, wrapper open, line breaks before them), once the loop stopped"},
+    {NULL},
+};
+
+static PyTypeObject XmlEventsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "scmwatch.events._xml.XmlEvents",
+    .tp_basicsize = sizeof(XmlEvents),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "XmlEvents(blocks, name, wrapper, slow, on_end): Event objects from UTF-8 blocks of Windows "
+              "event XML starting at an <Event>; events it is not sure about go to slow(fields); "
+              "on_end(nbytes, count) once when it stops; rest() then says where.",
+    .tp_new = xml_events_new,
+    .tp_dealloc = (destructor)xml_events_dealloc,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)xml_events_next,
+    .tp_members = xml_events_members,
+    .tp_methods = xml_events_methods,
+};
+
 static PyObject *configure(PyObject *self, PyObject *args) {
-    PyObject *attrs, *ints;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyDict_Type, &attrs, &PyFrozenSet_Type, &ints)) return NULL;
+    PyObject *attrs, *ints, *event_type;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyDict_Type, &attrs, &PyFrozenSet_Type, &ints, &PyType_Type,
+                          &event_type))
+        return NULL;
     Py_INCREF(attrs);
     Py_INCREF(ints);
     Py_XSETREF(SYSTEM_ATTRS, attrs);
     Py_XSETREF(SYSTEM_INTS, ints);
+    event_class_set(&EVENT, event_type);
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"parse_events", parse_events, METH_VARARGS,
-     "parse_events(buf, pos, final) -> (list of fields, pos, why it stopped)"},
-    {"configure", configure, METH_VARARGS, "configure(system_attrs, system_ints): normalize.py's tables."},
+    {"configure", configure, METH_VARARGS,
+     "configure(system_attrs, system_ints, event_class): normalize.py's tables and the Event class."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_xml", NULL, -1, methods};
@@ -746,6 +970,20 @@ PyMODINIT_FUNC PyInit__xml(void) {
     S_TimeCreated = PyUnicode_InternFromString("TimeCreated");
     S_space = PyUnicode_InternFromString(" ");
     S_empty = PyUnicode_InternFromString("");
-    if (S_Data == NULL || S_TimeCreated == NULL || S_space == NULL || S_empty == NULL) return NULL;
-    return PyModule_Create(&module);
+    S_xml = PyUnicode_InternFromString("xml");
+    S_EventID = PyUnicode_InternFromString("EventID");
+    S_EventRecordID = PyUnicode_InternFromString("EventRecordID");
+    if (S_Data == NULL || S_TimeCreated == NULL || S_space == NULL || S_empty == NULL || S_xml == NULL ||
+        S_EventID == NULL || S_EventRecordID == NULL)
+        return NULL;
+    if (PyType_Ready(&XmlEventsType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&XmlEventsType);
+    if (PyModule_AddObject(m, "XmlEvents", (PyObject *)&XmlEventsType) < 0) {
+        Py_DECREF(&XmlEventsType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -35,15 +35,13 @@ from scmwatch.events.ecs import from_ecs
 from scmwatch.events.model import Event, ReadGate, ReadStats, odd_event_id
 from scmwatch.events.normalize import NdjsonEvents, from_evtx_dict, from_flat, shape_of
 from scmwatch.events.sanitize import TooDeep, clean, suspicious
-from scmwatch.events.text import CHUNK, Prefixed, TextChunks
+from scmwatch.events.text import CHUNK, Prefixed, TextChunks, read_blocks
 from scmwatch.events.zeek_reader import ZEEK_LOGS, normalize_zeek
 
 MAX_OBJECT = 64 << 20  # an object larger than this is treated as corrupt, not buffered forever
 # How close to the end of the buffer a decode error may be and still mean "cut short, read on"
 # rather than "broken": the longest token the decoder can stop inside (``-Infinity``, ``\uXXXX``).
 _TAIL = 16
-# Bytes per read of the C NDJSON loop (lines are split in C, whatever the block size).
-BLOCK = 1 << 20
 
 
 _NORMALIZERS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
@@ -218,7 +216,7 @@ def _c_lines(head: bytes, stream: BinaryIO | None, sink: _Sink, first_line: int,
     the iterator; it adds its bytes and events to the stats when it ends, fails or is closed."""
     blocks: Iterable[Any] = [head] if head else []
     if stream is not None:
-        blocks = itertools.chain(blocks, _reads(stream))
+        blocks = itertools.chain(blocks, read_blocks(stream))
     stats = sink.stats
 
     def end(nbytes: int, count: int, skipped: int) -> None:
@@ -230,16 +228,6 @@ def _c_lines(head: bytes, stream: BinaryIO | None, sink: _Sink, first_line: int,
     if gate is not None:
         gate.reader = events
     return events
-
-
-def _reads(stream: BinaryIO) -> Iterator[memoryview]:
-    """``stream`` in BLOCK-sized reads into one reused buffer (the consumer is done with a
-    block when it asks for the next): no new large object, so no fresh pages, per read."""
-    buf = bytearray(BLOCK)
-    view = memoryview(buf)
-    readinto = stream.readinto  # type: ignore[attr-defined]
-    while n := readinto(buf):
-        yield view[:n]
 
 
 def _lines(stream: BinaryIO, name: str, stats: ReadStats, lineno: int) -> Iterator[bytes]:

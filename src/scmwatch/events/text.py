@@ -12,11 +12,15 @@ from __future__ import annotations
 import codecs
 import io
 import re
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from scmwatch.events.model import ReadStats
 
 CHUNK = 1 << 16
+# Bytes per read of the C loops over NDJSON lines and XML events (they split the bytes
+# themselves, whatever the block size).
+BLOCK = 1 << 20
 _SURROGATE = re.compile("[\udc80-\udcff]")  # stand-ins for undecodable bytes (see _stand_in)
 
 
@@ -67,6 +71,16 @@ class Prefixed(io.RawIOBase):
         data = self._rest.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
+
+
+def read_blocks(stream: BinaryIO) -> Iterator[memoryview]:
+    """``stream`` in BLOCK-sized reads into one reused buffer (the consumer is done with a
+    block when it asks for the next): no new large object, so no fresh pages, per read."""
+    buf = bytearray(BLOCK)
+    view = memoryview(buf)
+    readinto = stream.readinto  # type: ignore[attr-defined]
+    while n := readinto(buf):
+        yield view[:n]
 
 
 def sniff_encoding(head: bytes) -> str | None:
