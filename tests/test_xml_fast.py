@@ -167,14 +167,15 @@ def test_a_huge_event_is_read_in_linear_time(monkeypatch):
 
 
 def test_recurring_strings_cache_never_mixes_values(monkeypatch):
-    """Names and short values come from a bounded direct-mapped cache in C: thousands of distinct
-    names and values (more than its 1,024 slots, near-identical ones, ones at and over its length
-    limit) read exactly as the streaming parser reads them."""
+    """Names and values come from a bounded cache of fields in C: thousands of distinct names and
+    values (more than its 2,048 entries, near-identical ones, ones at and over its length limits)
+    read exactly as the streaming parser reads them."""
     rng = random.Random(5)
     parts = []
     for i in range(3000):
-        name = f"N{rng.randrange(5000)}" + "x" * rng.choice((0, 1, 38, 39, 40, 41))
-        value = rng.choice((f"v{i}", f"v{i % 7}", "y" * rng.randrange(35, 45), ""))
+        name = f"N{rng.randrange(5000)}" + "x" * rng.choice((0, 1, 42, 43, 44, 45, 46, 47))
+        value = rng.choice((f"v{i}", f"v{i % 7}", "y" * rng.randrange(28, 36), "y" * rng.randrange(508, 516),
+                            ""))
         parts.append(event(str(i + 1), f"<Data Name='{name}'>{value}</Data><Data Name='A{i % 3}'>{i}</Data>"))
     events = same("\n".join(parts).encode(), monkeypatch)
     assert len(events) == 3000 and events[1234][0]["A1"] == "1234"
@@ -274,3 +275,96 @@ def test_counts_reach_the_stats_once(how, tmp_path, monkeypatch):
         else:
             assert [e.record_id for e in events] == list(range(1, 40))
             assert stats.events == 39 and stats.bytes == path.stat().st_size
+
+
+def _cycling_events(count: int, seed: int) -> str:
+    """Events of a few layouts in random turns: fields reordered or missing, the same value
+    under other names and at other places, values that decode to a cached plain one (``&#65;``
+    for ``A``, ``Sp&#32;ace`` for ``Space``), names and values at and around the C field cache's
+    limits (48-byte names, 24-byte attribute names, 32 bytes kept inline, 512-byte values)."""
+    rng = random.Random(seed)
+    values = ["", "x", "A", "&#65;", "ABC", "&#65;BC", "x &amp; y", "x &#38; y", "&amp;", "&amp;amp;", " ",
+              "4", "\u00e9", "&#233;", "caf\u00e9" + "a" * 26, "caf\u00e9" + "a" * 27, "caf\u00e9" + "a" * 28,
+              "A" * 31 + "&amp;", "v" * 511, "v" * 512, "v" * 513, "v" * 512 + "&amp;"]
+    names = ["a", "b", "Space", "Sp ace", "Sp&#32;ace", "N" * 47, "N" * 48, "N" * 49, "caf\u00e9",
+             "LogonType"]
+    ints = ["7045", "&#55;045", "07045", " 7045", "0", "00", "-1", "123456789012345678", "999999999999999999",
+            "1234567890123456789", "\u0667", "4 ", "\t4\n"]
+    layouts = []
+    for _ in range(6):
+        system = ["provider", "eventid", "level", "task", "time", "rid", "execution", "channel", "long",
+                  "blank"]
+        rng.shuffle(system)
+        for _ in range(rng.randrange(3)):
+            system.pop(rng.randrange(len(system)))
+        data = rng.sample(names, rng.randrange(2, len(names)))
+        layouts.append((system, data, rng.random() < 0.3))
+
+    def system_part(kind: str, rid: int) -> str:
+        v = rng.choice
+        return {
+            "provider": f"<Provider Name='{v(values)}' Guid='{{{v(['g', 'h', '&#103;'])}}}'/>",
+            "eventid": f"<EventID{v(['', ' Qualifiers=' + repr(v(ints))])}>{v(ints)}</EventID>",
+            "level": v(["<Level>4</Level>", "<Level> </Level>", "<Level></Level>", "<Level/>",
+                        "<Level>&#52;</Level>"]),
+            "task": f"<Task>{v(ints + values[:6])}</Task>",
+            "time": f"<TimeCreated SystemTime='2024-05-06T07:59:{rng.randrange(60):02d}."
+                    f"{v(['1234567', '1'])}Z'/>",
+            "rid": f"<EventRecordID>{rid}</EventRecordID>",
+            "execution": f"<Execution ProcessID={v(ints)!r} ThreadID='{v(['7', '8'])}' "
+                         f"{v(['T' * 23, 'T' * 24, 'T' * 25])}='{v(values[:8])}'/>",
+            "channel": f"<Channel>{v(values)}</Channel>",
+            "long": "<{0}>{1}</{0}>".format(v(["L" * 47, "L" * 48, "L" * 49]), v(values)),
+            "blank": f"<Security{v(['', ' UserID=' + repr(v(values[:4]))])}/>",
+        }[kind]
+
+    out = []
+    for i in range(count):
+        system, data, user = layouts[rng.randrange(len(layouts))]
+        fields = "".join(f"<Data Name='{n}'>{rng.choice(values)}</Data>" for n in data)
+        if rng.random() < 0.2:
+            fields += f"<Data>{rng.choice(values)}</Data>"
+        body = f"<EventData>{fields}</EventData>"
+        if user:
+            items = fields.replace("Data", "Item")
+            body = f"<UserData><W xmlns='urn:w'><b>{rng.choice(values)}</b>{items}</W></UserData>"
+        out.append(f"<Event><System>{''.join(system_part(k, i + 1) for k in system)}</System>{body}</Event>")
+    return "\n".join(out)
+
+
+def test_field_cache_follows_changing_layouts(monkeypatch):
+    """The C parser keeps each field's key and last value, guessed from the field that came
+    before it: events whose layouts and values change between events read exactly as the
+    streaming parser reads them."""
+    events = same(_cycling_events(4000, 3).encode(), monkeypatch)
+    assert len(events) > 3000  # those without an EventID are counted as skipped, by both
+    fields = [e[0] for e in events]
+    assert any(f.get("Space") is not None for f in fields) and any("N" * 49 in f for f in fields)
+    assert any(f.get("EventID") == 7045 for f in fields) and any(f.get("EventID") == "07045" for f in fields)
+
+
+def test_field_cache_memory_is_bounded():
+    """Ever new names and values replace cache entries: parsing more of them holds no more."""
+    import tracemalloc
+
+    def parse(seed: int) -> None:
+        rng = random.Random(seed)
+        doc = "".join(
+            f"<Event><System><EventID>{i}</EventID><T{rng.getrandbits(32):x} A='{i}'/></System><EventData>"
+            + "".join(f"<Data Name='n{rng.getrandbits(64):x}'>{'v' * rng.randrange(600)}{rng.getrandbits(64)}"
+                      "</Data>" for _ in range(5))
+            + "</EventData></Event>" for i in range(600)).encode()
+        stats = ReadStats()
+        for _ in xml_reader.read_xml("x.xml", io.BytesIO(doc), stats):
+            pass
+        assert stats.events == 600 and not stats.errors
+
+    tracemalloc.start()
+    try:
+        parse(0)  # fills the cache (2,048 entries) and replaces its entries
+        held = tracemalloc.get_traced_memory()[0]
+        parse(1)
+        parse(2)
+        assert held < 4 << 20 and tracemalloc.get_traced_memory()[0] - held < 64 << 10
+    finally:
+        tracemalloc.stop()

@@ -65,25 +65,73 @@ typedef struct {
 } Elem;
 
 static inline int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-static inline int name_start(unsigned char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_'; }
-static inline int name_char(unsigned char c) {
-    return name_start(c) || (c >= '0' && c <= '9') || c == '.' || c == '-';
+
+/* Byte classes, so that the hot loops (white space, names, text) cost one table load per byte:
+ * scan_text was 20% of the parser's time testing each byte against six conditions. */
+enum { C_WS = 1, C_NAME0 = 2, C_NAME = 4, C_TEXT = 8, C_ATTR = 16 };
+static unsigned char cls[256];
+
+static void init_tables(void) {
+    for (int b = 0; b < 256; b++) {
+        unsigned char k = 0;
+        if (is_ws((unsigned char)b)) k |= C_WS;
+        if ((b >= 'A' && b <= 'Z') || (b >= 'a' && b <= 'z') || b == '_') k |= C_NAME0 | C_NAME;
+        if ((b >= '0' && b <= '9') || b == '.' || b == '-') k |= C_NAME;
+        /* the bytes scan_text must look at: in text, '<' '&' '>' non-ASCII and controls but tab
+         * and newline; in an attribute value also both quotes, tab and newline */
+        if (b == '<' || b == '&' || b >= 0x80 || b < 0x20) k |= C_ATTR | C_TEXT;
+        if (b == '\t' || b == '\n') k &= (unsigned char)~C_TEXT;
+        if (b == '>') k |= C_TEXT;
+        if (b == '\'' || b == '"') k |= C_ATTR;
+        cls[b] = k;
+    }
 }
 
+/* a[0:n] == b[0:n], inlined: the names and values compared are short, and a call to libc's
+ * memcmp for each was 32% of the parser's time once the field cache made them most of its work. */
+static inline int same(const unsigned char *a, const unsigned char *b, Py_ssize_t n) {
+    uint64_t x, y;
+    for (; n >= 8; a += 8, b += 8, n -= 8) {
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y) return 0;
+    }
+    if (n >= 4) {
+        uint32_t u, v, w, z;
+        memcpy(&u, a, 4);
+        memcpy(&v, b, 4);
+        memcpy(&w, a + n - 4, 4);
+        memcpy(&z, b + n - 4, 4);
+        return u == v && w == z;
+    }
+    for (; n > 0; a++, b++, n--) {
+        if (*a != *b) return 0;
+    }
+    return 1;
+}
+
+static inline int name_char(unsigned char c) { return cls[c] & C_NAME; }
+
 static void skip_ws(Cur *c) {
-    while (c->i < c->n && is_ws(c->p[c->i])) c->i++;
+    const unsigned char *p = c->p;
+    Py_ssize_t i = c->i, n = c->n;
+    while (i < n && (cls[p[i]] & C_WS)) i++;
+    c->i = i;
 }
 
 /* A name at the cursor; REJECT for anything else (prefixed names included: ':' is no name char,
  * so "a:b" ends at ':' and the caller's next check fails). */
 static int read_name(Cur *c, const unsigned char **name, Py_ssize_t *len) {
-    if (c->i >= c->n) return MORE;
-    if (!name_start(c->p[c->i])) return REJECT;
-    Py_ssize_t s = c->i;
-    while (c->i < c->n && name_char(c->p[c->i])) c->i++;
-    if (c->i >= c->n) return MORE;
-    *name = c->p + s;
-    *len = c->i - s;
+    const unsigned char *p = c->p;
+    Py_ssize_t s = c->i, i = s, n = c->n;
+    if (i >= n) return MORE;
+    if (!(cls[p[i]] & C_NAME0)) return REJECT;
+    i++;
+    while (i < n && (cls[p[i]] & C_NAME)) i++;
+    c->i = i;
+    if (i >= n) return MORE;
+    *name = p + s;
+    *len = i - s;
     return OK;
 }
 
@@ -152,8 +200,11 @@ static Py_ssize_t entity_len(const unsigned char *p, Py_ssize_t i, Py_ssize_t n,
 static int scan_text(Cur *c, unsigned char stop, int attr, int *special) {
     const unsigned char *p = c->p;
     Py_ssize_t i = c->i, n = c->n;
+    const unsigned char mask = attr ? C_ATTR : C_TEXT;
     *special = 0;
-    while (i < n) {
+    for (;;) {
+        while (i < n && !(cls[p[i]] & mask)) i++;
+        if (i >= n) return MORE;
         unsigned char b = p[i];
         if (b == stop) {
             c->i = i;
@@ -175,50 +226,22 @@ static int scan_text(Cur *c, unsigned char stop, int attr, int *special) {
             i += k;
             continue;
         }
-        if (b < 0x20 && (attr || (b != '\n' && b != '\t'))) return REJECT; /* CR and attribute
-                                                     white space are normalized; controls refused */
+        if (b < 0x20) return REJECT; /* CR and attribute white space are normalized; controls refused */
         if (b == '>' && !attr && i >= 2 && p[i - 1] == ']' && p[i - 2] == ']') return REJECT;
-        i++;
+        i++; /* '>' in text, the other quote in an attribute value */
     }
-    return MORE;
 }
 
-/* The Python string of checked text: plain UTF-8, or with its references decoded. */
-/* Names and short plain values recur in every event (element and Data names, Provider, Channel,
- * Computer, Level...): a direct-mapped cache of their str objects saves the allocation and,
- * as a str caches its hash, every dict insertion's hashing. Bounded (a collision replaces the
- * entry), so varied hostile values cost a miss each, no memory. Without it the parser built ~45
- * new strings per event: 6.6 of the XML reader's 11 us per event. */
-#define ICACHE 1024
-#define ICACHE_LEN 40
-typedef struct {
-    Py_ssize_t len;
-    unsigned char s[ICACHE_LEN];
-    PyObject *str;
-} IEntry;
-static IEntry icache[ICACHE];
-
-/* A str of ASCII bytes (``s[0:len]`` holds no byte >= 0x80), from the cache when it is there. */
-static PyObject *ascii_str(const unsigned char *s, Py_ssize_t len) {
-    if (len > ICACHE_LEN) return PyUnicode_FromStringAndSize((const char *)s, len);
-    uint32_t h = 2166136261u;
-    for (Py_ssize_t k = 0; k < len; k++) h = (h ^ s[k]) * 16777619u;
-    IEntry *e = &icache[(h ^ (h >> 16)) & (ICACHE - 1)];
-    if (e->str != NULL && e->len == len && memcmp(e->s, s, (size_t)len) == 0) {
-        Py_INCREF(e->str);
-        return e->str;
-    }
-    PyObject *o = PyUnicode_FromStringAndSize((const char *)s, len);
-    if (o == NULL) return NULL;
-    Py_INCREF(o);
-    Py_XSETREF(e->str, o);
-    e->len = len;
-    memcpy(e->s, s, (size_t)len);
+/* A str of ASCII bytes (``s[0:len]`` holds no byte >= 0x80): no UTF-8 decoding to do. */
+static PyObject *plain_str(const unsigned char *s, Py_ssize_t len) {
+    PyObject *o = PyUnicode_New(len, 127);
+    if (o != NULL) memcpy(PyUnicode_DATA(o), s, (size_t)len);
     return o;
 }
 
+/* The Python string of checked text: plain ASCII, or UTF-8 with its references decoded. */
 static PyObject *make_text(const unsigned char *s, Py_ssize_t len, int special) {
-    if (!special) return ascii_str(s, len);
+    if (!special) return plain_str(s, len);
     if (memchr(s, '&', (size_t)len) == NULL) return PyUnicode_DecodeUTF8((const char *)s, len, NULL);
     PyObject *parts = PyList_New(0);
     if (parts == NULL) return NULL;
@@ -298,7 +321,7 @@ static int read_attrs(Cur *c, Elem *e) {
         c->i++;
         int total = e->nattrs;
         for (int k = 0; k < total; k++) {
-            if (e->attrs[k].name_len == len && memcmp(e->attrs[k].name, name, (size_t)len) == 0) return REJECT;
+            if (e->attrs[k].name_len == len && same(e->attrs[k].name, name, len)) return REJECT;
         }
         if (total >= MAX_ATTRS) return REJECT;
         e->attrs[total].name = name;
@@ -315,7 +338,7 @@ static int is_xmlns(const Attr *a) { return a->name_len == 5 && memcmp(a->name, 
 /* ``</name S? >`` at the cursor. */
 static int close_tag(Cur *c, const unsigned char *name, Py_ssize_t len) {
     if (c->i + 2 + len >= c->n) return MORE;
-    if (c->p[c->i] != '<' || c->p[c->i + 1] != '/' || memcmp(c->p + c->i + 2, name, (size_t)len) != 0)
+    if (c->p[c->i] != '<' || c->p[c->i + 1] != '/' || !same(c->p + c->i + 2, name, len))
         return REJECT;
     c->i += 2 + len;
     if (c->i < c->n && name_char(c->p[c->i])) return REJECT;
@@ -391,8 +414,6 @@ static int skip_elem(Cur *c, const Elem *start) {
     return OK;
 }
 
-static PyObject *name_str(const unsigned char *s, Py_ssize_t len) { return ascii_str(s, len); }
-
 /* str.strip() would leave something (Python's notion of white space, also for non-ASCII). */
 static int has_content(PyObject *text) {
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
@@ -404,13 +425,11 @@ static int has_content(PyObject *text) {
     return 0;
 }
 
-/* ``normalize._int`` for the names in SYSTEM_INTS: a plain ASCII decimal without a leading zero
- * becomes an int, anything else keeps its text. */
-static PyObject *maybe_int(PyObject *name, PyObject *value) {
-    int isint = PySet_Contains(SYSTEM_INTS, name);
-    if (isint < 0) return NULL;
+/* ``normalize._int``: a plain ASCII decimal without a leading zero becomes an int, anything
+ * else keeps its text (``value``, returned with a new reference). */
+static PyObject *maybe_int(PyObject *value) {
     Py_ssize_t n = PyUnicode_GET_LENGTH(value);
-    if (isint && n > 0 && PyUnicode_IS_ASCII(value)) {
+    if (n > 0 && PyUnicode_IS_ASCII(value)) {
         const char *d = (const char *)PyUnicode_DATA(value);
         Py_ssize_t k = 0;
         while (k < n && d[k] >= '0' && d[k] <= '9') k++;
@@ -420,106 +439,285 @@ static PyObject *maybe_int(PyObject *name, PyObject *value) {
     return value;
 }
 
-/* One <System> child (``event_from_xml``'s System branch). */
-static int system_child(PyObject *out, const Elem *e) {
-    PyObject *key = name_str(e->name, e->len);
-    if (key == NULL) return -1;
-    int rc = -1;
-    if (e->text != NULL) {
-        PyObject *text = make_text(e->text, e->text_len, e->text_special);
-        if (text == NULL) goto done;
-        if (has_content(text)) {
-            PyObject *v = maybe_int(key, text);
-            Py_DECREF(text);
-            if (v == NULL || PyDict_SetItem(out, key, v) < 0) {
-                Py_XDECREF(v);
-                goto done;
-            }
-            Py_DECREF(v);
-        } else {
-            Py_DECREF(text);
-        }
+/* ``maybe_int`` on plain ASCII bytes, without making the str first: up to 18 digits fit a long
+ * long. NULL without an error when the bytes are no such decimal (or too long for this). */
+static PyObject *bytes_int(const unsigned char *s, Py_ssize_t len) {
+    if (len == 0 || len > 18 || (s[0] == '0' && len > 1)) return NULL;
+    long long v = 0;
+    for (Py_ssize_t k = 0; k < len; k++) {
+        if (s[k] < '0' || s[k] > '9') return NULL;
+        v = v * 10 + (s[k] - '0');
     }
-    int kept = 0;
-    for (int k = 0; k < e->nattrs; k++) kept += !is_xmlns(&e->attrs[k]);
-    if (kept) {
-        PyObject *names = PyDict_GetItemWithError(SYSTEM_ATTRS, key);
-        if (names == NULL && PyErr_Occurred()) goto done;
-        for (int k = 0; k < e->nattrs; k++) {
-            const Attr *a = &e->attrs[k];
-            if (is_xmlns(a)) continue;
-            PyObject *attr = name_str(a->name, a->name_len);
-            if (attr == NULL) goto done;
-            PyObject *name = NULL;
-            if (names != NULL && PyDict_Check(names)) {
-                name = PyDict_GetItemWithError(names, attr);
-                if (name == NULL && PyErr_Occurred()) {
-                    Py_DECREF(attr);
-                    goto done;
-                }
-                Py_XINCREF(name);
-            }
-            if (name == NULL) name = PyUnicode_FromFormat("%U_%U", key, attr);
-            Py_DECREF(attr);
-            if (name == NULL) goto done;
-            PyObject *val = make_text(a->val, a->val_len, a->special);
-            PyObject *v = val ? maybe_int(name, val) : NULL;
-            Py_XDECREF(val);
-            int bad = v == NULL || PyDict_SetItem(out, name, v) < 0;
-            Py_XDECREF(v);
-            Py_DECREF(name);
-            if (bad) goto done;
-        }
-    } else {
-        int has = PyDict_Contains(out, key);
-        if (has < 0 || (!has && PyDict_SetItem(out, key, Py_None) < 0)) goto done;
-    }
-    rc = 0;
-done:
-    Py_DECREF(key);
-    return rc;
+    return PyLong_FromLongLong(v);
 }
 
-/* One child of <EventData> or of a <UserData> wrapper (``xml_reader._data``). */
-static int data_child(PyObject *out, PyObject *unnamed, const Elem *e) {
-    PyObject *text = e->text ? make_text(e->text, e->text_len, e->text_special) : (Py_INCREF(S_empty), S_empty);
-    if (text == NULL) return -1;
-    PyObject *name = NULL;
+/* The value of checked text as ``event_from_xml`` stores it: ``isint`` as ``_int`` converts it,
+ * ``content``: Py_None when str.strip() leaves nothing (a <System> child's text is then not
+ * stored). */
+static PyObject *make_value(const unsigned char *s, Py_ssize_t len, int special, int isint, int content) {
+    if (!special) {
+        if (content) {
+            Py_ssize_t k = 0;
+            while (k < len && (s[k] == ' ' || s[k] == '\t' || s[k] == '\n')) k++; /* no other
+                                                     white space passes scan_text in plain text */
+            if (k == len) Py_RETURN_NONE;
+        }
+        if (isint) {
+            PyObject *v = bytes_int(s, len);
+            if (v != NULL || PyErr_Occurred()) return v;
+            if (len > 18) {
+                PyObject *text = plain_str(s, len);
+                if (text == NULL) return NULL;
+                v = maybe_int(text);
+                Py_DECREF(text);
+                return v;
+            }
+        }
+        return plain_str(s, len);
+    }
+    PyObject *text = make_text(s, len, special);
+    if (text == NULL) return NULL;
+    if (content && !has_content(text)) {
+        Py_DECREF(text);
+        Py_RETURN_NONE;
+    }
+    if (!isint) return text;
+    PyObject *v = maybe_int(text);
+    Py_DECREF(text);
+    return v;
+}
+
+/* The fields of consecutive events mostly come in the same order with the same names, and
+ * many with the same values (Provider, Channel, Computer, Level, Task, most Data). So each
+ * field the parser stores (a <System> child's text or attribute, a named Data, a UserData
+ * child) has an entry in a bounded table: the name bytes it comes from, its dict key (spaces
+ * removed, SYSTEM_ATTRS applied), whether SYSTEM_INTS makes it an int, and the last value made
+ * for it with the bytes it came from. Each entry remembers the entry of the field that followed
+ * it: when that guess holds (91% of the fields of the simulated logs), finding the key costs a
+ * compare of the name bytes, no hashing, and an unchanged value (57%) a compare of its bytes,
+ * no allocation. A miss hashes the names into a 4-way set (so a field's last value survives
+ * events of other layouts in between) and refreshes the least recently used entry there.
+ * Everything is bounded (longer names and values are made anew each time), so hostile input
+ * costs misses, no memory. This replaced a direct-mapped cache of short strings, which hashed
+ * every name and value: the C parser alone went from 5.2 to 2.5 us per event (45k simulated
+ * events, same run); guessing by the field's number in the event instead of by the field
+ * before it missed twice as often, and one way instead of four thrashed (3 of 154 names fell
+ * on one set), 5% slower. */
+#define F_NAME1 48   /* element name, or a Data element's Name value */
+#define F_NAME2 24   /* attribute name */
+#define F_INLINE 32  /* value bytes kept in the entry (an int's digits, decoded or blank text) */
+#define F_VALMAX 512  /* longer values are not kept (at most 1 MB held) */
+#define FIELDS 2048
+#define WAYS 4 /* a set of entries for names of the same hash (1,024 entries of one way thrashed
+                   with 3 of 154 names falling on one) */
+
+enum { F_STEXT = 1, F_SATTR, F_DNAMED, F_DELEM };
+
+typedef struct Field {
+    unsigned char kind, len1, len2;
+    unsigned char name1[F_NAME1], name2[F_NAME2];
+    int isint;
+    PyObject *key;
+    PyObject *val;            /* NULL: none kept */
+    const unsigned char *raw; /* the bytes val was made from: val's own ASCII data, or vbuf */
+    Py_ssize_t rawlen;
+    unsigned char vbuf[F_INLINE];
+    uint64_t used;      /* ``uses`` when it was last used: a set replaces its least recent */
+    struct Field *next; /* the entry of the field that followed this one last time */
+} Field;
+
+static Field fields[FIELDS];
+static uint64_t uses;
+static Field *first;   /* the entry of the previous event's first field */
+static Field *prev;    /* the entry of this event's last field, NULL before its first */
+
+static int field_is(const Field *f, int kind, const unsigned char *n1, Py_ssize_t l1, const unsigned char *n2,
+                    Py_ssize_t l2) {
+    return f->kind == kind && f->len1 == l1 && f->len2 == l2 && same(f->name1, n1, l1) && same(f->name2, n2, l2);
+}
+
+/* The key of a field and whether its value becomes an int, made from its name bytes. */
+static PyObject *make_key(int kind, const unsigned char *n1, Py_ssize_t l1, const unsigned char *n2, Py_ssize_t l2,
+                          int special, int *isint) {
+    *isint = 0;
+    if (kind == F_DELEM) return plain_str(n1, l1); /* a name holds no space */
+    if (kind == F_DNAMED) {
+        PyObject *name = make_text(n1, l1, special);
+        if (name == NULL) return NULL;
+        Py_ssize_t at = PyUnicode_FindChar(name, ' ', 0, PyUnicode_GET_LENGTH(name), 1);
+        if (at == -1) return name;
+        PyObject *key = at == -2 ? NULL : PyUnicode_Replace(name, S_space, S_empty, -1);
+        Py_DECREF(name);
+        return key;
+    }
+    PyObject *key = plain_str(n1, l1);
+    if (key == NULL) return NULL;
+    if (kind == F_SATTR) {
+        PyObject *names = PyDict_GetItemWithError(SYSTEM_ATTRS, key);
+        PyObject *attr = names == NULL && PyErr_Occurred() ? NULL : plain_str(n2, l2);
+        PyObject *name = NULL;
+        if (attr != NULL && names != NULL && PyDict_Check(names)) {
+            name = PyDict_GetItemWithError(names, attr);
+            Py_XINCREF(name);
+        }
+        if (name == NULL && attr != NULL && !PyErr_Occurred()) name = PyUnicode_FromFormat("%U_%U", key, attr);
+        Py_XDECREF(attr);
+        Py_SETREF(key, name);
+        if (key == NULL) return NULL;
+    }
+    int rc = PySet_Contains(SYSTEM_INTS, key);
+    if (rc < 0) Py_CLEAR(key);
+    *isint = rc > 0;
+    return key;
+}
+
+/* The entry of the event's next field (NULL when its names are too long to keep one), with
+ * its key (a new reference) and isint; -1 on an error. */
+static int field_for(int kind, const unsigned char *n1, Py_ssize_t l1, const unsigned char *n2, Py_ssize_t l2,
+                     int special, Field **out, PyObject **key, int *isint) {
+    Field *f = prev != NULL ? prev->next : first;
+    if (f == NULL || !field_is(f, kind, n1, l1, n2, l2)) {
+        if (l1 > F_NAME1 || l2 > F_NAME2) {
+            *out = NULL;
+            *key = make_key(kind, n1, l1, n2, l2, special, isint);
+            return *key == NULL ? -1 : 0;
+        }
+        uint32_t h = 2166136261u ^ (uint32_t)kind;
+        for (Py_ssize_t j = 0; j < l1; j++) h = (h ^ n1[j]) * 16777619u;
+        h = (h ^ 0xFFu) * 16777619u;
+        for (Py_ssize_t j = 0; j < l2; j++) h = (h ^ n2[j]) * 16777619u;
+        Field *set = &fields[((h ^ (h >> 16)) * WAYS) & (FIELDS - 1)];
+        f = set; /* the matching way, else the least recently used one */
+        for (int w = 0; w < WAYS; w++) {
+            if (field_is(&set[w], kind, n1, l1, n2, l2)) {
+                f = &set[w];
+                break;
+            }
+            if (set[w].used < f->used) f = &set[w];
+        }
+        if (!field_is(f, kind, n1, l1, n2, l2)) {
+            f->kind = 0;
+            Py_CLEAR(f->key);
+            Py_CLEAR(f->val);
+            f->key = make_key(kind, n1, l1, n2, l2, special, &f->isint);
+            if (f->key == NULL) return -1;
+            f->kind = (unsigned char)kind;
+            f->len1 = (unsigned char)l1;
+            f->len2 = (unsigned char)l2;
+            memcpy(f->name1, n1, (size_t)l1);
+            memcpy(f->name2, n2, (size_t)l2);
+        }
+        if (prev != NULL) prev->next = f;
+        else first = f;
+    }
+    prev = f;
+    f->used = ++uses;
+    *out = f;
+    Py_INCREF(f->key);
+    *key = f->key;
+    *isint = f->isint;
+    return 0;
+}
+
+/* A field's value (``make_value``), the entry's last one when it was made from the same bytes. */
+static PyObject *field_value(Field *f, const unsigned char *s, Py_ssize_t len, int special, int isint, int content) {
+    if (f != NULL && f->val != NULL && f->rawlen == len && same(f->raw, s, len)) {
+        Py_INCREF(f->val);
+        return f->val;
+    }
+    PyObject *v = make_value(s, len, special, isint, content);
+    if (v == NULL || f == NULL) return v;
+    Py_CLEAR(f->val);
+    if (!special && PyUnicode_CheckExact(v)) {
+        f->raw = PyUnicode_DATA(v); /* plain text: the str holds the very bytes */
+    } else if (len <= F_INLINE) {
+        memcpy(f->vbuf, s, (size_t)len);
+        f->raw = f->vbuf;
+    } else {
+        return v;
+    }
+    if (len > F_VALMAX) return v;
+    Py_INCREF(v);
+    f->val = v;
+    f->rawlen = len;
+    return v;
+}
+
+/* One <System> child (``event_from_xml``'s System branch). */
+static int system_child(PyObject *out, const Elem *e) {
+    Field *f = NULL;
+    PyObject *key = NULL, *v;
+    int isint, kept = 0;
+    for (int k = 0; k < e->nattrs; k++) kept += !is_xmlns(&e->attrs[k]);
+    if (e->text != NULL || !kept) {
+        if (field_for(F_STEXT, e->name, e->len, NULL, 0, 0, &f, &key, &isint) < 0) return -1;
+    }
+    if (e->text != NULL) {
+        v = field_value(f, e->text, e->text_len, e->text_special, isint, 1);
+        int bad = v == NULL || (v != Py_None && PyDict_SetItem(out, key, v) < 0);
+        Py_XDECREF(v);
+        if (bad) goto fail;
+    }
+    if (!kept) {
+        int has = PyDict_Contains(out, key);
+        if (has < 0 || (!has && PyDict_SetItem(out, key, Py_None) < 0)) goto fail;
+        Py_DECREF(key);
+        return 0;
+    }
+    Py_XDECREF(key);
+    for (int k = 0; k < e->nattrs; k++) {
+        const Attr *a = &e->attrs[k];
+        if (is_xmlns(a)) continue;
+        if (field_for(F_SATTR, e->name, e->len, a->name, a->name_len, 0, &f, &key, &isint) < 0) return -1;
+        v = field_value(f, a->val, a->val_len, a->special, isint, 0);
+        int bad = v == NULL || PyDict_SetItem(out, key, v) < 0;
+        Py_XDECREF(v);
+        Py_DECREF(key);
+        if (bad) return -1;
+    }
+    return 0;
+fail:
+    Py_DECREF(key);
+    return -1;
+}
+
+/* One child of <EventData> or of a <UserData> wrapper (``xml_reader._data``); ``*unnamed``
+ * (made on the first) collects the texts of Data elements without a Name. */
+static int data_child(PyObject *out, PyObject **unnamed, const Elem *e) {
+    const Attr *name = NULL;
+    Field *f;
+    PyObject *key, *text;
+    int isint;
     if (e->len == 4 && memcmp(e->name, "Data", 4) == 0) {
         for (int k = 0; k < e->nattrs; k++) {
             const Attr *a = &e->attrs[k];
-            if (a->name_len == 4 && memcmp(a->name, "Name", 4) == 0) {
-                name = make_text(a->val, a->val_len, a->special);
-                if (name == NULL) {
-                    Py_DECREF(text);
-                    return -1;
-                }
-            }
+            if (a->name_len == 4 && memcmp(a->name, "Name", 4) == 0) name = a;
         }
         if (name == NULL) {
-            int rc = PyList_Append(unnamed, text);
+            text = e->text ? make_text(e->text, e->text_len, e->text_special) : (Py_INCREF(S_empty), S_empty);
+            if (text == NULL) return -1;
+            if (*unnamed == NULL && (*unnamed = PyList_New(0)) == NULL) {
+                Py_DECREF(text);
+                return -1;
+            }
+            int rc = PyList_Append(*unnamed, text);
             Py_DECREF(text);
             return rc;
         }
-    } else {
-        name = name_str(e->name, e->len);
-        if (name == NULL) {
-            Py_DECREF(text);
-            return -1;
-        }
     }
-    PyObject *key = PyUnicode_Replace(name, S_space, S_empty, -1);
-    Py_DECREF(name);
-    int rc = key ? PyDict_SetItem(out, key, text) : -1;
-    Py_XDECREF(key);
-    Py_DECREF(text);
+    int rc = name ? field_for(F_DNAMED, name->val, name->val_len, NULL, 0, name->special, &f, &key, &isint)
+                  : field_for(F_DELEM, e->name, e->len, NULL, 0, 0, &f, &key, &isint);
+    if (rc < 0) return -1;
+    text = e->text ? field_value(f, e->text, e->text_len, e->text_special, 0, 0) : (Py_INCREF(S_empty), S_empty);
+    rc = text ? PyDict_SetItem(out, key, text) : -1;
+    Py_XDECREF(text);
+    Py_DECREF(key);
     return rc;
 }
 
 /* The text-only children of an element until its end tag; each to system_child or data_child. */
 static int children(Cur *c, PyObject *out, const unsigned char *parent, Py_ssize_t plen, int system) {
-    PyObject *unnamed = system ? NULL : PyList_New(0);
-    if (!system && unnamed == NULL) return FAIL;
+    PyObject *unnamed = NULL;
     int rc;
     for (;;) {
         skip_ws(c);
@@ -538,17 +736,15 @@ static int children(Cur *c, PyObject *out, const unsigned char *parent, Py_ssize
         Elem e;
         rc = read_elem(c, &e, 1, 1);
         if (rc != OK) break;
-        if ((system ? system_child(out, &e) : data_child(out, unnamed, &e)) < 0) {
+        if ((system ? system_child(out, &e) : data_child(out, &unnamed, &e)) < 0) {
             rc = FAIL;
             break;
         }
     }
-    if (rc == OK && !system) {
+    if (rc == OK && unnamed != NULL) {
         Py_ssize_t k = PyList_GET_SIZE(unnamed);
-        if (k > 0) {
-            PyObject *v = k > 1 ? unnamed : PyList_GET_ITEM(unnamed, 0);
-            if (PyDict_SetItem(out, S_Data, v) < 0) rc = FAIL;
-        }
+        PyObject *v = k > 1 ? unnamed : PyList_GET_ITEM(unnamed, 0);
+        if (PyDict_SetItem(out, S_Data, v) < 0) rc = FAIL;
     }
     Py_XDECREF(unnamed);
     return rc;
@@ -640,16 +836,19 @@ static int canonical_time(PyObject *out) {
 /* One ``<Event>`` at the cursor: OK with ``*out`` a new dict of its fields (SystemTime in its
  * canonical form), else REJECT, MORE or FAIL with ``*out`` NULL. */
 static int event(Cur *c, PyObject **out) {
-    PyObject *fields = PyDict_New();
+    static Py_ssize_t last_size = 0; /* the previous event's field count: its dict never resizes */
+    PyObject *d = _PyDict_NewPresized(last_size);
     *out = NULL;
-    if (fields == NULL) return FAIL;
-    int rc = event_body(c, fields);
-    if (rc == OK && canonical_time(fields) < 0) rc = FAIL;
+    if (d == NULL) return FAIL;
+    prev = NULL;
+    int rc = event_body(c, d);
+    if (rc == OK && canonical_time(d) < 0) rc = FAIL;
     if (rc != OK) {
-        Py_DECREF(fields);
+        Py_DECREF(d);
         return rc;
     }
-    *out = fields;
+    last_size = Py_MIN(PyDict_GET_SIZE(d), 128);
+    *out = d;
     return OK;
 }
 
@@ -973,6 +1172,7 @@ PyMODINIT_FUNC PyInit__xml(void) {
     S_xml = PyUnicode_InternFromString("xml");
     S_EventID = PyUnicode_InternFromString("EventID");
     S_EventRecordID = PyUnicode_InternFromString("EventRecordID");
+    init_tables();
     if (S_Data == NULL || S_TimeCreated == NULL || S_space == NULL || S_empty == NULL || S_xml == NULL ||
         S_EventID == NULL || S_EventRecordID == NULL)
         return NULL;
