@@ -384,6 +384,8 @@ static int is_event(const unsigned char *name, Py_ssize_t len) { return len == 5
 
 /* A start tag at the cursor (``<`` then a name): fills e, and for a text-only element also its
  * text and end tag. ``text_only``: nested elements are refused; ``nested``: below the event. */
+static int elem_text(Cur *c, Elem *e);
+
 static int read_elem(Cur *c, Elem *e, int text_only, int nested) {
     if (c->i + 1 >= c->n) return MORE;
     if (c->p[c->i] != '<') return REJECT;
@@ -397,8 +399,13 @@ static int read_elem(Cur *c, Elem *e, int text_only, int nested) {
     e->text_len = 0;
     e->text_special = 0;
     if (e->empty || !text_only) return OK;
+    return elem_text(c, e);
+}
+
+/* The text and end tag of a text-only element whose start tag ends at the cursor. */
+static int elem_text(Cur *c, Elem *e) {
     Py_ssize_t ts = c->i;
-    rc = scan_text(c, '<', 0, &e->text_special);
+    int rc = scan_text(c, '<', 0, &e->text_special);
     if (rc != OK) return rc;
     if (c->i > ts) {
         e->text = c->p + ts;
@@ -536,6 +543,7 @@ static PyObject *make_value(const unsigned char *s, Py_ssize_t len, int special,
 #define F_NAME2 24   /* attribute name */
 #define F_INLINE 32  /* value bytes kept in the entry (an int's digits, decoded or blank text) */
 #define F_VALMAX 512  /* longer values are not kept (at most 1 MB held) */
+#define F_TAG 64     /* start tags kept (``<Data Name='SubjectUserName'>``) */
 #define FIELDS 2048
 #define WAYS 4 /* a set of entries for names of the same hash (1,024 entries of one way thrashed
                    with 3 of 154 names falling on one) */
@@ -552,6 +560,9 @@ typedef struct Field {
     Py_ssize_t rawlen;
     unsigned char vbuf[F_INLINE];
     uint64_t used;      /* ``uses`` when it was last used: a set replaces its least recent */
+    /* the start tag of the last element whose first field this was, as read_elem read it */
+    unsigned char taglen, elen, nattrs, an_off, an_len, av_off, av_len, av_special;
+    unsigned char tag[F_TAG];
     struct Field *next; /* the entry of the field that followed this one last time */
 } Field;
 
@@ -559,6 +570,8 @@ static Field fields[FIELDS];
 static uint64_t uses;
 static Field *first;   /* the entry of the previous event's first field */
 static Field *prev;    /* the entry of this event's last field, NULL before its first */
+static int elem_calls;    /* field_for calls for the element at hand */
+static Field *elem_first; /* the entry of its first field (NULL: none, or names too long) */
 
 static int field_is(const Field *f, int kind, const unsigned char *n1, Py_ssize_t l1, const unsigned char *n2,
                     Py_ssize_t l2) {
@@ -607,6 +620,7 @@ static int field_for(int kind, const unsigned char *n1, Py_ssize_t l1, const uns
     Field *f = prev != NULL ? prev->next : first;
     if (f == NULL || !field_is(f, kind, n1, l1, n2, l2)) {
         if (l1 > F_NAME1 || l2 > F_NAME2) {
+            if (elem_calls++ == 0) elem_first = NULL;
             *out = NULL;
             *key = make_key(kind, n1, l1, n2, l2, special, isint);
             return *key == NULL ? -1 : 0;
@@ -626,6 +640,7 @@ static int field_for(int kind, const unsigned char *n1, Py_ssize_t l1, const uns
         }
         if (!field_is(f, kind, n1, l1, n2, l2)) {
             f->kind = 0;
+            f->taglen = 0;
             Py_CLEAR(f->key);
             Py_CLEAR(f->val);
             f->key = make_key(kind, n1, l1, n2, l2, special, &f->isint);
@@ -641,6 +656,7 @@ static int field_for(int kind, const unsigned char *n1, Py_ssize_t l1, const uns
     }
     prev = f;
     f->used = ++uses;
+    if (elem_calls++ == 0) elem_first = f;
     *out = f;
     Py_INCREF(f->key);
     *key = f->key;
@@ -744,6 +760,48 @@ static int data_child(PyObject *out, PyObject **unnamed, const Elem *e) {
     return rc;
 }
 
+/* Most children's start tags are those the same field had in the event before
+ * (``<Data Name='SubjectUserName'>``, ``<EventID>``): the first field's entry keeps the bytes of
+ * the start tag (up to one attribute) and where read_elem found its name and attribute in them.
+ * When the bytes at the cursor are those, the element is what read_elem made of them then: one
+ * compare instead of reading the name, the attribute and its value: the C loop 7% faster on
+ * the simulated logs (2.51 -> 2.34 us per event, same run). */
+static void keep_tag(Field *f, const unsigned char *tag, const Elem *e) {
+    f->taglen = (unsigned char)(e->text - tag);
+    memcpy(f->tag, tag, f->taglen);
+    f->elen = (unsigned char)e->len;
+    f->nattrs = (unsigned char)e->nattrs;
+    if (e->nattrs) {
+        const Attr *a = &e->attrs[0];
+        f->an_off = (unsigned char)(a->name - tag);
+        f->an_len = (unsigned char)a->name_len;
+        f->av_off = (unsigned char)(a->val - tag);
+        f->av_len = (unsigned char)a->val_len;
+        f->av_special = (unsigned char)a->special;
+    }
+}
+
+/* The element whose start tag at the cursor equals f's kept one; the cursor moves past it. */
+static void replay_tag(Cur *c, const Field *f, Elem *e) {
+    const unsigned char *tag = c->p + c->i;
+    e->name = tag + 1;
+    e->len = f->elen;
+    e->nattrs = f->nattrs;
+    e->empty = 0;
+    if (f->nattrs) {
+        Attr *a = &e->attrs[0];
+        a->name = tag + f->an_off;
+        a->name_len = f->an_len;
+        a->val = tag + f->av_off;
+        a->val_len = f->av_len;
+        a->special = f->av_special;
+    }
+    e->text = NULL;
+    e->text_len = 0;
+    e->text_special = 0;
+    c->i += f->taglen;
+}
+
 /* The text-only children of an element until its end tag; each to system_child or data_child. */
 static int children(Cur *c, PyObject *out, const unsigned char *parent, Py_ssize_t plen, int system) {
     PyObject *unnamed = NULL;
@@ -763,12 +821,24 @@ static int children(Cur *c, PyObject *out, const unsigned char *parent, Py_ssize
             break;
         }
         Elem e;
-        rc = read_elem(c, &e, 1, 1);
+        Field *g = prev != NULL ? prev->next : first;
+        const unsigned char *tag = c->p + c->i;
+        int known = g != NULL && g->taglen != 0 && c->n - c->i >= g->taglen && same(tag, g->tag, g->taglen);
+        if (known) {
+            replay_tag(c, g, &e);
+            rc = elem_text(c, &e);
+        } else {
+            rc = read_elem(c, &e, 1, 1);
+        }
         if (rc != OK) break;
+        elem_calls = 0;
+        elem_first = NULL;
         if ((system ? system_child(out, &e) : data_child(out, &unnamed, &e)) < 0) {
             rc = FAIL;
             break;
         }
+        if (!known && elem_first != NULL && e.text != NULL && e.nattrs <= 1 && e.text - tag <= F_TAG)
+            keep_tag(elem_first, tag, &e);
     }
     if (rc == OK && unnamed != NULL) {
         Py_ssize_t k = PyList_GET_SIZE(unnamed);
