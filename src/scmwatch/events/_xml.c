@@ -550,20 +550,20 @@ static PyObject *make_value(const unsigned char *s, Py_ssize_t len, int special,
 
 enum { F_STEXT = 1, F_SATTR, F_DNAMED, F_DELEM };
 
-typedef struct Field {
+typedef struct Field { /* what a hit reads first, in its first 64 bytes */
     unsigned char kind, len1, len2;
-    unsigned char name1[F_NAME1], name2[F_NAME2];
+    /* the start tag of the last element whose first field this was, as read_elem read it */
+    unsigned char taglen, elen, nattrs, an_off, an_len, av_off, av_len, av_special;
     int isint;
+    struct Field *next; /* the entry of the field that followed this one last time */
     PyObject *key;
     PyObject *val;            /* NULL: none kept */
     const unsigned char *raw; /* the bytes val was made from: val's own ASCII data, or vbuf */
     Py_ssize_t rawlen;
-    unsigned char vbuf[F_INLINE];
-    uint64_t used;      /* ``uses`` when it was last used: a set replaces its least recent */
-    /* the start tag of the last element whose first field this was, as read_elem read it */
-    unsigned char taglen, elen, nattrs, an_off, an_len, av_off, av_len, av_special;
+    uint64_t used; /* ``uses`` when it was last used: a set replaces its least recent */
     unsigned char tag[F_TAG];
-    struct Field *next; /* the entry of the field that followed this one last time */
+    unsigned char name1[F_NAME1], name2[F_NAME2];
+    unsigned char vbuf[F_INLINE];
 } Field;
 
 static Field fields[FIELDS];
@@ -704,8 +704,7 @@ static int system_child(PyObject *out, const Elem *e) {
         if (bad) goto fail;
     }
     if (!kept) {
-        int has = PyDict_Contains(out, key);
-        if (has < 0 || (!has && PyDict_SetItem(out, key, Py_None) < 0)) goto fail;
+        if (PyDict_SetDefault(out, key, Py_None) == NULL) goto fail;
         Py_DECREF(key);
         return 0;
     }
