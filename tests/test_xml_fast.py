@@ -200,6 +200,32 @@ def test_system_time_shortcut_in_c_equals_iso_utc(monkeypatch):
     assert events[1][0]["TimeCreated"] == "2023-02-29T12:00:00.1234567Z"
 
 
+def test_time_created_from_any_source_is_made_canonical_as_the_streaming_parser_does(monkeypatch):
+    """The C parser makes a TimeCreated value canonical as it stores it, whatever it comes from
+    (the SystemTime attribute, a <TimeCreated> text, a Data or UserData field whose name is or
+    decodes to TimeCreated, one too long for the field cache): the last one stored wins, made
+    canonical or left to iso_utc exactly as the streaming parser leaves them."""
+    rng = random.Random(12)
+    times = ["2024-02-29T12:00:00.1234567Z", "2023-02-29T12:00:00.1234567Z", "2024-01-01T00:00:00.000000Z",
+             "2024-01-01 00:00:00.0000000Z", "x", "2024-05-06T07:59:37.340708Z",
+             "2100-01-01T00:00:00.0000000Z"]
+    sources = ["<TimeCreated SystemTime='{}'/>", "<TimeCreated>{}</TimeCreated>", "<TimeCreated/>",
+               "<TimeCreated> </TimeCreated>"]
+    data = ["<Data Name='TimeCreated'>{}</Data>", "<Data Name='Time Created'>{}</Data>",
+            "<Data Name='Time&#32;Created'>{}</Data>", "<Data Name='Time" + " " * 60 + "Created'>{}</Data>",
+            "<Data Name='Other'>{}</Data>"]
+    events = []
+    for i in range(3000):
+        system = "".join(rng.choice(sources).format(rng.choice(times)) for _ in range(rng.randrange(1, 3)))
+        fields = "".join(rng.choice(data).format(rng.choice(times)) for _ in range(rng.randrange(3)))
+        user = f"<TimeCreated>{rng.choice(times)}</TimeCreated>" if rng.random() < 0.5 else "<Other>o</Other>"
+        part = rng.choice([f"<EventData>{fields}</EventData>", f"<UserData><W>{user}</W></UserData>"])
+        events.append(f"<Event><System><EventID>{i}</EventID>{system}</System>{part}</Event>")
+    read = same("\n".join(events).encode(), monkeypatch)
+    assert len(read) == 3000
+    assert sum(e[0].get("TimeCreated") == "2024-02-29T12:00:00.123456Z" for e in read) > 300
+
+
 def test_batches_of_tiny_events_read_the_same(monkeypatch):
     """The C parser returns at most 256 events per call: tiny events (over a thousand per read)
     cross batch and read boundaries without a loss, with a wrapper and a CR LF mix."""

@@ -487,10 +487,16 @@ static PyObject *bytes_int(const unsigned char *s, Py_ssize_t len) {
     return PyLong_FromLongLong(v);
 }
 
-/* The value of checked text as ``event_from_xml`` stores it: ``isint`` as ``_int`` converts it,
+/* How a field's value is converted: CONV_INT as ``_int`` does for the names in SYSTEM_INTS,
+ * CONV_TIME to the canonical form of a SystemTime for the key TimeCreated (see canonical). */
+enum { CONV_INT = 1, CONV_TIME = 2 };
+
+static PyObject *canonical(PyObject *v);
+
+/* The value of checked text as ``event_from_xml`` stores it (``isint``: as ``_int`` converts it),
  * ``content``: Py_None when str.strip() leaves nothing (a <System> child's text is then not
  * stored). */
-static PyObject *make_value(const unsigned char *s, Py_ssize_t len, int special, int isint, int content) {
+static PyObject *text_value(const unsigned char *s, Py_ssize_t len, int special, int isint, int content) {
     if (!special) {
         if (content) {
             Py_ssize_t k = 0;
@@ -520,6 +526,15 @@ static PyObject *make_value(const unsigned char *s, Py_ssize_t len, int special,
     if (!isint) return text;
     PyObject *v = maybe_int(text);
     Py_DECREF(text);
+    return v;
+}
+
+/* text_value, then what ``event_from_xml`` does to the key TimeCreated's value at the end: done
+ * as the value is made, the last value stored under the key is canonical all the same, and the
+ * event's dict is not looked up and changed again (the C loop 2-4% faster, same run). */
+static PyObject *make_value(const unsigned char *s, Py_ssize_t len, int special, int conv, int content) {
+    PyObject *v = text_value(s, len, special, conv & CONV_INT, content);
+    if (v != NULL && (conv & CONV_TIME)) Py_SETREF(v, canonical(v));
     return v;
 }
 
@@ -554,7 +569,7 @@ typedef struct Field { /* what a hit reads first, in its first 64 bytes */
     unsigned char kind, len1, len2;
     /* the start tag of the last element whose first field this was, as read_elem read it */
     unsigned char taglen, elen, nattrs, an_off, an_len, av_off, av_len, av_special;
-    int isint;
+    int conv;
     struct Field *next; /* the entry of the field that followed this one last time */
     PyObject *key;
     PyObject *val;            /* NULL: none kept */
@@ -578,20 +593,33 @@ static int field_is(const Field *f, int kind, const unsigned char *n1, Py_ssize_
     return f->kind == kind && f->len1 == l1 && f->len2 == l2 && same(f->name1, n1, l1) && same(f->name2, n2, l2);
 }
 
-/* The key of a field and whether its value becomes an int, made from its name bytes. */
+static PyObject *system_key(int kind, const unsigned char *n1, Py_ssize_t l1, const unsigned char *n2, Py_ssize_t l2,
+                            int *conv);
+
+/* The key of a field, made from its name bytes, and how its value is converted (``*conv``). */
 static PyObject *make_key(int kind, const unsigned char *n1, Py_ssize_t l1, const unsigned char *n2, Py_ssize_t l2,
-                          int special, int *isint) {
-    *isint = 0;
-    if (kind == F_DELEM) return plain_str(n1, l1); /* a name holds no space */
-    if (kind == F_DNAMED) {
+                          int special, int *conv) {
+    PyObject *key;
+    *conv = 0;
+    if (kind == F_DELEM) {
+        key = plain_str(n1, l1); /* a name holds no space */
+    } else if (kind == F_DNAMED) {
         PyObject *name = make_text(n1, l1, special);
         if (name == NULL) return NULL;
         Py_ssize_t at = PyUnicode_FindChar(name, ' ', 0, PyUnicode_GET_LENGTH(name), 1);
-        if (at == -1) return name;
-        PyObject *key = at == -2 ? NULL : PyUnicode_Replace(name, S_space, S_empty, -1);
+        key = at == -1 ? (Py_INCREF(name), name) : at == -2 ? NULL : PyUnicode_Replace(name, S_space, S_empty, -1);
         Py_DECREF(name);
-        return key;
+    } else {
+        key = system_key(kind, n1, l1, n2, l2, conv);
     }
+    if (key != NULL && PyUnicode_Check(key) && PyUnicode_Compare(key, S_TimeCreated) == 0) *conv |= CONV_TIME;
+    if (PyErr_Occurred()) Py_CLEAR(key);
+    return key;
+}
+
+/* make_key for a <System> child's text or attribute. */
+static PyObject *system_key(int kind, const unsigned char *n1, Py_ssize_t l1, const unsigned char *n2, Py_ssize_t l2,
+                            int *conv) {
     PyObject *key = plain_str(n1, l1);
     if (key == NULL) return NULL;
     if (kind == F_SATTR) {
@@ -609,20 +637,20 @@ static PyObject *make_key(int kind, const unsigned char *n1, Py_ssize_t l1, cons
     }
     int rc = PySet_Contains(SYSTEM_INTS, key);
     if (rc < 0) Py_CLEAR(key);
-    *isint = rc > 0;
+    *conv = rc > 0 ? CONV_INT : 0;
     return key;
 }
 
 /* The entry of the event's next field (NULL when its names are too long to keep one), with
- * its key (a new reference) and isint; -1 on an error. */
+ * its key (a new reference) and conv; -1 on an error. */
 static int field_for(int kind, const unsigned char *n1, Py_ssize_t l1, const unsigned char *n2, Py_ssize_t l2,
-                     int special, Field **out, PyObject **key, int *isint) {
+                     int special, Field **out, PyObject **key, int *conv) {
     Field *f = prev != NULL ? prev->next : first;
     if (f == NULL || !field_is(f, kind, n1, l1, n2, l2)) {
         if (l1 > F_NAME1 || l2 > F_NAME2) {
             if (elem_calls++ == 0) elem_first = NULL;
             *out = NULL;
-            *key = make_key(kind, n1, l1, n2, l2, special, isint);
+            *key = make_key(kind, n1, l1, n2, l2, special, conv);
             return *key == NULL ? -1 : 0;
         }
         uint32_t h = 2166136261u ^ (uint32_t)kind;
@@ -643,7 +671,7 @@ static int field_for(int kind, const unsigned char *n1, Py_ssize_t l1, const uns
             f->taglen = 0;
             Py_CLEAR(f->key);
             Py_CLEAR(f->val);
-            f->key = make_key(kind, n1, l1, n2, l2, special, &f->isint);
+            f->key = make_key(kind, n1, l1, n2, l2, special, &f->conv);
             if (f->key == NULL) return -1;
             f->kind = (unsigned char)kind;
             f->len1 = (unsigned char)l1;
@@ -660,21 +688,21 @@ static int field_for(int kind, const unsigned char *n1, Py_ssize_t l1, const uns
     *out = f;
     Py_INCREF(f->key);
     *key = f->key;
-    *isint = f->isint;
+    *conv = f->conv;
     return 0;
 }
 
 /* A field's value (``make_value``), the entry's last one when it was made from the same bytes. */
-static PyObject *field_value(Field *f, const unsigned char *s, Py_ssize_t len, int special, int isint, int content) {
+static PyObject *field_value(Field *f, const unsigned char *s, Py_ssize_t len, int special, int conv, int content) {
     if (f != NULL && f->val != NULL && f->rawlen == len && same(f->raw, s, len)) {
         Py_INCREF(f->val);
         return f->val;
     }
-    PyObject *v = make_value(s, len, special, isint, content);
+    PyObject *v = make_value(s, len, special, conv, content);
     if (v == NULL || f == NULL) return v;
     Py_CLEAR(f->val);
-    if (!special && PyUnicode_CheckExact(v)) {
-        f->raw = PyUnicode_DATA(v); /* plain text: the str holds the very bytes */
+    if (!special && PyUnicode_CheckExact(v) && PyUnicode_GET_LENGTH(v) == len) {
+        f->raw = PyUnicode_DATA(v); /* plain text kept as it is: the str holds the very bytes */
     } else if (len <= F_INLINE) {
         memcpy(f->vbuf, s, (size_t)len);
         f->raw = f->vbuf;
@@ -692,13 +720,13 @@ static PyObject *field_value(Field *f, const unsigned char *s, Py_ssize_t len, i
 static int system_child(PyObject *out, const Elem *e) {
     Field *f = NULL;
     PyObject *key = NULL, *v;
-    int isint, kept = 0;
+    int conv, kept = 0;
     for (int k = 0; k < e->nattrs; k++) kept += !is_xmlns(&e->attrs[k]);
     if (e->text != NULL || !kept) {
-        if (field_for(F_STEXT, e->name, e->len, NULL, 0, 0, &f, &key, &isint) < 0) return -1;
+        if (field_for(F_STEXT, e->name, e->len, NULL, 0, 0, &f, &key, &conv) < 0) return -1;
     }
     if (e->text != NULL) {
-        v = field_value(f, e->text, e->text_len, e->text_special, isint, 1);
+        v = field_value(f, e->text, e->text_len, e->text_special, conv, 1);
         int bad = v == NULL || (v != Py_None && PyDict_SetItem(out, key, v) < 0);
         Py_XDECREF(v);
         if (bad) goto fail;
@@ -712,8 +740,8 @@ static int system_child(PyObject *out, const Elem *e) {
     for (int k = 0; k < e->nattrs; k++) {
         const Attr *a = &e->attrs[k];
         if (is_xmlns(a)) continue;
-        if (field_for(F_SATTR, e->name, e->len, a->name, a->name_len, 0, &f, &key, &isint) < 0) return -1;
-        v = field_value(f, a->val, a->val_len, a->special, isint, 0);
+        if (field_for(F_SATTR, e->name, e->len, a->name, a->name_len, 0, &f, &key, &conv) < 0) return -1;
+        v = field_value(f, a->val, a->val_len, a->special, conv, 0);
         int bad = v == NULL || PyDict_SetItem(out, key, v) < 0;
         Py_XDECREF(v);
         Py_DECREF(key);
@@ -731,7 +759,7 @@ static int data_child(PyObject *out, PyObject **unnamed, const Elem *e) {
     const Attr *name = NULL;
     Field *f;
     PyObject *key, *text;
-    int isint;
+    int conv;
     if (e->len == 4 && memcmp(e->name, "Data", 4) == 0) {
         for (int k = 0; k < e->nattrs; k++) {
             const Attr *a = &e->attrs[k];
@@ -749,8 +777,8 @@ static int data_child(PyObject *out, PyObject **unnamed, const Elem *e) {
             return rc;
         }
     }
-    int rc = name ? field_for(F_DNAMED, name->val, name->val_len, NULL, 0, name->special, &f, &key, &isint)
-                  : field_for(F_DELEM, e->name, e->len, NULL, 0, 0, &f, &key, &isint);
+    int rc = name ? field_for(F_DNAMED, name->val, name->val_len, NULL, 0, name->special, &f, &key, &conv)
+                  : field_for(F_DELEM, e->name, e->len, NULL, 0, 0, &f, &key, &conv);
     if (rc < 0) return -1;
     text = e->text ? field_value(f, e->text, e->text_len, e->text_special, 0, 0) : (Py_INCREF(S_empty), S_empty);
     rc = text ? PyDict_SetItem(out, key, text) : -1;
@@ -903,11 +931,9 @@ static int digits(const char *d, int n) {
     return v;
 }
 
-static int canonical_time(PyObject *out) {
-    PyObject *key = S_TimeCreated;
-    PyObject *v = PyDict_GetItemWithError(out, key);
-    if (v == NULL || !PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v) || PyUnicode_GET_LENGTH(v) != 28)
-        return PyErr_Occurred() ? -1 : 0;
+/* The canonical form of v when it is a valid SystemTime (a new reference either way). */
+static PyObject *canonical(PyObject *v) {
+    if (!PyUnicode_CheckExact(v) || !PyUnicode_IS_ASCII(v) || PyUnicode_GET_LENGTH(v) != 28) return Py_NewRef(v);
     const char *d = (const char *)PyUnicode_DATA(v);
     static const int dim[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int y = digits(d, 4), mo = digits(d + 5, 2), day = digits(d + 8, 2);
@@ -919,16 +945,11 @@ static int canonical_time(PyObject *out) {
         int leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
         ok = day <= dim[mo - 1] + (mo == 2 && leap);
     }
-    int rc = 0;
-    if (ok) {
-        char buf[27];
-        memcpy(buf, d, 26);
-        buf[26] = 'Z';
-        PyObject *t = PyUnicode_FromStringAndSize(buf, 27);
-        rc = t == NULL ? -1 : PyDict_SetItem(out, key, t);
-        Py_XDECREF(t);
-    }
-    return rc;
+    if (!ok) return Py_NewRef(v);
+    char buf[27];
+    memcpy(buf, d, 26);
+    buf[26] = 'Z';
+    return PyUnicode_FromStringAndSize(buf, 27);
 }
 
 /* One ``<Event>`` at the cursor: OK with ``*out`` a new dict of its fields (SystemTime in its
@@ -940,7 +961,6 @@ static int event(Cur *c, PyObject **out) {
     if (d == NULL) return FAIL;
     prev = NULL;
     int rc = event_body(c, d);
-    if (rc == OK && canonical_time(d) < 0) rc = FAIL;
     if (rc != OK) {
         Py_DECREF(d);
         return rc;
