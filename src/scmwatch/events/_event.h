@@ -1,4 +1,5 @@
-/* Making scmwatch.events.model.Event objects from C, shared by _flatten and _evtx.
+/* Making scmwatch.events.model.Event objects from C, shared by _flatten, _evtx and _xml, and
+ * the end callback of their reading loops.
  *
  * Event is a slots dataclass. Its instances are made by setting the slots at the offsets its
  * member descriptors give, which skips the dataclass __init__ call per event; when the offsets
@@ -7,6 +8,7 @@
 #define SCMWATCH_EVENT_H
 
 #include <Python.h>
+#include <stdarg.h>
 #include <structmember.h>
 
 typedef struct {
@@ -55,6 +57,60 @@ static PyObject *event_new(EventClass *ec, PyObject *fields, PyObject *source, P
     set_slot(ev, ec->fmt, fmt);
     set_slot(ev, ec->epoch, Py_None);
     return ev;
+}
+
+/* A reading loop's ``on_end`` callback, called once with the values of ``fmt`` (a tuple: "(...)")
+ * when the loop stops, fails, is closed or is freed: it stands in for the ``finally`` of a
+ * generator around the loop that added the loop's counts to the reader's stats, so the loop
+ * itself can be the reader's iterator (two generator frames less per event). ``*on_end`` is
+ * NULL once called (or when there is none). 0, or -1 with the callback's exception. */
+static inline int loop_end_va(PyObject **on_end, const char *fmt, va_list va) {
+    PyObject *fn = *on_end;
+    if (fn == NULL) return 0;
+    *on_end = NULL;
+    PyObject *args = Py_VaBuildValue(fmt, va);
+    PyObject *res = args != NULL ? PyObject_CallObject(fn, args) : NULL;
+    Py_XDECREF(args);
+    Py_DECREF(fn);
+    if (res == NULL) return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
+static inline int loop_end(PyObject **on_end, const char *fmt, ...) {
+    va_list va;
+    va_start(va, fmt);
+    int rc = loop_end_va(on_end, fmt, va);
+    va_end(va);
+    return rc;
+}
+
+/* loop_end when the loop has stopped, on an error or not: an error of the callback's own is
+ * chained to the loop's (and raised alone when the loop just ran out). */
+static inline void loop_end_stopped(PyObject **on_end, const char *fmt, ...) {
+    if (*on_end == NULL) return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    va_list va;
+    va_start(va, fmt);
+    int rc = loop_end_va(on_end, fmt, va);
+    va_end(va);
+    if (type == NULL) return;
+    if (rc < 0) _PyErr_ChainExceptions(type, value, tb);
+    else PyErr_Restore(type, value, tb);
+}
+
+/* loop_end from a deallocator, the loop dropped before its end (its counts still go in): an
+ * error of the callback is unraisable, any exception in flight is kept. */
+static inline void loop_end_freed(PyObject **on_end, const char *fmt, ...) {
+    if (*on_end == NULL) return;
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    va_list va;
+    va_start(va, fmt);
+    if (loop_end_va(on_end, fmt, va) < 0) PyErr_WriteUnraisable(NULL);
+    va_end(va);
+    PyErr_Restore(type, value, tb);
 }
 
 #endif

@@ -1627,21 +1627,12 @@ typedef struct {
     PyObject *on_end;   /* callable(nbytes, count, skipped), called once when done, or NULL */
 } NdjsonEvents;
 
-/* on_end(nbytes, count, skipped), once: when the lines run out or reading fails, at close() or
- * at the latest when the loop is freed. It stands in for the ``finally`` of a generator around
- * the loop that added those counts to the reader's stats, so the hunt reads every event through
- * two generator frames less (json_reader.read_json and _c_lines): ~120 instructions per event
- * (callgrind, NDJSON reading of the attack corpus: 249M -> 245M instructions per pass). */
-static int ndjson_finish(NdjsonEvents *self) {
-    PyObject *fn = self->on_end;
-    if (fn == NULL) return 0;
-    self->on_end = NULL;
-    PyObject *res = PyObject_CallFunction(fn, "nnn", self->nbytes, self->count, self->skipped);
-    Py_DECREF(fn);
-    if (res == NULL) return -1;
-    Py_DECREF(res);
-    return 0;
-}
+/* on_end(nbytes, count, skipped), once (``loop_end`` in _event.h): when the lines run out or
+ * reading fails, at close() or at the latest when the loop is freed. Without the generator
+ * frames it replaces (json_reader.read_json and _c_lines) the hunt reads each event ~120
+ * instructions cheaper (callgrind, NDJSON reading of the attack corpus: 249M -> 245M
+ * instructions per pass). */
+#define NDJSON_END "(nnn)", self->nbytes, self->count, self->skipped
 
 static int carry_append(NdjsonEvents *self, const unsigned char *s, Py_ssize_t n) {
     if (self->carried + n > self->carry_cap) {
@@ -1801,16 +1792,7 @@ static PyObject *ndjson_events_step(NdjsonEvents *self) {
  * reading error. */
 static PyObject *ndjson_events_next(NdjsonEvents *self) {
     PyObject *ev = ndjson_events_step(self);
-    if (ev == NULL && self->on_end != NULL) {
-        if (PyErr_Occurred()) {
-            PyObject *type, *value, *tb;
-            PyErr_Fetch(&type, &value, &tb);
-            if (ndjson_finish(self) < 0) _PyErr_ChainExceptions(type, value, tb);
-            else PyErr_Restore(type, value, tb);
-        } else {
-            ndjson_finish(self);
-        }
-    }
+    if (ev == NULL) loop_end_stopped(&self->on_end, NDJSON_END);
     return ev;
 }
 
@@ -1821,7 +1803,7 @@ static PyObject *ndjson_events_close(NdjsonEvents *self, PyObject *Py_UNUSED(ign
     self->carried = 0;
     self->skipping = 0;
     release_block(self);
-    if (ndjson_finish(self) < 0) return NULL;
+    if (loop_end(&self->on_end, NDJSON_END) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -1875,12 +1857,7 @@ static PyObject *ndjson_events_new(PyTypeObject *type, PyObject *args, PyObject 
 }
 
 static void ndjson_events_dealloc(NdjsonEvents *self) {
-    if (self->on_end != NULL) { /* dropped before its end: its counts still go in */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        if (ndjson_finish(self) < 0) PyErr_WriteUnraisable(NULL);
-        PyErr_Restore(type, value, tb);
-    }
+    loop_end_freed(&self->on_end, NDJSON_END);
     release_block(self);
     Py_XDECREF(self->blocks);
     Py_XDECREF(self->name);

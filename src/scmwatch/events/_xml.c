@@ -1072,16 +1072,7 @@ static int refill(XmlEvents *self, Py_ssize_t want) {
     return 0;
 }
 
-static int xml_finish(XmlEvents *self) {
-    PyObject *fn = self->on_end;
-    if (fn == NULL) return 0;
-    self->on_end = NULL;
-    PyObject *res = PyObject_CallFunction(fn, "nn", self->dropped + self->pos, self->count);
-    Py_DECREF(fn);
-    if (res == NULL) return -1;
-    Py_DECREF(res);
-    return 0;
-}
+#define XML_END "(nn)", self->dropped + self->pos, self->count /* on_end's values */
 
 /* ``</Events S? >`` at pos: 1 (pos moved past it), 0 no, -1 cannot tell before more is read. */
 static int end_wrapper(XmlEvents *self) {
@@ -1168,16 +1159,7 @@ static PyObject *xml_events_next(XmlEvents *self) {
     PyObject *ev = xml_events_step(self);
     if (ev == NULL) {
         self->stopped = 1;
-        if (self->on_end != NULL) {
-            if (PyErr_Occurred()) {
-                PyObject *type, *value, *tb;
-                PyErr_Fetch(&type, &value, &tb);
-                if (xml_finish(self) < 0) _PyErr_ChainExceptions(type, value, tb);
-                else PyErr_Restore(type, value, tb);
-            } else {
-                xml_finish(self);
-            }
-        }
+        loop_end_stopped(&self->on_end, XML_END);
     }
     return ev;
 }
@@ -1220,12 +1202,7 @@ static PyObject *xml_events_new(PyTypeObject *type, PyObject *args, PyObject *kw
 }
 
 static void xml_events_dealloc(XmlEvents *self) {
-    if (self->on_end != NULL) { /* dropped before its end: its counts still go in */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        if (xml_finish(self) < 0) PyErr_WriteUnraisable(NULL);
-        PyErr_Restore(type, value, tb);
-    }
+    loop_end_freed(&self->on_end, XML_END);
     Py_XDECREF(self->blocks);
     Py_XDECREF(self->name);
     Py_XDECREF(self->slow);
