@@ -143,8 +143,8 @@ def _prolog(before: str) -> tuple[str, int] | None:
 def _fast_bytes(stream: BinaryIO, walk: _Walk) -> Iterator[Event]:
     """UTF-8 (the usual case): the C loop reads the file's own bytes, from its first ``<Event>``."""
     head = stream.read(CHUNK)
-    if head.startswith(codecs.BOM_UTF8):
-        head = head[3:]
+    bom = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+    head = head[bom:]
     start = _EVENT_START.search(head)
     prolog = None
     if start is not None:
@@ -159,7 +159,7 @@ def _fast_bytes(stream: BinaryIO, walk: _Walk) -> Iterator[Event]:
     before = start.start()
 
     def end(nbytes: int, count: int) -> None:
-        stats.bytes += before + nbytes
+        stats.bytes += bom + before + nbytes
         stats.events += count
         walk.events += count
 
