@@ -123,6 +123,9 @@ def test_utf16_and_invalid_bytes_read_the_same(monkeypatch):
     doc = "<Events>" + event(data="<Data Name='x'>\u00e9t\u00e9</Data>") + "</Events>"
     same(doc.encode("utf-16"), monkeypatch)
     same(doc.encode("utf-8").replace("\u00e9".encode(), b"\xff\xfe"), monkeypatch)
+    lookalike = "<Events>\n<Event\u00a0Name='x'/>\n" + event() + "</Events>"  # no-break space: no start tag
+    same(lookalike.encode("utf-16"), monkeypatch)
+    same(lookalike.encode("utf-8"), monkeypatch)
 
 
 _piece = st.sampled_from([

@@ -41,9 +41,11 @@ except ImportError:  # no compiler at install time
     _xml = None  # type: ignore[assignment]
 
 _DECL = re.compile(r"^\s*(<\?xml[^>]*\?>)?", re.S)
-_FIRST_EVENT = re.compile(r"<Event[\s>]")
 _PROLOG = re.compile(r"\s*(?:(<Events(?:\s+xmlns\s*=\s*(?:'[^'<&]*'|\"[^\"<&]*\"))?\s*>)\s*)?")
-_EVENT_START = re.compile(rb"<Event[ \t\r\n>]")
+# An <Event> start tag as the C loop takes one (XML white space or '>' after the name), in
+# decoded text and in UTF-8 bytes.
+_FIRST_EVENT = re.compile(r"<Event[ \t\r\n>]")
+_EVENT_START = re.compile(_FIRST_EVENT.pattern.encode())
 
 fast_events = None  # ``_xml.XmlEvents`` when built and not switched off
 if _xml is not None:
